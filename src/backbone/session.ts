@@ -1,0 +1,145 @@
+/**
+ * Running the tapped backbone. Device choice is an ordered fallback (CUDA, then CPU) that keeps every failure
+ * reason, so `--device auto` can say in one line why CUDA was not used.
+ */
+import * as ort from 'onnxruntime-node';
+import { FeatcacheError, errorMessage, invalidParameter } from '../errors.js';
+
+export type DeviceSpec = { kind: 'auto' } | { kind: 'cpu' } | { kind: 'cuda'; deviceId: number };
+
+export function parseDevice(value: string): DeviceSpec {
+  if (value === 'auto' || value === 'cpu') return { kind: value };
+  const match = /^cuda(?::(\d+))?$/.exec(value);
+  if (match) return { kind: 'cuda', deviceId: Number(match[1] ?? 0) };
+  throw invalidParameter('--device', 'one of "auto", "cpu", "cuda", "cuda:N"', value);
+}
+
+export interface SessionSettings {
+  device: DeviceSpec;
+  /** ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose (one per physical core). */
+  threads: number;
+}
+
+export interface OpenedSession {
+  session: ort.InferenceSession;
+  /** The execution provider that actually runs the graph, e.g. "cuda:0" or "cpu". */
+  provider: string;
+  /** Why a preferred provider was skipped; empty when the first choice worked. */
+  fallbackReasons: string[];
+}
+
+/** The execution-provider attempts for a device spec, in order. Exported so the order is testable without a GPU. */
+export function providerPlan(device: DeviceSpec): { label: string; ep: ort.InferenceSession.ExecutionProviderConfig }[] {
+  const cuda = (deviceId: number) => ({ label: `cuda:${deviceId}`, ep: { name: 'cuda', deviceId } as const });
+  const cpu = { label: 'cpu', ep: 'cpu' as const };
+  switch (device.kind) {
+    case 'cpu':
+      return [cpu];
+    case 'cuda':
+      return [cuda(device.deviceId)];
+    case 'auto':
+      return [cuda(0), cpu];
+  }
+}
+
+export function sessionOptions(
+  ep: ort.InferenceSession.ExecutionProviderConfig,
+  threads: number,
+): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: [ep],
+    graphOptimizationLevel: 'all',
+    ...(threads > 0 ? { intraOpNumThreads: threads } : {}),
+    // One inference at a time per session; inter-op parallelism only adds threads that compete for cores.
+    executionMode: 'sequential',
+    // A missing CUDA provider is an expected outcome of --device auto; we report it in one line ourselves.
+    logSeverityLevel: typeof ep === 'object' && ep.name === 'cuda' ? 4 : 3,
+  };
+}
+
+/** Why CUDA is not usable, in words a user can act on. */
+function explainProviderFailure(label: string, error: unknown): string {
+  const message = errorMessage(error);
+  if (label.startsWith('cuda') && /unsupported|not (?:found|available)|failed to load|libonnxruntime_providers/i.test(message)) {
+    return `${label}: the CUDA execution provider is not installed (run 'npm run cuda' on a machine with an NVIDIA GPU) — ${message}`;
+  }
+  return `${label}: ${message}`;
+}
+
+export async function openSession(
+  model: Uint8Array,
+  settings: SessionSettings,
+  create: (model: Uint8Array, options: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession> = (m, o) =>
+    ort.InferenceSession.create(m, o),
+): Promise<OpenedSession> {
+  // onnxruntime logs a failed CUDA provider load as an error before throwing; the throw is what we report.
+  if (!process.env.FEATCACHE_ORT_LOG) ort.env.logLevel = 'fatal';
+  const reasons: string[] = [];
+  for (const attempt of providerPlan(settings.device)) {
+    try {
+      const session = await create(model, sessionOptions(attempt.ep, settings.threads));
+      return { session, provider: attempt.label, fallbackReasons: reasons };
+    } catch (error) {
+      reasons.push(explainProviderFailure(attempt.label, error));
+    }
+  }
+  throw new FeatcacheError(`--device: no execution provider could run the model; ${reasons.join('; ')}`, 1);
+}
+
+export interface InputLayout {
+  name: string;
+  layout: 'NCHW' | 'NHWC';
+  height: number | null;
+  width: number | null;
+  /** A fixed batch dimension (e.g. 1) means batches are split to that size; null means any batch size. */
+  fixedBatch: number | null;
+}
+
+/** Reads the image input's layout from its declared shape: channels (3) in position 1 means NCHW. */
+export function inputLayout(name: string, shape: (number | string | null)[] | null): InputLayout {
+  if (!shape || shape.length !== 4) {
+    throw new FeatcacheError(`--model: input "${name}" has shape ${JSON.stringify(shape)}; expected a 4-D image tensor [N,3,H,W] or [N,H,W,3]`);
+  }
+  const asNumber = (d: number | string | null) => (typeof d === 'number' && d > 0 ? d : null);
+  const batch = asNumber(shape[0]);
+  if (shape[1] === 3) return { name, layout: 'NCHW', height: asNumber(shape[2]), width: asNumber(shape[3]), fixedBatch: batch };
+  if (shape[3] === 3) return { name, layout: 'NHWC', height: asNumber(shape[1]), width: asNumber(shape[2]), fixedBatch: batch };
+  throw new FeatcacheError(`--model: input "${name}" has shape ${JSON.stringify(shape)}; expected 3 channels in position 1 (NCHW) or 3 (NHWC)`);
+}
+
+/**
+ * Runs one batch of `count` preprocessed images of `height`×`width` and returns [count, dim] features. Models with
+ * a fixed batch size get the batch in slices of that size; the last slice is zero-padded and the padding dropped.
+ */
+export async function runBatch(
+  session: ort.InferenceSession,
+  layout: InputLayout,
+  image: { height: number; width: number },
+  pixels: Float32Array,
+  count: number,
+  outputName: string,
+): Promise<{ features: Float32Array; dim: number }> {
+  const perImage = 3 * image.height * image.width;
+  const dims = (n: number) =>
+    layout.layout === 'NCHW' ? [n, 3, image.height, image.width] : [n, image.height, image.width, 3];
+  const slice = layout.fixedBatch ?? count;
+  const chunks: Float32Array[] = [];
+  let dim = 0;
+  for (let start = 0; start < count; start += slice) {
+    const n = Math.min(slice, count - start);
+    let data = pixels.subarray(start * perImage, (start + n) * perImage);
+    if (n < slice) {
+      const padded = new Float32Array(slice * perImage);
+      padded.set(data);
+      data = padded;
+    }
+    const result = await session.run({ [layout.name]: new ort.Tensor('float32', data, dims(slice)) }, [outputName]);
+    const output = result[outputName] as ort.Tensor;
+    dim = Number(output.dims[1]);
+    chunks.push((output.data as Float32Array).slice(0, n * dim));
+    output.dispose?.();
+  }
+  const features = new Float32Array(count * dim);
+  chunks.reduce((offset, chunk) => (features.set(chunk, offset), offset + chunk.length), 0);
+  return { features, dim };
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+/** The `featcache` command line: one yargs command per file under commands/, one place that turns errors into exit codes. */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { ExitCode, FeatcacheError } from './errors.js';
+import { extractCommand } from './commands/extract.js';
+import { inspectCommand } from './commands/inspect.js';
+import { featcacheVersion } from './version.js';
+
+const argv = hideBin(process.argv);
+const debug = argv.includes('--debug');
+
+function fail(error: unknown): never {
+  if (error instanceof FeatcacheError) {
+    process.stderr.write(`featcache: ${error.message}\n`);
+    if (debug) process.stderr.write(`${error.stack}\n`);
+    process.exit(error.exitCode);
+  }
+  const message = error instanceof Error ? error.message.split('\n')[0] : String(error);
+  process.stderr.write(`featcache: ${message}${debug ? '' : ' (re-run with --debug for a stack trace)'}\n`);
+  if (debug && error instanceof Error) process.stderr.write(`${error.stack}\n`);
+  process.exit(ExitCode.failed);
+}
+
+try {
+  await yargs(argv)
+    .scriptName('featcache')
+    .version(featcacheVersion)
+    .command(extractCommand)
+    .command(inspectCommand)
+    .option('debug', { type: 'boolean', default: false, describe: 'print stack traces for errors', global: true })
+    .demandCommand(1, 'featcache: give a command (see featcache --help)')
+    .strict()
+    .fail((message, error) => {
+      if (error) throw error;
+      process.stderr.write(`featcache: ${message} (see featcache --help)\n`);
+      process.exit(ExitCode.usage);
+    })
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .parseAsync();
+} catch (error) {
+  fail(error);
+}

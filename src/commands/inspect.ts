@@ -1,0 +1,115 @@
+/** `featcache inspect MODEL`: inputs, outputs and the tap points a user can choose, with their shapes. */
+import * as ort from 'onnxruntime-node';
+import type { Argv, CommandModule } from 'yargs';
+import { graphInputs, graphOutputs, loadModel, onnx, encodeModel } from '../backbone/graph.js';
+import { inputLayout } from '../backbone/session.js';
+import { resolveTap, poolCandidates, modulePathOfNode } from '../backbone/tap.js';
+import { sha256Bytes } from '../util/fsx.js';
+import { type Args, emit, jsonOption } from './options.js';
+
+export interface TapCandidate {
+  kind: 'pool' | 'module';
+  name: string;
+  opType: string;
+  tensor: string;
+  shape: number[] | null;
+  default: boolean;
+}
+
+export interface InspectResult {
+  file: string;
+  sha256: string;
+  opsets: string[];
+  inputs: ReturnType<typeof graphInputs>;
+  outputs: ReturnType<typeof graphOutputs>;
+  nodes: number;
+  defaultTap: { node: string | null; tensor: string; opType: string } | null;
+  candidates: TapCandidate[];
+}
+
+/** Shapes of candidate tensors, found by running the graph once on a blank image with them as extra outputs. */
+async function probeShapes(model: ReturnType<typeof onnx.ModelProto.decode>, tensors: string[]): Promise<Map<string, number[]>> {
+  const shapes = new Map<string, number[]>();
+  const input = graphInputs(model.graph!)[0];
+  if (!input) return shapes;
+  let layout;
+  try {
+    layout = inputLayout(input.name, input.shape);
+  } catch {
+    return shapes;
+  }
+  const probe = onnx.ModelProto.create({
+    ...model,
+    graph: onnx.GraphProto.create({ ...model.graph, output: tensors.map((name) => onnx.ValueInfoProto.create({ name })) }),
+  });
+  const session = await ort.InferenceSession.create(encodeModel(probe), { logSeverityLevel: 3 });
+  const h = layout.height ?? 224;
+  const w = layout.width ?? 224;
+  const dims = layout.layout === 'NCHW' ? [1, 3, h, w] : [1, h, w, 3];
+  const result = await session.run({ [input.name]: new ort.Tensor('float32', new Float32Array(3 * h * w), dims) });
+  for (const name of tensors) if (result[name]) shapes.set(name, result[name]!.dims.map(Number));
+  await session.release();
+  return shapes;
+}
+
+export async function inspectModel(file: string): Promise<InspectResult> {
+  const { model, bytes } = await loadModel(file);
+  const graph = model.graph!;
+  let defaultTap: InspectResult['defaultTap'] = null;
+  try {
+    const tap = resolveTap(graph, 'auto');
+    defaultTap = { node: tap.node, tensor: tap.tensor, opType: tap.opType };
+  } catch {
+    defaultTap = null;
+  }
+  const pools: TapCandidate[] = poolCandidates(graph).map((c) => ({
+    kind: 'pool', name: c.node, opType: c.opType, tensor: c.tensor, shape: null, default: c.tensor === defaultTap?.tensor,
+  }));
+  // The last node of each top-level PyTorch module: the usual alternatives to the pool (layer3, layer4, ...).
+  const lastOfModule = new Map<string, { name: string; opType: string; tensor: string }>();
+  for (const node of graph.node ?? []) {
+    const top = modulePathOfNode(node.name ?? '')?.split('.')[0];
+    if (top) lastOfModule.set(top, { name: node.name ?? '', opType: node.opType ?? '', tensor: node.output?.[0] ?? '' });
+  }
+  const modules: TapCandidate[] = [...lastOfModule.entries()]
+    .filter(([, n]) => !pools.some((p) => p.tensor === n.tensor))
+    .map(([module, n]) => ({ kind: 'module', name: module, opType: n.opType, tensor: n.tensor, shape: null, default: false }));
+  const candidates = [...pools, ...modules];
+  const shapes = await probeShapes(model, candidates.map((c) => c.tensor)).catch(() => new Map<string, number[]>());
+  for (const c of candidates) c.shape = shapes.get(c.tensor) ?? null;
+  return {
+    file,
+    sha256: sha256Bytes(bytes),
+    opsets: (model.opsetImport ?? []).map((o) => `${o.domain || 'ai.onnx'}:${o.version}`),
+    inputs: graphInputs(graph),
+    outputs: graphOutputs(graph),
+    nodes: graph.node?.length ?? 0,
+    defaultTap,
+    candidates,
+  };
+}
+
+function formatInspect(r: InspectResult): string {
+  const shape = (s: unknown) => JSON.stringify(s);
+  const lines = [
+    `${r.file}  sha256 ${r.sha256}`,
+    `  opsets: ${r.opsets.join(', ')}; ${r.nodes} nodes`,
+    ...r.inputs.map((i) => `  input  ${i.name} ${i.elemType} ${shape(i.shape)}`),
+    ...r.outputs.map((o) => `  output ${o.name} ${o.elemType} ${shape(o.shape)}`),
+    '  tap points (--tap):',
+    ...r.candidates.map((c) => `  ${c.default ? '*' : ' '} ${c.kind === 'pool' ? c.name : c.name.padEnd(12)}  ${c.opType}  ${c.tensor}  ${shape(c.shape)}${c.default ? '  (default: --tap avgpool)' : ''}`),
+  ];
+  if (!r.defaultTap) lines.push('  no global average pool found: pass --tap with a node, tensor or module name above');
+  return lines.join('\n');
+}
+
+export const inspectCommand: CommandModule = {
+  command: 'inspect <model>',
+  describe: 'show a model\'s inputs, outputs and candidate tap points with shapes',
+  builder: (y: Argv) => y.positional('model', { type: 'string', describe: 'ONNX file' }).option('json', jsonOption),
+  handler: async (argv) => {
+    const a = argv as Args;
+    const result = await inspectModel(a.model);
+    emit(a.json, result, () => formatInspect(result));
+  },
+};

@@ -1,0 +1,201 @@
+/**
+ * Datasets: where images are and what they are labelled. Four layouts, detected from what is on disk:
+ * ImageFolder with split folders, ImageFolder without (split by --val-fraction), a CSV of id,label with an image
+ * directory (Kaggle dog breeds), and a plain list of unlabelled images (a folder of images or a .txt list).
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { parse as parseCsv } from 'csv-parse/sync';
+import { FeatcacheError } from '../errors.js';
+import { type Shard, inShard, stratifiedSplit } from './split.js';
+import { type Skipped, IMAGE_EXTENSIONS, isDirectory, walkImages } from './walk.js';
+
+export interface Item {
+  /** Relative to the dataset root, '/' separated: the key the cache stores. */
+  path: string;
+  label: number | null;
+}
+
+export type Layout = 'imagefolder-splits' | 'imagefolder' | 'csv' | 'list';
+
+export interface Dataset {
+  root: string;
+  layout: Layout;
+  /** Sorted class names (torchvision ImageFolder order); empty for unlabelled data. */
+  classes: string[];
+  split: string;
+  items: Item[];
+  skipped: Skipped[];
+}
+
+export interface DatasetOptions {
+  data: string;
+  split: string;
+  labels?: string | undefined;
+  /** Image directory for --labels; default: <data>/<split> if it exists, else <data>/train, else <data>. */
+  images?: string | undefined;
+  valFraction?: number | undefined;
+  seed: number;
+  shard?: Shard | undefined;
+}
+
+export const SPLIT_DIRS = ['train', 'val', 'test'] as const;
+
+export async function openDataset(options: DatasetOptions): Promise<Dataset> {
+  const stat = await fs.stat(options.data).catch(() => null);
+  if (!stat) throw new FeatcacheError(`--data ${options.data}: no such file or directory`);
+  if (options.valFraction !== undefined && !(options.valFraction > 0 && options.valFraction < 1)) {
+    throw new FeatcacheError(`--val-fraction: expected a number between 0 and 1 (e.g. 0.1), got ${options.valFraction}`);
+  }
+  const dataset = options.labels
+    ? await csvDataset(options)
+    : stat.isFile()
+      ? await listFileDataset(options)
+      : await folderDataset(options);
+  const items = options.shard ? dataset.items.filter((i) => inShard(options.shard!, i.path)) : dataset.items;
+  return { ...dataset, items };
+}
+
+async function folderDataset(options: DatasetOptions): Promise<Dataset> {
+  const root = path.resolve(options.data);
+  const splitDirs: string[] = [];
+  for (const name of SPLIT_DIRS) if (await isDirectory(path.join(root, name))) splitDirs.push(name);
+  if (splitDirs.length > 0) {
+    if (!splitDirs.includes(options.split)) {
+      throw new FeatcacheError(`--split ${options.split}: ${options.data} has split folders ${splitDirs.join(', ')}; expected one of them`);
+    }
+    // Classes are the union over all split folders, so a class missing from val keeps its index.
+    const classes = [...new Set((await Promise.all(splitDirs.map((s) => subdirectories(path.join(root, s))))).flat())].sort();
+    const walked = await walkImages(path.join(root, options.split));
+    return {
+      root, layout: 'imagefolder-splits', classes, split: options.split,
+      ...labelByFolder(walked.images.map((p) => `${options.split}/${p}`), walked.skipped, classes, 1),
+    };
+  }
+  const classes = await subdirectories(root);
+  const walked = await walkImages(root);
+  if (classes.length === 0) {
+    return { root, layout: 'list', classes: [], split: options.split, items: walked.images.map((p) => ({ path: p, label: null })), skipped: walked.skipped };
+  }
+  const labelled = labelByFolder(walked.images, walked.skipped, classes, 0);
+  return { root, layout: 'imagefolder', classes, split: options.split, ...applySplit(labelled.items, classes, options), skipped: labelled.skipped };
+}
+
+async function subdirectories(dir: string): Promise<string[]> {
+  const entries = await fs.readdir(dir, { withFileTypes: true }).catch(() => []);
+  const dirs: string[] = [];
+  for (const entry of entries) {
+    if (entry.name.startsWith('.')) continue;
+    if (entry.isDirectory() || (entry.isSymbolicLink() && (await isDirectory(path.join(dir, entry.name))))) dirs.push(entry.name);
+  }
+  return dirs.sort();
+}
+
+/** Labels each image by the folder under the split (depth 0 = top level). Images outside any class folder are skipped. */
+function labelByFolder(images: string[], skipped: Skipped[], classes: string[], depth: number) {
+  const index = new Map(classes.map((c, i) => [c, i]));
+  const items: Item[] = [];
+  const extra: Skipped[] = [];
+  for (const image of images) {
+    const parts = image.split('/');
+    const label = parts.length > depth + 1 ? index.get(parts[depth]!) : undefined;
+    if (label === undefined) extra.push({ path: image, reason: 'not inside a class folder' });
+    else items.push({ path: image, label });
+  }
+  return { items, skipped: [...skipped, ...extra] };
+}
+
+function applySplit(items: Item[], classes: string[], options: DatasetOptions): { items: Item[] } {
+  if (options.valFraction === undefined) {
+    if (options.split === 'train' || options.split === 'all') return { items };
+    throw new FeatcacheError(
+      `--split ${options.split}: ${options.data} has no split folders; pass --val-fraction (e.g. 0.1) to carve a stratified val split from it, or use --split train`,
+    );
+  }
+  const { train, val } = stratifiedSplit(items, (i) => classes[i.label ?? 0] ?? '', (i) => i.path, options.valFraction, options.seed);
+  if (options.split === 'train') return { items: train };
+  if (options.split === 'val') return { items: val };
+  if (options.split === 'all') return { items };
+  throw new FeatcacheError(`--split ${options.split}: with --val-fraction the splits are "train" and "val"`);
+}
+
+const ID_COLUMNS = ['id', 'image', 'image_id', 'file', 'filename', 'path'];
+const LABEL_COLUMNS = ['label', 'breed', 'class', 'category', 'target'];
+
+async function csvDataset(options: DatasetOptions): Promise<Dataset> {
+  const csvFile = options.labels!;
+  const text = await fs.readFile(csvFile, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    throw new FeatcacheError(`--labels ${csvFile}: cannot read (${error.code})`);
+  });
+  let rows: Record<string, string>[];
+  try {
+    rows = parseCsv(text, { columns: true, skip_empty_lines: true, trim: true, bom: true });
+  } catch (error) {
+    throw new FeatcacheError(`--labels ${csvFile}: not valid CSV (${(error as Error).message})`);
+  }
+  const header = rows.length > 0 ? Object.keys(rows[0]!) : [];
+  const idColumn = header.find((h) => ID_COLUMNS.includes(h.toLowerCase()));
+  const labelColumn = header.find((h) => LABEL_COLUMNS.includes(h.toLowerCase()));
+  if (!idColumn || !labelColumn) {
+    throw new FeatcacheError(
+      `--labels ${csvFile}: expected a header with an id column (${ID_COLUMNS.join('/')}) and a label column (${LABEL_COLUMNS.join('/')}), got: ${header.join(',') || '(empty file)'}`,
+    );
+  }
+  const root = path.resolve(options.data);
+  const imageDir = path.resolve(options.images ?? (await defaultImageDir(root, options.split)));
+  const relativeDir = path.relative(root, imageDir).split(path.sep).join('/');
+  const seen = new Set<string>();
+  const duplicates: string[] = [];
+  const entries: { id: string; label: string }[] = [];
+  for (const row of rows) {
+    const id = row[idColumn] ?? '';
+    if (seen.has(id)) duplicates.push(id);
+    seen.add(id);
+    entries.push({ id, label: row[labelColumn] ?? '' });
+  }
+  if (duplicates.length > 0) {
+    throw new FeatcacheError(`--labels ${csvFile}: duplicate ids (${duplicates.length}): ${duplicates.slice(0, 5).join(', ')}; each id must appear once`);
+  }
+  const classes = [...new Set(entries.map((e) => e.label))].sort();
+  const index = new Map(classes.map((c, i) => [c, i]));
+  const files = new Set(await fs.readdir(imageDir).catch(() => {
+    throw new FeatcacheError(`--images ${imageDir}: no such directory (the images named by --labels ${csvFile})`);
+  }));
+  const items: Item[] = [];
+  const unknown: string[] = [];
+  for (const entry of entries) {
+    const resolved = path.resolve(imageDir, entry.id);
+    if (resolved !== imageDir && !resolved.startsWith(imageDir + path.sep)) {
+      throw new FeatcacheError(`--labels ${csvFile}: id ${JSON.stringify(entry.id)} points outside the image directory ${imageDir}; ids must be file names inside it`);
+    }
+    const file = findImageFile(files, entry.id);
+    if (!file) unknown.push(entry.id);
+    else items.push({ path: relativeDir ? `${relativeDir}/${file}` : file, label: index.get(entry.label)! });
+  }
+  if (unknown.length > 0) {
+    throw new FeatcacheError(
+      `--labels ${csvFile}: ${unknown.length} ids have no image in ${imageDir} (e.g. ${unknown.slice(0, 3).join(', ')}); expected <id> or <id>.jpg/.png`,
+    );
+  }
+  const split = applySplit(items, classes, options);
+  return { root, layout: 'csv', classes, split: options.split, items: split.items, skipped: [] };
+}
+
+async function defaultImageDir(root: string, split: string): Promise<string> {
+  for (const candidate of [path.join(root, split), path.join(root, 'train')]) if (await isDirectory(candidate)) return candidate;
+  return root;
+}
+
+function findImageFile(files: Set<string>, id: string): string | null {
+  if (files.has(id) && IMAGE_EXTENSIONS.has(path.extname(id).toLowerCase())) return id;
+  for (const ext of ['.jpg', '.jpeg', '.png', '.webp', '.JPG', '.JPEG', '.PNG']) if (files.has(id + ext)) return id + ext;
+  return null;
+}
+
+/** A text file with one image path per line (relative to the file's folder, or absolute). */
+async function listFileDataset(options: DatasetOptions): Promise<Dataset> {
+  const root = path.dirname(path.resolve(options.data));
+  const lines = (await fs.readFile(options.data, 'utf8')).split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const items = lines.map((line) => ({ path: path.relative(root, path.resolve(root, line)).split(path.sep).join('/'), label: null }));
+  return { root, layout: 'list', classes: [], split: options.split, items, skipped: [] };
+}

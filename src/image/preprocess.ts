@@ -1,0 +1,88 @@
+/**
+ * Decoding and preprocessing with sharp, reproducing torchvision's eval transform geometry exactly
+ * (Resize truncates the long side, CenterCrop rounds half to even) so features match PyTorch's.
+ */
+import sharp, { type Metadata, type SharpOptions } from 'sharp';
+import type { ImagePolicy, Preset } from './presets.js';
+
+// Parallelism comes from decoding several images at once on libuv's pool, not from threads inside one image.
+sharp.concurrency(1);
+sharp.cache(false);
+
+export type Layout = 'NCHW' | 'NHWC';
+
+/** Python's round(): half to even. torchvision's CenterCrop uses it for offsets. */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** torchvision Resize(size) with an int size: the shorter side becomes `size`, the longer is truncated. */
+export function resizedSize(width: number, height: number, shorter: number): { width: number; height: number } {
+  if (width <= height) return { width: shorter, height: Math.trunc((shorter * height) / width) };
+  return { width: Math.trunc((shorter * width) / height), height: shorter };
+}
+
+export function centreCropOffsets(width: number, height: number, crop: number): { left: number; top: number } {
+  return { left: roundHalfEven((width - crop) / 2), top: roundHalfEven((height - crop) / 2) };
+}
+
+function orientedSize(meta: Metadata, policy: ImagePolicy): { width: number; height: number } {
+  const width = meta.width ?? 0;
+  const height = meta.height ?? 0;
+  const swaps = policy.exif === 'apply' && (meta.orientation ?? 1) >= 5;
+  return swaps ? { width: height, height: width } : { width, height };
+}
+
+/** Decodes one image into the preset's crop as 8-bit sRGB, interleaved RGB (crop × crop × 3). */
+export async function decodeToRgb(input: Buffer | string, preset: Preset, policy: ImagePolicy): Promise<Buffer> {
+  const options: SharpOptions = {
+    failOn: 'error',
+    limitInputPixels: policy.maxPixels,
+    autoOrient: policy.exif === 'apply',
+    ignoreIcc: policy.icc === 'ignore',
+    pages: 1,
+  };
+  const meta = await sharp(input, options).metadata();
+  const source = orientedSize(meta, policy);
+  const target = resizedSize(source.width, source.height, preset.resizeShorter);
+  const offset = centreCropOffsets(target.width, target.height, preset.crop);
+  const { data, info } = await sharp(input, options)
+    .resize(target.width, target.height, { fit: 'fill', kernel: preset.kernel, fastShrinkOnLoad: false })
+    .extract({ left: offset.left, top: offset.top, width: preset.crop, height: preset.crop })
+    .removeAlpha()
+    .toColourspace('srgb')
+    .raw({ depth: 'uchar' })
+    .toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3 || data.length !== preset.crop * preset.crop * 3) {
+    throw new Error(`decoded to ${info.channels} channels of ${info.width}×${info.height}, expected 3 of ${preset.crop}×${preset.crop}`);
+  }
+  return data;
+}
+
+/**
+ * Writes one decoded RGB crop into `out` at image slot `index`, normalised by the preset and laid out as the
+ * model's input expects.
+ */
+export function writeNormalised(rgb: Uint8Array, preset: Preset, layout: Layout, out: Float32Array, index: number): void {
+  const pixels = preset.crop * preset.crop;
+  const base = index * pixels * 3;
+  const order = preset.channelOrder === 'RGB' ? [0, 1, 2] : [2, 1, 0];
+  for (let c = 0; c < 3; c++) {
+    const source = order[c] as number;
+    const mul = preset.scale / preset.std[c]!;
+    const add = -preset.mean[c]! / preset.std[c]!;
+    if (layout === 'NCHW') {
+      const plane = base + c * pixels;
+      for (let p = 0; p < pixels; p++) out[plane + p] = rgb[p * 3 + source]! * mul + add;
+    } else {
+      for (let p = 0; p < pixels; p++) out[base + p * 3 + c] = rgb[p * 3 + source]! * mul + add;
+    }
+  }
+}
+
+export async function preprocess(input: Buffer | string, preset: Preset, policy: ImagePolicy, layout: Layout): Promise<Float32Array> {
+  const out = new Float32Array(preset.crop * preset.crop * 3);
+  writeNormalised(await decodeToRgb(input, preset, policy), preset, layout, out, 0);
+  return out;
+}

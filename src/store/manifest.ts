@@ -1,0 +1,82 @@
+/**
+ * The cache manifest (`<cache>/cache.json`) pins what every row in the cache was computed with. A run whose model,
+ * tap or preprocessing differs is refused, so rows from different backbones never mix.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { FeatcacheError } from '../errors.js';
+import { writeBytesAtomic } from '../util/fsx.js';
+
+export const CACHE_FORMAT = 1;
+export const MANIFEST_FILE = 'cache.json';
+
+/** What makes two feature vectors comparable; the fields that must match for rows to share a cache. */
+export interface FeatureIdentity {
+  modelSha256: string;
+  tappedTensor: string;
+  preset: Record<string, unknown>;
+  exif: string;
+  icc: string;
+}
+
+export interface CacheManifest extends FeatureIdentity {
+  format: number;
+  modelFile: string;
+  tap: Record<string, unknown>;
+  dim: number;
+  classes: string[];
+  createdAt: string;
+  versions: Record<string, string>;
+}
+
+export async function readManifest(cacheDir: string): Promise<CacheManifest | null> {
+  const file = path.join(cacheDir, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch {
+    return null;
+  }
+  try {
+    return JSON.parse(text) as CacheManifest;
+  } catch {
+    throw new FeatcacheError(`--cache ${cacheDir}: ${MANIFEST_FILE} is not valid JSON; the cache is damaged`, 1);
+  }
+}
+
+export function identityDifferences(a: FeatureIdentity, b: FeatureIdentity): string[] {
+  const diffs: string[] = [];
+  if (a.modelSha256 !== b.modelSha256) diffs.push(`model sha256 ${a.modelSha256.slice(0, 12)}… vs ${b.modelSha256.slice(0, 12)}…`);
+  if (a.tappedTensor !== b.tappedTensor) diffs.push(`tapped tensor ${a.tappedTensor} vs ${b.tappedTensor}`);
+  if (JSON.stringify(a.preset) !== JSON.stringify(b.preset)) diffs.push(`preset ${String(a.preset.name)} vs ${String(b.preset.name)}`);
+  if (a.exif !== b.exif) diffs.push(`--exif ${a.exif} vs ${b.exif}`);
+  if (a.icc !== b.icc) diffs.push(`--icc ${a.icc} vs ${b.icc}`);
+  return diffs;
+}
+
+/** Creates the manifest, or checks that an existing one describes the same features and classes. */
+export async function ensureManifest(cacheDir: string, wanted: CacheManifest): Promise<CacheManifest> {
+  const existing = await readManifest(cacheDir);
+  if (!existing) {
+    await fs.mkdir(cacheDir, { recursive: true });
+    await writeBytesAtomic(path.join(cacheDir, MANIFEST_FILE), `${JSON.stringify(wanted, null, 2)}\n`);
+    return wanted;
+  }
+  const diffs = identityDifferences(existing, wanted);
+  if (diffs.length > 0) {
+    throw new FeatcacheError(
+      `--cache ${cacheDir}: holds features of a different backbone or preprocessing (${diffs.join('; ')}); use another --cache directory for this model`,
+    );
+  }
+  if (wanted.classes.length > 0 && existing.classes.length > 0 && JSON.stringify(existing.classes) !== JSON.stringify(wanted.classes)) {
+    throw new FeatcacheError(
+      `--cache ${cacheDir}: the dataset's classes changed (cache: ${existing.classes.length} classes, data: ${wanted.classes.length}); label indices would no longer agree — use a new --cache directory`,
+    );
+  }
+  if (existing.classes.length === 0 && wanted.classes.length > 0) {
+    const updated = { ...existing, classes: wanted.classes };
+    await writeBytesAtomic(path.join(cacheDir, MANIFEST_FILE), `${JSON.stringify(updated, null, 2)}\n`);
+    return updated;
+  }
+  return existing;
+}

@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, it } from 'node:test';
+import * as ort from 'onnxruntime-node';
+import { decodeModel, loadModel } from '../../src/backbone/graph.js';
+import { FEATURE_OUTPUT, modulePathOfNode, resolveTap, tapModel } from '../../src/backbone/tap.js';
+import { FeatcacheError } from '../../src/errors.js';
+import { mobilenetModel, needsShared, readFloat32, resnetDir, resnetModel, tinyModel } from '../support/helpers.js';
+
+async function runTapped(bytes: Uint8Array, input: Float32Array, dims: number[]): Promise<ort.Tensor> {
+  const session = await ort.InferenceSession.create(bytes);
+  const out = await session.run({ input: new ort.Tensor('float32', input, dims) });
+  await session.release();
+  return out[FEATURE_OUTPUT]!;
+}
+
+describe('tap', () => {
+  for (const pool of ['GlobalAveragePool', 'ReduceMean13', 'ReduceMean18'] as const) {
+    it(`finds a ${pool} pool and returns per-channel means as [N, C]`, async () => {
+      const model = decodeModel(tinyModel({ pool, size: 8 }), 'tiny.onnx');
+      const tap = resolveTap(model.graph!);
+      assert.equal(tap.tensor, 'pooled');
+      assert.equal(tap.matchedBy, 'auto-pool');
+      const input = new Float32Array(2 * 3 * 64).map((_, i) => (i % 64) - 10);
+      const out = await runTapped(tapModel(model, tap), input, [2, 3, 8, 8]);
+      assert.deepEqual(out.dims, [2, 3]);
+      // Relu then mean over 64 values -10..53: (sum of 1..53) / 64.
+      const expected = (53 * 54) / 2 / 64;
+      for (const v of out.data as Float32Array) assert.ok(Math.abs(v - expected) < 1e-4);
+    });
+  }
+
+  it('drops the classifier: the tapped graph has no MatMul and one output', () => {
+    const model = decodeModel(tinyModel({ size: 8 }), 'tiny.onnx');
+    const tapped = decodeModel(tapModel(model, resolveTap(model.graph!)), 'tapped');
+    assert.deepEqual(tapped.graph!.output!.map((o) => o.name), [FEATURE_OUTPUT]);
+    assert.ok(!tapped.graph!.node!.some((n) => n.opType === 'MatMul'));
+    assert.ok(!tapped.graph!.initializer!.some((t) => t.name === 'fc.weight'));
+  });
+
+  it('accepts a node name, a tensor name and a PyTorch module path', () => {
+    const graph = decodeModel(tinyModel({ size: 8 }), 'tiny.onnx').graph!;
+    assert.equal(resolveTap(graph, '/features/Relu').tensor, '/features/Relu_output_0');
+    assert.equal(resolveTap(graph, '/features/Relu_output_0').matchedBy, 'tensor');
+    const byModule = resolveTap(graph, 'features');
+    assert.equal(byModule.matchedBy, 'module');
+    assert.equal(byModule.tensor, '/features/Relu_output_0');
+  });
+
+  it('maps torch.onnx node names to module paths', () => {
+    assert.equal(modulePathOfNode('/layer4/layer4.2/relu_2/Relu'), 'layer4.2.relu_2');
+    assert.equal(modulePathOfNode('/avgpool/GlobalAveragePool'), 'avgpool');
+    assert.equal(modulePathOfNode('Conv_0'), null);
+  });
+
+  it('lists candidates when nothing can be tapped', () => {
+    const graph = decodeModel(tinyModel({ pool: 'none', size: 8 }), 'tiny.onnx').graph!;
+    assert.throws(() => resolveTap(graph, 'auto'), (e: FeatcacheError) => /no global average pool/.test(e.message) && /features/.test(e.message));
+    assert.throws(() => resolveTap(graph, 'layer9'), (e: FeatcacheError) => e.message.startsWith('--tap layer9:'));
+  });
+
+  it('refuses a file that is not ONNX with a one-line error', () => {
+    assert.throws(() => decodeModel(Buffer.from('hello, I am text'), 'notes.onnx'), (e: FeatcacheError) => /--model notes.onnx: not an ONNX model/.test(e.message));
+  });
+
+  it('ResNet50: tapped avgpool equals the PyTorch hook output (max abs <= 1e-4)', { skip: needsShared(resnetModel) }, async () => {
+    const { model } = await loadModel(resnetModel);
+    const tap = resolveTap(model.graph!);
+    assert.equal(tap.node, '/avgpool/GlobalAveragePool');
+    const session = await ort.InferenceSession.create(tapModel(model, tap));
+    const manifest = JSON.parse(fs.readFileSync(path.join(resnetDir, 'manifest.json'), 'utf8'));
+    let worst = 0;
+    for (const item of manifest.items) {
+      const input = readFloat32(path.join(resnetDir, item.input.file));
+      const expected = readFloat32(path.join(resnetDir, item.avgpool.file));
+      const out = await session.run({ input: new ort.Tensor('float32', input, [1, 3, 224, 224]) });
+      const got = out[FEATURE_OUTPUT]!.data as Float32Array;
+      assert.equal(got.length, 2048);
+      for (let i = 0; i < 2048; i++) worst = Math.max(worst, Math.abs(got[i]! - expected[i]!));
+    }
+    assert.ok(worst <= 1e-4, `max abs diff ${worst}`);
+  });
+
+  it('MobileNetV2-int8: dequantises QLinearGlobalAveragePool into 1280-d features', { skip: needsShared(mobilenetModel) }, async () => {
+    const { model } = await loadModel(mobilenetModel);
+    const tap = resolveTap(model.graph!);
+    assert.equal(tap.opType, 'QLinearGlobalAveragePool');
+    assert.ok(tap.dequantize);
+    const input = new Float32Array(2 * 3 * 224 * 224).map((_, i) => Math.sin(i / 1000));
+    const out = await runTapped(tapModel(model, tap), input, [2, 3, 224, 224]);
+    assert.deepEqual(out.dims, [2, 1280]);
+    assert.equal(out.type, 'float32');
+    assert.ok((out.data as Float32Array).some((v) => v > 0 && !Number.isInteger(v)), 'features are dequantised floats');
+  });
+});

@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, it } from 'node:test';
+import sharp from 'sharp';
+import { centreCropOffsets, decodeToRgb, preprocess, resizedSize, roundHalfEven, writeNormalised } from '../../src/image/preprocess.js';
+import { DEFAULT_IMAGE_POLICY, PRESETS, PRESET_NAMES, getPreset } from '../../src/image/presets.js';
+import { needsShared, pngBomb, readFloat32, resnetDir, sharedDir } from '../support/helpers.js';
+
+const torchvision = getPreset('torchvision');
+const policy = DEFAULT_IMAGE_POLICY;
+
+function gradient(width: number, height: number): Buffer {
+  const data = Buffer.alloc(width * height * 3);
+  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) {
+    const o = (y * width + x) * 3;
+    data[o] = (x * 255) / width;
+    data[o + 1] = (y * 255) / height;
+    data[o + 2] = ((x + y) * 97) % 256;
+  }
+  return data;
+}
+
+const raw = (width: number, height: number) => sharp(gradient(width, height), { raw: { width, height, channels: 3 } });
+
+describe('presets', () => {
+  it('are frozen data with the documented names', () => {
+    assert.deepEqual([...PRESET_NAMES].sort(), ['caffe', 'inception', 'torchvision', 'torchvision-v2']);
+    assert.ok(Object.isFrozen(PRESETS) && Object.isFrozen(PRESETS.torchvision));
+    assert.equal(getPreset('torchvision-v2').resizeShorter, 232);
+    assert.throws(() => getPreset('imagenet'), /--preset: expected one of "torchvision", "torchvision-v2", "caffe", "inception", got "imagenet"/);
+  });
+
+  it('normalise as documented: caffe is BGR minus means, inception is [-1, 1]', () => {
+    const crop = 224 * 224;
+    const rgb = new Uint8Array(crop * 3);
+    for (let p = 0; p < crop; p++) rgb.set([10, 20, 30], p * 3);
+    const out = new Float32Array(crop * 3);
+    writeNormalised(rgb, getPreset('caffe'), 'NCHW', out, 0);
+    assert.ok(Math.abs(out[0]! - (30 - 103.939)) < 1e-4);
+    assert.ok(Math.abs(out[2 * crop]! - (10 - 123.68)) < 1e-4);
+    const inception = getPreset('inception');
+    const big = new Uint8Array(299 * 299 * 3).fill(255);
+    const o2 = new Float32Array(299 * 299 * 3);
+    writeNormalised(big, inception, 'NHWC', o2, 0);
+    assert.ok(o2.every((v) => Math.abs(v - 1) < 1e-6));
+    writeNormalised(rgb, torchvision, 'NHWC', out, 0);
+    assert.ok(Math.abs(out[1]! - (20 / 255 - 0.456) / 0.224) < 1e-5, 'NHWC interleaves channels');
+  });
+});
+
+describe('torchvision geometry', () => {
+  it('rounds half to even like Python', () => {
+    assert.deepEqual([0.5, 1.5, 2.5, -0.5, 3.2].map(roundHalfEven), [0, 2, 2, -0, 3]);
+  });
+  it('truncates the long side and centres the crop', () => {
+    assert.deepEqual(resizedSize(500, 333, 256), { width: 384, height: 256 });
+    assert.deepEqual(resizedSize(333, 500, 256), { width: 256, height: 384 });
+    assert.deepEqual(centreCropOffsets(385, 256, 224), { left: 80, top: 16 });
+    assert.deepEqual(centreCropOffsets(383, 256, 224), { left: 80, top: 16 });
+  });
+});
+
+describe('decoding', () => {
+  it('turns grey, alpha, palette, CMYK and 16-bit images into 3-channel 8-bit crops', async () => {
+    const inputs: Record<string, Buffer> = {
+      grey: await raw(300, 260).greyscale().png().toBuffer(),
+      rgba: await raw(300, 260).ensureAlpha(0.5).png().toBuffer(),
+      palette: await raw(300, 260).png({ palette: true, colours: 16 }).toBuffer(),
+      cmyk: await raw(300, 260).toColourspace('cmyk').jpeg().toBuffer(),
+      rgb16: await raw(300, 260).toColourspace('rgb16').png().toBuffer(),
+      gif: await raw(300, 260).gif().toBuffer(),
+      webp: await raw(300, 260).webp({ lossless: true }).toBuffer(),
+      tiff: await raw(300, 260).tiff({ compression: 'lzw' }).toBuffer(),
+    };
+    assert.equal((await sharp(inputs.rgb16!).metadata()).depth, 'ushort');
+    assert.equal((await sharp(inputs.cmyk!).metadata()).space, 'cmyk');
+    const reference = await decodeToRgb(await raw(300, 260).png().toBuffer(), torchvision, policy);
+    for (const [name, input] of Object.entries(inputs)) {
+      const rgb = await decodeToRgb(input, torchvision, policy);
+      assert.equal(rgb.length, 224 * 224 * 3, name);
+      if (name === 'grey') {
+        for (let p = 0; p < 100; p++) assert.ok(rgb[p * 3] === rgb[p * 3 + 1] && rgb[p * 3 + 1] === rgb[p * 3 + 2], 'grey is replicated');
+      }
+      if (['rgba', 'rgb16', 'webp', 'tiff'].includes(name)) {
+        let diff = 0;
+        for (let i = 0; i < rgb.length; i++) diff += Math.abs(rgb[i]! - reference[i]!);
+        assert.ok(diff / rgb.length < 3, `${name} keeps the colours (mean diff ${diff / rgb.length})`);
+      }
+    }
+  });
+
+  it('EXIF orientation: "ignore" decodes stored pixels, "apply" rotates upright', async () => {
+    const stored = await raw(400, 300).jpeg({ quality: 100 }).withMetadata({ orientation: 6 }).toBuffer();
+    const uprightFile = await raw(400, 300).rotate(90).jpeg({ quality: 100 }).toBuffer();
+    const plainFile = await raw(400, 300).jpeg({ quality: 100 }).toBuffer();
+    const meanDiff = (a: Buffer, b: Buffer) => a.reduce((s, v, i) => s + Math.abs(v - b[i]!), 0) / a.length;
+    const ignored = await decodeToRgb(stored, torchvision, { ...policy, exif: 'ignore' });
+    const applied = await decodeToRgb(stored, torchvision, { ...policy, exif: 'apply' });
+    assert.ok(meanDiff(ignored, await decodeToRgb(plainFile, torchvision, policy)) < 2, 'ignore = as stored');
+    assert.ok(meanDiff(applied, await decodeToRgb(uprightFile, torchvision, policy)) < 2, 'apply = rotated');
+    assert.ok(meanDiff(applied, ignored) > 10, 'the two policies differ');
+  });
+
+  it('refuses a tiny file declaring a huge image by the pixel limit', async () => {
+    const png = pngBomb(60000, 60000);
+    assert.ok(png.length < 2_000);
+    await assert.rejects(decodeToRgb(png, torchvision, policy), /pixel limit/i);
+  });
+
+  it('rejects truncated and non-image data', async () => {
+    const jpeg = await raw(300, 200).jpeg().toBuffer();
+    await assert.rejects(decodeToRgb(jpeg.subarray(0, jpeg.length / 2), torchvision, policy));
+    await assert.rejects(decodeToRgb(Buffer.from('just some text, not a jpeg'), torchvision, policy), /unsupported image format/i);
+  });
+});
+
+describe('fidelity to torchvision', { skip: needsShared(path.join(resnetDir, 'manifest.json')) }, () => {
+  it('matches input_K.bin to a mean absolute difference <= 0.006 on every fixture image', async () => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(resnetDir, 'manifest.json'), 'utf8'));
+    const diffs: number[] = [];
+    for (const item of manifest.items) {
+      const expected = readFloat32(path.join(resnetDir, item.input.file));
+      const got = await preprocess(path.join(sharedDir, 'data', item.image), torchvision, policy, 'NCHW');
+      let sum = 0;
+      for (let i = 0; i < got.length; i++) sum += Math.abs(got[i]! - expected[i]!);
+      diffs.push(sum / got.length);
+    }
+    assert.ok(Math.max(...diffs) <= 0.006, `mean abs diffs ${diffs.map((d) => d.toFixed(4)).join(', ')}`);
+  });
+
+  it('lanczos3 (sharp default) would not meet the bar — the kernel choice matters', async () => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(resnetDir, 'manifest.json'), 'utf8'));
+    const item = manifest.items[0];
+    const expected = readFloat32(path.join(resnetDir, item.input.file));
+    const got = await preprocess(path.join(sharedDir, 'data', item.image), { ...torchvision, kernel: 'lanczos3' }, policy, 'NCHW');
+    let sum = 0;
+    for (let i = 0; i < got.length; i++) sum += Math.abs(got[i]! - expected[i]!);
+    const linear = await preprocess(path.join(sharedDir, 'data', item.image), torchvision, policy, 'NCHW');
+    let sumLinear = 0;
+    for (let i = 0; i < got.length; i++) sumLinear += Math.abs(linear[i]! - expected[i]!);
+    assert.ok(sum > sumLinear, `lanczos3 ${sum / got.length} vs linear ${sumLinear / got.length}`);
+  });
+});

@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { describe, it } from 'node:test';
+import { type CacheManifest, ensureManifest } from '../../src/store/manifest.js';
+import { type Row, writePart } from '../../src/store/part.js';
+import { FeatureCache } from '../../src/store/reader.js';
+import { tempDir } from '../support/helpers.js';
+
+const manifest = (over: Partial<CacheManifest> = {}): CacheManifest => ({
+  format: 1, modelFile: 'm.onnx', modelSha256: 'aaa', tappedTensor: 'pool', tap: {}, preset: { name: 'torchvision' }, exif: 'ignore', icc: 'ignore',
+  dim: 2, classes: ['ants', 'bees'], createdAt: 'now', versions: {}, ...over,
+});
+
+const row = (p: string, label: number | null, mtimeMs = 1): Row => ({ path: p, label, labelName: label === null ? null : ['ants', 'bees'][label]!, size: 1, mtimeMs });
+
+async function part(cache: string, name: string, rows: Row[], values: number[], extra: { removed?: string[]; failures?: string[]; dim?: number } = {}) {
+  await fs.mkdir(path.join(cache, 'train'), { recursive: true });
+  await writePart(path.join(cache, 'train', name), {
+    meta: {
+      split: 'train', shard: '0of1', runId: name, dim: extra.dim ?? 2, removed: extra.removed ?? [],
+      failures: (extra.failures ?? []).map((p) => ({ path: p, stage: 'decode', message: 'bad', size: 1, mtimeMs: 1 })), provenance: {},
+    },
+    rows,
+    features: Float32Array.from(values),
+  });
+}
+
+describe('FeatureCache', () => {
+  it('merges parts: newest record of a path wins, removals hide rows, output sorted by path', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    await part(cache, 'part-001.arrow', [row('b.jpg', 1), row('a.jpg', 0), row('c.jpg', 0)], [1, 1, 2, 2, 3, 3]);
+    await part(cache, 'part-002.arrow', [row('b.jpg', 1, 2)], [9, 9], { removed: ['c.jpg'], failures: ['d.jpg'] });
+    const reader = await FeatureCache.open(cache);
+    const set = await reader.read('train');
+    assert.deepEqual(set.paths, ['a.jpg', 'b.jpg']);
+    assert.deepEqual([...set.features], [2, 2, 9, 9]);
+    assert.deepEqual([...set.labels], [0, 1]);
+    assert.deepEqual(set.classes, ['ants', 'bees']);
+    assert.deepEqual((await reader.failures('train')).map((f) => f.path), ['d.jpg']);
+    assert.deepEqual(await reader.splits(), ['train']);
+  });
+
+  it('ignores temporary files and reports unknown splits and empty caches in one line', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    await part(cache, 'part-001.arrow', [row('a.jpg', 0)], [1, 2]);
+    await fs.writeFile(path.join(cache, 'train', '.part-002.arrow.123.456.tmp'), 'half a file');
+    const reader = await FeatureCache.open(cache);
+    assert.equal((await reader.read('train')).count, 1);
+    await assert.rejects(reader.read('val'), /--split val: not in cache .*; available: train/);
+    await assert.rejects(FeatureCache.open(await tempDir()), /no feature cache here \(no cache.json\); run 'featcache extract/);
+  });
+
+  it('refuses a part whose dimension differs from the cache', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    await part(cache, 'part-001.arrow', [row('a.jpg', 0)], [1, 2]);
+    await part(cache, 'part-002.arrow', [row('b.jpg', 0)], [1, 2, 3], { dim: 3 });
+    const reader = await FeatureCache.open(cache);
+    await assert.rejects(reader.read('train'), /part-002.arrow: features are 3-d but the cache's are 2-d/);
+  });
+
+  it('streams batches with bounded memory: one part at a time', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    await part(cache, 'part-001.arrow', [row('a.jpg', 0)], [1, 2]);
+    await part(cache, 'part-002.arrow', [row('b.jpg', 1)], [3, 4]);
+    const reader = await FeatureCache.open(cache);
+    const sizes: number[] = [];
+    for await (const batch of reader.batches('train')) sizes.push(batch.count);
+    assert.deepEqual(sizes, [1, 1]);
+  });
+});
+
+describe('cache manifest', () => {
+  it('refuses rows from another model, tap or preset, and changed classes', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    await ensureManifest(cache, manifest());
+    await assert.rejects(ensureManifest(cache, manifest({ modelSha256: 'bbb' })), /--cache .*: holds features of a different backbone or preprocessing \(model sha256/);
+    await assert.rejects(ensureManifest(cache, manifest({ preset: { name: 'caffe' } })), /preset torchvision vs caffe/);
+    await assert.rejects(ensureManifest(cache, manifest({ classes: ['ants', 'bees', 'wasps'] })), /classes changed/);
+  });
+});
