@@ -5,6 +5,7 @@ import { hideBin } from 'yargs/helpers';
 import { ExitCode, FeatcacheError } from './errors.js';
 import { extractCommand } from './commands/extract.js';
 import { inspectCommand } from './commands/inspect.js';
+import { trainHeadCommand } from './commands/train-head.js';
 import { featcacheVersion } from './version.js';
 
 const argv = hideBin(process.argv);
@@ -28,6 +29,7 @@ try {
     .version(featcacheVersion)
     .command(extractCommand)
     .command(inspectCommand)
+    .command(trainHeadCommand)
     .option('debug', { type: 'boolean', default: false, describe: 'print stack traces for errors', global: true })
     .demandCommand(1, 'featcache: give a command (see featcache --help)')
     .strict()
