@@ -6,6 +6,7 @@ import { ExitCode, FeatcacheError } from './errors.js';
 import { extractCommand } from './commands/extract.js';
 import { inspectCommand } from './commands/inspect.js';
 import { trainHeadCommand } from './commands/train-head.js';
+import { predictCommand } from './commands/predict.js';
 import { featcacheVersion } from './version.js';
 
 const argv = hideBin(process.argv);
@@ -30,6 +31,7 @@ try {
     .command(extractCommand)
     .command(inspectCommand)
     .command(trainHeadCommand)
+    .command(predictCommand)
     .option('debug', { type: 'boolean', default: false, describe: 'print stack traces for errors', global: true })
     .demandCommand(1, 'featcache: give a command (see featcache --help)')
     .strict()
