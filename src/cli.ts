@@ -7,6 +7,9 @@ import { extractCommand } from './commands/extract.js';
 import { inspectCommand } from './commands/inspect.js';
 import { trainHeadCommand } from './commands/train-head.js';
 import { predictCommand } from './commands/predict.js';
+import { fetchModelCommand } from './commands/fetch-model.js';
+import { demoCommand } from './commands/demo.js';
+import { infoCommand } from './commands/info.js';
 import { featcacheVersion } from './version.js';
 
 const argv = hideBin(process.argv);
@@ -28,10 +31,13 @@ try {
   await yargs(argv)
     .scriptName('featcache')
     .version(featcacheVersion)
+    .command(demoCommand)
     .command(extractCommand)
     .command(inspectCommand)
     .command(trainHeadCommand)
     .command(predictCommand)
+    .command(infoCommand)
+    .command(fetchModelCommand)
     .option('debug', { type: 'boolean', default: false, describe: 'print stack traces for errors', global: true })
     .demandCommand(1, 'featcache: give a command (see featcache --help)')
     .strict()
