@@ -10,6 +10,7 @@ import { predictCommand } from './commands/predict.js';
 import { fetchModelCommand } from './commands/fetch-model.js';
 import { demoCommand } from './commands/demo.js';
 import { infoCommand } from './commands/info.js';
+import { exportCommand } from './commands/export.js';
 import { featcacheVersion } from './version.js';
 
 const argv = hideBin(process.argv);
@@ -36,6 +37,7 @@ try {
     .command(inspectCommand)
     .command(trainHeadCommand)
     .command(predictCommand)
+    .command(exportCommand)
     .command(infoCommand)
     .command(fetchModelCommand)
     .option('debug', { type: 'boolean', default: false, describe: 'print stack traces for errors', global: true })

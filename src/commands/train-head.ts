@@ -8,7 +8,7 @@ import { stratifiedSplit } from '../dataset/split.js';
 import { FeatcacheError } from '../errors.js';
 import { curvesPage } from '../head/curves.js';
 import { type Metrics, classificationMetrics } from '../head/metrics.js';
-import { NORMALIZATIONS, type NormalizationKind, applyNormalization, fitNormalization } from '../head/normalize.js';
+import { NORMALIZATIONS, type NormalizationKind, applyNormalization, fitNormalization } from '../store/normalize.js';
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
 import { type HeadInfo, saveHead } from '../head/saved.js';
 import { CLASS_WEIGHTS, DEFAULT_HEAD_OPTIONS, type EpochStats, type HeadOptions, MONITORS, OPTIMIZERS, type Split, predictProbabilities, trainHead } from '../head/train.js';

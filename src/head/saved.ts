@@ -6,7 +6,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatcacheError } from '../errors.js';
-import type { Normalization } from './normalize.js';
+import type { Normalization } from '../store/normalize.js';
 import type { Tf } from './runtime.js';
 import type { DenseWeights } from './train.js';
 

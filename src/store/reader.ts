@@ -105,9 +105,9 @@ export class FeatureCache {
    * Streams a split's live rows part by part, so memory stays bounded by one part whatever the split's size.
    * Rows are in commit order.
    */
-  async *batches(split: string): AsyncGenerator<FeatureSet> {
+  async *batches(split: string, latestRecords?: Map<string, LatestRecord>): AsyncGenerator<FeatureSet> {
     const parts = await this.requireSplit(split);
-    const latest = await this.latest(split);
+    const latest = latestRecords ?? (await this.latest(split));
     for (const [index, file] of parts.entries()) {
       const part = await this.readChecked(file);
       const keep = part.rows.map((r, i) => (latest.get(r.path)?.kind === 'row' && latest.get(r.path)?.part === index ? i : -1)).filter((i) => i >= 0);
@@ -143,6 +143,13 @@ export class FeatureCache {
       paths: rows.map((r) => r.p),
       classes: this.manifest.classes,
     };
+  }
+
+  /** Number of rows `batches` will yield, from the index `latest` returns (one pass over the parts' paths). */
+  static liveRows(latest: Map<string, LatestRecord>): number {
+    let rows = 0;
+    for (const record of latest.values()) if (record.kind === 'row') rows++;
+    return rows;
   }
 
   /** Images of a split whose newest record is a failure: the failure ledger. */

@@ -14,23 +14,9 @@ export interface Normalization {
 
 /** Mean and population std per dimension; a constant dimension gets std 1 so it maps to 0, not NaN. */
 export function fitStandard(features: Float32Array, count: number, dim: number): Normalization {
-  const mean = new Float64Array(dim);
-  const squares = new Float64Array(dim);
-  for (let r = 0; r < count; r++) {
-    const o = r * dim;
-    for (let d = 0; d < dim; d++) {
-      const v = features[o + d]!;
-      mean[d] += v;
-      squares[d] += v * v;
-    }
-  }
-  const std = new Float64Array(dim);
-  for (let d = 0; d < dim; d++) {
-    mean[d] /= Math.max(count, 1);
-    const variance = squares[d]! / Math.max(count, 1) - mean[d]! ** 2;
-    std[d] = variance > 1e-12 ? Math.sqrt(variance) : 1;
-  }
-  return { kind: 'standard', mean: [...mean], std: [...std] };
+  const accumulator = new StandardAccumulator(dim);
+  accumulator.add(features, count);
+  return accumulator.result();
 }
 
 export function fitNormalization(kind: NormalizationKind, features: Float32Array, count: number, dim: number): Normalization {
@@ -57,4 +43,35 @@ export function applyNormalization(n: Normalization, features: Float32Array, cou
     }
   }
   return features;
+}
+
+/** Streaming fit of `standard` statistics over batches (float64 sums), for splits too large to hold in memory. */
+export class StandardAccumulator {
+  private readonly sum: Float64Array;
+  private readonly squares: Float64Array;
+  private count = 0;
+  constructor(private readonly dim: number) {
+    this.sum = new Float64Array(dim);
+    this.squares = new Float64Array(dim);
+  }
+  add(features: Float32Array, count: number): void {
+    for (let r = 0; r < count; r++) {
+      const o = r * this.dim;
+      for (let d = 0; d < this.dim; d++) {
+        const v = features[o + d]!;
+        this.sum[d] += v;
+        this.squares[d] += v * v;
+      }
+    }
+    this.count += count;
+  }
+  result(): Normalization {
+    const n = Math.max(this.count, 1);
+    const mean = Array.from(this.sum, (s) => s / n);
+    const std = Array.from(this.squares, (q, d) => {
+      const variance = q / n - mean[d]! ** 2;
+      return variance > 1e-12 ? Math.sqrt(variance) : 1;
+    });
+    return { kind: 'standard', mean, std };
+  }
 }
