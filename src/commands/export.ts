@@ -103,8 +103,9 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
     await fs.rename(tmp, out);
     files.unshift(out);
   } catch (error) {
-    await fs.rm(tmp, { recursive: true, force: true });
-    for (const name of ['classes.txt', 'stats.json']) await fs.rm(`${tmp}.${name}`, { force: true });
+    const discard = (target: string) => fs.rm(target, { recursive: true, force: true }).catch(() => {});
+    await discard(tmp);
+    for (const name of ['classes.txt', 'stats.json']) await discard(`${tmp}.${name}`);
     if (error instanceof FeatcacheError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     throw new FeatcacheError(`--out ${options.out}: cannot write (${code ?? (error as Error).message}); nothing was written`, 1);

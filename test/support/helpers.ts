@@ -169,3 +169,28 @@ export function pngBomb(width: number, height: number): Buffer {
   const idat = zlib.deflateSync(Buffer.alloc(1024));
   return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', idat), chunk('IEND', Buffer.alloc(0))]);
 }
+
+/** An image of roughly one colour with seeded jitter: classes of different colours are separable by the tiny model. */
+export async function writeColourImage(file: string, rgb: [number, number, number], seed: number, format: 'jpeg' | 'png' = 'png'): Promise<void> {
+  const width = 40;
+  const height = 30;
+  const data = Buffer.alloc(width * height * 3);
+  let state = seed * 2654435761;
+  for (let i = 0; i < data.length; i++) {
+    state = (state * 1103515245 + 12345) >>> 0;
+    data[i] = Math.max(0, Math.min(255, rgb[i % 3]! + ((state >>> 16) % 61) - 30));
+  }
+  await fsp.mkdir(path.dirname(file), { recursive: true });
+  await sharp(data, { raw: { width, height, channels: 3 } }).toFormat(format).toFile(file);
+}
+
+/** train/val ImageFolder of colour classes (red, green, blue), `perClass` images each in train, half in val. */
+export async function writeColourFolder(root: string, perClass: number): Promise<void> {
+  const colours: Record<string, [number, number, number]> = { blue: [40, 60, 200], green: [50, 190, 60], red: [200, 50, 40] };
+  let seed = 1;
+  for (const [split, n] of [['train', perClass], ['val', Math.ceil(perClass / 2)]] as const) {
+    for (const [name, rgb] of Object.entries(colours)) {
+      for (let i = 0; i < n; i++) await writeColourImage(path.join(root, split, name, `${name}${i}.png`), rgb, seed++);
+    }
+  }
+}
