@@ -1,11 +1,12 @@
 /** The backbone stage: an ONNX model file in, a function from preprocessed pixels to tapped features out. */
 import * as path from 'node:path';
-import type * as ort from 'onnxruntime-node';
+import { Worker } from 'node:worker_threads';
 import { FeatcacheError } from '../errors.js';
 import { sha256Bytes } from '../util/fsx.js';
 import { graphInputs, loadModel } from './graph.js';
-import { type DeviceSpec, type InputLayout, inputLayout, openSession, runBatch } from './session.js';
+import { type DeviceSpec, type InputLayout, inputLayout } from './session.js';
 import { DEFAULT_TAP, FEATURE_OUTPUT, type TapPoint, resolveTap, tapModel } from './tap.js';
+import type { WorkerReply, WorkerRequest } from './worker.js';
 
 export interface BackboneOptions {
   tap?: string | undefined;
@@ -21,9 +22,39 @@ export interface Backbone {
   provider: string;
   fallbackReasons: string[];
   dim: number;
-  /** Features for `count` images laid out as `input` expects, each `size`×`size`. */
+  /** Features for `count` images laid out as `input` expects, each `size`×`size`. The pixel buffer is transferred. */
   extract(pixels: Float32Array, count: number, size: number): Promise<Float32Array>;
   close(): Promise<void>;
+}
+
+/** Talks to the session worker: one request at a time per id, replies matched by id. */
+function sessionWorker() {
+  const worker = new Worker(new URL('./worker.js', import.meta.url));
+  worker.unref();
+  const pending = new Map<number | 'open' | 'close', { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
+  const fail = (error: Error) => {
+    for (const p of pending.values()) p.reject(error);
+    pending.clear();
+  };
+  worker.on('message', (reply: WorkerReply) => {
+    const key = reply.type === 'opened' ? 'open' : reply.type === 'closed' ? 'close' : (reply.id ?? 'open');
+    const waiter = pending.get(key) ?? (reply.type === 'error' && reply.id === null ? [...pending.values()][0] : undefined);
+    pending.delete(key);
+    if (!waiter) return;
+    if (reply.type === 'error') waiter.reject(new FeatcacheError(reply.message, reply.exitCode ?? 1));
+    else waiter.resolve(reply);
+  });
+  worker.on('error', fail);
+  worker.on('exit', (code) => fail(new Error(`the onnxruntime worker exited (code ${code})`)));
+  const request = (key: number | 'open' | 'close', message: WorkerRequest, transfer: ArrayBuffer[] = []) =>
+    new Promise<WorkerReply>((resolve, reject) => {
+      pending.set(key, { resolve, reject });
+      worker.ref();
+      worker.postMessage(message, transfer);
+    }).finally(() => {
+      if (pending.size === 0) worker.unref();
+    });
+  return { worker, request };
 }
 
 export async function openBackbone(file: string, options: BackboneOptions): Promise<Backbone> {
@@ -35,12 +66,18 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
   }
   const input = inputLayout(inputs[0]!.name, inputs[0]!.shape);
   const tap = resolveTap(graph, options.tap ?? DEFAULT_TAP);
-  const opened = await openSession(tapModel(model, tap), { device: options.device, threads: options.threads });
-  const session: ort.InferenceSession = opened.session;
-  const extract = async (pixels: Float32Array, count: number, size: number) =>
-    (await runBatch(session, input, { height: size, width: size }, pixels, count, FEATURE_OUTPUT)).features;
-  const probeSize = input.height ?? 224;
-  const probe = await runBatch(session, input, { height: probeSize, width: input.width ?? probeSize }, new Float32Array(3 * probeSize * (input.width ?? probeSize)), 1, FEATURE_OUTPUT);
+  const tapped = tapModel(model, tap);
+  const { worker, request } = sessionWorker();
+  const probeSize = { height: input.height ?? 224, width: input.width ?? input.height ?? 224 };
+  let opened: WorkerReply;
+  try {
+    opened = await request('open', { type: 'open', model: tapped, settings: { device: options.device, threads: options.threads }, layout: input, output: FEATURE_OUTPUT, probeSize }, [tapped.buffer as ArrayBuffer]);
+  } catch (error) {
+    await worker.terminate();
+    throw error;
+  }
+  if (opened.type !== 'opened') throw new Error('unexpected reply from the onnxruntime worker');
+  let nextId = 0;
   return {
     file: path.resolve(file),
     sha256: sha256Bytes(bytes),
@@ -48,9 +85,17 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
     input,
     provider: opened.provider,
     fallbackReasons: opened.fallbackReasons,
-    dim: probe.dim,
-    extract,
-    close: () => session.release(),
+    dim: opened.dim,
+    async extract(pixels, count, size) {
+      const id = nextId++;
+      const reply = await request(id, { type: 'run', id, pixels, count, size }, [pixels.buffer as ArrayBuffer]);
+      if (reply.type !== 'result') throw new Error('unexpected reply from the onnxruntime worker');
+      return reply.features;
+    },
+    async close() {
+      await request('close', { type: 'close' }).catch(() => {});
+      await worker.terminate();
+    },
   };
 }
 

@@ -1,0 +1,175 @@
+/**
+ * `npm run bench`: one JSON object on stdout. Each scenario runs in its own process so its peak RSS is its own;
+ * speeds are reported with a baseline measured in the same run (ratios), never asserted.
+ *   BENCH_QUICK=1 scales the synthetic sizes down for a smoke run.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import sharp from 'sharp';
+import { openBackbone } from '../src/backbone/index.js';
+import { extract } from '../src/commands/extract.js';
+import { runExport } from '../src/commands/export.js';
+import { loadTf } from '../src/head/runtime.js';
+import { DEFAULT_HEAD_OPTIONS, trainHead } from '../src/head/train.js';
+import { DEFAULT_IMAGE_POLICY, getPreset } from '../src/image/presets.js';
+import { ensureManifest } from '../src/store/manifest.js';
+import { writePart } from '../src/store/part.js';
+import { seededRandom } from '../src/util/random.js';
+
+const self = fileURLToPath(import.meta.url);
+const repo = path.resolve(path.dirname(self), '../..');
+const shared = path.resolve(repo, '../shared');
+const resnet = path.join(shared, 'fixtures/resnet50-tv-seed0/model.onnx');
+const hymenoptera = path.join(shared, 'data/hymenoptera_data');
+const quick = process.env.BENCH_QUICK === '1';
+const batchSize = 16;
+const threads = Math.min(os.availableParallelism(), 2);
+
+const peakRssMb = () => Math.round(process.resourceUsage().maxRSS / 1024);
+
+async function tmp(name: string): Promise<string> {
+  return fs.mkdtemp(path.join(os.tmpdir(), `featcache-bench-${name}-`));
+}
+
+const extractOptions = (data: string, cache: string, split = 'train') => ({
+  data, split, seed: 0, model: resnet, preset: getPreset('torchvision'), policy: DEFAULT_IMAGE_POLICY, cache, device: { kind: 'cpu' as const },
+  threads, batchSize, partRows: 512, strict: false, retryFailed: false, progress: false,
+});
+
+const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown>>> = {
+  /** End-to-end extract on hymenoptera train+val: decode, preprocess, infer, write. */
+  async 'extract-hymenoptera'() {
+    const cache = await tmp('cache');
+    let images = 0;
+    let seconds = 0;
+    const breakdown = { decodeWaitS: 0, decodeBusyS: 0, inferS: 0, writeS: 0 };
+    for (const split of ['train', 'val']) {
+      const r = await extract(extractOptions(hymenoptera, cache, split));
+      images += r.extracted;
+      seconds += r.timings.wallS - r.timings.setupS;
+      for (const k of Object.keys(breakdown) as (keyof typeof breakdown)[]) breakdown[k] += r.timings[k];
+    }
+    return { images, seconds, imagesPerSecond: images / seconds, ...breakdown, peakRssMb: peakRssMb() };
+  },
+  /** onnxruntime alone on the same tapped model and batch size: the ceiling for extract. */
+  async 'forward-only'() {
+    const backbone = await openBackbone(resnet, { device: { kind: 'cpu' }, threads });
+    const random = seededRandom(1);
+    const pixels = Float32Array.from({ length: batchSize * 3 * 224 * 224 }, () => random() * 2 - 1);
+    // extract() transfers its buffer to the inference thread, so each call gets a copy (≈2 ms, <1% of a batch).
+    await backbone.extract(pixels.slice(), batchSize, 224);
+    const batches = quick ? 6 : 25;
+    const started = performance.now();
+    for (let b = 0; b < batches; b++) await backbone.extract(pixels.slice(), batchSize, 224);
+    const seconds = (performance.now() - started) / 1000;
+    await backbone.close();
+    return { images: batches * batchSize, seconds, imagesPerSecond: (batches * batchSize) / seconds, peakRssMb: peakRssMb(), onnxruntime: ort.env.versions.common };
+  },
+  /** Extract over N generated images: peak RSS must not grow with N. */
+  async 'extract-synthetic'(arg) {
+    const count = Number(arg);
+    const data = await tmp('images');
+    const random = seededRandom(count);
+    for (let i = 0; i < count; i++) {
+      const raw = Buffer.from(Array.from({ length: 96 * 72 * 3 }, () => Math.floor(random() * 256)));
+      await sharp(raw, { raw: { width: 96, height: 72, channels: 3 } }).jpeg().toFile(path.join(data, `${i}.jpg`));
+    }
+    const r = await extract(extractOptions(data, await tmp('cache')));
+    await fs.rm(data, { recursive: true, force: true });
+    return { images: r.extracted, imagesPerSecond: r.imagesPerSecond, peakRssMb: peakRssMb() };
+  },
+  /** train-head: 10 epochs, 10,000 synthetic 2048-d rows, 120 classes, SGD momentum, batch 256 (and 32). */
+  async 'train-head'() {
+    const rows = quick ? 2000 : 10_000;
+    const [dim, classes] = [2048, 120];
+    const random = seededRandom(1);
+    const centres = Float32Array.from({ length: classes * dim }, () => random() * 2 - 1);
+    const labels = Int32Array.from({ length: rows }, () => Math.floor(random() * classes));
+    const features = new Float32Array(rows * dim);
+    for (let r = 0; r < rows; r++) for (let d = 0; d < dim; d++) features[r * dim + d] = centres[labels[r]! * dim + d]! + (random() * 2 - 1) * 3;
+    const runtime = await loadTf('auto');
+    const result: Record<string, unknown> = { rows, dim, classes, epochs: 10, backend: runtime.backend, backendSkipped: runtime.skipped };
+    for (const batch of [256, 32]) {
+      const r = trainHead(runtime.tf, { features, labels, count: rows }, null, dim, classes, { ...DEFAULT_HEAD_OPTIONS, optimizer: 'sgd', lr: 0.01, momentum: 0.9, batchSize: batch, epochs: 10 });
+      result[`secondsPerEpochBatch${batch}`] = r.secondsPerEpoch;
+      result[`finalTrainAccBatch${batch}`] = r.history.at(-1)!.trainAcc;
+    }
+    return { ...result, peakRssMb: peakRssMb() };
+  },
+  /** Export of 100,000 synthetic rows (512-d) to libsvm and npy: peak RSS and MB/s. */
+  async export() {
+    const rows = quick ? 20_000 : 100_000;
+    const dim = 512;
+    const cache = await tmp('export');
+    await ensureManifest(cache, { format: 1, modelFile: 'synthetic', modelSha256: '0'.repeat(64), tappedTensor: 'synthetic', tap: {}, preset: {}, exif: 'ignore', icc: 'ignore', dim, classes: ['a', 'b'], createdAt: '', versions: {} });
+    await fs.mkdir(path.join(cache, 'train'));
+    const random = seededRandom(2);
+    const perPart = 2000;
+    for (let p = 0; p < rows / perPart; p++) {
+      const features = Float32Array.from({ length: perPart * dim }, () => (random() < 0.4 ? 0 : random() * 4));
+      const partRows = Array.from({ length: perPart }, (_, i) => ({ path: `img/${p * perPart + i}.jpg`, label: i % 2, labelName: i % 2 ? 'b' : 'a', size: 1, mtimeMs: 1 }));
+      await writePart(path.join(cache, 'train', `part-${String(p).padStart(6, '0')}.arrow`), { meta: { split: 'train', shard: '0of1', runId: 'bench', dim, failures: [], removed: [], provenance: {} }, rows: partRows, features });
+    }
+    const result: Record<string, unknown> = { rows, dim };
+    for (const format of ['libsvm', 'npy'] as const) {
+      const out = path.join(cache, `out-${format}`);
+      const r = await runExport({ cache, split: 'train', format, out, normalize: 'l2', fitSplit: 'train' });
+      result[format] = { megabytes: r.bytes / 1e6, seconds: r.seconds, mbPerSecond: r.mbPerSecond };
+    }
+    await fs.rm(cache, { recursive: true, force: true });
+    return { ...result, peakRssMb: peakRssMb() };
+  },
+};
+
+function runScenario(name: string, arg?: string): Record<string, unknown> {
+  const child = spawnSync(process.execPath, [self, '--scenario', name, ...(arg ? [arg] : [])], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (child.status !== 0) return { error: (child.stderr || child.stdout).trim().split('\n').at(-1) };
+  return JSON.parse(child.stdout.trim().split('\n').at(-1)!);
+}
+
+function torchBaseline(rows: number, batch: number): Record<string, unknown> | null {
+  try {
+    const out = execFileSync('/usr/bin/python3', [path.join(repo, 'scripts/torch_head_baseline.py'), String(rows), '2048', '120', '3', String(batch), String(threads)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    return JSON.parse(out.trim());
+  } catch {
+    return null;
+  }
+}
+
+async function main(): Promise<void> {
+  const scenarioIndex = process.argv.indexOf('--scenario');
+  if (scenarioIndex >= 0) {
+    const result = await scenarios[process.argv[scenarioIndex + 1]!]!(process.argv[scenarioIndex + 2]);
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
+  const haveShared = await fs.access(resnet).then(() => true, () => false);
+  const report: Record<string, unknown> = { machine: { cpus: os.availableParallelism(), threads, node: process.versions.node }, quick };
+  if (haveShared) {
+    const e2e = runScenario('extract-hymenoptera');
+    const forward = runScenario('forward-only');
+    report.extract = { model: 'resnet50 (shared fixture)', batchSize, endToEnd: e2e, forwardOnly: forward, ratio: Number(e2e.imagesPerSecond) / Number(forward.imagesPerSecond) };
+    const sizes = quick ? [200, 1000] : [2000, 10_000];
+    report.extractMemory = Object.fromEntries(sizes.map((n) => [`images${n}`, runScenario('extract-synthetic', String(n))]));
+  } else {
+    report.extract = { skipped: 'needs ../shared (ResNet50 fixture and hymenoptera)' };
+  }
+  const head = runScenario('train-head');
+  const rows = Number(head.rows);
+  const torch256 = torchBaseline(rows, 256);
+  const torch32 = torchBaseline(rows, 32);
+  report.trainHead = {
+    ...head,
+    pytorch: torch256 ? { batch256: torch256, batch32: torch32 } : { skipped: 'needs /usr/bin/python3 with torch (apt-get install python3-torch)' },
+    ratioToPytorchBatch256: torch256 ? Number(head.secondsPerEpochBatch256) / Number(torch256.secondsPerEpoch) : null,
+    ratioToPytorchBatch32: torch32 ? Number(head.secondsPerEpochBatch32) / Number(torch32.secondsPerEpoch) : null,
+  };
+  report.export = runScenario('export');
+  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+}
+
+await main();

@@ -1,0 +1,56 @@
+/**
+ * The onnxruntime session in a worker thread. onnxruntime-node's `run` holds its thread for the whole batch
+ * (onnxruntime issue #19611); here that thread is this worker's, so the main thread keeps chaining the next batch's
+ * reads and decodes while inference runs. Pixels and features cross by transfer, not copy.
+ */
+import { parentPort } from 'node:worker_threads';
+import type * as ort from 'onnxruntime-node';
+import { errorMessage } from '../errors.js';
+import { type InputLayout, type SessionSettings, openSession, runBatch } from './session.js';
+
+export type WorkerRequest =
+  | { type: 'open'; model: Uint8Array; settings: SessionSettings; layout: InputLayout; output: string; probeSize: { height: number; width: number } }
+  | { type: 'run'; id: number; pixels: Float32Array; count: number; size: number }
+  | { type: 'close' };
+
+export type WorkerReply =
+  | { type: 'opened'; provider: string; fallbackReasons: string[]; dim: number }
+  | { type: 'result'; id: number; features: Float32Array }
+  | { type: 'error'; id: number | null; message: string; exitCode?: number }
+  | { type: 'closed' };
+
+let session: ort.InferenceSession | null = null;
+let layout: InputLayout;
+let output: string;
+
+async function handle(request: WorkerRequest): Promise<WorkerReply> {
+  switch (request.type) {
+    case 'open': {
+      const opened = await openSession(request.model, request.settings);
+      session = opened.session;
+      layout = request.layout;
+      output = request.output;
+      const { height, width } = request.probeSize;
+      const probe = await runBatch(session, layout, request.probeSize, new Float32Array(3 * height * width), 1, output);
+      return { type: 'opened', provider: opened.provider, fallbackReasons: opened.fallbackReasons, dim: probe.dim };
+    }
+    case 'run': {
+      const result = await runBatch(session!, layout, { height: request.size, width: request.size }, request.pixels, request.count, output);
+      return { type: 'result', id: request.id, features: result.features };
+    }
+    case 'close':
+      await session?.release();
+      session = null;
+      return { type: 'closed' };
+  }
+}
+
+parentPort?.on('message', (request: WorkerRequest) => {
+  handle(request).then(
+    (reply) => parentPort!.postMessage(reply, reply.type === 'result' ? [reply.features.buffer as ArrayBuffer] : []),
+    (error: unknown) => parentPort!.postMessage({
+      type: 'error', id: request.type === 'run' ? request.id : null, message: errorMessage(error),
+      exitCode: (error as { exitCode?: number }).exitCode,
+    } satisfies WorkerReply),
+  );
+});
