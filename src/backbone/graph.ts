@@ -11,6 +11,7 @@ export type ModelProto = onnxProto.onnx.ModelProto;
 export type NodeProto = onnxProto.onnx.INodeProto;
 export type GraphProto = onnxProto.onnx.IGraphProto;
 export type AttributeProto = onnxProto.onnx.IAttributeProto;
+export type TensorProto = onnxProto.onnx.ITensorProto;
 
 export type Dim = number | string | null;
 

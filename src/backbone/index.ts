@@ -3,21 +3,25 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { FeatcacheError } from '../errors.js';
 import { sha256Bytes } from '../util/fsx.js';
-import { graphInputs, loadModel } from './graph.js';
+import { toFloat16 } from './fp16.js';
+import { encodeModel, graphInputs, loadModel } from './graph.js';
 import { type DeviceSpec, type InputLayout, inputLayout } from './session.js';
-import { DEFAULT_TAP, FEATURE_OUTPUT, type TapPoint, resolveTap, tapModel } from './tap.js';
+import { DEFAULT_TAP, FEATURE_OUTPUT, type TapPoint, resolveTap, tappedModel } from './tap.js';
 import type { WorkerReply, WorkerRequest } from './worker.js';
 
 export interface BackboneOptions {
   tap?: string | undefined;
   device: DeviceSpec;
   threads: number;
+  /** Run the backbone in float16 (GPUs); features are still returned as float32. */
+  fp16?: boolean | undefined;
 }
 
 export interface Backbone {
   file: string;
   sha256: string;
   tap: TapPoint;
+  precision: 'fp32' | 'fp16';
   input: InputLayout;
   provider: string;
   fallbackReasons: string[];
@@ -66,7 +70,8 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
   }
   const input = inputLayout(inputs[0]!.name, inputs[0]!.shape);
   const tap = resolveTap(graph, options.tap ?? DEFAULT_TAP);
-  const tapped = tapModel(model, tap);
+  const tappedGraph = tappedModel(model, tap);
+  const tapped = encodeModel(options.fp16 ? toFloat16(tappedGraph) : tappedGraph);
   const { worker, request } = sessionWorker();
   const probeSize = { height: input.height ?? 224, width: input.width ?? input.height ?? 224 };
   let opened: WorkerReply;
@@ -82,6 +87,7 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
     file: path.resolve(file),
     sha256: sha256Bytes(bytes),
     tap,
+    precision: options.fp16 ? 'fp16' : 'fp32',
     input,
     provider: opened.provider,
     fallbackReasons: opened.fallbackReasons,

@@ -167,6 +167,10 @@ function makeNode(opType: string, inputs: string[], output: string, attribute: A
  * dequantised if it is quantised, flattened from axis 1. The classifier and anything else not needed is dropped.
  */
 export function tapModel(model: ModelProto, tap: TapPoint): Uint8Array {
+  return encodeModel(tappedModel(model, tap));
+}
+
+export function tappedModel(model: ModelProto, tap: TapPoint): ModelProto {
   const graph = model.graph as GraphProto;
   const extra: NodeProto[] = [];
   let current = tap.tensor;
@@ -195,5 +199,5 @@ export function tapModel(model: ModelProto, tap: TapPoint): Uint8Array {
       }),
     ],
   });
-  return encodeModel(onnx.ModelProto.create({ ...model, graph: tapped }));
+  return onnx.ModelProto.create({ ...model, graph: tapped });
 }

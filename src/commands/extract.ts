@@ -40,6 +40,8 @@ export interface ExtractOptions {
   cache: string;
   device: DeviceSpec;
   threads: number;
+  /** Run the backbone in float16 (for GPUs); features stay float32. */
+  fp16?: boolean | undefined;
   batchSize: number;
   /** Rows per committed part file: the most work a kill can lose. */
   partRows: number;
@@ -165,6 +167,7 @@ function manifestFor(options: ExtractOptions, backbone: Backbone, classes: strin
     preset: { ...options.preset },
     exif: options.policy.exif,
     icc: options.policy.icc,
+    precision: backbone.precision,
     dim: backbone.dim,
     classes,
     createdAt: new Date().toISOString(),
@@ -195,7 +198,7 @@ export async function extract(options: ExtractOptions): Promise<ExtractResult> {
     const why = dataset.skipped.length > 0 ? ` (${dataset.skipped.length} files skipped, e.g. ${dataset.skipped[0]!.path}: ${dataset.skipped[0]!.reason})` : '';
     throw new FeatcacheError(`--data ${options.data}: no images found for split "${options.split}"${options.shard ? ` in shard ${options.shard.index}/${options.shard.count}` : ''}${why}`);
   }
-  const backbone = await openBackbone(options.model, { tap: options.tap, device: options.device, threads: options.threads });
+  const backbone = await openBackbone(options.model, { tap: options.tap, device: options.device, threads: options.threads, fp16: options.fp16 });
   for (const reason of backbone.fallbackReasons) log(`device: not using ${reason}`);
   const expected = backbone.input.height;
   if (expected !== null && expected !== options.preset.crop) {
@@ -344,6 +347,7 @@ export const extractCommand: CommandModule = {
       .options(backboneOptions)
       .options(imageOptions)
       .option('shard', { type: 'string', describe: 'K/N: process only shard K (0-based) of N; run N processes into the same cache' })
+      .option('fp16', { type: 'boolean', default: false, describe: 'run the backbone in float16 (for GPUs; features stay float32)' })
       .option('part-rows', { type: 'number', default: 512, describe: 'images per committed part file (the most a kill can lose)' })
       .option('strict', { type: 'boolean', default: false, describe: 'stop at the first unusable image (default: record it and go on)' })
       .option('retry-failed', { type: 'boolean', default: false, describe: 'retry images that failed in earlier runs' })
@@ -365,6 +369,7 @@ export const extractCommand: CommandModule = {
       cache: a.cache as string,
       device: parseDevice(a.device as string),
       threads: nonNegativeInteger('--threads', a.threads as number),
+      fp16: a.fp16 as boolean,
       batchSize: positiveInteger('--batch-size', a['batch-size'] as number),
       partRows: positiveInteger('--part-rows', a['part-rows'] as number),
       shard: a.shard ? parseShard(a.shard as string) : undefined,

@@ -65,7 +65,7 @@ async function checkedBackbone(head: LoadedHead, options: PredictOptions): Promi
   if (sha !== p.modelSha256) {
     throw new FeatcacheError(`--model ${modelFile}: sha256 ${sha.slice(0, 12)}… is not the backbone the head ${options.head} was trained on (${p.modelSha256.slice(0, 12)}…); use that model or retrain the head`);
   }
-  return openBackbone(modelFile, { tap: p.tappedTensor, device: options.device, threads: options.threads });
+  return openBackbone(modelFile, { tap: p.tappedTensor, device: options.device, threads: options.threads, fp16: p.precision === 'fp16' });
 }
 
 export async function predict(options: PredictOptions): Promise<{ predictions: Prediction[]; provider: string; backend: string }> {

@@ -19,6 +19,7 @@ export interface HeadProvenance {
   preset: Record<string, unknown>;
   exif: string;
   icc: string;
+  precision?: 'fp32' | 'fp16';
   dim: number;
   cache: string;
   trainedAt: string;

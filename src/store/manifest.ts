@@ -17,6 +17,8 @@ export interface FeatureIdentity {
   preset: Record<string, unknown>;
   exif: string;
   icc: string;
+  /** Precision the backbone ran in; absent means fp32. */
+  precision?: 'fp32' | 'fp16';
 }
 
 export interface CacheManifest extends FeatureIdentity {
@@ -51,6 +53,7 @@ export function identityDifferences(a: FeatureIdentity, b: FeatureIdentity): str
   if (JSON.stringify(a.preset) !== JSON.stringify(b.preset)) diffs.push(`preset ${String(a.preset.name)} vs ${String(b.preset.name)}`);
   if (a.exif !== b.exif) diffs.push(`--exif ${a.exif} vs ${b.exif}`);
   if (a.icc !== b.icc) diffs.push(`--icc ${a.icc} vs ${b.icc}`);
+  if ((a.precision ?? 'fp32') !== (b.precision ?? 'fp32')) diffs.push(`precision ${a.precision ?? 'fp32'} vs ${b.precision ?? 'fp32'}`);
   return diffs;
 }
 

@@ -82,5 +82,6 @@ describe('cache manifest', () => {
     await assert.rejects(ensureManifest(cache, manifest({ modelSha256: 'bbb' })), /--cache .*: holds features of a different backbone or preprocessing \(model sha256/);
     await assert.rejects(ensureManifest(cache, manifest({ preset: { name: 'caffe' } })), /preset torchvision vs caffe/);
     await assert.rejects(ensureManifest(cache, manifest({ classes: ['ants', 'bees', 'wasps'] })), /classes changed/);
+    await assert.rejects(ensureManifest(cache, manifest({ precision: 'fp16' })), /precision fp32 vs fp16/);
   });
 });
