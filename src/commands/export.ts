@@ -10,6 +10,7 @@ import { FORMATS, type Format, UNLABELLED, openWriter } from '../export/formats.
 import { parseChoice } from '../image/presets.js';
 import { NORMALIZATIONS, type Normalization, type NormalizationKind, StandardAccumulator, applyNormalization } from '../store/normalize.js';
 import { FeatureCache } from '../store/reader.js';
+import { toolVersions } from '../version.js';
 import { type Args, cacheOption, emit, jsonOption } from './options.js';
 
 export interface ExportOptions {
@@ -58,6 +59,8 @@ async function fitStatistics(cache: FeatureCache, split: string): Promise<Normal
   return accumulator.result();
 }
 
+const SIDE_FILES = ['classes.txt', 'stats.json', 'provenance.json'];
+
 /** Where an export's side files go: inside an npy directory, beside any other output. */
 function sideFile(options: ExportOptions, target: string, name: string): string {
   return options.format === 'npy' ? path.join(target, name) : `${target}.${name}`;
@@ -89,9 +92,17 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
     const classesFile = sideFile(options, tmp, 'classes.txt');
     await fs.writeFile(classesFile, cache.manifest.classes.map((c) => `${c}\n`).join(''));
     if (normalization.kind === 'standard') await fs.writeFile(sideFile(options, tmp, 'stats.json'), JSON.stringify(normalization));
+    const m = cache.manifest;
+    const provenance = {
+      cache: path.resolve(options.cache), split: options.split, format: options.format, rows, dim: cache.dim, normalization: normalization.kind,
+      statsFittedOn: normalization.kind === 'standard' && !options.stats ? options.fitSplit : null, statsFile: options.stats ?? null,
+      unlabelledLabel: UNLABELLED, modelFile: m.modelFile, modelSha256: m.modelSha256, tappedTensor: m.tappedTensor, preset: m.preset,
+      exif: m.exif, icc: m.icc, precision: m.precision ?? 'fp32', extractedWith: m.versions, exportedWith: toolVersions(), exportedAt: new Date().toISOString(),
+    };
+    await fs.writeFile(sideFile(options, tmp, 'provenance.json'), `${JSON.stringify(provenance, null, 2)}\n`);
     // Side files of text formats sit beside the output; move them along with it.
     if (options.format !== 'npy') {
-      for (const name of ['classes.txt', 'stats.json']) {
+      for (const name of SIDE_FILES) {
         const from = `${tmp}.${name}`;
         if (await fs.stat(from).then(() => true, () => false)) {
           await fs.rename(from, `${out}.${name}`);
@@ -105,7 +116,7 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
   } catch (error) {
     const discard = (target: string) => fs.rm(target, { recursive: true, force: true }).catch(() => {});
     await discard(tmp);
-    for (const name of ['classes.txt', 'stats.json']) await discard(`${tmp}.${name}`);
+    for (const name of SIDE_FILES) await discard(`${tmp}.${name}`);
     if (error instanceof FeatcacheError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     throw new FeatcacheError(`--out ${options.out}: cannot write (${code ?? (error as Error).message}); nothing was written`, 1);

@@ -94,6 +94,9 @@ interface Prepared {
   decodeBusyS: number;
 }
 
+/** Parts stay far below Arrow JS's 2 GiB limits whatever --part-rows says (e.g. when tapping an unpooled tensor). */
+export const MAX_PART_BYTES = 512 * 1024 * 1024;
+
 const shardLabel = (shard: Shard | undefined) => (shard ? `${shard.index}of${shard.count}` : '0of1');
 
 /** Decodes a batch into one pixel buffer; an image that fails is recorded with the stage and decoder message. */
@@ -250,6 +253,7 @@ export async function extract(options: ExtractOptions): Promise<ExtractResult> {
       timings.writeS += (performance.now() - t) / 1000;
     };
 
+    const partRows = Math.max(1, Math.min(options.partRows, Math.floor(MAX_PART_BYTES / (backbone.dim * 4))));
     const batches: Item[][] = [];
     for (let i = 0; i < work.length; i += options.batchSize) batches.push(work.slice(i, i + options.batchSize));
     const progress = progressBar(`extract ${options.split}`, work.length, options.progress);
@@ -276,7 +280,7 @@ export async function extract(options: ExtractOptions): Promise<ExtractResult> {
       allFailures.push(...batch.failures);
       extracted += batch.rows.length;
       progress.increment(batch.items.length + batch.failures.length);
-      if (pending.rows.length + pending.failures.length >= options.partRows) await commit([]);
+      if (pending.rows.length + pending.failures.length >= partRows) await commit([]);
     }
     await next?.catch(() => {});
     const finished = !interrupted && options.limit === undefined;

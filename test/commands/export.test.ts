@@ -62,6 +62,11 @@ describe('export formats (tiny model cache)', () => {
     const stored = [...set.features].filter((v) => v !== 0);
     assert.deepEqual([...values].sort(), [...stored].sort(), 'float32 values round-trip');
     assert.equal(await fs.readFile(`${out}.classes.txt`, 'utf8'), 'blue\ngreen\nred\n');
+    const provenance = JSON.parse(await fs.readFile(`${out}.provenance.json`, 'utf8'));
+    assert.match(provenance.modelSha256, /^[0-9a-f]{64}$/);
+    assert.equal(provenance.tappedTensor, 'pooled');
+    assert.equal(provenance.preset.name, 'torchvision');
+    assert.equal(provenance.rows, 12);
   });
 
   it('standard: statistics are fitted on train only, saved, and reused with --stats', async () => {
