@@ -100,13 +100,16 @@ export async function predict(options: PredictOptions): Promise<{ predictions: P
   }
   await backbone.close();
   head.dispose();
-  if (options.report) await writeReport(options.report, predictions, classes);
+  if (options.report) await writeReport(options.report, predictions, head.info);
   return { predictions, provider: backbone.provider, backend: runtime.backend };
 }
 
 /** The seeds' visualize_model as a page: thumbnails titled "predicted: <class> (p)", embedded so the file stands alone. */
-async function writeReport(file: string, predictions: Prediction[], classes: string[]): Promise<void> {
+async function writeReport(file: string, predictions: Prediction[], info: LoadedHead['info']): Promise<void> {
+  const classes = info.classes;
   const figures: string[] = [];
+  let knownCount = 0;
+  let correct = 0;
   for (const p of predictions) {
     const truth = path.basename(path.dirname(p.path));
     const known = classes.includes(truth);
@@ -117,6 +120,10 @@ async function writeReport(file: string, predictions: Prediction[], classes: str
     const thumb = await sharp(p.path, { pages: 1 }).resize(224, 224, { fit: 'cover' }).jpeg({ quality: 80 }).toBuffer().catch(() => null);
     const best = p.top[0]!;
     const wrong = known && truth !== best.label;
+    if (known) {
+      knownCount++;
+      if (!wrong) correct++;
+    }
     figures.push(
       `<figure>${thumb ? `<img alt="${escapeHtml(p.path)}" src="data:image/jpeg;base64,${thumb.toString('base64')}">` : ''}` +
         `<figcaption class="${wrong ? 'wrong' : ''}">predicted: ${escapeHtml(best.label)} (${best.probability.toFixed(2)})` +
@@ -124,7 +131,10 @@ async function writeReport(file: string, predictions: Prediction[], classes: str
     );
   }
   await fs.mkdir(path.dirname(path.resolve(file)), { recursive: true });
-  await fs.writeFile(file, page(`featcache predictions (${predictions.length} images)`, `<div class="grid">${figures.join('\n')}</div>`));
+  const p = info.provenance;
+  const summary = `<p>${knownCount > 0 ? `${correct} of ${knownCount} images in a class folder predicted correctly (${((100 * correct) / knownCount).toFixed(1)}%); ` : ''}` +
+    `backbone ${escapeHtml(path.basename(p.modelFile))} (sha256 ${p.modelSha256.slice(0, 12)}…), tap ${escapeHtml(p.tappedTensor)}, preset ${escapeHtml(String(p.preset.name))}.</p>`;
+  await fs.writeFile(file, page(`featcache predictions (${predictions.length} images)`, `${summary}<div class="grid">${figures.join('\n')}</div>`));
 }
 
 function table(predictions: Prediction[]): string {

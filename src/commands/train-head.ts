@@ -111,7 +111,7 @@ export async function runTrainHead(options: TrainHeadOptions): Promise<TrainHead
     extras: {
       'history.json': `${JSON.stringify(result.history, null, 2)}\n`,
       'metrics.json': `${JSON.stringify(metrics, null, 2)}\n`,
-      'curves.html': curvesPage(result.history, validation === 'none' ? null : metrics, summary),
+      'curves.html': curvesPage(result.history, validation === 'none' ? null : metrics, summary, validation === 'none' ? null : result.bestEpoch),
     },
   });
   return {
