@@ -1,38 +1,30 @@
 /**
- * `featcache extract`: dataset → image → backbone → store. Decoding of the next batch runs on libuv's pool while
- * the current batch is in onnxruntime; rows are committed in atomic part files every --part-rows images, so a
- * killed run resumes where the last commit ended and never writes an image twice.
+ * `featcache extract`: dataset → image → backbone → store. The next batch is read and decoded (sharp, on libuv's
+ * pool, chained by this thread) while the current one runs in onnxruntime's worker thread; rows are committed in
+ * atomic part files every --part-rows images, so a killed run resumes where the last commit ended and never writes
+ * an image twice.
  */
 import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { type Backbone, type DeviceSpec, openBackbone } from '../backbone/index.js';
-import { type Item, openDataset } from '../dataset/index.js';
-import { type Shard, inShard } from '../dataset/split.js';
+import { type DatasetOptions, type Item, openDataset } from '../dataset/index.js';
+import { type Shard, inShard, parseShard } from '../dataset/split.js';
 import type { Skipped } from '../dataset/walk.js';
 import { ExitCode, FeatcacheError, errorMessage } from '../errors.js';
 import { decodeToRgb, writeNormalised } from '../image/preprocess.js';
-import { type ImagePolicy, type Preset } from '../image/presets.js';
-import { acquireLock } from '../store/lock.js';
+import { type ImagePolicy, type Preset, getPreset } from '../image/presets.js';
+import { acquireLock, removeStaleTemporaries } from '../store/lock.js';
 import { type CacheManifest, CACHE_FORMAT, ensureManifest } from '../store/manifest.js';
 import { type Failure, type Row, writePart } from '../store/part.js';
 import { FeatureCache, type LatestRecord } from '../store/reader.js';
 import { progressBar } from '../util/progress.js';
 import { toolVersions } from '../version.js';
 import type { Argv, CommandModule } from 'yargs';
-import { getPreset } from '../image/presets.js';
-import { parseShard } from '../dataset/split.js';
 import {
   type Args, backboneOptions, cacheOption, emit, imageOptions, imagePolicyFrom, jsonOption, nonNegativeInteger, parseDevice, positiveInteger,
 } from './options.js';
 
-export interface ExtractOptions {
-  data: string;
-  split: string;
-  labels?: string | undefined;
-  images?: string | undefined;
-  valFraction?: number | undefined;
-  seed: number;
+export interface ExtractOptions extends DatasetOptions {
   model: string;
   tap?: string | undefined;
   preset: Preset;
@@ -45,7 +37,6 @@ export interface ExtractOptions {
   batchSize: number;
   /** Rows per committed part file: the most work a kill can lose. */
   partRows: number;
-  shard?: Shard | undefined;
   strict: boolean;
   retryFailed: boolean;
   progress: boolean;
@@ -178,21 +169,6 @@ function manifestFor(options: ExtractOptions, backbone: Backbone, classes: strin
   };
 }
 
-/** Removes temporary part files left by writers that were killed mid-write. */
-async function removeStaleTemporaries(dir: string): Promise<void> {
-  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
-    const pid = /^\.part-.*\.(\d+)\.\d+\.tmp$/.exec(name)?.[1];
-    if (!pid) continue;
-    let alive = true;
-    try {
-      process.kill(Number(pid), 0);
-    } catch (error) {
-      alive = (error as NodeJS.ErrnoException).code === 'EPERM';
-    }
-    if (!alive) await fs.rm(path.join(dir, name), { force: true });
-  }
-}
-
 export async function extract(options: ExtractOptions): Promise<ExtractResult> {
   const started = performance.now();
   const log = options.log ?? (() => {});
@@ -315,10 +291,6 @@ export async function extract(options: ExtractOptions): Promise<ExtractResult> {
     process.off('SIGTERM', onSignal);
     await lock.release();
   }
-}
-
-export function defaultThreads(): number {
-  return Math.max(1, os.availableParallelism());
 }
 
 // ---- command line ----

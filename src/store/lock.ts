@@ -4,13 +4,15 @@
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { FeatcacheError } from '../errors.js';
 
 export interface Lock {
   release(): Promise<void>;
 }
 
-function processAlive(pid: number): boolean {
+/** Whether a process of this host is alive (EPERM: alive, but not ours). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -41,4 +43,12 @@ export async function acquireLock(file: string, what: string): Promise<Lock> {
     }
   }
   throw new FeatcacheError(`${what}: could not take the lock ${file}`, 1);
+}
+
+/** Removes temporary part files (`.<name>.<pid>.<time>.tmp`) whose writer was killed mid-write. */
+export async function removeStaleTemporaries(dir: string): Promise<void> {
+  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+    const pid = /^\.part-.*\.(\d+)\.\d+\.tmp$/.exec(name)?.[1];
+    if (pid && !processAlive(Number(pid))) await fs.rm(path.join(dir, name), { force: true });
+  }
 }
