@@ -7,7 +7,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { type Backbone, type DeviceSpec, openBackbone } from '../backbone/index.js';
-import { type DatasetOptions, type Item, openDataset } from '../dataset/index.js';
+import { type Dataset, type DatasetOptions, type Item, openDataset } from '../dataset/index.js';
 import { type Shard, inShard, parseShard } from '../dataset/split.js';
 import type { Skipped } from '../dataset/walk.js';
 import { ExitCode, FeatcacheError, errorMessage } from '../errors.js';
@@ -40,8 +40,6 @@ export interface ExtractOptions extends DatasetOptions {
   strict: boolean;
   retryFailed: boolean;
   progress: boolean;
-  /** Stop (as if interrupted) after this many images; for tests of resumption. */
-  limit?: number | undefined;
   log?: (line: string) => void;
 }
 
@@ -178,6 +176,14 @@ export async function extract(options: ExtractOptions): Promise<ExtractResult> {
     throw new FeatcacheError(`--data ${options.data}: no images found for split "${options.split}"${options.shard ? ` in shard ${options.shard.index}/${options.shard.count}` : ''}${why}`);
   }
   const backbone = await openBackbone(options.model, { tap: options.tap, device: options.device, threads: options.threads, fp16: options.fp16 });
+  try {
+    return await extractWith(backbone, dataset, options, started, log);
+  } finally {
+    await backbone.close();
+  }
+}
+
+async function extractWith(backbone: Backbone, dataset: Dataset, options: ExtractOptions, started: number, log: (line: string) => void): Promise<ExtractResult> {
   for (const reason of backbone.fallbackReasons) log(`device: not using ${reason}`);
   const expected = backbone.input.height;
   if (expected !== null && expected !== options.preset.crop) {
@@ -203,7 +209,6 @@ export async function extract(options: ExtractOptions): Promise<ExtractResult> {
     const removed = [...latest.entries()]
       .filter(([p, r]) => r.kind !== 'removed' && !present.has(p) && (!options.shard || inShard(options.shard, p)))
       .map(([p]) => p);
-    const work = options.limit !== undefined ? todo.slice(0, options.limit) : todo;
     const runId = `${String(Date.now()).padStart(15, '0')}-${shard}-${process.pid}`;
     const timings: ExtractTimings = { wallS: 0, decodeWaitS: 0, decodeBusyS: 0, inferS: 0, writeS: 0, setupS: (performance.now() - started) / 1000 };
     const provenance = { ...manifestFor(options, backbone, dataset.classes), provider: backbone.provider, dataRoot: dataset.root, layout: dataset.layout };
@@ -231,8 +236,8 @@ export async function extract(options: ExtractOptions): Promise<ExtractResult> {
 
     const partRows = Math.max(1, Math.min(options.partRows, Math.floor(MAX_PART_BYTES / (backbone.dim * 4))));
     const batches: Item[][] = [];
-    for (let i = 0; i < work.length; i += options.batchSize) batches.push(work.slice(i, i + options.batchSize));
-    const progress = progressBar(`extract ${options.split}`, work.length, options.progress);
+    for (let i = 0; i < todo.length; i += options.batchSize) batches.push(todo.slice(i, i + options.batchSize));
+    const progress = progressBar(`extract ${options.split}`, todo.length, options.progress);
     const prepare = (items: Item[]) => prepareBatch(dataset.root, items, dataset.classes, options.preset, options.policy, backbone.input.layout);
     let next = batches.length > 0 ? prepare(batches[0]!) : null;
     for (let b = 0; b < batches.length && next && !interrupted; b++) {
@@ -259,10 +264,9 @@ export async function extract(options: ExtractOptions): Promise<ExtractResult> {
       if (pending.rows.length + pending.failures.length >= partRows) await commit([]);
     }
     await next?.catch(() => {});
-    const finished = !interrupted && options.limit === undefined;
+    const finished = !interrupted;
     await commit(finished ? removed : []);
     progress.stop();
-    await backbone.close();
     timings.wallS = (performance.now() - started) / 1000;
     const exposed = { decode: timings.decodeWaitS, inference: timings.inferS, write: timings.writeS };
     const bottleneck = (Object.entries(exposed).sort((a, b) => b[1] - a[1])[0]![0]) as ExtractResult['bottleneck'];
@@ -283,7 +287,7 @@ export async function extract(options: ExtractOptions): Promise<ExtractResult> {
       imagesPerSecond: (extracted + allFailures.length) / Math.max(timings.wallS - timings.setupS, 1e-9),
       timings,
       bottleneck,
-      interrupted: interrupted || options.limit !== undefined,
+      interrupted,
       exitCode: interrupted ? ExitCode.failed : allFailures.length > 0 ? ExitCode.partial : ExitCode.ok,
     };
   } finally {

@@ -4,8 +4,11 @@ import { parseDevice } from '../backbone/session.js';
 import { FeatcacheError } from '../errors.js';
 import { DEFAULT_IMAGE_POLICY, EXIF_POLICIES, ICC_POLICIES, type ImagePolicy, PRESET_NAMES, parseChoice } from '../image/presets.js';
 
-/** Parsed yargs arguments; each handler validates what it reads. */
-// biome-ignore lint: yargs' inferred types do not survive shared option objects.
+/**
+ * Parsed yargs arguments. yargs' inferred types do not survive option objects shared between commands, so handlers
+ * read this loose record and validate each value they use (positiveInteger, parseChoice, …).
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Args = Record<string, any>;
 
 export const DEFAULT_CACHE = './features';

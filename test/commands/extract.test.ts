@@ -215,6 +215,32 @@ describe('extract: kill -9 anywhere, resume exactly once', () => {
   }
 });
 
+describe('extract: Ctrl-C', () => {
+  it('SIGINT commits what is done, exits 1 saying so, and the re-run finishes the rest', async () => {
+    const dir = await tempDir();
+    const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
+    for (let i = 0; i < 120; i++) await writeImage(path.join(dir, 'data', `c${i % 2}`, `${i}.jpg`), i, { width: 1400, height: 1000 });
+    const cache = path.join(dir, 'cache');
+    const args = [cliPath, 'extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu', '--batch-size', '2', '--part-rows', '1000'];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    while (!existsSync(path.join(cache, 'train', '.lock-0of1'))) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 300));
+    child.kill('SIGINT');
+    assert.equal(await exited, 1);
+    assert.match(stdout, /interrupted; re-run the same command to resume/);
+    const committed = (await physicalRows(cache)).length;
+    assert.ok(committed < 120, `${committed} rows committed on interrupt`);
+    const r = await runCli(args.slice(1).concat(['--json']));
+    assert.equal(JSON.parse(r.stdout).extracted, 120 - committed);
+    const rows = await physicalRows(cache);
+    assert.equal(rows.length, 120);
+    assert.equal(new Set(rows).size, 120);
+  });
+});
+
 describe('extract: two shards as two processes', () => {
   it('produce exactly the rows and features of one process', async () => {
     const dir = await tempDir();

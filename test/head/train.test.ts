@@ -8,7 +8,9 @@ import { seededRandom } from '../../src/util/random.js';
 function clusters(count: number, dim: number, classes: number, noise: number, seed: number, weights?: number[]): Split {
   const random = seededRandom(seed);
   const centres = Float32Array.from({ length: classes * dim }, () => random() * 2 - 1);
-  const cumulative = (weights ?? new Array(classes).fill(1)).map((w, i, a) => a.slice(0, i + 1).reduce((x, y) => x + y, 0) / a.reduce((x, y) => x + y, 0));
+  const w = weights ?? new Array<number>(classes).fill(1);
+  const total = w.reduce((x, y) => x + y, 0);
+  const cumulative = w.map((_, i) => w.slice(0, i + 1).reduce((x, y) => x + y, 0) / total);
   const labels = Int32Array.from({ length: count }, () => cumulative.findIndex((c) => random() <= c));
   const features = new Float32Array(count * dim);
   for (let r = 0; r < count; r++) for (let d = 0; d < dim; d++) features[r * dim + d] = centres[labels[r]! * dim + d]! + (random() * 2 - 1) * noise;
