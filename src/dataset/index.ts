@@ -122,8 +122,15 @@ function applySplit(items: Item[], classes: string[], options: DatasetOptions): 
 const ID_COLUMNS = ['id', 'image', 'image_id', 'file', 'filename', 'path'];
 const LABEL_COLUMNS = ['label', 'breed', 'class', 'category', 'target'];
 
+/** `--labels` as given, else relative to `--data` (Kaggle's labels.csv sits beside the image folder). */
+async function locateLabels(labels: string, data: string): Promise<string> {
+  if ((await fs.stat(labels).catch(() => null))?.isFile()) return labels;
+  const beside = path.join(data, labels);
+  return (await fs.stat(beside).catch(() => null))?.isFile() ? beside : labels;
+}
+
 async function csvDataset(options: DatasetOptions): Promise<Dataset> {
-  const csvFile = options.labels!;
+  const csvFile = await locateLabels(options.labels!, options.data);
   const text = await fs.readFile(csvFile, 'utf8').catch((error: NodeJS.ErrnoException) => {
     throw new FeatcacheError(`--labels ${csvFile}: cannot read (${error.code})`);
   });

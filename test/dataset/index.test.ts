@@ -84,6 +84,12 @@ describe('CSV of id,label (Kaggle dog breeds)', () => {
     assert.ok(train.items.every((i) => i.path.startsWith('train/')));
   });
 
+  it('finds labels.csv inside --data when it is not found as given', async () => {
+    const root = await kaggle('id,breed\na1,pug\nb2,collie\nc3,pug\nd4,collie\n');
+    const val = await openDataset({ data: root, labels: 'labels.csv', split: 'val', valFraction: 0.5, seed: 0 });
+    assert.equal(val.items.length, 2);
+  });
+
   it('refuses missing columns, duplicate ids, unknown ids and ids escaping the image folder', async () => {
     const cases: [string, RegExp][] = [
       ['name,breed\na1,pug\n', /expected a header with an id column .* got: name,breed/],
