@@ -50,15 +50,27 @@ function startServer(payload: Buffer) {
   });
 }
 
+/** Starts a server for the enclosing suite; tests call server.url() etc. once `before` has run. */
+function servedDuringSuite(payload: Buffer) {
+  let running: Awaited<ReturnType<typeof startServer>>;
+  before(async () => {
+    running = await startServer(payload);
+  });
+  after(() => running.close());
+  return {
+    url: (mode?: Mode) => running.url(mode),
+    get requests() {
+      return running.requests;
+    },
+    setDrops: (n: number) => running.setDrops(n),
+  };
+}
+
 describe('download', () => {
   // Large enough that a connection dropped a third of the way in has delivered bytes.
   const payload = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7919) % 251));
   const sha256 = createHash('sha256').update(payload).digest('hex');
-  let server: Awaited<ReturnType<typeof startServer>>;
-  before(async () => {
-    server = await startServer(payload);
-  });
-  after(() => server.close());
+  const server = servedDuringSuite(payload);
 
   it('downloads, verifies size and sha256, and renames into place', async () => {
     const dest = path.join(await tempDir(), 'm.onnx');
@@ -118,11 +130,7 @@ describe('download', () => {
 describe('featcache fetch-model against 127.0.0.1', () => {
   const payload = Buffer.from(tinyModel({ size: 8 }));
   const sha256 = createHash('sha256').update(payload).digest('hex');
-  let server: Awaited<ReturnType<typeof startServer>>;
-  before(async () => {
-    server = await startServer(payload);
-  });
-  after(() => server.close());
+  const server = servedDuringSuite(payload);
 
   it('downloads with --sha256, checks the graph is a backbone, and reports a present file the second time', async () => {
     const dir = await tempDir();
