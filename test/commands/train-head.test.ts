@@ -106,6 +106,20 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     assert.match(missing.stderr, /--head .*nohead: no head.json here; train one with 'featcache train-head/);
   });
 
+  it('records the TensorFlow.js backend used, and refuses one that is not installed', async () => {
+    const r = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'head-cpu'), '--epochs', '2', '--backend', 'cpu', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).backend, 'cpu');
+    const info = JSON.parse(await fs.readFile(path.join(dir, 'head-cpu', 'head.json'), 'utf8'));
+    assert.equal(info.provenance.backend, 'cpu');
+    const hasNode = await import('@tensorflow/tfjs-node' as string).then(() => true, () => false);
+    if (!hasNode) {
+      const t = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'head-tf'), '--epochs', '2', '--backend', 'tensorflow']);
+      assert.equal(t.code, 1);
+      assert.match(t.stderr.trim(), /^featcache: --backend tensorflow: @tensorflow\/tfjs-node is not installed/);
+    }
+  });
+
   it('refuses bad flags in one line', async () => {
     const r = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'h2'), '--optimizer', 'rmsprop']);
     assert.equal(r.code, 2);
