@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** The `featcache` command line: one yargs command per file under commands/, one place that turns errors into exit codes. */
+import * as os from 'node:os';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ExitCode, FeatcacheError } from './errors.js';
@@ -12,6 +13,10 @@ import { demoCommand } from './commands/demo.js';
 import { infoCommand } from './commands/info.js';
 import { exportCommand } from './commands/export.js';
 import { featcacheVersion } from './version.js';
+
+// sharp decodes on libuv's pool (4 threads by default). On a many-core GPU machine decoding is the bottleneck, so use
+// every core; libuv reads this when the pool first starts, which is after these imports. A user's setting wins.
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, os.availableParallelism()));
 
 const argv = hideBin(process.argv);
 const debug = argv.includes('--debug');

@@ -36,6 +36,8 @@ export interface PredictOptions {
   threads: number;
   backend: BackendChoice;
   report?: string | undefined;
+  /** Thumbnails in the report at most; the page says how many were left out. */
+  reportLimit?: number | undefined;
 }
 
 /** Files, directories (walked recursively) and glob patterns, in the order given, without duplicates. */
@@ -100,30 +102,33 @@ export async function predict(options: PredictOptions): Promise<{ predictions: P
   }
   await backbone.close();
   head.dispose();
-  if (options.report) await writeReport(options.report, predictions, head.info);
+  if (options.report) await writeReport(options.report, predictions, head.info, options.reportLimit ?? DEFAULT_REPORT_LIMIT);
   return { predictions, provider: backbone.provider, backend: runtime.backend };
 }
 
 /** The seeds' visualize_model as a page: thumbnails titled "predicted: <class> (p)", embedded so the file stands alone. */
-async function writeReport(file: string, predictions: Prediction[], info: LoadedHead['info']): Promise<void> {
+const DEFAULT_REPORT_LIMIT = 1000;
+
+async function writeReport(file: string, predictions: Prediction[], info: LoadedHead['info'], limit: number): Promise<void> {
   const classes = info.classes;
   const figures: string[] = [];
   let knownCount = 0;
   let correct = 0;
-  for (const p of predictions) {
+  for (const [index, p] of predictions.entries()) {
     const truth = path.basename(path.dirname(p.path));
     const known = classes.includes(truth);
     if (p.error) {
       figures.push(`<figure><figcaption class="wrong">${escapeHtml(path.basename(p.path))}: ${escapeHtml(p.error)}</figcaption></figure>`);
       continue;
     }
-    const thumb = await sharp(p.path, { pages: 1 }).resize(224, 224, { fit: 'cover' }).jpeg({ quality: 80 }).toBuffer().catch(() => null);
     const best = p.top[0]!;
     const wrong = known && truth !== best.label;
     if (known) {
       knownCount++;
       if (!wrong) correct++;
     }
+    if (index >= limit) continue;
+    const thumb = await sharp(p.path, { pages: 1 }).resize(224, 224, { fit: 'cover' }).jpeg({ quality: 80 }).toBuffer().catch(() => null);
     figures.push(
       `<figure>${thumb ? `<img alt="${escapeHtml(p.path)}" src="data:image/jpeg;base64,${thumb.toString('base64')}">` : ''}` +
         `<figcaption class="${wrong ? 'wrong' : ''}">predicted: ${escapeHtml(best.label)} (${best.probability.toFixed(2)})` +
@@ -133,7 +138,8 @@ async function writeReport(file: string, predictions: Prediction[], info: Loaded
   await fs.mkdir(path.dirname(path.resolve(file)), { recursive: true });
   const p = info.provenance;
   const summary = `<p>${knownCount > 0 ? `${correct} of ${knownCount} images in a class folder predicted correctly (${((100 * correct) / knownCount).toFixed(1)}%); ` : ''}` +
-    `backbone ${escapeHtml(path.basename(p.modelFile))} (sha256 ${p.modelSha256.slice(0, 12)}…), tap ${escapeHtml(p.tappedTensor)}, preset ${escapeHtml(String(p.preset.name))}.</p>`;
+    `backbone ${escapeHtml(path.basename(p.modelFile))} (sha256 ${p.modelSha256.slice(0, 12)}…), tap ${escapeHtml(p.tappedTensor)}, preset ${escapeHtml(String(p.preset.name))}.` +
+    `${predictions.length > limit ? ` Showing the first ${limit} of ${predictions.length} images (--report-limit).` : ''}</p>`;
   await fs.writeFile(file, page(`featcache predictions (${predictions.length} images)`, `${summary}<div class="grid">${figures.join('\n')}</div>`));
 }
 
@@ -165,6 +171,7 @@ export const predictCommand: CommandModule = {
       .option('batch-size', backboneOptions['batch-size'])
       .option('backend', { type: 'string', default: 'auto', choices: [...BACKENDS], describe: 'TensorFlow.js backend' })
       .option('report', { type: 'string', describe: 'write a self-contained HTML page of thumbnails titled with the prediction' })
+      .option('report-limit', { type: 'number', default: DEFAULT_REPORT_LIMIT, describe: 'at most this many thumbnails in the report' })
       .option('csv', { type: 'boolean', default: false, describe: 'CSV on stdout' })
       .option('json', { ...jsonOption, describe: 'one JSON object per image (JSON lines) on stdout' }),
   handler: async (argv) => {
@@ -173,6 +180,7 @@ export const predictCommand: CommandModule = {
     const result = await predict({
       inputs: a.inputs, head: a.head, model: a.model, top, batchSize: positiveInteger('--batch-size', a['batch-size']),
       device: parseDevice(a.device), threads: nonNegativeInteger('--threads', a.threads), backend: a.backend, report: a.report,
+      reportLimit: positiveInteger('--report-limit', a['report-limit']),
     });
     if (a.json) process.stdout.write(result.predictions.map((p) => JSON.stringify(p)).join('\n') + '\n');
     else if (a.csv) process.stdout.write(`${csv(result.predictions, top)}\n`);

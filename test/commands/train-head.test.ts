@@ -83,6 +83,12 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     assert.equal((page.match(/<img /g) ?? []).length, 18);
     assert.match(page, /predicted: (red|green|blue) \(\d\.\d\d\)/);
     assert.match(page, /src="data:image\/jpeg;base64,/);
+    assert.match(page, /\d+ of 18 images in a class folder predicted correctly/);
+    const limited = path.join(dir, 'limited.html');
+    await runCli(['predict', val, '--head', head, '--report', limited, '--report-limit', '5', '--device', 'cpu']);
+    const small = await fs.readFile(limited, 'utf8');
+    assert.equal((small.match(/<img /g) ?? []).length, 5);
+    assert.match(small, /Showing the first 5 of 18 images/);
   });
 
   it('reports unreadable images per file and carries on (exit 3)', async () => {
