@@ -150,6 +150,34 @@ describe('extract: incremental and refusals (tiny model)', () => {
   });
 });
 
+describe('extract: Kaggle labels.csv with --val-fraction', () => {
+  it('two runs (train, val) give disjoint, complete, stratified splits with the CSV labels', async () => {
+    const dir = await tempDir();
+    const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
+    const rows = ['id,breed'];
+    for (let i = 0; i < 16; i++) {
+      await writeImage(path.join(dir, 'dogs', 'train', `dog${i}.jpg`), i);
+      rows.push(`dog${i},${i % 2 ? 'collie' : 'pug'}`);
+    }
+    await fs.writeFile(path.join(dir, 'dogs', 'labels.csv'), rows.join('\n'));
+    const cache = path.join(dir, 'cache');
+    for (const split of ['train', 'val']) {
+      const r = await runCli(['extract', '--data', path.join(dir, 'dogs'), '--labels', 'labels.csv', '--val-fraction', '0.25', '--split', split, '--model', model, '--cache', cache, '--device', 'cpu']);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const reader = await FeatureCache.open(cache);
+    const train = await reader.read('train');
+    const val = await reader.read('val');
+    assert.equal(val.count, 4);
+    assert.equal(train.count, 12);
+    assert.equal(new Set([...train.paths, ...val.paths]).size, 16);
+    assert.deepEqual([...val.labels].sort(), [0, 0, 1, 1]);
+    assert.deepEqual(reader.manifest.classes, ['collie', 'pug']);
+    const i = train.paths.indexOf('train/dog1.jpg');
+    if (i >= 0) assert.equal(train.labels[i], 0, 'dog1 is a collie');
+  });
+});
+
 describe('extract: locking', () => {
   it('refuses a second writer on the same split and shard, and takes over a dead one\'s lock', async () => {
     const dir = await tempDir();
