@@ -15,6 +15,8 @@ export interface BackboneOptions {
   threads: number;
   /** Run the backbone in float16 (GPUs); features are still returned as float32. */
   fp16?: boolean | undefined;
+  /** Refuse the file unless its sha256 is this; `what` names what it must match, for the error. */
+  expect?: { sha256: string; what: string } | undefined;
 }
 
 export interface Backbone {
@@ -63,6 +65,10 @@ function sessionWorker() {
 
 export async function openBackbone(file: string, options: BackboneOptions): Promise<Backbone> {
   const { model, bytes } = await loadModel(file);
+  const sha256 = sha256Bytes(bytes);
+  if (options.expect && sha256 !== options.expect.sha256) {
+    throw new FeatcacheError(`--model ${file}: sha256 ${sha256.slice(0, 12)}… is not ${options.expect.what} (${options.expect.sha256.slice(0, 12)}…); use that model or retrain the head`);
+  }
   const graph = model.graph!;
   const inputs = graphInputs(graph);
   if (inputs.length !== 1) {
@@ -85,7 +91,7 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
   let nextId = 0;
   return {
     file: path.resolve(file),
-    sha256: sha256Bytes(bytes),
+    sha256,
     tap,
     precision: options.fp16 ? 'fp16' : 'fp32',
     input,

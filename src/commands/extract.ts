@@ -201,7 +201,7 @@ async function extractWith(backbone: Backbone, dataset: Dataset, options: Extrac
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    await removeStaleTemporaries(splitDir);
+    await removeStaleTemporaries(splitDir, shard);
     const cache = await FeatureCache.open(options.cache);
     const latest = await cache.latest(options.split);
     const { todo, unchanged } = await planWork(dataset.items, dataset.root, latest, options.retryFailed);

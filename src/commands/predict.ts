@@ -16,7 +16,6 @@ import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
 import { type LoadedHead, loadHead } from '../head/saved.js';
 import { decodeToRgb, writeNormalised } from '../image/preprocess.js';
 import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
-import { sha256File } from '../util/fsx.js';
 import { escapeHtml, page } from '../util/html.js';
 import { type Args, DEFAULT_HEAD, backboneOptions, emit, jsonOption, nonNegativeInteger, parseDevice, positiveInteger } from './options.js';
 
@@ -63,11 +62,10 @@ async function checkedBackbone(head: LoadedHead, options: PredictOptions): Promi
   if (!exists) {
     throw new FeatcacheError(`--model ${modelFile}: not found; the head ${options.head} was trained on features of that file (sha256 ${p.modelSha256.slice(0, 12)}…) — pass its current path with --model`);
   }
-  const sha = await sha256File(modelFile);
-  if (sha !== p.modelSha256) {
-    throw new FeatcacheError(`--model ${modelFile}: sha256 ${sha.slice(0, 12)}… is not the backbone the head ${options.head} was trained on (${p.modelSha256.slice(0, 12)}…); use that model or retrain the head`);
-  }
-  return openBackbone(modelFile, { tap: p.tappedTensor, device: options.device, threads: options.threads, fp16: p.precision === 'fp16' });
+  return openBackbone(modelFile, {
+    tap: p.tappedTensor, device: options.device, threads: options.threads, fp16: p.precision === 'fp16',
+    expect: { sha256: p.modelSha256, what: `the backbone the head ${options.head} was trained on` },
+  });
 }
 
 export async function predict(options: PredictOptions): Promise<{ predictions: Prediction[]; provider: string; backend: string }> {

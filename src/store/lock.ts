@@ -45,10 +45,18 @@ export async function acquireLock(file: string, what: string): Promise<Lock> {
   throw new FeatcacheError(`${what}: could not take the lock ${file}`, 1);
 }
 
-/** Removes temporary part files (`.<name>.<pid>.<time>.tmp`) whose writer was killed mid-write. */
-export async function removeStaleTemporaries(dir: string): Promise<void> {
-  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+/**
+ * Removes what a writer killed mid-commit leaves: temporary files (`.<name>.<pid>.<time>.tmp`) of dead processes,
+ * and part indexes whose part was never renamed into place. Call it holding the lock.
+ */
+export async function removeStaleTemporaries(dir: string, shard: string): Promise<void> {
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  const present = new Set(names);
+  for (const name of names) {
     const pid = /^\.part-.*\.(\d+)\.\d+\.tmp$/.exec(name)?.[1];
-    if (pid && !processAlive(Number(pid))) await fs.rm(path.join(dir, name), { force: true });
+    // Another shard's writer may be between writing its index and renaming its part: only this shard's are ours.
+    const orphanIndex = name.startsWith('part-') && name.includes(`-${shard}-`) && name.endsWith('.index.json') &&
+      !present.has(name.replace(/\.index\.json$/, '.arrow'));
+    if ((pid && !processAlive(Number(pid))) || orphanIndex) await fs.rm(path.join(dir, name), { force: true });
   }
 }

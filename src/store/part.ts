@@ -82,9 +82,41 @@ export function encodePart(content: PartContent): Uint8Array {
   return tableToIPC(new Table(schema, [batch]), 'file');
 }
 
+/**
+ * What a part holds without its features: enough to plan an incremental run or merge a split without reading
+ * gigabytes of vectors. Written (atomically) before its part; an index whose part is missing is ignored.
+ */
+export interface PartIndex {
+  dim: number;
+  rows: { path: string; size: number; mtimeMs: number }[];
+  failures: Failure[];
+  removed: string[];
+}
+
+export function indexFileOf(partFile: string): string {
+  return partFile.replace(/\.arrow$/, '.index.json');
+}
+
 export async function writePart(file: string, content: PartContent): Promise<void> {
+  const index: PartIndex = {
+    dim: content.meta.dim,
+    rows: content.rows.map((r) => ({ path: r.path, size: r.size, mtimeMs: r.mtimeMs })),
+    failures: content.meta.failures,
+    removed: content.meta.removed,
+  };
+  await writeFileAtomic(indexFileOf(file), (tmp) => fs.writeFile(tmp, JSON.stringify(index)));
   const bytes = encodePart(content);
   await writeFileAtomic(file, (tmp) => fs.writeFile(tmp, bytes));
+}
+
+/** A part's index; parts written without one (or with a damaged one) are read in full instead. */
+export async function readPartIndex(file: string): Promise<PartIndex> {
+  try {
+    return JSON.parse(await fs.readFile(indexFileOf(file), 'utf8')) as PartIndex;
+  } catch {
+    const part = await readPart(file);
+    return { dim: part.meta.dim, rows: part.rows, failures: part.meta.failures, removed: part.meta.removed };
+  }
 }
 
 export function decodePart(bytes: Uint8Array, file: string): PartContent {

@@ -7,7 +7,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatcacheError } from '../errors.js';
 import { type CacheManifest, readManifest } from './manifest.js';
-import { type Failure, type PartContent, readPart } from './part.js';
+import { type Failure, type PartContent, readPart, readPartIndex } from './part.js';
 
 export const PART_PATTERN = /^part-.*\.arrow$/;
 
@@ -82,20 +82,30 @@ export class FeatureCache {
     } catch (error) {
       throw new FeatcacheError(`${file}: unreadable part file (${(error as Error).message})`, 1);
     }
-    if (part.meta.dim !== this.dim) {
-      throw new FeatcacheError(`${file}: features are ${part.meta.dim}-d but the cache's are ${this.dim}-d; the part does not belong to this cache`, 1);
-    }
+    this.checkDim(file, part.meta.dim);
     return part;
   }
 
-  /** The newest record of every path in a split: the state that incremental extraction compares against. */
+  private checkDim(file: string, dim: number): void {
+    if (dim !== this.dim) {
+      throw new FeatcacheError(`${file}: features are ${dim}-d but the cache's are ${this.dim}-d; the part does not belong to this cache`, 1);
+    }
+  }
+
+  /**
+   * The newest record of every path in a split: the state that incremental extraction compares against. Built from
+   * the parts' small index files, so planning a run over millions of cached rows does not read their features.
+   */
   async latest(split: string): Promise<Map<string, LatestRecord>> {
     const latest = new Map<string, LatestRecord>();
     const parts = await this.partFiles(split);
     for (const [index, file] of parts.entries()) {
-      const part = await this.readChecked(file);
-      for (const p of part.meta.removed) latest.set(p, { kind: 'removed', part: index, size: 0, mtimeMs: 0 });
-      for (const f of part.meta.failures) latest.set(f.path, { kind: 'failure', part: index, size: f.size, mtimeMs: f.mtimeMs, failure: f });
+      const part = await readPartIndex(file).catch((error: Error) => {
+        throw new FeatcacheError(`${file}: unreadable part file (${error.message})`, 1);
+      });
+      this.checkDim(file, part.dim);
+      for (const p of part.removed) latest.set(p, { kind: 'removed', part: index, size: 0, mtimeMs: 0 });
+      for (const f of part.failures) latest.set(f.path, { kind: 'failure', part: index, size: f.size, mtimeMs: f.mtimeMs, failure: f });
       for (const r of part.rows) latest.set(r.path, { kind: 'row', part: index, size: r.size, mtimeMs: r.mtimeMs });
     }
     return latest;

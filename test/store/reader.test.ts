@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
+import { removeStaleTemporaries } from '../../src/store/lock.js';
 import { type CacheManifest, ensureManifest } from '../../src/store/manifest.js';
 import { type Row, writePart } from '../../src/store/part.js';
 import { FeatureCache } from '../../src/store/reader.js';
@@ -71,6 +72,36 @@ describe('FeatureCache', () => {
     const sizes: number[] = [];
     for await (const batch of reader.batches('train')) sizes.push(batch.count);
     assert.deepEqual(sizes, [1, 1]);
+  });
+});
+
+describe('part indexes', () => {
+  it('let latest() plan without reading features, and fall back to the part when an index is missing', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    await part(cache, 'part-001.arrow', [row('a.jpg', 0, 5)], [1, 2]);
+    await part(cache, 'part-002.arrow', [row('b.jpg', 1, 6)], [3, 4]);
+    const reader = await FeatureCache.open(cache);
+    // Damage the feature file: planning still works from the index, reading features does not.
+    await fs.writeFile(path.join(cache, 'train', 'part-002.arrow'), 'damaged');
+    const latest = await reader.latest('train');
+    assert.deepEqual([...latest.keys()].sort(), ['a.jpg', 'b.jpg']);
+    assert.equal(latest.get('b.jpg')!.mtimeMs, 6);
+    await assert.rejects(reader.read('train'), /part-002\.arrow: unreadable part file/);
+    await fs.rm(path.join(cache, 'train', 'part-001.index.json'));
+    await fs.rm(path.join(cache, 'train', 'part-002.arrow'));
+    await fs.rm(path.join(cache, 'train', 'part-002.index.json'));
+    assert.deepEqual([...(await reader.latest('train')).keys()], ['a.jpg'], 'index missing: read from the part');
+  });
+
+  it('orphaned indexes of this shard are cleaned up, other shards\' are left alone', async () => {
+    const dir = await tempDir();
+    await fs.writeFile(path.join(dir, 'part-1-0of2-9-000000.index.json'), '{}');
+    await fs.writeFile(path.join(dir, 'part-1-1of2-9-000000.index.json'), '{}');
+    await fs.writeFile(path.join(dir, 'part-1-0of2-9-000001.index.json'), '{}');
+    await fs.writeFile(path.join(dir, 'part-1-0of2-9-000001.arrow'), '');
+    await removeStaleTemporaries(dir, '0of2');
+    assert.deepEqual((await fs.readdir(dir)).sort(), ['part-1-0of2-9-000001.arrow', 'part-1-0of2-9-000001.index.json', 'part-1-1of2-9-000000.index.json']);
   });
 });
 
