@@ -7,7 +7,7 @@ import { toFloat16 } from './fp16.js';
 import { encodeModel, graphInputs, loadModel } from './graph.js';
 import { type DeviceSpec, type InputLayout, inputLayout } from './session.js';
 import { DEFAULT_TAP, FEATURE_OUTPUT, type TapPoint, resolveTap, tappedModel } from './tap.js';
-import type { WorkerReply, WorkerRequest } from './worker.js';
+import type { RequestKey, WorkerReply, WorkerRequest } from './worker.js';
 
 export interface BackboneOptions {
   tap?: string | undefined;
@@ -33,28 +33,27 @@ export interface Backbone {
   close(): Promise<void>;
 }
 
-/** Talks to the session worker: one request at a time per id, replies matched by id. */
+/** Talks to the session worker: replies are matched to requests by the key they echo. */
 function sessionWorker() {
   const worker = new Worker(new URL('./worker.js', import.meta.url));
   worker.unref();
-  const pending = new Map<number | 'open' | 'close', { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
+  const pending = new Map<RequestKey, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
   const fail = (error: Error) => {
     for (const p of pending.values()) p.reject(error);
     pending.clear();
   };
   worker.on('message', (reply: WorkerReply) => {
-    const key = reply.type === 'opened' ? 'open' : reply.type === 'closed' ? 'close' : (reply.id ?? 'open');
-    const waiter = pending.get(key) ?? (reply.type === 'error' && reply.id === null ? [...pending.values()][0] : undefined);
-    pending.delete(key);
+    const waiter = pending.get(reply.key);
+    pending.delete(reply.key);
     if (!waiter) return;
     if (reply.type === 'error') waiter.reject(new FeatcacheError(reply.message, reply.exitCode ?? 1));
     else waiter.resolve(reply);
   });
   worker.on('error', fail);
   worker.on('exit', (code) => fail(new Error(`the onnxruntime worker exited (code ${code})`)));
-  const request = (key: number | 'open' | 'close', message: WorkerRequest, transfer: ArrayBuffer[] = []) =>
+  const request = (message: WorkerRequest, transfer: ArrayBuffer[] = []) =>
     new Promise<WorkerReply>((resolve, reject) => {
-      pending.set(key, { resolve, reject });
+      pending.set(message.key, { resolve, reject });
       worker.ref();
       worker.postMessage(message, transfer);
     }).finally(() => {
@@ -82,7 +81,7 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
   const probeSize = { height: input.height ?? 224, width: input.width ?? input.height ?? 224 };
   let opened: WorkerReply;
   try {
-    opened = await request('open', { type: 'open', model: tapped, settings: { device: options.device, threads: options.threads }, layout: input, output: FEATURE_OUTPUT, probeSize }, [tapped.buffer as ArrayBuffer]);
+    opened = await request({ key: 'open', type: 'open', model: tapped, settings: { device: options.device, threads: options.threads }, layout: input, output: FEATURE_OUTPUT, probeSize }, [tapped.buffer as ArrayBuffer]);
   } catch (error) {
     await worker.terminate();
     throw error;
@@ -99,13 +98,12 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
     fallbackReasons: opened.fallbackReasons,
     dim: opened.dim,
     async extract(pixels, count, size) {
-      const id = nextId++;
-      const reply = await request(id, { type: 'run', id, pixels, count, size }, [pixels.buffer as ArrayBuffer]);
+      const reply = await request({ key: nextId++, type: 'run', pixels, count, size }, [pixels.buffer as ArrayBuffer]);
       if (reply.type !== 'result') throw new Error('unexpected reply from the onnxruntime worker');
       return reply.features;
     },
     async close() {
-      await request('close', { type: 'close' }).catch(() => {});
+      await request({ key: 'close', type: 'close' }).catch(() => {});
       await worker.terminate();
     },
   };

@@ -8,16 +8,21 @@ import type * as ort from 'onnxruntime-node';
 import { errorMessage } from '../errors.js';
 import { type InputLayout, type SessionSettings, openSession, runBatch } from './session.js';
 
-export type WorkerRequest =
-  | { type: 'open'; model: Uint8Array; settings: SessionSettings; layout: InputLayout; output: string; probeSize: { height: number; width: number } }
-  | { type: 'run'; id: number; pixels: Float32Array; count: number; size: number }
-  | { type: 'close' };
+/** Every request carries a key that its reply echoes, so replies (errors included) find their caller. */
+export type RequestKey = number | 'open' | 'close';
 
-export type WorkerReply =
+export type WorkerRequest = { key: RequestKey } & (
+  | { type: 'open'; model: Uint8Array; settings: SessionSettings; layout: InputLayout; output: string; probeSize: { height: number; width: number } }
+  | { type: 'run'; pixels: Float32Array; count: number; size: number }
+  | { type: 'close' }
+);
+
+export type WorkerReply = { key: RequestKey } & (
   | { type: 'opened'; provider: string; fallbackReasons: string[]; dim: number }
-  | { type: 'result'; id: number; features: Float32Array }
-  | { type: 'error'; id: number | null; message: string; exitCode?: number }
-  | { type: 'closed' };
+  | { type: 'result'; features: Float32Array }
+  | { type: 'error'; message: string; exitCode?: number }
+  | { type: 'closed' }
+);
 
 let session: ort.InferenceSession | null = null;
 let layout: InputLayout;
@@ -32,16 +37,16 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
       output = request.output;
       const { height, width } = request.probeSize;
       const probe = await runBatch(session, layout, request.probeSize, new Float32Array(3 * height * width), 1, output);
-      return { type: 'opened', provider: opened.provider, fallbackReasons: opened.fallbackReasons, dim: probe.dim };
+      return { key: request.key, type: 'opened', provider: opened.provider, fallbackReasons: opened.fallbackReasons, dim: probe.dim };
     }
     case 'run': {
       const result = await runBatch(session!, layout, { height: request.size, width: request.size }, request.pixels, request.count, output);
-      return { type: 'result', id: request.id, features: result.features };
+      return { key: request.key, type: 'result', features: result.features };
     }
     case 'close':
       await session?.release();
       session = null;
-      return { type: 'closed' };
+      return { key: request.key, type: 'closed' };
   }
 }
 
@@ -49,7 +54,7 @@ parentPort?.on('message', (request: WorkerRequest) => {
   handle(request).then(
     (reply) => parentPort!.postMessage(reply, reply.type === 'result' ? [reply.features.buffer as ArrayBuffer] : []),
     (error: unknown) => parentPort!.postMessage({
-      type: 'error', id: request.type === 'run' ? request.id : null, message: errorMessage(error),
+      key: request.key, type: 'error', message: errorMessage(error),
       exitCode: (error as { exitCode?: number }).exitCode,
     } satisfies WorkerReply),
   );

@@ -10,6 +10,7 @@ import { FORMATS, type Format, UNLABELLED, openWriter } from '../export/formats.
 import { parseChoice } from '../image/presets.js';
 import { NORMALIZATIONS, type Normalization, type NormalizationKind, StandardAccumulator, applyNormalization } from '../store/normalize.js';
 import { FeatureCache } from '../store/reader.js';
+import { writeBytesAtomic } from '../util/fsx.js';
 import { toolVersions } from '../version.js';
 import { type Args, cacheOption, emit, jsonOption } from './options.js';
 
@@ -59,8 +60,6 @@ async function fitStatistics(cache: FeatureCache, split: string): Promise<Normal
   return accumulator.result();
 }
 
-const SIDE_FILES = ['classes.txt', 'stats.json', 'provenance.json'];
-
 /** Where an export's side files go: inside an npy directory, beside any other output. */
 function sideFile(options: ExportOptions, target: string, name: string): string {
   return options.format === 'npy' ? path.join(target, name) : `${target}.${name}`;
@@ -89,9 +88,6 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
       await writer.write({ ...batch, labels: batch.labels.map((l) => (l < 0 ? UNLABELLED : l)) });
     }
     await writer.close();
-    const classesFile = sideFile(options, tmp, 'classes.txt');
-    await fs.writeFile(classesFile, cache.manifest.classes.map((c) => `${c}\n`).join(''));
-    if (normalization.kind === 'standard') await fs.writeFile(sideFile(options, tmp, 'stats.json'), JSON.stringify(normalization));
     const m = cache.manifest;
     const provenance = {
       cache: path.resolve(options.cache), split: options.split, format: options.format, rows, dim: cache.dim, normalization: normalization.kind,
@@ -99,24 +95,24 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
       unlabelledLabel: UNLABELLED, modelFile: m.modelFile, modelSha256: m.modelSha256, tappedTensor: m.tappedTensor, preset: m.preset,
       exif: m.exif, icc: m.icc, precision: m.precision ?? 'fp32', extractedWith: m.versions, exportedWith: toolVersions(), exportedAt: new Date().toISOString(),
     };
-    await fs.writeFile(sideFile(options, tmp, 'provenance.json'), `${JSON.stringify(provenance, null, 2)}\n`);
-    // Side files of text formats sit beside the output; move them along with it.
-    if (options.format !== 'npy') {
-      for (const name of SIDE_FILES) {
-        const from = `${tmp}.${name}`;
-        if (await fs.stat(from).then(() => true, () => false)) {
-          await fs.rename(from, `${out}.${name}`);
-          files.push(`${out}.${name}`);
-        }
+    const sideFiles: Record<string, string> = {
+      'classes.txt': m.classes.map((c) => `${c}\n`).join(''),
+      ...(normalization.kind === 'standard' ? { 'stats.json': JSON.stringify(normalization) } : {}),
+      'provenance.json': `${JSON.stringify(provenance, null, 2)}\n`,
+    };
+    // Inside an npy directory they move with it; beside a file they are written atomically before it appears.
+    for (const [name, content] of Object.entries(sideFiles)) {
+      if (options.format === 'npy') await fs.writeFile(sideFile(options, tmp, name), content);
+      else {
+        await writeBytesAtomic(sideFile(options, out, name), content);
+        files.push(sideFile(options, out, name));
       }
     }
     if (options.format === 'npy') await fs.rm(out, { recursive: true, force: true });
     await fs.rename(tmp, out);
     files.unshift(out);
   } catch (error) {
-    const discard = (target: string) => fs.rm(target, { recursive: true, force: true }).catch(() => {});
-    await discard(tmp);
-    for (const name of SIDE_FILES) await discard(`${tmp}.${name}`);
+    await fs.rm(tmp, { recursive: true, force: true }).catch(() => {});
     if (error instanceof FeatcacheError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     throw new FeatcacheError(`--out ${options.out}: cannot write (${code ?? (error as Error).message}); nothing was written`, 1);

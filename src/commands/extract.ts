@@ -264,8 +264,8 @@ async function extractWith(backbone: Backbone, dataset: Dataset, options: Extrac
       if (pending.rows.length + pending.failures.length >= partRows) await commit([]);
     }
     await next?.catch(() => {});
-    const finished = !interrupted;
-    await commit(finished ? removed : []);
+    // Removals are only known once the whole dataset has been seen.
+    await commit(interrupted ? [] : removed);
     progress.stop();
     timings.wallS = (performance.now() - started) / 1000;
     const exposed = { decode: timings.decodeWaitS, inference: timings.inferS, write: timings.writeS };
@@ -281,7 +281,7 @@ async function extractWith(backbone: Backbone, dataset: Dataset, options: Extrac
       extracted,
       unchanged,
       failed: allFailures.length,
-      removed: finished ? removed.length : 0,
+      removed: interrupted ? 0 : removed.length,
       skipped: dataset.skipped,
       failures: allFailures,
       imagesPerSecond: (extracted + allFailures.length) / Math.max(timings.wallS - timings.setupS, 1e-9),

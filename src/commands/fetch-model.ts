@@ -8,7 +8,7 @@ import { resolveTap } from '../backbone/tap.js';
 import { FeatcacheError, oneOf } from '../errors.js';
 import { download } from '../fetch/download.js';
 import { MODEL_NAMES, MODEL_SOURCES } from '../fetch/registry.js';
-import { sha256File } from '../util/fsx.js';
+import { exists, sha256File } from '../util/fsx.js';
 import { type Args, emit, jsonOption } from './options.js';
 
 export interface FetchOptions {
@@ -56,8 +56,7 @@ export async function fetchModel(options: FetchOptions): Promise<FetchResult> {
   const pinned = await readPin(file);
   const expected = options.sha256 ?? source?.sha256 ?? pinned ?? undefined;
   const verifiedBy: FetchResult['verifiedBy'] = options.sha256 ? '--sha256' : source?.sha256 ? 'registry sha256' : pinned ? 'pinned sha256' : 'pinned now (first download)';
-  const present = await fs.stat(file).then(() => true, () => false);
-  if (present) {
+  if (await exists(file)) {
     const sha256 = await sha256File(file);
     if (expected && sha256 !== expected.toLowerCase()) {
       throw new FeatcacheError(`${file}: exists but its sha256 ${sha256.slice(0, 12)}… is not the expected ${expected.slice(0, 12)}…; delete it to download again`, 1);

@@ -16,6 +16,7 @@ import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
 import { type LoadedHead, loadHead } from '../head/saved.js';
 import { decodeToRgb, writeNormalised } from '../image/preprocess.js';
 import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
+import { exists } from '../util/fsx.js';
 import { escapeHtml, page } from '../util/html.js';
 import { type Args, DEFAULT_HEAD, backboneOptions, emit, jsonOption, nonNegativeInteger, parseDevice, positiveInteger } from './options.js';
 
@@ -58,8 +59,7 @@ export async function expandInputs(inputs: string[]): Promise<string[]> {
 async function checkedBackbone(head: LoadedHead, options: PredictOptions): Promise<Backbone> {
   const p = head.info.provenance;
   const modelFile = options.model ?? p.modelFile;
-  const exists = await fs.stat(modelFile).then(() => true, () => false);
-  if (!exists) {
+  if (!(await exists(modelFile))) {
     throw new FeatcacheError(`--model ${modelFile}: not found; the head ${options.head} was trained on features of that file (sha256 ${p.modelSha256.slice(0, 12)}…) — pass its current path with --model`);
   }
   return openBackbone(modelFile, {

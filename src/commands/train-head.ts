@@ -44,10 +44,7 @@ export interface TrainHeadResult {
 }
 
 function labelled(set: FeatureSet): Split & { paths: string[] } {
-  const keep = [...set.labels.keys()].filter((i) => set.labels[i]! >= 0);
-  const features = new Float32Array(keep.length * set.dim);
-  keep.forEach((row, k) => features.set(set.features.subarray(row * set.dim, (row + 1) * set.dim), k * set.dim));
-  return { features, labels: Int32Array.from(keep, (i) => set.labels[i]!), count: keep.length, paths: keep.map((i) => set.paths[i]!) };
+  return subset(set, [...set.labels.keys()].filter((i) => set.labels[i]! >= 0), set.dim);
 }
 
 function subset(split: Split & { paths: string[] }, rows: number[], dim: number): Split & { paths: string[] } {

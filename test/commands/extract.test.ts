@@ -140,6 +140,13 @@ describe('extract: incremental and refusals (tiny model)', () => {
     }
   });
 
+  it('reports an execution provider that cannot start (inside the inference worker) in one line, exit 1', async () => {
+    const r = await extract('--device', 'cuda:0', '--cache', path.join(dir, 'cuda-cache'));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr.trim(), /^featcache: --device: no execution provider could run the model; cuda:0: /);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+  });
+
   it('refuses an empty dataset', async () => {
     const empty = path.join(dir, 'empty');
     await fs.mkdir(empty, { recursive: true });
