@@ -21,6 +21,14 @@ process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, os.availableParallelism())
 const argv = hideBin(process.argv);
 const debug = argv.includes('--debug');
 
+const ARRAY_ARGUMENTS = new Set(['_', '$0', 'inputs']);
+
+function lastValueOfRepeatedFlags(argv: Record<string, unknown>): void {
+  for (const [key, value] of Object.entries(argv)) {
+    if (!ARRAY_ARGUMENTS.has(key) && Array.isArray(value)) argv[key] = value.at(-1);
+  }
+}
+
 function fail(error: unknown): never {
   if (error instanceof FeatcacheError) {
     process.stderr.write(`featcache: ${error.message}\n`);
@@ -36,6 +44,9 @@ function fail(error: unknown): never {
 try {
   await yargs(argv)
     .scriptName('featcache')
+    // A flag given twice takes its last value (as most CLIs do) instead of becoming an array; positionals such as
+    // predict's <inputs..> are arrays by design and stay so.
+    .middleware(lastValueOfRepeatedFlags, true)
     .version(featcacheVersion)
     .command(demoCommand)
     .command(extractCommand)

@@ -37,6 +37,8 @@ describe('command line', () => {
     const bad = await runCli(['extract', '--data', '.', '--batch-size', '0']);
     assert.equal(bad.code, 2);
     assert.equal(bad.stderr.trim(), 'featcache: --batch-size: expected a positive integer, got 0');
+    const repeated = await runCli(['extract', '--data', '.', '--batch-size', '3', '--batch-size', '0']);
+    assert.equal(repeated.stderr.trim(), 'featcache: --batch-size: expected a positive integer, got 0', 'the last of a repeated flag wins');
   });
 
   it('prints a stack trace only with --debug', async () => {
