@@ -4,6 +4,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { FeatcacheError, errorMessage, invalidParameter } from '../errors.js';
+import { checkCuda, describeCudaProblems } from './cuda-libs.js';
 
 export type DeviceSpec = { kind: 'auto' } | { kind: 'cpu' } | { kind: 'cuda'; deviceId: number };
 
@@ -60,11 +61,12 @@ export function sessionOptions(
   };
 }
 
-/** Why CUDA is not usable, in words a user can act on. */
+/** Why CUDA is not usable, in words a user can act on: each missing provider file or CUDA library, and how to get it. */
 function explainProviderFailure(label: string, error: unknown): string {
   const message = errorMessage(error);
-  if (label.startsWith('cuda') && /unsupported|not (?:found|available)|failed to load|libonnxruntime_providers/i.test(message)) {
-    return `${label}: the CUDA execution provider is not installed (run 'npm run cuda' on a machine with an NVIDIA GPU) — ${message}`;
+  if (label.startsWith('cuda')) {
+    const problems = describeCudaProblems(checkCuda());
+    if (problems.length > 0) return `${label}: ${problems.join('; ')} — ${message}`;
   }
   return `${label}: ${message}`;
 }
