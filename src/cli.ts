@@ -12,6 +12,7 @@ import { fetchModelCommand } from './commands/fetch-model.js';
 import { demoCommand } from './commands/demo.js';
 import { infoCommand } from './commands/info.js';
 import { exportCommand } from './commands/export.js';
+import { installCudaCommand } from './cli/install-cuda.js';
 import { featcacheVersion } from './version.js';
 
 // sharp decodes on libuv's pool (4 threads by default). On a many-core GPU machine decoding is the bottleneck, so use
@@ -56,6 +57,7 @@ try {
     .command(exportCommand)
     .command(infoCommand)
     .command(fetchModelCommand)
+    .command(installCudaCommand)
     .option('debug', { type: 'boolean', default: false, describe: 'print stack traces for errors', global: true })
     .demandCommand(1, 'featcache: give a command (see featcache --help)')
     .strict()
