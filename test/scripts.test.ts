@@ -1,27 +1,56 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { repoRoot } from './support/helpers.js';
+import { checkCuda, describeCudaProblems } from '../src/backbone/cuda-libs.js';
+import { repoRoot, runCli, tempDir, tinyModel } from './support/helpers.js';
 
-const script = path.join(repoRoot, 'scripts/install-cuda.mjs');
+const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8'));
 
-describe('scripts/install-cuda.mjs (npm run cuda, postinstall)', () => {
-  it('asks onnxruntime-node\'s installer for the CUDA 12 provider, overriding .npmrc\'s skip', () => {
-    const r = spawnSync(process.execPath, [script, '--dry-run'], { encoding: 'utf8', env: { ...process.env, npm_config_onnxruntime_node_install: 'skip' } });
-    assert.equal(r.status, 0, r.stderr);
+describe('install-time behaviour (package.json, .npmrc)', () => {
+  it('runs nothing at install time, so installing featcache never reaches the network', () => {
+    for (const hook of ['preinstall', 'install', 'postinstall']) assert.equal(pkg.scripts[hook], undefined, hook);
+    // onnxruntime-node's own postinstall (NuGet) is denied in this project; install-cuda runs it on demand.
+    assert.equal(pkg.allowScripts['onnxruntime-node'], false);
+  });
+
+  it('keeps no npm config key npm is dropping', () => {
+    const npmrc = path.join(repoRoot, '.npmrc');
+    if (existsSync(npmrc)) assert.doesNotMatch(readFileSync(npmrc, 'utf8'), /^\s*onnxruntime-node-install/m);
+  });
+
+  it('npm run cuda is featcache install-cuda', () => {
+    assert.equal(pkg.scripts.cuda, 'node dist/src/cli.js install-cuda');
+    assert.equal(pkg.bin['featcache-gpu-smoke'], 'scripts/gpu-smoke');
+  });
+});
+
+describe('featcache install-cuda (CLI)', () => {
+  it('--dry-run plans onnxruntime-node\'s installer with ONNXRUNTIME_NODE_INSTALL=cuda12 and contacts nothing', { skip: process.platform === 'linux' && process.arch === 'x64' ? false : 'linux/x64 only' }, async () => {
+    const r = await runCli(['install-cuda', '--dry-run', '--force', '--json'], { env: { HTTPS_PROXY: 'http://127.0.0.1:9' } });
+    assert.equal(r.code, 0, r.stderr);
     const plan = JSON.parse(r.stdout);
-    assert.equal(plan.ONNXRUNTIME_NODE_INSTALL, 'cuda12');
-    assert.match(plan.script, /onnxruntime-node\/script\/install\.js$/);
+    assert.equal(plan.status, 'planned');
+    assert.deepEqual(plan.installerEnv, { ONNXRUNTIME_NODE_INSTALL: 'cuda12', GLOBAL_AGENT_HTTPS_PROXY: 'http://127.0.0.1:9' });
   });
-  it('as postinstall, does nothing and succeeds where there is no NVIDIA driver', () => {
-    const r = spawnSync(process.execPath, [script, '--auto'], { encoding: 'utf8', env: { ...process.env, FEATCACHE_ASSUME_GPU: '0' } });
-    assert.equal(r.status, 0);
-    assert.equal(r.stdout + r.stderr, '');
+
+  it('rejects a bad --timeout in one line', async () => {
+    const r = await runCli(['install-cuda', '--timeout', '-1']);
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr.trim(), 'featcache: --timeout: expected a positive number of seconds, got -1');
   });
-  it('as postinstall on a GPU machine that cannot reach NuGet, warns and still succeeds', { skip: process.env.CI ? 'would try to reach NuGet' : false }, () => {
-    const r = spawnSync(process.execPath, [script, '--auto'], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, FEATCACHE_ASSUME_GPU: '1' } });
-    assert.equal(r.status, 0);
-    assert.match(r.stderr, /featcache: (the CUDA execution provider could not be installed|CUDA execution provider installed)/);
+});
+
+describe('scripts/gpu-smoke', () => {
+  const problems = describeCudaProblems(checkCuda());
+  it('on a machine without CUDA, exits 1 and names each missing piece with how to get it', { skip: problems.length === 0 ? 'CUDA is complete on this machine' : false }, async () => {
+    const model = path.join(await tempDir(), 'tiny.onnx');
+    await fs.writeFile(model, tinyModel({ size: 8 }));
+    const r = spawnSync(process.execPath, [path.join(repoRoot, 'scripts/gpu-smoke'), '--model', model, '--batch-size', '2', '--batches', '1'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /needs CUDA 12\.x and cuDNN 9\.x; missing here:/);
+    for (const problem of problems) assert.ok(r.stderr.includes(`  - ${problem}`), problem);
   });
 });

@@ -26,11 +26,11 @@ export const CUDA_REQUIREMENTS = Object.freeze({
   cudnn: '9.x',
   libraries: Object.freeze<CudaLibrary[]>([
     Object.freeze({ soname: 'libcuda.so.1', what: 'NVIDIA driver', system: 'the NVIDIA driver (nvidia-smi must work; in containers, the NVIDIA container toolkit)', pip: null }),
-    Object.freeze({ soname: 'libcudart.so.12', what: 'CUDA 12 runtime', system: 'CUDA 12 toolkit (apt: cuda-cudart-12-x)', pip: 'nvidia-cuda-runtime-cu12' }),
-    Object.freeze({ soname: 'libcublas.so.12', what: 'cuBLAS 12', system: 'CUDA 12 toolkit (apt: libcublas-12-x)', pip: 'nvidia-cublas-cu12' }),
-    Object.freeze({ soname: 'libcublasLt.so.12', what: 'cuBLASLt 12', system: 'CUDA 12 toolkit (apt: libcublas-12-x)', pip: 'nvidia-cublas-cu12' }),
-    Object.freeze({ soname: 'libcufft.so.11', what: 'cuFFT (CUDA 12)', system: 'CUDA 12 toolkit (apt: libcufft-12-x)', pip: 'nvidia-cufft-cu12' }),
-    Object.freeze({ soname: 'libcurand.so.10', what: 'cuRAND (CUDA 12)', system: 'CUDA 12 toolkit (apt: libcurand-12-x)', pip: 'nvidia-curand-cu12' }),
+    Object.freeze({ soname: 'libcudart.so.12', what: 'CUDA 12 runtime', system: 'the CUDA 12 toolkit (apt: cuda-cudart-12-x)', pip: 'nvidia-cuda-runtime-cu12' }),
+    Object.freeze({ soname: 'libcublas.so.12', what: 'cuBLAS 12', system: 'the CUDA 12 toolkit (apt: libcublas-12-x)', pip: 'nvidia-cublas-cu12' }),
+    Object.freeze({ soname: 'libcublasLt.so.12', what: 'cuBLASLt 12', system: 'the CUDA 12 toolkit (apt: libcublas-12-x)', pip: 'nvidia-cublas-cu12' }),
+    Object.freeze({ soname: 'libcufft.so.11', what: 'cuFFT (CUDA 12)', system: 'the CUDA 12 toolkit (apt: libcufft-12-x)', pip: 'nvidia-cufft-cu12' }),
+    Object.freeze({ soname: 'libcurand.so.10', what: 'cuRAND (CUDA 12)', system: 'the CUDA 12 toolkit (apt: libcurand-12-x)', pip: 'nvidia-curand-cu12' }),
     Object.freeze({ soname: 'libcudnn.so.9', what: 'cuDNN 9', system: 'cuDNN 9 for CUDA 12 (apt: libcudnn9-cuda-12)', pip: 'nvidia-cudnn-cu12' }),
   ]),
 });
