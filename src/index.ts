@@ -17,3 +17,5 @@ export { predict } from './commands/predict.js';
 export { runExport } from './commands/export.js';
 export { fetchModel } from './commands/fetch-model.js';
 export { inspectModel } from './commands/inspect.js';
+export { installCuda, DEFAULT_INSTALL_CUDA_OPTIONS, type InstallCudaOptions, type InstallCudaResult } from './jobs/install-cuda.js';
+export { checkCuda, describeCudaProblems, CUDA_REQUIREMENTS, type CudaCheck, type CudaLibrary } from './backbone/cuda-libs.js';
