@@ -8,7 +8,7 @@ import { extractCommand } from './commands/extract.js';
 import { inspectCommand } from './commands/inspect.js';
 import { trainHeadCommand } from './commands/train-head.js';
 import { predictCommand } from './commands/predict.js';
-import { fetchModelCommand } from './commands/fetch-model.js';
+import { fetchModelCommand } from './cli/fetch-model.js';
 import { demoCommand } from './commands/demo.js';
 import { infoCommand } from './commands/info.js';
 import { exportCommand } from './commands/export.js';

@@ -15,7 +15,8 @@ export { extract, type ExtractOptions, type ExtractResult } from './commands/ext
 export { runTrainHead } from './commands/train-head.js';
 export { predict } from './commands/predict.js';
 export { runExport } from './commands/export.js';
-export { fetchModel } from './commands/fetch-model.js';
+export { fetchModel, DEFAULT_FETCH_MODEL_OPTIONS, type FetchModelOptions, type FetchResult } from './jobs/fetch-model.js';
+export { download, DEFAULT_DOWNLOAD_TIMEOUTS, type DownloadOptions, type ProxySettings } from './fetch/download.js';
 export { inspectModel } from './commands/inspect.js';
 export { installCuda, DEFAULT_INSTALL_CUDA_OPTIONS, type InstallCudaOptions, type InstallCudaResult } from './jobs/install-cuda.js';
 export { checkCuda, describeCudaProblems, CUDA_REQUIREMENTS, type CudaCheck, type CudaLibrary } from './backbone/cuda-libs.js';

@@ -12,7 +12,7 @@ import { download } from '../fetch/download.js';
 import { DEFAULT_IMAGE_POLICY, getPreset } from '../image/presets.js';
 import { exists } from '../util/fsx.js';
 import { extract, summaryLine } from './extract.js';
-import { fetchModel } from './fetch-model.js';
+import { fetchModel } from '../jobs/fetch-model.js';
 import { type Args, parseDevice } from './options.js';
 import { predict } from './predict.js';
 import { runTrainHead, trainSummaryLine } from './train-head.js';
@@ -48,8 +48,8 @@ async function resolveModel(given: string | undefined, log: (l: string) => void)
   if (given) return { file: given, why: 'given with --model' };
   if (await exists('models/resnet50.onnx')) return { file: 'models/resnet50.onnx', why: 'pretrained ResNet50 already in models/' };
   try {
-    const fetched = await fetchModel({ name: 'resnet50', dir: 'models', progress: true, retries: 1 });
-    return { file: fetched.file, why: 'pretrained ResNet50 fetched from the ONNX Model Zoo' };
+    const fetched = await fetchModel({ name: 'resnet50', dir: 'models', retries: 1, log });
+    return { file: fetched.file, why: `pretrained ResNet50 fetched from ${fetched.source ?? 'models/'}` };
   } catch (error) {
     const local = await firstExisting(LOCAL_MODELS);
     if (!local) throw new FeatcacheError(`demo: cannot fetch resnet50 (${errorMessage(error)}) and no local pretrained model (${LOCAL_MODELS.join(', ')}); pass --model FILE`, 1);
