@@ -1,10 +1,10 @@
 /** `featcache fetch-model NAME`: the CLI face of jobs/fetch-model.ts (flags, progress bar, output). */
 import cliProgress from 'cli-progress';
 import type { Argv, CommandModule } from 'yargs';
-import { invalidParameter, oneOf } from '../errors.js';
+import { FeatcacheError, invalidParameter, oneOf } from '../errors.js';
 import { DEFAULT_FETCH_MODEL_OPTIONS, fetchModel } from '../jobs/fetch-model.js';
 import { MODEL_NAMES, MODEL_SOURCES } from '../fetch/registry.js';
-import { type Args, emit, jsonOption } from '../commands/options.js';
+import { type Args, emit, jsonOption } from './flags.js';
 
 function seconds(flag: string, value: number): number {
   if (!(value > 0)) throw invalidParameter(flag, 'a positive number of seconds', value);
@@ -26,7 +26,7 @@ export const fetchModelCommand: CommandModule = {
       .option('json', jsonOption),
   handler: async (argv) => {
     const a = argv as Args;
-    if (!MODEL_SOURCES[a.name] && a.url === undefined) throw invalidParameter('<name>', `${oneOf(MODEL_NAMES)}, or any name with --url`, a.name);
+    if (!MODEL_SOURCES[a.name] && a.url === undefined) throw new FeatcacheError(`<name>: expected ${oneOf(MODEL_NAMES)}, or any name with --url, got ${JSON.stringify(a.name)}`);
     if (a.sha256 !== undefined && !/^[0-9a-f]{64}$/i.test(String(a.sha256))) throw invalidParameter('--sha256', '64 hex digits', a.sha256);
     if (!Number.isInteger(a.retries) || a.retries < 0) throw invalidParameter('--retries', 'a whole number ≥ 0', a.retries);
     const bar = !a.json && process.stderr.isTTY

@@ -2,7 +2,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { invalidParameter } from '../errors.js';
 import { DEFAULT_INSTALL_CUDA_OPTIONS, installCuda } from '../jobs/install-cuda.js';
-import { type Args, emit, jsonOption } from '../commands/options.js';
+import { type Args, emit, jsonOption } from './flags.js';
 
 export const installCudaCommand: CommandModule = {
   command: 'install-cuda',
