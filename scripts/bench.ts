@@ -1,16 +1,20 @@
 /**
- * `npm run bench`: one JSON object on stdout. Each scenario runs in its own process so its peak RSS is its own;
- * speeds are reported with a baseline measured in the same run (ratios), never asserted.
- *   BENCH_QUICK=1 scales the synthetic sizes down for a smoke run.
+ * `npm run bench`: one JSON object on stdout, leading with `ratios` (each speed against a baseline measured in the
+ * same run) and `machine` (CPU model, cores, onnxruntime and node versions): absolute figures are only meaningful
+ * beside the machine they were taken on. Each built-in scenario runs in its own process so its peak RSS is its own;
+ * per-feature modules (scripts/bench-<name>.ts exporting bench<Name>({ quick, log })) run when present.
+ *   BENCH_QUICK=1 scales the synthetic sizes down for a smoke run; BENCH_ONLY=extract,int8 runs only those sections.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { openBackbone } from '../src/backbone/index.js';
+import { errorMessage } from '../src/errors.js';
+import { toolVersions } from '../src/version.js';
 import { extract } from '../src/jobs/extract.js';
 import { runExport } from '../src/commands/export.js';
 import { loadTf } from '../src/head/runtime.js';
@@ -137,6 +141,59 @@ function torchBaseline(rows: number, batch: number): Record<string, unknown> | n
   }
 }
 
+/** Where the numbers were taken: absolute speeds mean little without it (ratios travel between machines, img/s do not). */
+export function machineInfo(): Record<string, unknown> {
+  const cpus = os.cpus();
+  return {
+    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+    logicalCores: cpus.length,
+    availableParallelism: os.availableParallelism(),
+    threadsUsed: threads,
+    memoryGb: Math.round(os.totalmem() / 2 ** 30),
+    loadAverageAtStart: os.loadavg().map((l) => Math.round(l * 100) / 100),
+    platform: `${process.platform}/${process.arch}`,
+    node: process.versions.node,
+    onnxruntime: toolVersions().onnxruntime,
+  };
+}
+
+/** Per-feature benchmark modules (scripts/bench-<name>.ts, written by the feature's owner), run when present. */
+export const FEATURE_BENCHES: readonly string[] = Object.freeze(['int8', 'serve', 'sources', 'head', 'export']);
+
+type FeatureBench = (opts: { quick: boolean; log: (l: string) => void }) => Promise<Record<string, unknown>>;
+
+export async function runFeatureBench(name: string, log: (l: string) => void): Promise<Record<string, unknown>> {
+  // BENCH_MODULE_DIR lets a test point this at stand-in modules.
+  const file = path.join(process.env.BENCH_MODULE_DIR ?? path.dirname(self), `bench-${name}.js`);
+  if (!(await fs.access(file).then(() => true, () => false))) return { skipped: `scripts/bench-${name}.ts is not in this build` };
+  const exported = `bench${name[0]!.toUpperCase()}${name.slice(1)}`;
+  try {
+    const module = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    const bench = module[exported] as FeatureBench | undefined;
+    if (typeof bench !== 'function') return { error: `scripts/bench-${name}.ts does not export ${exported}()` };
+    return await bench({ quick, log });
+  } catch (error) {
+    return { error: errorMessage(error) };
+  }
+}
+
+/** Every number whose key says it is a ratio, one level deep: what the report leads with. */
+export function collectRatios(section: unknown): Record<string, number> {
+  const ratios: Record<string, number> = {};
+  if (!section || typeof section !== 'object') return ratios;
+  for (const [key, value] of Object.entries(section)) {
+    if (typeof value === 'number' && /ratio|speedup|over|relative/i.test(key)) ratios[key] = value;
+    else if (value && typeof value === 'object' && !Array.isArray(value)) {
+      for (const [inner, v] of Object.entries(value)) if (typeof v === 'number' && /ratio|speedup|over|relative/i.test(inner)) ratios[`${key}.${inner}`] = v;
+    }
+  }
+  return ratios;
+}
+
+/** BENCH_ONLY=extract,int8 runs only those sections (built-in: extract, trainHead, export; features: FEATURE_BENCHES). */
+const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
+const wanted = (section: string) => only === null || only.has(section);
+
 async function main(): Promise<void> {
   const scenarioIndex = process.argv.indexOf('--scenario');
   if (scenarioIndex >= 0) {
@@ -144,9 +201,12 @@ async function main(): Promise<void> {
     process.stdout.write(`${JSON.stringify(result)}\n`);
     return;
   }
+  const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+  const machine = machineInfo();
+  const measured: Record<string, unknown> = {};
   const haveShared = await fs.access(resnet).then(() => true, () => false);
-  const report: Record<string, unknown> = { machine: { cpus: os.availableParallelism(), threads, node: process.versions.node }, quick };
-  if (haveShared) {
+  if (wanted('extract') && haveShared) {
+    log('extract: end to end vs forward-only');
     // Alternate the two measurements and compare best with best: the same treatment for both, less noise.
     const rounds = quick ? 1 : 2;
     const e2eRuns: Record<string, unknown>[] = [];
@@ -157,27 +217,46 @@ async function main(): Promise<void> {
     }
     const best = (runs: Record<string, unknown>[]) => runs.reduce((a, b) => (Number(b.imagesPerSecond) > Number(a.imagesPerSecond) ? b : a));
     const [e2e, forward] = [best(e2eRuns), best(forwardRuns)];
-    report.extract = {
+    measured.extract = {
+      ratioEndToEndOverForwardOnly: Number(e2e.imagesPerSecond) / Number(forward.imagesPerSecond),
       model: 'resnet50 (shared fixture)', batchSize, rounds, endToEnd: e2e, forwardOnly: forward,
-      ratio: Number(e2e.imagesPerSecond) / Number(forward.imagesPerSecond),
       allRuns: { endToEnd: e2eRuns.map((r) => r.imagesPerSecond), forwardOnly: forwardRuns.map((r) => r.imagesPerSecond) },
     };
     const sizes = quick ? [200, 1000] : [2000, 10_000];
-    report.extractMemory = Object.fromEntries(sizes.map((n) => [`images${n}`, runScenario('extract-synthetic', String(n))]));
-  } else {
-    report.extract = { skipped: 'needs ../shared (ResNet50 fixture and hymenoptera)' };
+    measured.extractMemory = Object.fromEntries(sizes.map((n) => [`images${n}`, runScenario('extract-synthetic', String(n))]));
+  } else if (wanted('extract')) {
+    measured.extract = { skipped: 'needs ../shared (ResNet50 fixture and hymenoptera)' };
   }
-  const head = runScenario('train-head');
-  const rows = Number(head.rows);
-  const torch256 = torchBaseline(rows, 256);
-  const torch32 = torchBaseline(rows, 32);
-  report.trainHead = {
-    ...head,
-    pytorch: torch256 ? { batch256: torch256, batch32: torch32 } : { skipped: 'needs /usr/bin/python3 with torch (apt-get install python3-torch)' },
-    ratioToPytorchBatch256: torch256 ? Number(head.secondsPerEpochBatch256) / Number(torch256.secondsPerEpoch) : null,
-    ratioToPytorchBatch32: torch32 ? Number(head.secondsPerEpochBatch32) / Number(torch32.secondsPerEpoch) : null,
-  };
-  report.export = runScenario('export');
+  if (wanted('trainHead')) {
+    log('train-head vs PyTorch');
+    const head = runScenario('train-head');
+    const rows = Number(head.rows);
+    const torch256 = torchBaseline(rows, 256);
+    const torch32 = torchBaseline(rows, 32);
+    measured.trainHead = {
+      ratioToPytorchBatch256: torch256 ? Number(head.secondsPerEpochBatch256) / Number(torch256.secondsPerEpoch) : null,
+      ratioToPytorchBatch32: torch32 ? Number(head.secondsPerEpochBatch32) / Number(torch32.secondsPerEpoch) : null,
+      ...head,
+      pytorch: torch256 ? { batch256: torch256, batch32: torch32 } : { skipped: 'needs /usr/bin/python3 with torch (apt-get install python3-torch)' },
+    };
+  }
+  if (wanted('export')) {
+    log('export');
+    measured.export = runScenario('export');
+  }
+  const features: Record<string, unknown> = {};
+  for (const name of FEATURE_BENCHES) {
+    if (!wanted(name)) continue;
+    log(`feature ${name}`);
+    features[name] = await runFeatureBench(name, log);
+  }
+  // Ratios first: they reproduce across machines; absolute figures only with the machine they were taken on.
+  const ratios: Record<string, unknown> = {};
+  for (const [name, section] of Object.entries({ ...measured, ...Object.fromEntries(Object.entries(features).map(([k, v]) => [`feature.${k}`, v])) })) {
+    const found = collectRatios(section);
+    if (Object.keys(found).length > 0) ratios[name] = found;
+  }
+  const report = { ratios, machine, quick, ...measured, features };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 }
 

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { checkCuda, describeCudaProblems } from '../src/backbone/cuda-libs.js';
@@ -52,5 +53,28 @@ describe('scripts/gpu-smoke', () => {
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /needs CUDA 12\.x and cuDNN 9\.x; missing here:/);
     for (const problem of problems) assert.ok(r.stderr.includes(`  - ${problem}`), problem);
+  });
+});
+
+describe('npm run bench (scripts/bench.ts)', () => {
+  it('leads with ratios and the machine, and runs the feature modules that exist (stand-ins here)', async () => {
+    const dir = await tempDir('featcache-bench-modules-');
+    await fs.writeFile(path.join(dir, 'bench-int8.js'), 'export async function benchInt8({ quick, log }) { log("int8 stand-in"); return { quick, ratioInt8OverFp32: 1.7, imagesPerSecond: 5 }; }\n');
+    await fs.writeFile(path.join(dir, 'bench-head.js'), 'export async function benchHead() { throw new Error("head bench broke"); }\n');
+    const r = spawnSync(process.execPath, [path.join(repoRoot, 'dist/scripts/bench.js')], {
+      encoding: 'utf8', timeout: 60_000, env: { ...process.env, BENCH_ONLY: 'int8,head,serve', BENCH_QUICK: '1', BENCH_MODULE_DIR: dir },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    assert.deepEqual(Object.keys(report).slice(0, 2), ['ratios', 'machine']);
+    assert.deepEqual(report.ratios, { 'feature.int8': { ratioInt8OverFp32: 1.7 } });
+    assert.equal(report.machine.cpuModel, os.cpus()[0]!.model.trim());
+    assert.equal(report.machine.logicalCores, os.cpus().length);
+    assert.match(report.machine.onnxruntime, /^\d+\.\d+\.\d+$/);
+    assert.equal(report.features.int8.quick, true);
+    assert.deepEqual(report.features.head, { error: 'head bench broke' });
+    assert.match(report.features.serve.skipped, /scripts\/bench-serve\.ts is not in this build/);
+    assert.equal(report.extract, undefined);
+    assert.match(r.stderr, /int8 stand-in/);
   });
 });
