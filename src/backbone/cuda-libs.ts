@@ -131,3 +131,12 @@ export function describeCudaProblems(check: CudaCheck): string[] {
   }
   return problems;
 }
+
+/**
+ * The problems worth a `--device` failure line: on a machine with no NVIDIA driver, only that (listing seven CUDA
+ * libraries there is noise on every `--device auto` run); otherwise everything describeCudaProblems finds.
+ */
+export function cudaFailureReasons(check: CudaCheck): string[] {
+  if (check.missing.some((l) => l.soname === 'libcuda.so.1')) return ['no NVIDIA driver (libcuda.so.1 not found by the loader)'];
+  return describeCudaProblems(check);
+}

@@ -4,7 +4,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { FeatcacheError, errorMessage, invalidParameter } from '../errors.js';
-import { checkCuda, describeCudaProblems } from './cuda-libs.js';
+import { checkCuda, cudaFailureReasons } from './cuda-libs.js';
 
 export type DeviceSpec = { kind: 'auto' } | { kind: 'cpu' } | { kind: 'cuda'; deviceId: number };
 
@@ -65,7 +65,7 @@ export function sessionOptions(
 function explainProviderFailure(label: string, error: unknown): string {
   const message = errorMessage(error);
   if (label.startsWith('cuda')) {
-    const problems = describeCudaProblems(checkCuda());
+    const problems = cudaFailureReasons(checkCuda());
     if (problems.length > 0) return `${label}: ${problems.join('; ')} — ${message}`;
   }
   return `${label}: ${message}`;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { CUDA_PROVIDER_FILES, CUDA_REQUIREMENTS, checkCuda, describeCudaProblems, findLibraries, parseLdconfig } from '../../src/backbone/cuda-libs.js';
+import { CUDA_PROVIDER_FILES, CUDA_REQUIREMENTS, checkCuda, cudaFailureReasons, describeCudaProblems, findLibraries, parseLdconfig } from '../../src/backbone/cuda-libs.js';
 import { tempDir } from '../support/helpers.js';
 
 const linux = process.platform === 'linux' ? false : 'the CUDA library check is Linux-only';
@@ -57,6 +57,8 @@ describe('cuda-libs', () => {
     assert.equal(problems.length, 2);
     assert.match(problems.find((p) => p.startsWith('libcudnn.so.9'))!, /cuDNN 9 .*pip install nvidia-cudnn-cu12.*LD_LIBRARY_PATH/);
     assert.match(problems.find((p) => p.startsWith('libcublasLt.so.12'))!, /CUDA 12 toolkit.*nvidia-cublas-cu12/);
+    // With the driver present, a --device failure names the same libraries.
+    assert.deepEqual(cudaFailureReasons(partial), problems);
   });
 
   it('reports a missing provider with the install-cuda command', { skip: linux }, async () => {
@@ -66,5 +68,7 @@ describe('cuda-libs', () => {
     // With no library anywhere, every requirement is named, the driver included.
     assert.equal(check.missing.length, CUDA_REQUIREMENTS.libraries.length);
     assert.match(describeCudaProblems(check).join('\n'), /libcuda\.so\.1 \(NVIDIA driver\)/);
+    // Without a driver, a --device failure says only that.
+    assert.deepEqual(cudaFailureReasons(check), ['no NVIDIA driver (libcuda.so.1 not found by the loader)']);
   });
 });

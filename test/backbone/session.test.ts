@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type * as ort from 'onnxruntime-node';
-import { checkCuda, describeCudaProblems } from '../../src/backbone/cuda-libs.js';
+import { checkCuda, cudaFailureReasons } from '../../src/backbone/cuda-libs.js';
 import { decodeModel } from '../../src/backbone/graph.js';
 import { inputLayout, openSession, parseDevice, providerPlan, runBatch, sessionOptions } from '../../src/backbone/session.js';
 import { FEATURE_OUTPUT, resolveTap, tapModel } from '../../src/backbone/tap.js';
@@ -36,8 +36,8 @@ describe('session', () => {
     assert.equal(opened.provider, 'cpu');
     assert.equal(opened.fallbackReasons.length, 1);
     assert.match(opened.fallbackReasons[0]!, /^cuda:0: .*Failed to load shared library libonnxruntime_providers_cuda\.so$/);
-    // Each missing piece is named with how to get it (here, on a machine without the provider: install-cuda).
-    for (const problem of describeCudaProblems(checkCuda())) assert.ok(opened.fallbackReasons[0]!.includes(problem), problem);
+    // Each missing piece is named with how to get it (on a machine without a driver, just that).
+    for (const problem of cudaFailureReasons(checkCuda())) assert.ok(opened.fallbackReasons[0]!.includes(problem), problem);
     assert.deepEqual(tried, [{ name: 'cuda', deviceId: 0 }, 'cpu']);
   });
 
