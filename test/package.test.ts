@@ -10,7 +10,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CUDA_PROVIDER_FILES } from '../src/backbone/cuda-libs.js';
+import { CUDA_PROVIDER_FILES, checkCuda, describeCudaProblems } from '../src/backbone/cuda-libs.js';
 import { repoRoot, tempDir, tinyModel, writeImageFolder } from './support/helpers.js';
 
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
@@ -81,6 +81,14 @@ describe('the packed package, installed into a fresh project', { skip }, () => {
     const plan = JSON.parse(r.out.trim().split('\n').at(-1)!);
     assert.equal(plan.status, 'planned');
     assert.equal(plan.installer, path.join(consumer, 'node_modules/onnxruntime-node/script/install.js'));
+  });
+
+  it('npx featcache-gpu-smoke runs from the consumer project and, without CUDA here, names what is missing', { skip: describeCudaProblems(checkCuda()).length === 0 ? 'CUDA is complete on this machine' : false }, async () => {
+    await fs.writeFile(path.join(consumer, 'tiny.onnx'), tinyModel());
+    const r = run(path.join(consumer, 'node_modules/.bin/featcache-gpu-smoke'), ['--model', 'tiny.onnx', '--batch-size', '2', '--batches', '1'], consumer, 60_000);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /gpu-smoke: onnxruntime 1\.30's CUDA provider needs CUDA 12\.x and cuDNN 9\.x; missing here:/);
+    assert.match(r.out, /libonnxruntime_providers_cuda\.so.* absent from .*consumer\/node_modules\/onnxruntime-node\/.*; run 'npx featcache install-cuda'/);
   });
 
   // While src/commands/*.ts (yargs modules) exist, library code can still reach them (jobs/demo.ts imports
