@@ -186,7 +186,7 @@ export async function extract(options: Partial<ExtractOptions> & { data: string 
     requirePresetFits(backbone, o);
     const manifest = await ensureManifest(o.cache, manifestFor(o, backbone, dataset.classes));
     const writer = await SplitWriter.open({
-      cache: o.cache, split: o.split, shard: o.shard, dim: backbone.dim, partRows: o.partRows,
+      cache: o.cache, split: o.split, shard: o.shard, dim: backbone.dim, partRows: o.partRows, log: o.log,
       provenance: { ...manifest, classes: dataset.classes, provider: backbone.provider, dataRoot: dataset.root, layout: dataset.layout },
     });
     try {
