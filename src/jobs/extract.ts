@@ -16,6 +16,7 @@ import { DEFAULT_IMAGE_POLICY, EXIF_POLICIES, ICC_POLICIES, type ImagePolicy, ty
 import { type CacheManifest, CACHE_FORMAT, ensureManifest } from '../store/manifest.js';
 import type { Failure, Row } from '../store/part.js';
 import { SplitWriter, shardLabel } from '../store/writer.js';
+import { withDefaults } from '../util/options.js';
 import { progressBar } from '../util/progress.js';
 import { toolVersions } from '../version.js';
 
@@ -134,7 +135,7 @@ interface Resolved extends Omit<ExtractOptions, 'preset' | 'shard' | 'log'> {
 }
 
 function resolveOptions(given: Partial<ExtractOptions> & { data: string }): Resolved {
-  const o = { ...DEFAULT_EXTRACT_OPTIONS, ...withoutUndefined(given) } as ExtractOptions;
+  const o: ExtractOptions = withDefaults(DEFAULT_EXTRACT_OPTIONS, given);
   const shard = typeof o.shard === 'string' ? parseShard(o.shard) : o.shard;
   const resolved = {
     ...o,
@@ -160,11 +161,6 @@ function resolveOptions(given: Partial<ExtractOptions> & { data: string }): Reso
       followSymlinks: o.followSymlinks,
     },
   };
-}
-
-/** Drops keys given as undefined, so they do not override defaults when merged. */
-export function withoutUndefined<T extends object>(options: T): Partial<T> {
-  return Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 /**

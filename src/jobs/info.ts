@@ -2,6 +2,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatureCache } from '../store/reader.js';
+import { withDefaults } from '../util/options.js';
 import { DAMAGED_SUFFIX, partProblem } from '../store/verify.js';
 import type { CacheManifest } from '../store/manifest.js';
 import type { Failure } from '../store/part.js';
@@ -48,7 +49,7 @@ export interface CacheInfo {
  * for (const s of splits) console.log(s.split, s.rows, s.failures.length);
  */
 export async function info(options: Partial<InfoOptions> = {}): Promise<CacheInfo> {
-  const o = { ...DEFAULT_INFO_OPTIONS, ...options };
+  const o = withDefaults(DEFAULT_INFO_OPTIONS, options);
   const cache = await FeatureCache.open(o.cache);
   const splits: SplitInfo[] = [];
   for (const split of await cache.splits()) {
