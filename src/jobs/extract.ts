@@ -20,19 +20,8 @@ import { withDefaults } from '../util/options.js';
 import { progressBar } from '../util/progress.js';
 import { toolVersions } from '../version.js';
 
-export interface ExtractOptions {
-  /** Dataset root (ImageFolder), a folder of images, or a `.txt` list of image paths. Required. */
-  data: string;
-  /** Split folder to extract (any folder under `data`), or train/val with `valFraction`. */
-  split: string;
-  /** CSV of id,label (Kaggle layout), as given or inside `data`. */
-  labels?: string | undefined;
-  /** Image directory for `labels` (default `<data>/<split>`, else `<data>/train`). */
-  images?: string | undefined;
-  /** Stratified, seeded validation fraction when the data has no split folders. */
-  valFraction?: number | undefined;
-  /** Seed of that split. */
-  seed: number;
+/** The dataset options (see DatasetOptions), then the backbone's, the image policy's and the writer's. */
+export interface ExtractOptions extends Omit<DatasetOptions, 'shard' | 'followSymlinks'> {
   /** Process only shard K of N: `"K/N"` or `{ index, count }`. */
   shard?: string | Shard | undefined;
   /** Follow symlinks that lead outside the data root (refused by default). */
