@@ -11,6 +11,7 @@ import { FeatcacheError, errorMessage, invalidParameter, oneOf } from '../errors
 import { DEFAULT_DOWNLOAD_TIMEOUTS, type ProxySettings, download } from '../fetch/download.js';
 import { MODEL_NAMES, MODEL_SOURCES } from '../fetch/registry.js';
 import { exists, sha256File } from '../util/fsx.js';
+import { withDefaults } from '../util/options.js';
 
 export interface FetchModelOptions {
   /** A name from MODEL_NAMES; with `urls`, any name (the file is saved as `<name>.onnx`). */
@@ -109,7 +110,7 @@ async function fetchFrom(url: string, file: string, expected: string | undefined
  * ```
  */
 export async function fetchModel(options: Partial<FetchModelOptions> = {}): Promise<FetchResult> {
-  const o: FetchModelOptions = { ...DEFAULT_FETCH_MODEL_OPTIONS, ...options };
+  const o: FetchModelOptions = withDefaults(DEFAULT_FETCH_MODEL_OPTIONS, options);
   const log = o.log ?? (() => {});
   const source = MODEL_SOURCES[o.name];
   if (o.urls !== undefined && o.urls.length === 0) throw invalidParameter('urls', 'at least one URL', '[]');

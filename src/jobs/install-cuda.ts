@@ -12,6 +12,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { CUDA_PROVIDER_FILES, type LibraryLookupOptions, checkCuda, describeCudaProblems, onnxruntimeBinDir } from '../backbone/cuda-libs.js';
 import { FeatcacheError, invalidParameter } from '../errors.js';
+import { withDefaults } from '../util/options.js';
 
 export interface InstallCudaOptions {
   /** Fetch even when the provider files are already in place. */
@@ -121,7 +122,7 @@ function runInstaller(installer: string, env: NodeJS.ProcessEnv, timeoutMs: numb
  * ```
  */
 export async function installCuda(options: Partial<InstallCudaOptions> = {}): Promise<InstallCudaResult> {
-  const o: InstallCudaOptions = { ...DEFAULT_INSTALL_CUDA_OPTIONS, ...options };
+  const o: InstallCudaOptions = withDefaults(DEFAULT_INSTALL_CUDA_OPTIONS, options);
   const log = o.log ?? (() => {});
   if (!Number.isFinite(o.timeoutMs) || o.timeoutMs <= 0) throw invalidParameter('timeoutMs', 'a positive number of milliseconds', o.timeoutMs);
   const platform = `${process.platform}/${process.arch}`;
