@@ -84,13 +84,14 @@ function runInstaller(installer: string, env: NodeJS.ProcessEnv, timeoutMs: numb
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [installer], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
-    const collect = (chunk: Buffer) => {
+    // Progress ("Downloading …", "Extracting …") is passed on; stderr (a stack trace on failure) is only read for
+    // the one line that says what went wrong.
+    child.stdout.on('data', (chunk: Buffer) => {
       const text = chunk.toString('utf8');
       output += text;
       for (const line of text.split('\n')) if (line.trim()) log(`install-cuda: ${line.trim()}`);
-    };
-    child.stdout.on('data', collect);
-    child.stderr.on('data', collect);
+    });
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
