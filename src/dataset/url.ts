@@ -1,0 +1,180 @@
+/**
+ * Images behind http(s) URLs, as img2dataset and clip-retrieval users have them: a list of URLs, or a CSV whose id
+ * (or `url`) column holds them. Fetches run with bounded concurrency ahead of decoding and inference; each attempt
+ * has a timeout; 5xx, 408, 429 and connection errors are retried with exponential backoff (429/503 honour
+ * Retry-After), other 4xx are not; a response larger than the size cap is abandoned. Proxies come from
+ * HTTPS_PROXY / HTTP_PROXY / NO_PROXY through undici's EnvHttpProxyAgent.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EnvHttpProxyAgent, fetch } from 'undici';
+import { invalidParameter } from '../errors.js';
+import type { Item } from './index.js';
+import { type ImageSource, type ReadFailure, type ReadOutcome, type Stamp, mapConcurrent, oneLine } from './source.js';
+
+export interface UrlSourceOptions {
+  /** Requests in flight (and fetched images held) at most. */
+  concurrency: number;
+  /** Per attempt, from sending the request to the last byte of the body. */
+  timeoutMs: number;
+  /** Attempts after the first, for retryable failures only. */
+  retries: number;
+  /** First backoff; doubles per retry, with ±25% jitter. */
+  backoffMs: number;
+  /** Longest wait between attempts, including a server's Retry-After. */
+  maxBackoffMs: number;
+  /** Larger responses fail without being kept. */
+  maxBytes: number;
+  userAgent: string;
+}
+
+export const DEFAULT_URL_OPTIONS: Readonly<UrlSourceOptions> = Object.freeze({
+  concurrency: 32,
+  timeoutMs: 30_000,
+  retries: 3,
+  backoffMs: 500,
+  maxBackoffMs: 30_000,
+  maxBytes: 50 * 1024 * 1024,
+  userAgent: 'featcache (+https://github.com/featcache/featcache)',
+});
+
+export function isUrl(text: string): boolean {
+  return /^https?:\/\//i.test(text.trim());
+}
+
+/** Statuses worth another attempt: the server may answer differently later. */
+export function retryableStatus(status: number): boolean {
+  return status >= 500 || status === 408 || status === 429;
+}
+
+class FetchFailure extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+    readonly status?: number,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Retry-After as seconds or an HTTP date; null when absent or unparsable. */
+export function parseRetryAfter(value: string | null, now = Date.now()): number | null {
+  if (!value) return null;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? null : Math.max(0, date - now);
+}
+
+function validate(options: UrlSourceOptions): void {
+  const positiveInteger = (name: keyof UrlSourceOptions) => {
+    const value = options[name] as number;
+    if (!Number.isInteger(value) || value < 1) throw invalidParameter(name, 'a positive integer', value);
+  };
+  positiveInteger('concurrency');
+  positiveInteger('timeoutMs');
+  positiveInteger('maxBytes');
+  if (!Number.isInteger(options.retries) || options.retries < 0) throw invalidParameter('retries', 'a non-negative integer', options.retries);
+  if (!(options.backoffMs >= 0)) throw invalidParameter('backoffMs', 'a non-negative number of milliseconds', options.backoffMs);
+}
+
+export class UrlSource implements ImageSource {
+  readonly kind = 'urls';
+  readonly options: UrlSourceOptions;
+  private readonly agent: EnvHttpProxyAgent;
+
+  constructor(options: Partial<UrlSourceOptions> = {}) {
+    this.options = { ...DEFAULT_URL_OPTIONS, ...options };
+    validate(this.options);
+    this.agent = new EnvHttpProxyAgent();
+  }
+
+  /** A URL names fixed content: a cached row stays; a failure is retried only when the caller asks for it. */
+  async unchanged(): Promise<boolean> {
+    return true;
+  }
+
+  read(items: readonly Item[]): AsyncIterable<ReadOutcome> {
+    return mapConcurrent(items, this.options.concurrency, (item) => this.fetchItem(item));
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+
+  /** One URL with retries; never throws. */
+  async fetchItem(item: Item): Promise<ReadOutcome> {
+    let last: FetchFailure | null = null;
+    for (let attempt = 0; attempt <= this.options.retries; attempt++) {
+      if (last) await sleep(this.backoff(attempt, last.retryAfterMs));
+      try {
+        const { bytes, lastModified } = await this.fetchOnce(item.path);
+        return { item, bytes, stamp: { size: bytes.length, mtimeMs: lastModified } };
+      } catch (error) {
+        last = error instanceof FetchFailure ? error : new FetchFailure(oneLine(error), false);
+        if (!last.retryable) break;
+      }
+    }
+    const attempts = last!.retryable ? ` after ${this.options.retries + 1} attempts` : '';
+    const failure: ReadFailure = { stage: 'fetch', message: `${last!.message}${attempts}` };
+    if (last!.status !== undefined) failure.status = last!.status;
+    return { item, failure, stamp: { size: 0, mtimeMs: 0 } };
+  }
+
+  private backoff(attempt: number, retryAfterMs: number | undefined): number {
+    const exponential = this.options.backoffMs * 2 ** (attempt - 1) * (0.75 + Math.random() * 0.5);
+    return Math.min(this.options.maxBackoffMs, Math.max(exponential, retryAfterMs ?? 0));
+  }
+
+  private async fetchOnce(url: string): Promise<{ bytes: Buffer; lastModified: number }> {
+    const signal = AbortSignal.timeout(this.options.timeoutMs);
+    let response: Awaited<ReturnType<typeof fetch>>;
+    try {
+      response = await fetch(url, { dispatcher: this.agent, signal, headers: { 'user-agent': this.options.userAgent, accept: 'image/*,*/*;q=0.8' } });
+    } catch (error) {
+      throw this.networkFailure(error, signal);
+    }
+    const status = response.status;
+    if (!response.ok) {
+      await response.body?.cancel().catch(() => {});
+      const retryAfter = parseRetryAfter(response.headers.get('retry-after'));
+      throw new FetchFailure(`HTTP ${status}${response.statusText ? ` ${response.statusText}` : ''}`, retryableStatus(status), status, retryAfter ?? undefined);
+    }
+    const type = response.headers.get('content-type') ?? '';
+    if (/^(text\/|application\/(json|xml|xhtml))/i.test(type)) {
+      await response.body?.cancel().catch(() => {});
+      throw new FetchFailure(`not an image (content-type ${type.split(';')[0]})`, false, status);
+    }
+    const declared = Number(response.headers.get('content-length') ?? NaN);
+    if (declared > this.options.maxBytes) {
+      await response.body?.cancel().catch(() => {});
+      throw new FetchFailure(`too large (${declared} bytes; the cap is ${this.options.maxBytes})`, false, status);
+    }
+    const chunks: Buffer[] = [];
+    let total = 0;
+    try {
+      for await (const chunk of response.body ?? []) {
+        total += chunk.byteLength;
+        if (total > this.options.maxBytes) {
+          await response.body?.cancel().catch(() => {});
+          throw new FetchFailure(`too large (more than ${this.options.maxBytes} bytes, the cap)`, false, status);
+        }
+        chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      }
+    } catch (error) {
+      if (error instanceof FetchFailure) throw error;
+      throw this.networkFailure(error, signal, status);
+    }
+    if (total === 0) throw new FetchFailure('empty response (0 bytes)', false, status);
+    const modified = Date.parse(response.headers.get('last-modified') ?? '');
+    return { bytes: Buffer.concat(chunks, total), lastModified: Number.isNaN(modified) ? 0 : modified };
+  }
+
+  private networkFailure(error: unknown, signal: AbortSignal, status?: number): FetchFailure {
+    if (signal.aborted) return new FetchFailure(`timed out after ${this.options.timeoutMs} ms`, true, status);
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    const detail = cause?.code ?? cause?.message ?? oneLine(error);
+    // An invalid URL or an unsupported scheme will not get better on retry.
+    const permanent = error instanceof TypeError && !cause;
+    return new FetchFailure(`connection failed (${detail})`, !permanent, status);
+  }
+}

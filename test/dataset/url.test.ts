@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs/promises';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Item } from '../../src/dataset/index.js';
+import type { ReadOutcome } from '../../src/dataset/source.js';
+import { UrlSource, parseRetryAfter } from '../../src/dataset/url.js';
+import { type FlakyServer, startFlakyServer } from '../support/flaky-server.js';
+import { tempDir, writeImage } from '../support/helpers.js';
+
+const fast = { timeoutMs: 2000, retries: 2, backoffMs: 5, maxBackoffMs: 50 };
+
+async function readAll(source: UrlSource, urls: string[]): Promise<Map<string, ReadOutcome>> {
+  const out = new Map<string, ReadOutcome>();
+  for await (const outcome of source.read(urls.map((path): Item => ({ path, label: null })))) {
+    assert.ok(!out.has(outcome.item.path), `${outcome.item.path} yielded twice`);
+    out.set(outcome.item.path, outcome);
+  }
+  return out;
+}
+
+describe('UrlSource against a misbehaving local server', () => {
+  let server: FlakyServer;
+  const files = new Map<string, Buffer>();
+  before(async () => {
+    server = await startFlakyServer();
+    const dir = await tempDir();
+    for (let i = 0; i < 12; i++) {
+      const file = path.join(dir, `${i}.jpg`);
+      await writeImage(file, i);
+      const bytes = await fs.readFile(file);
+      files.set(`${i}.jpg`, bytes);
+      server.images.set(`${i}.jpg`, bytes);
+    }
+  });
+  after(() => server.close());
+
+  it('fetches every image once, byte for byte, with Last-Modified as the stamp', async () => {
+    const source = new UrlSource(fast);
+    const urls = [...files.keys()].map((n) => `${server.base}/img/${n}`);
+    const out = await readAll(source, urls);
+    await source.close();
+    assert.equal(out.size, urls.length);
+    for (const [name, bytes] of files) {
+      const outcome = out.get(`${server.base}/img/${name}`)!;
+      assert.ok('bytes' in outcome, JSON.stringify(outcome));
+      assert.ok(outcome.bytes.equals(bytes));
+      assert.equal(outcome.stamp.size, bytes.length);
+      assert.equal(outcome.stamp.mtimeMs, Date.parse('Wed, 21 Oct 2015 07:28:00 GMT'));
+    }
+  });
+
+  it('retries 5xx, 429 and dropped connections, and not 404', async () => {
+    server.reset();
+    const source = new UrlSource(fast);
+    const u = (p: string) => `${server.base}${p}`;
+    const out = await readAll(source, [
+      u('/status/404/a'), u('/status/500/b'), u('/status/429/c'), u('/drop/d'),
+      u('/fail-then-ok/503/2/1.jpg'), u('/fail-then-ok/429/1/2.jpg'), u('/fail-then-ok/drop/2/3.jpg'), u('/fail-then-ok/404/1/4.jpg'),
+    ]);
+    await source.close();
+    const failure = (p: string) => {
+      const o = out.get(u(p))!;
+      assert.ok('failure' in o, `${p} should fail`);
+      return o.failure;
+    };
+    assert.equal(failure('/status/404/a').status, 404);
+    assert.equal(server.hits.get('/status/404/a'), 1, '404 is not retried');
+    assert.equal(failure('/status/500/b').status, 500);
+    assert.match(failure('/status/500/b').message, /HTTP 500.*after 3 attempts/);
+    assert.equal(server.hits.get('/status/500/b'), 3, '1 attempt + 2 retries');
+    assert.equal(failure('/status/429/c').status, 429);
+    assert.equal(server.hits.get('/status/429/c'), 3);
+    assert.equal(failure('/drop/d').status, undefined, 'no response, no status');
+    assert.match(failure('/drop/d').message, /connection failed/);
+    assert.equal(server.hits.get('/drop/d'), 3);
+    for (const [p, name] of [['/fail-then-ok/503/2/1.jpg', '1.jpg'], ['/fail-then-ok/429/1/2.jpg', '2.jpg'], ['/fail-then-ok/drop/2/3.jpg', '3.jpg']] as const) {
+      const o = out.get(u(p))!;
+      assert.ok('bytes' in o && o.bytes.equals(files.get(name)!), `${p} recovers on retry`);
+    }
+    assert.equal(failure('/fail-then-ok/404/1/4.jpg').status, 404);
+    assert.equal(server.hits.get('/fail-then-ok/404/1/4.jpg'), 1);
+  });
+
+  it('times out slow responses, refuses non-images and bodies over the size cap', async () => {
+    server.reset();
+    const source = new UrlSource({ ...fast, timeoutMs: 200, retries: 1, maxBytes: 100_000 });
+    const u = (p: string) => `${server.base}${p}`;
+    const out = await readAll(source, [u('/slow/5000/1.jpg'), u('/slow/10/2.jpg'), u('/html/x'), u('/big/300000/y'), u('/big-declared/300000/z')]);
+    await source.close();
+    const slow = out.get(u('/slow/5000/1.jpg'))!;
+    assert.ok('failure' in slow && /timed out after 200 ms after 2 attempts/.test(slow.failure.message), JSON.stringify(slow));
+    assert.equal(server.hits.get('/slow/5000/1.jpg'), 2, 'a timeout is retried');
+    const quick = out.get(u('/slow/10/2.jpg'))!;
+    assert.ok('bytes' in quick && quick.bytes.equals(files.get('2.jpg')!));
+    const html = out.get(u('/html/x'))!;
+    assert.ok('failure' in html && /not an image \(content-type text\/html\)/.test(html.failure.message));
+    assert.equal(html.failure.status, 200);
+    for (const p of ['/big/300000/y', '/big-declared/300000/z']) {
+      const big = out.get(u(p))!;
+      assert.ok('failure' in big && /too large/.test(big.failure.message), `${p}: ${JSON.stringify(big)}`);
+      assert.equal(server.hits.get(p), 1, 'an oversized body is not retried');
+    }
+  });
+
+  it('keeps at most `concurrency` requests in flight and fetches no further ahead than that', async () => {
+    server.reset();
+    server.imageDelayMs = 30;
+    const source = new UrlSource({ ...fast, concurrency: 3 });
+    const urls = Array.from({ length: 24 }, (_, i) => `${server.base}/img/${i % 12}.jpg?${i}`);
+    let consumed = 0;
+    for await (const outcome of source.read(urls.map((p) => ({ path: p, label: null })))) {
+      assert.ok('bytes' in outcome);
+      consumed++;
+      assert.ok(server.started <= consumed + 3, `started ${server.started} requests with only ${consumed} consumed`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await source.close();
+    server.imageDelayMs = 0;
+    assert.equal(consumed, 24);
+    assert.ok(server.maxInFlight <= 3, `max in flight ${server.maxInFlight}`);
+    assert.ok(server.maxInFlight >= 2, 'requests overlap');
+  });
+
+  it('stops fetching when the consumer stops', async () => {
+    server.reset();
+    const source = new UrlSource({ ...fast, concurrency: 2 });
+    const urls = Array.from({ length: 20 }, (_, i) => `${server.base}/img/0.jpg?stop${i}`);
+    for await (const outcome of source.read(urls.map((p) => ({ path: p, label: null })))) {
+      assert.ok('bytes' in outcome);
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    await source.close();
+    assert.ok(server.started <= 3, `started ${server.started} of 20 after one was consumed`);
+  });
+
+  it('goes through HTTP_PROXY, and around it for NO_PROXY hosts', async () => {
+    let tunnels = 0;
+    const proxy = http.createServer((_req, res) => res.writeHead(501).end());
+    proxy.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      tunnels++;
+      const [host, port] = (req.url ?? '').split(':');
+      const upstream = net.connect(Number(port), host, () => {
+        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        upstream.write(head);
+        upstream.pipe(socket);
+        socket.pipe(upstream);
+      });
+      upstream.on('error', () => socket.destroy());
+      socket.on('error', () => upstream.destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const saved = { HTTP_PROXY: process.env.HTTP_PROXY, http_proxy: process.env.http_proxy, NO_PROXY: process.env.NO_PROXY, no_proxy: process.env.no_proxy };
+    try {
+      for (const key of Object.keys(saved)) delete process.env[key];
+      process.env.HTTP_PROXY = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+      const proxied = new UrlSource(fast);
+      const out = await readAll(proxied, [`${server.base}/img/5.jpg`]);
+      await proxied.close();
+      assert.ok('bytes' in out.get(`${server.base}/img/5.jpg`)!);
+      assert.ok(tunnels >= 1, 'the request went through the proxy');
+      const before = tunnels;
+      process.env.NO_PROXY = '127.0.0.1';
+      const direct = new UrlSource(fast);
+      const again = await readAll(direct, [`${server.base}/img/6.jpg`]);
+      await direct.close();
+      assert.ok('bytes' in again.get(`${server.base}/img/6.jpg`)!);
+      assert.equal(tunnels, before, 'NO_PROXY bypasses the proxy');
+    } finally {
+      for (const [key, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
+      proxy.closeAllConnections();
+      await new Promise((r) => proxy.close(r));
+    }
+  });
+
+  it('refuses bad options by name', () => {
+    assert.throws(() => new UrlSource({ concurrency: 0 }), /concurrency: expected a positive integer, got 0/);
+    assert.throws(() => new UrlSource({ retries: -1 }), /retries: expected a non-negative integer/);
+  });
+
+  it('parses Retry-After as seconds or a date', () => {
+    assert.equal(parseRetryAfter('3'), 3000);
+    assert.equal(parseRetryAfter(new Date(10_000).toUTCString(), 4_000), 6000);
+    assert.equal(parseRetryAfter('soon'), null);
+    assert.equal(parseRetryAfter(null), null);
+  });
+});
