@@ -1,13 +1,18 @@
 /**
- * Datasets: where images are and what they are labelled. Four layouts, detected from what is on disk:
+ * Datasets: where images are and what they are labelled. Layouts, detected from what --data names:
  * ImageFolder with split folders, ImageFolder without (split by --val-fraction), a CSV of id,label with an image
- * directory (Kaggle dog breeds), and a plain list of unlabelled images (a folder of images or a .txt list).
+ * directory (Kaggle dog breeds), a plain list of unlabelled images (a folder of images or a .txt list), a list or CSV
+ * of http(s) URLs, and WebDataset tar shards (a brace pattern or glob). Each dataset comes with the source its
+ * bytes are read from.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { FeatcacheError } from '../errors.js';
+import { FileSource, type ImageSource } from './source.js';
 import { type Shard, inShard, stratifiedSplit } from './split.js';
+import { isTarPattern, openTarDataset } from './tar.js';
+import { type UrlSourceOptions, UrlSource, isUrl } from './url.js';
 import { type Skipped, IMAGE_EXTENSIONS, isDirectory, walkImages } from './walk.js';
 
 export interface Item {
@@ -16,7 +21,7 @@ export interface Item {
   label: number | null;
 }
 
-export type Layout = 'imagefolder-splits' | 'imagefolder' | 'csv' | 'list';
+export type Layout = 'imagefolder-splits' | 'imagefolder' | 'csv' | 'list' | 'url-list' | 'url-csv' | 'webdataset';
 
 export interface Dataset {
   root: string;
@@ -26,6 +31,8 @@ export interface Dataset {
   split: string;
   items: Item[];
   skipped: Skipped[];
+  /** Where item bytes are read from; the caller closes it. */
+  source: ImageSource;
 }
 
 export interface DatasetOptions {
@@ -37,26 +44,48 @@ export interface DatasetOptions {
   valFraction?: number | undefined;
   seed: number;
   shard?: Shard | undefined;
+  /** Fetch settings for URL datasets. */
+  fetch?: Partial<UrlSourceOptions> | undefined;
+  log?: ((line: string) => void) | undefined;
 }
+
+type Listed = Omit<Dataset, 'source'> & { source?: ImageSource };
 
 export const SPLIT_DIRS = ['train', 'val', 'test'] as const;
 
 export async function openDataset(options: DatasetOptions): Promise<Dataset> {
+  if (isTarPattern(options.data) && !options.labels) {
+    validateValFraction(options);
+    return webDataset(options);
+  }
   const stat = await fs.stat(options.data).catch(() => null);
   if (!stat) throw new FeatcacheError(`--data ${options.data}: no such file or directory`);
+  validateValFraction(options);
+  const dataset: Listed = options.labels
+    ? await csvDataset(options)
+    : stat.isFile() && /\.csv$/i.test(options.data)
+      ? await csvDataset({ ...options, labels: options.data })
+      : stat.isFile()
+        ? await listFileDataset(options)
+        : await folderDataset(options);
+  const items = options.shard ? dataset.items.filter((i) => inShard(options.shard!, i.path)) : dataset.items;
+  return { ...dataset, items, source: dataset.source ?? new FileSource(dataset.root) };
+}
+
+function validateValFraction(options: DatasetOptions): void {
   if (options.valFraction !== undefined && !(options.valFraction > 0 && options.valFraction < 1)) {
     throw new FeatcacheError(`--val-fraction: expected a number between 0 and 1 (e.g. 0.1), got ${options.valFraction}`);
   }
-  const dataset = options.labels
-    ? await csvDataset(options)
-    : stat.isFile()
-      ? await listFileDataset(options)
-      : await folderDataset(options);
-  const items = options.shard ? dataset.items.filter((i) => inShard(options.shard!, i.path)) : dataset.items;
-  return { ...dataset, items };
 }
 
-async function folderDataset(options: DatasetOptions): Promise<Dataset> {
+/** WebDataset shards: only this task's tar files are listed (`--shard` splits by tar file). */
+async function webDataset(options: DatasetOptions): Promise<Dataset> {
+  const tars = await openTarDataset(options.data, options.shard, options.log);
+  const split = applySplit(tars.items, tars.classes, options);
+  return { root: tars.root, layout: 'webdataset', classes: tars.classes, split: options.split, items: split.items, skipped: tars.skipped, source: tars.source };
+}
+
+async function folderDataset(options: DatasetOptions): Promise<Listed> {
   const root = path.resolve(options.data);
   const splitDirs: string[] = [];
   for (const name of SPLIT_DIRS) if (await isDirectory(path.join(root, name))) splitDirs.push(name);
@@ -120,6 +149,8 @@ function applySplit(items: Item[], classes: string[], options: DatasetOptions): 
 }
 
 const ID_COLUMNS = ['id', 'image', 'image_id', 'file', 'filename', 'path'];
+/** img2dataset's default URL column comes first for URL CSVs. */
+const URL_COLUMNS = ['url', 'image_url', ...ID_COLUMNS];
 const LABEL_COLUMNS = ['label', 'breed', 'class', 'category', 'target'];
 
 /** `--labels` as given, else relative to `--data` (Kaggle's labels.csv sits beside the image folder). */
@@ -129,7 +160,7 @@ async function locateLabels(labels: string, data: string): Promise<string> {
   return (await fs.stat(beside).catch(() => null))?.isFile() ? beside : labels;
 }
 
-async function csvDataset(options: DatasetOptions): Promise<Dataset> {
+async function csvDataset(options: DatasetOptions): Promise<Listed> {
   const csvFile = await locateLabels(options.labels!, options.data);
   const text = await fs.readFile(csvFile, 'utf8').catch((error: NodeJS.ErrnoException) => {
     throw new FeatcacheError(`--labels ${csvFile}: cannot read (${error.code})`);
@@ -141,6 +172,11 @@ async function csvDataset(options: DatasetOptions): Promise<Dataset> {
     throw new FeatcacheError(`--labels ${csvFile}: not valid CSV (${(error as Error).message})`);
   }
   const header = rows.length > 0 ? Object.keys(rows[0]!) : [];
+  const urlColumn = URL_COLUMNS.map((c) => header.find((h) => h.toLowerCase() === c)).find((h) => h !== undefined && rows.every((r) => isUrl(r[h] ?? '')));
+  if (urlColumn) return urlCsvDataset(options, csvFile, rows, urlColumn, header);
+  if (options.labels === options.data && !options.images) {
+    throw new FeatcacheError(`--data ${csvFile}: a CSV as --data must hold http(s) URLs in a url/id column; for a CSV of file names and labels pass --data <image folder> --labels ${csvFile}`);
+  }
   const idColumn = header.find((h) => ID_COLUMNS.includes(h.toLowerCase()));
   const labelColumn = header.find((h) => LABEL_COLUMNS.includes(h.toLowerCase()));
   if (!idColumn || !labelColumn) {
@@ -188,6 +224,28 @@ async function csvDataset(options: DatasetOptions): Promise<Dataset> {
   return { root, layout: 'csv', classes, split: options.split, items: split.items, skipped: [] };
 }
 
+/** A CSV whose url (or id) column holds URLs; the label column is optional. */
+function urlCsvDataset(options: DatasetOptions, csvFile: string, rows: Record<string, string>[], urlColumn: string, header: string[]): Listed {
+  const labelColumn = header.find((h) => LABEL_COLUMNS.includes(h.toLowerCase()));
+  const seen = new Set<string>();
+  const duplicates: string[] = [];
+  for (const row of rows) {
+    const url = row[urlColumn]!.trim();
+    if (seen.has(url)) duplicates.push(url);
+    seen.add(url);
+  }
+  if (duplicates.length > 0) {
+    throw new FeatcacheError(`--labels ${csvFile}: duplicate URLs (${duplicates.length}): ${duplicates.slice(0, 3).join(', ')}; each URL must appear once`);
+  }
+  const classes = labelColumn ? [...new Set(rows.map((r) => r[labelColumn] ?? ''))].sort() : [];
+  const index = new Map(classes.map((c, i) => [c, i]));
+  const items = rows.map((r) => ({ path: r[urlColumn]!.trim(), label: labelColumn ? index.get(r[labelColumn] ?? '')! : null }));
+  const root = path.dirname(path.resolve(csvFile));
+  const source = new UrlSource(options.fetch);
+  if (!labelColumn) return { root, layout: 'url-csv', classes, split: options.split, items, skipped: [], source };
+  return { root, layout: 'url-csv', classes, split: options.split, items: applySplit(items, classes, options).items, skipped: [], source };
+}
+
 async function defaultImageDir(root: string, split: string): Promise<string> {
   for (const candidate of [path.join(root, split), path.join(root, 'train')]) if (await isDirectory(candidate)) return candidate;
   return root;
@@ -200,9 +258,17 @@ function findImageFile(files: Set<string>, id: string): string | null {
 }
 
 /** A text file with one image path per line (relative to the file's folder, or absolute). */
-async function listFileDataset(options: DatasetOptions): Promise<Dataset> {
+async function listFileDataset(options: DatasetOptions): Promise<Listed> {
   const root = path.dirname(path.resolve(options.data));
   const lines = (await fs.readFile(options.data, 'utf8')).split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const urls = lines.filter(isUrl);
+  if (urls.length > 0) {
+    if (urls.length < lines.length) {
+      throw new FeatcacheError(`--data ${options.data}: mixes ${urls.length} URLs with ${lines.length - urls.length} file paths (e.g. ${lines.find((l) => !isUrl(l))}); expected one kind per list`);
+    }
+    const items = [...new Set(urls)].map((url) => ({ path: url, label: null }));
+    return { root, layout: 'url-list', classes: [], split: options.split, items, skipped: [], source: new UrlSource(options.fetch) };
+  }
   const items = lines.map((line) => ({ path: path.relative(root, path.resolve(root, line)).split(path.sep).join('/'), label: null }));
   return { root, layout: 'list', classes: [], split: options.split, items, skipped: [] };
 }

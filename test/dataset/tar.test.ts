@@ -3,6 +3,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import sharp from 'sharp';
+import { openDataset } from '../../src/dataset/index.js';
 import type { ReadOutcome } from '../../src/dataset/source.js';
 import { inShard } from '../../src/dataset/split.js';
 import { classesOf, expandShards, isTarPattern, listTar, openTarDataset, patternRoot, splitMemberName } from '../../src/dataset/tar.js';
@@ -160,6 +161,26 @@ describe('WebDataset tar shards', () => {
     const listing = await listTar(file, 'x.tar');
     assert.equal(listing.samples.length, 0);
     assert.ok(listing.error, 'an error is reported');
+  });
+
+  it('openDataset detects a shard pattern, splits by tar file and carves --val-fraction', async () => {
+    const pattern = path.join(dir, 'shards', 'train-{000000..000002}.tar');
+    const ds = await openDataset({ data: pattern, split: 'train', seed: 0 });
+    assert.equal(ds.layout, 'webdataset');
+    assert.equal(ds.source.kind, 'tar');
+    assert.equal(ds.items.length, 12);
+    let total = 0;
+    for (let index = 0; index < 3; index++) {
+      const shard = await openDataset({ data: pattern, split: 'train', seed: 0, shard: { index, count: 3 } });
+      for (const item of shard.items) assert.ok(inShard({ index, count: 3 }, item.path));
+      total += shard.items.length;
+    }
+    assert.equal(total, 12);
+    const train = await openDataset({ data: pattern, split: 'train', seed: 0, valFraction: 0.25 });
+    const val = await openDataset({ data: pattern, split: 'val', seed: 0, valFraction: 0.25 });
+    assert.equal(val.items.length, 3);
+    assert.equal(train.items.length + val.items.length, 12);
+    await assert.rejects(openDataset({ data: path.join(dir, 'shards', 'nope-{0..1}.tar'), split: 'train', seed: 0 }), /2 of 2 shard names match no tar file/);
   });
 
   it('indexes integer labels as themselves and names in sorted order', () => {

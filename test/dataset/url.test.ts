@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { Item } from '../../src/dataset/index.js';
+import { type Item, openDataset } from '../../src/dataset/index.js';
 import type { ReadOutcome } from '../../src/dataset/source.js';
 import { UrlSource, parseRetryAfter } from '../../src/dataset/url.js';
 import { type FlakyServer, startFlakyServer } from '../support/flaky-server.js';
@@ -190,5 +190,51 @@ describe('UrlSource against a misbehaving local server', () => {
     assert.equal(parseRetryAfter(new Date(10_000).toUTCString(), 4_000), 6000);
     assert.equal(parseRetryAfter('soon'), null);
     assert.equal(parseRetryAfter(null), null);
+  });
+});
+
+describe('openDataset with URLs', () => {
+  const u = (n: number) => `http://127.0.0.1:9/img/${n}.jpg`;
+
+  it('reads a .txt list of URLs as an unlabelled URL dataset, each URL once', async () => {
+    const dir = await tempDir();
+    const list = path.join(dir, 'urls.txt');
+    await fs.writeFile(list, `# a comment\n${u(1)}\n\n${u(2)}\n${u(1)}\n`);
+    const ds = await openDataset({ data: list, split: 'train', seed: 0 });
+    await ds.source.close();
+    assert.equal(ds.layout, 'url-list');
+    assert.equal(ds.source.kind, 'urls');
+    assert.deepEqual(ds.items, [{ path: u(1), label: null }, { path: u(2), label: null }]);
+  });
+
+  it('refuses a list that mixes URLs and file paths', async () => {
+    const dir = await tempDir();
+    const list = path.join(dir, 'mixed.txt');
+    await fs.writeFile(list, `${u(1)}\nlocal/a.jpg\n`);
+    await assert.rejects(openDataset({ data: list, split: 'train', seed: 0 }), /--data .*mixed\.txt: mixes 1 URLs with 1 file paths \(e\.g\. local\/a\.jpg\)/);
+  });
+
+  it('reads a CSV whose url column holds URLs, as --data or --labels, with labels and --val-fraction', async () => {
+    const dir = await tempDir();
+    const csv = path.join(dir, 'urls.csv');
+    const rows = Array.from({ length: 10 }, (_, i) => `${u(i)},"a caption, with a comma",${i % 2 ? 'cat' : 'dog'}`);
+    await fs.writeFile(csv, ['url,caption,label', ...rows].join('\n'));
+    const ds = await openDataset({ data: csv, split: 'train', seed: 0 });
+    await ds.source.close();
+    assert.equal(ds.layout, 'url-csv');
+    assert.deepEqual(ds.classes, ['cat', 'dog']);
+    assert.deepEqual(ds.items[1], { path: u(1), label: 0 });
+    assert.equal(ds.items.length, 10);
+    const val = await openDataset({ data: dir, labels: csv, split: 'val', valFraction: 0.2, seed: 0 });
+    await val.source.close();
+    assert.equal(val.items.length, 2);
+    assert.deepEqual(new Set(val.items.map((i) => i.label)), new Set([0, 1]), 'stratified');
+  });
+
+  it('refuses a CSV as --data whose ids are not URLs', async () => {
+    const dir = await tempDir();
+    const csv = path.join(dir, 'files.csv');
+    await fs.writeFile(csv, 'id,label\na.jpg,cat\n');
+    await assert.rejects(openDataset({ data: csv, split: 'train', seed: 0 }), /a CSV as --data must hold http\(s\) URLs/);
   });
 });
