@@ -8,6 +8,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { type Backbone, type DeviceSpec, openBackbone } from '../backbone/index.js';
 import { type Dataset, type DatasetOptions, type Item, openDataset } from '../dataset/index.js';
+import type { ImageSource, ReadOutcome } from '../dataset/source.js';
 import { type Shard, inShard, parseShard } from '../dataset/split.js';
 import type { Skipped } from '../dataset/walk.js';
 import { ExitCode, FeatcacheError, errorMessage } from '../errors.js';
@@ -88,28 +89,35 @@ export const MAX_PART_BYTES = 512 * 1024 * 1024;
 
 const shardLabel = (shard: Shard | undefined) => (shard ? `${shard.index}of${shard.count}` : '0of1');
 
-/** Decodes a batch into one pixel buffer; an image that fails is recorded with the stage and decoder message. */
-async function prepareBatch(root: string, items: Item[], classes: string[], preset: Preset, policy: ImagePolicy, layout: 'NCHW' | 'NHWC'): Promise<Prepared> {
+/** Pulls up to `count` read outcomes from a source's iterator: one batch's worth of bytes (or failures). */
+async function pull(reader: AsyncIterator<ReadOutcome>, count: number): Promise<ReadOutcome[]> {
+  const outcomes: ReadOutcome[] = [];
+  while (outcomes.length < count) {
+    const next = await reader.next();
+    if (next.done) break;
+    outcomes.push(next.value);
+  }
+  return outcomes;
+}
+
+/** Reads and decodes a batch into one pixel buffer; an image that fails is recorded with the stage and message. */
+async function prepareBatch(reader: AsyncIterator<ReadOutcome>, count: number, classes: string[], preset: Preset, policy: ImagePolicy, layout: 'NCHW' | 'NHWC'): Promise<Prepared> {
   const perImage = preset.crop * preset.crop * 3;
   const batchStarted = performance.now();
+  const outcomes = await pull(reader, count);
   const decoded = await Promise.all(
-    items.map(async (item) => {
-      const file = path.join(root, item.path);
-      let size = 0;
-      let mtimeMs = 0;
-      let stage = 'read';
+    outcomes.map(async (outcome) => {
+      const { item, stamp } = outcome;
+      if ('failure' in outcome) {
+        const failure: Failure = { path: item.path, ...outcome.failure, size: stamp.size, mtimeMs: stamp.mtimeMs };
+        return { item, failure };
+      }
       try {
-        const stat = await fs.stat(file);
-        size = stat.size;
-        mtimeMs = stat.mtimeMs;
-        const bytes = await fs.readFile(file);
-        if (bytes.length === 0) throw new Error('empty file (0 bytes)');
-        stage = 'decode';
-        const rgb = await decodeToRgb(bytes, preset, policy);
-        return { item, rgb, size, mtimeMs };
+        const rgb = await decodeToRgb(outcome.bytes, preset, policy);
+        return { item, rgb, size: stamp.size, mtimeMs: stamp.mtimeMs };
       } catch (error) {
         const message = errorMessage(error).replace(/\s+/g, ' ').trim();
-        return { item, failure: { path: item.path, stage, message, size, mtimeMs } };
+        return { item, failure: { path: item.path, stage: 'decode', message, size: stamp.size, mtimeMs: stamp.mtimeMs } };
       }
     }),
   );
@@ -131,15 +139,14 @@ async function prepareBatch(root: string, items: Item[], classes: string[], pres
   };
 }
 
-/** What to (re)extract: new paths, paths whose size or mtime changed, and (with --retry-failed) past failures. */
-async function planWork(items: Item[], root: string, latest: Map<string, LatestRecord>, retryFailed: boolean) {
+/** What to (re)extract: new paths, changed items (per the source), and (with --retry-failed) past failures. */
+async function planWork(items: Item[], source: ImageSource, latest: Map<string, LatestRecord>, retryFailed: boolean) {
   const todo: Item[] = [];
   let unchanged = 0;
   for (const item of items) {
     const record = latest.get(item.path);
     if (record && record.kind !== 'removed' && !(record.kind === 'failure' && retryFailed)) {
-      const stat = await fs.stat(path.join(root, item.path)).catch(() => null);
-      if (stat && stat.size === record.size && stat.mtimeMs === record.mtimeMs) {
+      if (await source.unchanged(item, record)) {
         unchanged++;
         continue;
       }
@@ -170,16 +177,21 @@ function manifestFor(options: ExtractOptions, backbone: Backbone, classes: strin
 export async function extract(options: ExtractOptions): Promise<ExtractResult> {
   const started = performance.now();
   const log = options.log ?? (() => {});
-  const dataset = await openDataset(options);
+  const dataset = await openDataset({ ...options, log });
   if (dataset.items.length === 0) {
+    await dataset.source.close();
     const why = dataset.skipped.length > 0 ? ` (${dataset.skipped.length} files skipped, e.g. ${dataset.skipped[0]!.path}: ${dataset.skipped[0]!.reason})` : '';
     throw new FeatcacheError(`--data ${options.data}: no images found for split "${options.split}"${options.shard ? ` in shard ${options.shard.index}/${options.shard.count}` : ''}${why}`);
   }
-  const backbone = await openBackbone(options.model, { tap: options.tap, device: options.device, threads: options.threads, fp16: options.fp16 });
   try {
-    return await extractWith(backbone, dataset, options, started, log);
+    const backbone = await openBackbone(options.model, { tap: options.tap, device: options.device, threads: options.threads, fp16: options.fp16 });
+    try {
+      return await extractWith(backbone, dataset, options, started, log);
+    } finally {
+      await backbone.close();
+    }
   } finally {
-    await backbone.close();
+    await dataset.source.close();
   }
 }
 
@@ -204,7 +216,7 @@ async function extractWith(backbone: Backbone, dataset: Dataset, options: Extrac
     await removeStaleTemporaries(splitDir, shard);
     const cache = await FeatureCache.open(options.cache);
     const latest = await cache.latest(options.split);
-    const { todo, unchanged } = await planWork(dataset.items, dataset.root, latest, options.retryFailed);
+    const { todo, unchanged } = await planWork(dataset.items, dataset.source, latest, options.retryFailed);
     const present = new Set(dataset.items.map((i) => i.path));
     const removed = [...latest.entries()]
       .filter(([p, r]) => r.kind !== 'removed' && !present.has(p) && (!options.shard || inShard(options.shard, p)))
@@ -235,20 +247,21 @@ async function extractWith(backbone: Backbone, dataset: Dataset, options: Extrac
     };
 
     const partRows = Math.max(1, Math.min(options.partRows, Math.floor(MAX_PART_BYTES / (backbone.dim * 4))));
-    const batches: Item[][] = [];
-    for (let i = 0; i < todo.length; i += options.batchSize) batches.push(todo.slice(i, i + options.batchSize));
+    const batches = Math.ceil(todo.length / options.batchSize);
     const progress = progressBar(`extract ${options.split}`, todo.length, options.progress);
-    const prepare = (items: Item[]) => prepareBatch(dataset.root, items, dataset.classes, options.preset, options.policy, backbone.input.layout);
-    let next = batches.length > 0 ? prepare(batches[0]!) : null;
-    for (let b = 0; b < batches.length && next && !interrupted; b++) {
+    const reader = dataset.source.read(todo)[Symbol.asyncIterator]();
+    const prepare = () => prepareBatch(reader, options.batchSize, dataset.classes, options.preset, options.policy, backbone.input.layout);
+    let next = batches > 0 ? prepare() : null;
+    for (let b = 0; b < batches && next && !interrupted; b++) {
       const waitStarted = performance.now();
       const batch = await next;
       timings.decodeWaitS += (performance.now() - waitStarted) / 1000;
       timings.decodeBusyS += batch.decodeBusyS;
-      next = b + 1 < batches.length ? prepare(batches[b + 1]!) : null;
+      next = b + 1 < batches ? prepare() : null;
       if (options.strict && batch.failures.length > 0) {
         const f = batch.failures[0]!;
-        throw new FeatcacheError(`${path.join(dataset.root, f.path)}: ${f.stage} failed (${f.message}); --strict stops at the first unusable image`, 1);
+        const where = dataset.source.kind === 'files' ? path.join(dataset.root, f.path) : f.path;
+        throw new FeatcacheError(`${where}: ${f.stage} failed (${f.message}); --strict stops at the first unusable image`, 1);
       }
       if (batch.rows.length > 0) {
         const t = performance.now();
@@ -264,6 +277,7 @@ async function extractWith(backbone: Backbone, dataset: Dataset, options: Extrac
       if (pending.rows.length + pending.failures.length >= partRows) await commit([]);
     }
     await next?.catch(() => {});
+    await reader.return?.();
     // Removals are only known once the whole dataset has been seen.
     await commit(interrupted ? [] : removed);
     progress.stop();

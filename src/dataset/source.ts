@@ -63,6 +63,8 @@ export async function* mapConcurrent<T, R>(inputs: readonly T[], concurrency: nu
         (result) => {
           running--;
           ready.push(result);
+          // Refill at once, so work continues while the consumer is busy with earlier results.
+          launch();
           wake?.();
         },
         (error: unknown) => {

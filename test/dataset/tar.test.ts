@@ -3,12 +3,16 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import sharp from 'sharp';
+import { type ExtractOptions, extract } from '../../src/commands/extract.js';
 import { openDataset } from '../../src/dataset/index.js';
+import { ExitCode } from '../../src/errors.js';
+import { DEFAULT_IMAGE_POLICY, getPreset } from '../../src/image/presets.js';
+import { FeatureCache } from '../../src/store/reader.js';
 import type { ReadOutcome } from '../../src/dataset/source.js';
 import { inShard } from '../../src/dataset/split.js';
 import { classesOf, expandShards, isTarPattern, listTar, openTarDataset, patternRoot, splitMemberName } from '../../src/dataset/tar.js';
 import { MEMBER_MTIME, type Sample, writeShard } from '../support/webdataset.js';
-import { tempDir } from '../support/helpers.js';
+import { tempDir, writeTinyModel } from '../support/helpers.js';
 
 async function jpeg(seed: number): Promise<Buffer> {
   const data = Buffer.alloc(32 * 24 * 3);
@@ -191,5 +195,69 @@ describe('WebDataset tar shards', () => {
     assert.deepEqual(names.classes, ['3', 'cat', 'dog']);
     assert.equal(names.index('dog'), 2);
     assert.equal(names.index(null), null);
+  });
+});
+
+describe('extract from WebDataset shards', () => {
+  let dir: string;
+  let model: string;
+  const options = (data: string, cache: string, extra: Partial<ExtractOptions> = {}): ExtractOptions => ({
+    data, split: 'train', seed: 0, model, preset: getPreset('torchvision'), policy: DEFAULT_IMAGE_POLICY, cache, device: { kind: 'cpu' },
+    threads: 1, batchSize: 4, partRows: 4, strict: false, retryFailed: false, progress: false, ...extra,
+  });
+  /** shard s holds keys s*5..s*5+4; the same images are written to folder/<cls>/<key>.jpg as the reference. */
+  before(async () => {
+    dir = await tempDir();
+    model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
+    for (let s = 0; s < 3; s++) {
+      const samples: Sample[] = [];
+      for (let k = s * 5; k < s * 5 + 5; k++) {
+        const image = await jpeg(300 + k);
+        samples.push({ key: `${String(k).padStart(4, '0')}`, members: { jpg: image, cls: String(k % 2) } });
+        await fs.mkdir(path.join(dir, 'folder', String(k % 2)), { recursive: true });
+        await fs.writeFile(path.join(dir, 'folder', String(k % 2), `${String(k).padStart(4, '0')}.jpg`), image);
+      }
+      await writeShard(path.join(dir, 'shards', `part-${s}.tar`), samples);
+    }
+  });
+
+  it('caches every sample under shard#key with its .cls label and the features of the same images on disk; re-runs skip them', async () => {
+    const cache = path.join(dir, 'cache');
+    const first = await extract(options(path.join(dir, 'shards', 'part-{0..1}.tar'), cache));
+    assert.deepEqual([first.extracted, first.failed], [10, 0]);
+    const second = await extract(options(path.join(dir, 'shards', 'part-{0..2}.tar'), cache));
+    assert.deepEqual([second.extracted, second.unchanged], [5, 10], 'only the new shard is extracted');
+    const reference = await extract(options(path.join(dir, 'folder'), path.join(dir, 'reference')));
+    assert.equal(reference.extracted, 15);
+    const got = await (await FeatureCache.open(cache)).read('train');
+    const want = await (await FeatureCache.open(path.join(dir, 'reference'))).read('train');
+    assert.deepEqual(got.classes, ['0', '1']);
+    assert.equal(got.count, 15);
+    for (let i = 0; i < got.count; i++) {
+      const [shard, key] = got.paths[i]!.split('#') as [string, string];
+      assert.equal(shard, `part-${Math.floor(Number(key) / 5)}.tar`);
+      const j = want.paths.indexOf(`${Number(key) % 2}/${key}.jpg`);
+      assert.equal(got.labels[i], want.labels[j]);
+      assert.deepEqual(got.features.subarray(i * got.dim, (i + 1) * got.dim), want.features.subarray(j * want.dim, (j + 1) * want.dim));
+    }
+  });
+
+  it('a truncated shard puts its unreadable samples in the ledger and the other shards are extracted', async () => {
+    const shards = path.join(dir, 'damaged');
+    await fs.mkdir(shards);
+    for (const s of [0, 1]) await fs.copyFile(path.join(dir, 'shards', `part-${s}.tar`), path.join(shards, `part-${s}.tar`));
+    const whole = await fs.readFile(path.join(shards, 'part-0.tar'));
+    // Cut inside the third sample's image.
+    const third = await jpeg(302);
+    await fs.writeFile(path.join(shards, 'part-0.tar'), whole.subarray(0, whole.indexOf(third) + 50));
+    const cache = path.join(dir, 'cache-damaged');
+    const logged: string[] = [];
+    const r = await extract(options(path.join(shards, 'part-*.tar'), cache, { log: (l) => logged.push(l) }));
+    assert.deepEqual([r.extracted, r.failed, r.exitCode], [7, 1, ExitCode.partial]);
+    assert.ok(r.skipped.some((s) => s.path === 'part-0.tar' && /corrupt or truncated/.test(s.reason)));
+    assert.match(logged.join('\n'), /part-0\.tar: .*readable samples are used/);
+    const ledger = await (await FeatureCache.open(cache)).failures('train');
+    assert.deepEqual(ledger.map((f) => f.path), ['part-0.tar#0002']);
+    assert.match(ledger[0]!.message, /corrupt or truncated tar/);
   });
 });

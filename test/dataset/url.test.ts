@@ -8,8 +8,12 @@ import { after, before, describe, it } from 'node:test';
 import { type Item, openDataset } from '../../src/dataset/index.js';
 import type { ReadOutcome } from '../../src/dataset/source.js';
 import { UrlSource, parseRetryAfter } from '../../src/dataset/url.js';
+import { type ExtractOptions, extract } from '../../src/commands/extract.js';
+import { ExitCode } from '../../src/errors.js';
+import { DEFAULT_IMAGE_POLICY, getPreset } from '../../src/image/presets.js';
+import { FeatureCache } from '../../src/store/reader.js';
 import { type FlakyServer, startFlakyServer } from '../support/flaky-server.js';
-import { tempDir, writeImage } from '../support/helpers.js';
+import { tempDir, writeImage, writeTinyModel } from '../support/helpers.js';
 
 const fast = { timeoutMs: 2000, retries: 2, backoffMs: 5, maxBackoffMs: 50 };
 
@@ -236,5 +240,61 @@ describe('openDataset with URLs', () => {
     const csv = path.join(dir, 'files.csv');
     await fs.writeFile(csv, 'id,label\na.jpg,cat\n');
     await assert.rejects(openDataset({ data: csv, split: 'train', seed: 0 }), /a CSV as --data must hold http\(s\) URLs/);
+  });
+});
+
+describe('extract from URLs', () => {
+  let server: FlakyServer;
+  let dir: string;
+  let model: string;
+  before(async () => {
+    server = await startFlakyServer();
+    dir = await tempDir();
+    model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
+    for (let i = 0; i < 6; i++) {
+      const file = path.join(dir, 'folder', `${i}.jpg`);
+      await writeImage(file, 50 + i);
+      server.images.set(`${i}.jpg`, await fs.readFile(file));
+    }
+  });
+  after(() => server.close());
+
+  const options = (data: string, cache: string, extra: Partial<ExtractOptions> = {}): ExtractOptions => ({
+    data, split: 'train', seed: 0, model, preset: getPreset('torchvision'), policy: DEFAULT_IMAGE_POLICY, cache, device: { kind: 'cpu' },
+    threads: 1, batchSize: 4, partRows: 4, strict: false, retryFailed: false, progress: false, fetch: { retries: 1, backoffMs: 5, timeoutMs: 5000 }, ...extra,
+  });
+
+  it('rows are keyed by URL with the features of the same files read locally; failures carry their HTTP status; re-runs fetch nothing', async () => {
+    const good = Array.from({ length: 6 }, (_, i) => `${server.base}/img/${i}.jpg`);
+    const bad = [`${server.base}/status/404/a`, `${server.base}/status/500/b`, `${server.base}/drop/c`, `${server.base}/html/d`];
+    const list = path.join(dir, 'urls.txt');
+    await fs.writeFile(list, [...good, ...bad].join('\n'));
+    const cache = path.join(dir, 'cache-urls');
+    const first = await extract(options(list, cache));
+    assert.deepEqual([first.extracted, first.failed, first.exitCode], [6, 4, ExitCode.partial]);
+    const reference = await extract(options(path.join(dir, 'folder'), path.join(dir, 'cache-folder')));
+    assert.equal(reference.extracted, 6);
+    const got = await (await FeatureCache.open(cache)).read('train');
+    const want = await (await FeatureCache.open(path.join(dir, 'cache-folder'))).read('train');
+    assert.deepEqual(got.paths, [...good].sort());
+    for (let i = 0; i < 6; i++) {
+      const k = got.paths.indexOf(`${server.base}/img/${want.paths[i]}`);
+      assert.deepEqual(got.features.subarray(k * got.dim, (k + 1) * got.dim), want.features.subarray(i * want.dim, (i + 1) * want.dim));
+    }
+    const ledger = new Map((await (await FeatureCache.open(cache)).failures('train')).map((f) => [f.path, f]));
+    assert.deepEqual([...ledger.keys()].sort(), [...bad].sort());
+    assert.equal(ledger.get(bad[0]!)!.status, 404);
+    assert.equal(ledger.get(bad[1]!)!.status, 500);
+    assert.equal(ledger.get(bad[2]!)!.status, undefined);
+    assert.equal(ledger.get(bad[3]!)!.status, 200);
+    assert.equal(ledger.get(bad[0]!)!.stage, 'fetch');
+
+    server.reset();
+    const again = await extract(options(list, cache));
+    assert.deepEqual([again.extracted, again.unchanged, again.failed], [0, 10, 0]);
+    assert.equal(server.started, 0, 'cached URLs and recorded failures are not fetched again');
+    const retry = await extract(options(list, cache, { retryFailed: true }));
+    assert.deepEqual([retry.extracted, retry.unchanged, retry.failed], [0, 6, 4]);
+    assert.deepEqual([...server.hits.keys()].sort(), [...bad].map((u) => u.slice(server.base.length)).sort(), '--retry-failed fetches only the failures');
   });
 });
