@@ -1,19 +1,18 @@
 /**
  * Datasets: where images are and what they are labelled. Layouts, detected from what --data names:
  * ImageFolder with split folders, ImageFolder without (split by --val-fraction), a CSV of id,label with an image
- * directory (Kaggle dog breeds), a plain list of unlabelled images (a folder of images or a .txt list), a list or CSV
- * of http(s) URLs, and WebDataset tar shards (a brace pattern or glob). Each dataset comes with the source its
- * bytes are read from.
+ * directory (Kaggle dog breeds), a plain list of unlabelled images (a folder of images or a .txt list), a .txt list or
+ * CSV of http(s) URLs, and WebDataset tar shards (a brace pattern or glob). Each comes with the source of its bytes.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parse as parseCsv } from 'csv-parse/sync';
-import { FeatcacheError } from '../errors.js';
-import { FileSource, type ImageSource } from './source.js';
+import { FeatcacheError, invalidParameter, missingFile, numberIn, optionName } from '../errors.js';
+import { type ImageSource, folderSource } from './source.js';
 import { type Shard, inShard, stratifiedSplit } from './split.js';
 import { isTarPattern, openTarDataset } from './tar.js';
 import { type UrlSourceOptions, UrlSource, isUrl } from './url.js';
-import { type Skipped, IMAGE_EXTENSIONS, isDirectory, walkImages } from './walk.js';
+import { type Skipped, IMAGE_EXTENSIONS, isDirectory, isInside, walkImages } from './walk.js';
 
 export interface Item {
   /** Relative to the dataset root, '/' separated: the key the cache stores. */
@@ -21,18 +20,18 @@ export interface Item {
   label: number | null;
 }
 
-export type Layout = 'imagefolder-splits' | 'imagefolder' | 'csv' | 'list' | 'url-list' | 'url-csv' | 'webdataset';
+export type DatasetLayout = 'imagefolder-splits' | 'imagefolder' | 'csv' | 'list' | 'url-list' | 'url-csv' | 'webdataset';
 
 export interface Dataset {
   root: string;
-  layout: Layout;
+  layout: DatasetLayout;
+  /** Where the items' bytes are read from. */
+  source: ImageSource;
   /** Sorted class names (torchvision ImageFolder order); empty for unlabelled data. */
   classes: string[];
   split: string;
   items: Item[];
   skipped: Skipped[];
-  /** Where item bytes are read from; the caller closes it. */
-  source: ImageSource;
 }
 
 export interface DatasetOptions {
@@ -44,23 +43,22 @@ export interface DatasetOptions {
   valFraction?: number | undefined;
   seed: number;
   shard?: Shard | undefined;
-  /** Fetch settings for URL datasets. */
+  /** Follow symlinks whose target lies outside the data root (by default they are refused). */
+  followSymlinks?: boolean | undefined;
+  /** Fetch settings for URL datasets (timeouts, retries, concurrency, size cap). */
   fetch?: Partial<UrlSourceOptions> | undefined;
+  /** Notes while listing (e.g. a damaged tar shard). */
   log?: ((line: string) => void) | undefined;
 }
 
-type Listed = Omit<Dataset, 'source'> & { source?: ImageSource };
-
-export const SPLIT_DIRS = ['train', 'val', 'test'] as const;
+/** Folder names that mark split folders, as datasets name them; any folder given as the split counts too. */
+export const SPLIT_DIRS = ['train', 'val', 'test', 'training', 'validation', 'valid', 'testing'] as const;
 
 export async function openDataset(options: DatasetOptions): Promise<Dataset> {
-  if (isTarPattern(options.data) && !options.labels) {
-    validateValFraction(options);
-    return webDataset(options);
-  }
+  if (options.valFraction !== undefined) numberIn('valFraction', options.valFraction, 0, 1, true);
+  if (isTarPattern(options.data) && !options.labels) return webDataset(options);
   const stat = await fs.stat(options.data).catch(() => null);
-  if (!stat) throw new FeatcacheError(`--data ${options.data}: no such file or directory`);
-  validateValFraction(options);
+  if (!stat) throw missingFile('data', options.data, 'expected a dataset folder, an image folder, a .txt list of images or URLs, a CSV of URLs, or tar shards', 'no such file or directory');
   const dataset: Listed = options.labels
     ? await csvDataset(options)
     : stat.isFile() && /\.csv$/i.test(options.data)
@@ -69,40 +67,45 @@ export async function openDataset(options: DatasetOptions): Promise<Dataset> {
         ? await listFileDataset(options)
         : await folderDataset(options);
   const items = options.shard ? dataset.items.filter((i) => inShard(options.shard!, i.path)) : dataset.items;
-  return { ...dataset, items, source: dataset.source ?? new FileSource(dataset.root) };
+  return { ...dataset, items, source: dataset.source ?? folderSource(dataset.root) };
 }
 
-function validateValFraction(options: DatasetOptions): void {
-  if (options.valFraction !== undefined && !(options.valFraction > 0 && options.valFraction < 1)) {
-    throw new FeatcacheError(`--val-fraction: expected a number between 0 and 1 (e.g. 0.1), got ${options.valFraction}`);
-  }
-}
-
-/** WebDataset shards: only this task's tar files are listed (`--shard` splits by tar file). */
+/** WebDataset shards: only this task's tar files are listed (`shard` splits by tar file). */
 async function webDataset(options: DatasetOptions): Promise<Dataset> {
   const tars = await openTarDataset(options.data, options.shard, options.log);
   const split = applySplit(tars.items, tars.classes, options);
   return { root: tars.root, layout: 'webdataset', classes: tars.classes, split: options.split, items: split.items, skipped: tars.skipped, source: tars.source };
 }
 
+/** Split folders under `root`: the usual names, plus the requested split when it is a folder there. */
+async function splitFolders(root: string, split: string): Promise<string[]> {
+  const names = new Set<string>(SPLIT_DIRS);
+  if (split && !split.includes('/') && !split.startsWith('.')) names.add(split);
+  const found: string[] = [];
+  for (const name of names) if (await isDirectory(path.join(root, name))) found.push(name);
+  return found.sort();
+}
+
+type Listed = Omit<Dataset, 'source'> & { source?: ImageSource };
+
 async function folderDataset(options: DatasetOptions): Promise<Listed> {
   const root = path.resolve(options.data);
-  const splitDirs: string[] = [];
-  for (const name of SPLIT_DIRS) if (await isDirectory(path.join(root, name))) splitDirs.push(name);
+  const walk = { followOutside: options.followSymlinks ?? false };
+  const splitDirs = await splitFolders(root, options.split);
   if (splitDirs.length > 0) {
     if (!splitDirs.includes(options.split)) {
-      throw new FeatcacheError(`--split ${options.split}: ${options.data} has split folders ${splitDirs.join(', ')}; expected one of them`);
+      throw invalidParameter('split', `one of the split folders of ${options.data} (${splitDirs.join(', ')})`, options.split);
     }
     // Classes are the union over all split folders, so a class missing from val keeps its index.
     const classes = [...new Set((await Promise.all(splitDirs.map((s) => subdirectories(path.join(root, s))))).flat())].sort();
-    const walked = await walkImages(path.join(root, options.split));
+    const walked = await walkImages(path.join(root, options.split), walk);
     return {
       root, layout: 'imagefolder-splits', classes, split: options.split,
       ...labelByFolder(walked.images.map((p) => `${options.split}/${p}`), walked.skipped, classes, 1),
     };
   }
   const classes = await subdirectories(root);
-  const walked = await walkImages(root);
+  const walked = await walkImages(root, walk);
   if (classes.length === 0) {
     return { root, layout: 'list', classes: [], split: options.split, items: walked.images.map((p) => ({ path: p, label: null })), skipped: walked.skipped };
   }
@@ -138,14 +141,14 @@ function applySplit(items: Item[], classes: string[], options: DatasetOptions): 
   if (options.valFraction === undefined) {
     if (options.split === 'train' || options.split === 'all') return { items };
     throw new FeatcacheError(
-      `--split ${options.split}: ${options.data} has no split folders; pass --val-fraction (e.g. 0.1) to carve a stratified val split from it, or use --split train`,
+      `${optionName('split')} ${options.split}: ${options.data} has no folder of that name and no split folders; pass ${optionName('valFraction')} (e.g. 0.1) to carve a stratified val split from it, or use ${optionName('split')} train`,
     );
   }
   const { train, val } = stratifiedSplit(items, (i) => classes[i.label ?? 0] ?? '', (i) => i.path, options.valFraction, options.seed);
   if (options.split === 'train') return { items: train };
   if (options.split === 'val') return { items: val };
   if (options.split === 'all') return { items };
-  throw new FeatcacheError(`--split ${options.split}: with --val-fraction the splits are "train" and "val"`);
+  throw invalidParameter('split', `"train" or "val" with ${optionName('valFraction')}`, options.split);
 }
 
 const ID_COLUMNS = ['id', 'image', 'image_id', 'file', 'filename', 'path'];
@@ -163,25 +166,25 @@ async function locateLabels(labels: string, data: string): Promise<string> {
 async function csvDataset(options: DatasetOptions): Promise<Listed> {
   const csvFile = await locateLabels(options.labels!, options.data);
   const text = await fs.readFile(csvFile, 'utf8').catch((error: NodeJS.ErrnoException) => {
-    throw new FeatcacheError(`--labels ${csvFile}: cannot read (${error.code})`);
+    throw new FeatcacheError(`${optionName('labels')} ${csvFile}: cannot read (${error.code})`);
   });
   let rows: Record<string, string>[];
   try {
     rows = parseCsv(text, { columns: true, skip_empty_lines: true, trim: true, bom: true });
   } catch (error) {
-    throw new FeatcacheError(`--labels ${csvFile}: not valid CSV (${(error as Error).message})`);
+    throw new FeatcacheError(`${optionName('labels')} ${csvFile}: not valid CSV (${(error as Error).message})`);
   }
   const header = rows.length > 0 ? Object.keys(rows[0]!) : [];
   const urlColumn = URL_COLUMNS.map((c) => header.find((h) => h.toLowerCase() === c)).find((h) => h !== undefined && rows.every((r) => isUrl(r[h] ?? '')));
   if (urlColumn) return urlCsvDataset(options, csvFile, rows, urlColumn, header);
   if (options.labels === options.data && !options.images) {
-    throw new FeatcacheError(`--data ${csvFile}: a CSV as --data must hold http(s) URLs in a url/id column; for a CSV of file names and labels pass --data <image folder> --labels ${csvFile}`);
+    throw new FeatcacheError(`${optionName('data')} ${csvFile}: a CSV as ${optionName('data')} must hold http(s) URLs in a url/id column; for a CSV of file names and labels pass ${optionName('data')} <image folder> ${optionName('labels')} ${csvFile}`);
   }
   const idColumn = header.find((h) => ID_COLUMNS.includes(h.toLowerCase()));
   const labelColumn = header.find((h) => LABEL_COLUMNS.includes(h.toLowerCase()));
   if (!idColumn || !labelColumn) {
     throw new FeatcacheError(
-      `--labels ${csvFile}: expected a header with an id column (${ID_COLUMNS.join('/')}) and a label column (${LABEL_COLUMNS.join('/')}), got: ${header.join(',') || '(empty file)'}`,
+      `${optionName('labels')} ${csvFile}: expected a header with an id column (${ID_COLUMNS.join('/')}) and a label column (${LABEL_COLUMNS.join('/')}), got: ${header.join(',') || '(empty file)'}`,
     );
   }
   const root = path.resolve(options.data);
@@ -197,34 +200,36 @@ async function csvDataset(options: DatasetOptions): Promise<Listed> {
     entries.push({ id, label: row[labelColumn] ?? '' });
   }
   if (duplicates.length > 0) {
-    throw new FeatcacheError(`--labels ${csvFile}: duplicate ids (${duplicates.length}): ${duplicates.slice(0, 5).join(', ')}; each id must appear once`);
+    throw new FeatcacheError(`${optionName('labels')} ${csvFile}: duplicate ids (${duplicates.length}): ${duplicates.slice(0, 5).join(', ')}; each id must appear once`);
   }
   const classes = [...new Set(entries.map((e) => e.label))].sort();
   const index = new Map(classes.map((c, i) => [c, i]));
   const files = new Set(await fs.readdir(imageDir).catch(() => {
-    throw new FeatcacheError(`--images ${imageDir}: no such directory (the images named by --labels ${csvFile})`);
+    throw new FeatcacheError(`${optionName('images')} ${imageDir}: no such directory (the images named by ${optionName('labels')} ${csvFile})`);
   }));
   const items: Item[] = [];
   const unknown: string[] = [];
   for (const entry of entries) {
     const resolved = path.resolve(imageDir, entry.id);
     if (resolved !== imageDir && !resolved.startsWith(imageDir + path.sep)) {
-      throw new FeatcacheError(`--labels ${csvFile}: id ${JSON.stringify(entry.id)} points outside the image directory ${imageDir}; ids must be file names inside it`);
+      throw new FeatcacheError(`${optionName('labels')} ${csvFile}: id ${JSON.stringify(entry.id)} points outside the image directory ${imageDir}; ids must be file names inside it`);
     }
     const file = findImageFile(files, entry.id);
     if (!file) unknown.push(entry.id);
-    else items.push({ path: relativeDir ? `${relativeDir}/${file}` : file, label: index.get(entry.label)! });
+    else if (!options.followSymlinks && !(await isInside(imageDir, path.join(imageDir, file)))) {
+      throw new FeatcacheError(`${optionName('labels')} ${csvFile}: ${file} is a symlink that leads outside the image directory ${imageDir}; pass ${optionName('followSymlinks')} to read it`);
+    } else items.push({ path: relativeDir ? `${relativeDir}/${file}` : file, label: index.get(entry.label)! });
   }
   if (unknown.length > 0) {
     throw new FeatcacheError(
-      `--labels ${csvFile}: ${unknown.length} ids have no image in ${imageDir} (e.g. ${unknown.slice(0, 3).join(', ')}); expected <id> or <id>.jpg/.png`,
+      `${optionName('labels')} ${csvFile}: ${unknown.length} ids have no image in ${imageDir} (e.g. ${unknown.slice(0, 3).join(', ')}); expected <id> or <id>.jpg/.png`,
     );
   }
   const split = applySplit(items, classes, options);
   return { root, layout: 'csv', classes, split: options.split, items: split.items, skipped: [] };
 }
 
-/** A CSV whose url (or id) column holds URLs; the label column is optional. */
+/** A CSV whose url (or id) column holds URLs (img2dataset's input); the label column is optional. */
 function urlCsvDataset(options: DatasetOptions, csvFile: string, rows: Record<string, string>[], urlColumn: string, header: string[]): Listed {
   const labelColumn = header.find((h) => LABEL_COLUMNS.includes(h.toLowerCase()));
   const seen = new Set<string>();
@@ -235,15 +240,14 @@ function urlCsvDataset(options: DatasetOptions, csvFile: string, rows: Record<st
     seen.add(url);
   }
   if (duplicates.length > 0) {
-    throw new FeatcacheError(`--labels ${csvFile}: duplicate URLs (${duplicates.length}): ${duplicates.slice(0, 3).join(', ')}; each URL must appear once`);
+    throw new FeatcacheError(`${optionName('labels')} ${csvFile}: duplicate URLs (${duplicates.length}): ${duplicates.slice(0, 3).join(', ')}; each URL must appear once`);
   }
   const classes = labelColumn ? [...new Set(rows.map((r) => r[labelColumn] ?? ''))].sort() : [];
   const index = new Map(classes.map((c, i) => [c, i]));
   const items = rows.map((r) => ({ path: r[urlColumn]!.trim(), label: labelColumn ? index.get(r[labelColumn] ?? '')! : null }));
   const root = path.dirname(path.resolve(csvFile));
-  const source = new UrlSource(options.fetch);
-  if (!labelColumn) return { root, layout: 'url-csv', classes, split: options.split, items, skipped: [], source };
-  return { root, layout: 'url-csv', classes, split: options.split, items: applySplit(items, classes, options).items, skipped: [], source };
+  const split = labelColumn ? applySplit(items, classes, options).items : items;
+  return { root, layout: 'url-csv', classes, split: options.split, items: split, skipped: [], source: new UrlSource(options.fetch) };
 }
 
 async function defaultImageDir(root: string, split: string): Promise<string> {
@@ -264,7 +268,7 @@ async function listFileDataset(options: DatasetOptions): Promise<Listed> {
   const urls = lines.filter(isUrl);
   if (urls.length > 0) {
     if (urls.length < lines.length) {
-      throw new FeatcacheError(`--data ${options.data}: mixes ${urls.length} URLs with ${lines.length - urls.length} file paths (e.g. ${lines.find((l) => !isUrl(l))}); expected one kind per list`);
+      throw new FeatcacheError(`${optionName('data')} ${options.data}: mixes ${urls.length} URLs with ${lines.length - urls.length} file paths (e.g. ${lines.find((l) => !isUrl(l))}); expected one kind per list`);
     }
     const items = [...new Set(urls)].map((url) => ({ path: url, label: null }));
     return { root, layout: 'url-list', classes: [], split: options.split, items, skipped: [], source: new UrlSource(options.fetch) };

@@ -13,12 +13,14 @@ import { createGunzip } from 'node:zlib';
 import braces from 'braces';
 import fg from 'fast-glob';
 import * as tarStream from 'tar-stream';
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, errorMessage, optionName } from '../errors.js';
 import type { Item } from './index.js';
-import { type ImageSource, type ReadOutcome, type Stamp, oneLine } from './source.js';
+import type { ImageSource, Stamp } from './source.js';
 import { type Shard, inShard } from './split.js';
 import type { Skipped } from './walk.js';
 import { isImageName } from './walk.js';
+
+const oneLine = (error: unknown) => errorMessage(error).replace(/\s+/g, ' ').trim();
 
 /** Shard file names: plain or gzipped tar, as webdataset reads them. */
 const TAR_NAME = /\.(tar|tgz|tar\.gz)$/i;
@@ -52,7 +54,7 @@ export async function expandShards(pattern: string): Promise<string[]> {
   try {
     names = /\{[^}]*(\.\.|,)[^}]*\}/.test(pattern) ? braces(pattern, { expand: true, rangeLimit: MAX_SHARDS }) : [pattern];
   } catch (error) {
-    throw new FeatcacheError(`--data ${pattern}: cannot expand the brace pattern (${oneLine(error)})`);
+    throw new FeatcacheError(`${optionName('data')} ${pattern}: cannot expand the brace pattern (${oneLine(error)})`);
   }
   const files: string[] = [];
   const missing: string[] = [];
@@ -66,7 +68,7 @@ export async function expandShards(pattern: string): Promise<string[]> {
   }
   if (missing.length > 0) {
     throw new FeatcacheError(
-      `--data ${pattern}: ${missing.length} of ${names.length} shard names match no tar file (e.g. ${missing.slice(0, 3).join(', ')}); expected every shard of the pattern to exist`,
+      `${optionName('data')} ${pattern}: ${missing.length} of ${names.length} shard names match no tar file (e.g. ${missing.slice(0, 3).join(', ')}); expected every shard of the pattern to exist`,
     );
   }
   return [...new Set(files.map((f) => path.resolve(f)))];
@@ -82,6 +84,8 @@ export interface TarSample {
   key: string;
   /** Name of the member holding the image. */
   member: string;
+  /** Byte offset of the member's data in the (uncompressed) tar: plain tars are read there directly. */
+  offset: number;
   stamp: Stamp;
   label: string | number | null;
 }
@@ -154,7 +158,7 @@ function imageRank(ext: string): number {
  * samples and classes before extraction. A damaged shard lists the samples before the damage and says why.
  */
 export async function listTar(file: string, relative: string): Promise<TarListing> {
-  const byKey = new Map<string, { member?: string; rank: number; stamp?: Stamp; label: string | number | null; labelExt?: string }>();
+  const byKey = new Map<string, { member?: string; offset?: number; rank: number; stamp?: Stamp; label: string | number | null; labelExt?: string }>();
   const { entries, stop } = tarEntries(file);
   let error: string | undefined;
   try {
@@ -170,6 +174,7 @@ export async function listTar(file: string, relative: string): Promise<TarListin
       const lastExt = parts.ext.split('.').at(-1)!;
       if (isImageName(`x.${lastExt}`) && imageRank(parts.ext) < sample.rank) {
         sample.member = header.name;
+        sample.offset = (header as { byteOffset?: number }).byteOffset ?? -1;
         sample.rank = imageRank(parts.ext);
         sample.stamp = { size: header.size, mtimeMs: header.mtime.getTime() };
         entry.resume();
@@ -188,7 +193,7 @@ export async function listTar(file: string, relative: string): Promise<TarListin
   const samples: TarSample[] = [];
   const skipped: Skipped[] = [];
   for (const [key, s] of byKey) {
-    if (s.member) samples.push({ key, member: s.member, stamp: s.stamp!, label: s.label });
+    if (s.member) samples.push({ key, member: s.member, offset: s.offset!, stamp: s.stamp!, label: s.label });
     else skipped.push({ path: `${relative}#${key}`, reason: 'no image member in the sample' });
   }
   if (error) skipped.push({ path: relative, reason: `corrupt or truncated tar after ${byKey.size} samples (${error})` });
@@ -231,79 +236,159 @@ export async function openTarDataset(pattern: string, shard?: Shard, log: (line:
   }
   const { classes, index } = classesOf(listings.flatMap((l) => l.samples.map((s) => s.label)));
   const items: Item[] = [];
-  const samples = new Map<string, TarSample & { file: string }>();
+  const samples = new Map<string, Located>();
+  const damaged = new Map<string, { file: string; error: string }>();
   for (const listing of listings) {
     for (const sample of listing.samples) {
       const itemPath = `${relative(listing.file)}#${sample.key}`;
       items.push({ path: itemPath, label: index(sample.label) });
       samples.set(itemPath, { ...sample, file: listing.file });
     }
+    if (listing.error) {
+      // The samples past the damage have no names; the shard itself goes to the failure ledger as `shard.tar#`.
+      const itemPath = `${relative(listing.file)}#`;
+      items.push({ path: itemPath, label: null });
+      damaged.set(itemPath, { file: listing.file, error: `corrupt or truncated tar after ${listing.samples.length} samples (${listing.error}); later samples were not read` });
+    }
   }
-  return { root, classes, items, skipped: listings.flatMap((l) => l.skipped), source: new TarSource(samples) };
+  return { root, classes, items, skipped: listings.flatMap((l) => l.skipped), source: new TarSource(root, samples, damaged) };
 }
 
-/** Reads requested samples shard by shard, in stream order, skipping members nobody asked for. */
+type Located = TarSample & { file: string };
+
+/**
+ * Reads samples of listed shards. A plain tar member is read at its listed offset (no scan, any order, one member in
+ * memory per read); a gzipped shard is decompressed forward once, handing each requested member to its reader.
+ */
 export class TarSource implements ImageSource {
-  readonly kind = 'tar';
+  private readonly handles = new Map<string, Promise<fs.FileHandle>>();
+  private readonly cursors = new Map<string, GzipCursor>();
+
   constructor(
-    private readonly samples: Map<string, TarSample & { file: string }>,
+    private readonly root: string,
+    private readonly samples: Map<string, Located>,
+    private readonly damaged = new Map<string, { file: string; error: string }>(),
     readonly maxBytes = 256 * 1024 * 1024,
   ) {}
 
-  async unchanged(item: Item, recorded: Stamp): Promise<boolean> {
+  locate(item: Item): string {
+    return path.join(this.root, item.path);
+  }
+
+  async stamp(item: Item): Promise<Stamp | null> {
     const sample = this.samples.get(item.path);
-    return sample !== undefined && sample.stamp.size === recorded.size && sample.stamp.mtimeMs === recorded.mtimeMs;
+    if (sample) return { ...sample.stamp };
+    const broken = this.damaged.get(item.path);
+    if (!broken) return null;
+    const stat = await fs.stat(broken.file).catch(() => null);
+    return stat ? { size: stat.size, mtimeMs: stat.mtimeMs } : null;
   }
 
-  async *read(items: readonly Item[]): AsyncGenerator<ReadOutcome> {
-    const byFile = new Map<string, Map<string, Item>>();
-    for (const item of items) {
-      const sample = this.samples.get(item.path);
-      if (!sample) {
-        yield { item, failure: { stage: 'read', message: 'not a sample of the listed shards' }, stamp: { size: 0, mtimeMs: 0 } };
-        continue;
-      }
-      const wanted = byFile.get(sample.file) ?? new Map<string, Item>();
-      wanted.set(sample.member, item);
-      byFile.set(sample.file, wanted);
+  async read(item: Item): Promise<{ bytes: Buffer; stamp: Stamp }> {
+    const broken = this.damaged.get(item.path);
+    if (broken) throw new Error(broken.error);
+    const sample = this.samples.get(item.path);
+    if (!sample) throw new Error('not a sample of the listed shards');
+    if (sample.stamp.size > this.maxBytes) throw new Error(`member ${sample.member} has ${sample.stamp.size} bytes; the cap is ${this.maxBytes}`);
+    const bytes = sample.offset >= 0 && !/\.(tgz|gz)$/i.test(sample.file) ? await this.readAt(sample) : await this.cursor(sample.file).take(sample);
+    if (bytes.length === 0) throw new Error('empty member (0 bytes)');
+    return { bytes, stamp: { ...sample.stamp } };
+  }
+
+  async close(): Promise<void> {
+    for (const cursor of this.cursors.values()) cursor.stop();
+    this.cursors.clear();
+    const handles = await Promise.allSettled(this.handles.values());
+    this.handles.clear();
+    for (const h of handles) if (h.status === 'fulfilled') await h.value.close().catch(() => {});
+  }
+
+  private async readAt(sample: Located): Promise<Buffer> {
+    let handle = this.handles.get(sample.file);
+    if (!handle) {
+      handle = fs.open(sample.file, 'r');
+      this.handles.set(sample.file, handle);
     }
-    for (const [file, wanted] of byFile) yield* this.readShard(file, wanted);
+    const bytes = Buffer.allocUnsafe(sample.stamp.size);
+    const { bytesRead } = await (await handle).read(bytes, 0, bytes.length, sample.offset);
+    if (bytesRead < bytes.length) throw new Error(`corrupt or truncated tar: ${sample.member} ends after ${bytesRead} of ${bytes.length} bytes`);
+    return bytes;
   }
 
-  private async *readShard(file: string, wanted: Map<string, Item>): AsyncGenerator<ReadOutcome> {
-    const { entries, stop } = tarEntries(file);
-    let failure: string | null = null;
+  private cursor(file: string): GzipCursor {
+    let cursor = this.cursors.get(file);
+    if (!cursor) {
+      cursor = new GzipCursor(file, this.maxBytes);
+      this.cursors.set(file, cursor);
+    }
+    return cursor;
+  }
+}
+
+/**
+ * One forward pass over a compressed shard: members asked for are handed to their waiting readers as the stream
+ * passes them; the stream pauses while nobody waits. A member already passed restarts the pass.
+ */
+class GzipCursor {
+  private readonly waiting = new Map<string, { resolve: (bytes: Buffer) => void; reject: (error: Error) => void }>();
+  private wake: (() => void) | null = null;
+  private running: Promise<void> | null = null;
+  private passed = new Set<string>();
+  private stopper: (() => void) | null = null;
+
+  constructor(
+    private readonly file: string,
+    private readonly maxBytes: number,
+  ) {}
+
+  take(sample: Located): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      if (this.passed.has(sample.member)) this.restart();
+      this.waiting.set(sample.member, { resolve, reject });
+      this.wake?.();
+      this.running ??= this.pump();
+    });
+  }
+
+  stop(): void {
+    this.stopper?.();
+  }
+
+  private restart(): void {
+    this.stopper?.();
+    this.running = null;
+    this.passed = new Set();
+  }
+
+  private async pump(): Promise<void> {
+    const { entries, stop } = tarEntries(this.file);
+    this.stopper = stop;
+    const passed = this.passed;
+    let failure = 'member not found in the shard (it changed since it was listed)';
     try {
       for await (const entry of entries) {
-        const item = wanted.get(entry.header.name);
-        if (!item) {
+        while (this.waiting.size === 0 && this.passed === passed) await new Promise<void>((resolve) => (this.wake = resolve));
+        if (this.passed !== passed) return;
+        const name = entry.header.name;
+        passed.add(name);
+        const waiter = this.waiting.get(name);
+        if (!waiter) {
           entry.resume();
           continue;
         }
-        const stamp = { size: entry.header.size, mtimeMs: entry.header.mtime.getTime() };
-        if (entry.header.size > this.maxBytes) {
-          entry.resume();
-          wanted.delete(entry.header.name);
-          yield { item, failure: { stage: 'read', message: `member of ${entry.header.size} bytes; the cap is ${this.maxBytes}` }, stamp };
-          continue;
-        }
-        // A body cut short throws here, leaving the item among those the damage failed.
+        // A body cut short throws here and the waiter is failed with the others below.
         const bytes = await readBody(entry, this.maxBytes);
-        wanted.delete(entry.header.name);
-        if (bytes.length === 0) yield { item, failure: { stage: 'read', message: 'empty member (0 bytes)' }, stamp };
-        else yield { item, bytes, stamp };
-        if (wanted.size === 0) break;
+        this.waiting.delete(name);
+        waiter.resolve(bytes);
       }
     } catch (error) {
       failure = `corrupt or truncated tar (${oneLine(error)})`;
     } finally {
       stop();
     }
-    // Members the stream never reached: the shard changed since it was listed, or it broke part way.
-    for (const item of wanted.values()) {
-      yield { item, failure: { stage: 'read', message: failure ?? 'member not found in the shard (it changed since it was listed)' }, stamp: { size: 0, mtimeMs: 0 } };
-    }
+    if (this.passed !== passed) return;
+    for (const waiter of this.waiting.values()) waiter.reject(new Error(failure));
+    this.waiting.clear();
+    this.running = null;
   }
-
-  async close(): Promise<void> {}
 }

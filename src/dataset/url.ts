@@ -2,14 +2,23 @@
  * Images behind http(s) URLs, as img2dataset and clip-retrieval users have them: a list of URLs, or a CSV whose id
  * (or `url`) column holds them. Fetches run with bounded concurrency ahead of decoding and inference; each attempt
  * has a timeout; 5xx, 408, 429 and connection errors are retried with exponential backoff (429/503 honour
- * Retry-After), other 4xx are not; a response larger than the size cap is abandoned. Proxies come from
+ * Retry-After), other 4xx are not; a response larger than the size cap is abandoned. `prefetch` keeps up to
+ * `concurrency` URLs fetched or in flight ahead of the extract loop's reads, so fetching overlaps decode and inference. Proxies come from
  * HTTPS_PROXY / HTTP_PROXY / NO_PROXY through undici's EnvHttpProxyAgent.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EnvHttpProxyAgent, fetch } from 'undici';
 import { invalidParameter } from '../errors.js';
 import type { Item } from './index.js';
-import { type ImageSource, type ReadFailure, type ReadOutcome, type Stamp, mapConcurrent, oneLine } from './source.js';
+import type { ImageSource, Stamp } from './source.js';
+
+/** One URL's outcome: its bytes, or why not (with the HTTP status of the last attempt, when there was one). */
+export interface Fetched {
+  bytes?: Buffer;
+  failure?: { message: string; status?: number };
+}
+
+const oneLine = (error: unknown) => (error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ').trim();
 
 export interface UrlSourceOptions {
   /** Requests in flight (and fetched images held) at most. */
@@ -77,10 +86,30 @@ function validate(options: UrlSourceOptions): void {
   if (!(options.backoffMs >= 0)) throw invalidParameter('backoffMs', 'a non-negative number of milliseconds', options.backoffMs);
 }
 
+/** A URL names fixed content (as img2dataset assumes): its stamp never changes, so a cached URL is not fetched again. */
+const URL_STAMP: Readonly<Stamp> = Object.freeze({ size: 0, mtimeMs: 0 });
+
+/** A failed fetch, thrown by `read`: the status (when there was a response) goes to the failure ledger. */
+export class FetchError extends Error {
+  constructor(
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = 'FetchError';
+  }
+}
+
 export class UrlSource implements ImageSource {
-  readonly kind = 'urls';
   readonly options: UrlSourceOptions;
   private readonly agent: EnvHttpProxyAgent;
+  /** Fetches started ahead of `read`, at most `concurrency`, keyed by URL. */
+  private readonly ahead = new Map<string, Promise<Fetched>>();
+  /** URLs read before the prefetch cursor reached them: never fetched twice. */
+  private readonly taken = new Set<string>();
+  private queue: readonly Item[] = [];
+  private cursor = 0;
+  private closed = false;
 
   constructor(options: Partial<UrlSourceOptions> = {}) {
     this.options = { ...DEFAULT_URL_OPTIONS, ...options };
@@ -88,36 +117,65 @@ export class UrlSource implements ImageSource {
     this.agent = new EnvHttpProxyAgent();
   }
 
-  /** A URL names fixed content: a cached row stays; a failure is retried only when the caller asks for it. */
-  async unchanged(): Promise<boolean> {
-    return true;
+  locate(item: Item): string {
+    return item.path;
   }
 
-  read(items: readonly Item[]): AsyncIterable<ReadOutcome> {
-    return mapConcurrent(items, this.options.concurrency, (item) => this.fetchItem(item));
+  async stamp(): Promise<Stamp> {
+    return { ...URL_STAMP };
+  }
+
+  async read(item: Item): Promise<{ bytes: Buffer; stamp: Stamp }> {
+    const ahead = this.ahead.get(item.path);
+    if (!ahead) this.taken.add(item.path);
+    const fetched = await (ahead ?? this.fetchItem(item));
+    if (ahead) {
+      // The slot frees only now, so fetched-but-unread and in-flight URLs together stay within `concurrency`.
+      this.ahead.delete(item.path);
+      this.fill();
+    }
+    if (fetched.failure) throw new FetchError(fetched.failure.message, fetched.failure.status);
+    return { bytes: fetched.bytes!, stamp: { ...URL_STAMP } };
+  }
+
+  /** Fetches `items` in order ahead of `read`, keeping `concurrency` fetched or in flight. */
+  prefetch(items: readonly Item[]): void {
+    this.queue = items;
+    this.cursor = 0;
+    this.fill();
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled(this.ahead.values());
+    this.ahead.clear();
     await this.agent.close();
   }
 
+  private fill(): void {
+    while (!this.closed && this.ahead.size < this.options.concurrency && this.cursor < this.queue.length) {
+      const item = this.queue[this.cursor++]!;
+      if (this.taken.has(item.path) || this.ahead.has(item.path)) continue;
+      this.ahead.set(item.path, this.fetchItem(item));
+    }
+  }
+
   /** One URL with retries; never throws. */
-  async fetchItem(item: Item): Promise<ReadOutcome> {
+  async fetchItem(item: Item): Promise<Fetched> {
     let last: FetchFailure | null = null;
     for (let attempt = 0; attempt <= this.options.retries; attempt++) {
       if (last) await sleep(this.backoff(attempt, last.retryAfterMs));
       try {
-        const { bytes, lastModified } = await this.fetchOnce(item.path);
-        return { item, bytes, stamp: { size: bytes.length, mtimeMs: lastModified } };
+        return { bytes: await this.fetchOnce(item.path) };
       } catch (error) {
         last = error instanceof FetchFailure ? error : new FetchFailure(oneLine(error), false);
         if (!last.retryable) break;
       }
     }
     const attempts = last!.retryable ? ` after ${this.options.retries + 1} attempts` : '';
-    const failure: ReadFailure = { stage: 'fetch', message: `${last!.message}${attempts}` };
+    const failure: NonNullable<Fetched['failure']> = { message: `${last!.message}${attempts}` };
     if (last!.status !== undefined) failure.status = last!.status;
-    return { item, failure, stamp: { size: 0, mtimeMs: 0 } };
+    return { failure };
   }
 
   private backoff(attempt: number, retryAfterMs: number | undefined): number {
@@ -125,7 +183,7 @@ export class UrlSource implements ImageSource {
     return Math.min(this.options.maxBackoffMs, Math.max(exponential, retryAfterMs ?? 0));
   }
 
-  private async fetchOnce(url: string): Promise<{ bytes: Buffer; lastModified: number }> {
+  private async fetchOnce(url: string): Promise<Buffer> {
     const signal = AbortSignal.timeout(this.options.timeoutMs);
     let response: Awaited<ReturnType<typeof fetch>>;
     try {
@@ -165,8 +223,7 @@ export class UrlSource implements ImageSource {
       throw this.networkFailure(error, signal, status);
     }
     if (total === 0) throw new FetchFailure('empty response (0 bytes)', false, status);
-    const modified = Date.parse(response.headers.get('last-modified') ?? '');
-    return { bytes: Buffer.concat(chunks, total), lastModified: Number.isNaN(modified) ? 0 : modified };
+    return Buffer.concat(chunks, total);
   }
 
   private networkFailure(error: unknown, signal: AbortSignal, status?: number): FetchFailure {

@@ -6,24 +6,25 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Item, openDataset } from '../../src/dataset/index.js';
-import type { ReadOutcome } from '../../src/dataset/source.js';
-import { UrlSource, parseRetryAfter } from '../../src/dataset/url.js';
-import { type ExtractOptions, extract } from '../../src/commands/extract.js';
+import { FetchError, UrlSource, parseRetryAfter } from '../../src/dataset/url.js';
+import { type ExtractOptions, extract } from '../../src/jobs/extract.js';
 import { ExitCode } from '../../src/errors.js';
-import { DEFAULT_IMAGE_POLICY, getPreset } from '../../src/image/presets.js';
 import { FeatureCache } from '../../src/store/reader.js';
 import { type FlakyServer, startFlakyServer } from '../support/flaky-server.js';
 import { tempDir, writeImage, writeTinyModel } from '../support/helpers.js';
 
 const fast = { timeoutMs: 2000, retries: 2, backoffMs: 5, maxBackoffMs: 50 };
 
-async function readAll(source: UrlSource, urls: string[]): Promise<Map<string, ReadOutcome>> {
-  const out = new Map<string, ReadOutcome>();
-  for await (const outcome of source.read(urls.map((path): Item => ({ path, label: null })))) {
-    assert.ok(!out.has(outcome.item.path), `${outcome.item.path} yielded twice`);
-    out.set(outcome.item.path, outcome);
-  }
-  return out;
+type Outcome = { bytes: Buffer; stamp: { size: number; mtimeMs: number } } | { failure: { message: string; status: number | undefined } };
+
+/** Reads every URL concurrently, as a batch does; a failure is kept with its message and status. */
+async function readAll(source: UrlSource, urls: string[]): Promise<Map<string, Outcome>> {
+  const items = urls.map((path): Item => ({ path, label: null }));
+  const outcomes = await Promise.all(items.map((item) => source.read(item).catch((error: FetchError): Outcome => {
+    assert.ok(error instanceof FetchError, String(error));
+    return { failure: { message: error.message, status: error.status } };
+  })));
+  return new Map(urls.map((u, i) => [u, outcomes[i]!]));
 }
 
 describe('UrlSource against a misbehaving local server', () => {
@@ -42,7 +43,7 @@ describe('UrlSource against a misbehaving local server', () => {
   });
   after(() => server.close());
 
-  it('fetches every image once, byte for byte, with Last-Modified as the stamp', async () => {
+  it('fetches every image byte for byte, with a constant stamp (a cached URL is never fetched again)', async () => {
     const source = new UrlSource(fast);
     const urls = [...files.keys()].map((n) => `${server.base}/img/${n}`);
     const out = await readAll(source, urls);
@@ -52,9 +53,9 @@ describe('UrlSource against a misbehaving local server', () => {
       const outcome = out.get(`${server.base}/img/${name}`)!;
       assert.ok('bytes' in outcome, JSON.stringify(outcome));
       assert.ok(outcome.bytes.equals(bytes));
-      assert.equal(outcome.stamp.size, bytes.length);
-      assert.equal(outcome.stamp.mtimeMs, Date.parse('Wed, 21 Oct 2015 07:28:00 GMT'));
+      assert.deepEqual(outcome.stamp, await source.stamp());
     }
+    assert.equal(server.started, urls.length, 'each URL fetched once');
   });
 
   it('retries 5xx, 429 and dropped connections, and not 404', async () => {
@@ -110,14 +111,17 @@ describe('UrlSource against a misbehaving local server', () => {
     }
   });
 
-  it('keeps at most `concurrency` requests in flight and fetches no further ahead than that', async () => {
+  it('prefetches in order, keeping at most `concurrency` requests in flight and no further ahead than that', async () => {
     server.reset();
     server.imageDelayMs = 30;
     const source = new UrlSource({ ...fast, concurrency: 3 });
     const urls = Array.from({ length: 24 }, (_, i) => `${server.base}/img/${i % 12}.jpg?${i}`);
+    const items = urls.map((p) => ({ path: p, label: null }));
+    source.prefetch(items);
     let consumed = 0;
-    for await (const outcome of source.read(urls.map((p) => ({ path: p, label: null })))) {
-      assert.ok('bytes' in outcome);
+    for (const item of items) {
+      const outcome = await source.read(item);
+      assert.ok(outcome.bytes.equals(files.get(`${consumed % 12}.jpg`)!));
       consumed++;
       assert.ok(server.started <= consumed + 3, `started ${server.started} requests with only ${consumed} consumed`);
       await new Promise((r) => setTimeout(r, 5));
@@ -125,20 +129,30 @@ describe('UrlSource against a misbehaving local server', () => {
     await source.close();
     server.imageDelayMs = 0;
     assert.equal(consumed, 24);
+    assert.equal(server.started, 24, 'a prefetched URL is not fetched again when read');
     assert.ok(server.maxInFlight <= 3, `max in flight ${server.maxInFlight}`);
     assert.ok(server.maxInFlight >= 2, 'requests overlap');
   });
 
-  it('stops fetching when the consumer stops', async () => {
+  it('a URL read before the prefetch reaches it is fetched once', async () => {
     server.reset();
     const source = new UrlSource({ ...fast, concurrency: 2 });
-    const urls = Array.from({ length: 20 }, (_, i) => `${server.base}/img/0.jpg?stop${i}`);
-    for await (const outcome of source.read(urls.map((p) => ({ path: p, label: null })))) {
-      assert.ok('bytes' in outcome);
-      break;
-    }
-    await new Promise((r) => setTimeout(r, 100));
+    const items = Array.from({ length: 6 }, (_, i) => ({ path: `${server.base}/img/${i}.jpg?once`, label: null }));
+    source.prefetch(items);
+    await source.read(items[5]!);
+    for (const item of items.slice(0, 5)) await source.read(item);
     await source.close();
+    for (const item of items) assert.equal(server.hits.get(item.path.slice(server.base.length)), 1, item.path);
+  });
+
+  it('stops prefetching when closed', async () => {
+    server.reset();
+    const source = new UrlSource({ ...fast, concurrency: 2 });
+    const items = Array.from({ length: 20 }, (_, i) => ({ path: `${server.base}/img/0.jpg?stop${i}`, label: null }));
+    source.prefetch(items);
+    await source.read(items[0]!);
+    await source.close();
+    await new Promise((r) => setTimeout(r, 100));
     assert.ok(server.started <= 3, `started ${server.started} of 20 after one was consumed`);
   });
 
@@ -205,9 +219,9 @@ describe('openDataset with URLs', () => {
     const list = path.join(dir, 'urls.txt');
     await fs.writeFile(list, `# a comment\n${u(1)}\n\n${u(2)}\n${u(1)}\n`);
     const ds = await openDataset({ data: list, split: 'train', seed: 0 });
-    await ds.source.close();
+    await ds.source.close?.();
     assert.equal(ds.layout, 'url-list');
-    assert.equal(ds.source.kind, 'urls');
+    assert.ok(ds.source instanceof UrlSource);
     assert.deepEqual(ds.items, [{ path: u(1), label: null }, { path: u(2), label: null }]);
   });
 
@@ -215,7 +229,7 @@ describe('openDataset with URLs', () => {
     const dir = await tempDir();
     const list = path.join(dir, 'mixed.txt');
     await fs.writeFile(list, `${u(1)}\nlocal/a.jpg\n`);
-    await assert.rejects(openDataset({ data: list, split: 'train', seed: 0 }), /--data .*mixed\.txt: mixes 1 URLs with 1 file paths \(e\.g\. local\/a\.jpg\)/);
+    await assert.rejects(openDataset({ data: list, split: 'train', seed: 0 }), /data .*mixed\.txt: mixes 1 URLs with 1 file paths \(e\.g\. local\/a\.jpg\)/);
   });
 
   it('reads a CSV whose url column holds URLs, as --data or --labels, with labels and --val-fraction', async () => {
@@ -224,13 +238,13 @@ describe('openDataset with URLs', () => {
     const rows = Array.from({ length: 10 }, (_, i) => `${u(i)},"a caption, with a comma",${i % 2 ? 'cat' : 'dog'}`);
     await fs.writeFile(csv, ['url,caption,label', ...rows].join('\n'));
     const ds = await openDataset({ data: csv, split: 'train', seed: 0 });
-    await ds.source.close();
+    await ds.source.close?.();
     assert.equal(ds.layout, 'url-csv');
     assert.deepEqual(ds.classes, ['cat', 'dog']);
     assert.deepEqual(ds.items[1], { path: u(1), label: 0 });
     assert.equal(ds.items.length, 10);
     const val = await openDataset({ data: dir, labels: csv, split: 'val', valFraction: 0.2, seed: 0 });
-    await val.source.close();
+    await val.source.close?.();
     assert.equal(val.items.length, 2);
     assert.deepEqual(new Set(val.items.map((i) => i.label)), new Set([0, 1]), 'stratified');
   });
@@ -239,7 +253,7 @@ describe('openDataset with URLs', () => {
     const dir = await tempDir();
     const csv = path.join(dir, 'files.csv');
     await fs.writeFile(csv, 'id,label\na.jpg,cat\n');
-    await assert.rejects(openDataset({ data: csv, split: 'train', seed: 0 }), /a CSV as --data must hold http\(s\) URLs/);
+    await assert.rejects(openDataset({ data: csv, split: 'train', seed: 0 }), /a CSV as (--)?data must hold http\(s\) URLs/);
   });
 });
 
@@ -259,9 +273,8 @@ describe('extract from URLs', () => {
   });
   after(() => server.close());
 
-  const options = (data: string, cache: string, extra: Partial<ExtractOptions> = {}): ExtractOptions => ({
-    data, split: 'train', seed: 0, model, preset: getPreset('torchvision'), policy: DEFAULT_IMAGE_POLICY, cache, device: { kind: 'cpu' },
-    threads: 1, batchSize: 4, partRows: 4, strict: false, retryFailed: false, progress: false, fetch: { retries: 1, backoffMs: 5, timeoutMs: 5000 }, ...extra,
+  const options = (data: string, cache: string, extra: Partial<ExtractOptions> = {}): Partial<ExtractOptions> & { data: string } => ({
+    data, model, cache, device: 'cpu', threads: 1, batchSize: 4, partRows: 4, fetch: { retries: 1, backoffMs: 5, timeoutMs: 5000 }, ...extra,
   });
 
   it('rows are keyed by URL with the features of the same files read locally; failures carry their HTTP status; re-runs fetch nothing', async () => {
@@ -287,7 +300,8 @@ describe('extract from URLs', () => {
     assert.equal(ledger.get(bad[1]!)!.status, 500);
     assert.equal(ledger.get(bad[2]!)!.status, undefined);
     assert.equal(ledger.get(bad[3]!)!.status, 200);
-    assert.equal(ledger.get(bad[0]!)!.stage, 'fetch');
+    assert.equal(ledger.get(bad[0]!)!.stage, 'read');
+    assert.match(ledger.get(bad[1]!)!.message, /HTTP 500 .*after 2 attempts/);
 
     server.reset();
     const again = await extract(options(list, cache));

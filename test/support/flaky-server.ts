@@ -50,6 +50,7 @@ export async function startFlakyServer(): Promise<FlakyServer> {
       if (!done) inFlight--;
       done = true;
     };
+    res.on('finish', finish);
     res.on('close', finish);
     const parts = url.split('?')[0]!.split('/').slice(1);
     const hits = state.hits.get(url)!;
