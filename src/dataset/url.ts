@@ -74,15 +74,15 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
   return Number.isNaN(date) ? null : Math.max(0, date - now);
 }
 
+/** Errors name the CLI's flags (--fetch-concurrency, --fetch-timeout in seconds, --fetch-retries, --fetch-max-bytes). */
 function validate(options: UrlSourceOptions): void {
-  const positiveInteger = (name: keyof UrlSourceOptions) => {
-    const value = options[name] as number;
+  const positiveInteger = (name: string, value: number) => {
     if (!Number.isInteger(value) || value < 1) throw invalidParameter(name, 'a positive integer', value);
   };
-  positiveInteger('concurrency');
-  positiveInteger('timeoutMs');
-  positiveInteger('maxBytes');
-  if (!Number.isInteger(options.retries) || options.retries < 0) throw invalidParameter('retries', 'a non-negative integer', options.retries);
+  positiveInteger('fetchConcurrency', options.concurrency);
+  positiveInteger('fetchMaxBytes', options.maxBytes);
+  if (!(options.timeoutMs > 0)) throw invalidParameter('fetchTimeout', 'a positive number of seconds', options.timeoutMs / 1000);
+  if (!Number.isInteger(options.retries) || options.retries < 0) throw invalidParameter('fetchRetries', 'a non-negative integer', options.retries);
   if (!(options.backoffMs >= 0)) throw invalidParameter('backoffMs', 'a non-negative number of milliseconds', options.backoffMs);
 }
 

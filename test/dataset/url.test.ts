@@ -199,8 +199,9 @@ describe('UrlSource against a misbehaving local server', () => {
   });
 
   it('refuses bad options by name', () => {
-    assert.throws(() => new UrlSource({ concurrency: 0 }), /concurrency: expected a positive integer, got 0/);
-    assert.throws(() => new UrlSource({ retries: -1 }), /retries: expected a non-negative integer/);
+    assert.throws(() => new UrlSource({ concurrency: 0 }), /fetchConcurrency: expected a positive integer, got 0/);
+    assert.throws(() => new UrlSource({ retries: -1 }), /fetchRetries: expected a non-negative integer/);
+    assert.throws(() => new UrlSource({ timeoutMs: -500 }), /fetchTimeout: expected a positive number of seconds, got -0\.5/);
   });
 
   it('parses Retry-After as seconds or a date', () => {
