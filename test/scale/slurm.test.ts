@@ -15,7 +15,7 @@ import { cliPath, hymenoptera, mobilenetModel, needsShared, repoRoot, runCli, te
 
 const TASKS = 4;
 const PER_CLASS = 40;
-const extractFlags = ['--split', 'train', '--model', mobilenetModel, '--device', 'cpu', '--threads', '1', '--batch-size', '4', '--part-rows', '4', '--progress', 'false'];
+const extractFlags = ['--split', 'train', '--follow-symlinks', '--model', mobilenetModel, '--device', 'cpu', '--threads', '1', '--batch-size', '4', '--part-rows', '4', '--progress', 'false'];
 
 /** README's job-array script, on CPU. N stays written in the script so `sbatch --array=K` re-runs shard K of the same N. */
 function jobScript(data: string, cache: string, out: string): string {
