@@ -1,8 +1,10 @@
 /**
  * Extract throughput from WebDataset tar shards and from URLs on 127.0.0.1, as ratios to extracting the same images
  * from a folder in the same run (MobileNetV2 int8 on CPU, hymenoptera train). Goals: ≥ 0.95× for tar, ≥ 0.9× for URLs.
- * The server runs in its own process, as a remote one would. Sources alternate over rounds and each keeps its best
- * round, so a burst of load on the machine does not decide a ratio.
+ * The server runs in its own process, as a remote one would. Sources alternate (in a rotating order) over rounds and
+ * each keeps its best round, so a burst of load on the machine does not decide a ratio. Besides throughput, the CPU
+ * time this process spends per image is compared: on a shared, loaded machine it is the steadier measure of what a
+ * source costs.
  *   node dist/scripts/bench-sources.js   (BENCH_QUICK=1: 64 images, 1 round)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -27,6 +29,8 @@ interface Run {
   /** Whole call, setup included: what a user waits for. */
   wallS: number;
   setupS: number;
+  /** CPU time of this process (all threads: decode pool, inference worker, fetch/tar reading) per image, in ms. */
+  cpuMsPerImage: number;
 }
 
 async function pack(file: string, members: { name: string; body: Buffer }[]): Promise<void> {
@@ -94,29 +98,38 @@ export async function benchSources(opts: { quick: boolean; log: (l: string) => v
     // Warm-up (not counted): page cache, JIT and onnxruntime's first session cost nobody in the measured rounds.
     await extract({ data: folder, model, cache: path.join(work, 'cache-warmup'), device: 'cpu', threads, batchSize: 16 });
     const best: Record<string, Run> = {};
-    const rounds = opts.quick ? 1 : 2;
+    const rounds = opts.quick ? 1 : 3;
+    const order = ['folder', 'tar', 'url'] as const;
     let cacheId = 0;
     for (let round = 0; round < rounds; round++) {
-      for (const source of ['folder', 'tar', 'url'] as const) {
+      for (const source of [...order.slice(round % 3), ...order.slice(0, round % 3)]) {
         const started = performance.now();
+        const cpu = process.cpuUsage();
         const r = await extract({
           data: inputs[source], model, cache: path.join(work, `cache-${cacheId++}`), device: 'cpu', threads, batchSize: 16, partRows: 512,
         });
-        const run = { images: r.extracted, imagesPerSecond: r.imagesPerSecond, wallS: (performance.now() - started) / 1000, setupS: r.timings.setupS };
+        const used = process.cpuUsage(cpu);
+        const run = {
+          images: r.extracted, imagesPerSecond: r.imagesPerSecond, wallS: (performance.now() - started) / 1000, setupS: r.timings.setupS,
+          cpuMsPerImage: (used.user + used.system) / 1000 / r.extracted,
+        };
         if (r.extracted !== files.length) throw new Error(`${source}: extracted ${r.extracted} of ${files.length} (${r.failures[0]?.message ?? ''})`);
-        opts.log(`bench-sources: round ${round + 1} ${source}: ${run.imagesPerSecond.toFixed(1)} img/s, ${run.wallS.toFixed(2)} s wall (setup ${run.setupS.toFixed(2)} s)`);
-        if (!best[source] || run.imagesPerSecond > best[source]!.imagesPerSecond) best[source] = run;
+        opts.log(`bench-sources: round ${round + 1} ${source}: ${run.imagesPerSecond.toFixed(1)} img/s, ${run.wallS.toFixed(2)} s wall (setup ${run.setupS.toFixed(2)} s), ${run.cpuMsPerImage.toFixed(1)} ms CPU/image`);
+        if (!best[source] || run.imagesPerSecond > best[source]!.imagesPerSecond) best[source] = { ...run, cpuMsPerImage: Math.min(run.cpuMsPerImage, best[source]?.cpuMsPerImage ?? Infinity) };
+        else best[source] = { ...best[source]!, cpuMsPerImage: Math.min(run.cpuMsPerImage, best[source]!.cpuMsPerImage) };
       }
     }
     const ratio = (s: string) => ({
       ...best[s]!,
       ratio: best[s]!.imagesPerSecond / best.folder!.imagesPerSecond,
       wallRatio: best.folder!.wallS / best[s]!.wallS,
+      cpuRatio: best.folder!.cpuMsPerImage / best[s]!.cpuMsPerImage,
     });
     return {
       model: path.basename(model), images: files.length, threads, batchSize: 16, shards: SHARDS, rounds,
       folder: best.folder, tar: ratio('tar'), url: ratio('url'), goals: { tar: 0.95, url: 0.9 },
-      note: 'ratio: img/s after setup vs the folder; wallRatio: folder wall time / this wall time (setup, e.g. listing shards, included)',
+      loadAverage: os.loadavg()[0],
+      note: 'ratio: best img/s after setup vs the folder\'s; wallRatio: folder wall time / this wall time (setup, e.g. listing shards, included); cpuRatio: folder CPU ms per image / this source\'s (1 = costs the same)',
     };
   } finally {
     server?.child.kill();

@@ -7,7 +7,7 @@
  * HTTPS_PROXY / HTTP_PROXY / NO_PROXY through undici's EnvHttpProxyAgent.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EnvHttpProxyAgent, fetch } from 'undici';
+import { type Dispatcher, EnvHttpProxyAgent, interceptors, request } from 'undici';
 import { invalidParameter } from '../errors.js';
 import type { Item } from './index.js';
 import type { ImageSource, Stamp } from './source.js';
@@ -49,6 +49,12 @@ export const DEFAULT_URL_OPTIONS: Readonly<UrlSourceOptions> = Object.freeze({
 export function isUrl(text: string): boolean {
   return /^https?:\/\//i.test(text.trim());
 }
+
+/** Reason phrases for the statuses a ledger most often shows. */
+const STATUS_TEXT: Readonly<Record<number, string>> = Object.freeze({
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 408: 'Request Timeout', 410: 'Gone',
+  429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout',
+});
 
 /** Statuses worth another attempt: the server may answer differently later. */
 export function retryableStatus(status: number): boolean {
@@ -103,6 +109,8 @@ export class FetchError extends Error {
 export class UrlSource implements ImageSource {
   readonly options: UrlSourceOptions;
   private readonly agent: EnvHttpProxyAgent;
+  /** The agent with redirects followed (undici's request API, lighter than fetch on the main thread). */
+  private readonly dispatcher: Dispatcher;
   /** Fetches started ahead of `read`, at most `concurrency`, keyed by URL. */
   private readonly ahead = new Map<string, Promise<Fetched>>();
   /** URLs read before the prefetch cursor reached them: never fetched twice. */
@@ -115,6 +123,7 @@ export class UrlSource implements ImageSource {
     this.options = { ...DEFAULT_URL_OPTIONS, ...options };
     validate(this.options);
     this.agent = new EnvHttpProxyAgent();
+    this.dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: 5 }));
   }
 
   locate(item: Item): string {
@@ -185,38 +194,43 @@ export class UrlSource implements ImageSource {
 
   private async fetchOnce(url: string): Promise<Buffer> {
     const signal = AbortSignal.timeout(this.options.timeoutMs);
-    let response: Awaited<ReturnType<typeof fetch>>;
+    let response: Dispatcher.ResponseData;
     try {
-      response = await fetch(url, { dispatcher: this.agent, signal, headers: { 'user-agent': this.options.userAgent, accept: 'image/*,*/*;q=0.8' } });
+      response = await request(url, { dispatcher: this.dispatcher, signal, headers: { 'user-agent': this.options.userAgent, accept: 'image/*,*/*;q=0.8' } });
     } catch (error) {
       throw this.networkFailure(error, signal);
     }
-    const status = response.status;
-    if (!response.ok) {
-      await response.body?.cancel().catch(() => {});
-      const retryAfter = parseRetryAfter(response.headers.get('retry-after'));
-      throw new FetchFailure(`HTTP ${status}${response.statusText ? ` ${response.statusText}` : ''}`, retryableStatus(status), status, retryAfter ?? undefined);
+    const { statusCode: status, headers, body } = response;
+    const header = (name: string) => {
+      const value = headers[name];
+      return Array.isArray(value) ? (value[0] ?? null) : (value ?? null);
+    };
+    const discard = () => body.dump().catch(() => {});
+    if (status < 200 || status >= 300) {
+      await discard();
+      const retryAfter = parseRetryAfter(header('retry-after'));
+      throw new FetchFailure(`HTTP ${status}${STATUS_TEXT[status] ? ` ${STATUS_TEXT[status]}` : ''}`, retryableStatus(status), status, retryAfter ?? undefined);
     }
-    const type = response.headers.get('content-type') ?? '';
+    const type = header('content-type') ?? '';
     if (/^(text\/|application\/(json|xml|xhtml))/i.test(type)) {
-      await response.body?.cancel().catch(() => {});
+      await discard();
       throw new FetchFailure(`not an image (content-type ${type.split(';')[0]})`, false, status);
     }
-    const declared = Number(response.headers.get('content-length') ?? NaN);
+    const declared = Number(header('content-length') ?? NaN);
     if (declared > this.options.maxBytes) {
-      await response.body?.cancel().catch(() => {});
+      body.destroy();
       throw new FetchFailure(`too large (${declared} bytes; the cap is ${this.options.maxBytes})`, false, status);
     }
     const chunks: Buffer[] = [];
     let total = 0;
     try {
-      for await (const chunk of response.body ?? []) {
-        total += chunk.byteLength;
+      for await (const chunk of body) {
+        total += (chunk as Buffer).length;
         if (total > this.options.maxBytes) {
-          await response.body?.cancel().catch(() => {});
+          body.destroy();
           throw new FetchFailure(`too large (more than ${this.options.maxBytes} bytes, the cap)`, false, status);
         }
-        chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        chunks.push(chunk as Buffer);
       }
     } catch (error) {
       if (error instanceof FetchFailure) throw error;
@@ -230,8 +244,10 @@ export class UrlSource implements ImageSource {
     if (signal.aborted) return new FetchFailure(`timed out after ${this.options.timeoutMs} ms`, true, status);
     const cause = (error as { cause?: { code?: string; message?: string } }).cause;
     const detail = cause?.code ?? cause?.message ?? oneLine(error);
+    const code = (error as { code?: string }).code;
     // An invalid URL or an unsupported scheme will not get better on retry.
-    const permanent = error instanceof TypeError && !cause;
-    return new FetchFailure(`connection failed (${detail})`, !permanent, status);
+    if (code === 'ERR_INVALID_URL') return new FetchFailure('not a valid URL', false, status);
+    const permanent = code === 'UND_ERR_INVALID_ARG' || error instanceof TypeError;
+    return new FetchFailure(`connection failed (${code && code !== 'UND_ERR_SOCKET' ? code : (cause?.code ?? detail)})`, !permanent, status);
   }
 }
