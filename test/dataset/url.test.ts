@@ -11,7 +11,7 @@ import { type ExtractOptions, extract } from '../../src/jobs/extract.js';
 import { ExitCode } from '../../src/errors.js';
 import { FeatureCache } from '../../src/store/reader.js';
 import { type FlakyServer, startFlakyServer } from '../support/flaky-server.js';
-import { tempDir, writeImage, writeTinyModel } from '../support/helpers.js';
+import { runCli, tempDir, writeColourFolder, writeImage, writeTinyModel } from '../support/helpers.js';
 
 const fast = { timeoutMs: 2000, retries: 2, backoffMs: 5, maxBackoffMs: 50 };
 
@@ -311,5 +311,36 @@ describe('extract from URLs', () => {
     const retry = await extract(options(list, cache, { retryFailed: true }));
     assert.deepEqual([retry.extracted, retry.unchanged, retry.failed], [0, 6, 4]);
     assert.deepEqual([...server.hits.keys()].sort(), [...bad].map((u) => u.slice(server.base.length)).sort(), '--retry-failed fetches only the failures');
+  });
+});
+
+describe('predict with URLs', () => {
+  it('predicts URLs (given directly or in a .txt list) exactly as the same files on disk; a failed URL is one failed prediction', async () => {
+    const server = await startFlakyServer();
+    try {
+      const dir = await tempDir();
+      const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
+      await writeColourFolder(path.join(dir, 'data'), 6);
+      const cache = path.join(dir, 'features');
+      const head = path.join(dir, 'head');
+      assert.equal((await runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu'])).code, 0);
+      const trained = await runCli(['train-head', '--cache', cache, '--head', head, '--epochs', '5', '--json']);
+      assert.equal(trained.code, 0, trained.stderr);
+      const local = ['red/red0.png', 'green/green1.png', 'blue/blue2.png'].map((p) => path.join(dir, 'data', 'val', p));
+      for (const file of local) server.images.set(path.basename(file), await fs.readFile(file));
+      const urls = local.map((f) => `${server.base}/img/${path.basename(f)}`);
+      const list = path.join(dir, 'urls.txt');
+      await fs.writeFile(list, `${urls[1]}\n${urls[2]}\n${server.base}/status/404/missing.png\n`);
+      const r = await runCli(['predict', urls[0]!, list, ...local, '--head', head, '--json', '--device', 'cpu', '--fetch-retries', '0']);
+      assert.equal(r.code, ExitCode.partial, r.stderr);
+      const predictions = new Map(r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { path: string; top: unknown[]; error?: string }).map((p) => [p.path, p]));
+      for (const [i, url] of urls.entries()) {
+        assert.ok(predictions.get(url)?.top.length, `${url}: ${JSON.stringify(predictions.get(url))}`);
+        assert.deepEqual(predictions.get(url)!.top, predictions.get(local[i]!)!.top);
+      }
+      assert.match(predictions.get(`${server.base}/status/404/missing.png`)!.error!, /HTTP 404/);
+    } finally {
+      await server.close();
+    }
   });
 });
