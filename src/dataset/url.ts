@@ -3,8 +3,8 @@
  * (or `url`) column holds them. Fetches run with bounded concurrency ahead of decoding and inference; each attempt
  * has a timeout; 5xx, 408, 429 and connection errors are retried with exponential backoff (429/503 honour
  * Retry-After), other 4xx are not; a response larger than the size cap is abandoned. `prefetch` keeps up to
- * `concurrency` URLs fetched or in flight ahead of the extract loop's reads, so fetching overlaps decode and inference. Proxies come from
- * HTTPS_PROXY / HTTP_PROXY / NO_PROXY through undici's EnvHttpProxyAgent.
+ * `concurrency` URLs fetched or in flight ahead of the extract loop's reads, so fetching overlaps decode and
+ * inference. Proxies come from HTTPS_PROXY / HTTP_PROXY / NO_PROXY through undici's EnvHttpProxyAgent.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Dispatcher, EnvHttpProxyAgent, interceptors, request } from 'undici';
@@ -118,6 +118,8 @@ export class UrlSource implements ImageSource {
   private queue: readonly Item[] = [];
   private cursor = 0;
   private closed = false;
+  /** Aborts requests and backoff waits still running when the source is closed (e.g. after Ctrl-C). */
+  private readonly closing = new AbortController();
 
   constructor(options: Partial<UrlSourceOptions> = {}) {
     this.options = { ...DEFAULT_URL_OPTIONS, ...options };
@@ -156,6 +158,7 @@ export class UrlSource implements ImageSource {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.closing.abort();
     await Promise.allSettled(this.ahead.values());
     this.ahead.clear();
     await this.agent.close();
@@ -173,7 +176,8 @@ export class UrlSource implements ImageSource {
   async fetchItem(item: Item): Promise<Fetched> {
     let last: FetchFailure | null = null;
     for (let attempt = 0; attempt <= this.options.retries; attempt++) {
-      if (last) await sleep(this.backoff(attempt, last.retryAfterMs));
+      if (last) await sleep(this.backoff(attempt, last.retryAfterMs), undefined, { signal: this.closing.signal }).catch(() => {});
+      if (this.closed) return { failure: { message: 'not fetched: the source was closed' } };
       try {
         return { bytes: await this.fetchOnce(item.path) };
       } catch (error) {
@@ -193,7 +197,8 @@ export class UrlSource implements ImageSource {
   }
 
   private async fetchOnce(url: string): Promise<Buffer> {
-    const signal = AbortSignal.timeout(this.options.timeoutMs);
+    const timeout = AbortSignal.timeout(this.options.timeoutMs);
+    const signal = AbortSignal.any([timeout, this.closing.signal]);
     let response: Dispatcher.ResponseData;
     try {
       response = await request(url, { dispatcher: this.dispatcher, signal, headers: { 'user-agent': this.options.userAgent, accept: 'image/*,*/*;q=0.8' } });
@@ -241,6 +246,7 @@ export class UrlSource implements ImageSource {
   }
 
   private networkFailure(error: unknown, signal: AbortSignal, status?: number): FetchFailure {
+    if (this.closing.signal.aborted) return new FetchFailure('not fetched: the source was closed', false, status);
     if (signal.aborted) return new FetchFailure(`timed out after ${this.options.timeoutMs} ms`, true, status);
     const cause = (error as { cause?: { code?: string; message?: string } }).cause;
     const detail = cause?.code ?? cause?.message ?? oneLine(error);

@@ -156,6 +156,17 @@ describe('UrlSource against a misbehaving local server', () => {
     assert.ok(server.started <= 3, `started ${server.started} of 20 after one was consumed`);
   });
 
+  it('close() abandons requests still in flight instead of waiting for their timeouts', async () => {
+    server.reset();
+    const source = new UrlSource({ ...fast, timeoutMs: 60_000, retries: 3 });
+    source.prefetch([{ path: `${server.base}/slow/60000/1.jpg`, label: null }]);
+    while (server.started === 0) await new Promise((r) => setTimeout(r, 5));
+    const reading = source.read({ path: `${server.base}/slow/60000/1.jpg`, label: null }).then(() => 'read', (e: Error) => e.message);
+    await source.close();
+    assert.equal(await reading, 'not fetched: the source was closed');
+    assert.equal(server.hits.get('/slow/60000/1.jpg'), 1, 'not retried after close');
+  });
+
   it('goes through HTTP_PROXY, and around it for NO_PROXY hosts', async () => {
     let tunnels = 0;
     const proxy = http.createServer((_req, res) => res.writeHead(501).end());
