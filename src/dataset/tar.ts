@@ -2,8 +2,10 @@
  * WebDataset tar shards as a dataset: `shards/train-{000000..000099}.tar` (brace ranges as webdataset writes them) or
  * a glob. Members are grouped into samples by key as webdataset does (`dir/key.jpg` + `dir/key.cls` → key `dir/key`);
  * a sample's label is its `.cls` (an integer class index) or the `label`/`class`/… field of its `.json`. Row paths
- * are `<shard relative to the pattern's folder>#<key>`. Shards are streamed (tar-stream), never unpacked to disk, and
- * one member is in memory at a time. `--shard K/N` splits by tar file, so each task reads whole shards.
+ * are `<shard relative to the pattern's folder>#<key>`. Opening lists each shard once as a stream (tar-stream: headers
+ * and label members kept, image bodies skipped); images are then read at their listed offsets (plain tar) or in one
+ * forward pass (gzip). Nothing is unpacked to disk and only the members being read are in memory. `--shard K/N`
+ * splits by tar file, so each task reads whole shards.
  */
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
