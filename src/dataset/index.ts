@@ -35,7 +35,10 @@ export interface Dataset {
 }
 
 export interface DatasetOptions {
-  /** Dataset root (ImageFolder), a folder of images, or a `.txt` list of image paths. Required. */
+  /**
+   * Dataset root (ImageFolder), a folder of images, a `.txt` list of image paths or of http(s) URLs, a CSV of URLs, or
+   * WebDataset tar shards (`shards/train-{000000..000099}.tar` or a glob). Required.
+   */
   data: string;
   /** Split folder to read (any folder under `data`), or train/val with `valFraction`. */
   split: string;

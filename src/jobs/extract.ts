@@ -8,7 +8,6 @@ import { type Backbone, openBackbone } from '../backbone/index.js';
 import { parseDevice } from '../backbone/session.js';
 import { type Dataset, type DatasetOptions, type Item, openDataset } from '../dataset/index.js';
 import type { Stamp } from '../dataset/source.js';
-import type { UrlSourceOptions } from '../dataset/url.js';
 import { type Shard, parseShard } from '../dataset/split.js';
 import type { Skipped } from '../dataset/walk.js';
 import { ExitCode, FeatcacheError, nonNegativeInteger, numberIn, optionName, parseChoice, positiveInteger } from '../errors.js';
@@ -27,8 +26,6 @@ export interface ExtractOptions extends Omit<DatasetOptions, 'shard' | 'followSy
   shard?: string | Shard | undefined;
   /** Follow symlinks that lead outside the data root (refused by default). */
   followSymlinks: boolean;
-  /** For URL datasets: requests in flight, per-attempt timeout, retries, size cap (DEFAULT_URL_OPTIONS). */
-  fetch?: Partial<UrlSourceOptions> | undefined;
   /** ONNX backbone file. */
   model: string;
   /** What to tap: `avgpool` (the pool feeding the classifier), a node, tensor or PyTorch module name. */
