@@ -1,7 +1,7 @@
 /** `featcache extract`: the command line of the extract job (src/jobs/extract.ts). */
 import type { Argv, CommandModule } from 'yargs';
 import { type ExtractResult, DEFAULT_EXTRACT_OPTIONS as X, extract } from '../jobs/extract.js';
-import { type Args, backboneOptions, cacheOption, emit, imageOptions, jsonOption, logToStderr } from './flags.js';
+import { type Args, backboneOptions, cacheOption, emit, fetchFrom, fetchOptions, imageOptions, jsonOption, logToStderr } from './flags.js';
 
 export function summaryLine(r: ExtractResult): string {
   const t = r.timings;
@@ -21,7 +21,7 @@ export const extractCommand: CommandModule = {
   describe: 'run the backbone over a dataset split and cache tapped features in Arrow files',
   builder: (y: Argv) =>
     y
-      .option('data', { type: 'string', demandOption: true, describe: 'dataset root (ImageFolder), image folder, or .txt list of images' })
+      .option('data', { type: 'string', demandOption: true, describe: "dataset root (ImageFolder), image folder, .txt list of images or http(s) URLs, CSV of URLs, or WebDataset shards ('shards/train-{000000..000099}.tar' or a glob)" })
       .option('split', { type: 'string', default: X.split, describe: 'split to extract: a split folder (train/val/test/training/…), or train/val with --val-fraction' })
       .option('labels', { type: 'string', describe: 'CSV of id,label (Kaggle layout); images in --images' })
       .option('images', { type: 'string', describe: 'image directory for --labels (default <data>/<split>, else <data>/train)' })
@@ -31,7 +31,8 @@ export const extractCommand: CommandModule = {
       .option('cache', cacheOption)
       .options(backboneOptions)
       .options(imageOptions)
-      .option('shard', { type: 'string', describe: 'K/N: process only shard K (0-based) of N; run N processes into the same cache' })
+      .options(fetchOptions)
+      .option('shard', { type: 'string', describe: 'K/N: process only shard K (0-based) of N (tar shards: whole tar files); run N processes into the same cache' })
       .option('fp16', { type: 'boolean', default: X.fp16, describe: 'run the backbone in float16 (for GPUs; features stay float32)' })
       .option('part-rows', { type: 'number', default: X.partRows, describe: 'images per committed part file (the most a kill can lose)' })
       .option('strict', { type: 'boolean', default: X.strict, describe: 'stop at the first unusable image (default: record it and go on)' })
@@ -44,7 +45,7 @@ export const extractCommand: CommandModule = {
       data: a.data, split: a.split, labels: a.labels, images: a.images, valFraction: a['val-fraction'], seed: a.seed, shard: a.shard,
       followSymlinks: a['follow-symlinks'], model: a.model, tap: a.tap, preset: a.preset, exif: a.exif, icc: a.icc, maxPixels: a['max-pixels'],
       cache: a.cache, device: a.device, threads: a.threads, fp16: a.fp16, batchSize: a['batch-size'], partRows: a['part-rows'],
-      strict: a.strict, retryFailed: a['retry-failed'], progress: a.progress && !a.json, log: logToStderr,
+      strict: a.strict, retryFailed: a['retry-failed'], progress: a.progress && !a.json, log: logToStderr, fetch: fetchFrom(a),
     });
     emit(a.json, result, () => summaryLine(result));
     process.exitCode = result.exitCode;

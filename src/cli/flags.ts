@@ -3,6 +3,7 @@
  * same and --help always shows the real default. Only the CLI layer imports yargs.
  */
 import type { Options } from 'yargs';
+import { DEFAULT_URL_OPTIONS as U, type UrlSourceOptions } from '../dataset/url.js';
 import { PRESET_NAMES } from '../image/presets.js';
 import { DEFAULT_EXTRACT_OPTIONS as X } from '../jobs/extract.js';
 
@@ -33,6 +34,18 @@ export const imageOptions = {
   icc: { type: 'string', default: X.icc, describe: 'embedded colour profiles: ignore (as PIL) or convert to sRGB' },
   'max-pixels': { type: 'number', default: X.maxPixels, describe: 'refuse images with more pixels (decompression bombs)' },
 } satisfies Record<string, Options>;
+
+/** How URL inputs are fetched (extract and predict). */
+export const fetchOptions = {
+  'fetch-concurrency': { type: 'number', default: U.concurrency, describe: 'URLs fetched at once, ahead of decoding' },
+  'fetch-timeout': { type: 'number', default: U.timeoutMs / 1000, describe: 'seconds per request attempt, to the last byte' },
+  'fetch-retries': { type: 'number', default: U.retries, describe: 'retries (exponential backoff) after 5xx, 408, 429, timeouts and dropped connections' },
+  'fetch-max-bytes': { type: 'number', default: U.maxBytes, describe: 'larger responses fail without being kept' },
+} satisfies Record<string, Options>;
+
+export function fetchFrom(a: Args): Partial<UrlSourceOptions> {
+  return { concurrency: a['fetch-concurrency'], timeoutMs: a['fetch-timeout'] * 1000, retries: a['fetch-retries'], maxBytes: a['fetch-max-bytes'] };
+}
 
 /** Prints a result as JSON or as the human line(s). */
 export function emit(json: boolean, result: unknown, human: () => string): void {

@@ -3,7 +3,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { ExitCode } from '../errors.js';
 import { BACKENDS } from '../head/runtime.js';
 import { type Prediction, DEFAULT_PREDICT_OPTIONS as P, predict } from '../jobs/predict.js';
-import { type Args, backboneOptions, emit, headOption, jsonOption } from './flags.js';
+import { type Args, backboneOptions, emit, fetchFrom, fetchOptions, headOption, jsonOption } from './flags.js';
 
 function table(predictions: Prediction[]): string {
   const width = Math.min(60, Math.max(...predictions.map((p) => p.path.length), 4));
@@ -21,10 +21,10 @@ function csv(predictions: Prediction[], k: number): string {
 
 export const predictCommand: CommandModule = {
   command: 'predict <inputs..>',
-  describe: 'classify images (files, folders, globs) with a trained head: top-k labels',
+  describe: 'classify images (files, URLs, folders, globs, .txt lists) with a trained head: top-k labels',
   builder: (y: Argv) =>
     y
-      .positional('inputs', { type: 'string', array: true, describe: 'image files, folders or glob patterns' })
+      .positional('inputs', { type: 'string', array: true, describe: 'image files, http(s) URLs, folders, glob patterns or .txt lists of paths/URLs' })
       .option('head', headOption)
       .option('model', { type: 'string', describe: 'backbone ONNX file (default: the one recorded in the head; checked by sha256)' })
       .option('top', { type: 'number', default: P.top, describe: 'how many classes to show per image' })
@@ -35,12 +35,13 @@ export const predictCommand: CommandModule = {
       .option('report', { type: 'string', describe: 'write a self-contained HTML page of thumbnails titled with the prediction' })
       .option('report-limit', { type: 'number', default: P.reportLimit, describe: 'at most this many thumbnails in the report' })
       .option('csv', { type: 'boolean', default: false, describe: 'CSV on stdout' })
-      .option('json', { ...jsonOption, describe: 'one JSON object per image (JSON lines) on stdout' }),
+      .option('json', { ...jsonOption, describe: 'one JSON object per image (JSON lines) on stdout' })
+      .options(fetchOptions),
   handler: async (argv) => {
     const a = argv as Args;
     const result = await predict({
       inputs: a.inputs, head: a.head, model: a.model, top: a.top, batchSize: a['batch-size'], device: a.device, threads: a.threads,
-      backend: a.backend, report: a.report, reportLimit: a['report-limit'],
+      backend: a.backend, report: a.report, reportLimit: a['report-limit'], fetch: fetchFrom(a),
     });
     if (a.json) process.stdout.write(result.predictions.map((p) => JSON.stringify(p)).join('\n') + '\n');
     else if (a.csv) process.stdout.write(`${csv(result.predictions, a.top)}\n`);

@@ -1,7 +1,8 @@
 /**
- * Datasets: where images are and what they are labelled. Four layouts, detected from what is on disk:
+ * Datasets: where images are and what they are labelled. Layouts, detected from what --data names:
  * ImageFolder with split folders, ImageFolder without (split by --val-fraction), a CSV of id,label with an image
- * directory (Kaggle dog breeds), and a plain list of unlabelled images (a folder of images or a .txt list).
+ * directory (Kaggle dog breeds), a plain list of unlabelled images (a folder of images or a .txt list), a .txt list or
+ * CSV of http(s) URLs, and WebDataset tar shards (a brace pattern or glob). Each comes with the source of its bytes.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -9,6 +10,8 @@ import { parse as parseCsv } from 'csv-parse/sync';
 import { FeatcacheError, invalidParameter, missingFile, numberIn, optionName } from '../errors.js';
 import { type ImageSource, folderSource } from './source.js';
 import { type Shard, inShard, stratifiedSplit } from './split.js';
+import { isTarPattern, openTarDataset } from './tar.js';
+import { type UrlSourceOptions, UrlSource, isUrl } from './url.js';
 import { type Skipped, IMAGE_EXTENSIONS, isDirectory, isInside, walkImages } from './walk.js';
 
 export interface Item {
@@ -17,7 +20,7 @@ export interface Item {
   label: number | null;
 }
 
-export type DatasetLayout = 'imagefolder-splits' | 'imagefolder' | 'csv' | 'list';
+export type DatasetLayout = 'imagefolder-splits' | 'imagefolder' | 'csv' | 'list' | 'url-list' | 'url-csv' | 'webdataset';
 
 export interface Dataset {
   root: string;
@@ -32,7 +35,10 @@ export interface Dataset {
 }
 
 export interface DatasetOptions {
-  /** Dataset root (ImageFolder), a folder of images, or a `.txt` list of image paths. Required. */
+  /**
+   * Dataset root (ImageFolder), a folder of images, a `.txt` list of image paths or of http(s) URLs, a CSV of URLs, or
+   * WebDataset tar shards (`shards/train-{000000..000099}.tar` or a glob). Required.
+   */
   data: string;
   /** Split folder to read (any folder under `data`), or train/val with `valFraction`. */
   split: string;
@@ -48,22 +54,36 @@ export interface DatasetOptions {
   shard?: Shard | undefined;
   /** Follow symlinks whose target lies outside the data root (by default they are refused). */
   followSymlinks?: boolean | undefined;
+  /** Fetch settings for URL datasets (timeouts, retries, concurrency, size cap). */
+  fetch?: Partial<UrlSourceOptions> | undefined;
+  /** Notes while listing (e.g. a damaged tar shard). */
+  log?: ((line: string) => void) | undefined;
 }
 
 /** Folder names that mark split folders, as datasets name them; any folder given as the split counts too. */
 export const SPLIT_DIRS = ['train', 'val', 'test', 'training', 'validation', 'valid', 'testing'] as const;
 
 export async function openDataset(options: DatasetOptions): Promise<Dataset> {
-  const stat = await fs.stat(options.data).catch(() => null);
-  if (!stat) throw missingFile('data', options.data, 'expected a dataset folder, an image folder or a .txt list of images', 'no such file or directory');
   if (options.valFraction !== undefined) numberIn('valFraction', options.valFraction, 0, 1, true);
-  const dataset = options.labels
+  if (isTarPattern(options.data) && !options.labels) return webDataset(options);
+  const stat = await fs.stat(options.data).catch(() => null);
+  if (!stat) throw missingFile('data', options.data, 'expected a dataset folder, an image folder, a .txt list of images or URLs, a CSV of URLs, or tar shards', 'no such file or directory');
+  const dataset: Listed = options.labels
     ? await csvDataset(options)
-    : stat.isFile()
-      ? await listFileDataset(options)
-      : await folderDataset(options);
+    : stat.isFile() && /\.csv$/i.test(options.data)
+      ? await csvDataset({ ...options, labels: options.data })
+      : stat.isFile()
+        ? await listFileDataset(options)
+        : await folderDataset(options);
   const items = options.shard ? dataset.items.filter((i) => inShard(options.shard!, i.path)) : dataset.items;
-  return { ...dataset, items, source: folderSource(dataset.root) };
+  return { ...dataset, items, source: dataset.source ?? folderSource(dataset.root) };
+}
+
+/** WebDataset shards: only this task's tar files are listed (`shard` splits by tar file). */
+async function webDataset(options: DatasetOptions): Promise<Dataset> {
+  const tars = await openTarDataset(options.data, options.shard, options.log);
+  const split = applySplit(tars.items, tars.classes, options);
+  return { root: tars.root, layout: 'webdataset', classes: tars.classes, split: options.split, items: split.items, skipped: tars.skipped, source: tars.source };
 }
 
 /** Split folders under `root`: the usual names, plus the requested split when it is a folder there. */
@@ -75,7 +95,7 @@ async function splitFolders(root: string, split: string): Promise<string[]> {
   return found.sort();
 }
 
-type Listed = Omit<Dataset, 'source'>;
+type Listed = Omit<Dataset, 'source'> & { source?: ImageSource };
 
 async function folderDataset(options: DatasetOptions): Promise<Listed> {
   const root = path.resolve(options.data);
@@ -141,6 +161,8 @@ function applySplit(items: Item[], classes: string[], options: DatasetOptions): 
 }
 
 const ID_COLUMNS = ['id', 'image', 'image_id', 'file', 'filename', 'path'];
+/** img2dataset's default URL column comes first for URL CSVs. */
+const URL_COLUMNS = ['url', 'image_url', ...ID_COLUMNS];
 const LABEL_COLUMNS = ['label', 'breed', 'class', 'category', 'target'];
 
 /** `--labels` as given, else relative to `--data` (Kaggle's labels.csv sits beside the image folder). */
@@ -162,6 +184,11 @@ async function csvDataset(options: DatasetOptions): Promise<Listed> {
     throw new FeatcacheError(`${optionName('labels')} ${csvFile}: not valid CSV (${(error as Error).message})`);
   }
   const header = rows.length > 0 ? Object.keys(rows[0]!) : [];
+  const urlColumn = URL_COLUMNS.map((c) => header.find((h) => h.toLowerCase() === c)).find((h) => h !== undefined && rows.every((r) => isUrl(r[h] ?? '')));
+  if (urlColumn) return urlCsvDataset(options, csvFile, rows, urlColumn, header);
+  if (options.labels === options.data && !options.images) {
+    throw new FeatcacheError(`${optionName('data')} ${csvFile}: a CSV as ${optionName('data')} must hold http(s) URLs in a url/id column; for a CSV of file names and labels pass ${optionName('data')} <image folder> ${optionName('labels')} ${csvFile}`);
+  }
   const idColumn = header.find((h) => ID_COLUMNS.includes(h.toLowerCase()));
   const labelColumn = header.find((h) => LABEL_COLUMNS.includes(h.toLowerCase()));
   if (!idColumn || !labelColumn) {
@@ -211,6 +238,27 @@ async function csvDataset(options: DatasetOptions): Promise<Listed> {
   return { root, layout: 'csv', classes, split: options.split, items: split.items, skipped: [] };
 }
 
+/** A CSV whose url (or id) column holds URLs (img2dataset's input); the label column is optional. */
+function urlCsvDataset(options: DatasetOptions, csvFile: string, rows: Record<string, string>[], urlColumn: string, header: string[]): Listed {
+  const labelColumn = header.find((h) => LABEL_COLUMNS.includes(h.toLowerCase()));
+  const seen = new Set<string>();
+  const duplicates: string[] = [];
+  for (const row of rows) {
+    const url = row[urlColumn]!.trim();
+    if (seen.has(url)) duplicates.push(url);
+    seen.add(url);
+  }
+  if (duplicates.length > 0) {
+    throw new FeatcacheError(`${optionName('labels')} ${csvFile}: duplicate URLs (${duplicates.length}): ${duplicates.slice(0, 3).join(', ')}; each URL must appear once`);
+  }
+  const classes = labelColumn ? [...new Set(rows.map((r) => r[labelColumn] ?? ''))].sort() : [];
+  const index = new Map(classes.map((c, i) => [c, i]));
+  const items = rows.map((r) => ({ path: r[urlColumn]!.trim(), label: labelColumn ? index.get(r[labelColumn] ?? '')! : null }));
+  const root = path.dirname(path.resolve(csvFile));
+  const split = labelColumn ? applySplit(items, classes, options).items : items;
+  return { root, layout: 'url-csv', classes, split: options.split, items: split, skipped: [], source: new UrlSource(options.fetch) };
+}
+
 async function defaultImageDir(root: string, split: string): Promise<string> {
   for (const candidate of [path.join(root, split), path.join(root, 'train')]) if (await isDirectory(candidate)) return candidate;
   return root;
@@ -226,6 +274,14 @@ function findImageFile(files: Set<string>, id: string): string | null {
 async function listFileDataset(options: DatasetOptions): Promise<Listed> {
   const root = path.dirname(path.resolve(options.data));
   const lines = (await fs.readFile(options.data, 'utf8')).split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const urls = lines.filter(isUrl);
+  if (urls.length > 0) {
+    if (urls.length < lines.length) {
+      throw new FeatcacheError(`${optionName('data')} ${options.data}: mixes ${urls.length} URLs with ${lines.length - urls.length} file paths (e.g. ${lines.find((l) => !isUrl(l))}); expected one kind per list`);
+    }
+    const items = [...new Set(urls)].map((url) => ({ path: url, label: null }));
+    return { root, layout: 'url-list', classes: [], split: options.split, items, skipped: [], source: new UrlSource(options.fetch) };
+  }
   const items = lines.map((line) => ({ path: path.relative(root, path.resolve(root, line)).split(path.sep).join('/'), label: null }));
   return { root, layout: 'list', classes: [], split: options.split, items, skipped: [] };
 }

@@ -17,8 +17,15 @@ export interface ImageSource {
   locate(item: Item): string;
   /** The item's current stamp; null when it cannot be seen now (it will be read, and fail, with a reason). */
   stamp(item: Item): Promise<Stamp | null>;
-  /** The item's bytes and the stamp they were read at. */
+  /**
+   * The item's bytes and the stamp they were read at. A failure throws; an error with a numeric `status` (an HTTP
+   * status) keeps it in the failure ledger.
+   */
   read(item: Item): Promise<{ bytes: Buffer; stamp: Stamp }>;
+  /** The items about to be read, in order: a remote source starts fetching ahead (bounded). Optional. */
+  prefetch?(items: readonly Item[]): void;
+  /** Releases connections and file handles; the source is not used afterwards. Optional. */
+  close?(): Promise<void>;
 }
 
 /** Images as files under `root`; item paths are relative to it. */

@@ -56,7 +56,15 @@ export function parseShard(value: string): Shard {
   return { index, count };
 }
 
-/** Deterministic, disjoint and stable under additions: an item's shard depends on its path alone. */
+/**
+ * Deterministic, disjoint and stable under additions: an item's shard depends on its path alone. A WebDataset sample
+ * (`dir/train-000001.tar#key`) goes with its tar file, so each task reads whole tar files.
+ */
 export function inShard(shard: Shard, key: string): boolean {
-  return shard.count === 1 || Math.floor(hashScore('shard', key) * shard.count) === shard.index;
+  return shard.count === 1 || Math.floor(hashScore('shard', shardKey(key)) * shard.count) === shard.index;
+}
+
+export function shardKey(key: string): string {
+  const match = /^(.*?\.(?:tar|tgz|tar\.gz))#/i.exec(key);
+  return match ? match[1]! : key;
 }

@@ -17,6 +17,8 @@ export interface BatchFailure<T, S> {
   item: T;
   stage: 'read' | 'decode';
   message: string;
+  /** HTTP status of a failed fetch (an error's numeric `status`). */
+  status?: number;
   stamp: S | null;
 }
 
@@ -45,7 +47,8 @@ async function decodeOne<T, S>(item: T, read: (item: T) => Promise<Loaded<S>>, s
   try {
     loaded = await read(item);
   } catch (error) {
-    return { item, stage: 'read', message: oneLine(error), stamp: null };
+    const status = (error as { status?: unknown } | null)?.status;
+    return { item, stage: 'read', message: oneLine(error), ...(typeof status === 'number' ? { status } : {}), stamp: null };
   }
   if (loaded.bytes.length === 0) return { item, stage: 'read', message: 'empty file (0 bytes)', stamp: loaded.stamp };
   try {

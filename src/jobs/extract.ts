@@ -147,7 +147,7 @@ function resolveOptions(given: Partial<ExtractOptions> & { data: string }): Reso
     ...resolved,
     dataset: {
       data: o.data, split: o.split, labels: o.labels, images: o.images, valFraction: o.valFraction, seed: resolved.seed, shard,
-      followSymlinks: o.followSymlinks,
+      followSymlinks: o.followSymlinks, fetch: o.fetch, log: resolved.log,
     },
   };
 }
@@ -164,6 +164,14 @@ export async function extract(options: Partial<ExtractOptions> & { data: string 
   const started = performance.now();
   const o = resolveOptions(options);
   const dataset = await openDataset(o.dataset);
+  try {
+    return await extractDataset(dataset, o, started);
+  } finally {
+    await dataset.source.close?.();
+  }
+}
+
+async function extractDataset(dataset: Dataset, o: Resolved, started: number): Promise<ExtractResult> {
   requireImages(dataset, o);
   const backbone = await openBackbone(o.model, { tap: o.tap, device: parseDevice(o.device), threads: o.threads, fp16: o.fp16 });
   try {
@@ -242,6 +250,7 @@ async function extractInto(writer: SplitWriter, backbone: Backbone, dataset: Dat
   const interrupt = interruptFlag();
   try {
     const plan = await writer.plan(dataset.items, (item) => dataset.source.stamp(item), o.retryFailed);
+    dataset.source.prefetch?.(plan.todo);
     const timings: ExtractTimings = { wallS: 0, decodeWaitS: 0, decodeBusyS: 0, inferS: 0, writeS: 0, setupS: (performance.now() - started) / 1000 };
     const batchSize = cappedBatchSize(o);
     const progress = progressBar(`extract ${o.split}`, plan.todo.length, o.progress);
@@ -321,7 +330,9 @@ function toRecords(batch: DecodedBatch<Item, Stamp>, classes: string[]): { rows:
     rows: batch.ok.map(({ item, stamp }) => ({
       path: item.path, label: item.label, labelName: item.label === null ? null : (classes[item.label] ?? null), size: stamp.size, mtimeMs: stamp.mtimeMs,
     })),
-    failures: batch.failed.map((f) => ({ path: f.item.path, stage: f.stage, message: f.message, size: f.stamp?.size ?? 0, mtimeMs: f.stamp?.mtimeMs ?? 0 })),
+    failures: batch.failed.map((f) => ({
+      path: f.item.path, stage: f.stage, message: f.message, ...(f.status === undefined ? {} : { status: f.status }), size: f.stamp?.size ?? 0, mtimeMs: f.stamp?.mtimeMs ?? 0,
+    })),
   };
 }
 

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import fg from 'fast-glob';
 import { type Backbone, openBackbone } from '../backbone/index.js';
 import { parseDevice } from '../backbone/session.js';
+import { type UrlSourceOptions, UrlSource, isUrl } from '../dataset/url.js';
 import { isImageName, walkImages } from '../dataset/walk.js';
 import { missingFile, nonNegativeInteger, parseChoice, positiveInteger } from '../errors.js';
 import { type Prediction, writeReport } from '../export/report.js';
@@ -23,8 +24,10 @@ import { withDefaults } from '../util/options.js';
 export type { Prediction } from '../export/report.js';
 
 export interface PredictOptions {
-  /** Image files, folders (walked recursively) and glob patterns. Required. */
+  /** Image files, http(s) URLs, folders (walked recursively), glob patterns and .txt lists of paths or URLs. Required. */
   inputs: string[];
+  /** How URLs are fetched (timeouts, retries, concurrency, size cap). */
+  fetch?: Partial<UrlSourceOptions> | undefined;
   /** Head directory written by train-head. */
   head: string;
   /** Backbone file; default: the one recorded in the head (checked by sha256 either way). */
@@ -69,13 +72,18 @@ interface Unresolved {
   error: string;
 }
 
-/** Files, directories (walked recursively) and glob patterns, in the order given, without duplicates. */
+/** Files, URLs, directories (walked recursively), glob patterns and .txt lists, in the order given, without duplicates. */
 export async function expandInputs(inputs: string[]): Promise<{ files: string[]; unresolved: Unresolved[] }> {
   const files: string[] = [];
   const unresolved: Unresolved[] = [];
   for (const input of inputs) {
+    if (isUrl(input)) {
+      files.push(input.trim());
+      continue;
+    }
     const stat = await fs.stat(input).catch(() => null);
-    if (stat?.isDirectory()) files.push(...(await walkImages(input, { followOutside: true })).images.map((p) => path.join(input, p)));
+    if (stat?.isFile() && /\.txt$/i.test(input)) files.push(...(await listEntries(input)));
+    else if (stat?.isDirectory()) files.push(...(await walkImages(input, { followOutside: true })).images.map((p) => path.join(input, p)));
     else if (stat) files.push(input);
     else {
       const matches = (await fg(input, { onlyFiles: true, dot: false })).filter(isImageName).sort();
@@ -84,6 +92,12 @@ export async function expandInputs(inputs: string[]): Promise<{ files: string[];
     }
   }
   return { files: [...new Set(files)], unresolved };
+}
+
+/** A .txt list: one image path (relative to the list's folder) or URL per line; '#' starts a comment line. */
+async function listEntries(list: string): Promise<string[]> {
+  const lines = (await fs.readFile(list, 'utf8')).split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  return lines.map((line) => (isUrl(line) ? line : path.join(path.dirname(list), line)));
 }
 
 async function checkedBackbone(head: LoadedHead, o: PredictOptions): Promise<Backbone> {
@@ -139,11 +153,23 @@ export async function predict(options: Partial<PredictOptions> & { inputs: strin
 }
 
 async function predictFiles(files: string[], head: LoadedHead, backbone: Backbone, o: PredictOptions): Promise<Prediction[]> {
+  const urls = files.filter(isUrl);
+  if (urls.length === 0) return predictBatches(files, head, backbone, o, async (file) => file);
+  const source = new UrlSource(o.fetch);
+  try {
+    source.prefetch(urls.map((url) => ({ path: url, label: null })));
+    return await predictBatches(files, head, backbone, o, async (file) => (isUrl(file) ? (await source.read({ path: file, label: null })).bytes : file));
+  } finally {
+    await source.close();
+  }
+}
+
+async function predictBatches(files: string[], head: LoadedHead, backbone: Backbone, o: PredictOptions, bytesOf: (file: string) => Promise<Buffer | string>): Promise<Prediction[]> {
   const preset = head.info.provenance.preset as unknown as Preset;
   const policy: ImagePolicy = { ...DEFAULT_IMAGE_POLICY, exif: head.info.provenance.exif as ImagePolicy['exif'], icc: head.info.provenance.icc as ImagePolicy['icc'] };
   const predictions: Prediction[] = [];
   for (let start = 0; start < files.length; start += o.batchSize) {
-    const batch = await decodeBatch(files.slice(start, start + o.batchSize), async (file) => ({ bytes: file, stamp: null }), { preset, policy, layout: backbone.input.layout });
+    const batch = await decodeBatch(files.slice(start, start + o.batchSize), async (file) => ({ bytes: await bytesOf(file), stamp: null }), { preset, policy, layout: backbone.input.layout });
     const count = batch.ok.length;
     const features = count > 0 ? await backbone.extract(batch.pixels, count, preset.crop) : new Float32Array();
     applyNormalization(head.info.normalization, features, count, backbone.dim);

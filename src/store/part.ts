@@ -24,6 +24,8 @@ export interface Failure {
   /** Which step failed: read, decode, preprocess, infer. */
   stage: string;
   message: string;
+  /** HTTP status of the last attempt, for images fetched from URLs. */
+  status?: number;
   size: number;
   mtimeMs: number;
 }
