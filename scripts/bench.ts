@@ -14,7 +14,7 @@ import { openBackbone } from '../src/backbone/index.js';
 import { extract } from '../src/commands/extract.js';
 import { runExport } from '../src/commands/export.js';
 import { loadTf } from '../src/head/runtime.js';
-import { DEFAULT_HEAD_OPTIONS, trainHead } from '../src/head/train.js';
+import { DEFAULT_HEAD_OPTIONS, fitHead as trainHead } from '../src/head/train.js';
 import { DEFAULT_IMAGE_POLICY, getPreset } from '../src/image/presets.js';
 import { ensureManifest } from '../src/store/manifest.js';
 import { writePart } from '../src/store/part.js';

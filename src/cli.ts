@@ -6,7 +6,7 @@ import { hideBin } from 'yargs/helpers';
 import { ExitCode, FeatcacheError } from './errors.js';
 import { extractCommand } from './commands/extract.js';
 import { inspectCommand } from './commands/inspect.js';
-import { trainHeadCommand } from './commands/train-head.js';
+import { trainHeadCommand } from './cli/train-head.js';
 import { predictCommand } from './commands/predict.js';
 import { fetchModelCommand } from './commands/fetch-model.js';
 import { demoCommand } from './commands/demo.js';

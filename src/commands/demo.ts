@@ -15,7 +15,7 @@ import { extract, summaryLine } from './extract.js';
 import { fetchModel } from './fetch-model.js';
 import { type Args, parseDevice } from './options.js';
 import { predict } from './predict.js';
-import { runTrainHead, trainSummaryLine } from './train-head.js';
+import { trainHead as runTrainHead, trainSummaryLine } from '../jobs/train-head.js';
 
 const DATA_URL = 'https://download.pytorch.org/tutorial/hymenoptera_data.zip';
 const LOCAL_DATA = ['data/hymenoptera_data', '../shared/data/hymenoptera_data'];

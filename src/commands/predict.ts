@@ -11,7 +11,7 @@ import { type Backbone, openBackbone } from '../backbone/index.js';
 import { isImageName, walkImages } from '../dataset/walk.js';
 import { ExitCode, FeatcacheError, errorMessage } from '../errors.js';
 import { topK } from '../head/metrics.js';
-import { applyNormalization } from '../store/normalize.js';
+import { applyNormalization } from '../head/normalize.js';
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
 import { type LoadedHead, loadHead } from '../head/saved.js';
 import { decodeToRgb, writeNormalised } from '../image/preprocess.js';

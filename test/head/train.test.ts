@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { type Tf, loadTf } from '../../src/head/runtime.js';
-import { DEFAULT_HEAD_OPTIONS, type HeadOptions, type Split, balancedClassWeights, predictProbabilities, stepLr, trainHead } from '../../src/head/train.js';
+import { DEFAULT_HEAD_OPTIONS, type HeadOptions, type Split, balancedClassWeights, predictProbabilities, stepLr, fitHead as trainHead } from '../../src/head/train.js';
 import { seededRandom } from '../../src/util/random.js';
 
 /** Gaussian clusters: `classes` centres in `dim` dimensions, `noise` spread. */
@@ -116,7 +116,7 @@ describe('trainHead', () => {
   });
 
   it('refuses nonsense options and single-class data', () => {
-    assert.throws(() => trainHead(tf, train, null, 8, 3, options({ epochs: 0 })), /--epochs: expected a positive number/);
+    assert.throws(() => trainHead(tf, train, null, 8, 3, options({ epochs: 0 })), /epochs: expected a positive integer, got 0/);
     assert.throws(() => trainHead(tf, train, null, 8, 1, options()), /need at least 2 classes/);
   });
 });

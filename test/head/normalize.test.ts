@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { StandardAccumulator, applyNormalization, fitNormalization } from '../../src/store/normalize.js';
+import { StandardAccumulator, applyNormalization, fitNormalization } from '../../src/head/normalize.js';
 
 describe('normalisation', () => {
   it('l2 makes each row unit length and leaves zero rows alone', () => {
