@@ -78,8 +78,8 @@ export function sweepChart(rows: SweepRow[]): string {
     const header = `<tr><th>${escapeHtml(normalize)}: lr \\ wd</th>${wds.map((w) => `<th>${w}</th>`).join('')}</tr>`;
     const body = lrs.map((lr) => `<tr><th>${lr}</th>${wds.map((wd) => {
       const r = mine.find((m) => m.lr === lr && m.weightDecay === wd)!;
-      const chosen = r === best ? ' style="outline:2px solid #000"' : '';
-      return `<td${chosen} title="loss ${r.holdoutLoss.toFixed(4)}, epoch ${r.epoch}" style="background:${colour(r.holdoutAcc)}">${r.holdoutAcc.toFixed(3)}<br><span class="muted">${r.holdoutLoss.toFixed(3)} @${r.epoch}</span></td>`;
+      const outline = r === best ? 'outline:2px solid #000;' : '';
+      return `<td title="loss ${r.holdoutLoss.toFixed(4)}, epoch ${r.epoch}" style="${outline}background:${colour(r.holdoutAcc)}">${r.holdoutAcc.toFixed(3)}<br><span class="muted">${r.holdoutLoss.toFixed(3)} @${r.epoch}</span></td>`;
     }).join('')}</tr>`).join('');
     return `<table style="display:inline-table;margin-right:12px">${header}${body}</table>`;
   });

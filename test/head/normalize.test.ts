@@ -17,12 +17,28 @@ describe('normalisation', () => {
     applyNormalization(stats, val, 1, 2);
     assert.deepEqual([...val], [2, 0]);
   });
-  it('streaming accumulation equals the one-shot fit', () => {
-    const data = Float32Array.from({ length: 40 }, (_, i) => Math.sin(i) * 10);
-    const acc = new StandardAccumulator(4);
+  it('one-shot and streaming fits equal an independent two-pass mean and population std', () => {
+    const [count, dim] = [10, 4];
+    // Large offset, small spread: the case where E[x²] − E[x]² loses precision in float32.
+    const data = Float32Array.from({ length: count * dim }, (_, i) => 1000 + Math.sin(i) * 3);
+    const twoPass = Array.from({ length: dim }, (_, d) => {
+      let mean = 0;
+      for (let r = 0; r < count; r++) mean += data[r * dim + d]!;
+      mean /= count;
+      let squares = 0;
+      for (let r = 0; r < count; r++) squares += (data[r * dim + d]! - mean) ** 2;
+      return { mean, std: Math.sqrt(squares / count) };
+    });
+    const one = fitNormalization('standard', data, count, dim);
+    const acc = new StandardAccumulator(dim);
     acc.add(data.subarray(0, 16), 4);
     acc.add(data.subarray(16), 6);
-    const one = fitNormalization('standard', data, 10, 4);
-    acc.result().mean!.forEach((m, d) => assert.ok(Math.abs(m - one.mean![d]!) < 1e-9));
+    const streamed = acc.result();
+    for (const fitted of [one, streamed]) {
+      twoPass.forEach(({ mean, std }, d) => {
+        assert.ok(Math.abs(fitted.mean![d]! - mean) < 1e-9 * Math.abs(mean), `mean[${d}] ${fitted.mean![d]} vs ${mean}`);
+        assert.ok(Math.abs(fitted.std![d]! - std) < 1e-6 * std, `std[${d}] ${fitted.std![d]} vs ${std}`);
+      });
+    }
   });
 });
