@@ -83,7 +83,7 @@ export function headInfoProblem(value: unknown): string | null {
 }
 
 /** What a head directory holds: nothing (new or empty), featcache's head, or something else (refused). */
-async function inspectHeadDir(dir: string): Promise<'new' | 'head'> {
+export async function inspectHeadDir(dir: string): Promise<'new' | 'head'> {
   const stat = await fs.stat(dir).catch(() => null);
   if (!stat) return 'new';
   if (!stat.isDirectory()) throw new FeatcacheError(`--head ${dir}: is a file, not a directory; choose a new directory for the head`);

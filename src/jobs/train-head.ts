@@ -9,7 +9,7 @@ import { curvesPage } from '../head/curves.js';
 import { type CalibrationReport, type Metrics, calibrationReport, classificationMetrics } from '../head/metrics.js';
 import { NORMALIZATIONS, type NormalizationKind, applyNormalization, fitNormalization } from '../head/normalize.js';
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
-import { type HeadInfo, saveHead } from '../head/saved.js';
+import { type HeadInfo, inspectHeadDir, saveHead } from '../head/saved.js';
 import { DEFAULT_SWEEP_GRID, type Selection, type SweepGrid, selectSetting } from '../head/select.js';
 import { DEFAULT_HEAD_OPTIONS, type EpochStats, type HeadOptions, type Split, fitHead, predictLogits, softmaxRows, validateHeadOptions } from '../head/train.js';
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
@@ -176,6 +176,8 @@ function pinnedGrid(o: TrainHeadOptions, given: Set<string>): SweepGrid {
 export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promise<TrainHeadResult> {
   const { resolved: o, given } = resolveTrainHeadOptions(options);
   const log = o.log ?? (() => {});
+  // Refuse a directory we may not write into before spending time on training.
+  await inspectHeadDir(o.head);
   const cache = await FeatureCache.open(o.cache);
   const { train, val, validation } = await loadSplits(cache, o);
   const classes = cache.manifest.classes;
