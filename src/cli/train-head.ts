@@ -3,7 +3,7 @@ import type { Argv, CommandModule, Options } from 'yargs';
 import { NORMALIZATIONS } from '../head/normalize.js';
 import { BACKENDS } from '../head/runtime.js';
 import { CLASS_WEIGHTS, MONITORS, OPTIMIZERS } from '../head/train.js';
-import { DEFAULT_TRAIN_HEAD_OPTIONS as d, type TrainHeadOptions, sweepLine, trainHead, trainSummaryLine } from '../jobs/train-head.js';
+import { DEFAULT_TRAIN_HEAD_OPTIONS as d, type TrainHeadOptions, trainHead, trainSummaryLine } from '../jobs/train-head.js';
 import { type Args, emit, jsonOption } from '../commands/options.js';
 
 /** Flag name → option name. Flags are given to the job only when typed, so the sweep can tell them from defaults. */
@@ -55,6 +55,6 @@ export const trainHeadCommand: CommandModule = {
     for (const [flag, key] of Object.entries(FLAGS)) if (a[flag] !== undefined) (given as Record<string, unknown>)[key] = a[flag];
     const log = a.json ? undefined : (line: string) => process.stderr.write(`${line}\n`);
     const result = await trainHead({ ...given, log, optionName: (o) => FLAG_OF[o] ?? o });
-    emit(a.json, result, () => (result.sweep ? `${sweepLine(result.sweep)}\n` : '') + trainSummaryLine(result));
+    emit(a.json, result, () => trainSummaryLine(result));
   },
 };

@@ -65,9 +65,10 @@ ${points(c.bins.before, '#d62728')}${points(c.bins.after, '#1f77b4')}
 }
 
 /** The sweep as a heat map per normalisation: rows learning rate, columns weight decay, cells held-out accuracy. */
-export function sweepChart(rows: SweepRow[]): string {
+export function sweepChart(rows: SweepRow[], chosen: SweepRow | null = null): string {
   if (rows.length === 0) return '';
-  const best = rows.reduce((a, b) => (b.holdoutLoss < a.holdoutLoss ? b : a));
+  const best = chosen ?? rows.reduce((a, b) => (b.holdoutLoss < a.holdoutLoss ? b : a));
+  const isBest = (r: SweepRow) => r.normalize === best.normalize && r.lr === best.lr && r.weightDecay === best.weightDecay;
   const accs = rows.map((r) => r.holdoutAcc);
   const [lo, hi] = [Math.min(...accs), Math.max(...accs)];
   const colour = (a: number) => `hsl(${(120 * (a - lo)) / (hi - lo || 1)}, 60%, 75%)`;
@@ -78,17 +79,19 @@ export function sweepChart(rows: SweepRow[]): string {
     const header = `<tr><th>${escapeHtml(normalize)}: lr \\ wd</th>${wds.map((w) => `<th>${w}</th>`).join('')}</tr>`;
     const body = lrs.map((lr) => `<tr><th>${lr}</th>${wds.map((wd) => {
       const r = mine.find((m) => m.lr === lr && m.weightDecay === wd)!;
-      const outline = r === best ? 'outline:2px solid #000;' : '';
-      return `<td title="loss ${r.holdoutLoss.toFixed(4)}, epoch ${r.epoch}" style="${outline}background:${colour(r.holdoutAcc)}">${r.holdoutAcc.toFixed(3)}<br><span class="muted">${r.holdoutLoss.toFixed(3)} @${r.epoch}</span></td>`;
+      const outline = isBest(r) ? 'outline:2px solid #000;' : '';
+      const calibrated = r.calibratedLoss === null ? '' : `, calibrated ${r.calibratedLoss.toFixed(4)}`;
+      return `<td title="loss ${r.holdoutLoss.toFixed(4)}${calibrated}, epoch ${r.epoch}" style="${outline}background:${colour(r.holdoutAcc)}">${r.holdoutAcc.toFixed(3)}<br><span class="muted">${r.holdoutLoss.toFixed(3)} @${r.epoch}</span></td>`;
     }).join('')}</tr>`).join('');
     return `<table style="display:inline-table;margin-right:12px">${header}${body}</table>`;
   });
-  return `<h2>Sweep: held-out accuracy (loss @ best epoch); outlined: chosen</h2><div>${tables.join('')}</div>`;
+  return `<h2>Sweep: held-out accuracy (loss @ best epoch); outlined: chosen (lowest held-out NLL after temperature among each normalisation's best)</h2><div>${tables.join('')}</div>`;
 }
 
 export interface CurvesExtras {
   calibration?: CalibrationReport | null;
   sweep?: SweepRow[] | null;
+  chosen?: SweepRow | null;
 }
 
 export function curvesPage(history: EpochStats[], metrics: Metrics | null, summary: string, bestEpoch: number | null = null, extras: CurvesExtras = {}): string {
@@ -108,5 +111,5 @@ export function curvesPage(history: EpochStats[], metrics: Metrics | null, summa
   const metricsHtml = metrics
     ? `<h2>Validation (${metrics.count} images): top-1 ${metrics.top1.toFixed(4)}${metrics.top5 === null ? '' : `, top-5 ${metrics.top5.toFixed(4)}`}</h2>${confusionTable(metrics)}`
     : '<p class="muted">No validation split: metrics are on the training data.</p>';
-  return page('featcache train-head', `<p>${escapeHtml(summary)}</p><div>${loss}${acc}${reliability}</div>${calibrationText}${sweepChart(extras.sweep ?? [])}${metricsHtml}`);
+  return page('featcache train-head', `<p>${escapeHtml(summary)}</p><div>${loss}${acc}${reliability}</div>${calibrationText}${sweepChart(extras.sweep ?? [], extras.chosen ?? null)}${metricsHtml}`);
 }

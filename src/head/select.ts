@@ -128,6 +128,12 @@ export interface SweepRow {
   epoch: number;
   holdoutLoss: number;
   holdoutAcc: number;
+  /**
+   * Held-out NLL after the best temperature, for each normalisation's best candidate (the finalists; null for the
+   * rest). Finalists are compared on it because the saved head is calibrated the same way: what matters is how
+   * well the logits rank, not how sharp they are before scaling.
+   */
+  calibratedLoss: number | null;
 }
 
 export interface Selection {
@@ -157,7 +163,10 @@ export interface SelectOptions {
   log: (line: string) => void;
 }
 
-/** Sweeps the grid on the planned folds, picks the best setting, and fits the temperature on its held-out logits. */
+/**
+ * Sweeps the grid on the planned folds; each normalisation's best candidate (held-out loss) is refit per fold to
+ * fit a temperature, and the one with the lowest calibrated held-out NLL wins (with `val_acc`: the most accurate).
+ */
 export function selectSetting(tf: Tf, train: Split, dim: number, classes: number, options: HeadOptions, select: SelectOptions): Selection | string {
   const plan = planSelection(train.labels, select.keys, select.classNames, select.holdoutFraction, options.seed, duplicateGroups(train, dim));
   if (typeof plan === 'string') return plan;
@@ -178,13 +187,20 @@ export function selectSetting(tf: Tf, train: Split, dim: number, classes: number
     sweepSeconds += curves.seconds;
     candidates.forEach((c, k) => {
       const epoch = bestEpochOf(curves, k, options.monitor, select.fixedEpochs);
-      table.push({ normalize, ...c, epoch, holdoutLoss: curves.loss[epoch - 1]![k]!, holdoutAcc: curves.acc[epoch - 1]![k]! });
+      table.push({ normalize, ...c, epoch, holdoutLoss: curves.loss[epoch - 1]![k]!, holdoutAcc: curves.acc[epoch - 1]![k]!, calibratedLoss: null });
     });
   }
   const better = (a: SweepRow, b: SweepRow) =>
     options.monitor === 'val_acc' ? a.holdoutAcc > b.holdoutAcc || (a.holdoutAcc === b.holdoutAcc && a.holdoutLoss < b.holdoutLoss) : a.holdoutLoss < b.holdoutLoss;
-  const chosen = table.reduce((best, row) => (better(row, best) ? row : best));
-  const { temperature, before, after } = heldOutTemperature(tf, train, plan.folds, dim, classes, { ...options, lr: chosen.lr, weightDecay: chosen.weightDecay, epochs: chosen.epoch }, chosen.normalize);
+  const finalists = select.grid.normalize.map((n) => table.filter((r) => r.normalize === n).reduce((best, row) => (better(row, best) ? row : best)));
+  const calibrated = finalists.map((row) => {
+    const fit = heldOutTemperature(tf, train, plan.folds, dim, classes, { ...options, lr: row.lr, weightDecay: row.weightDecay, epochs: row.epoch }, row.normalize);
+    row.calibratedLoss = fit.after;
+    return { row, ...fit };
+  });
+  const winner = calibrated.reduce((best, c) =>
+    (options.monitor === 'val_acc' ? better(c.row, best.row) : c.after < best.after) ? c : best);
+  const { row: chosen, temperature, before, after } = winner;
   return {
     method: plan.method, folds: plan.folds.length, heldRows: plan.folds.reduce((s, f) => s + f.held.length, 0), table, chosen, temperature,
     heldNll: { before, after }, seconds: (performance.now() - started) / 1000, gflops: flops / 1e9, gflopsPerSecond: flops / 1e9 / sweepSeconds,

@@ -51,7 +51,7 @@ export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log' |
   backend: 'auto',
   sweep: true,
   holdoutFraction: 0.2,
-  sweepEpochs: 60,
+  sweepEpochs: 100,
   sweepPatience: 10,
   grid: DEFAULT_SWEEP_GRID,
 });
@@ -251,7 +251,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
     extras: {
       'history.json': `${JSON.stringify(result.history, null, 2)}\n`,
       'metrics.json': `${JSON.stringify(metricsJson, null, 2)}\n`,
-      'curves.html': curvesPage(result.history, validation === 'none' ? null : metrics, summary, validation === 'none' || sweep ? null : result.bestEpoch, { calibration, sweep: sweep?.candidates ?? null }),
+      'curves.html': curvesPage(result.history, validation === 'none' ? null : metrics, summary, validation === 'none' || sweep ? null : result.bestEpoch, { calibration, sweep: sweep?.candidates ?? null, chosen: sweep?.chosen ?? null }),
     },
   });
   return {

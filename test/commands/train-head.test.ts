@@ -96,7 +96,7 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     assert.match(curves, /Sweep: held-out accuracy/);
     const human = await runCli(['train-head', '--cache', cache, '--head', dir2, '--lr', '0.05', '--epochs', '5']);
     assert.equal(human.code, 0, human.stderr);
-    assert.match(human.stdout, /^train-head: sweep chose normalize (none|l2|standard), lr 0\.05, weight decay [\d.e-]+, 5 epochs .*fixed: --lr, --epochs/m);
+    assert.match(human.stderr, /^train-head: sweep chose normalize (none|l2|standard), lr 0\.05, weight decay [\d.e-]+, 5 epochs .*fixed: --lr, --epochs/m);
     const manual = JSON.parse((await runCli(['train-head', '--cache', cache, '--head', dir2, '--no-sweep', '--epochs', '3', '--json'])).stdout);
     assert.equal(manual.sweep, null);
     assert.equal(manual.temperature, 1);

@@ -27,14 +27,14 @@ describe('curves page', () => {
     assert.equal((svg.match(/<circle/g) ?? []).length, c.bins.before.filter((b) => b.count > 0).length + c.bins.after.filter((b) => b.count > 0).length);
     assert.match(svg, new RegExp(`ECE ${c.before.ece.toFixed(3)}`));
     const rows = [
-      { normalize: 'none' as const, lr: 0.01, weightDecay: 0, epoch: 3, holdoutLoss: 0.5, holdoutAcc: 0.8 },
-      { normalize: 'none' as const, lr: 0.1, weightDecay: 0, epoch: 2, holdoutLoss: 0.3, holdoutAcc: 0.9 },
-      { normalize: 'l2' as const, lr: 0.01, weightDecay: 0, epoch: 5, holdoutLoss: 0.7, holdoutAcc: 0.7 },
+      { normalize: 'none' as const, lr: 0.01, weightDecay: 0, epoch: 3, holdoutLoss: 0.5, holdoutAcc: 0.8, calibratedLoss: null },
+      { normalize: 'none' as const, lr: 0.1, weightDecay: 0, epoch: 2, holdoutLoss: 0.3, holdoutAcc: 0.9, calibratedLoss: 0.25 },
+      { normalize: 'l2' as const, lr: 0.01, weightDecay: 0, epoch: 5, holdoutLoss: 0.7, holdoutAcc: 0.7, calibratedLoss: 0.2 },
     ];
-    const table = sweepChart(rows);
+    const table = sweepChart(rows, rows[2]!);
     assert.equal((table.match(/<table/g) ?? []).length, 2, 'one table per normalisation');
     assert.equal((table.match(/outline:2px/g) ?? []).length, 1);
-    assert.match(table, /outline:2px solid #000[^>]*>0\.900/);
+    assert.match(table, /calibrated 0\.2000, epoch 5" style="outline:2px solid #000[^>]*>0\.700/);
     const page = curvesPage(history, null, 's', null, { calibration: c, sweep: rows });
     assert.match(page, /reliability/);
     assert.match(page, /Sweep: held-out accuracy/);

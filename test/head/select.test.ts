@@ -95,8 +95,12 @@ describe('sweep', () => {
     assert.ok(typeof s !== 'string');
     assert.equal(s.table.length, 8);
     assert.equal(s.method, 'holdout');
-    const best = Math.min(...s.table.map((r) => r.holdoutLoss));
-    assert.equal(s.chosen.holdoutLoss, best);
+    // Finalists: each normalisation's lowest held-out loss; the winner has the lowest calibrated loss among them.
+    const finalists = s.table.filter((r) => r.calibratedLoss !== null);
+    assert.equal(finalists.length, 2);
+    for (const f of finalists) assert.equal(f.holdoutLoss, Math.min(...s.table.filter((r) => r.normalize === f.normalize).map((r) => r.holdoutLoss)));
+    assert.equal(s.chosen.calibratedLoss, Math.min(...finalists.map((f) => f.calibratedLoss!)));
+    assert.equal(s.heldNll.after, s.chosen.calibratedLoss);
     assert.ok(s.heldNll.after <= s.heldNll.before + 1e-9);
     assert.ok(s.temperature > 0);
     const pinned = selectSetting(tf, train, 6, 3, { ...options, epochs: 4 }, { grid: { lr: [0.01], weightDecay: [0], normalize: ['l2'] }, fixedEpochs: 4, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {} });
