@@ -9,7 +9,7 @@ import { FeatcacheError } from '../errors.js';
 import { fitTemperature, temperatureNll as temperatureNllOf } from './metrics.js';
 import { type NormalizationKind, NORMALIZATIONS, applyNormalization, fitNormalization } from './normalize.js';
 import type { Tf } from './runtime.js';
-import { type LrWd, type SweepCurves, bestEpochOf, combineFolds, sweepCurves } from './sweep.js';
+import { type LrWd, type SweepCurves, bestEpochOf, combineFolds, ortHeldOutLogits, sweepCurves } from './sweep.js';
 import { type HeadOptions, type Split, fitHead, predictLogits } from './train.js';
 
 export interface SweepGrid {
@@ -161,13 +161,15 @@ export interface SelectOptions {
   keys: string[];
   classNames: string[];
   log: (line: string) => void;
+  /** tfjs, or onnxruntime for the wide linear pass and the finalists' refits (default tfjs). */
+  engine?: 'tfjs' | 'onnxruntime';
 }
 
 /**
  * Sweeps the grid on the planned folds; each normalisation's best candidate (held-out loss) is refit per fold to
  * fit a temperature, and the one with the lowest calibrated held-out NLL wins (with `val_acc`: the most accurate).
  */
-export function selectSetting(tf: Tf, train: Split, dim: number, classes: number, options: HeadOptions, select: SelectOptions): Selection | string {
+export async function selectSetting(tf: Tf, train: Split, dim: number, classes: number, options: HeadOptions, select: SelectOptions): Promise<Selection | string> {
   const plan = planSelection(train.labels, select.keys, select.classNames, select.holdoutFraction, options.seed, duplicateGroups(train, dim));
   if (typeof plan === 'string') return plan;
   for (const note of plan.notes) select.log(`train-head: ${note}`);
@@ -178,10 +180,12 @@ export function selectSetting(tf: Tf, train: Split, dim: number, classes: number
   let flops = 0;
   let sweepSeconds = 0;
   for (const normalize of select.grid.normalize) {
-    const folds = plan.folds.map((fold) => {
+    const folds: { curves: SweepCurves; weight: number }[] = [];
+    for (const fold of plan.folds) {
       const { fit, held } = normalisedFold(train, fold, dim, normalize);
-      return { curves: sweepCurves(tf, fit, held, dim, classes, candidates, options, { patience: select.fixedEpochs === undefined ? select.patience : 0 }), weight: held.count };
-    });
+      const run = { patience: select.fixedEpochs === undefined ? select.patience : 0, engine: select.engine ?? 'tfjs' };
+      folds.push({ curves: await sweepCurves(tf, fit, held, dim, classes, candidates, options, run), weight: held.count });
+    }
     const curves: SweepCurves = combineFolds(folds);
     flops += curves.flops;
     sweepSeconds += curves.seconds;
@@ -193,11 +197,12 @@ export function selectSetting(tf: Tf, train: Split, dim: number, classes: number
   const better = (a: SweepRow, b: SweepRow) =>
     options.monitor === 'val_acc' ? a.holdoutAcc > b.holdoutAcc || (a.holdoutAcc === b.holdoutAcc && a.holdoutLoss < b.holdoutLoss) : a.holdoutLoss < b.holdoutLoss;
   const finalists = select.grid.normalize.map((n) => table.filter((r) => r.normalize === n).reduce((best, row) => (better(row, best) ? row : best)));
-  const calibrated = finalists.map((row) => {
-    const fit = heldOutTemperature(tf, train, plan.folds, dim, classes, { ...options, lr: row.lr, weightDecay: row.weightDecay, epochs: row.epoch }, row.normalize);
+  const calibrated = [];
+  for (const row of finalists) {
+    const fit = await heldOutTemperature(tf, train, plan.folds, dim, classes, { ...options, lr: row.lr, weightDecay: row.weightDecay, epochs: row.epoch }, row.normalize, select.engine ?? 'tfjs');
     row.calibratedLoss = fit.after;
-    return { row, ...fit };
-  });
+    calibrated.push({ row, ...fit });
+  }
   const winner = calibrated.reduce((best, c) =>
     (options.monitor === 'val_acc' ? better(c.row, best.row) : c.after < best.after) ? c : best);
   const { row: chosen, temperature, before, after } = winner;
@@ -208,13 +213,17 @@ export function selectSetting(tf: Tf, train: Split, dim: number, classes: number
 }
 
 /** Refits the chosen setting on each fold's fit rows and fits one temperature on all held-out logits together. */
-function heldOutTemperature(tf: Tf, train: Split, folds: Fold[], dim: number, classes: number, options: HeadOptions, normalize: NormalizationKind) {
+async function heldOutTemperature(tf: Tf, train: Split, folds: Fold[], dim: number, classes: number, options: HeadOptions, normalize: NormalizationKind, engine: 'tfjs' | 'onnxruntime') {
   const logits: Float32Array[] = [];
   const labels: Int32Array[] = [];
   for (const fold of folds) {
     const { fit, held } = normalisedFold(train, fold, dim, normalize);
-    const result = fitHead(tf, fit, null, dim, classes, options, { selectOnVal: false });
-    logits.push(predictLogits(tf, result.layers, held.features, held.count));
+    if (engine === 'onnxruntime' && options.hidden === 0) {
+      logits.push(await ortHeldOutLogits(fit, held, dim, classes, options));
+    } else {
+      const result = fitHead(tf, fit, null, dim, classes, options, { selectOnVal: false });
+      logits.push(predictLogits(tf, result.layers, held.features, held.count));
+    }
     labels.push(held.labels);
   }
   const allLogits = concat(logits, Float32Array);

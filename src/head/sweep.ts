@@ -7,6 +7,7 @@
  * reproduced (and refit) by `fitHead` alone.
  */
 import { seededRandom, shuffled } from '../util/random.js';
+import { OrtWideTrainer } from './ort-engine.js';
 import type { Tf } from './runtime.js';
 import {
   type HeadOptions, type Split, type Tensor, classWeightsFor, disposeBatch, disposeParam, fitHead, gatherBatch, initValues, makeOptimizer, makeParam, stepLr,
@@ -26,20 +27,102 @@ export interface SweepCurves {
   seconds: number;
 }
 
+/** What runs the sweep's wide linear pass: tfjs kernels, or one onnxruntime graph per step (faster without tfjs-node). */
+export const SWEEP_ENGINES = ['auto', 'tfjs', 'onnxruntime'] as const;
+export type SweepEngine = (typeof SWEEP_ENGINES)[number];
+
 export interface SweepRunOptions {
   /** Stop when no candidate improved its held-out loss for this many epochs (0 = never). */
   patience: number;
+  engine?: Exclude<SweepEngine, 'auto'>;
 }
 
 /** Runs every candidate for up to `options.epochs` epochs on `fit`, scoring each epoch on `holdout`. */
-export function sweepCurves(tf: Tf, fit: Split, holdout: Split, dim: number, classes: number, candidates: LrWd[], options: HeadOptions, run: SweepRunOptions): SweepCurves {
-  return options.hidden > 0
-    ? sequentialCurves(tf, fit, holdout, dim, classes, candidates, options)
-    : wideCurves(tf, fit, holdout, dim, classes, candidates, options, run);
+export async function sweepCurves(tf: Tf, fit: Split, holdout: Split, dim: number, classes: number, candidates: LrWd[], options: HeadOptions, run: SweepRunOptions): Promise<SweepCurves> {
+  if (options.hidden > 0) return sequentialCurves(tf, fit, holdout, dim, classes, candidates, options);
+  if (run.engine === 'onnxruntime') return (await ortWide(fit, holdout, dim, classes, candidates, options, { ...run, scoreEachEpoch: true })).curves;
+  return wideCurves(tf, fit, holdout, dim, classes, candidates, options, run);
+}
+
+/** Held-out logits [rows, classes] of one linear setting trained for `options.epochs` epochs with onnxruntime. */
+export async function ortHeldOutLogits(fit: Split, holdout: Split, dim: number, classes: number, options: HeadOptions): Promise<Float32Array> {
+  return (await ortWide(fit, holdout, dim, classes, [{ lr: options.lr, weightDecay: options.weightDecay }], options, { patience: 0, scoreEachEpoch: false })).finalLogits;
+}
+
+/** Mean cross-entropy and accuracy per candidate from held-out logits [n, K·classes]. */
+function scoreLogits(logits: Float32Array, labels: Int32Array, k: number, classes: number): { loss: Float64Array; acc: Float64Array } {
+  const loss = new Float64Array(k);
+  const acc = new Float64Array(k);
+  const n = labels.length;
+  for (let r = 0; r < n; r++) {
+    for (let c = 0; c < k; c++) {
+      const o = (r * k + c) * classes;
+      let [max, arg] = [-Infinity, 0];
+      for (let j = 0; j < classes; j++) if (logits[o + j]! > max) [max, arg] = [logits[o + j]!, j];
+      let sum = 0;
+      for (let j = 0; j < classes; j++) sum += Math.exp(logits[o + j]! - max);
+      loss[c]! += (max + Math.log(sum) - logits[o + labels[r]!]!) / n;
+      if (arg === labels[r]) acc[c]! += 1 / n;
+    }
+  }
+  return { loss, acc };
+}
+
+async function ortWide(fit: Split, holdout: Split, dim: number, classes: number, candidates: LrWd[], options: HeadOptions, run: SweepRunOptions & { scoreEachEpoch: boolean }) {
+  const started = performance.now();
+  const k = candidates.length;
+  const wide = k * classes;
+  const random = seededRandom(options.seed);
+  const init = { kernel: tile(initValues(dim * classes, dim, random), dim, classes, k), bias: tile(initValues(classes, dim, random), 1, classes, k) };
+  const trainer = await OrtWideTrainer.create(dim, classes, k, options, init);
+  const perColumn = (f: (c: LrWd) => number) => Float32Array.from({ length: wide }, (_, j) => f(candidates[Math.floor(j / classes)]!));
+  const [lrRow, wdRow] = [perColumn((c) => c.lr), perColumn((c) => c.weightDecay)];
+  const classWeights = classWeightsFor(options, fit.labels, classes);
+  const loss: Float64Array[] = [];
+  const acc: Float64Array[] = [];
+  const bestLoss = new Float64Array(k).fill(Infinity);
+  let sinceImproved = 0;
+  try {
+    for (let epoch = 0; epoch < options.epochs; epoch++) {
+      const factor = stepLr({ ...options, lr: 1 }, epoch);
+      const lr = lrRow.map((v) => v * factor);
+      const order = shuffled(fit.count, random);
+      for (let start = 0; start < fit.count; start += options.batchSize) {
+        const n = Math.min(fit.count, start + options.batchSize) - start;
+        const x = new Float32Array(n * dim);
+        const target = new Float32Array(n * classes);
+        const scale = new Float32Array(n);
+        let weightSum = 0;
+        for (let i = 0; i < n; i++) weightSum += classWeights[fit.labels[order[start + i]!]!]!;
+        for (let i = 0; i < n; i++) {
+          const row = order[start + i]!;
+          x.set(fit.features.subarray(row * dim, (row + 1) * dim), i * dim);
+          scale[i] = classWeights[fit.labels[row]!]! / weightSum;
+          target[i * classes + fit.labels[row]!] = scale[i]!;
+        }
+        await trainer.stepBatch(x, n, target, scale, lr, wdRow);
+      }
+      if (!run.scoreEachEpoch) continue;
+      const scores = scoreLogits(await trainer.logits(holdout.features, holdout.count), holdout.labels, k, classes);
+      loss.push(scores.loss);
+      acc.push(scores.acc);
+      let improved = false;
+      scores.loss.forEach((v, c) => {
+        if (v < bestLoss[c]!) [bestLoss[c], improved] = [v, true];
+      });
+      sinceImproved = improved ? 0 : sinceImproved + 1;
+      if (run.patience > 0 && sinceImproved >= run.patience) break;
+    }
+    const finalLogits = run.scoreEachEpoch ? new Float32Array() : await trainer.logits(holdout.features, holdout.count);
+    const epochs = run.scoreEachEpoch ? loss.length : options.epochs;
+    return { curves: { loss, acc, flops: 4 * fit.count * dim * wide * epochs, seconds: (performance.now() - started) / 1000 }, finalLogits };
+  } finally {
+    await trainer.dispose();
+  }
 }
 
 /** A hidden layer has no cheap side-by-side form: its candidates run one after another. */
-function sequentialCurves(tf: Tf, fit: Split, holdout: Split, dim: number, classes: number, candidates: LrWd[], options: HeadOptions): SweepCurves {
+async function sequentialCurves(tf: Tf, fit: Split, holdout: Split, dim: number, classes: number, candidates: LrWd[], options: HeadOptions): Promise<SweepCurves> {
   const started = performance.now();
   const runs = candidates.map((c) => fitHead(tf, fit, holdout, dim, classes, { ...options, ...c, patience: 0 }, { selectOnVal: false }).history);
   const epochs = runs[0]!.length;

@@ -11,6 +11,7 @@ import { NORMALIZATIONS, type NormalizationKind, applyNormalization, fitNormaliz
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
 import { type HeadInfo, inspectHeadDir, saveHead } from '../head/saved.js';
 import { DEFAULT_SWEEP_GRID, type Selection, type SweepGrid, selectSetting } from '../head/select.js';
+import { SWEEP_ENGINES, type SweepEngine } from '../head/sweep.js';
 import { DEFAULT_HEAD_OPTIONS, type EpochStats, type HeadOptions, type Split, fitHead, predictLogits, softmaxRows, validateHeadOptions } from '../head/train.js';
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
 import { toolVersions } from '../version.js';
@@ -34,6 +35,8 @@ export interface TrainHeadOptions extends HeadOptions {
   /** The sweep stops when no candidate improved its held-out loss for this many epochs. */
   sweepPatience: number;
   grid: SweepGrid;
+  /** Engine of the sweep's wide pass: auto = tfjs on tfjs-node, else onnxruntime (MLAS kernels on all cores). */
+  sweepEngine: SweepEngine;
   log?: ((line: string) => void) | undefined;
   /** How messages name an option (the CLI passes flag names); the option's own name by default. */
   optionName?: ((option: string) => string) | undefined;
@@ -54,12 +57,14 @@ export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log' |
   sweepEpochs: 100,
   sweepPatience: 10,
   grid: DEFAULT_SWEEP_GRID,
+  sweepEngine: 'auto',
 });
 
 /** The options the sweep would otherwise choose; each one given explicitly is held fixed. */
 export const SWEPT_OPTIONS = Object.freeze(['lr', 'weightDecay', 'normalize', 'epochs'] as const);
 
 export interface SweepSummary extends Omit<Selection, 'table' | 'chosen'> {
+  engine: 'tfjs' | 'onnxruntime';
   candidates: Selection['table'];
   chosen: Selection['chosen'];
   /** Options the user gave, held fixed. */
@@ -140,6 +145,7 @@ export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): { r
     if (!Number.isInteger(v) || v < (key === 'sweepEpochs' ? 1 : 0)) throw invalidParameter(name(key), key === 'sweepEpochs' ? 'a positive integer' : 'an integer >= 0', v);
   }
   if (!NORMALIZATIONS.includes(resolved.normalize)) throw invalidParameter(name('normalize'), `one of ${NORMALIZATIONS.join(', ')}`, resolved.normalize);
+  if (!SWEEP_ENGINES.includes(resolved.sweepEngine)) throw invalidParameter(name('sweepEngine'), `one of ${SWEEP_ENGINES.join(', ')}`, resolved.sweepEngine);
   if (!BACKENDS.includes(resolved.backend)) throw invalidParameter(name('backend'), `one of ${BACKENDS.join(', ')}`, resolved.backend);
   for (const [key, ok] of [['lr', (v: number) => v > 0], ['weightDecay', (v: number) => v >= 0]] as const) {
     const values = resolved.grid[key];
@@ -191,16 +197,17 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   let sweepSkipped: string | null = o.sweep ? null : 'not asked (sweep: false)';
   if (o.sweep) {
     const fixed = SWEPT_OPTIONS.filter((k) => given.has(k));
-    const selection = selectSetting(runtime.tf, train, dim, classes.length, { ...o, epochs: given.has('epochs') ? o.epochs : o.sweepEpochs }, {
+    const engine = o.sweepEngine === 'auto' ? (runtime.backend === 'tensorflow' ? 'tfjs' : 'onnxruntime') : o.sweepEngine;
+    const selection = await selectSetting(runtime.tf, train, dim, classes.length, { ...o, epochs: given.has('epochs') ? o.epochs : o.sweepEpochs }, {
       grid: pinnedGrid(o, given), fixedEpochs: given.has('epochs') ? o.epochs : undefined, holdoutFraction: o.holdoutFraction, patience: o.sweepPatience,
-      keys: train.paths, classNames: classes, log,
+      keys: train.paths, classNames: classes, log, engine,
     });
     if (typeof selection === 'string') {
       sweepSkipped = selection;
       log(`train-head: no sweep: ${selection}; training the ${given.size > 0 ? 'given' : 'default'} setting once`);
     } else {
       const { table, chosen, ...rest } = selection;
-      sweep = { ...rest, candidates: table, chosen, fixed: fixed.map((k) => (o.optionName ?? String)(k)) };
+      sweep = { ...rest, engine, candidates: table, chosen, fixed: fixed.map((k) => (o.optionName ?? String)(k)) };
       setting = { normalize: chosen.normalize, lr: chosen.lr, weightDecay: chosen.weightDecay, epochs: chosen.epoch };
       log(sweepLine(sweep));
     }

@@ -72,26 +72,26 @@ describe('sweep', () => {
   const held = clusters(60, 6, 3, 1.2, 3);
   const options: HeadOptions = { ...DEFAULT_HEAD_OPTIONS, epochs: 6, batchSize: 16 };
 
-  it('each column of the wide pass is exactly fitHead with that setting (same init, shuffles, optimiser)', () => {
+  it('each column of the wide pass is exactly fitHead with that setting (same init, shuffles, optimiser), on both engines', async () => {
     const candidates = [{ lr: 0.003, weightDecay: 0 }, { lr: 0.03, weightDecay: 0.01 }, { lr: 0.1, weightDecay: 0.001 }];
-    for (const optimizer of ['adam', 'sgd'] as const) {
-      const o = { ...options, optimizer };
-      const curves = sweepCurves(tf, fit, held, 6, 3, candidates, o, { patience: 0 });
+    for (const [optimizer, engine, stepSize] of [['adam', 'tfjs', 0], ['sgd', 'tfjs', 0], ['adam', 'onnxruntime', 0], ['sgd', 'onnxruntime', 2]] as const) {
+      const o = { ...options, optimizer, stepSize, gamma: 0.5, classWeight: 'balanced' as const };
+      const curves = await sweepCurves(tf, fit, held, 6, 3, candidates, o, { patience: 0, engine });
       assert.equal(curves.loss.length, 6);
       candidates.forEach((c, k) => {
         const alone = fitHead(tf, fit, held, 6, 3, { ...o, ...c }, { selectOnVal: false }).history;
         alone.forEach((h, e) => {
-          assert.ok(Math.abs(h.valLoss! - curves.loss[e]![k]!) < 1e-4, `${optimizer} candidate ${k} epoch ${e + 1}: ${h.valLoss} vs ${curves.loss[e]![k]}`);
-          assert.ok(Math.abs(h.valAcc! - curves.acc[e]![k]!) < 1e-6);
+          assert.ok(Math.abs(h.valLoss! - curves.loss[e]![k]!) < 1e-4, `${optimizer}/${engine} candidate ${k} epoch ${e + 1}: ${h.valLoss} vs ${curves.loss[e]![k]}`);
+          assert.ok(Math.abs(h.valAcc! - curves.acc[e]![k]!) < 1e-6, `${optimizer}/${engine} candidate ${k} epoch ${e + 1} accuracy`);
         });
       });
     }
   });
 
-  it('selects on the hold-out of train, pins given values, and fits a temperature that lowers the held-out NLL', () => {
+  it('selects on the hold-out of train, pins given values, and fits a temperature that lowers the held-out NLL', async () => {
     const train = clusters(300, 6, 3, 1.5, 4);
     const grid = { lr: [0.001, 0.03], weightDecay: [0, 0.01], normalize: ['none', 'l2'] as const };
-    const s = selectSetting(tf, train, 6, 3, { ...options, epochs: 8 }, { grid: { ...grid, normalize: [...grid.normalize] }, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {} });
+    const s = await selectSetting(tf, train, 6, 3, { ...options, epochs: 8 }, { grid: { ...grid, normalize: [...grid.normalize] }, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {} });
     assert.ok(typeof s !== 'string');
     assert.equal(s.table.length, 8);
     assert.equal(s.method, 'holdout');
@@ -103,7 +103,7 @@ describe('sweep', () => {
     assert.equal(s.heldNll.after, s.chosen.calibratedLoss);
     assert.ok(s.heldNll.after <= s.heldNll.before + 1e-9);
     assert.ok(s.temperature > 0);
-    const pinned = selectSetting(tf, train, 6, 3, { ...options, epochs: 4 }, { grid: { lr: [0.01], weightDecay: [0], normalize: ['l2'] }, fixedEpochs: 4, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {} });
+    const pinned = await selectSetting(tf, train, 6, 3, { ...options, epochs: 4 }, { grid: { lr: [0.01], weightDecay: [0], normalize: ['l2'] }, fixedEpochs: 4, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {} });
     assert.ok(typeof pinned !== 'string');
     assert.deepEqual([pinned.chosen.lr, pinned.chosen.weightDecay, pinned.chosen.normalize, pinned.chosen.epoch], [0.01, 0, 'l2', 4]);
   });
