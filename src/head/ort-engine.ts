@@ -145,8 +145,9 @@ export class OrtWideTrainer {
   }
 
   static async create(dim: number, classes: number, k: number, options: Pick<HeadOptions, 'optimizer' | 'momentum'>, init: WideState): Promise<OrtWideTrainer> {
-    // Sequential execution and all cores per kernel: each step is a short chain of large ops.
-    const sessionOptions: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', intraOpNumThreads: os.availableParallelism(), executionMode: 'sequential', logSeverityLevel: 3 };
+    // Sequential execution and all cores per kernel: each step is a short chain of large ops. No spinning: on a
+    // busy machine spinning workers steal the cores the other workers need (measured 4–10× slower under load).
+    const sessionOptions: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', intraOpNumThreads: os.availableParallelism(), executionMode: 'sequential', logSeverityLevel: 3, extra: { session: { intra_op: { allow_spinning: '0' } } } };
     const train = await ort.InferenceSession.create(trainStepGraph(dim, classes, k, options), sessionOptions);
     const infer = await ort.InferenceSession.create(logitsGraph(dim, k * classes), sessionOptions);
     return new OrtWideTrainer(train, infer, dim, k * classes, classes, init);

@@ -28,6 +28,8 @@ export const DEFAULT_SWEEP_GRID: Readonly<SweepGrid> = Object.freeze({
 /** A hold-out smaller than this selects on noise: use k-fold instead. */
 export const MIN_HOLDOUT_ROWS = 50;
 export const KFOLD = 5;
+/** Weight of the log-normal prior on the temperature (σ = 1/√(2λ) = 0.5 in log T): see fitTemperature. */
+export const TEMPERATURE_PRIOR = 2;
 
 export interface Fold {
   fit: number[];
@@ -228,7 +230,7 @@ async function heldOutTemperature(tf: Tf, train: Split, folds: Fold[], dim: numb
   }
   const allLogits = concat(logits, Float32Array);
   const allLabels = concat(labels, Int32Array);
-  const temperature = fitTemperature(allLogits, allLabels, classes);
+  const temperature = fitTemperature(allLogits, allLabels, classes, TEMPERATURE_PRIOR);
   const nll = (t: number) => temperatureNllOf(allLogits, allLabels, classes, t);
   return { temperature, before: nll(1), after: nll(temperature) };
 }

@@ -61,6 +61,20 @@ describe('calibration', () => {
     assert.ok(Math.abs(report.before.nll - nll(1)) < 1e-5);
   });
 
+  it('a prior on log T keeps a near-perfect hold-out from driving T to 0', () => {
+    // Every row right with a margin: the plain NLL keeps falling as T shrinks.
+    const logits = Float32Array.from([3, 0, 0, 3, 2.5, 0, 0, 4]);
+    const labels = Int32Array.from([0, 1, 0, 1]);
+    const plain = fitTemperature(logits, labels, 2);
+    assert.ok(plain < 0.02, `plain ${plain}`);
+    const withPrior = fitTemperature(logits, labels, 2, 2);
+    // MAP: d/dβ [NLL(β)·n + λ(log β)²] = 0 at the fitted β = 1/T; check the derivative numerically.
+    const objective = (t: number) => temperatureNll(logits, labels, 2, t) * 4 + 2 * Math.log(t) ** 2;
+    const h = 1e-4;
+    assert.ok(objective(withPrior) <= objective(withPrior * (1 + h)) && objective(withPrior) <= objective(withPrior * (1 - h)));
+    assert.ok(withPrior > 0.2 && withPrior < 1, `with prior ${withPrior}`);
+  });
+
   it('softmax with a temperature divides the logits', () => {
     const p = softmaxRows(Float32Array.from([2, 0, Math.log(3), 0]), 2, 2);
     assert.ok(Math.abs(p[0]! - Math.exp(1) / (Math.exp(1) + 1)) < 1e-6);
