@@ -2,18 +2,18 @@
 import type { Argv, CommandModule, Options } from 'yargs';
 import { NORMALIZATIONS } from '../head/normalize.js';
 import { BACKENDS } from '../head/runtime.js';
+import { SWEEP_ENGINES } from '../head/sweep.js';
 import { CLASS_WEIGHTS, MONITORS, OPTIMIZERS } from '../head/train.js';
 import { DEFAULT_TRAIN_HEAD_OPTIONS as d, type TrainHeadOptions, trainHead, trainSummaryLine } from '../jobs/train-head.js';
-import { type Args, emit, jsonOption } from '../commands/options.js';
+import { type Args, emit, jsonOption } from './flags.js';
 
-/** Flag name → option name. Flags are given to the job only when typed, so the sweep can tell them from defaults. */
+/** Flag → option. Only typed flags reach the job (yargs gets no defaults), so the sweep can tell them from defaults. */
 const FLAGS: Record<string, keyof TrainHeadOptions> = {
   cache: 'cache', head: 'head', 'train-split': 'trainSplit', 'val-split': 'valSplit', 'val-fraction': 'valFraction', epochs: 'epochs',
   'batch-size': 'batchSize', optimizer: 'optimizer', lr: 'lr', momentum: 'momentum', 'weight-decay': 'weightDecay', 'step-size': 'stepSize',
   gamma: 'gamma', patience: 'patience', monitor: 'monitor', 'class-weight': 'classWeight', normalize: 'normalize', hidden: 'hidden', seed: 'seed',
-  backend: 'backend', sweep: 'sweep', 'holdout-fraction': 'holdoutFraction',
+  backend: 'backend', sweep: 'sweep', 'holdout-fraction': 'holdoutFraction', 'sweep-engine': 'sweepEngine',
 };
-const FLAG_OF: Record<string, string> = Object.fromEntries(Object.entries(FLAGS).map(([flag, option]) => [option, `--${flag}`]));
 
 const swept = ' (swept unless given)';
 
@@ -48,13 +48,14 @@ export const trainHeadCommand: CommandModule = {
       .option('hidden', option('number', d.hidden, 'units of an optional ReLU hidden layer (0 = none)'))
       .option('seed', option('number', d.seed, 'seed for the hold-out, initialisation and shuffling (same seed, same head)'))
       .option('backend', option('string', d.backend, 'TensorFlow.js backend (auto: tensorflow, then wasm, then cpu)', { choices: [...BACKENDS] }))
+      .option('sweep-engine', option('string', d.sweepEngine, 'engine of the sweep\'s wide pass (auto: tfjs on tfjs-node, else onnxruntime)', { choices: [...SWEEP_ENGINES] }))
       .option('json', jsonOption),
   handler: async (argv) => {
     const a = argv as Args;
     const given: Partial<TrainHeadOptions> = {};
     for (const [flag, key] of Object.entries(FLAGS)) if (a[flag] !== undefined) (given as Record<string, unknown>)[key] = a[flag];
     const log = a.json ? undefined : (line: string) => process.stderr.write(`${line}\n`);
-    const result = await trainHead({ ...given, log, optionName: (o) => FLAG_OF[o] ?? o });
+    const result = await trainHead({ ...given, log });
     emit(a.json, result, () => trainSummaryLine(result));
   },
 };

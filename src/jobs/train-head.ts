@@ -4,7 +4,7 @@
  */
 import * as path from 'node:path';
 import { stratifiedSplit } from '../dataset/split.js';
-import { FeatcacheError, invalidParameter } from '../errors.js';
+import { FeatcacheError, invalidParameter, optionName } from '../errors.js';
 import { curvesPage } from '../head/curves.js';
 import { type CalibrationReport, type Metrics, calibrationReport, classificationMetrics } from '../head/metrics.js';
 import { NORMALIZATIONS, type NormalizationKind, applyNormalization, fitNormalization } from '../head/normalize.js';
@@ -14,6 +14,7 @@ import { DEFAULT_SWEEP_GRID, type Selection, type SweepGrid, selectSetting } fro
 import { SWEEP_ENGINES, type SweepEngine } from '../head/sweep.js';
 import { DEFAULT_HEAD_OPTIONS, type EpochStats, type HeadOptions, type Split, fitHead, predictLogits, softmaxRows, validateHeadOptions } from '../head/train.js';
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
+import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
 
 export interface TrainHeadOptions extends HeadOptions {
@@ -38,12 +39,10 @@ export interface TrainHeadOptions extends HeadOptions {
   /** Engine of the sweep's wide pass: auto = tfjs on tfjs-node, else onnxruntime (MLAS kernels on all cores). */
   sweepEngine: SweepEngine;
   log?: ((line: string) => void) | undefined;
-  /** How messages name an option (the CLI passes flag names); the option's own name by default. */
-  optionName?: ((option: string) => string) | undefined;
 }
 
 /** Every default of the job, declared once: the CLI shows these in --help. */
-export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log' | 'optionName'>> = Object.freeze({
+export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log'>> = Object.freeze({
   ...DEFAULT_HEAD_OPTIONS,
   cache: './features',
   head: 'models/head',
@@ -129,10 +128,9 @@ async function loadSplits(cache: FeatureCache, options: TrainHeadOptions) {
 /** Merges over the defaults and checks every value: numbers finite and in range, choices known. */
 export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): { resolved: TrainHeadOptions; given: Set<string> } {
   const given = new Set(Object.entries(options).filter(([, v]) => v !== undefined).map(([k]) => k));
-  const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
-  const resolved = { ...DEFAULT_TRAIN_HEAD_OPTIONS, ...defined } as TrainHeadOptions;
-  const name = resolved.optionName ?? String;
-  validateHeadOptions(resolved, name);
+  const resolved: TrainHeadOptions = withDefaults(DEFAULT_TRAIN_HEAD_OPTIONS, options) as TrainHeadOptions;
+  const name = String;
+  validateHeadOptions(resolved);
   const fraction = (key: 'valFraction' | 'holdoutFraction') => {
     const v = resolved[key];
     if (v === null && key === 'valFraction') return;
@@ -207,7 +205,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
       log(`train-head: no sweep: ${selection}; training the ${given.size > 0 ? 'given' : 'default'} setting once`);
     } else {
       const { table, chosen, ...rest } = selection;
-      sweep = { ...rest, engine, candidates: table, chosen, fixed: fixed.map((k) => (o.optionName ?? String)(k)) };
+      sweep = { ...rest, engine, candidates: table, chosen, fixed: fixed.map((k) => optionName(k)) };
       setting = { normalize: chosen.normalize, lr: chosen.lr, weightDecay: chosen.weightDecay, epochs: chosen.epoch };
       log(sweepLine(sweep));
     }

@@ -222,16 +222,16 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     assert.equal(r.code, 2);
     assert.match(r.stderr, /--optimizer|Invalid values/);
     const numbers: [string, string, RegExp][] = [
-      ['--momentum', 'abc', /^featcache: --momentum: expected a number in \[0, 1\), got NaN$/],
-      ['--weight-decay', 'abc', /^featcache: --weight-decay: expected a number >= 0, got NaN$/],
+      ['--momentum', 'abc', /^featcache: --momentum: expected a number in \[0, 1\), got not a number$/],
+      ['--weight-decay', 'abc', /^featcache: --weight-decay: expected a number >= 0, got not a number$/],
       ['--weight-decay', '-1', /^featcache: --weight-decay: expected a number >= 0, got -1$/],
       ['--lr', 'Infinity', /^featcache: --lr: expected a positive number, got Infinity$/],
       ['--gamma', '0', /^featcache: --gamma: expected a positive number, got 0$/],
       ['--epochs', '2.5', /^featcache: --epochs: expected a positive integer, got 2\.5$/],
-      ['--batch-size', 'x', /^featcache: --batch-size: expected a positive integer, got NaN$/],
+      ['--batch-size', 'x', /^featcache: --batch-size: expected a positive integer, got not a number$/],
       ['--seed', '-3', /^featcache: --seed: expected an integer >= 0, got -3$/],
       ['--holdout-fraction', '1', /^featcache: --holdout-fraction: expected a number between 0 and 1, got 1$/],
-      ['--val-fraction', 'abc', /^featcache: --val-fraction: expected a number between 0 and 1, got NaN$/],
+      ['--val-fraction', 'abc', /^featcache: --val-fraction: expected a number between 0 and 1, got not a number$/],
     ];
     for (const [flag, value, message] of numbers) {
       const bad = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'h-bad'), flag, value]);
