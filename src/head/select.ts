@@ -179,6 +179,9 @@ export async function selectSetting(tf: Tf, train: Split, dim: number, classes: 
   const candidates: LrWd[] = select.grid.lr.flatMap((lr) => select.grid.weightDecay.map((weightDecay) => ({ lr, weightDecay })));
   if (candidates.length === 0 || select.grid.normalize.length === 0) throw new FeatcacheError('train-head: the sweep grid is empty');
   const table: SweepRow[] = [];
+  const better = (a: SweepRow, b: SweepRow) =>
+    options.monitor === 'val_acc' ? a.holdoutAcc > b.holdoutAcc || (a.holdoutAcc === b.holdoutAcc && a.holdoutLoss < b.holdoutLoss) : a.holdoutLoss < b.holdoutLoss;
+  const calibrated: { row: SweepRow; temperature: number; before: number; after: number }[] = [];
   let flops = 0;
   let sweepSeconds = 0;
   for (const normalize of select.grid.normalize) {
@@ -191,19 +194,21 @@ export async function selectSetting(tf: Tf, train: Split, dim: number, classes: 
     const curves: SweepCurves = combineFolds(folds);
     flops += curves.flops;
     sweepSeconds += curves.seconds;
-    candidates.forEach((c, k) => {
+    const rows = candidates.map((c, k) => {
       const epoch = bestEpochOf(curves, k, options.monitor, select.fixedEpochs);
-      table.push({ normalize, ...c, epoch, holdoutLoss: curves.loss[epoch - 1]![k]!, holdoutAcc: curves.acc[epoch - 1]![k]!, calibratedLoss: null });
+      return { normalize, ...c, epoch, holdoutLoss: curves.loss[epoch - 1]![k]!, holdoutAcc: curves.acc[epoch - 1]![k]!, calibratedLoss: null } as SweepRow;
     });
-  }
-  const better = (a: SweepRow, b: SweepRow) =>
-    options.monitor === 'val_acc' ? a.holdoutAcc > b.holdoutAcc || (a.holdoutAcc === b.holdoutAcc && a.holdoutLoss < b.holdoutLoss) : a.holdoutLoss < b.holdoutLoss;
-  const finalists = select.grid.normalize.map((n) => table.filter((r) => r.normalize === n).reduce((best, row) => (better(row, best) ? row : best)));
-  const calibrated = [];
-  for (const row of finalists) {
-    const fit = await heldOutTemperature(tf, train, plan.folds, dim, classes, { ...options, lr: row.lr, weightDecay: row.weightDecay, epochs: row.epoch }, row.normalize, select.engine ?? 'tfjs');
-    row.calibratedLoss = fit.after;
-    calibrated.push({ row, ...fit });
+    table.push(...rows);
+    const finalist = rows.reduce((best, row) => (better(row, best) ? row : best));
+    const k = rows.indexOf(finalist);
+    // The wide pass kept every epoch's held-out logits: the finalist's are sliced out, no refit needed.
+    const kept = folds.every((f) => f.curves.heldLogits?.[finalist.epoch - 1]);
+    const fit = kept
+      ? temperatureOn(plan.folds.map((fold, f) => sliceCandidate(folds[f]!.curves.heldLogits![finalist.epoch - 1]!, fold.held.length, k, candidates.length, classes)),
+        plan.folds.map((fold) => Int32Array.from(fold.held, (r) => train.labels[r]!)), classes)
+      : await heldOutTemperature(tf, train, plan.folds, dim, classes, { ...options, lr: finalist.lr, weightDecay: finalist.weightDecay, epochs: finalist.epoch }, normalize, select.engine ?? 'tfjs');
+    finalist.calibratedLoss = fit.after;
+    calibrated.push({ row: finalist, ...fit });
   }
   const winner = calibrated.reduce((best, c) =>
     (options.monitor === 'val_acc' ? better(c.row, best.row) : c.after < best.after) ? c : best);
@@ -228,6 +233,18 @@ async function heldOutTemperature(tf: Tf, train: Split, folds: Fold[], dim: numb
     }
     labels.push(held.labels);
   }
+  return temperatureOn(logits, labels, classes);
+}
+
+/** Candidate k's logits [rows, classes] out of a wide [rows, K·classes] block. */
+function sliceCandidate(wide: Float32Array, rows: number, k: number, candidates: number, classes: number): Float32Array {
+  const out = new Float32Array(rows * classes);
+  for (let r = 0; r < rows; r++) out.set(wide.subarray((r * candidates + k) * classes, (r * candidates + k + 1) * classes), r * classes);
+  return out;
+}
+
+/** One temperature for all folds' held-out logits together. */
+function temperatureOn(logits: Float32Array[], labels: Int32Array[], classes: number) {
   const allLogits = concat(logits, Float32Array);
   const allLabels = concat(labels, Int32Array);
   const temperature = fitTemperature(allLogits, allLabels, classes, TEMPERATURE_PRIOR);

@@ -25,7 +25,12 @@ export interface SweepCurves {
   /** Multiply-adds × 2 of the training matMuls, for GFLOP/s. */
   flops: number;
   seconds: number;
+  /** Held-out logits [rows, K·classes] per epoch, when the engine kept them (onnxruntime, within a memory cap). */
+  heldLogits?: Float32Array[];
 }
+
+/** Held-out logits are kept for every epoch up to this many floats (256 MB); beyond it finalists are refit. */
+export const KEEP_LOGITS_MAX = 64 * 1024 * 1024;
 
 /** What runs the sweep's wide linear pass: tfjs kernels, or one onnxruntime graph per step (faster without tfjs-node). */
 export const SWEEP_ENGINES = ['auto', 'tfjs', 'onnxruntime'] as const;
@@ -82,6 +87,8 @@ async function ortWide(fit: Split, holdout: Split, dim: number, classes: number,
   const acc: Float64Array[] = [];
   const bestLoss = new Float64Array(k).fill(Infinity);
   let sinceImproved = 0;
+  const keep = holdout.count * wide * options.epochs <= KEEP_LOGITS_MAX;
+  const heldLogits: Float32Array[] = [];
   try {
     for (let epoch = 0; epoch < options.epochs; epoch++) {
       const factor = stepLr({ ...options, lr: 1 }, epoch);
@@ -103,7 +110,9 @@ async function ortWide(fit: Split, holdout: Split, dim: number, classes: number,
         await trainer.stepBatch(x, n, target, scale, lr, wdRow);
       }
       if (!run.scoreEachEpoch) continue;
-      const scores = scoreLogits(await trainer.logits(holdout.features, holdout.count), holdout.labels, k, classes);
+      const logits = await trainer.logits(holdout.features, holdout.count);
+      if (keep) heldLogits.push(logits);
+      const scores = scoreLogits(logits, holdout.labels, k, classes);
       loss.push(scores.loss);
       acc.push(scores.acc);
       let improved = false;
@@ -115,7 +124,8 @@ async function ortWide(fit: Split, holdout: Split, dim: number, classes: number,
     }
     const finalLogits = run.scoreEachEpoch ? new Float32Array() : await trainer.logits(holdout.features, holdout.count);
     const epochs = run.scoreEachEpoch ? loss.length : options.epochs;
-    return { curves: { loss, acc, flops: 4 * fit.count * dim * wide * epochs, seconds: (performance.now() - started) / 1000 }, finalLogits };
+    const curves: SweepCurves = { loss, acc, flops: 4 * fit.count * dim * wide * epochs, seconds: (performance.now() - started) / 1000, ...(keep && run.scoreEachEpoch ? { heldLogits } : {}) };
+    return { curves, finalLogits };
   } finally {
     await trainer.dispose();
   }

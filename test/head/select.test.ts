@@ -103,6 +103,11 @@ describe('sweep', () => {
     assert.equal(s.heldNll.after, s.chosen.calibratedLoss);
     assert.ok(s.heldNll.after <= s.heldNll.before + 1e-9);
     assert.ok(s.temperature > 0);
+    // onnxruntime keeps the held-out logits of every epoch and slices the finalists' out; tfjs refits them: same answer.
+    const viaOrt = await selectSetting(tf, train, 6, 3, { ...options, epochs: 8 }, { grid: { ...grid, normalize: [...grid.normalize] }, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {}, engine: 'onnxruntime' });
+    assert.ok(typeof viaOrt !== 'string');
+    assert.deepEqual([viaOrt.chosen.normalize, viaOrt.chosen.lr, viaOrt.chosen.weightDecay, viaOrt.chosen.epoch], [s.chosen.normalize, s.chosen.lr, s.chosen.weightDecay, s.chosen.epoch]);
+    assert.ok(Math.abs(viaOrt.temperature - s.temperature) < 1e-3 * s.temperature, `${viaOrt.temperature} vs ${s.temperature}`);
     const pinned = await selectSetting(tf, train, 6, 3, { ...options, epochs: 4 }, { grid: { lr: [0.01], weightDecay: [0], normalize: ['l2'] }, fixedEpochs: 4, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {} });
     assert.ok(typeof pinned !== 'string');
     assert.deepEqual([pinned.chosen.lr, pinned.chosen.weightDecay, pinned.chosen.normalize, pinned.chosen.epoch], [0.01, 0, 'l2', 4]);
