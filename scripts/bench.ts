@@ -18,7 +18,7 @@ import { toolVersions } from '../src/version.js';
 import { extract } from '../src/jobs/extract.js';
 import { runExport } from '../src/commands/export.js';
 import { loadTf } from '../src/head/runtime.js';
-import { DEFAULT_HEAD_OPTIONS, trainHead } from '../src/head/train.js';
+import { DEFAULT_HEAD_OPTIONS, fitHead as trainHead } from '../src/head/train.js';
 import { DEFAULT_IMAGE_POLICY, getPreset } from '../src/image/presets.js';
 import { ensureManifest } from '../src/store/manifest.js';
 import { writePart } from '../src/store/part.js';

@@ -15,7 +15,7 @@ import { predictCommand } from './cli/predict.js';
 import { exportCommand } from './commands/export.js';
 import { fetchModelCommand } from './cli/fetch-model.js';
 import { installCudaCommand } from './cli/install-cuda.js';
-import { trainHeadCommand } from './commands/train-head.js';
+import { trainHeadCommand } from './cli/train-head.js';
 import { featcacheVersion } from './version.js';
 
 // sharp decodes on libuv's pool (4 threads by default). On a many-core GPU machine decoding is the bottleneck, so use

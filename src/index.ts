@@ -10,6 +10,7 @@ export { FeatcacheError, ExitCode } from './errors.js';
 
 // Jobs
 export { extract, DEFAULT_EXTRACT_OPTIONS, type ExtractOptions, type ExtractResult, type ExtractTimings } from './jobs/extract.js';
+export { trainHead, DEFAULT_TRAIN_HEAD_OPTIONS, type TrainHeadOptions, type TrainHeadResult } from './jobs/train-head.js';
 export { predict, expandInputs, DEFAULT_PREDICT_OPTIONS, type PredictOptions, type PredictResult, type Prediction } from './jobs/predict.js';
 export { inspect, DEFAULT_INSPECT_OPTIONS, type InspectOptions, type InspectResult, type TapCandidate } from './jobs/inspect.js';
 export { info, DEFAULT_INFO_OPTIONS, type InfoOptions, type CacheInfo, type SplitInfo } from './jobs/info.js';
@@ -31,7 +32,7 @@ export { MODEL_SOURCES, MODEL_NAMES, type ModelSource } from './fetch/registry.j
 export { resolveTap, tapModel, poolCandidates, FEATURE_OUTPUT, type TapPoint } from './backbone/tap.js';
 export { FeatureCache, type FeatureSet } from './store/reader.js';
 export { SplitWriter, type SplitWriterOptions } from './store/writer.js';
-export { applyNormalization, fitNormalization, type Normalization } from './store/normalize.js';
+export { applyNormalization, fitNormalization, type Normalization } from './head/normalize.js';
 export { loadTf } from './head/runtime.js';
-export { trainHead as fitHead, predictProbabilities, DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/train.js';
+export { fitHead, predictProbabilities, DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/train.js';
 export { loadHead, saveHead } from './head/saved.js';

@@ -1,6 +1,6 @@
 /** `featcache demo`: the command line of the demo job (src/jobs/demo.ts). */
 import type { Argv, CommandModule } from 'yargs';
-import { trainSummaryLine } from '../commands/train-head.js';
+import { trainSummaryLine } from '../jobs/train-head.js';
 import { DEFAULT_DEMO_OPTIONS as D, demo } from '../jobs/demo.js';
 import { summaryLine } from './extract.js';
 import { type Args, logToStderr } from './flags.js';
@@ -16,7 +16,7 @@ export const demoCommand: CommandModule = {
       .option('head', { type: 'string', default: D.head, describe: 'where to save the head' })
       .option('report', { type: 'string', default: D.report, describe: 'HTML page of val predictions' })
       .option('device', { type: 'string', default: D.device })
-      .option('epochs', { type: 'number', default: D.epochs }),
+      .option('epochs', { type: 'number', describe: 'epochs of the head (default: chosen by its sweep)' }),
   handler: async (argv) => {
     const a = argv as Args;
     const say = (line: string) => process.stdout.write(`${line}\n`);

@@ -8,7 +8,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { FeatcacheError } from '../errors.js';
 import { FORMATS, type Format, UNLABELLED, openWriter } from '../export/formats.js';
 import { parseChoice } from '../errors.js';
-import { NORMALIZATIONS, type Normalization, type NormalizationKind, StandardAccumulator, applyNormalization } from '../store/normalize.js';
+import { NORMALIZATIONS, type Normalization, type NormalizationKind, StandardAccumulator, applyNormalization } from '../head/normalize.js';
 import { FeatureCache } from '../store/reader.js';
 import { writeBytesAtomic } from '../util/fsx.js';
 import { toolVersions } from '../version.js';

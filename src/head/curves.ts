@@ -1,6 +1,7 @@
 /** Training curves as a self-contained HTML page with inline SVG: opens in any browser, no plotting library. */
 import { escapeHtml, page } from '../util/html.js';
-import type { Metrics } from './metrics.js';
+import type { CalibrationReport, Metrics, ReliabilityBin } from './metrics.js';
+import type { SweepRow } from './select.js';
 import type { EpochStats } from './train.js';
 
 interface Series {
@@ -43,7 +44,57 @@ function confusionTable(metrics: Metrics): string {
   return `<table>${header}${rows.join('')}</table>`;
 }
 
-export function curvesPage(history: EpochStats[], metrics: Metrics | null, summary: string, bestEpoch: number | null = null): string {
+/** Reliability diagram: accuracy against mean confidence per bin, before and after temperature; the diagonal is perfect. */
+export function reliabilityDiagram(c: CalibrationReport, size = 260): string {
+  const pad = 36;
+  const span = size - 2 * pad;
+  const x = (v: number) => pad + v * span;
+  const y = (v: number) => size - pad - v * span;
+  const points = (bins: ReliabilityBin[], colour: string) => bins.filter((b) => b.count > 0)
+    .map((b) => `<circle cx="${x(b.confidence!).toFixed(1)}" cy="${y(b.accuracy!).toFixed(1)}" r="${Math.min(7, 2 + Math.sqrt(b.count) / 2).toFixed(1)}" fill="${colour}" fill-opacity="0.7"><title>${b.count} rows: confidence ${b.confidence!.toFixed(3)}, accuracy ${b.accuracy!.toFixed(3)}</title></circle>`)
+    .join('');
+  return `<svg width="${size}" height="${size}" role="img" aria-label="reliability" style="border:1px solid #ddd;margin:6px">
+<text x="${size / 2}" y="16" text-anchor="middle" font-weight="bold">reliability (15 bins)</text>
+<line x1="${x(0)}" y1="${y(0)}" x2="${x(1)}" y2="${y(1)}" stroke="#999" stroke-dasharray="4 3"/>
+<line x1="${x(0)}" y1="${y(0)}" x2="${x(1)}" y2="${y(0)}" stroke="#999"/><line x1="${x(0)}" y1="${y(0)}" x2="${x(0)}" y2="${y(1)}" stroke="#999"/>
+<text x="${size / 2}" y="${size - 8}" font-size="11" text-anchor="middle">confidence</text>
+<text x="10" y="${size / 2}" font-size="11" transform="rotate(-90 10 ${size / 2})" text-anchor="middle">accuracy</text>
+${points(c.bins.before, '#d62728')}${points(c.bins.after, '#1f77b4')}
+<text x="${pad + 4}" y="${pad}" font-size="11" fill="#d62728">before: ECE ${c.before.ece.toFixed(3)}</text>
+<text x="${pad + 4}" y="${pad + 14}" font-size="11" fill="#1f77b4">T = ${c.temperature.toFixed(2)}: ECE ${c.after.ece.toFixed(3)}</text></svg>`;
+}
+
+/** The sweep as a heat map per normalisation: rows learning rate, columns weight decay, cells held-out accuracy. */
+export function sweepChart(rows: SweepRow[], chosen: SweepRow | null = null): string {
+  if (rows.length === 0) return '';
+  const best = chosen ?? rows.reduce((a, b) => (b.holdoutLoss < a.holdoutLoss ? b : a));
+  const isBest = (r: SweepRow) => r.normalize === best.normalize && r.lr === best.lr && r.weightDecay === best.weightDecay;
+  const accs = rows.map((r) => r.holdoutAcc);
+  const [lo, hi] = [Math.min(...accs), Math.max(...accs)];
+  const colour = (a: number) => `hsl(${(120 * (a - lo)) / (hi - lo || 1)}, 60%, 75%)`;
+  const tables = [...new Set(rows.map((r) => r.normalize))].map((normalize) => {
+    const mine = rows.filter((r) => r.normalize === normalize);
+    const lrs = [...new Set(mine.map((r) => r.lr))];
+    const wds = [...new Set(mine.map((r) => r.weightDecay))];
+    const header = `<tr><th>${escapeHtml(normalize)}: lr \\ wd</th>${wds.map((w) => `<th>${w}</th>`).join('')}</tr>`;
+    const body = lrs.map((lr) => `<tr><th>${lr}</th>${wds.map((wd) => {
+      const r = mine.find((m) => m.lr === lr && m.weightDecay === wd)!;
+      const outline = isBest(r) ? 'outline:2px solid #000;' : '';
+      const calibrated = r.calibratedLoss === null ? '' : `, calibrated ${r.calibratedLoss.toFixed(4)}`;
+      return `<td title="loss ${r.holdoutLoss.toFixed(4)}${calibrated}, epoch ${r.epoch}" style="${outline}background:${colour(r.holdoutAcc)}">${r.holdoutAcc.toFixed(3)}<br><span class="muted">${r.holdoutLoss.toFixed(3)} @${r.epoch}</span></td>`;
+    }).join('')}</tr>`).join('');
+    return `<table style="display:inline-table;margin-right:12px">${header}${body}</table>`;
+  });
+  return `<h2>Sweep: held-out accuracy (loss @ best epoch); outlined: chosen (lowest held-out NLL after temperature among each normalisation's best)</h2><div>${tables.join('')}</div>`;
+}
+
+export interface CurvesExtras {
+  calibration?: CalibrationReport | null;
+  sweep?: SweepRow[] | null;
+  chosen?: SweepRow | null;
+}
+
+export function curvesPage(history: EpochStats[], metrics: Metrics | null, summary: string, bestEpoch: number | null = null, extras: CurvesExtras = {}): string {
   const loss = lineChart('loss', [
     { name: 'train', colour: '#1f77b4', values: history.map((h) => h.trainLoss) },
     { name: 'val', colour: '#d62728', values: history.map((h) => h.valLoss) },
@@ -52,8 +103,13 @@ export function curvesPage(history: EpochStats[], metrics: Metrics | null, summa
     { name: 'train', colour: '#1f77b4', values: history.map((h) => h.trainAcc) },
     { name: 'val', colour: '#d62728', values: history.map((h) => h.valAcc) },
   ], bestEpoch);
+  const reliability = extras.calibration ? reliabilityDiagram(extras.calibration) : '';
+  const c = extras.calibration;
+  const calibrationText = c
+    ? `<p>Calibration: ECE ${c.before.ece.toFixed(4)} → ${c.after.ece.toFixed(4)}, NLL ${c.before.nll.toFixed(4)} → ${c.after.nll.toFixed(4)} with temperature ${c.temperature.toFixed(3)}.</p>`
+    : '';
   const metricsHtml = metrics
     ? `<h2>Validation (${metrics.count} images): top-1 ${metrics.top1.toFixed(4)}${metrics.top5 === null ? '' : `, top-5 ${metrics.top5.toFixed(4)}`}</h2>${confusionTable(metrics)}`
     : '<p class="muted">No validation split: metrics are on the training data.</p>';
-  return page('featcache train-head', `<p>${escapeHtml(summary)}</p><div>${loss}${acc}</div>${metricsHtml}`);
+  return page('featcache train-head', `<p>${escapeHtml(summary)}</p><div>${loss}${acc}${reliability}</div>${calibrationText}${sweepChart(extras.sweep ?? [], extras.chosen ?? null)}${metricsHtml}`);
 }

@@ -1,16 +1,20 @@
 /**
  * The saved head: a directory holding a TF.js LayersModel (model.json + weights.bin, loadable with
  * tf.loadLayersModel in a browser), head.json (classes, normalisation, provenance), and the training record.
- * It is written to a temporary sibling and renamed into place, so a failed save never leaves half a head.
+ * Every file is written to a temporary directory first and renamed into place only when all were written, so a
+ * failed save leaves the old head intact. A directory is only written into when it is new, empty, or holds
+ * featcache's own head.json: then only the files featcache writes are replaced, anything else there stays.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatcacheError } from '../errors.js';
-import type { Normalization } from '../store/normalize.js';
+import { NORMALIZATIONS, type Normalization } from './normalize.js';
 import type { Tf } from './runtime.js';
 import type { DenseWeights } from './train.js';
 
 export const HEAD_FILE = 'head.json';
+/** Every file a head directory gets from featcache: the only names a save may replace. */
+export const HEAD_FILES = Object.freeze(['model.json', 'weights.bin', HEAD_FILE, 'history.json', 'metrics.json', 'curves.html']);
 
 export interface HeadProvenance {
   modelSha256: string;
@@ -36,6 +40,8 @@ export interface HeadInfo {
   options: Record<string, unknown>;
   bestEpoch: number;
   summary: Record<string, unknown>;
+  /** Calibrated probabilities are softmax(logits / temperature); absent means 1. */
+  temperature?: number;
 }
 
 export interface SavedHead {
@@ -54,30 +60,80 @@ function buildModel(tf: Tf, layers: DenseWeights[]) {
   return model;
 }
 
-async function writeDirAtomic(dir: string, write: (tmp: string) => Promise<void>): Promise<void> {
+const remedy = (dir: string) => `retrain it with 'featcache train-head --head ${dir}'`;
+
+/** Checks a parsed head.json; returns what is wrong, or null. */
+export function headInfoProblem(value: unknown): string | null {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'is not a JSON object';
+  const info = value as Partial<HeadInfo>;
+  if (info.format !== 1) return `has format ${JSON.stringify(info.format)}, expected 1`;
+  if (!Array.isArray(info.classes) || info.classes.length < 2 || !info.classes.every((c) => typeof c === 'string')) return 'has no "classes" list of at least 2 names';
+  const dim = info.provenance?.dim;
+  if (typeof info.provenance !== 'object' || info.provenance === null || !Number.isInteger(dim) || dim! < 1) return 'has no "provenance" with a positive integer "dim"';
+  if (typeof info.provenance.modelSha256 !== 'string' || typeof info.provenance.tappedTensor !== 'string') return 'has no "provenance.modelSha256"/"provenance.tappedTensor"';
+  const n = info.normalization;
+  if (typeof n !== 'object' || n === null || !(NORMALIZATIONS as readonly string[]).includes(n.kind)) return `has no "normalization.kind" (one of ${NORMALIZATIONS.join(', ')})`;
+  if (n.kind === 'standard' && !(Array.isArray(n.mean) && Array.isArray(n.std) && n.mean.length === dim && n.std.length === dim)) {
+    return `has "standard" normalisation without ${dim} means and stds`;
+  }
+  if (info.temperature !== undefined && !(typeof info.temperature === 'number' && Number.isFinite(info.temperature) && info.temperature > 0)) {
+    return `has "temperature" ${JSON.stringify(info.temperature)}, expected a positive number`;
+  }
+  return null;
+}
+
+/** What a head directory holds: nothing (new or empty), featcache's head, or something else (refused). */
+export async function inspectHeadDir(dir: string): Promise<'new' | 'head'> {
+  const stat = await fs.stat(dir).catch(() => null);
+  if (!stat) return 'new';
+  if (!stat.isDirectory()) throw new FeatcacheError(`--head ${dir}: is a file, not a directory; choose a new directory for the head`);
+  const names = await fs.readdir(dir);
+  if (names.length === 0) return 'new';
+  const text = await fs.readFile(path.join(dir, HEAD_FILE), 'utf8').catch(() => null);
+  if (text === null) {
+    throw new FeatcacheError(`--head ${dir}: the directory is not empty and holds no featcache ${HEAD_FILE}, so featcache will not write into it; choose a new or empty directory (e.g. --head ${path.join(dir, 'head')})`);
+  }
+  let problem: string | null;
+  try {
+    problem = headInfoProblem(JSON.parse(text));
+  } catch {
+    problem = 'is not valid JSON';
+  }
+  if (problem) throw new FeatcacheError(`--head ${dir}: its ${HEAD_FILE} ${problem}, so it is not a head featcache wrote and will not be replaced; choose a new or empty directory`);
+  return 'head';
+}
+
+/**
+ * Writes the files into a temporary sibling, then moves each into `dir`, replacing only featcache's own names.
+ * Files featcache wrote before but does not write now are removed; nothing else in `dir` is touched.
+ */
+async function writeHeadFiles(dir: string, write: (tmp: string) => Promise<void>): Promise<void> {
+  await inspectHeadDir(dir);
   const parent = path.dirname(path.resolve(dir));
   await fs.mkdir(parent, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
     throw new FeatcacheError(`--head ${dir}: cannot create ${parent} (${error.code})`, 1);
   });
   const tmp = path.join(parent, `.${path.basename(dir)}.${process.pid}.tmp`);
-  const old = path.join(parent, `.${path.basename(dir)}.${process.pid}.old`);
   await fs.rm(tmp, { recursive: true, force: true });
   try {
     await fs.mkdir(tmp);
     await write(tmp);
-    const hadOld = await fs.rename(dir, old).then(() => true, () => false);
-    await fs.rename(tmp, dir);
-    if (hadOld) await fs.rm(old, { recursive: true, force: true });
+    await fs.mkdir(dir, { recursive: true });
+    const written = await fs.readdir(tmp);
+    // head.json last: until it is in place, a reader sees the old head.json and (mostly) the old files.
+    for (const name of [...written.filter((n) => n !== HEAD_FILE), HEAD_FILE]) await fs.rename(path.join(tmp, name), path.join(dir, name));
+    for (const name of HEAD_FILES.filter((n) => !written.includes(n))) await fs.rm(path.join(dir, name), { force: true });
   } catch (error) {
-    await fs.rm(tmp, { recursive: true, force: true });
     const code = (error as NodeJS.ErrnoException).code;
-    throw new FeatcacheError(`--head ${dir}: cannot write the head (${code ?? (error as Error).message}); nothing was replaced`, 1);
+    throw new FeatcacheError(`--head ${dir}: cannot write the head (${code ?? (error as Error).message}); the previous head, if any, was not replaced`, 1);
+  } finally {
+    await fs.rm(tmp, { recursive: true, force: true });
   }
 }
 
 export async function saveHead(tf: Tf, dir: string, head: SavedHead): Promise<void> {
   const model = buildModel(tf, head.layers);
-  await writeDirAtomic(dir, async (tmp) => {
+  await writeHeadFiles(dir, async (tmp) => {
     await model.save(
       tf.io.withSaveHandler(async (artifacts) => {
         const weightData = artifacts.weightData as ArrayBuffer;
@@ -101,8 +157,34 @@ export async function saveHead(tf: Tf, dir: string, head: SavedHead): Promise<vo
 
 export interface LoadedHead {
   info: HeadInfo;
+  /** Applied by `predict`: calibrated probabilities. */
+  temperature: number;
   predict(features: Float32Array, count: number): Float32Array;
   dispose(): void;
+}
+
+/** Bytes of weights.bin the manifest asks for (featcache writes float32 only). */
+function expectedWeightBytes(specs: { shape: number[]; dtype?: string }[]): number {
+  return specs.reduce((sum, w) => sum + w.shape.reduce((a, b) => a * b, 1) * 4, 0);
+}
+
+interface ModelJson {
+  modelTopology: object;
+  weightsManifest: { weights: { name: string; shape: number[]; dtype?: string }[] }[];
+}
+
+function modelJsonProblem(value: unknown, info: HeadInfo): string | null {
+  if (typeof value !== 'object' || value === null) return 'is not a JSON object';
+  const m = value as Partial<ModelJson>;
+  if (typeof m.modelTopology !== 'object' || m.modelTopology === null) return 'has no "modelTopology"';
+  if (!Array.isArray(m.weightsManifest) || m.weightsManifest.length === 0 || !m.weightsManifest.every((g) => Array.isArray(g?.weights))) return 'has no "weightsManifest" with weights';
+  const specs = m.weightsManifest.flatMap((g) => g.weights);
+  if (!specs.every((w) => Array.isArray(w?.shape) && w.shape.every((d) => Number.isInteger(d) && d > 0) && (w.dtype ?? 'float32') === 'float32')) return 'lists a weight without a float32 shape';
+  const first = specs[0]!.shape;
+  const last = specs.at(-1)!.shape;
+  if (first[0] !== info.provenance.dim) return `takes ${first[0]}-d inputs but head.json says the features are ${info.provenance.dim}-d`;
+  if (last.length !== 1 || last[0] !== info.classes.length) return `has ${last.join('×')} outputs but head.json lists ${info.classes.length} classes`;
+  return null;
 }
 
 export async function loadHead(tf: Tf, dir: string): Promise<LoadedHead> {
@@ -110,28 +192,48 @@ export async function loadHead(tf: Tf, dir: string): Promise<LoadedHead> {
     fs.readFile(path.join(dir, name)).catch(() => {
       throw new FeatcacheError(`--head ${dir}: no ${name} here; train one with 'featcache train-head --head ${dir}'`);
     });
-  let info: HeadInfo;
-  let modelJson: { modelTopology: object; weightsManifest: { weights: never[] }[] };
-  try {
-    info = JSON.parse((await read(HEAD_FILE)).toString('utf8')) as HeadInfo;
-    modelJson = JSON.parse((await read('model.json')).toString('utf8'));
-  } catch (error) {
-    if (error instanceof FeatcacheError) throw error;
-    throw new FeatcacheError(`--head ${dir}: head.json or model.json is not valid JSON`, 1);
-  }
+  const parse = async (name: string): Promise<unknown> => {
+    const text = (await read(name)).toString('utf8');
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new FeatcacheError(`--head ${dir}: ${name} is not valid JSON (truncated or edited?); ${remedy(dir)}`);
+    }
+  };
+  const infoValue = await parse(HEAD_FILE);
+  const infoProblem = headInfoProblem(infoValue);
+  if (infoProblem) throw new FeatcacheError(`--head ${dir}: ${HEAD_FILE} ${infoProblem}; ${remedy(dir)}`);
+  const info = infoValue as HeadInfo;
+  const modelValue = await parse('model.json');
+  const modelProblem = modelJsonProblem(modelValue, info);
+  if (modelProblem) throw new FeatcacheError(`--head ${dir}: model.json ${modelProblem}; ${remedy(dir)}`);
+  const modelJson = modelValue as ModelJson;
+  const weightSpecs = modelJson.weightsManifest.flatMap((m) => m.weights);
   const weights = await read('weights.bin');
+  const expected = expectedWeightBytes(weightSpecs);
+  if (weights.byteLength !== expected) {
+    throw new FeatcacheError(`--head ${dir}: weights.bin has ${weights.byteLength} bytes but model.json needs ${expected} (${weights.byteLength < expected ? 'truncated' : 'extra data'}); ${remedy(dir)}`);
+  }
   const model = await tf.loadLayersModel(
     tf.io.fromMemory({
       modelTopology: modelJson.modelTopology,
-      weightSpecs: modelJson.weightsManifest.flatMap((m) => m.weights),
+      weightSpecs: weightSpecs as never[],
       weightData: weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.byteLength),
     }),
-  );
+  ).catch((error: Error) => {
+    throw new FeatcacheError(`--head ${dir}: model.json cannot be loaded by TensorFlow.js (${error.message.split('\n')[0]}); ${remedy(dir)}`);
+  });
   const dim = info.provenance.dim;
+  const temperature = info.temperature ?? 1;
   return {
     info,
+    temperature,
     predict(features, count) {
-      const out = tf.tidy(() => model.predict(tf.tensor2d(features, [count, dim])) as ReturnType<Tf['tensor']>);
+      const out = tf.tidy(() => {
+        const p = model.predict(tf.tensor2d(features, [count, dim])) as ReturnType<Tf['tensor']>;
+        // The saved model ends in softmax(z); softmax(log p / T) = softmax(z / T), the log-sum-exp cancels.
+        return temperature === 1 ? p : tf.softmax(tf.div(tf.log(tf.maximum(p, 1e-30)), temperature));
+      });
       const probabilities = out.dataSync() as Float32Array;
       out.dispose();
       return probabilities;

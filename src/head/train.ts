@@ -3,12 +3,15 @@
  * transposed matMuls and in slicing batches out of a large device tensor (35 ms a slice); the matMuls themselves
  * take ~3 ms. So batches are gathered in JS and uploaded, gradients are written out by hand with one explicit
  * transpose, and weights stay on the device until the end (reading a large tensor back costs ~70 ms).
+ *
+ * `fitHead` is the low-level trainer (one setting, one run); the job that sweeps, selects and calibrates is
+ * `trainHead` in jobs/train-head.ts.
  */
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, invalidParameter } from '../errors.js';
 import { seededRandom, shuffled } from '../util/random.js';
 import type { Tf } from './runtime.js';
 
-type Tensor = ReturnType<Tf['tensor']>;
+export type Tensor = ReturnType<Tf['tensor']>;
 type Variable = ReturnType<Tf['variable']>;
 
 export const OPTIMIZERS = ['adam', 'sgd'] as const;
@@ -20,7 +23,7 @@ export interface HeadOptions {
   hidden: number;
   optimizer: (typeof OPTIMIZERS)[number];
   lr: number;
-  /** SGD momentum (PyTorch semantics). */
+  /** SGD momentum (PyTorch semantics: v ← μv + g, no dampening). */
   momentum: number;
   /** L2 penalty added to the gradient, as PyTorch's `weight_decay`. */
   weightDecay: number;
@@ -36,10 +39,13 @@ export interface HeadOptions {
   seed: number;
 }
 
-export const DEFAULT_HEAD_OPTIONS: HeadOptions = Object.freeze({
+export const DEFAULT_HEAD_OPTIONS: Readonly<HeadOptions> = Object.freeze({
   hidden: 0, optimizer: 'adam', lr: 1e-3, momentum: 0.9, weightDecay: 0, stepSize: 0, gamma: 0.1, batchSize: 32, epochs: 10,
   patience: 0, monitor: 'val_loss', classWeight: 'none', seed: 0,
 });
+
+/** Adam's constants (PyTorch's defaults). */
+export const ADAM = Object.freeze({ beta1: 0.9, beta2: 0.999, epsilon: 1e-8 });
 
 export interface Split {
   features: Float32Array;
@@ -68,10 +74,19 @@ export interface DenseWeights {
 export interface TrainResult {
   layers: DenseWeights[];
   history: EpochStats[];
-  /** 1-based epoch whose weights were kept (best on validation, or the last without validation). */
+  /** 1-based epoch whose weights were kept (best on validation, or the last without validation or restore). */
   bestEpoch: number;
   stoppedEarly: boolean;
   secondsPerEpoch: number;
+}
+
+export interface FitControl {
+  onEpoch?: (s: EpochStats) => void;
+  /**
+   * Keep the best validation epoch's weights and stop early on `patience` (default true). The sweep's refit turns
+   * it off: its epoch count was chosen on a hold-out, and the val split it reports on must not select anything.
+   */
+  selectOnVal?: boolean;
 }
 
 /** sklearn's "balanced": n / (classes × n_c), so every class carries the same total weight. */
@@ -81,207 +96,362 @@ export function balancedClassWeights(labels: Int32Array, classes: number): Float
   return counts.map((c) => (c > 0 ? labels.length / (classes * c) : 0));
 }
 
+export function classWeightsFor(options: Pick<HeadOptions, 'classWeight'>, labels: Int32Array, classes: number): Float32Array {
+  return options.classWeight === 'balanced' ? balancedClassWeights(labels, classes) : new Float32Array(classes).fill(1);
+}
+
+/** The scheduler: PyTorch's StepLR, lr × gamma^⌊epoch / stepSize⌋ (0-based epoch). */
 export function stepLr(options: Pick<HeadOptions, 'lr' | 'stepSize' | 'gamma'>, epoch: number): number {
   return options.stepSize > 0 ? options.lr * options.gamma ** Math.floor(epoch / options.stepSize) : options.lr;
 }
 
-interface Param {
+/** A trainable tensor with the optimiser's state beside it. */
+export interface Param {
   value: Variable;
   moment1: Variable;
   moment2: Variable;
 }
 
-/** PyTorch nn.Linear's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from the seeded PRNG. */
-function initParam(tf: Tf, shape: number[], fanIn: number, random: () => number): Param {
-  const size = shape.reduce((a, b) => a * b, 1);
-  const bound = 1 / Math.sqrt(fanIn);
-  const values = Float32Array.from({ length: size }, () => (random() * 2 - 1) * bound);
+/**
+ * One optimiser step per parameter. `lr` and `weightDecay` may be scalars or tensors broadcast over the parameter
+ * (the sweep trains many settings side by side, one per column block).
+ */
+export interface Optimizer {
+  /** Call once per mini-batch, before the parameters' updates. */
+  nextStep(): void;
+  update(param: Param, gradient: Tensor, lr: number | Tensor, weightDecay: number | Tensor): void;
+}
+
+function withWeightDecay(tf: Tf, param: Param, gradient: Tensor, weightDecay: number | Tensor): Tensor {
+  if (typeof weightDecay === 'number' && weightDecay === 0) return gradient;
+  return tf.add(gradient, tf.mul(param.value, weightDecay));
+}
+
+/** PyTorch's Adam (L2 weight decay added to the gradient, bias-corrected moments). */
+export function adamOptimizer(tf: Tf): Optimizer {
+  let step = 0;
   return {
-    value: tf.variable(tf.tensor(values, shape)),
-    moment1: tf.variable(tf.zeros(shape)),
-    moment2: tf.variable(tf.zeros(shape)),
+    nextStep: () => void step++,
+    update(param, gradient, lr, weightDecay) {
+      const { beta1, beta2, epsilon } = ADAM;
+      const g = withWeightDecay(tf, param, gradient, weightDecay);
+      param.moment1.assign(tf.add(tf.mul(param.moment1, beta1), tf.mul(g, 1 - beta1)));
+      param.moment2.assign(tf.add(tf.mul(param.moment2, beta2), tf.mul(tf.square(g), 1 - beta2)));
+      const mHat = tf.div(param.moment1, 1 - beta1 ** step);
+      const vHat = tf.div(param.moment2, 1 - beta2 ** step);
+      param.value.assign(tf.sub(param.value, tf.mul(tf.div(mHat, tf.add(tf.sqrt(vHat), epsilon)), lr)));
+    },
   };
 }
 
-function validate(options: HeadOptions, train: Split, dim: number, classes: number): void {
-  const positive: [string, number][] = [['--epochs', options.epochs], ['--batch-size', options.batchSize], ['--lr', options.lr]];
-  for (const [flag, value] of positive) if (!(value > 0)) throw new FeatcacheError(`${flag}: expected a positive number, got ${value}`);
-  if (!(options.gamma > 0)) throw new FeatcacheError(`--gamma: expected a positive number, got ${options.gamma}`);
+/** PyTorch's SGD: buf ← μ·buf + g (no dampening), p ← p − lr·buf. */
+export function sgdOptimizer(tf: Tf, momentum: number): Optimizer {
+  return {
+    nextStep: () => {},
+    update(param, gradient, lr, weightDecay) {
+      const g = withWeightDecay(tf, param, gradient, weightDecay);
+      if (momentum > 0) {
+        param.moment1.assign(tf.add(tf.mul(param.moment1, momentum), g));
+        param.value.assign(tf.sub(param.value, tf.mul(param.moment1, lr)));
+      } else {
+        param.value.assign(tf.sub(param.value, tf.mul(g, lr)));
+      }
+    },
+  };
+}
+
+export function makeOptimizer(tf: Tf, options: Pick<HeadOptions, 'optimizer' | 'momentum'>): Optimizer {
+  return options.optimizer === 'sgd' ? sgdOptimizer(tf, options.momentum) : adamOptimizer(tf);
+}
+
+/** PyTorch nn.Linear's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from the seeded PRNG. */
+export function initValues(size: number, fanIn: number, random: () => number): Float32Array {
+  const bound = 1 / Math.sqrt(fanIn);
+  return Float32Array.from({ length: size }, () => (random() * 2 - 1) * bound);
+}
+
+export function makeParam(tf: Tf, values: Float32Array, shape: number[]): Param {
+  return { value: tf.variable(tf.tensor(values, shape)), moment1: tf.variable(tf.zeros(shape)), moment2: tf.variable(tf.zeros(shape)) };
+}
+
+export function disposeParam(tf: Tf, p: Param): void {
+  tf.dispose([p.value, p.moment1, p.moment2]);
+}
+
+interface Layer {
+  kernel: Param;
+  bias: Param;
+}
+
+function initLayers(tf: Tf, sizes: number[], random: () => number): Layer[] {
+  const layers: Layer[] = [];
+  for (let l = 0; l + 1 < sizes.length; l++) {
+    const [fanIn, units] = [sizes[l]!, sizes[l + 1]!];
+    layers.push({ kernel: makeParam(tf, initValues(fanIn * units, fanIn, random), [fanIn, units]), bias: makeParam(tf, initValues(units, fanIn, random), [units]) });
+  }
+  return layers;
+}
+
+/** Logits and, for the hidden layer, its pre-activation and activation. */
+function forward(tf: Tf, layers: Layer[], x: Tensor) {
+  if (layers.length === 1) return { logits: tf.add(tf.matMul(x, layers[0]!.kernel.value), layers[0]!.bias.value), hiddenPre: null, hidden: null };
+  const hiddenPre = tf.add(tf.matMul(x, layers[0]!.kernel.value), layers[0]!.bias.value);
+  const hidden = tf.relu(hiddenPre);
+  return { logits: tf.add(tf.matMul(hidden, layers[1]!.kernel.value), layers[1]!.bias.value), hiddenPre, hidden };
+}
+
+export interface Batch {
+  x: Tensor;
+  oneHot: Tensor;
+  weights: Tensor;
+  labels: Tensor;
+}
+
+/** Gathers rows `order[start..end)` in JS and uploads them: cheaper on wasm than slicing a device tensor. */
+export function gatherBatch(tf: Tf, split: Split, dim: number, classes: number, classWeights: Float32Array, order: Int32Array, start: number, end: number): Batch {
+  const n = end - start;
+  const x = new Float32Array(n * dim);
+  const oneHot = new Float32Array(n * classes);
+  const weights = new Float32Array(n);
+  const labels = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const row = order[start + i]!;
+    x.set(split.features.subarray(row * dim, (row + 1) * dim), i * dim);
+    const label = split.labels[row]!;
+    oneHot[i * classes + label] = 1;
+    weights[i] = classWeights[label]!;
+    labels[i] = label;
+  }
+  return { x: tf.tensor2d(x, [n, dim]), oneHot: tf.tensor2d(oneHot, [n, classes]), weights: tf.tensor1d(weights), labels: tf.tensor1d(labels, 'int32') };
+}
+
+export function disposeBatch(tf: Tf, b: Batch): void {
+  tf.dispose([b.x, b.oneHot, b.weights, b.labels]);
+}
+
+/** One step on a batch; returns [weighted loss sum, weight sum, correct count] as a device tensor. */
+function trainStep(tf: Tf, layers: Layer[], optimizer: Optimizer, batch: Batch, lr: number, weightDecay: number): Tensor {
+  return tf.tidy(() => {
+    optimizer.nextStep();
+    const { logits, hiddenPre, hidden } = forward(tf, layers, batch.x);
+    const logProbs = tf.logSoftmax(logits);
+    const weightSum = tf.sum(batch.weights);
+    // d(mean weighted CE)/d(logits) = w_i (p_i - y_i) / Σw, PyTorch's CrossEntropyLoss(weight=...) reduction.
+    const gradLogits = tf.div(tf.mul(tf.sub(tf.exp(logProbs), batch.oneHot), tf.expandDims(batch.weights, 1)), weightSum);
+    const last = layers[layers.length - 1]!;
+    const inputToLast = hidden ?? batch.x;
+    // Gradients of every layer are computed from the pre-update weights before any update is applied.
+    const gradHidden = hidden && hiddenPre ? tf.mul(tf.matMul(gradLogits, tf.transpose(last.kernel.value)), tf.step(hiddenPre)) : null;
+    optimizer.update(last.kernel, tf.matMul(tf.transpose(inputToLast), gradLogits), lr, weightDecay);
+    optimizer.update(last.bias, tf.sum(gradLogits, 0), lr, weightDecay);
+    if (gradHidden) {
+      optimizer.update(layers[0]!.kernel, tf.matMul(tf.transpose(batch.x), gradHidden), lr, weightDecay);
+      optimizer.update(layers[0]!.bias, tf.sum(gradHidden, 0), lr, weightDecay);
+    }
+    const lossSum = tf.neg(tf.sum(tf.mul(tf.sum(tf.mul(logProbs, batch.oneHot), 1), batch.weights)));
+    const correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), batch.labels), 'float32'));
+    return tf.stack([lossSum, weightSum, correct]);
+  });
+}
+
+interface Trainer {
+  tf: Tf;
+  layers: Layer[];
+  dim: number;
+  classes: number;
+  classWeights: Float32Array;
+}
+
+/** One pass over `train` in a seeded order; mean weighted loss and accuracy. */
+function runEpoch(t: Trainer, optimizer: Optimizer, train: Split, order: Int32Array, options: HeadOptions, lr: number): { loss: number; acc: number } {
+  const { tf } = t;
+  let totals = tf.zeros([3]);
+  for (let start = 0; start < train.count; start += options.batchSize) {
+    const batch = gatherBatch(tf, train, t.dim, t.classes, t.classWeights, order, start, Math.min(train.count, start + options.batchSize));
+    const stats = trainStep(tf, t.layers, optimizer, batch, lr, options.weightDecay);
+    const next = tf.add(totals, stats);
+    tf.dispose([totals, stats]);
+    disposeBatch(tf, batch);
+    totals = next;
+  }
+  const [lossSum, weightSum, correct] = totals.dataSync();
+  totals.dispose();
+  return { loss: lossSum! / weightSum!, acc: correct! / train.count };
+}
+
+/** Unweighted mean cross-entropy and accuracy, so validation stays comparable across `classWeight` settings. */
+function evaluate(t: Trainer, split: Split): { loss: number; acc: number } {
+  const { tf } = t;
+  const order = Int32Array.from({ length: split.count }, (_, i) => i);
+  const ones = new Float32Array(t.classes).fill(1);
+  let totals = tf.zeros([3]);
+  for (let start = 0; start < split.count; start += 1024) {
+    const b = gatherBatch(tf, split, t.dim, t.classes, ones, order, start, Math.min(split.count, start + 1024));
+    const next = tf.tidy(() => {
+      const logits = forward(tf, t.layers, b.x).logits;
+      const lossSum = tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), b.oneHot)));
+      const correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), b.labels), 'float32'));
+      return tf.add(totals, tf.stack([lossSum, tf.scalar(b.x.shape[0]), correct]));
+    });
+    tf.dispose(totals);
+    disposeBatch(tf, b);
+    totals = next;
+  }
+  const [lossSum, n, correct] = totals.dataSync();
+  totals.dispose();
+  return { loss: lossSum! / n!, acc: correct! / n! };
+}
+
+/** Keeps a copy of the weights of the best epoch so far and counts epochs since, for restore and early stopping. */
+export class BestWeightsKeeper {
+  private best: { epoch: number; score: number; values: Tensor[] } | null = null;
+  private sinceBest = 0;
+  constructor(private readonly tf: Tf) {}
+  /** Higher score is better; ties keep the earlier epoch, like the seeds' `>`. Returns epochs since the best. */
+  offer(epoch: number, score: number, current: Tensor[]): number {
+    if (!this.best || score > this.best.score) {
+      if (this.best) this.tf.dispose(this.best.values);
+      this.best = { epoch, score, values: current.map((v) => this.tf.clone(v)) };
+      this.sinceBest = 0;
+    } else {
+      this.sinceBest++;
+    }
+    return this.sinceBest;
+  }
+  get epoch(): number | null {
+    return this.best?.epoch ?? null;
+  }
+  values(): Tensor[] | null {
+    return this.best?.values ?? null;
+  }
+  dispose(): void {
+    if (this.best) this.tf.dispose(this.best.values);
+    this.best = null;
+  }
+}
+
+/** Option checks shared with the job; `name` maps an option to what the user typed (a flag on the CLI). */
+export function validateHeadOptions(options: HeadOptions, name: (option: keyof HeadOptions) => string = String): void {
+  const integer = (key: keyof HeadOptions, min: number) => {
+    const v = options[key] as number;
+    if (!Number.isInteger(v) || v < min) throw invalidParameter(name(key), min === 1 ? 'a positive integer' : `an integer >= ${min}`, v);
+  };
+  const real = (key: keyof HeadOptions, ok: (v: number) => boolean, expected: string) => {
+    const v = options[key] as number;
+    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw invalidParameter(name(key), expected, v);
+  };
+  integer('epochs', 1);
+  integer('batchSize', 1);
+  integer('stepSize', 0);
+  integer('patience', 0);
+  integer('hidden', 0);
+  integer('seed', 0);
+  real('lr', (v) => v > 0, 'a positive number');
+  real('momentum', (v) => v >= 0 && v < 1, 'a number in [0, 1)');
+  real('weightDecay', (v) => v >= 0, 'a number >= 0');
+  real('gamma', (v) => v > 0, 'a positive number');
+  const choice = <T extends string>(key: keyof HeadOptions, choices: readonly T[]) => {
+    if (!choices.includes(options[key] as T)) throw invalidParameter(name(key), `one of ${choices.map((c) => JSON.stringify(c)).join(', ')}`, options[key]);
+  };
+  choice('optimizer', OPTIMIZERS);
+  choice('monitor', MONITORS);
+  choice('classWeight', CLASS_WEIGHTS);
+}
+
+export function validateData(train: Split, dim: number, classes: number): void {
   if (train.count === 0) throw new FeatcacheError('train-head: the training split has no labelled rows');
   if (classes < 2) throw new FeatcacheError(`train-head: need at least 2 classes, the cache has ${classes}`);
   if (train.features.length !== train.count * dim) throw new FeatcacheError('train-head: feature array does not match count × dim');
 }
 
-export function trainHead(tf: Tf, train: Split, val: Split | null, dim: number, classes: number, options: HeadOptions, onEpoch?: (s: EpochStats) => void): TrainResult {
-  validate(options, train, dim, classes);
+function readLayers(layers: Layer[], values: Tensor[], sizes: number[]): DenseWeights[] {
+  return layers.map((_, l) => ({
+    kernel: values[2 * l]!.dataSync() as Float32Array,
+    shape: [sizes[l]!, sizes[l + 1]!],
+    bias: values[2 * l + 1]!.dataSync() as Float32Array,
+    activation: l + 1 === layers.length ? 'softmax' : 'relu',
+  }));
+}
+
+/** Trains one head with one setting: seeded init and shuffles, best-epoch restore on `val`, early stopping. */
+export function fitHead(tf: Tf, train: Split, val: Split | null, dim: number, classes: number, options: HeadOptions, control: FitControl = {}): TrainResult {
+  validateHeadOptions(options);
+  validateData(train, dim, classes);
+  const selectOnVal = control.selectOnVal ?? true;
   const random = seededRandom(options.seed);
   const sizes = options.hidden > 0 ? [dim, options.hidden, classes] : [dim, classes];
-  const params: { kernel: Param; bias: Param }[] = [];
-  for (let l = 0; l + 1 < sizes.length; l++) {
-    params.push({ kernel: initParam(tf, [sizes[l]!, sizes[l + 1]!], sizes[l]!, random), bias: initParam(tf, [sizes[l + 1]!], sizes[l]!, random) });
-  }
-  const classWeights = options.classWeight === 'balanced' ? balancedClassWeights(train.labels, classes) : new Float32Array(classes).fill(1);
-
-  /** Logits and, for the hidden layer, its pre-activation. */
-  const forward = (x: Tensor) => {
-    if (params.length === 1) return { logits: tf.add(tf.matMul(x, params[0]!.kernel.value), params[0]!.bias.value), hiddenPre: null, hidden: null };
-    const hiddenPre = tf.add(tf.matMul(x, params[0]!.kernel.value), params[0]!.bias.value);
-    const hidden = tf.relu(hiddenPre);
-    return { logits: tf.add(tf.matMul(hidden, params[1]!.kernel.value), params[1]!.bias.value), hiddenPre, hidden };
-  };
-
-  let step = 0;
-  const update = (param: Param, gradient: Tensor, lr: number) => {
-    const g = options.weightDecay > 0 ? tf.add(gradient, tf.mul(param.value, options.weightDecay)) : gradient;
-    if (options.optimizer === 'sgd') {
-      if (options.momentum > 0) {
-        param.moment1.assign(tf.add(tf.mul(param.moment1, options.momentum), g));
-        param.value.assign(tf.sub(param.value, tf.mul(param.moment1, lr)));
-      } else {
-        param.value.assign(tf.sub(param.value, tf.mul(g, lr)));
-      }
-      return;
-    }
-    const [beta1, beta2, epsilon] = [0.9, 0.999, 1e-8];
-    param.moment1.assign(tf.add(tf.mul(param.moment1, beta1), tf.mul(g, 1 - beta1)));
-    param.moment2.assign(tf.add(tf.mul(param.moment2, beta2), tf.mul(tf.square(g), 1 - beta2)));
-    const mHat = tf.div(param.moment1, 1 - beta1 ** step);
-    const vHat = tf.div(param.moment2, 1 - beta2 ** step);
-    param.value.assign(tf.sub(param.value, tf.mul(tf.div(mHat, tf.add(tf.sqrt(vHat), epsilon)), lr)));
-  };
-
-  /** One step on a batch; returns the batch's weighted loss sum and correct count as device scalars. */
-  const trainStep = (x: Tensor, oneHot: Tensor, weights: Tensor, labels: Tensor, lr: number) =>
-    tf.tidy(() => {
-      step++;
-      const { logits, hiddenPre, hidden } = forward(x);
-      const logProbs = tf.logSoftmax(logits);
-      const weightSum = tf.sum(weights);
-      // d(mean weighted CE)/d(logits) = w_i (p_i - y_i) / Σw, PyTorch's CrossEntropyLoss(weight=...) reduction.
-      const gradLogits = tf.div(tf.mul(tf.sub(tf.exp(logProbs), oneHot), tf.expandDims(weights, 1)), weightSum);
-      const last = params[params.length - 1]!;
-      const inputToLast = hidden ?? x;
-      update(last.kernel, tf.matMul(tf.transpose(inputToLast), gradLogits), lr);
-      update(last.bias, tf.sum(gradLogits, 0), lr);
-      if (hidden && hiddenPre) {
-        const gradHidden = tf.mul(tf.matMul(gradLogits, tf.transpose(params[1]!.kernel.value)), tf.step(hiddenPre));
-        update(params[0]!.kernel, tf.matMul(tf.transpose(x), gradHidden), lr);
-        update(params[0]!.bias, tf.sum(gradHidden, 0), lr);
-      }
-      const lossSum = tf.neg(tf.sum(tf.mul(tf.sum(tf.mul(logProbs, oneHot), 1), weights)));
-      const correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'float32'));
-      return tf.stack([lossSum, weightSum, correct]);
-    });
-
-  const batchTensors = (split: Split, order: Int32Array, start: number, end: number) => {
-    const n = end - start;
-    const x = new Float32Array(n * dim);
-    const oneHot = new Float32Array(n * classes);
-    const weights = new Float32Array(n);
-    const labels = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      const row = order[start + i]!;
-      x.set(split.features.subarray(row * dim, (row + 1) * dim), i * dim);
-      const label = split.labels[row]!;
-      oneHot[i * classes + label] = 1;
-      weights[i] = classWeights[label]!;
-      labels[i] = label;
-    }
-    return { x: tf.tensor2d(x, [n, dim]), oneHot: tf.tensor2d(oneHot, [n, classes]), weights: tf.tensor1d(weights), labels: tf.tensor1d(labels, 'int32') };
-  };
-
-  const evaluate = (split: Split) => {
-    const order = Int32Array.from({ length: split.count }, (_, i) => i);
-    let totals = tf.zeros([3]);
-    for (let start = 0; start < split.count; start += 1024) {
-      const t = batchTensors(split, order, start, Math.min(split.count, start + 1024));
-      const next = tf.tidy(() => {
-        const logits = forward(t.x).logits;
-        const logProbs = tf.logSoftmax(logits);
-        // Validation loss is unweighted, so it stays comparable across --class-weight settings.
-        const lossSum = tf.neg(tf.sum(tf.mul(logProbs, t.oneHot)));
-        const correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), t.labels), 'float32'));
-        return tf.add(totals, tf.stack([lossSum, tf.scalar(t.x.shape[0]), correct]));
-      });
-      tf.dispose([totals, t.x, t.oneHot, t.weights, t.labels]);
-      totals = next;
-    }
-    const [lossSum, n, correct] = totals.dataSync();
-    totals.dispose();
-    return { loss: lossSum! / n!, acc: correct! / n! };
-  };
-
+  const trainer: Trainer = { tf, layers: initLayers(tf, sizes, random), dim, classes, classWeights: classWeightsFor(options, train.labels, classes) };
+  const optimizer = makeOptimizer(tf, options);
+  const keeper = new BestWeightsKeeper(tf);
+  const current = () => trainer.layers.flatMap((p) => [p.kernel.value, p.bias.value]);
   const history: EpochStats[] = [];
-  let best: { epoch: number; score: number; values: Tensor[] } | null = null;
-  let sinceBest = 0;
   let stoppedEarly = false;
   const started = performance.now();
   for (let epoch = 0; epoch < options.epochs; epoch++) {
     const epochStarted = performance.now();
     const lr = stepLr(options, epoch);
-    const order = shuffled(train.count, random);
-    let totals = tf.zeros([3]);
-    for (let start = 0; start < train.count; start += options.batchSize) {
-      const t = batchTensors(train, order, start, Math.min(train.count, start + options.batchSize));
-      const stats = trainStep(t.x, t.oneHot, t.weights, t.labels, lr);
-      const next = tf.add(totals, stats);
-      tf.dispose([totals, stats, t.x, t.oneHot, t.weights, t.labels]);
-      totals = next;
-    }
-    const [lossSum, weightSum, correct] = totals.dataSync();
-    totals.dispose();
-    const valStats = val && val.count > 0 ? evaluate(val) : null;
+    const fit = runEpoch(trainer, optimizer, train, shuffled(train.count, random), options, lr);
+    const valStats = val && val.count > 0 ? evaluate(trainer, val) : null;
     const stats: EpochStats = {
-      epoch: epoch + 1, lr, trainLoss: lossSum! / weightSum!, trainAcc: correct! / train.count,
+      epoch: epoch + 1, lr, trainLoss: fit.loss, trainAcc: fit.acc,
       valLoss: valStats?.loss ?? null, valAcc: valStats?.acc ?? null, seconds: (performance.now() - epochStarted) / 1000,
     };
     history.push(stats);
-    onEpoch?.(stats);
-    if (valStats) {
-      // Higher is better for both: negate the loss. Ties keep the earlier epoch, like the seeds' `>`.
+    control.onEpoch?.(stats);
+    if (valStats && selectOnVal) {
       const score = options.monitor === 'val_acc' ? valStats.acc : -valStats.loss;
-      if (!best || score > best.score) {
-        if (best) tf.dispose(best.values);
-        best = { epoch: epoch + 1, score, values: params.flatMap((p) => [tf.clone(p.kernel.value), tf.clone(p.bias.value)]) };
-        sinceBest = 0;
-      } else if (options.patience > 0 && ++sinceBest >= options.patience) {
+      const since = keeper.offer(epoch + 1, score, current());
+      if (options.patience > 0 && since >= options.patience) {
         stoppedEarly = epoch + 1 < options.epochs;
         break;
       }
     }
   }
   const secondsPerEpoch = (performance.now() - started) / 1000 / history.length;
-  const finalValues = best ? best.values : params.flatMap((p) => [p.kernel.value, p.bias.value]);
-  const layers: DenseWeights[] = params.map((_, l) => ({
-    kernel: finalValues[2 * l]!.dataSync() as Float32Array,
-    shape: [sizes[l]!, sizes[l + 1]!],
-    bias: finalValues[2 * l + 1]!.dataSync() as Float32Array,
-    activation: l + 1 === params.length ? 'softmax' : 'relu',
-  }));
-  if (best) tf.dispose(best.values);
-  for (const p of params) tf.dispose([p.kernel.value, p.kernel.moment1, p.kernel.moment2, p.bias.value, p.bias.moment1, p.bias.moment2]);
-  return { layers, history, bestEpoch: best?.epoch ?? history.length, stoppedEarly, secondsPerEpoch };
+  const layers = readLayers(trainer.layers, keeper.values() ?? current(), sizes);
+  const bestEpoch = keeper.epoch ?? history.length;
+  keeper.dispose();
+  for (const l of trainer.layers) [l.kernel, l.bias].forEach((p) => disposeParam(tf, p));
+  return { layers, history, bestEpoch, stoppedEarly, secondsPerEpoch };
 }
 
-/** Class probabilities [count, classes] from trained dense layers, computed on the tfjs backend. */
-export function predictProbabilities(tf: Tf, layers: DenseWeights[], features: Float32Array, count: number): Float32Array {
+/** Logits [count, classes] of trained dense layers (the output layer without its softmax), on the tfjs backend. */
+export function predictLogits(tf: Tf, layers: DenseWeights[], features: Float32Array, count: number): Float32Array {
   const dim = layers[0]!.shape[0];
   const classes = layers.at(-1)!.shape[1];
   const out = new Float32Array(count * classes);
   const tensors = layers.map((l) => ({ kernel: tf.tensor2d(l.kernel, l.shape), bias: tf.tensor1d(l.bias), activation: l.activation }));
   for (let start = 0; start < count; start += 1024) {
     const n = Math.min(count, start + 1024) - start;
-    const probs = tf.tidy(() => {
+    const logits = tf.tidy(() => {
       let x: Tensor = tf.tensor2d(features.subarray(start * dim, (start + n) * dim), [n, dim]);
       for (const l of tensors) {
         const z = tf.add(tf.matMul(x, l.kernel), l.bias);
-        x = l.activation === 'relu' ? tf.relu(z) : tf.softmax(z);
+        x = l.activation === 'relu' ? tf.relu(z) : z;
       }
       return x;
     });
-    out.set(probs.dataSync(), start * classes);
-    probs.dispose();
+    out.set(logits.dataSync(), start * classes);
+    logits.dispose();
   }
   tf.dispose(tensors.flatMap((t) => [t.kernel, t.bias]));
   return out;
+}
+
+/** Row-wise softmax(logits / temperature), in float64 with the max subtracted. */
+export function softmaxRows(logits: Float32Array, classes: number, temperature = 1): Float32Array {
+  const out = new Float32Array(logits.length);
+  for (let o = 0; o < logits.length; o += classes) {
+    let max = -Infinity;
+    for (let c = 0; c < classes; c++) max = Math.max(max, logits[o + c]! / temperature);
+    let sum = 0;
+    for (let c = 0; c < classes; c++) sum += Math.exp(logits[o + c]! / temperature - max);
+    for (let c = 0; c < classes; c++) out[o + c] = Math.exp(logits[o + c]! / temperature - max) / sum;
+  }
+  return out;
+}
+
+/** Class probabilities [count, classes]: softmax(logits / temperature), temperature 1 by default. */
+export function predictProbabilities(tf: Tf, layers: DenseWeights[], features: Float32Array, count: number, temperature = 1): Float32Array {
+  return softmaxRows(predictLogits(tf, layers, features, count), layers.at(-1)!.shape[1], temperature);
 }

@@ -11,7 +11,7 @@ import { download } from '../fetch/download.js';
 import { exists } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
 import { fetchModel } from './fetch-model.js';
-import { type TrainHeadResult, runTrainHead } from '../commands/train-head.js';
+import { type TrainHeadResult, trainHead } from './train-head.js';
 import { type ExtractResult, extract } from './extract.js';
 import { type PredictResult, predict } from './predict.js';
 
@@ -68,13 +68,14 @@ export interface DemoOptions {
   /** HTML page of val predictions. */
   report: string;
   device: string;
-  epochs: number;
+  /** Epochs of the head; default: chosen by its sweep. */
+  epochs?: number | undefined;
   progress: boolean;
   log?: ((line: string) => void) | undefined;
 }
 
 export const DEFAULT_DEMO_OPTIONS: Readonly<DemoOptions> = Object.freeze({
-  head: 'models/demo-head', report: 'demo-predictions.html', device: 'auto', epochs: 10, progress: false,
+  head: 'models/demo-head', report: 'demo-predictions.html', device: 'auto', progress: false,
 });
 
 export interface DemoResult {
@@ -106,10 +107,8 @@ export async function demo(options: Partial<DemoOptions> = {}): Promise<DemoResu
   for (const split of ['train', 'val']) {
     extracted.push(await extract({ data, split, model: model.file, cache, device: o.device, progress: o.progress, log }));
   }
-  const trained = await runTrainHead({
-    cache, head: o.head, trainSplit: 'train', valSplit: 'val', normalize: 'l2', backend: 'auto', hidden: 0, optimizer: 'adam', lr: 0.01, momentum: 0.9,
-    weightDecay: 0, stepSize: 7, gamma: 0.1, batchSize: 16, epochs: o.epochs, patience: 0, monitor: 'val_acc', classWeight: 'none', seed: 0, log,
-  });
+  // The head tunes itself (learning rate, weight decay, normalisation, epochs, temperature): the default a user gets.
+  const trained = await trainHead({ cache, head: o.head, epochs: o.epochs, log });
   const predicted = await predict({ inputs: [path.join(data, 'val')], head: o.head, top: 2, device: o.device, report: o.report });
   const wrong = predicted.predictions.filter((p) => p.top[0]?.label !== path.basename(path.dirname(p.path))).length;
   await fs.access(o.report);

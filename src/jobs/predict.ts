@@ -15,7 +15,7 @@ import { type Prediction, writeReport } from '../export/report.js';
 import { topK } from '../head/metrics.js';
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
 import { type LoadedHead, loadHead } from '../head/saved.js';
-import { applyNormalization } from '../store/normalize.js';
+import { applyNormalization } from '../head/normalize.js';
 import { decodeBatch } from '../image/batch.js';
 import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
 import { exists } from '../util/fsx.js';

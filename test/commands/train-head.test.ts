@@ -4,7 +4,10 @@ import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { loadTf } from '../../src/head/runtime.js';
 import { loadHead } from '../../src/head/saved.js';
-import { hymenoptera, mobilenetModel, needsShared, runCli, tempDir, writeColourFolder, writeTinyModel } from '../support/helpers.js';
+import { expectedCalibrationError, classificationMetrics } from '../../src/head/metrics.js';
+import { applyNormalization } from '../../src/head/normalize.js';
+import { FeatureCache } from '../../src/store/reader.js';
+import { hymenoptera, mobilenetModel, needsShared, runCli, tempDir, writeColourFolder, writeColourImage, writeTinyModel } from '../support/helpers.js';
 
 describe('train-head and predict (tiny model, colour classes)', () => {
   let dir: string;
@@ -40,7 +43,16 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     assert.equal(modelJson.weightsManifest[0].paths[0], 'weights.bin');
     const info = JSON.parse(await fs.readFile(path.join(head, 'head.json'), 'utf8'));
     assert.equal(info.normalization.kind, 'standard');
-    assert.equal(info.normalization.mean.length, 3);
+    // The statistics are the train rows' (two-pass, independent of the accumulator), not val's.
+    const store = await FeatureCache.open(cache);
+    const trainSet = await store.read('train');
+    for (let d = 0; d < 3; d++) {
+      const column = Array.from({ length: trainSet.count }, (_, r) => trainSet.features[r * 3 + d]!);
+      const mean = column.reduce((a, b) => a + b, 0) / column.length;
+      const std = Math.sqrt(column.reduce((a, b) => a + (b - mean) ** 2, 0) / column.length);
+      assert.ok(Math.abs(info.normalization.mean[d] - mean) < 1e-9 * Math.max(1, Math.abs(mean)), `mean[${d}]`);
+      assert.ok(Math.abs(info.normalization.std[d] - std) < 1e-6 * std, `std[${d}]`);
+    }
     assert.match(info.provenance.modelSha256, /^[0-9a-f]{64}$/);
     assert.equal(info.provenance.tappedTensor, 'pooled');
     assert.equal(info.provenance.preset.name, 'torchvision');
@@ -48,11 +60,86 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     const curves = await fs.readFile(path.join(head, 'curves.html'), 'utf8');
     assert.match(curves, /<svg[^>]*aria-label="loss"/);
     assert.match(curves, /<polyline/);
+    // A loaded head reproduces training's evaluation: same top-1 and the same calibrated ECE on val.
     const tf = (await loadTf()).tf;
     const loaded = await loadHead(tf, head);
-    const p = loaded.predict(new Float32Array(3), 1);
-    assert.equal(p.length, 3);
-    assert.ok(Math.abs(p.reduce((a, b) => a + b, 0) - 1) < 1e-5, 'softmax output');
+    assert.equal(loaded.temperature, result.temperature);
+    const valSet = await store.read('val');
+    const features = applyNormalization(info.normalization, valSet.features.slice(), valSet.count, 3);
+    const p = loaded.predict(features, valSet.count);
+    const metrics = classificationMetrics(p, valSet.labels, info.classes);
+    assert.equal(metrics.top1, result.metrics.top1);
+    assert.deepEqual(metrics.confusion, result.metrics.confusion);
+    assert.ok(Math.abs(expectedCalibrationError(p, valSet.labels, 3).ece - result.calibration.after.ece) < 1e-5);
+    loaded.dispose();
+  });
+
+  it('sweeps by default: holds given flags fixed, selects on a hold-out of train, saves the temperature, reports calibration', async () => {
+    const dir2 = path.join(dir, 'head-sweep');
+    const r = await runCli(['train-head', '--cache', cache, '--head', dir2, '--lr', '0.05', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const result = JSON.parse(r.stdout);
+    assert.ok(result.sweep, 'swept');
+    assert.deepEqual(result.sweep.fixed, ['--lr']);
+    assert.ok(result.sweep.candidates.every((c: { lr: number }) => c.lr === 0.05));
+    assert.equal(new Set(result.sweep.candidates.map((c: { normalize: string }) => c.normalize)).size, 3);
+    assert.equal(result.sweep.method, 'kfold', '36 train rows: a 20% hold-out is too small');
+    assert.equal(result.setting.epochs, result.sweep.chosen.epoch);
+    assert.equal(result.history.length, result.sweep.chosen.epoch, 'refit for the chosen epochs, no best-epoch pick on val');
+    const info = JSON.parse(await fs.readFile(path.join(dir2, 'head.json'), 'utf8'));
+    assert.equal(info.temperature, result.sweep.temperature);
+    const metrics = JSON.parse(await fs.readFile(path.join(dir2, 'metrics.json'), 'utf8'));
+    for (const k of ['before', 'after']) for (const m of ['ece', 'nll']) assert.equal(typeof metrics.calibration[k][m], 'number');
+    assert.equal(metrics.sweep.candidates.length, result.sweep.candidates.length);
+    const curves = await fs.readFile(path.join(dir2, 'curves.html'), 'utf8');
+    assert.match(curves, /aria-label="reliability"/);
+    assert.match(curves, /Sweep: held-out accuracy/);
+    const human = await runCli(['train-head', '--cache', cache, '--head', dir2, '--lr', '0.05', '--epochs', '5']);
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stderr, /^train-head: sweep chose normalize (none|l2|standard), lr 0\.05, weight decay [\d.e-]+, 5 epochs .*fixed: --lr, --epochs/m);
+    const manual = JSON.parse((await runCli(['train-head', '--cache', cache, '--head', dir2, '--no-sweep', '--epochs', '3', '--json'])).stdout);
+    assert.equal(manual.sweep, null);
+    assert.equal(manual.temperature, 1);
+    assert.equal(JSON.parse(await fs.readFile(path.join(dir2, 'head.json'), 'utf8')).temperature, undefined);
+  });
+
+  it('same seed, same head, byte for byte', async () => {
+    const [a, b] = [path.join(dir, 'same-a'), path.join(dir, 'same-b')];
+    for (const h of [a, b]) assert.equal((await runCli(['train-head', '--cache', cache, '--head', h, '--seed', '5', '--epochs', '4'])).code, 0);
+    for (const f of ['model.json', 'weights.bin']) assert.ok((await fs.readFile(path.join(a, f))).equals(await fs.readFile(path.join(b, f))), f);
+    const strip = (t: string) => { const j = JSON.parse(t); delete j.provenance.trainedAt; return j; };
+    assert.deepEqual(strip(await fs.readFile(path.join(a, 'head.json'), 'utf8')), strip(await fs.readFile(path.join(b, 'head.json'), 'utf8')));
+  });
+
+  it('never deletes what it did not write: a non-empty directory without a featcache head.json is refused', async () => {
+    const models = path.join(dir, 'models');
+    await fs.mkdir(models);
+    await fs.writeFile(path.join(models, 'resnet50.onnx'), 'weights');
+    await fs.writeFile(path.join(models, 'notes.txt'), 'notes');
+    const r = await runCli(['train-head', '--cache', cache, '--head', models, '--epochs', '2', '--no-sweep']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr.trim(), /^featcache: --head .*models: the directory is not empty and holds no featcache head\.json.*choose a new or empty directory/);
+    assert.deepEqual((await fs.readdir(models)).sort(), ['notes.txt', 'resnet50.onnx']);
+    const own = path.join(dir, 'own-head');
+    assert.equal((await runCli(['train-head', '--cache', cache, '--head', own, '--epochs', '2', '--no-sweep'])).code, 0);
+    await fs.writeFile(path.join(own, 'photo.jpg'), 'jpeg');
+    assert.equal((await runCli(['train-head', '--cache', cache, '--head', own, '--epochs', '2', '--no-sweep'])).code, 0);
+    assert.equal(await fs.readFile(path.join(own, 'photo.jpg'), 'utf8'), 'jpeg');
+  });
+
+  it('a class with one training image is trained on and named, not a crash', async () => {
+    const data = path.join(dir, 'one-image');
+    let seed = 500;
+    for (const [split, n] of [['train', 8], ['val', 3]] as const) {
+      for (const [name, rgb] of [['blue', [40, 60, 200]], ['green', [50, 190, 60]], ['red', [200, 50, 40]]] as const) {
+        for (let i = 0; i < (name === 'red' && split === 'train' ? 1 : n); i++) await writeColourImage(path.join(data, split, name, `${i}.png`), [...rgb] as [number, number, number], seed++);
+      }
+    }
+    const c = path.join(dir, 'one-cache');
+    for (const split of ['train', 'val']) assert.equal((await runCli(['extract', '--data', data, '--split', split, '--model', model, '--cache', c, '--device', 'cpu'])).code, 0);
+    const r = await runCli(['train-head', '--cache', c, '--head', path.join(dir, 'one-head'), '--epochs', '5']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /class "red" has one distinct training image: it cannot be held out, so selection does not score it \(still trained on\)/);
   });
 
   it('validates on a stratified --val-fraction of train when asked', async () => {
@@ -75,7 +162,7 @@ describe('train-head and predict (tiny model, colour classes)', () => {
       assert.ok(line.top[0].probability >= line.top[1].probability);
     }
     const csv = await runCli(['predict', path.join(val, 'red', 'red0.png'), '--head', head, '--csv', '--device', 'cpu']);
-    assert.match(csv.stdout, /^path,label_1,p_1,label_2,p_2,label_3,p_3,error\n.*red0\.png,red,0\.\d+/);
+    assert.match(csv.stdout, /^path,label_1,p_1,label_2,p_2,label_3,p_3,error\n.*red0\.png,red,[01]\.\d+/);
     const report = path.join(dir, 'report.html');
     const html = await runCli(['predict', val, '--head', head, '--report', report, '--device', 'cpu']);
     assert.equal(html.code, 0);
@@ -119,8 +206,12 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     const info = JSON.parse(await fs.readFile(path.join(dir, 'head-cpu', 'head.json'), 'utf8'));
     assert.equal(info.provenance.backend, 'cpu');
     const hasNode = await import('@tensorflow/tfjs-node' as string).then(() => true, () => false);
-    if (!hasNode) {
-      const t = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'head-tf'), '--epochs', '2', '--backend', 'tensorflow']);
+    const t = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'head-tf'), '--epochs', '2', '--no-sweep', '--backend', 'tensorflow', '--json']);
+    // Either branch asserts: refused when tfjs-node is absent, used and recorded when it is present.
+    if (hasNode) {
+      assert.equal(t.code, 0, t.stderr);
+      assert.equal(JSON.parse(t.stdout).backend, 'tensorflow');
+    } else {
       assert.equal(t.code, 1);
       assert.match(t.stderr.trim(), /^featcache: --backend tensorflow: @tensorflow\/tfjs-node is not installed/);
     }
@@ -130,6 +221,24 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     const r = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'h2'), '--optimizer', 'rmsprop']);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /--optimizer|Invalid values/);
+    const numbers: [string, string, RegExp][] = [
+      ['--momentum', 'abc', /^featcache: --momentum: expected a number in \[0, 1\), got not a number$/],
+      ['--weight-decay', 'abc', /^featcache: --weight-decay: expected a number >= 0, got not a number$/],
+      ['--weight-decay', '-1', /^featcache: --weight-decay: expected a number >= 0, got -1$/],
+      ['--lr', 'Infinity', /^featcache: --lr: expected a positive number, got Infinity$/],
+      ['--gamma', '0', /^featcache: --gamma: expected a positive number, got 0$/],
+      ['--epochs', '2.5', /^featcache: --epochs: expected a positive integer, got 2\.5$/],
+      ['--batch-size', 'x', /^featcache: --batch-size: expected a positive integer, got not a number$/],
+      ['--seed', '-3', /^featcache: --seed: expected an integer >= 0, got -3$/],
+      ['--holdout-fraction', '1', /^featcache: --holdout-fraction: expected a number between 0 and 1, got 1$/],
+      ['--val-fraction', 'abc', /^featcache: --val-fraction: expected a number between 0 and 1, got not a number$/],
+    ];
+    for (const [flag, value, message] of numbers) {
+      const bad = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'h-bad'), flag, value]);
+      assert.equal(bad.code, 2, `${flag} ${value}`);
+      assert.match(bad.stderr.trim(), message);
+    }
+    await assert.rejects(fs.access(path.join(dir, 'h-bad')), 'nothing written');
     const e = await runCli(['train-head', '--cache', path.join(dir, 'nocache'), '--head', path.join(dir, 'h3')]);
     assert.equal(e.code, 2);
     assert.match(e.stderr, /--cache .*nocache: no feature cache here/);
@@ -144,10 +253,11 @@ describe('accuracy on real data: MobileNetV2-int8 on hymenoptera', { skip: needs
       const r = await runCli(['extract', '--data', hymenoptera, '--split', split, '--model', mobilenetModel, '--cache', cache, '--device', 'cpu']);
       assert.equal(r.code, 0, r.stderr);
     }
-    const r = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'head'), '--normalize', 'l2', '--epochs', '10', '--json']);
+    const r = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'head'), '--json']);
     assert.equal(r.code, 0, r.stderr);
     const result = JSON.parse(r.stdout);
     assert.equal(result.valRows, 153);
     assert.ok(result.metrics.top1 >= 0.92, `val top-1 ${result.metrics.top1}`);
+    assert.ok(result.calibration.after.ece <= 0.08, `ECE after temperature ${result.calibration.after.ece}`);
   });
 });

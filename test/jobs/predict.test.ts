@@ -8,7 +8,7 @@ import { loadHead } from '../../src/head/saved.js';
 import { decodeBatch } from '../../src/image/batch.js';
 import { getPreset } from '../../src/image/presets.js';
 import { expandInputs, predict } from '../../src/jobs/predict.js';
-import { applyNormalization } from '../../src/store/normalize.js';
+import { applyNormalization } from '../../src/head/normalize.js';
 import { DEFAULT_IMAGE_POLICY } from '../../src/image/presets.js';
 import { runCli, tempDir, writeColourFolder, writeTinyModel } from '../support/helpers.js';
 

@@ -1,0 +1,264 @@
+/**
+ * Choosing the head's hyperparameters on data the reported metric never sees: a stratified, seeded hold-out of the
+ * train split (or stratified k-fold when a hold-out would be too small), never the val split. The chosen setting
+ * is then refit on all of train, and a temperature is fitted on the held-out predictions.
+ */
+import { createHash } from 'node:crypto';
+import { hashScore, stratifiedSplit } from '../dataset/split.js';
+import { FeatcacheError } from '../errors.js';
+import { fitTemperature, temperatureNll as temperatureNllOf } from './metrics.js';
+import { type NormalizationKind, NORMALIZATIONS, applyNormalization, fitNormalization } from './normalize.js';
+import type { Tf } from './runtime.js';
+import { type LrWd, type SweepCurves, bestEpochOf, combineFolds, ortHeldOutLogits, sweepCurves } from './sweep.js';
+import { type HeadOptions, type Split, fitHead, predictLogits } from './train.js';
+
+export interface SweepGrid {
+  lr: readonly number[];
+  weightDecay: readonly number[];
+  normalize: readonly NormalizationKind[];
+}
+
+/** Adam learning rates from slow to fast, L2 penalties from none to strong, and every normalisation. */
+export const DEFAULT_SWEEP_GRID: Readonly<SweepGrid> = Object.freeze({
+  lr: Object.freeze([1e-3, 3e-3, 1e-2, 3e-2]),
+  weightDecay: Object.freeze([0, 1e-4, 1e-3]),
+  normalize: Object.freeze([...NORMALIZATIONS]),
+});
+
+/** A hold-out smaller than this selects on noise: use k-fold instead. */
+export const MIN_HOLDOUT_ROWS = 50;
+export const KFOLD = 5;
+/** Weight of the log-normal prior on the temperature (σ = 1/√(2λ) = 0.5 in log T): see fitTemperature. */
+export const TEMPERATURE_PRIOR = 2;
+
+export interface Fold {
+  fit: number[];
+  held: number[];
+}
+
+export interface SelectionPlan {
+  method: 'holdout' | 'kfold';
+  folds: Fold[];
+  /** Lines worth telling the user (classes that cannot be held out, why k-fold). */
+  notes: string[];
+}
+
+/**
+ * Stratified hold-out (fraction of each class, seeded by path) when it gives at least MIN_HOLDOUT_ROWS rows and
+ * every class that can be held out is; otherwise stratified k-fold. A class with one image is always trained on
+ * and never held out. Returns a reason string when nothing can be held out at all.
+ */
+export function planSelection(labels: Int32Array, keys: string[], classNames: string[], fraction: number, seed: number, groups?: Int32Array): SelectionPlan | string {
+  // Rows of one group (identical features: duplicate images) always fall on the same side, or the hold-out would
+  // score memorised copies and favour overfitting. Planning is done on one representative row per group.
+  const groupOf = groups ?? Int32Array.from(labels.keys());
+  const members = new Map<number, number[]>();
+  labels.forEach((_, r) => {
+    const list = members.get(groupOf[r]!) ?? [];
+    list.push(r);
+    members.set(groupOf[r]!, list);
+  });
+  const reps = [...members.values()].map((m) => m[0]!);
+  const expand = (rs: number[]) => rs.flatMap((r) => members.get(groupOf[r]!)!).sort((a, b) => a - b);
+  const counts = new Map<number, number>();
+  for (const r of reps) counts.set(labels[r]!, (counts.get(labels[r]!) ?? 0) + 1);
+  const singles = [...counts].filter(([, n]) => n === 1).map(([c]) => c).sort((a, b) => a - b);
+  const rows = [...labels.keys()];
+  const eligible = reps.filter((r) => counts.get(labels[r]!)! >= 2);
+  const notes: string[] = [];
+  if (singles.length > 0) {
+    const names = singles.map((c) => JSON.stringify(classNames[c] ?? String(c)));
+    notes.push(`class${singles.length > 1 ? 'es' : ''} ${names.slice(0, 5).join(', ')}${names.length > 5 ? ` and ${names.length - 5} more` : ''} ha${singles.length > 1 ? 've' : 's'} one distinct training image: it cannot be held out, so selection does not score ${singles.length > 1 ? 'them' : 'it'} (still trained on)`);
+  }
+  if (eligible.length === 0) return 'no class has two distinct training images, so nothing can be held out to choose hyperparameters on';
+  const classesToHold = new Set(eligible.map((r) => labels[r]!));
+  const split = stratifiedSplit(eligible, (r) => String(labels[r]), (r) => keys[r]!, fraction, seed);
+  const val = expand(split.val);
+  const heldClasses = new Set(val.map((r) => labels[r]!));
+  if (val.length >= MIN_HOLDOUT_ROWS && heldClasses.size === classesToHold.size) {
+    const held = new Set(val);
+    return { method: 'holdout', folds: [{ fit: rows.filter((r) => !held.has(r)), held: val }], notes };
+  }
+  notes.push(`a ${Math.round(fraction * 100)}% hold-out would have ${val.length} rows (fewer than ${MIN_HOLDOUT_ROWS}, or a class missing): selecting by stratified ${KFOLD}-fold instead`);
+  const fold = new Map<number, number>();
+  for (const c of classesToHold) {
+    const ranked = eligible.filter((r) => labels[r] === c).sort((a, b) => hashScore(seed, keys[a]!) - hashScore(seed, keys[b]!));
+    ranked.forEach((r, i) => {
+      for (const m of members.get(groupOf[r]!)!) fold.set(m, i % KFOLD);
+    });
+  }
+  const folds: Fold[] = [];
+  for (let k = 0; k < KFOLD; k++) {
+    const held = rows.filter((r) => fold.get(r) === k);
+    if (held.length > 0) folds.push({ fit: rows.filter((r) => fold.get(r) !== k), held });
+  }
+  return { method: 'kfold', folds, notes };
+}
+
+/** Group ids for rows with byte-identical features (duplicate images); each row's id is its group's first row. */
+export function duplicateGroups(split: Split, dim: number): Int32Array {
+  const bytes = new Uint8Array(split.features.buffer, split.features.byteOffset, split.features.byteLength);
+  const first = new Map<string, number>();
+  return Int32Array.from({ length: split.count }, (_, r) => {
+    const key = createHash('sha1').update(bytes.subarray(r * dim * 4, (r + 1) * dim * 4)).digest('base64');
+    if (!first.has(key)) first.set(key, r);
+    return first.get(key)!;
+  });
+}
+
+export function subsetRows(split: Split, rows: number[], dim: number): Split {
+  const features = new Float32Array(rows.length * dim);
+  rows.forEach((row, k) => features.set(split.features.subarray(row * dim, (row + 1) * dim), k * dim));
+  return { features, labels: Int32Array.from(rows, (r) => split.labels[r]!), count: rows.length };
+}
+
+/** A fold's fit and held-out rows, normalised with statistics fitted on the fit rows only. */
+function normalisedFold(train: Split, fold: Fold, dim: number, kind: NormalizationKind): { fit: Split; held: Split } {
+  const fit = subsetRows(train, fold.fit, dim);
+  const held = subsetRows(train, fold.held, dim);
+  const n = fitNormalization(kind, fit.features, fit.count, dim);
+  applyNormalization(n, fit.features, fit.count, dim);
+  applyNormalization(n, held.features, held.count, dim);
+  return { fit, held };
+}
+
+export interface SweepRow {
+  normalize: NormalizationKind;
+  lr: number;
+  weightDecay: number;
+  /** Epoch with the best held-out score (1-based). */
+  epoch: number;
+  holdoutLoss: number;
+  holdoutAcc: number;
+  /**
+   * Held-out NLL after the best temperature, for each normalisation's best candidate (the finalists; null for the
+   * rest). Finalists are compared on it because the saved head is calibrated the same way: what matters is how
+   * well the logits rank, not how sharp they are before scaling.
+   */
+  calibratedLoss: number | null;
+}
+
+export interface Selection {
+  method: 'holdout' | 'kfold';
+  folds: number;
+  /** Held-out rows over all folds (each train row at most once). */
+  heldRows: number;
+  table: SweepRow[];
+  chosen: SweepRow;
+  /** Fitted on the chosen setting's held-out logits. */
+  temperature: number;
+  /** Held-out NLL before/after the temperature. */
+  heldNll: { before: number; after: number };
+  seconds: number;
+  gflops: number;
+  gflopsPerSecond: number;
+}
+
+export interface SelectOptions {
+  grid: SweepGrid;
+  /** Fixed number of epochs (the user gave one), or undefined to choose the best epoch up to `options.epochs`. */
+  fixedEpochs?: number | undefined;
+  holdoutFraction: number;
+  patience: number;
+  keys: string[];
+  classNames: string[];
+  log: (line: string) => void;
+  /** tfjs, or onnxruntime for the wide linear pass and the finalists' refits (default tfjs). */
+  engine?: 'tfjs' | 'onnxruntime';
+}
+
+/**
+ * Sweeps the grid on the planned folds; each normalisation's best candidate (held-out loss) is refit per fold to
+ * fit a temperature, and the one with the lowest calibrated held-out NLL wins (with `val_acc`: the most accurate).
+ */
+export async function selectSetting(tf: Tf, train: Split, dim: number, classes: number, options: HeadOptions, select: SelectOptions): Promise<Selection | string> {
+  const plan = planSelection(train.labels, select.keys, select.classNames, select.holdoutFraction, options.seed, duplicateGroups(train, dim));
+  if (typeof plan === 'string') return plan;
+  for (const note of plan.notes) select.log(`train-head: ${note}`);
+  const started = performance.now();
+  const candidates: LrWd[] = select.grid.lr.flatMap((lr) => select.grid.weightDecay.map((weightDecay) => ({ lr, weightDecay })));
+  if (candidates.length === 0 || select.grid.normalize.length === 0) throw new FeatcacheError('train-head: the sweep grid is empty');
+  const table: SweepRow[] = [];
+  const better = (a: SweepRow, b: SweepRow) =>
+    options.monitor === 'val_acc' ? a.holdoutAcc > b.holdoutAcc || (a.holdoutAcc === b.holdoutAcc && a.holdoutLoss < b.holdoutLoss) : a.holdoutLoss < b.holdoutLoss;
+  const calibrated: { row: SweepRow; temperature: number; before: number; after: number }[] = [];
+  let flops = 0;
+  let sweepSeconds = 0;
+  for (const normalize of select.grid.normalize) {
+    const folds: { curves: SweepCurves; weight: number }[] = [];
+    for (const fold of plan.folds) {
+      const { fit, held } = normalisedFold(train, fold, dim, normalize);
+      const run = { patience: select.fixedEpochs === undefined ? select.patience : 0, engine: select.engine ?? 'tfjs' };
+      folds.push({ curves: await sweepCurves(tf, fit, held, dim, classes, candidates, options, run), weight: held.count });
+    }
+    const curves: SweepCurves = combineFolds(folds);
+    flops += curves.flops;
+    sweepSeconds += curves.seconds;
+    const rows = candidates.map((c, k) => {
+      const epoch = bestEpochOf(curves, k, options.monitor, select.fixedEpochs);
+      return { normalize, ...c, epoch, holdoutLoss: curves.loss[epoch - 1]![k]!, holdoutAcc: curves.acc[epoch - 1]![k]!, calibratedLoss: null } as SweepRow;
+    });
+    table.push(...rows);
+    const finalist = rows.reduce((best, row) => (better(row, best) ? row : best));
+    const k = rows.indexOf(finalist);
+    // The wide pass kept every epoch's held-out logits: the finalist's are sliced out, no refit needed.
+    const kept = folds.every((f) => f.curves.heldLogits?.[finalist.epoch - 1]);
+    const fit = kept
+      ? temperatureOn(plan.folds.map((fold, f) => sliceCandidate(folds[f]!.curves.heldLogits![finalist.epoch - 1]!, fold.held.length, k, candidates.length, classes)),
+        plan.folds.map((fold) => Int32Array.from(fold.held, (r) => train.labels[r]!)), classes)
+      : await heldOutTemperature(tf, train, plan.folds, dim, classes, { ...options, lr: finalist.lr, weightDecay: finalist.weightDecay, epochs: finalist.epoch }, normalize, select.engine ?? 'tfjs');
+    finalist.calibratedLoss = fit.after;
+    calibrated.push({ row: finalist, ...fit });
+  }
+  const winner = calibrated.reduce((best, c) =>
+    (options.monitor === 'val_acc' ? better(c.row, best.row) : c.after < best.after) ? c : best);
+  const { row: chosen, temperature, before, after } = winner;
+  return {
+    method: plan.method, folds: plan.folds.length, heldRows: plan.folds.reduce((s, f) => s + f.held.length, 0), table, chosen, temperature,
+    heldNll: { before, after }, seconds: (performance.now() - started) / 1000, gflops: flops / 1e9, gflopsPerSecond: flops / 1e9 / sweepSeconds,
+  };
+}
+
+/** Refits the chosen setting on each fold's fit rows and fits one temperature on all held-out logits together. */
+async function heldOutTemperature(tf: Tf, train: Split, folds: Fold[], dim: number, classes: number, options: HeadOptions, normalize: NormalizationKind, engine: 'tfjs' | 'onnxruntime') {
+  const logits: Float32Array[] = [];
+  const labels: Int32Array[] = [];
+  for (const fold of folds) {
+    const { fit, held } = normalisedFold(train, fold, dim, normalize);
+    if (engine === 'onnxruntime' && options.hidden === 0) {
+      logits.push(await ortHeldOutLogits(fit, held, dim, classes, options));
+    } else {
+      const result = fitHead(tf, fit, null, dim, classes, options, { selectOnVal: false });
+      logits.push(predictLogits(tf, result.layers, held.features, held.count));
+    }
+    labels.push(held.labels);
+  }
+  return temperatureOn(logits, labels, classes);
+}
+
+/** Candidate k's logits [rows, classes] out of a wide [rows, K·classes] block. */
+function sliceCandidate(wide: Float32Array, rows: number, k: number, candidates: number, classes: number): Float32Array {
+  const out = new Float32Array(rows * classes);
+  for (let r = 0; r < rows; r++) out.set(wide.subarray((r * candidates + k) * classes, (r * candidates + k + 1) * classes), r * classes);
+  return out;
+}
+
+/** One temperature for all folds' held-out logits together. */
+function temperatureOn(logits: Float32Array[], labels: Int32Array[], classes: number) {
+  const allLogits = concat(logits, Float32Array);
+  const allLabels = concat(labels, Int32Array);
+  const temperature = fitTemperature(allLogits, allLabels, classes, TEMPERATURE_PRIOR);
+  const nll = (t: number) => temperatureNllOf(allLogits, allLabels, classes, t);
+  return { temperature, before: nll(1), after: nll(temperature) };
+}
+
+
+function concat<T extends Float32Array | Int32Array>(parts: T[], ctor: { new (n: number): T }): T {
+  const out = new ctor(parts.reduce((s, p) => s + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p as never, o);
+    o += p.length;
+  }
+  return out;
+}
