@@ -10,7 +10,7 @@ import { type GraphProto, type ModelProto, type NodeProto, encodeModel, graphInp
 
 type ValueInfo = NonNullable<GraphProto['output']>[number];
 
-export const RANGE_METHODS = ['minmax', 'percentile'] as const;
+export const RANGE_METHODS = ['minmax', 'percentile', 'mse'] as const;
 export type RangeMethod = (typeof RANGE_METHODS)[number];
 
 export interface ActivationRange {
@@ -120,6 +120,7 @@ export async function collectRanges(
           range.min = Math.min(range.min, (result[first!]!.data as Float32Array)[0]!);
           range.max = Math.max(range.max, (result[second!]!.data as Float32Array)[0]!);
         } else {
+          // percentile and mse both work on a sample of the values.
           const values = result[first!]!.data as Float32Array;
           for (let i = 0; i < values.length; i++) {
             const v = values[i]!;
@@ -136,7 +137,7 @@ export async function collectRanges(
     await session.release();
   }
   if (batchIndex === 0) throw invalidParameter('calibrate', 'at least one calibration image', 0);
-  if (options.method === 'percentile') {
+  if (options.method !== 'minmax') {
     const q = options.percentile / 100;
     for (const t of tensors) {
       const parts = samples.get(t)!;
@@ -144,9 +145,57 @@ export async function collectRanges(
       parts.reduce((offset, p) => (all.set(p, offset), offset + p.length), 0);
       all.sort();
       const range = ranges.get(t)!;
-      // Clipping only narrows: the percentile of a sample can never widen the observed range.
-      ranges.set(t, { min: Math.max(range.min, quantile(all, 1 - q)), max: Math.min(range.max, quantile(all, q)) });
+      // Clipping only narrows: a range from a sample can never widen the observed one.
+      const chosen = options.method === 'mse' ? mseRange(all, range) : { min: quantile(all, 1 - q), max: quantile(all, q) };
+      ranges.set(t, { min: Math.max(range.min, chosen.min), max: Math.min(range.max, chosen.max) });
     }
   }
   return ranges;
+}
+
+/**
+ * The clipping range that minimises the expected squared error of uint8 quantisation over sorted sample values:
+ * rounding noise (step²/12 per value inside the range) plus clipping error (distance to the range for values
+ * outside). Searched over a grid of fractions of the observed min and max; prefix sums make each candidate O(log n).
+ */
+export function mseRange(sorted: Float32Array, observed: ActivationRange): ActivationRange {
+  const n = sorted.length;
+  if (n === 0) return observed;
+  const prefix = new Float64Array(n + 1);
+  const prefixSq = new Float64Array(n + 1);
+  for (let i = 0; i < n; i++) {
+    prefix[i + 1] = prefix[i]! + sorted[i]!;
+    prefixSq[i + 1] = prefixSq[i]! + sorted[i]! * sorted[i]!;
+  }
+  /** First index with sorted[i] > x (upper) or >= x (lower). */
+  const bound = (x: number, strict: boolean) => {
+    let lo = 0;
+    let hi = n;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (strict ? sorted[mid]! <= x : sorted[mid]! < x) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  // Σ over a slice of (v − c)² = Σv² − 2cΣv + k c².
+  const squaredDistance = (from: number, to: number, c: number) =>
+    prefixSq[to]! - prefixSq[from]! - 2 * c * (prefix[to]! - prefix[from]!) + (to - from) * c * c;
+  const min = Math.min(observed.min, 0);
+  const max = Math.max(observed.max, 0);
+  const fractions = Array.from({ length: 50 }, (_, i) => 1 - i / 60);
+  let best = { min, max, error: Number.POSITIVE_INFINITY };
+  for (const fl of min < 0 ? fractions : [1]) {
+    for (const fh of fractions) {
+      const lo = min * fl;
+      const hi = max * fh;
+      const step = (hi - lo) / 255;
+      if (!(step > 0)) continue;
+      const below = bound(lo, false);
+      const above = bound(hi, true);
+      const error = squaredDistance(0, below, lo) + squaredDistance(above, n, hi) + ((above - below) * step * step) / 12;
+      if (error < best.error) best = { min: lo, max: hi, error };
+    }
+  }
+  return { min: best.min, max: best.max };
 }

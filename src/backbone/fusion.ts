@@ -50,6 +50,7 @@ export function judgeFusion(qdq: GraphProto, optimised: GraphProto, vnni: boolea
     fused: false,
   };
   const problems: string[] = [];
+  if (report.convs === 0) problems.push('the model has no Conv to run in int8');
   if (report.qlinearConv < report.convs) problems.push(`only ${report.qlinearConv} of ${report.convs} Conv fused to QLinearConv`);
   if (report.qlinearAdd < report.adds) problems.push(`only ${report.qlinearAdd} of ${report.adds} Add fused to QLinearAdd`);
   if (vnni === false) problems.push('this CPU has no 8-bit dot-product instructions (avx512_vnni/avx_vnni), so int8 would not be faster');

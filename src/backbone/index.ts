@@ -91,7 +91,7 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
   if (options.int8) {
     if (options.fp16) throw new FeatcacheError('--int8: cannot be combined with --fp16 (int8 is for CPUs, fp16 for GPUs); choose one');
     if (options.device.kind === 'cuda') throw new FeatcacheError(`--int8: the int8 backbone runs on the CPU; drop --device ${options.device.kind}:${options.device.deviceId} or use --fp16 on a GPU`);
-    const resolved = await resolveInt8({ file, sha256, tap, tapped, input }, { ...options.int8, options: { threads: options.threads, ...options.int8.options } });
+    const resolved = await resolveInt8({ file, sha256, tap, tapped, input }, { ...options.int8, options: { threads: options.threads, log: options.log, ...options.int8.options } });
     const reason = 'unsupported' in resolved ? resolved.unsupported : resolved.fusion.fused ? null : (resolved.fusion.reason ?? 'not fused');
     const usable = !('unsupported' in resolved) && (reason === null || options.int8.requireFused === false);
     if (usable) {

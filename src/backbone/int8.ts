@@ -100,11 +100,11 @@ export async function ensureInt8Model(
   let saved = await readSaved(paths, hash);
   const reused = saved !== null;
   if (!saved) {
-    log(`int8: calibrating ${calibration.images.length} images (${settings.ranges}) and quantising ${path.basename(source.file)}`);
     let quantised: { bytes: Uint8Array; report: QuantizeReport };
     try {
       quantised = await quantizeModel(source.tapped, () => calibration.batches(source.input.layout, settings.batchSize), {
         ...settings, what: `--model ${source.file}`,
+        log: (line) => log(`${line} of ${path.basename(source.file)} on ${calibration.images.length} images`),
       });
     } catch (error) {
       if (error instanceof Int8Unsupported) return { unsupported: error.reason };

@@ -19,7 +19,11 @@ export const INT8_RECIPE = 'qdq-u8act-s8w-perchannel-v1';
 export interface Int8Options {
   /** Images sampled from the dataset to calibrate activation ranges. */
   calibrate: number;
-  /** `minmax`: the observed range; `percentile`: clip the tails at `percentile` (robust to outlier pixels). */
+  /**
+   * `mse` (default): per tensor, the clipping range with the least expected squared quantisation error (on the
+   * ResNet50 fixture: median centred cosine vs FP32 0.964, against 0.959 for min/max); `minmax`: the observed range;
+   * `percentile`: clip the tails at `percentile`.
+   */
   ranges: RangeMethod;
   /** Upper percentile kept by `percentile` ranges (the lower bound is 100 − this). */
   percentile: number;
@@ -31,10 +35,11 @@ export interface Int8Options {
 
 export const DEFAULT_INT8_OPTIONS: Readonly<Int8Options> = Object.freeze({
   calibrate: 32,
-  ranges: 'minmax',
+  ranges: 'mse',
   percentile: 99.99,
   seed: 0,
-  batchSize: 4,
+  // mse and percentile read every quantised activation back: 2 ResNet50 images ≈ 150 MB of them.
+  batchSize: 2,
 });
 
 /** Ops the recipe handles; anything else means the model is not a plain CNN and stays FP32 (with the reason). */
@@ -264,6 +269,9 @@ export function buildQdqModel(model: ModelProto, params: Map<string, QuantParams
   return onnx.ModelProto.create({ ...model, graph: qdq });
 }
 
+const report0 = (graph: GraphProto) =>
+  `${(graph.node ?? []).filter((n) => n.opType === 'Conv').length} Conv, ${(graph.node ?? []).filter((n) => n.opType === 'Add').length} Add`;
+
 /** uint8 parameters for every planned activation from calibrated ranges (MaxPool outputs copy their input's). */
 export function activationParams(plan: ActivationPlan[], ranges: Map<string, ActivationRange>): Map<string, QuantParams> {
   const params = new Map<string, QuantParams>();
@@ -287,7 +295,7 @@ export function activationParams(plan: ActivationPlan[], ranges: Map<string, Act
 export async function quantizeModel(
   tapped: Uint8Array,
   batches: () => AsyncIterable<CalibrationBatch>,
-  options: Partial<Int8Options> & { what?: string } = {},
+  options: Partial<Int8Options> & { what?: string; threads?: number | undefined; log?: ((line: string) => void) | undefined } = {},
 ): Promise<{ bytes: Uint8Array; report: QuantizeReport }> {
   const settings = { ...DEFAULT_INT8_OPTIONS, ...options };
   const model = decodeModel(tapped, options.what ?? 'model');
@@ -295,7 +303,8 @@ export async function quantizeModel(
   const graph = model.graph as GraphProto;
   const plan = planActivations(graph);
   const measured = plan.filter((p) => !p.sameAs).map((p) => p.tensor);
-  const ranges = await collectRanges(model, measured, batches(), { method: settings.ranges, percentile: settings.percentile });
+  options.log?.(`int8: calibrating ${plan.length} activations (${settings.ranges} ranges) and quantising ${report0(graph)}`);
+  const ranges = await collectRanges(model, measured, batches(), { method: settings.ranges, percentile: settings.percentile, threads: options.threads });
   const params = activationParams(plan, ranges);
   const qdq = buildQdqModel(model, params);
   const report: QuantizeReport = {

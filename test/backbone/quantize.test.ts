@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { type CalibrationBatch, collectRanges, quantile } from '../../src/backbone/calibrate.js';
+import { type CalibrationBatch, collectRanges, mseRange, quantile } from '../../src/backbone/calibrate.js';
 import { featureFidelity, predictionAgreement } from '../../src/backbone/fidelity.js';
 import { cpuHasInt8Dot, judgeFusion, verifyFusion } from '../../src/backbone/fusion.js';
 import { type GraphProto, decodeModel, encodeModel, loadModel, onnx } from '../../src/backbone/graph.js';
@@ -114,6 +114,34 @@ describe('int8 recipe: parameters', () => {
       assert.ok(pct.get(t)!.max <= minmax.get(t)!.max + 1e-6 && pct.get(t)!.min >= minmax.get(t)!.min - 1e-6, t);
     }
     assert.ok(pct.get('input')!.max < minmax.get('input')!.max);
+    const mse = await collectRanges(model, tensors, batchesOf(data, 6, 3)(), { method: 'mse', percentile: 99.99 });
+    for (const t of tensors) assert.ok(mse.get(t)!.max <= minmax.get(t)!.max + 1e-6 && mse.get(t)!.min >= minmax.get(t)!.min - 1e-6, t);
+  });
+
+  it('mse ranges clip a lone outlier and lower the actual quantisation error', () => {
+    // The real squared error of quantise → dequantise with uint8 parameters for a range, computed value by value.
+    const realError = (values: Float32Array, range: { min: number; max: number }) => {
+      const p = uint8Params(range, false);
+      let sum = 0;
+      for (const v of values) {
+        const q = Math.max(0, Math.min(255, Math.round(v / p.scale) + p.zeroPoint));
+        sum += ((q - p.zeroPoint) * p.scale - v) ** 2;
+      }
+      return sum;
+    };
+    // A million values in [-1, 1] and one at 40: min/max spends almost all 256 levels on the outlier.
+    const many = Float32Array.from({ length: 1_000_000 }, (_, i) => (i / 999_999) * 2 - 1);
+    const withOutlier = new Float32Array(many.length + 1);
+    withOutlier.set(many);
+    withOutlier[many.length] = 40;
+    const observed = { min: -1, max: 40 };
+    const chosen = mseRange(withOutlier, observed);
+    assert.ok(chosen.max < 20 && chosen.max >= 1, JSON.stringify(chosen));
+    assert.ok(realError(withOutlier, chosen) < realError(withOutlier, observed) / 2);
+    // Without outliers, the observed range is (nearly) the best.
+    const values = Float32Array.from({ length: 2000 }, (_, i) => (i / 1999) * 2 - 1);
+    const plain = mseRange(values, { min: -1, max: 1 });
+    assert.ok(plain.min <= -0.95 && plain.max >= 0.95, JSON.stringify(plain));
   });
 });
 
@@ -171,7 +199,7 @@ describe('int8 recipe: quantised graph', () => {
 
   it('has frozen defaults', () => {
     assert.ok(Object.isFrozen(DEFAULT_INT8_OPTIONS));
-    assert.equal(DEFAULT_INT8_OPTIONS.ranges, 'minmax');
+    assert.equal(DEFAULT_INT8_OPTIONS.ranges, 'mse');
   });
 });
 
