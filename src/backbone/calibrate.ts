@@ -35,8 +35,8 @@ export interface RangeOptions {
 const SAMPLES_PER_BATCH = 16384;
 
 export function checkRangeOptions(options: RangeOptions): void {
-  if (!RANGE_METHODS.includes(options.method)) throw invalidParameter('ranges', oneOf(RANGE_METHODS), options.method);
-  if (!(options.percentile > 50 && options.percentile <= 100)) throw invalidParameter('percentile', 'a number in (50, 100], e.g. 99.99', options.percentile);
+  if (!RANGE_METHODS.includes(options.method)) throw invalidParameter('calibrationRanges', oneOf(RANGE_METHODS), options.method);
+  if (!(options.percentile > 50 && options.percentile <= 100)) throw invalidParameter('calibrationPercentile', 'a number in (50, 100], e.g. 99.99', options.percentile);
 }
 
 function output(name: string): ValueInfo {

@@ -3,11 +3,9 @@
  * them), or raw preprocessed tensors (tests, benchmarks). Each source names its images by content hash, so the
  * calibration identity changes when, and only when, the pixels could.
  */
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
-import type { Item } from '../dataset/index.js';
-import { invalidParameter } from '../errors.js';
-import { type Layout, decodeToRgb, writeNormalised } from '../image/preprocess.js';
+import type { Dataset } from '../dataset/index.js';
+import { invalidParameter, positiveInteger } from '../errors.js';
+import { type PixelLayout, decodeToRgb, writeNormalised } from '../image/preprocess.js';
 import type { ImagePolicy, Preset } from '../image/presets.js';
 import { sha256Bytes } from '../util/fsx.js';
 import { seededRandom, shuffled } from '../util/random.js';
@@ -23,23 +21,23 @@ export interface CalibrationSource {
   images: CalibrationImage[];
   /** Everything besides the image bytes that shapes the pixels (preset, EXIF/ICC policy). */
   preprocessing: Record<string, unknown>;
-  batches(layout: Layout, batchSize: number): AsyncIterable<CalibrationBatch>;
+  batches(layout: PixelLayout, batchSize: number): AsyncIterable<CalibrationBatch>;
 }
 
 /** The first `count` images of a seeded shuffle (of the path-sorted items) that decode; unusable images are skipped. */
 export async function datasetCalibrationSource(
-  root: string,
-  items: Item[],
+  dataset: Pick<Dataset, 'items' | 'source'>,
   options: { count: number; seed: number; preset: Preset; policy: ImagePolicy },
 ): Promise<CalibrationSource> {
-  if (!Number.isInteger(options.count) || options.count < 1) throw invalidParameter('calibrate', 'a positive integer number of images', options.count);
+  positiveInteger('calibrate', options.count);
+  const { items } = dataset;
   const sorted = [...items].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const order = shuffled(sorted.length, seededRandom(options.seed));
   const chosen: { image: CalibrationImage; rgb: Buffer }[] = [];
   for (let i = 0; i < order.length && chosen.length < options.count; i++) {
     const item = sorted[order[i]!]!;
     try {
-      const bytes = await fs.readFile(path.join(root, item.path));
+      const { bytes } = await dataset.source.read(item);
       const rgb = await decodeToRgb(bytes, options.preset, options.policy);
       chosen.push({ image: { id: item.path, sha256: sha256Bytes(bytes) }, rgb });
     } catch {

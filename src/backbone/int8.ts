@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError, invalidParameter } from '../errors.js';
+import { FeatcacheError, nonNegativeInteger, optionName, parseChoice, positiveInteger } from '../errors.js';
 import { sha256Bytes, writeBytesAtomic } from '../util/fsx.js';
 import { toolVersions } from '../version.js';
 import { RANGE_METHODS, checkRangeOptions } from './calibrate.js';
@@ -19,7 +19,7 @@ export interface Int8Provenance {
   recipe: string;
   calibrationHash: string;
   source: { file: string; sha256: string; tappedTensor: string };
-  calibration: { method: Int8Options['ranges']; percentile: number | null; seed: number; count: number; images: CalibrationImage[]; preprocessing: Record<string, unknown> };
+  calibration: { method: Int8Options['calibrationRanges']; percentile: number | null; seed: number; count: number; images: CalibrationImage[]; preprocessing: Record<string, unknown> };
   ranges: QuantizeReport['ranges'];
   /** sha256 of the saved quantised model: a file that no longer matches is rebuilt, never trusted. */
   sha256: string;
@@ -40,16 +40,17 @@ export interface Int8Model {
 
 export interface EnsureInt8Options extends Int8Options {
   /** Where the quantised model and its provenance are saved; default: the original model's directory. */
-  dir?: string | undefined;
+  int8Dir?: string | undefined;
   threads?: number | undefined;
   log?: ((line: string) => void) | undefined;
 }
 
 export function checkInt8Options(options: Int8Options): void {
-  if (!Number.isInteger(options.calibrate) || options.calibrate < 1) throw invalidParameter('calibrate', 'a positive integer number of images', options.calibrate);
-  if (!RANGE_METHODS.includes(options.ranges)) throw invalidParameter('calibrationRanges', `one of ${RANGE_METHODS.join(', ')}`, options.ranges);
-  checkRangeOptions({ method: options.ranges, percentile: options.percentile });
-  if (!Number.isInteger(options.batchSize) || options.batchSize < 1) throw invalidParameter('batchSize', 'a positive integer', options.batchSize);
+  positiveInteger('calibrate', options.calibrate);
+  parseChoice('calibrationRanges', options.calibrationRanges, RANGE_METHODS);
+  checkRangeOptions({ method: options.calibrationRanges, percentile: options.calibrationPercentile });
+  positiveInteger('calibrationBatch', options.calibrationBatch);
+  nonNegativeInteger('seed', options.seed);
 }
 
 /** What makes two int8 models interchangeable: recipe, source model and tap, range method, calibration pixels. */
@@ -58,8 +59,8 @@ export function calibrationHash(source: { sha256: string; tappedTensor: string }
     recipe: INT8_RECIPE,
     model: source.sha256,
     tap: source.tappedTensor,
-    method: options.ranges,
-    percentile: options.ranges === 'percentile' ? options.percentile : null,
+    method: options.calibrationRanges,
+    percentile: options.calibrationRanges === 'percentile' ? options.calibrationPercentile : null,
     images: calibration.images.map((i) => i.sha256),
     preprocessing: calibration.preprocessing,
   })));
@@ -96,13 +97,13 @@ export async function ensureInt8Model(
   checkInt8Options(settings);
   const log = settings.log ?? (() => {});
   const hash = calibrationHash({ sha256: source.sha256, tappedTensor: source.tap.tensor }, calibration, settings);
-  const paths = int8Paths(source.file, hash, settings.dir);
+  const paths = int8Paths(source.file, hash, settings.int8Dir);
   let saved = await readSaved(paths, hash);
   const reused = saved !== null;
   if (!saved) {
     let quantised: { bytes: Uint8Array; report: QuantizeReport };
     try {
-      quantised = await quantizeModel(source.tapped, () => calibration.batches(source.input.layout, settings.batchSize), {
+      quantised = await quantizeModel(source.tapped, () => calibration.batches(source.input.layout, settings.calibrationBatch), {
         ...settings, what: `--model ${source.file}`,
         log: (line) => log(`${line} of ${path.basename(source.file)} on ${calibration.images.length} images`),
       });
@@ -115,8 +116,8 @@ export async function ensureInt8Model(
       calibrationHash: hash,
       source: { file: path.resolve(source.file), sha256: source.sha256, tappedTensor: source.tap.tensor },
       calibration: {
-        method: settings.ranges,
-        percentile: settings.ranges === 'percentile' ? settings.percentile : null,
+        method: settings.calibrationRanges,
+        percentile: settings.calibrationRanges === 'percentile' ? settings.calibrationPercentile : null,
         seed: settings.seed,
         count: calibration.images.length,
         images: calibration.images,
@@ -134,7 +135,7 @@ export async function ensureInt8Model(
       await writeBytesAtomic(paths.provenance, `${JSON.stringify(provenance, null, 2)}\n`);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? String(error);
-      throw new FeatcacheError(`--int8: cannot save the quantised model as ${paths.model} (${code}); pass a writable directory for it (int8Dir)`, 1);
+      throw new FeatcacheError(`--int8: cannot save the quantised model as ${paths.model} (${code}); pass a writable directory for it with ${optionName('int8Dir')}`, 1);
     }
     saved = { bytes: quantised.bytes, provenance };
   }
@@ -170,10 +171,10 @@ export async function resolveInt8(
   request: Int8Request,
 ): Promise<Int8Model | { unsupported: string }> {
   if (request.calibrationHash) {
-    const saved = await savedInt8Model(source.file, request.calibrationHash, request.options?.dir);
+    const saved = await savedInt8Model(source.file, request.calibrationHash, request.options?.int8Dir);
     if (saved && saved.provenance.source.sha256 === source.sha256) return saved;
     if (!request.calibration) {
-      const expected = int8Paths(source.file, request.calibrationHash, request.options?.dir).model;
+      const expected = int8Paths(source.file, request.calibrationHash, request.options?.int8Dir).model;
       throw new FeatcacheError(
         `--int8: the int8 model calibrated as ${request.calibrationHash.slice(0, 12)}… is missing or damaged (expected ${expected}); re-run 'featcache extract --int8' on the training data to rebuild it`,
         1,

@@ -22,24 +22,24 @@ export interface Int8Options {
   /**
    * `mse` (default): per tensor, the clipping range with the least expected squared quantisation error (on the
    * ResNet50 fixture: median centred cosine vs FP32 0.964, against 0.959 for min/max); `minmax`: the observed range;
-   * `percentile`: clip the tails at `percentile`.
+   * `percentile`: clip the tails at `calibrationPercentile`.
    */
-  ranges: RangeMethod;
+  calibrationRanges: RangeMethod;
   /** Upper percentile kept by `percentile` ranges (the lower bound is 100 − this). */
-  percentile: number;
+  calibrationPercentile: number;
   /** Seed of the calibration sample. */
   seed: number;
   /** Images per calibration forward pass (bounds memory: every quantised activation is read back). */
-  batchSize: number;
+  calibrationBatch: number;
 }
 
 export const DEFAULT_INT8_OPTIONS: Readonly<Int8Options> = Object.freeze({
   calibrate: 32,
-  ranges: 'mse',
-  percentile: 99.99,
+  calibrationRanges: 'mse',
+  calibrationPercentile: 99.99,
   seed: 0,
   // mse and percentile read every quantised activation back: 2 ResNet50 images ≈ 150 MB of them.
-  batchSize: 2,
+  calibrationBatch: 2,
 });
 
 /** Ops the recipe handles; anything else means the model is not a plain CNN and stays FP32 (with the reason). */
@@ -303,8 +303,8 @@ export async function quantizeModel(
   const graph = model.graph as GraphProto;
   const plan = planActivations(graph);
   const measured = plan.filter((p) => !p.sameAs).map((p) => p.tensor);
-  options.log?.(`int8: calibrating ${plan.length} activations (${settings.ranges} ranges) and quantising ${report0(graph)}`);
-  const ranges = await collectRanges(model, measured, batches(), { method: settings.ranges, percentile: settings.percentile, threads: options.threads });
+  options.log?.(`int8: calibrating ${plan.length} activations (${settings.calibrationRanges} ranges) and quantising ${report0(graph)}`);
+  const ranges = await collectRanges(model, measured, batches(), { method: settings.calibrationRanges, percentile: settings.calibrationPercentile, threads: options.threads });
   const params = activationParams(plan, ranges);
   const qdq = buildQdqModel(model, params);
   const report: QuantizeReport = {

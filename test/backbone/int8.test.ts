@@ -72,7 +72,7 @@ describe('ensureInt8Model', () => {
     assert.notEqual(other.calibrationHash, first.calibrationHash);
     assert.ok(await fs.stat(first.file));
     // Other range methods are other calibrations too.
-    const pct = await ensureInt8Model(source, calibration, { ranges: 'minmax' });
+    const pct = await ensureInt8Model(source, calibration, { calibrationRanges: 'minmax' });
     assert.ok(!('unsupported' in pct));
     assert.notEqual(pct.calibrationHash, first.calibrationHash);
 
@@ -90,7 +90,7 @@ describe('ensureInt8Model', () => {
     const blocker = path.join(dir, 'not-a-dir');
     await fs.writeFile(blocker, '');
     await assert.rejects(
-      ensureInt8Model(await tinySource(file), pixelCalibrationSource(images(2, 1), { height: SIZE, width: SIZE }), { dir: blocker }),
+      ensureInt8Model(await tinySource(file), pixelCalibrationSource(images(2, 1), { height: SIZE, width: SIZE }), { int8Dir: blocker }),
       /--int8: cannot save the quantised model as .*not-a-dir.* \(E[A-Z]+\); pass a writable directory/,
     );
   });
@@ -100,8 +100,8 @@ describe('ensureInt8Model', () => {
     const file = await writeTinyCnn(path.join(dir, 'tiny.onnx'), { size: SIZE });
     const calibration = pixelCalibrationSource(images(2, 1), { height: SIZE, width: SIZE });
     await assert.rejects(ensureInt8Model(await tinySource(file), calibration, { calibrate: 0 }), /^FeatcacheError: calibrate: expected a positive integer/);
-    await assert.rejects(ensureInt8Model(await tinySource(file), calibration, { ranges: 'entropy' as 'minmax' }), /calibrationRanges: expected one of minmax, percentile, mse, got "entropy"/);
-    await assert.rejects(ensureInt8Model(await tinySource(file), calibration, { ranges: 'percentile', percentile: 30 }), /percentile: expected a number in \(50, 100\]/);
+    await assert.rejects(ensureInt8Model(await tinySource(file), calibration, { calibrationRanges: 'entropy' as 'minmax' }), /calibrationRanges: expected one of "minmax", "percentile", "mse", got "entropy"/);
+    await assert.rejects(ensureInt8Model(await tinySource(file), calibration, { calibrationRanges: 'percentile', calibrationPercentile: 30 }), /calibrationPercentile: expected a number in \(50, 100\]/);
   });
 });
 

@@ -43,9 +43,9 @@ describe('int8 ResNet50 fixture', { skip }, () => {
   before(async () => {
     const dir = await tempDir();
     const train = await openDataset({ data: hymenoptera, split: 'train', seed: 0 });
-    const calibration = () => datasetCalibrationSource(train.root, train.items, { count: 32, seed: 0, preset, policy: DEFAULT_IMAGE_POLICY });
+    const calibration = () => datasetCalibrationSource(train, { count: 32, seed: 0, preset, policy: DEFAULT_IMAGE_POLICY });
     fp32 = await openBackbone(resnetModel, { device: { kind: 'cpu' }, threads: 2 });
-    int8 = await openBackbone(resnetModel, { device: { kind: 'cpu' }, threads: 2, int8: { calibration, options: { dir } }, log: (l) => logs.push(l) });
+    int8 = await openBackbone(resnetModel, { device: { kind: 'cpu' }, threads: 2, int8: { calibration, options: { int8Dir: dir } }, log: (l) => logs.push(l) });
   });
   after(async () => {
     await fp32?.close();

@@ -199,7 +199,7 @@ describe('int8 recipe: quantised graph', () => {
 
   it('has frozen defaults', () => {
     assert.ok(Object.isFrozen(DEFAULT_INT8_OPTIONS));
-    assert.equal(DEFAULT_INT8_OPTIONS.ranges, 'mse');
+    assert.equal(DEFAULT_INT8_OPTIONS.calibrationRanges, 'mse');
   });
 });
 
