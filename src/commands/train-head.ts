@@ -93,7 +93,8 @@ export async function runTrainHead(options: TrainHeadOptions): Promise<TrainHead
     classes,
     normalization,
     provenance: {
-      modelSha256: m.modelSha256, modelFile: m.modelFile, tappedTensor: m.tappedTensor, preset: m.preset, exif: m.exif, icc: m.icc, precision: m.precision ?? 'fp32', dim: m.dim,
+      modelSha256: m.modelSha256, modelFile: m.modelFile, tappedTensor: m.tappedTensor, preset: m.preset, exif: m.exif, icc: m.icc, precision: m.precision ?? 'fp32',
+      ...(m.precision === 'int8' ? { calibrationHash: m.calibrationHash, int8Model: m.int8Model } : {}), dim: m.dim,
       cache: path.resolve(options.cache), trainedAt: new Date().toISOString(), backend: runtime.backend, backendSkipped: runtime.skipped, versions: toolVersions(),
     },
     options: { ...pickHeadOptions(options), normalize: options.normalize, trainSplit: options.trainSplit, valSplit: validation === 'split' ? options.valSplit : null, valFraction: options.valFraction ?? null },
