@@ -1,7 +1,7 @@
 /** The backbone stage: an ONNX model file in, a function from preprocessed pixels to tapped features out. */
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, optionName } from '../errors.js';
 import { sha256Bytes } from '../util/fsx.js';
 import { toFloat16 } from './fp16.js';
 import { type Int8Model, type Int8Request, resolveInt8 } from './int8.js';
@@ -89,8 +89,8 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
   let int8Fallback: string | null = null;
   let device = options.device;
   if (options.int8) {
-    if (options.fp16) throw new FeatcacheError('--int8: cannot be combined with --fp16 (int8 is for CPUs, fp16 for GPUs); choose one');
-    if (options.device.kind === 'cuda') throw new FeatcacheError(`--int8: the int8 backbone runs on the CPU; drop --device ${options.device.kind}:${options.device.deviceId} or use --fp16 on a GPU`);
+    if (options.fp16) throw new FeatcacheError(`${optionName('int8')}: cannot be combined with ${optionName('fp16')} (int8 is for CPUs, fp16 for GPUs); choose one`);
+    if (options.device.kind === 'cuda') throw new FeatcacheError(`${optionName('int8')}: the int8 backbone runs on the CPU; drop ${optionName('device')} cuda:${options.device.deviceId} or use ${optionName('fp16')} on a GPU`);
     const resolved = await resolveInt8({ file, sha256, tap, tapped, input }, { ...options.int8, options: { threads: options.threads, log: options.log, ...options.int8.options } });
     const reason = 'unsupported' in resolved ? resolved.unsupported : resolved.fusion.fused ? null : (resolved.fusion.reason ?? 'not fused');
     const usable = !('unsupported' in resolved) && (reason === null || options.int8.requireFused === false);

@@ -104,7 +104,7 @@ export async function ensureInt8Model(
     let quantised: { bytes: Uint8Array; report: QuantizeReport };
     try {
       quantised = await quantizeModel(source.tapped, () => calibration.batches(source.input.layout, settings.calibrationBatch), {
-        ...settings, what: `--model ${source.file}`,
+        ...settings, what: `${optionName('model')} ${source.file}`,
         log: (line) => log(`${line} of ${path.basename(source.file)} on ${calibration.images.length} images`),
       });
     } catch (error) {
@@ -135,7 +135,7 @@ export async function ensureInt8Model(
       await writeBytesAtomic(paths.provenance, `${JSON.stringify(provenance, null, 2)}\n`);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? String(error);
-      throw new FeatcacheError(`--int8: cannot save the quantised model as ${paths.model} (${code}); pass a writable directory for it with ${optionName('int8Dir')}`, 1);
+      throw new FeatcacheError(`${optionName('int8')}: cannot save the quantised model as ${paths.model} (${code}); pass a writable directory for it with ${optionName('int8Dir')}`, 1);
     }
     saved = { bytes: quantised.bytes, provenance };
   }
@@ -176,12 +176,12 @@ export async function resolveInt8(
     if (!request.calibration) {
       const expected = int8Paths(source.file, request.calibrationHash, request.options?.int8Dir).model;
       throw new FeatcacheError(
-        `--int8: the int8 model calibrated as ${request.calibrationHash.slice(0, 12)}… is missing or damaged (expected ${expected}); re-run 'featcache extract --int8' on the training data to rebuild it`,
+        `${optionName('int8')}: the int8 model calibrated as ${request.calibrationHash.slice(0, 12)}… is missing or damaged (expected ${expected}); re-run 'featcache extract --int8' on the training data to rebuild it`,
         1,
       );
     }
   }
-  if (!request.calibration) throw new FeatcacheError('--int8: no calibration images and no saved int8 model to use');
+  if (!request.calibration) throw new FeatcacheError(`${optionName('int8')}: no calibration images and no saved int8 model to use`);
   return ensureInt8Model(source, await request.calibration(), request.options);
 }
 
@@ -202,6 +202,6 @@ export function checkFeaturePrecision(what: string, trainedOn: PrecisionIdentity
   const same = int8(trainedOn) === int8(given) && (!int8(given) || trainedOn.calibrationHash === given.calibrationHash);
   if (same) return;
   throw new FeatcacheError(
-    `${what}: was trained on ${describePrecision(trainedOn)} but is given ${describePrecision(given)}; int8 and float features (or two int8 calibrations) are not interchangeable — ${int8(trainedOn) ? 'use the int8 backbone it was trained with' : 'run without --int8'} or train a head on these features`,
+    `${what}: was trained on ${describePrecision(trainedOn)} but is given ${describePrecision(given)}; int8 and float features (or two int8 calibrations) are not interchangeable — ${int8(trainedOn) ? 'use the int8 backbone it was trained with' : `run without ${optionName('int8')}`} or train a head on these features`,
   );
 }

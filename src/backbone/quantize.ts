@@ -9,7 +9,7 @@
  * - each consumer of a quantised tensor gets its own DequantizeLinear (onnxruntime only fuses single-consumer DQs);
  *   GlobalAveragePool and Gemm stay float.
  */
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, optionName } from '../errors.js';
 import { type ActivationRange, type CalibrationBatch, type RangeMethod, collectRanges } from './calibrate.js';
 import { type GraphProto, type ModelProto, type NodeProto, type TensorProto, decodeModel, encodeModel, graphInputs, onnx } from './graph.js';
 
@@ -88,7 +88,7 @@ export function checkQuantisable(model: ModelProto, what: string): void {
   const intWeights = (graph.initializer ?? []).some((t) => t.dataType === DataType.INT8 || t.dataType === DataType.UINT8);
   if (quantised.length > 0 || intWeights) {
     throw new FeatcacheError(
-      `--int8: ${what} is already quantised (${quantised.length > 0 ? `has ${quantised.join(', ')}` : 'has int8/uint8 weights'}); run it without --int8 — featcache quantises float models only`,
+      `${optionName('int8')}: ${what} is already quantised (${quantised.length > 0 ? `has ${quantised.join(', ')}` : 'has int8/uint8 weights'}); run it without ${optionName('int8')} — featcache quantises float models only`,
     );
   }
   const opset = (model.opsetImport ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
@@ -111,7 +111,7 @@ function consumers(graph: GraphProto): Map<string, NodeProto[]> {
 /** Which activations get a QuantizeLinear, following the recipe. Order: graph order (input first). */
 export function planActivations(graph: GraphProto): ActivationPlan[] {
   const input = graphInputs(graph)[0]?.name;
-  if (!input) throw new FeatcacheError('--int8: the model has no image input');
+  if (!input) throw new FeatcacheError(`${optionName('int8')}: the model has no image input`);
   const users = consumers(graph);
   const plan = new Map<string, ActivationPlan>();
   const add = (tensor: string, role: ActivationPlan['role'], sameAs?: string) => {

@@ -91,7 +91,7 @@ describe('ensureInt8Model', () => {
     await fs.writeFile(blocker, '');
     await assert.rejects(
       ensureInt8Model(await tinySource(file), pixelCalibrationSource(images(2, 1), { height: SIZE, width: SIZE }), { int8Dir: blocker }),
-      /--int8: cannot save the quantised model as .*not-a-dir.* \(E[A-Z]+\); pass a writable directory/,
+      /^FeatcacheError: int8: cannot save the quantised model as .*not-a-dir.* \(E[A-Z]+\); pass a writable directory for it with int8Dir$/,
     );
   });
 
@@ -135,7 +135,7 @@ describe('openBackbone with int8', () => {
     await again.close();
     await assert.rejects(
       openBackbone(file, { device: { kind: 'cpu' }, threads: 1, int8: { calibrationHash: 'f'.repeat(64) } }),
-      /--int8: the int8 model calibrated as ffffffffffff… is missing or damaged \(expected .*tiny\.int8-ffffffffffffffff\.onnx\); re-run 'featcache extract --int8'/,
+      /^FeatcacheError: int8: the int8 model calibrated as ffffffffffff… is missing or damaged \(expected .*tiny\.int8-ffffffffffffffff\.onnx\); re-run 'featcache extract --int8'/,
     );
   });
 
@@ -165,8 +165,8 @@ describe('openBackbone with int8', () => {
     const dir = await tempDir();
     const file = await writeTinyCnn(path.join(dir, 'tiny.onnx'), { size: SIZE });
     const int8 = { calibration: async () => pixelCalibrationSource(images(2, 1), { height: SIZE, width: SIZE }) };
-    await assert.rejects(openBackbone(file, { device: { kind: 'cpu' }, threads: 1, fp16: true, int8 }), /--int8: cannot be combined with --fp16/);
-    await assert.rejects(openBackbone(file, { device: { kind: 'cuda', deviceId: 0 }, threads: 1, int8 }), /--int8: the int8 backbone runs on the CPU; drop --device cuda:0/);
+    await assert.rejects(openBackbone(file, { device: { kind: 'cpu' }, threads: 1, fp16: true, int8 }), /^FeatcacheError: int8: cannot be combined with fp16 /);
+    await assert.rejects(openBackbone(file, { device: { kind: 'cuda', deviceId: 0 }, threads: 1, int8 }), /^FeatcacheError: int8: the int8 backbone runs on the CPU; drop device cuda:0 or use fp16 on a GPU$/);
   });
 });
 
@@ -183,7 +183,7 @@ describe('int8 feature identity', () => {
     checkFeaturePrecision('--head h', { precision: 'fp32' }, {});
     assert.throws(() => checkFeaturePrecision('--head h', int8, { precision: 'fp32' }), (e: Error) => e instanceof FeatcacheError &&
       /^--head h: was trained on int8 features \(calibration aaaaaaaaaaaa…\) but is given fp32 features; int8 and float features .* are not interchangeable — use the int8 backbone it was trained with/.test(e.message));
-    assert.throws(() => checkFeaturePrecision('--head h', { precision: 'fp32' }, int8), /trained on fp32 features but is given int8 features .* run without --int8/);
+    assert.throws(() => checkFeaturePrecision('--head h', { precision: 'fp32' }, int8), /trained on fp32 features but is given int8 features .* run without int8 or train a head/);
     assert.throws(() => checkFeaturePrecision('--head h', int8, { precision: 'int8', calibrationHash: 'b'.repeat(64) }), /given int8 features \(calibration bbbbbbbbbbbb…\)/);
   });
 
