@@ -1,9 +1,10 @@
 /** The backbone stage: an ONNX model file in, a function from preprocessed pixels to tapped features out. */
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, optionName } from '../errors.js';
 import { sha256Bytes } from '../util/fsx.js';
 import { toFloat16 } from './fp16.js';
+import { type Int8Model, type Int8Request, resolveInt8 } from './int8.js';
 import { encodeModel, graphInputs, loadModel } from './graph.js';
 import { type DeviceSpec, type InputLayout, inputLayout, sessionStackMb } from './session.js';
 import { DEFAULT_TAP, FEATURE_OUTPUT, type TapPoint, resolveTap, tappedModel } from './tap.js';
@@ -17,13 +18,20 @@ export interface BackboneOptions {
   fp16?: boolean | undefined;
   /** Refuse the file unless its sha256 is this; `what` names what it must match, for the error. */
   expect?: { sha256: string; what: string } | undefined;
+  /** Run a calibrated int8 copy of the backbone (CPU); falls back to FP32, with `int8Fallback` saying why. */
+  int8?: Int8Request | undefined;
+  log?: ((line: string) => void) | undefined;
 }
 
 export interface Backbone {
   file: string;
   sha256: string;
   tap: TapPoint;
-  precision: 'fp32' | 'fp16';
+  precision: 'fp32' | 'fp16' | 'int8';
+  /** The quantised model in use when precision is int8 (its calibration hash is part of the feature identity). */
+  int8: Int8Model | null;
+  /** Why --int8 was asked for but FP32 runs (unsupported ops, no fusion, no VNNI); null otherwise. */
+  int8Fallback: string | null;
   input: InputLayout;
   provider: string;
   fallbackReasons: string[];
@@ -76,12 +84,32 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
   const input = inputLayout(inputs[0]!.name, inputs[0]!.shape);
   const tap = resolveTap(graph, options.tap ?? DEFAULT_TAP);
   const tappedGraph = tappedModel(model, tap);
-  const tapped = encodeModel(options.fp16 ? toFloat16(tappedGraph) : tappedGraph);
+  let tapped = encodeModel(options.fp16 ? toFloat16(tappedGraph) : tappedGraph);
+  let int8: Int8Model | null = null;
+  let int8Fallback: string | null = null;
+  let device = options.device;
+  if (options.int8) {
+    if (options.fp16) throw new FeatcacheError(`${optionName('int8')}: cannot be combined with ${optionName('fp16')} (int8 is for CPUs, fp16 for GPUs); choose one`);
+    if (options.device.kind === 'cuda') throw new FeatcacheError(`${optionName('int8')}: the int8 backbone runs on the CPU; drop ${optionName('device')} cuda:${options.device.deviceId} or use ${optionName('fp16')} on a GPU`);
+    const resolved = await resolveInt8({ file, sha256, tap, tapped, input }, { ...options.int8, options: { threads: options.threads, log: options.log, ...options.int8.options } });
+    const reason = 'unsupported' in resolved ? resolved.unsupported : resolved.fusion.fused ? null : (resolved.fusion.reason ?? 'not fused');
+    const usable = !('unsupported' in resolved) && (reason === null || options.int8.requireFused === false);
+    if (usable) {
+      if (reason !== null) options.log?.(`int8: ${reason}; running the int8 model unfused (slower) because int8 features were asked for`);
+      int8 = resolved;
+      // A copy: the worker takes ownership of the buffer it is sent.
+      tapped = resolved.bytes.slice();
+      device = { kind: 'cpu' };
+    } else {
+      int8Fallback = reason;
+      options.log?.(`int8: not used — ${reason}; running FP32`);
+    }
+  }
   const { worker, request } = sessionWorker();
   const probeSize = { height: input.height ?? 224, width: input.width ?? input.height ?? 224 };
   let opened: WorkerReply;
   try {
-    opened = await request({ key: 'open', type: 'open', model: tapped, settings: { device: options.device, threads: options.threads }, layout: input, output: FEATURE_OUTPUT, probeSize }, [tapped.buffer as ArrayBuffer]);
+    opened = await request({ key: 'open', type: 'open', model: tapped, settings: { device, threads: options.threads }, layout: input, output: FEATURE_OUTPUT, probeSize }, [tapped.buffer as ArrayBuffer]);
   } catch (error) {
     await worker.terminate();
     throw error;
@@ -92,7 +120,9 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
     file: path.resolve(file),
     sha256,
     tap,
-    precision: options.fp16 ? 'fp16' : 'fp32',
+    precision: int8 ? 'int8' : options.fp16 ? 'fp16' : 'fp32',
+    int8,
+    int8Fallback,
     input,
     provider: opened.provider,
     fallbackReasons: opened.fallbackReasons,
@@ -110,4 +140,7 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
 }
 
 export { parseDevice } from './session.js';
+export { DEFAULT_INT8_OPTIONS, type Int8Options } from './quantize.js';
+export { type Int8Model, type Int8Request, type EnsureInt8Options, checkFeaturePrecision, ensureInt8Model, savedInt8Model } from './int8.js';
+export { type CalibrationSource, datasetCalibrationSource, pixelCalibrationSource } from './calibration-source.js';
 export type { DeviceSpec } from './session.js';

@@ -23,7 +23,10 @@ export interface HeadProvenance {
   preset: Record<string, unknown>;
   exif: string;
   icc: string;
-  precision?: 'fp32' | 'fp16';
+  precision?: 'fp32' | 'fp16' | 'int8';
+  /** For int8 features: the calibration that quantised the backbone, and where that int8 model was saved. */
+  calibrationHash?: string | undefined;
+  int8Model?: string | undefined;
   dim: number;
   cache: string;
   trainedAt: string;

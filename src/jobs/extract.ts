@@ -4,7 +4,8 @@
  * onnxruntime's worker thread, and a SplitWriter commits atomic parts, so a killed run resumes where the last commit
  * ended and never stores an image twice.
  */
-import { type Backbone, openBackbone } from '../backbone/index.js';
+import { type Backbone, DEFAULT_INT8_OPTIONS, datasetCalibrationSource, openBackbone } from '../backbone/index.js';
+import { RANGE_METHODS, type RangeMethod } from '../backbone/calibrate.js';
 import { parseDevice } from '../backbone/session.js';
 import { type Dataset, type DatasetOptions, type Item, openDataset } from '../dataset/index.js';
 import type { Stamp } from '../dataset/source.js';
@@ -46,6 +47,20 @@ export interface ExtractOptions extends Omit<DatasetOptions, 'shard' | 'followSy
   threads: number;
   /** Run the backbone in float16 (for GPUs); features stay float32. */
   fp16: boolean;
+  /**
+   * Run a calibrated int8 copy of the backbone (CPU throughput, ~3.5× on ResNet50 with VNNI). Quantised on first use
+   * from a seeded sample of the train split (else this split), saved beside the model and reused; features are
+   * identified by the calibration and never mixed with FP32 ones. Falls back to FP32, saying why, if it cannot fuse.
+   */
+  int8: boolean;
+  /** Images in the int8 calibration sample. */
+  calibrate: number;
+  /** How activation ranges are chosen: `mse` (least quantisation error), `minmax`, or `percentile`. */
+  calibrationRanges: RangeMethod;
+  /** The upper percentile kept by `percentile` ranges. */
+  calibrationPercentile: number;
+  /** Where the int8 model is saved (default: beside the model file). */
+  int8Dir?: string | undefined;
   /** Images per inference call; capped so a batch's pixels stay under MAX_BATCH_BYTES. */
   batchSize: number;
   /** Images per committed part file: the most work a kill can lose. */
@@ -75,6 +90,10 @@ export const DEFAULT_EXTRACT_OPTIONS: Readonly<Omit<ExtractOptions, 'data'>> = O
   device: 'auto',
   threads: 0,
   fp16: false,
+  int8: false,
+  calibrate: DEFAULT_INT8_OPTIONS.calibrate,
+  calibrationRanges: DEFAULT_INT8_OPTIONS.calibrationRanges,
+  calibrationPercentile: DEFAULT_INT8_OPTIONS.calibrationPercentile,
   batchSize: 16,
   partRows: 512,
   strict: false,
@@ -99,6 +118,10 @@ export interface ExtractResult {
   shard: string;
   provider: string;
   fallbackReasons: string[];
+  /** `int8` only when the quantised backbone ran; with --int8 and `int8Fallback` set, FP32 ran instead. */
+  precision: Backbone['precision'];
+  int8: { file: string; calibrationHash: string; reused: boolean; qlinearConv: number; qlinearAdd: number } | null;
+  int8Fallback: string | null;
   dim: number;
   dataset: number;
   extracted: number;
@@ -131,6 +154,8 @@ function resolveOptions(given: Partial<ExtractOptions> & { data: string }): Reso
     seed: nonNegativeInteger('seed', o.seed),
     threads: nonNegativeInteger('threads', o.threads),
     batchSize: positiveInteger('batchSize', o.batchSize),
+    calibrate: positiveInteger('calibrate', o.calibrate),
+    calibrationRanges: parseChoice('calibrationRanges', o.calibrationRanges, RANGE_METHODS),
     partRows: positiveInteger('partRows', o.partRows),
     preset: getPreset(o.preset),
     policy: {
@@ -173,7 +198,7 @@ export async function extract(options: Partial<ExtractOptions> & { data: string 
 
 async function extractDataset(dataset: Dataset, o: Resolved, started: number): Promise<ExtractResult> {
   requireImages(dataset, o);
-  const backbone = await openBackbone(o.model, { tap: o.tap, device: parseDevice(o.device), threads: o.threads, fp16: o.fp16 });
+  const backbone = await openBackbone(o.model, { tap: o.tap, device: parseDevice(o.device), threads: o.threads, fp16: o.fp16, int8: int8Request(o, dataset), log: o.log });
   try {
     for (const reason of backbone.fallbackReasons) o.log(`device: not using ${reason}`);
     requirePresetFits(backbone, o);
@@ -190,6 +215,23 @@ async function extractDataset(dataset: Dataset, o: Resolved, started: number): P
   } finally {
     await backbone.close();
   }
+}
+
+/**
+ * Calibration images come from the train split when the data has one (else from this split), never from one shard:
+ * every split and shard of a cache must run the same int8 model, or their features would not be comparable.
+ */
+function int8Request(o: Resolved, dataset: Dataset) {
+  if (!o.int8) return undefined;
+  const calibration = async () => {
+    const whole = await openDataset({ ...o.dataset, split: 'train', shard: undefined }).catch(() => null);
+    const sample = whole && whole.items.length > 0 ? whole : o.shard ? await openDataset({ ...o.dataset, shard: undefined }) : dataset;
+    return datasetCalibrationSource(sample, { count: o.calibrate, seed: o.seed, preset: o.preset, policy: o.policy });
+  };
+  return {
+    calibration,
+    options: { calibrate: o.calibrate, calibrationRanges: o.calibrationRanges, calibrationPercentile: o.calibrationPercentile, seed: o.seed, int8Dir: o.int8Dir },
+  };
 }
 
 function requireImages(dataset: Dataset, o: Resolved): void {
@@ -220,6 +262,7 @@ function manifestFor(o: Resolved, backbone: Backbone, classes: string[]): CacheM
     exif: o.policy.exif,
     icc: o.policy.icc,
     precision: backbone.precision,
+    ...(backbone.int8 ? { calibrationHash: backbone.int8.calibrationHash, int8Model: backbone.int8.file } : {}),
     dim: backbone.dim,
     classes,
     createdAt: new Date().toISOString(),
@@ -278,6 +321,11 @@ async function extractInto(writer: SplitWriter, backbone: Backbone, dataset: Dat
     timings.wallS = (performance.now() - started) / 1000;
     return {
       split: o.split, cache: o.cache, shard: shardLabel(o.shard), provider: backbone.provider, fallbackReasons: backbone.fallbackReasons,
+      precision: backbone.precision, int8Fallback: backbone.int8Fallback,
+      int8: backbone.int8 && {
+        file: backbone.int8.file, calibrationHash: backbone.int8.calibrationHash, reused: backbone.int8.reused,
+        qlinearConv: backbone.int8.fusion.qlinearConv, qlinearAdd: backbone.int8.fusion.qlinearAdd,
+      },
       dim: backbone.dim, dataset: dataset.items.length, extracted, unchanged: plan.unchanged, failed: failures.length,
       removed: interrupt.raised ? 0 : plan.removed.length, skipped: dataset.skipped, failures,
       imagesPerSecond: (extracted + failures.length) / Math.max(timings.wallS - timings.setupS, 1e-9),

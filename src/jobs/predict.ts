@@ -6,7 +6,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import fg from 'fast-glob';
-import { type Backbone, openBackbone } from '../backbone/index.js';
+import { type Backbone, checkFeaturePrecision, openBackbone } from '../backbone/index.js';
 import { parseDevice } from '../backbone/session.js';
 import { type UrlSourceOptions, UrlSource, isUrl } from '../dataset/url.js';
 import { isImageName, walkImages } from '../dataset/walk.js';
@@ -106,10 +106,22 @@ async function checkedBackbone(head: LoadedHead, o: PredictOptions): Promise<Bac
   if (!(await exists(modelFile))) {
     throw missingFile('model', modelFile, `the head ${o.head} was trained on features of that file (sha256 ${p.modelSha256.slice(0, 12)}…) — pass its current path`);
   }
-  return openBackbone(modelFile, {
-    tap: p.tappedTensor, device: parseDevice(o.device), threads: o.threads, fp16: p.precision === 'fp16',
+  // A head trained on int8 features needs the same int8 model: found by its calibration hash, and used even where it
+  // does not fuse (slower), since FP32 features would not fit the head.
+  const int8 = p.precision === 'int8'
+    ? { calibrationHash: p.calibrationHash, requireFused: false, options: { int8Dir: p.int8Model ? path.dirname(p.int8Model) : undefined } }
+    : undefined;
+  const backbone = await openBackbone(modelFile, {
+    tap: p.tappedTensor, device: parseDevice(o.device), threads: o.threads, fp16: p.precision === 'fp16', int8,
     expect: { sha256: p.modelSha256, what: `the backbone the head ${o.head} was trained on` },
   });
+  try {
+    checkFeaturePrecision(`head ${o.head}`, p, { precision: backbone.precision, calibrationHash: backbone.int8?.calibrationHash });
+  } catch (error) {
+    await backbone.close();
+    throw error;
+  }
+  return backbone;
 }
 
 function resolveOptions(given: Partial<PredictOptions> & { inputs: string[] }): PredictOptions {

@@ -234,7 +234,8 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
     classes,
     normalization,
     provenance: {
-      modelSha256: m.modelSha256, modelFile: m.modelFile, tappedTensor: m.tappedTensor, preset: m.preset, exif: m.exif, icc: m.icc, precision: m.precision ?? 'fp32', dim: m.dim,
+      modelSha256: m.modelSha256, modelFile: m.modelFile, tappedTensor: m.tappedTensor, preset: m.preset, exif: m.exif, icc: m.icc, precision: m.precision ?? 'fp32',
+      ...(m.precision === 'int8' ? { calibrationHash: m.calibrationHash, int8Model: m.int8Model } : {}), dim: m.dim,
       cache: path.resolve(o.cache), trainedAt: new Date().toISOString(), backend: runtime.backend, backendSkipped: runtime.skipped, versions: toolVersions(),
     },
     options: {

@@ -18,12 +18,16 @@ export interface FeatureIdentity {
   exif: string;
   icc: string;
   /** Precision the backbone ran in; absent means fp32. */
-  precision?: 'fp32' | 'fp16';
+  precision?: 'fp32' | 'fp16' | 'int8';
+  /** For int8: which calibrated quantisation computed the features (two calibrations give different features). */
+  calibrationHash?: string | undefined;
 }
 
 export interface CacheManifest extends FeatureIdentity {
   format: number;
   modelFile: string;
+  /** For int8: the saved quantised model (its provenance file sits beside it). */
+  int8Model?: string | undefined;
   tap: Record<string, unknown>;
   dim: number;
   classes: string[];
@@ -83,7 +87,12 @@ export function identityDifferences(a: FeatureIdentity, b: FeatureIdentity): str
   if (JSON.stringify(a.preset) !== JSON.stringify(b.preset)) diffs.push(`preset ${String(a.preset.name)} vs ${String(b.preset.name)}`);
   if (a.exif !== b.exif) diffs.push(`--exif ${a.exif} vs ${b.exif}`);
   if (a.icc !== b.icc) diffs.push(`--icc ${a.icc} vs ${b.icc}`);
-  if ((a.precision ?? 'fp32') !== (b.precision ?? 'fp32')) diffs.push(`precision ${a.precision ?? 'fp32'} vs ${b.precision ?? 'fp32'}`);
+  if ((a.precision ?? 'fp32') !== (b.precision ?? 'fp32')) {
+    const int8 = a.precision === 'int8' || b.precision === 'int8';
+    diffs.push(`precision ${a.precision ?? 'fp32'} vs ${b.precision ?? 'fp32'}${int8 ? ' (int8 features are not interchangeable with float ones)' : ''}`);
+  } else if ((a.calibrationHash ?? null) !== (b.calibrationHash ?? null)) {
+    diffs.push(`int8 calibration ${a.calibrationHash?.slice(0, 12) ?? 'none'}… vs ${b.calibrationHash?.slice(0, 12) ?? 'none'}… (a different calibration quantises differently)`);
+  }
   return diffs;
 }
 

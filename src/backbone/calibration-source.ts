@@ -1,0 +1,79 @@
+/**
+ * Where calibration pixels come from: a seeded sample of the user's own images (decoded exactly as extract decodes
+ * them), or raw preprocessed tensors (tests, benchmarks). Each source names its images by content hash, so the
+ * calibration identity changes when, and only when, the pixels could.
+ */
+import type { Dataset } from '../dataset/index.js';
+import { invalidParameter, positiveInteger } from '../errors.js';
+import { type PixelLayout, decodeToRgb, writeNormalised } from '../image/preprocess.js';
+import type { ImagePolicy, Preset } from '../image/presets.js';
+import { sha256Bytes } from '../util/fsx.js';
+import { seededRandom, shuffled } from '../util/random.js';
+import type { CalibrationBatch } from './calibrate.js';
+
+export interface CalibrationImage {
+  /** Dataset-relative path or another label, for the provenance record. */
+  id: string;
+  sha256: string;
+}
+
+export interface CalibrationSource {
+  images: CalibrationImage[];
+  /** Everything besides the image bytes that shapes the pixels (preset, EXIF/ICC policy). */
+  preprocessing: Record<string, unknown>;
+  batches(layout: PixelLayout, batchSize: number): AsyncIterable<CalibrationBatch>;
+}
+
+/** The first `count` images of a seeded shuffle (of the path-sorted items) that decode; unusable images are skipped. */
+export async function datasetCalibrationSource(
+  dataset: Pick<Dataset, 'items' | 'source'>,
+  options: { count: number; seed: number; preset: Preset; policy: ImagePolicy },
+): Promise<CalibrationSource> {
+  positiveInteger('calibrate', options.count);
+  const { items } = dataset;
+  const sorted = [...items].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const order = shuffled(sorted.length, seededRandom(options.seed));
+  const chosen: { image: CalibrationImage; rgb: Buffer }[] = [];
+  for (let i = 0; i < order.length && chosen.length < options.count; i++) {
+    const item = sorted[order[i]!]!;
+    try {
+      const { bytes } = await dataset.source.read(item);
+      const rgb = await decodeToRgb(bytes, options.preset, options.policy);
+      chosen.push({ image: { id: item.path, sha256: sha256Bytes(bytes) }, rgb });
+    } catch {
+      // Extract records unusable images in its failure ledger; calibration simply takes the next one.
+    }
+  }
+  if (chosen.length === 0) throw invalidParameter('calibrate', 'at least one decodable image in the dataset', `none of ${items.length}`);
+  const crop = options.preset.crop;
+  return {
+    images: chosen.map((c) => c.image),
+    preprocessing: { preset: { ...options.preset }, exif: options.policy.exif, icc: options.policy.icc },
+    async *batches(layout, batchSize) {
+      for (let start = 0; start < chosen.length; start += batchSize) {
+        const slice = chosen.slice(start, start + batchSize);
+        const data = new Float32Array(slice.length * 3 * crop * crop);
+        slice.forEach((c, i) => writeNormalised(c.rgb, options.preset, layout, data, i));
+        yield { data, dims: layout === 'NCHW' ? [slice.length, 3, crop, crop] : [slice.length, crop, crop, 3] };
+      }
+    },
+  };
+}
+
+/** Already-preprocessed images, each `[3,H,W]` (or `[H,W,3]`) float32, e.g. the fixture's input_K.bin files. */
+export function pixelCalibrationSource(images: { id: string; pixels: Float32Array }[], shape: { height: number; width: number }): CalibrationSource {
+  if (images.length === 0) throw invalidParameter('calibrate', 'at least one calibration image', 0);
+  const perImage = 3 * shape.height * shape.width;
+  return {
+    images: images.map((i) => ({ id: i.id, sha256: sha256Bytes(new Uint8Array(i.pixels.buffer, i.pixels.byteOffset, i.pixels.byteLength)) })),
+    preprocessing: { preprocessed: true },
+    async *batches(layout, batchSize) {
+      for (let start = 0; start < images.length; start += batchSize) {
+        const slice = images.slice(start, start + batchSize);
+        const data = new Float32Array(slice.length * perImage);
+        slice.forEach((img, i) => data.set(img.pixels.subarray(0, perImage), i * perImage));
+        yield { data, dims: layout === 'NCHW' ? [slice.length, 3, shape.height, shape.width] : [slice.length, shape.height, shape.width, 3] };
+      }
+    },
+  };
+}

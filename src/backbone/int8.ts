@@ -1,0 +1,207 @@
+/**
+ * `--int8`: the quantised backbone is built once per (model, tap, calibration images, recipe), saved next to the
+ * original with its calibration provenance, and reused while that provenance matches. Features it computes are
+ * identified by precision `int8` plus the calibration hash, never mixed with FP32 ones.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { FeatcacheError, nonNegativeInteger, optionName, parseChoice, positiveInteger } from '../errors.js';
+import { sha256Bytes, writeBytesAtomic } from '../util/fsx.js';
+import { toolVersions } from '../version.js';
+import { RANGE_METHODS, checkRangeOptions } from './calibrate.js';
+import type { CalibrationImage, CalibrationSource } from './calibration-source.js';
+import { type FusionReport, verifyFusion } from './fusion.js';
+import type { InputLayout } from './session.js';
+import type { TapPoint } from './tap.js';
+import { DEFAULT_INT8_OPTIONS, INT8_RECIPE, type Int8Options, Int8Unsupported, type QuantizeReport, quantizeModel } from './quantize.js';
+
+export interface Int8Provenance {
+  recipe: string;
+  calibrationHash: string;
+  source: { file: string; sha256: string; tappedTensor: string };
+  calibration: { method: Int8Options['calibrationRanges']; percentile: number | null; seed: number; count: number; images: CalibrationImage[]; preprocessing: Record<string, unknown> };
+  ranges: QuantizeReport['ranges'];
+  /** sha256 of the saved quantised model: a file that no longer matches is rebuilt, never trusted. */
+  sha256: string;
+  createdAt: string;
+  versions: Record<string, string>;
+}
+
+export interface Int8Model {
+  file: string;
+  sha256: string;
+  calibrationHash: string;
+  provenance: Int8Provenance;
+  fusion: FusionReport;
+  /** True when a saved model with matching provenance was used instead of quantising again. */
+  reused: boolean;
+  bytes: Uint8Array;
+}
+
+export interface EnsureInt8Options extends Int8Options {
+  /** Where the quantised model and its provenance are saved; default: the original model's directory. */
+  int8Dir?: string | undefined;
+  threads?: number | undefined;
+  log?: ((line: string) => void) | undefined;
+}
+
+export function checkInt8Options(options: Int8Options): void {
+  positiveInteger('calibrate', options.calibrate);
+  parseChoice('calibrationRanges', options.calibrationRanges, RANGE_METHODS);
+  checkRangeOptions({ method: options.calibrationRanges, percentile: options.calibrationPercentile });
+  positiveInteger('calibrationBatch', options.calibrationBatch);
+  nonNegativeInteger('seed', options.seed);
+}
+
+/** What makes two int8 models interchangeable: recipe, source model and tap, range method, calibration pixels. */
+export function calibrationHash(source: { sha256: string; tappedTensor: string }, calibration: CalibrationSource, options: Int8Options): string {
+  return sha256Bytes(Buffer.from(JSON.stringify({
+    recipe: INT8_RECIPE,
+    model: source.sha256,
+    tap: source.tappedTensor,
+    method: options.calibrationRanges,
+    percentile: options.calibrationRanges === 'percentile' ? options.calibrationPercentile : null,
+    images: calibration.images.map((i) => i.sha256),
+    preprocessing: calibration.preprocessing,
+  })));
+}
+
+export function int8Paths(modelFile: string, hash: string, dir?: string): { model: string; provenance: string } {
+  const base = path.basename(modelFile).replace(/\.onnx$/i, '');
+  const model = path.join(dir ?? path.dirname(modelFile), `${base}.int8-${hash.slice(0, 16)}.onnx`);
+  return { model, provenance: `${model}.json` };
+}
+
+async function readSaved(paths: { model: string; provenance: string }, hash: string): Promise<{ bytes: Uint8Array; provenance: Int8Provenance } | null> {
+  try {
+    const provenance = JSON.parse(await fs.readFile(paths.provenance, 'utf8')) as Int8Provenance;
+    if (provenance.calibrationHash !== hash || provenance.recipe !== INT8_RECIPE) return null;
+    const bytes = await fs.readFile(paths.model);
+    return sha256Bytes(bytes) === provenance.sha256 ? { bytes, provenance } : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The int8 model for a tapped FP32 backbone, quantised on first use and reused after. `fusion.fused === false`
+ * (with `fusion.reason`) means: do not use it, run FP32 — the caller decides and tells the user.
+ * An already-quantised source model is a FeatcacheError; a model outside the recipe comes back unfused with the reason.
+ */
+export async function ensureInt8Model(
+  source: { file: string; sha256: string; tap: TapPoint; tapped: Uint8Array; input: InputLayout },
+  calibration: CalibrationSource,
+  options: Partial<EnsureInt8Options> = {},
+): Promise<Int8Model | { unsupported: string }> {
+  const settings: EnsureInt8Options = { ...DEFAULT_INT8_OPTIONS, ...options };
+  checkInt8Options(settings);
+  const log = settings.log ?? (() => {});
+  const hash = calibrationHash({ sha256: source.sha256, tappedTensor: source.tap.tensor }, calibration, settings);
+  const paths = int8Paths(source.file, hash, settings.int8Dir);
+  let saved = await readSaved(paths, hash);
+  const reused = saved !== null;
+  if (!saved) {
+    let quantised: { bytes: Uint8Array; report: QuantizeReport };
+    try {
+      quantised = await quantizeModel(source.tapped, () => calibration.batches(source.input.layout, settings.calibrationBatch), {
+        ...settings, what: `${optionName('model')} ${source.file}`,
+        log: (line) => log(`${line} of ${path.basename(source.file)} on ${calibration.images.length} images`),
+      });
+    } catch (error) {
+      if (error instanceof Int8Unsupported) return { unsupported: error.reason };
+      throw error;
+    }
+    const provenance: Int8Provenance = {
+      recipe: INT8_RECIPE,
+      calibrationHash: hash,
+      source: { file: path.resolve(source.file), sha256: source.sha256, tappedTensor: source.tap.tensor },
+      calibration: {
+        method: settings.calibrationRanges,
+        percentile: settings.calibrationRanges === 'percentile' ? settings.calibrationPercentile : null,
+        seed: settings.seed,
+        count: calibration.images.length,
+        images: calibration.images,
+        preprocessing: calibration.preprocessing,
+      },
+      ranges: quantised.report.ranges,
+      sha256: sha256Bytes(quantised.bytes),
+      createdAt: new Date().toISOString(),
+      versions: toolVersions(),
+    };
+    try {
+      await fs.mkdir(path.dirname(paths.model), { recursive: true });
+      // Model first: a provenance file only ever describes a model that is fully on disk.
+      await writeBytesAtomic(paths.model, quantised.bytes);
+      await writeBytesAtomic(paths.provenance, `${JSON.stringify(provenance, null, 2)}\n`);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? String(error);
+      throw new FeatcacheError(`${optionName('int8')}: cannot save the quantised model as ${paths.model} (${code}); pass a writable directory for it with ${optionName('int8Dir')}`, 1);
+    }
+    saved = { bytes: quantised.bytes, provenance };
+  }
+  const fusion = await verifyFusion(saved.bytes);
+  return { file: paths.model, sha256: saved.provenance.sha256, calibrationHash: hash, provenance: saved.provenance, fusion, reused, bytes: saved.bytes };
+}
+
+/** A saved int8 model found by its calibration hash (what a cache or a head records), or null. */
+export async function savedInt8Model(modelFile: string, hash: string, dir?: string): Promise<Int8Model | null> {
+  const paths = int8Paths(modelFile, hash, dir);
+  const saved = await readSaved(paths, hash);
+  if (!saved) return null;
+  const fusion = await verifyFusion(saved.bytes);
+  return { file: paths.model, sha256: saved.provenance.sha256, calibrationHash: hash, provenance: saved.provenance, fusion, reused: true, bytes: saved.bytes };
+}
+
+export interface Int8Request {
+  /** Use the int8 model calibrated as this (a head records it); needs no images. */
+  calibrationHash?: string | undefined;
+  /** Calibration images; only built when no saved model can be used. */
+  calibration?: (() => Promise<CalibrationSource>) | undefined;
+  options?: Partial<EnsureInt8Options> | undefined;
+  /**
+   * false: use the int8 model even where onnxruntime does not fuse it (slower, but the same features) — for a head
+   * trained on int8 features, which FP32 features would not fit. Default true: unfused means FP32.
+   */
+  requireFused?: boolean | undefined;
+}
+
+/** The int8 model a request asks for: by calibration hash when given, else calibrated (or reused) from images. */
+export async function resolveInt8(
+  source: { file: string; sha256: string; tap: TapPoint; tapped: Uint8Array; input: InputLayout },
+  request: Int8Request,
+): Promise<Int8Model | { unsupported: string }> {
+  if (request.calibrationHash) {
+    const saved = await savedInt8Model(source.file, request.calibrationHash, request.options?.int8Dir);
+    if (saved && saved.provenance.source.sha256 === source.sha256) return saved;
+    if (!request.calibration) {
+      const expected = int8Paths(source.file, request.calibrationHash, request.options?.int8Dir).model;
+      throw new FeatcacheError(
+        `${optionName('int8')}: the int8 model calibrated as ${request.calibrationHash.slice(0, 12)}… is missing or damaged (expected ${expected}); re-run 'featcache extract --int8' on the training data to rebuild it`,
+        1,
+      );
+    }
+  }
+  if (!request.calibration) throw new FeatcacheError(`${optionName('int8')}: no calibration images and no saved int8 model to use`);
+  return ensureInt8Model(source, await request.calibration(), request.options);
+}
+
+export interface PrecisionIdentity {
+  precision?: 'fp32' | 'fp16' | 'int8' | undefined;
+  calibrationHash?: string | undefined;
+}
+
+const describePrecision = (p: PrecisionIdentity) =>
+  p.precision === 'int8' ? `int8 features (calibration ${p.calibrationHash?.slice(0, 12) ?? 'unknown'}…)` : `${p.precision ?? 'fp32'} features`;
+
+/**
+ * Refuses to feed a head features of another precision or calibration: int8 features differ from FP32 ones by a
+ * centred cosine of ~0.97, enough to shift a trained head's decisions, so they are never silently interchanged.
+ */
+export function checkFeaturePrecision(what: string, trainedOn: PrecisionIdentity, given: PrecisionIdentity): void {
+  const int8 = (p: PrecisionIdentity) => p.precision === 'int8';
+  const same = int8(trainedOn) === int8(given) && (!int8(given) || trainedOn.calibrationHash === given.calibrationHash);
+  if (same) return;
+  throw new FeatcacheError(
+    `${what}: was trained on ${describePrecision(trainedOn)} but is given ${describePrecision(given)}; int8 and float features (or two int8 calibrations) are not interchangeable — ${int8(trainedOn) ? 'use the int8 backbone it was trained with' : `run without ${optionName('int8')}`} or train a head on these features`,
+  );
+}
