@@ -12,6 +12,8 @@ import { fetchModelCommand } from './commands/fetch-model.js';
 import { demoCommand } from './commands/demo.js';
 import { infoCommand } from './commands/info.js';
 import { exportCommand } from './commands/export.js';
+import { bundleCommand } from './cli/bundle.js';
+import { serveCommand } from './cli/serve.js';
 import { featcacheVersion } from './version.js';
 
 // sharp decodes on libuv's pool (4 threads by default). On a many-core GPU machine decoding is the bottleneck, so use
@@ -54,6 +56,8 @@ try {
     .command(trainHeadCommand)
     .command(predictCommand)
     .command(exportCommand)
+    .command(bundleCommand)
+    .command(serveCommand)
     .command(infoCommand)
     .command(fetchModelCommand)
     .option('debug', { type: 'boolean', default: false, describe: 'print stack traces for errors', global: true })
