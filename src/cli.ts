@@ -1,17 +1,20 @@
 #!/usr/bin/env node
-/** The `featcache` command line: one yargs command per file under commands/, one place that turns errors into exit codes. */
+/**
+ * The `featcache` command line: one thin yargs file per command under cli/ (each calls one library job in jobs/),
+ * and this one place that registers them and turns errors into exit codes.
+ */
 import * as os from 'node:os';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { ExitCode, FeatcacheError } from './errors.js';
-import { extractCommand } from './commands/extract.js';
-import { inspectCommand } from './commands/inspect.js';
-import { trainHeadCommand } from './commands/train-head.js';
-import { predictCommand } from './commands/predict.js';
-import { fetchModelCommand } from './commands/fetch-model.js';
-import { demoCommand } from './commands/demo.js';
-import { infoCommand } from './commands/info.js';
+import { ExitCode, FeatcacheError, flagName, nameOptionsWith } from './errors.js';
+import { demoCommand } from './cli/demo.js';
+import { extractCommand } from './cli/extract.js';
+import { infoCommand } from './cli/info.js';
+import { inspectCommand } from './cli/inspect.js';
+import { predictCommand } from './cli/predict.js';
 import { exportCommand } from './commands/export.js';
+import { fetchModelCommand } from './commands/fetch-model.js';
+import { trainHeadCommand } from './commands/train-head.js';
 import { bundleCommand } from './cli/bundle.js';
 import { serveCommand } from './cli/serve.js';
 import { featcacheVersion } from './version.js';
@@ -20,7 +23,26 @@ import { featcacheVersion } from './version.js';
 // every core; libuv reads this when the pool first starts, which is after these imports. A user's setting wins.
 process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, os.availableParallelism()));
 
-const argv = hideBin(process.argv);
+// The library names options as it spells them (batchSize); on the command line they are flags (--batch-size).
+nameOptionsWith(flagName);
+
+/**
+ * `--shard -1/2` would otherwise be read as a flag `-1/2` ("Unknown argument: 1"): a value that starts with '-'
+ * and a digit is glued to its flag, so the flag's own validation names it.
+ */
+function glueNegativeValues(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const next = args[i + 1];
+    if (/^--[a-z][\w-]*$/.test(args[i]!) && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${args[i]}=${next}`);
+      i++;
+    } else out.push(args[i]!);
+  }
+  return out;
+}
+
+const argv = glueNegativeValues(hideBin(process.argv));
 const debug = argv.includes('--debug');
 
 const ARRAY_ARGUMENTS = new Set(['_', '$0', 'inputs']);

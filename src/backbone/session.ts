@@ -11,7 +11,7 @@ export function parseDevice(value: string): DeviceSpec {
   if (value === 'auto' || value === 'cpu') return { kind: value };
   const match = /^cuda(?::(\d+))?$/.exec(value);
   if (match) return { kind: 'cuda', deviceId: Number(match[1] ?? 0) };
-  throw invalidParameter('--device', 'one of "auto", "cpu", "cuda", "cuda:N"', value);
+  throw invalidParameter('device', 'one of "auto", "cpu", "cuda", "cuda:N"', value);
 }
 
 export interface SessionSettings {

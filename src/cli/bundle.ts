@@ -1,7 +1,7 @@
 /** `featcache bundle`: the yargs face of jobs/bundle. */
 import type { Argv, CommandModule } from 'yargs';
 import { DEFAULT_BUNDLE_OPTIONS, bundle } from '../jobs/bundle.js';
-import { type Args, emit, jsonOption } from '../commands/options.js';
+import { type Args, emit, jsonOption, logToStderr } from './flags.js';
 
 export const bundleCommand: CommandModule = {
   command: 'bundle',
@@ -14,7 +14,7 @@ export const bundleCommand: CommandModule = {
       .option('json', jsonOption),
   handler: async (argv) => {
     const a = argv as Args;
-    const result = await bundle({ head: a.head, out: a.out, model: a.model, log: (line) => process.stderr.write(`${line}\n`) });
+    const result = await bundle({ head: a.head, out: a.out, model: a.model, log: logToStderr });
     emit(a.json, { out: result.out, bytes: result.bytes, ...result.metadata }, () => `${result.out}: ${result.metadata.classes.length} classes, input "${result.metadata.preprocessing.input.name}" ${result.metadata.preprocessing.input.layout}, output "probabilities"`);
   },
 };

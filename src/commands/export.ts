@@ -7,12 +7,12 @@ import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { FeatcacheError } from '../errors.js';
 import { FORMATS, type Format, UNLABELLED, openWriter } from '../export/formats.js';
-import { parseChoice } from '../image/presets.js';
+import { parseChoice } from '../errors.js';
 import { NORMALIZATIONS, type Normalization, type NormalizationKind, StandardAccumulator, applyNormalization } from '../store/normalize.js';
 import { FeatureCache } from '../store/reader.js';
 import { writeBytesAtomic } from '../util/fsx.js';
 import { toolVersions } from '../version.js';
-import { type Args, cacheOption, emit, jsonOption } from './options.js';
+import { type Args, cacheOption, emit, jsonOption } from '../cli/flags.js';
 
 export interface ExportOptions {
   cache: string;

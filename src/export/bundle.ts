@@ -13,7 +13,7 @@ import { type GraphProto, type ModelProto, type NodeProto, type TensorProto, dec
 import { type DeviceSpec, type InputLayout, inputLayout } from '../backbone/session.js';
 import { FEATURE_OUTPUT, resolveTap, tappedModel } from '../backbone/tap.js';
 import type { RequestKey, WorkerReply, WorkerRequest } from '../backbone/worker.js';
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, optionName } from '../errors.js';
 import { HEAD_FILE, type HeadInfo } from '../head/saved.js';
 import type { DenseWeights } from '../head/train.js';
 import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
@@ -79,7 +79,7 @@ interface WeightSpec {
 export async function readHeadFiles(dir: string): Promise<HeadFiles> {
   const read = (name: string) =>
     fs.readFile(path.join(dir, name)).catch(() => {
-      throw new FeatcacheError(`head: no ${name} in ${dir}; train one with 'featcache train-head --head ${dir}'`);
+      throw new FeatcacheError(`${optionName('head')}: no ${name} in ${dir}; train one with 'featcache train-head --head ${dir}'`);
     });
   const [infoBytes, modelBytes, weights] = [await read(HEAD_FILE), await read('model.json'), await read('weights.bin')];
   let info: HeadFiles['info'];
@@ -88,16 +88,16 @@ export async function readHeadFiles(dir: string): Promise<HeadFiles> {
     info = JSON.parse(infoBytes.toString('utf8'));
     modelJson = JSON.parse(modelBytes.toString('utf8'));
   } catch {
-    throw new FeatcacheError(`head: ${dir}/${HEAD_FILE} or model.json is not valid JSON`, 1);
+    throw new FeatcacheError(`${optionName('head')}: ${dir}/${HEAD_FILE} or model.json is not valid JSON`, 1);
   }
   const specs = (modelJson.weightsManifest ?? []).flatMap((m) => m.weights);
   const activations = (modelJson.modelTopology?.config?.layers ?? []).filter((l) => l.class_name === 'Dense').map((l) => l.config?.activation ?? 'linear');
   const layers: DenseWeights[] = [];
   let offset = 0;
   const take = (spec: WeightSpec): Float32Array => {
-    if (spec.dtype !== 'float32') throw new FeatcacheError(`head: ${dir}/model.json weight ${spec.name} is ${spec.dtype}; expected float32`, 1);
+    if (spec.dtype !== 'float32') throw new FeatcacheError(`${optionName('head')}: ${dir}/model.json weight ${spec.name} is ${spec.dtype}; expected float32`, 1);
     const n = spec.shape.reduce((a, b) => a * b, 1);
-    if (offset + 4 * n > weights.byteLength) throw new FeatcacheError(`head: ${dir}/weights.bin is shorter than model.json describes`, 1);
+    if (offset + 4 * n > weights.byteLength) throw new FeatcacheError(`${optionName('head')}: ${dir}/weights.bin is shorter than model.json describes`, 1);
     const values = new Float32Array(n);
     new Uint8Array(values.buffer).set(weights.subarray(offset, offset + 4 * n));
     offset += 4 * n;
@@ -107,18 +107,18 @@ export async function readHeadFiles(dir: string): Promise<HeadFiles> {
     const kernel = specs[i]!;
     const bias = specs[i + 1]!;
     if (kernel.shape.length !== 2 || bias.shape.length !== 1 || bias.shape[0] !== kernel.shape[1]) {
-      throw new FeatcacheError(`head: ${dir}/model.json has weights ${kernel.name} ${JSON.stringify(kernel.shape)} and ${bias.name} ${JSON.stringify(bias.shape)}; expected a dense kernel [in, units] then its bias [units]`, 1);
+      throw new FeatcacheError(`${optionName('head')}: ${dir}/model.json has weights ${kernel.name} ${JSON.stringify(kernel.shape)} and ${bias.name} ${JSON.stringify(bias.shape)}; expected a dense kernel [in, units] then its bias [units]`, 1);
     }
     const activation = activations[layers.length] ?? (i + 2 === specs.length ? 'softmax' : 'relu');
-    if (activation !== 'relu' && activation !== 'softmax') throw new FeatcacheError(`head: ${dir} layer ${layers.length + 1} uses activation ${activation}; bundles support relu and a final softmax`, 1);
+    if (activation !== 'relu' && activation !== 'softmax') throw new FeatcacheError(`${optionName('head')}: ${dir} layer ${layers.length + 1} uses activation ${activation}; bundles support relu and a final softmax`, 1);
     layers.push({ kernel: take(kernel), shape: [kernel.shape[0]!, kernel.shape[1]!], bias: take(bias), activation });
   }
-  if (layers.length === 0 || specs.length % 2 !== 0) throw new FeatcacheError(`head: ${dir}/model.json lists ${specs.length} weights; expected dense kernel/bias pairs`, 1);
+  if (layers.length === 0 || specs.length % 2 !== 0) throw new FeatcacheError(`${optionName('head')}: ${dir}/model.json lists ${specs.length} weights; expected dense kernel/bias pairs`, 1);
   if (layers.at(-1)!.shape[1] !== info.classes.length) {
-    throw new FeatcacheError(`head: ${dir} has ${info.classes.length} classes in ${HEAD_FILE} but its last layer has ${layers.at(-1)!.shape[1]} units`, 1);
+    throw new FeatcacheError(`${optionName('head')}: ${dir} has ${info.classes.length} classes in ${HEAD_FILE} but its last layer has ${layers.at(-1)!.shape[1]} units`, 1);
   }
   const temperature = info.temperature ?? 1;
-  if (!(Number.isFinite(temperature) && temperature > 0)) throw new FeatcacheError(`head: ${dir}/${HEAD_FILE} temperature must be a positive number, got ${temperature}`, 1);
+  if (!(Number.isFinite(temperature) && temperature > 0)) throw new FeatcacheError(`${optionName('head')}: ${dir}/${HEAD_FILE} temperature must be a positive number, got ${temperature}`, 1);
   const id = createHash('sha256').update(infoBytes).update(modelBytes).update(weights).digest('hex');
   return { dir, info, layers, id };
 }
@@ -162,7 +162,7 @@ export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'l
     );
     x = 'featcache_head/normalized';
   } else if (n.kind === 'standard') {
-    if (n.mean?.length !== dim || n.std?.length !== dim) throw new FeatcacheError(`head: standard statistics are ${n.mean?.length}-d but the first layer takes ${dim}`, 1);
+    if (n.mean?.length !== dim || n.std?.length !== dim) throw new FeatcacheError(`${optionName('head')}: standard statistics are ${n.mean?.length}-d but the first layer takes ${dim}`, 1);
     inits.push(floatTensor('featcache_head/mean', [dim], n.mean), floatTensor('featcache_head/std', [dim], n.std));
     nodes.push(node('Sub', [x, 'featcache_head/mean'], 'featcache_head/centred'), node('Div', ['featcache_head/centred', 'featcache_head/std'], 'featcache_head/normalized'));
     x = 'featcache_head/normalized';
@@ -217,15 +217,15 @@ export async function buildBundle(options: BuildBundleOptions): Promise<{ bytes:
   const p = head.info.provenance;
   const modelFile = options.model ?? p.modelFile;
   if (!(await exists(modelFile))) {
-    throw new FeatcacheError(`model: ${modelFile} not found; the head ${options.head} was trained on features of that file (sha256 ${p.modelSha256.slice(0, 12)}…), pass its current path as model`);
+    throw new FeatcacheError(`${optionName('model')}: ${modelFile} not found; the head ${options.head} was trained on features of that file (sha256 ${p.modelSha256.slice(0, 12)}…), pass its current path with ${optionName('model')}`);
   }
   const { model, bytes } = await loadModel(modelFile);
   const sha256 = sha256Bytes(bytes);
   if (sha256 !== p.modelSha256) {
-    throw new FeatcacheError(`model: ${modelFile} has sha256 ${sha256.slice(0, 12)}…, not the backbone the head ${options.head} was trained on (${p.modelSha256.slice(0, 12)}…)`);
+    throw new FeatcacheError(`${optionName('model')}: ${modelFile} has sha256 ${sha256.slice(0, 12)}…, not the backbone the head ${options.head} was trained on (${p.modelSha256.slice(0, 12)}…)`);
   }
   const inputs = graphInputs(model.graph!);
-  if (inputs.length !== 1) throw new FeatcacheError(`model: ${modelFile} has ${inputs.length} inputs; expected one image input`);
+  if (inputs.length !== 1) throw new FeatcacheError(`${optionName('model')}: ${modelFile} has ${inputs.length} inputs; expected one image input`);
   const layout = inputLayout(inputs[0]!.name, inputs[0]!.shape);
   const tap = resolveTap(model.graph!, p.tappedTensor);
   const tapped = tappedModel(model, tap);
@@ -276,7 +276,7 @@ export function bundleMetadataOf(model: ModelProto, source: string): BundleMetad
   const props = new Map((model.metadataProps ?? []).map((m) => [m.key ?? '', m.value ?? '']));
   if (!props.has(METADATA_KEYS.format)) return null;
   const format = Number(props.get(METADATA_KEYS.format));
-  if (format !== BUNDLE_FORMAT) throw new FeatcacheError(`model: ${source} is a featcache bundle of format ${format}; this featcache reads format ${BUNDLE_FORMAT}`);
+  if (format !== BUNDLE_FORMAT) throw new FeatcacheError(`${optionName('model')}: ${source} is a featcache bundle of format ${format}; this featcache reads format ${BUNDLE_FORMAT}`);
   try {
     return {
       format,
@@ -285,18 +285,65 @@ export function bundleMetadataOf(model: ModelProto, source: string): BundleMetad
       provenance: JSON.parse(props.get(METADATA_KEYS.provenance)!),
     };
   } catch {
-    throw new FeatcacheError(`model: ${source} has featcache metadata that is not valid JSON`, 1);
+    throw new FeatcacheError(`${optionName('model')}: ${source} has featcache metadata that is not valid JSON`, 1);
   }
+}
+
+/**
+ * ModelProto's metadata_props (field 14) without decoding the graph: a top-level walk over the protobuf fields, so
+ * telling a bundle from a plain backbone costs a read, not a decode of hundreds of MB of weights.
+ */
+export function metadataPropsOf(bytes: Uint8Array): Map<string, string> | null {
+  const props = new Map<string, string>();
+  let at = 0;
+  const varint = (): number => {
+    let value = 0;
+    for (let shift = 0; shift < 64; shift += 7) {
+      if (at >= bytes.length) throw new Error('truncated');
+      const byte = bytes[at++]!;
+      value += (byte & 0x7f) * 2 ** shift;
+      if (byte < 0x80) return value;
+    }
+    throw new Error('bad varint');
+  };
+  try {
+    while (at < bytes.length) {
+      const tag = varint();
+      const wire = tag % 8;
+      const field = Math.floor(tag / 8);
+      if (wire === 0) varint();
+      else if (wire === 1) at += 8;
+      else if (wire === 5) at += 4;
+      else if (wire === 2) {
+        const length = varint();
+        if (at + length > bytes.length) return null;
+        if (field === 14) {
+          const entry = onnx.StringStringEntryProto.decode(bytes.subarray(at, at + length));
+          props.set(entry.key, entry.value);
+        }
+        at += length;
+      } else return null;
+    }
+  } catch {
+    return null;
+  }
+  return props;
 }
 
 /** True when `file` is an ONNX model carrying featcache bundle metadata (cheap enough for `predict --model`). */
 export async function isBundleFile(file: string): Promise<boolean> {
-  if (!file.endsWith('.onnx') || !(await exists(file))) return false;
-  try {
-    return bundleMetadataOf(decodeModel(await fs.readFile(file), file), file) !== null;
-  } catch {
-    return false;
-  }
+  if (!file.endsWith('.onnx')) return false;
+  const bytes = await fs.readFile(file).catch(() => null);
+  return bytes !== null && (metadataPropsOf(bytes)?.has(METADATA_KEYS.format) ?? false);
+}
+
+/** What a prediction report needs of a head, from a bundle's metadata. */
+export function reportInfoOf(bundle: BundleMetadata): HeadInfo {
+  const b = bundle.provenance.backbone;
+  return {
+    classes: bundle.classes,
+    provenance: { modelFile: b.file, modelSha256: b.sha256, tappedTensor: b.tappedTensor, preset: bundle.preprocessing.preset as unknown as Record<string, unknown> },
+  } as HeadInfo;
 }
 
 export interface OpenedBundle extends BundleMetadata {
@@ -317,7 +364,7 @@ export interface OpenBundleOptions {
 /** Opens a bundle file for inference. */
 export async function openBundle(file: string, options: OpenBundleOptions = {}): Promise<OpenedBundle> {
   const bytes = await fs.readFile(file).catch((error: NodeJS.ErrnoException) => {
-    throw new FeatcacheError(`model: cannot read ${file} (${error.code})`);
+    throw new FeatcacheError(`${optionName('model')}: cannot read ${file} (${error.code})`);
   });
   return openBundleBytes(new Uint8Array(bytes), file, options);
 }
@@ -329,7 +376,7 @@ export async function openBundle(file: string, options: OpenBundleOptions = {}):
 export async function openBundleBytes(bytes: Uint8Array, source: string, options: OpenBundleOptions = {}): Promise<OpenedBundle> {
   const model = decodeModel(bytes, source);
   const metadata = bundleMetadataOf(model, source);
-  if (!metadata) throw new FeatcacheError(`model: ${source} is not a featcache bundle (no ${METADATA_KEYS.format} in its metadata_props); make one with 'featcache bundle'`);
+  if (!metadata) throw new FeatcacheError(`${optionName('model')}: ${source} is not a featcache bundle (no ${METADATA_KEYS.format} in its metadata_props); make one with 'featcache bundle'`);
   const inputs = graphInputs(model.graph!);
   const layout = inputLayout(inputs[0]!.name, inputs[0]!.shape);
   const worker = new Worker(new URL('../backbone/worker.js', import.meta.url));

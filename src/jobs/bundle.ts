@@ -1,7 +1,7 @@
 /** `bundle`: a trained head and its backbone fused into one self-describing ONNX classifier file. */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError, invalidParameter } from '../errors.js';
+import { FeatcacheError, invalidParameter, optionName } from '../errors.js';
 import { type BundleMetadata, buildBundle, isBundleFile } from '../export/bundle.js';
 import { exists, writeBytesAtomic } from '../util/fsx.js';
 
@@ -33,7 +33,7 @@ export async function bundle(partial: Partial<BundleOptions> = {}): Promise<Bund
   if (typeof options.out !== 'string' || !options.out.endsWith('.onnx')) throw invalidParameter('out', 'a file name ending in .onnx', options.out);
   // The user's files are sacred: only a file featcache can prove it wrote (bundle metadata) is replaced.
   if ((await exists(options.out)) && !(await isBundleFile(options.out))) {
-    throw new FeatcacheError(`out: ${options.out} exists and is not a featcache bundle; choose another name or move it away`);
+    throw new FeatcacheError(`${optionName('out')}: ${options.out} exists and is not a featcache bundle; choose another name or move it away`);
   }
   const { bytes, metadata } = await buildBundle({ head: options.head, model: options.model });
   await fs.mkdir(path.dirname(path.resolve(options.out)), { recursive: true });

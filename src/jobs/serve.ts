@@ -5,8 +5,8 @@
  */
 import * as fs from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import type { DeviceSpec } from '../backbone/session.js';
-import { FeatcacheError, errorMessage, invalidParameter } from '../errors.js';
+import { parseDevice } from '../backbone/session.js';
+import { FeatcacheError, errorMessage, nonNegativeInteger, numberIn, optionName, positiveInteger } from '../errors.js';
 import { type OpenedBundle, buildBundle, openBundle, openBundleBytes } from '../export/bundle.js';
 import { MicroBatcher } from '../serve/batcher.js';
 import { type ImageBatcher, type ServerState, createServeApp } from '../serve/server.js';
@@ -25,11 +25,13 @@ export interface ServeOptions {
   maxWaitMs: number;
   /** Requests admitted at once (decoding, queued or running); more are answered 503. */
   maxQueue: number;
-  maxBodyBytes: number;
+  /** Largest upload, in MiB (413 beyond). */
+  maxBodyMb: number;
   maxPixels: number;
   timeoutMs: number;
   top: number;
-  device: DeviceSpec;
+  /** `cpu`, `auto`, `cuda` or `cuda:N`. */
+  device: string;
   threads: number;
   log: (line: string) => void;
 }
@@ -43,12 +45,12 @@ export const DEFAULT_SERVE_OPTIONS: Readonly<ServeOptions> = Object.freeze({
   maxBatch: 16,
   maxWaitMs: 5,
   maxQueue: 256,
-  maxBodyBytes: 20 * 1024 * 1024,
+  maxBodyMb: 20,
   // A server decodes several uploads at once; 50 Mpx (≈150 MB decoded) each is already generous.
   maxPixels: 50_000_000,
   timeoutMs: 30_000,
   top: 5,
-  device: Object.freeze({ kind: 'cpu' }) as DeviceSpec,
+  device: 'cpu',
   threads: 0,
   log: () => {},
 });
@@ -62,18 +64,16 @@ export interface ServeHandle {
 }
 
 function checkOptions(o: ServeOptions): void {
-  const positive = (name: keyof ServeOptions) => {
-    const v = o[name];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw invalidParameter(name, 'a positive integer', v);
-  };
-  for (const name of ['maxBatch', 'maxQueue', 'maxBodyBytes', 'maxPixels', 'timeoutMs', 'top'] as const) positive(name);
-  if (!Number.isInteger(o.maxWaitMs) || o.maxWaitMs < 0) throw invalidParameter('maxWaitMs', 'an integer >= 0', o.maxWaitMs);
-  if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) throw invalidParameter('port', 'an integer from 0 to 65535', o.port);
-  if (!Number.isInteger(o.threads) || o.threads < 0) throw invalidParameter('threads', 'an integer >= 0', o.threads);
+  for (const name of ['maxBatch', 'maxQueue', 'maxPixels', 'timeoutMs', 'top'] as const) positiveInteger(name, o[name]);
+  nonNegativeInteger('maxWaitMs', o.maxWaitMs);
+  nonNegativeInteger('threads', o.threads);
+  numberIn('port', o.port, 0, 65535);
+  numberIn('maxBodyMb', o.maxBodyMb, 0, 4096, true);
+  parseDevice(o.device);
 }
 
 async function loadModel(o: ServeOptions): Promise<OpenedBundle> {
-  const settings = { device: o.device, threads: o.threads };
+  const settings = { device: parseDevice(o.device), threads: o.threads };
   const bundleFile = o.bundle ?? ((await fs.stat(o.head).then((s) => s.isFile(), () => false)) ? o.head : undefined);
   if (bundleFile) return openBundle(bundleFile, settings);
   const { bytes } = await buildBundle({ head: o.head, model: o.model });
@@ -86,12 +86,12 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
   const state: ServerState = { model: null, batcher: null, loadError: null, closing: false };
   const policy = () => ({ ...state.model!.preprocessing.policy, maxPixels: options.maxPixels });
   const app = createServeApp(state, {
-    maxBodyBytes: options.maxBodyBytes, maxPixels: options.maxPixels, maxInFlight: options.maxQueue, timeoutMs: options.timeoutMs, top: options.top,
+    maxBodyBytes: Math.round(options.maxBodyMb * 1024 * 1024), maxPixels: options.maxPixels, maxInFlight: options.maxQueue, timeoutMs: options.timeoutMs, top: options.top,
   }, policy);
   try {
     await app.listen({ host: options.host, port: options.port });
   } catch (error) {
-    throw new FeatcacheError(`port: cannot listen on ${options.host}:${options.port} (${errorMessage(error)})`, 1);
+    throw new FeatcacheError(`${optionName('port')}: cannot listen on ${options.host}:${options.port} (${errorMessage(error)})`, 1);
   }
   const address = app.server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;

@@ -6,7 +6,7 @@
  */
 import multipart from '@fastify/multipart';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { errorMessage } from '../errors.js';
+import { errorMessage, optionName } from '../errors.js';
 import type { OpenedBundle } from '../export/bundle.js';
 import { decodeToRgb, writeNormalised } from '../image/preprocess.js';
 import type { ImagePolicy } from '../image/presets.js';
@@ -46,7 +46,7 @@ class ClientError extends Error {
 
 function describeDecodeError(error: unknown, maxPixels: number): ClientError {
   const message = errorMessage(error);
-  if (/pixel limit/i.test(message)) return new ClientError(413, `the image has more than ${maxPixels} pixels (maxPixels); send a smaller image`);
+  if (/pixel limit/i.test(message)) return new ClientError(413, `the image has more than ${maxPixels} pixels (${optionName('maxPixels')}); send a smaller image`);
   if (/unsupported image format|bad seek|corrupt header|not a known file format/i.test(message)) return new ClientError(400, `the body is not an image in a format featcache can decode (${message})`);
   if (/premature end|truncated|unexpected end|end of (?:file|stream)|incomplete|read error|invalid|corrupt|damaged/i.test(message)) {
     return new ClientError(400, `the image is truncated or corrupt (${message})`);
@@ -89,8 +89,8 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
 
   app.setErrorHandler((error: FastifyError, _request, reply) => {
     const status = error instanceof ClientError ? error.statusCode : error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
-    const message = status === 413 && error.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? `the body is larger than ${limits.maxBodyBytes} bytes (maxBodyBytes)`
-      : status === 413 && error.code === 'FST_REQ_FILE_TOO_LARGE' ? `the uploaded file is larger than ${limits.maxBodyBytes} bytes (maxBodyBytes)`
+    const message = status === 413 && error.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? `the body is larger than ${limits.maxBodyBytes} bytes (${optionName('maxBodyMb')})`
+      : status === 413 && error.code === 'FST_REQ_FILE_TOO_LARGE' ? `the uploaded file is larger than ${limits.maxBodyBytes} bytes (${optionName('maxBodyMb')})`
       : status === 500 ? `internal error: ${errorMessage(error)}` : errorMessage(error);
     reply.code(status).send({ error: message });
   });
@@ -106,7 +106,7 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
       return reply.code(503).header('retry-after', '1').send({ error: state.loadError ? `the model failed to load: ${state.loadError}` : 'the model is still loading; see GET /ready' });
     }
     if (inFlight >= limits.maxInFlight) {
-      return reply.code(503).header('retry-after', '1').send({ error: `the server is busy (${inFlight} requests in flight, maxQueue ${limits.maxInFlight}); retry later` });
+      return reply.code(503).header('retry-after', '1').send({ error: `the server is busy (${inFlight} requests in flight, ${optionName('maxQueue')} ${limits.maxInFlight}); retry later` });
     }
     inFlight++;
     (request as FastifyRequest & { admitted?: boolean }).admitted = true;

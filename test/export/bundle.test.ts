@@ -4,13 +4,13 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { openBackbone } from '../../src/backbone/index.js';
 import { decodeModel } from '../../src/backbone/graph.js';
-import { predict } from '../../src/commands/predict.js';
+import { predict } from '../../src/jobs/predict.js';
 import { METADATA_KEYS, PROBABILITIES_OUTPUT, bundleMetadataOf, openBundle, readHeadFiles } from '../../src/export/bundle.js';
 import { bundle } from '../../src/jobs/bundle.js';
 import { decodeToRgb, writeNormalised } from '../../src/image/preprocess.js';
 import { DEFAULT_IMAGE_POLICY, PRESETS } from '../../src/image/presets.js';
 import { applyNormalization } from '../../src/store/normalize.js';
-import { hymenoptera, mobilenetModel, needsShared, resnetModel, tempDir, writeImage, writeTinyModel } from '../support/helpers.js';
+import { hymenoptera, mobilenetModel, needsShared, resnetModel, runCli, tempDir, writeImage, writeTinyModel } from '../support/helpers.js';
 import { writeTestHead } from '../serve/heads.js';
 
 const preset = PRESETS.torchvision!;
@@ -54,7 +54,7 @@ function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 /** predict()'s probabilities for every class, in class order, rows in file order. */
 async function predictAll(files: string[], head: string, classes: string[]): Promise<Float64Array> {
-  const result = await predict({ inputs: files, head, top: classes.length, batchSize: 4, device: { kind: 'cpu' }, threads: 0, backend: 'cpu' });
+  const result = await predict({ inputs: files, head, top: classes.length, batchSize: 4, device: 'cpu', threads: 0, backend: 'cpu' });
   const out = new Float64Array(files.length * classes.length);
   result.predictions.forEach((p, r) => {
     assert.equal(p.error, undefined);
@@ -104,6 +104,24 @@ describe('bundle: tiny backbone, every head shape', () => {
       }
     });
   }
+
+  it('predict --model accepts a bundle directly (library and CLI), without reading --head', async () => {
+    const head = path.join(dir, 'head-predict');
+    const classes = ['a', 'b', 'c'];
+    await writeTestHead(head, { model, tappedTensor: 'pooled', dim: 3, classes, normalization: 'standard', hidden: 4, scale: 2 });
+    const out = path.join(dir, 'predict.onnx');
+    await bundle({ head, out });
+    const expected = await predictAll(files, head, classes);
+    const viaBundle = await predict({ inputs: files, head: path.join(dir, 'no-such-head'), model: out, top: 3, device: 'cpu', backend: 'cpu' });
+    assert.equal(viaBundle.failed, 0);
+    viaBundle.predictions.forEach((p, r) => {
+      for (const t of p.top) assert.ok(Math.abs(t.probability - expected[r * 3 + classes.indexOf(t.label)]!) < 1e-5, `${p.path} ${t.label}`);
+    });
+    const cli = await runCli(['predict', ...files.slice(0, 2), '--model', out, '--head', path.join(dir, 'no-such-head'), '--device', 'cpu', '--json']);
+    assert.equal(cli.code, 0, cli.stderr);
+    const lines = cli.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(lines.map((l) => l.top[0].label), viaBundle.predictions.slice(0, 2).map((p) => p.top[0]!.label));
+  });
 
   it('writes classes, preprocessing and provenance into metadata_props, readable without featcache', async () => {
     const head = path.join(dir, 'head-meta');

@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { predict } from '../../src/commands/predict.js';
+import { predict } from '../../src/jobs/predict.js';
 import { bundle } from '../../src/jobs/bundle.js';
 import { type ServeHandle, serve } from '../../src/jobs/serve.js';
 import { cliPath, pngBomb, tempDir, writeImage, writeTinyModel } from '../support/helpers.js';
@@ -23,7 +23,7 @@ async function post(url: string, body: Uint8Array | FormData, headers: Record<st
 
 /** predict()'s answer for each file: the independent reference (TF.js head, file decoding) for the server's. */
 async function expectedTop(files: string[], head: string): Promise<Map<string, Map<string, number>>> {
-  const result = await predict({ inputs: files, head, top: CLASSES.length, batchSize: 8, device: { kind: 'cpu' }, threads: 1, backend: 'cpu' });
+  const result = await predict({ inputs: files, head, top: CLASSES.length, batchSize: 8, device: 'cpu', threads: 1, backend: 'cpu' });
   return new Map(result.predictions.map((p) => [p.path, new Map(p.top.map((t) => [t.label, t.probability]))]));
 }
 
@@ -53,7 +53,7 @@ describe('serve (tiny backbone)', () => {
       files.push(f);
     }
     expected = await expectedTop(files, head);
-    server = await serve({ head, port: 0, maxBatch: 4, maxWaitMs: 2000, maxBodyBytes: 200_000, maxPixels: 4_000_000, top: 3 });
+    server = await serve({ head, port: 0, maxBatch: 4, maxWaitMs: 2000, maxBodyMb: 0.2, maxPixels: 4_000_000, top: 3 });
     await server.ready;
   });
   after(async () => {
@@ -107,7 +107,7 @@ describe('serve (tiny backbone)', () => {
       ['truncated png', post(server.url, png.subarray(0, Math.floor(png.length / 2)), { 'content-type': 'image/png' }), 400, /truncated or corrupt|could not be decoded/],
       ['truncated jpeg', post(server.url, jpeg.subarray(0, Math.floor(jpeg.length / 2)), { 'content-type': 'image/jpeg' }), 400, /truncated or corrupt|could not be decoded/],
       ['empty', post(server.url, new Uint8Array(), { 'content-type': 'image/png' }), 400, /body is empty/],
-      ['too large', post(server.url, new Uint8Array(300_000), { 'content-type': 'image/png' }), 413, /larger than 200000 bytes/],
+      ['too large', post(server.url, new Uint8Array(300_000), { 'content-type': 'image/png' }), 413, /larger than 209715 bytes \(maxBodyMb\)/],
       ['too many pixels', post(server.url, pngBomb(5000, 5000), { 'content-type': 'image/png' }), 413, /more than 4000000 pixels/],
       ['form without file', (() => { const f = new FormData(); f.append('x', 'y'); return post(server.url, f); })(), 400, /no file part/],
     ];
