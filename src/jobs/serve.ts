@@ -4,6 +4,7 @@
  * when it can answer. `close()` stops accepting, answers everything already admitted, then releases the model.
  */
 import * as fs from 'node:fs/promises';
+import sharp from 'sharp';
 import type { AddressInfo } from 'node:net';
 import { parseDevice } from '../backbone/session.js';
 import { FeatcacheError, errorMessage, nonNegativeInteger, numberIn, optionName, positiveInteger } from '../errors.js';
@@ -83,6 +84,9 @@ async function loadModel(o: ServeOptions): Promise<OpenedBundle> {
 export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeHandle> {
   const options: ServeOptions = { ...DEFAULT_SERVE_OPTIONS, ...partial };
   checkOptions(options);
+  // sharp's operation cache keys on inputs; every upload is a new buffer, so it only holds memory (RSS grew ~50 MB
+  // over a soak). A server process has no other use for it.
+  sharp.cache(false);
   const state: ServerState = { model: null, batcher: null, loadError: null, closing: false };
   const policy = () => ({ ...state.model!.preprocessing.policy, maxPixels: options.maxPixels });
   const app = createServeApp(state, {
