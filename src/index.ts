@@ -14,6 +14,8 @@ export { predict, expandInputs, DEFAULT_PREDICT_OPTIONS, type PredictOptions, ty
 export { inspect, DEFAULT_INSPECT_OPTIONS, type InspectOptions, type InspectResult, type TapCandidate } from './jobs/inspect.js';
 export { info, DEFAULT_INFO_OPTIONS, type InfoOptions, type CacheInfo, type SplitInfo } from './jobs/info.js';
 export { demo, DEFAULT_DEMO_OPTIONS, type DemoOptions, type DemoResult } from './jobs/demo.js';
+export { bundle, DEFAULT_BUNDLE_OPTIONS, type BundleOptions, type BundleResult } from './jobs/bundle.js';
+export { serve, DEFAULT_SERVE_OPTIONS, type ServeOptions, type ServeHandle } from './jobs/serve.js';
 
 // Stages
 export { openDataset, type Dataset, type DatasetOptions, type DatasetLayout, type Item } from './dataset/index.js';
@@ -30,3 +32,4 @@ export { applyNormalization, fitNormalization, type Normalization } from './stor
 export { loadTf } from './head/runtime.js';
 export { trainHead as fitHead, predictProbabilities, DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/train.js';
 export { loadHead, saveHead } from './head/saved.js';
+export { openBundle, buildBundle, isBundleFile, type OpenedBundle, type BundleMetadata } from './export/bundle.js';

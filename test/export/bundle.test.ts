@@ -123,6 +123,26 @@ describe('bundle: tiny backbone, every head shape', () => {
     assert.deepEqual(lines.map((l) => l.top[0].label), viaBundle.predictions.slice(0, 2).map((p) => p.top[0]!.label));
   });
 
+  it('featcache bundle on the command line: JSON summary, and errors that name the flag', async () => {
+    const head = path.join(dir, 'head-cli');
+    await writeTestHead(head, { model, tappedTensor: 'pooled', dim: 3, classes: ['x', 'y'], normalization: 'l2' });
+    const out = path.join(dir, 'cli.onnx');
+    const ok = await runCli(['bundle', '--head', head, '--out', out, '--json']);
+    assert.equal(ok.code, 0, ok.stderr);
+    const summary = JSON.parse(ok.stdout);
+    assert.deepEqual(summary.classes, ['x', 'y']);
+    assert.equal(summary.out, out);
+    assert.equal(summary.bytes, (await fs.stat(out)).size);
+    const again = await runCli(['bundle', '--head', head, '--out', out]);
+    assert.equal(again.code, 0, `a bundle it wrote may be replaced: ${again.stderr}`);
+    const bad = await runCli(['bundle', '--head', head, '--out', path.join(dir, 'cli.bin')]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--out: expected a file name ending in \.onnx/);
+    const noHead = await runCli(['bundle', '--head', path.join(dir, 'missing'), '--out', path.join(dir, 'm.onnx')]);
+    assert.notEqual(noHead.code, 0);
+    assert.match(noHead.stderr, /--head: no head\.json in/);
+  });
+
   it('writes classes, preprocessing and provenance into metadata_props, readable without featcache', async () => {
     const head = path.join(dir, 'head-meta');
     await writeTestHead(head, { model, tappedTensor: 'pooled', dim: 3, classes: ['cat', 'dog'], normalization: 'l2' });

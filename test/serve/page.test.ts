@@ -49,6 +49,16 @@ describe('serve: the page in a real browser', { skip: existsSync(CHROMIUM) ? fal
       assert.deepEqual(shown, api.top.map((t: { probability: number }) => t.probability.toFixed(3)));
       const thumbWidth = await card.locator('img').evaluate((img) => (img as HTMLImageElement).naturalWidth);
       assert.equal(thumbWidth, 80, 'the thumbnail shows the uploaded image');
+      // Dropping a file on the drop zone classifies it too.
+      const bytes = [...(await fs.readFile(image))];
+      await page.evaluate(async (data) => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([new Uint8Array(data)], 'dropped.jpg', { type: 'image/jpeg' }));
+        document.getElementById('drop')!.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+      }, bytes);
+      const dropped = page.locator('.card[data-file="dropped.jpg"][data-status="done"]');
+      await dropped.waitFor({ timeout: 20_000 });
+      assert.equal(await dropped.getAttribute('data-top'), api.top[0].label);
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();
