@@ -109,15 +109,14 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
       return reply.code(503).header('retry-after', '1').send({ error: `the server is busy (${inFlight} requests in flight, ${optionName('maxQueue')} ${limits.maxInFlight}); retry later` });
     }
     inFlight++;
-    (request as FastifyRequest & { admitted?: boolean }).admitted = true;
+    // 'close' fires once for every response, answered or aborted (a client that hangs up mid-upload included);
+    // onResponse does not run for aborted requests, and a leaked slot would end in a server that only says 503.
+    reply.raw.once('close', () => inFlight--);
   });
   // While draining, answers close their connection, so a kept-alive client does not hold the shutdown open.
   app.addHook('onSend', async (_request, reply, payload) => {
     if (state.closing) reply.header('connection', 'close');
     return payload;
-  });
-  app.addHook('onResponse', async (request) => {
-    if ((request as FastifyRequest & { admitted?: boolean }).admitted) inFlight--;
   });
 
   app.get('/', async (_request, reply) => {
@@ -195,7 +194,14 @@ function parseTop(value: unknown, fallback: number, classes: number): number {
 /** The image: the first file part of a multipart form, or the raw body. */
 async function imageBytes(request: FastifyRequest): Promise<Buffer> {
   if (request.isMultipart()) {
-    const file = await request.file();
+    let file;
+    try {
+      file = await request.file();
+    } catch (error) {
+      // busboy's own errors (no boundary, malformed parts) carry no status; they are the client's all the same.
+      if ((error as FastifyError).statusCode) throw error;
+      throw new ClientError(400, `the multipart body is malformed (${errorMessage(error)})`);
+    }
     if (!file) throw new ClientError(400, 'the multipart form has no file part; send the image as a file field (e.g. curl -F image=@photo.jpg)');
     const bytes = await file.toBuffer();
     if (bytes.length === 0) throw new ClientError(400, `the file part "${file.fieldname}" is empty`);

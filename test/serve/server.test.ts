@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
+import * as net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { predict } from '../../src/jobs/predict.js';
 import { bundle } from '../../src/jobs/bundle.js';
@@ -199,6 +200,36 @@ describe('serve: readiness, back-pressure, draining', () => {
     assert.equal(answered.status, 200);
     assert.equal(answered.body.top!.length, 3);
     await assert.rejects(fetch(new URL('health', s.url)));
+  });
+
+  it('a client that hangs up mid-upload gives its slot back (no leaked admissions), and a form without a boundary is a 400', async () => {
+    const s = await serve({ head, port: 0, maxQueue: 2 });
+    await s.ready;
+    try {
+      const u = new URL(s.url);
+      for (let i = 0; i < 4; i++) {
+        await new Promise<void>((resolve) => {
+          const socket = net.connect(Number(u.port), u.hostname, () => {
+            socket.write('POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n');
+            socket.write(image.subarray(0, 50), () => setTimeout(() => socket.destroy(), 50));
+          });
+          socket.on('close', () => resolve());
+          socket.on('error', () => {});
+        });
+      }
+      let health = await (await fetch(new URL('health', s.url))).json();
+      for (let tries = 0; health.inFlight !== 0 && tries < 50; tries++) {
+        await new Promise((r) => setTimeout(r, 20));
+        health = await (await fetch(new URL('health', s.url))).json();
+      }
+      assert.equal(health.inFlight, 0);
+      assert.equal((await post(s.url, image)).status, 200);
+      const noBoundary = await post(s.url, Buffer.from('hello'), { 'content-type': 'multipart/form-data' });
+      assert.equal(noBoundary.status, 400);
+      assert.match(noBoundary.body.error!, /multipart body is malformed/);
+    } finally {
+      await s.close();
+    }
   });
 
   it('the CLI drains in-flight requests on SIGTERM and exits 0', async () => {
