@@ -51,7 +51,7 @@ export const DEFAULT_SERVE_OPTIONS: Readonly<ServeOptions> = Object.freeze({
   maxPixels: 50_000_000,
   timeoutMs: 30_000,
   top: 5,
-  device: 'cpu',
+  device: 'auto',
   threads: 0,
   log: () => {},
 });
