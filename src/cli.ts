@@ -16,6 +16,8 @@ import { exportCommand } from './commands/export.js';
 import { fetchModelCommand } from './cli/fetch-model.js';
 import { installCudaCommand } from './cli/install-cuda.js';
 import { trainHeadCommand } from './cli/train-head.js';
+import { bundleCommand } from './cli/bundle.js';
+import { serveCommand } from './cli/serve.js';
 import { featcacheVersion } from './version.js';
 
 // sharp decodes on libuv's pool (4 threads by default). On a many-core GPU machine decoding is the bottleneck, so use
@@ -77,6 +79,8 @@ try {
     .command(trainHeadCommand)
     .command(predictCommand)
     .command(exportCommand)
+    .command(bundleCommand)
+    .command(serveCommand)
     .command(infoCommand)
     .command(fetchModelCommand)
     .command(installCudaCommand)

@@ -17,6 +17,8 @@ export { info, DEFAULT_INFO_OPTIONS, type InfoOptions, type CacheInfo, type Spli
 export { demo, DEFAULT_DEMO_OPTIONS, type DemoOptions, type DemoResult } from './jobs/demo.js';
 export { fetchModel, DEFAULT_FETCH_MODEL_OPTIONS, type FetchModelOptions, type FetchResult } from './jobs/fetch-model.js';
 export { installCuda, DEFAULT_INSTALL_CUDA_OPTIONS, type InstallCudaOptions, type InstallCudaResult } from './jobs/install-cuda.js';
+export { bundle, DEFAULT_BUNDLE_OPTIONS, type BundleOptions, type BundleResult } from './jobs/bundle.js';
+export { serve, DEFAULT_SERVE_OPTIONS, type ServeOptions, type ServeHandle } from './jobs/serve.js';
 
 // Stages
 export { openDataset, type Dataset, type DatasetOptions, type DatasetLayout, type Item } from './dataset/index.js';
@@ -36,3 +38,4 @@ export { applyNormalization, fitNormalization, type Normalization } from './head
 export { loadTf } from './head/runtime.js';
 export { fitHead, predictProbabilities, DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/train.js';
 export { loadHead, saveHead } from './head/saved.js';
+export { openBundle, buildBundle, isBundleFile, type OpenedBundle, type BundleMetadata } from './export/bundle.js';

@@ -26,7 +26,7 @@ export const predictCommand: CommandModule = {
     y
       .positional('inputs', { type: 'string', array: true, describe: 'image files, http(s) URLs, folders, glob patterns or .txt lists of paths/URLs' })
       .option('head', headOption)
-      .option('model', { type: 'string', describe: 'backbone ONNX file (default: the one recorded in the head; checked by sha256)' })
+      .option('model', { type: 'string', describe: 'backbone ONNX file (default: the one recorded in the head; checked by sha256), or a classifier from featcache bundle (then --head is not read)' })
       .option('top', { type: 'number', default: P.top, describe: 'how many classes to show per image' })
       .option('device', { ...backboneOptions.device, default: P.device })
       .option('threads', { ...backboneOptions.threads, default: P.threads })

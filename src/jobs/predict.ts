@@ -11,6 +11,7 @@ import { parseDevice } from '../backbone/session.js';
 import { type UrlSourceOptions, UrlSource, isUrl } from '../dataset/url.js';
 import { isImageName, walkImages } from '../dataset/walk.js';
 import { missingFile, nonNegativeInteger, parseChoice, positiveInteger } from '../errors.js';
+import { isBundleFile, openBundle, reportInfoOf } from '../export/bundle.js';
 import { type Prediction, writeReport } from '../export/report.js';
 import { topK } from '../head/metrics.js';
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
@@ -145,6 +146,7 @@ function resolveOptions(given: Partial<PredictOptions> & { inputs: string[] }): 
  */
 export async function predict(options: Partial<PredictOptions> & { inputs: string[] }): Promise<PredictResult> {
   const o = resolveOptions(options);
+  if (o.model && (await isBundleFile(o.model))) return predictWithBundle(o, o.model);
   const runtime = await loadTf(o.backend);
   const head = await loadHead(runtime.tf, o.head);
   try {
@@ -152,7 +154,13 @@ export async function predict(options: Partial<PredictOptions> & { inputs: strin
     const backbone = await checkedBackbone(head, o);
     let predictions: Prediction[];
     try {
-      predictions = await predictFiles(files, head, backbone, o);
+      const policy: ImagePolicy = { ...DEFAULT_IMAGE_POLICY, exif: head.info.provenance.exif as ImagePolicy['exif'], icc: head.info.provenance.icc as ImagePolicy['icc'] };
+      const spec = { preset: head.info.provenance.preset as unknown as Preset, policy, layout: backbone.input.layout };
+      predictions = await predictFiles(files, head.info.classes, spec, async (pixels, count) => {
+        const features = await backbone.extract(pixels, count, spec.preset.crop);
+        applyNormalization(head.info.normalization, features, count, backbone.dim);
+        return head.predict(features, count);
+      }, o);
     } finally {
       await backbone.close();
     }
@@ -164,33 +172,50 @@ export async function predict(options: Partial<PredictOptions> & { inputs: strin
   }
 }
 
-async function predictFiles(files: string[], head: LoadedHead, backbone: Backbone, o: PredictOptions): Promise<Prediction[]> {
+/** `--model classifier.onnx`: a bundle carries its own head, classes and preprocessing, so --head is not read. */
+async function predictWithBundle(o: PredictOptions, file: string): Promise<PredictResult> {
+  const bundle = await openBundle(file, { device: parseDevice(o.device), threads: o.threads });
+  try {
+    const { files, unresolved } = await expandInputs(o.inputs);
+    const spec = { preset: bundle.preprocessing.preset, policy: bundle.preprocessing.policy, layout: bundle.layout.layout };
+    const predictions = await predictFiles(files, bundle.classes, spec, (pixels, count) => bundle.predict(pixels, count), o);
+    predictions.push(...unresolved.map((u) => ({ path: u.input, top: [], error: u.error })));
+    if (o.report) await writeReport(o.report, predictions, reportInfoOf(bundle), o.reportLimit);
+    return { predictions, provider: bundle.provider, backend: 'onnx bundle', failed: predictions.filter((p) => p.error).length };
+  } finally {
+    await bundle.close();
+  }
+}
+
+type DecodeSpec = { preset: Preset; policy: ImagePolicy; layout: 'NCHW' | 'NHWC' };
+type Classify = (pixels: Float32Array, count: number) => Promise<Float32Array>;
+
+/** Files are read by sharp from their paths; URLs are fetched (bounded concurrency, retries) ahead of decoding. */
+async function predictFiles(files: string[], classes: string[], spec: DecodeSpec, classify: Classify, o: PredictOptions): Promise<Prediction[]> {
   const urls = files.filter(isUrl);
-  if (urls.length === 0) return predictBatches(files, head, backbone, o, async (file) => file);
+  if (urls.length === 0) return predictBatches(files, classes, spec, classify, o, async (file) => file);
   const source = new UrlSource(o.fetch);
   try {
     source.prefetch(urls.map((url) => ({ path: url, label: null })));
-    return await predictBatches(files, head, backbone, o, async (file) => (isUrl(file) ? (await source.read({ path: file, label: null })).bytes : file));
+    return await predictBatches(files, classes, spec, classify, o, async (file) => (isUrl(file) ? (await source.read({ path: file, label: null })).bytes : file));
   } finally {
     await source.close();
   }
 }
 
-async function predictBatches(files: string[], head: LoadedHead, backbone: Backbone, o: PredictOptions, bytesOf: (file: string) => Promise<Buffer | string>): Promise<Prediction[]> {
-  const preset = head.info.provenance.preset as unknown as Preset;
-  const policy: ImagePolicy = { ...DEFAULT_IMAGE_POLICY, exif: head.info.provenance.exif as ImagePolicy['exif'], icc: head.info.provenance.icc as ImagePolicy['icc'] };
+async function predictBatches(
+  files: string[], classes: string[], spec: DecodeSpec, classify: Classify, o: PredictOptions, bytesOf: (file: string) => Promise<Buffer | string>,
+): Promise<Prediction[]> {
   const predictions: Prediction[] = [];
   for (let start = 0; start < files.length; start += o.batchSize) {
-    const batch = await decodeBatch(files.slice(start, start + o.batchSize), async (file) => ({ bytes: await bytesOf(file), stamp: null }), { preset, policy, layout: backbone.input.layout });
+    const batch = await decodeBatch(files.slice(start, start + o.batchSize), async (file) => ({ bytes: await bytesOf(file), stamp: null }), spec);
     const count = batch.ok.length;
-    const features = count > 0 ? await backbone.extract(batch.pixels, count, preset.crop) : new Float32Array();
-    applyNormalization(head.info.normalization, features, count, backbone.dim);
-    const probabilities = count > 0 ? head.predict(features, count) : new Float32Array();
+    const probabilities = count > 0 ? await classify(batch.pixels, count) : new Float32Array();
     const rowOf = new Map(batch.ok.map((d, row) => [d.item, row]));
     const failed = new Map(batch.failed.map((f) => [f.item, f.message]));
     for (const file of files.slice(start, start + o.batchSize)) {
       const row = rowOf.get(file);
-      predictions.push(row === undefined ? { path: file, top: [], error: failed.get(file) ?? 'unreadable' } : topPrediction(file, probabilities, row, head.info.classes, o.top));
+      predictions.push(row === undefined ? { path: file, top: [], error: failed.get(file) ?? 'unreadable' } : topPrediction(file, probabilities, row, classes, o.top));
     }
   }
   return predictions;

@@ -1,0 +1,439 @@
+/**
+ * One ONNX file that classifies images on its own: the tapped backbone, the head's feature normalisation, its dense
+ * layers and a (temperature-scaled) softmax, joined by graph surgery on the ONNX protobuf. Everything a runtime needs
+ * to feed it (classes, preprocessing, image policy) and where it came from travels in `metadata_props`, so the file
+ * is usable from Python's onnxruntime or onnxruntime-web without featcache.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { toFloat16 } from '../backbone/fp16.js';
+import { type GraphProto, type ModelProto, type NodeProto, type TensorProto, decodeModel, encodeModel, graphInputs, loadModel, onnx } from '../backbone/graph.js';
+import { type DeviceSpec, type InputLayout, inputLayout } from '../backbone/session.js';
+import { FEATURE_OUTPUT, resolveTap, tappedModel } from '../backbone/tap.js';
+import type { RequestKey, WorkerReply, WorkerRequest } from '../backbone/worker.js';
+import { FeatcacheError, optionName } from '../errors.js';
+import { HEAD_FILE, type HeadInfo } from '../head/saved.js';
+import type { DenseWeights } from '../head/train.js';
+import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
+import type { Normalization } from '../head/normalize.js';
+import { exists, sha256Bytes } from '../util/fsx.js';
+import { toolVersions } from '../version.js';
+
+/** Graph outputs of a bundle: calibrated probabilities and the (untempered) logits, both float32 [N, classes]. */
+export const PROBABILITIES_OUTPUT = 'probabilities';
+export const LOGITS_OUTPUT = 'logits';
+export const BUNDLE_FORMAT = 1;
+
+/** metadata_props keys; values are JSON except `featcache.format`. */
+export const METADATA_KEYS = Object.freeze({
+  format: 'featcache.format',
+  classes: 'featcache.classes',
+  preprocessing: 'featcache.preprocessing',
+  provenance: 'featcache.provenance',
+});
+
+/** How to turn an image file into the model's input, spelled out for runtimes that never saw featcache. */
+export interface BundlePreprocessing {
+  preset: Preset;
+  /** The input tensor: its name and layout ([N,3,H,W] for NCHW, [N,H,W,3] for NHWC). */
+  input: { name: string; layout: 'NCHW' | 'NHWC'; height: number; width: number };
+  /** EXIF orientation and ICC profile policy the head was trained with, and the decoder's pixel cap. */
+  policy: ImagePolicy;
+  /** The recipe in words, one step per entry. */
+  steps: string[];
+}
+
+export interface BundleProvenance {
+  backbone: { file: string; sha256: string; tappedTensor: string; precision: 'fp32' | 'fp16' | 'int8' };
+  head: { dir: string; id: string; trainedAt: string; normalization: Normalization['kind']; temperature: number; layers: number[] };
+  cache: string;
+  createdAt: string;
+  versions: Record<string, string>;
+  headVersions: Record<string, string>;
+}
+
+export interface BundleMetadata {
+  format: number;
+  classes: string[];
+  preprocessing: BundlePreprocessing;
+  provenance: BundleProvenance;
+}
+
+/** The head as read from its saved files, without TensorFlow.js: head.json plus the dense weights of weights.bin. */
+export interface HeadFiles {
+  dir: string;
+  info: HeadInfo & { temperature?: number };
+  layers: DenseWeights[];
+  /** sha256 of head.json + model.json + weights.bin: identifies this exact head. */
+  id: string;
+}
+
+interface WeightSpec {
+  name: string;
+  shape: number[];
+  dtype: string;
+}
+
+export async function readHeadFiles(dir: string): Promise<HeadFiles> {
+  const read = (name: string) =>
+    fs.readFile(path.join(dir, name)).catch(() => {
+      throw new FeatcacheError(`${optionName('head')}: no ${name} in ${dir}; train one with 'featcache train-head --head ${dir}'`);
+    });
+  const [infoBytes, modelBytes, weights] = [await read(HEAD_FILE), await read('model.json'), await read('weights.bin')];
+  let info: HeadFiles['info'];
+  let modelJson: { modelTopology?: { config?: { layers?: { class_name?: string; config?: { activation?: string } }[] } }; weightsManifest?: { weights: WeightSpec[] }[] };
+  try {
+    info = JSON.parse(infoBytes.toString('utf8'));
+    modelJson = JSON.parse(modelBytes.toString('utf8'));
+  } catch {
+    throw new FeatcacheError(`${optionName('head')}: ${dir}/${HEAD_FILE} or model.json is not valid JSON`, 1);
+  }
+  const specs = (modelJson.weightsManifest ?? []).flatMap((m) => m.weights);
+  const activations = (modelJson.modelTopology?.config?.layers ?? []).filter((l) => l.class_name === 'Dense').map((l) => l.config?.activation ?? 'linear');
+  const layers: DenseWeights[] = [];
+  let offset = 0;
+  const take = (spec: WeightSpec): Float32Array => {
+    if (spec.dtype !== 'float32') throw new FeatcacheError(`${optionName('head')}: ${dir}/model.json weight ${spec.name} is ${spec.dtype}; expected float32`, 1);
+    const n = spec.shape.reduce((a, b) => a * b, 1);
+    if (offset + 4 * n > weights.byteLength) throw new FeatcacheError(`${optionName('head')}: ${dir}/weights.bin is shorter than model.json describes`, 1);
+    const values = new Float32Array(n);
+    new Uint8Array(values.buffer).set(weights.subarray(offset, offset + 4 * n));
+    offset += 4 * n;
+    return values;
+  };
+  for (let i = 0; i + 1 < specs.length; i += 2) {
+    const kernel = specs[i]!;
+    const bias = specs[i + 1]!;
+    if (kernel.shape.length !== 2 || bias.shape.length !== 1 || bias.shape[0] !== kernel.shape[1]) {
+      throw new FeatcacheError(`${optionName('head')}: ${dir}/model.json has weights ${kernel.name} ${JSON.stringify(kernel.shape)} and ${bias.name} ${JSON.stringify(bias.shape)}; expected a dense kernel [in, units] then its bias [units]`, 1);
+    }
+    const activation = activations[layers.length] ?? (i + 2 === specs.length ? 'softmax' : 'relu');
+    if (activation !== 'relu' && activation !== 'softmax') throw new FeatcacheError(`${optionName('head')}: ${dir} layer ${layers.length + 1} uses activation ${activation}; bundles support relu and a final softmax`, 1);
+    layers.push({ kernel: take(kernel), shape: [kernel.shape[0]!, kernel.shape[1]!], bias: take(bias), activation });
+  }
+  if (layers.length === 0 || specs.length % 2 !== 0) throw new FeatcacheError(`${optionName('head')}: ${dir}/model.json lists ${specs.length} weights; expected dense kernel/bias pairs`, 1);
+  if (layers.at(-1)!.shape[1] !== info.classes.length) {
+    throw new FeatcacheError(`${optionName('head')}: ${dir} has ${info.classes.length} classes in ${HEAD_FILE} but its last layer has ${layers.at(-1)!.shape[1]} units`, 1);
+  }
+  const temperature = info.temperature ?? 1;
+  if (!(Number.isFinite(temperature) && temperature > 0)) throw new FeatcacheError(`${optionName('head')}: ${dir}/${HEAD_FILE} temperature must be a positive number, got ${temperature}`, 1);
+  const id = createHash('sha256').update(infoBytes).update(modelBytes).update(weights).digest('hex');
+  return { dir, info, layers, id };
+}
+
+const FLOAT = onnx.TensorProto.DataType.FLOAT;
+
+function floatTensor(name: string, dims: number[], values: ArrayLike<number>): TensorProto {
+  const data = Float32Array.from(values);
+  return onnx.TensorProto.create({ name, dataType: FLOAT, dims, rawData: new Uint8Array(data.buffer) });
+}
+
+function node(opType: string, inputs: string[], output: string, attribute: NodeProto['attribute'] = []): NodeProto {
+  return onnx.NodeProto.create({ name: `featcache_head/${opType}_${output}`, opType, input: inputs, output: [output], attribute });
+}
+
+const outputInfo = (name: string, classes: number) =>
+  onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'N' }, { dimValue: classes }] } } } });
+
+/**
+ * Appends the head to a tapped graph whose output is FEATURE_OUTPUT [N, C]. Every op used (MatMul, Add, Mul, Sqrt,
+ * Max, Sub, Div, Relu, Softmax on the last axis of a 2-D tensor) means the same from opset 8 on, so the backbone's
+ * own opset is kept. The sums of l2 normalisation are a MatMul with ones, which avoids ReduceSum's axes moving from
+ * attribute to input between opsets.
+ */
+export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'layers'>): ModelProto {
+  const graph = tapped.graph as GraphProto;
+  const nodes: NodeProto[] = [];
+  const inits: TensorProto[] = [];
+  const dim = head.layers[0]!.shape[0];
+  let x = FEATURE_OUTPUT;
+  const n = head.info.normalization;
+  if (n.kind === 'l2') {
+    inits.push(floatTensor('featcache_head/ones', [dim, 1], new Float32Array(dim).fill(1)), floatTensor('featcache_head/tiny', [], [1e-30]));
+    nodes.push(
+      node('Mul', [x, x], 'featcache_head/squares'),
+      node('MatMul', ['featcache_head/squares', 'featcache_head/ones'], 'featcache_head/sum_squares'),
+      node('Sqrt', ['featcache_head/sum_squares'], 'featcache_head/norm'),
+      // A zero vector stays zero (0 / tiny), as applyNormalization leaves it.
+      node('Max', ['featcache_head/norm', 'featcache_head/tiny'], 'featcache_head/safe_norm'),
+      node('Div', [x, 'featcache_head/safe_norm'], 'featcache_head/normalized'),
+    );
+    x = 'featcache_head/normalized';
+  } else if (n.kind === 'standard') {
+    if (n.mean?.length !== dim || n.std?.length !== dim) throw new FeatcacheError(`${optionName('head')}: standard statistics are ${n.mean?.length}-d but the first layer takes ${dim}`, 1);
+    inits.push(floatTensor('featcache_head/mean', [dim], n.mean), floatTensor('featcache_head/std', [dim], n.std));
+    nodes.push(node('Sub', [x, 'featcache_head/mean'], 'featcache_head/centred'), node('Div', ['featcache_head/centred', 'featcache_head/std'], 'featcache_head/normalized'));
+    x = 'featcache_head/normalized';
+  }
+  head.layers.forEach((layer, i) => {
+    const last = i + 1 === head.layers.length;
+    inits.push(floatTensor(`featcache_head/dense${i}/kernel`, layer.shape, layer.kernel), floatTensor(`featcache_head/dense${i}/bias`, [layer.shape[1]], layer.bias));
+    nodes.push(node('MatMul', [x, `featcache_head/dense${i}/kernel`], `featcache_head/dense${i}/matmul`));
+    const pre = last ? LOGITS_OUTPUT : `featcache_head/dense${i}/preactivation`;
+    nodes.push(node('Add', [`featcache_head/dense${i}/matmul`, `featcache_head/dense${i}/bias`], pre));
+    if (!last) nodes.push(node('Relu', [pre], `featcache_head/dense${i}/out`));
+    x = last ? pre : `featcache_head/dense${i}/out`;
+  });
+  const temperature = (head.info as { temperature?: number }).temperature ?? 1;
+  if (temperature !== 1) {
+    inits.push(floatTensor('featcache_head/temperature', [], [temperature]));
+    nodes.push(node('Div', [x, 'featcache_head/temperature'], 'featcache_head/tempered'));
+    x = 'featcache_head/tempered';
+  }
+  nodes.push(node('Softmax', [x], PROBABILITIES_OUTPUT, [onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 1 })]));
+  const classes = head.layers.at(-1)!.shape[1];
+  const fused = onnx.GraphProto.create({
+    ...graph,
+    name: `${graph.name ?? 'backbone'}+featcache_head`,
+    node: [...(graph.node ?? []), ...nodes],
+    initializer: [...(graph.initializer ?? []), ...inits],
+    output: [outputInfo(PROBABILITIES_OUTPUT, classes), outputInfo(LOGITS_OUTPUT, classes)],
+  });
+  return onnx.ModelProto.create({ ...tapped, graph: fused });
+}
+
+function preprocessingSteps(preset: Preset, policy: ImagePolicy, layout: 'NCHW' | 'NHWC'): string[] {
+  return [
+    `decode the first frame; EXIF orientation: ${policy.exif === 'apply' ? 'rotate upright' : 'ignore (as PIL)'}; ICC profile: ${policy.icc === 'convert' ? 'convert to sRGB' : 'ignore (as PIL)'}; refuse images over ${policy.maxPixels} pixels`,
+    'drop alpha, 8-bit RGB',
+    `resize so the shorter side is ${preset.resizeShorter} (long side truncated: int(${preset.resizeShorter} * long / short)), ${preset.kernel === 'linear' ? 'bilinear with antialiasing (PIL BILINEAR)' : preset.kernel}`,
+    `centre-crop ${preset.crop}×${preset.crop} (offsets round((size - ${preset.crop}) / 2))`,
+    `channel order ${preset.channelOrder}; value = (pixel * ${preset.scale} - mean[c]) / std[c] with mean ${JSON.stringify(preset.mean)}, std ${JSON.stringify(preset.std)}`,
+    `float32 ${layout === 'NCHW' ? '[N, 3, H, W]' : '[N, H, W, 3]'}; output "${PROBABILITIES_OUTPUT}" [N, classes] is softmax(logits / temperature)`,
+  ];
+}
+
+export interface BuildBundleOptions {
+  head: string;
+  /** Backbone file; default: the one recorded in the head (checked by sha256 either way). */
+  model?: string | undefined;
+}
+
+/** The fused model and its metadata, in memory (serve uses this directly; `bundle` writes it to a file). */
+export async function buildBundle(options: BuildBundleOptions): Promise<{ bytes: Uint8Array; metadata: BundleMetadata }> {
+  const head = await readHeadFiles(options.head);
+  const p = head.info.provenance;
+  if (p.precision === 'int8') {
+    // The head saw features of the calibrated int8 graph, not of this FP32 file: fusing it onto FP32 would shift them.
+    throw new FeatcacheError(`${optionName('head')} ${options.head}: trained on int8 features; a bundle fuses the FP32 backbone, so retrain the head on FP32 features to bundle or serve it (predict runs int8 heads)`);
+  }
+  const modelFile = options.model ?? p.modelFile;
+  if (!(await exists(modelFile))) {
+    throw new FeatcacheError(`${optionName('model')}: ${modelFile} not found; the head ${options.head} was trained on features of that file (sha256 ${p.modelSha256.slice(0, 12)}…), pass its current path with ${optionName('model')}`);
+  }
+  const { model, bytes } = await loadModel(modelFile);
+  const sha256 = sha256Bytes(bytes);
+  if (sha256 !== p.modelSha256) {
+    throw new FeatcacheError(`${optionName('model')}: ${modelFile} has sha256 ${sha256.slice(0, 12)}…, not the backbone the head ${options.head} was trained on (${p.modelSha256.slice(0, 12)}…)`);
+  }
+  const inputs = graphInputs(model.graph!);
+  if (inputs.length !== 1) throw new FeatcacheError(`${optionName('model')}: ${modelFile} has ${inputs.length} inputs; expected one image input`);
+  const layout = inputLayout(inputs[0]!.name, inputs[0]!.shape);
+  const tap = resolveTap(model.graph!, p.tappedTensor);
+  const tapped = tappedModel(model, tap);
+  const fused = appendHead(p.precision === 'fp16' ? toFloat16(tapped) : tapped, head);
+  const preset = p.preset as unknown as Preset;
+  const policy: ImagePolicy = { ...DEFAULT_IMAGE_POLICY, exif: p.exif as ImagePolicy['exif'], icc: p.icc as ImagePolicy['icc'] };
+  const metadata: BundleMetadata = {
+    format: BUNDLE_FORMAT,
+    classes: head.info.classes,
+    preprocessing: {
+      preset,
+      input: { name: layout.name, layout: layout.layout, height: layout.height ?? preset.crop, width: layout.width ?? preset.crop },
+      policy,
+      steps: preprocessingSteps(preset, policy, layout.layout),
+    },
+    provenance: {
+      backbone: { file: path.basename(modelFile), sha256, tappedTensor: p.tappedTensor, precision: p.precision ?? 'fp32' },
+      head: {
+        dir: path.basename(path.resolve(options.head)), id: head.id, trainedAt: p.trainedAt, normalization: head.info.normalization.kind,
+        temperature: head.info.temperature ?? 1, layers: head.layers.map((l) => l.shape[1]),
+      },
+      cache: p.cache,
+      createdAt: new Date().toISOString(),
+      versions: toolVersions(),
+      headVersions: p.versions,
+    },
+  };
+  const props = [
+    { key: METADATA_KEYS.format, value: String(BUNDLE_FORMAT) },
+    { key: METADATA_KEYS.classes, value: JSON.stringify(metadata.classes) },
+    { key: METADATA_KEYS.preprocessing, value: JSON.stringify(metadata.preprocessing) },
+    { key: METADATA_KEYS.provenance, value: JSON.stringify(metadata.provenance) },
+  ];
+  const keys = new Set<string>(props.map((x) => x.key));
+  const withMeta = onnx.ModelProto.create({
+    ...fused,
+    producerName: 'featcache',
+    producerVersion: metadata.provenance.versions.featcache ?? '',
+    docString: `featcache classifier: ${metadata.classes.length} classes (${metadata.classes.slice(0, 5).join(', ')}${metadata.classes.length > 5 ? ', …' : ''}). ` +
+      `Input "${layout.name}" float32 ${layout.layout}; output "${PROBABILITIES_OUTPUT}". Preprocessing and provenance: metadata_props featcache.*.`,
+    metadataProps: [...(fused.metadataProps ?? []).filter((m) => !keys.has(m.key ?? '')), ...props],
+  });
+  return { bytes: encodeModel(withMeta), metadata };
+}
+
+/** The metadata of a featcache bundle, or null when the model carries none (a plain backbone, say). */
+export function bundleMetadataOf(model: ModelProto, source: string): BundleMetadata | null {
+  const props = new Map((model.metadataProps ?? []).map((m) => [m.key ?? '', m.value ?? '']));
+  if (!props.has(METADATA_KEYS.format)) return null;
+  const format = Number(props.get(METADATA_KEYS.format));
+  if (format !== BUNDLE_FORMAT) throw new FeatcacheError(`${optionName('model')}: ${source} is a featcache bundle of format ${format}; this featcache reads format ${BUNDLE_FORMAT}`);
+  try {
+    return {
+      format,
+      classes: JSON.parse(props.get(METADATA_KEYS.classes)!),
+      preprocessing: JSON.parse(props.get(METADATA_KEYS.preprocessing)!),
+      provenance: JSON.parse(props.get(METADATA_KEYS.provenance)!),
+    };
+  } catch {
+    throw new FeatcacheError(`${optionName('model')}: ${source} has featcache metadata that is not valid JSON`, 1);
+  }
+}
+
+/**
+ * ModelProto's metadata_props (field 14) without decoding the graph: a top-level walk over the protobuf fields, so
+ * telling a bundle from a plain backbone costs a read, not a decode of hundreds of MB of weights.
+ */
+export function metadataPropsOf(bytes: Uint8Array): Map<string, string> | null {
+  const props = new Map<string, string>();
+  let at = 0;
+  const varint = (): number => {
+    let value = 0;
+    for (let shift = 0; shift < 64; shift += 7) {
+      if (at >= bytes.length) throw new Error('truncated');
+      const byte = bytes[at++]!;
+      value += (byte & 0x7f) * 2 ** shift;
+      if (byte < 0x80) return value;
+    }
+    throw new Error('bad varint');
+  };
+  try {
+    while (at < bytes.length) {
+      const tag = varint();
+      const wire = tag % 8;
+      const field = Math.floor(tag / 8);
+      if (wire === 0) varint();
+      else if (wire === 1) at += 8;
+      else if (wire === 5) at += 4;
+      else if (wire === 2) {
+        const length = varint();
+        if (at + length > bytes.length) return null;
+        if (field === 14) {
+          const entry = onnx.StringStringEntryProto.decode(bytes.subarray(at, at + length));
+          props.set(entry.key, entry.value);
+        }
+        at += length;
+      } else return null;
+    }
+  } catch {
+    return null;
+  }
+  return props;
+}
+
+/** True when `file` is an ONNX model carrying featcache bundle metadata (cheap enough for `predict --model`). */
+export async function isBundleFile(file: string): Promise<boolean> {
+  if (!file.endsWith('.onnx')) return false;
+  const bytes = await fs.readFile(file).catch(() => null);
+  return bytes !== null && (metadataPropsOf(bytes)?.has(METADATA_KEYS.format) ?? false);
+}
+
+/** What a prediction report needs of a head, from a bundle's metadata. */
+export function reportInfoOf(bundle: BundleMetadata): HeadInfo {
+  const b = bundle.provenance.backbone;
+  return {
+    classes: bundle.classes,
+    provenance: { modelFile: b.file, modelSha256: b.sha256, tappedTensor: b.tappedTensor, preset: bundle.preprocessing.preset as unknown as Record<string, unknown> },
+  } as HeadInfo;
+}
+
+export interface OpenedBundle extends BundleMetadata {
+  source: string;
+  /** The execution provider running the model ("cpu", "cuda:0"). */
+  provider: string;
+  layout: InputLayout;
+  /** Probabilities [count, classes] for `count` preprocessed images. The pixel buffer is transferred (detached). */
+  predict(pixels: Float32Array, count: number): Promise<Float32Array>;
+  close(): Promise<void>;
+}
+
+export interface OpenBundleOptions {
+  device?: DeviceSpec | undefined;
+  threads?: number | undefined;
+}
+
+/** Opens a bundle file for inference. */
+export async function openBundle(file: string, options: OpenBundleOptions = {}): Promise<OpenedBundle> {
+  const bytes = await fs.readFile(file).catch((error: NodeJS.ErrnoException) => {
+    throw new FeatcacheError(`${optionName('model')}: cannot read ${file} (${error.code})`);
+  });
+  return openBundleBytes(new Uint8Array(bytes), file, options);
+}
+
+/**
+ * Opens fused-model bytes in the backbone's onnxruntime worker thread (the same worker extract uses), so inference
+ * never blocks the thread that parses requests and drives sharp.
+ */
+export async function openBundleBytes(bytes: Uint8Array, source: string, options: OpenBundleOptions = {}): Promise<OpenedBundle> {
+  const model = decodeModel(bytes, source);
+  const metadata = bundleMetadataOf(model, source);
+  if (!metadata) throw new FeatcacheError(`${optionName('model')}: ${source} is not a featcache bundle (no ${METADATA_KEYS.format} in its metadata_props); make one with 'featcache bundle'`);
+  const inputs = graphInputs(model.graph!);
+  const layout = inputLayout(inputs[0]!.name, inputs[0]!.shape);
+  const worker = new Worker(new URL('../backbone/worker.js', import.meta.url));
+  const pending = new Map<RequestKey, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
+  const fail = (error: Error) => {
+    for (const p of pending.values()) p.reject(error);
+    pending.clear();
+  };
+  worker.on('message', (reply: WorkerReply) => {
+    const waiter = pending.get(reply.key);
+    pending.delete(reply.key);
+    if (!waiter) return;
+    if (reply.type === 'error') waiter.reject(new FeatcacheError(reply.message, reply.exitCode ?? 1));
+    else waiter.resolve(reply);
+  });
+  worker.on('error', fail);
+  worker.on('exit', (code) => fail(new Error(`the onnxruntime worker exited (code ${code})`)));
+  const request = (message: WorkerRequest, transfer: ArrayBuffer[] = []) =>
+    new Promise<WorkerReply>((resolve, reject) => {
+      pending.set(message.key, { resolve, reject });
+      worker.postMessage(message, transfer);
+    });
+  const size = metadata.preprocessing.input;
+  const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
+  let opened: WorkerReply;
+  try {
+    opened = await request(
+      {
+        key: 'open', type: 'open', model: own, settings: { device: options.device ?? { kind: 'cpu' }, threads: options.threads ?? 0 },
+        layout, output: PROBABILITIES_OUTPUT, probeSize: { height: size.height, width: size.width },
+      },
+      [own.buffer as ArrayBuffer],
+    );
+  } catch (error) {
+    await worker.terminate();
+    throw error;
+  }
+  if (opened.type !== 'opened') throw new Error('unexpected reply from the onnxruntime worker');
+  let nextId = 0;
+  return {
+    ...metadata,
+    source,
+    provider: opened.provider,
+    layout,
+    async predict(pixels, count) {
+      if (count === 0) return new Float32Array();
+      const reply = await request({ key: nextId++, type: 'run', pixels, count, size: size.height }, [pixels.buffer as ArrayBuffer]);
+      if (reply.type !== 'result') throw new Error('unexpected reply from the onnxruntime worker');
+      return reply.features;
+    },
+    async close() {
+      await request({ key: 'close', type: 'close' }).catch(() => {});
+      await worker.terminate();
+    },
+  };
+}

@@ -1,0 +1,217 @@
+/**
+ * The HTTP layer of `serve`: routes, body parsing, limits and error mapping. Decoding runs in sharp (libuv threads),
+ * inference in the onnxruntime worker behind the micro-batcher, so this thread only parses, normalises and answers.
+ * Every failure a client can cause becomes a 4xx JSON answer `{ error }`; nothing it sends reaches a throw that
+ * escapes a handler.
+ */
+import multipart from '@fastify/multipart';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { errorMessage, optionName } from '../errors.js';
+import type { OpenedBundle } from '../export/bundle.js';
+import { decodeToRgb, writeNormalised } from '../image/preprocess.js';
+import type { ImagePolicy } from '../image/presets.js';
+import { BatcherClosedError, type MicroBatcher, QueueFullError, QueueTimeoutError } from './batcher.js';
+import { servePage } from './page.js';
+
+export interface ServerLimits {
+  /** Request bodies larger than this are refused with 413 before they are read in full. */
+  maxBodyBytes: number;
+  /** Images with more pixels are refused with 413 before decoding. */
+  maxPixels: number;
+  /** Requests admitted at once (decoding or queued or running); one more is answered 503 at once. */
+  maxInFlight: number;
+  /** Whole-request deadline (body upload included). */
+  timeoutMs: number;
+  /** Default and largest `top` a request may ask for. */
+  top: number;
+}
+
+/** What one image comes back as from the batcher. */
+export type ImageBatcher = MicroBatcher<Float32Array, Float32Array>;
+
+export interface ServerState {
+  model: OpenedBundle | null;
+  batcher: ImageBatcher | null;
+  /** Why loading failed, if it did; the server stays up to say so on /health. */
+  loadError: string | null;
+  closing: boolean;
+}
+
+/** A client's mistake, with the status it earns. */
+class ClientError extends Error {
+  constructor(readonly statusCode: number, message: string) {
+    super(message);
+  }
+}
+
+function describeDecodeError(error: unknown, maxPixels: number): ClientError {
+  const message = errorMessage(error);
+  if (/pixel limit/i.test(message)) return new ClientError(413, `the image has more than ${maxPixels} pixels (${optionName('maxPixels')}); send a smaller image`);
+  if (/unsupported image format|bad seek|corrupt header|not a known file format/i.test(message)) return new ClientError(400, `the body is not an image in a format featcache can decode (${message})`);
+  if (/premature end|truncated|unexpected end|end of (?:file|stream)|incomplete|read error|invalid|corrupt|damaged/i.test(message)) {
+    return new ClientError(400, `the image is truncated or corrupt (${message})`);
+  }
+  return new ClientError(400, `the image could not be decoded (${message})`);
+}
+
+export function modelSummary(model: OpenedBundle) {
+  const p = model.provenance;
+  return {
+    classes: model.classes.length,
+    backbone: p.backbone.file,
+    backboneSha256: p.backbone.sha256,
+    tappedTensor: p.backbone.tappedTensor,
+    head: p.head.dir,
+    headId: p.head.id,
+    temperature: p.head.temperature,
+    preset: model.preprocessing.preset.name,
+    bundledAt: p.createdAt,
+    featcache: p.versions.featcache,
+    provider: model.provider,
+  };
+}
+
+export function createServeApp(state: ServerState, limits: ServerLimits, policy: () => ImagePolicy): FastifyInstance {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: limits.maxBodyBytes,
+    requestTimeout: limits.timeoutMs,
+    // Answer new requests on kept-alive sockets with 503 while draining; requests already in flight complete.
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+  let inFlight = 0;
+
+  // Image bytes of any content type arrive as a Buffer: whether they are an image is for the decoder to say.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: limits.maxBodyBytes }, (_request, body, done) => done(null, body));
+  app.register(multipart, { limits: { fileSize: limits.maxBodyBytes, files: 1, fields: 16, parts: 32, headerPairs: 200 } });
+
+  app.setErrorHandler((error: FastifyError, _request, reply) => {
+    const status = error instanceof ClientError ? error.statusCode : error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
+    const message = status === 413 && error.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? `the body is larger than ${limits.maxBodyBytes} bytes (${optionName('maxBodyMb')})`
+      : status === 413 && error.code === 'FST_REQ_FILE_TOO_LARGE' ? `the uploaded file is larger than ${limits.maxBodyBytes} bytes (${optionName('maxBodyMb')})`
+      : status === 500 ? `internal error: ${errorMessage(error)}` : errorMessage(error);
+    reply.code(status).send({ error: message });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0]}; try GET /, POST /predict, GET /health, GET /ready, GET /model` });
+  });
+
+  // Back-pressure before the body is read: a full server answers 503 without buffering anything.
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.method !== 'POST' || request.routeOptions.url !== '/predict') return;
+    if (state.closing) return reply.code(503).header('retry-after', '1').send({ error: 'the server is shutting down' });
+    if (!state.model) {
+      return reply.code(503).header('retry-after', '1').send({ error: state.loadError ? `the model failed to load: ${state.loadError}` : 'the model is still loading; see GET /ready' });
+    }
+    if (inFlight >= limits.maxInFlight) {
+      return reply.code(503).header('retry-after', '1').send({ error: `the server is busy (${inFlight} requests in flight, ${optionName('maxQueue')} ${limits.maxInFlight}); retry later` });
+    }
+    inFlight++;
+    // 'close' fires once for every response, answered or aborted (a client that hangs up mid-upload included);
+    // onResponse does not run for aborted requests, and a leaked slot would end in a server that only says 503.
+    reply.raw.once('close', () => inFlight--);
+  });
+  // While draining, answers close their connection, so a kept-alive client does not hold the shutdown open.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (state.closing) reply.header('connection', 'close');
+    return payload;
+  });
+
+  app.get('/', async (_request, reply) => {
+    const model = state.model;
+    const provenance = model ? `backbone ${model.provenance.backbone.file} (sha256 ${model.provenance.backbone.sha256.slice(0, 12)}…), head ${model.provenance.head.dir}` : 'model loading…';
+    reply.type('text/html; charset=utf-8').send(servePage({ title: 'featcache classifier', classes: model?.classes ?? [], provenance, top: limits.top }));
+  });
+
+  app.get('/health', async () => ({
+    status: state.loadError ? 'failed' : 'ok',
+    ready: state.model !== null && !state.closing,
+    ...(state.loadError ? { error: state.loadError } : {}),
+    inFlight,
+    batcher: state.batcher?.stats() ?? null,
+  }));
+
+  app.get('/ready', async (_request, reply) => {
+    const ready = state.model !== null && !state.closing;
+    reply.code(ready ? 200 : 503).send({ ready, ...(state.loadError ? { error: state.loadError } : {}) });
+  });
+
+  app.get('/model', async (_request, reply) => {
+    const model = state.model;
+    if (!model) return reply.code(503).send({ error: 'the model is still loading' });
+    return { classes: model.classes, preprocessing: model.preprocessing, provenance: model.provenance, provider: model.provider };
+  });
+
+  app.post('/predict', async (request, reply) => {
+    const model = state.model!;
+    const batcher = state.batcher!;
+    const top = parseTop((request.query as Record<string, unknown>).top, limits.top, model.classes.length);
+    const bytes = await imageBytes(request);
+    const decodeStarted = performance.now();
+    const preset = model.preprocessing.preset;
+    const imagePolicy = policy();
+    let rgb: Buffer;
+    try {
+      rgb = await decodeToRgb(bytes, preset, imagePolicy);
+    } catch (error) {
+      throw describeDecodeError(error, imagePolicy.maxPixels);
+    }
+    const pixels = new Float32Array(3 * preset.crop * preset.crop);
+    writeNormalised(rgb, preset, model.layout.layout, pixels, 0);
+    const decodeMs = performance.now() - decodeStarted;
+    let result;
+    try {
+      result = await batcher.submit(pixels);
+    } catch (error) {
+      if (error instanceof QueueFullError || error instanceof QueueTimeoutError || error instanceof BatcherClosedError) {
+        return reply.code(503).header('retry-after', '1').send({ error: error.message });
+      }
+      throw error;
+    }
+    const probabilities = result.output;
+    const order = Array.from(probabilities.keys()).sort((a, b) => probabilities[b]! - probabilities[a]! || a - b).slice(0, top);
+    return {
+      top: order.map((c) => ({ label: model.classes[c]!, index: c, probability: probabilities[c]! })),
+      model: modelSummary(model),
+      timing: { decodeMs: round(decodeMs), waitMs: round(result.waitMs), inferMs: round(result.runMs), batchSize: result.batchSize },
+    };
+  });
+
+  return app;
+}
+
+const round = (ms: number) => Math.round(ms * 100) / 100;
+
+function parseTop(value: unknown, fallback: number, classes: number): number {
+  if (value === undefined || value === '') return Math.min(fallback, classes);
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new ClientError(400, `top: expected a positive integer, got ${JSON.stringify(value)}`);
+  return Math.min(n, classes);
+}
+
+/** The image: the first file part of a multipart form, or the raw body. */
+async function imageBytes(request: FastifyRequest): Promise<Buffer> {
+  if (request.isMultipart()) {
+    let file;
+    try {
+      file = await request.file();
+    } catch (error) {
+      // busboy's own errors (no boundary, malformed parts) carry no status; they are the client's all the same.
+      if ((error as FastifyError).statusCode) throw error;
+      throw new ClientError(400, `the multipart body is malformed (${errorMessage(error)})`);
+    }
+    if (!file) throw new ClientError(400, 'the multipart form has no file part; send the image as a file field (e.g. curl -F image=@photo.jpg)');
+    const bytes = await file.toBuffer();
+    if (bytes.length === 0) throw new ClientError(400, `the file part "${file.fieldname}" is empty`);
+    return bytes;
+  }
+  const body = request.body;
+  if (!Buffer.isBuffer(body) || body.length === 0) {
+    throw new ClientError(400, 'the body is empty; POST the image bytes (e.g. curl --data-binary @photo.jpg -H "content-type: image/jpeg") or a multipart form');
+  }
+  return body;
+}
+
+export type { FastifyReply };
