@@ -11,14 +11,26 @@ import { predictCommand } from './commands/predict.js';
 import { fetchModelCommand } from './commands/fetch-model.js';
 import { demoCommand } from './commands/demo.js';
 import { infoCommand } from './commands/info.js';
-import { exportCommand } from './commands/export.js';
+import { exportCommand } from './cli/export.js';
+import { compactCommand } from './cli/compact.js';
 import { featcacheVersion } from './version.js';
 
 // sharp decodes on libuv's pool (4 threads by default). On a many-core GPU machine decoding is the bottleneck, so use
 // every core; libuv reads this when the pool first starts, which is after these imports. A user's setting wins.
 process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, os.availableParallelism()));
 
-const argv = hideBin(process.argv);
+/** `--out -` means stdout, but yargs takes a lone '-' for a positional: attach it to the flag before it. */
+function attachDashValues(args: string[]): string[] {
+  const result: string[] = [];
+  for (const arg of args) {
+    const previous = result.at(-1);
+    if (arg === '-' && previous?.startsWith('--') && !previous.includes('=')) result[result.length - 1] = `${previous}=-`;
+    else result.push(arg);
+  }
+  return result;
+}
+
+const argv = attachDashValues(hideBin(process.argv));
 const debug = argv.includes('--debug');
 
 const ARRAY_ARGUMENTS = new Set(['_', '$0', 'inputs']);
@@ -54,6 +66,7 @@ try {
     .command(trainHeadCommand)
     .command(predictCommand)
     .command(exportCommand)
+    .command(compactCommand)
     .command(infoCommand)
     .command(fetchModelCommand)
     .option('debug', { type: 'boolean', default: false, describe: 'print stack traces for errors', global: true })

@@ -1,0 +1,22 @@
+/** `featcache compact`: flags → compactSplit (src/jobs/compact.ts); defaults come from DEFAULT_COMPACT_OPTIONS. */
+import type { Argv, CommandModule } from 'yargs';
+import { type Args, cacheOption, emit, jsonOption, positiveInteger } from '../commands/options.js';
+import { DEFAULT_COMPACT_OPTIONS as D, compactSplit } from '../jobs/compact.js';
+
+export const compactCommand: CommandModule = {
+  command: 'compact',
+  describe: 'rewrite a split\'s part files without superseded rows, so tools reading features/<split>/*.arrow directly see each image once',
+  builder: (y: Argv) =>
+    y
+      .option('cache', cacheOption)
+      .option('split', { type: 'string', default: D.split, describe: 'split to compact' })
+      .option('part-rows', { type: 'number', default: D.partRows, describe: 'rows per rewritten part file' })
+      .option('json', jsonOption),
+  handler: async (argv) => {
+    const a = argv as Args;
+    const r = await compactSplit({ cache: a.cache, split: a.split, partRows: positiveInteger('--part-rows', a['part-rows']) });
+    emit(a.json, r, () => (r.compacted
+      ? `compact ${r.split}: ${r.partsBefore} parts (${r.recordsBefore} row records, ${(r.bytesBefore / 1e6).toFixed(1)} MB) → ${r.partsAfter} parts (${r.rows} rows, ${r.failures} failures, ${(r.bytesAfter / 1e6).toFixed(1)} MB)`
+      : `compact ${r.split}: already compact (${r.partsBefore} parts, ${r.rows} rows)`));
+  },
+};
