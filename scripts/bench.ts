@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { openBackbone } from '../src/backbone/index.js';
-import { extract } from '../src/commands/extract.js';
+import { extract } from '../src/jobs/extract.js';
 import { exportSplit } from '../src/jobs/export.js';
 import { loadTf } from '../src/head/runtime.js';
 import { DEFAULT_HEAD_OPTIONS, trainHead } from '../src/head/train.js';
@@ -35,10 +35,7 @@ async function tmp(name: string): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), `featcache-bench-${name}-`));
 }
 
-const extractOptions = (data: string, cache: string, split = 'train') => ({
-  data, split, seed: 0, model: resnet, preset: getPreset('torchvision'), policy: DEFAULT_IMAGE_POLICY, cache, device: { kind: 'cpu' as const },
-  threads, batchSize, partRows: 512, strict: false, retryFailed: false, progress: false,
-});
+const extractOptions = (data: string, cache: string, split = 'train') => ({ data, split, model: resnet, cache, device: 'cpu', threads, batchSize });
 
 const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown>>> = {
   /** End-to-end extract on hymenoptera train+val: decode, preprocess, infer, write. */

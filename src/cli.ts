@@ -1,36 +1,48 @@
 #!/usr/bin/env node
-/** The `featcache` command line: one yargs command per file under commands/, one place that turns errors into exit codes. */
+/**
+ * The `featcache` command line: one thin yargs file per command under cli/ (each calls one library job in jobs/),
+ * and this one place that registers them and turns errors into exit codes.
+ */
 import * as os from 'node:os';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { ExitCode, FeatcacheError } from './errors.js';
-import { extractCommand } from './commands/extract.js';
-import { inspectCommand } from './commands/inspect.js';
-import { trainHeadCommand } from './commands/train-head.js';
-import { predictCommand } from './commands/predict.js';
-import { fetchModelCommand } from './commands/fetch-model.js';
-import { demoCommand } from './commands/demo.js';
-import { infoCommand } from './commands/info.js';
+import { ExitCode, FeatcacheError, flagName, nameOptionsWith } from './errors.js';
+import { demoCommand } from './cli/demo.js';
+import { extractCommand } from './cli/extract.js';
+import { infoCommand } from './cli/info.js';
+import { inspectCommand } from './cli/inspect.js';
+import { predictCommand } from './cli/predict.js';
 import { exportCommand } from './cli/export.js';
 import { compactCommand } from './cli/compact.js';
+import { fetchModelCommand } from './commands/fetch-model.js';
+import { trainHeadCommand } from './commands/train-head.js';
 import { featcacheVersion } from './version.js';
 
 // sharp decodes on libuv's pool (4 threads by default). On a many-core GPU machine decoding is the bottleneck, so use
 // every core; libuv reads this when the pool first starts, which is after these imports. A user's setting wins.
 process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, os.availableParallelism()));
 
-/** `--out -` means stdout, but yargs takes a lone '-' for a positional: attach it to the flag before it. */
-function attachDashValues(args: string[]): string[] {
-  const result: string[] = [];
-  for (const arg of args) {
-    const previous = result.at(-1);
-    if (arg === '-' && previous?.startsWith('--') && !previous.includes('=')) result[result.length - 1] = `${previous}=-`;
-    else result.push(arg);
+// The library names options as it spells them (batchSize); on the command line they are flags (--batch-size).
+nameOptionsWith(flagName);
+
+/**
+ * `--shard -1/2` would otherwise be read as a flag `-1/2` ("Unknown argument: 1"): a value that starts with '-'
+ * and a digit is glued to its flag, so the flag's own validation names it. So is a lone '-' (`--out -`: stdout),
+ * which yargs would take for a positional.
+ */
+function glueNegativeValues(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const next = args[i + 1];
+    if (/^--[a-z][\w-]*$/.test(args[i]!) && next !== undefined && (/^-\d/.test(next) || next === '-')) {
+      out.push(`${args[i]}=${next}`);
+      i++;
+    } else out.push(args[i]!);
   }
-  return result;
+  return out;
 }
 
-const argv = attachDashValues(hideBin(process.argv));
+const argv = glueNegativeValues(hideBin(process.argv));
 const debug = argv.includes('--debug');
 
 const ARRAY_ARGUMENTS = new Set(['_', '$0', 'inputs']);
@@ -66,6 +78,7 @@ try {
     .command(trainHeadCommand)
     .command(predictCommand)
     .command(exportCommand)
+    .command(compactCommand)
     .command(compactCommand)
     .command(infoCommand)
     .command(fetchModelCommand)

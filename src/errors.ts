@@ -1,6 +1,9 @@
 /**
- * One error type for everything a user can cause. The CLI prints `message` as a single line and exits with
- * `exitCode`; anything else is a bug and gets a stack trace only under --debug.
+ * One error type for everything a user can cause, and the formatters that word it. The CLI prints `message` as a
+ * single line and exits with `exitCode`; anything else is a bug and gets a stack trace only under --debug.
+ *
+ * Library code names options as the library spells them (`batchSize`); the CLI installs a namer so the same message
+ * says `--batch-size`. That keeps one wording for both audiences without the library knowing about flags.
  */
 export const ExitCode = {
   ok: 0,
@@ -22,20 +25,78 @@ export class FeatcacheError extends Error {
   }
 }
 
-/** The single formatter for invalid parameters, so every message has the same shape. */
-export function invalidParameter(name: string, expected: string, actual: unknown): FeatcacheError {
-  return new FeatcacheError(`${name}: expected ${expected}, got ${describeValue(actual)}`);
+let namer: (option: string) => string = (option) => option;
+
+/** Installs how options are named in messages (the CLI: `batchSize` → `--batch-size`). */
+export function nameOptionsWith(name: (option: string) => string): void {
+  namer = name;
+}
+
+/** An option as the current audience spells it. */
+export function optionName(option: string): string {
+  return namer(option);
+}
+
+/** `--batch-size` from `batchSize`: the CLI's namer. */
+export function flagName(option: string): string {
+  if (option.startsWith('-')) return option;
+  return `--${option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+/** The single formatter for invalid values, so every message has the same shape: `option: expected …, got …`. */
+export function invalidParameter(option: string, expected: string, actual: unknown): FeatcacheError {
+  return new FeatcacheError(`${optionName(option)}: expected ${expected}, got ${describeValue(actual)}`);
+}
+
+/**
+ * The single formatter for a file or directory that is not there: `option file: not found; remedy`.
+ * `option` is null for files featcache looks for itself (e.g. inside a cache).
+ */
+export function missingFile(option: string | null, file: string, remedy: string, what = 'not found'): FeatcacheError {
+  return new FeatcacheError(`${option ? `${optionName(option)} ` : ''}${file}: ${what}; ${remedy}`);
+}
+
+/** The single formatter for a file featcache reads that is damaged or not what it should be (exit 1: not a usage slip). */
+export function damagedFile(file: string, problem: string, remedy: string): FeatcacheError {
+  return new FeatcacheError(`${file}: ${problem}; ${remedy}`, ExitCode.failed);
 }
 
 function describeValue(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
   if (value === undefined) return 'nothing';
+  if (typeof value === 'number' && Number.isNaN(value)) return 'not a number';
   return String(value);
 }
 
 /** `one of "a", "b"` — lists valid choices in error messages. */
 export function oneOf(values: readonly string[]): string {
   return `one of ${values.map((v) => JSON.stringify(v)).join(', ')}`;
+}
+
+/** A value that must be one of a fixed set; the error lists the set. */
+export function parseChoice<T extends string>(option: string, value: unknown, choices: readonly T[]): T {
+  if (typeof value === 'string' && (choices as readonly string[]).includes(value)) return value as T;
+  throw invalidParameter(option, oneOf(choices), value);
+}
+
+export function positiveInteger(option: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw invalidParameter(option, 'a positive integer', value);
+  return value;
+}
+
+export function nonNegativeInteger(option: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw invalidParameter(option, 'an integer >= 0', value);
+  return value;
+}
+
+/** A finite number within [min, max] (inclusive unless `exclusive`). */
+export function numberIn(option: string, value: unknown, min: number, max: number, exclusive = false): number {
+  const inside = typeof value === 'number' && Number.isFinite(value) && (exclusive ? value > min && value < max : value >= min && value <= max);
+  if (!inside) {
+    const range = exclusive ? `between ${min} and ${max} (exclusive)` : max === Infinity ? `a number >= ${min}` : `a number in [${min}, ${max}]`;
+    throw invalidParameter(option, range, value);
+  }
+  return value as number;
 }
 
 export function errorMessage(error: unknown): string {

@@ -1,21 +1,35 @@
-/** featcache as a library: the same stages the CLI composes. */
+/**
+ * featcache as a library: one plain async function per job (what the CLI calls), and the stages they compose —
+ * dataset → image → backbone → store → head → export. Nothing here imports the command line.
+ *
+ * @example
+ * import { extract, trainHead, predict } from 'featcache';
+ * await extract({ data: 'hymenoptera_data', split: 'train', model: 'models/resnet50.onnx' });
+ */
 export { FeatcacheError, ExitCode } from './errors.js';
-export { openDataset, type Dataset, type DatasetOptions, type Item } from './dataset/index.js';
+
+// Jobs
+export { extract, DEFAULT_EXTRACT_OPTIONS, type ExtractOptions, type ExtractResult, type ExtractTimings } from './jobs/extract.js';
+export { predict, expandInputs, DEFAULT_PREDICT_OPTIONS, type PredictOptions, type PredictResult, type Prediction } from './jobs/predict.js';
+export { inspect, DEFAULT_INSPECT_OPTIONS, type InspectOptions, type InspectResult, type TapCandidate } from './jobs/inspect.js';
+export { info, DEFAULT_INFO_OPTIONS, type InfoOptions, type CacheInfo, type SplitInfo } from './jobs/info.js';
+export { demo, DEFAULT_DEMO_OPTIONS, type DemoOptions, type DemoResult } from './jobs/demo.js';
+export { exportSplit, DEFAULT_EXPORT_OPTIONS, type ExportOptions, type ExportResult } from './jobs/export.js';
+export { compactSplit, DEFAULT_COMPACT_OPTIONS, type CompactOptions, type CompactResult } from './jobs/compact.js';
+
+// Stages
+export { openDataset, type Dataset, type DatasetOptions, type DatasetLayout, type Item } from './dataset/index.js';
+export { folderSource, type ImageSource, type Stamp } from './dataset/source.js';
 export { stratifiedSplit, parseShard, inShard } from './dataset/split.js';
 export { PRESETS, PRESET_NAMES, getPreset, DEFAULT_IMAGE_POLICY, type Preset, type ImagePolicy } from './image/presets.js';
-export { preprocess, decodeToRgb, writeNormalised } from './image/preprocess.js';
+export { preprocess, decodeToRgb, writeNormalised, type PixelLayout } from './image/preprocess.js';
+export { decodeBatch, type DecodedBatch } from './image/batch.js';
 export { openBackbone, parseDevice, type Backbone, type BackboneOptions } from './backbone/index.js';
 export { resolveTap, tapModel, poolCandidates, FEATURE_OUTPUT, type TapPoint } from './backbone/tap.js';
 export { FeatureCache, type FeatureSet } from './store/reader.js';
+export { SplitWriter, type SplitWriterOptions } from './store/writer.js';
+export { openOutputFile, prepareOutputDir, type OutputFile, type OutputDir, type OutputSink } from './util/output.js';
 export { applyNormalization, fitNormalization, type Normalization } from './store/normalize.js';
 export { loadTf } from './head/runtime.js';
-export { trainHead, predictProbabilities, DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/train.js';
+export { trainHead as fitHead, predictProbabilities, DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/train.js';
 export { loadHead, saveHead } from './head/saved.js';
-export { extract, type ExtractOptions, type ExtractResult } from './commands/extract.js';
-export { runTrainHead } from './commands/train-head.js';
-export { predict } from './commands/predict.js';
-export { exportSplit, DEFAULT_EXPORT_OPTIONS, type ExportOptions, type ExportResult } from './jobs/export.js';
-export { compactSplit, DEFAULT_COMPACT_OPTIONS, type CompactOptions, type CompactResult } from './jobs/compact.js';
-export { openOutputFile, prepareOutputDir, type OutputFile, type OutputDir } from './util/output.js';
-export { fetchModel } from './commands/fetch-model.js';
-export { inspectModel } from './commands/inspect.js';

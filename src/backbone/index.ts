@@ -5,7 +5,7 @@ import { FeatcacheError } from '../errors.js';
 import { sha256Bytes } from '../util/fsx.js';
 import { toFloat16 } from './fp16.js';
 import { encodeModel, graphInputs, loadModel } from './graph.js';
-import { type DeviceSpec, type InputLayout, inputLayout } from './session.js';
+import { type DeviceSpec, type InputLayout, inputLayout, sessionStackMb } from './session.js';
 import { DEFAULT_TAP, FEATURE_OUTPUT, type TapPoint, resolveTap, tappedModel } from './tap.js';
 import type { RequestKey, WorkerReply, WorkerRequest } from './worker.js';
 
@@ -35,7 +35,7 @@ export interface Backbone {
 
 /** Talks to the session worker: replies are matched to requests by the key they echo. */
 function sessionWorker() {
-  const worker = new Worker(new URL('./worker.js', import.meta.url));
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { resourceLimits: { stackSizeMb: sessionStackMb() } });
   worker.unref();
   const pending = new Map<RequestKey, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
   const fail = (error: Error) => {

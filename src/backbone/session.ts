@@ -2,6 +2,7 @@
  * Running the tapped backbone. Device choice is an ordered fallback (CUDA, then CPU) that keeps every failure
  * reason, so `--device auto` can say in one line why CUDA was not used.
  */
+import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { FeatcacheError, errorMessage, invalidParameter } from '../errors.js';
 
@@ -11,7 +12,7 @@ export function parseDevice(value: string): DeviceSpec {
   if (value === 'auto' || value === 'cpu') return { kind: value };
   const match = /^cuda(?::(\d+))?$/.exec(value);
   if (match) return { kind: 'cuda', deviceId: Number(match[1] ?? 0) };
-  throw invalidParameter('--device', 'one of "auto", "cpu", "cuda", "cuda:N"', value);
+  throw invalidParameter('device', 'one of "auto", "cpu", "cuda", "cuda:N"', value);
 }
 
 export interface SessionSettings {
@@ -87,6 +88,25 @@ export async function openSession(
     }
   }
   throw new FeatcacheError(`--device: no execution provider could run the model; ${reasons.join('; ')}`, 1);
+}
+
+/**
+ * Stack for a thread that creates onnxruntime sessions. onnxruntime reads the process's command line
+ * (/proc/self/cmdline) when it creates a session and walks it recursively: measured, a little over one native frame
+ * and ~110 bytes of stack per byte of command line. A 35 KB `featcache predict $(cat list.txt)` overflowed a worker's
+ * default 4 MB stack and segfaulted (the main thread's 8 MB fails near 40 KB). So the session worker's stack is sized
+ * from the actual command line, with room to spare; it is reserved, not committed, so it costs no memory.
+ */
+export function sessionStackMb(commandLineBytes: number = ownCommandLineBytes()): number {
+  return Math.max(8, Math.ceil((commandLineBytes * 256) / 2 ** 20) + 8);
+}
+
+function ownCommandLineBytes(): number {
+  try {
+    return readFileSync('/proc/self/cmdline').length;
+  } catch {
+    return process.argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
+  }
 }
 
 export interface InputLayout {

@@ -1,7 +1,7 @@
-/** `featcache compact`: flags → compactSplit (src/jobs/compact.ts); defaults come from DEFAULT_COMPACT_OPTIONS. */
+/** `featcache compact`: the command line of the compact job (src/jobs/compact.ts); defaults come from DEFAULT_COMPACT_OPTIONS. */
 import type { Argv, CommandModule } from 'yargs';
-import { type Args, cacheOption, emit, jsonOption, positiveInteger } from '../commands/options.js';
 import { DEFAULT_COMPACT_OPTIONS as D, compactSplit } from '../jobs/compact.js';
+import { type Args, cacheOption, emit, jsonOption } from './flags.js';
 
 export const compactCommand: CommandModule = {
   command: 'compact',
@@ -14,7 +14,7 @@ export const compactCommand: CommandModule = {
       .option('json', jsonOption),
   handler: async (argv) => {
     const a = argv as Args;
-    const r = await compactSplit({ cache: a.cache, split: a.split, partRows: positiveInteger('--part-rows', a['part-rows']) });
+    const r = await compactSplit({ cache: a.cache, split: a.split, partRows: a['part-rows'] });
     emit(a.json, r, () => (r.compacted
       ? `compact ${r.split}: ${r.partsBefore} parts (${r.recordsBefore} row records, ${(r.bytesBefore / 1e6).toFixed(1)} MB) → ${r.partsAfter} parts (${r.rows} rows, ${r.failures} failures, ${(r.bytesAfter / 1e6).toFixed(1)} MB)`
       : `compact ${r.split}: already compact (${r.partsBefore} parts, ${r.rows} rows)`));

@@ -1,10 +1,9 @@
-/** `featcache export`: flags → exportSplit (src/jobs/export.ts); defaults come from DEFAULT_EXPORT_OPTIONS. */
+/** `featcache export`: the command line of the export job (src/jobs/export.ts); defaults come from DEFAULT_EXPORT_OPTIONS. */
 import type { Argv, CommandModule } from 'yargs';
-import { type Args, cacheOption, emit, jsonOption } from '../commands/options.js';
 import { FORMATS, UNLABELLED } from '../export/formats.js';
-import { parseChoice } from '../image/presets.js';
 import { DEFAULT_EXPORT_OPTIONS as D, exportSplit } from '../jobs/export.js';
 import { NORMALIZATIONS } from '../store/normalize.js';
+import { type Args, cacheOption, emit, jsonOption, logToStderr } from './flags.js';
 
 export const exportCommand: CommandModule = {
   command: 'export',
@@ -25,9 +24,9 @@ export const exportCommand: CommandModule = {
   handler: async (argv) => {
     const a = argv as Args;
     const r = await exportSplit({
-      cache: a.cache, split: a.split, format: parseChoice('--format', a.format, FORMATS), out: a.out,
-      normalize: parseChoice('--normalize', a.normalize, NORMALIZATIONS), stats: a.stats ?? null, fitSplit: a['fit-split'],
-      log: (line) => process.stderr.write(`${line}\n`),
+      // The job validates every value (and names the flag in its message).
+      cache: a.cache, split: a.split, format: a.format, out: a.out, normalize: a.normalize, stats: a.stats ?? null, fitSplit: a['fit-split'],
+      log: logToStderr,
     });
     // With --out - the data owns stdout: the summary goes to stderr.
     const human = () => `export ${r.split}: ${r.rows} rows × ${r.dim} (${r.normalization.kind}) → ${r.files.join(', ')}` +

@@ -9,7 +9,7 @@ import { FeatcacheError, oneOf } from '../errors.js';
 import { download } from '../fetch/download.js';
 import { MODEL_NAMES, MODEL_SOURCES } from '../fetch/registry.js';
 import { exists, sha256File } from '../util/fsx.js';
-import { type Args, emit, jsonOption } from './options.js';
+import { type Args, emit, jsonOption } from '../cli/flags.js';
 
 export interface FetchOptions {
   name: string;

@@ -12,10 +12,10 @@ import { NORMALIZATIONS, type NormalizationKind, applyNormalization, fitNormaliz
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
 import { type HeadInfo, saveHead } from '../head/saved.js';
 import { CLASS_WEIGHTS, DEFAULT_HEAD_OPTIONS, type EpochStats, type HeadOptions, MONITORS, OPTIMIZERS, type Split, predictProbabilities, trainHead } from '../head/train.js';
-import { parseChoice } from '../image/presets.js';
+import { nonNegativeInteger, parseChoice, positiveInteger } from '../errors.js';
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
 import { toolVersions } from '../version.js';
-import { type Args, DEFAULT_HEAD, cacheOption, emit, jsonOption, nonNegativeInteger, positiveInteger } from './options.js';
+import { type Args, DEFAULT_HEAD, cacheOption, emit, jsonOption } from '../cli/flags.js';
 
 export interface TrainHeadOptions extends HeadOptions {
   cache: string;

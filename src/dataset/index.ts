@@ -6,9 +6,10 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parse as parseCsv } from 'csv-parse/sync';
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, invalidParameter, missingFile, numberIn, optionName } from '../errors.js';
+import { type ImageSource, folderSource } from './source.js';
 import { type Shard, inShard, stratifiedSplit } from './split.js';
-import { type Skipped, IMAGE_EXTENSIONS, isDirectory, walkImages } from './walk.js';
+import { type Skipped, IMAGE_EXTENSIONS, isDirectory, isInside, walkImages } from './walk.js';
 
 export interface Item {
   /** Relative to the dataset root, '/' separated: the key the cache stores. */
@@ -16,11 +17,13 @@ export interface Item {
   label: number | null;
 }
 
-export type Layout = 'imagefolder-splits' | 'imagefolder' | 'csv' | 'list';
+export type DatasetLayout = 'imagefolder-splits' | 'imagefolder' | 'csv' | 'list';
 
 export interface Dataset {
   root: string;
-  layout: Layout;
+  layout: DatasetLayout;
+  /** Where the items' bytes are read from. */
+  source: ImageSource;
   /** Sorted class names (torchvision ImageFolder order); empty for unlabelled data. */
   classes: string[];
   split: string;
@@ -37,43 +40,55 @@ export interface DatasetOptions {
   valFraction?: number | undefined;
   seed: number;
   shard?: Shard | undefined;
+  /** Follow symlinks whose target lies outside the data root (by default they are refused). */
+  followSymlinks?: boolean | undefined;
 }
 
-export const SPLIT_DIRS = ['train', 'val', 'test'] as const;
+/** Folder names that mark split folders, as datasets name them; any folder given as the split counts too. */
+export const SPLIT_DIRS = ['train', 'val', 'test', 'training', 'validation', 'valid', 'testing'] as const;
 
 export async function openDataset(options: DatasetOptions): Promise<Dataset> {
   const stat = await fs.stat(options.data).catch(() => null);
-  if (!stat) throw new FeatcacheError(`--data ${options.data}: no such file or directory`);
-  if (options.valFraction !== undefined && !(options.valFraction > 0 && options.valFraction < 1)) {
-    throw new FeatcacheError(`--val-fraction: expected a number between 0 and 1 (e.g. 0.1), got ${options.valFraction}`);
-  }
+  if (!stat) throw missingFile('data', options.data, 'expected a dataset folder, an image folder or a .txt list of images', 'no such file or directory');
+  if (options.valFraction !== undefined) numberIn('valFraction', options.valFraction, 0, 1, true);
   const dataset = options.labels
     ? await csvDataset(options)
     : stat.isFile()
       ? await listFileDataset(options)
       : await folderDataset(options);
   const items = options.shard ? dataset.items.filter((i) => inShard(options.shard!, i.path)) : dataset.items;
-  return { ...dataset, items };
+  return { ...dataset, items, source: folderSource(dataset.root) };
 }
 
-async function folderDataset(options: DatasetOptions): Promise<Dataset> {
+/** Split folders under `root`: the usual names, plus the requested split when it is a folder there. */
+async function splitFolders(root: string, split: string): Promise<string[]> {
+  const names = new Set<string>(SPLIT_DIRS);
+  if (split && !split.includes('/') && !split.startsWith('.')) names.add(split);
+  const found: string[] = [];
+  for (const name of names) if (await isDirectory(path.join(root, name))) found.push(name);
+  return found.sort();
+}
+
+type Listed = Omit<Dataset, 'source'>;
+
+async function folderDataset(options: DatasetOptions): Promise<Listed> {
   const root = path.resolve(options.data);
-  const splitDirs: string[] = [];
-  for (const name of SPLIT_DIRS) if (await isDirectory(path.join(root, name))) splitDirs.push(name);
+  const walk = { followOutside: options.followSymlinks ?? false };
+  const splitDirs = await splitFolders(root, options.split);
   if (splitDirs.length > 0) {
     if (!splitDirs.includes(options.split)) {
-      throw new FeatcacheError(`--split ${options.split}: ${options.data} has split folders ${splitDirs.join(', ')}; expected one of them`);
+      throw invalidParameter('split', `one of the split folders of ${options.data} (${splitDirs.join(', ')})`, options.split);
     }
     // Classes are the union over all split folders, so a class missing from val keeps its index.
     const classes = [...new Set((await Promise.all(splitDirs.map((s) => subdirectories(path.join(root, s))))).flat())].sort();
-    const walked = await walkImages(path.join(root, options.split));
+    const walked = await walkImages(path.join(root, options.split), walk);
     return {
       root, layout: 'imagefolder-splits', classes, split: options.split,
       ...labelByFolder(walked.images.map((p) => `${options.split}/${p}`), walked.skipped, classes, 1),
     };
   }
   const classes = await subdirectories(root);
-  const walked = await walkImages(root);
+  const walked = await walkImages(root, walk);
   if (classes.length === 0) {
     return { root, layout: 'list', classes: [], split: options.split, items: walked.images.map((p) => ({ path: p, label: null })), skipped: walked.skipped };
   }
@@ -109,14 +124,14 @@ function applySplit(items: Item[], classes: string[], options: DatasetOptions): 
   if (options.valFraction === undefined) {
     if (options.split === 'train' || options.split === 'all') return { items };
     throw new FeatcacheError(
-      `--split ${options.split}: ${options.data} has no split folders; pass --val-fraction (e.g. 0.1) to carve a stratified val split from it, or use --split train`,
+      `${optionName('split')} ${options.split}: ${options.data} has no folder of that name and no split folders; pass ${optionName('valFraction')} (e.g. 0.1) to carve a stratified val split from it, or use ${optionName('split')} train`,
     );
   }
   const { train, val } = stratifiedSplit(items, (i) => classes[i.label ?? 0] ?? '', (i) => i.path, options.valFraction, options.seed);
   if (options.split === 'train') return { items: train };
   if (options.split === 'val') return { items: val };
   if (options.split === 'all') return { items };
-  throw new FeatcacheError(`--split ${options.split}: with --val-fraction the splits are "train" and "val"`);
+  throw invalidParameter('split', `"train" or "val" with ${optionName('valFraction')}`, options.split);
 }
 
 const ID_COLUMNS = ['id', 'image', 'image_id', 'file', 'filename', 'path'];
@@ -129,23 +144,23 @@ async function locateLabels(labels: string, data: string): Promise<string> {
   return (await fs.stat(beside).catch(() => null))?.isFile() ? beside : labels;
 }
 
-async function csvDataset(options: DatasetOptions): Promise<Dataset> {
+async function csvDataset(options: DatasetOptions): Promise<Listed> {
   const csvFile = await locateLabels(options.labels!, options.data);
   const text = await fs.readFile(csvFile, 'utf8').catch((error: NodeJS.ErrnoException) => {
-    throw new FeatcacheError(`--labels ${csvFile}: cannot read (${error.code})`);
+    throw new FeatcacheError(`${optionName('labels')} ${csvFile}: cannot read (${error.code})`);
   });
   let rows: Record<string, string>[];
   try {
     rows = parseCsv(text, { columns: true, skip_empty_lines: true, trim: true, bom: true });
   } catch (error) {
-    throw new FeatcacheError(`--labels ${csvFile}: not valid CSV (${(error as Error).message})`);
+    throw new FeatcacheError(`${optionName('labels')} ${csvFile}: not valid CSV (${(error as Error).message})`);
   }
   const header = rows.length > 0 ? Object.keys(rows[0]!) : [];
   const idColumn = header.find((h) => ID_COLUMNS.includes(h.toLowerCase()));
   const labelColumn = header.find((h) => LABEL_COLUMNS.includes(h.toLowerCase()));
   if (!idColumn || !labelColumn) {
     throw new FeatcacheError(
-      `--labels ${csvFile}: expected a header with an id column (${ID_COLUMNS.join('/')}) and a label column (${LABEL_COLUMNS.join('/')}), got: ${header.join(',') || '(empty file)'}`,
+      `${optionName('labels')} ${csvFile}: expected a header with an id column (${ID_COLUMNS.join('/')}) and a label column (${LABEL_COLUMNS.join('/')}), got: ${header.join(',') || '(empty file)'}`,
     );
   }
   const root = path.resolve(options.data);
@@ -161,27 +176,29 @@ async function csvDataset(options: DatasetOptions): Promise<Dataset> {
     entries.push({ id, label: row[labelColumn] ?? '' });
   }
   if (duplicates.length > 0) {
-    throw new FeatcacheError(`--labels ${csvFile}: duplicate ids (${duplicates.length}): ${duplicates.slice(0, 5).join(', ')}; each id must appear once`);
+    throw new FeatcacheError(`${optionName('labels')} ${csvFile}: duplicate ids (${duplicates.length}): ${duplicates.slice(0, 5).join(', ')}; each id must appear once`);
   }
   const classes = [...new Set(entries.map((e) => e.label))].sort();
   const index = new Map(classes.map((c, i) => [c, i]));
   const files = new Set(await fs.readdir(imageDir).catch(() => {
-    throw new FeatcacheError(`--images ${imageDir}: no such directory (the images named by --labels ${csvFile})`);
+    throw new FeatcacheError(`${optionName('images')} ${imageDir}: no such directory (the images named by ${optionName('labels')} ${csvFile})`);
   }));
   const items: Item[] = [];
   const unknown: string[] = [];
   for (const entry of entries) {
     const resolved = path.resolve(imageDir, entry.id);
     if (resolved !== imageDir && !resolved.startsWith(imageDir + path.sep)) {
-      throw new FeatcacheError(`--labels ${csvFile}: id ${JSON.stringify(entry.id)} points outside the image directory ${imageDir}; ids must be file names inside it`);
+      throw new FeatcacheError(`${optionName('labels')} ${csvFile}: id ${JSON.stringify(entry.id)} points outside the image directory ${imageDir}; ids must be file names inside it`);
     }
     const file = findImageFile(files, entry.id);
     if (!file) unknown.push(entry.id);
-    else items.push({ path: relativeDir ? `${relativeDir}/${file}` : file, label: index.get(entry.label)! });
+    else if (!options.followSymlinks && !(await isInside(imageDir, path.join(imageDir, file)))) {
+      throw new FeatcacheError(`${optionName('labels')} ${csvFile}: ${file} is a symlink that leads outside the image directory ${imageDir}; pass ${optionName('followSymlinks')} to read it`);
+    } else items.push({ path: relativeDir ? `${relativeDir}/${file}` : file, label: index.get(entry.label)! });
   }
   if (unknown.length > 0) {
     throw new FeatcacheError(
-      `--labels ${csvFile}: ${unknown.length} ids have no image in ${imageDir} (e.g. ${unknown.slice(0, 3).join(', ')}); expected <id> or <id>.jpg/.png`,
+      `${optionName('labels')} ${csvFile}: ${unknown.length} ids have no image in ${imageDir} (e.g. ${unknown.slice(0, 3).join(', ')}); expected <id> or <id>.jpg/.png`,
     );
   }
   const split = applySplit(items, classes, options);
@@ -200,7 +217,7 @@ function findImageFile(files: Set<string>, id: string): string | null {
 }
 
 /** A text file with one image path per line (relative to the file's folder, or absolute). */
-async function listFileDataset(options: DatasetOptions): Promise<Dataset> {
+async function listFileDataset(options: DatasetOptions): Promise<Listed> {
   const root = path.dirname(path.resolve(options.data));
   const lines = (await fs.readFile(options.data, 'utf8')).split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
   const items = lines.map((line) => ({ path: path.relative(root, path.resolve(root, line)).split(path.sep).join('/'), label: null }));

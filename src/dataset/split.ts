@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { FeatcacheError } from '../errors.js';
+import { invalidParameter } from '../errors.js';
 
 /** A stable per-item score in [0, 1) from a seed and a key; adding items never changes other items' scores. */
 export function hashScore(seed: number | string, key: string): number {
@@ -51,7 +51,7 @@ export function parseShard(value: string): Shard {
   const index = Number(match?.[1]);
   const count = Number(match?.[2]);
   if (!match || count < 1 || index >= count) {
-    throw new FeatcacheError(`--shard: expected K/N with 0 <= K < N (e.g. 0/4), got ${JSON.stringify(value)}`);
+    throw invalidParameter('shard', 'K/N with 0 <= K < N (e.g. 0/4)', value);
   }
   return { index, count };
 }

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { FeatcacheError, optionName } from '../errors.js';
 
 /** Extensions sharp decodes. Anything else in a data folder is skipped and reported, never fed to the decoder. */
 export const IMAGE_EXTENSIONS: ReadonlySet<string> = new Set([
@@ -21,11 +22,24 @@ export interface WalkResult {
   skipped: Skipped[];
 }
 
+export interface WalkOptions {
+  /** Follow symlinks whose target lies outside `root`; by default such a link is refused with an error. */
+  followOutside: boolean;
+}
+
+/** Whether `file` (after resolving symlinks) lies inside `root` (after resolving symlinks). */
+export async function isInside(root: string, file: string): Promise<boolean> {
+  const [realRoot, realFile] = await Promise.all([fs.realpath(root), fs.realpath(file).catch(() => file)]);
+  return realFile === realRoot || realFile.startsWith(realRoot + path.sep);
+}
+
 /**
  * Lists image files under `root`, following symlinks but visiting each real directory once, so symlink loops and
- * directories linked twice cannot produce duplicates or hang. Hidden entries (dot files) are ignored.
+ * directories linked twice cannot produce duplicates or hang. A symlink that leads outside `root` is refused unless
+ * `followOutside`: a dataset should not silently grow a class from elsewhere on the disk. Hidden entries (dot
+ * files) are ignored.
  */
-export async function walkImages(root: string): Promise<WalkResult> {
+export async function walkImages(root: string, options: WalkOptions = { followOutside: false }): Promise<WalkResult> {
   const images: string[] = [];
   const skipped: Skipped[] = [];
   const visited = new Set<string>();
@@ -61,6 +75,11 @@ export async function walkImages(root: string): Promise<WalkResult> {
         } catch (error) {
           skipped.push({ path: relative, reason: `broken or looping symlink (${(error as NodeJS.ErrnoException).code})` });
           continue;
+        }
+        if (!options.followOutside && !(await isInside(root, full))) {
+          throw new FeatcacheError(
+            `${full}: a symlink that leads outside the data folder ${root} (to ${await fs.realpath(full)}); remove it, or pass ${optionName('followSymlinks')} to read it`,
+          );
         }
       }
       if (isDir) await visit(full);

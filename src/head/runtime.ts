@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import type * as TF from '@tensorflow/tfjs';
-import { FeatcacheError, errorMessage, oneOf } from '../errors.js';
+import { FeatcacheError, errorMessage, parseChoice } from '../errors.js';
 
 export type Tf = typeof TF;
 export const BACKENDS = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -36,7 +36,7 @@ async function tryWasm(tf: Tf): Promise<void> {
 }
 
 export function loadTf(choice: BackendChoice = 'auto'): Promise<TfRuntime> {
-  if (!BACKENDS.includes(choice)) throw new FeatcacheError(`--backend: expected ${oneOf(BACKENDS)}, got ${JSON.stringify(choice)}`);
+  parseChoice('backend', choice, BACKENDS);
   cached ??= selectBackend(choice);
   return cached;
 }

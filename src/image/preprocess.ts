@@ -9,7 +9,8 @@ import type { ImagePolicy, Preset } from './presets.js';
 sharp.concurrency(1);
 sharp.cache(false);
 
-export type Layout = 'NCHW' | 'NHWC';
+/** Where channels sit in the model's input tensor. */
+export type PixelLayout = 'NCHW' | 'NHWC';
 
 /** Python's round(): half to even. torchvision's CenterCrop uses it for offsets. */
 export function roundHalfEven(x: number): number {
@@ -64,7 +65,7 @@ export async function decodeToRgb(input: Buffer | string, preset: Preset, policy
  * Writes one decoded RGB crop into `out` at image slot `index`, normalised by the preset and laid out as the
  * model's input expects.
  */
-export function writeNormalised(rgb: Uint8Array, preset: Preset, layout: Layout, out: Float32Array, index: number): void {
+export function writeNormalised(rgb: Uint8Array, preset: Preset, layout: PixelLayout, out: Float32Array, index: number): void {
   const pixels = preset.crop * preset.crop;
   const base = index * pixels * 3;
   const order = preset.channelOrder === 'RGB' ? [0, 1, 2] : [2, 1, 0];
@@ -81,7 +82,7 @@ export function writeNormalised(rgb: Uint8Array, preset: Preset, layout: Layout,
   }
 }
 
-export async function preprocess(input: Buffer | string, preset: Preset, policy: ImagePolicy, layout: Layout): Promise<Float32Array> {
+export async function preprocess(input: Buffer | string, preset: Preset, policy: ImagePolicy, layout: PixelLayout): Promise<Float32Array> {
   const out = new Float32Array(preset.crop * preset.crop * 3);
   writeNormalised(await decodeToRgb(input, preset, policy), preset, layout, out, 0);
   return out;

@@ -2,7 +2,7 @@
  * Preprocessing presets as frozen data. Each maps an 8-bit RGB pixel p (channel c, in `channelOrder`) to
  * (p * scale - mean[c]) / std[c], after resizing the shorter side to `resizeShorter` and centre-cropping `crop`.
  */
-import { FeatcacheError, oneOf } from '../errors.js';
+import { invalidParameter, oneOf } from '../errors.js';
 
 export interface Preset {
   readonly name: string;
@@ -49,7 +49,7 @@ export const PRESET_NAMES: readonly string[] = Object.freeze(Object.keys(PRESETS
 
 export function getPreset(name: string): Preset {
   const preset = PRESETS[name];
-  if (!preset) throw new FeatcacheError(`--preset: expected ${oneOf(PRESET_NAMES)}, got ${JSON.stringify(name)}`);
+  if (!preset) throw invalidParameter('preset', oneOf(PRESET_NAMES), name);
   return preset;
 }
 
@@ -69,8 +69,3 @@ export interface ImagePolicy {
 }
 
 export const DEFAULT_IMAGE_POLICY: ImagePolicy = Object.freeze({ exif: 'ignore', icc: 'ignore', maxPixels: 178_956_970 });
-
-export function parseChoice<T extends string>(flag: string, value: string, choices: readonly T[]): T {
-  if ((choices as readonly string[]).includes(value)) return value as T;
-  throw new FeatcacheError(`${flag}: expected ${oneOf(choices)}, got ${JSON.stringify(value)}`);
-}

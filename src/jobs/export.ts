@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError, invalidParameter, oneOf } from '../errors.js';
+import { FeatcacheError, invalidParameter, oneOf, optionName } from '../errors.js';
 import { DIRECTORY_FORMATS, type ExportBatch, FORMATS, type Format, UNLABELLED, type WriterSpec, writeExport } from '../export/formats.js';
 import { type LivePart, keptFeatures, liveParts } from '../store/live.js';
 import { NORMALIZATIONS, type Normalization, type NormalizationKind, StandardAccumulator, applyNormalization } from '../store/normalize.js';
@@ -183,7 +183,7 @@ export async function exportSplit(given: Partial<ExportOptions>): Promise<Export
     await output.abort().catch(() => {});
     if (error instanceof FeatcacheError) throw error;
     const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-    throw new FeatcacheError(`out ${options.out}: cannot write (${code}); ${output.kind === 'stream' ? 'what was written through is incomplete' : 'nothing was written'}`, 1);
+    throw new FeatcacheError(`${optionName('out')} ${options.out}: cannot write (${code}); ${output.kind === 'stream' ? 'what was written through is incomplete' : 'nothing was written'}`, 1);
   }
   const bytes = 'file' in output ? await directorySize(output.dir) : output.kind === 'file' ? (await fs.stat(output.resolved)).size : null;
   const seconds = (performance.now() - started) / 1000;

@@ -12,7 +12,7 @@ describe('session', () => {
     assert.deepEqual(parseDevice('cuda:1'), { kind: 'cuda', deviceId: 1 });
     assert.deepEqual(parseDevice('cuda'), { kind: 'cuda', deviceId: 0 });
     assert.deepEqual(parseDevice('cpu'), { kind: 'cpu' });
-    assert.throws(() => parseDevice('gpu'), /--device: expected one of "auto", "cpu", "cuda", "cuda:N", got "gpu"/);
+    assert.throws(() => parseDevice('gpu'), /^FeatcacheError: device: expected one of "auto", "cpu", "cuda", "cuda:N", got "gpu"/);
   });
 
   it('plans CUDA then CPU for auto, and passes the device id to the CUDA EP', () => {

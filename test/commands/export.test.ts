@@ -139,14 +139,14 @@ describe('export formats, row by row against the cache read independently (tiny 
   it('errors: unknown split, empty cache, unwritable path — one line each, nothing half-written', async () => {
     const unknown = await exportCli('--split', 'test', '--out', path.join(dir, 'x.svm'));
     assert.equal(unknown.code, 2);
-    assert.match(unknown.stderr.trim(), /^featcache: split: expected a split of .* with rows \(available: train, val\), got "test"$/);
+    assert.match(unknown.stderr.trim(), /^featcache: --split: expected a split of .* with rows \(available: train, val\), got "test"$/);
     const empty = await runCli(['export', '--cache', path.join(dir, 'nothing'), '--out', path.join(dir, 'y.svm')]);
     assert.equal(empty.code, 2);
     assert.match(empty.stderr, /no feature cache here/);
     await fs.writeFile(path.join(dir, 'afile'), '');
     const unwritable = await exportCli('--split', 'train', '--out', path.join(dir, 'afile', 'sub', 'out.svm'));
     assert.equal(unwritable.code, 1);
-    assert.match(unwritable.stderr.trim(), /^featcache: out .*out\.svm: cannot write \((ENOTDIR|ENOENT)\); nothing was written$/);
+    assert.match(unwritable.stderr.trim(), /^featcache: --out .*out\.svm: cannot write \((ENOTDIR|ENOENT)\); nothing was written$/);
     assert.ok(!existsSync(path.join(dir, 'x.svm')) && !existsSync(path.join(dir, 'y.svm')));
   });
 
@@ -246,7 +246,7 @@ describe('export outputs: featcache replaces only what it wrote', () => {
     const r = await exportCli(['--format', 'npy', '--out', out]);
     assert.equal(r.code, 2);
     assert.equal(r.stderr.trim().split('\n').length, 1);
-    assert.match(r.stderr, /^featcache: out: expected a new or empty directory, or one featcache wrote .*choose another directory/);
+    assert.match(r.stderr, /^featcache: --out: expected a new or empty directory, or one featcache wrote .*choose another directory/);
     assert.equal(await fs.readFile(path.join(out, 'thesis.txt'), 'utf8'), 'years of work');
     assert.equal(await fs.readFile(path.join(out, 'sub', 'data.csv'), 'utf8'), '1,2');
     assert.deepEqual((await fs.readdir(out)).sort(), ['sub', 'thesis.txt']);
@@ -259,7 +259,7 @@ describe('export outputs: featcache replaces only what it wrote', () => {
     for (const format of ['npy', 'csv']) {
       const r = await exportCli(['--format', format, '--out', '.'], cwd);
       assert.equal(r.code, 2, `${format}: ${r.stderr}`);
-      assert.match(r.stderr.trim(), /^featcache: out: expected /);
+      assert.match(r.stderr.trim(), /^featcache: --out: expected /);
     }
     assert.deepEqual(await fs.readdir(cwd), ['notes.txt']);
     assert.equal(await fs.readFile(path.join(cwd, 'notes.txt'), 'utf8'), 'mine');

@@ -118,7 +118,7 @@ describe('extract: incremental and refusals (tiny model)', () => {
   it('refuses an unknown split and a mismatched preset crop in one line', async () => {
     const r = await extract('--split', 'test');
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /--split test: .* has split folders train, val/);
+    assert.match(r.stderr, /--split: expected one of the split folders of .* \(train, val\), got "test"/);
     const r2 = await extract('--preset', 'inception', '--cache', path.join(dir, 'other'));
     assert.equal(r2.code, 2);
     assert.match(r2.stderr, /--preset inception: crops 299×299 but --model .* takes 224×224/);

@@ -22,7 +22,7 @@ describe('ImageFolder with split folders', () => {
     assert.deepEqual(train.skipped, [{ path: 'ant/notes.txt', reason: 'not an image file extension' }]);
     const val = await openDataset({ ...base, data: root, split: 'val' });
     assert.deepEqual(val.classes, train.classes);
-    await assert.rejects(openDataset({ ...base, data: root, split: 'test' }), /--split test: .* has split folders train, val; expected one of them/);
+    await assert.rejects(openDataset({ ...base, data: root, split: 'test' }), /^FeatcacheError: split: expected one of the split folders of .* \(train, val\), got "test"/);
   });
 
   it('survives a symlink loop and lists each real file once', async () => {
@@ -55,14 +55,16 @@ describe('ImageFolder without split folders', () => {
     assert.equal(train.layout, 'imagefolder');
     assert.equal(val.items.length, 3);
     assert.deepEqual(val.items.map((i) => i.label).sort(), [0, 0, 1], 'each class keeps its share');
-    const all = new Set([...train.items, ...val.items].map((i) => i.path));
-    assert.equal(all.size, 30);
+    const trainPaths = new Set(train.items.map((i) => i.path));
+    assert.equal(train.items.length + val.items.length, 30, 'every image in exactly one split');
+    assert.deepEqual(val.items.filter((i) => trainPaths.has(i.path)), [], 'no image in both splits');
+    assert.equal(new Set([...trainPaths, ...val.items.map((i) => i.path)]).size, 30, 'together they are the whole folder');
     const again = await openDataset({ ...options, split: 'val' });
     assert.deepEqual(again.items, val.items, 'same seed, same split');
     const other = await openDataset({ ...options, seed: 7, split: 'val' });
     assert.notDeepEqual(other.items, val.items, 'another seed, another split');
-    await assert.rejects(openDataset({ data: root, seed: 0, split: 'val' }), /pass --val-fraction/);
-    await assert.rejects(openDataset({ data: root, seed: 0, split: 'train', valFraction: 1.5 }), /--val-fraction: expected a number between 0 and 1/);
+    await assert.rejects(openDataset({ data: root, seed: 0, split: 'val' }), /pass valFraction/);
+    await assert.rejects(openDataset({ data: root, seed: 0, split: 'train', valFraction: 1.5 }), /valFraction: expected between 0 and 1/);
   });
 });
 
@@ -101,7 +103,7 @@ describe('CSV of id,label (Kaggle dog breeds)', () => {
       const root = await kaggle(csv);
       await assert.rejects(openDataset({ data: root, labels: path.join(root, 'labels.csv'), split: 'train', seed: 0 }), (e: FeatcacheError) => {
         assert.match(e.message, pattern);
-        assert.ok(e.message.startsWith('--labels '), e.message);
+        assert.ok(e.message.startsWith('labels '), e.message);
         return true;
       });
     }
@@ -134,6 +136,6 @@ describe('unlabelled images', () => {
 
 describe('bad --data', () => {
   it('names the path', async () => {
-    await assert.rejects(openDataset({ data: '/no/such/dir', split: 'train', seed: 0 }), /--data \/no\/such\/dir: no such file or directory/);
+    await assert.rejects(openDataset({ data: '/no/such/dir', split: 'train', seed: 0 }), /^FeatcacheError: data \/no\/such\/dir: no such file or directory/);
   });
 });

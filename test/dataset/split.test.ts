@@ -25,8 +25,8 @@ describe('stratifiedSplit', () => {
 describe('shards', () => {
   it('parses K/N and refuses nonsense', () => {
     assert.deepEqual(parseShard('1/4'), { index: 1, count: 4 });
-    assert.throws(() => parseShard('4/4'), /--shard: expected K\/N with 0 <= K < N/);
-    assert.throws(() => parseShard('abc'), /--shard/);
+    assert.throws(() => parseShard('4/4'), /^FeatcacheError: shard: expected K\/N with 0 <= K < N/);
+    assert.throws(() => parseShard('abc'), /^FeatcacheError: shard: expected K\/N/);
   });
   it('assigns each key to exactly one shard, independent of the other keys', () => {
     for (const key of ['a.jpg', 'dir/b.png', 'ü.jpg']) {

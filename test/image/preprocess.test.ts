@@ -28,7 +28,7 @@ describe('presets', () => {
     assert.deepEqual([...PRESET_NAMES].sort(), ['caffe', 'inception', 'torchvision', 'torchvision-v2']);
     assert.ok(Object.isFrozen(PRESETS) && Object.isFrozen(PRESETS.torchvision));
     assert.equal(getPreset('torchvision-v2').resizeShorter, 232);
-    assert.throws(() => getPreset('imagenet'), /--preset: expected one of "torchvision", "torchvision-v2", "caffe", "inception", got "imagenet"/);
+    assert.throws(() => getPreset('imagenet'), /^FeatcacheError: preset: expected one of "torchvision", "torchvision-v2", "caffe", "inception", got "imagenet"/);
   });
 
   it('normalise as documented: caffe is BGR minus means, inception is [-1, 1]', () => {

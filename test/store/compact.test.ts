@@ -116,7 +116,7 @@ describe('compactSplit: part files without superseded rows, atomically', { skip:
   it('an unknown split is one line naming the option', async () => {
     const r = await runCli(['compact', '--cache', base, '--split', 'test']);
     assert.equal(r.code, 2);
-    assert.match(r.stderr.trim(), /^featcache: split: expected a split of .* \(available: train\), got "test"$/);
+    assert.match(r.stderr.trim(), /^featcache: --split: expected a split of .* \(available: train\), got "test"$/);
   });
 });
 

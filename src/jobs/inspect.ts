@@ -1,11 +1,9 @@
-/** `featcache inspect MODEL`: inputs, outputs and the tap points a user can choose, with their shapes. */
+/** The inspect job: a model's inputs, outputs and the tap points a user can choose, with their shapes. */
 import * as ort from 'onnxruntime-node';
-import type { Argv, CommandModule } from 'yargs';
-import { graphInputs, graphOutputs, loadModel, onnx, encodeModel } from '../backbone/graph.js';
-import { inputLayout } from '../backbone/session.js';
-import { resolveTap, poolCandidates, modulePathOfNode } from '../backbone/tap.js';
+import { encodeModel, graphInputs, graphOutputs, loadModel, onnx } from '../backbone/graph.js';
+import { type DeviceSpec, inputLayout, openSession, parseDevice } from '../backbone/session.js';
+import { modulePathOfNode, poolCandidates, resolveTap } from '../backbone/tap.js';
 import { sha256Bytes } from '../util/fsx.js';
-import { type Args, emit, jsonOption } from './options.js';
 
 export interface TapCandidate {
   kind: 'pool' | 'module';
@@ -28,7 +26,7 @@ export interface InspectResult {
 }
 
 /** Shapes of candidate tensors, found by running the graph once on a blank image with them as extra outputs. */
-async function probeShapes(model: ReturnType<typeof onnx.ModelProto.decode>, tensors: string[]): Promise<Map<string, number[]>> {
+async function probeShapes(model: ReturnType<typeof onnx.ModelProto.decode>, tensors: string[], device: DeviceSpec): Promise<Map<string, number[]>> {
   const shapes = new Map<string, number[]>();
   const input = graphInputs(model.graph!)[0];
   if (!input) return shapes;
@@ -42,7 +40,7 @@ async function probeShapes(model: ReturnType<typeof onnx.ModelProto.decode>, ten
     ...model,
     graph: onnx.GraphProto.create({ ...model.graph, output: tensors.map((name) => onnx.ValueInfoProto.create({ name })) }),
   });
-  const session = await ort.InferenceSession.create(encodeModel(probe), { logSeverityLevel: 3 });
+  const { session } = await openSession(encodeModel(probe), { device, threads: 0 });
   const h = layout.height ?? 224;
   const w = layout.width ?? 224;
   const dims = layout.layout === 'NCHW' ? [1, 3, h, w] : [1, h, w, 3];
@@ -52,7 +50,24 @@ async function probeShapes(model: ReturnType<typeof onnx.ModelProto.decode>, ten
   return shapes;
 }
 
-export async function inspectModel(file: string): Promise<InspectResult> {
+export interface InspectOptions {
+  /** Device the shape probe runs on: `auto` (CUDA, then CPU), `cpu`, `cuda[:N]`. */
+  device: string;
+}
+
+export const DEFAULT_INSPECT_OPTIONS: Readonly<InspectOptions> = Object.freeze({ device: 'cpu' });
+
+/**
+ * What a model offers: inputs, outputs, and the tap points a user can choose, with their shapes (found by running
+ * the graph once on a blank image).
+ *
+ * @example
+ * const r = await inspect('models/resnet50.onnx');
+ * console.log(r.defaultTap?.tensor, r.candidates.map((c) => `${c.name} ${JSON.stringify(c.shape)}`));
+ */
+export async function inspect(file: string, options: Partial<InspectOptions> = {}): Promise<InspectResult> {
+  const o = { ...DEFAULT_INSPECT_OPTIONS, ...options };
+  const device = parseDevice(o.device);
   const { model, bytes } = await loadModel(file);
   const graph = model.graph!;
   let defaultTap: InspectResult['defaultTap'] = null;
@@ -75,7 +90,7 @@ export async function inspectModel(file: string): Promise<InspectResult> {
     .filter(([, n]) => !pools.some((p) => p.tensor === n.tensor))
     .map(([module, n]) => ({ kind: 'module', name: module, opType: n.opType, tensor: n.tensor, shape: null, default: false }));
   const candidates = [...pools, ...modules];
-  const shapes = await probeShapes(model, candidates.map((c) => c.tensor)).catch(() => new Map<string, number[]>());
+  const shapes = await probeShapes(model, candidates.map((c) => c.tensor), device).catch(() => new Map<string, number[]>());
   for (const c of candidates) c.shape = shapes.get(c.tensor) ?? null;
   return {
     file,
@@ -89,27 +104,3 @@ export async function inspectModel(file: string): Promise<InspectResult> {
   };
 }
 
-function formatInspect(r: InspectResult): string {
-  const shape = (s: unknown) => JSON.stringify(s);
-  const lines = [
-    `${r.file}  sha256 ${r.sha256}`,
-    `  opsets: ${r.opsets.join(', ')}; ${r.nodes} nodes`,
-    ...r.inputs.map((i) => `  input  ${i.name} ${i.elemType} ${shape(i.shape)}`),
-    ...r.outputs.map((o) => `  output ${o.name} ${o.elemType} ${shape(o.shape)}`),
-    '  tap points (--tap):',
-    ...r.candidates.map((c) => `  ${c.default ? '*' : ' '} ${c.kind === 'pool' ? c.name : c.name.padEnd(12)}  ${c.opType}  ${c.tensor}  ${shape(c.shape)}${c.default ? '  (default: --tap avgpool)' : ''}`),
-  ];
-  if (!r.defaultTap) lines.push('  no global average pool found: pass --tap with a node, tensor or module name above');
-  return lines.join('\n');
-}
-
-export const inspectCommand: CommandModule = {
-  command: 'inspect <model>',
-  describe: 'show a model\'s inputs, outputs and candidate tap points with shapes',
-  builder: (y: Argv) => y.positional('model', { type: 'string', describe: 'ONNX file' }).option('json', jsonOption),
-  handler: async (argv) => {
-    const a = argv as Args;
-    const result = await inspectModel(a.model);
-    emit(a.json, result, () => formatInspect(result));
-  },
-};

@@ -1,0 +1,45 @@
+/**
+ * Flags shared by several commands, each documented with the library's default, so every command spells them the
+ * same and --help always shows the real default. Only the CLI layer imports yargs.
+ */
+import type { Options } from 'yargs';
+import { PRESET_NAMES } from '../image/presets.js';
+import { DEFAULT_EXTRACT_OPTIONS as X } from '../jobs/extract.js';
+
+/**
+ * Parsed yargs arguments. yargs' inferred types do not survive option objects shared between commands, so handlers
+ * pass values on and the library validates each one (and names the flag in its message).
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Args = Record<string, any>;
+
+export const DEFAULT_HEAD = 'models/head';
+
+export const cacheOption: Options = { type: 'string', default: X.cache, describe: 'feature cache directory' };
+export const jsonOption: Options = { type: 'boolean', default: false, describe: 'machine-readable JSON on stdout' };
+export const headOption: Options = { type: 'string', default: DEFAULT_HEAD, describe: 'head directory written by train-head' };
+
+export const backboneOptions = {
+  model: { type: 'string', default: X.model, describe: 'ONNX backbone file' },
+  tap: { type: 'string', default: X.tap, describe: 'tensor to tap: "avgpool" (the pool feeding the classifier), a node, tensor or PyTorch module name' },
+  device: { type: 'string', default: X.device, describe: 'auto | cpu | cuda | cuda:N (auto tries CUDA, then CPU)' },
+  threads: { type: 'number', default: X.threads, describe: 'onnxruntime intra-op threads (0 = one per core)' },
+  'batch-size': { type: 'number', default: X.batchSize, describe: 'images per inference call (capped so a batch stays under 256 MiB)' },
+} satisfies Record<string, Options>;
+
+export const imageOptions = {
+  preset: { type: 'string', default: X.preset, choices: PRESET_NAMES as string[], describe: 'preprocessing preset' },
+  exif: { type: 'string', default: X.exif, describe: 'EXIF orientation: ignore (as PIL/torchvision) or apply (rotate upright)' },
+  icc: { type: 'string', default: X.icc, describe: 'embedded colour profiles: ignore (as PIL) or convert to sRGB' },
+  'max-pixels': { type: 'number', default: X.maxPixels, describe: 'refuse images with more pixels (decompression bombs)' },
+} satisfies Record<string, Options>;
+
+/** Prints a result as JSON or as the human line(s). */
+export function emit(json: boolean, result: unknown, human: () => string): void {
+  process.stdout.write(json ? `${JSON.stringify(result)}\n` : `${human()}\n`);
+}
+
+/** Where library notes go on the command line: stderr, so stdout stays clean for --json. */
+export const logToStderr = (line: string): void => {
+  process.stderr.write(`${line}\n`);
+};

@@ -1,0 +1,116 @@
+/**
+ * The demo job: the seeds' ants/bees tutorial end to end — extract train and val, train a head, predict val
+ * into an HTML page — with a pretrained backbone. With network it fetches what it lacks; offline it uses local
+ * files (e.g. ../shared) and says which model it used.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import AdmZip from 'adm-zip';
+import { FeatcacheError, errorMessage } from '../errors.js';
+import { download } from '../fetch/download.js';
+import { exists } from '../util/fsx.js';
+import { fetchModel } from '../commands/fetch-model.js';
+import { type TrainHeadResult, runTrainHead } from '../commands/train-head.js';
+import { type ExtractResult, extract } from './extract.js';
+import { type PredictResult, predict } from './predict.js';
+
+const DATA_URL = 'https://download.pytorch.org/tutorial/hymenoptera_data.zip';
+const LOCAL_DATA = ['data/hymenoptera_data', '../shared/data/hymenoptera_data'];
+/** Pretrained models a machine may already hold, best first. The seeded fixture ResNet50 is not among them: its weights are random. */
+const LOCAL_MODELS = ['models/resnet50.onnx', '../shared/models/resnet50.onnx', 'models/mobilenetv2-12-int8.onnx', '../shared/models/mobilenetv2-12-int8.onnx'];
+
+async function firstExisting(candidates: string[]): Promise<string | null> {
+  for (const c of candidates) if (await exists(c)) return c;
+  return null;
+}
+
+async function resolveData(given: string | undefined, log: (l: string) => void): Promise<string> {
+  if (given) {
+    if (!(await exists(given))) throw new FeatcacheError(`--data ${given}: no such directory`);
+    return given;
+  }
+  const local = await firstExisting(LOCAL_DATA);
+  if (local) return local;
+  log(`demo: fetching the ants/bees set from ${DATA_URL}`);
+  try {
+    await download({ url: DATA_URL, dest: 'data/hymenoptera_data.zip' });
+  } catch (error) {
+    throw new FeatcacheError(`demo: no local ants/bees data (${LOCAL_DATA.join(', ')}) and the download failed (${errorMessage(error)}); pass --data DIR`, 1);
+  }
+  new AdmZip('data/hymenoptera_data.zip').extractAllTo('data', true);
+  return 'data/hymenoptera_data';
+}
+
+async function resolveModel(given: string | undefined, log: (l: string) => void): Promise<{ file: string; why: string }> {
+  if (given) return { file: given, why: 'given with --model' };
+  if (await exists('models/resnet50.onnx')) return { file: 'models/resnet50.onnx', why: 'pretrained ResNet50 already in models/' };
+  try {
+    const fetched = await fetchModel({ name: 'resnet50', dir: 'models', progress: true, retries: 1 });
+    return { file: fetched.file, why: 'pretrained ResNet50 fetched from the ONNX Model Zoo' };
+  } catch (error) {
+    const local = await firstExisting(LOCAL_MODELS);
+    if (!local) throw new FeatcacheError(`demo: cannot fetch resnet50 (${errorMessage(error)}) and no local pretrained model (${LOCAL_MODELS.join(', ')}); pass --model FILE`, 1);
+    log(`demo: offline — could not fetch resnet50 (${errorMessage(error)})`);
+    return { file: local, why: `offline fallback: the pretrained model found at ${local}` };
+  }
+}
+
+export interface DemoOptions {
+  /** hymenoptera_data folder; default: a local copy, else downloaded. */
+  data?: string | undefined;
+  /** Pretrained backbone; default: models/resnet50.onnx, fetched if missing; offline, a local pretrained model. */
+  model?: string | undefined;
+  /** Feature cache; default: features/demo-<model name>. */
+  cache?: string | undefined;
+  /** Where to save the head. */
+  head: string;
+  /** HTML page of val predictions. */
+  report: string;
+  device: string;
+  epochs: number;
+  progress: boolean;
+  log?: ((line: string) => void) | undefined;
+}
+
+export const DEFAULT_DEMO_OPTIONS: Readonly<DemoOptions> = Object.freeze({
+  head: 'models/demo-head', report: 'demo-predictions.html', device: 'auto', epochs: 10, progress: false,
+});
+
+export interface DemoResult {
+  data: string;
+  model: { file: string; why: string };
+  extracted: ExtractResult[];
+  trained: TrainHeadResult;
+  predicted: PredictResult;
+  /** Val images whose top prediction is not their folder's class. */
+  wrong: number;
+  report: string;
+}
+
+/**
+ * The ants/bees tutorial end to end: extract train and val, train a head, predict val into an HTML report.
+ *
+ * @example
+ * const r = await demo({ data: 'hymenoptera_data', model: 'models/resnet50.onnx' });
+ * console.log(r.trained.metrics.top1, r.report);
+ */
+export async function demo(options: Partial<DemoOptions> = {}): Promise<DemoResult> {
+  const o = { ...DEFAULT_DEMO_OPTIONS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as DemoOptions;
+  const log = o.log ?? (() => {});
+  const data = await resolveData(o.data, log);
+  const model = await resolveModel(o.model, log);
+  log(`demo: model ${model.file} (${model.why}); data ${data}`);
+  const cache = o.cache ?? path.join('features', `demo-${path.basename(model.file, '.onnx')}`);
+  const extracted: ExtractResult[] = [];
+  for (const split of ['train', 'val']) {
+    extracted.push(await extract({ data, split, model: model.file, cache, device: o.device, progress: o.progress, log }));
+  }
+  const trained = await runTrainHead({
+    cache, head: o.head, trainSplit: 'train', valSplit: 'val', normalize: 'l2', backend: 'auto', hidden: 0, optimizer: 'adam', lr: 0.01, momentum: 0.9,
+    weightDecay: 0, stepSize: 7, gamma: 0.1, batchSize: 16, epochs: o.epochs, patience: 0, monitor: 'val_acc', classWeight: 'none', seed: 0, log,
+  });
+  const predicted = await predict({ inputs: [path.join(data, 'val')], head: o.head, top: 2, device: o.device, report: o.report });
+  const wrong = predicted.predictions.filter((p) => p.top[0]?.label !== path.basename(path.dirname(p.path))).length;
+  await fs.access(o.report);
+  return { data, model, extracted, trained, predicted, wrong, report: o.report };
+}

@@ -1,0 +1,353 @@
+/**
+ * The extract job: dataset → image → backbone → store. It reads as open → plan → decode/infer → write: the next
+ * batch is read and decoded (sharp, on libuv's pool, chained by this thread) while the current one runs in
+ * onnxruntime's worker thread, and a SplitWriter commits atomic parts, so a killed run resumes where the last commit
+ * ended and never stores an image twice.
+ */
+import { type Backbone, openBackbone } from '../backbone/index.js';
+import { parseDevice } from '../backbone/session.js';
+import { type Dataset, type DatasetOptions, type Item, openDataset } from '../dataset/index.js';
+import type { Stamp } from '../dataset/source.js';
+import { type Shard, parseShard } from '../dataset/split.js';
+import type { Skipped } from '../dataset/walk.js';
+import { ExitCode, FeatcacheError, nonNegativeInteger, numberIn, optionName, parseChoice, positiveInteger } from '../errors.js';
+import { type DecodedBatch, decodeBatch, maxBatchSize } from '../image/batch.js';
+import { DEFAULT_IMAGE_POLICY, EXIF_POLICIES, ICC_POLICIES, type ImagePolicy, type Preset, getPreset } from '../image/presets.js';
+import { type CacheManifest, CACHE_FORMAT, ensureManifest } from '../store/manifest.js';
+import type { Failure, Row } from '../store/part.js';
+import { SplitWriter, shardLabel } from '../store/writer.js';
+import { progressBar } from '../util/progress.js';
+import { toolVersions } from '../version.js';
+
+export interface ExtractOptions {
+  /** Dataset root (ImageFolder), a folder of images, or a `.txt` list of image paths. Required. */
+  data: string;
+  /** Split folder to extract (any folder under `data`), or train/val with `valFraction`. */
+  split: string;
+  /** CSV of id,label (Kaggle layout), as given or inside `data`. */
+  labels?: string | undefined;
+  /** Image directory for `labels` (default `<data>/<split>`, else `<data>/train`). */
+  images?: string | undefined;
+  /** Stratified, seeded validation fraction when the data has no split folders. */
+  valFraction?: number | undefined;
+  /** Seed of that split. */
+  seed: number;
+  /** Process only shard K of N: `"K/N"` or `{ index, count }`. */
+  shard?: string | Shard | undefined;
+  /** Follow symlinks that lead outside the data root (refused by default). */
+  followSymlinks: boolean;
+  /** ONNX backbone file. */
+  model: string;
+  /** What to tap: `avgpool` (the pool feeding the classifier), a node, tensor or PyTorch module name. */
+  tap: string;
+  /** Preprocessing preset name (see PRESETS). */
+  preset: string;
+  /** EXIF orientation: `ignore` matches PIL/torchvision, `apply` rotates upright. */
+  exif: ImagePolicy['exif'];
+  /** Embedded colour profiles: `ignore` matches PIL, `convert` converts to sRGB. */
+  icc: ImagePolicy['icc'];
+  /** Refuse images with more pixels before decoding (PIL's decompression-bomb limit). */
+  maxPixels: number;
+  /** Feature cache directory. */
+  cache: string;
+  /** `auto` (CUDA, then CPU), `cpu`, `cuda` or `cuda:N`. */
+  device: string;
+  /** onnxruntime intra-op threads; 0 = one per core. */
+  threads: number;
+  /** Run the backbone in float16 (for GPUs); features stay float32. */
+  fp16: boolean;
+  /** Images per inference call; capped so a batch's pixels stay under MAX_BATCH_BYTES. */
+  batchSize: number;
+  /** Images per committed part file: the most work a kill can lose. */
+  partRows: number;
+  /** Stop at the first unusable image instead of recording it. */
+  strict: boolean;
+  /** Retry images that failed in earlier runs. */
+  retryFailed: boolean;
+  /** A progress bar on a terminal. */
+  progress: boolean;
+  /** Where progress notes go (device fallbacks, capped batch size); silent by default. */
+  log?: ((line: string) => void) | undefined;
+}
+
+/** Every default of `extract`, declared once: the CLI's --help reads them from here. */
+export const DEFAULT_EXTRACT_OPTIONS: Readonly<Omit<ExtractOptions, 'data'>> = Object.freeze({
+  split: 'train',
+  seed: 0,
+  followSymlinks: false,
+  model: 'models/resnet50.onnx',
+  tap: 'avgpool',
+  preset: 'torchvision',
+  exif: DEFAULT_IMAGE_POLICY.exif,
+  icc: DEFAULT_IMAGE_POLICY.icc,
+  maxPixels: DEFAULT_IMAGE_POLICY.maxPixels,
+  cache: './features',
+  device: 'auto',
+  threads: 0,
+  fp16: false,
+  batchSize: 16,
+  partRows: 512,
+  strict: false,
+  retryFailed: false,
+  progress: false,
+});
+
+export interface ExtractTimings {
+  wallS: number;
+  /** Time inference waited for decoding (decoding not hidden behind inference). */
+  decodeWaitS: number;
+  /** Wall time spent decoding batches (overlapping inference); with overlap most of it is hidden. */
+  decodeBusyS: number;
+  inferS: number;
+  writeS: number;
+  setupS: number;
+}
+
+export interface ExtractResult {
+  split: string;
+  cache: string;
+  shard: string;
+  provider: string;
+  fallbackReasons: string[];
+  dim: number;
+  dataset: number;
+  extracted: number;
+  unchanged: number;
+  failed: number;
+  removed: number;
+  skipped: Skipped[];
+  failures: Failure[];
+  imagesPerSecond: number;
+  timings: ExtractTimings;
+  bottleneck: 'decode' | 'inference' | 'write';
+  interrupted: boolean;
+  exitCode: number;
+}
+
+/** Options after defaults and validation: what the steps below work with. */
+interface Resolved extends Omit<ExtractOptions, 'preset' | 'shard' | 'log'> {
+  preset: Preset;
+  policy: ImagePolicy;
+  shard: Shard | undefined;
+  dataset: DatasetOptions;
+  log: (line: string) => void;
+}
+
+function resolveOptions(given: Partial<ExtractOptions> & { data: string }): Resolved {
+  const o = { ...DEFAULT_EXTRACT_OPTIONS, ...withoutUndefined(given) } as ExtractOptions;
+  const shard = typeof o.shard === 'string' ? parseShard(o.shard) : o.shard;
+  const resolved = {
+    ...o,
+    seed: nonNegativeInteger('seed', o.seed),
+    threads: nonNegativeInteger('threads', o.threads),
+    batchSize: positiveInteger('batchSize', o.batchSize),
+    partRows: positiveInteger('partRows', o.partRows),
+    preset: getPreset(o.preset),
+    policy: {
+      exif: parseChoice('exif', o.exif, EXIF_POLICIES),
+      icc: parseChoice('icc', o.icc, ICC_POLICIES),
+      maxPixels: positiveInteger('maxPixels', o.maxPixels),
+    },
+    shard,
+    log: o.log ?? (() => {}),
+  };
+  if (o.valFraction !== undefined) numberIn('valFraction', o.valFraction, 0, 1, true);
+  parseDevice(o.device);
+  return {
+    ...resolved,
+    dataset: {
+      data: o.data, split: o.split, labels: o.labels, images: o.images, valFraction: o.valFraction, seed: resolved.seed, shard,
+      followSymlinks: o.followSymlinks,
+    },
+  };
+}
+
+/** Drops keys given as undefined, so they do not override defaults when merged. */
+export function withoutUndefined<T extends object>(options: T): Partial<T> {
+  return Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/**
+ * Runs the backbone over one split of a dataset and caches the tapped features. Re-running is incremental and
+ * resumes a killed run; the result says what was extracted, what was unchanged or removed, and where time went.
+ *
+ * @example
+ * const r = await extract({ data: 'hymenoptera_data', split: 'train', model: 'models/resnet50.onnx' });
+ * console.log(`${r.extracted} images → ${r.cache}/${r.split} (${r.dim}-d)`);
+ */
+export async function extract(options: Partial<ExtractOptions> & { data: string }): Promise<ExtractResult> {
+  const started = performance.now();
+  const o = resolveOptions(options);
+  const dataset = await openDataset(o.dataset);
+  requireImages(dataset, o);
+  const backbone = await openBackbone(o.model, { tap: o.tap, device: parseDevice(o.device), threads: o.threads, fp16: o.fp16 });
+  try {
+    for (const reason of backbone.fallbackReasons) o.log(`device: not using ${reason}`);
+    requirePresetFits(backbone, o);
+    const manifest = await ensureManifest(o.cache, manifestFor(o, backbone, dataset.classes));
+    const writer = await SplitWriter.open({
+      cache: o.cache, split: o.split, shard: o.shard, dim: backbone.dim, partRows: o.partRows,
+      provenance: { ...manifest, classes: dataset.classes, provider: backbone.provider, dataRoot: dataset.root, layout: dataset.layout },
+    });
+    try {
+      return await extractInto(writer, backbone, dataset, o, started);
+    } finally {
+      await writer.close();
+    }
+  } finally {
+    await backbone.close();
+  }
+}
+
+function requireImages(dataset: Dataset, o: Resolved): void {
+  if (dataset.items.length > 0) return;
+  const first = dataset.skipped[0];
+  const why = first ? ` (${dataset.skipped.length} files skipped, e.g. ${first.path}: ${first.reason})` : '';
+  const shard = o.shard ? ` in shard ${o.shard.index}/${o.shard.count}` : '';
+  throw new FeatcacheError(`${optionName('data')} ${o.data}: no images found for split "${o.split}"${shard}${why}`);
+}
+
+function requirePresetFits(backbone: Backbone, o: Resolved): void {
+  const expected = backbone.input.height;
+  if (expected === null || expected === o.preset.crop) return;
+  throw new FeatcacheError(
+    `${optionName('preset')} ${o.preset.name}: crops ${o.preset.crop}×${o.preset.crop} but ${optionName('model')} ${o.model} takes ` +
+      `${expected}×${backbone.input.width}; choose a preset with that crop`,
+  );
+}
+
+function manifestFor(o: Resolved, backbone: Backbone, classes: string[]): CacheManifest {
+  return {
+    format: CACHE_FORMAT,
+    modelFile: backbone.file,
+    modelSha256: backbone.sha256,
+    tappedTensor: backbone.tap.tensor,
+    tap: { ...backbone.tap },
+    preset: { ...o.preset },
+    exif: o.policy.exif,
+    icc: o.policy.icc,
+    precision: backbone.precision,
+    dim: backbone.dim,
+    classes,
+    createdAt: new Date().toISOString(),
+    versions: toolVersions(),
+  };
+}
+
+/** SIGINT/SIGTERM end the run after the batch in flight, which is then committed: nothing is lost or half-written. */
+function interruptFlag(): { readonly raised: boolean; dispose(): void } {
+  const flag = { raised: false };
+  const raise = () => {
+    flag.raised = true;
+  };
+  process.once('SIGINT', raise);
+  process.once('SIGTERM', raise);
+  return {
+    get raised() {
+      return flag.raised;
+    },
+    dispose() {
+      process.off('SIGINT', raise);
+      process.off('SIGTERM', raise);
+    },
+  };
+}
+
+async function extractInto(writer: SplitWriter, backbone: Backbone, dataset: Dataset, o: Resolved, started: number): Promise<ExtractResult> {
+  const interrupt = interruptFlag();
+  try {
+    const plan = await writer.plan(dataset.items, (item) => dataset.source.stamp(item), o.retryFailed);
+    const timings: ExtractTimings = { wallS: 0, decodeWaitS: 0, decodeBusyS: 0, inferS: 0, writeS: 0, setupS: (performance.now() - started) / 1000 };
+    const batchSize = cappedBatchSize(o);
+    const progress = progressBar(`extract ${o.split}`, plan.todo.length, o.progress);
+    const failures: Failure[] = [];
+    let extracted = 0;
+    const steps = pipelined(chunk(plan.todo, batchSize), (items) => decodeItems(items, dataset, backbone, o));
+    for await (const { batch, waitS } of steps) {
+      timings.decodeWaitS += waitS;
+      timings.decodeBusyS += batch.busyS;
+      const outcome = toRecords(batch, dataset.classes);
+      if (o.strict && outcome.failures.length > 0) throw strictFailure(outcome.failures[0]!, dataset);
+      const inferStarted = performance.now();
+      const features = outcome.rows.length > 0 ? await backbone.extract(batch.pixels, outcome.rows.length, o.preset.crop) : new Float32Array();
+      timings.inferS += (performance.now() - inferStarted) / 1000;
+      await writer.add(outcome.rows, features, outcome.failures);
+      failures.push(...outcome.failures);
+      extracted += outcome.rows.length;
+      progress.increment(outcome.rows.length + outcome.failures.length);
+      if (interrupt.raised) break;
+    }
+    // Removals are only known once the whole dataset has been seen.
+    await writer.finish(interrupt.raised ? [] : plan.removed);
+    progress.stop();
+    timings.writeS = writer.writeS;
+    timings.wallS = (performance.now() - started) / 1000;
+    return {
+      split: o.split, cache: o.cache, shard: shardLabel(o.shard), provider: backbone.provider, fallbackReasons: backbone.fallbackReasons,
+      dim: backbone.dim, dataset: dataset.items.length, extracted, unchanged: plan.unchanged, failed: failures.length,
+      removed: interrupt.raised ? 0 : plan.removed.length, skipped: dataset.skipped, failures,
+      imagesPerSecond: (extracted + failures.length) / Math.max(timings.wallS - timings.setupS, 1e-9),
+      timings, bottleneck: bottleneckOf(timings), interrupted: interrupt.raised,
+      exitCode: interrupt.raised ? ExitCode.failed : failures.length > 0 ? ExitCode.partial : ExitCode.ok,
+    };
+  } finally {
+    interrupt.dispose();
+  }
+}
+
+function cappedBatchSize(o: Resolved): number {
+  const cap = maxBatchSize(o.preset);
+  if (o.batchSize <= cap) return o.batchSize;
+  o.log(`extract: ${optionName('batchSize')} ${o.batchSize} capped to ${cap} (a batch's pixels stay under 256 MiB)`);
+  return cap;
+}
+
+function chunk<T>(items: T[], size: number): T[][] {
+  const chunks: T[][] = [];
+  for (let i = 0; i < items.length; i += size) chunks.push(items.slice(i, i + size));
+  return chunks;
+}
+
+/**
+ * Yields each batch's decoded result while the next one is already decoding: the overlap that hides decoding
+ * behind inference. `waitS` is how long the consumer waited, i.e. decoding that was not hidden.
+ */
+async function* pipelined<T, R>(batches: T[], start: (batch: T) => Promise<R>): AsyncGenerator<{ batch: R; waitS: number }> {
+  let next = batches.length > 0 ? start(batches[0]!) : null;
+  try {
+    for (let b = 0; next; b++) {
+      const waitStarted = performance.now();
+      const batch = await next;
+      const waitS = (performance.now() - waitStarted) / 1000;
+      next = b + 1 < batches.length ? start(batches[b + 1]!) : null;
+      yield { batch, waitS };
+    }
+  } finally {
+    await next?.catch(() => {});
+  }
+}
+
+function decodeItems(items: Item[], dataset: Dataset, backbone: Backbone, o: Resolved): Promise<DecodedBatch<Item, Stamp>> {
+  return decodeBatch(items, (item) => dataset.source.read(item), { preset: o.preset, policy: o.policy, layout: backbone.input.layout });
+}
+
+function toRecords(batch: DecodedBatch<Item, Stamp>, classes: string[]): { rows: Row[]; failures: Failure[] } {
+  return {
+    rows: batch.ok.map(({ item, stamp }) => ({
+      path: item.path, label: item.label, labelName: item.label === null ? null : (classes[item.label] ?? null), size: stamp.size, mtimeMs: stamp.mtimeMs,
+    })),
+    failures: batch.failed.map((f) => ({ path: f.item.path, stage: f.stage, message: f.message, size: f.stamp?.size ?? 0, mtimeMs: f.stamp?.mtimeMs ?? 0 })),
+  };
+}
+
+function strictFailure(failure: Failure, dataset: Dataset): FeatcacheError {
+  return new FeatcacheError(
+    `${dataset.source.locate({ path: failure.path, label: null })}: ${failure.stage} failed (${failure.message}); ${optionName('strict')} stops at the first unusable image`,
+    ExitCode.failed,
+  );
+}
+
+function bottleneckOf(t: ExtractTimings): ExtractResult['bottleneck'] {
+  const exposed = { decode: t.decodeWaitS, inference: t.inferS, write: t.writeS };
+  return Object.entries(exposed).sort((a, b) => b[1] - a[1])[0]![0] as ExtractResult['bottleneck'];
+}

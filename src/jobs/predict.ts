@@ -1,0 +1,163 @@
+/**
+ * The predict job: image → backbone → head. It uses the backbone, tap and preprocessing recorded in the head, so a
+ * prediction sees exactly the features the head was trained on; a mismatched backbone is refused. An input that
+ * cannot be found or decoded is one failed prediction, never the end of the run.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import fg from 'fast-glob';
+import { type Backbone, openBackbone } from '../backbone/index.js';
+import { parseDevice } from '../backbone/session.js';
+import { isImageName, walkImages } from '../dataset/walk.js';
+import { missingFile, nonNegativeInteger, parseChoice, positiveInteger } from '../errors.js';
+import { type Prediction, writeReport } from '../export/report.js';
+import { topK } from '../head/metrics.js';
+import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
+import { type LoadedHead, loadHead } from '../head/saved.js';
+import { applyNormalization } from '../store/normalize.js';
+import { decodeBatch } from '../image/batch.js';
+import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
+import { exists } from '../util/fsx.js';
+
+export type { Prediction } from '../export/report.js';
+
+export interface PredictOptions {
+  /** Image files, folders (walked recursively) and glob patterns. Required. */
+  inputs: string[];
+  /** Head directory written by train-head. */
+  head: string;
+  /** Backbone file; default: the one recorded in the head (checked by sha256 either way). */
+  model?: string | undefined;
+  /** Classes to return per image. */
+  top: number;
+  /** Images per inference call. */
+  batchSize: number;
+  /** `auto`, `cpu`, `cuda` or `cuda:N`. */
+  device: string;
+  /** onnxruntime intra-op threads; 0 = one per core. */
+  threads: number;
+  /** TensorFlow.js backend for the head. */
+  backend: BackendChoice;
+  /** Write a self-contained HTML page of thumbnails titled with the prediction. */
+  report?: string | undefined;
+  /** Thumbnails in the report at most; the page says how many were left out. */
+  reportLimit: number;
+}
+
+export const DEFAULT_PREDICT_OPTIONS: Readonly<Omit<PredictOptions, 'inputs'>> = Object.freeze({
+  head: 'models/head',
+  top: 3,
+  batchSize: 16,
+  device: 'auto',
+  threads: 0,
+  backend: 'auto',
+  reportLimit: 1000,
+});
+
+export interface PredictResult {
+  predictions: Prediction[];
+  provider: string;
+  backend: string;
+  /** Predictions with an error (unreadable, undecodable or missing input). */
+  failed: number;
+}
+
+/** An input that names nothing: reported as a failed prediction, not thrown. */
+interface Unresolved {
+  input: string;
+  error: string;
+}
+
+/** Files, directories (walked recursively) and glob patterns, in the order given, without duplicates. */
+export async function expandInputs(inputs: string[]): Promise<{ files: string[]; unresolved: Unresolved[] }> {
+  const files: string[] = [];
+  const unresolved: Unresolved[] = [];
+  for (const input of inputs) {
+    const stat = await fs.stat(input).catch(() => null);
+    if (stat?.isDirectory()) files.push(...(await walkImages(input, { followOutside: true })).images.map((p) => path.join(input, p)));
+    else if (stat) files.push(input);
+    else {
+      const matches = (await fg(input, { onlyFiles: true, dot: false })).filter(isImageName).sort();
+      if (matches.length === 0) unresolved.push({ input, error: 'no such file, and as a glob it matches no images' });
+      files.push(...matches);
+    }
+  }
+  return { files: [...new Set(files)], unresolved };
+}
+
+async function checkedBackbone(head: LoadedHead, o: PredictOptions): Promise<Backbone> {
+  const p = head.info.provenance;
+  const modelFile = o.model ?? p.modelFile;
+  if (!(await exists(modelFile))) {
+    throw missingFile('model', modelFile, `the head ${o.head} was trained on features of that file (sha256 ${p.modelSha256.slice(0, 12)}…) — pass its current path`);
+  }
+  return openBackbone(modelFile, {
+    tap: p.tappedTensor, device: parseDevice(o.device), threads: o.threads, fp16: p.precision === 'fp16',
+    expect: { sha256: p.modelSha256, what: `the backbone the head ${o.head} was trained on` },
+  });
+}
+
+function resolveOptions(given: Partial<PredictOptions> & { inputs: string[] }): PredictOptions {
+  const o = { ...DEFAULT_PREDICT_OPTIONS, ...Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) } as PredictOptions;
+  positiveInteger('top', o.top);
+  positiveInteger('batchSize', o.batchSize);
+  positiveInteger('reportLimit', o.reportLimit);
+  nonNegativeInteger('threads', o.threads);
+  parseChoice('backend', o.backend, BACKENDS);
+  parseDevice(o.device);
+  return o;
+}
+
+/**
+ * Classifies images with a trained head: top-k labels with probabilities, per image, in input order (inputs that
+ * name nothing come last, each with its error).
+ *
+ * @example
+ * const { predictions } = await predict({ inputs: ['photos/'], head: 'models/head', top: 2 });
+ * for (const p of predictions) console.log(p.path, p.error ?? p.top[0]);
+ */
+export async function predict(options: Partial<PredictOptions> & { inputs: string[] }): Promise<PredictResult> {
+  const o = resolveOptions(options);
+  const runtime = await loadTf(o.backend);
+  const head = await loadHead(runtime.tf, o.head);
+  try {
+    const { files, unresolved } = await expandInputs(o.inputs);
+    const backbone = await checkedBackbone(head, o);
+    let predictions: Prediction[];
+    try {
+      predictions = await predictFiles(files, head, backbone, o);
+    } finally {
+      await backbone.close();
+    }
+    predictions.push(...unresolved.map((u) => ({ path: u.input, top: [], error: u.error })));
+    if (o.report) await writeReport(o.report, predictions, head.info, o.reportLimit);
+    return { predictions, provider: backbone.provider, backend: runtime.backend, failed: predictions.filter((p) => p.error).length };
+  } finally {
+    head.dispose();
+  }
+}
+
+async function predictFiles(files: string[], head: LoadedHead, backbone: Backbone, o: PredictOptions): Promise<Prediction[]> {
+  const preset = head.info.provenance.preset as unknown as Preset;
+  const policy: ImagePolicy = { ...DEFAULT_IMAGE_POLICY, exif: head.info.provenance.exif as ImagePolicy['exif'], icc: head.info.provenance.icc as ImagePolicy['icc'] };
+  const predictions: Prediction[] = [];
+  for (let start = 0; start < files.length; start += o.batchSize) {
+    const batch = await decodeBatch(files.slice(start, start + o.batchSize), async (file) => ({ bytes: file, stamp: null }), { preset, policy, layout: backbone.input.layout });
+    const count = batch.ok.length;
+    const features = count > 0 ? await backbone.extract(batch.pixels, count, preset.crop) : new Float32Array();
+    applyNormalization(head.info.normalization, features, count, backbone.dim);
+    const probabilities = count > 0 ? head.predict(features, count) : new Float32Array();
+    const rowOf = new Map(batch.ok.map((d, row) => [d.item, row]));
+    const failed = new Map(batch.failed.map((f) => [f.item, f.message]));
+    for (const file of files.slice(start, start + o.batchSize)) {
+      const row = rowOf.get(file);
+      predictions.push(row === undefined ? { path: file, top: [], error: failed.get(file) ?? 'unreadable' } : topPrediction(file, probabilities, row, head.info.classes, o.top));
+    }
+  }
+  return predictions;
+}
+
+function topPrediction(file: string, probabilities: Float32Array, row: number, classes: string[], k: number): Prediction {
+  const top = topK(probabilities, classes.length, row, Math.min(k, classes.length));
+  return { path: file, top: top.map((c) => ({ label: classes[c]!, probability: probabilities[row * classes.length + c]! })) };
+}
