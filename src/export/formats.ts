@@ -189,9 +189,12 @@ function writeArrow(output: OutputFile, spec: WriterSpec, batches: AsyncIterable
   });
 }
 
-/** Rows per Parquet row group: the parquet writer buffers one group, so this bounds its memory (about 64 MB of features). */
+/**
+ * Rows per Parquet row group: the writer buffers one group before encoding it, so this bounds its memory (16 MiB of
+ * features: 8192 rows of 512-d, 2048 of 2048-d; big enough for readers to skim, small enough to stream).
+ */
 export function parquetRowGroupRows(dim: number): number {
-  return Math.max(1, Math.floor((64 * 2 ** 20) / (dim * 4)));
+  return Math.max(1, Math.floor((16 * 2 ** 20) / (dim * 4)));
 }
 
 /**
@@ -219,6 +222,10 @@ async function writeParquet(output: OutputFile, spec: WriterSpec, batches: Async
   const properties = new parquet.WriterPropertiesBuilder()
     .setMaxRowGroupSize(parquetRowGroupRows(spec.dim))
     .setCompression(parquet.Compression.SNAPPY)
+    // Dictionaries pay off only for the few repeated strings; on unique paths and float features they are wasted work.
+    .setDictionaryEnabled(false)
+    .setColumnDictionaryEnabled('label_name', true)
+    .setColumnDictionaryEnabled('split', true)
     .setKeyValueMetadata(new Map(Object.entries(spec.metadata)))
     .setCreatedBy(`featcache ${featcacheVersion} (parquet-wasm)`)
     .build();
