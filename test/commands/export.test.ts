@@ -226,6 +226,35 @@ describe('parquet and arrow exports after an incremental run (a changed, a remov
   });
 });
 
+/** The DuckDB snippet of the README's export section, verbatim (the README section is /work/briefs/readme/export.md). */
+const README_DUCKDB_SQL = [
+  "SELECT label_name, count(*) AS images FROM 'train.parquet' GROUP BY label_name ORDER BY label_name;",
+  "SELECT path, feature FROM read_parquet('train.parquet') WHERE label_name = 'red' ORDER BY path LIMIT 2;",
+  "SELECT decode(value) AS classes FROM parquet_kv_metadata('train.parquet') WHERE decode(key) = 'featcache.classes';",
+];
+
+describe('README: the DuckDB snippet runs on an export', () => {
+  it('counts per class, reads feature vectors, finds the class names', async () => {
+    const dir = await tempDir();
+    const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
+    await writeColourFolder(path.join(dir, 'data'), 2);
+    const cache = path.join(dir, 'features');
+    assert.equal((await runCli(extractArgs(path.join(dir, 'data'), 'train', model, cache))).code, 0);
+    assert.equal((await runCli(['export', '--cache', cache, '--format', 'parquet', '--out', path.join(dir, 'train.parquet')])).code, 0);
+    const duck = await openDuck();
+    try {
+      await duck.query(`SET file_search_path = ${sqlString(dir)}`);
+      const [counts, rows, classes] = [await duck.query(README_DUCKDB_SQL[0]!), await duck.query(README_DUCKDB_SQL[1]!), await duck.query(README_DUCKDB_SQL[2]!)];
+      assert.deepEqual(counts.map((c) => [c.label_name, Number(c.images)]), [['blue', 2], ['green', 2], ['red', 2]]);
+      assert.deepEqual(rows.map((r) => r.path), ['train/red/red0.png', 'train/red/red1.png']);
+      assert.equal((rows[0]!.feature as number[]).length, 3);
+      assert.deepEqual(JSON.parse(classes[0]!.classes as string), ['blue', 'green', 'red']);
+    } finally {
+      duck.close();
+    }
+  });
+});
+
 describe('export outputs: featcache replaces only what it wrote', () => {
   let dir: string;
   let cache: string;
