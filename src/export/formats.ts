@@ -204,18 +204,31 @@ export function parquetRowGroupRows(dim: number): number {
 async function writeParquet(output: OutputFile, spec: WriterSpec, batches: AsyncIterable<ExportBatch>): Promise<void> {
   const schema = exportSchema(spec.dim, spec.metadata);
   const iterator = batches[Symbol.asyncIterator]();
+  // What went in, so a source failure the wasm writer might swallow can never pass for a complete file.
+  let rows = 0;
+  let finished = false;
+  let failure: unknown = null;
   const source = new ReadableStream<parquet.RecordBatch>({
     async pull(controller) {
-      for (;;) {
-        const next = await iterator.next();
-        if (next.done) return controller.close();
-        if (next.value.count === 0) continue;
-        const table = parquet.Table.fromIPCStream(tableToIPC(new Table(schema, [recordBatchOf(schema, next.value)]), 'stream'));
-        try {
-          return controller.enqueue(table.recordBatch(0)!);
-        } finally {
-          table.free();
+      try {
+        for (;;) {
+          const next = await iterator.next();
+          if (next.done) {
+            finished = true;
+            return controller.close();
+          }
+          if (next.value.count === 0) continue;
+          rows += next.value.count;
+          const table = parquet.Table.fromIPCStream(tableToIPC(new Table(schema, [recordBatchOf(schema, next.value)]), 'stream'));
+          try {
+            return controller.enqueue(table.recordBatch(0)!);
+          } finally {
+            table.free();
+          }
         }
+      } catch (error) {
+        failure = error;
+        controller.error(error);
       }
     },
   }, { highWaterMark: 0 });
@@ -233,6 +246,8 @@ async function writeParquet(output: OutputFile, spec: WriterSpec, batches: Async
   await withHandle(output, async (handle) => {
     for await (const chunk of bytes as unknown as AsyncIterable<Uint8Array>) await handle.write(chunk);
   });
+  if (failure) throw failure;
+  if (!finished || rows !== spec.count) throw new Error(`parquet writer stopped after ${rows} of ${spec.count} rows`);
 }
 
 /** What every writer needs to know before the first row. */

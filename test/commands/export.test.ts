@@ -150,6 +150,24 @@ describe('export formats, row by row against the cache read independently (tiny 
     assert.ok(!existsSync(path.join(dir, 'x.svm')) && !existsSync(path.join(dir, 'y.svm')));
   });
 
+  it('a part that turns out unreadable mid-export fails in one line and leaves the previous export untouched', async () => {
+    const damaged = path.join(dir, 'damaged');
+    await fs.cp(cache, damaged, { recursive: true });
+    const parts = (await fs.readdir(path.join(damaged, 'train'))).filter((n) => n.endsWith('.arrow')).sort();
+    await fs.writeFile(path.join(damaged, 'train', parts[1]!), 'not arrow');
+    for (const format of ['parquet', 'arrow', 'npy']) {
+      const out = path.join(dir, `damaged-${format}`);
+      await fs.writeFile(path.join(dir, 'keep'), 'previous');
+      if (format !== 'npy') await fs.copyFile(path.join(dir, 'keep'), out);
+      const r = await runCli(['export', '--cache', damaged, '--format', format, '--out', out]);
+      assert.equal(r.code, 1, `${format}: ${r.stderr}`);
+      assert.match(r.stderr.trim(), new RegExp(`^featcache: .*${parts[1]!.replace(/\./g, '\\.')}: unreadable part file`));
+      if (format === 'npy') assert.ok(!existsSync(out), 'no half-written directory');
+      else assert.equal(await fs.readFile(out, 'utf8'), 'previous');
+      assert.deepEqual((await fs.readdir(dir)).filter((n) => n.endsWith('.tmp')), []);
+    }
+  });
+
   it('refuses shards whose feature dimensions disagree', async () => {
     const bad = path.join(dir, 'mixed');
     await ensureManifest(bad, { format: 1, modelFile: 'm', modelSha256: 'a', tappedTensor: 't', tap: {}, preset: {}, exif: 'ignore', icc: 'ignore', dim: 2, classes: ['a'], createdAt: '', versions: {} });
