@@ -32,13 +32,19 @@ export interface Dataset {
 }
 
 export interface DatasetOptions {
+  /** Dataset root (ImageFolder), a folder of images, or a `.txt` list of image paths. Required. */
   data: string;
+  /** Split folder to read (any folder under `data`), or train/val with `valFraction`. */
   split: string;
+  /** CSV of id,label (Kaggle layout), as given or inside `data`. */
   labels?: string | undefined;
-  /** Image directory for --labels; default: <data>/<split> if it exists, else <data>/train, else <data>. */
+  /** Image directory for `labels`; default: <data>/<split> if it exists, else <data>/train, else <data>. */
   images?: string | undefined;
+  /** Stratified, seeded validation fraction when the data has no split folders. */
   valFraction?: number | undefined;
+  /** Seed of that split. */
   seed: number;
+  /** Only the items of shard K of N. */
   shard?: Shard | undefined;
   /** Follow symlinks whose target lies outside the data root (by default they are refused). */
   followSymlinks?: boolean | undefined;

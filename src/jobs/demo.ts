@@ -9,6 +9,7 @@ import AdmZip from 'adm-zip';
 import { FeatcacheError, errorMessage } from '../errors.js';
 import { download } from '../fetch/download.js';
 import { exists } from '../util/fsx.js';
+import { withDefaults } from '../util/options.js';
 import { fetchModel } from '../commands/fetch-model.js';
 import { type TrainHeadResult, runTrainHead } from '../commands/train-head.js';
 import { type ExtractResult, extract } from './extract.js';
@@ -95,7 +96,7 @@ export interface DemoResult {
  * console.log(r.trained.metrics.top1, r.report);
  */
 export async function demo(options: Partial<DemoOptions> = {}): Promise<DemoResult> {
-  const o = { ...DEFAULT_DEMO_OPTIONS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as DemoOptions;
+  const o: DemoOptions = withDefaults(DEFAULT_DEMO_OPTIONS, options);
   const log = o.log ?? (() => {});
   const data = await resolveData(o.data, log);
   const model = await resolveModel(o.model, log);

@@ -16,22 +16,12 @@ import { DEFAULT_IMAGE_POLICY, EXIF_POLICIES, ICC_POLICIES, type ImagePolicy, ty
 import { type CacheManifest, CACHE_FORMAT, ensureManifest } from '../store/manifest.js';
 import type { Failure, Row } from '../store/part.js';
 import { SplitWriter, shardLabel } from '../store/writer.js';
+import { withDefaults } from '../util/options.js';
 import { progressBar } from '../util/progress.js';
 import { toolVersions } from '../version.js';
 
-export interface ExtractOptions {
-  /** Dataset root (ImageFolder), a folder of images, or a `.txt` list of image paths. Required. */
-  data: string;
-  /** Split folder to extract (any folder under `data`), or train/val with `valFraction`. */
-  split: string;
-  /** CSV of id,label (Kaggle layout), as given or inside `data`. */
-  labels?: string | undefined;
-  /** Image directory for `labels` (default `<data>/<split>`, else `<data>/train`). */
-  images?: string | undefined;
-  /** Stratified, seeded validation fraction when the data has no split folders. */
-  valFraction?: number | undefined;
-  /** Seed of that split. */
-  seed: number;
+/** The dataset options (see DatasetOptions), then the backbone's, the image policy's and the writer's. */
+export interface ExtractOptions extends Omit<DatasetOptions, 'shard' | 'followSymlinks'> {
   /** Process only shard K of N: `"K/N"` or `{ index, count }`. */
   shard?: string | Shard | undefined;
   /** Follow symlinks that lead outside the data root (refused by default). */
@@ -134,7 +124,7 @@ interface Resolved extends Omit<ExtractOptions, 'preset' | 'shard' | 'log'> {
 }
 
 function resolveOptions(given: Partial<ExtractOptions> & { data: string }): Resolved {
-  const o = { ...DEFAULT_EXTRACT_OPTIONS, ...withoutUndefined(given) } as ExtractOptions;
+  const o: ExtractOptions = withDefaults(DEFAULT_EXTRACT_OPTIONS, given);
   const shard = typeof o.shard === 'string' ? parseShard(o.shard) : o.shard;
   const resolved = {
     ...o,
@@ -162,11 +152,6 @@ function resolveOptions(given: Partial<ExtractOptions> & { data: string }): Reso
   };
 }
 
-/** Drops keys given as undefined, so they do not override defaults when merged. */
-export function withoutUndefined<T extends object>(options: T): Partial<T> {
-  return Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
 /**
  * Runs the backbone over one split of a dataset and caches the tapped features. Re-running is incremental and
  * resumes a killed run; the result says what was extracted, what was unchanged or removed, and where time went.
@@ -186,7 +171,7 @@ export async function extract(options: Partial<ExtractOptions> & { data: string 
     requirePresetFits(backbone, o);
     const manifest = await ensureManifest(o.cache, manifestFor(o, backbone, dataset.classes));
     const writer = await SplitWriter.open({
-      cache: o.cache, split: o.split, shard: o.shard, dim: backbone.dim, partRows: o.partRows,
+      cache: o.cache, split: o.split, shard: o.shard, dim: backbone.dim, partRows: o.partRows, log: o.log,
       provenance: { ...manifest, classes: dataset.classes, provider: backbone.provider, dataRoot: dataset.root, layout: dataset.layout },
     });
     try {

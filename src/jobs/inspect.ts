@@ -4,6 +4,7 @@ import { encodeModel, graphInputs, graphOutputs, loadModel, onnx } from '../back
 import { type DeviceSpec, inputLayout, openSession, parseDevice } from '../backbone/session.js';
 import { modulePathOfNode, poolCandidates, resolveTap } from '../backbone/tap.js';
 import { sha256Bytes } from '../util/fsx.js';
+import { withDefaults } from '../util/options.js';
 
 export interface TapCandidate {
   kind: 'pool' | 'module';
@@ -66,7 +67,7 @@ export const DEFAULT_INSPECT_OPTIONS: Readonly<InspectOptions> = Object.freeze({
  * console.log(r.defaultTap?.tensor, r.candidates.map((c) => `${c.name} ${JSON.stringify(c.shape)}`));
  */
 export async function inspect(file: string, options: Partial<InspectOptions> = {}): Promise<InspectResult> {
-  const o = { ...DEFAULT_INSPECT_OPTIONS, ...options };
+  const o = withDefaults(DEFAULT_INSPECT_OPTIONS, options);
   const device = parseDevice(o.device);
   const { model, bytes } = await loadModel(file);
   const graph = model.graph!;

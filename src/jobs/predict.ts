@@ -18,6 +18,7 @@ import { applyNormalization } from '../store/normalize.js';
 import { decodeBatch } from '../image/batch.js';
 import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
 import { exists } from '../util/fsx.js';
+import { withDefaults } from '../util/options.js';
 
 export type { Prediction } from '../export/report.js';
 
@@ -98,7 +99,7 @@ async function checkedBackbone(head: LoadedHead, o: PredictOptions): Promise<Bac
 }
 
 function resolveOptions(given: Partial<PredictOptions> & { inputs: string[] }): PredictOptions {
-  const o = { ...DEFAULT_PREDICT_OPTIONS, ...Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) } as PredictOptions;
+  const o: PredictOptions = withDefaults(DEFAULT_PREDICT_OPTIONS, given);
   positiveInteger('top', o.top);
   positiveInteger('batchSize', o.batchSize);
   positiveInteger('reportLimit', o.reportLimit);

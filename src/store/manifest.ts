@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, damagedFile, optionName } from '../errors.js';
 import { writeBytesAtomic } from '../util/fsx.js';
 
 export const CACHE_FORMAT = 1;
@@ -39,11 +39,41 @@ export async function readManifest(cacheDir: string): Promise<CacheManifest | nu
   } catch {
     return null;
   }
+  let parsed: unknown;
   try {
-    return JSON.parse(text) as CacheManifest;
+    parsed = JSON.parse(text);
   } catch {
-    throw new FeatcacheError(`--cache ${cacheDir}: ${MANIFEST_FILE} is not valid JSON; the cache is damaged`, 1);
+    throw damagedFile(file, 'not valid JSON', MANIFEST_REMEDY);
   }
+  const problems = manifestProblems(parsed);
+  if (problems.length > 0) throw damagedFile(file, `not a featcache cache manifest (${problems.join('; ')})`, MANIFEST_REMEDY);
+  return parsed as CacheManifest;
+}
+
+const MANIFEST_REMEDY = 'featcache writes it on the first extract into a cache: restore it from a backup, or extract into a new cache directory';
+
+const isString = (v: unknown) => typeof v === 'string' && v.length > 0;
+const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Each field a reader relies on, with what it must be: the schema of cache.json. */
+const MANIFEST_SCHEMA: Readonly<Record<string, [string, (v: unknown) => boolean]>> = Object.freeze({
+  format: ['an integer', Number.isInteger],
+  modelSha256: ['the model file\'s sha256', isString],
+  modelFile: ['a path', isString],
+  tappedTensor: ['a tensor name', isString],
+  preset: ['a preset object', isObject],
+  exif: ['a policy name', isString],
+  icc: ['a policy name', isString],
+  dim: ['a positive integer', (v) => Number.isInteger(v) && (v as number) > 0],
+  classes: ['a list of class names', (v) => Array.isArray(v) && v.every((c) => typeof c === 'string')],
+});
+
+export function manifestProblems(value: unknown): string[] {
+  if (!isObject(value)) return ['expected a JSON object'];
+  const record = value as Record<string, unknown>;
+  return Object.entries(MANIFEST_SCHEMA)
+    .filter(([key, [, valid]]) => !valid(record[key]))
+    .map(([key, [expected]]) => `${key}: expected ${expected}, got ${record[key] === undefined ? 'nothing' : JSON.stringify(record[key]).slice(0, 40)}`);
 }
 
 export function identityDifferences(a: FeatureIdentity, b: FeatureIdentity): string[] {
@@ -68,12 +98,12 @@ export async function ensureManifest(cacheDir: string, wanted: CacheManifest): P
   const diffs = identityDifferences(existing, wanted);
   if (diffs.length > 0) {
     throw new FeatcacheError(
-      `--cache ${cacheDir}: holds features of a different backbone or preprocessing (${diffs.join('; ')}); use another --cache directory for this model`,
+      `${optionName('cache')} ${cacheDir}: holds features of a different backbone or preprocessing (${diffs.join('; ')}); use another cache directory for this model`,
     );
   }
   if (wanted.classes.length > 0 && existing.classes.length > 0 && JSON.stringify(existing.classes) !== JSON.stringify(wanted.classes)) {
     throw new FeatcacheError(
-      `--cache ${cacheDir}: the dataset's classes changed (cache: ${existing.classes.length} classes, data: ${wanted.classes.length}); label indices would no longer agree — use a new --cache directory`,
+      `${optionName('cache')} ${cacheDir}: the dataset's classes changed (cache: ${existing.classes.length} classes, data: ${wanted.classes.length}); label indices would no longer agree — use a new cache directory`,
     );
   }
   if (existing.classes.length === 0 && wanted.classes.length > 0) {

@@ -7,7 +7,7 @@ import {
   Field, FixedSizeList, Float32, Float64, Int32, RecordBatch, Schema, Struct, Table, Utf8,
   makeData, tableFromIPC, tableToIPC, vectorFromArray,
 } from 'apache-arrow';
-import { writeFileAtomic } from '../util/fsx.js';
+import { sha256Bytes, writeFileAtomic } from '../util/fsx.js';
 
 export const PART_META_KEY = 'featcache';
 
@@ -91,6 +91,9 @@ export interface PartIndex {
   rows: { path: string; size: number; mtimeMs: number }[];
   failures: Failure[];
   removed: string[];
+  /** Length and sha256 of the part file as committed, so damage after the commit is detected (absent before 0.2). */
+  bytes?: number;
+  sha256?: string;
 }
 
 export function indexFileOf(partFile: string): string {
@@ -98,25 +101,35 @@ export function indexFileOf(partFile: string): string {
 }
 
 export async function writePart(file: string, content: PartContent): Promise<void> {
+  const bytes = encodePart(content);
   const index: PartIndex = {
     dim: content.meta.dim,
     rows: content.rows.map((r) => ({ path: r.path, size: r.size, mtimeMs: r.mtimeMs })),
     failures: content.meta.failures,
     removed: content.meta.removed,
+    bytes: bytes.length,
+    sha256: sha256Bytes(bytes),
   };
   await writeFileAtomic(indexFileOf(file), (tmp) => fs.writeFile(tmp, JSON.stringify(index)));
-  const bytes = encodePart(content);
   await writeFileAtomic(file, (tmp) => fs.writeFile(tmp, bytes));
+}
+
+/** A part's recorded index, or null when it has none (or an unreadable one). */
+export async function readRecordedIndex(file: string): Promise<PartIndex | null> {
+  try {
+    const index = JSON.parse(await fs.readFile(indexFileOf(file), 'utf8')) as PartIndex;
+    return Array.isArray(index.rows) && Array.isArray(index.failures) && Array.isArray(index.removed) && Number.isInteger(index.dim) ? index : null;
+  } catch {
+    return null;
+  }
 }
 
 /** A part's index; parts written without one (or with a damaged one) are read in full instead. */
 export async function readPartIndex(file: string): Promise<PartIndex> {
-  try {
-    return JSON.parse(await fs.readFile(indexFileOf(file), 'utf8')) as PartIndex;
-  } catch {
-    const part = await readPart(file);
-    return { dim: part.meta.dim, rows: part.rows, failures: part.meta.failures, removed: part.meta.removed };
-  }
+  const recorded = await readRecordedIndex(file);
+  if (recorded) return recorded;
+  const part = await readPart(file);
+  return { dim: part.meta.dim, rows: part.rows, failures: part.meta.failures, removed: part.meta.removed };
 }
 
 export function decodePart(bytes: Uint8Array, file: string): PartContent {

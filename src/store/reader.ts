@@ -5,9 +5,14 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, damagedFile, missingFile, optionName } from '../errors.js';
+import { sha256Bytes } from '../util/fsx.js';
 import { type CacheManifest, readManifest } from './manifest.js';
-import { type Failure, type PartContent, readPart, readPartIndex } from './part.js';
+import { type Failure, type PartContent, decodePart, readPartIndex, readRecordedIndex } from './part.js';
+import { bytesProblem } from './verify.js';
+
+/** What to do about a damaged part, said the same way everywhere. */
+export const DAMAGED_PART_REMEDY = "re-run extract for this split: it sets the part aside (renamed *.damaged, not deleted) and extracts its rows again; 'featcache info --check' lists damaged parts";
 
 export const PART_PATTERN = /^part-.*\.arrow$/;
 
@@ -39,9 +44,7 @@ export class FeatureCache {
 
   static async open(dir: string): Promise<FeatureCache> {
     const manifest = await readManifest(dir);
-    if (!manifest) {
-      throw new FeatcacheError(`--cache ${dir}: no feature cache here (no cache.json); run 'featcache extract --cache ${dir} ...' first`);
-    }
+    if (!manifest) throw missingFile('cache', dir, `run extract with this cache first`, 'no feature cache here (no cache.json)');
     return new FeatureCache(dir, manifest);
   }
 
@@ -69,18 +72,21 @@ export class FeatureCache {
     if (parts.length === 0) {
       const available = await this.splits();
       throw new FeatcacheError(
-        `--split ${split}: not in cache ${this.dir}; ${available.length > 0 ? `available: ${available.join(', ')}` : 'the cache is empty — run featcache extract first'}`,
+        `${optionName('split')} ${split}: not in cache ${this.dir}; ${available.length > 0 ? `available: ${available.join(', ')}` : 'the cache is empty — run extract first'}`,
       );
     }
     return parts;
   }
 
   private async readChecked(file: string): Promise<PartContent> {
+    const bytes = await fs.readFile(file);
+    const problem = bytesProblem(bytes, await readRecordedIndex(file), () => sha256Bytes(bytes));
+    if (problem) throw damagedFile(file, `damaged part file (${problem})`, DAMAGED_PART_REMEDY);
     let part: PartContent;
     try {
-      part = await readPart(file);
+      part = decodePart(bytes, file);
     } catch (error) {
-      throw new FeatcacheError(`${file}: unreadable part file (${(error as Error).message})`, 1);
+      throw damagedFile(file, `unreadable part file (${(error as Error).message})`, DAMAGED_PART_REMEDY);
     }
     this.checkDim(file, part.meta.dim);
     return part;

@@ -14,6 +14,7 @@ import { FeatcacheError, optionName } from '../errors.js';
 import { type Lock, acquireLock, removeStaleTemporaries } from './lock.js';
 import { type Failure, type Row, writePart } from './part.js';
 import { FeatureCache, type LatestRecord } from './reader.js';
+import { partProblem, setAside } from './verify.js';
 
 /** Parts stay far below Arrow JS's 2 GiB limits whatever partRows says (e.g. when tapping an unpooled tensor). */
 export const MAX_PART_BYTES = 512 * 1024 * 1024;
@@ -27,6 +28,8 @@ export interface SplitWriterOptions {
   partRows: number;
   /** Stored in every part's metadata. */
   provenance: Record<string, unknown>;
+  /** Notes for the user (damaged parts set aside). */
+  log?: ((line: string) => void) | undefined;
 }
 
 export interface WorkPlan {
@@ -62,7 +65,9 @@ export class SplitWriter {
     const lock = await acquireLock(path.join(dir, `.lock-${shard}`), `${optionName('cache')} ${options.cache} split ${options.split} shard ${shard}`);
     try {
       await removeStaleTemporaries(dir, shard);
-      const latest = await (await FeatureCache.open(options.cache)).latest(options.split);
+      const cache = await FeatureCache.open(options.cache);
+      await setAsideDamagedParts(await cache.partFiles(options.split), options.log ?? (() => {}));
+      const latest = await cache.latest(options.split);
       const runId = `${String(Date.now()).padStart(15, '0')}-${shard}-${process.pid}`;
       const partRows = Math.max(1, Math.min(options.partRows, Math.floor(MAX_PART_BYTES / (options.dim * 4))));
       return new SplitWriter(options, dir, lock, runId, latest, partRows);
@@ -126,6 +131,17 @@ export class SplitWriter {
     });
     this.pending = { rows: [], features: [], failures: [] };
     this.writeS += (performance.now() - started) / 1000;
+  }
+}
+
+/**
+ * A part damaged after its commit would otherwise make its rows look cached ("unchanged") while no reader can read
+ * them: set it aside, so its rows are extracted again.
+ */
+async function setAsideDamagedParts(parts: string[], log: (line: string) => void): Promise<void> {
+  for (const file of parts) {
+    const problem = await partProblem(file);
+    if (problem) log(`extract: ${file} is damaged (${problem}); set aside as ${path.basename(await setAside(file))}, its rows are extracted again`);
   }
 }
 

@@ -50,8 +50,8 @@ describe('FeatureCache', () => {
     await fs.writeFile(path.join(cache, 'train', '.part-002.arrow.123.456.tmp'), 'half a file');
     const reader = await FeatureCache.open(cache);
     assert.equal((await reader.read('train')).count, 1);
-    await assert.rejects(reader.read('val'), /--split val: not in cache .*; available: train/);
-    await assert.rejects(FeatureCache.open(await tempDir()), /no feature cache here \(no cache.json\); run 'featcache extract/);
+    await assert.rejects(reader.read('val'), /^FeatcacheError: split val: not in cache .*; available: train/);
+    await assert.rejects(FeatureCache.open(await tempDir()), /^FeatcacheError: cache .*: no feature cache here \(no cache.json\); run extract with this cache first/);
   });
 
   it('refuses a part whose dimension differs from the cache', async () => {
@@ -87,7 +87,7 @@ describe('part indexes', () => {
     const latest = await reader.latest('train');
     assert.deepEqual([...latest.keys()].sort(), ['a.jpg', 'b.jpg']);
     assert.equal(latest.get('b.jpg')!.mtimeMs, 6);
-    await assert.rejects(reader.read('train'), /part-002\.arrow: unreadable part file/);
+    await assert.rejects(reader.read('train'), /part-002\.arrow: damaged part file \(truncated: 7 of \d+ bytes\); re-run extract/);
     await fs.rm(path.join(cache, 'train', 'part-001.index.json'));
     await fs.rm(path.join(cache, 'train', 'part-002.arrow'));
     await fs.rm(path.join(cache, 'train', 'part-002.index.json'));
@@ -110,7 +110,7 @@ describe('cache manifest', () => {
     const cache = await tempDir();
     await ensureManifest(cache, manifest());
     await ensureManifest(cache, manifest());
-    await assert.rejects(ensureManifest(cache, manifest({ modelSha256: 'bbb' })), /--cache .*: holds features of a different backbone or preprocessing \(model sha256/);
+    await assert.rejects(ensureManifest(cache, manifest({ modelSha256: 'bbb' })), /^FeatcacheError: cache .*: holds features of a different backbone or preprocessing \(model sha256/);
     await assert.rejects(ensureManifest(cache, manifest({ preset: { name: 'caffe' } })), /preset torchvision vs caffe/);
     await assert.rejects(ensureManifest(cache, manifest({ classes: ['ants', 'bees', 'wasps'] })), /classes changed/);
     await assert.rejects(ensureManifest(cache, manifest({ precision: 'fp16' })), /precision fp32 vs fp16/);
