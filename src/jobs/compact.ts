@@ -8,6 +8,7 @@ import { invalidParameter } from '../errors.js';
 import { type CompactionStats, compactParts } from '../store/compact.js';
 import { type Lock, acquireLock } from '../store/lock.js';
 import { FeatureCache } from '../store/reader.js';
+import { withDefaults } from '../util/options.js';
 
 export interface CompactOptions {
   /** Feature cache directory. */
@@ -54,7 +55,7 @@ async function shardsOf(splitDir: string): Promise<string[]> {
  * ```
  */
 export async function compactSplit(given: Partial<CompactOptions>): Promise<CompactResult> {
-  const options: CompactOptions = { ...DEFAULT_COMPACT_OPTIONS, ...given };
+  const options: CompactOptions = withDefaults(DEFAULT_COMPACT_OPTIONS, given);
   if (!Number.isInteger(options.partRows) || options.partRows < 1) throw invalidParameter('partRows', 'a positive integer', options.partRows);
   const started = performance.now();
   const cache = await FeatureCache.open(options.cache);

@@ -11,6 +11,7 @@ import { type LivePart, keptFeatures, liveParts } from '../store/live.js';
 import { NORMALIZATIONS, type Normalization, type NormalizationKind, StandardAccumulator, applyNormalization } from '../store/normalize.js';
 import { FeatureCache, type LatestRecord } from '../store/reader.js';
 import { type OutputDir, type OutputFile, openOutputFile, prepareOutputDir, writeOutputFile } from '../util/output.js';
+import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
 
 export interface ExportOptions {
@@ -130,7 +131,7 @@ async function* exportBatches(cache: FeatureCache, split: string, latest: Map<st
  * ```
  */
 export async function exportSplit(given: Partial<ExportOptions>): Promise<ExportResult> {
-  const options: ExportOptions = { ...DEFAULT_EXPORT_OPTIONS, ...given };
+  const options: ExportOptions = withDefaults(DEFAULT_EXPORT_OPTIONS, given);
   validate(options);
   const started = performance.now();
   const cache = await FeatureCache.open(options.cache);
