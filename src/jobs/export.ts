@@ -145,39 +145,20 @@ export async function exportSplit(given: Partial<ExportOptions>): Promise<Export
     ? { kind: options.normalize }
     : options.stats ? await loadStats(options.stats, cache.dim) : await fitStatistics(cache, options.fitSplit);
   const fittedOn = normalization.kind === 'standard' && !options.stats ? options.fitSplit : null;
+  const provenance = provenanceOf(options, cache, rows, normalization, fittedOn);
   const m = cache.manifest;
-  const provenance = {
-    cache: path.resolve(options.cache), split: options.split, format: options.format, rows, dim: cache.dim, normalization: normalization.kind,
-    statsFittedOn: fittedOn, statsFile: options.stats, unlabelledLabel: SELF_DESCRIBING.includes(options.format) ? null : UNLABELLED,
-    modelFile: m.modelFile, modelSha256: m.modelSha256, tappedTensor: m.tappedTensor, preset: m.preset,
-    exif: m.exif, icc: m.icc, precision: m.precision ?? 'fp32', extractedWith: m.versions, exportedWith: toolVersions(), exportedAt: new Date().toISOString(),
-  };
   const spec: WriterSpec = {
     count: rows, dim: cache.dim, classes: m.classes,
     metadata: { [METADATA_KEYS.classes]: JSON.stringify(m.classes), [METADATA_KEYS.provenance]: JSON.stringify(provenance) },
   };
-  const sideFiles: Record<string, string> = {
-    ...(SELF_DESCRIBING.includes(options.format) ? {} : { 'classes.txt': m.classes.map((c) => `${c}\n`).join('') }),
-    ...(normalization.kind === 'standard' ? { 'stats.json': JSON.stringify(normalization) } : {}),
-    ...(SELF_DESCRIBING.includes(options.format) ? {} : { 'provenance.json': `${JSON.stringify(provenance, null, 2)}\n` }),
-  };
+  const sideFiles = sideFilesFor(options.format, m.classes, normalization, provenance);
 
   const directory = DIRECTORY_FORMATS.includes(options.format);
   const output: (OutputFile | OutputDir) & { kind?: string } = directory ? await prepareOutputDir(options.out, EXPORT_MARKER) : await openOutputFile(options.out);
   const files: string[] = [];
   try {
     await writeExport(options.format, output, spec, exportBatches(cache, options.split, latest, normalization));
-    if ('file' in output) {
-      for (const [name, content] of Object.entries(sideFiles)) await fs.writeFile(output.file(name), content);
-    } else if (output.kind === 'file') {
-      // Beside a file they are written (atomically) before it appears, so a visible export always has them.
-      for (const [name, content] of Object.entries(sideFiles)) {
-        await writeOutputFile(`${options.out}.${name}`, content);
-        files.push(`${options.out}.${name}`);
-      }
-    } else if (Object.keys(sideFiles).length > 0) {
-      options.log(`export: ${options.out} is written through (a device, FIFO or stdout): ${Object.keys(sideFiles).join(', ')} not saved`);
-    }
+    files.push(...(await writeSideFiles(output, options, sideFiles)));
     await output.commit();
     files.unshift(options.out);
   } catch (error) {
@@ -197,6 +178,46 @@ export async function exportSplit(given: Partial<ExportOptions>): Promise<Export
       fittedOn,
     },
   };
+}
+
+/** What the export was made from and how: model identity, preprocessing, normalisation, versions. */
+function provenanceOf(options: ExportOptions, cache: FeatureCache, rows: number, normalization: Normalization, fittedOn: string | null): Record<string, unknown> {
+  const m = cache.manifest;
+  return {
+    cache: path.resolve(options.cache), split: options.split, format: options.format, rows, dim: cache.dim, normalization: normalization.kind,
+    statsFittedOn: fittedOn, statsFile: options.stats, unlabelledLabel: SELF_DESCRIBING.includes(options.format) ? null : UNLABELLED,
+    modelFile: m.modelFile, modelSha256: m.modelSha256, tappedTensor: m.tappedTensor, preset: m.preset,
+    exif: m.exif, icc: m.icc, precision: m.precision ?? 'fp32', extractedWith: m.versions, exportedWith: toolVersions(), exportedAt: new Date().toISOString(),
+  };
+}
+
+/** classes.txt, provenance.json (formats without metadata of their own) and, for `standard`, stats.json. */
+function sideFilesFor(format: Format, classes: string[], normalization: Normalization, provenance: Record<string, unknown>): Record<string, string> {
+  const described = SELF_DESCRIBING.includes(format);
+  return {
+    ...(described ? {} : { 'classes.txt': classes.map((c) => `${c}\n`).join('') }),
+    ...(normalization.kind === 'standard' ? { 'stats.json': JSON.stringify(normalization) } : {}),
+    ...(described ? {} : { 'provenance.json': `${JSON.stringify(provenance, null, 2)}\n` }),
+  };
+}
+
+/** Side files go inside a directory output, beside a file output, and nowhere for a stream (with a note). */
+async function writeSideFiles(output: OutputFile | OutputDir, options: ExportOptions, sideFiles: Record<string, string>): Promise<string[]> {
+  if ('file' in output) {
+    for (const [name, content] of Object.entries(sideFiles)) await fs.writeFile(output.file(name), content);
+    return [];
+  }
+  if (output.kind === 'stream') {
+    if (Object.keys(sideFiles).length > 0) options.log(`export: ${options.out} is written through (a device, FIFO or stdout): ${Object.keys(sideFiles).join(', ')} not saved`);
+    return [];
+  }
+  // Beside a file they are written (atomically) before it appears, so a visible export always has them.
+  const written: string[] = [];
+  for (const [name, content] of Object.entries(sideFiles)) {
+    await writeOutputFile(`${options.out}.${name}`, content);
+    written.push(`${options.out}.${name}`);
+  }
+  return written;
 }
 
 async function directorySize(dir: string): Promise<number> {
