@@ -13,11 +13,11 @@ export const exportCommand: CommandModule = {
       .option('cache', cacheOption)
       .option('split', { type: 'string', default: D.split, describe: 'cached split to export' })
       .option('format', {
-        type: 'string', default: D.format, choices: [...FORMATS],
-        describe: 'parquet/arrow: one file with the cache\'s columns (class names, provenance in its metadata); libsvm/svmlight: "label i:v" (1-based, zeros omitted); npy: a directory of .npy files; csv: header + one row per image',
+        type: 'string', default: D.format,
+        describe: `${FORMATS.join(' | ')}. parquet/arrow: one file with the cache\'s columns (class names, provenance in its metadata); libsvm/svmlight: "label i:v" (1-based, zeros omitted); npy: a directory of .npy files; csv: header + one row per image`,
       })
       .option('out', { type: 'string', demandOption: true, describe: 'output file (npy: a new, empty or featcache-written directory); "-", devices and FIFOs are written through' })
-      .option('normalize', { type: 'string', default: D.normalize, choices: [...NORMALIZATIONS], describe: 'none, l2 (per row), or standard (mean/std fitted on --fit-split)' })
+      .option('normalize', { type: 'string', default: D.normalize, describe: `${NORMALIZATIONS.join(' | ')}: l2 per row, standard with mean/std fitted on --fit-split` })
       .option('stats', { type: 'string', describe: 'reuse standard statistics saved by an earlier export (…stats.json)' })
       .option('fit-split', { type: 'string', default: D.fitSplit, describe: 'split whose statistics standardise every export' })
       .option('json', jsonOption),

@@ -147,7 +147,10 @@ describe('export formats, row by row against the cache read independently (tiny 
     const unwritable = await exportCli('--split', 'train', '--out', path.join(dir, 'afile', 'sub', 'out.svm'));
     assert.equal(unwritable.code, 1);
     assert.match(unwritable.stderr.trim(), /^featcache: --out .*out\.svm: cannot write \((ENOTDIR|ENOENT)\); nothing was written$/);
-    assert.ok(!existsSync(path.join(dir, 'x.svm')) && !existsSync(path.join(dir, 'y.svm')));
+    const format = await exportCli('--format', 'bogus', '--out', path.join(dir, 'z.svm'));
+    assert.equal(format.code, 2);
+    assert.equal(format.stderr.trim(), 'featcache: --format: expected one of "libsvm", "svmlight", "npy", "csv", "parquet", "arrow", got "bogus"');
+    assert.ok(!existsSync(path.join(dir, 'x.svm')) && !existsSync(path.join(dir, 'y.svm')) && !existsSync(path.join(dir, 'z.svm')));
   });
 
   it('a part that turns out unreadable mid-export fails in one line and leaves the previous export untouched', async () => {
