@@ -16,7 +16,7 @@ import { openBackbone } from '../src/backbone/index.js';
 import { errorMessage } from '../src/errors.js';
 import { toolVersions } from '../src/version.js';
 import { extract } from '../src/jobs/extract.js';
-import { runExport } from '../src/commands/export.js';
+import { exportSplit } from '../src/jobs/export.js';
 import { loadTf } from '../src/head/runtime.js';
 import { DEFAULT_HEAD_OPTIONS, fitHead as trainHead } from '../src/head/train.js';
 import { DEFAULT_IMAGE_POLICY, getPreset } from '../src/image/presets.js';
@@ -118,8 +118,8 @@ const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown
     const result: Record<string, unknown> = { rows, dim };
     for (const format of ['libsvm', 'npy'] as const) {
       const out = path.join(cache, `out-${format}`);
-      const r = await runExport({ cache, split: 'train', format, out, normalize: 'l2', fitSplit: 'train' });
-      result[format] = { megabytes: r.bytes / 1e6, seconds: r.seconds, mbPerSecond: r.mbPerSecond };
+      const r = await exportSplit({ cache, split: 'train', format, out, normalize: 'l2', fitSplit: 'train' });
+      result[format] = { megabytes: (r.bytes ?? 0) / 1e6, seconds: r.seconds, mbPerSecond: r.mbPerSecond };
     }
     await fs.rm(cache, { recursive: true, force: true });
     return { ...result, peakRssMb: peakRssMb() };

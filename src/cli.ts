@@ -12,7 +12,8 @@ import { extractCommand } from './cli/extract.js';
 import { infoCommand } from './cli/info.js';
 import { inspectCommand } from './cli/inspect.js';
 import { predictCommand } from './cli/predict.js';
-import { exportCommand } from './commands/export.js';
+import { exportCommand } from './cli/export.js';
+import { compactCommand } from './cli/compact.js';
 import { fetchModelCommand } from './cli/fetch-model.js';
 import { installCudaCommand } from './cli/install-cuda.js';
 import { trainHeadCommand } from './cli/train-head.js';
@@ -29,13 +30,14 @@ nameOptionsWith(flagName);
 
 /**
  * `--shard -1/2` would otherwise be read as a flag `-1/2` ("Unknown argument: 1"): a value that starts with '-'
- * and a digit is glued to its flag, so the flag's own validation names it.
+ * and a digit is glued to its flag, so the flag's own validation names it. So is a lone '-' (`--out -`: stdout),
+ * which yargs would take for a positional.
  */
 function glueNegativeValues(args: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const next = args[i + 1];
-    if (/^--[a-z][\w-]*$/.test(args[i]!) && next !== undefined && /^-\d/.test(next)) {
+    if (/^--[a-z][\w-]*$/.test(args[i]!) && next !== undefined && (/^-\d/.test(next) || next === '-')) {
       out.push(`${args[i]}=${next}`);
       i++;
     } else out.push(args[i]!);
@@ -79,6 +81,7 @@ try {
     .command(trainHeadCommand)
     .command(predictCommand)
     .command(exportCommand)
+    .command(compactCommand)
     .command(bundleCommand)
     .command(serveCommand)
     .command(infoCommand)

@@ -19,6 +19,8 @@ export { fetchModel, DEFAULT_FETCH_MODEL_OPTIONS, type FetchModelOptions, type F
 export { installCuda, DEFAULT_INSTALL_CUDA_OPTIONS, type InstallCudaOptions, type InstallCudaResult } from './jobs/install-cuda.js';
 export { bundle, DEFAULT_BUNDLE_OPTIONS, type BundleOptions, type BundleResult } from './jobs/bundle.js';
 export { serve, DEFAULT_SERVE_OPTIONS, type ServeOptions, type ServeHandle } from './jobs/serve.js';
+export { exportSplit, DEFAULT_EXPORT_OPTIONS, type ExportOptions, type ExportResult } from './jobs/export.js';
+export { compactSplit, DEFAULT_COMPACT_OPTIONS, type CompactOptions, type CompactResult } from './jobs/compact.js';
 
 // Stages
 export { openDataset, type Dataset, type DatasetOptions, type DatasetLayout, type Item } from './dataset/index.js';
@@ -34,6 +36,7 @@ export { MODEL_SOURCES, MODEL_NAMES, type ModelSource } from './fetch/registry.j
 export { resolveTap, tapModel, poolCandidates, FEATURE_OUTPUT, type TapPoint } from './backbone/tap.js';
 export { FeatureCache, type FeatureSet } from './store/reader.js';
 export { SplitWriter, type SplitWriterOptions } from './store/writer.js';
+export { openOutputFile, prepareOutputDir, type OutputFile, type OutputDir, type OutputSink } from './util/output.js';
 export { applyNormalization, fitNormalization, type Normalization } from './head/normalize.js';
 export { loadTf } from './head/runtime.js';
 export { fitHead, predictProbabilities, DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/train.js';

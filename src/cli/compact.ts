@@ -1,0 +1,22 @@
+/** `featcache compact`: the command line of the compact job (src/jobs/compact.ts); defaults come from DEFAULT_COMPACT_OPTIONS. */
+import type { Argv, CommandModule } from 'yargs';
+import { DEFAULT_COMPACT_OPTIONS as D, compactSplit } from '../jobs/compact.js';
+import { type Args, cacheOption, emit, jsonOption } from './flags.js';
+
+export const compactCommand: CommandModule = {
+  command: 'compact',
+  describe: 'rewrite a split\'s part files without superseded rows, so tools reading features/<split>/*.arrow directly see each image once',
+  builder: (y: Argv) =>
+    y
+      .option('cache', cacheOption)
+      .option('split', { type: 'string', default: D.split, describe: 'split to compact' })
+      .option('part-rows', { type: 'number', default: D.partRows, describe: 'rows per rewritten part file' })
+      .option('json', jsonOption),
+  handler: async (argv) => {
+    const a = argv as Args;
+    const r = await compactSplit({ cache: a.cache, split: a.split, partRows: a['part-rows'] });
+    emit(a.json, r, () => (r.compacted
+      ? `compact ${r.split}: ${r.partsBefore} parts (${r.recordsBefore} row records, ${(r.bytesBefore / 1e6).toFixed(1)} MB) → ${r.partsAfter} parts (${r.rows} rows, ${r.failures} failures, ${(r.bytesAfter / 1e6).toFixed(1)} MB)`
+      : `compact ${r.split}: already compact (${r.partsBefore} parts, ${r.rows} rows)`));
+  },
+};

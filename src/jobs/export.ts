@@ -1,0 +1,227 @@
+/**
+ * The export job: store → export. Streams a split out of the cache part by part (memory does not grow with the
+ * number of rows) into formats other tools read, and makes the result visible only when it is complete. Outputs
+ * follow src/util/output.ts: featcache replaces only what it can prove it wrote.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { FeatcacheError, invalidParameter, oneOf, optionName } from '../errors.js';
+import { DIRECTORY_FORMATS, type ExportBatch, FORMATS, type Format, UNLABELLED, type WriterSpec, writeExport } from '../export/formats.js';
+import { type LivePart, keptFeatures, liveParts } from '../store/live.js';
+import { NORMALIZATIONS, type Normalization, type NormalizationKind, StandardAccumulator, applyNormalization } from '../head/normalize.js';
+import { FeatureCache, type LatestRecord } from '../store/reader.js';
+import { type OutputDir, type OutputFile, openOutputFile, prepareOutputDir, writeOutputFile } from '../util/output.js';
+import { withDefaults } from '../util/options.js';
+import { toolVersions } from '../version.js';
+
+export interface ExportOptions {
+  /** Feature cache directory. */
+  cache: string;
+  /** Cached split to export. */
+  split: string;
+  format: Format;
+  /** Output file (npy: output directory); `-`, a device or a FIFO is written through. */
+  out: string;
+  normalize: NormalizationKind;
+  /** Reuse saved `standard` statistics (a stats.json of an earlier export) instead of fitting them. */
+  stats: string | null;
+  /** The split `standard` statistics are fitted on: train, so val statistics never leak into train. */
+  fitSplit: string;
+  log: (line: string) => void;
+}
+
+export const DEFAULT_EXPORT_OPTIONS: Readonly<ExportOptions> = Object.freeze({
+  // Same default as the CLI's --cache (DEFAULT_CACHE): the library may not import the CLI's flag module.
+  cache: './features',
+  split: 'train',
+  format: 'libsvm',
+  out: '',
+  normalize: 'none',
+  stats: null,
+  fitSplit: 'train',
+  log: () => {},
+});
+
+/** Marker that makes a directory output featcache's to replace (see prepareOutputDir). */
+export const EXPORT_MARKER = '.featcache-export.json';
+
+/** Formats that carry class names and provenance inside the file (key-value metadata), so need no side files. */
+const SELF_DESCRIBING: readonly Format[] = ['parquet', 'arrow'];
+
+/** Key-value metadata keys of Arrow and Parquet exports. */
+export const METADATA_KEYS = Object.freeze({ classes: 'featcache.classes', provenance: 'featcache.provenance' });
+
+export interface ExportResult {
+  split: string;
+  format: Format;
+  rows: number;
+  dim: number;
+  files: string[];
+  /** Bytes written; null when written through to a device, FIFO or stdout. */
+  bytes: number | null;
+  seconds: number;
+  rowsPerSecond: number;
+  mbPerSecond: number | null;
+  normalization: { kind: NormalizationKind; statsFile: string | null; fittedOn: string | null };
+}
+
+async function loadStats(file: string, dim: number): Promise<Normalization> {
+  let stats: Normalization;
+  try {
+    stats = JSON.parse(await fs.readFile(file, 'utf8')) as Normalization;
+  } catch (error) {
+    throw invalidParameter('stats', 'a readable stats.json', `${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  if (stats.kind !== 'standard' || stats.mean?.length !== dim || stats.std?.length !== dim) {
+    throw invalidParameter('stats', `standard statistics with ${dim} means and stds (written by an earlier export with normalize standard)`, file);
+  }
+  return stats;
+}
+
+async function fitStatistics(cache: FeatureCache, split: string): Promise<Normalization> {
+  if (!(await cache.splits()).includes(split)) {
+    throw invalidParameter('fitSplit', `a split of ${cache.dir} to fit standard statistics on, or stats FILE`, split);
+  }
+  const accumulator = new StandardAccumulator(cache.dim);
+  for await (const batch of cache.batches(split)) accumulator.add(batch.features, batch.count);
+  return accumulator.result();
+}
+
+function validate(options: ExportOptions): void {
+  if (!(FORMATS as readonly string[]).includes(options.format)) throw invalidParameter('format', oneOf(FORMATS), options.format);
+  if (!(NORMALIZATIONS as readonly string[]).includes(options.normalize)) throw invalidParameter('normalize', oneOf(NORMALIZATIONS), options.normalize);
+  if (typeof options.out !== 'string' || options.out === '') throw invalidParameter('out', 'an output path', options.out);
+  if (typeof options.split !== 'string' || options.split === '') throw invalidParameter('split', 'a split name', options.split);
+}
+
+/** The live rows of one part as an export batch, normalised. */
+function exportBatch(part: LivePart, split: string, dim: number, normalization: Normalization): ExportBatch {
+  const rows = part.keep.map((i) => part.content.rows[i]!);
+  const features = keptFeatures(part, dim);
+  applyNormalization(normalization, features, rows.length, dim);
+  return {
+    split,
+    count: rows.length,
+    dim,
+    features,
+    labels: Int32Array.from(rows, (r) => r.label ?? UNLABELLED),
+    paths: rows.map((r) => r.path),
+    labelNames: rows.map((r) => r.labelName),
+    sizes: Float64Array.from(rows, (r) => r.size),
+    mtimes: Float64Array.from(rows, (r) => r.mtimeMs),
+  };
+}
+
+async function* exportBatches(cache: FeatureCache, split: string, latest: Map<string, LatestRecord>, normalization: Normalization): AsyncGenerator<ExportBatch> {
+  for await (const part of liveParts(cache, split, latest)) {
+    if (part.keep.length > 0) yield exportBatch(part, split, cache.dim, normalization);
+  }
+}
+
+/**
+ * Exports one cached split: rows de-duplicated (the newest record of each path), failures and removed images
+ * excluded, features optionally normalised, with class names and provenance beside (or, for Arrow and Parquet,
+ * inside) the output. Options not given take DEFAULT_EXPORT_OPTIONS; `out` is required.
+ *
+ * @example
+ * ```ts
+ * import { exportSplit } from 'featcache';
+ * const r = await exportSplit({ cache: './features', split: 'val', format: 'parquet', out: 'val.parquet', normalize: 'l2' });
+ * console.log(`${r.rows} rows × ${r.dim} → ${r.files.join(', ')}`);
+ * ```
+ */
+export async function exportSplit(given: Partial<ExportOptions>): Promise<ExportResult> {
+  const options: ExportOptions = withDefaults(DEFAULT_EXPORT_OPTIONS, given);
+  validate(options);
+  const started = performance.now();
+  const cache = await FeatureCache.open(options.cache);
+  const latest = await cache.latest(options.split);
+  const rows = FeatureCache.liveRows(latest);
+  if (rows === 0) {
+    const available = await cache.splits();
+    throw invalidParameter('split', `a split of ${options.cache} with rows (${available.length > 0 ? `available: ${available.join(', ')}` : 'the cache is empty'})`, options.split);
+  }
+  const normalization: Normalization = options.normalize !== 'standard'
+    ? { kind: options.normalize }
+    : options.stats ? await loadStats(options.stats, cache.dim) : await fitStatistics(cache, options.fitSplit);
+  const fittedOn = normalization.kind === 'standard' && !options.stats ? options.fitSplit : null;
+  const provenance = provenanceOf(options, cache, rows, normalization, fittedOn);
+  const m = cache.manifest;
+  const spec: WriterSpec = {
+    count: rows, dim: cache.dim, classes: m.classes,
+    metadata: { [METADATA_KEYS.classes]: JSON.stringify(m.classes), [METADATA_KEYS.provenance]: JSON.stringify(provenance) },
+  };
+  const sideFiles = sideFilesFor(options.format, m.classes, normalization, provenance);
+
+  const directory = DIRECTORY_FORMATS.includes(options.format);
+  const output: (OutputFile | OutputDir) & { kind?: string } = directory ? await prepareOutputDir(options.out, EXPORT_MARKER) : await openOutputFile(options.out);
+  const files: string[] = [];
+  try {
+    await writeExport(options.format, output, spec, exportBatches(cache, options.split, latest, normalization));
+    files.push(...(await writeSideFiles(output, options, sideFiles)));
+    await output.commit();
+    files.unshift(options.out);
+  } catch (error) {
+    await output.abort().catch(() => {});
+    if (error instanceof FeatcacheError) throw error;
+    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    throw new FeatcacheError(`${optionName('out')} ${options.out}: cannot write (${code}); ${output.kind === 'stream' ? 'what was written through is incomplete' : 'nothing was written'}`, 1);
+  }
+  const bytes = 'file' in output ? await directorySize(output.dir) : output.kind === 'file' ? (await fs.stat(output.resolved)).size : null;
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    split: options.split, format: options.format, rows, dim: cache.dim, files, bytes, seconds,
+    rowsPerSecond: rows / seconds, mbPerSecond: bytes === null ? null : bytes / 1e6 / seconds,
+    normalization: {
+      kind: normalization.kind,
+      statsFile: 'stats.json' in sideFiles && (directory || files.length > 1) ? (directory ? path.join(options.out, 'stats.json') : `${options.out}.stats.json`) : null,
+      fittedOn,
+    },
+  };
+}
+
+/** What the export was made from and how: model identity, preprocessing, normalisation, versions. */
+function provenanceOf(options: ExportOptions, cache: FeatureCache, rows: number, normalization: Normalization, fittedOn: string | null): Record<string, unknown> {
+  const m = cache.manifest;
+  return {
+    cache: path.resolve(options.cache), split: options.split, format: options.format, rows, dim: cache.dim, normalization: normalization.kind,
+    statsFittedOn: fittedOn, statsFile: options.stats, unlabelledLabel: SELF_DESCRIBING.includes(options.format) ? null : UNLABELLED,
+    modelFile: m.modelFile, modelSha256: m.modelSha256, tappedTensor: m.tappedTensor, preset: m.preset,
+    exif: m.exif, icc: m.icc, precision: m.precision ?? 'fp32', extractedWith: m.versions, exportedWith: toolVersions(), exportedAt: new Date().toISOString(),
+  };
+}
+
+/** classes.txt, provenance.json (formats without metadata of their own) and, for `standard`, stats.json. */
+function sideFilesFor(format: Format, classes: string[], normalization: Normalization, provenance: Record<string, unknown>): Record<string, string> {
+  const described = SELF_DESCRIBING.includes(format);
+  return {
+    ...(described ? {} : { 'classes.txt': classes.map((c) => `${c}\n`).join('') }),
+    ...(normalization.kind === 'standard' ? { 'stats.json': JSON.stringify(normalization) } : {}),
+    ...(described ? {} : { 'provenance.json': `${JSON.stringify(provenance, null, 2)}\n` }),
+  };
+}
+
+/** Side files go inside a directory output, beside a file output, and nowhere for a stream (with a note). */
+async function writeSideFiles(output: OutputFile | OutputDir, options: ExportOptions, sideFiles: Record<string, string>): Promise<string[]> {
+  if ('file' in output) {
+    for (const [name, content] of Object.entries(sideFiles)) await fs.writeFile(output.file(name), content);
+    return [];
+  }
+  if (output.kind === 'stream') {
+    if (Object.keys(sideFiles).length > 0) options.log(`export: ${options.out} is written through (a device, FIFO or stdout): ${Object.keys(sideFiles).join(', ')} not saved`);
+    return [];
+  }
+  // Beside a file they are written (atomically) before it appears, so a visible export always has them.
+  const written: string[] = [];
+  for (const [name, content] of Object.entries(sideFiles)) {
+    await writeOutputFile(`${options.out}.${name}`, content);
+    written.push(`${options.out}.${name}`);
+  }
+  return written;
+}
+
+async function directorySize(dir: string): Promise<number> {
+  let total = 0;
+  for (const name of await fs.readdir(dir)) total += (await fs.stat(path.join(dir, name))).size;
+  return total;
+}

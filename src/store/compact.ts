@@ -1,0 +1,186 @@
+/**
+ * Compaction: rewrites a split's part files so that they hold only the newest record of each path (live rows and the
+ * failure ledger), which makes reading the part files directly — with pyarrow, polars, DuckDB — correct again.
+ *
+ * Crash safety comes from ordering, not from one big rename. New parts are named to sort right after the last old
+ * part (and before any part a later run writes), and hold copies of records that are already the newest; so at every
+ * moment the newest-record-wins view of the split is unchanged: while they are renamed in one by one (each index,
+ * then its part, each via a temporary name), and while the old parts are removed oldest first (a removal or failure
+ * record always outlives the rows it supersedes). A kill -9 anywhere loses nothing; compacting again finishes the job.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { processAlive } from './lock.js';
+import { keptFeatures, liveParts } from './live.js';
+import { type Failure, type PartIndex, type Row, encodePart, indexFileOf, readPartIndex } from './part.js';
+import type { FeatureCache, LatestRecord } from './reader.js';
+import { temporarySibling } from '../util/fsx.js';
+import { toolVersions } from '../version.js';
+
+/** A compacted part's name: the last old part's stem, `~c`, a sequence number (`~` sorts after `.arrow`'s `.`). */
+const COMPACTED = /~c(\d+)$/;
+
+/**
+ * Names for compacted parts: after `last` in sort order, before every name a later run can write (those start with
+ * a later timestamp, or continue the same run with a higher sequence number).
+ */
+export function compactedNames(last: string, count: number): string[] {
+  const stem = path.basename(last).replace(/\.arrow$/, '');
+  const previous = COMPACTED.exec(stem);
+  const base = stem.replace(COMPACTED, '');
+  const first = previous ? Number(previous[1]) + 1 : 0;
+  return Array.from({ length: count }, (_, k) => `${base}~c${String(first + k).padStart(6, '0')}.arrow`);
+}
+
+export interface CompactionStats {
+  /** Whether anything was rewritten (false: no superseded records). */
+  compacted: boolean;
+  partsBefore: number;
+  partsAfter: number;
+  /** Row records in the part files before, and live rows (what remains). */
+  recordsBefore: number;
+  rows: number;
+  failures: number;
+  bytesBefore: number;
+  bytesAfter: number;
+}
+
+export interface CompactionOptions {
+  /** Rows per new part. */
+  partRows: number;
+  log: (line: string) => void;
+}
+
+/**
+ * Test hook: `FEATCACHE_TEST_COMPACT_KILL=<step>:<n>` kills the process with SIGKILL at the n-th `index` (index
+ * renamed in, its part not yet), `part` (part renamed in) or `removed` (old part removed, its index not yet) step.
+ */
+function crashPoint(step: 'index' | 'part' | 'removed', n: number): void {
+  if (process.env.FEATCACHE_TEST_COMPACT_KILL === `${step}:${n}`) process.kill(process.pid, 'SIGKILL');
+}
+
+async function partsSize(files: string[]): Promise<number> {
+  let total = 0;
+  for (const file of files) {
+    for (const f of [file, indexFileOf(file)]) total += await fs.stat(f).then((s) => s.size, () => 0);
+  }
+  return total;
+}
+
+/** Whether any record in the parts is superseded: a row or failure that is not its path's newest, or a removal. */
+function superseded(indexes: PartIndex[], latest: Map<string, LatestRecord>): { any: boolean; records: number } {
+  let records = 0;
+  let live = 0;
+  let extra = 0;
+  for (const index of indexes) {
+    records += index.rows.length;
+    extra += index.failures.length + index.removed.length;
+  }
+  for (const record of latest.values()) if (record.kind !== 'removed') live++;
+  return { any: records + extra > live || [...latest.values()].some((r) => r.kind === 'removed'), records };
+}
+
+/**
+ * Compacts `split` of `cache`. The caller holds the split's locks; see the file comment for why a kill is harmless.
+ */
+export async function compactParts(cache: FeatureCache, split: string, options: CompactionOptions): Promise<CompactionStats> {
+  const splitDir = path.join(cache.dir, split);
+  await removeCompactionLeftovers(splitDir);
+  const parts = await cache.partFiles(split);
+  const latest = await cache.latest(split);
+  const indexes = await Promise.all(parts.map((p) => readPartIndex(p)));
+  const { any, records } = superseded(indexes, latest);
+  const failures: Failure[] = [...latest.values()].flatMap((r) => (r.kind === 'failure' && r.failure ? [r.failure] : []));
+  const rowCount = [...latest.values()].filter((r) => r.kind === 'row').length;
+  const bytesBefore = await partsSize(parts);
+  const unchanged: CompactionStats = {
+    compacted: false, partsBefore: parts.length, partsAfter: parts.length, recordsBefore: records, rows: rowCount, failures: failures.length, bytesBefore, bytesAfter: bytesBefore,
+  };
+  if (parts.length === 0 || !any) return unchanged;
+
+  const partRows = Math.max(1, options.partRows);
+  const total = Math.ceil(rowCount / partRows) || (failures.length > 0 ? 1 : 0);
+  const names = compactedNames(parts.at(-1)!, total);
+  const runId = `compact-${String(Date.now()).padStart(15, '0')}-${process.pid}`;
+  const provenance = { compactedAt: new Date().toISOString(), compactedFrom: parts.map((p) => path.basename(p)), compactedWith: toolVersions() };
+  const dim = cache.dim;
+  const written: string[] = [];
+  let rows: Row[] = [];
+  let chunks: Float32Array[] = [];
+
+  const flush = async (last: boolean) => {
+    const file = path.join(splitDir, names[written.length]!);
+    const features = new Float32Array(rows.length * dim);
+    chunks.reduce((offset, f) => (features.set(f, offset), offset + f.length), 0);
+    const meta = { split, shard: 'compact', runId, dim, failures: last ? failures : [], removed: [], provenance };
+    const index: PartIndex = { dim, rows: rows.map((r) => ({ path: r.path, size: r.size, mtimeMs: r.mtimeMs })), failures: meta.failures, removed: [] };
+    const indexTmp = temporarySibling(indexFileOf(file));
+    const partTmp = temporarySibling(file);
+    await writeSynced(indexTmp, JSON.stringify(index));
+    await writeSynced(partTmp, encodePart({ meta, rows, features }));
+    await fs.rename(indexTmp, indexFileOf(file));
+    crashPoint('index', written.length + 1);
+    await fs.rename(partTmp, file);
+    written.push(file);
+    crashPoint('part', written.length);
+    rows = [];
+    chunks = [];
+  };
+
+  for await (const part of liveParts(cache, split, latest, parts)) {
+    const features = keptFeatures(part, dim);
+    part.keep.forEach((i, k) => {
+      rows.push(part.content.rows[i]!);
+      chunks.push(features.subarray(k * dim, (k + 1) * dim));
+    });
+    while (rows.length >= partRows && written.length < total - 1) {
+      const restRows = rows.splice(partRows);
+      const restChunks = chunks.splice(partRows);
+      await flush(false);
+      rows = restRows;
+      chunks = restChunks;
+    }
+  }
+  if (total > 0) await flush(true);
+  await syncDirectory(splitDir);
+
+  // Oldest first: a later part's removal or failure record must outlive the rows it supersedes.
+  for (const [k, file] of parts.entries()) {
+    await fs.rm(file, { force: true });
+    crashPoint('removed', k + 1);
+    await fs.rm(indexFileOf(file), { force: true });
+  }
+  options.log(`compact ${split}: ${parts.length} parts (${records} row records) → ${written.length} parts (${rowCount} rows, ${failures.length} failures)`);
+  return { ...unchanged, compacted: true, partsAfter: written.length, bytesAfter: await partsSize(written) };
+}
+
+async function writeSynced(file: string, data: string | Uint8Array): Promise<void> {
+  const handle = await fs.open(file, 'w');
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** So the renames are durable before the old parts go. */
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r').catch(() => null);
+  await handle?.sync().catch(() => {});
+  await handle?.close();
+}
+
+/**
+ * What a killed compaction can leave: temporaries of dead processes and a compacted index whose part was never
+ * renamed in. (Old parts' indexes whose part was removed are ignored by readers and removed here too.)
+ */
+async function removeCompactionLeftovers(dir: string): Promise<void> {
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  const present = new Set(names);
+  for (const name of names) {
+    const pid = /^\.part-.*\.(\d+)\.\d+\.tmp$/.exec(name)?.[1];
+    const orphanIndex = name.startsWith('part-') && name.endsWith('.index.json') && !present.has(name.replace(/\.index\.json$/, '.arrow'));
+    if ((pid && !processAlive(Number(pid))) || orphanIndex) await fs.rm(path.join(dir, name), { force: true });
+  }
+}
