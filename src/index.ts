@@ -1,6 +1,8 @@
 /**
  * featcache as a library: one plain async function per job (what the CLI calls), and the stages they compose —
- * dataset → image → backbone → store → head → export. Nothing here imports the command line.
+ * dataset → image → backbone → store → head → export. Nothing here imports the command line, and the published types
+ * stay free of TensorFlow.js and ONNX protobuf types (functions that take those are internal), so a consumer compiles
+ * with `skipLibCheck: false`.
  *
  * @example
  * import { extract, trainHead, predict } from 'featcache';
@@ -33,12 +35,11 @@ export { openBackbone, parseDevice, type Backbone, type BackboneOptions } from '
 export { checkCuda, describeCudaProblems, CUDA_REQUIREMENTS, type CudaCheck, type CudaLibrary } from './backbone/cuda-libs.js';
 export { download, DEFAULT_DOWNLOAD_TIMEOUTS, type DownloadOptions, type DownloadResult, type ProxySettings } from './fetch/download.js';
 export { MODEL_SOURCES, MODEL_NAMES, type ModelSource } from './fetch/registry.js';
-export { resolveTap, tapModel, poolCandidates, FEATURE_OUTPUT, type TapPoint } from './backbone/tap.js';
+export { FEATURE_OUTPUT, type TapPoint } from './backbone/tap.js';
 export { FeatureCache, type FeatureSet } from './store/reader.js';
 export { SplitWriter, type SplitWriterOptions } from './store/writer.js';
 export { openOutputFile, prepareOutputDir, type OutputFile, type OutputDir, type OutputSink } from './util/output.js';
 export { applyNormalization, fitNormalization, type Normalization } from './head/normalize.js';
-export { loadTf } from './head/runtime.js';
-export { fitHead, predictProbabilities, DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/train.js';
-export { loadHead, saveHead } from './head/saved.js';
-export { openBundle, buildBundle, isBundleFile, type OpenedBundle, type BundleMetadata } from './export/bundle.js';
+export { DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/train.js';
+export { type HeadInfo } from './head/saved.js';
+export { openBundle, isBundleFile, type OpenedBundle, type BundleMetadata } from './export/bundle.js';

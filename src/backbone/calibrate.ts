@@ -51,6 +51,7 @@ function reduceNode(opType: 'ReduceMin' | 'ReduceMax', input: string, out: strin
 }
 
 /** The model with each tensor (min/max: its reduced min and max) as an extra output. */
+/** @internal */
 export function calibrationModel(model: ModelProto, tensors: string[], method: RangeMethod): { bytes: Uint8Array; outputs: Map<string, string[]> } {
   const graph = model.graph as GraphProto;
   const outputs = new Map<string, string[]>();
@@ -90,6 +91,7 @@ function stridedSample(values: Float32Array, limit: number, offset: number): Flo
 }
 
 /** Runs the FP32 model over the calibration batches and returns each tensor's range. */
+/** @internal */
 export async function collectRanges(
   model: ModelProto,
   tensors: string[],

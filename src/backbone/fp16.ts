@@ -73,6 +73,7 @@ function castNode(input: string, output: string, to: number): NodeProto {
 }
 
 /** Converts a tapped model (output FEATURE_OUTPUT) to run in float16 while taking and returning float32. */
+/** @internal */
 export function toFloat16(model: ModelProto): ModelProto {
   const graph = model.graph as GraphProto;
   if ((graph.node ?? []).some((n) => (n.opType ?? '').startsWith('QLinear') || n.opType === 'QuantizeLinear')) {

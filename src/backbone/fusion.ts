@@ -30,6 +30,7 @@ export async function cpuHasInt8Dot(cpuinfo?: string): Promise<boolean | null> {
   return /\b(avx512_vnni|avx_vnni|avx_vnni_int8|asimddp)\b/.test(text);
 }
 
+/** @internal */
 export function countOps(graph: GraphProto): Map<string, number> {
   const counts = new Map<string, number>();
   for (const n of graph.node ?? []) counts.set(n.opType ?? '', (counts.get(n.opType ?? '') ?? 0) + 1);
@@ -37,6 +38,7 @@ export function countOps(graph: GraphProto): Map<string, number> {
 }
 
 /** Judges fusion from op counts: pure, so the rules are testable without onnxruntime. */
+/** @internal */
 export function judgeFusion(qdq: GraphProto, optimised: GraphProto, vnni: boolean | null): FusionReport {
   const before = countOps(qdq);
   const after = countOps(optimised);

@@ -6,11 +6,17 @@ import * as fs from 'node:fs/promises';
 import onnxProto from 'onnx-proto';
 import { FeatcacheError } from '../errors.js';
 
+/** @internal */
 export const { onnx } = onnxProto;
+/** @internal */
 export type ModelProto = onnxProto.onnx.ModelProto;
+/** @internal */
 export type NodeProto = onnxProto.onnx.INodeProto;
+/** @internal */
 export type GraphProto = onnxProto.onnx.IGraphProto;
+/** @internal */
 export type AttributeProto = onnxProto.onnx.IAttributeProto;
+/** @internal */
 export type TensorProto = onnxProto.onnx.ITensorProto;
 
 export type Dim = number | string | null;
@@ -21,6 +27,7 @@ export interface TensorInfo {
   shape: Dim[] | null;
 }
 
+/** @internal */
 export async function loadModel(file: string): Promise<{ model: ModelProto; bytes: Buffer }> {
   let bytes: Buffer;
   try {
@@ -36,6 +43,7 @@ export async function loadModel(file: string): Promise<{ model: ModelProto; byte
   return { model: decodeModel(bytes, file), bytes };
 }
 
+/** @internal */
 export function decodeModel(bytes: Uint8Array, file: string): ModelProto {
   let model: ModelProto;
   try {
@@ -49,6 +57,7 @@ export function decodeModel(bytes: Uint8Array, file: string): ModelProto {
   return model;
 }
 
+/** @internal */
 export function encodeModel(model: ModelProto): Uint8Array {
   return onnx.ModelProto.encode(model).finish();
 }
@@ -68,16 +77,19 @@ function valueInfoToTensorInfo(info: onnxProto.onnx.IValueInfoProto): TensorInfo
 }
 
 /** Graph inputs that are real inputs (older exporters also list initializers as inputs). */
+/** @internal */
 export function graphInputs(graph: GraphProto): TensorInfo[] {
   const initializers = new Set((graph.initializer ?? []).map((t) => t.name));
   return (graph.input ?? []).filter((i) => !initializers.has(i.name)).map(valueInfoToTensorInfo);
 }
 
+/** @internal */
 export function graphOutputs(graph: GraphProto): TensorInfo[] {
   return (graph.output ?? []).map(valueInfoToTensorInfo);
 }
 
 /** Map from tensor name to the nodes that consume it. */
+/** @internal */
 export function consumersOf(graph: GraphProto): Map<string, NodeProto[]> {
   const consumers = new Map<string, NodeProto[]>();
   for (const node of graph.node ?? []) {
@@ -91,6 +103,7 @@ export function consumersOf(graph: GraphProto): Map<string, NodeProto[]> {
 }
 
 /** Number of nodes between a tensor and the nearest graph output (Infinity if it never reaches one). */
+/** @internal */
 export function distanceToOutput(graph: GraphProto, tensor: string): number {
   const outputs = new Set((graph.output ?? []).map((o) => o.name));
   const consumers = consumersOf(graph);
@@ -114,6 +127,7 @@ export function distanceToOutput(graph: GraphProto, tensor: string): number {
   return Number.POSITIVE_INFINITY;
 }
 
+/** @internal */
 export function initializerInts(graph: GraphProto, name: string): number[] | null {
   const init = (graph.initializer ?? []).find((t) => t.name === name);
   if (!init) return null;
@@ -129,6 +143,7 @@ export function initializerInts(graph: GraphProto, name: string): number[] | nul
   return [];
 }
 
+/** @internal */
 export function intsAttribute(node: NodeProto, name: string): number[] | null {
   const attribute = (node.attribute ?? []).find((a) => a.name === name);
   if (!attribute) return null;

@@ -82,6 +82,7 @@ export interface QuantizeReport {
 }
 
 /** Refuses already-quantised models (a user error) and reports unsupported ones (an FP32 fallback). */
+/** @internal */
 export function checkQuantisable(model: ModelProto, what: string): void {
   const graph = model.graph as GraphProto;
   const quantised = [...new Set((graph.node ?? []).map((n) => n.opType ?? '').filter((op) => QUANTISED_OPS.test(op)))].sort();
@@ -109,6 +110,7 @@ function consumers(graph: GraphProto): Map<string, NodeProto[]> {
 }
 
 /** Which activations get a QuantizeLinear, following the recipe. Order: graph order (input first). */
+/** @internal */
 export function planActivations(graph: GraphProto): ActivationPlan[] {
   const input = graphInputs(graph)[0]?.name;
   if (!input) throw new FeatcacheError(`${optionName('int8')}: the model has no image input`);
@@ -172,6 +174,7 @@ export function quantiseWeights(values: Float32Array, channels: number): { q: In
   return { q, scales };
 }
 
+/** @internal */
 export function floatValues(tensor: TensorProto): Float32Array {
   if (tensor.floatData && tensor.floatData.length > 0) return Float32Array.from(tensor.floatData);
   const raw = tensor.rawData ?? new Uint8Array();
@@ -195,6 +198,7 @@ function node(opType: string, inputs: string[], output: string, axis?: number): 
 /**
  * The QDQ graph for given activation parameters. Pure graph surgery: no onnxruntime, so it is testable on its own.
  */
+/** @internal */
 export function buildQdqModel(model: ModelProto, params: Map<string, QuantParams>): ModelProto {
   const graph = model.graph as GraphProto;
   const inits = new Map((graph.initializer ?? []).map((t) => [t.name ?? '', t]));

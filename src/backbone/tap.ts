@@ -57,6 +57,7 @@ function poolKind(graph: GraphProto, node: NodeProto): PoolKind | null {
 }
 
 /** Every global-average-pool-like node, nearest to the graph output first. */
+/** @internal */
 export function poolCandidates(graph: GraphProto): PoolCandidate[] {
   const candidates: PoolCandidate[] = [];
   for (const node of graph.node ?? []) {
@@ -107,6 +108,7 @@ function matchesModule(nodeName: string, modulePath: string): boolean {
  * Resolves `--tap`: the default pool finder, or a node name, a tensor name, or a PyTorch module path.
  * A spec that matches nothing gets an error that lists what would have matched.
  */
+/** @internal */
 export function resolveTap(graph: GraphProto, spec: string = DEFAULT_TAP): TapPoint {
   const nodes = graph.node ?? [];
   const byName = nodes.find((n) => n.name === spec);
@@ -166,10 +168,12 @@ function makeNode(opType: string, inputs: string[], output: string, attribute: A
  * Returns a new model whose only output is `FEATURE_OUTPUT`, float32 [N, C]: the tapped tensor,
  * dequantised if it is quantised, flattened from axis 1. The classifier and anything else not needed is dropped.
  */
+/** @internal */
 export function tapModel(model: ModelProto, tap: TapPoint): Uint8Array {
   return encodeModel(tappedModel(model, tap));
 }
 
+/** @internal */
 export function tappedModel(model: ModelProto, tap: TapPoint): ModelProto {
   const graph = model.graph as GraphProto;
   const extra: NodeProto[] = [];

@@ -143,6 +143,7 @@ const outputInfo = (name: string, classes: number) =>
  * own opset is kept. The sums of l2 normalisation are a MatMul with ones, which avoids ReduceSum's axes moving from
  * attribute to input between opsets.
  */
+/** @internal */
 export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'layers'>): ModelProto {
   const graph = tapped.graph as GraphProto;
   const nodes: NodeProto[] = [];
@@ -276,6 +277,7 @@ export async function buildBundle(options: BuildBundleOptions): Promise<{ bytes:
 }
 
 /** The metadata of a featcache bundle, or null when the model carries none (a plain backbone, say). */
+/** @internal */
 export function bundleMetadataOf(model: ModelProto, source: string): BundleMetadata | null {
   const props = new Map((model.metadataProps ?? []).map((m) => [m.key ?? '', m.value ?? '']));
   if (!props.has(METADATA_KEYS.format)) return null;

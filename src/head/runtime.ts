@@ -8,10 +8,12 @@ import * as path from 'node:path';
 import type * as TF from '@tensorflow/tfjs';
 import { FeatcacheError, errorMessage, parseChoice } from '../errors.js';
 
+/** @internal */
 export type Tf = typeof TF;
 export const BACKENDS = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKENDS)[number];
 
+/** @internal */
 export interface TfRuntime {
   tf: Tf;
   backend: string;
@@ -35,6 +37,7 @@ async function tryWasm(tf: Tf): Promise<void> {
   if (!(await tf.setBackend('wasm'))) throw new Error('wasm backend failed to initialise');
 }
 
+/** @internal */
 export function loadTf(choice: BackendChoice = 'auto'): Promise<TfRuntime> {
   parseChoice('backend', choice, BACKENDS);
   cached ??= selectBackend(choice);

@@ -134,6 +134,7 @@ async function writeHeadFiles(dir: string, write: (tmp: string) => Promise<void>
   }
 }
 
+/** @internal */
 export async function saveHead(tf: Tf, dir: string, head: SavedHead): Promise<void> {
   const model = buildModel(tf, head.layers);
   await writeHeadFiles(dir, async (tmp) => {
@@ -190,6 +191,7 @@ function modelJsonProblem(value: unknown, info: HeadInfo): string | null {
   return null;
 }
 
+/** @internal */
 export async function loadHead(tf: Tf, dir: string): Promise<LoadedHead> {
   const read = async (name: string) =>
     fs.readFile(path.join(dir, name)).catch(() => {

@@ -171,6 +171,7 @@ export interface SelectOptions {
  * Sweeps the grid on the planned folds; each normalisation's best candidate (held-out loss) is refit per fold to
  * fit a temperature, and the one with the lowest calibrated held-out NLL wins (with `val_acc`: the most accurate).
  */
+/** @internal */
 export async function selectSetting(tf: Tf, train: Split, dim: number, classes: number, options: HeadOptions, select: SelectOptions): Promise<Selection | string> {
   const plan = planSelection(train.labels, select.keys, select.classNames, select.holdoutFraction, options.seed, duplicateGroups(train, dim));
   if (typeof plan === 'string') return plan;

@@ -43,6 +43,7 @@ export interface SweepRunOptions {
 }
 
 /** Runs every candidate for up to `options.epochs` epochs on `fit`, scoring each epoch on `holdout`. */
+/** @internal */
 export async function sweepCurves(tf: Tf, fit: Split, holdout: Split, dim: number, classes: number, candidates: LrWd[], options: HeadOptions, run: SweepRunOptions): Promise<SweepCurves> {
   if (options.hidden > 0) return sequentialCurves(tf, fit, holdout, dim, classes, candidates, options);
   if (run.engine === 'onnxruntime') return (await ortWide(fit, holdout, dim, classes, candidates, options, { ...run, scoreEachEpoch: true })).curves;
@@ -235,4 +236,3 @@ export function bestEpochOf(curves: SweepCurves, c: number, monitor: HeadOptions
   return best + 1;
 }
 
-export type { Tensor };

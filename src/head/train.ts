@@ -11,6 +11,7 @@ import { FeatcacheError, invalidParameter } from '../errors.js';
 import { seededRandom, shuffled } from '../util/random.js';
 import type { Tf } from './runtime.js';
 
+/** @internal */
 export type Tensor = ReturnType<Tf['tensor']>;
 type Variable = ReturnType<Tf['variable']>;
 
@@ -106,6 +107,7 @@ export function stepLr(options: Pick<HeadOptions, 'lr' | 'stepSize' | 'gamma'>, 
 }
 
 /** A trainable tensor with the optimiser's state beside it. */
+/** @internal */
 export interface Param {
   value: Variable;
   moment1: Variable;
@@ -116,6 +118,7 @@ export interface Param {
  * One optimiser step per parameter. `lr` and `weightDecay` may be scalars or tensors broadcast over the parameter
  * (the sweep trains many settings side by side, one per column block).
  */
+/** @internal */
 export interface Optimizer {
   /** Call once per mini-batch, before the parameters' updates. */
   nextStep(): void;
@@ -128,6 +131,7 @@ function withWeightDecay(tf: Tf, param: Param, gradient: Tensor, weightDecay: nu
 }
 
 /** PyTorch's Adam (L2 weight decay added to the gradient, bias-corrected moments). */
+/** @internal */
 export function adamOptimizer(tf: Tf): Optimizer {
   let step = 0;
   return {
@@ -145,6 +149,7 @@ export function adamOptimizer(tf: Tf): Optimizer {
 }
 
 /** PyTorch's SGD: buf ← μ·buf + g (no dampening), p ← p − lr·buf. */
+/** @internal */
 export function sgdOptimizer(tf: Tf, momentum: number): Optimizer {
   return {
     nextStep: () => {},
@@ -160,6 +165,7 @@ export function sgdOptimizer(tf: Tf, momentum: number): Optimizer {
   };
 }
 
+/** @internal */
 export function makeOptimizer(tf: Tf, options: Pick<HeadOptions, 'optimizer' | 'momentum'>): Optimizer {
   return options.optimizer === 'sgd' ? sgdOptimizer(tf, options.momentum) : adamOptimizer(tf);
 }
@@ -170,10 +176,12 @@ export function initValues(size: number, fanIn: number, random: () => number): F
   return Float32Array.from({ length: size }, () => (random() * 2 - 1) * bound);
 }
 
+/** @internal */
 export function makeParam(tf: Tf, values: Float32Array, shape: number[]): Param {
   return { value: tf.variable(tf.tensor(values, shape)), moment1: tf.variable(tf.zeros(shape)), moment2: tf.variable(tf.zeros(shape)) };
 }
 
+/** @internal */
 export function disposeParam(tf: Tf, p: Param): void {
   tf.dispose([p.value, p.moment1, p.moment2]);
 }
@@ -200,6 +208,7 @@ function forward(tf: Tf, layers: Layer[], x: Tensor) {
   return { logits: tf.add(tf.matMul(hidden, layers[1]!.kernel.value), layers[1]!.bias.value), hiddenPre, hidden };
 }
 
+/** @internal */
 export interface Batch {
   x: Tensor;
   oneHot: Tensor;
@@ -208,6 +217,7 @@ export interface Batch {
 }
 
 /** Gathers rows `order[start..end)` in JS and uploads them: cheaper on wasm than slicing a device tensor. */
+/** @internal */
 export function gatherBatch(tf: Tf, split: Split, dim: number, classes: number, classWeights: Float32Array, order: Int32Array, start: number, end: number): Batch {
   const n = end - start;
   const x = new Float32Array(n * dim);
@@ -225,6 +235,7 @@ export function gatherBatch(tf: Tf, split: Split, dim: number, classes: number, 
   return { x: tf.tensor2d(x, [n, dim]), oneHot: tf.tensor2d(oneHot, [n, classes]), weights: tf.tensor1d(weights), labels: tf.tensor1d(labels, 'int32') };
 }
 
+/** @internal */
 export function disposeBatch(tf: Tf, b: Batch): void {
   tf.dispose([b.x, b.oneHot, b.weights, b.labels]);
 }
@@ -303,6 +314,7 @@ function evaluate(t: Trainer, split: Split): { loss: number; acc: number } {
 }
 
 /** Keeps a copy of the weights of the best epoch so far and counts epochs since, for restore and early stopping. */
+/** @internal */
 export class BestWeightsKeeper {
   private best: { epoch: number; score: number; values: Tensor[] } | null = null;
   private sinceBest = 0;
@@ -374,6 +386,7 @@ function readLayers(layers: Layer[], values: Tensor[], sizes: number[]): DenseWe
 }
 
 /** Trains one head with one setting: seeded init and shuffles, best-epoch restore on `val`, early stopping. */
+/** @internal */
 export function fitHead(tf: Tf, train: Split, val: Split | null, dim: number, classes: number, options: HeadOptions, control: FitControl = {}): TrainResult {
   validateHeadOptions(options);
   validateData(train, dim, classes);
@@ -416,6 +429,7 @@ export function fitHead(tf: Tf, train: Split, val: Split | null, dim: number, cl
 }
 
 /** Logits [count, classes] of trained dense layers (the output layer without its softmax), on the tfjs backend. */
+/** @internal */
 export function predictLogits(tf: Tf, layers: DenseWeights[], features: Float32Array, count: number): Float32Array {
   const dim = layers[0]!.shape[0];
   const classes = layers.at(-1)!.shape[1];
@@ -452,6 +466,7 @@ export function softmaxRows(logits: Float32Array, classes: number, temperature =
 }
 
 /** Class probabilities [count, classes]: softmax(logits / temperature), temperature 1 by default. */
+/** @internal */
 export function predictProbabilities(tf: Tf, layers: DenseWeights[], features: Float32Array, count: number, temperature = 1): Float32Array {
   return softmaxRows(predictLogits(tf, layers, features, count), layers.at(-1)!.shape[1], temperature);
 }

@@ -1,6 +1,6 @@
 /** The inspect job: a model's inputs, outputs and the tap points a user can choose, with their shapes. */
 import * as ort from 'onnxruntime-node';
-import { encodeModel, graphInputs, graphOutputs, loadModel, onnx } from '../backbone/graph.js';
+import { type TensorInfo, encodeModel, graphInputs, graphOutputs, loadModel, onnx } from '../backbone/graph.js';
 import { type DeviceSpec, inputLayout, openSession, parseDevice } from '../backbone/session.js';
 import { modulePathOfNode, poolCandidates, resolveTap } from '../backbone/tap.js';
 import { sha256Bytes } from '../util/fsx.js';
@@ -19,8 +19,8 @@ export interface InspectResult {
   file: string;
   sha256: string;
   opsets: string[];
-  inputs: ReturnType<typeof graphInputs>;
-  outputs: ReturnType<typeof graphOutputs>;
+  inputs: TensorInfo[];
+  outputs: TensorInfo[];
   nodes: number;
   defaultTap: { node: string | null; tensor: string; opType: string } | null;
   candidates: TapCandidate[];
