@@ -7,12 +7,11 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { toFloat16 } from '../backbone/fp16.js';
 import { type GraphProto, type ModelProto, type NodeProto, type TensorProto, decodeModel, encodeModel, graphInputs, loadModel, onnx } from '../backbone/graph.js';
 import { type DeviceSpec, type InputLayout, inputLayout } from '../backbone/session.js';
 import { FEATURE_OUTPUT, resolveTap, tappedModel } from '../backbone/tap.js';
-import type { RequestKey, WorkerReply, WorkerRequest } from '../backbone/worker.js';
+import { openWorkerSession } from '../backbone/worker-client.js';
 import { FeatcacheError, optionName } from '../errors.js';
 import { HEAD_FILE, type HeadInfo } from '../head/saved.js';
 import type { DenseWeights } from '../head/train.js';
@@ -385,57 +384,21 @@ export async function openBundleBytes(bytes: Uint8Array, source: string, options
   if (!metadata) throw new FeatcacheError(`${optionName('model')}: ${source} is not a featcache bundle (no ${METADATA_KEYS.format} in its metadata_props); make one with 'featcache bundle'`);
   const inputs = graphInputs(model.graph!);
   const layout = inputLayout(inputs[0]!.name, inputs[0]!.shape);
-  const worker = new Worker(new URL('../backbone/worker.js', import.meta.url));
-  const pending = new Map<RequestKey, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
-  const fail = (error: Error) => {
-    for (const p of pending.values()) p.reject(error);
-    pending.clear();
-  };
-  worker.on('message', (reply: WorkerReply) => {
-    const waiter = pending.get(reply.key);
-    pending.delete(reply.key);
-    if (!waiter) return;
-    if (reply.type === 'error') waiter.reject(new FeatcacheError(reply.message, reply.exitCode ?? 1));
-    else waiter.resolve(reply);
-  });
-  worker.on('error', fail);
-  worker.on('exit', (code) => fail(new Error(`the onnxruntime worker exited (code ${code})`)));
-  const request = (message: WorkerRequest, transfer: ArrayBuffer[] = []) =>
-    new Promise<WorkerReply>((resolve, reject) => {
-      pending.set(message.key, { resolve, reject });
-      worker.postMessage(message, transfer);
-    });
   const size = metadata.preprocessing.input;
+  // The worker takes ownership of the buffer it is sent: send our own copy unless `bytes` is a whole buffer.
   const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
-  let opened: WorkerReply;
-  try {
-    opened = await request(
-      {
-        key: 'open', type: 'open', model: own, settings: { device: options.device ?? { kind: 'cpu' }, threads: options.threads ?? 0 },
-        layout, output: PROBABILITIES_OUTPUT, probeSize: { height: size.height, width: size.width },
-      },
-      [own.buffer as ArrayBuffer],
-    );
-  } catch (error) {
-    await worker.terminate();
-    throw error;
-  }
-  if (opened.type !== 'opened') throw new Error('unexpected reply from the onnxruntime worker');
-  let nextId = 0;
+  const settings = { device: options.device ?? { kind: 'cpu' as const }, threads: options.threads ?? 0 };
+  const session = await openWorkerSession(own, settings, layout, PROBABILITIES_OUTPUT, { height: size.height, width: size.width });
   return {
     ...metadata,
     source,
-    provider: opened.provider,
+    provider: session.provider,
     layout,
     async predict(pixels, count) {
       if (count === 0) return new Float32Array();
-      const reply = await request({ key: nextId++, type: 'run', pixels, count, size: size.height }, [pixels.buffer as ArrayBuffer]);
-      if (reply.type !== 'result') throw new Error('unexpected reply from the onnxruntime worker');
-      return reply.features;
+      return session.run(pixels, count, size.height);
     },
-    async close() {
-      await request({ key: 'close', type: 'close' }).catch(() => {});
-      await worker.terminate();
-    },
+    close: () => session.close(),
   };
+
 }
