@@ -3,10 +3,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { decodeModel, loadModel } from '../../src/backbone/graph.js';
+import { decodeModel, loadModel, onnx } from '../../src/backbone/graph.js';
 import { FEATURE_OUTPUT, modulePathOfNode, resolveTap, tapModel } from '../../src/backbone/tap.js';
 import { FeatcacheError } from '../../src/errors.js';
 import { mobilenetModel, needsShared, readFloat32, resnetDir, resnetModel, tinyModel } from '../support/helpers.js';
+import { decode, exposeTensor, initializerScalar, nodeOfType, twoPoolModel, twoPoolReference } from '../support/models.js';
 
 async function runTapped(bytes: Uint8Array, input: Float32Array, dims: number[]): Promise<ort.Tensor> {
   const session = await ort.InferenceSession.create(bytes);
@@ -28,6 +29,27 @@ describe('tap', () => {
       // Relu then mean over 64 values -10..53: (sum of 1..53) / 64.
       const expected = (53 * 54) / 2 / 64;
       for (const v of out.data as Float32Array) assert.ok(Math.abs(v - expected) < 1e-4);
+    });
+  }
+
+  for (const spec of ['avgpool', 'auto']) {
+    it(`--tap ${spec} takes the pool nearest the output when an earlier pool also reaches it`, async () => {
+      const size = 6;
+      const model = decodeModel(twoPoolModel(size), 'two-pools.onnx');
+      const tap = resolveTap(model.graph!, spec);
+      assert.equal(tap.node, '/avgpool/GlobalAveragePool');
+      assert.equal(tap.tensor, 'late');
+      // Per-channel means m spread over (0.1, 0.9), so the late pool (m²) and the early pool (m) differ clearly;
+      // the sine dips below zero, so the Relu matters too.
+      const plane = size * size;
+      const input = new Float32Array(2 * 3 * plane).map((_, i) => 0.15 * (Math.floor(i / plane) + 1) + 0.3 * Math.sin(i));
+      const reference = twoPoolReference(input, 2, size);
+      const got = (await runTapped(tapModel(model, tap), input, [2, 3, size, size])).data as Float32Array;
+      assert.equal(got.length, 6);
+      for (let k = 0; k < 6; k++) {
+        assert.ok(Math.abs(reference.late[k]! - reference.early[k]!) > 0.05, 'the two pools are told apart by this input');
+        assert.ok(Math.abs(got[k]! - reference.late[k]!) < 1e-5, `feature ${k}: ${got[k]} vs m² = ${reference.late[k]}`);
+      }
     });
   }
 
@@ -82,15 +104,33 @@ describe('tap', () => {
     assert.ok(worst <= 1e-4, `max abs diff ${worst}`);
   });
 
-  it('MobileNetV2-int8: dequantises QLinearGlobalAveragePool into 1280-d features', { skip: needsShared(mobilenetModel) }, async () => {
-    const { model } = await loadModel(mobilenetModel);
+  it('MobileNetV2-int8: features are the pool\'s uint8 output dequantised with its output scale and zero point', { skip: needsShared(mobilenetModel) }, async () => {
+    const { model, bytes } = await loadModel(mobilenetModel);
     const tap = resolveTap(model.graph!);
     assert.equal(tap.opType, 'QLinearGlobalAveragePool');
-    assert.ok(tap.dequantize);
-    const input = new Float32Array(2 * 3 * 224 * 224).map((_, i) => Math.sin(i / 1000));
-    const out = await runTapped(tapModel(model, tap), input, [2, 3, 224, 224]);
+    // The reference reads the pool node and its initializers straight from the file, not through the tap.
+    const reference = decode(bytes);
+    const pool = nodeOfType(reference, 'QLinearGlobalAveragePool');
+    const [, inScale, inZeroPoint, outScale, outZeroPoint] = pool.input;
+    const scale = initializerScalar(reference, outScale!);
+    const zeroPoint = initializerScalar(reference, outZeroPoint!);
+    assert.ok(Math.abs(initializerScalar(reference, inScale!) - scale) > 1e-3 || initializerScalar(reference, inZeroPoint!) !== zeroPoint,
+      'input and output quantisation differ, so using the wrong pair would show');
+    const input = new Float32Array(2 * 3 * 224 * 224).map((_, i) => Math.sin(i / 1000) * (i < 3 * 224 * 224 ? 1 : 2));
+    const dims = [2, 3, 224, 224];
+    const untapped = await ort.InferenceSession.create(exposeTensor(bytes, pool.output[0]!, onnx.TensorProto.DataType.UINT8));
+    const raw = (await untapped.run({ input: new ort.Tensor('float32', input, dims) }))[pool.output[0]!]!;
+    await untapped.release();
+    assert.equal(raw.type, 'uint8');
+    const quantised = raw.data as Uint8Array;
+    assert.equal(quantised.length, 2 * 1280);
+    assert.ok(new Set(quantised).size > 20, 'the pooled values are spread, not constant');
+    const out = await runTapped(tapModel(model, tap), input, dims);
     assert.deepEqual(out.dims, [2, 1280]);
     assert.equal(out.type, 'float32');
-    assert.ok((out.data as Float32Array).some((v) => v > 0 && !Number.isInteger(v)), 'features are dequantised floats');
+    const got = out.data as Float32Array;
+    let worst = 0;
+    for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i]! - (quantised[i]! - zeroPoint) * scale));
+    assert.ok(worst <= 1e-6, `max abs diff from (q - ${zeroPoint}) × ${scale}: ${worst}`);
   });
 });
