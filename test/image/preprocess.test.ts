@@ -115,8 +115,10 @@ describe('decoding', () => {
   });
 });
 
-describe('fidelity to torchvision', { skip: needsShared(path.join(resnetDir, 'manifest.json')) }, () => {
-  it('matches input_K.bin to a mean absolute difference <= 0.006 on every fixture image', async () => {
+const needsFixture = { skip: needsShared(path.join(resnetDir, 'manifest.json')) };
+
+describe('fidelity to torchvision', () => {
+  it('matches input_K.bin to a mean absolute difference <= 0.006 on every fixture image', needsFixture, async () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(resnetDir, 'manifest.json'), 'utf8'));
     const diffs: number[] = [];
     for (const item of manifest.items) {
@@ -129,7 +131,7 @@ describe('fidelity to torchvision', { skip: needsShared(path.join(resnetDir, 'ma
     assert.ok(Math.max(...diffs) <= 0.006, `mean abs diffs ${diffs.map((d) => d.toFixed(4)).join(', ')}`);
   });
 
-  it('lanczos3 (sharp default) would not meet the bar — the kernel choice matters', async () => {
+  it('lanczos3 (sharp default) would not meet the bar — the kernel choice matters', needsFixture, async () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(resnetDir, 'manifest.json'), 'utf8'));
     const item = manifest.items[0];
     const expected = readFloat32(path.join(resnetDir, item.input.file));

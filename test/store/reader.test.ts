@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
 import { removeStaleTemporaries } from '../../src/store/lock.js';
 import { type CacheManifest, ensureManifest } from '../../src/store/manifest.js';
 import { type Row, writePart } from '../../src/store/part.js';
@@ -12,6 +14,22 @@ const manifest = (over: Partial<CacheManifest> = {}): CacheManifest => ({
   format: 1, modelFile: 'm.onnx', modelSha256: 'aaa', tappedTensor: 'pool', tap: {}, preset: { name: 'torchvision' }, exif: 'ignore', icc: 'ignore',
   dim: 2, classes: ['ants', 'bees'], createdAt: 'now', versions: {}, ...over,
 });
+
+/**
+ * Live ArrayBuffer bytes after full garbage collections (without starting node with --expose-gc). Buffers are
+ * freed by finalisers, so collect across a few turns of the event loop.
+ */
+function liveBuffers(): () => Promise<number> {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  return async () => {
+    for (let k = 0; k < 3; k++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    return process.memoryUsage().arrayBuffers;
+  };
+}
 
 const row = (p: string, label: number | null, mtimeMs = 1): Row => ({ path: p, label, labelName: label === null ? null : ['ants', 'bees'][label]!, size: 1, mtimeMs });
 
@@ -65,13 +83,32 @@ describe('FeatureCache', () => {
 
   it('streams batches with bounded memory: one part at a time', async () => {
     const cache = await tempDir();
-    await ensureManifest(cache, manifest());
-    await part(cache, 'part-001.arrow', [row('a.jpg', 0)], [1, 2]);
-    await part(cache, 'part-002.arrow', [row('b.jpg', 1)], [3, 4]);
+    const dim = 1024;
+    const rowsPerPart = 256;
+    const partBytes = rowsPerPart * dim * 4;
+    const parts = 8;
+    await ensureManifest(cache, manifest({ dim }));
+    for (let k = 0; k < parts; k++) {
+      const rows = [...Array(rowsPerPart).keys()].map((i) => row(`p${k}/${i}.jpg`, 0));
+      await part(cache, `part-${String(k).padStart(3, '0')}.arrow`, rows, Array.from({ length: rowsPerPart * dim }, (_, i) => k + i / 1e6), { dim });
+    }
     const reader = await FeatureCache.open(cache);
-    const sizes: number[] = [];
-    for await (const batch of reader.batches('train')) sizes.push(batch.count);
-    assert.deepEqual(sizes, [1, 1]);
+    const latest = await reader.latest('train');
+    // Live buffers while each batch is held: what streaming keeps alive at once.
+    const measure = liveBuffers();
+    const baseline = await measure();
+    let peak = 0;
+    const firsts: number[] = [];
+    for await (const batch of reader.batches('train', latest)) {
+      firsts.push(batch.features[0]!);
+      peak = Math.max(peak, (await measure()) - baseline);
+    }
+    assert.deepEqual(firsts, [...Array(parts).keys()], 'one batch per part, in commit order');
+    assert.ok(peak < 4 * partBytes, `streaming held ${(peak / partBytes).toFixed(1)} parts' worth of buffers at once (split: ${parts} parts)`);
+    const whole = await reader.read('train');
+    const held = (await measure()) - baseline;
+    assert.ok(held >= parts * partBytes, `the measure sees a whole split (${(held / partBytes).toFixed(1)} parts)`);
+    assert.equal(whole.count, parts * rowsPerPart);
   });
 });
 
