@@ -61,6 +61,65 @@ describe('FeatureCache', () => {
     assert.deepEqual(await reader.splits(), ['train']);
   });
 
+  it('merges many parts like a last-write-wins map, sorted by path (checked against a plain Map)', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    // A reference: replay the same writes into a Map, newest last; a removal deletes, a failure hides the row.
+    const expected = new Map<string, { value: number; label: number }>();
+    const names = ['q.jpg', 'b/z.jpg', 'a.jpg', 'b/a.jpg', 'Z.jpg', 'é.jpg', 'm.jpg', 'c.jpg'];
+    for (let k = 0; k < 6; k++) {
+      const written = names.filter((_, i) => (i * 7 + k * 3) % 4 !== 0);
+      const removed = k === 3 ? ['m.jpg', 'never-there.jpg'] : [];
+      const failed = k === 4 ? ['q.jpg'] : [];
+      const rows = written.map((p, i) => row(p, (i + k) % 2, k));
+      await part(cache, `part-${k}.arrow`, rows, rows.flatMap((_, i) => [k * 100 + i, -(k * 100 + i)]), { removed, failures: failed });
+      for (const p of removed) expected.delete(p);
+      for (const p of failed) expected.delete(p);
+      rows.forEach((r, i) => expected.set(r.path, { value: k * 100 + i, label: r.label! }));
+    }
+    const set = await (await FeatureCache.open(cache)).read('train');
+    const paths = [...expected.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    assert.deepEqual(set.paths, paths);
+    assert.deepEqual([...set.features], paths.flatMap((p) => [expected.get(p)!.value, -expected.get(p)!.value]));
+    assert.deepEqual([...set.labels], paths.map((p) => expected.get(p)!.label));
+    assert.equal(set.count, paths.length);
+    const latest = await (await FeatureCache.open(cache)).latest('train');
+    assert.equal(FeatureCache.liveRows(latest), paths.length, 'liveRows counts live rows only');
+  });
+
+  it('gives unlabelled rows label -1 and lists failures sorted by path', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    await part(cache, 'part-001.arrow', [row('u.jpg', null), row('l.jpg', 1)], [1, 2, 3, 4], { failures: ['z.jpg', 'b.jpg', 'm.jpg'] });
+    const reader = await FeatureCache.open(cache);
+    const set = await reader.read('train');
+    assert.deepEqual(set.paths, ['l.jpg', 'u.jpg']);
+    assert.deepEqual([...set.labels], [1, -1]);
+    assert.deepEqual((await reader.failures('train')).map((f) => f.path), ['b.jpg', 'm.jpg', 'z.jpg']);
+  });
+
+  it('lists as splits only folders that hold parts', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    await part(cache, 'part-001.arrow', [row('a.jpg', 0)], [1, 2]);
+    await fs.mkdir(path.join(cache, 'empty'));
+    await fs.mkdir(path.join(cache, 'val'));
+    await fs.writeFile(path.join(cache, 'val', 'notes.txt'), 'not a part');
+    await fs.writeFile(path.join(cache, 'part-x.arrow'), 'a file at the top, not a split');
+    const reader = await FeatureCache.open(cache);
+    assert.deepEqual(await reader.splits(), ['train']);
+    const other = await tempDir();
+    await ensureManifest(other, manifest());
+    await assert.rejects((await FeatureCache.open(other)).read('train'), /--split train: not in cache .*; the cache is empty — run featcache extract first/);
+  });
+
+  it('refuses a part of another dimension while planning too', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    await part(cache, 'part-001.arrow', [row('a.jpg', 0)], [1, 2, 3], { dim: 3 });
+    await assert.rejects((await FeatureCache.open(cache)).latest('train'), /part-001.arrow: features are 3-d but the cache's are 2-d/);
+  });
+
   it('ignores temporary files and reports unknown splits and empty caches in one line', async () => {
     const cache = await tempDir();
     await ensureManifest(cache, manifest());
