@@ -143,7 +143,7 @@ describe('FeatureCache', () => {
   it('streams batches with bounded memory: one part at a time', async () => {
     const cache = await tempDir();
     const dim = 1024;
-    const rowsPerPart = 256;
+    const rowsPerPart = 128;
     const partBytes = rowsPerPart * dim * 4;
     const parts = 8;
     await ensureManifest(cache, manifest({ dim }));
