@@ -6,7 +6,7 @@ import type { Item } from '../../src/dataset/index.js';
 import type { Stamp } from '../../src/dataset/source.js';
 import { inShard } from '../../src/dataset/split.js';
 import { type CacheManifest, ensureManifest } from '../../src/store/manifest.js';
-import type { Failure, Row } from '../../src/store/part.js';
+import { type Failure, type Row, readPart } from '../../src/store/part.js';
 import { FeatureCache } from '../../src/store/reader.js';
 import { MAX_PART_BYTES, SplitWriter, shardLabel } from '../../src/store/writer.js';
 import { tempDir } from '../support/helpers.js';
@@ -80,6 +80,8 @@ describe('SplitWriter.plan (incremental extraction)', () => {
     assert.deepEqual(plain.removed, [], 'nothing live is missing');
     const retry = await plan(cache, ['a', 'b', 'c'], stamps, true);
     assert.deepEqual(retry.todo, ['b', 'c']);
+    // Even an (empty, epoch-dated) file whose stamp equals the removal marker's is extracted again.
+    assert.deepEqual((await plan(cache, ['c'], { c: { size: 0, mtimeMs: 0 } })).todo, ['c']);
     const stale = await plan(cache, ['a', 'b'], { a: { size: 10, mtimeMs: 1 }, b: { size: 30, mtimeMs: 4 } });
     assert.deepEqual(stale.todo, ['a', 'b'], 'the old stamp of a re-extracted row no longer counts; a failure is retried when its file changes');
     assert.deepEqual(stale.removed, [], 'an already removed path is not removed again');
@@ -103,7 +105,8 @@ describe('SplitWriter parts', () => {
     const writer = await open(cache, { partRows: 3 });
     const splitDir = path.join(cache, 'train');
     const parts = async () => (await fs.readdir(splitDir)).filter((n) => n.endsWith('.arrow')).length;
-    await writer.add([row('a', 1, 1), row('b', 1, 1)], Float32Array.from([1, 1, 2, 2]), []);
+    await writer.add([row('a', 1, 1)], Float32Array.from([1, 1]), []);
+    await writer.add([row('b', 1, 1)], Float32Array.from([2, 2]), []);
     assert.equal(await parts(), 0, 'two pending of three');
     await writer.add([], new Float32Array(0), [failure('c', 1, 1)]);
     assert.equal(await parts(), 1, 'a failure counts towards partRows');
@@ -117,6 +120,76 @@ describe('SplitWriter parts', () => {
     const set = await (await FeatureCache.open(cache)).read('train');
     assert.deepEqual(set.paths, ['a', 'b', 'd']);
     assert.deepEqual([...set.features], [1, 1, 2, 2, 4, 4]);
+    const reader = await FeatureCache.open(cache);
+    const metas = await Promise.all((await reader.partFiles('train')).map(async (f) => (await readPart(f)).meta));
+    assert.deepEqual(metas.map((m) => m.removed), [[], []], 'a commit in mid-run records no removals');
+  });
+
+  it('commits failures alone, and removals alone, on finish', async () => {
+    const cache = await newCache();
+    await commit(cache, [row('gone', 1, 1)]);
+    const writer = await open(cache);
+    await writer.add([], new Float32Array(0), [failure('bad', 1, 1)]);
+    await writer.finish([]);
+    await writer.finish(['gone']);
+    await writer.close();
+    const reader = await FeatureCache.open(cache);
+    assert.deepEqual((await reader.failures('train')).map((f) => f.path), ['bad']);
+    assert.equal((await reader.latest('train')).get('gone')!.kind, 'removed');
+  });
+
+  it('keeps the parts of earlier runs: each run names its parts apart', async () => {
+    const cache = await newCache();
+    await commit(cache, [row('x', 1, 1), row('y', 1, 1)]);
+    await commit(cache, [row('w', 2, 2), row('x', 2, 2)]);
+    const set = await (await FeatureCache.open(cache)).read('train');
+    assert.deepEqual(set.paths, ['w', 'x', 'y']);
+    assert.deepEqual([...set.features], [0, 0, 1, 1, 1, 1], 'x from the second run (its second row), y from the first');
+  });
+
+  it('holds the split\'s lock: a second writer is refused in one line naming the cache, split and shard', async () => {
+    const cache = await newCache();
+    const first = await open(cache, { shard: { index: 1, count: 2 } });
+    try {
+      await assert.rejects(open(cache, { shard: { index: 1, count: 2 } }), (e: Error) =>
+        e.message.startsWith(`cache ${cache} split train shard 1of2: another featcache process (pid ${process.pid}`));
+      const other = await open(cache, { shard: { index: 0, count: 2 } });
+      await other.close();
+    } finally {
+      await first.close();
+    }
+    await (await open(cache, { shard: { index: 1, count: 2 } })).close();
+  });
+
+  it('releases the lock when opening fails after taking it', async () => {
+    const cache = await newCache();
+    await fs.mkdir(path.join(cache, 'train'), { recursive: true });
+    await fs.writeFile(path.join(cache, 'train', 'part-0-0of1-1-000000.arrow'), 'not arrow');
+    await fs.writeFile(path.join(cache, 'train', 'part-0-0of1-1-000000.index.json'), '{"broken"');
+    await assert.rejects(open(cache), /unreadable part file/);
+    assert.ok(!(await fs.readdir(path.join(cache, 'train'))).some((n) => n.startsWith('.lock')), 'no lock left behind');
+  });
+
+  it('a failed commit says which file, why (the error code), and that earlier parts are intact', async () => {
+    const cache = await newCache();
+    const writer = await open(cache, { partRows: 1 });
+    // The split folder turns into a file under the writer: every write now fails with ENOTDIR.
+    await fs.rm(path.join(cache, 'train'), { recursive: true });
+    await fs.writeFile(path.join(cache, 'train'), 'in the way');
+    await assert.rejects(writer.add([row('a', 1, 1)], Float32Array.from([1, 1]), []), (e: Error) =>
+      /^cache .*: cannot write .*part-.*\.arrow \((ENOTDIR|ENOENT)\); parts already written are intact/.test(e.message));
+    await writer.close().catch(() => {});
+  });
+
+  it('accounts the seconds spent committing', async () => {
+    const cache = await newCache();
+    const writer = await open(cache);
+    const started = performance.now();
+    await writer.add([row('a', 1, 1)], Float32Array.from([1, 1]), []);
+    await writer.finish([]);
+    const elapsedS = (performance.now() - started) / 1000;
+    await writer.close();
+    assert.ok(writer.writeS > 0 && writer.writeS <= elapsedS, `writeS ${writer.writeS} within the ${elapsedS} s the commit took`);
   });
 
   it('names parts so that file order is commit order, past ten parts in one run', async () => {
