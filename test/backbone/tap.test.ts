@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { decodeModel, loadModel, onnx } from '../../src/backbone/graph.js';
-import { FEATURE_OUTPUT, modulePathOfNode, resolveTap, tapModel } from '../../src/backbone/tap.js';
+import { type GraphProto, decodeModel, loadModel, onnx } from '../../src/backbone/graph.js';
+import { FEATURE_OUTPUT, modulePathOfNode, poolCandidates, resolveTap, tapModel } from '../../src/backbone/tap.js';
 import { FeatcacheError } from '../../src/errors.js';
 import { mobilenetModel, needsShared, tinyModel } from '../support/helpers.js';
 import { decode, exposeTensor, initializerScalar, nodeOfType, twoPoolModel, twoPoolReference } from '../support/models.js';
@@ -50,6 +50,80 @@ describe('tap', () => {
       }
     });
   }
+
+  it('counts ReduceMean as a pool only over the two spatial axes, NCHW or NHWC, from an attribute or an input', () => {
+    const reduceMean = (axes: number[] | null, viaInput = false): GraphProto => ({
+      node: [{ name: 'r', opType: 'ReduceMean', input: viaInput ? ['x', 'axes'] : ['x'], output: ['y'], attribute: axes && !viaInput ? [{ name: 'axes', ints: axes }] : [] }],
+      initializer: viaInput && axes ? [{ name: 'axes', dataType: 7, dims: [axes.length], int64Data: axes }] : [],
+      output: [{ name: 'y' }],
+    });
+    for (const axes of [[2, 3], [3, 2], [-2, -1], [-1, -2], [1, 2], [2, 1], [-3, -2]]) {
+      assert.deepEqual(poolCandidates(reduceMean(axes)).map((c) => c.opType), ['ReduceMean'], `axes ${axes}`);
+      assert.deepEqual(poolCandidates(reduceMean(axes, true)).map((c) => c.opType), ['ReduceMean'], `axes ${axes} as an input`);
+    }
+    for (const axes of [[1], [3], [1, 2, 3], [0, 1], [-1], null]) {
+      assert.deepEqual(poolCandidates(reduceMean(axes)), [], `axes ${axes} is not a spatial pool`);
+    }
+  });
+
+  it('lists pools nearest the output first, with their distance, and skips a pool that reaches no output', () => {
+    const graph: GraphProto = {
+      node: [
+        { name: 'dangling', opType: 'GlobalAveragePool', input: ['x'], output: ['d'] },
+        { name: 'early', opType: 'GlobalAveragePool', input: ['x'], output: ['e'] },
+        { name: 'relu', opType: 'Relu', input: ['e'], output: ['f'] },
+        { name: 'late', opType: 'QLinearGlobalAveragePool', input: ['f', 's', 'z', 's2', 'z2'], output: ['l'] },
+        { name: 'out', opType: 'Identity', input: ['l'], output: ['y'] },
+      ],
+      output: [{ name: 'y' }],
+    };
+    assert.deepEqual(poolCandidates(graph).map((c) => [c.node, c.distanceToOutput]), [['late', 1], ['early', 3], ['dangling', Number.POSITIVE_INFINITY]]);
+    const withoutLate = graph.node!.filter((n) => n.name !== 'late').map((n) => (n.name === 'out' ? { ...n, input: ['f'] } : n));
+    const tap = resolveTap({ ...graph, node: withoutLate });
+    assert.equal(tap.node, 'early', 'the connected pool, not the dangling one listed first');
+    assert.equal(tap.dequantize, null);
+    assert.deepEqual(resolveTap(graph).dequantize, { scale: 's2', zeroPoint: 'z2' }, 'a quantised pool is dequantised with its output scale and zero point');
+  });
+
+  it('matches PyTorch module paths by prefix and call suffix, taking the module\'s last node', () => {
+    const graph: GraphProto = {
+      node: [
+        { name: '/layer4/layer4.0/conv1/Conv', opType: 'Conv', input: ['x'], output: ['a'] },
+        { name: '/layer4/layer4.1/relu/Relu', opType: 'Relu', input: ['a'], output: ['b'] },
+        { name: '/layer4/layer4.1/relu_1/Relu', opType: 'Relu', input: ['b'], output: ['c'] },
+        { name: '/layer40/conv/Conv', opType: 'Conv', input: ['c'], output: ['d'] },
+        { name: 'Identity_7', opType: 'Identity', input: ['d'], output: ['y'] },
+      ],
+      output: [{ name: 'y' }],
+    };
+    assert.equal(resolveTap(graph, 'layer4').tensor, 'c', 'layer4, not layer40');
+    assert.equal(resolveTap(graph, 'layer4.1.relu').tensor, 'c', 'relu_1 is relu\'s second call');
+    assert.equal(resolveTap(graph, 'layer4.0').tensor, 'a');
+    assert.equal(resolveTap(graph, 'layer40').tensor, 'd');
+    assert.equal(resolveTap(graph, 'layer4.0').matchedBy, 'module');
+    assert.equal(modulePathOfNode('/features/features.18/features.18.2/Clip'), 'features.18.2');
+    assert.equal(modulePathOfNode('/Flatten'), null);
+    assert.throws(() => resolveTap(graph, 'layer4.1.conv'), /^FeatcacheError: --tap layer4\.1\.conv: no node, tensor or module of that name; this model has no global average pool; module scopes: layer4, layer40\./);
+    const withPool = decodeModel(tinyModel({ size: 8 }), 'tiny.onnx').graph!;
+    assert.throws(() => resolveTap(withPool, 'layer9'), /--tap layer9: .*; global average pools: \/avgpool\/GlobalAveragePool \(GlobalAveragePool\)\. Pass one of them/);
+    assert.throws(() => resolveTap(decodeModel(tinyModel({ pool: 'none', size: 8 }), 'tiny.onnx').graph!, 'avgpool'), /^FeatcacheError: --tap avgpool: .*no global average pool/);
+  });
+
+  it('taps an unpooled tensor flattened to [N, C·H·W], and keeps only the inputs, initializers and value infos it uses', async () => {
+    const model = decodeModel(tinyModel({ size: 4 }), 'tiny.onnx');
+    // Older exporters also list initializers as graph inputs, and record shapes of intermediate tensors.
+    model.graph!.input!.push(onnx.ValueInfoProto.create({ name: 'fc.weight', type: { tensorType: { elemType: 1, shape: { dim: [{ dimValue: 3 }, { dimValue: 4 }] } } } }));
+    model.graph!.valueInfo = [onnx.ValueInfoProto.create({ name: '/features/Relu_output_0' }), onnx.ValueInfoProto.create({ name: 'flat' })];
+    const tapped = decodeModel(tapModel(model, resolveTap(model.graph!, '/features/Relu')), 'tapped');
+    assert.deepEqual(tapped.graph!.input!.map((i) => i.name), ['input']);
+    assert.deepEqual(tapped.graph!.initializer!.map((i) => i.name), []);
+    assert.deepEqual(tapped.graph!.valueInfo!.map((v) => v.name), ['/features/Relu_output_0']);
+    assert.deepEqual(tapped.graph!.node!.map((n) => n.opType), ['Relu', 'Flatten']);
+    const input = new Float32Array(2 * 3 * 16).map((_, i) => (i % 5) - 2);
+    const out = await runTapped(tapModel(model, resolveTap(model.graph!, '/features/Relu')), input, [2, 3, 4, 4]);
+    assert.deepEqual(out.dims, [2, 48]);
+    assert.deepEqual([...(out.data as Float32Array)], [...input].map((v) => Math.max(0, v)));
+  });
 
   it('drops the classifier: the tapped graph has no MatMul and one output', () => {
     const model = decodeModel(tinyModel({ size: 8 }), 'tiny.onnx');
