@@ -23,7 +23,7 @@ export const hymenoptera = path.join(sharedDir, 'data/hymenoptera_data');
 /** `skip` option for tests that need ../shared: a clear reason instead of a silent pass. */
 export function needsShared(...files: string[]): string | false {
   const missing = files.find((f) => !fs.existsSync(f));
-  return missing ? `needs ${path.relative(repoRoot, missing)} (../shared is absent on this machine)` : false;
+  return missing ? `needs ${path.relative(sharedDir, missing)} from the shared data folder ${sharedDir} (absent here; set FEATCACHE_SHARED_DIR to use another)` : false;
 }
 
 export async function tempDir(prefix = 'featcache-test-'): Promise<string> {
