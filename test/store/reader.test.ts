@@ -113,6 +113,52 @@ describe('FeatureCache', () => {
     await assert.rejects((await FeatureCache.open(other)).read('train'), /--split train: not in cache .*; the cache is empty — run featcache extract first/);
   });
 
+  it('orders parts by name, not by when the files were created, and reads only part-*.arrow files', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    // Written newest first, so commit order must come from the names (libuv happens to sort directory listings).
+    await part(cache, 'part-003.arrow', [row('x.jpg', 0)], [3, 3]);
+    await part(cache, 'part-002.arrow', [row('x.jpg', 0)], [2, 2]);
+    await part(cache, 'part-001.arrow', [row('x.jpg', 0), row('y.jpg', 0)], [1, 1, 5, 5]);
+    await fs.copyFile(path.join(cache, 'train', 'part-001.arrow'), path.join(cache, 'train', 'part-009.arrow.bak'));
+    await fs.copyFile(path.join(cache, 'train', 'part-001.arrow'), path.join(cache, 'train', 'old-part-009.arrow'));
+    const reader = await FeatureCache.open(cache);
+    assert.deepEqual((await reader.partFiles('train')).map((f) => path.basename(f)), ['part-001.arrow', 'part-002.arrow', 'part-003.arrow']);
+    const set = await reader.read('train');
+    assert.deepEqual([...set.features], [3, 3, 5, 5]);
+    const counts: number[] = [];
+    for await (const batch of reader.batches('train')) counts.push(batch.count);
+    assert.deepEqual(counts, [1, 1], 'a part whose rows were all superseded yields no (empty) batch');
+  });
+
+  it('streams the snapshot it is given, even when a part is added meanwhile', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    await part(cache, 'part-001.arrow', [row('a.jpg', 0)], [1, 1]);
+    const reader = await FeatureCache.open(cache);
+    const snapshot = await reader.latest('train');
+    await part(cache, 'part-002.arrow', [row('b.jpg', 0)], [2, 2]);
+    const paths: string[] = [];
+    for await (const batch of reader.batches('train', snapshot)) paths.push(...batch.paths);
+    assert.deepEqual(paths, ['a.jpg']);
+  });
+
+  it('lists splits sorted, names them when one is missing, and copes with a vanished cache folder', async () => {
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest());
+    for (const split of ['val', 'train', 'extra']) {
+      await fs.mkdir(path.join(cache, split), { recursive: true });
+      await writePart(path.join(cache, split, 'part-001.arrow'), {
+        meta: { split, shard: '0of1', runId: 'r', dim: 2, removed: [], failures: [], provenance: {} }, rows: [row('a.jpg', 0)], features: Float32Array.from([1, 2]),
+      });
+    }
+    const reader = await FeatureCache.open(cache);
+    assert.deepEqual(await reader.splits(), ['extra', 'train', 'val']);
+    await assert.rejects(reader.read('test'), /--split test: not in cache .*; available: extra, train, val$/);
+    await fs.rm(cache, { recursive: true });
+    assert.deepEqual(await reader.splits(), []);
+  });
+
   it('refuses a part of another dimension while planning too', async () => {
     const cache = await tempDir();
     await ensureManifest(cache, manifest());
