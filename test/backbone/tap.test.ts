@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { type GraphProto, decodeModel, loadModel, onnx } from '../../src/backbone/graph.js';
-import { FEATURE_OUTPUT, modulePathOfNode, poolCandidates, resolveTap, tapModel } from '../../src/backbone/tap.js';
+import { DEFAULT_TAP, FEATURE_OUTPUT, modulePathOfNode, poolCandidates, resolveTap, tapModel } from '../../src/backbone/tap.js';
 import { FeatcacheError } from '../../src/errors.js';
 import { mobilenetModel, needsShared, tinyModel } from '../support/helpers.js';
 import { decode, exposeTensor, initializerScalar, nodeOfType, twoPoolModel, twoPoolReference } from '../support/models.js';
@@ -109,6 +109,62 @@ describe('tap', () => {
     assert.throws(() => resolveTap(decodeModel(tinyModel({ pool: 'none', size: 8 }), 'tiny.onnx').graph!, 'avgpool'), /^FeatcacheError: --tap avgpool: .*no global average pool/);
   });
 
+  it('defaults to --tap avgpool, which means the pool finder, not a module called avgpool', () => {
+    assert.equal(DEFAULT_TAP, 'avgpool');
+    const graph = decodeModel(twoPoolModel(4), 'two-pools.onnx').graph!;
+    assert.equal(resolveTap(graph).matchedBy, 'auto-pool');
+    assert.equal(resolveTap(graph, 'avgpool').matchedBy, 'auto-pool');
+    assert.equal(resolveTap(graph, '/se/GlobalAveragePool').matchedBy, 'node');
+    // With no pool at all, `avgpool` falls back to a module of that name (e.g. a max pool someone called avgpool).
+    const maxPool: GraphProto = {
+      node: [
+        { name: '/avgpool/GlobalMaxPool', opType: 'GlobalMaxPool', input: ['x'], output: ['m'] },
+        { name: '/fc/ReduceSum', opType: 'ReduceSum', input: ['m'], output: ['y'], attribute: [{ name: 'axes', ints: [2, 3] }] },
+      ],
+      output: [{ name: 'y' }],
+    };
+    assert.deepEqual(poolCandidates(maxPool), [], 'a ReduceSum over H, W is not an average pool');
+    assert.equal(resolveTap(maxPool, 'avgpool').tensor, 'm');
+    assert.throws(() => resolveTap(maxPool, 'auto'), /--tap auto: .*no global average pool; module scopes: avgpool, fc\./);
+  });
+
+  it('finds the pool among unnamed nodes', () => {
+    const graph: GraphProto = {
+      node: [
+        { name: '', opType: 'Relu', input: ['x'], output: ['r'] },
+        { name: '', opType: 'GlobalAveragePool', input: ['r'], output: ['p'] },
+        { name: '', opType: 'Flatten', input: ['p'], output: ['y'] },
+      ],
+      output: [{ name: 'y' }],
+    };
+    const tap = resolveTap(graph);
+    assert.deepEqual([tap.tensor, tap.opType, tap.matchedBy], ['p', 'GlobalAveragePool', 'auto-pool']);
+  });
+
+  it('strips only a trailing call suffix from module paths', () => {
+    const graph: GraphProto = {
+      node: [
+        { name: '/stage_1/stage_1.relu_12/Relu', opType: 'Relu', input: ['x'], output: ['a'] },
+        { name: '/stage_2/stage_2.conv/Conv', opType: 'Conv', input: ['a'], output: ['y'] },
+      ],
+      output: [{ name: 'y' }],
+    };
+    assert.equal(resolveTap(graph, 'stage_1.relu').tensor, 'a');
+    assert.equal(resolveTap(graph, 'stage_1').tensor, 'a');
+    assert.throws(() => resolveTap(graph, 'stage.relu_12'), /no node, tensor or module of that name/);
+  });
+
+  it('error hints list every pool, and only short or underscore-free module scopes, at most twelve', () => {
+    const names = ['conv', 'short_1', 'averyveryverylongnamewithoutunderscore', 'onnx_generated_scope_name_77', ...[...Array(12).keys()].map((k) => `m${k}`)];
+    const graph: GraphProto = { node: names.map((m, k) => ({ name: `/${m}/Relu`, opType: 'Relu', input: [k ? `t${k - 1}` : 'x'], output: [`t${k}`] })), output: [{ name: `t${names.length - 1}` }] };
+    assert.throws(() => resolveTap(graph, 'nothing'), (e: Error) => e.message.includes(
+      'module scopes: conv, short_1, averyveryverylongnamewithoutunderscore, m0, m1, m2, m3, m4, m5, m6, m7, m8. Pass'));
+    assert.throws(() => resolveTap({ node: [{ name: 'Relu_0', opType: 'Relu', input: ['x'], output: ['y'] }], output: [{ name: 'y' }] }, 'nothing'), /module scopes: \(none\)\./);
+    const twoPools = decodeModel(twoPoolModel(4), 'two-pools.onnx').graph!;
+    assert.throws(() => resolveTap(twoPools, 'layer9'), (e: Error) =>
+      e.message.includes('global average pools: /avgpool/GlobalAveragePool (GlobalAveragePool), /se/GlobalAveragePool (GlobalAveragePool). Pass'));
+  });
+
   it('taps an unpooled tensor flattened to [N, C·H·W], and keeps only the inputs, initializers and value infos it uses', async () => {
     const model = decodeModel(tinyModel({ size: 4 }), 'tiny.onnx');
     // Older exporters also list initializers as graph inputs, and record shapes of intermediate tensors.
@@ -118,7 +174,10 @@ describe('tap', () => {
     assert.deepEqual(tapped.graph!.input!.map((i) => i.name), ['input']);
     assert.deepEqual(tapped.graph!.initializer!.map((i) => i.name), []);
     assert.deepEqual(tapped.graph!.valueInfo!.map((v) => v.name), ['/features/Relu_output_0']);
-    assert.deepEqual(tapped.graph!.node!.map((n) => n.opType), ['Relu', 'Flatten']);
+    assert.deepEqual(tapped.graph!.node!.map((n) => n.name), ['/features/Relu', 'featcache/Flatten'], 'what featcache added is named so');
+    const output = tapped.graph!.output![0]!.type!.tensorType!;
+    assert.equal(output.elemType, onnx.TensorProto.DataType.FLOAT);
+    assert.deepEqual(output.shape!.dim!.map((d) => d.dimParam), ['N', 'C']);
     const input = new Float32Array(2 * 3 * 16).map((_, i) => (i % 5) - 2);
     const out = await runTapped(tapModel(model, resolveTap(model.graph!, '/features/Relu')), input, [2, 3, 4, 4]);
     assert.deepEqual(out.dims, [2, 48]);
