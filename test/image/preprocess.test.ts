@@ -55,10 +55,11 @@ describe('writeNormalised', () => {
     const pixels = 16;
     const rgb = Uint8Array.from({ length: pixels * 3 }, (_, i) => (i * 37) % 256);
     for (const layout of ['NCHW', 'NHWC'] as const) {
-      const out = new Float32Array(3 * pixels * 3).fill(Number.NaN);
+      const sentinel = -77;
+      const out = new Float32Array(3 * pixels * 3).fill(sentinel);
       writeNormalised(rgb, preset, layout, out, 1);
       const slot = out.subarray(pixels * 3, 2 * pixels * 3);
-      assert.ok(out.subarray(0, pixels * 3).every(Number.isNaN) && out.subarray(2 * pixels * 3).every(Number.isNaN), `${layout}: other slots untouched`);
+      assert.ok(out.subarray(0, pixels * 3).every((v) => v === sentinel) && out.subarray(2 * pixels * 3).every((v) => v === sentinel), `${layout}: other slots untouched`);
       for (let p = 0; p < pixels; p++) {
         for (let c = 0; c < 3; c++) {
           const expected = (rgb[p * 3 + c]! / 255 - [0.485, 0.456, 0.406][c]!) / [0.229, 0.224, 0.225][c]!;
@@ -67,6 +68,17 @@ describe('writeNormalised', () => {
         }
       }
     }
+  });
+});
+
+describe('preprocess', () => {
+  it('returns one crop × crop × 3 tensor: the decoded crop, normalised', async () => {
+    const png = await raw(300, 260).png().toBuffer();
+    const got = await preprocess(png, torchvision, policy, 'NCHW');
+    assert.equal(got.length, 3 * 224 * 224);
+    const expected = new Float32Array(3 * 224 * 224);
+    writeNormalised(await decodeToRgb(png, torchvision, policy), torchvision, 'NCHW', expected, 0);
+    assert.deepEqual(got, expected);
   });
 });
 
