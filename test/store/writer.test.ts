@@ -131,10 +131,10 @@ describe('SplitWriter parts', () => {
     const writer = await open(cache);
     await writer.add([], new Float32Array(0), [failure('bad', 1, 1)]);
     await writer.finish([]);
-    await writer.finish(['gone']);
-    await writer.close();
     const reader = await FeatureCache.open(cache);
     assert.deepEqual((await reader.failures('train')).map((f) => f.path), ['bad']);
+    await writer.finish(['gone']);
+    await writer.close();
     assert.equal((await reader.latest('train')).get('gone')!.kind, 'removed');
   });
 
