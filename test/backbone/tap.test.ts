@@ -155,7 +155,7 @@ describe('tap', () => {
   });
 
   it('error hints list every pool, and only short or underscore-free module scopes, at most twelve', () => {
-    const names = ['conv', 'short_1', 'averyveryverylongnamewithoutunderscore', 'onnx_generated_scope_name_77', ...[...Array(12).keys()].map((k) => `m${k}`)];
+    const names = ['conv', 'short_1', 'averyveryverylongnamewithoutunderscore', 'onnx_generated_scope_name_77', 'twenty_characters_xy', ...[...Array(12).keys()].map((k) => `m${k}`)];
     const graph: GraphProto = { node: names.map((m, k) => ({ name: `/${m}/Relu`, opType: 'Relu', input: [k ? `t${k - 1}` : 'x'], output: [`t${k}`] })), output: [{ name: `t${names.length - 1}` }] };
     assert.throws(() => resolveTap(graph, 'nothing'), (e: Error) => e.message.includes(
       'module scopes: conv, short_1, averyveryverylongnamewithoutunderscore, m0, m1, m2, m3, m4, m5, m6, m7, m8. Pass'));
@@ -163,6 +163,16 @@ describe('tap', () => {
     const twoPools = decodeModel(twoPoolModel(4), 'two-pools.onnx').graph!;
     assert.throws(() => resolveTap(twoPools, 'layer9'), (e: Error) =>
       e.message.includes('global average pools: /avgpool/GlobalAveragePool (GlobalAveragePool), /se/GlobalAveragePool (GlobalAveragePool). Pass'));
+  });
+
+  it('keeps every real graph input, even one only the dropped classifier used', () => {
+    const model = decodeModel(tinyModel({ size: 4 }), 'tiny.onnx');
+    model.graph!.input!.push(onnx.ValueInfoProto.create({ name: 'bias', type: { tensorType: { elemType: 1, shape: { dim: [{ dimValue: 4 }] } } } }));
+    model.graph!.node!.push(onnx.NodeProto.create({ name: '/fc/Add', opType: 'Add', input: ['logits', 'bias'], output: ['biased'] }));
+    model.graph!.output = [onnx.ValueInfoProto.create({ name: 'biased' })];
+    const tapped = decodeModel(tapModel(model, resolveTap(model.graph!)), 'tapped');
+    assert.deepEqual(tapped.graph!.input!.map((i) => i.name), ['input', 'bias']);
+    assert.ok(!tapped.graph!.node!.some((n) => n.name === '/fc/Add'));
   });
 
   it('taps an unpooled tensor flattened to [N, C·H·W], and keeps only the inputs, initializers and value infos it uses', async () => {
