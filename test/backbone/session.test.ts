@@ -6,6 +6,7 @@ import { decodeModel } from '../../src/backbone/graph.js';
 import { inputLayout, openSession, parseDevice, providerPlan, runBatch, sessionOptions } from '../../src/backbone/session.js';
 import { FEATURE_OUTPUT, resolveTap, tapModel } from '../../src/backbone/tap.js';
 import { FeatcacheError } from '../../src/errors.js';
+import { CUDA_WORKS_SKIP, cudaLoads } from '../support/device.js';
 import { tinyModel } from '../support/helpers.js';
 
 describe('session', () => {
@@ -41,7 +42,8 @@ describe('session', () => {
     assert.deepEqual(tried, [{ name: 'cuda', deviceId: 0 }, 'cpu']);
   });
 
-  it('--device cuda fails with one line when CUDA is unavailable here', async () => {
+  it('--device cuda fails with one line when CUDA is unavailable here', async (t) => {
+    if (await cudaLoads()) return t.skip(CUDA_WORKS_SKIP);
     await assert.rejects(openSession(tinyModel({ size: 8 }), { device: { kind: 'cuda', deviceId: 0 }, threads: 1 }), (e: FeatcacheError) =>
       e.message.startsWith('--device: no execution provider could run the model; cuda:0:') && !e.message.includes('\n'));
   });

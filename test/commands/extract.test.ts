@@ -8,8 +8,9 @@ import sharp from 'sharp';
 import { readPart } from '../../src/store/part.js';
 import { FeatureCache } from '../../src/store/reader.js';
 import {
-  cliPath, cosine, hymenoptera, needsShared, pngBomb, readFloat32, resnetDir, resnetModel, runCli, sharedDir, tempDir, writeImage, writeImageFolder, writeTinyModel,
+  cliPath, cosine, hymenoptera, mobilenetModel, needsShared, pngBomb, readFloat32, resnetDir, resnetModel, runCli, sharedDir, tempDir, writeImage, writeImageFolder, writeTinyModel,
 } from '../support/helpers.js';
+import { CUDA_WORKS_SKIP, cudaLoads } from '../support/device.js';
 
 async function snapshot(cache: string, split = 'train') {
   const set = await (await FeatureCache.open(cache)).read(split);
@@ -24,8 +25,8 @@ async function physicalRows(cache: string, split = 'train'): Promise<string[]> {
   return rows;
 }
 
-describe('extract: ResNet50 parity end to end', { skip: needsShared(resnetModel) }, () => {
-  it('every fixture image\'s cached feature has cosine >= 0.9998 with the PyTorch hook output', async () => {
+describe('extract: ResNet50 parity end to end', () => {
+  it('every fixture image\'s cached feature has cosine >= 0.9998 with the PyTorch hook output', { skip: needsShared(resnetModel) }, async () => {
     const manifest = JSON.parse(await fs.readFile(path.join(resnetDir, 'manifest.json'), 'utf8'));
     const dir = await tempDir();
     const list = path.join(dir, 'images.txt');
@@ -140,7 +141,8 @@ describe('extract: incremental and refusals (tiny model)', () => {
     }
   });
 
-  it('reports an execution provider that cannot start (inside the inference worker) in one line, exit 1', async () => {
+  it('reports an execution provider that cannot start (inside the inference worker) in one line, exit 1', async (t) => {
+    if (await cudaLoads()) return t.skip(CUDA_WORKS_SKIP);
     const r = await extract('--device', 'cuda:0', '--cache', path.join(dir, 'cuda-cache'));
     assert.equal(r.code, 1);
     assert.match(r.stderr.trim(), /^featcache: --device: no execution provider could run the model; cuda:0: /);
@@ -154,6 +156,59 @@ describe('extract: incremental and refusals (tiny model)', () => {
     const r = await runCli(['extract', '--data', empty, '--model', model, '--cache', path.join(dir, 'c3'), '--device', 'cpu']);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /--data .*empty: no images found for split "train" \(1 files skipped/);
+  });
+});
+
+describe('extract: an image rewritten at the same size', () => {
+  it('is re-extracted because its mtime changed, and its row then holds the new content\'s features', async () => {
+    const dir = await tempDir();
+    const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
+    const data = path.join(dir, 'data', 'a');
+    // Uncompressed PNGs of equal dimensions have equal sizes whatever their pixels.
+    const png = (seed: number) => {
+      const px = Buffer.alloc(40 * 30 * 3);
+      for (let i = 0; i < px.length; i++) px[i] = (i * (seed * 2 + 1) + seed * 57) % 256;
+      return sharp(px, { raw: { width: 40, height: 30, channels: 3 } }).png({ compressionLevel: 0 }).toBuffer();
+    };
+    await fs.mkdir(data, { recursive: true });
+    const [first, second] = [await png(1), await png(2)];
+    assert.equal(first.length, second.length, 'fixture: same size');
+    assert.notDeepEqual(first, second, 'fixture: different content');
+    const one = path.join(data, 'one.png');
+    const two = path.join(data, 'two.png');
+    await fs.writeFile(one, first);
+    await fs.writeFile(two, second);
+    const cache = path.join(dir, 'cache');
+    const extract = async () => {
+      const r = await runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu', '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout);
+    };
+    const featuresOf = (set: Awaited<ReturnType<typeof snapshot>>, p: string) => {
+      const k = set.paths.indexOf(p);
+      assert.ok(k >= 0, p);
+      return set.features.slice(k * 3, k * 3 + 3);
+    };
+    assert.equal((await extract()).extracted, 2);
+    const before = await snapshot(cache);
+    assert.notDeepEqual(featuresOf(before, 'a/one.png'), featuresOf(before, 'a/two.png'), 'the two images have different features');
+
+    const { mtime } = await fs.stat(one);
+    await fs.writeFile(one, second);
+    // Set the new mtime explicitly: a coarse-timestamp filesystem could otherwise keep the old one.
+    await fs.utimes(one, new Date(), new Date(mtime.getTime() + 5_000));
+    assert.equal((await fs.stat(one)).size, first.length);
+    const rewritten = await extract();
+    assert.deepEqual([rewritten.extracted, rewritten.unchanged], [1, 1]);
+    const after = await snapshot(cache);
+    assert.deepEqual(featuresOf(after, 'a/one.png'), featuresOf(before, 'a/two.png'), 'one.png now has two.png\'s content and features');
+    assert.deepEqual(featuresOf(after, 'a/two.png'), featuresOf(before, 'a/two.png'));
+
+    // Touched without a content change: re-extracted (the stamp cannot tell), with identical features.
+    const { mtime: twoTime } = await fs.stat(two);
+    await fs.utimes(two, new Date(), new Date(twoTime.getTime() + 5_000));
+    assert.deepEqual([(await extract()).extracted, (await extract()).extracted], [1, 0]);
+    assert.deepEqual(await snapshot(cache), after);
   });
 });
 
@@ -180,8 +235,10 @@ describe('extract: Kaggle labels.csv with --val-fraction', () => {
     assert.equal(new Set([...train.paths, ...val.paths]).size, 16);
     assert.deepEqual([...val.labels].sort(), [0, 0, 1, 1]);
     assert.deepEqual(reader.manifest.classes, ['collie', 'pug']);
-    const i = train.paths.indexOf('train/dog1.jpg');
-    if (i >= 0) assert.equal(train.labels[i], 0, 'dog1 is a collie');
+    // Every row, whichever split it landed in, carries its CSV label: odd dogs are collies (0), even ones pugs (1).
+    for (const set of [train, val]) {
+      set.paths.forEach((p, k) => assert.equal(set.labels[k], Number(/dog(\d+)/.exec(p)![1]) % 2 ? 0 : 1, p));
+    }
   });
 });
 
@@ -400,8 +457,8 @@ describe('extract: disk full', () => {
   });
 });
 
-describe('extract: hymenoptera with the real MobileNetV2', { skip: needsShared(hymenoptera) }, () => {
-  it('reads the progressive JPEG with a space and the GIF placeholder', async () => {
+describe('extract: hymenoptera with the real MobileNetV2', () => {
+  it('reads the progressive JPEG with a space and the GIF placeholder', { skip: needsShared(hymenoptera, mobilenetModel) }, async () => {
     const dir = await tempDir();
     const r = await runCli(['extract', '--data', hymenoptera, '--split', 'val', '--model', path.join(sharedDir, 'models/mobilenetv2-12-int8.onnx'), '--cache', path.join(dir, 'c'), '--device', 'cpu', '--json']);
     assert.equal(r.code, 0, r.stderr);

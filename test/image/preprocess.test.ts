@@ -49,9 +49,57 @@ describe('presets', () => {
   });
 });
 
+describe('writeNormalised', () => {
+  it('fills exactly its slot of a batch buffer, in either layout', () => {
+    const preset = { ...torchvision, crop: 4 };
+    const pixels = 16;
+    const rgb = Uint8Array.from({ length: pixels * 3 }, (_, i) => (i * 37) % 256);
+    for (const layout of ['NCHW', 'NHWC'] as const) {
+      const sentinel = -77;
+      const out = new Float32Array(3 * pixels * 3).fill(sentinel);
+      writeNormalised(rgb, preset, layout, out, 1);
+      const slot = out.subarray(pixels * 3, 2 * pixels * 3);
+      assert.ok(out.subarray(0, pixels * 3).every((v) => v === sentinel) && out.subarray(2 * pixels * 3).every((v) => v === sentinel), `${layout}: other slots untouched`);
+      for (let p = 0; p < pixels; p++) {
+        for (let c = 0; c < 3; c++) {
+          const expected = (rgb[p * 3 + c]! / 255 - [0.485, 0.456, 0.406][c]!) / [0.229, 0.224, 0.225][c]!;
+          const got = layout === 'NCHW' ? slot[c * pixels + p]! : slot[p * 3 + c]!;
+          assert.ok(Math.abs(got - expected) < 1e-5, `${layout} pixel ${p} channel ${c}: ${got} vs ${expected}`);
+        }
+      }
+    }
+  });
+});
+
+describe('preprocess', () => {
+  it('returns one crop × crop × 3 tensor: the decoded crop, normalised', async () => {
+    const png = await raw(300, 260).png().toBuffer();
+    const got = await preprocess(png, torchvision, policy, 'NCHW');
+    assert.equal(got.length, 3 * 224 * 224);
+    const expected = new Float32Array(3 * 224 * 224);
+    writeNormalised(await decodeToRgb(png, torchvision, policy), torchvision, 'NCHW', expected, 0);
+    assert.deepEqual(got, expected);
+  });
+});
+
 describe('torchvision geometry', () => {
   it('rounds half to even like Python', () => {
-    assert.deepEqual([0.5, 1.5, 2.5, -0.5, 3.2].map(roundHalfEven), [0, 2, 2, -0, 3]);
+    // Python: [round(x) for x in (0.5, 1.5, 2.5, 3.5, 4.5, -0.5, -1.5, -2.5, 3.2, 3.7, -3.7, 7)]
+    assert.deepEqual([0.5, 1.5, 2.5, 3.5, 4.5, -0.5, -1.5, -2.5, 3.2, 3.7, -3.7, 7].map(roundHalfEven), [0, 2, 2, 4, 4, -0, -2, -2, 3, 4, -4, 7]);
+  });
+  it('resizes like torchvision.transforms.Resize(int) on portrait, landscape and square images', () => {
+    // torchvision: the short side becomes `size`, the long side is int(size * long / short) (truncated).
+    assert.deepEqual(resizedSize(640, 427, 256), { width: 383, height: 256 });
+    assert.deepEqual(resizedSize(427, 640, 256), { width: 256, height: 383 });
+    assert.deepEqual(resizedSize(300, 300, 232), { width: 232, height: 232 });
+    assert.deepEqual(resizedSize(1000, 999, 256), { width: 256, height: 256 });
+    assert.deepEqual(resizedSize(100, 1000, 224), { width: 224, height: 2240 });
+  });
+  it('centres the crop with Python rounding on both axes', () => {
+    assert.deepEqual(centreCropOffsets(256, 383, 224), { left: 16, top: 80 });
+    assert.deepEqual(centreCropOffsets(224, 224, 224), { left: 0, top: 0 });
+    assert.deepEqual(centreCropOffsets(227, 229, 224), { left: 2, top: 2 });
+    assert.deepEqual(centreCropOffsets(300, 225, 224), { left: 38, top: 0 });
   });
   it('truncates the long side and centres the crop', () => {
     assert.deepEqual(resizedSize(500, 333, 256), { width: 384, height: 256 });
@@ -102,6 +150,37 @@ describe('decoding', () => {
     assert.ok(meanDiff(applied, ignored) > 10, 'the two policies differ');
   });
 
+  it('EXIF orientations 2–8: "apply" equals decoding the upright image, and 5–8 swap width and height', async () => {
+    const meanDiff = (a: Buffer, b: Buffer) => a.reduce((s, v, i) => s + Math.abs(v - b[i]!), 0) / a.length;
+    const plain = await decodeToRgb(await raw(400, 260).jpeg({ quality: 100 }).toBuffer(), torchvision, policy);
+    for (const orientation of [2, 3, 4, 5, 6, 7, 8]) {
+      const stored = await raw(400, 260).jpeg({ quality: 100 }).withMetadata({ orientation }).toBuffer();
+      const upright = await sharp(stored).rotate().jpeg({ quality: 100 }).toBuffer();
+      assert.equal((await sharp(upright).metadata()).width, orientation >= 5 ? 260 : 400, `fixture: orientation ${orientation}`);
+      const applied = await decodeToRgb(stored, torchvision, { ...policy, exif: 'apply' });
+      assert.ok(meanDiff(applied, await decodeToRgb(upright, torchvision, policy)) < 2, `orientation ${orientation}: apply = upright`);
+      assert.ok(meanDiff(applied, plain) > 10, `orientation ${orientation}: apply changes the pixels`);
+      assert.ok(meanDiff(await decodeToRgb(stored, torchvision, policy), plain) < 2, `orientation ${orientation}: ignore = as stored`);
+    }
+  });
+
+  it('ICC: "ignore" reads stored values as sRGB (like PIL), "convert" converts to sRGB first', async () => {
+    // Saturated colours, which a Display P3 profile stores as clearly different numbers.
+    const width = 300;
+    const height = 240;
+    const pixels = Buffer.alloc(width * height * 3);
+    for (let p = 0; p < width * height; p++) pixels.set([[250, 10, 10], [10, 240, 20], [20, 30, 230]][Math.floor((p % width) / 100)]!, p * 3);
+    const srgb = sharp(pixels, { raw: { width, height, channels: 3 } });
+    const tagged = await srgb.clone().withIccProfile('p3').png().toBuffer();
+    assert.ok((await sharp(tagged).metadata()).icc, 'fixture: the PNG carries a profile');
+    const meanDiff = (a: Buffer, b: Buffer) => a.reduce((s, v, i) => s + Math.abs(v - b[i]!), 0) / a.length;
+    const original = await decodeToRgb(await srgb.clone().png().toBuffer(), torchvision, policy);
+    const converted = await decodeToRgb(tagged, torchvision, { ...policy, icc: 'convert' });
+    const ignored = await decodeToRgb(tagged, torchvision, { ...policy, icc: 'ignore' });
+    assert.ok(meanDiff(converted, original) < 3, `convert recovers the sRGB colours (mean diff ${meanDiff(converted, original)})`);
+    assert.ok(meanDiff(ignored, original) > 5, `ignore keeps the stored P3 numbers (mean diff ${meanDiff(ignored, original)})`);
+  });
+
   it('refuses a tiny file declaring a huge image by the pixel limit', async () => {
     const png = pngBomb(60000, 60000);
     assert.ok(png.length < 2_000);
@@ -115,8 +194,10 @@ describe('decoding', () => {
   });
 });
 
-describe('fidelity to torchvision', { skip: needsShared(path.join(resnetDir, 'manifest.json')) }, () => {
-  it('matches input_K.bin to a mean absolute difference <= 0.006 on every fixture image', async () => {
+const needsFixture = { skip: needsShared(path.join(resnetDir, 'manifest.json')) };
+
+describe('fidelity to torchvision', () => {
+  it('matches input_K.bin to a mean absolute difference <= 0.006 on every fixture image', needsFixture, async () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(resnetDir, 'manifest.json'), 'utf8'));
     const diffs: number[] = [];
     for (const item of manifest.items) {
@@ -129,7 +210,7 @@ describe('fidelity to torchvision', { skip: needsShared(path.join(resnetDir, 'ma
     assert.ok(Math.max(...diffs) <= 0.006, `mean abs diffs ${diffs.map((d) => d.toFixed(4)).join(', ')}`);
   });
 
-  it('lanczos3 (sharp default) would not meet the bar — the kernel choice matters', async () => {
+  it('lanczos3 (sharp default) would not meet the bar — the kernel choice matters', needsFixture, async () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(resnetDir, 'manifest.json'), 'utf8'));
     const item = manifest.items[0];
     const expected = readFloat32(path.join(resnetDir, item.input.file));

@@ -13,7 +13,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 /** Repository root (tests run from dist/test/support). */
 export const repoRoot = path.resolve(here, '../../..');
 export const cliPath = path.join(repoRoot, 'dist/src/cli.js');
-export const sharedDir = path.resolve(repoRoot, '../shared');
+/** ../shared beside the checkout, or FEATCACHE_SHARED_DIR (e.g. for `npm run mutate`, whose sandbox sits elsewhere). */
+export const sharedDir = path.resolve(process.env.FEATCACHE_SHARED_DIR ?? path.join(repoRoot, '../shared'));
 export const resnetDir = path.join(sharedDir, 'fixtures/resnet50-tv-seed0');
 export const resnetModel = path.join(resnetDir, 'model.onnx');
 export const mobilenetModel = path.join(sharedDir, 'models/mobilenetv2-12-int8.onnx');
@@ -22,7 +23,7 @@ export const hymenoptera = path.join(sharedDir, 'data/hymenoptera_data');
 /** `skip` option for tests that need ../shared: a clear reason instead of a silent pass. */
 export function needsShared(...files: string[]): string | false {
   const missing = files.find((f) => !fs.existsSync(f));
-  return missing ? `needs ${path.relative(repoRoot, missing)} (../shared is absent on this machine)` : false;
+  return missing ? `needs ${path.relative(sharedDir, missing)} from the shared data folder ${sharedDir} (absent here; set FEATCACHE_SHARED_DIR to use another)` : false;
 }
 
 export async function tempDir(prefix = 'featcache-test-'): Promise<string> {

@@ -1,0 +1,47 @@
+// Mutation testing of the numerical modules: `npm run mutate` (not part of CI; ~20 min on 2 cores).
+// `MUTATE=tap,split npm run mutate` mutates a subset. Each mutant runs only the tests of its module
+// (scripts/mutate-tests.mjs maps it back), on dist/ built once from the instrumented sources.
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.dirname(fileURLToPath(import.meta.url));
+
+/** Module → the compiled tests that should kill its mutants (fast unit tests, not the CLI end-to-end suite). */
+export const MODULE_TESTS = {
+  tap: { source: 'src/backbone/tap.ts', tests: ['dist/test/backbone/tap.test.js'] },
+  preprocess: { source: 'src/image/preprocess.ts', tests: ['dist/test/image/preprocess.test.js'] },
+  split: { source: 'src/dataset/split.ts', tests: ['dist/test/dataset/split.test.js'] },
+  reader: { source: 'src/store/reader.ts', tests: ['dist/test/store/reader.test.js', 'dist/test/store/writer.test.js'] },
+  writer: { source: 'src/store/writer.ts', tests: ['dist/test/store/writer.test.js'] },
+  // The head helper owns normalisation's tests; they live in test/store or test/head depending on the merge.
+  normalize: { source: 'src/store/normalize.ts', tests: ['dist/test/store/normalize.test.js', 'dist/test/head/normalize.test.js'] },
+};
+
+/** The modules this run mutates (all, or MUTATE=name,name). */
+export const chosen = (process.env.MUTATE ?? Object.keys(MODULE_TESTS).join(','))
+  .split(',')
+  .map((name) => name.trim())
+  .filter(Boolean);
+for (const name of chosen) {
+  if (!(name in MODULE_TESTS)) throw new Error(`MUTATE: expected names from ${Object.keys(MODULE_TESTS).join(', ')}, got "${name}"`);
+}
+
+/** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
+export default {
+  mutate: chosen.map((name) => MODULE_TESTS[name].source),
+  testRunner: 'command',
+  // The sandbox is not beside ../shared: point the tests at it, so the MobileNet and ResNet checks run.
+  commandRunner: { command: `FEATCACHE_SHARED_DIR='${path.resolve(root, '../shared')}' node scripts/mutate-tests.mjs` },
+  coverageAnalysis: 'off',
+  buildCommand: 'npx tsc -p .',
+  ignorePatterns: ['dist', 'features', 'models', 'data', '.scratch', 'reports'],
+  concurrency: 2,
+  // Mutants that loop forever are stopped by scripts/mutate-tests.mjs first (per-module limit).
+  timeoutMS: 60_000,
+  timeoutFactor: 1,
+  reporters: ['clear-text', 'progress', 'html', 'json'],
+  htmlReporter: { fileName: 'reports/mutation/mutation.html' },
+  jsonReporter: { fileName: 'reports/mutation/mutation.json' },
+  thresholds: { high: 90, low: 80, break: null },
+  tempDirName: '.stryker-tmp',
+};
