@@ -14,7 +14,7 @@ export const MODULE_TESTS = {
   reader: { source: 'src/store/reader.ts', tests: ['dist/test/store/reader.test.js', 'dist/test/store/writer.test.js'] },
   writer: { source: 'src/store/writer.ts', tests: ['dist/test/store/writer.test.js'] },
   // The head helper owns normalisation's tests; they live in test/store or test/head depending on the merge.
-  normalize: { source: 'src/store/normalize.ts', tests: ['dist/test/store/normalize.test.js', 'dist/test/head/normalize.test.js'] },
+  normalize: { source: 'src/head/normalize.ts', tests: ['dist/test/head/normalize.test.js'] },
 };
 
 /** The modules this run mutates (all, or MUTATE=name,name). */
