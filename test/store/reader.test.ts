@@ -110,7 +110,7 @@ describe('FeatureCache', () => {
     assert.deepEqual(await reader.splits(), ['train']);
     const other = await tempDir();
     await ensureManifest(other, manifest());
-    await assert.rejects((await FeatureCache.open(other)).read('train'), /--split train: not in cache .*; the cache is empty — run featcache extract first/);
+    await assert.rejects((await FeatureCache.open(other)).read('train'), /^FeatcacheError: split train: not in cache .*; the cache is empty — run extract first/);
   });
 
   it('orders parts by name, not by when the files were created, and reads only part-*.arrow files', async () => {
@@ -154,7 +154,7 @@ describe('FeatureCache', () => {
     }
     const reader = await FeatureCache.open(cache);
     assert.deepEqual(await reader.splits(), ['extra', 'train', 'val']);
-    await assert.rejects(reader.read('test'), /--split test: not in cache .*; available: extra, train, val$/);
+    await assert.rejects(reader.read('test'), /^FeatcacheError: split test: not in cache .*; available: extra, train, val$/);
     await fs.rm(cache, { recursive: true });
     assert.deepEqual(await reader.splits(), []);
   });
