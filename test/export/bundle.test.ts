@@ -185,6 +185,7 @@ describe('bundle: real backbones equal predict', () => {
   let files: string[];
   before(async () => {
     dir = await tempDir();
+    if (needsShared(hymenoptera)) return; // each test below skips, saying why
     files = (await fs.readdir(path.join(hymenoptera, 'val/ants'))).sort().slice(0, 2).map((f) => path.join(hymenoptera, 'val/ants', f));
     files.push(...(await fs.readdir(path.join(hymenoptera, 'val/bees'))).sort().slice(0, 2).map((f) => path.join(hymenoptera, 'val/bees', f)));
   });
