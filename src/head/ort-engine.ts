@@ -57,10 +57,12 @@ function update(b: GraphBuilder, p: string, grad: string, m: string, v: string, 
   if (options.optimizer === 'adam') {
     const m2 = b.op('Add', [b.op('Mul', [m, b.scalar(ADAM.beta1)]), b.op('Mul', [g, b.scalar(1 - ADAM.beta1)])]);
     const v2 = b.op('Add', [b.op('Mul', [v, b.scalar(ADAM.beta2)]), b.op('Mul', [b.op('Mul', [g, g]), b.scalar(1 - ADAM.beta2)])]);
-    const mHat = b.op('Div', [m2, 'bias1']);
-    const vHat = b.op('Div', [v2, 'bias2']);
-    const step = b.op('Div', [mHat, b.op('Add', [b.op('Sqrt', [vHat]), b.scalar(ADAM.epsilon)])]);
-    return [b.op('Sub', [p, b.op('Mul', ['lr', step])]), m2, v2];
+    // PyTorch's (m/b1) / (√(v/b2) + ε), rewritten as (√b2/b1)·m / (√v + ε√b2): the bias corrections move onto
+    // the [K·classes] learning-rate row and a scalar, two fewer passes over the [dim, K·classes] kernel per step.
+    const root2 = b.op('Sqrt', ['bias2']);
+    const lr = b.op('Mul', ['lr', b.op('Div', [root2, 'bias1'])]);
+    const step = b.op('Div', [m2, b.op('Add', [b.op('Sqrt', [v2]), b.op('Mul', [root2, b.scalar(ADAM.epsilon)])])]);
+    return [b.op('Sub', [p, b.op('Mul', [lr, step])]), m2, v2];
   }
   if (options.momentum > 0) {
     const m2 = b.op('Add', [b.op('Mul', [m, b.scalar(options.momentum)]), g]);
