@@ -57,10 +57,12 @@ function update(b: GraphBuilder, p: string, grad: string, m: string, v: string, 
   if (options.optimizer === 'adam') {
     const m2 = b.op('Add', [b.op('Mul', [m, b.scalar(ADAM.beta1)]), b.op('Mul', [g, b.scalar(1 - ADAM.beta1)])]);
     const v2 = b.op('Add', [b.op('Mul', [v, b.scalar(ADAM.beta2)]), b.op('Mul', [b.op('Mul', [g, g]), b.scalar(1 - ADAM.beta2)])]);
-    const mHat = b.op('Div', [m2, 'bias1']);
-    const vHat = b.op('Div', [v2, 'bias2']);
-    const step = b.op('Div', [mHat, b.op('Add', [b.op('Sqrt', [vHat]), b.scalar(ADAM.epsilon)])]);
-    return [b.op('Sub', [p, b.op('Mul', ['lr', step])]), m2, v2];
+    // PyTorch's (m/b1) / (√(v/b2) + ε), rewritten as (√b2/b1)·m / (√v + ε√b2): the bias corrections move onto
+    // the [K·classes] learning-rate row and a scalar, two fewer passes over the [dim, K·classes] kernel per step.
+    const root2 = b.op('Sqrt', ['bias2']);
+    const lr = b.op('Mul', ['lr', b.op('Div', [root2, 'bias1'])]);
+    const step = b.op('Div', [m2, b.op('Add', [b.op('Sqrt', [v2]), b.op('Mul', [root2, b.scalar(ADAM.epsilon)])])]);
+    return [b.op('Sub', [p, b.op('Mul', [lr, step])]), m2, v2];
   }
   if (options.momentum > 0) {
     const m2 = b.op('Add', [b.op('Mul', [m, b.scalar(options.momentum)]), g]);
@@ -72,8 +74,10 @@ function update(b: GraphBuilder, p: string, grad: string, m: string, v: string, 
 /**
  * Inputs: x [n, dim], target [n, 1, classes] (one-hot × w_i/Σw), scale [n, 1, 1] (w_i/Σw), kernel/bias and their
  * moments, lr and wd [K·classes] (per candidate column), bias1/bias2 (Adam's 1 − β^t). Outputs: the updated six.
+ * With `scoreHeld`, also held_x [h, dim] in and held_logits [h, K·classes] (with the updated weights) out: the
+ * sweep scores its hold-out after an epoch's last step in the same run instead of a second one.
  */
-export function trainStepGraph(dim: number, classes: number, k: number, options: Pick<HeadOptions, 'optimizer' | 'momentum'>): Uint8Array {
+export function trainStepGraph(dim: number, classes: number, k: number, options: Pick<HeadOptions, 'optimizer' | 'momentum'>, scoreHeld = false): Uint8Array {
   const wide = k * classes;
   const b = builder();
   const logits = b.op('Add', [b.op('MatMul', ['x', 'kernel']), 'bias']);
@@ -88,6 +92,7 @@ export function trainStepGraph(dim: number, classes: number, k: number, options:
   const [bias2, bm2, bv2] = update(b, 'bias', gBias, 'bias_m', 'bias_v', options);
   const outs: [string, string][] = [[kernel2, 'kernel_out'], [km2, 'kernel_m_out'], [kv2, 'kernel_v_out'], [bias2, 'bias_out'], [bm2, 'bias_m_out'], [bv2, 'bias_v_out']];
   for (const [from, to] of outs) rename(b, from, to);
+  if (scoreHeld) rename(b, b.op('Add', [b.op('MatMul', ['held_x', kernel2]), bias2]), 'held_logits');
   const params: [string, number[]][] = [['kernel', [dim, wide]], ['kernel_m', [dim, wide]], ['kernel_v', [dim, wide]], ['bias', [wide]], ['bias_m', [wide]], ['bias_v', [wide]]];
   const model = onnx.ModelProto.create({
     irVersion: 8,
@@ -100,8 +105,9 @@ export function trainStepGraph(dim: number, classes: number, k: number, options:
         valueInfo('x', ['n', dim]), valueInfo('target', ['n', 1, classes]), valueInfo('scale', ['n', 1, 1]),
         ...params.map(([name, dims]) => valueInfo(name, dims)),
         valueInfo('lr', [wide]), valueInfo('wd', [wide]), valueInfo('bias1', []), valueInfo('bias2', []),
+        ...(scoreHeld ? [valueInfo('held_x', ['h', dim])] : []),
       ],
-      output: outs.map(([, to]) => valueInfo(to, params.find(([n]) => `${n}_out` === to)![1])),
+      output: [...outs.map(([, to]) => valueInfo(to, params.find(([n]) => `${n}_out` === to)![1])), ...(scoreHeld ? [valueInfo('held_logits', ['h', wide])] : [])],
     },
   });
   return encodeModel(model);
@@ -132,6 +138,7 @@ export class OrtWideTrainer {
   private step = 0;
   private constructor(
     private readonly train: ort.InferenceSession,
+    private readonly trainScored: ort.InferenceSession,
     private readonly infer: ort.InferenceSession,
     private readonly dim: number,
     private readonly wide: number,
@@ -149,8 +156,9 @@ export class OrtWideTrainer {
     // busy machine spinning workers steal the cores the other workers need (measured 4–10× slower under load).
     const sessionOptions: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', intraOpNumThreads: os.availableParallelism(), executionMode: 'sequential', logSeverityLevel: 3, extra: { session: { intra_op: { allow_spinning: '0' } } } };
     const train = await ort.InferenceSession.create(trainStepGraph(dim, classes, k, options), sessionOptions);
+    const trainScored = await ort.InferenceSession.create(trainStepGraph(dim, classes, k, options, true), sessionOptions);
     const infer = await ort.InferenceSession.create(logitsGraph(dim, k * classes), sessionOptions);
-    return new OrtWideTrainer(train, infer, dim, k * classes, classes, init);
+    return new OrtWideTrainer(train, trainScored, infer, dim, k * classes, classes, init);
   }
 
   private tensor(name: string): ort.Tensor {
@@ -158,8 +166,11 @@ export class OrtWideTrainer {
     return new ort.Tensor('float32', v, name.startsWith('kernel') ? [this.dim, this.wide] : [this.wide]);
   }
 
-  /** One optimiser step on n rows: target = one-hot × s_i, scale = s_i (s_i = w_i / Σw). */
-  async stepBatch(x: Float32Array, n: number, target: Float32Array, scale: Float32Array, lr: Float32Array, wd: Float32Array): Promise<void> {
+  /**
+   * One optimiser step on n rows: target = one-hot × s_i, scale = s_i (s_i = w_i / Σw). Given `held` rows, returns
+   * their logits [rows, K·classes] after the step (as `logits` would), from the same run.
+   */
+  async stepBatch(x: Float32Array, n: number, target: Float32Array, scale: Float32Array, lr: Float32Array, wd: Float32Array, held?: { x: Float32Array; n: number }): Promise<Float32Array | null> {
     this.step++;
     const feeds: Record<string, ort.Tensor> = {
       x: new ort.Tensor('float32', x, [n, this.dim]),
@@ -171,8 +182,10 @@ export class OrtWideTrainer {
       bias2: new ort.Tensor('float32', Float32Array.of(1 - ADAM.beta2 ** this.step), []),
     };
     for (const name of Object.keys(this.state)) feeds[name] = this.tensor(name);
-    const out = await this.train.run(feeds);
+    if (held) feeds.held_x = new ort.Tensor('float32', held.x, [held.n, this.dim]);
+    const out = await (held ? this.trainScored : this.train).run(feeds);
     for (const name of Object.keys(this.state)) this.state[name] = out[`${name}_out`]!.data as Float32Array;
+    return held ? (out.held_logits!.data as Float32Array) : null;
   }
 
   async logits(x: Float32Array, n: number): Promise<Float32Array> {
@@ -186,6 +199,7 @@ export class OrtWideTrainer {
 
   async dispose(): Promise<void> {
     await this.train.release();
+    await this.trainScored.release();
     await this.infer.release();
   }
 }

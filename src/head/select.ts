@@ -28,6 +28,24 @@ export const DEFAULT_SWEEP_GRID: Readonly<SweepGrid> = Object.freeze({
 /** A hold-out smaller than this selects on noise: use k-fold instead. */
 export const MIN_HOLDOUT_ROWS = 50;
 export const KFOLD = 5;
+/**
+ * The sweep trains each candidate for at least this many optimiser steps, whatever `epochs` says: an epoch of a
+ * 30-image training set is one mini-batch, so 100 epochs are only 100 Adam steps. Adam moves each weight by about
+ * `lr` per step, and on l2-normalised features (|x_j| ≈ 1/√dim) confident logits need weights of several units:
+ * at the grid's top rate (0.03) that takes a few hundred steps, which is what converges, not passes over the data.
+ * Measured on 3-shot monkeys (30 rows, 3 folds of 20; scikit-learn's best C: 0.919 val top-1): 100 steps 0.901,
+ * 300 → 0.912. More is not better: at 500 and 1000 the l2 candidates' held-out NLL after calibration worsens on
+ * the 10-row folds and selection switches to `standard` (0.868). A set with more than 64 rows per fold already
+ * takes 300 steps in 100 epochs, so only tiny sets change.
+ */
+export const MIN_SWEEP_STEPS = 300;
+
+/** Epochs that give at least `minSteps` optimiser steps on the smallest fold (at least `epochs`). */
+export function sweepEpochBudget(epochs: number, fitRows: number, batchSize: number, minSteps: number): number {
+  const stepsPerEpoch = Math.max(1, Math.ceil(fitRows / batchSize));
+  return Math.max(epochs, Math.ceil(minSteps / stepsPerEpoch));
+}
+
 /** Weight of the log-normal prior on the temperature (σ = 1/√(2λ) = 0.5 in log T): see fitTemperature. */
 export const TEMPERATURE_PRIOR = 2;
 
@@ -165,6 +183,8 @@ export interface SelectOptions {
   log: (line: string) => void;
   /** tfjs, or onnxruntime for the wide linear pass and the finalists' refits (default tfjs). */
   engine?: 'tfjs' | 'onnxruntime';
+  /** When the epochs are not fixed: train each candidate for at least this many optimiser steps (default 0). */
+  minSteps?: number;
 }
 
 /**
@@ -177,6 +197,12 @@ export async function selectSetting(tf: Tf, train: Split, dim: number, classes: 
   if (typeof plan === 'string') return plan;
   for (const note of plan.notes) select.log(`train-head: ${note}`);
   const started = performance.now();
+  if (select.fixedEpochs === undefined && (select.minSteps ?? 0) > 0) {
+    const fitRows = Math.min(...plan.folds.map((f) => f.fit.length));
+    const epochs = sweepEpochBudget(options.epochs, fitRows, options.batchSize, select.minSteps!);
+    if (epochs > options.epochs) select.log(`train-head: ${fitRows} rows per fold are ${Math.ceil(fitRows / options.batchSize)} step(s) an epoch: sweeping up to ${epochs} epochs (at least ${select.minSteps} optimiser steps)`);
+    options = { ...options, epochs };
+  }
   const candidates: LrWd[] = select.grid.lr.flatMap((lr) => select.grid.weightDecay.map((weightDecay) => ({ lr, weightDecay })));
   if (candidates.length === 0 || select.grid.normalize.length === 0) throw new FeatcacheError('train-head: the sweep grid is empty');
   const table: SweepRow[] = [];

@@ -94,6 +94,8 @@ async function ortWide(fit: Split, holdout: Split, dim: number, classes: number,
     for (let epoch = 0; epoch < options.epochs; epoch++) {
       const factor = stepLr({ ...options, lr: 1 }, epoch);
       const lr = lrRow.map((v) => v * factor);
+      // The epoch's held-out logits come out of its last step's run.
+      let logits: Float32Array = new Float32Array();
       const order = shuffled(fit.count, random);
       for (let start = 0; start < fit.count; start += options.batchSize) {
         const n = Math.min(fit.count, start + options.batchSize) - start;
@@ -108,10 +110,11 @@ async function ortWide(fit: Split, holdout: Split, dim: number, classes: number,
           scale[i] = classWeights[fit.labels[row]!]! / weightSum;
           target[i * classes + fit.labels[row]!] = scale[i]!;
         }
-        await trainer.stepBatch(x, n, target, scale, lr, wdRow);
+        const last = start + options.batchSize >= fit.count;
+        const scored = await trainer.stepBatch(x, n, target, scale, lr, wdRow, run.scoreEachEpoch && last ? { x: holdout.features, n: holdout.count } : undefined);
+        if (scored) logits = scored;
       }
       if (!run.scoreEachEpoch) continue;
-      const logits = await trainer.logits(holdout.features, holdout.count);
       if (keep) heldLogits.push(logits);
       const scores = scoreLogits(logits, holdout.labels, k, classes);
       loss.push(scores.loss);

@@ -10,7 +10,7 @@ import { type CalibrationReport, type Metrics, calibrationReport, classification
 import { NORMALIZATIONS, type NormalizationKind, applyNormalization, fitNormalization } from '../head/normalize.js';
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
 import { type HeadInfo, inspectHeadDir, saveHead } from '../head/saved.js';
-import { DEFAULT_SWEEP_GRID, type Selection, type SweepGrid, selectSetting } from '../head/select.js';
+import { DEFAULT_SWEEP_GRID, MIN_SWEEP_STEPS, type Selection, type SweepGrid, selectSetting } from '../head/select.js';
 import { SWEEP_ENGINES, type SweepEngine } from '../head/sweep.js';
 import { DEFAULT_HEAD_OPTIONS, type EpochStats, type HeadOptions, type Split, fitHead, predictLogits, softmaxRows, validateHeadOptions } from '../head/train.js';
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
@@ -35,6 +35,8 @@ export interface TrainHeadOptions extends HeadOptions {
   sweepEpochs: number;
   /** The sweep stops when no candidate improved its held-out loss for this many epochs. */
   sweepPatience: number;
+  /** The sweep gives each candidate at least this many optimiser steps (tiny sets: more epochs, see MIN_SWEEP_STEPS). */
+  sweepMinSteps: number;
   grid: SweepGrid;
   /** Engine of the sweep's wide pass: auto = tfjs on tfjs-node, else onnxruntime (MLAS kernels on all cores). */
   sweepEngine: SweepEngine;
@@ -55,6 +57,7 @@ export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log'>>
   holdoutFraction: 0.2,
   sweepEpochs: 100,
   sweepPatience: 10,
+  sweepMinSteps: MIN_SWEEP_STEPS,
   grid: DEFAULT_SWEEP_GRID,
   sweepEngine: 'auto',
 });
@@ -138,7 +141,7 @@ export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): { r
   };
   fraction('valFraction');
   fraction('holdoutFraction');
-  for (const key of ['sweepEpochs', 'sweepPatience'] as const) {
+  for (const key of ['sweepEpochs', 'sweepPatience', 'sweepMinSteps'] as const) {
     const v = resolved[key];
     if (!Number.isInteger(v) || v < (key === 'sweepEpochs' ? 1 : 0)) throw invalidParameter(name(key), key === 'sweepEpochs' ? 'a positive integer' : 'an integer >= 0', v);
   }
@@ -198,7 +201,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
     const engine = o.sweepEngine === 'auto' ? (runtime.backend === 'tensorflow' ? 'tfjs' : 'onnxruntime') : o.sweepEngine;
     const selection = await selectSetting(runtime.tf, train, dim, classes.length, { ...o, epochs: given.has('epochs') ? o.epochs : o.sweepEpochs }, {
       grid: pinnedGrid(o, given), fixedEpochs: given.has('epochs') ? o.epochs : undefined, holdoutFraction: o.holdoutFraction, patience: o.sweepPatience,
-      keys: train.paths, classNames: classes, log, engine,
+      keys: train.paths, classNames: classes, log, engine, minSteps: o.sweepMinSteps,
     });
     if (typeof selection === 'string') {
       sweepSkipped = selection;

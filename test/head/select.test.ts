@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { type Tf, loadTf } from '../../src/head/runtime.js';
-import { KFOLD, MIN_HOLDOUT_ROWS, duplicateGroups, planSelection, selectSetting } from '../../src/head/select.js';
+import { KFOLD, MIN_HOLDOUT_ROWS, duplicateGroups, planSelection, selectSetting, sweepEpochBudget } from '../../src/head/select.js';
 import { sweepCurves } from '../../src/head/sweep.js';
 import { DEFAULT_HEAD_OPTIONS, type HeadOptions, type Split, fitHead } from '../../src/head/train.js';
 import { seededRandom } from '../../src/util/random.js';
@@ -111,5 +111,31 @@ describe('sweep', () => {
     const pinned = await selectSetting(tf, train, 6, 3, { ...options, epochs: 4 }, { grid: { lr: [0.01], weightDecay: [0], normalize: ['l2'] }, fixedEpochs: 4, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {} });
     assert.ok(typeof pinned !== 'string');
     assert.deepEqual([pinned.chosen.lr, pinned.chosen.weightDecay, pinned.chosen.normalize, pinned.chosen.epoch], [0.01, 0, 'l2', 4]);
+  });
+
+  it('gives tiny training sets at least minSteps optimiser steps (more epochs), and leaves larger or fixed runs alone', async () => {
+    assert.equal(sweepEpochBudget(100, 24, 32, 300), 300, 'one step an epoch');
+    assert.equal(sweepEpochBudget(100, 40, 32, 300), 150, 'two steps an epoch');
+    assert.equal(sweepEpochBudget(100, 80, 32, 300), 100, 'three steps an epoch already make 300');
+    assert.equal(sweepEpochBudget(100, 878, 32, 300), 100);
+    // 30 rows: 5 folds of 24 fit rows, one mini-batch (one step) an epoch.
+    const train = clusters(30, 6, 3, 1.5, 5);
+    const lines: string[] = [];
+    const run = async (minSteps: number, fixedEpochs?: number) => {
+      const s = await selectSetting(tf, train, 6, 3, { ...options, epochs: 4, batchSize: 32 }, {
+        grid: { lr: [0.01], weightDecay: [0], normalize: ['none'] }, fixedEpochs, holdoutFraction: 0.2, patience: 0, keys: keys(30), classNames: names, log: (l) => lines.push(l), minSteps,
+      });
+      assert.ok(typeof s !== 'string' && s.method === 'kfold');
+      return s;
+    };
+    const plain = await run(0);
+    const budgeted = await run(12);
+    // The sweep's arithmetic is proportional to the epochs run: 12 steps = 12 epochs, three times the 4 asked for.
+    assert.ok(Math.abs(budgeted.gflops / plain.gflops - 3) < 1e-9, `${budgeted.gflops} vs ${plain.gflops}`);
+    assert.ok(budgeted.chosen.epoch <= 12);
+    assert.ok(lines.some((l) => l.includes('up to 12 epochs (at least 12 optimiser steps)')), lines.join('\n'));
+    const fixed = await run(12, 4);
+    assert.equal(fixed.gflops, plain.gflops, 'epochs the user fixed are not extended');
+    assert.equal(fixed.chosen.epoch, 4);
   });
 });
