@@ -32,6 +32,11 @@ export function nameOptionsWith(name: (option: string) => string): void {
   namer = name;
 }
 
+/** Whether options are named as CLI flags here (worker threads are told, so their messages match). */
+export function namesOptionsAsFlags(): boolean {
+  return namer === flagName;
+}
+
 /** An option as the current audience spells it. */
 export function optionName(option: string): string {
   return namer(option);

@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs/promises';
 import onnxProto from 'onnx-proto';
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, optionName } from '../errors.js';
 
 /** @internal */
 export const { onnx } = onnxProto;
@@ -36,8 +36,8 @@ export async function loadModel(file: string): Promise<{ model: ModelProto; byte
     const code = (error as NodeJS.ErrnoException).code;
     throw new FeatcacheError(
       code === 'ENOENT'
-        ? `--model ${file}: no such file (fetch one with 'featcache fetch-model resnet50' or pass a path to an .onnx file)`
-        : `--model ${file}: cannot read (${code ?? String(error)})`,
+        ? `${optionName('model')} ${file}: no such file (fetch one with 'featcache fetch-model resnet50' or pass a path to an .onnx file)`
+        : `${optionName('model')} ${file}: cannot read (${code ?? String(error)})`,
     );
   }
   return { model: decodeModel(bytes, file), bytes };
@@ -49,10 +49,10 @@ export function decodeModel(bytes: Uint8Array, file: string): ModelProto {
   try {
     model = onnx.ModelProto.decode(bytes);
   } catch (error) {
-    throw new FeatcacheError(`--model ${file}: not an ONNX model (protobuf decode failed: ${(error as Error).message})`);
+    throw new FeatcacheError(`${optionName('model')} ${file}: not an ONNX model (protobuf decode failed: ${(error as Error).message})`);
   }
   if (!model.graph || !model.graph.node || model.graph.node.length === 0) {
-    throw new FeatcacheError(`--model ${file}: not an ONNX model (no graph nodes found)`);
+    throw new FeatcacheError(`${optionName('model')} ${file}: not an ONNX model (no graph nodes found)`);
   }
   return model;
 }

@@ -4,7 +4,7 @@
  * on images (the backbone, bundles), so all get the same stack sizing and error handling.
  */
 import { Worker } from 'node:worker_threads';
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, namesOptionsAsFlags } from '../errors.js';
 import { type InputLayout, type SessionSettings, sessionStackMb } from './session.js';
 import type { RequestKey, WorkerReply, WorkerRequest } from './worker.js';
 
@@ -21,7 +21,11 @@ export interface WorkerSession {
 
 /** Talks to a session worker: replies find their caller by the key they echo; the thread keeps Node alive only while busy. */
 function sessionWorker() {
-  const worker = new Worker(new URL('./worker.js', import.meta.url), { resourceLimits: { stackSizeMb: sessionStackMb() } });
+  const worker = new Worker(new URL('./worker.js', import.meta.url), {
+    resourceLimits: { stackSizeMb: sessionStackMb() },
+    // Errors raised in the worker name options the way this thread does (flags on the command line).
+    workerData: { flagNames: namesOptionsAsFlags() },
+  });
   worker.unref();
   const pending = new Map<RequestKey, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
   const fail = (error: Error) => {

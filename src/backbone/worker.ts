@@ -3,9 +3,9 @@
  * (onnxruntime issue #19611); here that thread is this worker's, so the main thread keeps chaining the next batch's
  * reads and decodes while inference runs. Pixels and features cross by transfer, not copy.
  */
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import type * as ort from 'onnxruntime-node';
-import { errorMessage } from '../errors.js';
+import { errorMessage, flagName, nameOptionsWith } from '../errors.js';
 import { type InputLayout, type SessionSettings, openSession, runBatch } from './session.js';
 
 /** Every request carries a key that its reply echoes, so replies (errors included) find their caller. */
@@ -23,6 +23,8 @@ export type WorkerReply = { key: RequestKey } & (
   | { type: 'error'; message: string; exitCode?: number }
   | { type: 'closed' }
 );
+
+if ((workerData as { flagNames?: boolean } | null)?.flagNames) nameOptionsWith(flagName);
 
 let session: ort.InferenceSession | null = null;
 let layout: InputLayout;

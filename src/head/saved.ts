@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, optionName } from '../errors.js';
 import { NORMALIZATIONS, type Normalization } from './normalize.js';
 import type { Tf } from './runtime.js';
 import type { DenseWeights } from './train.js';
@@ -89,12 +89,12 @@ export function headInfoProblem(value: unknown): string | null {
 export async function inspectHeadDir(dir: string): Promise<'new' | 'head'> {
   const stat = await fs.stat(dir).catch(() => null);
   if (!stat) return 'new';
-  if (!stat.isDirectory()) throw new FeatcacheError(`--head ${dir}: is a file, not a directory; choose a new directory for the head`);
+  if (!stat.isDirectory()) throw new FeatcacheError(`${optionName('head')} ${dir}: is a file, not a directory; choose a new directory for the head`);
   const names = await fs.readdir(dir);
   if (names.length === 0) return 'new';
   const text = await fs.readFile(path.join(dir, HEAD_FILE), 'utf8').catch(() => null);
   if (text === null) {
-    throw new FeatcacheError(`--head ${dir}: the directory is not empty and holds no featcache ${HEAD_FILE}, so featcache will not write into it; choose a new or empty directory (e.g. --head ${path.join(dir, 'head')})`);
+    throw new FeatcacheError(`${optionName('head')} ${dir}: the directory is not empty and holds no featcache ${HEAD_FILE}, so featcache will not write into it; choose a new or empty directory (e.g. ${optionName('head')} ${path.join(dir, 'head')})`);
   }
   let problem: string | null;
   try {
@@ -102,7 +102,7 @@ export async function inspectHeadDir(dir: string): Promise<'new' | 'head'> {
   } catch {
     problem = 'is not valid JSON';
   }
-  if (problem) throw new FeatcacheError(`--head ${dir}: its ${HEAD_FILE} ${problem}, so it is not a head featcache wrote and will not be replaced; choose a new or empty directory`);
+  if (problem) throw new FeatcacheError(`${optionName('head')} ${dir}: its ${HEAD_FILE} ${problem}, so it is not a head featcache wrote and will not be replaced; choose a new or empty directory`);
   return 'head';
 }
 
@@ -114,12 +114,11 @@ async function writeHeadFiles(dir: string, write: (tmp: string) => Promise<void>
   await inspectHeadDir(dir);
   const parent = path.dirname(path.resolve(dir));
   await fs.mkdir(parent, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
-    throw new FeatcacheError(`--head ${dir}: cannot create ${parent} (${error.code})`, 1);
+    throw new FeatcacheError(`${optionName('head')} ${dir}: cannot create ${parent} (${error.code})`, 1);
   });
-  const tmp = path.join(parent, `.${path.basename(dir)}.${process.pid}.tmp`);
-  await fs.rm(tmp, { recursive: true, force: true });
+  // A fresh, uniquely named folder: the recursive removal below can only ever remove what this call created.
+  const tmp = await fs.mkdtemp(path.join(parent, `.${path.basename(dir)}.${process.pid}.`));
   try {
-    await fs.mkdir(tmp);
     await write(tmp);
     await fs.mkdir(dir, { recursive: true });
     const written = await fs.readdir(tmp);
@@ -128,7 +127,7 @@ async function writeHeadFiles(dir: string, write: (tmp: string) => Promise<void>
     for (const name of HEAD_FILES.filter((n) => !written.includes(n))) await fs.rm(path.join(dir, name), { force: true });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new FeatcacheError(`--head ${dir}: cannot write the head (${code ?? (error as Error).message}); the previous head, if any, was not replaced`, 1);
+    throw new FeatcacheError(`${optionName('head')} ${dir}: cannot write the head (${code ?? (error as Error).message}); the previous head, if any, was not replaced`, 1);
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
   }
@@ -195,29 +194,29 @@ function modelJsonProblem(value: unknown, info: HeadInfo): string | null {
 export async function loadHead(tf: Tf, dir: string): Promise<LoadedHead> {
   const read = async (name: string) =>
     fs.readFile(path.join(dir, name)).catch(() => {
-      throw new FeatcacheError(`--head ${dir}: no ${name} here; train one with 'featcache train-head --head ${dir}'`);
+      throw new FeatcacheError(`${optionName('head')} ${dir}: no ${name} here; train one with 'featcache train-head --head ${dir}'`);
     });
   const parse = async (name: string): Promise<unknown> => {
     const text = (await read(name)).toString('utf8');
     try {
       return JSON.parse(text);
     } catch {
-      throw new FeatcacheError(`--head ${dir}: ${name} is not valid JSON (truncated or edited?); ${remedy(dir)}`);
+      throw new FeatcacheError(`${optionName('head')} ${dir}: ${name} is not valid JSON (truncated or edited?); ${remedy(dir)}`);
     }
   };
   const infoValue = await parse(HEAD_FILE);
   const infoProblem = headInfoProblem(infoValue);
-  if (infoProblem) throw new FeatcacheError(`--head ${dir}: ${HEAD_FILE} ${infoProblem}; ${remedy(dir)}`);
+  if (infoProblem) throw new FeatcacheError(`${optionName('head')} ${dir}: ${HEAD_FILE} ${infoProblem}; ${remedy(dir)}`);
   const info = infoValue as HeadInfo;
   const modelValue = await parse('model.json');
   const modelProblem = modelJsonProblem(modelValue, info);
-  if (modelProblem) throw new FeatcacheError(`--head ${dir}: model.json ${modelProblem}; ${remedy(dir)}`);
+  if (modelProblem) throw new FeatcacheError(`${optionName('head')} ${dir}: model.json ${modelProblem}; ${remedy(dir)}`);
   const modelJson = modelValue as ModelJson;
   const weightSpecs = modelJson.weightsManifest.flatMap((m) => m.weights);
   const weights = await read('weights.bin');
   const expected = expectedWeightBytes(weightSpecs);
   if (weights.byteLength !== expected) {
-    throw new FeatcacheError(`--head ${dir}: weights.bin has ${weights.byteLength} bytes but model.json needs ${expected} (${weights.byteLength < expected ? 'truncated' : 'extra data'}); ${remedy(dir)}`);
+    throw new FeatcacheError(`${optionName('head')} ${dir}: weights.bin has ${weights.byteLength} bytes but model.json needs ${expected} (${weights.byteLength < expected ? 'truncated' : 'extra data'}); ${remedy(dir)}`);
   }
   const model = await tf.loadLayersModel(
     tf.io.fromMemory({
@@ -226,7 +225,7 @@ export async function loadHead(tf: Tf, dir: string): Promise<LoadedHead> {
       weightData: weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.byteLength),
     }),
   ).catch((error: Error) => {
-    throw new FeatcacheError(`--head ${dir}: model.json cannot be loaded by TensorFlow.js (${error.message.split('\n')[0]}); ${remedy(dir)}`);
+    throw new FeatcacheError(`${optionName('head')} ${dir}: model.json cannot be loaded by TensorFlow.js (${error.message.split('\n')[0]}); ${remedy(dir)}`);
   });
   const dim = info.provenance.dim;
   const temperature = info.temperature ?? 1;

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import AdmZip from 'adm-zip';
-import { FeatcacheError, errorMessage } from '../errors.js';
+import { FeatcacheError, optionName, errorMessage } from '../errors.js';
 import { download } from '../fetch/download.js';
 import { exists } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
@@ -27,7 +27,7 @@ async function firstExisting(candidates: string[]): Promise<string | null> {
 
 async function resolveData(given: string | undefined, log: (l: string) => void): Promise<string> {
   if (given) {
-    if (!(await exists(given))) throw new FeatcacheError(`--data ${given}: no such directory`);
+    if (!(await exists(given))) throw new FeatcacheError(`${optionName('data')} ${given}: no such directory`);
     return given;
   }
   const local = await firstExisting(LOCAL_DATA);

@@ -114,7 +114,7 @@ function copy(split: Labelled): Labelled {
 
 async function loadSplits(cache: FeatureCache, options: TrainHeadOptions) {
   const all = labelled(await cache.read(options.trainSplit));
-  if (all.count === 0) throw new FeatcacheError(`--cache ${options.cache}: split ${options.trainSplit} has no labelled rows; extract a labelled dataset`);
+  if (all.count === 0) throw new FeatcacheError(`${optionName('cache')} ${options.cache}: split ${options.trainSplit} has no labelled rows; extract a labelled dataset`);
   const dim = cache.dim;
   if (options.valFraction !== null) {
     const rows = [...Array(all.count).keys()];

@@ -45,7 +45,7 @@ describe('session', () => {
   it('--device cuda fails with one line when CUDA is unavailable here', async (t) => {
     if (await cudaLoads()) return t.skip(CUDA_WORKS_SKIP);
     await assert.rejects(openSession(tinyModel({ size: 8 }), { device: { kind: 'cuda', deviceId: 0 }, threads: 1 }), (e: FeatcacheError) =>
-      e.message.startsWith('--device: no execution provider could run the model; cuda:0:') && !e.message.includes('\n'));
+      e.message.startsWith('device: no execution provider could run the model; cuda:0:') && !e.message.includes('\n'));
   });
 
   it('runs fixed-batch models (batch 1) on batches of any size', async () => {

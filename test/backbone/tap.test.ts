@@ -224,7 +224,7 @@ describe('tap', () => {
   });
 
   it('refuses a file that is not ONNX with a one-line error', () => {
-    assert.throws(() => decodeModel(Buffer.from('hello, I am text'), 'notes.onnx'), (e: FeatcacheError) => /--model notes.onnx: not an ONNX model/.test(e.message));
+    assert.throws(() => decodeModel(Buffer.from('hello, I am text'), 'notes.onnx'), (e: FeatcacheError) => /^model notes.onnx: not an ONNX model/.test(e.message));
   });
 
   it('MobileNetV2-int8: features are the pool\'s uint8 output dequantised with its output scale and zero point', { skip: needsShared(mobilenetModel) }, async () => {
