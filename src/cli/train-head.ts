@@ -4,7 +4,7 @@ import { NORMALIZATIONS } from '../head/normalize.js';
 import { BACKENDS } from '../head/runtime.js';
 import { SWEEP_ENGINES } from '../head/sweep.js';
 import { CLASS_WEIGHTS, MONITORS, OPTIMIZERS } from '../head/train.js';
-import { DEFAULT_TRAIN_HEAD_OPTIONS as d, type TrainHeadOptions, trainHead, trainSummaryLine } from '../jobs/train-head.js';
+import { DEFAULT_TRAIN_HEAD_OPTIONS as d, MINIBATCH_OPTIONS, SOLVERS, type TrainHeadOptions, trainHead, trainSummaryLine } from '../jobs/train-head.js';
 import { type Args, emit, jsonOption } from './flags.js';
 
 /** Flag → option. Only typed flags reach the job (yargs gets no defaults), so the sweep can tell them from defaults. */
@@ -12,8 +12,10 @@ const FLAGS: Record<string, keyof TrainHeadOptions> = {
   cache: 'cache', head: 'head', 'train-split': 'trainSplit', 'val-split': 'valSplit', 'val-fraction': 'valFraction', epochs: 'epochs',
   'batch-size': 'batchSize', optimizer: 'optimizer', lr: 'lr', momentum: 'momentum', 'weight-decay': 'weightDecay', 'step-size': 'stepSize',
   gamma: 'gamma', patience: 'patience', monitor: 'monitor', 'class-weight': 'classWeight', normalize: 'normalize', hidden: 'hidden', seed: 'seed',
-  backend: 'backend', sweep: 'sweep', 'holdout-fraction': 'holdoutFraction', 'sweep-engine': 'sweepEngine',
+  backend: 'backend', sweep: 'sweep', 'holdout-fraction': 'holdoutFraction', 'sweep-engine': 'sweepEngine', solver: 'solver',
 };
+
+const flagOf = (key: string) => Object.keys(FLAGS).find((f) => FLAGS[f] === key)!;
 
 const swept = ' (swept unless given)';
 
@@ -23,7 +25,7 @@ const option = (type: 'string' | 'number' | 'boolean', shown: unknown, describe:
 
 export const trainHeadCommand: CommandModule = {
   command: 'train-head',
-  describe: 'train a softmax head on cached features (sweeps lr × weight decay × normalisation on a hold-out of train, calibrates) and save it as a TF.js LayersModel',
+  describe: 'train a softmax head on cached features (logistic regression by L-BFGS, C × normalisation chosen on folds of train, calibrated) and save it as a TF.js LayersModel',
   builder: (y: Argv) =>
     y
       .option('cache', option('string', d.cache, 'feature cache directory'))
@@ -31,14 +33,15 @@ export const trainHeadCommand: CommandModule = {
       .option('train-split', option('string', d.trainSplit, 'cached split to train on'))
       .option('val-split', option('string', d.valSplit, 'cached split to report on (if present); it never selects anything after a sweep'))
       .option('val-fraction', option('number', d.valFraction, 'validate on a stratified fraction of the train split instead'))
-      .option('sweep', option('boolean', d.sweep, 'choose lr, weight decay, normalisation and epochs on a hold-out of train; --no-sweep trains the given setting once'))
+      .option('solver', option('string', d.solver, `lbfgs: logistic regression solved to convergence (C swept: ${d.grid.c.join(', ')}); minibatch: epochs of Adam/SGD (lr, weight decay, epochs swept); auto: lbfgs unless --hidden, --no-sweep or one of ${MINIBATCH_OPTIONS.map((k) => `--${flagOf(k)}`).join(', ')} is given`, { choices: [...SOLVERS] }))
+      .option('sweep', option('boolean', d.sweep, 'choose the setting on a hold-out (or folds) of train; --no-sweep trains the given setting once'))
       .option('holdout-fraction', option('number', d.holdoutFraction, 'share of train held out for the sweep and the temperature'))
       .option('epochs', option('number', `${d.epochs}; sweep: best of up to ${d.sweepEpochs}`, `epochs${swept}`))
       .option('batch-size', option('number', d.batchSize, 'mini-batch size'))
       .option('optimizer', option('string', d.optimizer, 'optimiser', { choices: [...OPTIMIZERS] }))
       .option('lr', option('number', `${d.lr}; sweep: ${d.grid.lr.join(', ')}`, `learning rate${swept}`))
       .option('momentum', option('number', d.momentum, 'SGD momentum (PyTorch semantics)'))
-      .option('weight-decay', option('number', `${d.weightDecay}; sweep: ${d.grid.weightDecay.join(', ')}`, `L2 penalty added to gradients (PyTorch weight_decay)${swept}`))
+      .option('weight-decay', option('number', `${d.weightDecay}; sweep: ${d.grid.weightDecay.join(', ')}`, `L2 penalty: PyTorch weight_decay (minibatch), λ = 1/(C·n) (lbfgs)${swept}`))
       .option('step-size', option('number', d.stepSize, 'StepLR: decay the learning rate every N epochs (0 = off)'))
       .option('gamma', option('number', d.gamma, 'StepLR decay factor'))
       .option('patience', option('number', d.patience, 'early stopping with --no-sweep: epochs without improvement (0 = off)'))

@@ -64,28 +64,38 @@ ${points(c.bins.before, '#d62728')}${points(c.bins.after, '#1f77b4')}
 <text x="${pad + 4}" y="${pad + 14}" font-size="11" fill="#1f77b4">T = ${c.temperature.toFixed(2)}: ECE ${c.after.ece.toFixed(3)}</text></svg>`;
 }
 
-/** The sweep as a heat map per normalisation: rows learning rate, columns weight decay, cells held-out accuracy. */
+/** The sweep as a heat map per normalisation: cells held-out accuracy; rows learning rate and columns weight decay, or one row of C for the probe. */
 export function sweepChart(rows: SweepRow[], chosen: SweepRow | null = null): string {
   if (rows.length === 0) return '';
   const best = chosen ?? rows.reduce((a, b) => (b.holdoutLoss < a.holdoutLoss ? b : a));
-  const isBest = (r: SweepRow) => r.normalize === best.normalize && r.lr === best.lr && r.weightDecay === best.weightDecay;
+  const isBest = (r: SweepRow) => r.normalize === best.normalize && r.lr === best.lr && r.c === best.c && r.weightDecay === best.weightDecay;
   const accs = rows.map((r) => r.holdoutAcc);
   const [lo, hi] = [Math.min(...accs), Math.max(...accs)];
   const colour = (a: number) => `hsl(${(120 * (a - lo)) / (hi - lo || 1)}, 60%, 75%)`;
+  const cell = (r: SweepRow) => {
+    const outline = isBest(r) ? 'outline:2px solid #000;' : r.tied ? 'outline:1px dashed #000;' : '';
+    const calibrated = r.calibratedLoss === null ? '' : `, calibrated ${r.calibratedLoss.toFixed(4)}`;
+    const at = r.epoch === null ? `${r.iterations ?? '?'} iterations` : `epoch ${r.epoch}`;
+    const shown = r.epoch === null ? (r.calibratedLoss ?? r.holdoutLoss).toFixed(3) : `${r.holdoutLoss.toFixed(3)} @${r.epoch}`;
+    return `<td title="loss ${r.holdoutLoss.toFixed(4)}${calibrated}, ${at}" style="${outline}background:${colour(r.holdoutAcc)}">${r.holdoutAcc.toFixed(3)}<br><span class="muted">${shown}</span></td>`;
+  };
+  const probe = rows.every((r) => r.c !== null);
   const tables = [...new Set(rows.map((r) => r.normalize))].map((normalize) => {
     const mine = rows.filter((r) => r.normalize === normalize);
+    if (probe) {
+      const header = `<tr><th>${escapeHtml(normalize)}: C</th>${mine.map((r) => `<th>${r.c}</th>`).join('')}</tr>`;
+      return `<table style="display:inline-table;margin-right:12px">${header}<tr><th></th>${mine.map(cell).join('')}</tr></table>`;
+    }
     const lrs = [...new Set(mine.map((r) => r.lr))];
     const wds = [...new Set(mine.map((r) => r.weightDecay))];
     const header = `<tr><th>${escapeHtml(normalize)}: lr \\ wd</th>${wds.map((w) => `<th>${w}</th>`).join('')}</tr>`;
-    const body = lrs.map((lr) => `<tr><th>${lr}</th>${wds.map((wd) => {
-      const r = mine.find((m) => m.lr === lr && m.weightDecay === wd)!;
-      const outline = isBest(r) ? 'outline:2px solid #000;' : '';
-      const calibrated = r.calibratedLoss === null ? '' : `, calibrated ${r.calibratedLoss.toFixed(4)}`;
-      return `<td title="loss ${r.holdoutLoss.toFixed(4)}${calibrated}, epoch ${r.epoch}" style="${outline}background:${colour(r.holdoutAcc)}">${r.holdoutAcc.toFixed(3)}<br><span class="muted">${r.holdoutLoss.toFixed(3)} @${r.epoch}</span></td>`;
-    }).join('')}</tr>`).join('');
+    const body = lrs.map((lr) => `<tr><th>${lr}</th>${wds.map((wd) => cell(mine.find((m) => m.lr === lr && m.weightDecay === wd)!)).join('')}</tr>`).join('');
     return `<table style="display:inline-table;margin-right:12px">${header}${body}</table>`;
   });
-  return `<h2>Sweep: held-out accuracy (loss @ best epoch); outlined: chosen (lowest held-out NLL after temperature among each normalisation's best)</h2><div>${tables.join('')}</div>`;
+  const title = probe
+    ? 'Sweep: held-out accuracy (calibrated NLL) per C; outlined: chosen; dashed: within one standard error of the best calibrated NLL'
+    : 'Sweep: held-out accuracy (loss @ best epoch); outlined: chosen (lowest held-out NLL after temperature among each normalisation\'s best)';
+  return `<h2>${title}</h2><div>${tables.join('')}</div>`;
 }
 
 export interface CurvesExtras {

@@ -13,13 +13,20 @@ import { type LrWd, type SweepCurves, bestEpochOf, combineFolds, ortHeldOutLogit
 import { type HeadOptions, type Split, fitHead, predictLogits } from './train.js';
 
 export interface SweepGrid {
+  /** The L-BFGS probe's inverse L2 strengths (scikit-learn's C). */
+  c: readonly number[];
+  /** Mini-batch training: learning rates and weight decays. */
   lr: readonly number[];
   weightDecay: readonly number[];
   normalize: readonly NormalizationKind[];
 }
 
-/** Adam learning rates from slow to fast, L2 penalties from none to strong, and every normalisation. */
+/**
+ * The probe: scikit-learn's usual C decades and one more on the weak side (l2-normalised rows need large weights).
+ * Mini-batch: Adam learning rates from slow to fast, L2 penalties from none to strong. Both: every normalisation.
+ */
 export const DEFAULT_SWEEP_GRID: Readonly<SweepGrid> = Object.freeze({
+  c: Object.freeze([0.01, 0.1, 1, 10, 100, 1000]),
   lr: Object.freeze([1e-3, 3e-3, 1e-2, 3e-2]),
   weightDecay: Object.freeze([0, 1e-4, 1e-3]),
   normalize: Object.freeze([...NORMALIZATIONS]),
@@ -142,19 +149,30 @@ function normalisedFold(train: Split, fold: Fold, dim: number, kind: Normalizati
 
 export interface SweepRow {
   normalize: NormalizationKind;
-  lr: number;
+  /** Mini-batch candidates: the learning rate (null for the probe, which has none). */
+  lr: number | null;
+  /** The probe's C (scikit-learn's inverse L2 strength); null for mini-batch candidates. */
+  c: number | null;
+  /** L2 strength λ: PyTorch's weight_decay for mini-batch candidates, 1/(C·n) for the probe (n = all train rows). */
   weightDecay: number;
-  /** Epoch with the best held-out score (1-based). */
-  epoch: number;
+  /** Epoch with the best held-out score (1-based); null for the probe, which runs to convergence. */
+  epoch: number | null;
+  /** The probe's L-BFGS iterations (the most over the folds). */
+  iterations?: number;
   holdoutLoss: number;
   holdoutAcc: number;
   /**
-   * Held-out NLL after the best temperature, for each normalisation's best candidate (the finalists; null for the
-   * rest). Finalists are compared on it because the saved head is calibrated the same way: what matters is how
-   * well the logits rank, not how sharp they are before scaling.
+   * Held-out NLL after the best temperature: every probe candidate; for mini-batch candidates, each
+   * normalisation's best (the finalists; null for the rest). Candidates are compared on it because the saved head
+   * is calibrated the same way: what matters is how well the logits rank, not how sharp they are before scaling.
    */
   calibratedLoss: number | null;
+  /** The probe: within one standard error of the best calibrated NLL (a tie the rule may choose). */
+  tied?: boolean;
 }
+
+/** A mini-batch candidate: it has a learning rate and a best epoch, no C. */
+export type MinibatchRow = SweepRow & { lr: number; epoch: number; c: null };
 
 export interface Selection {
   method: 'holdout' | 'kfold';
@@ -162,7 +180,7 @@ export interface Selection {
   /** Held-out rows over all folds (each train row at most once). */
   heldRows: number;
   table: SweepRow[];
-  chosen: SweepRow;
+  chosen: MinibatchRow;
   /** Fitted on the chosen setting's held-out logits. */
   temperature: number;
   /** Held-out NLL before/after the temperature. */
@@ -205,10 +223,10 @@ export async function selectSetting(tf: Tf, train: Split, dim: number, classes: 
   }
   const candidates: LrWd[] = select.grid.lr.flatMap((lr) => select.grid.weightDecay.map((weightDecay) => ({ lr, weightDecay })));
   if (candidates.length === 0 || select.grid.normalize.length === 0) throw new FeatcacheError('train-head: the sweep grid is empty');
-  const table: SweepRow[] = [];
-  const better = (a: SweepRow, b: SweepRow) =>
+  const table: MinibatchRow[] = [];
+  const better = (a: MinibatchRow, b: MinibatchRow) =>
     options.monitor === 'val_acc' ? a.holdoutAcc > b.holdoutAcc || (a.holdoutAcc === b.holdoutAcc && a.holdoutLoss < b.holdoutLoss) : a.holdoutLoss < b.holdoutLoss;
-  const calibrated: { row: SweepRow; temperature: number; before: number; after: number }[] = [];
+  const calibrated: { row: MinibatchRow; temperature: number; before: number; after: number }[] = [];
   let flops = 0;
   let sweepSeconds = 0;
   for (const normalize of select.grid.normalize) {
@@ -223,7 +241,7 @@ export async function selectSetting(tf: Tf, train: Split, dim: number, classes: 
     sweepSeconds += curves.seconds;
     const rows = candidates.map((c, k) => {
       const epoch = bestEpochOf(curves, k, options.monitor, select.fixedEpochs);
-      return { normalize, ...c, epoch, holdoutLoss: curves.loss[epoch - 1]![k]!, holdoutAcc: curves.acc[epoch - 1]![k]!, calibratedLoss: null } as SweepRow;
+      return { normalize, ...c, c: null, epoch, holdoutLoss: curves.loss[epoch - 1]![k]!, holdoutAcc: curves.acc[epoch - 1]![k]!, calibratedLoss: null } as MinibatchRow;
     });
     table.push(...rows);
     const finalist = rows.reduce((best, row) => (better(row, best) ? row : best));

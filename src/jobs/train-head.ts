@@ -7,17 +7,36 @@ import { stratifiedSplit } from '../dataset/split.js';
 import { FeatcacheError, invalidParameter, optionName } from '../errors.js';
 import { curvesPage } from '../head/curves.js';
 import { type CalibrationReport, type Metrics, calibrationReport, classificationMetrics } from '../head/metrics.js';
-import { NORMALIZATIONS, type NormalizationKind, applyNormalization, fitNormalization } from '../head/normalize.js';
-import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
+import { NORMALIZATIONS, type Normalization, type NormalizationKind, applyNormalization, fitNormalization } from '../head/normalize.js';
+import { BACKENDS, type BackendChoice, type TfRuntime, loadTf } from '../head/runtime.js';
 import { type HeadInfo, inspectHeadDir, saveHead } from '../head/saved.js';
-import { DEFAULT_SWEEP_GRID, MIN_SWEEP_STEPS, type Selection, type SweepGrid, selectSetting } from '../head/select.js';
+import { MatMul } from '../head/linalg.js';
+import { type ProbeHead, fitProbeHead, selectProbe } from '../head/probe-select.js';
+import { l2Strength } from '../head/probe.js';
+import { DEFAULT_SWEEP_GRID, MIN_SWEEP_STEPS, type Selection, type SweepGrid, type SweepRow, selectSetting } from '../head/select.js';
 import { SWEEP_ENGINES, type SweepEngine } from '../head/sweep.js';
-import { DEFAULT_HEAD_OPTIONS, type EpochStats, type HeadOptions, type Split, fitHead, predictLogits, softmaxRows, validateHeadOptions } from '../head/train.js';
+import { DEFAULT_HEAD_OPTIONS, type EpochStats, type HeadOptions, type Split, type TrainResult, fitHead, predictLogits, softmaxRows, validateHeadOptions } from '../head/train.js';
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
 
+/**
+ * How the head is fitted. `lbfgs`: a linear head as L2-regularised logistic regression solved to convergence (the
+ * standard linear probe, scikit-learn's `LogisticRegression`); the sweep chooses C. `minibatch`: epochs of Adam
+ * or SGD (any head, hidden layer included); the sweep chooses learning rate, weight decay and epochs. `auto`:
+ * lbfgs, unless there is a hidden layer, the sweep is off, or an option only mini-batch training uses is given.
+ */
+export const SOLVERS = ['auto', 'lbfgs', 'minibatch'] as const;
+export type Solver = (typeof SOLVERS)[number];
+
+/** Options that only mean something to mini-batch training: giving one (solver auto) asks for it. */
+export const MINIBATCH_OPTIONS = Object.freeze(['lr', 'epochs', 'optimizer', 'momentum', 'batchSize', 'stepSize', 'gamma', 'patience'] as const);
+
+/** The probe's C without a sweep: scikit-learn's default. */
+export const DEFAULT_C = 1;
+
 export interface TrainHeadOptions extends HeadOptions {
+  solver: Solver;
   cache: string;
   /** Directory to write the head to: new, empty, or holding a head featcache wrote. */
   head: string;
@@ -53,6 +72,7 @@ export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log'>>
   valFraction: null,
   normalize: 'none',
   backend: 'auto',
+  solver: 'auto',
   sweep: true,
   holdoutFraction: 0.2,
   sweepEpochs: 100,
@@ -66,11 +86,15 @@ export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log'>>
 export const SWEPT_OPTIONS = Object.freeze(['lr', 'weightDecay', 'normalize', 'epochs'] as const);
 
 export interface SweepSummary extends Omit<Selection, 'table' | 'chosen'> {
+  solver: 'lbfgs' | 'minibatch';
+  /** What ran the products: onnxruntime for the probe and the mini-batch wide pass, or tfjs. */
   engine: 'tfjs' | 'onnxruntime';
-  candidates: Selection['table'];
-  chosen: Selection['chosen'];
+  candidates: SweepRow[];
+  chosen: SweepRow;
   /** Options the user gave, held fixed. */
   fixed: string[];
+  /** Normalisations left out of the grid, with the reason. */
+  skipped: string[];
 }
 
 export interface TrainHeadResult {
@@ -81,8 +105,10 @@ export interface TrainHeadResult {
   trainRows: number;
   valRows: number;
   validation: 'split' | 'fraction' | 'none';
-  /** The setting trained (chosen by the sweep or given). */
-  setting: { normalize: NormalizationKind; lr: number; weightDecay: number; epochs: number };
+  /** The setting trained (chosen by the sweep or given); lr and epochs are null for the probe, c for mini-batch. */
+  setting: { solver: 'lbfgs' | 'minibatch'; normalize: NormalizationKind; c: number | null; lr: number | null; weightDecay: number; epochs: number | null };
+  /** The probe's final fit: L-BFGS iterations and why it stopped (null for mini-batch training). */
+  probe: { iterations: number; stopped: string; seconds: number } | null;
   /** null with --no-sweep, or when nothing could be held out (`sweepSkipped` says why). */
   sweep: SweepSummary | null;
   sweepSkipped: string | null;
@@ -146,18 +172,31 @@ export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): { r
     if (!Number.isInteger(v) || v < (key === 'sweepEpochs' ? 1 : 0)) throw invalidParameter(name(key), key === 'sweepEpochs' ? 'a positive integer' : 'an integer >= 0', v);
   }
   if (!NORMALIZATIONS.includes(resolved.normalize)) throw invalidParameter(name('normalize'), `one of ${NORMALIZATIONS.join(', ')}`, resolved.normalize);
+  if (!SOLVERS.includes(resolved.solver)) throw invalidParameter(name('solver'), `one of ${SOLVERS.join(', ')}`, resolved.solver);
+  if (resolved.solver === 'lbfgs' && resolved.hidden > 0) throw invalidParameter(name('solver'), `minibatch or auto with a hidden layer (${name('hidden')} ${resolved.hidden}): L-BFGS fits a linear head`, 'lbfgs');
   if (!SWEEP_ENGINES.includes(resolved.sweepEngine)) throw invalidParameter(name('sweepEngine'), `one of ${SWEEP_ENGINES.join(', ')}`, resolved.sweepEngine);
   if (!BACKENDS.includes(resolved.backend)) throw invalidParameter(name('backend'), `one of ${BACKENDS.join(', ')}`, resolved.backend);
-  for (const [key, ok] of [['lr', (v: number) => v > 0], ['weightDecay', (v: number) => v >= 0]] as const) {
+  for (const [key, ok] of [['c', (v: number) => v > 0], ['lr', (v: number) => v > 0], ['weightDecay', (v: number) => v >= 0]] as const) {
     const values = resolved.grid[key];
     if (!Array.isArray(values) || values.length === 0 || !values.every((v) => Number.isFinite(v) && ok(v))) throw invalidParameter(`${name('grid')}.${key}`, 'a non-empty list of valid numbers', values);
   }
   return { resolved, given };
 }
 
+/** lbfgs or minibatch, from the option and what the user gave (see SOLVERS). */
+export function resolveSolver(o: Pick<TrainHeadOptions, 'solver' | 'sweep' | 'hidden'>, given: Set<string>): { solver: 'lbfgs' | 'minibatch'; why: string } {
+  if (o.solver !== 'auto') return { solver: o.solver, why: `${optionName('solver')} ${o.solver}` };
+  if (o.hidden > 0) return { solver: 'minibatch', why: `a hidden layer (${optionName('hidden')} ${o.hidden})` };
+  if (!o.sweep) return { solver: 'minibatch', why: 'no sweep' };
+  const minibatch = MINIBATCH_OPTIONS.filter((k) => given.has(k));
+  if (minibatch.length > 0) return { solver: 'minibatch', why: `${minibatch.map((k) => optionName(k)).join(', ')} given` };
+  return { solver: 'lbfgs', why: 'the default for a linear head' };
+}
+
 /** The grid with each option the user gave pinned to its value. */
 function pinnedGrid(o: TrainHeadOptions, given: Set<string>): SweepGrid {
   return {
+    c: o.grid.c,
     lr: given.has('lr') ? [o.lr] : o.grid.lr,
     weightDecay: given.has('weightDecay') ? [o.weightDecay] : o.grid.weightDecay,
     normalize: given.has('normalize') ? [o.normalize] : o.grid.normalize,
@@ -193,39 +232,16 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   const runtime = await loadTf(o.backend);
   log(`train-head: TensorFlow.js backend ${runtime.backend}${runtime.skipped.length > 0 ? ` (not ${runtime.skipped.join('; not ')})` : ''}`);
 
-  let setting = { normalize: o.normalize, lr: o.lr, weightDecay: o.weightDecay, epochs: o.epochs };
-  let sweep: SweepSummary | null = null;
-  let sweepSkipped: string | null = o.sweep ? null : 'not asked (sweep: false)';
-  if (o.sweep) {
-    const fixed = SWEPT_OPTIONS.filter((k) => given.has(k));
-    const engine = o.sweepEngine === 'auto' ? (runtime.backend === 'tensorflow' ? 'tfjs' : 'onnxruntime') : o.sweepEngine;
-    const selection = await selectSetting(runtime.tf, train, dim, classes.length, { ...o, epochs: given.has('epochs') ? o.epochs : o.sweepEpochs }, {
-      grid: pinnedGrid(o, given), fixedEpochs: given.has('epochs') ? o.epochs : undefined, holdoutFraction: o.holdoutFraction, patience: o.sweepPatience,
-      keys: train.paths, classNames: classes, log, engine, minSteps: o.sweepMinSteps,
-    });
-    if (typeof selection === 'string') {
-      sweepSkipped = selection;
-      log(`train-head: no sweep: ${selection}; training the ${given.size > 0 ? 'given' : 'default'} setting once`);
-    } else {
-      const { table, chosen, ...rest } = selection;
-      sweep = { ...rest, engine, candidates: table, chosen, fixed: fixed.map((k) => optionName(k)) };
-      setting = { normalize: chosen.normalize, lr: chosen.lr, weightDecay: chosen.weightDecay, epochs: chosen.epoch };
-      log(sweepLine(sweep));
-    }
-  }
+  const { solver, why } = resolveSolver(o, given);
+  log(`train-head: solver ${solver} (${why})`);
+  const fitted = solver === 'lbfgs' ? await fitByProbe(o, given, train, dim, classes, log) : await fitByMinibatch(o, given, runtime, train, val, dim, classes, log);
+  const { setting, sweep, sweepSkipped, normalization, result } = fitted;
   const temperature = sweep?.temperature ?? 1;
-
   const trainRows = copy(train);
   const valRows = val ? copy(val) : null;
-  const normalization = fitNormalization(setting.normalize, trainRows.features, trainRows.count, dim);
   applyNormalization(normalization, trainRows.features, trainRows.count, dim);
   if (valRows) applyNormalization(normalization, valRows.features, valRows.count, dim);
-  const headOptions: HeadOptions = { ...o, lr: setting.lr, weightDecay: setting.weightDecay, epochs: setting.epochs };
-  const result = fitHead(runtime.tf, trainRows, valRows, dim, classes.length, headOptions, {
-    // After a sweep the epoch count is already chosen on the hold-out: val only reports.
-    selectOnVal: sweep === null,
-    onEpoch: (s) => log(epochLine(s, headOptions.epochs)),
-  });
+  const headOptions: HeadOptions = { ...o, lr: setting.lr ?? o.lr, weightDecay: setting.weightDecay, epochs: setting.epochs ?? 0 };
   const evaluated = valRows ?? trainRows;
   const logits = predictLogits(runtime.tf, result.layers, evaluated.features, evaluated.count);
   const metrics = classificationMetrics(softmaxRows(logits, classes.length, temperature), evaluated.labels, classes);
@@ -242,7 +258,11 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
       cache: path.resolve(o.cache), trainedAt: new Date().toISOString(), backend: runtime.backend, backendSkipped: runtime.skipped, versions: toolVersions(),
     },
     options: {
-      ...pickHeadOptions(headOptions), normalize: setting.normalize, trainSplit: o.trainSplit, valSplit: validation === 'split' ? o.valSplit : null, valFraction: o.valFraction,
+      // The probe has no learning rate, epochs or batches: only what shaped its fit is recorded.
+      ...(setting.solver === 'lbfgs'
+        ? { hidden: 0, weightDecay: setting.weightDecay, classWeight: o.classWeight, monitor: o.monitor, seed: o.seed, iterations: fitted.probe!.iterations }
+        : pickHeadOptions(headOptions)),
+      solver: setting.solver, c: setting.c, normalize: setting.normalize, trainSplit: o.trainSplit, valSplit: validation === 'split' ? o.valSplit : null, valFraction: o.valFraction,
       sweep: sweep ? { method: sweep.method, folds: sweep.folds, holdoutFraction: o.holdoutFraction, fixed: sweep.fixed, candidates: sweep.candidates.length } : null,
     },
     bestEpoch: result.bestEpoch,
@@ -266,7 +286,92 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   return {
     head: o.head, backend: runtime.backend, backendSkipped: runtime.skipped, classes, trainRows: train.count, valRows: val?.count ?? 0, validation, setting, sweep, sweepSkipped,
     temperature, bestEpoch: result.bestEpoch, stoppedEarly: result.stoppedEarly, secondsPerEpoch: result.secondsPerEpoch, history: result.history, metrics, calibration,
+    probe: fitted.probe,
   };
+}
+
+interface Fitted {
+  setting: TrainHeadResult['setting'];
+  sweep: SweepSummary | null;
+  sweepSkipped: string | null;
+  /** Fitted on all of train; val and the saved head use it. */
+  normalization: Normalization;
+  result: Pick<TrainResult, 'layers' | 'history' | 'bestEpoch' | 'stoppedEarly' | 'secondsPerEpoch'>;
+  probe: TrainHeadResult['probe'];
+}
+
+/** The L-BFGS probe: C × normalisation chosen on folds of train, then one converged fit on all of it. */
+async function fitByProbe(o: TrainHeadOptions, given: Set<string>, train: Labelled, dim: number, classes: string[], log: (l: string) => void): Promise<Fitted> {
+  // An explicit weight decay is the probe's L2 strength λ itself: C = 1/(λ·n).
+  const pinnedC = given.has('weightDecay') ? (o.weightDecay > 0 ? 1 / (o.weightDecay * train.count) : Infinity) : null;
+  let choice = { normalize: o.normalize, c: pinnedC ?? DEFAULT_C };
+  let sweep: SweepSummary | null = null;
+  let sweepSkipped: string | null = o.sweep ? null : 'not asked (sweep: false)';
+  const mm = new MatMul();
+  try {
+    if (o.sweep) {
+      const grid = { c: pinnedC === null ? o.grid.c : [pinnedC], normalize: given.has('normalize') ? [o.normalize] : o.grid.normalize };
+      const selection = await selectProbe(train, dim, classes.length, {
+        grid, holdoutFraction: o.holdoutFraction, seed: o.seed, classWeight: o.classWeight, monitor: o.monitor, keys: train.paths, classNames: classes, log,
+      }, mm);
+      if (typeof selection === 'string') {
+        sweepSkipped = selection;
+        log(`train-head: no sweep: ${selection}; fitting C ${choice.c} with normalize ${choice.normalize}`);
+      } else {
+        const { table, chosen, ...rest } = selection;
+        const fixed = (['weightDecay', 'normalize'] as const).filter((k) => given.has(k)).map((k) => optionName(k));
+        sweep = { ...rest, solver: 'lbfgs', engine: 'onnxruntime', candidates: table, chosen, fixed };
+        choice = { normalize: chosen.normalize, c: chosen.c! };
+        log(sweepLine(sweep));
+      }
+    }
+    const head: ProbeHead = await fitProbeHead(train, dim, classes.length, choice.normalize, choice.c, o.classWeight, mm);
+    log(`train-head: L-BFGS fit on all ${train.count} rows: ${head.iterations} iterations (stopped: ${head.stopped}), ${head.seconds.toFixed(2)} s`);
+    return {
+      setting: { solver: 'lbfgs', normalize: choice.normalize, c: Number.isFinite(choice.c) ? choice.c : null, lr: null, weightDecay: l2Strength(choice.c, train.count), epochs: null },
+      sweep, sweepSkipped, normalization: head.normalization,
+      result: { layers: head.layers, history: [], bestEpoch: 0, stoppedEarly: false, secondsPerEpoch: 0 },
+      probe: { iterations: head.iterations, stopped: head.stopped, seconds: head.seconds },
+    };
+  } finally {
+    await mm.dispose();
+  }
+}
+
+/** Epochs of Adam or SGD: lr × weight decay × normalisation (and the epoch count) chosen on folds of train, then a refit. */
+async function fitByMinibatch(o: TrainHeadOptions, given: Set<string>, runtime: TfRuntime, train: Labelled, val: Labelled | null, dim: number, classes: string[], log: (l: string) => void): Promise<Fitted> {
+  let setting: TrainHeadResult['setting'] = { solver: 'minibatch', normalize: o.normalize, c: null, lr: o.lr, weightDecay: o.weightDecay, epochs: o.epochs };
+  let sweep: SweepSummary | null = null;
+  let sweepSkipped: string | null = o.sweep ? null : 'not asked (sweep: false)';
+  if (o.sweep) {
+    const fixed = SWEPT_OPTIONS.filter((k) => given.has(k));
+    const engine = o.sweepEngine === 'auto' ? (runtime.backend === 'tensorflow' ? 'tfjs' : 'onnxruntime') : o.sweepEngine;
+    const selection = await selectSetting(runtime.tf, train, dim, classes.length, { ...o, epochs: given.has('epochs') ? o.epochs : o.sweepEpochs }, {
+      grid: pinnedGrid(o, given), fixedEpochs: given.has('epochs') ? o.epochs : undefined, holdoutFraction: o.holdoutFraction, patience: o.sweepPatience,
+      keys: train.paths, classNames: classes, log, engine, minSteps: o.sweepMinSteps,
+    });
+    if (typeof selection === 'string') {
+      sweepSkipped = selection;
+      log(`train-head: no sweep: ${selection}; training the ${given.size > 0 ? 'given' : 'default'} setting once`);
+    } else {
+      const { table, chosen, ...rest } = selection;
+      sweep = { ...rest, solver: 'minibatch', engine, candidates: table, chosen, fixed: fixed.map((k) => optionName(k)), skipped: [] };
+      setting = { solver: 'minibatch', normalize: chosen.normalize, c: null, lr: chosen.lr, weightDecay: chosen.weightDecay, epochs: chosen.epoch };
+      log(sweepLine(sweep));
+    }
+  }
+  const trainRows = copy(train);
+  const valRows = val ? copy(val) : null;
+  const normalization = fitNormalization(setting.normalize, trainRows.features, trainRows.count, dim);
+  applyNormalization(normalization, trainRows.features, trainRows.count, dim);
+  if (valRows) applyNormalization(normalization, valRows.features, valRows.count, dim);
+  const headOptions: HeadOptions = { ...o, lr: setting.lr!, weightDecay: setting.weightDecay, epochs: setting.epochs! };
+  const result = fitHead(runtime.tf, trainRows, valRows, dim, classes.length, headOptions, {
+    // After a sweep the epoch count is already chosen on the hold-out: val only reports.
+    selectOnVal: sweep === null,
+    onEpoch: (st) => log(epochLine(st, headOptions.epochs)),
+  });
+  return { setting, sweep, sweepSkipped, normalization, result, probe: null };
 }
 
 function pickHeadOptions(o: HeadOptions): HeadOptions {
@@ -275,14 +380,18 @@ function pickHeadOptions(o: HeadOptions): HeadOptions {
 }
 
 function settingText(s: TrainHeadResult['setting']): string {
+  if (s.solver === 'lbfgs') return `logistic regression (L-BFGS), normalize ${s.normalize}, C ${s.c ?? 'inf'} (λ ${s.weightDecay.toPrecision(3)})`;
   return `normalize ${s.normalize}, lr ${s.lr}, weight decay ${s.weightDecay}, ${s.epochs} epochs`;
 }
 
 /** The chosen setting in one line. */
 export function sweepLine(s: SweepSummary): string {
   const c = s.chosen;
-  return `train-head: sweep chose normalize ${c.normalize}, lr ${c.lr}, weight decay ${c.weightDecay}, ${c.epoch} epochs ` +
-    `(held-out acc ${c.holdoutAcc.toFixed(4)}, loss ${c.holdoutLoss.toFixed(4)}; ${s.candidates.length} candidates, ${s.method === 'kfold' ? `${s.folds}-fold` : `hold-out of ${s.heldRows} rows`}, ` +
+  const what = s.solver === 'lbfgs'
+    ? `normalize ${c.normalize}, C ${c.c} (${s.candidates.filter((r) => r.tied).length} of ${s.candidates.length} candidates tied within one standard error) `
+    : `normalize ${c.normalize}, lr ${c.lr}, weight decay ${c.weightDecay}, ${c.epoch} epochs `;
+  return `train-head: sweep chose ${what}` +
+    `(held-out acc ${c.holdoutAcc.toFixed(4)}, loss ${c.holdoutLoss.toFixed(4)}${c.calibratedLoss === null ? '' : `, calibrated ${c.calibratedLoss.toFixed(4)}`}; ${s.candidates.length} candidates, ${s.method === 'kfold' ? `${s.folds}-fold` : `hold-out of ${s.heldRows} rows`}, ` +
     `temperature ${s.temperature.toFixed(3)}; ${s.seconds.toFixed(1)} s, ${s.gflopsPerSecond.toFixed(1)} GFLOP/s)` + (s.fixed.length > 0 ? `; fixed: ${s.fixed.join(', ')}` : '');
 }
 
@@ -297,5 +406,5 @@ export function trainSummaryLine(r: TrainHeadResult): string {
   const c = r.calibration;
   return `train-head: ${r.trainRows} train / ${r.valRows} val rows, ${settingText(r.setting)}${r.stoppedEarly ? ' (stopped early)' : ''}; ` +
     `${on} top-1 ${m.top1.toFixed(4)}${m.top5 === null ? '' : `, top-5 ${m.top5.toFixed(4)}`}, ECE ${c.before.ece.toFixed(3)} → ${c.after.ece.toFixed(3)}, NLL ${c.before.nll.toFixed(3)} → ${c.after.nll.toFixed(3)} (T = ${r.temperature.toFixed(3)}); ` +
-    `${r.secondsPerEpoch.toFixed(3)} s/epoch on ${r.backend} → ${r.head} (curves: ${path.join(r.head, 'curves.html')})`;
+    `${r.probe ? `L-BFGS ${r.probe.iterations} iterations in ${r.probe.seconds.toFixed(2)} s` : `${r.secondsPerEpoch.toFixed(3)} s/epoch on ${r.backend}`} → ${r.head} (curves: ${path.join(r.head, 'curves.html')})`;
 }

@@ -27,9 +27,9 @@ describe('curves page', () => {
     assert.equal((svg.match(/<circle/g) ?? []).length, c.bins.before.filter((b) => b.count > 0).length + c.bins.after.filter((b) => b.count > 0).length);
     assert.match(svg, new RegExp(`ECE ${c.before.ece.toFixed(3)}`));
     const rows = [
-      { normalize: 'none' as const, lr: 0.01, weightDecay: 0, epoch: 3, holdoutLoss: 0.5, holdoutAcc: 0.8, calibratedLoss: null },
-      { normalize: 'none' as const, lr: 0.1, weightDecay: 0, epoch: 2, holdoutLoss: 0.3, holdoutAcc: 0.9, calibratedLoss: 0.25 },
-      { normalize: 'l2' as const, lr: 0.01, weightDecay: 0, epoch: 5, holdoutLoss: 0.7, holdoutAcc: 0.7, calibratedLoss: 0.2 },
+      { normalize: 'none' as const, lr: 0.01, c: null, weightDecay: 0, epoch: 3, holdoutLoss: 0.5, holdoutAcc: 0.8, calibratedLoss: null },
+      { normalize: 'none' as const, lr: 0.1, c: null, weightDecay: 0, epoch: 2, holdoutLoss: 0.3, holdoutAcc: 0.9, calibratedLoss: 0.25 },
+      { normalize: 'l2' as const, lr: 0.01, c: null, weightDecay: 0, epoch: 5, holdoutLoss: 0.7, holdoutAcc: 0.7, calibratedLoss: 0.2 },
     ];
     const table = sweepChart(rows, rows[2]!);
     assert.equal((table.match(/<table/g) ?? []).length, 2, 'one table per normalisation');

@@ -90,7 +90,7 @@ describe('sweep', () => {
 
   it('selects on the hold-out of train, pins given values, and fits a temperature that lowers the held-out NLL', async () => {
     const train = clusters(300, 6, 3, 1.5, 4);
-    const grid = { lr: [0.001, 0.03], weightDecay: [0, 0.01], normalize: ['none', 'l2'] as const };
+    const grid = { c: [], lr: [0.001, 0.03], weightDecay: [0, 0.01], normalize: ['none', 'l2'] as const };
     const s = await selectSetting(tf, train, 6, 3, { ...options, epochs: 8 }, { grid: { ...grid, normalize: [...grid.normalize] }, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {} });
     assert.ok(typeof s !== 'string');
     assert.equal(s.table.length, 8);
@@ -108,7 +108,7 @@ describe('sweep', () => {
     assert.ok(typeof viaOrt !== 'string');
     assert.deepEqual([viaOrt.chosen.normalize, viaOrt.chosen.lr, viaOrt.chosen.weightDecay, viaOrt.chosen.epoch], [s.chosen.normalize, s.chosen.lr, s.chosen.weightDecay, s.chosen.epoch]);
     assert.ok(Math.abs(viaOrt.temperature - s.temperature) < 1e-3 * s.temperature, `${viaOrt.temperature} vs ${s.temperature}`);
-    const pinned = await selectSetting(tf, train, 6, 3, { ...options, epochs: 4 }, { grid: { lr: [0.01], weightDecay: [0], normalize: ['l2'] }, fixedEpochs: 4, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {} });
+    const pinned = await selectSetting(tf, train, 6, 3, { ...options, epochs: 4 }, { grid: { c: [], lr: [0.01], weightDecay: [0], normalize: ['l2'] }, fixedEpochs: 4, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {} });
     assert.ok(typeof pinned !== 'string');
     assert.deepEqual([pinned.chosen.lr, pinned.chosen.weightDecay, pinned.chosen.normalize, pinned.chosen.epoch], [0.01, 0, 'l2', 4]);
   });
@@ -123,7 +123,7 @@ describe('sweep', () => {
     const lines: string[] = [];
     const run = async (minSteps: number, fixedEpochs?: number) => {
       const s = await selectSetting(tf, train, 6, 3, { ...options, epochs: 4, batchSize: 32 }, {
-        grid: { lr: [0.01], weightDecay: [0], normalize: ['none'] }, fixedEpochs, holdoutFraction: 0.2, patience: 0, keys: keys(30), classNames: names, log: (l) => lines.push(l), minSteps,
+        grid: { c: [], lr: [0.01], weightDecay: [0], normalize: ['none'] }, fixedEpochs, holdoutFraction: 0.2, patience: 0, keys: keys(30), classNames: names, log: (l) => lines.push(l), minSteps,
       });
       assert.ok(typeof s !== 'string' && s.method === 'kfold');
       return s;

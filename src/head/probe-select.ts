@@ -1,0 +1,218 @@
+/**
+ * Choosing the probe's C and normalisation on data the reported metric never sees (the hold-out or k folds of
+ * train that `planSelection` draws), then fitting the chosen probe on all of train.
+ *
+ * Every candidate is scored by its held-out NLL after its own temperature (how well its logits rank, since the
+ * saved head is calibrated the same way). Small sets cannot tell close candidates apart: on 30 held-out rows the
+ * candidates' calibrated NLLs differ by less than their standard error. So the rule is the one-standard-error
+ * rule of Hastie, Tibshirani & Friedman (ESL §7.10): every candidate within one paired standard error of the best
+ * is a tie, and ties go to the normalisation preferred a priori (`NORMALIZATION_PREFERENCE`), then to the lower
+ * calibrated NLL.
+ */
+import { FeatcacheError } from '../errors.js';
+import { MatMul } from './linalg.js';
+import { fitTemperature } from './metrics.js';
+import { type NormalizationKind, type Normalization, applyNormalization, fitNormalization } from './normalize.js';
+import { type ProbeRows, fitProbes, l2Strength, probeLayer, probeLogits } from './probe.js';
+import { type Fold, type SweepRow, TEMPERATURE_PRIOR, duplicateGroups, planSelection, subsetRows } from './select.js';
+import { type DenseWeights, type HeadOptions, type Split, classWeightsFor } from './train.js';
+
+/**
+ * Ties go to l2 first: it makes the head independent of the feature vector's length, which shifts with image
+ * size, exposure and crop between training and use, and it is the usual choice for few-shot probes (Tian et al.,
+ * "Rethinking few-shot image classification", 2020). Then the features as they are; per-dimension standardisation
+ * last, as the most statistics estimated from the least data.
+ */
+export const NORMALIZATION_PREFERENCE: readonly NormalizationKind[] = Object.freeze(['l2', 'none', 'standard']);
+
+/** scikit-learn's convergence test (`tol=1e-4` on the gradient of the summed loss), here on the mean loss. */
+export const GRADIENT_TOLERANCE = 1e-4;
+export const MAX_ITERATIONS = 1000;
+
+export interface ProbeGrid {
+  c: readonly number[];
+  normalize: readonly NormalizationKind[];
+}
+
+export interface ProbeSelectOptions {
+  grid: ProbeGrid;
+  holdoutFraction: number;
+  seed: number;
+  classWeight: HeadOptions['classWeight'];
+  monitor: HeadOptions['monitor'];
+  keys: string[];
+  classNames: string[];
+  log: (line: string) => void;
+}
+
+export interface ProbeSelection {
+  method: 'holdout' | 'kfold';
+  folds: number;
+  heldRows: number;
+  table: SweepRow[];
+  chosen: SweepRow;
+  temperature: number;
+  heldNll: { before: number; after: number };
+  /** Normalisations left out of the grid, with the reason. */
+  skipped: string[];
+  seconds: number;
+  gflops: number;
+  gflopsPerSecond: number;
+}
+
+function normalisedRows(train: Split, rows: number[], dim: number, normalization: Normalization | null, kind: NormalizationKind): { split: Split; normalization: Normalization } {
+  const split = subsetRows(train, rows, dim);
+  const n = normalization ?? fitNormalization(kind, split.features, split.count, dim);
+  applyNormalization(n, split.features, split.count, dim);
+  return { split, normalization: n };
+}
+
+const probeRows = (s: Split, dim: number): ProbeRows => ({ features: s.features, count: s.count, dim });
+
+function rowWeights(options: Pick<HeadOptions, 'classWeight'>, labels: Int32Array, classes: number): Float64Array {
+  const byClass = classWeightsFor(options, labels, classes);
+  return Float64Array.from(labels, (l) => byClass[l]!);
+}
+
+/** NLL of each row under softmax(logits / T). */
+function rowNll(logits: Float32Array, labels: Int32Array, classes: number, t: number): Float64Array {
+  return Float64Array.from(labels, (y, r) => {
+    const o = r * classes;
+    let max = -Infinity;
+    for (let c = 0; c < classes; c++) max = Math.max(max, logits[o + c]! / t);
+    let s = 0;
+    for (let c = 0; c < classes; c++) s += Math.exp(logits[o + c]! / t - max);
+    return max + Math.log(s) - logits[o + y]! / t;
+  });
+}
+
+function accuracy(logits: Float32Array, labels: Int32Array, classes: number): number {
+  let right = 0;
+  labels.forEach((y, r) => {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (logits[r * classes + c]! > logits[r * classes + best]!) best = c;
+    if (best === y) right++;
+  });
+  return labels.length > 0 ? right / labels.length : 0;
+}
+
+const mean = (v: Float64Array) => v.reduce((a, b) => a + b, 0) / Math.max(1, v.length);
+
+/** Mean of a − b and its standard error, row by row (the candidates are scored on the same held-out rows). */
+function pairedDifference(a: Float64Array, b: Float64Array): { mean: number; se: number } {
+  const d = a.map((v, i) => v - b[i]!);
+  const m = mean(d);
+  const variance = d.length > 1 ? d.reduce((s, v) => s + (v - m) ** 2, 0) / (d.length - 1) : 0;
+  return { mean: m, se: Math.sqrt(variance / Math.max(1, d.length)) };
+}
+
+interface Scored {
+  row: SweepRow;
+  perRow: Float64Array;
+  temperature: number;
+  before: number;
+}
+
+/** One normalisation's candidates on every fold: pooled held-out logits per C, scored. */
+async function scoreNormalization(train: Split, folds: Fold[], dim: number, classes: number, kind: NormalizationKind, o: ProbeSelectOptions, mm: MatMul): Promise<Scored[]> {
+  const logits: Float32Array[][] = o.grid.c.map(() => []);
+  const iterations = new Int32Array(o.grid.c.length);
+  for (const fold of folds) {
+    const fit = normalisedRows(train, fold.fit, dim, null, kind);
+    const held = normalisedRows(train, fold.held, dim, fit.normalization, kind).split;
+    const fits = await fitProbes(probeRows(fit.split, dim), { labels: fit.split.labels, classes, rowWeights: rowWeights(o, fit.split.labels, classes) }, o.grid.c, mm,
+      { gradientTolerance: GRADIENT_TOLERANCE / fit.split.count, maxIterations: MAX_ITERATIONS });
+    fits.runs.forEach((r, i) => (iterations[i] = Math.max(iterations[i]!, r.iterations)));
+    (await probeLogits(fits, probeRows(held, dim), mm)).forEach((l, i) => logits[i]!.push(l));
+  }
+  const labels = Int32Array.from(folds.flatMap((f) => f.held.map((r) => train.labels[r]!)));
+  return o.grid.c.map((c, i) => {
+    const pooled = concatFloat32(logits[i]!);
+    const temperature = fitTemperature(pooled, labels, classes, TEMPERATURE_PRIOR);
+    const perRow = rowNll(pooled, labels, classes, temperature);
+    const row: SweepRow = {
+      normalize: kind, c, lr: null, weightDecay: l2Strength(c, train.count), epoch: null, iterations: iterations[i]!,
+      holdoutLoss: mean(rowNll(pooled, labels, classes, 1)), holdoutAcc: accuracy(pooled, labels, classes), calibratedLoss: mean(perRow), tied: false,
+    };
+    return { row, perRow, temperature, before: row.holdoutLoss };
+  });
+}
+
+function concatFloat32(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** The one-standard-error rule over calibrated NLL, ties broken by the normalisation preference (see above). */
+export function chooseCandidate<T extends { row: SweepRow; perRow: Float64Array }>(scored: T[], monitor: HeadOptions['monitor']): T {
+  const best = scored.reduce((a, b) => (b.row.calibratedLoss! < a.row.calibratedLoss! ? b : a));
+  for (const s of scored) {
+    const d = pairedDifference(s.perRow, best.perRow);
+    s.row.tied = d.mean <= d.se;
+  }
+  const rank = (s: T) => NORMALIZATION_PREFERENCE.indexOf(s.row.normalize);
+  return scored.filter((s) => s.row.tied).sort((a, b) =>
+    (monitor === 'val_acc' ? b.row.holdoutAcc - a.row.holdoutAcc : 0) || rank(a) - rank(b) || a.row.calibratedLoss! - b.row.calibratedLoss! || a.row.c! - b.row.c!)[0]!;
+}
+
+/**
+ * Standardisation estimates a mean and a spread per dimension; from fewer rows than dimensions those estimates are
+ * mostly noise (a dimension that happens to vary little on 24 rows is blown up on every new image).
+ */
+function usableNormalizations(grid: ProbeGrid, fitRows: number, dim: number): { kinds: NormalizationKind[]; skipped: string[] } {
+  const skipped: string[] = [];
+  const kinds = grid.normalize.filter((k) => {
+    if (k !== 'standard' || grid.normalize.length === 1 || fitRows >= dim) return true;
+    skipped.push(`standard: ${fitRows} rows per fit are fewer than the ${dim} dimensions whose mean and spread it would estimate`);
+    return false;
+  });
+  return { kinds, skipped };
+}
+
+/** Sweeps C × normalisation on the planned folds and picks one (see the module comment); a string says why not. */
+export async function selectProbe(train: Split, dim: number, classes: number, o: ProbeSelectOptions, mm: MatMul): Promise<ProbeSelection | string> {
+  if (o.grid.c.length === 0 || o.grid.normalize.length === 0) throw new FeatcacheError('train-head: the sweep grid is empty');
+  const plan = planSelection(train.labels, o.keys, o.classNames, o.holdoutFraction, o.seed, duplicateGroups(train, dim));
+  if (typeof plan === 'string') return plan;
+  for (const note of plan.notes) o.log(`train-head: ${note}`);
+  const started = performance.now();
+  const macs = mm.macs;
+  const { kinds, skipped } = usableNormalizations(o.grid, Math.min(...plan.folds.map((f) => f.fit.length)), dim);
+  for (const s of skipped) o.log(`train-head: not sweeping ${s}`);
+  const scored: Scored[] = [];
+  for (const kind of kinds) scored.push(...(await scoreNormalization(train, plan.folds, dim, classes, kind, o, mm)));
+  const chosen = chooseCandidate(scored, o.monitor);
+  const seconds = (performance.now() - started) / 1000;
+  const gflops = (2 * (mm.macs - macs)) / 1e9;
+  return {
+    method: plan.method, folds: plan.folds.length, heldRows: plan.folds.reduce((s, f) => s + f.held.length, 0), table: scored.map((s) => s.row), chosen: chosen.row,
+    temperature: chosen.temperature, heldNll: { before: chosen.before, after: chosen.row.calibratedLoss! }, skipped, seconds, gflops, gflopsPerSecond: gflops / seconds,
+  };
+}
+
+export interface ProbeHead {
+  layers: DenseWeights[];
+  normalization: Normalization;
+  iterations: number;
+  stopped: string;
+  seconds: number;
+}
+
+/** The probe with C `c` fitted on all of `train` under `kind`: the saved head's one dense layer. */
+export async function fitProbeHead(train: Split, dim: number, classes: number, kind: NormalizationKind, c: number, classWeight: HeadOptions['classWeight'], mm: MatMul): Promise<ProbeHead> {
+  const started = performance.now();
+  const all = normalisedRows(train, [...Array(train.count).keys()], dim, null, kind);
+  const fits = await fitProbes(probeRows(all.split, dim), { labels: all.split.labels, classes, rowWeights: rowWeights({ classWeight }, all.split.labels, classes) }, [c], mm,
+    { gradientTolerance: GRADIENT_TOLERANCE / train.count, maxIterations: MAX_ITERATIONS });
+  const { kernel, bias } = await probeLayer(fits, 0, mm);
+  const run = fits.runs[0]!;
+  return {
+    layers: [{ kernel, shape: [dim, classes], bias, activation: 'softmax' }], normalization: all.normalization, iterations: run.iterations, stopped: run.stopped,
+    seconds: (performance.now() - started) / 1000,
+  };
+}

@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { MatMul } from '../../src/head/linalg.js';
+import { NORMALIZATION_PREFERENCE, chooseCandidate, fitProbeHead, selectProbe } from '../../src/head/probe-select.js';
+import type { SweepRow } from '../../src/head/select.js';
+import type { Split } from '../../src/head/train.js';
+import { seededRandom } from '../../src/util/random.js';
+
+function row(normalize: SweepRow['normalize'], c: number, calibratedLoss: number, holdoutAcc = 0.9): SweepRow {
+  return { normalize, c, lr: null, weightDecay: 0, epoch: null, holdoutLoss: calibratedLoss, holdoutAcc, calibratedLoss };
+}
+
+/** Per-row losses with a chosen mean and spread (the spread sets the standard error of a paired difference). */
+function losses(meanValue: number, spread: number, n = 100): Float64Array {
+  return Float64Array.from({ length: n }, (_, i) => meanValue + (i % 2 === 0 ? spread : -spread));
+}
+
+function clusters(count: number, dim: number, classes: number, noise: number, seed: number): Split {
+  const random = seededRandom(seed);
+  const centres = Float32Array.from({ length: classes * dim }, () => random() * 2 - 1);
+  const labels = Int32Array.from({ length: count }, (_, i) => i % classes);
+  const features = Float32Array.from({ length: count * dim }, (_, i) => 3 + centres[labels[Math.floor(i / dim)]! * dim + (i % dim)]! + (random() * 2 - 1) * noise);
+  return { features, labels, count };
+}
+
+describe('choosing the probe: the one-standard-error rule', () => {
+  it('a candidate within one paired standard error of the best is a tie, and ties go to the preferred normalisation', () => {
+    assert.deepEqual(NORMALIZATION_PREFERENCE, ['l2', 'none', 'standard']);
+    const best = { row: row('none', 10, 0.5), perRow: losses(0.5, 0) };
+    // l2 is worse by 0.01 on average, but its per-row differences swing by ±0.3: SE 0.03, a tie.
+    const noisy = { row: row('l2', 1, 0.51), perRow: Float64Array.from(losses(0.51, 0.3)) };
+    const chosen = chooseCandidate([best, noisy], 'val_loss');
+    assert.equal(chosen, noisy);
+    assert.equal(best.row.tied, true);
+    assert.equal(noisy.row.tied, true);
+  });
+
+  it('a candidate worse by more than its standard error is not a tie: the best stays', () => {
+    const best = { row: row('none', 10, 0.5), perRow: losses(0.5, 0) };
+    const worse = { row: row('l2', 1, 0.6), perRow: losses(0.6, 0.05) };
+    assert.equal(chooseCandidate([worse, best], 'val_loss'), best);
+    assert.equal(worse.row.tied, false);
+  });
+
+  it('among ties of one normalisation the lower calibrated loss wins; monitor val_acc puts held-out accuracy first', () => {
+    const a = { row: row('l2', 1, 0.52, 0.95), perRow: losses(0.52, 0.4) };
+    const b = { row: row('l2', 100, 0.5, 0.9), perRow: losses(0.5, -0.4) };
+    assert.equal(chooseCandidate([a, b], 'val_loss'), b);
+    assert.equal(chooseCandidate([a, b], 'val_acc'), a);
+  });
+});
+
+describe('selectProbe and the final fit', () => {
+  const mm = new MatMul();
+  after(() => mm.dispose());
+  const names = ['a', 'b', 'c'];
+
+  it('scores every C × normalisation on folds of train, skips standardisation with fewer rows than dimensions, and is deterministic', async () => {
+    const train = clusters(45, 60, 3, 1.2, 3);
+    const keys = Array.from({ length: 45 }, (_, i) => `img${i}.jpg`);
+    const lines: string[] = [];
+    const options = { grid: { c: [0.1, 10], normalize: ['none', 'l2', 'standard'] as const }, holdoutFraction: 0.2, seed: 0, classWeight: 'none' as const, monitor: 'val_loss' as const, keys, classNames: names, log: (l: string) => lines.push(l) };
+    const s = await selectProbe(train, 60, 3, { ...options, grid: { ...options.grid, normalize: [...options.grid.normalize] } }, mm);
+    assert.ok(typeof s !== 'string');
+    assert.equal(s.method, 'kfold', '45 rows: a 20% hold-out has 9 rows');
+    assert.equal(s.heldRows, 45, 'every row held out once');
+    assert.deepEqual(s.table.map((r) => `${r.normalize}/${r.c}`), ['none/0.1', 'none/10', 'l2/0.1', 'l2/10']);
+    assert.match(s.skipped[0]!, /^standard: 36 rows per fit are fewer than the 60 dimensions/);
+    assert.ok(lines.some((l) => l.includes('not sweeping standard')));
+    assert.ok(s.table.every((r) => r.calibratedLoss! <= r.holdoutLoss + 1e-12), 'a fitted temperature never raises the NLL');
+    assert.ok(s.table.includes(s.chosen) && s.chosen.tied);
+    assert.equal(s.heldNll.after, s.chosen.calibratedLoss);
+    const again = await selectProbe(train, 60, 3, { ...options, grid: { ...options.grid, normalize: [...options.grid.normalize] } }, mm);
+    assert.deepEqual(again, { ...s, seconds: (again as typeof s).seconds, gflopsPerSecond: (again as typeof s).gflopsPerSecond });
+  });
+
+  it('with enough rows, standardisation is swept too', async () => {
+    const train = clusters(90, 8, 3, 1.5, 4);
+    const keys = Array.from({ length: 90 }, (_, i) => `img${i}.jpg`);
+    const s = await selectProbe(train, 8, 3, { grid: { c: [1], normalize: ['none', 'standard'] }, holdoutFraction: 0.2, seed: 0, classWeight: 'none', monitor: 'val_loss', keys, classNames: names, log: () => {} }, mm);
+    assert.ok(typeof s !== 'string');
+    assert.deepEqual(s.skipped, []);
+    assert.deepEqual(s.table.map((r) => r.normalize), ['none', 'standard']);
+  });
+
+  it('says why when nothing can be held out', async () => {
+    const train = clusters(3, 4, 3, 1, 5);
+    const s = await selectProbe(train, 4, 3, { grid: { c: [1], normalize: ['none'] }, holdoutFraction: 0.2, seed: 0, classWeight: 'none', monitor: 'val_loss', keys: ['x', 'y', 'z'], classNames: names, log: () => {} }, mm);
+    assert.equal(typeof s, 'string');
+    assert.match(s as string, /no class has two distinct training images/);
+  });
+
+  it('the final fit is one dense layer on normalised features that separates the training clusters', async () => {
+    const train = clusters(60, 20, 3, 0.5, 6);
+    const head = await fitProbeHead(train, 20, 3, 'l2', 100, 'none', mm);
+    assert.equal(head.layers.length, 1);
+    assert.deepEqual(head.layers[0]!.shape, [20, 3]);
+    assert.equal(head.normalization.kind, 'l2');
+    let right = 0;
+    for (let r = 0; r < 60; r++) {
+      const x = train.features.subarray(r * 20, (r + 1) * 20);
+      const norm = Math.hypot(...x);
+      const z = [0, 1, 2].map((k) => head.layers[0]!.bias[k]! + x.reduce((s, v, j) => s + (v / norm) * head.layers[0]!.kernel[j * 3 + k]!, 0));
+      if (z.indexOf(Math.max(...z)) === train.labels[r]) right++;
+    }
+    assert.ok(right >= 57, `${right}/60 training rows right`);
+    assert.notEqual(head.stopped, 'iterations');
+  });
+});
