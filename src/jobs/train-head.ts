@@ -173,7 +173,7 @@ export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): { r
   }
   if (!NORMALIZATIONS.includes(resolved.normalize)) throw invalidParameter(name('normalize'), `one of ${NORMALIZATIONS.join(', ')}`, resolved.normalize);
   if (!SOLVERS.includes(resolved.solver)) throw invalidParameter(name('solver'), `one of ${SOLVERS.join(', ')}`, resolved.solver);
-  if (resolved.solver === 'lbfgs' && resolved.hidden > 0) throw invalidParameter(name('solver'), `minibatch or auto with a hidden layer (${name('hidden')} ${resolved.hidden}): L-BFGS fits a linear head`, 'lbfgs');
+  if (resolved.solver === 'lbfgs' && resolved.hidden > 0) throw invalidParameter(name('solver'), `minibatch or auto with a hidden layer (${optionName('hidden')} ${resolved.hidden}): L-BFGS fits a linear head`, 'lbfgs');
   if (!SWEEP_ENGINES.includes(resolved.sweepEngine)) throw invalidParameter(name('sweepEngine'), `one of ${SWEEP_ENGINES.join(', ')}`, resolved.sweepEngine);
   if (!BACKENDS.includes(resolved.backend)) throw invalidParameter(name('backend'), `one of ${BACKENDS.join(', ')}`, resolved.backend);
   for (const [key, ok] of [['c', (v: number) => v > 0], ['lr', (v: number) => v > 0], ['weightDecay', (v: number) => v >= 0]] as const) {

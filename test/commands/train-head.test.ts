@@ -103,6 +103,72 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     assert.equal(JSON.parse(await fs.readFile(path.join(dir2, 'head.json'), 'utf8')).temperature, undefined);
   });
 
+  it('by default fits the L-BFGS probe: C × normalisation chosen on folds of train, one dense layer, calibrated, reproducible', async () => {
+    const probeHead = path.join(dir, 'head-probe');
+    const r = await runCli(['train-head', '--cache', cache, '--head', probeHead, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const result = JSON.parse(r.stdout);
+    assert.equal(result.setting.solver, 'lbfgs');
+    assert.equal(result.setting.lr, null);
+    assert.equal(result.setting.epochs, null);
+    assert.equal(result.sweep.solver, 'lbfgs');
+    assert.equal(result.sweep.method, 'kfold', '36 train rows: a 20% hold-out is too small');
+    // 3-d features and 36 rows: standardisation has enough rows, so the whole default grid is swept.
+    assert.equal(result.sweep.candidates.length, 6 * 3);
+    assert.deepEqual([...new Set(result.sweep.candidates.map((c: { c: number }) => c.c))], [0.01, 0.1, 1, 10, 100, 1000]);
+    assert.ok(result.sweep.candidates.every((c: { calibratedLoss: number; lr: null; epoch: null }) => typeof c.calibratedLoss === 'number' && c.lr === null && c.epoch === null));
+    assert.equal(result.sweep.chosen.tied, true);
+    assert.equal(result.setting.c, result.sweep.chosen.c);
+    assert.equal(result.setting.weightDecay, 1 / (result.setting.c * result.trainRows));
+    assert.ok(result.probe.iterations > 0 && result.probe.stopped !== 'iterations', JSON.stringify(result.probe));
+    assert.deepEqual(result.history, []);
+    assert.ok(result.metrics.top1 >= 0.9, `val top-1 ${result.metrics.top1}`);
+    const info = JSON.parse(await fs.readFile(path.join(probeHead, 'head.json'), 'utf8'));
+    assert.equal(info.options.solver, 'lbfgs');
+    assert.equal(info.options.c, result.setting.c);
+    assert.equal(info.options.lr, undefined, 'no learning rate recorded for a probe');
+    assert.equal(info.temperature, result.temperature);
+    assert.equal(info.normalization.kind, result.setting.normalize);
+    const metrics = JSON.parse(await fs.readFile(path.join(probeHead, 'metrics.json'), 'utf8'));
+    assert.equal(metrics.sweep.candidates.length, 18);
+    assert.match(await fs.readFile(path.join(probeHead, 'curves.html'), 'utf8'), /per C; outlined: chosen; dashed: within one standard error/);
+    // The loaded head reproduces training's evaluation.
+    const tf = (await loadTf()).tf;
+    const loaded = await loadHead(tf, probeHead);
+    const valSet = await (await FeatureCache.open(cache)).read('val');
+    const p = loaded.predict(applyNormalization(info.normalization, valSet.features.slice(), valSet.count, 3), valSet.count);
+    assert.equal(classificationMetrics(p, valSet.labels, info.classes).top1, result.metrics.top1);
+    loaded.dispose();
+    // Same data, same seed: the same weights, byte for byte.
+    const again = path.join(dir, 'head-probe-again');
+    assert.equal((await runCli(['train-head', '--cache', cache, '--head', again])).code, 0);
+    for (const f of ['model.json', 'weights.bin']) assert.ok((await fs.readFile(path.join(probeHead, f))).equals(await fs.readFile(path.join(again, f))), f);
+  });
+
+  it('says which solver and why; mini-batch options, a hidden layer or --no-sweep choose mini-batch; lbfgs with a hidden layer is refused', async () => {
+    const h = path.join(dir, 'head-solver');
+    const human = await runCli(['train-head', '--cache', cache, '--head', h]);
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stderr, /^train-head: solver lbfgs \(the default for a linear head\)$/m);
+    assert.match(human.stderr, /^train-head: sweep chose normalize (none|l2|standard), C [\d.]+ \(\d+ of 18 candidates tied within one standard error\)/m);
+    assert.match(human.stdout, /^train-head: .*logistic regression \(L-BFGS\).*L-BFGS \d+ iterations/m);
+    const pinned = JSON.parse((await runCli(['train-head', '--cache', cache, '--head', h, '--weight-decay', '0.01', '--normalize', 'l2', '--json'])).stdout);
+    assert.equal(pinned.setting.solver, 'lbfgs');
+    assert.deepEqual(pinned.sweep.fixed, ['--weight-decay', '--normalize']);
+    assert.equal(pinned.sweep.candidates.length, 1);
+    assert.ok(Math.abs(pinned.setting.c - 1 / (0.01 * pinned.trainRows)) < 1e-12);
+    const hidden = JSON.parse((await runCli(['train-head', '--cache', cache, '--head', h, '--hidden', '4', '--epochs', '3', '--json'])).stdout);
+    assert.equal(hidden.setting.solver, 'minibatch');
+    const noSweep = await runCli(['train-head', '--cache', cache, '--head', h, '--no-sweep', '--epochs', '2']);
+    assert.match(noSweep.stderr, /solver minibatch \(no sweep\)/);
+    const refused = await runCli(['train-head', '--cache', cache, '--head', h, '--solver', 'lbfgs', '--hidden', '4']);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr.trim(), /^featcache: --solver: expected minibatch or auto with a hidden layer \(--hidden 4\): L-BFGS fits a linear head/);
+    const bad = await runCli(['train-head', '--cache', cache, '--head', h, '--solver', 'newton']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /Invalid values:[\s\S]*solver[\s\S]*"newton"[\s\S]*"lbfgs"/);
+  });
+
   it('same seed, same head, byte for byte', async () => {
     const [a, b] = [path.join(dir, 'same-a'), path.join(dir, 'same-b')];
     for (const h of [a, b]) assert.equal((await runCli(['train-head', '--cache', cache, '--head', h, '--seed', '5', '--epochs', '4'])).code, 0);
