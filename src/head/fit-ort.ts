@@ -18,12 +18,24 @@ export function shouldUseOrtHead(backend: string, options: Pick<HeadOptions, 'hi
   return backend !== 'tensorflow' && options.hidden === 0;
 }
 
+/**
+ * Mini-batches per onnxruntime run (an unrolled graph): the state's round trip through JS and the run's fixed cost
+ * are paid once per group. Measured (2048 → 120, SGD momentum, 2 cores): batch 256 gains ~15% from 1 to 8 steps,
+ * batch 32 ~45%; most of it by 4. The group's batch buffers are capped at GROUP_BYTES.
+ */
+export const STEPS_PER_RUN = 8;
+const GROUP_BYTES = 64 * 1024 * 1024;
+
 /** Preallocated batch buffers, refilled each step: nothing of the batch's size is allocated per step. */
 interface BatchBuffers {
   x: Float32Array;
   target: Float32Array;
   scale: Float32Array;
   labels: Int32Array;
+}
+
+function batchBuffers(trainer: OrtWideTrainer, rows: number, classes: number): BatchBuffers {
+  return { x: trainer.batchBuffer(rows), target: new Float32Array(rows * classes), scale: new Float32Array(rows), labels: new Int32Array(rows) };
 }
 
 /** Gathers rows order[start..start+n) into `b`; returns Σw of the batch. */
@@ -43,18 +55,38 @@ function gather(b: BatchBuffers, split: Split, dim: number, classes: number, cla
   return weightSum;
 }
 
+interface EpochContext {
+  trainer: OrtWideTrainer;
+  buffers: BatchBuffers[];
+  train: Split;
+  dim: number;
+  classes: number;
+  classWeights: Float32Array;
+  batchSize: number;
+}
+
 /** One pass over `train`: mean weighted loss and accuracy of the pre-update logits, as fitHead's runEpoch. */
-async function runEpoch(trainer: OrtWideTrainer, b: BatchBuffers, train: Split, dim: number, classes: number, classWeights: Float32Array, order: Int32Array, options: HeadOptions, lr: Float32Array, wd: Float32Array) {
+async function runEpoch(c: EpochContext, order: Int32Array, lr: Float32Array, wd: Float32Array) {
+  const { train, dim, classes, batchSize } = c;
   let [lossSum, weightTotal, correct] = [0, 0, 0];
-  for (let start = 0; start < train.count; start += options.batchSize) {
-    const n = Math.min(train.count, start + options.batchSize) - start;
-    const weightSum = gather(b, train, dim, classes, classWeights, order, start, n);
-    const x = b.x.subarray(0, n * (dim + 1));
-    const stats = await trainer.stepWithStats(x, n, b.target.subarray(0, n * classes), b.scale.subarray(0, n), lr, wd, undefined, b.labels.subarray(0, n));
-    // The graph returns Σ s_i·CE_i with s_i = w_i/Σw; fitHead sums w_i·CE_i and Σw over the epoch.
-    lossSum += stats.loss * weightSum;
-    weightTotal += weightSum;
-    correct += stats.correct;
+  for (let start = 0; start < train.count;) {
+    // A group of full batches shares one run; the short last batch has its own shape and runs alone.
+    const full = Math.floor((train.count - start) / batchSize);
+    const steps = full > 0 ? Math.min(full, c.buffers.length) : 1;
+    const n = full > 0 ? batchSize : train.count - start;
+    const weightSums: number[] = [];
+    const batches = c.buffers.slice(0, steps).map((b, s) => {
+      weightSums.push(gather(b, train, dim, classes, c.classWeights, order, start + s * n, n));
+      return { x: b.x.subarray(0, n * (dim + 1)), n, target: b.target.subarray(0, n * classes), scale: b.scale.subarray(0, n), labels: b.labels.subarray(0, n) };
+    });
+    const stats = await c.trainer.stepMany(batches, lr, wd);
+    stats.forEach((st, s) => {
+      // The graph returns Σ s_i·CE_i with s_i = w_i/Σw; fitHead sums w_i·CE_i and Σw over the epoch.
+      lossSum += st.loss * weightSums[s]!;
+      weightTotal += weightSums[s]!;
+      correct += st.correct;
+    });
+    start += steps * n;
   }
   return { loss: lossSum / weightTotal, acc: correct / train.count };
 }
@@ -90,7 +122,10 @@ export async function fitHeadOrt(train: Split, val: Split | null, dim: number, c
   try {
     const classWeights = classWeightsFor(options, train.labels, classes);
     const rows = Math.min(options.batchSize, train.count);
-    const buffers: BatchBuffers = { x: trainer.batchBuffer(rows), target: new Float32Array(rows * classes), scale: new Float32Array(rows), labels: new Int32Array(rows) };
+    const group = Math.max(1, Math.min(STEPS_PER_RUN, Math.floor(GROUP_BYTES / (rows * (dim + 1) * 4))));
+    const context: EpochContext = {
+      trainer, buffers: Array.from({ length: group }, () => batchBuffers(trainer, rows, classes)), train, dim, classes, classWeights, batchSize: options.batchSize,
+    };
     const wd = new Float32Array(classes).fill(options.weightDecay);
     const history: EpochStats[] = [];
     let best: { epoch: number; score: number; weights: { kernel: Float32Array; bias: Float32Array } } | null = null;
@@ -100,7 +135,7 @@ export async function fitHeadOrt(train: Split, val: Split | null, dim: number, c
     for (let epoch = 0; epoch < options.epochs; epoch++) {
       const epochStarted = performance.now();
       const lr = stepLr(options, epoch);
-      const fit = await runEpoch(trainer, buffers, train, dim, classes, classWeights, shuffled(train.count, random), options, new Float32Array(classes).fill(lr), wd);
+      const fit = await runEpoch(context, shuffled(train.count, random), new Float32Array(classes).fill(lr), wd);
       const valStats = val && val.count > 0 ? await evaluate(trainer, val, dim) : null;
       const stats: EpochStats = {
         epoch: epoch + 1, lr, trainLoss: fit.loss, trainAcc: fit.acc,

@@ -94,6 +94,8 @@ export interface StepGraphOptions {
   stats: boolean;
   /** Also take held_x [h, dim] and output held_logits [h, k·classes] with the updated weights. */
   scoreHeld: boolean;
+  /** Mini-batches per run, unrolled (default 1). */
+  steps?: number;
 }
 
 /** Logits [rows, wide] of x [rows, dim] with an augmented kernel [dim + 1, wide] (bias as its last row). */
@@ -104,77 +106,95 @@ function plainLogits(b: GraphBuilder, x: string, kernel: string, dim: number, ou
 }
 
 /** Σ s_i·CE_i and the correct count of logits [n, 1, classes] against labels [n, 1, 1] (scale s [n, 1, 1]). */
-function batchStats(b: GraphBuilder, logProbs: string, logits: string, labels: string, scale: string): void {
+function batchStats(b: GraphBuilder, logProbs: string, logits: string, labels: string, scale: string, names: { loss: string; correct: string }): void {
   const picked = b.op('GatherElements', [logProbs, labels], [intAttr('axis', 2)]);
-  b.op('Neg', [b.op('ReduceSum', [b.op('Mul', [picked, scale]), b.int64s([0, 1, 2])], [intAttr('keepdims', 0)])], [], 'loss');
+  b.op('Neg', [b.op('ReduceSum', [b.op('Mul', [picked, scale]), b.int64s([0, 1, 2])], [intAttr('keepdims', 0)])], [], names.loss);
   // ArgMax keeps the first of tied maxima, as tf.argMax does.
   const argmax = b.op('Cast', [b.op('ArgMax', [logits], [intAttr('axis', 2), intAttr('keepdims', 1)])], [intAttr('to', INT32)]);
   const hits = b.op('Cast', [b.op('Equal', [argmax, labels])], [intAttr('to', FLOAT)]);
-  b.op('ReduceSum', [hits, b.int64s([0, 1, 2])], [intAttr('keepdims', 0)], 'correct');
+  b.op('ReduceSum', [hits, b.int64s([0, 1, 2])], [intAttr('keepdims', 0)], names.correct);
+}
+
+/** Names of step s's own inputs and outputs: plain for a one-step graph, suffixed `_s` in an unrolled one. */
+export function stepName(base: string, s: number, steps: number): string {
+  return steps > 1 ? `${base}_${s}` : base;
+}
+
+/** One optimiser step's nodes from `state` (kernel and slots by name); returns the new state's names. */
+function stepNodes(b: GraphBuilder, o: StepGraphOptions, s: number, state: Record<string, string>, last: boolean): Record<string, string> {
+  const wide = o.k * o.classes;
+  const steps = o.steps ?? 1;
+  const io = (base: string) => stepName(base, s, steps);
+  const out = (slot: string) => (last ? `${slot}_out` : undefined);
+  const [x, scale, target] = [io('x'), io('scale'), io('target')];
+  const z3 = b.op('Reshape', [b.op('MatMul', [x, state.kernel!]), b.int64s([-1, o.k, o.classes])]);
+  let probs: string;
+  if (o.stats) {
+    // Log-probabilities first, as tfjs's step does, so the loss is exact where a probability underflows.
+    const logProbs = b.op('LogSoftmax', [z3], [intAttr('axis', 2)]);
+    probs = b.op('Exp', [logProbs]);
+    batchStats(b, logProbs, z3, io('labels'), scale, { loss: io('loss'), correct: io('correct') });
+  } else {
+    probs = b.op('Softmax', [z3], [intAttr('axis', 2)]);
+  }
+  // d(Σ_i s_i·CE_i)/dz_i = s_i·p_i − s_i·y_i: PyTorch's weighted-mean cross-entropy gradient; SGD takes it as −lr·g.
+  const flat = (g3: string) => b.op('Reshape', [g3, b.int64s([-1, wide])]);
+  const transA = intAttr('transA', 1);
+  const kernel = state.kernel!;
+  if (o.optimizer === 'adam') {
+    const g = flat(b.op('Sub', [b.op('Mul', [probs, scale]), target]));
+    const decay = o.weightDecay ? [b.op('Mul', [kernel, 'wd'])] : [];
+    const grad = b.op('Gemm', [x, g, ...decay], [transA]);
+    const m = b.op('Add', [b.op('Mul', [state.adam_m!, b.scalar(ADAM.beta1)]), grad], [], out('adam_m'));
+    const v = b.op('Add', [b.op('Mul', [state.adam_v!, b.scalar(ADAM.beta2)]), b.op('Mul', [grad, grad])], [], out('adam_v'));
+    const rate = b.op('Mul', ['lr', io('adam_lr')]);
+    const p = b.op('Sub', [kernel, b.op('Mul', [rate, b.op('Div', [m, b.op('Add', [b.op('Sqrt', [v]), io('adam_eps')])])])], [], out('kernel'));
+    return { kernel: p, adam_m: m, adam_v: v };
+  }
+  const lr3 = b.op('Reshape', ['lr', b.int64s([o.k, o.classes])]);
+  const step = flat(b.op('Mul', [b.op('Sub', [target, b.op('Mul', [probs, scale])]), lr3]));
+  const lrWd = o.weightDecay ? b.op('Mul', ['lr', 'wd']) : null;
+  if (o.momentum > 0) {
+    // u' = μ·u − lr·(g + wd·p) = Gemm(xᵀ, −lr·g, C = u − (lr·wd/μ)·p, β = μ).
+    const c = lrWd ? b.op('Sub', [state.velocity!, b.op('Mul', [kernel, b.op('Div', [lrWd, b.scalar(o.momentum)])])]) : state.velocity!;
+    const u = b.op('Gemm', [x, step, c], [transA, floatAttr('beta', o.momentum)], out('velocity'));
+    return { kernel: b.op('Add', [kernel, u], [], out('kernel')), velocity: u };
+  }
+  // p' = (1 − lr·wd)·p − lr·g = Gemm(xᵀ, −lr·g, C = (1 − lr·wd)·p).
+  const c = lrWd ? b.op('Mul', [kernel, b.op('Sub', [b.scalar(1), lrWd])]) : kernel;
+  return { kernel: b.op('Gemm', [x, step, c], [transA], out('kernel')) };
 }
 
 /**
  * Inputs: x [n, dim + 1] (last column 1), target [n, 1, classes] (one-hot × s_i), scale [n, 1, 1] (s_i = w_i/Σw),
  * kernel [dim + 1, wide] and its state slots, lr and wd [wide] (per candidate column); Adam also takes adam_lr and
  * adam_eps (scalars: the bias corrections folded, see OrtWideTrainer). With `stats`, labels [n, 1, 1] int32.
- * Outputs: kernel_out and `<slot>_out` for each state slot.
+ * Outputs: kernel_out and `<slot>_out` for each state slot (and with `stats`, loss and correct).
+ * With `steps` > 1 the graph is that many steps unrolled: each step's own inputs and outputs are suffixed `_s`
+ * (x_0, target_0, …, loss_0, …), the state flows from one step to the next inside onnxruntime, and only the last
+ * step's state comes back: one run, one round trip of the state through JS, per `steps` mini-batches.
  */
 export function trainStepGraph(o: StepGraphOptions): Uint8Array {
   const wide = o.k * o.classes;
+  const steps = o.steps ?? 1;
   const b = builder();
-  const logits = b.op('MatMul', ['x', 'kernel']);
-  const z3 = b.op('Reshape', [logits, b.int64s([-1, o.k, o.classes])]);
-  let probs: string;
-  if (o.stats) {
-    // Log-probabilities first, as tfjs's step does, so the loss is exact where a probability underflows.
-    const logProbs = b.op('LogSoftmax', [z3], [intAttr('axis', 2)]);
-    probs = b.op('Exp', [logProbs]);
-    batchStats(b, logProbs, z3, 'labels', 'scale');
-  } else {
-    probs = b.op('Softmax', [z3], [intAttr('axis', 2)]);
-  }
-  // d(Σ_i s_i·CE_i)/dz_i = s_i·p_i − s_i·y_i: PyTorch's weighted-mean cross-entropy gradient; SGD takes it as −lr·g.
-  const lr3 = b.op('Reshape', ['lr', b.int64s([o.k, o.classes])]);
-  const flat = (g3: string) => b.op('Reshape', [g3, b.int64s([-1, wide])]);
-  const transA = intAttr('transA', 1);
-  const outputs: string[] = ['kernel_out'];
-  if (o.optimizer === 'adam') {
-    const g = flat(b.op('Sub', [b.op('Mul', [probs, 'scale']), 'target']));
-    const decay = o.weightDecay ? [b.op('Mul', ['kernel', 'wd'])] : [];
-    const grad = b.op('Gemm', ['x', g, ...decay], [transA]);
-    const m = b.op('Add', [b.op('Mul', ['adam_m', b.scalar(ADAM.beta1)]), grad], [], 'adam_m_out');
-    const v = b.op('Add', [b.op('Mul', ['adam_v', b.scalar(ADAM.beta2)]), b.op('Mul', [grad, grad])], [], 'adam_v_out');
-    const rate = b.op('Mul', ['lr', 'adam_lr']);
-    b.op('Sub', ['kernel', b.op('Mul', [rate, b.op('Div', [m, b.op('Add', [b.op('Sqrt', [v]), 'adam_eps'])])])], [], 'kernel_out');
-    outputs.push('adam_m_out', 'adam_v_out');
-  } else {
-    const step = flat(b.op('Mul', [b.op('Sub', ['target', b.op('Mul', [probs, 'scale'])]), lr3]));
-    const lrWd = o.weightDecay ? b.op('Mul', ['lr', 'wd']) : null;
-    if (o.momentum > 0) {
-      // u' = μ·u − lr·(g + wd·p) = Gemm(xᵀ, −lr·g, C = u − (lr·wd/μ)·p, β = μ).
-      const c = lrWd ? b.op('Sub', ['velocity', b.op('Mul', ['kernel', b.op('Div', [lrWd, b.scalar(o.momentum)])])]) : 'velocity';
-      const u = b.op('Gemm', ['x', step, c], [transA, floatAttr('beta', o.momentum)], 'velocity_out');
-      b.op('Add', ['kernel', u], [], 'kernel_out');
-      outputs.push('velocity_out');
-    } else {
-      // p' = (1 − lr·wd)·p − lr·g = Gemm(xᵀ, −lr·g, C = (1 − lr·wd)·p).
-      const c = lrWd ? b.op('Mul', ['kernel', b.op('Sub', [b.scalar(1), lrWd])]) : 'kernel';
-      b.op('Gemm', ['x', step, c], [transA], 'kernel_out');
-    }
-  }
-  if (o.scoreHeld) plainLogits(b, 'held_x', 'kernel_out', o.dim, 'held_logits');
   const slots = stateSlots(o);
+  let state: Record<string, string> = Object.fromEntries(['kernel', ...slots].map((n) => [n, n]));
+  for (let s = 0; s < steps; s++) state = stepNodes(b, o, s, state, s === steps - 1);
+  if (o.scoreHeld) plainLogits(b, 'held_x', 'kernel_out', o.dim, 'held_logits');
   const kernelDims = [o.dim + 1, wide];
+  const perStep = <T>(f: (s: number) => T[]): T[] => Array.from({ length: steps }, (_, s) => f(s)).flat();
+  const io = (base: string, s: number) => stepName(base, s, steps);
   return model('featcache-head-train-step', b, [
-    valueInfo('x', ['n', o.dim + 1]), valueInfo('target', ['n', 1, o.classes]), valueInfo('scale', ['n', 1, 1]),
+    ...perStep((s) => [valueInfo(io('x', s), ['n', o.dim + 1]), valueInfo(io('target', s), ['n', 1, o.classes]), valueInfo(io('scale', s), ['n', 1, 1])]),
     valueInfo('kernel', kernelDims), ...slots.map((s) => valueInfo(s, kernelDims)),
     valueInfo('lr', [wide]), ...(o.weightDecay ? [valueInfo('wd', [wide])] : []),
-    ...(o.optimizer === 'adam' ? [valueInfo('adam_lr', []), valueInfo('adam_eps', [])] : []),
-    ...(o.stats ? [valueInfo('labels', ['n', 1, 1], INT32)] : []),
+    ...(o.optimizer === 'adam' ? perStep((s) => [valueInfo(io('adam_lr', s), []), valueInfo(io('adam_eps', s), [])]) : []),
+    ...(o.stats ? perStep((s) => [valueInfo(io('labels', s), ['n', 1, 1], INT32)]) : []),
     ...(o.scoreHeld ? [valueInfo('held_x', ['h', o.dim])] : []),
   ], [
-    ...outputs.map((name) => valueInfo(name, kernelDims)),
-    ...(o.stats ? [valueInfo('loss', []), valueInfo('correct', [])] : []),
+    ...['kernel', ...slots].map((name) => valueInfo(`${name}_out`, kernelDims)),
+    ...(o.stats ? perStep((s) => [valueInfo(io('loss', s), []), valueInfo(io('correct', s), [])]) : []),
     ...(o.scoreHeld ? [valueInfo('held_logits', ['h', wide])] : []),
   ]);
 }
@@ -192,13 +212,22 @@ export function evaluateGraph(dim: number, classes: number): Uint8Array {
   const z3 = b.op('Reshape', [plainLogits(b, 'x', 'kernel', dim), b.int64s([-1, 1, classes])]);
   const labels = b.op('Reshape', ['labels', b.int64s([-1, 1, 1])]);
   const logProbs = b.op('LogSoftmax', [z3], [intAttr('axis', 2)]);
-  batchStats(b, logProbs, z3, labels, b.scalar(1));
+  batchStats(b, logProbs, z3, labels, b.scalar(1), { loss: 'loss', correct: 'correct' });
   return model('featcache-head-evaluate', b, [valueInfo('x', ['n', dim]), valueInfo('kernel', [dim + 1, classes]), valueInfo('labels', ['n'], INT32)], [valueInfo('loss', []), valueInfo('correct', [])]);
 }
 
 export interface WideState {
   kernel: Float32Array;
   bias: Float32Array;
+}
+
+/** One mini-batch: x [n, dim] or [n, dim + 1] (from `batchBuffer`), target = one-hot × s_i, scale = s_i, labels (for stats). */
+export interface StepBatch {
+  x: Float32Array;
+  n: number;
+  target: Float32Array;
+  scale: Float32Array;
+  labels?: Int32Array;
 }
 
 export interface EngineOptions {
@@ -229,12 +258,15 @@ export class OrtWideTrainer {
   private buffers: [Map<string, ort.Tensor>, Map<string, ort.Tensor>];
   private lastLr: Float32Array | null = null;
   private readonly slots: string[];
+  /** Unrolled multi-step sessions by step count. */
+  private readonly unrolled = new Map<number, ort.InferenceSession>();
   private constructor(
     private readonly sessions: { train: ort.InferenceSession; trainScored: ort.InferenceSession; infer: ort.InferenceSession; evaluate: ort.InferenceSession | null },
     private readonly dim: number,
     private readonly wide: number,
     private readonly classes: number,
     private readonly options: Pick<HeadOptions, 'optimizer' | 'momentum'> & EngineOptions,
+    private readonly graph: Omit<StepGraphOptions, 'scoreHeld' | 'steps'>,
     init: WideState,
   ) {
     this.slots = stateSlots(options);
@@ -256,7 +288,7 @@ export class OrtWideTrainer {
       infer: await ort.InferenceSession.create(logitsGraph(dim, k * classes), so),
       evaluate: k === 1 ? await ort.InferenceSession.create(evaluateGraph(dim, classes), so) : null,
     };
-    return new OrtWideTrainer(sessions, dim, k * classes, classes, { ...options, ...engine, weightDecay: graph.weightDecay, stats: graph.stats }, init);
+    return new OrtWideTrainer(sessions, dim, k * classes, classes, { ...options, ...engine, weightDecay: graph.weightDecay, stats: graph.stats }, graph, init);
   }
 
   /** A reusable [rows, dim + 1] batch buffer with its ones column set: fill row i's first `dim` floats and pass it to `stepBatch`. */
@@ -305,26 +337,9 @@ export class OrtWideTrainer {
 
   /** As `stepBatch`, also returning the batch's Σ s_i·CE_i and correct count when built with `stats`. */
   async stepWithStats(x: Float32Array, n: number, target: Float32Array, scale: Float32Array, lr: Float32Array, wd: Float32Array, held?: { x: Float32Array; n: number }, labels?: Int32Array): Promise<{ heldLogits: Float32Array | null; loss: number; correct: number }> {
-    this.step++;
     this.rescaleVelocity(lr);
-    const feeds: Record<string, ort.Tensor> = {
-      x: f32(this.augmented(x, n), [n, this.dim + 1]),
-      target: f32(target.length === n * this.classes ? target : target.subarray(0, n * this.classes), [n, 1, this.classes]),
-      scale: f32(scale.length === n ? scale : scale.subarray(0, n), [n, 1, 1]),
-      lr: f32(lr, [this.wide]),
-    };
-    if (this.options.weightDecay) feeds.wd = f32(wd, [this.wide]);
-    if (this.options.optimizer === 'adam') {
-      // PyTorch's lr·m̂/(√v̂ + ε) with m = (1−β1)·m̃, v = (1−β2)·ṽ: lr·(c1/c2)·m̃/(√ṽ + ε/c2).
-      const c1 = (1 - ADAM.beta1) / (1 - ADAM.beta1 ** this.step);
-      const c2 = Math.sqrt((1 - ADAM.beta2) / (1 - ADAM.beta2 ** this.step));
-      feeds.adam_lr = f32(Float32Array.of(c1 / c2), []);
-      feeds.adam_eps = f32(Float32Array.of(ADAM.epsilon / c2), []);
-    }
-    if (this.options.stats) {
-      if (!labels) throw new Error('OrtWideTrainer: stats need labels');
-      feeds.labels = new ort.Tensor('int32', labels.length === n ? labels : labels.subarray(0, n), [n, 1, 1]);
-    }
+    const feeds = this.commonFeeds(lr, wd);
+    this.batchFeeds(feeds, { x, n, target, scale, labels }, 0, 1);
     if (held) feeds.held_x = f32(held.x, [held.n, this.dim]);
     const out = await this.run(held ? this.sessions.trainScored : this.sessions.train, feeds);
     return {
@@ -332,6 +347,55 @@ export class OrtWideTrainer {
       loss: this.options.stats ? (out.loss!.data as Float32Array)[0]! : NaN,
       correct: this.options.stats ? (out.correct!.data as Float32Array)[0]! : NaN,
     };
+  }
+
+  /**
+   * Several optimiser steps in one run (an unrolled graph, built on first use for each count): the same updates as
+   * that many `stepWithStats` calls, with one round trip of the state instead of one per step. Every batch must
+   * have the same row count; returns each step's stats.
+   */
+  async stepMany(batches: StepBatch[], lr: Float32Array, wd: Float32Array): Promise<{ loss: number; correct: number }[]> {
+    const steps = batches.length;
+    if (steps === 1) return [await this.stepWithStats(batches[0]!.x, batches[0]!.n, batches[0]!.target, batches[0]!.scale, lr, wd, undefined, batches[0]!.labels)];
+    if (batches.some((b) => b.n !== batches[0]!.n)) throw new Error('OrtWideTrainer.stepMany: batches differ in row count');
+    let session = this.unrolled.get(steps);
+    if (!session) {
+      session = await ort.InferenceSession.create(trainStepGraph({ ...this.graph, scoreHeld: false, steps }), engineSessionOptions());
+      this.unrolled.set(steps, session);
+    }
+    this.rescaleVelocity(lr);
+    const feeds = this.commonFeeds(lr, wd);
+    batches.forEach((batch, s) => this.batchFeeds(feeds, batch, s, steps));
+    const out = await this.run(session, feeds);
+    const value = (name: string) => (this.options.stats ? (out[name]!.data as Float32Array)[0]! : NaN);
+    return batches.map((_, s) => ({ loss: value(stepName('loss', s, steps)), correct: value(stepName('correct', s, steps)) }));
+  }
+
+  private commonFeeds(lr: Float32Array, wd: Float32Array): Record<string, ort.Tensor> {
+    const feeds: Record<string, ort.Tensor> = { lr: f32(lr, [this.wide]) };
+    if (this.options.weightDecay) feeds.wd = f32(wd, [this.wide]);
+    return feeds;
+  }
+
+  /** Step s's own feeds; counts the optimiser step (Adam's bias corrections depend on it). */
+  private batchFeeds(feeds: Record<string, ort.Tensor>, batch: StepBatch, s: number, steps: number): void {
+    this.step++;
+    const { n } = batch;
+    const io = (base: string) => stepName(base, s, steps);
+    feeds[io('x')] = f32(this.augmented(batch.x, n), [n, this.dim + 1]);
+    feeds[io('target')] = f32(batch.target.length === n * this.classes ? batch.target : batch.target.subarray(0, n * this.classes), [n, 1, this.classes]);
+    feeds[io('scale')] = f32(batch.scale.length === n ? batch.scale : batch.scale.subarray(0, n), [n, 1, 1]);
+    if (this.options.optimizer === 'adam') {
+      // PyTorch's lr·m̂/(√v̂ + ε) with m = (1−β1)·m̃, v = (1−β2)·ṽ: lr·(c1/c2)·m̃/(√ṽ + ε/c2).
+      const c1 = (1 - ADAM.beta1) / (1 - ADAM.beta1 ** this.step);
+      const c2 = Math.sqrt((1 - ADAM.beta2) / (1 - ADAM.beta2 ** this.step));
+      feeds[io('adam_lr')] = f32(Float32Array.of(c1 / c2), []);
+      feeds[io('adam_eps')] = f32(Float32Array.of(ADAM.epsilon / c2), []);
+    }
+    if (this.options.stats) {
+      if (!batch.labels) throw new Error('OrtWideTrainer: stats need labels');
+      feeds[io('labels')] = new ort.Tensor('int32', batch.labels.length === n ? batch.labels : batch.labels.subarray(0, n), [n, 1, 1]);
+    }
   }
 
   private kernelTensor(): ort.Tensor {
@@ -357,6 +421,6 @@ export class OrtWideTrainer {
   }
 
   async dispose(): Promise<void> {
-    for (const s of Object.values(this.sessions)) await s?.release();
+    for (const s of [...Object.values(this.sessions), ...this.unrolled.values()]) await s?.release();
   }
 }
