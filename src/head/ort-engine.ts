@@ -258,6 +258,7 @@ export class OrtWideTrainer {
   private buffers: [Map<string, ort.Tensor>, Map<string, ort.Tensor>];
   private lastLr: Float32Array | null = null;
   private readonly slots: string[];
+  private readonly copyBuffers: Float32Array[] = [];
   /** Unrolled multi-step sessions by step count. */
   private readonly unrolled = new Map<number, ort.InferenceSession>();
   private constructor(
@@ -298,9 +299,11 @@ export class OrtWideTrainer {
     return x;
   }
 
-  private augmented(x: Float32Array, n: number): Float32Array {
+  /** x [n, dim] copied into a kept [n, dim + 1] buffer per step of a run (the sweep's batches), so a step allocates nothing. */
+  private augmented(x: Float32Array, n: number, s: number): Float32Array {
     if (x.length === n * (this.dim + 1)) return x;
-    const out = this.batchBuffer(n);
+    if ((this.copyBuffers[s]?.length ?? 0) < n * (this.dim + 1)) this.copyBuffers[s] = this.batchBuffer(n);
+    const out = this.copyBuffers[s]!.subarray(0, n * (this.dim + 1));
     for (let i = 0; i < n; i++) out.set(x.subarray(i * this.dim, (i + 1) * this.dim), i * (this.dim + 1));
     return out;
   }
@@ -382,7 +385,7 @@ export class OrtWideTrainer {
     this.step++;
     const { n } = batch;
     const io = (base: string) => stepName(base, s, steps);
-    feeds[io('x')] = f32(this.augmented(batch.x, n), [n, this.dim + 1]);
+    feeds[io('x')] = f32(this.augmented(batch.x, n, s), [n, this.dim + 1]);
     feeds[io('target')] = f32(batch.target.length === n * this.classes ? batch.target : batch.target.subarray(0, n * this.classes), [n, 1, this.classes]);
     feeds[io('scale')] = f32(batch.scale.length === n ? batch.scale : batch.scale.subarray(0, n), [n, 1, 1]);
     if (this.options.optimizer === 'adam') {
