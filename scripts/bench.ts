@@ -136,6 +136,8 @@ const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown
       engine: 'fitHeadOrt (src/head/fit-ort.ts): one onnxruntime session.run per mini-batch',
       flops: '4·rows·dim·classes per epoch: the forward x·W and the weight gradient xᵀ·g, 2·rows·dim·classes each; softmax, loss, optimiser update and the batch gather are not counted, their time is',
       peakSgemmGflops: peak,
+      // On a shared machine a busy neighbour halves the measured peak (one core left) and flatters the fraction.
+      loadAverageAtEnd: os.loadavg().map((l) => Math.round(l * 100) / 100),
       peakSgemm: { shape: peaks[0]!.shape, repsEach: peaks[0]!.reps, bestOfEachMeasurement: peaks.map((p) => p.gflops) },
       ...ort,
     };
