@@ -32,6 +32,8 @@ export interface HeadProvenance {
   trainedAt: string;
   backend: string;
   backendSkipped: string[];
+  /** What trained the weights: onnxruntime (the L-BFGS probe, or mini-batch without tfjs-node) or tfjs. */
+  engine?: 'tfjs' | 'onnxruntime';
   versions: Record<string, string>;
 }
 
