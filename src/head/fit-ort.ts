@@ -10,7 +10,7 @@ import { seededRandom, shuffled } from '../util/random.js';
 import { OrtWideTrainer } from './ort-engine.js';
 import {
   type DenseWeights, type EpochStats, type FitControl, type HeadOptions, type Split, type TrainResult,
-  classWeightsFor, initValues, stepLr, validateData, validateHeadOptions,
+  classWeightsFor, epochRecord, initValues, monitorScore, stepLr, validateData, validateHeadOptions,
 } from './train.js';
 
 /** Whether `fitHeadOrt` should train this head: no tfjs-node (its native kernels are as fast) and no hidden layer. */
@@ -137,14 +137,11 @@ export async function fitHeadOrt(train: Split, val: Split | null, dim: number, c
       const lr = stepLr(options, epoch);
       const fit = await runEpoch(context, shuffled(train.count, random), new Float32Array(classes).fill(lr), wd);
       const valStats = val && val.count > 0 ? await evaluate(trainer, val, dim) : null;
-      const stats: EpochStats = {
-        epoch: epoch + 1, lr, trainLoss: fit.loss, trainAcc: fit.acc,
-        valLoss: valStats?.loss ?? null, valAcc: valStats?.acc ?? null, seconds: (performance.now() - epochStarted) / 1000,
-      };
+      const stats = epochRecord(epoch, lr, fit, valStats, epochStarted);
       history.push(stats);
       control.onEpoch?.(stats);
       if (valStats && selectOnVal) {
-        const score = options.monitor === 'val_acc' ? valStats.acc : -valStats.loss;
+        const score = monitorScore(options, valStats);
         // Higher is better; ties keep the earlier epoch, as BestWeightsKeeper does.
         if (!best || score > best.score) [best, sinceBest] = [{ epoch: epoch + 1, score, weights: trainer.weights() }, 0];
         else sinceBest++;

@@ -385,6 +385,19 @@ function readLayers(layers: Layer[], values: Tensor[], sizes: number[]): DenseWe
   }));
 }
 
+/** One epoch's line of the history (0-based `epoch`), timed from `started` (performance.now()). */
+export function epochRecord(epoch: number, lr: number, fit: { loss: number; acc: number }, val: { loss: number; acc: number } | null, started: number): EpochStats {
+  return {
+    epoch: epoch + 1, lr, trainLoss: fit.loss, trainAcc: fit.acc,
+    valLoss: val?.loss ?? null, valAcc: val?.acc ?? null, seconds: (performance.now() - started) / 1000,
+  };
+}
+
+/** What best-epoch restore maximises: accuracy, or the negated loss. */
+export function monitorScore(options: Pick<HeadOptions, 'monitor'>, val: { loss: number; acc: number }): number {
+  return options.monitor === 'val_acc' ? val.acc : -val.loss;
+}
+
 /** Trains one head with one setting: seeded init and shuffles, best-epoch restore on `val`, early stopping. */
 /** @internal */
 export function fitHead(tf: Tf, train: Split, val: Split | null, dim: number, classes: number, options: HeadOptions, control: FitControl = {}): TrainResult {
@@ -405,14 +418,11 @@ export function fitHead(tf: Tf, train: Split, val: Split | null, dim: number, cl
     const lr = stepLr(options, epoch);
     const fit = runEpoch(trainer, optimizer, train, shuffled(train.count, random), options, lr);
     const valStats = val && val.count > 0 ? evaluate(trainer, val) : null;
-    const stats: EpochStats = {
-      epoch: epoch + 1, lr, trainLoss: fit.loss, trainAcc: fit.acc,
-      valLoss: valStats?.loss ?? null, valAcc: valStats?.acc ?? null, seconds: (performance.now() - epochStarted) / 1000,
-    };
+    const stats = epochRecord(epoch, lr, fit, valStats, epochStarted);
     history.push(stats);
     control.onEpoch?.(stats);
     if (valStats && selectOnVal) {
-      const score = options.monitor === 'val_acc' ? valStats.acc : -valStats.loss;
+      const score = monitorScore(options, valStats);
       const since = keeper.offer(epoch + 1, score, current());
       if (options.patience > 0 && since >= options.patience) {
         stoppedEarly = epoch + 1 < options.epochs;
