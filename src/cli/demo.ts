@@ -16,7 +16,7 @@ export const demoCommand: CommandModule = {
       .option('head', { type: 'string', default: D.head, describe: 'where to save the head' })
       .option('report', { type: 'string', default: D.report, describe: 'HTML page of val predictions' })
       .option('device', { type: 'string', default: D.device })
-      .option('epochs', { type: 'number', describe: 'epochs of the head (default: chosen by its sweep)' }),
+      .option('epochs', { type: 'number', describe: 'train a mini-batch head for this many epochs (default: the logistic-regression probe, which needs no epochs)' }),
   handler: async (argv) => {
     const a = argv as Args;
     const say = (line: string) => process.stdout.write(`${line}\n`);

@@ -107,7 +107,7 @@ export async function demo(options: Partial<DemoOptions> = {}): Promise<DemoResu
   for (const split of ['train', 'val']) {
     extracted.push(await extract({ data, split, model: model.file, cache, device: o.device, progress: o.progress, log }));
   }
-  // The head tunes itself (learning rate, weight decay, normalisation, epochs, temperature): the default a user gets.
+  // The head tunes itself (the L-BFGS probe: C, normalisation and temperature chosen on train): the default a user gets.
   const trained = await trainHead({ cache, head: o.head, epochs: o.epochs, log });
   const predicted = await predict({ inputs: [path.join(data, 'val')], head: o.head, top: 2, device: o.device, report: o.report });
   const wrong = predicted.predictions.filter((p) => p.top[0]?.label !== path.basename(path.dirname(p.path))).length;
