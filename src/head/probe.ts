@@ -10,7 +10,7 @@
  * mapped back afterwards. 30 rows × 1280 dims become a 30-dimensional problem. (2) All C values advance in lock
  * step, so each round costs one wide product F·[W₁ … W_C] and one Fᵀ·R for the whole grid.
  */
-import { type LbfgsOptions, type LbfgsResult, type Evaluation, minimizeTogether } from './lbfgs.js';
+import { DEFAULT_LBFGS_OPTIONS, type LbfgsOptions, type LbfgsResult, type Evaluation, minimizeTogether } from './lbfgs.js';
 import { type Matrix, MatMul, type PivotedCholesky, pivotedCholesky, solvePivotTranspose } from './linalg.js';
 
 export interface ProbeRows {
@@ -121,13 +121,27 @@ async function solverCoordinates(rows: ProbeRows, mm: MatMul): Promise<{ basis: 
   return { basis: { kind: 'rows', chol, pivotRows }, x: chol.factor, coords: chol.rank };
 }
 
-/** Fits the probe for every C in `c` on `rows` (all in lock step) and keeps what maps the solutions back. */
-export async function fitProbes(rows: ProbeRows, targets: ProbeTargets, c: readonly number[], mm: MatMul, lbfgs: Partial<LbfgsOptions> = {}): Promise<ProbeFits> {
+/**
+ * Memory for the problems solved in lock step: each keeps 2·memory history vectors and a few more of its parameter
+ * count in float64 (1,000 classes × 2,048 dims is 2 M parameters, 360 MB of history each). Beyond this budget
+ * the C values run in consecutive groups.
+ */
+export const LOCKSTEP_BYTES = 512 * 1024 * 1024;
+
+/** Fits the probe for every C in `c` on `rows` (in lock step, in groups within LOCKSTEP_BYTES) and keeps what maps the solutions back. */
+export async function fitProbes(rows: ProbeRows, targets: ProbeTargets, c: readonly number[], mm: MatMul, lbfgs: Partial<LbfgsOptions> = {}, lockstepBytes = LOCKSTEP_BYTES): Promise<ProbeFits> {
   const { basis, x, coords } = await solverCoordinates(rows, mm);
   const k = targets.classes;
   const lambdas = c.map((v) => l2Strength(v, rows.count));
-  const f = objective(x, rows.count, coords, targets, lambdas, mm);
-  const runs = await minimizeTogether(f, c.map(() => new Float64Array(coords * k + k)), lbfgs);
+  const parameters = coords * k + k;
+  const perProblem = parameters * 8 * (2 * (lbfgs.memory ?? DEFAULT_LBFGS_OPTIONS.memory) + 6);
+  const group = Math.max(1, Math.floor(lockstepBytes / perProblem));
+  const runs: LbfgsResult[] = [];
+  for (let first = 0; first < c.length; first += group) {
+    const ids = c.slice(first, first + group).map((_, i) => first + i);
+    const f = objective(x, rows.count, coords, targets, lambdas, mm);
+    runs.push(...(await minimizeTogether((active, points) => f(active.map((a) => ids[a]!), points), ids.map(() => new Float64Array(parameters)), lbfgs)));
+  }
   return { c, classes: k, dim: rows.dim, basis, solutions: runs.map((r) => r.x), runs, coords };
 }
 

@@ -128,6 +128,16 @@ describe('the L-BFGS probe against scikit-learn\'s LogisticRegression', () => {
     assert.equal(fits.coords, 16);
   });
 
+  it('C values solved in consecutive groups (a memory cap) give the same solutions as all in lock step', async () => {
+    const d = data(40, 12, 3, 4);
+    const problem = [{ features: d.x, count: d.n, dim: d.dim }, { labels: d.labels, classes: 3, rowWeights: weightsOf(d.labels, 3, false) }] as const;
+    const together = await fitProbes(...problem, [0.1, 1, 10], mm);
+    // Room for one problem at a time.
+    const grouped = await fitProbes(...problem, [0.1, 1, 10], mm, {}, (12 * 3 + 3) * 8 * 26);
+    assert.deepEqual(grouped.solutions, together.solutions);
+    assert.deepEqual(grouped.runs.map((r) => r.iterations), together.runs.map((r) => r.iterations));
+  });
+
   it('C maps to the L2 strength of the mean loss as scikit-learn\'s does: λ = 1/(C·n)', () => {
     assert.equal(l2Strength(10, 50), 1 / 500);
     assert.equal(l2Strength(Infinity, 50), 0);
