@@ -41,7 +41,7 @@ export const trainHeadCommand: CommandModule = {
       .option('optimizer', option('string', d.optimizer, 'optimiser', { choices: [...OPTIMIZERS] }))
       .option('lr', option('number', `${d.lr}; sweep: ${d.grid.lr.join(', ')}`, `learning rate${swept}`))
       .option('momentum', option('number', d.momentum, 'SGD momentum (PyTorch semantics)'))
-      .option('weight-decay', option('number', `${d.weightDecay}; sweep: ${d.grid.weightDecay.join(', ')}`, `L2 penalty: PyTorch weight_decay (minibatch), λ = 1/(C·n) (lbfgs)${swept}`))
+      .option('weight-decay', option('number', `lbfgs: swept as C ${d.grid.c.join(', ')}; minibatch: ${d.weightDecay}, swept ${d.grid.weightDecay.join(', ')}`, `L2 penalty: λ = 1/(C·n) (lbfgs), PyTorch weight_decay (minibatch)${swept}`))
       .option('step-size', option('number', d.stepSize, 'StepLR: decay the learning rate every N epochs (0 = off)'))
       .option('gamma', option('number', d.gamma, 'StepLR decay factor'))
       .option('patience', option('number', d.patience, 'early stopping with --no-sweep: epochs without improvement (0 = off)'))

@@ -129,9 +129,11 @@ export class MatMul {
     return m * k * p < this.minOrtMacs ? matMulTransBJs(a, b, m, k, p) : this.ort(a, [m, k], b, [p, k], false, true);
   }
 
+  /** Releases the sessions that opened; one that failed to open has nothing to release (and its error was thrown where it was used). */
   async dispose(): Promise<void> {
-    for (const s of this.sessions.values()) await (await s).release();
+    const opened = await Promise.allSettled(this.sessions.values());
     this.sessions.clear();
+    for (const s of opened) if (s.status === 'fulfilled') await s.value.release();
   }
 }
 

@@ -44,9 +44,18 @@ export interface ProbeFits {
   coords: number;
 }
 
-/** λ for C: scikit-learn's ‖W‖² / (2·C·Σwᵢ) on the mean loss (the weights sum to the row count). */
-export function l2Strength(c: number, rows: number): number {
-  return 1 / (c * rows);
+/**
+ * λ for C, so that C means what it means in scikit-learn's `LogisticRegression`: ‖W‖² / (2·C·n) on the mean loss.
+ * Two classes are a special case there: its default fits one binary vector w = W₁ − W₀, and at the multinomial
+ * optimum W₀ = −W₁, so ‖W‖² = ‖w‖²/2: the multinomial penalty is doubled to match the binary model's C.
+ */
+export function l2Strength(c: number, rows: number, classes: number): number {
+  return (classes === 2 ? 2 : 1) / (c * rows);
+}
+
+/** The C whose λ is `lambda` (inverse of l2Strength; λ = 0 is C = ∞). */
+export function cForStrength(lambda: number, rows: number, classes: number): number {
+  return lambda > 0 ? (classes === 2 ? 2 : 1) / (lambda * rows) : Infinity;
 }
 
 /**
@@ -132,7 +141,7 @@ export const LOCKSTEP_BYTES = 512 * 1024 * 1024;
 export async function fitProbes(rows: ProbeRows, targets: ProbeTargets, c: readonly number[], mm: MatMul, lbfgs: Partial<LbfgsOptions> = {}, lockstepBytes = LOCKSTEP_BYTES): Promise<ProbeFits> {
   const { basis, x, coords } = await solverCoordinates(rows, mm);
   const k = targets.classes;
-  const lambdas = c.map((v) => l2Strength(v, rows.count));
+  const lambdas = c.map((v) => l2Strength(v, rows.count, k));
   const parameters = coords * k + k;
   const perProblem = parameters * 8 * (2 * (lbfgs.memory ?? DEFAULT_LBFGS_OPTIONS.memory) + 6);
   const group = Math.max(1, Math.floor(lockstepBytes / perProblem));

@@ -43,7 +43,8 @@ export interface HeadInfo {
   normalization: Normalization;
   provenance: HeadProvenance;
   options: Record<string, unknown>;
-  bestEpoch: number;
+  /** The restored epoch (mini-batch training); null for the L-BFGS probe, which has no epochs. */
+  bestEpoch: number | null;
   summary: Record<string, unknown>;
   /** Calibrated probabilities are softmax(logits / temperature); absent means 1. */
   temperature?: number;

@@ -104,7 +104,6 @@ export function planSelection(labels: Int32Array, keys: string[], classNames: st
     const held = new Set(val);
     return { method: 'holdout', folds: [{ fit: rows.filter((r) => !held.has(r)), held: val }], notes };
   }
-  notes.push(`a ${Math.round(fraction * 100)}% hold-out would have ${val.length} rows (fewer than ${MIN_HOLDOUT_ROWS}, or a class missing): selecting by stratified ${KFOLD}-fold instead`);
   const fold = new Map<number, number>();
   for (const c of classesToHold) {
     const ranked = eligible.filter((r) => labels[r] === c).sort((a, b) => hashScore(seed, keys[a]!) - hashScore(seed, keys[b]!));
@@ -117,18 +116,36 @@ export function planSelection(labels: Int32Array, keys: string[], classNames: st
     const held = rows.filter((r) => fold.get(r) === k);
     if (held.length > 0) folds.push({ fit: rows.filter((r) => fold.get(r) !== k), held });
   }
+  // A class with fewer distinct images than KFOLD leaves folds empty: say how many there really are.
+  const fewer = folds.length < KFOLD ? ` (not ${KFOLD}: the largest class has ${folds.length} distinct images)` : '';
+  notes.push(`a ${Math.round(fraction * 100)}% hold-out would have ${val.length} rows (fewer than ${MIN_HOLDOUT_ROWS}, or a class missing): selecting by stratified ${folds.length}-fold instead${fewer}`);
   return { method: 'kfold', folds, notes };
 }
 
-/** Group ids for rows with byte-identical features (duplicate images); each row's id is its group's first row. */
+function featureKey(split: Split, dim: number, r: number): string {
+  const bytes = new Uint8Array(split.features.buffer, split.features.byteOffset + r * dim * 4, dim * 4);
+  return createHash('sha1').update(bytes).digest('base64');
+}
+
+/**
+ * Group ids for rows with byte-identical features and the same label (duplicate images); each row's id is its
+ * group's first row. The same picture under two labels is two groups: each is its class's image.
+ */
 export function duplicateGroups(split: Split, dim: number): Int32Array {
-  const bytes = new Uint8Array(split.features.buffer, split.features.byteOffset, split.features.byteLength);
   const first = new Map<string, number>();
   return Int32Array.from({ length: split.count }, (_, r) => {
-    const key = createHash('sha1').update(bytes.subarray(r * dim * 4, (r + 1) * dim * 4)).digest('base64');
+    const key = `${split.labels[r]}:${featureKey(split, dim, r)}`;
     if (!first.has(key)) first.set(key, r);
     return first.get(key)!;
   });
+}
+
+/** Rows whose features equal those of a row with another label: the same picture labelled twice, probably by mistake. */
+export function conflictingDuplicates(split: Split, dim: number): number {
+  const labelsOf = new Map<string, Set<number>>();
+  const keys = Array.from({ length: split.count }, (_, r) => featureKey(split, dim, r));
+  keys.forEach((k, r) => labelsOf.set(k, (labelsOf.get(k) ?? new Set()).add(split.labels[r]!)));
+  return keys.filter((k) => labelsOf.get(k)!.size > 1).length;
 }
 
 export function subsetRows(split: Split, rows: number[], dim: number): Split {

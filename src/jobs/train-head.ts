@@ -12,8 +12,8 @@ import { BACKENDS, type BackendChoice, type TfRuntime, loadTf } from '../head/ru
 import { type HeadInfo, inspectHeadDir, saveHead } from '../head/saved.js';
 import { MatMul } from '../head/linalg.js';
 import { type ProbeHead, fitProbeHead, selectProbe } from '../head/probe-select.js';
-import { l2Strength } from '../head/probe.js';
-import { DEFAULT_SWEEP_GRID, MIN_SWEEP_STEPS, type Selection, type SweepGrid, type SweepRow, selectSetting } from '../head/select.js';
+import { cForStrength, l2Strength } from '../head/probe.js';
+import { DEFAULT_SWEEP_GRID, MIN_SWEEP_STEPS, type Selection, type SweepGrid, type SweepRow, conflictingDuplicates, selectSetting } from '../head/select.js';
 import { fitHeadOrt, shouldUseOrtHead } from '../head/fit-ort.js';
 import { SWEEP_ENGINES, type SweepEngine } from '../head/sweep.js';
 import { DEFAULT_HEAD_OPTIONS, type EpochStats, type HeadOptions, type Split, type TrainResult, fitHead, predictLogits, softmaxRows, validateHeadOptions } from '../head/train.js';
@@ -116,9 +116,10 @@ export interface TrainHeadResult {
   sweep: SweepSummary | null;
   sweepSkipped: string | null;
   temperature: number;
-  bestEpoch: number;
+  /** Mini-batch training's restored epoch and time per epoch; null for the probe. */
+  bestEpoch: number | null;
   stoppedEarly: boolean;
-  secondsPerEpoch: number;
+  secondsPerEpoch: number | null;
   history: EpochStats[];
   /** On val (or train without validation), with calibrated probabilities. */
   metrics: Metrics;
@@ -157,6 +158,17 @@ async function loadSplits(cache: FeatureCache, options: TrainHeadOptions) {
   return { train: all, val: null, validation: 'none' as const };
 }
 
+/** What a user should know about the training data before trusting the head. */
+function dataNotes(train: Labelled, val: Labelled | null, classes: string[], dim: number): string[] {
+  const notes: string[] = [];
+  const inTrain = new Set(train.labels);
+  const unseen = [...new Set(val?.labels ?? [])].filter((c) => !inTrain.has(c)).map((c) => JSON.stringify(classes[c]));
+  if (unseen.length > 0) notes.push(`class${unseen.length > 1 ? 'es' : ''} ${unseen.slice(0, 5).join(', ')}${unseen.length > 5 ? ` and ${unseen.length - 5} more` : ''} ha${unseen.length > 1 ? 've' : 's'} val images but no training images: the head cannot predict ${unseen.length > 1 ? 'them' : 'it'}`);
+  const conflicting = conflictingDuplicates(train, dim);
+  if (conflicting > 0) notes.push(`${conflicting} training images have the same features as an image of another class (the same picture under two labels?)`);
+  return notes;
+}
+
 /** Merges over the defaults and checks every value: numbers finite and in range, choices known. */
 export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): { resolved: TrainHeadOptions; given: Set<string> } {
   const given = new Set(Object.entries(options).filter(([, v]) => v !== undefined).map(([k]) => k));
@@ -177,6 +189,10 @@ export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): { r
   if (!NORMALIZATIONS.includes(resolved.normalize)) throw invalidParameter(name('normalize'), `one of ${NORMALIZATIONS.join(', ')}`, resolved.normalize);
   if (!SOLVERS.includes(resolved.solver)) throw invalidParameter(name('solver'), `one of ${SOLVERS.join(', ')}`, resolved.solver);
   if (resolved.solver === 'lbfgs' && resolved.hidden > 0) throw invalidParameter(name('solver'), `minibatch or auto with a hidden layer (${optionName('hidden')} ${resolved.hidden}): L-BFGS fits a linear head`, 'lbfgs');
+  const minibatchOnly = MINIBATCH_OPTIONS.filter((k) => given.has(k));
+  if (resolved.solver === 'lbfgs' && minibatchOnly.length > 0) {
+    throw invalidParameter(name('solver'), `minibatch or auto with ${minibatchOnly.map((k) => optionName(k)).join(', ')} (L-BFGS has no learning rate, epochs or batches; drop them, or pin C with ${optionName('weightDecay')})`, 'lbfgs');
+  }
   if (!SWEEP_ENGINES.includes(resolved.sweepEngine)) throw invalidParameter(name('sweepEngine'), `one of ${SWEEP_ENGINES.join(', ')}`, resolved.sweepEngine);
   if (!BACKENDS.includes(resolved.backend)) throw invalidParameter(name('backend'), `one of ${BACKENDS.join(', ')}`, resolved.backend);
   for (const [key, ok] of [['c', (v: number) => v > 0], ['lr', (v: number) => v > 0], ['weightDecay', (v: number) => v >= 0]] as const) {
@@ -232,6 +248,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   const classes = cache.manifest.classes;
   const dim = cache.dim;
   if (validation === 'none') log(`train-head: no "${o.valSplit}" split in ${o.cache} and no valFraction: training without validation (metrics are on train)`);
+  for (const note of dataNotes(train, val, classes, dim)) log(`train-head: ${note}`);
   const runtime = await loadTf(o.backend);
   log(`train-head: TensorFlow.js backend ${runtime.backend}${runtime.skipped.length > 0 ? ` (not ${runtime.skipped.join('; not ')})` : ''}`);
 
@@ -299,7 +316,7 @@ interface Fitted {
   sweepSkipped: string | null;
   /** Fitted on all of train; val and the saved head use it. */
   normalization: Normalization;
-  result: Pick<TrainResult, 'layers' | 'history' | 'bestEpoch' | 'stoppedEarly' | 'secondsPerEpoch'>;
+  result: Pick<TrainResult, 'layers' | 'history' | 'stoppedEarly'> & { bestEpoch: number | null; secondsPerEpoch: number | null };
   probe: TrainHeadResult['probe'];
   /** What trained the saved head. */
   engine: 'tfjs' | 'onnxruntime';
@@ -307,8 +324,9 @@ interface Fitted {
 
 /** The L-BFGS probe: C × normalisation chosen on folds of train, then one converged fit on all of it. */
 async function fitByProbe(o: TrainHeadOptions, given: Set<string>, train: Labelled, dim: number, classes: string[], log: (l: string) => void): Promise<Fitted> {
-  // An explicit weight decay is the probe's L2 strength λ itself: C = 1/(λ·n).
-  const pinnedC = given.has('weightDecay') ? (o.weightDecay > 0 ? 1 / (o.weightDecay * train.count) : Infinity) : null;
+  // An explicit weight decay is the probe's L2 strength λ on all of train: C = 1/(λ·n), held fixed across folds as
+  // scikit-learn holds C.
+  const pinnedC = given.has('weightDecay') ? cForStrength(o.weightDecay, train.count, classes.length) : null;
   let choice = { normalize: o.normalize, c: pinnedC ?? DEFAULT_C };
   let sweep: SweepSummary | null = null;
   let sweepSkipped: string | null = o.sweep ? null : 'not asked (sweep: false)';
@@ -333,9 +351,9 @@ async function fitByProbe(o: TrainHeadOptions, given: Set<string>, train: Labell
     const head: ProbeHead = await fitProbeHead(train, dim, classes.length, choice.normalize, choice.c, o.classWeight, mm);
     log(`train-head: L-BFGS fit on all ${train.count} rows: ${head.iterations} iterations (stopped: ${head.stopped}), ${head.seconds.toFixed(2)} s`);
     return {
-      setting: { solver: 'lbfgs', normalize: choice.normalize, c: Number.isFinite(choice.c) ? choice.c : null, lr: null, weightDecay: l2Strength(choice.c, train.count), epochs: null },
+      setting: { solver: 'lbfgs', normalize: choice.normalize, c: Number.isFinite(choice.c) ? choice.c : null, lr: null, weightDecay: l2Strength(choice.c, train.count, classes.length), epochs: null },
       sweep, sweepSkipped, normalization: head.normalization,
-      result: { layers: head.layers, history: [], bestEpoch: 0, stoppedEarly: false, secondsPerEpoch: 0 },
+      result: { layers: head.layers, history: [], bestEpoch: null, stoppedEarly: false, secondsPerEpoch: null },
       probe: { iterations: head.iterations, stopped: head.stopped, seconds: head.seconds },
       engine: 'onnxruntime',
     };
@@ -391,8 +409,13 @@ function pickHeadOptions(o: HeadOptions): HeadOptions {
   return Object.fromEntries(keys.map((k) => [k, o[k]])) as unknown as HeadOptions;
 }
 
+/** C as printed: no penalty (λ = 0, JSON's null) is C = inf. */
+function cText(c: number | null): string {
+  return c !== null && Number.isFinite(c) ? String(c) : 'inf';
+}
+
 function settingText(s: TrainHeadResult['setting']): string {
-  if (s.solver === 'lbfgs') return `logistic regression (L-BFGS), normalize ${s.normalize}, C ${s.c ?? 'inf'} (λ ${s.weightDecay.toPrecision(3)})`;
+  if (s.solver === 'lbfgs') return `logistic regression (L-BFGS), normalize ${s.normalize}, C ${cText(s.c)} (λ ${s.weightDecay.toPrecision(3)})`;
   return `normalize ${s.normalize}, lr ${s.lr}, weight decay ${s.weightDecay}, ${s.epochs} epochs`;
 }
 
@@ -400,7 +423,7 @@ function settingText(s: TrainHeadResult['setting']): string {
 export function sweepLine(s: SweepSummary): string {
   const c = s.chosen;
   const what = s.solver === 'lbfgs'
-    ? `normalize ${c.normalize}, C ${c.c} (${s.candidates.filter((r) => r.tied).length} of ${s.candidates.length} candidates tied within one standard error) `
+    ? `normalize ${c.normalize}, C ${cText(c.c)} (${s.candidates.filter((r) => r.tied).length} of ${s.candidates.length} candidates tied within one standard error) `
     : `normalize ${c.normalize}, lr ${c.lr}, weight decay ${c.weightDecay}, ${c.epoch} epochs `;
   return `train-head: sweep chose ${what}` +
     `(held-out acc ${c.holdoutAcc.toFixed(4)}, loss ${c.holdoutLoss.toFixed(4)}${c.calibratedLoss === null ? '' : `, calibrated ${c.calibratedLoss.toFixed(4)}`}; ${s.candidates.length} candidates, ${s.method === 'kfold' ? `${s.folds}-fold` : `hold-out of ${s.heldRows} rows`}, ` +
@@ -418,5 +441,5 @@ export function trainSummaryLine(r: TrainHeadResult): string {
   const c = r.calibration;
   return `train-head: ${r.trainRows} train / ${r.valRows} val rows, ${settingText(r.setting)}${r.stoppedEarly ? ' (stopped early)' : ''}; ` +
     `${on} top-1 ${m.top1.toFixed(4)}${m.top5 === null ? '' : `, top-5 ${m.top5.toFixed(4)}`}, ECE ${c.before.ece.toFixed(3)} → ${c.after.ece.toFixed(3)}, NLL ${c.before.nll.toFixed(3)} → ${c.after.nll.toFixed(3)} (T = ${r.temperature.toFixed(3)}); ` +
-    `${r.probe ? `L-BFGS ${r.probe.iterations} iterations in ${r.probe.seconds.toFixed(2)} s` : `${r.secondsPerEpoch.toFixed(3)} s/epoch on ${r.engine === 'onnxruntime' ? 'onnxruntime' : r.backend}`} → ${r.head} (curves: ${path.join(r.head, 'curves.html')})`;
+    `${r.probe ? `L-BFGS ${r.probe.iterations} iterations in ${r.probe.seconds.toFixed(2)} s` : `${(r.secondsPerEpoch ?? 0).toFixed(3)} s/epoch on ${r.engine === 'onnxruntime' ? 'onnxruntime' : r.backend}`} → ${r.head} (curves: ${path.join(r.head, 'curves.html')})`;
 }

@@ -164,6 +164,9 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     const refused = await runCli(['train-head', '--cache', cache, '--head', h, '--solver', 'lbfgs', '--hidden', '4']);
     assert.equal(refused.code, 2);
     assert.match(refused.stderr.trim(), /^featcache: --solver: expected minibatch or auto with a hidden layer \(--hidden 4\): L-BFGS fits a linear head/);
+    const mixed = await runCli(['train-head', '--cache', cache, '--head', h, '--solver', 'lbfgs', '--lr', '0.5', '--epochs', '3']);
+    assert.equal(mixed.code, 2);
+    assert.match(mixed.stderr.trim(), /^featcache: --solver: expected minibatch or auto with --lr, --epochs \(L-BFGS has no learning rate, epochs or batches; drop them, or pin C with --weight-decay\)/);
     const bad = await runCli(['train-head', '--cache', cache, '--head', h, '--solver', 'newton']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /Invalid values:[\s\S]*solver[\s\S]*"newton"[\s\S]*"lbfgs"/);
@@ -206,6 +209,20 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     const r = await runCli(['train-head', '--cache', c, '--head', path.join(dir, 'one-head'), '--epochs', '5']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /class "red" has one distinct training image: it cannot be held out, so selection does not score it \(still trained on\)/);
+  });
+
+  it('says when a class has val images but none to train on', async () => {
+    const data = path.join(dir, 'val-only');
+    let seed = 900;
+    for (const [split, names] of [['train', ['blue', 'green']], ['val', ['blue', 'green', 'red']]] as const) {
+      const colours = { blue: [40, 60, 200], green: [50, 190, 60], red: [200, 50, 40] } as const;
+      for (const name of names) for (let i = 0; i < 4; i++) await writeColourImage(path.join(data, split, name, `${i}.png`), [...colours[name]] as [number, number, number], seed++);
+    }
+    const c = path.join(dir, 'val-only-cache');
+    for (const split of ['train', 'val']) assert.equal((await runCli(['extract', '--data', data, '--split', split, '--model', model, '--cache', c, '--device', 'cpu'])).code, 0);
+    const r = await runCli(['train-head', '--cache', c, '--head', path.join(dir, 'val-only-head')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^train-head: class "red" has val images but no training images: the head cannot predict it$/m);
   });
 
   it('validates on a stratified --val-fraction of train when asked', async () => {

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { MatMul } from '../../src/head/linalg.js';
-import { fitProbes, l2Strength, probeLayer, probeLogits } from '../../src/head/probe.js';
+import { cForStrength, fitProbes, l2Strength, probeLayer, probeLogits } from '../../src/head/probe.js';
 import { softmaxRows } from '../../src/head/train.js';
 import { seededRandom } from '../../src/util/random.js';
 import { repoRoot } from '../support/helpers.js';
@@ -31,9 +31,9 @@ function data(n: number, dim: number, classes: number, seed: number, noise = 1.5
   return { x, labels, n: labels.length, dim, test };
 }
 
-function sklearn(d: Data, c: number[], classWeight: 'balanced' | null): { coef: number[][]; intercept: number[]; proba: number[][] }[] {
+function sklearn(d: Data, c: number[], classWeight: 'balanced' | null, multiClass: 'multinomial' | 'auto' = 'multinomial'): { coef: number[][]; intercept: number[]; proba: number[][] }[] {
   const rows = (v: Float32Array) => Array.from({ length: v.length / d.dim }, (_, i) => Array.from(v.subarray(i * d.dim, (i + 1) * d.dim)));
-  const r = spawnSync(python, [path.join(repoRoot, 'test/head/fixtures/sklearn_logreg.py')], { input: JSON.stringify({ x: rows(d.x), y: [...d.labels], c, classWeight, test: rows(d.test) }), encoding: 'utf8' });
+  const r = spawnSync(python, [path.join(repoRoot, 'test/head/fixtures/sklearn_logreg.py')], { input: JSON.stringify({ x: rows(d.x), y: [...d.labels], c, classWeight, test: rows(d.test), multiClass }), encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout);
 }
@@ -138,8 +138,25 @@ describe('the L-BFGS probe against scikit-learn\'s LogisticRegression', () => {
     assert.deepEqual(grouped.runs.map((r) => r.iterations), together.runs.map((r) => r.iterations));
   });
 
-  it('C maps to the L2 strength of the mean loss as scikit-learn\'s does: λ = 1/(C·n)', () => {
-    assert.equal(l2Strength(10, 50), 1 / 500);
-    assert.equal(l2Strength(Infinity, 50), 0);
+  it('two classes: C is scikit-learn\'s default binary model\'s C (one vector w = W₁ − W₀), not the multinomial one\'s', { skip }, async () => {
+    const d = data(50, 6, 2, 7, 2);
+    const c = [0.05, 1];
+    const fits = await fitProbes({ features: d.x, count: d.n, dim: d.dim }, { labels: d.labels, classes: 2, rowWeights: weightsOf(d.labels, 2, false) }, c, mm,
+      { gradientTolerance: 1e-9, relativeDecrease: 0, maxIterations: 5000 });
+    const logits = await probeLogits(fits, { features: d.test, count: 20, dim: d.dim }, mm);
+    const binary = sklearn(d, c, null, 'auto');
+    const multinomial = sklearn(d, c, null, 'multinomial');
+    const worst = (i: number, ref: { proba: number[][] }) => Math.max(...ref.proba.flat().map((p, j) => Math.abs(p - softmaxRows(logits[i]!, 2)[j]!)));
+    for (let i = 0; i < c.length; i++) assert.ok(worst(i, binary[i]!) < 1e-4, `C ${c[i]}: ${worst(i, binary[i]!)} from scikit-learn's binary model`);
+    // The comparison can tell the two apart: at C 0.05 the multinomial model with the same C regularises half as hard.
+    assert.ok(worst(0, multinomial[0]!) > 1e-3, `C ${c[0]}: indistinguishable from the multinomial C`);
+  });
+
+  it('C maps to the L2 strength of the mean loss as scikit-learn\'s does: λ = 1/(C·n), 2/(C·n) for two classes', () => {
+    assert.equal(l2Strength(10, 50, 3), 1 / 500);
+    assert.equal(l2Strength(Infinity, 50, 3), 0);
+    assert.equal(cForStrength(l2Strength(10, 50, 3), 50, 3), 10);
+    assert.equal(cForStrength(l2Strength(10, 50, 2), 50, 2), 10);
+    assert.equal(cForStrength(0, 50, 2), Infinity);
   });
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { type Tf, loadTf } from '../../src/head/runtime.js';
-import { KFOLD, MIN_HOLDOUT_ROWS, duplicateGroups, planSelection, selectSetting, sweepEpochBudget } from '../../src/head/select.js';
+import { KFOLD, MIN_HOLDOUT_ROWS, conflictingDuplicates, duplicateGroups, planSelection, selectSetting, sweepEpochBudget } from '../../src/head/select.js';
 import { sweepCurves } from '../../src/head/sweep.js';
 import { DEFAULT_HEAD_OPTIONS, type HeadOptions, type Split, fitHead } from '../../src/head/train.js';
 import { seededRandom } from '../../src/util/random.js';
@@ -60,6 +60,27 @@ describe('selection plan', () => {
     assert.ok(typeof plan !== 'string');
     const held = new Set(plan.folds[0]!.held);
     for (let r = 100; r < 200; r += 2) assert.equal(held.has(r), held.has(r - 100), `row ${r} and its copy ${r - 100}`);
+  });
+
+  it('the same picture under two labels is two images, one per class, and is counted as a conflict', () => {
+    const split = clusters(40, 4, 2, 0.5, 2);
+    // Row 1 (class 1) becomes a copy of row 0 (class 0); row 2 (class 0) an exact duplicate of row 0.
+    split.features.copyWithin(4, 0, 4);
+    split.features.copyWithin(8, 0, 4);
+    assert.deepEqual([split.labels[0], split.labels[1], split.labels[2]], [0, 1, 0]);
+    const groups = duplicateGroups(split, 4);
+    assert.equal(groups[2], 0, 'same label: one group');
+    assert.equal(groups[1], 1, 'another label: its own group');
+    assert.equal(conflictingDuplicates(split, 4), 3, 'rows 0, 1 and 2 share features across two labels');
+    assert.equal(conflictingDuplicates(clusters(40, 4, 2, 0.5, 2), 4), 0);
+  });
+
+  it('a class with fewer images than folds makes fewer folds, and the note says how many', () => {
+    const labels = Int32Array.from({ length: 12 }, (_, i) => i % 4);
+    const plan = planSelection(labels, keys(12), names, 0.2, 0);
+    assert.ok(typeof plan !== 'string' && plan.method === 'kfold');
+    assert.equal(plan.folds.length, 3);
+    assert.match(plan.notes.join('\n'), new RegExp(`selecting by stratified 3-fold instead \\(not ${KFOLD}: the largest class has 3 distinct images\\)`));
   });
 });
 
