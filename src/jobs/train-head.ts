@@ -292,7 +292,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
     ...(sweep ? { temperature } : {}),
   };
   const summary = `${train.count} train / ${val?.count ?? 0} val rows, ${classes.length} classes, ${settingText(setting)}, ` +
-    `${evaluatedOn} top-1 ${metrics.top1.toFixed(4)}, ECE ${calibration.after.ece.toFixed(3)} (T = ${temperature.toFixed(3)}), backend ${runtime.backend}`;
+    `${evaluatedOn} top-1 ${metrics.top1.toFixed(4)}, ECE ${calibration.after.ece.toFixed(3)} (T = ${temperature.toFixed(3)}), trained on ${fitted.engine === 'onnxruntime' ? 'onnxruntime' : `tfjs ${runtime.backend}`}`;
   const metricsJson = { ...metrics, evaluatedOn, calibration, sweep, sweepSkipped };
   await saveHead(runtime.tf, o.head, {
     info,
