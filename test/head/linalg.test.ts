@@ -87,6 +87,15 @@ describe('pivoted Cholesky', () => {
     });
   });
 
+  it('pivots: a duplicate right after its original does not end the factorisation early', () => {
+    // Without pivoting, row 1 (a copy of row 0) would have a zero pivot at step 1 and stop at rank 1.
+    const x = matrix(5, 8);
+    x.set(x.subarray(0, 8), 8);
+    const chol = pivotedCholesky(matMulTransBJs(x, x, 5, 8, 5), 5);
+    assert.equal(chol.rank, 4);
+    assert.ok(!chol.pivots.includes(0) || !chol.pivots.includes(1), 'a row and its copy are never both pivots');
+  });
+
   it('a full-rank matrix keeps every row; solvePivotTranspose inverts the pivot block transposed', () => {
     const n = 6;
     const x = matrix(n, 10);
