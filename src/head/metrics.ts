@@ -89,15 +89,20 @@ export function expectedCalibrationError(probabilities: Float32Array, labels: In
 /** NLL of softmax(logits / temperature), in float64. */
 export function temperatureNll(logits: Float32Array, labels: Int32Array, classes: number, temperature: number): number {
   let sum = 0;
-  for (let r = 0; r < labels.length; r++) {
+  for (const v of rowNlls(logits, labels, classes, temperature)) sum += v;
+  return labels.length > 0 ? sum / labels.length : 0;
+}
+
+/** Each row's NLL under softmax(logits / temperature), in float64 with the max subtracted. */
+export function rowNlls(logits: Float32Array, labels: Int32Array, classes: number, temperature: number): Float64Array {
+  return Float64Array.from(labels, (y, r) => {
     const o = r * classes;
     let max = -Infinity;
     for (let c = 0; c < classes; c++) max = Math.max(max, logits[o + c]! / temperature);
     let s = 0;
     for (let c = 0; c < classes; c++) s += Math.exp(logits[o + c]! / temperature - max);
-    sum += max + Math.log(s) - logits[o + labels[r]!]! / temperature;
-  }
-  return labels.length > 0 ? sum / labels.length : 0;
+    return max + Math.log(s) - logits[o + y]! / temperature;
+  });
 }
 
 /**

@@ -14,10 +14,10 @@
  */
 import { FeatcacheError } from '../errors.js';
 import { MatMul } from './linalg.js';
-import { fitTemperature } from './metrics.js';
+import { fitTemperature, rowNlls, temperatureNll } from './metrics.js';
 import { type NormalizationKind, type Normalization, applyNormalization, fitNormalization } from './normalize.js';
 import { type ProbeRows, fitProbes, l2Strength, probeLayer, probeLogits } from './probe.js';
-import { type Fold, type SweepRow, TEMPERATURE_PRIOR, duplicateGroups, planSelection, subsetRows } from './select.js';
+import { type Fold, type SweepRow, TEMPERATURE_PRIOR, concat, duplicateGroups, normalisedFold, planSelection, subsetRows } from './select.js';
 import { type DenseWeights, type HeadOptions, type Split, classWeightsFor } from './train.js';
 
 /**
@@ -63,30 +63,11 @@ export interface ProbeSelection {
   gflopsPerSecond: number;
 }
 
-function normalisedRows(train: Split, rows: number[], dim: number, normalization: Normalization | null, kind: NormalizationKind): { split: Split; normalization: Normalization } {
-  const split = subsetRows(train, rows, dim);
-  const n = normalization ?? fitNormalization(kind, split.features, split.count, dim);
-  applyNormalization(n, split.features, split.count, dim);
-  return { split, normalization: n };
-}
-
 const probeRows = (s: Split, dim: number): ProbeRows => ({ features: s.features, count: s.count, dim });
 
 function rowWeights(options: Pick<HeadOptions, 'classWeight'>, labels: Int32Array, classes: number): Float64Array {
   const byClass = classWeightsFor(options, labels, classes);
   return Float64Array.from(labels, (l) => byClass[l]!);
-}
-
-/** NLL of each row under softmax(logits / T). */
-function rowNll(logits: Float32Array, labels: Int32Array, classes: number, t: number): Float64Array {
-  return Float64Array.from(labels, (y, r) => {
-    const o = r * classes;
-    let max = -Infinity;
-    for (let c = 0; c < classes; c++) max = Math.max(max, logits[o + c]! / t);
-    let s = 0;
-    for (let c = 0; c < classes; c++) s += Math.exp(logits[o + c]! / t - max);
-    return max + Math.log(s) - logits[o + y]! / t;
-  });
 }
 
 function accuracy(logits: Float32Array, labels: Int32Array, classes: number): number {
@@ -121,34 +102,23 @@ async function scoreNormalization(train: Split, folds: Fold[], dim: number, clas
   const logits: Float32Array[][] = o.grid.c.map(() => []);
   const iterations = new Int32Array(o.grid.c.length);
   for (const fold of folds) {
-    const fit = normalisedRows(train, fold.fit, dim, null, kind);
-    const held = normalisedRows(train, fold.held, dim, fit.normalization, kind).split;
-    const fits = await fitProbes(probeRows(fit.split, dim), { labels: fit.split.labels, classes, rowWeights: rowWeights(o, fit.split.labels, classes) }, o.grid.c, mm,
-      { gradientTolerance: GRADIENT_TOLERANCE / fit.split.count, maxIterations: MAX_ITERATIONS });
+    const { fit, held } = normalisedFold(train, fold, dim, kind);
+    const fits = await fitProbes(probeRows(fit, dim), { labels: fit.labels, classes, rowWeights: rowWeights(o, fit.labels, classes) }, o.grid.c, mm,
+      { gradientTolerance: GRADIENT_TOLERANCE / fit.count, maxIterations: MAX_ITERATIONS });
     fits.runs.forEach((r, i) => (iterations[i] = Math.max(iterations[i]!, r.iterations)));
     (await probeLogits(fits, probeRows(held, dim), mm)).forEach((l, i) => logits[i]!.push(l));
   }
   const labels = Int32Array.from(folds.flatMap((f) => f.held.map((r) => train.labels[r]!)));
   return o.grid.c.map((c, i) => {
-    const pooled = concatFloat32(logits[i]!);
+    const pooled = concat(logits[i]!, Float32Array);
     const temperature = fitTemperature(pooled, labels, classes, TEMPERATURE_PRIOR);
-    const perRow = rowNll(pooled, labels, classes, temperature);
+    const perRow = rowNlls(pooled, labels, classes, temperature);
     const row: SweepRow = {
       normalize: kind, c, lr: null, weightDecay: l2Strength(c, train.count, classes), epoch: null, iterations: iterations[i]!,
-      holdoutLoss: mean(rowNll(pooled, labels, classes, 1)), holdoutAcc: accuracy(pooled, labels, classes), calibratedLoss: mean(perRow), tied: false,
+      holdoutLoss: temperatureNll(pooled, labels, classes, 1), holdoutAcc: accuracy(pooled, labels, classes), calibratedLoss: mean(perRow), tied: false,
     };
     return { row, perRow, temperature, before: row.holdoutLoss };
   });
-}
-
-function concatFloat32(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 /** The one-standard-error rule over calibrated NLL, ties broken by the normalisation preference (see above). */
@@ -209,13 +179,15 @@ export interface ProbeHead {
 /** The probe with C `c` fitted on all of `train` under `kind`: the saved head's one dense layer. */
 export async function fitProbeHead(train: Split, dim: number, classes: number, kind: NormalizationKind, c: number, classWeight: HeadOptions['classWeight'], mm: MatMul): Promise<ProbeHead> {
   const started = performance.now();
-  const all = normalisedRows(train, [...Array(train.count).keys()], dim, null, kind);
-  const fits = await fitProbes(probeRows(all.split, dim), { labels: all.split.labels, classes, rowWeights: rowWeights({ classWeight }, all.split.labels, classes) }, [c], mm,
+  const all = subsetRows(train, [...Array(train.count).keys()], dim);
+  const normalization = fitNormalization(kind, all.features, all.count, dim);
+  applyNormalization(normalization, all.features, all.count, dim);
+  const fits = await fitProbes(probeRows(all, dim), { labels: all.labels, classes, rowWeights: rowWeights({ classWeight }, all.labels, classes) }, [c], mm,
     { gradientTolerance: GRADIENT_TOLERANCE / train.count, maxIterations: MAX_ITERATIONS });
   const { kernel, bias } = await probeLayer(fits, 0, mm);
   const run = fits.runs[0]!;
   return {
-    layers: [{ kernel, shape: [dim, classes], bias, activation: 'softmax' }], normalization: all.normalization, iterations: run.iterations, stopped: run.stopped,
+    layers: [{ kernel, shape: [dim, classes], bias, activation: 'softmax' }], normalization, iterations: run.iterations, stopped: run.stopped,
     seconds: (performance.now() - started) / 1000,
   };
 }

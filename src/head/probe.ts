@@ -145,10 +145,10 @@ export async function fitProbes(rows: ProbeRows, targets: ProbeTargets, c: reado
   const parameters = coords * k + k;
   const perProblem = parameters * 8 * (2 * (lbfgs.memory ?? DEFAULT_LBFGS_OPTIONS.memory) + 6);
   const group = Math.max(1, Math.floor(lockstepBytes / perProblem));
+  const f = objective(x, rows.count, coords, targets, lambdas, mm);
   const runs: LbfgsResult[] = [];
   for (let first = 0; first < c.length; first += group) {
     const ids = c.slice(first, first + group).map((_, i) => first + i);
-    const f = objective(x, rows.count, coords, targets, lambdas, mm);
     runs.push(...(await minimizeTogether((active, points) => f(active.map((a) => ids[a]!), points), ids.map(() => new Float64Array(parameters)), lbfgs)));
   }
   return { c, classes: k, dim: rows.dim, basis, solutions: runs.map((r) => r.x), runs, coords };

@@ -155,7 +155,7 @@ export function subsetRows(split: Split, rows: number[], dim: number): Split {
 }
 
 /** A fold's fit and held-out rows, normalised with statistics fitted on the fit rows only. */
-function normalisedFold(train: Split, fold: Fold, dim: number, kind: NormalizationKind): { fit: Split; held: Split } {
+export function normalisedFold(train: Split, fold: Fold, dim: number, kind: NormalizationKind): { fit: Split; held: Split } {
   const fit = subsetRows(train, fold.fit, dim);
   const held = subsetRows(train, fold.held, dim);
   const n = fitNormalization(kind, fit.features, fit.count, dim);
@@ -315,7 +315,7 @@ function temperatureOn(logits: Float32Array[], labels: Int32Array[], classes: nu
 }
 
 
-function concat<T extends Float32Array | Int32Array>(parts: T[], ctor: { new (n: number): T }): T {
+export function concat<T extends Float32Array | Int32Array>(parts: T[], ctor: { new (n: number): T }): T {
   const out = new ctor(parts.reduce((s, p) => s + p.length, 0));
   let o = 0;
   for (const p of parts) {
