@@ -83,7 +83,7 @@ function accuracy(logits: Float32Array, labels: Int32Array, classes: number): nu
 const mean = (v: Float64Array) => v.reduce((a, b) => a + b, 0) / Math.max(1, v.length);
 
 /** Mean of a − b and its standard error, row by row (the candidates are scored on the same held-out rows). */
-function pairedDifference(a: Float64Array, b: Float64Array): { mean: number; se: number } {
+export function pairedDifference(a: Float64Array, b: Float64Array): { mean: number; se: number } {
   const d = a.map((v, i) => v - b[i]!);
   const m = mean(d);
   const variance = d.length > 1 ? d.reduce((s, v) => s + (v - m) ** 2, 0) / (d.length - 1) : 0;

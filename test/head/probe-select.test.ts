@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { MatMul } from '../../src/head/linalg.js';
-import { NORMALIZATION_PREFERENCE, chooseCandidate, fitProbeHead, selectProbe } from '../../src/head/probe-select.js';
+import { NORMALIZATION_PREFERENCE, chooseCandidate, fitProbeHead, pairedDifference, selectProbe } from '../../src/head/probe-select.js';
 import type { SweepRow } from '../../src/head/select.js';
 import type { Split } from '../../src/head/train.js';
 import { seededRandom } from '../../src/util/random.js';
@@ -33,6 +33,14 @@ describe('choosing the probe: the one-standard-error rule', () => {
     assert.equal(chosen, noisy);
     assert.equal(best.row.tied, true);
     assert.equal(noisy.row.tied, true);
+  });
+
+  it('the paired difference: mean and standard error of a − b row by row (sample variance / n)', () => {
+    const d = pairedDifference(Float64Array.of(2, 4, 6, 8), Float64Array.of(1, 2, 3, 4));
+    // Differences 1, 2, 3, 4: mean 2.5, sample variance 5/3, standard error √(5/12).
+    assert.equal(d.mean, 2.5);
+    assert.ok(Math.abs(d.se - Math.sqrt(5 / 12)) < 1e-15, `${d.se}`);
+    assert.deepEqual(pairedDifference(Float64Array.of(3), Float64Array.of(1)), { mean: 2, se: 0 }, 'one row: no spread to measure');
   });
 
   it('a candidate worse by more than its standard error is not a tie: the best stays', () => {
@@ -74,6 +82,34 @@ describe('selectProbe and the final fit', () => {
     assert.deepEqual(again, { ...s, seconds: (again as typeof s).seconds, gflopsPerSecond: (again as typeof s).gflopsPerSecond });
   });
 
+  it('held-out accuracy: 1 on well-separated classes, near chance on random labels; the notes are logged', async () => {
+    const keys = Array.from({ length: 60 }, (_, i) => `img${i}.jpg`);
+    const lines: string[] = [];
+    const options = { grid: { c: [1], normalize: ['none' as const] }, holdoutFraction: 0.2, seed: 0, classWeight: 'none' as const, monitor: 'val_loss' as const, keys, classNames: names, log: (l: string) => lines.push(l) };
+    const separated = await selectProbe(clusters(60, 10, 3, 0.05, 8), 10, 3, options, mm);
+    assert.ok(typeof separated !== 'string');
+    assert.equal(separated.table[0]!.holdoutAcc, 1);
+    assert.ok(lines.some((l) => /selecting by stratified 5-fold instead/.test(l)), lines.join('\n'));
+    const noise = clusters(60, 10, 3, 0.05, 9);
+    const random = seededRandom(10);
+    noise.features.forEach((_, i) => (noise.features[i] = random()));
+    const chance = await selectProbe(noise, 10, 3, options, mm);
+    assert.ok(typeof chance !== 'string');
+    assert.ok(chance.table[0]!.holdoutAcc < 0.6, `${chance.table[0]!.holdoutAcc} on random features`);
+  });
+
+  it('a standardisation the user pinned is kept even with fewer rows than dimensions; an empty grid is refused', async () => {
+    const train = clusters(45, 60, 3, 1.2, 3);
+    const keys = Array.from({ length: 45 }, (_, i) => `img${i}.jpg`);
+    const base = { holdoutFraction: 0.2, seed: 0, classWeight: 'none' as const, monitor: 'val_loss' as const, keys, classNames: names, log: () => {} };
+    const pinned = await selectProbe(train, 60, 3, { ...base, grid: { c: [1], normalize: ['standard'] } }, mm);
+    assert.ok(typeof pinned !== 'string');
+    assert.deepEqual(pinned.skipped, []);
+    assert.equal(pinned.chosen.normalize, 'standard');
+    await assert.rejects(selectProbe(train, 60, 3, { ...base, grid: { c: [], normalize: ['none'] } }, mm), /the sweep grid is empty/);
+    await assert.rejects(selectProbe(train, 60, 3, { ...base, grid: { c: [1], normalize: [] } }, mm), /the sweep grid is empty/);
+  });
+
   it('with enough rows, standardisation is swept too', async () => {
     const train = clusters(90, 8, 3, 1.5, 4);
     const keys = Array.from({ length: 90 }, (_, i) => `img${i}.jpg`);
@@ -105,5 +141,21 @@ describe('selectProbe and the final fit', () => {
     }
     assert.ok(right >= 57, `${right}/60 training rows right`);
     assert.notEqual(head.stopped, 'iterations');
+    // Balanced class weights give the rare class more probability mass than unweighted training does.
+    const skewed = clusters(90, 20, 3, 2.5, 7);
+    const rows = [...Array(90).keys()].filter((r) => skewed.labels[r] !== 2 || r < 15);
+    const unbalanced = { features: Float32Array.from(rows.flatMap((r) => [...skewed.features.subarray(r * 20, (r + 1) * 20)])), labels: Int32Array.from(rows, (r) => skewed.labels[r]!), count: rows.length };
+    const rareMass = async (classWeight: 'none' | 'balanced') => {
+      const layer = (await fitProbeHead(unbalanced, 20, 3, 'none', 0.1, classWeight, mm)).layers[0]!;
+      let mass = 0;
+      for (let r = 0; r < unbalanced.count; r++) {
+        const z = [0, 1, 2].map((k) => layer.bias[k]! + unbalanced.features.subarray(r * 20, (r + 1) * 20).reduce((s, v, j) => s + v * layer.kernel[j * 3 + k]!, 0));
+        const e = z.map((v) => Math.exp(v - Math.max(...z)));
+        mass += e[2]! / (e[0]! + e[1]! + e[2]!) / unbalanced.count;
+      }
+      return mass;
+    };
+    const [plainMass, balancedMass] = [await rareMass('none'), await rareMass('balanced')];
+    assert.ok(balancedMass > plainMass * 1.2, `rare class mass ${balancedMass} (balanced) vs ${plainMass}`);
   });
 });
