@@ -257,12 +257,10 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   const fitted = solver === 'lbfgs' ? await fitByProbe(o, given, train, dim, classes, log) : await fitByMinibatch(o, given, runtime, train, val, dim, classes, log);
   const { setting, sweep, sweepSkipped, normalization, result } = fitted;
   const temperature = sweep?.temperature ?? 1;
-  const trainRows = copy(train);
-  const valRows = val ? copy(val) : null;
-  applyNormalization(normalization, trainRows.features, trainRows.count, dim);
-  if (valRows) applyNormalization(normalization, valRows.features, valRows.count, dim);
   const headOptions: HeadOptions = { ...o, lr: setting.lr ?? o.lr, weightDecay: setting.weightDecay, epochs: setting.epochs ?? 0 };
-  const evaluated = valRows ?? trainRows;
+  // Only the rows the metrics are on (val, or train without validation) need the head's normalisation here.
+  const evaluated = copy(val ?? train);
+  applyNormalization(normalization, evaluated.features, evaluated.count, dim);
   const logits = predictLogits(runtime.tf, result.layers, evaluated.features, evaluated.count);
   const metrics = classificationMetrics(softmaxRows(logits, classes.length, temperature), evaluated.labels, classes);
   const calibration = calibrationReport(logits, evaluated.labels, classes.length, temperature, softmaxRows);
