@@ -11,7 +11,10 @@ export const MODULE_TESTS = {
   tap: { source: 'src/backbone/tap.ts', tests: ['dist/test/backbone/tap.test.js'] },
   preprocess: { source: 'src/image/preprocess.ts', tests: ['dist/test/image/preprocess.test.js'] },
   split: { source: 'src/dataset/split.ts', tests: ['dist/test/dataset/split.test.js'] },
-  reader: { source: 'src/store/reader.ts', tests: ['dist/test/store/reader.test.js', 'dist/test/store/writer.test.js'] },
+  reader: {
+    source: 'src/store/reader.ts',
+    tests: ['dist/test/store/reader.test.js', 'dist/test/store/writer.test.js'],
+  },
   writer: { source: 'src/store/writer.ts', tests: ['dist/test/store/writer.test.js'] },
   // The head helper owns normalisation's tests; they live in test/store or test/head depending on the merge.
   normalize: { source: 'src/head/normalize.ts', tests: ['dist/test/head/normalize.test.js'] },
@@ -28,7 +31,8 @@ export const chosen = (process.env.MUTATE ?? Object.keys(MODULE_TESTS).join(',')
   .map((name) => name.trim())
   .filter(Boolean);
 for (const name of chosen) {
-  if (!(name in MODULE_TESTS)) throw new Error(`MUTATE: expected names from ${Object.keys(MODULE_TESTS).join(', ')}, got "${name}"`);
+  if (!(name in MODULE_TESTS))
+    throw new Error(`MUTATE: expected names from ${Object.keys(MODULE_TESTS).join(', ')}, got "${name}"`);
 }
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */

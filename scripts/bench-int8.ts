@@ -37,7 +37,9 @@ async function valBatch(count: number): Promise<Float32Array> {
   const val = await openDataset({ data: hymenoptera, split: 'val', seed: 0 });
   const pixels = new Float32Array(count * 3 * 224 * 224);
   const items = val.items.slice(0, count);
-  const decoded = await Promise.all(items.map(async (item) => decodeToRgb((await val.source.read(item)).bytes, preset, DEFAULT_IMAGE_POLICY)));
+  const decoded = await Promise.all(
+    items.map(async (item) => decodeToRgb((await val.source.read(item)).bytes, preset, DEFAULT_IMAGE_POLICY)),
+  );
   decoded.forEach((rgb, i) => writeNormalised(rgb, preset, 'NCHW', pixels, i));
   return pixels;
 }
@@ -48,7 +50,10 @@ async function forwardOnly(fp32: Backbone, int8: Backbone, rounds: number, perRo
   const seconds = { fp32: 0, int8: 0 };
   for (const b of [fp32, int8]) await b.extract(pixels.slice(), batchSize, 224);
   for (let r = 0; r < rounds; r++) {
-    for (const [name, b] of [['fp32', fp32], ['int8', int8]] as const) {
+    for (const [name, b] of [
+      ['fp32', fp32],
+      ['int8', int8],
+    ] as const) {
       const started = performance.now();
       for (let k = 0; k < perRound; k++) await b.extract(pixels.slice(), batchSize, 224);
       seconds[name] += (performance.now() - started) / 1000;
@@ -56,7 +61,8 @@ async function forwardOnly(fp32: Backbone, int8: Backbone, rounds: number, perRo
   }
   const images = rounds * perRound * batchSize;
   return {
-    batchSize, images,
+    batchSize,
+    images,
     fp32ImagesPerSecond: round(images / seconds.fp32, 1),
     int8ImagesPerSecond: round(images / seconds.int8, 1),
     speedup: round(seconds.fp32 / seconds.int8, 2),
@@ -71,10 +77,22 @@ function timingSplit(results: ExtractResult[]) {
     images,
     seconds: round(seconds, 2),
     imagesPerSecond: round(images / seconds, 1),
-    inferS: round(sum((r) => r.timings.inferS), 2),
-    decodeBusyS: round(sum((r) => r.timings.decodeBusyS), 2),
-    decodeExposedS: round(sum((r) => r.timings.decodeWaitS), 2),
-    setupS: round(sum((r) => r.timings.setupS), 2),
+    inferS: round(
+      sum((r) => r.timings.inferS),
+      2,
+    ),
+    decodeBusyS: round(
+      sum((r) => r.timings.decodeBusyS),
+      2,
+    ),
+    decodeExposedS: round(
+      sum((r) => r.timings.decodeWaitS),
+      2,
+    ),
+    setupS: round(
+      sum((r) => r.timings.setupS),
+      2,
+    ),
   };
 }
 
@@ -87,8 +105,20 @@ async function headAgreement(train: FeatureSet, evalFp32: FeatureSet, evalInt8: 
     const a = evalFp32.features.slice();
     const b = evalInt8.features.slice();
     const n = fitNormalization(kind, x, train.count, train.dim);
-    for (const [m, count] of [[x, train.count], [a, evalFp32.count], [b, evalInt8.count]] as const) applyNormalization(n, m, count, train.dim);
-    const head = trainHead(tf, { features: x, labels: train.labels, count: train.count }, null, train.dim, train.classes.length, { ...DEFAULT_HEAD_OPTIONS, epochs: 30 });
+    for (const [m, count] of [
+      [x, train.count],
+      [a, evalFp32.count],
+      [b, evalInt8.count],
+    ] as const)
+      applyNormalization(n, m, count, train.dim);
+    const head = trainHead(
+      tf,
+      { features: x, labels: train.labels, count: train.count },
+      null,
+      train.dim,
+      train.classes.length,
+      { ...DEFAULT_HEAD_OPTIONS, epochs: 30 },
+    );
     const pa = predictProbabilities(tf, head.layers, a, evalFp32.count);
     const pb = predictProbabilities(tf, head.layers, b, evalInt8.count);
     const truth = new Float32Array(evalFp32.count * train.classes.length);
@@ -105,11 +135,18 @@ const subset = (set: FeatureSet, keep: (i: number) => boolean): FeatureSet => {
   const rows = [...Array(set.count).keys()].filter(keep);
   const features = new Float32Array(rows.length * set.dim);
   rows.forEach((r, k) => features.set(set.features.subarray(r * set.dim, (r + 1) * set.dim), k * set.dim));
-  return { ...set, count: rows.length, features, labels: Int32Array.from(rows, (r) => set.labels[r]!), paths: rows.map((r) => set.paths[r]!) };
+  return {
+    ...set,
+    count: rows.length,
+    features,
+    labels: Int32Array.from(rows, (r) => set.labels[r]!),
+    paths: rows.map((r) => set.paths[r]!),
+  };
 };
 
 export async function benchInt8(opts: { quick: boolean; log: (l: string) => void }): Promise<Record<string, unknown>> {
-  if (!(await Promise.all([resnet, hymenoptera].map(exists))).every(Boolean)) return { skipped: `needs ${resnet} and ${hymenoptera} (../shared)` };
+  if (!(await Promise.all([resnet, hymenoptera].map(exists))).every(Boolean))
+    return { skipped: `needs ${resnet} and ${hymenoptera} (../shared)` };
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'featcache-bench-int8-'));
   try {
     const int8Dir = path.join(dir, 'models');
@@ -117,8 +154,14 @@ export async function benchInt8(opts: { quick: boolean; log: (l: string) => void
     const train = await openDataset({ data: hymenoptera, split: 'train', seed: 0 });
     const started = performance.now();
     const int8 = await openBackbone(resnet, {
-      device: { kind: 'cpu' }, threads, log: opts.log,
-      int8: { calibration: () => datasetCalibrationSource(train, { count: calibrate, seed: 0, preset, policy: DEFAULT_IMAGE_POLICY }), options: { int8Dir } },
+      device: { kind: 'cpu' },
+      threads,
+      log: opts.log,
+      int8: {
+        calibration: () =>
+          datasetCalibrationSource(train, { count: calibrate, seed: 0, preset, policy: DEFAULT_IMAGE_POLICY }),
+        options: { int8Dir },
+      },
     });
     const quantiseS = (performance.now() - started) / 1000;
     const rssAfterCalibrationMb = peakRssMb();
@@ -145,10 +188,21 @@ export async function benchInt8(opts: { quick: boolean; log: (l: string) => void
     for (const split of splits) {
       for (const precision of ['fp32', 'int8'] as const) {
         opts.log(`bench-int8: extract ${split} ${precision}`);
-        runs[precision].push(await extract({
-          data: hymenoptera, split, model: resnet, cache: caches[precision], device: 'cpu', threads, batchSize,
-          int8: precision === 'int8', calibrate, int8Dir, shard: opts.quick ? '0/2' : undefined,
-        }));
+        runs[precision].push(
+          await extract({
+            data: hymenoptera,
+            split,
+            model: resnet,
+            cache: caches[precision],
+            device: 'cpu',
+            threads,
+            batchSize,
+            int8: precision === 'int8',
+            calibrate,
+            int8Dir,
+            shard: opts.quick ? '0/2' : undefined,
+          }),
+        );
       }
     }
     const reused = runs.int8.every((r) => r.int8?.reused === true);
@@ -159,11 +213,23 @@ export async function benchInt8(opts: { quick: boolean; log: (l: string) => void
     const valInt8 = await int8Cache.read('val');
     const fidelity = featureFidelity(valFp32.features, valInt8.features, valFp32.count, valFp32.dim);
     const heads = opts.quick
-      ? await headAgreement(subset(valFp32, (i) => i % 2 === 0), subset(valFp32, (i) => i % 2 === 1), subset(valInt8, (i) => i % 2 === 1))
+      ? await headAgreement(
+          subset(valFp32, (i) => i % 2 === 0),
+          subset(valFp32, (i) => i % 2 === 1),
+          subset(valInt8, (i) => i % 2 === 1),
+        )
       : await headAgreement(await fp32Cache.read('train'), valFp32, valInt8);
     return {
-      machine: `${os.cpus()[0]?.model ?? 'cpu'}, ${threads} threads, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`,
-      calibration: { images: provenance.calibration.count, ranges: provenance.calibration.method, quantiseS: round(quantiseS, 2), reusedByExtract: reused },
+      machine: `${os.cpus()[0]?.model ?? 'cpu'}, ${threads} threads, load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}`,
+      calibration: {
+        images: provenance.calibration.count,
+        ranges: provenance.calibration.method,
+        quantiseS: round(quantiseS, 2),
+        reusedByExtract: reused,
+      },
       fusion,
       forwardOnly: forward,
       endToEnd: { ...e2e, speedup: round(e2e.int8.imagesPerSecond / e2e.fp32.imagesPerSecond, 2) },

@@ -48,14 +48,35 @@ async function randomHead(dir: string, model: string, tappedTensor: string, dim:
   const random = seededRandom(1);
   const classes = ['ants', 'bees'];
   const info = {
-    format: 1, classes, normalization: { kind: 'l2' },
+    format: 1,
+    classes,
+    normalization: { kind: 'l2' },
     provenance: {
-      modelSha256: await sha256File(model), modelFile: model, tappedTensor, preset: { ...PRESETS.torchvision! }, exif: 'ignore', icc: 'ignore',
-      dim, cache: 'bench', trainedAt: new Date().toISOString(), backend: 'cpu', backendSkipped: [], versions: toolVersions(),
+      modelSha256: await sha256File(model),
+      modelFile: model,
+      tappedTensor,
+      preset: { ...PRESETS.torchvision! },
+      exif: 'ignore',
+      icc: 'ignore',
+      dim,
+      cache: 'bench',
+      trainedAt: new Date().toISOString(),
+      backend: 'cpu',
+      backendSkipped: [],
+      versions: toolVersions(),
     },
-    options: {}, bestEpoch: 1, summary: {},
+    options: {},
+    bestEpoch: 1,
+    summary: {},
   } as unknown as HeadInfo;
-  const layers = [{ kernel: Float32Array.from({ length: dim * 2 }, () => (random() - 0.5) * 4), shape: [dim, 2] as [number, number], bias: new Float32Array(2), activation: 'softmax' as const }];
+  const layers = [
+    {
+      kernel: Float32Array.from({ length: dim * 2 }, () => (random() - 0.5) * 4),
+      shape: [dim, 2] as [number, number],
+      bias: new Float32Array(2),
+      activation: 'softmax' as const,
+    },
+  ];
   const { tf } = await loadTf('cpu');
   await saveHead(tf, dir, { info, layers, extras: {} });
   return dir;
@@ -68,7 +89,11 @@ interface Server {
 }
 
 async function startServer(args: string[]): Promise<Server> {
-  const child = spawn(process.execPath, [cli, 'serve', '--port', '0', '--device', 'cpu', '--threads', String(threads), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [cli, 'serve', '--port', '0', '--device', 'cpu', '--threads', String(threads), ...args],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let stderr = '';
   const url = await new Promise<string>((resolve, reject) => {
     child.stderr.on('data', (d) => {
@@ -80,7 +105,8 @@ async function startServer(args: string[]): Promise<Server> {
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return {
-    url, pid: child.pid!,
+    url,
+    pid: child.pid!,
     stop: async () => {
       child.kill('SIGTERM');
       return exited;
@@ -123,7 +149,14 @@ async function images(count: number): Promise<string[]> {
 }
 
 /** Mixed good and malformed requests from `concurrency` clients; every answer is checked against `expected`. */
-async function soak(url: string, pid: number, bodies: Buffer[], expected: string[], total: number, concurrency: number) {
+async function soak(
+  url: string,
+  pid: number,
+  bodies: Buffer[],
+  expected: string[],
+  total: number,
+  concurrency: number,
+) {
   let next = 0;
   const wrong: string[] = [];
   let good = 0;
@@ -136,8 +169,16 @@ async function soak(url: string, pid: number, bodies: Buffer[], expected: string
       if (i % Math.max(1, Math.floor(total / 10)) === 0) rss.push(await rssMb(pid));
       const malformed = i % 5 === 0;
       const which = i % bodies.length;
-      const body = !malformed ? bodies[which]! : i % 10 === 0 ? bodies[which]!.subarray(0, 200) : Buffer.from(`not an image #${i}`);
-      const response = await fetch(new URL('predict', url), { method: 'POST', body: body as unknown as BodyInit, headers: { 'content-type': 'application/octet-stream' } });
+      const body = !malformed
+        ? bodies[which]!
+        : i % 10 === 0
+          ? bodies[which]!.subarray(0, 200)
+          : Buffer.from(`not an image #${i}`);
+      const response = await fetch(new URL('predict', url), {
+        method: 'POST',
+        body: body as unknown as BodyInit,
+        headers: { 'content-type': 'application/octet-stream' },
+      });
       const answer = (await response.json()) as { top?: { label: string; probability: number }[] };
       if (malformed) {
         bad++;
@@ -145,7 +186,8 @@ async function soak(url: string, pid: number, bodies: Buffer[], expected: string
       } else {
         good++;
         const got = answer.top?.map((t) => `${t.label}:${t.probability.toFixed(5)}`).join(',');
-        if (response.status !== 200 || got !== expected[which]) wrong.push(`#${i} answered ${response.status} ${got} expected ${expected[which]}`);
+        if (response.status !== 200 || got !== expected[which])
+          wrong.push(`#${i} answered ${response.status} ${got} expected ${expected[which]}`);
       }
     }
   };
@@ -153,8 +195,14 @@ async function soak(url: string, pid: number, bodies: Buffer[], expected: string
   rss.push(await rssMb(pid));
   const warm = rss[Math.min(1, rss.length - 1)]!;
   return {
-    requests: total, good, malformed: bad, wrongAnswers: wrong.length, firstWrong: wrong.slice(0, 3), seconds: (performance.now() - started) / 1000,
-    rssMb: rss, rssGrowthAfterWarmup: rss.at(-1)! / warm,
+    requests: total,
+    good,
+    malformed: bad,
+    wrongAnswers: wrong.length,
+    firstWrong: wrong.slice(0, 3),
+    seconds: (performance.now() - started) / 1000,
+    rssMb: rss,
+    rssGrowthAfterWarmup: rss.at(-1)! / warm,
   };
 }
 
@@ -176,7 +224,14 @@ export async function benchServe(opts: { quick: boolean; log: (l: string) => voi
       await fs.copyFile(f, path.join(data, cls, `${i}-${path.basename(f)}`));
     }
     log('bench-serve: extract baseline');
-    const ex = await extract({ data, model: resnet, cache: path.join(work, 'cache'), device: 'cpu', threads, batchSize: 16 });
+    const ex = await extract({
+      data,
+      model: resnet,
+      cache: path.join(work, 'cache'),
+      device: 'cpu',
+      threads,
+      batchSize: 16,
+    });
     const extractImagesPerSecond = ex.extracted / (ex.timings.wallS - ex.timings.setupS);
 
     // Baseline 2: one forward pass of the fused model at batch 1.
@@ -186,19 +241,53 @@ export async function benchServe(opts: { quick: boolean; log: (l: string) => voi
     const forwardMs = await singleForwardMs(bundled, sample[0]!, quick ? 3 : 7);
 
     log('bench-serve: serving at concurrency 1, 8, 32');
-    const server = await startServer(['--bundle', bundled, '--max-batch', '16', '--max-wait-ms', '5', '--max-queue', '256']);
+    const server = await startServer([
+      '--bundle',
+      bundled,
+      '--max-batch',
+      '16',
+      '--max-wait-ms',
+      '5',
+      '--max-queue',
+      '256',
+    ]);
     const levels: Record<string, unknown> = {};
     try {
-      const requests = bodies.map((body) => ({ method: 'POST', path: '/predict', headers: { 'content-type': 'application/octet-stream' }, body }));
-      for (const [connections, amount] of quick ? [[1, 8], [8, 32], [32, 64]] : [[1, 16], [8, 64], [32, 128]]) {
+      const requests = bodies.map((body) => ({
+        method: 'POST',
+        path: '/predict',
+        headers: { 'content-type': 'application/octet-stream' },
+        body,
+      }));
+      for (const [connections, amount] of quick
+        ? [
+            [1, 8],
+            [8, 32],
+            [32, 64],
+          ]
+        : [
+            [1, 16],
+            [8, 64],
+            [32, 128],
+          ]) {
         const r = await autocannon({ url: server.url.replace(/\/$/, ''), connections, amount, requests, timeout: 120 });
         const ok = r['2xx'];
         const imagesPerSecond = ok / r.duration;
         levels[`c${connections}`] = {
-          requests: amount, ok, non2xx: r.non2xx, errors: r.errors, seconds: r.duration, imagesPerSecond,
-          p50Ms: r.latency.p50, p99Ms: r.latency.p99, vsExtract: imagesPerSecond / extractImagesPerSecond, p50VsForward: r.latency.p50 / forwardMs,
+          requests: amount,
+          ok,
+          non2xx: r.non2xx,
+          errors: r.errors,
+          seconds: r.duration,
+          imagesPerSecond,
+          p50Ms: r.latency.p50,
+          p99Ms: r.latency.p99,
+          vsExtract: imagesPerSecond / extractImagesPerSecond,
+          p50VsForward: r.latency.p50 / forwardMs,
         };
-        log(`bench-serve: c=${connections}: ${imagesPerSecond.toFixed(2)} img/s (extract ${extractImagesPerSecond.toFixed(2)}), p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms`);
+        log(
+          `bench-serve: c=${connections}: ${imagesPerSecond.toFixed(2)} img/s (extract ${extractImagesPerSecond.toFixed(2)}), p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms`,
+        );
       }
     } finally {
       await server.stop();
@@ -214,7 +303,13 @@ export async function benchServe(opts: { quick: boolean; log: (l: string) => voi
       const expected: string[] = [];
       for (const body of bodies) {
         const pixels = new Float32Array(3 * 224 * 224);
-        writeNormalised(await decodeToRgb(body, reference.preprocessing.preset, reference.preprocessing.policy), reference.preprocessing.preset, 'NCHW', pixels, 0);
+        writeNormalised(
+          await decodeToRgb(body, reference.preprocessing.preset, reference.preprocessing.policy),
+          reference.preprocessing.preset,
+          'NCHW',
+          pixels,
+          0,
+        );
         const p = await reference.predict(pixels, 1);
         const order = Array.from(p.keys()).sort((a, b) => p[b]! - p[a]! || a - b);
         expected.push(order.map((c) => `${reference.classes[c]}:${p[c]!.toFixed(5)}`).join(','));
@@ -223,16 +318,25 @@ export async function benchServe(opts: { quick: boolean; log: (l: string) => voi
       log('bench-serve: soak');
       const s = await startServer(['--bundle', mFile, '--max-batch', '16', '--max-wait-ms', '5']);
       try {
-        soakResult = { model: 'mobilenetv2-12-int8', ...(await soak(s.url, s.pid, bodies, expected, quick ? 400 : 2000, 16)) };
+        soakResult = {
+          model: 'mobilenetv2-12-int8',
+          ...(await soak(s.url, s.pid, bodies, expected, quick ? 400 : 2000, 16)),
+        };
       } finally {
         soakResult.exitCodeAfterSigterm = await s.stop();
       }
     }
     return {
-      model: 'resnet50 (shared fixture) + random 2-class head, fused bundle', machine: `${os.availableParallelism()} cores, shared with other jobs`,
-      threads, extract: { images: ex.extracted, imagesPerSecond: extractImagesPerSecond }, singleForwardMs: forwardMs, serve: levels, soak: soakResult,
+      model: 'resnet50 (shared fixture) + random 2-class head, fused bundle',
+      machine: `${os.availableParallelism()} cores, shared with other jobs`,
+      threads,
+      extract: { images: ex.extracted, imagesPerSecond: extractImagesPerSecond },
+      singleForwardMs: forwardMs,
+      serve: levels,
+      soak: soakResult,
       goals: {
-        servedVsExtractAtC8: (levels.c8 as { vsExtract: number }).vsExtract, servedVsExtractAtC32: (levels.c32 as { vsExtract: number }).vsExtract,
+        servedVsExtractAtC8: (levels.c8 as { vsExtract: number }).vsExtract,
+        servedVsExtractAtC32: (levels.c32 as { vsExtract: number }).vsExtract,
         p50VsForwardAtC1: (levels.c1 as { p50VsForward: number }).p50VsForward,
       },
     };
@@ -242,6 +346,9 @@ export async function benchServe(opts: { quick: boolean; log: (l: string) => voi
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === self) {
-  const result = await benchServe({ quick: process.env.BENCH_QUICK === '1', log: (l) => process.stderr.write(`${l}\n`) });
+  const result = await benchServe({
+    quick: process.env.BENCH_QUICK === '1',
+    log: (l) => process.stderr.write(`${l}\n`),
+  });
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 }

@@ -57,13 +57,16 @@ async function serve(root: string): Promise<{ base: string; child: ChildProcess 
     server.listen(0, '127.0.0.1', () => process.stdout.write(String(server.address().port) + '\\n'));`;
   const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<string>((resolve, reject) => {
-    child.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()));
+    child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()));
     child.once('exit', (c) => reject(new Error(`server exited (${c})`)));
   });
   return { base: `http://127.0.0.1:${port}`, child };
 }
 
-export async function benchSources(opts: { quick: boolean; log: (l: string) => void }): Promise<Record<string, unknown>> {
+export async function benchSources(opts: {
+  quick: boolean;
+  log: (l: string) => void;
+}): Promise<Record<string, unknown>> {
   const work = await fs.mkdtemp(path.join(os.tmpdir(), 'featcache-bench-sources-'));
   let server: { base: string; child: ChildProcess } | null = null;
   try {
@@ -72,7 +75,8 @@ export async function benchSources(opts: { quick: boolean; log: (l: string) => v
     const files: { cls: string; name: string; file: string }[] = [];
     for (const cls of ['ants', 'bees']) {
       const names = (await fs.readdir(path.join(hymenoptera, 'train', cls))).sort();
-      for (const name of opts.quick ? names.slice(0, 32) : names) files.push({ cls, name, file: path.join(hymenoptera, 'train', cls, name) });
+      for (const name of opts.quick ? names.slice(0, 32) : names)
+        files.push({ cls, name, file: path.join(hymenoptera, 'train', cls, name) });
     }
     for (const f of files) {
       await fs.mkdir(path.join(folder, f.cls), { recursive: true });
@@ -85,7 +89,10 @@ export async function benchSources(opts: { quick: boolean; log: (l: string) => v
       for (const [i, f] of files.entries()) {
         if (i % SHARDS !== s) continue;
         const key = `${f.cls}_${path.parse(f.name).name.replace(/\./g, '_')}`;
-        members.push({ name: `${key}.jpg`, body: await fs.readFile(f.file) }, { name: `${key}.cls`, body: Buffer.from(f.cls === 'ants' ? '0' : '1') });
+        members.push(
+          { name: `${key}.jpg`, body: await fs.readFile(f.file) },
+          { name: `${key}.cls`, body: Buffer.from(f.cls === 'ants' ? '0' : '1') },
+        );
       }
       await pack(path.join(shards, `train-${String(s).padStart(6, '0')}.tar`), members);
     }
@@ -94,9 +101,20 @@ export async function benchSources(opts: { quick: boolean; log: (l: string) => v
     await fs.writeFile(list, files.map((f) => `${server!.base}/${f.cls}/${encodeURIComponent(f.name)}`).join('\n'));
 
     const threads = Math.min(os.availableParallelism(), 2);
-    const inputs: Record<'folder' | 'tar' | 'url', string> = { folder, tar: path.join(shards, `train-{000000..${String(SHARDS - 1).padStart(6, '0')}}.tar`), url: list };
+    const inputs: Record<'folder' | 'tar' | 'url', string> = {
+      folder,
+      tar: path.join(shards, `train-{000000..${String(SHARDS - 1).padStart(6, '0')}}.tar`),
+      url: list,
+    };
     // Warm-up (not counted): page cache, JIT and onnxruntime's first session cost nobody in the measured rounds.
-    await extract({ data: folder, model, cache: path.join(work, 'cache-warmup'), device: 'cpu', threads, batchSize: 16 });
+    await extract({
+      data: folder,
+      model,
+      cache: path.join(work, 'cache-warmup'),
+      device: 'cpu',
+      threads,
+      batchSize: 16,
+    });
     const best: Record<string, Run> = {};
     const rounds = opts.quick ? 1 : 3;
     const order = ['folder', 'tar', 'url'] as const;
@@ -106,17 +124,33 @@ export async function benchSources(opts: { quick: boolean; log: (l: string) => v
         const started = performance.now();
         const cpu = process.cpuUsage();
         const r = await extract({
-          data: inputs[source], model, cache: path.join(work, `cache-${cacheId++}`), device: 'cpu', threads, batchSize: 16, partRows: 512,
+          data: inputs[source],
+          model,
+          cache: path.join(work, `cache-${cacheId++}`),
+          device: 'cpu',
+          threads,
+          batchSize: 16,
+          partRows: 512,
         });
         const used = process.cpuUsage(cpu);
         const run = {
-          images: r.extracted, imagesPerSecond: r.imagesPerSecond, wallS: (performance.now() - started) / 1000, setupS: r.timings.setupS,
+          images: r.extracted,
+          imagesPerSecond: r.imagesPerSecond,
+          wallS: (performance.now() - started) / 1000,
+          setupS: r.timings.setupS,
           cpuMsPerImage: (used.user + used.system) / 1000 / r.extracted,
         };
-        if (r.extracted !== files.length) throw new Error(`${source}: extracted ${r.extracted} of ${files.length} (${r.failures[0]?.message ?? ''})`);
-        opts.log(`bench-sources: round ${round + 1} ${source}: ${run.imagesPerSecond.toFixed(1)} img/s, ${run.wallS.toFixed(2)} s wall (setup ${run.setupS.toFixed(2)} s), ${run.cpuMsPerImage.toFixed(1)} ms CPU/image`);
-        if (!best[source] || run.imagesPerSecond > best[source]!.imagesPerSecond) best[source] = { ...run, cpuMsPerImage: Math.min(run.cpuMsPerImage, best[source]?.cpuMsPerImage ?? Infinity) };
-        else best[source] = { ...best[source]!, cpuMsPerImage: Math.min(run.cpuMsPerImage, best[source]!.cpuMsPerImage) };
+        if (r.extracted !== files.length)
+          throw new Error(`${source}: extracted ${r.extracted} of ${files.length} (${r.failures[0]?.message ?? ''})`);
+        opts.log(
+          `bench-sources: round ${round + 1} ${source}: ${run.imagesPerSecond.toFixed(1)} img/s, ${run.wallS.toFixed(2)} s wall (setup ${run.setupS.toFixed(2)} s), ${run.cpuMsPerImage.toFixed(1)} ms CPU/image`,
+        );
+        if (!best[source] || run.imagesPerSecond > best[source].imagesPerSecond)
+          best[source] = {
+            ...run,
+            cpuMsPerImage: Math.min(run.cpuMsPerImage, best[source]?.cpuMsPerImage ?? Infinity),
+          };
+        else best[source] = { ...best[source], cpuMsPerImage: Math.min(run.cpuMsPerImage, best[source].cpuMsPerImage) };
       }
     }
     const ratio = (s: string) => ({
@@ -126,10 +160,18 @@ export async function benchSources(opts: { quick: boolean; log: (l: string) => v
       cpuRatio: best.folder!.cpuMsPerImage / best[s]!.cpuMsPerImage,
     });
     return {
-      model: path.basename(model), images: files.length, threads, batchSize: 16, shards: SHARDS, rounds,
-      folder: best.folder, tar: ratio('tar'), url: ratio('url'), goals: { tar: 0.95, url: 0.9 },
+      model: path.basename(model),
+      images: files.length,
+      threads,
+      batchSize: 16,
+      shards: SHARDS,
+      rounds,
+      folder: best.folder,
+      tar: ratio('tar'),
+      url: ratio('url'),
+      goals: { tar: 0.95, url: 0.9 },
       loadAverage: os.loadavg()[0],
-      note: 'ratio: best img/s after setup vs the folder\'s; wallRatio: folder wall time / this wall time (setup, e.g. listing shards, included); cpuRatio: folder CPU ms per image / this source\'s (1 = costs the same)',
+      note: "ratio: best img/s after setup vs the folder's; wallRatio: folder wall time / this wall time (setup, e.g. listing shards, included); cpuRatio: folder CPU ms per image / this source's (1 = costs the same)",
     };
   } finally {
     server?.child.kill();
@@ -138,6 +180,9 @@ export async function benchSources(opts: { quick: boolean; log: (l: string) => v
 }
 
 if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) {
-  const result = await benchSources({ quick: process.env.BENCH_QUICK === '1', log: (l) => process.stderr.write(`${l}\n`) });
+  const result = await benchSources({
+    quick: process.env.BENCH_QUICK === '1',
+    log: (l) => process.stderr.write(`${l}\n`),
+  });
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 }

@@ -42,7 +42,15 @@ async function tmp(name: string): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), `featcache-bench-${name}-`));
 }
 
-const extractOptions = (data: string, cache: string, split = 'train') => ({ data, split, model: resnet, cache, device: 'cpu', threads, batchSize });
+const extractOptions = (data: string, cache: string, split = 'train') => ({
+  data,
+  split,
+  model: resnet,
+  cache,
+  device: 'cpu',
+  threads,
+  batchSize,
+});
 
 const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown>>> = {
   /** End-to-end extract on hymenoptera train+val: decode, preprocess, infer, write. */
@@ -71,7 +79,13 @@ const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown
     for (let b = 0; b < batches; b++) await backbone.extract(pixels.slice(), batchSize, 224);
     const seconds = (performance.now() - started) / 1000;
     await backbone.close();
-    return { images: batches * batchSize, seconds, imagesPerSecond: (batches * batchSize) / seconds, peakRssMb: peakRssMb(), onnxruntime: ort.env.versions.common };
+    return {
+      images: batches * batchSize,
+      seconds,
+      imagesPerSecond: (batches * batchSize) / seconds,
+      peakRssMb: peakRssMb(),
+      onnxruntime: ort.env.versions.common,
+    };
   },
   /** Extract over N generated images: peak RSS must not grow with N. */
   async 'extract-synthetic'(arg) {
@@ -80,7 +94,9 @@ const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown
     const random = seededRandom(count);
     for (let i = 0; i < count; i++) {
       const raw = Buffer.from(Array.from({ length: 96 * 72 * 3 }, () => Math.floor(random() * 256)));
-      await sharp(raw, { raw: { width: 96, height: 72, channels: 3 } }).jpeg().toFile(path.join(data, `${i}.jpg`));
+      await sharp(raw, { raw: { width: 96, height: 72, channels: 3 } })
+        .jpeg()
+        .toFile(path.join(data, `${i}.jpg`));
     }
     const r = await extract(extractOptions(data, await tmp('cache')));
     await fs.rm(data, { recursive: true, force: true });
@@ -98,12 +114,27 @@ const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown
     const centres = Float32Array.from({ length: classes * dim }, () => random() * 2 - 1);
     const labels = Int32Array.from({ length: rows }, () => Math.floor(random() * classes));
     const features = new Float32Array(rows * dim);
-    for (let r = 0; r < rows; r++) for (let d = 0; d < dim; d++) features[r * dim + d] = centres[labels[r]! * dim + d]! + (random() * 2 - 1) * 3;
+    for (let r = 0; r < rows; r++)
+      for (let d = 0; d < dim; d++) features[r * dim + d] = centres[labels[r]! * dim + d]! + (random() * 2 - 1) * 3;
     const runtime = await loadTf('auto');
-    const result: Record<string, unknown> = { rows, dim, classes, epochs: 10, backend: runtime.backend, backendSkipped: runtime.skipped };
+    const result: Record<string, unknown> = {
+      rows,
+      dim,
+      classes,
+      epochs: 10,
+      backend: runtime.backend,
+      backendSkipped: runtime.skipped,
+    };
     const split = { features, labels, count: rows };
     const flopsPerEpoch = 4 * rows * dim * classes;
-    const optionsFor = (batch: number) => ({ ...DEFAULT_HEAD_OPTIONS, optimizer: 'sgd' as const, lr: 0.01, momentum: 0.9, batchSize: batch, epochs: 10 });
+    const optionsFor = (batch: number) => ({
+      ...DEFAULT_HEAD_OPTIONS,
+      optimizer: 'sgd' as const,
+      lr: 0.01,
+      momentum: 0.9,
+      batchSize: batch,
+      epochs: 10,
+    });
     const tfjsSeconds: Record<number, number> = {};
     for (const batch of [256, 32]) {
       const r = trainHead(runtime.tf, split, null, dim, classes, optionsFor(batch));
@@ -119,8 +150,16 @@ const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown
       const o = await fitHeadOrt(split, null, dim, classes, optionsFor(batch));
       peaks.push(await peakSgemm());
       const runs = [...((ort[`batch${batch}`]?.runsSecondsPerEpoch as number[]) ?? []), o.secondsPerEpoch];
-      const fastestEpoch = Math.min(...o.history.map((h) => h.seconds), (ort[`batch${batch}`]?.fastestEpochSeconds as number) ?? Infinity);
-      ort[`batch${batch}`] = { secondsPerEpoch: Math.min(...runs), runsSecondsPerEpoch: runs, fastestEpochSeconds: fastestEpoch, finalTrainAcc: o.history.at(-1)!.trainAcc };
+      const fastestEpoch = Math.min(
+        ...o.history.map((h) => h.seconds),
+        (ort[`batch${batch}`]?.fastestEpochSeconds as number) ?? Infinity,
+      );
+      ort[`batch${batch}`] = {
+        secondsPerEpoch: Math.min(...runs),
+        runsSecondsPerEpoch: runs,
+        fastestEpochSeconds: fastestEpoch,
+        finalTrainAcc: o.history.at(-1)!.trainAcc,
+      };
     }
     const peak = Math.max(...peaks.map((p) => p.gflops));
     for (const batch of [256, 32]) {
@@ -134,11 +173,16 @@ const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown
     }
     result.onnxruntime = {
       engine: 'fitHeadOrt (src/head/fit-ort.ts): one onnxruntime session.run per mini-batch',
-      flops: '4·rows·dim·classes per epoch: the forward x·W and the weight gradient xᵀ·g, 2·rows·dim·classes each; softmax, loss, optimiser update and the batch gather are not counted, their time is',
+      flops:
+        '4·rows·dim·classes per epoch: the forward x·W and the weight gradient xᵀ·g, 2·rows·dim·classes each; softmax, loss, optimiser update and the batch gather are not counted, their time is',
       peakSgemmGflops: peak,
       // On a shared machine a busy neighbour halves the measured peak (one core left) and flatters the fraction.
       loadAverageAtEnd: os.loadavg().map((l) => Math.round(l * 100) / 100),
-      peakSgemm: { shape: peaks[0]!.shape, repsEach: peaks[0]!.reps, bestOfEachMeasurement: peaks.map((p) => p.gflops) },
+      peakSgemm: {
+        shape: peaks[0]!.shape,
+        repsEach: peaks[0]!.reps,
+        bestOfEachMeasurement: peaks.map((p) => p.gflops),
+      },
       ...ort,
     };
     return { ...result, peakRssMb: peakRssMb() };
@@ -148,14 +192,37 @@ const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown
     const rows = quick ? 20_000 : 100_000;
     const dim = 512;
     const cache = await tmp('export');
-    await ensureManifest(cache, { format: 1, modelFile: 'synthetic', modelSha256: '0'.repeat(64), tappedTensor: 'synthetic', tap: {}, preset: {}, exif: 'ignore', icc: 'ignore', dim, classes: ['a', 'b'], createdAt: '', versions: {} });
+    await ensureManifest(cache, {
+      format: 1,
+      modelFile: 'synthetic',
+      modelSha256: '0'.repeat(64),
+      tappedTensor: 'synthetic',
+      tap: {},
+      preset: {},
+      exif: 'ignore',
+      icc: 'ignore',
+      dim,
+      classes: ['a', 'b'],
+      createdAt: '',
+      versions: {},
+    });
     await fs.mkdir(path.join(cache, 'train'));
     const random = seededRandom(2);
     const perPart = 2000;
     for (let p = 0; p < rows / perPart; p++) {
       const features = Float32Array.from({ length: perPart * dim }, () => (random() < 0.4 ? 0 : random() * 4));
-      const partRows = Array.from({ length: perPart }, (_, i) => ({ path: `img/${p * perPart + i}.jpg`, label: i % 2, labelName: i % 2 ? 'b' : 'a', size: 1, mtimeMs: 1 }));
-      await writePart(path.join(cache, 'train', `part-${String(p).padStart(6, '0')}.arrow`), { meta: { split: 'train', shard: '0of1', runId: 'bench', dim, failures: [], removed: [], provenance: {} }, rows: partRows, features });
+      const partRows = Array.from({ length: perPart }, (_, i) => ({
+        path: `img/${p * perPart + i}.jpg`,
+        label: i % 2,
+        labelName: i % 2 ? 'b' : 'a',
+        size: 1,
+        mtimeMs: 1,
+      }));
+      await writePart(path.join(cache, 'train', `part-${String(p).padStart(6, '0')}.arrow`), {
+        meta: { split: 'train', shard: '0of1', runId: 'bench', dim, failures: [], removed: [], provenance: {} },
+        rows: partRows,
+        features,
+      });
     }
     const result: Record<string, unknown> = { rows, dim };
     for (const format of ['libsvm', 'npy'] as const) {
@@ -169,15 +236,45 @@ const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown
 };
 
 /** onnxruntime's float32 MatMul of [m, k]·[k, n] with the head engine's session options: best of `reps` after warm-up. */
-async function peakSgemm(m = 2048, k = 2048, n = 2048, reps = 5): Promise<{ shape: number[]; reps: number; gflops: number; runsGflops: number[] }> {
-  const info = (name: string, dims: number[]) => onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } });
-  const graph = encodeModel(onnx.ModelProto.create({
-    irVersion: 8, opsetImport: [{ domain: '', version: 13 }],
-    graph: { name: 'peak-sgemm', node: [onnx.NodeProto.create({ name: 'mm', opType: 'MatMul', input: ['a', 'b'], output: ['c'] })], input: [info('a', [m, k]), info('b', [k, n])], output: [info('c', [m, n])] },
-  }));
+async function peakSgemm(
+  m = 2048,
+  k = 2048,
+  n = 2048,
+  reps = 5,
+): Promise<{ shape: number[]; reps: number; gflops: number; runsGflops: number[] }> {
+  const info = (name: string, dims: number[]) =>
+    onnx.ValueInfoProto.create({
+      name,
+      type: {
+        tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } },
+      },
+    });
+  const graph = encodeModel(
+    onnx.ModelProto.create({
+      irVersion: 8,
+      opsetImport: [{ domain: '', version: 13 }],
+      graph: {
+        name: 'peak-sgemm',
+        node: [onnx.NodeProto.create({ name: 'mm', opType: 'MatMul', input: ['a', 'b'], output: ['c'] })],
+        input: [info('a', [m, k]), info('b', [k, n])],
+        output: [info('c', [m, n])],
+      },
+    }),
+  );
   const session = await ort.InferenceSession.create(graph, engineSessionOptions());
   const random = seededRandom(3);
-  const feeds = { a: new ort.Tensor('float32', Float32Array.from({ length: m * k }, () => random()), [m, k]), b: new ort.Tensor('float32', Float32Array.from({ length: k * n }, () => random()), [k, n]) };
+  const feeds = {
+    a: new ort.Tensor(
+      'float32',
+      Float32Array.from({ length: m * k }, () => random()),
+      [m, k],
+    ),
+    b: new ort.Tensor(
+      'float32',
+      Float32Array.from({ length: k * n }, () => random()),
+      [k, n],
+    ),
+  };
   const fetches = { c: new ort.Tensor('float32', new Float32Array(m * n), [m, n]) };
   for (let i = 0; i < 2; i++) await session.run(feeds, fetches);
   const runsGflops: number[] = [];
@@ -191,14 +288,29 @@ async function peakSgemm(m = 2048, k = 2048, n = 2048, reps = 5): Promise<{ shap
 }
 
 function runScenario(name: string, arg?: string): Record<string, unknown> {
-  const child = spawnSync(process.execPath, [self, '--scenario', name, ...(arg ? [arg] : [])], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const child = spawnSync(process.execPath, [self, '--scenario', name, ...(arg ? [arg] : [])], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 26,
+  });
   if (child.status !== 0) return { error: (child.stderr || child.stdout).trim().split('\n').at(-1) };
   return JSON.parse(child.stdout.trim().split('\n').at(-1)!);
 }
 
 function torchBaseline(rows: number, batch: number): Record<string, unknown> | null {
   try {
-    const out = execFileSync('/usr/bin/python3', [path.join(repo, 'scripts/torch_head_baseline.py'), String(rows), '2048', '120', '3', String(batch), String(threads)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync(
+      '/usr/bin/python3',
+      [
+        path.join(repo, 'scripts/torch_head_baseline.py'),
+        String(rows),
+        '2048',
+        '120',
+        '3',
+        String(batch),
+        String(threads),
+      ],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+    );
     return JSON.parse(out.trim());
   } catch {
     return null;
@@ -229,7 +341,13 @@ type FeatureBench = (opts: { quick: boolean; log: (l: string) => void }) => Prom
 export async function runFeatureBench(name: string, log: (l: string) => void): Promise<Record<string, unknown>> {
   // BENCH_MODULE_DIR lets a test point this at stand-in modules.
   const file = path.join(process.env.BENCH_MODULE_DIR ?? path.dirname(self), `bench-${name}.js`);
-  if (!(await fs.access(file).then(() => true, () => false))) return { skipped: `scripts/bench-${name}.ts is not in this build` };
+  if (
+    !(await fs.access(file).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return { skipped: `scripts/bench-${name}.ts is not in this build` };
   const exported = `bench${name[0]!.toUpperCase()}${name.slice(1)}`;
   try {
     const module = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
@@ -248,7 +366,8 @@ export function collectRatios(section: unknown): Record<string, number> {
   for (const [key, value] of Object.entries(section)) {
     if (typeof value === 'number' && /ratio|speedup|over|relative/i.test(key)) ratios[key] = value;
     else if (value && typeof value === 'object' && !Array.isArray(value)) {
-      for (const [inner, v] of Object.entries(value)) if (typeof v === 'number' && /ratio|speedup|over|relative/i.test(inner)) ratios[`${key}.${inner}`] = v;
+      for (const [inner, v] of Object.entries(value))
+        if (typeof v === 'number' && /ratio|speedup|over|relative/i.test(inner)) ratios[`${key}.${inner}`] = v;
     }
   }
   return ratios;
@@ -268,7 +387,10 @@ async function main(): Promise<void> {
   const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
   const machine = machineInfo();
   const measured: Record<string, unknown> = {};
-  const haveShared = await fs.access(resnet).then(() => true, () => false);
+  const haveShared = await fs.access(resnet).then(
+    () => true,
+    () => false,
+  );
   if (wanted('extract') && haveShared) {
     log('extract: end to end vs forward-only');
     // Alternate the two measurements and compare best with best: the same treatment for both, less noise.
@@ -279,15 +401,25 @@ async function main(): Promise<void> {
       e2eRuns.push(runScenario('extract-hymenoptera'));
       forwardRuns.push(runScenario('forward-only'));
     }
-    const best = (runs: Record<string, unknown>[]) => runs.reduce((a, b) => (Number(b.imagesPerSecond) > Number(a.imagesPerSecond) ? b : a));
+    const best = (runs: Record<string, unknown>[]) =>
+      runs.reduce((a, b) => (Number(b.imagesPerSecond) > Number(a.imagesPerSecond) ? b : a));
     const [e2e, forward] = [best(e2eRuns), best(forwardRuns)];
     measured.extract = {
       ratioEndToEndOverForwardOnly: Number(e2e.imagesPerSecond) / Number(forward.imagesPerSecond),
-      model: 'resnet50 (shared fixture)', batchSize, rounds, endToEnd: e2e, forwardOnly: forward,
-      allRuns: { endToEnd: e2eRuns.map((r) => r.imagesPerSecond), forwardOnly: forwardRuns.map((r) => r.imagesPerSecond) },
+      model: 'resnet50 (shared fixture)',
+      batchSize,
+      rounds,
+      endToEnd: e2e,
+      forwardOnly: forward,
+      allRuns: {
+        endToEnd: e2eRuns.map((r) => r.imagesPerSecond),
+        forwardOnly: forwardRuns.map((r) => r.imagesPerSecond),
+      },
     };
     const sizes = quick ? [200, 1000] : [2000, 10_000];
-    measured.extractMemory = Object.fromEntries(sizes.map((n) => [`images${n}`, runScenario('extract-synthetic', String(n))]));
+    measured.extractMemory = Object.fromEntries(
+      sizes.map((n) => [`images${n}`, runScenario('extract-synthetic', String(n))]),
+    );
   } else if (wanted('extract')) {
     measured.extract = { skipped: 'needs ../shared (ResNet50 fixture and hymenoptera)' };
   }
@@ -301,7 +433,9 @@ async function main(): Promise<void> {
       ratioToPytorchBatch256: torch256 ? Number(head.secondsPerEpochBatch256) / Number(torch256.secondsPerEpoch) : null,
       ratioToPytorchBatch32: torch32 ? Number(head.secondsPerEpochBatch32) / Number(torch32.secondsPerEpoch) : null,
       ...head,
-      pytorch: torch256 ? { batch256: torch256, batch32: torch32 } : { skipped: 'needs /usr/bin/python3 with torch (apt-get install python3-torch)' },
+      pytorch: torch256
+        ? { batch256: torch256, batch32: torch32 }
+        : { skipped: 'needs /usr/bin/python3 with torch (apt-get install python3-torch)' },
     };
   }
   if (wanted('export')) {
@@ -316,7 +450,10 @@ async function main(): Promise<void> {
   }
   // Ratios first: they reproduce across machines; absolute figures only with the machine they were taken on.
   const ratios: Record<string, unknown> = {};
-  for (const [name, section] of Object.entries({ ...measured, ...Object.fromEntries(Object.entries(features).map(([k, v]) => [`feature.${k}`, v])) })) {
+  for (const [name, section] of Object.entries({
+    ...measured,
+    ...Object.fromEntries(Object.entries(features).map(([k, v]) => [`feature.${k}`, v])),
+  })) {
     const found = collectRatios(section);
     if (Object.keys(found).length > 0) ratios[name] = found;
   }

@@ -20,7 +20,10 @@ function modulesFor(id) {
 function run(files) {
   return new Promise((resolve) => {
     // Own process group, so a looping mutant's test processes are stopped together, whoever gives up first.
-    const child = spawn(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=dot', ...files], { stdio: 'inherit', detached: true });
+    const child = spawn(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=dot', ...files], {
+      stdio: 'inherit',
+      detached: true,
+    });
     const stop = () => {
       try {
         process.kill(-child.pid, 'SIGKILL');
@@ -32,7 +35,7 @@ function run(files) {
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(signal, () => (stop(), process.exit(1)));
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
-      resolve(signal ? 1 : code ?? 1);
+      resolve(signal ? 1 : (code ?? 1));
     });
   });
 }

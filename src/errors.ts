@@ -85,23 +85,32 @@ export function parseChoice<T extends string>(option: string, value: unknown, ch
 }
 
 export function positiveInteger(option: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw invalidParameter(option, 'a positive integer', value);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1)
+    throw invalidParameter(option, 'a positive integer', value);
   return value;
 }
 
 export function nonNegativeInteger(option: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw invalidParameter(option, 'an integer >= 0', value);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0)
+    throw invalidParameter(option, 'an integer >= 0', value);
   return value;
 }
 
 /** A finite number within [min, max] (inclusive unless `exclusive`). */
 export function numberIn(option: string, value: unknown, min: number, max: number, exclusive = false): number {
-  const inside = typeof value === 'number' && Number.isFinite(value) && (exclusive ? value > min && value < max : value >= min && value <= max);
+  const inside =
+    typeof value === 'number' &&
+    Number.isFinite(value) &&
+    (exclusive ? value > min && value < max : value >= min && value <= max);
   if (!inside) {
-    const range = exclusive ? `between ${min} and ${max} (exclusive)` : max === Infinity ? `a number >= ${min}` : `a number in [${min}, ${max}]`;
+    const range = exclusive
+      ? `between ${min} and ${max} (exclusive)`
+      : max === Infinity
+        ? `a number >= ${min}`
+        : `a number in [${min}, ${max}]`;
     throw invalidParameter(option, range, value);
   }
-  return value as number;
+  return value;
 }
 
 export function errorMessage(error: unknown): string {

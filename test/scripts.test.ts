@@ -29,13 +29,22 @@ describe('install-time behaviour (package.json, .npmrc)', () => {
 });
 
 describe('featcache install-cuda (CLI)', () => {
-  it('--dry-run plans onnxruntime-node\'s installer with ONNXRUNTIME_NODE_INSTALL=cuda12 and contacts nothing', { skip: process.platform === 'linux' && process.arch === 'x64' ? false : 'linux/x64 only' }, async () => {
-    const r = await runCli(['install-cuda', '--dry-run', '--force', '--json'], { env: { HTTPS_PROXY: 'http://127.0.0.1:9' } });
-    assert.equal(r.code, 0, r.stderr);
-    const plan = JSON.parse(r.stdout);
-    assert.equal(plan.status, 'planned');
-    assert.deepEqual(plan.installerEnv, { ONNXRUNTIME_NODE_INSTALL: 'cuda12', GLOBAL_AGENT_HTTPS_PROXY: 'http://127.0.0.1:9' });
-  });
+  it(
+    "--dry-run plans onnxruntime-node's installer with ONNXRUNTIME_NODE_INSTALL=cuda12 and contacts nothing",
+    { skip: process.platform === 'linux' && process.arch === 'x64' ? false : 'linux/x64 only' },
+    async () => {
+      const r = await runCli(['install-cuda', '--dry-run', '--force', '--json'], {
+        env: { HTTPS_PROXY: 'http://127.0.0.1:9' },
+      });
+      assert.equal(r.code, 0, r.stderr);
+      const plan = JSON.parse(r.stdout);
+      assert.equal(plan.status, 'planned');
+      assert.deepEqual(plan.installerEnv, {
+        ONNXRUNTIME_NODE_INSTALL: 'cuda12',
+        GLOBAL_AGENT_HTTPS_PROXY: 'http://127.0.0.1:9',
+      });
+    },
+  );
 
   it('rejects a bad --timeout in one line', async () => {
     const r = await runCli(['install-cuda', '--timeout', '-1']);
@@ -46,23 +55,39 @@ describe('featcache install-cuda (CLI)', () => {
 
 describe('scripts/gpu-smoke', () => {
   const problems = describeCudaProblems(checkCuda());
-  it('on a machine without CUDA, exits 1 and names each missing piece with how to get it', { skip: problems.length === 0 ? 'CUDA is complete on this machine' : false }, async () => {
-    const model = path.join(await tempDir(), 'tiny.onnx');
-    await fs.writeFile(model, tinyModel({ size: 8 }));
-    const r = spawnSync(process.execPath, [path.join(repoRoot, 'scripts/gpu-smoke'), '--model', model, '--batch-size', '2', '--batches', '1'], { encoding: 'utf8', timeout: 60_000 });
-    assert.equal(r.status, 1, r.stderr);
-    assert.match(r.stderr, /needs CUDA 12\.x and cuDNN 9\.x; missing here:/);
-    for (const problem of problems) assert.ok(r.stderr.includes(`  - ${problem}`), problem);
-  });
+  it(
+    'on a machine without CUDA, exits 1 and names each missing piece with how to get it',
+    { skip: problems.length === 0 ? 'CUDA is complete on this machine' : false },
+    async () => {
+      const model = path.join(await tempDir(), 'tiny.onnx');
+      await fs.writeFile(model, tinyModel({ size: 8 }));
+      const r = spawnSync(
+        process.execPath,
+        [path.join(repoRoot, 'scripts/gpu-smoke'), '--model', model, '--batch-size', '2', '--batches', '1'],
+        { encoding: 'utf8', timeout: 60_000 },
+      );
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /needs CUDA 12\.x and cuDNN 9\.x; missing here:/);
+      for (const problem of problems) assert.ok(r.stderr.includes(`  - ${problem}`), problem);
+    },
+  );
 });
 
 describe('npm run bench (scripts/bench.ts)', () => {
   it('leads with ratios and the machine, and runs the feature modules that exist (stand-ins here)', async () => {
     const dir = await tempDir('featcache-bench-modules-');
-    await fs.writeFile(path.join(dir, 'bench-int8.js'), 'export async function benchInt8({ quick, log }) { log("int8 stand-in"); return { quick, ratioInt8OverFp32: 1.7, imagesPerSecond: 5 }; }\n');
-    await fs.writeFile(path.join(dir, 'bench-head.js'), 'export async function benchHead() { throw new Error("head bench broke"); }\n');
+    await fs.writeFile(
+      path.join(dir, 'bench-int8.js'),
+      'export async function benchInt8({ quick, log }) { log("int8 stand-in"); return { quick, ratioInt8OverFp32: 1.7, imagesPerSecond: 5 }; }\n',
+    );
+    await fs.writeFile(
+      path.join(dir, 'bench-head.js'),
+      'export async function benchHead() { throw new Error("head bench broke"); }\n',
+    );
     const r = spawnSync(process.execPath, [path.join(repoRoot, 'dist/scripts/bench.js')], {
-      encoding: 'utf8', timeout: 60_000, env: { ...process.env, BENCH_ONLY: 'int8,head,serve', BENCH_QUICK: '1', BENCH_MODULE_DIR: dir },
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, BENCH_ONLY: 'int8,head,serve', BENCH_QUICK: '1', BENCH_MODULE_DIR: dir },
     });
     assert.equal(r.status, 0, r.stderr);
     const report = JSON.parse(r.stdout);

@@ -35,8 +35,10 @@ export interface RangeOptions {
 const SAMPLES_PER_BATCH = 16384;
 
 export function checkRangeOptions(options: RangeOptions): void {
-  if (!RANGE_METHODS.includes(options.method)) throw invalidParameter('calibrationRanges', oneOf(RANGE_METHODS), options.method);
-  if (!(options.percentile > 50 && options.percentile <= 100)) throw invalidParameter('calibrationPercentile', 'a number in (50, 100], e.g. 99.99', options.percentile);
+  if (!RANGE_METHODS.includes(options.method))
+    throw invalidParameter('calibrationRanges', oneOf(RANGE_METHODS), options.method);
+  if (!(options.percentile > 50 && options.percentile <= 100))
+    throw invalidParameter('calibrationPercentile', 'a number in (50, 100], e.g. 99.99', options.percentile);
 }
 
 function output(name: string): ValueInfo {
@@ -45,14 +47,21 @@ function output(name: string): ValueInfo {
 
 function reduceNode(opType: 'ReduceMin' | 'ReduceMax', input: string, out: string): NodeProto {
   return onnx.NodeProto.create({
-    name: `featcache/calibrate/${opType}/${input}`, opType, input: [input], output: [out],
+    name: `featcache/calibrate/${opType}/${input}`,
+    opType,
+    input: [input],
+    output: [out],
     attribute: [onnx.AttributeProto.create({ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 })],
   });
 }
 
 /** The model with each tensor (min/max: its reduced min and max) as an extra output. */
 /** @internal */
-export function calibrationModel(model: ModelProto, tensors: string[], method: RangeMethod): { bytes: Uint8Array; outputs: Map<string, string[]> } {
+export function calibrationModel(
+  model: ModelProto,
+  tensors: string[],
+  method: RangeMethod,
+): { bytes: Uint8Array; outputs: Map<string, string[]> } {
   const graph = model.graph as GraphProto;
   const outputs = new Map<string, string[]>();
   const extraNodes: NodeProto[] = [];
@@ -68,7 +77,11 @@ export function calibrationModel(model: ModelProto, tensors: string[], method: R
       outputs.set(t, [t]);
     }
   });
-  const calib = onnx.GraphProto.create({ ...graph, node: [...(graph.node ?? []), ...extraNodes], output: [...(graph.output ?? []), ...extraOutputs] });
+  const calib = onnx.GraphProto.create({
+    ...graph,
+    node: [...(graph.node ?? []), ...extraNodes],
+    output: [...(graph.output ?? []), ...extraOutputs],
+  });
   return { bytes: encodeModel(onnx.ModelProto.create({ ...model, graph: calib })), outputs };
 }
 
@@ -86,7 +99,8 @@ function stridedSample(values: Float32Array, limit: number, offset: number): Flo
   if (values.length <= limit) return values.slice();
   const stride = values.length / limit;
   const out = new Float32Array(limit);
-  for (let i = 0; i < limit; i++) out[i] = values[Math.min(values.length - 1, Math.floor(i * stride + (offset % stride)))]!;
+  for (let i = 0; i < limit; i++)
+    out[i] = values[Math.min(values.length - 1, Math.floor(i * stride + (offset % stride)))]!;
   return out;
 }
 
@@ -108,7 +122,9 @@ export async function collectRanges(
     ...(options.threads ? { intraOpNumThreads: options.threads } : {}),
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   });
-  const ranges = new Map<string, ActivationRange>(tensors.map((t) => [t, { min: Number.POSITIVE_INFINITY, max: Number.NEGATIVE_INFINITY }]));
+  const ranges = new Map<string, ActivationRange>(
+    tensors.map((t) => [t, { min: Number.POSITIVE_INFINITY, max: Number.NEGATIVE_INFINITY }]),
+  );
   const samples = new Map<string, Float32Array[]>(tensors.map((t) => [t, []]));
   let batchIndex = 0;
   try {
@@ -148,7 +164,8 @@ export async function collectRanges(
       all.sort();
       const range = ranges.get(t)!;
       // Clipping only narrows: a range from a sample can never widen the observed one.
-      const chosen = options.method === 'mse' ? mseRange(all, range) : { min: quantile(all, 1 - q), max: quantile(all, q) };
+      const chosen =
+        options.method === 'mse' ? mseRange(all, range) : { min: quantile(all, 1 - q), max: quantile(all, q) };
       ranges.set(t, { min: Math.max(range.min, chosen.min), max: Math.min(range.max, chosen.max) });
     }
   }
@@ -195,7 +212,8 @@ export function mseRange(sorted: Float32Array, observed: ActivationRange): Activ
       if (!(step > 0)) continue;
       const below = bound(lo, false);
       const above = bound(hi, true);
-      const error = squaredDistance(0, below, lo) + squaredDistance(above, n, hi) + ((above - below) * step * step) / 12;
+      const error =
+        squaredDistance(0, below, lo) + squaredDistance(above, n, hi) + ((above - below) * step * step) / 12;
       if (error < best.error) best = { min: lo, max: hi, error };
     }
   }

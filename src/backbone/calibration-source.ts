@@ -44,7 +44,8 @@ export async function datasetCalibrationSource(
       // Extract records unusable images in its failure ledger; calibration simply takes the next one.
     }
   }
-  if (chosen.length === 0) throw invalidParameter('calibrate', 'at least one decodable image in the dataset', `none of ${items.length}`);
+  if (chosen.length === 0)
+    throw invalidParameter('calibrate', 'at least one decodable image in the dataset', `none of ${items.length}`);
   const crop = options.preset.crop;
   return {
     images: chosen.map((c) => c.image),
@@ -61,18 +62,30 @@ export async function datasetCalibrationSource(
 }
 
 /** Already-preprocessed images, each `[3,H,W]` (or `[H,W,3]`) float32, e.g. the fixture's input_K.bin files. */
-export function pixelCalibrationSource(images: { id: string; pixels: Float32Array }[], shape: { height: number; width: number }): CalibrationSource {
+export function pixelCalibrationSource(
+  images: { id: string; pixels: Float32Array }[],
+  shape: { height: number; width: number },
+): CalibrationSource {
   if (images.length === 0) throw invalidParameter('calibrate', 'at least one calibration image', 0);
   const perImage = 3 * shape.height * shape.width;
   return {
-    images: images.map((i) => ({ id: i.id, sha256: sha256Bytes(new Uint8Array(i.pixels.buffer, i.pixels.byteOffset, i.pixels.byteLength)) })),
+    images: images.map((i) => ({
+      id: i.id,
+      sha256: sha256Bytes(new Uint8Array(i.pixels.buffer, i.pixels.byteOffset, i.pixels.byteLength)),
+    })),
     preprocessing: { preprocessed: true },
     async *batches(layout, batchSize) {
       for (let start = 0; start < images.length; start += batchSize) {
         const slice = images.slice(start, start + batchSize);
         const data = new Float32Array(slice.length * perImage);
         slice.forEach((img, i) => data.set(img.pixels.subarray(0, perImage), i * perImage));
-        yield { data, dims: layout === 'NCHW' ? [slice.length, 3, shape.height, shape.width] : [slice.length, shape.height, shape.width, 3] };
+        yield {
+          data,
+          dims:
+            layout === 'NCHW'
+              ? [slice.length, 3, shape.height, shape.width]
+              : [slice.length, shape.height, shape.width, 3],
+        };
       }
     },
   };

@@ -25,18 +25,56 @@ export const CUDA_REQUIREMENTS = Object.freeze({
   cuda: '12.x',
   cudnn: '9.x',
   libraries: Object.freeze<CudaLibrary[]>([
-    Object.freeze({ soname: 'libcuda.so.1', what: 'NVIDIA driver', system: 'the NVIDIA driver (nvidia-smi must work; in containers, the NVIDIA container toolkit)', pip: null }),
-    Object.freeze({ soname: 'libcudart.so.12', what: 'CUDA 12 runtime', system: 'the CUDA 12 toolkit (apt: cuda-cudart-12-x)', pip: 'nvidia-cuda-runtime-cu12' }),
-    Object.freeze({ soname: 'libcublas.so.12', what: 'cuBLAS 12', system: 'the CUDA 12 toolkit (apt: libcublas-12-x)', pip: 'nvidia-cublas-cu12' }),
-    Object.freeze({ soname: 'libcublasLt.so.12', what: 'cuBLASLt 12', system: 'the CUDA 12 toolkit (apt: libcublas-12-x)', pip: 'nvidia-cublas-cu12' }),
-    Object.freeze({ soname: 'libcufft.so.11', what: 'cuFFT (CUDA 12)', system: 'the CUDA 12 toolkit (apt: libcufft-12-x)', pip: 'nvidia-cufft-cu12' }),
-    Object.freeze({ soname: 'libcurand.so.10', what: 'cuRAND (CUDA 12)', system: 'the CUDA 12 toolkit (apt: libcurand-12-x)', pip: 'nvidia-curand-cu12' }),
-    Object.freeze({ soname: 'libcudnn.so.9', what: 'cuDNN 9', system: 'cuDNN 9 for CUDA 12 (apt: libcudnn9-cuda-12)', pip: 'nvidia-cudnn-cu12' }),
+    Object.freeze({
+      soname: 'libcuda.so.1',
+      what: 'NVIDIA driver',
+      system: 'the NVIDIA driver (nvidia-smi must work; in containers, the NVIDIA container toolkit)',
+      pip: null,
+    }),
+    Object.freeze({
+      soname: 'libcudart.so.12',
+      what: 'CUDA 12 runtime',
+      system: 'the CUDA 12 toolkit (apt: cuda-cudart-12-x)',
+      pip: 'nvidia-cuda-runtime-cu12',
+    }),
+    Object.freeze({
+      soname: 'libcublas.so.12',
+      what: 'cuBLAS 12',
+      system: 'the CUDA 12 toolkit (apt: libcublas-12-x)',
+      pip: 'nvidia-cublas-cu12',
+    }),
+    Object.freeze({
+      soname: 'libcublasLt.so.12',
+      what: 'cuBLASLt 12',
+      system: 'the CUDA 12 toolkit (apt: libcublas-12-x)',
+      pip: 'nvidia-cublas-cu12',
+    }),
+    Object.freeze({
+      soname: 'libcufft.so.11',
+      what: 'cuFFT (CUDA 12)',
+      system: 'the CUDA 12 toolkit (apt: libcufft-12-x)',
+      pip: 'nvidia-cufft-cu12',
+    }),
+    Object.freeze({
+      soname: 'libcurand.so.10',
+      what: 'cuRAND (CUDA 12)',
+      system: 'the CUDA 12 toolkit (apt: libcurand-12-x)',
+      pip: 'nvidia-curand-cu12',
+    }),
+    Object.freeze({
+      soname: 'libcudnn.so.9',
+      what: 'cuDNN 9',
+      system: 'cuDNN 9 for CUDA 12 (apt: libcudnn9-cuda-12)',
+      pip: 'nvidia-cudnn-cu12',
+    }),
   ]),
 });
 
 /** The provider files onnxruntime-node loads from its own bin folder; `featcache install-cuda` puts them there. */
-export const CUDA_PROVIDER_FILES: readonly string[] = Object.freeze(['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so']);
+export const CUDA_PROVIDER_FILES: readonly string[] = Object.freeze([
+  'libonnxruntime_providers_cuda.so',
+  'libonnxruntime_providers_shared.so',
+]);
 
 export interface LibraryLookupOptions {
   /** `ldconfig -p` output; undefined runs ldconfig, null means no loader cache (tests point this at fixtures). */
@@ -73,7 +111,8 @@ export function parseLdconfig(output: string): Map<string, string> {
   for (const line of output.split('\n')) {
     const match = /^\s*(\S+)\s+\(([^)]*)\)\s+=>\s+(\S+)/.exec(line);
     // A 32-bit copy cannot satisfy a 64-bit process.
-    if (match && (process.arch !== 'x64' || /x86-64/.test(match[2]!)) && !entries.has(match[1]!)) entries.set(match[1]!, match[3]!);
+    if (match && (process.arch !== 'x64' || /x86-64/.test(match[2]!)) && !entries.has(match[1]!))
+      entries.set(match[1]!, match[3]!);
   }
   return entries;
 }
@@ -97,7 +136,10 @@ export function defaultSearchDirs(env: NodeJS.ProcessEnv = process.env): string[
 }
 
 /** Where the dynamic loader would find each soname (searchDirs first, then the ldconfig cache), or null. */
-export function findLibraries(sonames: readonly string[], options: LibraryLookupOptions = {}): Map<string, string | null> {
+export function findLibraries(
+  sonames: readonly string[],
+  options: LibraryLookupOptions = {},
+): Map<string, string | null> {
   const dirs = options.searchDirs ?? defaultSearchDirs();
   const cache = parseLdconfig((options.ldconfigOutput === undefined ? runLdconfig() : options.ldconfigOutput) ?? '');
   return new Map(
@@ -112,8 +154,13 @@ export function findLibraries(sonames: readonly string[], options: LibraryLookup
 export function checkCuda(options: LibraryLookupOptions & { providerDir?: string | null | undefined } = {}): CudaCheck {
   const providerDir = options.providerDir === undefined ? onnxruntimeBinDir() : options.providerDir;
   if (process.platform !== 'linux') return { providerDir, providerMissing: [], missing: [], found: {} };
-  const providerMissing = providerDir ? CUDA_PROVIDER_FILES.filter((f) => !existsSync(path.join(providerDir, f))) : [...CUDA_PROVIDER_FILES];
-  const located = findLibraries(CUDA_REQUIREMENTS.libraries.map((l) => l.soname), options);
+  const providerMissing = providerDir
+    ? CUDA_PROVIDER_FILES.filter((f) => !existsSync(path.join(providerDir, f)))
+    : [...CUDA_PROVIDER_FILES];
+  const located = findLibraries(
+    CUDA_REQUIREMENTS.libraries.map((l) => l.soname),
+    options,
+  );
   const missing = CUDA_REQUIREMENTS.libraries.filter((l) => !located.get(l.soname));
   const found = Object.fromEntries([...located].filter((e): e is [string, string] => e[1] !== null));
   return { providerDir, providerMissing, missing, found };
@@ -123,10 +170,14 @@ export function checkCuda(options: LibraryLookupOptions & { providerDir?: string
 export function describeCudaProblems(check: CudaCheck): string[] {
   const problems: string[] = [];
   if (check.providerMissing.length > 0) {
-    problems.push(`the onnxruntime CUDA provider is not installed (${check.providerMissing.join(', ')} absent${check.providerDir ? ` from ${check.providerDir}` : ''}); run 'npx featcache install-cuda'`);
+    problems.push(
+      `the onnxruntime CUDA provider is not installed (${check.providerMissing.join(', ')} absent${check.providerDir ? ` from ${check.providerDir}` : ''}); run 'npx featcache install-cuda'`,
+    );
   }
   for (const lib of check.missing) {
-    const pip = lib.pip ? `, or 'pip install ${lib.pip}' and add its site-packages/nvidia/*/lib folder to LD_LIBRARY_PATH` : '';
+    const pip = lib.pip
+      ? `, or 'pip install ${lib.pip}' and add its site-packages/nvidia/*/lib folder to LD_LIBRARY_PATH`
+      : '';
     problems.push(`${lib.soname} (${lib.what}) not found by the loader: install ${lib.system}${pip}`);
   }
   return problems;
@@ -137,6 +188,7 @@ export function describeCudaProblems(check: CudaCheck): string[] {
  * libraries there is noise on every `--device auto` run); otherwise everything describeCudaProblems finds.
  */
 export function cudaFailureReasons(check: CudaCheck): string[] {
-  if (check.missing.some((l) => l.soname === 'libcuda.so.1')) return ['no NVIDIA driver (libcuda.so.1 not found by the loader)'];
+  if (check.missing.some((l) => l.soname === 'libcuda.so.1'))
+    return ['no NVIDIA driver (libcuda.so.1 not found by the loader)'];
   return describeCudaProblems(check);
 }

@@ -17,7 +17,7 @@ export function toHalfBits(value: number): number {
   const exponent = (bits >>> 23) & 0xff;
   let mantissa = bits & 0x7fffff;
   if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
-  let e = exponent - 127 + 15;
+  const e = exponent - 127 + 15;
   if (e >= 0x1f) return sign | 0x7c00;
   if (e <= 0) {
     if (e < -10) return sign;
@@ -67,7 +67,10 @@ function float32OnlyInputs(graph: GraphProto): Set<string> {
 
 function castNode(input: string, output: string, to: number): NodeProto {
   return onnx.NodeProto.create({
-    name: `featcache/Cast_${output}`, opType: 'Cast', input: [input], output: [output],
+    name: `featcache/Cast_${output}`,
+    opType: 'Cast',
+    input: [input],
+    output: [output],
     attribute: [onnx.AttributeProto.create({ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: to })],
   });
 }
@@ -91,17 +94,23 @@ export function toFloat16(model: ModelProto): ModelProto {
       output: (node.output ?? []).map((o) => (o === FEATURE_OUTPUT ? halfOutput : o)),
     };
     if (node.opType === 'Constant') {
-      converted.attribute = (node.attribute ?? []).map((a) => (a.t && a.t.dataType === FLOAT ? { ...a, t: toHalfTensor(a.t) } : a));
+      converted.attribute = (node.attribute ?? []).map((a) =>
+        a.t && a.t.dataType === FLOAT ? { ...a, t: toHalfTensor(a.t) } : a,
+      );
     }
     if (node.opType === 'Cast') {
-      converted.attribute = (node.attribute ?? []).map((a) => (a.name === 'to' && Number(a.i) === FLOAT ? { ...a, i: FLOAT16 } : a));
+      converted.attribute = (node.attribute ?? []).map((a) =>
+        a.name === 'to' && Number(a.i) === FLOAT ? { ...a, i: FLOAT16 } : a,
+      );
     }
     return converted;
   });
   const half = onnx.GraphProto.create({
     ...graph,
     node: [castNode(imageInput.name, halfInput, FLOAT16), ...nodes, castNode(halfOutput, FEATURE_OUTPUT, FLOAT)],
-    initializer: (graph.initializer ?? []).map((t) => (t.dataType === FLOAT && !keep.has(t.name ?? '') ? toHalfTensor(t) : t)),
+    initializer: (graph.initializer ?? []).map((t) =>
+      t.dataType === FLOAT && !keep.has(t.name ?? '') ? toHalfTensor(t) : t,
+    ),
     // Intermediate types changed; let onnxruntime infer them again.
     valueInfo: [],
   });

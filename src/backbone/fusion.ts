@@ -53,9 +53,12 @@ export function judgeFusion(qdq: GraphProto, optimised: GraphProto, vnni: boolea
   };
   const problems: string[] = [];
   if (report.convs === 0) problems.push('the model has no Conv to run in int8');
-  if (report.qlinearConv < report.convs) problems.push(`only ${report.qlinearConv} of ${report.convs} Conv fused to QLinearConv`);
-  if (report.qlinearAdd < report.adds) problems.push(`only ${report.qlinearAdd} of ${report.adds} Add fused to QLinearAdd`);
-  if (vnni === false) problems.push('this CPU has no 8-bit dot-product instructions (avx512_vnni/avx_vnni), so int8 would not be faster');
+  if (report.qlinearConv < report.convs)
+    problems.push(`only ${report.qlinearConv} of ${report.convs} Conv fused to QLinearConv`);
+  if (report.qlinearAdd < report.adds)
+    problems.push(`only ${report.qlinearAdd} of ${report.adds} Add fused to QLinearAdd`);
+  if (vnni === false)
+    problems.push('this CPU has no 8-bit dot-product instructions (avx512_vnni/avx_vnni), so int8 would not be faster');
   if (problems.length > 0) report.reason = problems.join('; ');
   report.fused = problems.length === 0;
   return report;
@@ -76,7 +79,11 @@ export async function verifyFusion(qdqModel: Uint8Array, options: { cpuinfo?: st
     });
     await session.release();
     const optimised = decodeModel(await fs.readFile(optimisedFile), optimisedFile);
-    return judgeFusion(decodeModel(qdqModel, 'int8 model').graph as GraphProto, optimised.graph as GraphProto, await cpuHasInt8Dot(options.cpuinfo));
+    return judgeFusion(
+      decodeModel(qdqModel, 'int8 model').graph as GraphProto,
+      optimised.graph as GraphProto,
+      await cpuHasInt8Dot(options.cpuinfo),
+    );
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

@@ -49,7 +49,9 @@ export function decodeModel(bytes: Uint8Array, file: string): ModelProto {
   try {
     model = onnx.ModelProto.decode(bytes);
   } catch (error) {
-    throw new FeatcacheError(`${optionName('model')} ${file}: not an ONNX model (protobuf decode failed: ${(error as Error).message})`);
+    throw new FeatcacheError(
+      `${optionName('model')} ${file}: not an ONNX model (protobuf decode failed: ${(error as Error).message})`,
+    );
   }
   if (!model.graph || !model.graph.node || model.graph.node.length === 0) {
     throw new FeatcacheError(`${optionName('model')} ${file}: not an ONNX model (no graph nodes found)`);
@@ -63,7 +65,15 @@ export function encodeModel(model: ModelProto): Uint8Array {
 }
 
 const elemTypeNames: Record<number, string> = {
-  1: 'float32', 2: 'uint8', 3: 'int8', 5: 'int16', 6: 'int32', 7: 'int64', 9: 'bool', 10: 'float16', 11: 'float64',
+  1: 'float32',
+  2: 'uint8',
+  3: 'int8',
+  5: 'int16',
+  6: 'int32',
+  7: 'int64',
+  9: 'bool',
+  10: 'float16',
+  11: 'float64',
 };
 
 function valueInfoToTensorInfo(info: onnxProto.onnx.IValueInfoProto): TensorInfo {

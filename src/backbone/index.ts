@@ -44,12 +44,16 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
   const { model, bytes } = await loadModel(file);
   const sha256 = sha256Bytes(bytes);
   if (options.expect && sha256 !== options.expect.sha256) {
-    throw new FeatcacheError(`${optionName('model')} ${file}: sha256 ${sha256.slice(0, 12)}… is not ${options.expect.what} (${options.expect.sha256.slice(0, 12)}…); use that model or retrain the head`);
+    throw new FeatcacheError(
+      `${optionName('model')} ${file}: sha256 ${sha256.slice(0, 12)}… is not ${options.expect.what} (${options.expect.sha256.slice(0, 12)}…); use that model or retrain the head`,
+    );
   }
   const graph = model.graph!;
   const inputs = graphInputs(graph);
   if (inputs.length !== 1) {
-    throw new FeatcacheError(`${optionName('model')} ${file}: expected one image input, found ${inputs.length} (${inputs.map((i) => i.name).join(', ')})`);
+    throw new FeatcacheError(
+      `${optionName('model')} ${file}: expected one image input, found ${inputs.length} (${inputs.map((i) => i.name).join(', ')})`,
+    );
   }
   const input = inputLayout(inputs[0]!.name, inputs[0]!.shape);
   const tap = resolveTap(graph, options.tap ?? DEFAULT_TAP);
@@ -57,7 +61,13 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
   const tapped = encodeModel(options.fp16 ? toFloat16(tappedGraph) : tappedGraph);
   const precision = await choosePrecision(options, { file, sha256, tap, tapped, input });
   const probeSize = { height: input.height ?? 224, width: input.width ?? input.height ?? 224 };
-  const session = await openWorkerSession(precision.model, { device: precision.device, threads: options.threads }, input, FEATURE_OUTPUT, probeSize);
+  const session = await openWorkerSession(
+    precision.model,
+    { device: precision.device, threads: options.threads },
+    input,
+    FEATURE_OUTPUT,
+    probeSize,
+  );
   return {
     file: path.resolve(file),
     sha256,
@@ -87,24 +97,49 @@ interface ChosenPrecision {
  * With `int8`, the calibrated int8 copy of the tapped graph when it fuses (or when int8 features are required, e.g.
  * for a head trained on them); otherwise the tapped graph as it is, and why int8 was not used.
  */
-async function choosePrecision(options: BackboneOptions, source: Parameters<typeof resolveInt8>[0]): Promise<ChosenPrecision> {
+async function choosePrecision(
+  options: BackboneOptions,
+  source: Parameters<typeof resolveInt8>[0],
+): Promise<ChosenPrecision> {
   const plain: ChosenPrecision = { model: source.tapped, device: options.device, int8: null, int8Fallback: null };
   if (!options.int8) return plain;
-  if (options.fp16) throw new FeatcacheError(`${optionName('int8')}: cannot be combined with ${optionName('fp16')} (int8 is for CPUs, fp16 for GPUs); choose one`);
-  if (options.device.kind === 'cuda') throw new FeatcacheError(`${optionName('int8')}: the int8 backbone runs on the CPU; drop ${optionName('device')} cuda:${options.device.deviceId} or use ${optionName('fp16')} on a GPU`);
-  const resolved = await resolveInt8(source, { ...options.int8, options: { threads: options.threads, log: options.log, ...options.int8.options } });
-  const reason = 'unsupported' in resolved ? resolved.unsupported : resolved.fusion.fused ? null : (resolved.fusion.reason ?? 'not fused');
+  if (options.fp16)
+    throw new FeatcacheError(
+      `${optionName('int8')}: cannot be combined with ${optionName('fp16')} (int8 is for CPUs, fp16 for GPUs); choose one`,
+    );
+  if (options.device.kind === 'cuda')
+    throw new FeatcacheError(
+      `${optionName('int8')}: the int8 backbone runs on the CPU; drop ${optionName('device')} cuda:${options.device.deviceId} or use ${optionName('fp16')} on a GPU`,
+    );
+  const resolved = await resolveInt8(source, {
+    ...options.int8,
+    options: { threads: options.threads, log: options.log, ...options.int8.options },
+  });
+  const reason =
+    'unsupported' in resolved
+      ? resolved.unsupported
+      : resolved.fusion.fused
+        ? null
+        : (resolved.fusion.reason ?? 'not fused');
   if ('unsupported' in resolved || (reason !== null && options.int8.requireFused !== false)) {
     options.log?.(`int8: not used — ${reason}; running FP32`);
     return { ...plain, int8Fallback: reason };
   }
-  if (reason !== null) options.log?.(`int8: ${reason}; running the int8 model unfused (slower) because int8 features were asked for`);
+  if (reason !== null)
+    options.log?.(`int8: ${reason}; running the int8 model unfused (slower) because int8 features were asked for`);
   // A copy: the worker takes ownership of the buffer it is sent.
   return { model: resolved.bytes.slice(), device: { kind: 'cpu' }, int8: resolved, int8Fallback: null };
 }
 
 export { parseDevice } from './session.js';
 export { DEFAULT_INT8_OPTIONS, type Int8Options } from './quantize.js';
-export { type Int8Model, type Int8Request, type EnsureInt8Options, checkFeaturePrecision, ensureInt8Model, savedInt8Model } from './int8.js';
+export {
+  type Int8Model,
+  type Int8Request,
+  type EnsureInt8Options,
+  checkFeaturePrecision,
+  ensureInt8Model,
+  savedInt8Model,
+} from './int8.js';
 export { type CalibrationSource, datasetCalibrationSource, pixelCalibrationSource } from './calibration-source.js';
 export type { DeviceSpec } from './session.js';

@@ -13,13 +13,27 @@ import type { CalibrationImage, CalibrationSource } from './calibration-source.j
 import { type FusionReport, verifyFusion } from './fusion.js';
 import type { InputLayout } from './session.js';
 import type { TapPoint } from './tap.js';
-import { DEFAULT_INT8_OPTIONS, INT8_RECIPE, type Int8Options, Int8Unsupported, type QuantizeReport, quantizeModel } from './quantize.js';
+import {
+  DEFAULT_INT8_OPTIONS,
+  INT8_RECIPE,
+  type Int8Options,
+  Int8Unsupported,
+  type QuantizeReport,
+  quantizeModel,
+} from './quantize.js';
 
 export interface Int8Provenance {
   recipe: string;
   calibrationHash: string;
   source: { file: string; sha256: string; tappedTensor: string };
-  calibration: { method: Int8Options['calibrationRanges']; percentile: number | null; seed: number; count: number; images: CalibrationImage[]; preprocessing: Record<string, unknown> };
+  calibration: {
+    method: Int8Options['calibrationRanges'];
+    percentile: number | null;
+    seed: number;
+    count: number;
+    images: CalibrationImage[];
+    preprocessing: Record<string, unknown>;
+  };
   ranges: QuantizeReport['ranges'];
   /** sha256 of the saved quantised model: a file that no longer matches is rebuilt, never trusted. */
   sha256: string;
@@ -54,16 +68,24 @@ export function checkInt8Options(options: Int8Options): void {
 }
 
 /** What makes two int8 models interchangeable: recipe, source model and tap, range method, calibration pixels. */
-export function calibrationHash(source: { sha256: string; tappedTensor: string }, calibration: CalibrationSource, options: Int8Options): string {
-  return sha256Bytes(Buffer.from(JSON.stringify({
-    recipe: INT8_RECIPE,
-    model: source.sha256,
-    tap: source.tappedTensor,
-    method: options.calibrationRanges,
-    percentile: options.calibrationRanges === 'percentile' ? options.calibrationPercentile : null,
-    images: calibration.images.map((i) => i.sha256),
-    preprocessing: calibration.preprocessing,
-  })));
+export function calibrationHash(
+  source: { sha256: string; tappedTensor: string },
+  calibration: CalibrationSource,
+  options: Int8Options,
+): string {
+  return sha256Bytes(
+    Buffer.from(
+      JSON.stringify({
+        recipe: INT8_RECIPE,
+        model: source.sha256,
+        tap: source.tappedTensor,
+        method: options.calibrationRanges,
+        percentile: options.calibrationRanges === 'percentile' ? options.calibrationPercentile : null,
+        images: calibration.images.map((i) => i.sha256),
+        preprocessing: calibration.preprocessing,
+      }),
+    ),
+  );
 }
 
 export function int8Paths(modelFile: string, hash: string, dir?: string): { model: string; provenance: string } {
@@ -72,7 +94,10 @@ export function int8Paths(modelFile: string, hash: string, dir?: string): { mode
   return { model, provenance: `${model}.json` };
 }
 
-async function readSaved(paths: { model: string; provenance: string }, hash: string): Promise<{ bytes: Uint8Array; provenance: Int8Provenance } | null> {
+async function readSaved(
+  paths: { model: string; provenance: string },
+  hash: string,
+): Promise<{ bytes: Uint8Array; provenance: Int8Provenance } | null> {
   try {
     const provenance = JSON.parse(await fs.readFile(paths.provenance, 'utf8')) as Int8Provenance;
     if (provenance.calibrationHash !== hash || provenance.recipe !== INT8_RECIPE) return null;
@@ -103,10 +128,15 @@ export async function ensureInt8Model(
   if (!saved) {
     let quantised: { bytes: Uint8Array; report: QuantizeReport };
     try {
-      quantised = await quantizeModel(source.tapped, () => calibration.batches(source.input.layout, settings.calibrationBatch), {
-        ...settings, what: `${optionName('model')} ${source.file}`,
-        log: (line) => log(`${line} of ${path.basename(source.file)} on ${calibration.images.length} images`),
-      });
+      quantised = await quantizeModel(
+        source.tapped,
+        () => calibration.batches(source.input.layout, settings.calibrationBatch),
+        {
+          ...settings,
+          what: `${optionName('model')} ${source.file}`,
+          log: (line) => log(`${line} of ${path.basename(source.file)} on ${calibration.images.length} images`),
+        },
+      );
     } catch (error) {
       if (error instanceof Int8Unsupported) return { unsupported: error.reason };
       throw error;
@@ -135,12 +165,23 @@ export async function ensureInt8Model(
       await writeBytesAtomic(paths.provenance, `${JSON.stringify(provenance, null, 2)}\n`);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? String(error);
-      throw new FeatcacheError(`${optionName('int8')}: cannot save the quantised model as ${paths.model} (${code}); pass a writable directory for it with ${optionName('int8Dir')}`, 1);
+      throw new FeatcacheError(
+        `${optionName('int8')}: cannot save the quantised model as ${paths.model} (${code}); pass a writable directory for it with ${optionName('int8Dir')}`,
+        1,
+      );
     }
     saved = { bytes: quantised.bytes, provenance };
   }
   const fusion = await verifyFusion(saved.bytes);
-  return { file: paths.model, sha256: saved.provenance.sha256, calibrationHash: hash, provenance: saved.provenance, fusion, reused, bytes: saved.bytes };
+  return {
+    file: paths.model,
+    sha256: saved.provenance.sha256,
+    calibrationHash: hash,
+    provenance: saved.provenance,
+    fusion,
+    reused,
+    bytes: saved.bytes,
+  };
 }
 
 /** A saved int8 model found by its calibration hash (what a cache or a head records), or null. */
@@ -149,7 +190,15 @@ export async function savedInt8Model(modelFile: string, hash: string, dir?: stri
   const saved = await readSaved(paths, hash);
   if (!saved) return null;
   const fusion = await verifyFusion(saved.bytes);
-  return { file: paths.model, sha256: saved.provenance.sha256, calibrationHash: hash, provenance: saved.provenance, fusion, reused: true, bytes: saved.bytes };
+  return {
+    file: paths.model,
+    sha256: saved.provenance.sha256,
+    calibrationHash: hash,
+    provenance: saved.provenance,
+    fusion,
+    reused: true,
+    bytes: saved.bytes,
+  };
 }
 
 export interface Int8Request {
@@ -181,7 +230,8 @@ export async function resolveInt8(
       );
     }
   }
-  if (!request.calibration) throw new FeatcacheError(`${optionName('int8')}: no calibration images and no saved int8 model to use`);
+  if (!request.calibration)
+    throw new FeatcacheError(`${optionName('int8')}: no calibration images and no saved int8 model to use`);
   return ensureInt8Model(source, await request.calibration(), request.options);
 }
 
@@ -191,7 +241,9 @@ export interface PrecisionIdentity {
 }
 
 const describePrecision = (p: PrecisionIdentity) =>
-  p.precision === 'int8' ? `int8 features (calibration ${p.calibrationHash?.slice(0, 12) ?? 'unknown'}…)` : `${p.precision ?? 'fp32'} features`;
+  p.precision === 'int8'
+    ? `int8 features (calibration ${p.calibrationHash?.slice(0, 12) ?? 'unknown'}…)`
+    : `${p.precision ?? 'fp32'} features`;
 
 /**
  * Refuses to feed a head features of another precision or calibration: int8 features differ from FP32 ones by a

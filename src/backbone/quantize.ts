@@ -11,7 +11,16 @@
  */
 import { FeatcacheError, optionName } from '../errors.js';
 import { type ActivationRange, type CalibrationBatch, type RangeMethod, collectRanges } from './calibrate.js';
-import { type GraphProto, type ModelProto, type NodeProto, type TensorProto, decodeModel, encodeModel, graphInputs, onnx } from './graph.js';
+import {
+  type GraphProto,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+  decodeModel,
+  encodeModel,
+  graphInputs,
+  onnx,
+} from './graph.js';
 
 /** Bumped whenever the graph surgery or parameter rules change: saved models of another version are rebuilt. */
 export const INT8_RECIPE = 'qdq-u8act-s8w-perchannel-v1';
@@ -44,10 +53,19 @@ export const DEFAULT_INT8_OPTIONS: Readonly<Int8Options> = Object.freeze({
 
 /** Ops the recipe handles; anything else means the model is not a plain CNN and stays FP32 (with the reason). */
 export const SUPPORTED_OPS: readonly string[] = Object.freeze([
-  'Conv', 'Gemm', 'Relu', 'Add', 'MaxPool', 'GlobalAveragePool', 'Flatten', 'Reshape', 'Identity',
+  'Conv',
+  'Gemm',
+  'Relu',
+  'Add',
+  'MaxPool',
+  'GlobalAveragePool',
+  'Flatten',
+  'Reshape',
+  'Identity',
 ]);
 
-const QUANTISED_OPS = /^(QuantizeLinear|DequantizeLinear|DynamicQuantizeLinear|QLinear.*|ConvInteger|MatMulInteger|.*Integer)$/;
+const QUANTISED_OPS =
+  /^(QuantizeLinear|DequantizeLinear|DynamicQuantizeLinear|QLinear.*|ConvInteger|MatMulInteger|.*Integer)$/;
 
 const { DataType } = onnx.TensorProto;
 
@@ -85,27 +103,38 @@ export interface QuantizeReport {
 /** @internal */
 export function checkQuantisable(model: ModelProto, what: string): void {
   const graph = model.graph as GraphProto;
-  const quantised = [...new Set((graph.node ?? []).map((n) => n.opType ?? '').filter((op) => QUANTISED_OPS.test(op)))].sort();
-  const intWeights = (graph.initializer ?? []).some((t) => t.dataType === DataType.INT8 || t.dataType === DataType.UINT8);
+  const quantised = [
+    ...new Set((graph.node ?? []).map((n) => n.opType ?? '').filter((op) => QUANTISED_OPS.test(op))),
+  ].sort();
+  const intWeights = (graph.initializer ?? []).some(
+    (t) => t.dataType === DataType.INT8 || t.dataType === DataType.UINT8,
+  );
   if (quantised.length > 0 || intWeights) {
     throw new FeatcacheError(
       `${optionName('int8')}: ${what} is already quantised (${quantised.length > 0 ? `has ${quantised.join(', ')}` : 'has int8/uint8 weights'}); run it without ${optionName('int8')} — featcache quantises float models only`,
     );
   }
   const opset = (model.opsetImport ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
-  if (opset && Number(opset.version) < 13) throw new Int8Unsupported(`opset ${Number(opset.version)} < 13 (per-channel DequantizeLinear needs 13)`);
-  const unsupported = [...new Set((graph.node ?? []).map((n) => n.opType ?? '').filter((op) => !SUPPORTED_OPS.includes(op)))].sort();
+  if (opset && Number(opset.version) < 13)
+    throw new Int8Unsupported(`opset ${Number(opset.version)} < 13 (per-channel DequantizeLinear needs 13)`);
+  const unsupported = [
+    ...new Set((graph.node ?? []).map((n) => n.opType ?? '').filter((op) => !SUPPORTED_OPS.includes(op))),
+  ].sort();
   if (unsupported.length > 0) {
-    throw new Int8Unsupported(`unsupported ops ${unsupported.join(', ')} (the int8 recipe covers ${SUPPORTED_OPS.join('/')})`);
+    throw new Int8Unsupported(
+      `unsupported ops ${unsupported.join(', ')} (the int8 recipe covers ${SUPPORTED_OPS.join('/')})`,
+    );
   }
   const initializers = new Set((graph.initializer ?? []).map((t) => t.name));
   const computedWeight = (graph.node ?? []).find((n) => n.opType === 'Conv' && !initializers.has(n.input?.[1] ?? ''));
-  if (computedWeight) throw new Int8Unsupported(`Conv ${computedWeight.name} takes its weights from another node, not an initializer`);
+  if (computedWeight)
+    throw new Int8Unsupported(`Conv ${computedWeight.name} takes its weights from another node, not an initializer`);
 }
 
 function consumers(graph: GraphProto): Map<string, NodeProto[]> {
   const map = new Map<string, NodeProto[]>();
-  for (const node of graph.node ?? []) for (const input of node.input ?? []) if (input) map.set(input, [...(map.get(input) ?? []), node]);
+  for (const node of graph.node ?? [])
+    for (const input of node.input ?? []) if (input) map.set(input, [...(map.get(input) ?? []), node]);
   return map;
 }
 
@@ -140,7 +169,7 @@ export function planActivations(graph: GraphProto): ActivationPlan[] {
         break;
       case 'MaxPool':
         add(node.input![0]!, 'conv-input');
-        add(out, 'maxpool', node.input![0]!);
+        add(out, 'maxpool', node.input![0]);
         break;
     }
   }
@@ -182,7 +211,12 @@ export function floatValues(tensor: TensorProto): Float32Array {
 }
 
 function tensor(name: string, dataType: number, dims: number[], data: ArrayBufferView): TensorProto {
-  return onnx.TensorProto.create({ name, dataType, dims, rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+  return onnx.TensorProto.create({
+    name,
+    dataType,
+    dims,
+    rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+  });
 }
 
 function node(opType: string, inputs: string[], output: string, axis?: number): NodeProto {
@@ -191,7 +225,10 @@ function node(opType: string, inputs: string[], output: string, axis?: number): 
     opType,
     input: inputs,
     output: [output],
-    attribute: axis === undefined ? [] : [onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: axis })],
+    attribute:
+      axis === undefined
+        ? []
+        : [onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: axis })],
   });
 }
 
@@ -277,14 +314,19 @@ const report0 = (graph: GraphProto) =>
   `${(graph.node ?? []).filter((n) => n.opType === 'Conv').length} Conv, ${(graph.node ?? []).filter((n) => n.opType === 'Add').length} Add`;
 
 /** uint8 parameters for every planned activation from calibrated ranges (MaxPool outputs copy their input's). */
-export function activationParams(plan: ActivationPlan[], ranges: Map<string, ActivationRange>): Map<string, QuantParams> {
+export function activationParams(
+  plan: ActivationPlan[],
+  ranges: Map<string, ActivationRange>,
+): Map<string, QuantParams> {
   const params = new Map<string, QuantParams>();
   const roles = new Map(plan.map((p) => [p.tensor, p]));
   const paramsOf = (t: string): QuantParams => {
     const known = params.get(t);
     if (known) return known;
     const entry = roles.get(t)!;
-    const p = entry.sameAs ? paramsOf(entry.sameAs) : uint8Params(ranges.get(t) ?? { min: 0, max: 0 }, entry.role === 'relu');
+    const p = entry.sameAs
+      ? paramsOf(entry.sameAs)
+      : uint8Params(ranges.get(t) ?? { min: 0, max: 0 }, entry.role === 'relu');
     params.set(t, p);
     return p;
   };
@@ -299,7 +341,11 @@ export function activationParams(plan: ActivationPlan[], ranges: Map<string, Act
 export async function quantizeModel(
   tapped: Uint8Array,
   batches: () => AsyncIterable<CalibrationBatch>,
-  options: Partial<Int8Options> & { what?: string; threads?: number | undefined; log?: ((line: string) => void) | undefined } = {},
+  options: Partial<Int8Options> & {
+    what?: string;
+    threads?: number | undefined;
+    log?: ((line: string) => void) | undefined;
+  } = {},
 ): Promise<{ bytes: Uint8Array; report: QuantizeReport }> {
   const settings = { ...DEFAULT_INT8_OPTIONS, ...options };
   const model = decodeModel(tapped, options.what ?? 'model');
@@ -307,8 +353,14 @@ export async function quantizeModel(
   const graph = model.graph as GraphProto;
   const plan = planActivations(graph);
   const measured = plan.filter((p) => !p.sameAs).map((p) => p.tensor);
-  options.log?.(`int8: calibrating ${plan.length} activations (${settings.calibrationRanges} ranges) and quantising ${report0(graph)}`);
-  const ranges = await collectRanges(model, measured, batches(), { method: settings.calibrationRanges, percentile: settings.calibrationPercentile, threads: options.threads });
+  options.log?.(
+    `int8: calibrating ${plan.length} activations (${settings.calibrationRanges} ranges) and quantising ${report0(graph)}`,
+  );
+  const ranges = await collectRanges(model, measured, batches(), {
+    method: settings.calibrationRanges,
+    percentile: settings.calibrationPercentile,
+    threads: options.threads,
+  });
   const params = activationParams(plan, ranges);
   const qdq = buildQdqModel(model, params);
   const report: QuantizeReport = {
@@ -316,7 +368,15 @@ export async function quantizeModel(
     convs: (graph.node ?? []).filter((n) => n.opType === 'Conv').length,
     adds: (graph.node ?? []).filter((n) => n.opType === 'Add').length,
     activations: params.size,
-    ranges: Object.fromEntries([...params].map(([t, p]) => [t, { ...(ranges.get(t) ?? ranges.get(plan.find((x) => x.tensor === t)?.sameAs ?? '') ?? { min: 0, max: 0 }), ...p }])),
+    ranges: Object.fromEntries(
+      [...params].map(([t, p]) => [
+        t,
+        {
+          ...(ranges.get(t) ?? ranges.get(plan.find((x) => x.tensor === t)?.sameAs ?? '') ?? { min: 0, max: 0 }),
+          ...p,
+        },
+      ]),
+    ),
   };
   return { bytes: encodeModel(qdq), report };
 }

@@ -31,7 +31,9 @@ export interface OpenedSession {
 }
 
 /** The execution-provider attempts for a device spec, in order. Exported so the order is testable without a GPU. */
-export function providerPlan(device: DeviceSpec): { label: string; ep: ort.InferenceSession.ExecutionProviderConfig }[] {
+export function providerPlan(
+  device: DeviceSpec,
+): { label: string; ep: ort.InferenceSession.ExecutionProviderConfig }[] {
   const cuda = (deviceId: number) => ({ label: `cuda:${deviceId}`, ep: { name: 'cuda', deviceId } as const });
   const cpu = { label: 'cpu', ep: 'cpu' as const };
   switch (device.kind) {
@@ -89,7 +91,10 @@ export async function openSession(
       reasons.push(explainProviderFailure(attempt.label, error));
     }
   }
-  throw new FeatcacheError(`${optionName('device')}: no execution provider could run the model; ${reasons.join('; ')}`, 1);
+  throw new FeatcacheError(
+    `${optionName('device')}: no execution provider could run the model; ${reasons.join('; ')}`,
+    1,
+  );
 }
 
 /**
@@ -123,13 +128,19 @@ export interface InputLayout {
 /** Reads the image input's layout from its declared shape: channels (3) in position 1 means NCHW. */
 export function inputLayout(name: string, shape: (number | string | null)[] | null): InputLayout {
   if (!shape || shape.length !== 4) {
-    throw new FeatcacheError(`${optionName('model')}: input "${name}" has shape ${JSON.stringify(shape)}; expected a 4-D image tensor [N,3,H,W] or [N,H,W,3]`);
+    throw new FeatcacheError(
+      `${optionName('model')}: input "${name}" has shape ${JSON.stringify(shape)}; expected a 4-D image tensor [N,3,H,W] or [N,H,W,3]`,
+    );
   }
-  const asNumber = (d: number | string | null) => (typeof d === 'number' && d > 0 ? d : null);
+  const asNumber = (d: number | string | null | undefined) => (typeof d === 'number' && d > 0 ? d : null);
   const batch = asNumber(shape[0]);
-  if (shape[1] === 3) return { name, layout: 'NCHW', height: asNumber(shape[2]), width: asNumber(shape[3]), fixedBatch: batch };
-  if (shape[3] === 3) return { name, layout: 'NHWC', height: asNumber(shape[1]), width: asNumber(shape[2]), fixedBatch: batch };
-  throw new FeatcacheError(`${optionName('model')}: input "${name}" has shape ${JSON.stringify(shape)}; expected 3 channels in position 1 (NCHW) or 3 (NHWC)`);
+  if (shape[1] === 3)
+    return { name, layout: 'NCHW', height: asNumber(shape[2]), width: asNumber(shape[3]), fixedBatch: batch };
+  if (shape[3] === 3)
+    return { name, layout: 'NHWC', height: asNumber(shape[1]), width: asNumber(shape[2]), fixedBatch: batch };
+  throw new FeatcacheError(
+    `${optionName('model')}: input "${name}" has shape ${JSON.stringify(shape)}; expected 3 channels in position 1 (NCHW) or 3 (NHWC)`,
+  );
 }
 
 /**

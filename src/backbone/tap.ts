@@ -64,7 +64,12 @@ export function poolCandidates(graph: GraphProto): PoolCandidate[] {
     const kind = poolKind(graph, node);
     const tensor = node.output?.[0];
     if (kind && tensor) {
-      candidates.push({ node: node.name ?? '', opType: kind, tensor, distanceToOutput: distanceToOutput(graph, tensor) });
+      candidates.push({
+        node: node.name ?? '',
+        opType: kind,
+        tensor,
+        distanceToOutput: distanceToOutput(graph, tensor),
+      });
     }
   }
   return candidates.sort((a, b) => a.distanceToOutput - b.distanceToOutput);
@@ -133,12 +138,15 @@ export function resolveTap(graph: GraphProto, spec: string = DEFAULT_TAP): TapPo
 
 function noTapError(graph: GraphProto, spec: string): FeatcacheError {
   const pools = poolCandidates(graph).map((c) => `${c.node} (${c.opType})`);
-  const topModules = [...new Set((graph.node ?? []).map((n) => (n.name ?? '').split('/')[1]).filter(Boolean))]
+  const topModules = [
+    ...new Set((graph.node ?? []).map((n) => (n.name ?? '').split('/')[1]).filter((m): m is string => Boolean(m))),
+  ]
     .filter((m) => !m.includes('_') || m.length < 20)
     .slice(0, 12);
-  const hint = pools.length > 0
-    ? `global average pools: ${pools.join(', ')}`
-    : `this model has no global average pool; module scopes: ${topModules.join(', ') || '(none)'}`;
+  const hint =
+    pools.length > 0
+      ? `global average pools: ${pools.join(', ')}`
+      : `this model has no global average pool; module scopes: ${topModules.join(', ') || '(none)'}`;
   return new FeatcacheError(
     `--tap ${spec}: no node, tensor or module of that name; ${hint}. Pass one of them, or any node or tensor name listed by 'featcache inspect'`,
   );
@@ -179,7 +187,9 @@ export function tappedModel(model: ModelProto, tap: TapPoint): ModelProto {
   const extra: NodeProto[] = [];
   let current = tap.tensor;
   if (tap.dequantize) {
-    extra.push(makeNode('DequantizeLinear', [current, tap.dequantize.scale, tap.dequantize.zeroPoint], 'featcache_dequantized'));
+    extra.push(
+      makeNode('DequantizeLinear', [current, tap.dequantize.scale, tap.dequantize.zeroPoint], 'featcache_dequantized'),
+    );
     current = 'featcache_dequantized';
   }
   extra.push(
@@ -199,7 +209,12 @@ export function tappedModel(model: ModelProto, tap: TapPoint): ModelProto {
     output: [
       onnx.ValueInfoProto.create({
         name: FEATURE_OUTPUT,
-        type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: [{ dimParam: 'N' }, { dimParam: 'C' }] } } },
+        type: {
+          tensorType: {
+            elemType: onnx.TensorProto.DataType.FLOAT,
+            shape: { dim: [{ dimParam: 'N' }, { dimParam: 'C' }] },
+          },
+        },
       }),
     ],
   });

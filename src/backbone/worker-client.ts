@@ -54,12 +54,18 @@ function sessionWorker() {
 
 /** Opens `model` (whose buffer is transferred) in a new worker and probes its output width with one blank image. */
 export async function openWorkerSession(
-  model: Uint8Array, settings: SessionSettings, layout: InputLayout, output: string, probeSize: { height: number; width: number },
+  model: Uint8Array,
+  settings: SessionSettings,
+  layout: InputLayout,
+  output: string,
+  probeSize: { height: number; width: number },
 ): Promise<WorkerSession> {
   const { worker, request } = sessionWorker();
   let opened: WorkerReply;
   try {
-    opened = await request({ key: 'open', type: 'open', model, settings, layout, output, probeSize }, [model.buffer as ArrayBuffer]);
+    opened = await request({ key: 'open', type: 'open', model, settings, layout, output, probeSize }, [
+      model.buffer as ArrayBuffer,
+    ]);
   } catch (error) {
     await worker.terminate();
     throw error;

@@ -12,7 +12,14 @@ import { type InputLayout, type SessionSettings, openSession, runBatch } from '.
 export type RequestKey = number | 'open' | 'close';
 
 export type WorkerRequest = { key: RequestKey } & (
-  | { type: 'open'; model: Uint8Array; settings: SessionSettings; layout: InputLayout; output: string; probeSize: { height: number; width: number } }
+  | {
+      type: 'open';
+      model: Uint8Array;
+      settings: SessionSettings;
+      layout: InputLayout;
+      output: string;
+      probeSize: { height: number; width: number };
+    }
   | { type: 'run'; pixels: Float32Array; count: number; size: number }
   | { type: 'close' }
 );
@@ -39,10 +46,23 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
       output = request.output;
       const { height, width } = request.probeSize;
       const probe = await runBatch(session, layout, request.probeSize, new Float32Array(3 * height * width), 1, output);
-      return { key: request.key, type: 'opened', provider: opened.provider, fallbackReasons: opened.fallbackReasons, dim: probe.dim };
+      return {
+        key: request.key,
+        type: 'opened',
+        provider: opened.provider,
+        fallbackReasons: opened.fallbackReasons,
+        dim: probe.dim,
+      };
     }
     case 'run': {
-      const result = await runBatch(session!, layout, { height: request.size, width: request.size }, request.pixels, request.count, output);
+      const result = await runBatch(
+        session!,
+        layout,
+        { height: request.size, width: request.size },
+        request.pixels,
+        request.count,
+        output,
+      );
       return { key: request.key, type: 'result', features: result.features };
     }
     case 'close':
@@ -55,9 +75,12 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
 parentPort?.on('message', (request: WorkerRequest) => {
   handle(request).then(
     (reply) => parentPort!.postMessage(reply, reply.type === 'result' ? [reply.features.buffer as ArrayBuffer] : []),
-    (error: unknown) => parentPort!.postMessage({
-      key: request.key, type: 'error', message: errorMessage(error),
-      exitCode: (error as { exitCode?: number }).exitCode,
-    } satisfies WorkerReply),
+    (error: unknown) =>
+      parentPort!.postMessage({
+        key: request.key,
+        type: 'error',
+        message: errorMessage(error),
+        exitCode: (error as { exitCode?: number }).exitCode,
+      } satisfies WorkerReply),
   );
 });

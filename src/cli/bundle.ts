@@ -5,16 +5,33 @@ import { type Args, emit, jsonOption, logToStderr } from './flags.js';
 
 export const bundleCommand: CommandModule = {
   command: 'bundle',
-  describe: 'fuse a trained head and its backbone into one ONNX classifier (classes, preprocessing and provenance in its metadata)',
+  describe:
+    'fuse a trained head and its backbone into one ONNX classifier (classes, preprocessing and provenance in its metadata)',
   builder: (y: Argv) =>
     y
-      .option('head', { type: 'string', default: DEFAULT_BUNDLE_OPTIONS.head, describe: 'head directory written by train-head' })
-      .option('out', { type: 'string', default: DEFAULT_BUNDLE_OPTIONS.out, describe: 'ONNX file to write (an existing file is replaced only if it is a featcache bundle)' })
-      .option('model', { type: 'string', describe: 'backbone ONNX file (default: the one recorded in the head; checked by sha256)' })
+      .option('head', {
+        type: 'string',
+        default: DEFAULT_BUNDLE_OPTIONS.head,
+        describe: 'head directory written by train-head',
+      })
+      .option('out', {
+        type: 'string',
+        default: DEFAULT_BUNDLE_OPTIONS.out,
+        describe: 'ONNX file to write (an existing file is replaced only if it is a featcache bundle)',
+      })
+      .option('model', {
+        type: 'string',
+        describe: 'backbone ONNX file (default: the one recorded in the head; checked by sha256)',
+      })
       .option('json', jsonOption),
   handler: async (argv) => {
     const a = argv as Args;
     const result = await bundle({ head: a.head, out: a.out, model: a.model, log: logToStderr });
-    emit(a.json, { out: result.out, bytes: result.bytes, ...result.metadata }, () => `${result.out}: ${result.metadata.classes.length} classes, input "${result.metadata.preprocessing.input.name}" ${result.metadata.preprocessing.input.layout}, output "probabilities"`);
+    emit(
+      a.json,
+      { out: result.out, bytes: result.bytes, ...result.metadata },
+      () =>
+        `${result.out}: ${result.metadata.classes.length} classes, input "${result.metadata.preprocessing.input.name}" ${result.metadata.preprocessing.input.layout}, output "probabilities"`,
+    );
   },
 };

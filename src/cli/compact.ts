@@ -5,7 +5,8 @@ import { type Args, cacheOption, emit, jsonOption } from './flags.js';
 
 export const compactCommand: CommandModule = {
   command: 'compact',
-  describe: 'rewrite a split\'s part files without superseded rows, so tools reading features/<split>/*.arrow directly see each image once',
+  describe:
+    "rewrite a split's part files without superseded rows, so tools reading features/<split>/*.arrow directly see each image once",
   builder: (y: Argv) =>
     y
       .option('cache', cacheOption)
@@ -15,8 +16,10 @@ export const compactCommand: CommandModule = {
   handler: async (argv) => {
     const a = argv as Args;
     const r = await compactSplit({ cache: a.cache, split: a.split, partRows: a['part-rows'] });
-    emit(a.json, r, () => (r.compacted
-      ? `compact ${r.split}: ${r.partsBefore} parts (${r.recordsBefore} row records, ${(r.bytesBefore / 1e6).toFixed(1)} MB) → ${r.partsAfter} parts (${r.rows} rows, ${r.failures} failures, ${(r.bytesAfter / 1e6).toFixed(1)} MB)`
-      : `compact ${r.split}: already compact (${r.partsBefore} parts, ${r.rows} rows)`));
+    emit(a.json, r, () =>
+      r.compacted
+        ? `compact ${r.split}: ${r.partsBefore} parts (${r.recordsBefore} row records, ${(r.bytesBefore / 1e6).toFixed(1)} MB) → ${r.partsAfter} parts (${r.rows} rows, ${r.failures} failures, ${(r.bytesAfter / 1e6).toFixed(1)} MB)`
+        : `compact ${r.split}: already compact (${r.partsBefore} parts, ${r.rows} rows)`,
+    );
   },
 };

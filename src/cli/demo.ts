@@ -10,17 +10,39 @@ export const demoCommand: CommandModule = {
   describe: 'the ants/bees tutorial end to end: extract → train-head → predict, with an HTML report',
   builder: (y: Argv) =>
     y
-      .option('data', { type: 'string', describe: 'hymenoptera_data folder (default: data/hymenoptera_data or ../shared/data/hymenoptera_data, else downloaded)' })
-      .option('model', { type: 'string', describe: 'pretrained backbone (default: models/resnet50.onnx, fetched if missing; offline, a local pretrained model)' })
+      .option('data', {
+        type: 'string',
+        describe:
+          'hymenoptera_data folder (default: data/hymenoptera_data or ../shared/data/hymenoptera_data, else downloaded)',
+      })
+      .option('model', {
+        type: 'string',
+        describe:
+          'pretrained backbone (default: models/resnet50.onnx, fetched if missing; offline, a local pretrained model)',
+      })
       .option('cache', { type: 'string', describe: 'feature cache (default: features/demo-<model name>)' })
       .option('head', { type: 'string', default: D.head, describe: 'where to save the head' })
       .option('report', { type: 'string', default: D.report, describe: 'HTML page of val predictions' })
       .option('device', { type: 'string', default: D.device })
-      .option('epochs', { type: 'number', describe: 'train a mini-batch head for this many epochs (default: the logistic-regression probe, which needs no epochs)' }),
+      .option('epochs', {
+        type: 'number',
+        describe:
+          'train a mini-batch head for this many epochs (default: the logistic-regression probe, which needs no epochs)',
+      }),
   handler: async (argv) => {
     const a = argv as Args;
     const say = (line: string) => process.stdout.write(`${line}\n`);
-    const r = await demo({ data: a.data, model: a.model, cache: a.cache, head: a.head, report: a.report, device: a.device, epochs: a.epochs, progress: true, log: logToStderr });
+    const r = await demo({
+      data: a.data,
+      model: a.model,
+      cache: a.cache,
+      head: a.head,
+      report: a.report,
+      device: a.device,
+      epochs: a.epochs,
+      progress: true,
+      log: logToStderr,
+    });
     say(`demo: model ${r.model.file} (${r.model.why}); data ${r.data}`);
     for (const e of r.extracted) say(summaryLine(e));
     say(trainSummaryLine(r.trained));

@@ -18,33 +18,66 @@ export const DEFAULT_HEAD = 'models/head';
 
 export const cacheOption: Options = { type: 'string', default: X.cache, describe: 'feature cache directory' };
 export const jsonOption: Options = { type: 'boolean', default: false, describe: 'machine-readable JSON on stdout' };
-export const headOption: Options = { type: 'string', default: DEFAULT_HEAD, describe: 'head directory written by train-head' };
+export const headOption: Options = {
+  type: 'string',
+  default: DEFAULT_HEAD,
+  describe: 'head directory written by train-head',
+};
 
 export const backboneOptions = {
   model: { type: 'string', default: X.model, describe: 'ONNX backbone file' },
-  tap: { type: 'string', default: X.tap, describe: 'tensor to tap: "avgpool" (the pool feeding the classifier), a node, tensor or PyTorch module name' },
+  tap: {
+    type: 'string',
+    default: X.tap,
+    describe: 'tensor to tap: "avgpool" (the pool feeding the classifier), a node, tensor or PyTorch module name',
+  },
   device: { type: 'string', default: X.device, describe: 'auto | cpu | cuda | cuda:N (auto tries CUDA, then CPU)' },
   threads: { type: 'number', default: X.threads, describe: 'onnxruntime intra-op threads (0 = one per core)' },
-  'batch-size': { type: 'number', default: X.batchSize, describe: 'images per inference call (capped so a batch stays under 256 MiB)' },
+  'batch-size': {
+    type: 'number',
+    default: X.batchSize,
+    describe: 'images per inference call (capped so a batch stays under 256 MiB)',
+  },
 } satisfies Record<string, Options>;
 
 export const imageOptions = {
-  preset: { type: 'string', default: X.preset, choices: PRESET_NAMES as string[], describe: 'preprocessing preset' },
-  exif: { type: 'string', default: X.exif, describe: 'EXIF orientation: ignore (as PIL/torchvision) or apply (rotate upright)' },
+  preset: { type: 'string', default: X.preset, choices: PRESET_NAMES, describe: 'preprocessing preset' },
+  exif: {
+    type: 'string',
+    default: X.exif,
+    describe: 'EXIF orientation: ignore (as PIL/torchvision) or apply (rotate upright)',
+  },
   icc: { type: 'string', default: X.icc, describe: 'embedded colour profiles: ignore (as PIL) or convert to sRGB' },
-  'max-pixels': { type: 'number', default: X.maxPixels, describe: 'refuse images with more pixels (decompression bombs)' },
+  'max-pixels': {
+    type: 'number',
+    default: X.maxPixels,
+    describe: 'refuse images with more pixels (decompression bombs)',
+  },
 } satisfies Record<string, Options>;
 
 /** How URL inputs are fetched (extract and predict). */
 export const fetchOptions = {
   'fetch-concurrency': { type: 'number', default: U.concurrency, describe: 'URLs fetched at once, ahead of decoding' },
-  'fetch-timeout': { type: 'number', default: U.timeoutMs / 1000, describe: 'seconds per request attempt, to the last byte' },
-  'fetch-retries': { type: 'number', default: U.retries, describe: 'retries (exponential backoff) after 5xx, 408, 429, timeouts and dropped connections' },
+  'fetch-timeout': {
+    type: 'number',
+    default: U.timeoutMs / 1000,
+    describe: 'seconds per request attempt, to the last byte',
+  },
+  'fetch-retries': {
+    type: 'number',
+    default: U.retries,
+    describe: 'retries (exponential backoff) after 5xx, 408, 429, timeouts and dropped connections',
+  },
   'fetch-max-bytes': { type: 'number', default: U.maxBytes, describe: 'larger responses fail without being kept' },
 } satisfies Record<string, Options>;
 
 export function fetchFrom(a: Args): Partial<UrlSourceOptions> {
-  return { concurrency: a['fetch-concurrency'], timeoutMs: a['fetch-timeout'] * 1000, retries: a['fetch-retries'], maxBytes: a['fetch-max-bytes'] };
+  return {
+    concurrency: a['fetch-concurrency'],
+    timeoutMs: a['fetch-timeout'] * 1000,
+    retries: a['fetch-retries'],
+    maxBytes: a['fetch-max-bytes'],
+  };
 }
 
 /** Prints a result as JSON or as the human line(s). */

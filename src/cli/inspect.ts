@@ -11,7 +11,10 @@ function formatInspect(r: InspectResult): string {
     ...r.inputs.map((i) => `  input  ${i.name} ${i.elemType} ${shape(i.shape)}`),
     ...r.outputs.map((o) => `  output ${o.name} ${o.elemType} ${shape(o.shape)}`),
     '  tap points (--tap):',
-    ...r.candidates.map((c) => `  ${c.default ? '*' : ' '} ${c.kind === 'pool' ? c.name : c.name.padEnd(12)}  ${c.opType}  ${c.tensor}  ${shape(c.shape)}${c.default ? '  (default: --tap avgpool)' : ''}`),
+    ...r.candidates.map(
+      (c) =>
+        `  ${c.default ? '*' : ' '} ${c.kind === 'pool' ? c.name : c.name.padEnd(12)}  ${c.opType}  ${c.tensor}  ${shape(c.shape)}${c.default ? '  (default: --tap avgpool)' : ''}`,
+    ),
   ];
   if (!r.defaultTap) lines.push('  no global average pool found: pass --tap with a node, tensor or module name above');
   return lines.join('\n');
@@ -19,11 +22,15 @@ function formatInspect(r: InspectResult): string {
 
 export const inspectCommand: CommandModule = {
   command: 'inspect <model>',
-  describe: 'show a model\'s inputs, outputs and candidate tap points with shapes',
+  describe: "show a model's inputs, outputs and candidate tap points with shapes",
   builder: (y: Argv) =>
     y
       .positional('model', { type: 'string', describe: 'ONNX file' })
-      .option('device', { type: 'string', default: DEFAULT_INSPECT_OPTIONS.device, describe: 'where the shape probe runs: cpu | auto | cuda[:N]' })
+      .option('device', {
+        type: 'string',
+        default: DEFAULT_INSPECT_OPTIONS.device,
+        describe: 'where the shape probe runs: cpu | auto | cuda[:N]',
+      })
       .option('json', jsonOption),
   handler: async (argv) => {
     const a = argv as Args;

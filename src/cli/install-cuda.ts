@@ -6,12 +6,25 @@ import { type Args, emit, jsonOption } from './flags.js';
 
 export const installCudaCommand: CommandModule = {
   command: 'install-cuda',
-  describe: "fetch onnxruntime's CUDA 12 execution provider (Linux x64, NVIDIA GPU) and check the CUDA/cuDNN libraries it needs",
+  describe:
+    "fetch onnxruntime's CUDA 12 execution provider (Linux x64, NVIDIA GPU) and check the CUDA/cuDNN libraries it needs",
   builder: (y: Argv) =>
     y
-      .option('force', { type: 'boolean', default: DEFAULT_INSTALL_CUDA_OPTIONS.force, describe: 'fetch again even if the provider is installed' })
-      .option('dry-run', { type: 'boolean', default: DEFAULT_INSTALL_CUDA_OPTIONS.dryRun, describe: 'only say what would be done' })
-      .option('timeout', { type: 'number', default: DEFAULT_INSTALL_CUDA_OPTIONS.timeoutMs / 1000, describe: 'give up on the download after this many seconds' })
+      .option('force', {
+        type: 'boolean',
+        default: DEFAULT_INSTALL_CUDA_OPTIONS.force,
+        describe: 'fetch again even if the provider is installed',
+      })
+      .option('dry-run', {
+        type: 'boolean',
+        default: DEFAULT_INSTALL_CUDA_OPTIONS.dryRun,
+        describe: 'only say what would be done',
+      })
+      .option('timeout', {
+        type: 'number',
+        default: DEFAULT_INSTALL_CUDA_OPTIONS.timeoutMs / 1000,
+        describe: 'give up on the download after this many seconds',
+      })
       .option('json', jsonOption),
   handler: async (argv) => {
     const a = argv as Args;
@@ -20,8 +33,12 @@ export const installCudaCommand: CommandModule = {
     const r = await installCuda({ force: a.force, dryRun: a['dry-run'], timeoutMs: a.timeout * 1000, log });
     emit(a.json, r, () => {
       const head = `install-cuda: CUDA provider ${r.status} in ${r.providerDir}`;
-      if (r.status === 'planned') return `${head} (would run ${r.installer} with ${Object.entries(r.installerEnv).map(([k, v]) => `${k}=${v}`).join(' ')})`;
-      if (r.problems.length === 0) return `${head}; CUDA 12 and cuDNN 9 libraries found — check with: npx featcache-gpu-smoke`;
+      if (r.status === 'planned')
+        return `${head} (would run ${r.installer} with ${Object.entries(r.installerEnv)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(' ')})`;
+      if (r.problems.length === 0)
+        return `${head}; CUDA 12 and cuDNN 9 libraries found — check with: npx featcache-gpu-smoke`;
       return `${head}; before --device cuda works:\n${r.problems.map((p) => `  - ${p}`).join('\n')}`;
     });
   },

@@ -20,7 +20,8 @@ export interface Item {
   label: number | null;
 }
 
-export type DatasetLayout = 'imagefolder-splits' | 'imagefolder' | 'csv' | 'list' | 'url-list' | 'url-csv' | 'webdataset';
+export type DatasetLayout =
+  'imagefolder-splits' | 'imagefolder' | 'csv' | 'list' | 'url-list' | 'url-csv' | 'webdataset';
 
 export interface Dataset {
   root: string;
@@ -67,7 +68,13 @@ export async function openDataset(options: DatasetOptions): Promise<Dataset> {
   if (options.valFraction !== undefined) numberIn('valFraction', options.valFraction, 0, 1, true);
   if (isTarPattern(options.data) && !options.labels) return webDataset(options);
   const stat = await fs.stat(options.data).catch(() => null);
-  if (!stat) throw missingFile('data', options.data, 'expected a dataset folder, an image folder, a .txt list of images or URLs, a CSV of URLs, or tar shards', 'no such file or directory');
+  if (!stat)
+    throw missingFile(
+      'data',
+      options.data,
+      'expected a dataset folder, an image folder, a .txt list of images or URLs, a CSV of URLs, or tar shards',
+      'no such file or directory',
+    );
   const dataset: Listed = options.labels
     ? await csvDataset(options)
     : stat.isFile() && /\.csv$/i.test(options.data)
@@ -83,7 +90,15 @@ export async function openDataset(options: DatasetOptions): Promise<Dataset> {
 async function webDataset(options: DatasetOptions): Promise<Dataset> {
   const tars = await openTarDataset(options.data, options.shard, options.log);
   const split = applySplit(tars.items, tars.classes, options);
-  return { root: tars.root, layout: 'webdataset', classes: tars.classes, split: options.split, items: split.items, skipped: tars.skipped, source: tars.source };
+  return {
+    root: tars.root,
+    layout: 'webdataset',
+    classes: tars.classes,
+    split: options.split,
+    items: split.items,
+    skipped: tars.skipped,
+    source: tars.source,
+  };
 }
 
 /** Split folders under `root`: the usual names, plus the requested split when it is a folder there. */
@@ -103,23 +118,51 @@ async function folderDataset(options: DatasetOptions): Promise<Listed> {
   const splitDirs = await splitFolders(root, options.split);
   if (splitDirs.length > 0) {
     if (!splitDirs.includes(options.split)) {
-      throw invalidParameter('split', `one of the split folders of ${options.data} (${splitDirs.join(', ')})`, options.split);
+      throw invalidParameter(
+        'split',
+        `one of the split folders of ${options.data} (${splitDirs.join(', ')})`,
+        options.split,
+      );
     }
     // Classes are the union over all split folders, so a class missing from val keeps its index.
-    const classes = [...new Set((await Promise.all(splitDirs.map((s) => subdirectories(path.join(root, s))))).flat())].sort();
+    const classes = [
+      ...new Set((await Promise.all(splitDirs.map((s) => subdirectories(path.join(root, s))))).flat()),
+    ].sort();
     const walked = await walkImages(path.join(root, options.split), walk);
     return {
-      root, layout: 'imagefolder-splits', classes, split: options.split,
-      ...labelByFolder(walked.images.map((p) => `${options.split}/${p}`), walked.skipped, classes, 1),
+      root,
+      layout: 'imagefolder-splits',
+      classes,
+      split: options.split,
+      ...labelByFolder(
+        walked.images.map((p) => `${options.split}/${p}`),
+        walked.skipped,
+        classes,
+        1,
+      ),
     };
   }
   const classes = await subdirectories(root);
   const walked = await walkImages(root, walk);
   if (classes.length === 0) {
-    return { root, layout: 'list', classes: [], split: options.split, items: walked.images.map((p) => ({ path: p, label: null })), skipped: walked.skipped };
+    return {
+      root,
+      layout: 'list',
+      classes: [],
+      split: options.split,
+      items: walked.images.map((p) => ({ path: p, label: null })),
+      skipped: walked.skipped,
+    };
   }
   const labelled = labelByFolder(walked.images, walked.skipped, classes, 0);
-  return { root, layout: 'imagefolder', classes, split: options.split, ...applySplit(labelled.items, classes, options), skipped: labelled.skipped };
+  return {
+    root,
+    layout: 'imagefolder',
+    classes,
+    split: options.split,
+    ...applySplit(labelled.items, classes, options),
+    skipped: labelled.skipped,
+  };
 }
 
 async function subdirectories(dir: string): Promise<string[]> {
@@ -127,7 +170,8 @@ async function subdirectories(dir: string): Promise<string[]> {
   const dirs: string[] = [];
   for (const entry of entries) {
     if (entry.name.startsWith('.')) continue;
-    if (entry.isDirectory() || (entry.isSymbolicLink() && (await isDirectory(path.join(dir, entry.name))))) dirs.push(entry.name);
+    if (entry.isDirectory() || (entry.isSymbolicLink() && (await isDirectory(path.join(dir, entry.name)))))
+      dirs.push(entry.name);
   }
   return dirs.sort();
 }
@@ -153,7 +197,13 @@ function applySplit(items: Item[], classes: string[], options: DatasetOptions): 
       `${optionName('split')} ${options.split}: ${options.data} has no folder of that name and no split folders; pass ${optionName('valFraction')} (e.g. 0.1) to carve a stratified val split from it, or use ${optionName('split')} train`,
     );
   }
-  const { train, val } = stratifiedSplit(items, (i) => classes[i.label ?? 0] ?? '', (i) => i.path, options.valFraction, options.seed);
+  const { train, val } = stratifiedSplit(
+    items,
+    (i) => classes[i.label ?? 0] ?? '',
+    (i) => i.path,
+    options.valFraction,
+    options.seed,
+  );
   if (options.split === 'train') return { items: train };
   if (options.split === 'val') return { items: val };
   if (options.split === 'all') return { items };
@@ -184,10 +234,14 @@ async function csvDataset(options: DatasetOptions): Promise<Listed> {
     throw new FeatcacheError(`${optionName('labels')} ${csvFile}: not valid CSV (${(error as Error).message})`);
   }
   const header = rows.length > 0 ? Object.keys(rows[0]!) : [];
-  const urlColumn = URL_COLUMNS.map((c) => header.find((h) => h.toLowerCase() === c)).find((h) => h !== undefined && rows.every((r) => isUrl(r[h] ?? '')));
+  const urlColumn = URL_COLUMNS.map((c) => header.find((h) => h.toLowerCase() === c)).find(
+    (h) => h !== undefined && rows.every((r) => isUrl(r[h] ?? '')),
+  );
   if (urlColumn) return urlCsvDataset(options, csvFile, rows, urlColumn, header);
   if (options.labels === options.data && !options.images) {
-    throw new FeatcacheError(`${optionName('data')} ${csvFile}: a CSV as ${optionName('data')} must hold http(s) URLs in a url/id column; for a CSV of file names and labels pass ${optionName('data')} <image folder> ${optionName('labels')} ${csvFile}`);
+    throw new FeatcacheError(
+      `${optionName('data')} ${csvFile}: a CSV as ${optionName('data')} must hold http(s) URLs in a url/id column; for a CSV of file names and labels pass ${optionName('data')} <image folder> ${optionName('labels')} ${csvFile}`,
+    );
   }
   const idColumn = header.find((h) => ID_COLUMNS.includes(h.toLowerCase()));
   const labelColumn = header.find((h) => LABEL_COLUMNS.includes(h.toLowerCase()));
@@ -209,24 +263,34 @@ async function csvDataset(options: DatasetOptions): Promise<Listed> {
     entries.push({ id, label: row[labelColumn] ?? '' });
   }
   if (duplicates.length > 0) {
-    throw new FeatcacheError(`${optionName('labels')} ${csvFile}: duplicate ids (${duplicates.length}): ${duplicates.slice(0, 5).join(', ')}; each id must appear once`);
+    throw new FeatcacheError(
+      `${optionName('labels')} ${csvFile}: duplicate ids (${duplicates.length}): ${duplicates.slice(0, 5).join(', ')}; each id must appear once`,
+    );
   }
   const classes = [...new Set(entries.map((e) => e.label))].sort();
   const index = new Map(classes.map((c, i) => [c, i]));
-  const files = new Set(await fs.readdir(imageDir).catch(() => {
-    throw new FeatcacheError(`${optionName('images')} ${imageDir}: no such directory (the images named by ${optionName('labels')} ${csvFile})`);
-  }));
+  const files = new Set(
+    await fs.readdir(imageDir).catch(() => {
+      throw new FeatcacheError(
+        `${optionName('images')} ${imageDir}: no such directory (the images named by ${optionName('labels')} ${csvFile})`,
+      );
+    }),
+  );
   const items: Item[] = [];
   const unknown: string[] = [];
   for (const entry of entries) {
     const resolved = path.resolve(imageDir, entry.id);
     if (resolved !== imageDir && !resolved.startsWith(imageDir + path.sep)) {
-      throw new FeatcacheError(`${optionName('labels')} ${csvFile}: id ${JSON.stringify(entry.id)} points outside the image directory ${imageDir}; ids must be file names inside it`);
+      throw new FeatcacheError(
+        `${optionName('labels')} ${csvFile}: id ${JSON.stringify(entry.id)} points outside the image directory ${imageDir}; ids must be file names inside it`,
+      );
     }
     const file = findImageFile(files, entry.id);
     if (!file) unknown.push(entry.id);
     else if (!options.followSymlinks && !(await isInside(imageDir, path.join(imageDir, file)))) {
-      throw new FeatcacheError(`${optionName('labels')} ${csvFile}: ${file} is a symlink that leads outside the image directory ${imageDir}; pass ${optionName('followSymlinks')} to read it`);
+      throw new FeatcacheError(
+        `${optionName('labels')} ${csvFile}: ${file} is a symlink that leads outside the image directory ${imageDir}; pass ${optionName('followSymlinks')} to read it`,
+      );
     } else items.push({ path: relativeDir ? `${relativeDir}/${file}` : file, label: index.get(entry.label)! });
   }
   if (unknown.length > 0) {
@@ -239,7 +303,13 @@ async function csvDataset(options: DatasetOptions): Promise<Listed> {
 }
 
 /** A CSV whose url (or id) column holds URLs (img2dataset's input); the label column is optional. */
-function urlCsvDataset(options: DatasetOptions, csvFile: string, rows: Record<string, string>[], urlColumn: string, header: string[]): Listed {
+function urlCsvDataset(
+  options: DatasetOptions,
+  csvFile: string,
+  rows: Record<string, string>[],
+  urlColumn: string,
+  header: string[],
+): Listed {
   const labelColumn = header.find((h) => LABEL_COLUMNS.includes(h.toLowerCase()));
   const seen = new Set<string>();
   const duplicates: string[] = [];
@@ -249,39 +319,70 @@ function urlCsvDataset(options: DatasetOptions, csvFile: string, rows: Record<st
     seen.add(url);
   }
   if (duplicates.length > 0) {
-    throw new FeatcacheError(`${optionName('labels')} ${csvFile}: duplicate URLs (${duplicates.length}): ${duplicates.slice(0, 3).join(', ')}; each URL must appear once`);
+    throw new FeatcacheError(
+      `${optionName('labels')} ${csvFile}: duplicate URLs (${duplicates.length}): ${duplicates.slice(0, 3).join(', ')}; each URL must appear once`,
+    );
   }
   const classes = labelColumn ? [...new Set(rows.map((r) => r[labelColumn] ?? ''))].sort() : [];
   const index = new Map(classes.map((c, i) => [c, i]));
-  const items = rows.map((r) => ({ path: r[urlColumn]!.trim(), label: labelColumn ? index.get(r[labelColumn] ?? '')! : null }));
+  const items = rows.map((r) => ({
+    path: r[urlColumn]!.trim(),
+    label: labelColumn ? index.get(r[labelColumn] ?? '')! : null,
+  }));
   const root = path.dirname(path.resolve(csvFile));
   const split = labelColumn ? applySplit(items, classes, options).items : items;
-  return { root, layout: 'url-csv', classes, split: options.split, items: split, skipped: [], source: new UrlSource(options.fetch) };
+  return {
+    root,
+    layout: 'url-csv',
+    classes,
+    split: options.split,
+    items: split,
+    skipped: [],
+    source: new UrlSource(options.fetch),
+  };
 }
 
 async function defaultImageDir(root: string, split: string): Promise<string> {
-  for (const candidate of [path.join(root, split), path.join(root, 'train')]) if (await isDirectory(candidate)) return candidate;
+  for (const candidate of [path.join(root, split), path.join(root, 'train')])
+    if (await isDirectory(candidate)) return candidate;
   return root;
 }
 
 function findImageFile(files: Set<string>, id: string): string | null {
   if (files.has(id) && IMAGE_EXTENSIONS.has(path.extname(id).toLowerCase())) return id;
-  for (const ext of ['.jpg', '.jpeg', '.png', '.webp', '.JPG', '.JPEG', '.PNG']) if (files.has(id + ext)) return id + ext;
+  for (const ext of ['.jpg', '.jpeg', '.png', '.webp', '.JPG', '.JPEG', '.PNG'])
+    if (files.has(id + ext)) return id + ext;
   return null;
 }
 
 /** A text file with one image path per line (relative to the file's folder, or absolute). */
 async function listFileDataset(options: DatasetOptions): Promise<Listed> {
   const root = path.dirname(path.resolve(options.data));
-  const lines = (await fs.readFile(options.data, 'utf8')).split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const lines = (await fs.readFile(options.data, 'utf8'))
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
   const urls = lines.filter(isUrl);
   if (urls.length > 0) {
     if (urls.length < lines.length) {
-      throw new FeatcacheError(`${optionName('data')} ${options.data}: mixes ${urls.length} URLs with ${lines.length - urls.length} file paths (e.g. ${lines.find((l) => !isUrl(l))}); expected one kind per list`);
+      throw new FeatcacheError(
+        `${optionName('data')} ${options.data}: mixes ${urls.length} URLs with ${lines.length - urls.length} file paths (e.g. ${lines.find((l) => !isUrl(l))}); expected one kind per list`,
+      );
     }
     const items = [...new Set(urls)].map((url) => ({ path: url, label: null }));
-    return { root, layout: 'url-list', classes: [], split: options.split, items, skipped: [], source: new UrlSource(options.fetch) };
+    return {
+      root,
+      layout: 'url-list',
+      classes: [],
+      split: options.split,
+      items,
+      skipped: [],
+      source: new UrlSource(options.fetch),
+    };
   }
-  const items = lines.map((line) => ({ path: path.relative(root, path.resolve(root, line)).split(path.sep).join('/'), label: null }));
+  const items = lines.map((line) => ({
+    path: path.relative(root, path.resolve(root, line)).split(path.sep).join('/'),
+    label: null,
+  }));
   return { root, layout: 'list', classes: [], split: options.split, items, skipped: [] };
 }

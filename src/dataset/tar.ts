@@ -54,7 +54,9 @@ export function patternRoot(pattern: string): string {
 export async function expandShards(pattern: string): Promise<string[]> {
   let names: string[];
   try {
-    names = /\{[^}]*(\.\.|,)[^}]*\}/.test(pattern) ? braces(pattern, { expand: true, rangeLimit: MAX_SHARDS }) : [pattern];
+    names = /\{[^}]*(\.\.|,)[^}]*\}/.test(pattern)
+      ? braces(pattern, { expand: true, rangeLimit: MAX_SHARDS })
+      : [pattern];
   } catch (error) {
     throw new FeatcacheError(`${optionName('data')} ${pattern}: cannot expand the brace pattern (${oneLine(error)})`);
   }
@@ -160,7 +162,10 @@ function imageRank(ext: string): number {
  * samples and classes before extraction. A damaged shard lists the samples before the damage and says why.
  */
 export async function listTar(file: string, relative: string): Promise<TarListing> {
-  const byKey = new Map<string, { member?: string; offset?: number; rank: number; stamp?: Stamp; label: string | number | null; labelExt?: string }>();
+  const byKey = new Map<
+    string,
+    { member?: string; offset?: number; rank: number; stamp?: Stamp; label: string | number | null; labelExt?: string }
+  >();
   const { entries, stop } = tarEntries(file);
   let error: string | undefined;
   try {
@@ -180,7 +185,11 @@ export async function listTar(file: string, relative: string): Promise<TarListin
         sample.rank = imageRank(parts.ext);
         sample.stamp = { size: header.size, mtimeMs: header.mtime.getTime() };
         entry.resume();
-      } else if (['cls', 'cls2', 'label', 'json'].includes(parts.ext) && (sample.labelExt !== 'cls' || parts.ext === 'cls') && header.size <= MAX_LABEL_BYTES) {
+      } else if (
+        ['cls', 'cls2', 'label', 'json'].includes(parts.ext) &&
+        (sample.labelExt !== 'cls' || parts.ext === 'cls') &&
+        header.size <= MAX_LABEL_BYTES
+      ) {
         sample.label = parseLabel(parts.ext, await readBody(entry, MAX_LABEL_BYTES));
         sample.labelExt = parts.ext;
       } else {
@@ -198,7 +207,8 @@ export async function listTar(file: string, relative: string): Promise<TarListin
     if (s.member) samples.push({ key, member: s.member, offset: s.offset!, stamp: s.stamp!, label: s.label });
     else skipped.push({ path: `${relative}#${key}`, reason: 'no image member in the sample' });
   }
-  if (error) skipped.push({ path: relative, reason: `corrupt or truncated tar after ${byKey.size} samples (${error})` });
+  if (error)
+    skipped.push({ path: relative, reason: `corrupt or truncated tar after ${byKey.size} samples (${error})` });
   return { file, samples, skipped, ...(error ? { error } : {}) };
 }
 
@@ -212,12 +222,18 @@ export interface TarDataset {
 }
 
 /** Integer labels are class indices (webdataset's .cls); other labels are names, indexed in sorted order. */
-export function classesOf(labels: (string | number | null)[]): { classes: string[]; index: (label: string | number | null) => number | null } {
+export function classesOf(labels: (string | number | null)[]): {
+  classes: string[];
+  index: (label: string | number | null) => number | null;
+} {
   const present = labels.filter((l): l is string | number => l !== null);
   if (present.length === 0) return { classes: [], index: () => null };
   if (present.every((l) => typeof l === 'number' && Number.isInteger(l) && l >= 0)) {
     const max = Math.max(...(present as number[]));
-    return { classes: Array.from({ length: max + 1 }, (_, i) => String(i)), index: (l) => (l === null ? null : Number(l)) };
+    return {
+      classes: Array.from({ length: max + 1 }, (_, i) => String(i)),
+      index: (l) => (l === null ? null : Number(l)),
+    };
   }
   const classes = [...new Set(present.map(String))].sort();
   const positions = new Map(classes.map((c, i) => [c, i]));
@@ -225,7 +241,11 @@ export function classesOf(labels: (string | number | null)[]): { classes: string
 }
 
 /** Lists the shards of `pattern` (only this task's, with `shard`) into items labelled by their samples. */
-export async function openTarDataset(pattern: string, shard?: Shard, log: (line: string) => void = () => {}): Promise<TarDataset> {
+export async function openTarDataset(
+  pattern: string,
+  shard?: Shard,
+  log: (line: string) => void = () => {},
+): Promise<TarDataset> {
   const root = patternRoot(pattern);
   const files = await expandShards(pattern);
   const relative = (file: string) => path.relative(root, file).split(path.sep).join('/');
@@ -250,10 +270,19 @@ export async function openTarDataset(pattern: string, shard?: Shard, log: (line:
       // The samples past the damage have no names; the shard itself goes to the failure ledger as `shard.tar#`.
       const itemPath = `${relative(listing.file)}#`;
       items.push({ path: itemPath, label: null });
-      damaged.set(itemPath, { file: listing.file, error: `corrupt or truncated tar after ${listing.samples.length} samples (${listing.error}); later samples were not read` });
+      damaged.set(itemPath, {
+        file: listing.file,
+        error: `corrupt or truncated tar after ${listing.samples.length} samples (${listing.error}); later samples were not read`,
+      });
     }
   }
-  return { root, classes, items, skipped: listings.flatMap((l) => l.skipped), source: new TarSource(root, samples, damaged) };
+  return {
+    root,
+    classes,
+    items,
+    skipped: listings.flatMap((l) => l.skipped),
+    source: new TarSource(root, samples, damaged),
+  };
 }
 
 type Located = TarSample & { file: string };
@@ -291,8 +320,12 @@ export class TarSource implements ImageSource {
     if (broken) throw new Error(broken.error);
     const sample = this.samples.get(item.path);
     if (!sample) throw new Error('not a sample of the listed shards');
-    if (sample.stamp.size > this.maxBytes) throw new Error(`member ${sample.member} has ${sample.stamp.size} bytes; the cap is ${this.maxBytes}`);
-    const bytes = sample.offset >= 0 && !/\.(tgz|gz)$/i.test(sample.file) ? await this.readAt(sample) : await this.cursor(sample.file).take(sample);
+    if (sample.stamp.size > this.maxBytes)
+      throw new Error(`member ${sample.member} has ${sample.stamp.size} bytes; the cap is ${this.maxBytes}`);
+    const bytes =
+      sample.offset >= 0 && !/\.(tgz|gz)$/i.test(sample.file)
+        ? await this.readAt(sample)
+        : await this.cursor(sample.file).take(sample);
     if (bytes.length === 0) throw new Error('empty member (0 bytes)');
     return { bytes, stamp: { ...sample.stamp } };
   }
@@ -313,7 +346,8 @@ export class TarSource implements ImageSource {
     }
     const bytes = Buffer.allocUnsafe(sample.stamp.size);
     const { bytesRead } = await (await handle).read(bytes, 0, bytes.length, sample.offset);
-    if (bytesRead < bytes.length) throw new Error(`corrupt or truncated tar: ${sample.member} ends after ${bytesRead} of ${bytes.length} bytes`);
+    if (bytesRead < bytes.length)
+      throw new Error(`corrupt or truncated tar: ${sample.member} ends after ${bytesRead} of ${bytes.length} bytes`);
     return bytes;
   }
 
@@ -369,7 +403,8 @@ class GzipCursor {
     let failure = 'member not found in the shard (it changed since it was listed)';
     try {
       for await (const entry of entries) {
-        while (this.waiting.size === 0 && this.passed === passed) await new Promise<void>((resolve) => (this.wake = resolve));
+        while (this.waiting.size === 0 && this.passed === passed)
+          await new Promise<void>((resolve) => (this.wake = resolve));
         if (this.passed !== passed) return;
         const name = entry.header.name;
         passed.add(name);

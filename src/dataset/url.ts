@@ -18,7 +18,8 @@ export interface Fetched {
   failure?: { message: string; status?: number };
 }
 
-const oneLine = (error: unknown) => (error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ').trim();
+const oneLine = (error: unknown) =>
+  (error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ').trim();
 
 export interface UrlSourceOptions {
   /** Requests in flight (and fetched images held) at most. */
@@ -52,8 +53,17 @@ export function isUrl(text: string): boolean {
 
 /** Reason phrases for the statuses a ledger most often shows. */
 const STATUS_TEXT: Readonly<Record<number, string>> = Object.freeze({
-  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 408: 'Request Timeout', 410: 'Gone',
-  429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  408: 'Request Timeout',
+  410: 'Gone',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
 });
 
 /** Statuses worth another attempt: the server may answer differently later. */
@@ -87,9 +97,12 @@ function validate(options: UrlSourceOptions): void {
   };
   positiveInteger('fetchConcurrency', options.concurrency);
   positiveInteger('fetchMaxBytes', options.maxBytes);
-  if (!(options.timeoutMs > 0)) throw invalidParameter('fetchTimeout', 'a positive number of seconds', options.timeoutMs / 1000);
-  if (!Number.isInteger(options.retries) || options.retries < 0) throw invalidParameter('fetchRetries', 'a non-negative integer', options.retries);
-  if (!(options.backoffMs >= 0)) throw invalidParameter('backoffMs', 'a non-negative number of milliseconds', options.backoffMs);
+  if (!(options.timeoutMs > 0))
+    throw invalidParameter('fetchTimeout', 'a positive number of seconds', options.timeoutMs / 1000);
+  if (!Number.isInteger(options.retries) || options.retries < 0)
+    throw invalidParameter('fetchRetries', 'a non-negative integer', options.retries);
+  if (!(options.backoffMs >= 0))
+    throw invalidParameter('backoffMs', 'a non-negative number of milliseconds', options.backoffMs);
 }
 
 /** A URL names fixed content (as img2dataset assumes): its stamp never changes, so a cached URL is not fetched again. */
@@ -176,7 +189,10 @@ export class UrlSource implements ImageSource {
   async fetchItem(item: Item): Promise<Fetched> {
     let last: FetchFailure | null = null;
     for (let attempt = 0; attempt <= this.options.retries; attempt++) {
-      if (last) await sleep(this.backoff(attempt, last.retryAfterMs), undefined, { signal: this.closing.signal }).catch(() => {});
+      if (last)
+        await sleep(this.backoff(attempt, last.retryAfterMs), undefined, { signal: this.closing.signal }).catch(
+          () => {},
+        );
       if (this.closed) return { failure: { message: 'not fetched: the source was closed' } };
       try {
         return { bytes: await this.fetchOnce(item.path) };
@@ -201,7 +217,11 @@ export class UrlSource implements ImageSource {
     const signal = AbortSignal.any([timeout, this.closing.signal]);
     let response: Dispatcher.ResponseData;
     try {
-      response = await request(url, { dispatcher: this.dispatcher, signal, headers: { 'user-agent': this.options.userAgent, accept: 'image/*,*/*;q=0.8' } });
+      response = await request(url, {
+        dispatcher: this.dispatcher,
+        signal,
+        headers: { 'user-agent': this.options.userAgent, accept: 'image/*,*/*;q=0.8' },
+      });
     } catch (error) {
       throw this.networkFailure(error, signal);
     }
@@ -214,7 +234,12 @@ export class UrlSource implements ImageSource {
     if (status < 200 || status >= 300) {
       await discard();
       const retryAfter = parseRetryAfter(header('retry-after'));
-      throw new FetchFailure(`HTTP ${status}${STATUS_TEXT[status] ? ` ${STATUS_TEXT[status]}` : ''}`, retryableStatus(status), status, retryAfter ?? undefined);
+      throw new FetchFailure(
+        `HTTP ${status}${STATUS_TEXT[status] ? ` ${STATUS_TEXT[status]}` : ''}`,
+        retryableStatus(status),
+        status,
+        retryAfter ?? undefined,
+      );
     }
     const type = header('content-type') ?? '';
     if (/^(text\/|application\/(json|xml|xhtml))/i.test(type)) {
@@ -254,6 +279,10 @@ export class UrlSource implements ImageSource {
     // An invalid URL or an unsupported scheme will not get better on retry.
     if (code === 'ERR_INVALID_URL') return new FetchFailure('not a valid URL', false, status);
     const permanent = code === 'UND_ERR_INVALID_ARG' || error instanceof TypeError;
-    return new FetchFailure(`connection failed (${code && code !== 'UND_ERR_SOCKET' ? code : (cause?.code ?? detail)})`, !permanent, status);
+    return new FetchFailure(
+      `connection failed (${code && code !== 'UND_ERR_SOCKET' ? code : (cause?.code ?? detail)})`,
+      !permanent,
+      status,
+    );
   }
 }

@@ -4,7 +4,19 @@ import { FeatcacheError, optionName } from '../errors.js';
 
 /** Extensions sharp decodes. Anything else in a data folder is skipped and reported, never fed to the decoder. */
 export const IMAGE_EXTENSIONS: ReadonlySet<string> = new Set([
-  '.jpg', '.jpeg', '.jpe', '.png', '.gif', '.webp', '.tif', '.tiff', '.avif', '.heic', '.heif', '.jp2', '.jxl',
+  '.jpg',
+  '.jpeg',
+  '.jpe',
+  '.png',
+  '.gif',
+  '.webp',
+  '.tif',
+  '.tiff',
+  '.avif',
+  '.heic',
+  '.heif',
+  '.jp2',
+  '.jxl',
 ]);
 
 export function isImageName(name: string): boolean {
@@ -49,7 +61,10 @@ export async function walkImages(root: string, options: WalkOptions = { followOu
     try {
       real = await fs.realpath(dir);
     } catch (error) {
-      skipped.push({ path: toPosix(path.relative(root, dir)), reason: (error as NodeJS.ErrnoException).code ?? 'unreadable' });
+      skipped.push({
+        path: toPosix(path.relative(root, dir)),
+        reason: (error as NodeJS.ErrnoException).code ?? 'unreadable',
+      });
       return;
     }
     if (visited.has(real)) return;
@@ -58,7 +73,10 @@ export async function walkImages(root: string, options: WalkOptions = { followOu
     try {
       entries = await fs.readdir(dir, { withFileTypes: true });
     } catch (error) {
-      skipped.push({ path: toPosix(path.relative(root, dir)) || '.', reason: `cannot list directory (${(error as NodeJS.ErrnoException).code})` });
+      skipped.push({
+        path: toPosix(path.relative(root, dir)) || '.',
+        reason: `cannot list directory (${(error as NodeJS.ErrnoException).code})`,
+      });
       return;
     }
     for (const entry of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
@@ -73,7 +91,10 @@ export async function walkImages(root: string, options: WalkOptions = { followOu
           isDir = stat.isDirectory();
           isFile = stat.isFile();
         } catch (error) {
-          skipped.push({ path: relative, reason: `broken or looping symlink (${(error as NodeJS.ErrnoException).code})` });
+          skipped.push({
+            path: relative,
+            reason: `broken or looping symlink (${(error as NodeJS.ErrnoException).code})`,
+          });
           continue;
         }
         if (!options.followOutside && !(await isInside(root, full))) {

@@ -8,7 +8,17 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { toFloat16 } from '../backbone/fp16.js';
-import { type GraphProto, type ModelProto, type NodeProto, type TensorProto, decodeModel, encodeModel, graphInputs, loadModel, onnx } from '../backbone/graph.js';
+import {
+  type GraphProto,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+  decodeModel,
+  encodeModel,
+  graphInputs,
+  loadModel,
+  onnx,
+} from '../backbone/graph.js';
 import { type DeviceSpec, type InputLayout, inputLayout } from '../backbone/session.js';
 import { FEATURE_OUTPUT, resolveTap, tappedModel } from '../backbone/tap.js';
 import { openWorkerSession } from '../backbone/worker-client.js';
@@ -46,7 +56,14 @@ export interface BundlePreprocessing {
 
 export interface BundleProvenance {
   backbone: { file: string; sha256: string; tappedTensor: string; precision: 'fp32' | 'fp16' | 'int8' };
-  head: { dir: string; id: string; trainedAt: string; normalization: Normalization['kind']; temperature: number; layers: number[] };
+  head: {
+    dir: string;
+    id: string;
+    trainedAt: string;
+    normalization: Normalization['kind'];
+    temperature: number;
+    layers: number[];
+  };
   cache: string;
   createdAt: string;
   versions: Record<string, string>;
@@ -78,11 +95,16 @@ interface WeightSpec {
 export async function readHeadFiles(dir: string): Promise<HeadFiles> {
   const read = (name: string) =>
     fs.readFile(path.join(dir, name)).catch(() => {
-      throw new FeatcacheError(`${optionName('head')}: no ${name} in ${dir}; train one with 'featcache train-head --head ${dir}'`);
+      throw new FeatcacheError(
+        `${optionName('head')}: no ${name} in ${dir}; train one with 'featcache train-head --head ${dir}'`,
+      );
     });
   const [infoBytes, modelBytes, weights] = [await read(HEAD_FILE), await read('model.json'), await read('weights.bin')];
   let info: HeadFiles['info'];
-  let modelJson: { modelTopology?: { config?: { layers?: { class_name?: string; config?: { activation?: string } }[] } }; weightsManifest?: { weights: WeightSpec[] }[] };
+  let modelJson: {
+    modelTopology?: { config?: { layers?: { class_name?: string; config?: { activation?: string } }[] } };
+    weightsManifest?: { weights: WeightSpec[] }[];
+  };
   try {
     info = JSON.parse(infoBytes.toString('utf8'));
     modelJson = JSON.parse(modelBytes.toString('utf8'));
@@ -90,13 +112,20 @@ export async function readHeadFiles(dir: string): Promise<HeadFiles> {
     throw new FeatcacheError(`${optionName('head')}: ${dir}/${HEAD_FILE} or model.json is not valid JSON`, 1);
   }
   const specs = (modelJson.weightsManifest ?? []).flatMap((m) => m.weights);
-  const activations = (modelJson.modelTopology?.config?.layers ?? []).filter((l) => l.class_name === 'Dense').map((l) => l.config?.activation ?? 'linear');
+  const activations = (modelJson.modelTopology?.config?.layers ?? [])
+    .filter((l) => l.class_name === 'Dense')
+    .map((l) => l.config?.activation ?? 'linear');
   const layers: DenseWeights[] = [];
   let offset = 0;
   const take = (spec: WeightSpec): Float32Array => {
-    if (spec.dtype !== 'float32') throw new FeatcacheError(`${optionName('head')}: ${dir}/model.json weight ${spec.name} is ${spec.dtype}; expected float32`, 1);
+    if (spec.dtype !== 'float32')
+      throw new FeatcacheError(
+        `${optionName('head')}: ${dir}/model.json weight ${spec.name} is ${spec.dtype}; expected float32`,
+        1,
+      );
     const n = spec.shape.reduce((a, b) => a * b, 1);
-    if (offset + 4 * n > weights.byteLength) throw new FeatcacheError(`${optionName('head')}: ${dir}/weights.bin is shorter than model.json describes`, 1);
+    if (offset + 4 * n > weights.byteLength)
+      throw new FeatcacheError(`${optionName('head')}: ${dir}/weights.bin is shorter than model.json describes`, 1);
     const values = new Float32Array(n);
     new Uint8Array(values.buffer).set(weights.subarray(offset, offset + 4 * n));
     offset += 4 * n;
@@ -106,18 +135,36 @@ export async function readHeadFiles(dir: string): Promise<HeadFiles> {
     const kernel = specs[i]!;
     const bias = specs[i + 1]!;
     if (kernel.shape.length !== 2 || bias.shape.length !== 1 || bias.shape[0] !== kernel.shape[1]) {
-      throw new FeatcacheError(`${optionName('head')}: ${dir}/model.json has weights ${kernel.name} ${JSON.stringify(kernel.shape)} and ${bias.name} ${JSON.stringify(bias.shape)}; expected a dense kernel [in, units] then its bias [units]`, 1);
+      throw new FeatcacheError(
+        `${optionName('head')}: ${dir}/model.json has weights ${kernel.name} ${JSON.stringify(kernel.shape)} and ${bias.name} ${JSON.stringify(bias.shape)}; expected a dense kernel [in, units] then its bias [units]`,
+        1,
+      );
     }
     const activation = activations[layers.length] ?? (i + 2 === specs.length ? 'softmax' : 'relu');
-    if (activation !== 'relu' && activation !== 'softmax') throw new FeatcacheError(`${optionName('head')}: ${dir} layer ${layers.length + 1} uses activation ${activation}; bundles support relu and a final softmax`, 1);
+    if (activation !== 'relu' && activation !== 'softmax')
+      throw new FeatcacheError(
+        `${optionName('head')}: ${dir} layer ${layers.length + 1} uses activation ${activation}; bundles support relu and a final softmax`,
+        1,
+      );
     layers.push({ kernel: take(kernel), shape: [kernel.shape[0]!, kernel.shape[1]!], bias: take(bias), activation });
   }
-  if (layers.length === 0 || specs.length % 2 !== 0) throw new FeatcacheError(`${optionName('head')}: ${dir}/model.json lists ${specs.length} weights; expected dense kernel/bias pairs`, 1);
+  if (layers.length === 0 || specs.length % 2 !== 0)
+    throw new FeatcacheError(
+      `${optionName('head')}: ${dir}/model.json lists ${specs.length} weights; expected dense kernel/bias pairs`,
+      1,
+    );
   if (layers.at(-1)!.shape[1] !== info.classes.length) {
-    throw new FeatcacheError(`${optionName('head')}: ${dir} has ${info.classes.length} classes in ${HEAD_FILE} but its last layer has ${layers.at(-1)!.shape[1]} units`, 1);
+    throw new FeatcacheError(
+      `${optionName('head')}: ${dir} has ${info.classes.length} classes in ${HEAD_FILE} but its last layer has ${layers.at(-1)!.shape[1]} units`,
+      1,
+    );
   }
   const temperature = info.temperature ?? 1;
-  if (!(Number.isFinite(temperature) && temperature > 0)) throw new FeatcacheError(`${optionName('head')}: ${dir}/${HEAD_FILE} temperature must be a positive number, got ${temperature}`, 1);
+  if (!(Number.isFinite(temperature) && temperature > 0))
+    throw new FeatcacheError(
+      `${optionName('head')}: ${dir}/${HEAD_FILE} temperature must be a positive number, got ${temperature}`,
+      1,
+    );
   const id = createHash('sha256').update(infoBytes).update(modelBytes).update(weights).digest('hex');
   return { dir, info, layers, id };
 }
@@ -130,11 +177,20 @@ function floatTensor(name: string, dims: number[], values: ArrayLike<number>): T
 }
 
 function node(opType: string, inputs: string[], output: string, attribute: NodeProto['attribute'] = []): NodeProto {
-  return onnx.NodeProto.create({ name: `featcache_head/${opType}_${output}`, opType, input: inputs, output: [output], attribute });
+  return onnx.NodeProto.create({
+    name: `featcache_head/${opType}_${output}`,
+    opType,
+    input: inputs,
+    output: [output],
+    attribute,
+  });
 }
 
 const outputInfo = (name: string, classes: number) =>
-  onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'N' }, { dimValue: classes }] } } } });
+  onnx.ValueInfoProto.create({
+    name,
+    type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'N' }, { dimValue: classes }] } } },
+  });
 
 /**
  * Appends the head to a tapped graph whose output is FEATURE_OUTPUT [N, C]. Every op used (MatMul, Add, Mul, Sqrt,
@@ -151,7 +207,10 @@ export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'l
   let x = FEATURE_OUTPUT;
   const n = head.info.normalization;
   if (n.kind === 'l2') {
-    inits.push(floatTensor('featcache_head/ones', [dim, 1], new Float32Array(dim).fill(1)), floatTensor('featcache_head/tiny', [], [1e-30]));
+    inits.push(
+      floatTensor('featcache_head/ones', [dim, 1], new Float32Array(dim).fill(1)),
+      floatTensor('featcache_head/tiny', [], [1e-30]),
+    );
     nodes.push(
       node('Mul', [x, x], 'featcache_head/squares'),
       node('MatMul', ['featcache_head/squares', 'featcache_head/ones'], 'featcache_head/sum_squares'),
@@ -162,14 +221,24 @@ export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'l
     );
     x = 'featcache_head/normalized';
   } else if (n.kind === 'standard') {
-    if (n.mean?.length !== dim || n.std?.length !== dim) throw new FeatcacheError(`${optionName('head')}: standard statistics are ${n.mean?.length}-d but the first layer takes ${dim}`, 1);
+    if (n.mean?.length !== dim || n.std?.length !== dim)
+      throw new FeatcacheError(
+        `${optionName('head')}: standard statistics are ${n.mean?.length}-d but the first layer takes ${dim}`,
+        1,
+      );
     inits.push(floatTensor('featcache_head/mean', [dim], n.mean), floatTensor('featcache_head/std', [dim], n.std));
-    nodes.push(node('Sub', [x, 'featcache_head/mean'], 'featcache_head/centred'), node('Div', ['featcache_head/centred', 'featcache_head/std'], 'featcache_head/normalized'));
+    nodes.push(
+      node('Sub', [x, 'featcache_head/mean'], 'featcache_head/centred'),
+      node('Div', ['featcache_head/centred', 'featcache_head/std'], 'featcache_head/normalized'),
+    );
     x = 'featcache_head/normalized';
   }
   head.layers.forEach((layer, i) => {
     const last = i + 1 === head.layers.length;
-    inits.push(floatTensor(`featcache_head/dense${i}/kernel`, layer.shape, layer.kernel), floatTensor(`featcache_head/dense${i}/bias`, [layer.shape[1]], layer.bias));
+    inits.push(
+      floatTensor(`featcache_head/dense${i}/kernel`, layer.shape, layer.kernel),
+      floatTensor(`featcache_head/dense${i}/bias`, [layer.shape[1]], layer.bias),
+    );
     nodes.push(node('MatMul', [x, `featcache_head/dense${i}/kernel`], `featcache_head/dense${i}/matmul`));
     const pre = last ? LOGITS_OUTPUT : `featcache_head/dense${i}/preactivation`;
     nodes.push(node('Add', [`featcache_head/dense${i}/matmul`, `featcache_head/dense${i}/bias`], pre));
@@ -182,7 +251,11 @@ export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'l
     nodes.push(node('Div', [x, 'featcache_head/temperature'], 'featcache_head/tempered'));
     x = 'featcache_head/tempered';
   }
-  nodes.push(node('Softmax', [x], PROBABILITIES_OUTPUT, [onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 1 })]));
+  nodes.push(
+    node('Softmax', [x], PROBABILITIES_OUTPUT, [
+      onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 1 }),
+    ]),
+  );
   const classes = head.layers.at(-1)!.shape[1];
   const fused = onnx.GraphProto.create({
     ...graph,
@@ -212,44 +285,73 @@ export interface BuildBundleOptions {
 }
 
 /** The fused model and its metadata, in memory (serve uses this directly; `bundle` writes it to a file). */
-export async function buildBundle(options: BuildBundleOptions): Promise<{ bytes: Uint8Array; metadata: BundleMetadata }> {
+export async function buildBundle(
+  options: BuildBundleOptions,
+): Promise<{ bytes: Uint8Array; metadata: BundleMetadata }> {
   const head = await readHeadFiles(options.head);
   const p = head.info.provenance;
   if (p.precision === 'int8') {
     // The head saw features of the calibrated int8 graph, not of this FP32 file: fusing it onto FP32 would shift them.
-    throw new FeatcacheError(`${optionName('head')} ${options.head}: trained on int8 features; a bundle fuses the FP32 backbone, so retrain the head on FP32 features to bundle or serve it (predict runs int8 heads)`);
+    throw new FeatcacheError(
+      `${optionName('head')} ${options.head}: trained on int8 features; a bundle fuses the FP32 backbone, so retrain the head on FP32 features to bundle or serve it (predict runs int8 heads)`,
+    );
   }
   const modelFile = options.model ?? p.modelFile;
   if (!(await exists(modelFile))) {
-    throw new FeatcacheError(`${optionName('model')}: ${modelFile} not found; the head ${options.head} was trained on features of that file (sha256 ${p.modelSha256.slice(0, 12)}…), pass its current path with ${optionName('model')}`);
+    throw new FeatcacheError(
+      `${optionName('model')}: ${modelFile} not found; the head ${options.head} was trained on features of that file (sha256 ${p.modelSha256.slice(0, 12)}…), pass its current path with ${optionName('model')}`,
+    );
   }
   const { model, bytes } = await loadModel(modelFile);
   const sha256 = sha256Bytes(bytes);
   if (sha256 !== p.modelSha256) {
-    throw new FeatcacheError(`${optionName('model')}: ${modelFile} has sha256 ${sha256.slice(0, 12)}…, not the backbone the head ${options.head} was trained on (${p.modelSha256.slice(0, 12)}…)`);
+    throw new FeatcacheError(
+      `${optionName('model')}: ${modelFile} has sha256 ${sha256.slice(0, 12)}…, not the backbone the head ${options.head} was trained on (${p.modelSha256.slice(0, 12)}…)`,
+    );
   }
   const inputs = graphInputs(model.graph!);
-  if (inputs.length !== 1) throw new FeatcacheError(`${optionName('model')}: ${modelFile} has ${inputs.length} inputs; expected one image input`);
+  if (inputs.length !== 1)
+    throw new FeatcacheError(
+      `${optionName('model')}: ${modelFile} has ${inputs.length} inputs; expected one image input`,
+    );
   const layout = inputLayout(inputs[0]!.name, inputs[0]!.shape);
   const tap = resolveTap(model.graph!, p.tappedTensor);
   const tapped = tappedModel(model, tap);
   const fused = appendHead(p.precision === 'fp16' ? toFloat16(tapped) : tapped, head);
   const preset = p.preset as unknown as Preset;
-  const policy: ImagePolicy = { ...DEFAULT_IMAGE_POLICY, exif: p.exif as ImagePolicy['exif'], icc: p.icc as ImagePolicy['icc'] };
+  const policy: ImagePolicy = {
+    ...DEFAULT_IMAGE_POLICY,
+    exif: p.exif as ImagePolicy['exif'],
+    icc: p.icc as ImagePolicy['icc'],
+  };
   const metadata: BundleMetadata = {
     format: BUNDLE_FORMAT,
     classes: head.info.classes,
     preprocessing: {
       preset,
-      input: { name: layout.name, layout: layout.layout, height: layout.height ?? preset.crop, width: layout.width ?? preset.crop },
+      input: {
+        name: layout.name,
+        layout: layout.layout,
+        height: layout.height ?? preset.crop,
+        width: layout.width ?? preset.crop,
+      },
       policy,
       steps: preprocessingSteps(preset, policy, layout.layout),
     },
     provenance: {
-      backbone: { file: path.basename(modelFile), sha256, tappedTensor: p.tappedTensor, precision: p.precision ?? 'fp32' },
+      backbone: {
+        file: path.basename(modelFile),
+        sha256,
+        tappedTensor: p.tappedTensor,
+        precision: p.precision ?? 'fp32',
+      },
       head: {
-        dir: path.basename(path.resolve(options.head)), id: head.id, trainedAt: p.trainedAt, normalization: head.info.normalization.kind,
-        temperature: head.info.temperature ?? 1, layers: head.layers.map((l) => l.shape[1]),
+        dir: path.basename(path.resolve(options.head)),
+        id: head.id,
+        trainedAt: p.trainedAt,
+        normalization: head.info.normalization.kind,
+        temperature: head.info.temperature ?? 1,
+        layers: head.layers.map((l) => l.shape[1]),
       },
       cache: p.cache,
       createdAt: new Date().toISOString(),
@@ -268,7 +370,8 @@ export async function buildBundle(options: BuildBundleOptions): Promise<{ bytes:
     ...fused,
     producerName: 'featcache',
     producerVersion: metadata.provenance.versions.featcache ?? '',
-    docString: `featcache classifier: ${metadata.classes.length} classes (${metadata.classes.slice(0, 5).join(', ')}${metadata.classes.length > 5 ? ', …' : ''}). ` +
+    docString:
+      `featcache classifier: ${metadata.classes.length} classes (${metadata.classes.slice(0, 5).join(', ')}${metadata.classes.length > 5 ? ', …' : ''}). ` +
       `Input "${layout.name}" float32 ${layout.layout}; output "${PROBABILITIES_OUTPUT}". Preprocessing and provenance: metadata_props featcache.*.`,
     metadataProps: [...(fused.metadataProps ?? []).filter((m) => !keys.has(m.key ?? '')), ...props],
   });
@@ -281,7 +384,10 @@ export function bundleMetadataOf(model: ModelProto, source: string): BundleMetad
   const props = new Map((model.metadataProps ?? []).map((m) => [m.key ?? '', m.value ?? '']));
   if (!props.has(METADATA_KEYS.format)) return null;
   const format = Number(props.get(METADATA_KEYS.format));
-  if (format !== BUNDLE_FORMAT) throw new FeatcacheError(`${optionName('model')}: ${source} is a featcache bundle of format ${format}; this featcache reads format ${BUNDLE_FORMAT}`);
+  if (format !== BUNDLE_FORMAT)
+    throw new FeatcacheError(
+      `${optionName('model')}: ${source} is a featcache bundle of format ${format}; this featcache reads format ${BUNDLE_FORMAT}`,
+    );
   try {
     return {
       format,
@@ -347,7 +453,12 @@ export function reportInfoOf(bundle: BundleMetadata): HeadInfo {
   const b = bundle.provenance.backbone;
   return {
     classes: bundle.classes,
-    provenance: { modelFile: b.file, modelSha256: b.sha256, tappedTensor: b.tappedTensor, preset: bundle.preprocessing.preset as unknown as Record<string, unknown> },
+    provenance: {
+      modelFile: b.file,
+      modelSha256: b.sha256,
+      tappedTensor: b.tappedTensor,
+      preset: bundle.preprocessing.preset as unknown as Record<string, unknown>,
+    },
   } as HeadInfo;
 }
 
@@ -378,17 +489,27 @@ export async function openBundle(file: string, options: OpenBundleOptions = {}):
  * Opens fused-model bytes in the backbone's onnxruntime worker thread (the same worker extract uses), so inference
  * never blocks the thread that parses requests and drives sharp.
  */
-export async function openBundleBytes(bytes: Uint8Array, source: string, options: OpenBundleOptions = {}): Promise<OpenedBundle> {
+export async function openBundleBytes(
+  bytes: Uint8Array,
+  source: string,
+  options: OpenBundleOptions = {},
+): Promise<OpenedBundle> {
   const model = decodeModel(bytes, source);
   const metadata = bundleMetadataOf(model, source);
-  if (!metadata) throw new FeatcacheError(`${optionName('model')}: ${source} is not a featcache bundle (no ${METADATA_KEYS.format} in its metadata_props); make one with 'featcache bundle'`);
+  if (!metadata)
+    throw new FeatcacheError(
+      `${optionName('model')}: ${source} is not a featcache bundle (no ${METADATA_KEYS.format} in its metadata_props); make one with 'featcache bundle'`,
+    );
   const inputs = graphInputs(model.graph!);
   const layout = inputLayout(inputs[0]!.name, inputs[0]!.shape);
   const size = metadata.preprocessing.input;
   // The worker takes ownership of the buffer it is sent: send our own copy unless `bytes` is a whole buffer.
   const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
   const settings = { device: options.device ?? { kind: 'cpu' as const }, threads: options.threads ?? 0 };
-  const session = await openWorkerSession(own, settings, layout, PROBABILITIES_OUTPUT, { height: size.height, width: size.width });
+  const session = await openWorkerSession(own, settings, layout, PROBABILITIES_OUTPUT, {
+    height: size.height,
+    width: size.width,
+  });
   return {
     ...metadata,
     source,
@@ -400,5 +521,4 @@ export async function openBundleBytes(bytes: Uint8Array, source: string, options
     },
     close: () => session.close(),
   };
-
 }

@@ -4,8 +4,19 @@
  */
 import * as fs from 'node:fs/promises';
 import {
-  FixedSizeList, Float32, Float64, Int32, RecordBatch, RecordBatchFileWriter, Schema, Struct, Table, Utf8,
-  makeData, tableToIPC, vectorFromArray,
+  FixedSizeList,
+  Float32,
+  Float64,
+  Int32,
+  RecordBatch,
+  RecordBatchFileWriter,
+  Schema,
+  Struct,
+  Table,
+  Utf8,
+  makeData,
+  tableToIPC,
+  vectorFromArray,
 } from 'apache-arrow';
 import * as parquet from 'parquet-wasm';
 import { partSchema } from '../store/part.js';
@@ -59,7 +70,12 @@ async function withHandle(output: OutputFile | string, write: (handle: OutputSin
 }
 
 /** One line per row, written a batch at a time. */
-function writeText(output: OutputFile, header: string | null, line: (b: Batch, r: number) => string, batches: AsyncIterable<ExportBatch>): Promise<void> {
+function writeText(
+  output: OutputFile,
+  header: string | null,
+  line: (b: Batch, r: number) => string,
+  batches: AsyncIterable<ExportBatch>,
+): Promise<void> {
   return withHandle(output, async (handle) => {
     if (header) await handle.write(`${header}\n`);
     for await (const batch of batches) {
@@ -85,7 +101,12 @@ function csvLine(classes: string[]) {
   return (batch: Batch, r: number) => {
     const label = batch.labels[r]!;
     const values = Array.from(batch.features.subarray(r * batch.dim, (r + 1) * batch.dim), formatFloat32);
-    return [csvField(batch.paths[r]!), String(label), csvField(label >= 0 ? (classes[label] ?? '') : ''), ...values].join(',');
+    return [
+      csvField(batch.paths[r]!),
+      String(label),
+      csvField(label >= 0 ? (classes[label] ?? '') : ''),
+      ...values,
+    ].join(',');
   };
 }
 
@@ -107,23 +128,37 @@ export function npyHeader(descr: string, shape: number[]): Buffer {
 /** A directory: features.npy (float32 [N, D]), labels.npy (int32 [N]), paths.txt; the header needs N up front. */
 async function writeNpy(dir: OutputDir, spec: WriterSpec, batches: AsyncIterable<ExportBatch>): Promise<void> {
   let written = 0;
-  await withHandle(dir.file('features.npy'), (features) => withHandle(dir.file('labels.npy'), (labels) => withHandle(dir.file('paths.txt'), async (paths) => {
-    await features.write(npyHeader('<f4', [spec.count, spec.dim]));
-    await labels.write(npyHeader('<i4', [spec.count]));
-    for await (const batch of batches) {
-      // Arrow and npy are both little-endian float32: the bytes go straight through.
-      await features.write(new Uint8Array(batch.features.buffer, batch.features.byteOffset, batch.count * batch.dim * 4));
-      await labels.write(new Uint8Array(batch.labels.buffer, batch.labels.byteOffset, batch.count * 4));
-      await paths.write(`${batch.paths.join('\n')}\n`);
-      written += batch.count;
-    }
-  })));
+  await withHandle(dir.file('features.npy'), (features) =>
+    withHandle(dir.file('labels.npy'), (labels) =>
+      withHandle(dir.file('paths.txt'), async (paths) => {
+        await features.write(npyHeader('<f4', [spec.count, spec.dim]));
+        await labels.write(npyHeader('<i4', [spec.count]));
+        for await (const batch of batches) {
+          // Arrow and npy are both little-endian float32: the bytes go straight through.
+          await features.write(
+            new Uint8Array(batch.features.buffer, batch.features.byteOffset, batch.count * batch.dim * 4),
+          );
+          await labels.write(new Uint8Array(batch.labels.buffer, batch.labels.byteOffset, batch.count * 4));
+          await paths.write(`${batch.paths.join('\n')}\n`);
+          written += batch.count;
+        }
+      }),
+    ),
+  );
   if (written !== spec.count) throw new Error(`wrote ${written} rows, the npy header says ${spec.count}`);
 }
 
 /** The cache's columns (see partSchema), with the export's key-value metadata instead of a part's. */
 export function exportSchema(dim: number, metadata: Record<string, string>): Schema {
-  const fields = partSchema(dim, { split: '', shard: '', runId: '', dim, failures: [], removed: [], provenance: {} }).fields;
+  const fields = partSchema(dim, {
+    split: '',
+    shard: '',
+    runId: '',
+    dim,
+    failures: [],
+    removed: [],
+    provenance: {},
+  }).fields;
   return new Schema(fields, new Map(Object.entries(metadata)));
 }
 
@@ -134,16 +169,27 @@ export function recordBatchOf(schema: Schema, batch: ExportBatch): RecordBatch {
   const featureType = schema.fields[6]!.type as FixedSizeList<Float32>;
   const children = [
     column(batch.paths, new Utf8()),
-    column(Array.from(batch.labels, (l) => (l < 0 ? null : l)), new Int32()),
+    column(
+      Array.from(batch.labels, (l) => (l < 0 ? null : l)),
+      new Int32(),
+    ),
     column(batch.labelNames, new Utf8()),
-    column(batch.paths.map(() => batch.split), new Utf8()),
+    column(
+      batch.paths.map(() => batch.split),
+      new Utf8(),
+    ),
     column(Array.from(batch.sizes), new Float64()),
     column(Array.from(batch.mtimes), new Float64()),
     makeData({
       type: featureType,
       length: n,
       nullCount: 0,
-      child: makeData({ type: new Float32(), length: n * batch.dim, nullCount: 0, data: batch.features.subarray(0, n * batch.dim) }),
+      child: makeData({
+        type: new Float32(),
+        length: n * batch.dim,
+        nullCount: 0,
+        data: batch.features.subarray(0, n * batch.dim),
+      }),
     }),
   ];
   return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children }));
@@ -208,30 +254,35 @@ async function writeParquet(output: OutputFile, spec: WriterSpec, batches: Async
   let rows = 0;
   let finished = false;
   let failure: unknown = null;
-  const source = new ReadableStream<parquet.RecordBatch>({
-    async pull(controller) {
-      try {
-        for (;;) {
-          const next = await iterator.next();
-          if (next.done) {
-            finished = true;
-            return controller.close();
+  const source = new ReadableStream<parquet.RecordBatch>(
+    {
+      async pull(controller) {
+        try {
+          for (;;) {
+            const next = await iterator.next();
+            if (next.done) {
+              finished = true;
+              return controller.close();
+            }
+            if (next.value.count === 0) continue;
+            rows += next.value.count;
+            const table = parquet.Table.fromIPCStream(
+              tableToIPC(new Table(schema, [recordBatchOf(schema, next.value)]), 'stream'),
+            );
+            try {
+              return controller.enqueue(table.recordBatch(0));
+            } finally {
+              table.free();
+            }
           }
-          if (next.value.count === 0) continue;
-          rows += next.value.count;
-          const table = parquet.Table.fromIPCStream(tableToIPC(new Table(schema, [recordBatchOf(schema, next.value)]), 'stream'));
-          try {
-            return controller.enqueue(table.recordBatch(0)!);
-          } finally {
-            table.free();
-          }
+        } catch (error) {
+          failure = error;
+          controller.error(error);
         }
-      } catch (error) {
-        failure = error;
-        controller.error(error);
-      }
+      },
     },
-  }, { highWaterMark: 0 });
+    { highWaterMark: 0 },
+  );
   const properties = new parquet.WriterPropertiesBuilder()
     .setMaxRowGroupSize(parquetRowGroupRows(spec.dim))
     .setCompression(parquet.Compression.SNAPPY)
@@ -264,7 +315,12 @@ export interface WriterSpec {
 export const DIRECTORY_FORMATS: readonly Format[] = ['npy'];
 
 /** Writes `batches` in `format`; the caller commits or aborts `output`. */
-export async function writeExport(format: Format, output: OutputFile | OutputDir, spec: WriterSpec, batches: AsyncIterable<ExportBatch>): Promise<void> {
+export async function writeExport(
+  format: Format,
+  output: OutputFile | OutputDir,
+  spec: WriterSpec,
+  batches: AsyncIterable<ExportBatch>,
+): Promise<void> {
   if (format === 'npy') return writeNpy(output as OutputDir, spec, batches);
   const file = output as OutputFile;
   switch (format) {
@@ -272,7 +328,12 @@ export async function writeExport(format: Format, output: OutputFile | OutputDir
     case 'svmlight':
       return writeText(file, null, libsvmLine, batches);
     case 'csv':
-      return writeText(file, ['path', 'label', 'label_name', ...Array.from({ length: spec.dim }, (_, d) => `f${d}`)].join(','), csvLine(spec.classes), batches);
+      return writeText(
+        file,
+        ['path', 'label', 'label_name', ...Array.from({ length: spec.dim }, (_, d) => `f${d}`)].join(','),
+        csvLine(spec.classes),
+        batches,
+      );
     case 'arrow':
       return writeArrow(file, spec, batches);
     case 'parquet':

@@ -15,15 +15,21 @@ export interface Prediction {
 }
 
 async function thumbnail(file: string): Promise<string> {
-  const thumb = await sharp(file, { pages: 1 }).resize(224, 224, { fit: 'cover' }).jpeg({ quality: 80 }).toBuffer().catch(() => null);
+  const thumb = await sharp(file, { pages: 1 })
+    .resize(224, 224, { fit: 'cover' })
+    .jpeg({ quality: 80 })
+    .toBuffer()
+    .catch(() => null);
   return thumb ? `<img alt="${escapeHtml(file)}" src="data:image/jpeg;base64,${thumb.toString('base64')}">` : '';
 }
 
 function caption(p: Prediction, truth: string | null): string {
   const best = p.top[0]!;
   const wrong = truth !== null && truth !== best.label;
-  return `<figcaption class="${wrong ? 'wrong' : ''}">predicted: ${escapeHtml(best.label)} (${best.probability.toFixed(2)})` +
-    `${truth !== null ? `<br><span class="muted">true: ${escapeHtml(truth)}</span>` : ''}<br><span class="muted">${escapeHtml(path.basename(p.path))}</span></figcaption>`;
+  return (
+    `<figcaption class="${wrong ? 'wrong' : ''}">predicted: ${escapeHtml(best.label)} (${best.probability.toFixed(2)})` +
+    `${truth !== null ? `<br><span class="muted">true: ${escapeHtml(truth)}</span>` : ''}<br><span class="muted">${escapeHtml(path.basename(p.path))}</span></figcaption>`
+  );
 }
 
 /** The class folder an image sits in, when it names one of the head's classes. */
@@ -32,13 +38,20 @@ function trueClass(file: string, classes: string[]): string | null {
   return classes.includes(folder) ? folder : null;
 }
 
-export async function writeReport(file: string, predictions: Prediction[], info: HeadInfo, limit: number): Promise<void> {
+export async function writeReport(
+  file: string,
+  predictions: Prediction[],
+  info: HeadInfo,
+  limit: number,
+): Promise<void> {
   const figures: string[] = [];
   let known = 0;
   let correct = 0;
   for (const [index, p] of predictions.entries()) {
     if (p.error) {
-      figures.push(`<figure><figcaption class="wrong">${escapeHtml(path.basename(p.path))}: ${escapeHtml(p.error)}</figcaption></figure>`);
+      figures.push(
+        `<figure><figcaption class="wrong">${escapeHtml(path.basename(p.path))}: ${escapeHtml(p.error)}</figcaption></figure>`,
+      );
       continue;
     }
     const truth = trueClass(p.path, info.classes);
@@ -49,9 +62,16 @@ export async function writeReport(file: string, predictions: Prediction[], info:
     if (index < limit) figures.push(`<figure>${await thumbnail(p.path)}${caption(p, truth)}</figure>`);
   }
   const prov = info.provenance;
-  const summary = `<p>${known > 0 ? `${correct} of ${known} images in a class folder predicted correctly (${((100 * correct) / known).toFixed(1)}%); ` : ''}` +
+  const summary =
+    `<p>${known > 0 ? `${correct} of ${known} images in a class folder predicted correctly (${((100 * correct) / known).toFixed(1)}%); ` : ''}` +
     `backbone ${escapeHtml(path.basename(prov.modelFile))} (sha256 ${prov.modelSha256.slice(0, 12)}…), tap ${escapeHtml(prov.tappedTensor)}, preset ${escapeHtml(String(prov.preset.name))}.` +
     `${predictions.length > limit ? ` Showing the first ${limit} of ${predictions.length} images (--report-limit).` : ''}</p>`;
   await fs.mkdir(path.dirname(path.resolve(file)), { recursive: true });
-  await fs.writeFile(file, page(`featcache predictions (${predictions.length} images)`, `${summary}<div class="grid">${figures.join('\n')}</div>`));
+  await fs.writeFile(
+    file,
+    page(
+      `featcache predictions (${predictions.length} images)`,
+      `${summary}<div class="grid">${figures.join('\n')}</div>`,
+    ),
+  );
 }

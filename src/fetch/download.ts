@@ -21,7 +21,10 @@ export interface DownloadTimeouts {
   stallTimeoutMs: number;
 }
 
-export const DEFAULT_DOWNLOAD_TIMEOUTS: Readonly<DownloadTimeouts> = Object.freeze({ connectTimeoutMs: 15_000, stallTimeoutMs: 30_000 });
+export const DEFAULT_DOWNLOAD_TIMEOUTS: Readonly<DownloadTimeouts> = Object.freeze({
+  connectTimeoutMs: 15_000,
+  stallTimeoutMs: 30_000,
+});
 
 /** Proxy settings; each defaults to the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY, or their lower-case forms). */
 export interface ProxySettings {
@@ -100,9 +103,14 @@ function failureReason(error: unknown, signal: AbortSignal): string {
 type Attempt = { complete: boolean; total: number | null; error?: string | undefined };
 
 /** One HTTP attempt: appends to the .part file from its current length. Returns complete: false if the transfer broke off. */
-async function attempt(options: DownloadOptions, part: string, dispatcher: EnvHttpProxyAgent, stallMs: number): Promise<Attempt> {
+async function attempt(
+  options: DownloadOptions,
+  part: string,
+  dispatcher: EnvHttpProxyAgent,
+  stallMs: number,
+): Promise<Attempt> {
   const existing = await hashFile(part);
-  let offset = existing.bytes;
+  const offset = existing.bytes;
   const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
   const watchdog = stallWatchdog(stallMs);
   try {
@@ -113,7 +121,11 @@ async function attempt(options: DownloadOptions, part: string, dispatcher: EnvHt
 }
 
 async function transfer(
-  options: DownloadOptions, part: string, startOffset: number, headers: Record<string, string>, dispatcher: EnvHttpProxyAgent,
+  options: DownloadOptions,
+  part: string,
+  startOffset: number,
+  headers: Record<string, string>,
+  dispatcher: EnvHttpProxyAgent,
   watchdog: ReturnType<typeof stallWatchdog>,
 ): Promise<Attempt> {
   let offset = startOffset;
@@ -150,7 +162,11 @@ async function transfer(
   } finally {
     await handle.close();
   }
-  return { complete: total === null || received >= total, total, error: total !== null && received < total ? `connection closed at ${received} of ${total} bytes` : undefined };
+  return {
+    complete: total === null || received >= total,
+    total,
+    error: total !== null && received < total ? `connection closed at ${received} of ${total} bytes` : undefined,
+  };
 }
 
 /** Undici dispatcher with featcache's timeouts, honouring the proxy environment unless `proxy` overrides it. */
@@ -158,7 +174,12 @@ export function proxyDispatcher(proxy: ProxySettings | undefined, connectTimeout
   const defined = Object.fromEntries(Object.entries(proxy ?? {}).filter(([, v]) => v !== undefined));
   // Stalls are caught by our own watchdog (it covers the proxy handshake too); undici's are switched off so the
   // reported reason is ours.
-  return new EnvHttpProxyAgent({ ...defined, connect: { timeout: connectTimeoutMs }, headersTimeout: 0, bodyTimeout: 0 });
+  return new EnvHttpProxyAgent({
+    ...defined,
+    connect: { timeout: connectTimeoutMs },
+    headersTimeout: 0,
+    bodyTimeout: 0,
+  });
 }
 
 /** A partial file is resumed only from the URL that produced it; another source may serve other bytes. */
@@ -176,7 +197,10 @@ function positive(name: string, value: number): number {
 
 export async function download(options: DownloadOptions): Promise<DownloadResult> {
   const part = `${options.dest}.part`;
-  const connectMs = positive('connectTimeoutMs', options.connectTimeoutMs ?? DEFAULT_DOWNLOAD_TIMEOUTS.connectTimeoutMs);
+  const connectMs = positive(
+    'connectTimeoutMs',
+    options.connectTimeoutMs ?? DEFAULT_DOWNLOAD_TIMEOUTS.connectTimeoutMs,
+  );
   const stallMs = positive('stallTimeoutMs', options.stallTimeoutMs ?? DEFAULT_DOWNLOAD_TIMEOUTS.stallTimeoutMs);
   await fs.mkdir(path.dirname(path.resolve(options.dest)), { recursive: true });
   await claimPart(part, options.url);
@@ -193,13 +217,17 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
       errors.push(result.error ?? 'transfer incomplete');
       if (attempts > retries) {
         const kept = (await hashFile(part)).bytes > 0 ? `; ${part} is kept — re-run to resume` : '';
-        throw new FeatcacheError(`${options.url}: download incomplete after ${attempts} attempts (${errors.at(-1)})${kept}`, 1);
+        throw new FeatcacheError(
+          `${options.url}: download incomplete after ${attempts} attempts (${errors.at(-1)})${kept}`,
+          1,
+        );
       }
       await new Promise((r) => setTimeout(r, Math.min(2000, (options.retryDelayMs ?? 100) * 2 ** (attempts - 1))));
     }
   } catch (error) {
     // Nothing received: leave no empty .part behind (a partial one is kept for the next run to resume).
-    if ((await hashFile(part)).bytes === 0) await Promise.all([fs.rm(part, { force: true }), fs.rm(`${part}.source`, { force: true })]);
+    if ((await hashFile(part)).bytes === 0)
+      await Promise.all([fs.rm(part, { force: true }), fs.rm(`${part}.source`, { force: true })]);
     throw error;
   } finally {
     await dispatcher.destroy().catch(() => {});
@@ -207,12 +235,17 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
   const { hash, bytes } = await hashFile(part);
   const sha256 = hash.digest('hex');
   const problems: string[] = [];
-  if (options.size !== undefined && bytes !== options.size) problems.push(`size ${bytes} bytes, expected ${options.size}`);
-  if (options.sha256 && sha256 !== options.sha256.toLowerCase()) problems.push(`sha256 ${sha256}, expected ${options.sha256}`);
+  if (options.size !== undefined && bytes !== options.size)
+    problems.push(`size ${bytes} bytes, expected ${options.size}`);
+  if (options.sha256 && sha256 !== options.sha256.toLowerCase())
+    problems.push(`sha256 ${sha256}, expected ${options.sha256}`);
   if (problems.length > 0) {
     await fs.rm(part, { force: true });
     await fs.rm(`${part}.source`, { force: true });
-    throw new FeatcacheError(`${options.url}: downloaded file is corrupt (${problems.join('; ')}); removed it — re-run to download again`, 1);
+    throw new FeatcacheError(
+      `${options.url}: downloaded file is corrupt (${problems.join('; ')}); removed it — re-run to download again`,
+      1,
+    );
   }
   await fs.rename(part, options.dest);
   await fs.rm(`${part}.source`, { force: true });

@@ -20,13 +20,19 @@ function lineChart(title: string, series: Series[], marker: number | null, width
   const x = (i: number) => pad.left + (epochs > 1 ? (i / (epochs - 1)) * (width - pad.left - pad.right) : 0);
   const y = (v: number) => pad.top + (1 - (v - lo) / span) * (height - pad.top - pad.bottom);
   const lines = series.map((s) => {
-    const points = s.values.map((v, i) => (v === null ? null : `${x(i).toFixed(1)},${y(v).toFixed(1)}`)).filter(Boolean);
+    const points = s.values
+      .map((v, i) => (v === null ? null : `${x(i).toFixed(1)},${y(v).toFixed(1)}`))
+      .filter(Boolean);
     return `<polyline fill="none" stroke="${s.colour}" stroke-width="2" points="${points.join(' ')}"/>`;
   });
-  const best = marker === null ? '' :
-    `<line x1="${x(marker - 1)}" y1="${pad.top}" x2="${x(marker - 1)}" y2="${height - pad.bottom}" stroke="#2ca02c" stroke-dasharray="4 3"/>` +
-    `<text x="${x(marker - 1) + 4}" y="${height - pad.bottom - 6}" font-size="11" fill="#2ca02c">best epoch ${marker}</text>`;
-  const legend = series.map((s, i) => `<text x="${pad.left + 10 + i * 90}" y="16" fill="${s.colour}">${escapeHtml(s.name)}</text>`);
+  const best =
+    marker === null
+      ? ''
+      : `<line x1="${x(marker - 1)}" y1="${pad.top}" x2="${x(marker - 1)}" y2="${height - pad.bottom}" stroke="#2ca02c" stroke-dasharray="4 3"/>` +
+        `<text x="${x(marker - 1) + 4}" y="${height - pad.bottom - 6}" font-size="11" fill="#2ca02c">best epoch ${marker}</text>`;
+  const legend = series.map(
+    (s, i) => `<text x="${pad.left + 10 + i * 90}" y="16" fill="${s.colour}">${escapeHtml(s.name)}</text>`,
+  );
   const ticks = [lo, (lo + hi) / 2, hi].map((v) => `<text x="4" y="${y(v) + 4}" font-size="11">${v.toFixed(3)}</text>`);
   return `<svg width="${width}" height="${height}" role="img" aria-label="${escapeHtml(title)}" style="border:1px solid #ddd;margin:6px">
 <text x="${width - pad.right}" y="16" text-anchor="end" font-weight="bold">${escapeHtml(title)}</text>
@@ -37,10 +43,13 @@ ${ticks.join('\n')}${best}${lines.join('\n')}${legend.join('\n')}</svg>`;
 
 function confusionTable(metrics: Metrics): string {
   const names = metrics.perClass.map((c) => c.name);
-  if (names.length > 40) return `<p class="muted">${names.length} classes: see metrics.json for the confusion matrix.</p>`;
+  if (names.length > 40)
+    return `<p class="muted">${names.length} classes: see metrics.json for the confusion matrix.</p>`;
   const header = `<tr><th>true \\ predicted</th>${names.map((n) => `<th>${escapeHtml(n)}</th>`).join('')}<th>accuracy</th></tr>`;
-  const rows = metrics.confusion.map((row, i) =>
-    `<tr><th>${escapeHtml(names[i]!)}</th>${row.map((v) => `<td>${v}</td>`).join('')}<td>${metrics.perClass[i]!.accuracy?.toFixed(3) ?? '—'}</td></tr>`);
+  const rows = metrics.confusion.map(
+    (row, i) =>
+      `<tr><th>${escapeHtml(names[i]!)}</th>${row.map((v) => `<td>${v}</td>`).join('')}<td>${metrics.perClass[i]!.accuracy?.toFixed(3) ?? '—'}</td></tr>`,
+  );
   return `<table>${header}${rows.join('')}</table>`;
 }
 
@@ -50,9 +59,14 @@ export function reliabilityDiagram(c: CalibrationReport, size = 260): string {
   const span = size - 2 * pad;
   const x = (v: number) => pad + v * span;
   const y = (v: number) => size - pad - v * span;
-  const points = (bins: ReliabilityBin[], colour: string) => bins.filter((b) => b.count > 0)
-    .map((b) => `<circle cx="${x(b.confidence!).toFixed(1)}" cy="${y(b.accuracy!).toFixed(1)}" r="${Math.min(7, 2 + Math.sqrt(b.count) / 2).toFixed(1)}" fill="${colour}" fill-opacity="0.7"><title>${b.count} rows: confidence ${b.confidence!.toFixed(3)}, accuracy ${b.accuracy!.toFixed(3)}</title></circle>`)
-    .join('');
+  const points = (bins: ReliabilityBin[], colour: string) =>
+    bins
+      .filter((b) => b.count > 0)
+      .map(
+        (b) =>
+          `<circle cx="${x(b.confidence!).toFixed(1)}" cy="${y(b.accuracy!).toFixed(1)}" r="${Math.min(7, 2 + Math.sqrt(b.count) / 2).toFixed(1)}" fill="${colour}" fill-opacity="0.7"><title>${b.count} rows: confidence ${b.confidence!.toFixed(3)}, accuracy ${b.accuracy!.toFixed(3)}</title></circle>`,
+      )
+      .join('');
   return `<svg width="${size}" height="${size}" role="img" aria-label="reliability" style="border:1px solid #ddd;margin:6px">
 <text x="${size / 2}" y="16" text-anchor="middle" font-weight="bold">reliability (15 bins)</text>
 <line x1="${x(0)}" y1="${y(0)}" x2="${x(1)}" y2="${y(1)}" stroke="#999" stroke-dasharray="4 3"/>
@@ -68,7 +82,8 @@ ${points(c.bins.before, '#d62728')}${points(c.bins.after, '#1f77b4')}
 export function sweepChart(rows: SweepRow[], chosen: SweepRow | null = null): string {
   if (rows.length === 0) return '';
   const best = chosen ?? rows.reduce((a, b) => (b.holdoutLoss < a.holdoutLoss ? b : a));
-  const isBest = (r: SweepRow) => r.normalize === best.normalize && r.lr === best.lr && r.c === best.c && r.weightDecay === best.weightDecay;
+  const isBest = (r: SweepRow) =>
+    r.normalize === best.normalize && r.lr === best.lr && r.c === best.c && r.weightDecay === best.weightDecay;
   const accs = rows.map((r) => r.holdoutAcc);
   const [lo, hi] = [Math.min(...accs), Math.max(...accs)];
   const colour = (a: number) => `hsl(${(120 * (a - lo)) / (hi - lo || 1)}, 60%, 75%)`;
@@ -76,7 +91,8 @@ export function sweepChart(rows: SweepRow[], chosen: SweepRow | null = null): st
     const outline = isBest(r) ? 'outline:2px solid #000;' : r.tied ? 'outline:1px dashed #000;' : '';
     const calibrated = r.calibratedLoss === null ? '' : `, calibrated ${r.calibratedLoss.toFixed(4)}`;
     const at = r.epoch === null ? `${r.iterations ?? '?'} iterations` : `epoch ${r.epoch}`;
-    const shown = r.epoch === null ? (r.calibratedLoss ?? r.holdoutLoss).toFixed(3) : `${r.holdoutLoss.toFixed(3)} @${r.epoch}`;
+    const shown =
+      r.epoch === null ? (r.calibratedLoss ?? r.holdoutLoss).toFixed(3) : `${r.holdoutLoss.toFixed(3)} @${r.epoch}`;
     return `<td title="loss ${r.holdoutLoss.toFixed(4)}${calibrated}, ${at}" style="${outline}background:${colour(r.holdoutAcc)}">${r.holdoutAcc.toFixed(3)}<br><span class="muted">${shown}</span></td>`;
   };
   const probe = rows.every((r) => r.c !== null);
@@ -89,12 +105,17 @@ export function sweepChart(rows: SweepRow[], chosen: SweepRow | null = null): st
     const lrs = [...new Set(mine.map((r) => r.lr))];
     const wds = [...new Set(mine.map((r) => r.weightDecay))];
     const header = `<tr><th>${escapeHtml(normalize)}: lr \\ wd</th>${wds.map((w) => `<th>${w}</th>`).join('')}</tr>`;
-    const body = lrs.map((lr) => `<tr><th>${lr}</th>${wds.map((wd) => cell(mine.find((m) => m.lr === lr && m.weightDecay === wd)!)).join('')}</tr>`).join('');
+    const body = lrs
+      .map(
+        (lr) =>
+          `<tr><th>${lr}</th>${wds.map((wd) => cell(mine.find((m) => m.lr === lr && m.weightDecay === wd)!)).join('')}</tr>`,
+      )
+      .join('');
     return `<table style="display:inline-table;margin-right:12px">${header}${body}</table>`;
   });
   const title = probe
     ? 'Sweep: held-out accuracy (calibrated NLL) per C; outlined: chosen; dashed: within one standard error of the best calibrated NLL'
-    : 'Sweep: held-out accuracy (loss @ best epoch); outlined: chosen (lowest held-out NLL after temperature among each normalisation\'s best)';
+    : "Sweep: held-out accuracy (loss @ best epoch); outlined: chosen (lowest held-out NLL after temperature among each normalisation's best)";
   return `<h2>${title}</h2><div>${tables.join('')}</div>`;
 }
 
@@ -104,15 +125,29 @@ export interface CurvesExtras {
   chosen?: SweepRow | null;
 }
 
-export function curvesPage(history: EpochStats[], metrics: Metrics | null, summary: string, bestEpoch: number | null = null, extras: CurvesExtras = {}): string {
-  const loss = lineChart('loss', [
-    { name: 'train', colour: '#1f77b4', values: history.map((h) => h.trainLoss) },
-    { name: 'val', colour: '#d62728', values: history.map((h) => h.valLoss) },
-  ], bestEpoch);
-  const acc = lineChart('accuracy', [
-    { name: 'train', colour: '#1f77b4', values: history.map((h) => h.trainAcc) },
-    { name: 'val', colour: '#d62728', values: history.map((h) => h.valAcc) },
-  ], bestEpoch);
+export function curvesPage(
+  history: EpochStats[],
+  metrics: Metrics | null,
+  summary: string,
+  bestEpoch: number | null = null,
+  extras: CurvesExtras = {},
+): string {
+  const loss = lineChart(
+    'loss',
+    [
+      { name: 'train', colour: '#1f77b4', values: history.map((h) => h.trainLoss) },
+      { name: 'val', colour: '#d62728', values: history.map((h) => h.valLoss) },
+    ],
+    bestEpoch,
+  );
+  const acc = lineChart(
+    'accuracy',
+    [
+      { name: 'train', colour: '#1f77b4', values: history.map((h) => h.trainAcc) },
+      { name: 'val', colour: '#d62728', values: history.map((h) => h.valAcc) },
+    ],
+    bestEpoch,
+  );
   const reliability = extras.calibration ? reliabilityDiagram(extras.calibration) : '';
   const c = extras.calibration;
   const calibrationText = c
@@ -121,5 +156,8 @@ export function curvesPage(history: EpochStats[], metrics: Metrics | null, summa
   const metricsHtml = metrics
     ? `<h2>Validation (${metrics.count} images): top-1 ${metrics.top1.toFixed(4)}${metrics.top5 === null ? '' : `, top-5 ${metrics.top5.toFixed(4)}`}</h2>${confusionTable(metrics)}`
     : '<p class="muted">No validation split: metrics are on the training data.</p>';
-  return page('featcache train-head', `<p>${escapeHtml(summary)}</p><div>${loss}${acc}${reliability}</div>${calibrationText}${sweepChart(extras.sweep ?? [], extras.chosen ?? null)}${metricsHtml}`);
+  return page(
+    'featcache train-head',
+    `<p>${escapeHtml(summary)}</p><div>${loss}${acc}${reliability}</div>${calibrationText}${sweepChart(extras.sweep ?? [], extras.chosen ?? null)}${metricsHtml}`,
+  );
 }

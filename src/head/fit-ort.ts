@@ -9,8 +9,19 @@ import { FeatcacheError } from '../errors.js';
 import { seededRandom, shuffled } from '../util/random.js';
 import { OrtWideTrainer } from './ort-engine.js';
 import {
-  type DenseWeights, type EpochStats, type FitControl, type HeadOptions, type Split, type TrainResult,
-  classWeightsFor, epochRecord, initValues, monitorScore, stepLr, validateData, validateHeadOptions,
+  type DenseWeights,
+  type EpochStats,
+  type FitControl,
+  type HeadOptions,
+  type Split,
+  type TrainResult,
+  classWeightsFor,
+  epochRecord,
+  initValues,
+  monitorScore,
+  stepLr,
+  validateData,
+  validateHeadOptions,
 } from './train.js';
 
 /** Whether `fitHeadOrt` should train this head: no tfjs-node (its native kernels are as fast) and no hidden layer. */
@@ -35,11 +46,25 @@ interface BatchBuffers {
 }
 
 function batchBuffers(trainer: OrtWideTrainer, rows: number, classes: number): BatchBuffers {
-  return { x: trainer.batchBuffer(rows), target: new Float32Array(rows * classes), scale: new Float32Array(rows), labels: new Int32Array(rows) };
+  return {
+    x: trainer.batchBuffer(rows),
+    target: new Float32Array(rows * classes),
+    scale: new Float32Array(rows),
+    labels: new Int32Array(rows),
+  };
 }
 
 /** Gathers rows order[start..start+n) into `b`; returns Σw of the batch. */
-function gather(b: BatchBuffers, split: Split, dim: number, classes: number, classWeights: Float32Array, order: Int32Array, start: number, n: number): number {
+function gather(
+  b: BatchBuffers,
+  split: Split,
+  dim: number,
+  classes: number,
+  classWeights: Float32Array,
+  order: Int32Array,
+  start: number,
+  n: number,
+): number {
   let weightSum = 0;
   for (let i = 0; i < n; i++) weightSum += classWeights[split.labels[order[start + i]!]!]!;
   b.target.fill(0, 0, n * classes);
@@ -77,7 +102,13 @@ async function runEpoch(c: EpochContext, order: Int32Array, lr: Float32Array, wd
     const weightSums: number[] = [];
     const batches = c.buffers.slice(0, steps).map((b, s) => {
       weightSums.push(gather(b, train, dim, classes, c.classWeights, order, start + s * n, n));
-      return { x: b.x.subarray(0, n * (dim + 1)), n, target: b.target.subarray(0, n * classes), scale: b.scale.subarray(0, n), labels: b.labels.subarray(0, n) };
+      return {
+        x: b.x.subarray(0, n * (dim + 1)),
+        n,
+        target: b.target.subarray(0, n * classes),
+        scale: b.scale.subarray(0, n),
+        labels: b.labels.subarray(0, n),
+      };
     });
     const stats = await c.trainer.stepMany(batches, lr, wd);
     stats.forEach((st, s) => {
@@ -97,7 +128,11 @@ async function evaluate(trainer: OrtWideTrainer, split: Split, dim: number) {
   // Chunks bound the logits' memory on large validation splits.
   for (let start = 0; start < split.count; start += 8192) {
     const n = Math.min(split.count, start + 8192) - start;
-    const r = await trainer.evaluate(split.features.subarray(start * dim, (start + n) * dim), n, split.labels.subarray(start, start + n));
+    const r = await trainer.evaluate(
+      split.features.subarray(start * dim, (start + n) * dim),
+      n,
+      split.labels.subarray(start, start + n),
+    );
     lossSum += r.lossSum;
     correct += r.correct;
   }
@@ -109,22 +144,45 @@ async function evaluate(trainer: OrtWideTrainer, split: Split, dim: number) {
  * trains it with tfjs). Same seed, same data → the same weights as fitHead up to float rounding, and byte-identical
  * across runs on one machine.
  */
-export async function fitHeadOrt(train: Split, val: Split | null, dim: number, classes: number, options: HeadOptions, control: FitControl = {}): Promise<TrainResult> {
+export async function fitHeadOrt(
+  train: Split,
+  val: Split | null,
+  dim: number,
+  classes: number,
+  options: HeadOptions,
+  control: FitControl = {},
+): Promise<TrainResult> {
   validateHeadOptions(options);
   validateData(train, dim, classes);
-  if (options.hidden > 0) throw new FeatcacheError(`train-head: the onnxruntime engine trains linear heads only (hidden = ${options.hidden}); train this head with tfjs`);
+  if (options.hidden > 0)
+    throw new FeatcacheError(
+      `train-head: the onnxruntime engine trains linear heads only (hidden = ${options.hidden}); train this head with tfjs`,
+    );
   const selectOnVal = control.selectOnVal ?? true;
   const random = seededRandom(options.seed);
   // fitHead's draw order: the kernel, then the bias.
   const kernel = initValues(dim * classes, dim, random);
   const bias = initValues(classes, dim, random);
-  const trainer = await OrtWideTrainer.create(dim, classes, 1, options, { kernel, bias }, { weightDecay: options.weightDecay > 0, stats: true });
+  const trainer = await OrtWideTrainer.create(
+    dim,
+    classes,
+    1,
+    options,
+    { kernel, bias },
+    { weightDecay: options.weightDecay > 0, stats: true },
+  );
   try {
     const classWeights = classWeightsFor(options, train.labels, classes);
     const rows = Math.min(options.batchSize, train.count);
     const group = Math.max(1, Math.min(STEPS_PER_RUN, Math.floor(GROUP_BYTES / (rows * (dim + 1) * 4))));
     const context: EpochContext = {
-      trainer, buffers: Array.from({ length: group }, () => batchBuffers(trainer, rows, classes)), train, dim, classes, classWeights, batchSize: options.batchSize,
+      trainer,
+      buffers: Array.from({ length: group }, () => batchBuffers(trainer, rows, classes)),
+      train,
+      dim,
+      classes,
+      classWeights,
+      batchSize: options.batchSize,
     };
     const wd = new Float32Array(classes).fill(options.weightDecay);
     const history: EpochStats[] = [];
@@ -143,7 +201,8 @@ export async function fitHeadOrt(train: Split, val: Split | null, dim: number, c
       if (valStats && selectOnVal) {
         const score = monitorScore(options, valStats);
         // Higher is better; ties keep the earlier epoch, as BestWeightsKeeper does.
-        if (!best || score > best.score) [best, sinceBest] = [{ epoch: epoch + 1, score, weights: trainer.weights() }, 0];
+        if (!best || score > best.score)
+          [best, sinceBest] = [{ epoch: epoch + 1, score, weights: trainer.weights() }, 0];
         else sinceBest++;
         if (options.patience > 0 && sinceBest >= options.patience) {
           stoppedEarly = epoch + 1 < options.epochs;

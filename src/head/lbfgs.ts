@@ -23,7 +23,12 @@ export interface LbfgsOptions {
   relativeDecrease: number;
 }
 
-export const DEFAULT_LBFGS_OPTIONS: Readonly<LbfgsOptions> = Object.freeze({ memory: 10, maxIterations: 1000, gradientTolerance: 1e-6, relativeDecrease: 2.2e-9 });
+export const DEFAULT_LBFGS_OPTIONS: Readonly<LbfgsOptions> = Object.freeze({
+  memory: 10,
+  maxIterations: 1000,
+  gradientTolerance: 1e-6,
+  relativeDecrease: 2.2e-9,
+});
 
 export interface LbfgsResult {
   x: Float64Array;
@@ -76,7 +81,10 @@ class Problem {
   trial: Float64Array;
   private free: Float64Array;
 
-  constructor(x0: Float64Array, private readonly o: LbfgsOptions) {
+  constructor(
+    x0: Float64Array,
+    private readonly o: LbfgsOptions,
+  ) {
     this.x = x0.slice();
     this.trial = this.x;
     this.free = new Float64Array(x0.length);
@@ -108,7 +116,8 @@ class Problem {
     this.value = e.value;
     this.gradient = e.gradient;
     if (maxAbs(e.gradient) <= this.o.gradientTolerance) return this.finish('gradient');
-    if (!first && previous - e.value <= this.o.relativeDecrease * Math.max(Math.abs(previous), Math.abs(e.value), 1)) return this.finish('decrease');
+    if (!first && previous - e.value <= this.o.relativeDecrease * Math.max(Math.abs(previous), Math.abs(e.value), 1))
+      return this.finish('decrease');
     if (this.iterations >= this.o.maxIterations) return this.finish('iterations');
     this.searchDirection();
     this.slope = dot(this.gradient, this.direction);
@@ -154,14 +163,14 @@ class Problem {
       const y = this.y[i]!;
       const a = this.rho[i]! * dot(this.s[i]!, q);
       this.alpha[i] = a;
-      for (let j = 0; j < n; j++) q[j] -= a * y[j]!;
+      for (let j = 0; j < n; j++) q[j]! -= a * y[j]!;
     }
     const gamma = m > 0 ? this.gamma : 1;
-    for (let j = 0; j < n; j++) q[j] *= gamma;
+    for (let j = 0; j < n; j++) q[j]! *= gamma;
     for (let i = 0; i < m; i++) {
       const s = this.s[i]!;
       const c = this.alpha[i]! - this.rho[i]! * dot(this.y[i]!, q);
-      for (let j = 0; j < n; j++) q[j] += c * s[j]!;
+      for (let j = 0; j < n; j++) q[j]! += c * s[j]!;
     }
     for (let j = 0; j < n; j++) q[j] = -q[j]!;
   }
@@ -178,17 +187,30 @@ class Problem {
   }
 
   result(): LbfgsResult {
-    return { x: this.x, value: this.value, iterations: this.iterations, evaluations: this.evaluations, stopped: this.stopped ?? 'iterations' };
+    return {
+      x: this.x,
+      value: this.value,
+      iterations: this.iterations,
+      evaluations: this.evaluations,
+      stopped: this.stopped ?? 'iterations',
+    };
   }
 }
 
 /** Minimises every problem from its start `x0s[i]`; returns each one's minimiser and how it stopped. */
-export async function minimizeTogether(objective: BatchObjective, x0s: Float64Array[], options: Partial<LbfgsOptions> = {}): Promise<LbfgsResult[]> {
+export async function minimizeTogether(
+  objective: BatchObjective,
+  x0s: Float64Array[],
+  options: Partial<LbfgsOptions> = {},
+): Promise<LbfgsResult[]> {
   const o: LbfgsOptions = { ...DEFAULT_LBFGS_OPTIONS, ...options };
   const problems = x0s.map((x) => new Problem(x, o));
   let active = problems.map((_, i) => i);
   while (active.length > 0) {
-    const evaluations = await objective(active, active.map((i) => problems[i]!.trial));
+    const evaluations = await objective(
+      active,
+      active.map((i) => problems[i]!.trial),
+    );
     active = active.filter((i, k) => problems[i]!.consume(evaluations[k]!));
   }
   return problems.map((p) => p.result());

@@ -41,7 +41,13 @@ export function matMulTransAJs(a: Matrix, b: Matrix, m: number, k: number, n: nu
 }
 
 /** C[m,p] = A[m,k]·B[p,k]ᵀ in plain JS (float64): row dot products, as a Gram matrix wants. */
-export function matMulTransBJs(a: Float32Array | Matrix, b: Float32Array | Matrix, m: number, k: number, p: number): Matrix {
+export function matMulTransBJs(
+  a: Float32Array | Matrix,
+  b: Float32Array | Matrix,
+  m: number,
+  k: number,
+  p: number,
+): Matrix {
   const c = new Float64Array(m * p);
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < p; j++) {
@@ -63,18 +69,32 @@ const FLOAT = onnx.TensorProto.DataType.FLOAT;
 
 function gemmGraph(transA: boolean, transB: boolean): Uint8Array {
   const dims = (name: string, a: string, b: string) =>
-    onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: a }, { dimParam: b }] } } } });
-  const int = (name: string, i: number) => onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i });
-  return encodeModel(onnx.ModelProto.create({
-    irVersion: 8,
-    opsetImport: [{ domain: '', version: 13 }],
-    graph: {
-      name: 'featcache-gemm',
-      node: [onnx.NodeProto.create({ name: 'gemm', opType: 'Gemm', input: ['a', 'b'], output: ['c'], attribute: [int('transA', transA ? 1 : 0), int('transB', transB ? 1 : 0)] })],
-      input: [dims('a', 'a0', 'a1'), dims('b', 'b0', 'b1')],
-      output: [dims('c', 'c0', 'c1')],
-    },
-  }));
+    onnx.ValueInfoProto.create({
+      name,
+      type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: a }, { dimParam: b }] } } },
+    });
+  const int = (name: string, i: number) =>
+    onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i });
+  return encodeModel(
+    onnx.ModelProto.create({
+      irVersion: 8,
+      opsetImport: [{ domain: '', version: 13 }],
+      graph: {
+        name: 'featcache-gemm',
+        node: [
+          onnx.NodeProto.create({
+            name: 'gemm',
+            opType: 'Gemm',
+            input: ['a', 'b'],
+            output: ['c'],
+            attribute: [int('transA', transA ? 1 : 0), int('transB', transB ? 1 : 0)],
+          }),
+        ],
+        input: [dims('a', 'a0', 'a1'), dims('b', 'b0', 'b1')],
+        output: [dims('c', 'c0', 'c1')],
+      },
+    }),
+  );
 }
 
 /**
@@ -96,7 +116,10 @@ export class MatMul {
     if (!s) {
       // Spinning off: on a shared machine spinning workers steal the cores the others need.
       s = ort.InferenceSession.create(gemmGraph(transA, transB), {
-        graphOptimizationLevel: 'all', intraOpNumThreads: threads, executionMode: 'sequential', logSeverityLevel: 3,
+        graphOptimizationLevel: 'all',
+        intraOpNumThreads: threads,
+        executionMode: 'sequential',
+        logSeverityLevel: 3,
         extra: { session: { intra_op: { allow_spinning: '0' } } },
       });
       this.sessions.set(key, s);
@@ -104,10 +127,19 @@ export class MatMul {
     return s;
   }
 
-  private async ort(a: Float32Array | Matrix, aShape: [number, number], b: Float32Array | Matrix, bShape: [number, number], transA: boolean, transB: boolean): Promise<Matrix> {
+  private async ort(
+    a: Float32Array | Matrix,
+    aShape: [number, number],
+    b: Float32Array | Matrix,
+    bShape: [number, number],
+    transA: boolean,
+    transB: boolean,
+  ): Promise<Matrix> {
     const f32 = (v: Float32Array | Matrix) => (v instanceof Float32Array ? v : Float32Array.from(v));
     const macs = aShape[0] * aShape[1] * (transB ? bShape[0] : bShape[1]);
-    const out = await (await this.session(transA, transB, macs)).run({ a: new ort.Tensor('float32', f32(a), aShape), b: new ort.Tensor('float32', f32(b), bShape) });
+    const out = await (
+      await this.session(transA, transB, macs)
+    ).run({ a: new ort.Tensor('float32', f32(a), aShape), b: new ort.Tensor('float32', f32(b), bShape) });
     return Float64Array.from(out.c!.data as Float32Array);
   }
 

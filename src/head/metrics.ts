@@ -63,13 +63,19 @@ export interface ReliabilityBin {
  * Expected calibration error (Guo et al. 2017): rows binned by top-1 probability into `bins` equal-width bins,
  * ECE = Σ_b |B_b|/n · |accuracy(B_b) − confidence(B_b)|. Also returns the bins (the reliability diagram).
  */
-export function expectedCalibrationError(probabilities: Float32Array, labels: Int32Array, classes: number, bins = 15): { ece: number; bins: ReliabilityBin[] } {
+export function expectedCalibrationError(
+  probabilities: Float32Array,
+  labels: Int32Array,
+  classes: number,
+  bins = 15,
+): { ece: number; bins: ReliabilityBin[] } {
   const count = new Array<number>(bins).fill(0);
   const confidence = new Array<number>(bins).fill(0);
   const correct = new Array<number>(bins).fill(0);
   for (let r = 0; r < labels.length; r++) {
     let best = 0;
-    for (let c = 1; c < classes; c++) if (probabilities[r * classes + c]! > probabilities[r * classes + best]!) best = c;
+    for (let c = 1; c < classes; c++)
+      if (probabilities[r * classes + c]! > probabilities[r * classes + best]!) best = c;
     const p = probabilities[r * classes + best]!;
     // Bins are (lower, upper]: a confidence of exactly k/bins belongs to bin k-1.
     const b = Math.min(bins - 1, Math.max(0, Math.ceil(p * bins) - 1));
@@ -81,7 +87,13 @@ export function expectedCalibrationError(probabilities: Float32Array, labels: In
   const n = labels.length;
   const out = count.map((k, b) => {
     if (k > 0) ece += (k / n) * Math.abs(correct[b]! / k - confidence[b]! / k);
-    return { lower: b / bins, upper: (b + 1) / bins, count: k, confidence: k > 0 ? confidence[b]! / k : null, accuracy: k > 0 ? correct[b]! / k : null };
+    return {
+      lower: b / bins,
+      upper: (b + 1) / bins,
+      count: k,
+      confidence: k > 0 ? confidence[b]! / k : null,
+      accuracy: k > 0 ? correct[b]! / k : null,
+    };
   });
   return { ece: n > 0 ? ece : 0, bins: out };
 }
@@ -116,7 +128,8 @@ export function rowNlls(logits: Float32Array, labels: Int32Array, classes: numbe
 export function fitTemperature(logits: Float32Array, labels: Int32Array, classes: number, priorWeight = 0): number {
   if (labels.length === 0) return 1;
   const n = labels.length;
-  const f = (logBeta: number) => temperatureNll(logits, labels, classes, Math.exp(-logBeta)) + (priorWeight * logBeta * logBeta) / n;
+  const f = (logBeta: number) =>
+    temperatureNll(logits, labels, classes, Math.exp(-logBeta)) + (priorWeight * logBeta * logBeta) / n;
   const ratio = (Math.sqrt(5) - 1) / 2;
   let [a, b] = [Math.log(0.01), Math.log(100)];
   let c = b - ratio * (b - a);
@@ -145,7 +158,13 @@ export interface CalibrationReport {
   bins: { before: ReliabilityBin[]; after: ReliabilityBin[] };
 }
 
-export function calibrationReport(logits: Float32Array, labels: Int32Array, classes: number, temperature: number, softmax: (logits: Float32Array, classes: number, t: number) => Float32Array): CalibrationReport {
+export function calibrationReport(
+  logits: Float32Array,
+  labels: Int32Array,
+  classes: number,
+  temperature: number,
+  softmax: (logits: Float32Array, classes: number, t: number) => Float32Array,
+): CalibrationReport {
   const pBefore = softmax(logits, classes, 1);
   const pAfter = softmax(logits, classes, temperature);
   const eBefore = expectedCalibrationError(pBefore, labels, classes);

@@ -19,7 +19,12 @@ export function fitStandard(features: Float32Array, count: number, dim: number):
   return accumulator.result();
 }
 
-export function fitNormalization(kind: NormalizationKind, features: Float32Array, count: number, dim: number): Normalization {
+export function fitNormalization(
+  kind: NormalizationKind,
+  features: Float32Array,
+  count: number,
+  dim: number,
+): Normalization {
   return kind === 'standard' ? fitStandard(features, count, dim) : { kind };
 }
 
@@ -59,8 +64,8 @@ export class StandardAccumulator {
       const o = r * this.dim;
       for (let d = 0; d < this.dim; d++) {
         const v = features[o + d]!;
-        this.sum[d] += v;
-        this.squares[d] += v * v;
+        this.sum[d]! += v;
+        this.squares[d]! += v * v;
       }
     }
     this.count += count;

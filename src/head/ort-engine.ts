@@ -67,14 +67,29 @@ function builder(): GraphBuilder {
 }
 
 const valueInfo = (name: string, dims: (number | string)[], elemType = FLOAT) =>
-  onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } } });
+  onnx.ValueInfoProto.create({
+    name,
+    type: {
+      tensorType: {
+        elemType,
+        shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+      },
+    },
+  });
 
-function model(name: string, b: GraphBuilder, input: ReturnType<typeof valueInfo>[], output: ReturnType<typeof valueInfo>[]): Uint8Array {
-  return encodeModel(onnx.ModelProto.create({
-    irVersion: 8,
-    opsetImport: [{ domain: '', version: 13 }],
-    graph: { name, node: b.nodes, initializer: b.initializers, input, output },
-  }));
+function model(
+  name: string,
+  b: GraphBuilder,
+  input: ReturnType<typeof valueInfo>[],
+  output: ReturnType<typeof valueInfo>[],
+): Uint8Array {
+  return encodeModel(
+    onnx.ModelProto.create({
+      irVersion: 8,
+      opsetImport: [{ domain: '', version: 13 }],
+      graph: { name, node: b.nodes, initializer: b.initializers, input, output },
+    }),
+  );
 }
 
 /** Which optimiser state rides beside the kernel: u = −lr·buf for SGD momentum, m/(1−β1) and v/(1−β2) for Adam. */
@@ -108,11 +123,27 @@ function plainLogits(b: GraphBuilder, x: string, kernel: string, dim: number, ou
 }
 
 /** Σ s_i·CE_i and the correct count of logits [n, 1, classes] against labels [n, 1, 1] (scale s [n, 1, 1]). */
-function batchStats(b: GraphBuilder, logProbs: string, logits: string, labels: string, scale: string, names: { loss: string; correct: string }): void {
+function batchStats(
+  b: GraphBuilder,
+  logProbs: string,
+  logits: string,
+  labels: string,
+  scale: string,
+  names: { loss: string; correct: string },
+): void {
   const picked = b.op('GatherElements', [logProbs, labels], [intAttr('axis', 2)]);
-  b.op('Neg', [b.op('ReduceSum', [b.op('Mul', [picked, scale]), b.int64s([0, 1, 2])], [intAttr('keepdims', 0)])], [], names.loss);
+  b.op(
+    'Neg',
+    [b.op('ReduceSum', [b.op('Mul', [picked, scale]), b.int64s([0, 1, 2])], [intAttr('keepdims', 0)])],
+    [],
+    names.loss,
+  );
   // ArgMax keeps the first of tied maxima, as tf.argMax does.
-  const argmax = b.op('Cast', [b.op('ArgMax', [logits], [intAttr('axis', 2), intAttr('keepdims', 1)])], [intAttr('to', INT32)]);
+  const argmax = b.op(
+    'Cast',
+    [b.op('ArgMax', [logits], [intAttr('axis', 2), intAttr('keepdims', 1)])],
+    [intAttr('to', INT32)],
+  );
   const hits = b.op('Cast', [b.op('Equal', [argmax, labels])], [intAttr('to', FLOAT)]);
   b.op('ReduceSum', [hits, b.int64s([0, 1, 2])], [intAttr('keepdims', 0)], names.correct);
 }
@@ -123,7 +154,13 @@ export function stepName(base: string, s: number, steps: number): string {
 }
 
 /** One optimiser step's nodes from `state` (kernel and slots by name); returns the new state's names. */
-function stepNodes(b: GraphBuilder, o: StepGraphOptions, s: number, state: Record<string, string>, last: boolean): Record<string, string> {
+function stepNodes(
+  b: GraphBuilder,
+  o: StepGraphOptions,
+  s: number,
+  state: Record<string, string>,
+  last: boolean,
+): Record<string, string> {
   const wide = o.k * o.classes;
   const steps = o.steps ?? 1;
   const io = (base: string) => stepName(base, s, steps);
@@ -148,9 +185,19 @@ function stepNodes(b: GraphBuilder, o: StepGraphOptions, s: number, state: Recor
     const decay = o.weightDecay ? [b.op('Mul', [kernel, 'wd'])] : [];
     const grad = b.op('Gemm', [x, g, ...decay], [transA]);
     const m = b.op('Add', [b.op('Mul', [state.adam_m!, b.scalar(ADAM.beta1)]), grad], [], out('adam_m'));
-    const v = b.op('Add', [b.op('Mul', [state.adam_v!, b.scalar(ADAM.beta2)]), b.op('Mul', [grad, grad])], [], out('adam_v'));
+    const v = b.op(
+      'Add',
+      [b.op('Mul', [state.adam_v!, b.scalar(ADAM.beta2)]), b.op('Mul', [grad, grad])],
+      [],
+      out('adam_v'),
+    );
     const rate = b.op('Mul', ['lr', io('adam_lr')]);
-    const p = b.op('Sub', [kernel, b.op('Mul', [rate, b.op('Div', [m, b.op('Add', [b.op('Sqrt', [v]), io('adam_eps')])])])], [], out('kernel'));
+    const p = b.op(
+      'Sub',
+      [kernel, b.op('Mul', [rate, b.op('Div', [m, b.op('Add', [b.op('Sqrt', [v]), io('adam_eps')])])])],
+      [],
+      out('kernel'),
+    );
     return { kernel: p, adam_m: m, adam_v: v };
   }
   const lr3 = b.op('Reshape', ['lr', b.int64s([o.k, o.classes])]);
@@ -158,7 +205,9 @@ function stepNodes(b: GraphBuilder, o: StepGraphOptions, s: number, state: Recor
   const lrWd = o.weightDecay ? b.op('Mul', ['lr', 'wd']) : null;
   if (o.momentum > 0) {
     // u' = μ·u − lr·(g + wd·p) = Gemm(xᵀ, −lr·g, C = u − (lr·wd/μ)·p, β = μ).
-    const c = lrWd ? b.op('Sub', [state.velocity!, b.op('Mul', [kernel, b.op('Div', [lrWd, b.scalar(o.momentum)])])]) : state.velocity!;
+    const c = lrWd
+      ? b.op('Sub', [state.velocity!, b.op('Mul', [kernel, b.op('Div', [lrWd, b.scalar(o.momentum)])])])
+      : state.velocity!;
     const u = b.op('Gemm', [x, step, c], [transA, floatAttr('beta', o.momentum)], out('velocity'));
     return { kernel: b.op('Add', [kernel, u], [], out('kernel')), velocity: u };
   }
@@ -187,25 +236,43 @@ export function trainStepGraph(o: StepGraphOptions): Uint8Array {
   const kernelDims = [o.dim + 1, wide];
   const perStep = <T>(f: (s: number) => T[]): T[] => Array.from({ length: steps }, (_, s) => f(s)).flat();
   const io = (base: string, s: number) => stepName(base, s, steps);
-  return model('featcache-head-train-step', b, [
-    ...perStep((s) => [valueInfo(io('x', s), ['n', o.dim + 1]), valueInfo(io('target', s), ['n', 1, o.classes]), valueInfo(io('scale', s), ['n', 1, 1])]),
-    valueInfo('kernel', kernelDims), ...slots.map((s) => valueInfo(s, kernelDims)),
-    valueInfo('lr', [wide]), ...(o.weightDecay ? [valueInfo('wd', [wide])] : []),
-    ...(o.optimizer === 'adam' ? perStep((s) => [valueInfo(io('adam_lr', s), []), valueInfo(io('adam_eps', s), [])]) : []),
-    ...(o.stats ? perStep((s) => [valueInfo(io('labels', s), ['n', 1, 1], INT32)]) : []),
-    ...(o.scoreHeld ? [valueInfo('held_x', ['h', o.dim])] : []),
-  ], [
-    ...['kernel', ...slots].map((name) => valueInfo(`${name}_out`, kernelDims)),
-    ...(o.stats ? perStep((s) => [valueInfo(io('loss', s), []), valueInfo(io('correct', s), [])]) : []),
-    ...(o.scoreHeld ? [valueInfo('held_logits', ['h', wide])] : []),
-  ]);
+  return model(
+    'featcache-head-train-step',
+    b,
+    [
+      ...perStep((s) => [
+        valueInfo(io('x', s), ['n', o.dim + 1]),
+        valueInfo(io('target', s), ['n', 1, o.classes]),
+        valueInfo(io('scale', s), ['n', 1, 1]),
+      ]),
+      valueInfo('kernel', kernelDims),
+      ...slots.map((s) => valueInfo(s, kernelDims)),
+      valueInfo('lr', [wide]),
+      ...(o.weightDecay ? [valueInfo('wd', [wide])] : []),
+      ...(o.optimizer === 'adam'
+        ? perStep((s) => [valueInfo(io('adam_lr', s), []), valueInfo(io('adam_eps', s), [])])
+        : []),
+      ...(o.stats ? perStep((s) => [valueInfo(io('labels', s), ['n', 1, 1], INT32)]) : []),
+      ...(o.scoreHeld ? [valueInfo('held_x', ['h', o.dim])] : []),
+    ],
+    [
+      ...['kernel', ...slots].map((name) => valueInfo(`${name}_out`, kernelDims)),
+      ...(o.stats ? perStep((s) => [valueInfo(io('loss', s), []), valueInfo(io('correct', s), [])]) : []),
+      ...(o.scoreHeld ? [valueInfo('held_logits', ['h', wide])] : []),
+    ],
+  );
 }
 
 /** x [n, dim] and an augmented kernel [dim + 1, wide] → logits [n, wide]. */
 export function logitsGraph(dim: number, wide: number): Uint8Array {
   const b = builder();
   plainLogits(b, 'x', 'kernel', dim, 'logits');
-  return model('featcache-head-logits', b, [valueInfo('x', ['n', dim]), valueInfo('kernel', [dim + 1, wide])], [valueInfo('logits', ['n', wide])]);
+  return model(
+    'featcache-head-logits',
+    b,
+    [valueInfo('x', ['n', dim]), valueInfo('kernel', [dim + 1, wide])],
+    [valueInfo('logits', ['n', wide])],
+  );
 }
 
 /** x [n, dim], kernel [dim + 1, classes], labels [n] → unweighted Σ CE (`loss`) and correct count, as fitHead's evaluate. */
@@ -215,7 +282,12 @@ export function evaluateGraph(dim: number, classes: number): Uint8Array {
   const labels = b.op('Reshape', ['labels', b.int64s([-1, 1, 1])]);
   const logProbs = b.op('LogSoftmax', [z3], [intAttr('axis', 2)]);
   batchStats(b, logProbs, z3, labels, b.scalar(1), { loss: 'loss', correct: 'correct' });
-  return model('featcache-head-evaluate', b, [valueInfo('x', ['n', dim]), valueInfo('kernel', [dim + 1, classes]), valueInfo('labels', ['n'], INT32)], [valueInfo('loss', []), valueInfo('correct', [])]);
+  return model(
+    'featcache-head-evaluate',
+    b,
+    [valueInfo('x', ['n', dim]), valueInfo('kernel', [dim + 1, classes]), valueInfo('labels', ['n'], INT32)],
+    [valueInfo('loss', []), valueInfo('correct', [])],
+  );
 }
 
 export interface WideState {
@@ -244,7 +316,13 @@ export interface EngineOptions {
  * machine spinning workers steal the cores the other workers need (measured 4–10× slower under load).
  */
 export function engineSessionOptions(): ort.InferenceSession.SessionOptions {
-  return { graphOptimizationLevel: 'all', intraOpNumThreads: os.availableParallelism(), executionMode: 'sequential', logSeverityLevel: 3, extra: { session: { intra_op: { allow_spinning: '0' } } } };
+  return {
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: os.availableParallelism(),
+    executionMode: 'sequential',
+    logSeverityLevel: 3,
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
+  };
 }
 
 /** A float32 tensor over `data`, shaped. */
@@ -264,7 +342,12 @@ export class OrtWideTrainer {
   /** Unrolled multi-step sessions by step count. */
   private readonly unrolled = new Map<number, ort.InferenceSession>();
   private constructor(
-    private readonly sessions: { train: ort.InferenceSession; trainScored: ort.InferenceSession; infer: ort.InferenceSession; evaluate: ort.InferenceSession | null },
+    private readonly sessions: {
+      train: ort.InferenceSession;
+      trainScored: ort.InferenceSession;
+      infer: ort.InferenceSession;
+      evaluate: ort.InferenceSession | null;
+    },
     private readonly dim: number,
     private readonly wide: number,
     private readonly classes: number,
@@ -274,15 +357,31 @@ export class OrtWideTrainer {
   ) {
     this.slots = stateSlots(options);
     const dims = [dim + 1, wide];
-    const set = () => new Map(['kernel', ...this.slots].map((name) => [name, f32(new Float32Array((dim + 1) * wide), dims)]));
+    const set = () =>
+      new Map(['kernel', ...this.slots].map((name) => [name, f32(new Float32Array((dim + 1) * wide), dims)]));
     this.buffers = [set(), set()];
     const kernel = this.buffers[0].get('kernel')!.data as Float32Array;
     kernel.set(init.kernel);
     kernel.set(init.bias, dim * wide);
   }
 
-  static async create(dim: number, classes: number, k: number, options: Pick<HeadOptions, 'optimizer' | 'momentum'>, init: WideState, engine: EngineOptions = {}): Promise<OrtWideTrainer> {
-    const graph = { dim, classes, k, optimizer: options.optimizer, momentum: options.momentum, weightDecay: engine.weightDecay ?? true, stats: engine.stats ?? false };
+  static async create(
+    dim: number,
+    classes: number,
+    k: number,
+    options: Pick<HeadOptions, 'optimizer' | 'momentum'>,
+    init: WideState,
+    engine: EngineOptions = {},
+  ): Promise<OrtWideTrainer> {
+    const graph = {
+      dim,
+      classes,
+      k,
+      optimizer: options.optimizer,
+      momentum: options.momentum,
+      weightDecay: engine.weightDecay ?? true,
+      stats: engine.stats ?? false,
+    };
     if (graph.stats && k !== 1) throw new Error('OrtWideTrainer: per-step stats need k = 1');
     const so = engineSessionOptions();
     const sessions = {
@@ -291,7 +390,15 @@ export class OrtWideTrainer {
       infer: await ort.InferenceSession.create(logitsGraph(dim, k * classes), so),
       evaluate: k === 1 ? await ort.InferenceSession.create(evaluateGraph(dim, classes), so) : null,
     };
-    return new OrtWideTrainer(sessions, dim, k * classes, classes, { ...options, ...engine, weightDecay: graph.weightDecay, stats: graph.stats }, graph, init);
+    return new OrtWideTrainer(
+      sessions,
+      dim,
+      k * classes,
+      classes,
+      { ...options, ...engine, weightDecay: graph.weightDecay, stats: graph.stats },
+      graph,
+      init,
+    );
   }
 
   /** A reusable [rows, dim + 1] batch buffer with its ones column set: fill row i's first `dim` floats and pass it to `stepBatch`. */
@@ -320,7 +427,10 @@ export class OrtWideTrainer {
     for (let r = 0; r <= this.dim; r++) for (let j = 0; j < this.wide; j++) u[r * this.wide + j]! *= ratio[j]!;
   }
 
-  private async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
+  private async run(
+    session: ort.InferenceSession,
+    feeds: Record<string, ort.Tensor>,
+  ): Promise<ort.InferenceSession.OnnxValueMapType> {
     const [current, next] = this.buffers;
     const fetches: Record<string, ort.Tensor | null> = {};
     for (const [name, t] of current) feeds[name] = t;
@@ -336,12 +446,30 @@ export class OrtWideTrainer {
    * scale = s_i (s_i = w_i / Σw); with stats, labels [n]. Given `held` rows, also returns their logits
    * [rows, K·classes] after the step (as `logits` would), from the same run.
    */
-  async stepBatch(x: Float32Array, n: number, target: Float32Array, scale: Float32Array, lr: Float32Array, wd: Float32Array, held?: { x: Float32Array; n: number }, labels?: Int32Array): Promise<Float32Array | null> {
+  async stepBatch(
+    x: Float32Array,
+    n: number,
+    target: Float32Array,
+    scale: Float32Array,
+    lr: Float32Array,
+    wd: Float32Array,
+    held?: { x: Float32Array; n: number },
+    labels?: Int32Array,
+  ): Promise<Float32Array | null> {
     return (await this.stepWithStats(x, n, target, scale, lr, wd, held, labels)).heldLogits;
   }
 
   /** As `stepBatch`, also returning the batch's Σ s_i·CE_i and correct count when built with `stats`. */
-  async stepWithStats(x: Float32Array, n: number, target: Float32Array, scale: Float32Array, lr: Float32Array, wd: Float32Array, held?: { x: Float32Array; n: number }, labels?: Int32Array): Promise<{ heldLogits: Float32Array | null; loss: number; correct: number }> {
+  async stepWithStats(
+    x: Float32Array,
+    n: number,
+    target: Float32Array,
+    scale: Float32Array,
+    lr: Float32Array,
+    wd: Float32Array,
+    held?: { x: Float32Array; n: number },
+    labels?: Int32Array,
+  ): Promise<{ heldLogits: Float32Array | null; loss: number; correct: number }> {
     this.rescaleVelocity(lr);
     const feeds = this.commonFeeds(lr, wd);
     this.batchFeeds(feeds, { x, n, target, scale, labels }, 0, 1);
@@ -359,13 +487,33 @@ export class OrtWideTrainer {
    * that many `stepWithStats` calls, with one round trip of the state instead of one per step. Every batch must
    * have the same row count; returns each step's stats.
    */
-  async stepMany(batches: StepBatch[], lr: Float32Array, wd: Float32Array): Promise<{ loss: number; correct: number }[]> {
+  async stepMany(
+    batches: StepBatch[],
+    lr: Float32Array,
+    wd: Float32Array,
+  ): Promise<{ loss: number; correct: number }[]> {
     const steps = batches.length;
-    if (steps === 1) return [await this.stepWithStats(batches[0]!.x, batches[0]!.n, batches[0]!.target, batches[0]!.scale, lr, wd, undefined, batches[0]!.labels)];
-    if (batches.some((b) => b.n !== batches[0]!.n)) throw new Error('OrtWideTrainer.stepMany: batches differ in row count');
+    if (steps === 1)
+      return [
+        await this.stepWithStats(
+          batches[0]!.x,
+          batches[0]!.n,
+          batches[0]!.target,
+          batches[0]!.scale,
+          lr,
+          wd,
+          undefined,
+          batches[0]!.labels,
+        ),
+      ];
+    if (batches.some((b) => b.n !== batches[0]!.n))
+      throw new Error('OrtWideTrainer.stepMany: batches differ in row count');
     let session = this.unrolled.get(steps);
     if (!session) {
-      session = await ort.InferenceSession.create(trainStepGraph({ ...this.graph, scoreHeld: false, steps }), engineSessionOptions());
+      session = await ort.InferenceSession.create(
+        trainStepGraph({ ...this.graph, scoreHeld: false, steps }),
+        engineSessionOptions(),
+      );
       this.unrolled.set(steps, session);
     }
     this.rescaleVelocity(lr);
@@ -373,7 +521,10 @@ export class OrtWideTrainer {
     batches.forEach((batch, s) => this.batchFeeds(feeds, batch, s, steps));
     const out = await this.run(session, feeds);
     const value = (name: string) => (this.options.stats ? (out[name]!.data as Float32Array)[0]! : NaN);
-    return batches.map((_, s) => ({ loss: value(stepName('loss', s, steps)), correct: value(stepName('correct', s, steps)) }));
+    return batches.map((_, s) => ({
+      loss: value(stepName('loss', s, steps)),
+      correct: value(stepName('correct', s, steps)),
+    }));
   }
 
   private commonFeeds(lr: Float32Array, wd: Float32Array): Record<string, ort.Tensor> {
@@ -388,7 +539,10 @@ export class OrtWideTrainer {
     const { n } = batch;
     const io = (base: string) => stepName(base, s, steps);
     feeds[io('x')] = f32(this.augmented(batch.x, n, s), [n, this.dim + 1]);
-    feeds[io('target')] = f32(batch.target.length === n * this.classes ? batch.target : batch.target.subarray(0, n * this.classes), [n, 1, this.classes]);
+    feeds[io('target')] = f32(
+      batch.target.length === n * this.classes ? batch.target : batch.target.subarray(0, n * this.classes),
+      [n, 1, this.classes],
+    );
     feeds[io('scale')] = f32(batch.scale.length === n ? batch.scale : batch.scale.subarray(0, n), [n, 1, 1]);
     if (this.options.optimizer === 'adam') {
       // PyTorch's lr·m̂/(√v̂ + ε) with m = (1−β1)·m̃, v = (1−β2)·ṽ: lr·(c1/c2)·m̃/(√ṽ + ε/c2).
@@ -399,7 +553,11 @@ export class OrtWideTrainer {
     }
     if (this.options.stats) {
       if (!batch.labels) throw new Error('OrtWideTrainer: stats need labels');
-      feeds[io('labels')] = new ort.Tensor('int32', batch.labels.length === n ? batch.labels : batch.labels.subarray(0, n), [n, 1, 1]);
+      feeds[io('labels')] = new ort.Tensor(
+        'int32',
+        batch.labels.length === n ? batch.labels : batch.labels.subarray(0, n),
+        [n, 1, 1],
+      );
     }
   }
 
@@ -415,7 +573,11 @@ export class OrtWideTrainer {
   /** Unweighted Σ cross-entropy and correct count of rows x [n, dim] with labels [n] (k = 1). */
   async evaluate(x: Float32Array, n: number, labels: Int32Array): Promise<{ lossSum: number; correct: number }> {
     if (!this.sessions.evaluate) throw new Error('OrtWideTrainer: evaluate needs k = 1');
-    const out = await this.sessions.evaluate.run({ x: f32(x, [n, this.dim]), kernel: this.kernelTensor(), labels: new ort.Tensor('int32', labels, [n]) });
+    const out = await this.sessions.evaluate.run({
+      x: f32(x, [n, this.dim]),
+      kernel: this.kernelTensor(),
+      labels: new ort.Tensor('int32', labels, [n]),
+    });
     return { lossSum: (out.loss!.data as Float32Array)[0]!, correct: (out.correct!.data as Float32Array)[0]! };
   }
 

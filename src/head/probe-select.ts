@@ -17,7 +17,16 @@ import { MatMul } from './linalg.js';
 import { fitTemperature, rowNlls, temperatureNll } from './metrics.js';
 import { type NormalizationKind, type Normalization, applyNormalization, fitNormalization } from './normalize.js';
 import { type ProbeRows, fitProbes, l2Strength, probeLayer, probeLogits } from './probe.js';
-import { type Fold, type SweepRow, TEMPERATURE_PRIOR, concat, duplicateGroups, normalisedFold, planSelection, subsetRows } from './select.js';
+import {
+  type Fold,
+  type SweepRow,
+  TEMPERATURE_PRIOR,
+  concat,
+  duplicateGroups,
+  normalisedFold,
+  planSelection,
+  subsetRows,
+} from './select.js';
 import { type DenseWeights, type HeadOptions, type Split, classWeightsFor } from './train.js';
 
 /**
@@ -98,13 +107,26 @@ interface Scored {
 }
 
 /** One normalisation's candidates on every fold: pooled held-out logits per C, scored. */
-async function scoreNormalization(train: Split, folds: Fold[], dim: number, classes: number, kind: NormalizationKind, o: ProbeSelectOptions, mm: MatMul): Promise<Scored[]> {
+async function scoreNormalization(
+  train: Split,
+  folds: Fold[],
+  dim: number,
+  classes: number,
+  kind: NormalizationKind,
+  o: ProbeSelectOptions,
+  mm: MatMul,
+): Promise<Scored[]> {
   const logits: Float32Array[][] = o.grid.c.map(() => []);
   const iterations = new Int32Array(o.grid.c.length);
   for (const fold of folds) {
     const { fit, held } = normalisedFold(train, fold, dim, kind);
-    const fits = await fitProbes(probeRows(fit, dim), { labels: fit.labels, classes, rowWeights: rowWeights(o, fit.labels, classes) }, o.grid.c, mm,
-      { gradientTolerance: GRADIENT_TOLERANCE / fit.count, maxIterations: MAX_ITERATIONS });
+    const fits = await fitProbes(
+      probeRows(fit, dim),
+      { labels: fit.labels, classes, rowWeights: rowWeights(o, fit.labels, classes) },
+      o.grid.c,
+      mm,
+      { gradientTolerance: GRADIENT_TOLERANCE / fit.count, maxIterations: MAX_ITERATIONS },
+    );
     fits.runs.forEach((r, i) => (iterations[i] = Math.max(iterations[i]!, r.iterations)));
     (await probeLogits(fits, probeRows(held, dim), mm)).forEach((l, i) => logits[i]!.push(l));
   }
@@ -114,43 +136,81 @@ async function scoreNormalization(train: Split, folds: Fold[], dim: number, clas
     const temperature = fitTemperature(pooled, labels, classes, TEMPERATURE_PRIOR);
     const perRow = rowNlls(pooled, labels, classes, temperature);
     const row: SweepRow = {
-      normalize: kind, c, lr: null, weightDecay: l2Strength(c, train.count, classes), epoch: null, iterations: iterations[i]!,
-      holdoutLoss: temperatureNll(pooled, labels, classes, 1), holdoutAcc: accuracy(pooled, labels, classes), calibratedLoss: mean(perRow), tied: false,
+      normalize: kind,
+      c,
+      lr: null,
+      weightDecay: l2Strength(c, train.count, classes),
+      epoch: null,
+      iterations: iterations[i]!,
+      holdoutLoss: temperatureNll(pooled, labels, classes, 1),
+      holdoutAcc: accuracy(pooled, labels, classes),
+      calibratedLoss: mean(perRow),
+      tied: false,
     };
     return { row, perRow, temperature, before: row.holdoutLoss };
   });
 }
 
 /** The one-standard-error rule over calibrated NLL, ties broken by the normalisation preference (see above). */
-export function chooseCandidate<T extends { row: SweepRow; perRow: Float64Array }>(scored: T[], monitor: HeadOptions['monitor']): T {
+export function chooseCandidate<T extends { row: SweepRow; perRow: Float64Array }>(
+  scored: T[],
+  monitor: HeadOptions['monitor'],
+): T {
   const best = scored.reduce((a, b) => (b.row.calibratedLoss! < a.row.calibratedLoss! ? b : a));
   for (const s of scored) {
     const d = pairedDifference(s.perRow, best.perRow);
     s.row.tied = d.mean <= d.se;
   }
   const rank = (s: T) => NORMALIZATION_PREFERENCE.indexOf(s.row.normalize);
-  return scored.filter((s) => s.row.tied).sort((a, b) =>
-    (monitor === 'val_acc' ? b.row.holdoutAcc - a.row.holdoutAcc : 0) || rank(a) - rank(b) || a.row.calibratedLoss! - b.row.calibratedLoss! || a.row.c! - b.row.c!)[0]!;
+  return scored
+    .filter((s) => s.row.tied)
+    .sort(
+      (a, b) =>
+        (monitor === 'val_acc' ? b.row.holdoutAcc - a.row.holdoutAcc : 0) ||
+        rank(a) - rank(b) ||
+        a.row.calibratedLoss! - b.row.calibratedLoss! ||
+        a.row.c! - b.row.c!,
+    )[0]!;
 }
 
 /**
  * Standardisation estimates a mean and a spread per dimension; from fewer rows than dimensions those estimates are
  * mostly noise (a dimension that happens to vary little on 24 rows is blown up on every new image).
  */
-function usableNormalizations(grid: ProbeGrid, fitRows: number, dim: number): { kinds: NormalizationKind[]; skipped: string[] } {
+function usableNormalizations(
+  grid: ProbeGrid,
+  fitRows: number,
+  dim: number,
+): { kinds: NormalizationKind[]; skipped: string[] } {
   const skipped: string[] = [];
   const kinds = grid.normalize.filter((k) => {
     if (k !== 'standard' || grid.normalize.length === 1 || fitRows >= dim) return true;
-    skipped.push(`standard: ${fitRows} rows per fit are fewer than the ${dim} dimensions whose mean and spread it would estimate`);
+    skipped.push(
+      `standard: ${fitRows} rows per fit are fewer than the ${dim} dimensions whose mean and spread it would estimate`,
+    );
     return false;
   });
   return { kinds, skipped };
 }
 
 /** Sweeps C × normalisation on the planned folds and picks one (see the module comment); a string says why not. */
-export async function selectProbe(train: Split, dim: number, classes: number, o: ProbeSelectOptions, mm: MatMul): Promise<ProbeSelection | string> {
-  if (o.grid.c.length === 0 || o.grid.normalize.length === 0) throw new FeatcacheError('train-head: the sweep grid is empty');
-  const plan = planSelection(train.labels, o.keys, o.classNames, o.holdoutFraction, o.seed, duplicateGroups(train, dim));
+export async function selectProbe(
+  train: Split,
+  dim: number,
+  classes: number,
+  o: ProbeSelectOptions,
+  mm: MatMul,
+): Promise<ProbeSelection | string> {
+  if (o.grid.c.length === 0 || o.grid.normalize.length === 0)
+    throw new FeatcacheError('train-head: the sweep grid is empty');
+  const plan = planSelection(
+    train.labels,
+    o.keys,
+    o.classNames,
+    o.holdoutFraction,
+    o.seed,
+    duplicateGroups(train, dim),
+  );
   if (typeof plan === 'string') return plan;
   for (const note of plan.notes) o.log(`train-head: ${note}`);
   const started = performance.now();
@@ -163,8 +223,17 @@ export async function selectProbe(train: Split, dim: number, classes: number, o:
   const seconds = (performance.now() - started) / 1000;
   const gflops = (2 * (mm.macs - macs)) / 1e9;
   return {
-    method: plan.method, folds: plan.folds.length, heldRows: plan.folds.reduce((s, f) => s + f.held.length, 0), table: scored.map((s) => s.row), chosen: chosen.row,
-    temperature: chosen.temperature, heldNll: { before: chosen.before, after: chosen.row.calibratedLoss! }, skipped, seconds, gflops, gflopsPerSecond: gflops / seconds,
+    method: plan.method,
+    folds: plan.folds.length,
+    heldRows: plan.folds.reduce((s, f) => s + f.held.length, 0),
+    table: scored.map((s) => s.row),
+    chosen: chosen.row,
+    temperature: chosen.temperature,
+    heldNll: { before: chosen.before, after: chosen.row.calibratedLoss! },
+    skipped,
+    seconds,
+    gflops,
+    gflopsPerSecond: gflops / seconds,
   };
 }
 
@@ -177,17 +246,33 @@ export interface ProbeHead {
 }
 
 /** The probe with C `c` fitted on all of `train` under `kind`: the saved head's one dense layer. */
-export async function fitProbeHead(train: Split, dim: number, classes: number, kind: NormalizationKind, c: number, classWeight: HeadOptions['classWeight'], mm: MatMul): Promise<ProbeHead> {
+export async function fitProbeHead(
+  train: Split,
+  dim: number,
+  classes: number,
+  kind: NormalizationKind,
+  c: number,
+  classWeight: HeadOptions['classWeight'],
+  mm: MatMul,
+): Promise<ProbeHead> {
   const started = performance.now();
   const all = subsetRows(train, [...Array(train.count).keys()], dim);
   const normalization = fitNormalization(kind, all.features, all.count, dim);
   applyNormalization(normalization, all.features, all.count, dim);
-  const fits = await fitProbes(probeRows(all, dim), { labels: all.labels, classes, rowWeights: rowWeights({ classWeight }, all.labels, classes) }, [c], mm,
-    { gradientTolerance: GRADIENT_TOLERANCE / train.count, maxIterations: MAX_ITERATIONS });
+  const fits = await fitProbes(
+    probeRows(all, dim),
+    { labels: all.labels, classes, rowWeights: rowWeights({ classWeight }, all.labels, classes) },
+    [c],
+    mm,
+    { gradientTolerance: GRADIENT_TOLERANCE / train.count, maxIterations: MAX_ITERATIONS },
+  );
   const { kernel, bias } = await probeLayer(fits, 0, mm);
   const run = fits.runs[0]!;
   return {
-    layers: [{ kernel, shape: [dim, classes], bias, activation: 'softmax' }], normalization, iterations: run.iterations, stopped: run.stopped,
+    layers: [{ kernel, shape: [dim, classes], bias, activation: 'softmax' }],
+    normalization,
+    iterations: run.iterations,
+    stopped: run.stopped,
     seconds: (performance.now() - started) / 1000,
   };
 }

@@ -10,7 +10,13 @@
  * mapped back afterwards. 30 rows × 1280 dims become a 30-dimensional problem. (2) All C values advance in lock
  * step, so each round costs one wide product F·[W₁ … W_C] and one Fᵀ·R for the whole grid.
  */
-import { DEFAULT_LBFGS_OPTIONS, type LbfgsOptions, type LbfgsResult, type Evaluation, minimizeTogether } from './lbfgs.js';
+import {
+  DEFAULT_LBFGS_OPTIONS,
+  type LbfgsOptions,
+  type LbfgsResult,
+  type Evaluation,
+  minimizeTogether,
+} from './lbfgs.js';
 import { type Matrix, MatMul, type PivotedCholesky, pivotedCholesky, solvePivotTranspose } from './linalg.js';
 
 export interface ProbeRows {
@@ -28,9 +34,7 @@ export interface ProbeTargets {
 }
 
 /** Where the solver's coordinates live: the features themselves, or the rows' span (fewer rows than dims). */
-type Basis =
-  | { kind: 'features' }
-  | { kind: 'rows'; chol: PivotedCholesky; pivotRows: Float32Array };
+type Basis = { kind: 'features' } | { kind: 'rows'; chol: PivotedCholesky; pivotRows: Float32Array };
 
 export interface ProbeFits {
   c: readonly number[];
@@ -85,7 +89,7 @@ function objective(x: Matrix, n: number, p: number, t: ProbeTargets, lambdas: nu
         const y = t.labels[i]!;
         const margin = z[o + y]! - max;
         let sum = 0;
-        for (let c = 0; c < k; c++) sum += (z[o + c] = Math.exp(z[o + c]! - max));
+        for (let c = 0; c < k; c++) sum += z[o + c] = Math.exp(z[o + c]! - max);
         const si = s[i]!;
         values[a]! += si * (Math.log(sum) - margin);
         const g = biasGrad[a]!;
@@ -138,7 +142,14 @@ async function solverCoordinates(rows: ProbeRows, mm: MatMul): Promise<{ basis: 
 export const LOCKSTEP_BYTES = 512 * 1024 * 1024;
 
 /** Fits the probe for every C in `c` on `rows` (in lock step, in groups within LOCKSTEP_BYTES) and keeps what maps the solutions back. */
-export async function fitProbes(rows: ProbeRows, targets: ProbeTargets, c: readonly number[], mm: MatMul, lbfgs: Partial<LbfgsOptions> = {}, lockstepBytes = LOCKSTEP_BYTES): Promise<ProbeFits> {
+export async function fitProbes(
+  rows: ProbeRows,
+  targets: ProbeTargets,
+  c: readonly number[],
+  mm: MatMul,
+  lbfgs: Partial<LbfgsOptions> = {},
+  lockstepBytes = LOCKSTEP_BYTES,
+): Promise<ProbeFits> {
   const { basis, x, coords } = await solverCoordinates(rows, mm);
   const k = targets.classes;
   const lambdas = c.map((v) => l2Strength(v, rows.count, k));
@@ -149,7 +160,17 @@ export async function fitProbes(rows: ProbeRows, targets: ProbeTargets, c: reado
   const runs: LbfgsResult[] = [];
   for (let first = 0; first < c.length; first += group) {
     const ids = c.slice(first, first + group).map((_, i) => first + i);
-    runs.push(...(await minimizeTogether((active, points) => f(active.map((a) => ids[a]!), points), ids.map(() => new Float64Array(parameters)), lbfgs)));
+    runs.push(
+      ...(await minimizeTogether(
+        (active, points) =>
+          f(
+            active.map((a) => ids[a]!),
+            points,
+          ),
+        ids.map(() => new Float64Array(parameters)),
+        lbfgs,
+      )),
+    );
   }
   return { c, classes: k, dim: rows.dim, basis, solutions: runs.map((r) => r.x), runs, coords };
 }
@@ -174,24 +195,36 @@ export async function probeLogits(fits: ProbeFits, rows: ProbeRows, mm: MatMul):
   let z: Matrix;
   if (fits.basis.kind === 'rows') {
     const cross = await mm.abt(rows.features, fits.basis.pivotRows, rows.count, fits.dim, fits.coords);
-    z = await mm.ab(cross, pivotWeights(fits as ProbeFits & { basis: { kind: 'rows' } }, which), rows.count, fits.coords, wide);
+    z = await mm.ab(
+      cross,
+      pivotWeights(fits as ProbeFits & { basis: { kind: 'rows' } }, which),
+      rows.count,
+      fits.coords,
+      wide,
+    );
   } else {
     const w = new Float64Array(fits.dim * wide);
     which.forEach((ci, a) => {
-      for (let j = 0; j < fits.dim; j++) for (let c = 0; c < k; c++) w[j * wide + a * k + c] = fits.solutions[ci]![j * k + c]!;
+      for (let j = 0; j < fits.dim; j++)
+        for (let c = 0; c < k; c++) w[j * wide + a * k + c] = fits.solutions[ci]![j * k + c]!;
     });
     z = await mm.ab(toFloat64(rows.features), w, rows.count, fits.dim, wide);
   }
   return which.map((ci, a) => {
     const out = new Float32Array(rows.count * k);
     const bias = fits.solutions[ci]!.subarray(fits.coords * k);
-    for (let i = 0; i < rows.count; i++) for (let c = 0; c < k; c++) out[i * k + c] = z[i * wide + a * k + c]! + bias[c]!;
+    for (let i = 0; i < rows.count; i++)
+      for (let c = 0; c < k; c++) out[i * k + c] = z[i * wide + a * k + c]! + bias[c]!;
     return out;
   });
 }
 
 /** The full-dimensional dense layer of C value number `index`: kernel [dim, classes] and bias. */
-export async function probeLayer(fits: ProbeFits, index: number, mm: MatMul): Promise<{ kernel: Float32Array; bias: Float32Array }> {
+export async function probeLayer(
+  fits: ProbeFits,
+  index: number,
+  mm: MatMul,
+): Promise<{ kernel: Float32Array; bias: Float32Array }> {
   const k = fits.classes;
   const theta = fits.solutions[index]!;
   const bias = Float32Array.from(theta.subarray(fits.coords * k));

@@ -61,7 +61,7 @@ async function selectBackend(choice: BackendChoice): Promise<TfRuntime> {
       skipped.push(`tensorflow: ${reason}`);
     }
   }
-  const tf = (await import('@tensorflow/tfjs')) as Tf;
+  const tf = await import('@tensorflow/tfjs');
   // tfjs prints a banner recommending tfjs-node whenever its cpu backend starts in Node; we report that ourselves.
   tf.env().set('IS_TEST', true);
   if (choice === 'auto' || choice === 'wasm') {

@@ -14,7 +14,14 @@ import type { DenseWeights } from './train.js';
 
 export const HEAD_FILE = 'head.json';
 /** Every file a head directory gets from featcache: the only names a save may replace. */
-export const HEAD_FILES = Object.freeze(['model.json', 'weights.bin', HEAD_FILE, 'history.json', 'metrics.json', 'curves.html']);
+export const HEAD_FILES = Object.freeze([
+  'model.json',
+  'weights.bin',
+  HEAD_FILE,
+  'history.json',
+  'metrics.json',
+  'curves.html',
+]);
 
 export interface HeadProvenance {
   modelSha256: string;
@@ -60,7 +67,13 @@ export interface SavedHead {
 function buildModel(tf: Tf, layers: DenseWeights[]) {
   const model = tf.sequential();
   layers.forEach((l, i) => {
-    model.add(tf.layers.dense({ units: l.shape[1], activation: l.activation, ...(i === 0 ? { inputShape: [l.shape[0]] } : {}) }));
+    model.add(
+      tf.layers.dense({
+        units: l.shape[1],
+        activation: l.activation,
+        ...(i === 0 ? { inputShape: [l.shape[0]] } : {}),
+      }),
+    );
   });
   model.setWeights(layers.flatMap((l) => [tf.tensor2d(l.kernel, l.shape), tf.tensor1d(l.bias)]));
   return model;
@@ -73,16 +86,26 @@ export function headInfoProblem(value: unknown): string | null {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'is not a JSON object';
   const info = value as Partial<HeadInfo>;
   if (info.format !== 1) return `has format ${JSON.stringify(info.format)}, expected 1`;
-  if (!Array.isArray(info.classes) || info.classes.length < 2 || !info.classes.every((c) => typeof c === 'string')) return 'has no "classes" list of at least 2 names';
+  if (!Array.isArray(info.classes) || info.classes.length < 2 || !info.classes.every((c) => typeof c === 'string'))
+    return 'has no "classes" list of at least 2 names';
   const dim = info.provenance?.dim;
-  if (typeof info.provenance !== 'object' || info.provenance === null || !Number.isInteger(dim) || dim! < 1) return 'has no "provenance" with a positive integer "dim"';
-  if (typeof info.provenance.modelSha256 !== 'string' || typeof info.provenance.tappedTensor !== 'string') return 'has no "provenance.modelSha256"/"provenance.tappedTensor"';
+  if (typeof info.provenance !== 'object' || info.provenance === null || !Number.isInteger(dim) || dim! < 1)
+    return 'has no "provenance" with a positive integer "dim"';
+  if (typeof info.provenance.modelSha256 !== 'string' || typeof info.provenance.tappedTensor !== 'string')
+    return 'has no "provenance.modelSha256"/"provenance.tappedTensor"';
   const n = info.normalization;
-  if (typeof n !== 'object' || n === null || !(NORMALIZATIONS as readonly string[]).includes(n.kind)) return `has no "normalization.kind" (one of ${NORMALIZATIONS.join(', ')})`;
-  if (n.kind === 'standard' && !(Array.isArray(n.mean) && Array.isArray(n.std) && n.mean.length === dim && n.std.length === dim)) {
+  if (typeof n !== 'object' || n === null || !(NORMALIZATIONS as readonly string[]).includes(n.kind))
+    return `has no "normalization.kind" (one of ${NORMALIZATIONS.join(', ')})`;
+  if (
+    n.kind === 'standard' &&
+    !(Array.isArray(n.mean) && Array.isArray(n.std) && n.mean.length === dim && n.std.length === dim)
+  ) {
     return `has "standard" normalisation without ${dim} means and stds`;
   }
-  if (info.temperature !== undefined && !(typeof info.temperature === 'number' && Number.isFinite(info.temperature) && info.temperature > 0)) {
+  if (
+    info.temperature !== undefined &&
+    !(typeof info.temperature === 'number' && Number.isFinite(info.temperature) && info.temperature > 0)
+  ) {
     return `has "temperature" ${JSON.stringify(info.temperature)}, expected a positive number`;
   }
   return null;
@@ -92,12 +115,17 @@ export function headInfoProblem(value: unknown): string | null {
 export async function inspectHeadDir(dir: string): Promise<'new' | 'head'> {
   const stat = await fs.stat(dir).catch(() => null);
   if (!stat) return 'new';
-  if (!stat.isDirectory()) throw new FeatcacheError(`${optionName('head')} ${dir}: is a file, not a directory; choose a new directory for the head`);
+  if (!stat.isDirectory())
+    throw new FeatcacheError(
+      `${optionName('head')} ${dir}: is a file, not a directory; choose a new directory for the head`,
+    );
   const names = await fs.readdir(dir);
   if (names.length === 0) return 'new';
   const text = await fs.readFile(path.join(dir, HEAD_FILE), 'utf8').catch(() => null);
   if (text === null) {
-    throw new FeatcacheError(`${optionName('head')} ${dir}: the directory is not empty and holds no featcache ${HEAD_FILE}, so featcache will not write into it; choose a new or empty directory (e.g. ${optionName('head')} ${path.join(dir, 'head')})`);
+    throw new FeatcacheError(
+      `${optionName('head')} ${dir}: the directory is not empty and holds no featcache ${HEAD_FILE}, so featcache will not write into it; choose a new or empty directory (e.g. ${optionName('head')} ${path.join(dir, 'head')})`,
+    );
   }
   let problem: string | null;
   try {
@@ -105,7 +133,10 @@ export async function inspectHeadDir(dir: string): Promise<'new' | 'head'> {
   } catch {
     problem = 'is not valid JSON';
   }
-  if (problem) throw new FeatcacheError(`${optionName('head')} ${dir}: its ${HEAD_FILE} ${problem}, so it is not a head featcache wrote and will not be replaced; choose a new or empty directory`);
+  if (problem)
+    throw new FeatcacheError(
+      `${optionName('head')} ${dir}: its ${HEAD_FILE} ${problem}, so it is not a head featcache wrote and will not be replaced; choose a new or empty directory`,
+    );
   return 'head';
 }
 
@@ -126,11 +157,16 @@ async function writeHeadFiles(dir: string, write: (tmp: string) => Promise<void>
     await fs.mkdir(dir, { recursive: true });
     const written = await fs.readdir(tmp);
     // head.json last: until it is in place, a reader sees the old head.json and (mostly) the old files.
-    for (const name of [...written.filter((n) => n !== HEAD_FILE), HEAD_FILE]) await fs.rename(path.join(tmp, name), path.join(dir, name));
-    for (const name of HEAD_FILES.filter((n) => !written.includes(n))) await fs.rm(path.join(dir, name), { force: true });
+    for (const name of [...written.filter((n) => n !== HEAD_FILE), HEAD_FILE])
+      await fs.rename(path.join(tmp, name), path.join(dir, name));
+    for (const name of HEAD_FILES.filter((n) => !written.includes(n)))
+      await fs.rm(path.join(dir, name), { force: true });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new FeatcacheError(`${optionName('head')} ${dir}: cannot write the head (${code ?? (error as Error).message}); the previous head, if any, was not replaced`, 1);
+    throw new FeatcacheError(
+      `${optionName('head')} ${dir}: cannot write the head (${code ?? (error as Error).message}); the previous head, if any, was not replaced`,
+      1,
+    );
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
   }
@@ -183,13 +219,28 @@ function modelJsonProblem(value: unknown, info: HeadInfo): string | null {
   if (typeof value !== 'object' || value === null) return 'is not a JSON object';
   const m = value as Partial<ModelJson>;
   if (typeof m.modelTopology !== 'object' || m.modelTopology === null) return 'has no "modelTopology"';
-  if (!Array.isArray(m.weightsManifest) || m.weightsManifest.length === 0 || !m.weightsManifest.every((g) => Array.isArray(g?.weights))) return 'has no "weightsManifest" with weights';
+  if (
+    !Array.isArray(m.weightsManifest) ||
+    m.weightsManifest.length === 0 ||
+    !m.weightsManifest.every((g) => Array.isArray(g?.weights))
+  )
+    return 'has no "weightsManifest" with weights';
   const specs = m.weightsManifest.flatMap((g) => g.weights);
-  if (!specs.every((w) => Array.isArray(w?.shape) && w.shape.every((d) => Number.isInteger(d) && d > 0) && (w.dtype ?? 'float32') === 'float32')) return 'lists a weight without a float32 shape';
+  if (
+    !specs.every(
+      (w) =>
+        Array.isArray(w?.shape) &&
+        w.shape.every((d) => Number.isInteger(d) && d > 0) &&
+        (w.dtype ?? 'float32') === 'float32',
+    )
+  )
+    return 'lists a weight without a float32 shape';
   const first = specs[0]!.shape;
   const last = specs.at(-1)!.shape;
-  if (first[0] !== info.provenance.dim) return `takes ${first[0]}-d inputs but head.json says the features are ${info.provenance.dim}-d`;
-  if (last.length !== 1 || last[0] !== info.classes.length) return `has ${last.join('×')} outputs but head.json lists ${info.classes.length} classes`;
+  if (first[0] !== info.provenance.dim)
+    return `takes ${first[0]}-d inputs but head.json says the features are ${info.provenance.dim}-d`;
+  if (last.length !== 1 || last[0] !== info.classes.length)
+    return `has ${last.join('×')} outputs but head.json lists ${info.classes.length} classes`;
   return null;
 }
 
@@ -197,39 +248,51 @@ function modelJsonProblem(value: unknown, info: HeadInfo): string | null {
 export async function loadHead(tf: Tf, dir: string): Promise<LoadedHead> {
   const read = async (name: string) =>
     fs.readFile(path.join(dir, name)).catch(() => {
-      throw new FeatcacheError(`${optionName('head')} ${dir}: no ${name} here; train one with 'featcache train-head --head ${dir}'`);
+      throw new FeatcacheError(
+        `${optionName('head')} ${dir}: no ${name} here; train one with 'featcache train-head --head ${dir}'`,
+      );
     });
   const parse = async (name: string): Promise<unknown> => {
     const text = (await read(name)).toString('utf8');
     try {
       return JSON.parse(text);
     } catch {
-      throw new FeatcacheError(`${optionName('head')} ${dir}: ${name} is not valid JSON (truncated or edited?); ${remedy(dir)}`);
+      throw new FeatcacheError(
+        `${optionName('head')} ${dir}: ${name} is not valid JSON (truncated or edited?); ${remedy(dir)}`,
+      );
     }
   };
   const infoValue = await parse(HEAD_FILE);
   const infoProblem = headInfoProblem(infoValue);
-  if (infoProblem) throw new FeatcacheError(`${optionName('head')} ${dir}: ${HEAD_FILE} ${infoProblem}; ${remedy(dir)}`);
+  if (infoProblem)
+    throw new FeatcacheError(`${optionName('head')} ${dir}: ${HEAD_FILE} ${infoProblem}; ${remedy(dir)}`);
   const info = infoValue as HeadInfo;
   const modelValue = await parse('model.json');
   const modelProblem = modelJsonProblem(modelValue, info);
-  if (modelProblem) throw new FeatcacheError(`${optionName('head')} ${dir}: model.json ${modelProblem}; ${remedy(dir)}`);
+  if (modelProblem)
+    throw new FeatcacheError(`${optionName('head')} ${dir}: model.json ${modelProblem}; ${remedy(dir)}`);
   const modelJson = modelValue as ModelJson;
   const weightSpecs = modelJson.weightsManifest.flatMap((m) => m.weights);
   const weights = await read('weights.bin');
   const expected = expectedWeightBytes(weightSpecs);
   if (weights.byteLength !== expected) {
-    throw new FeatcacheError(`${optionName('head')} ${dir}: weights.bin has ${weights.byteLength} bytes but model.json needs ${expected} (${weights.byteLength < expected ? 'truncated' : 'extra data'}); ${remedy(dir)}`);
+    throw new FeatcacheError(
+      `${optionName('head')} ${dir}: weights.bin has ${weights.byteLength} bytes but model.json needs ${expected} (${weights.byteLength < expected ? 'truncated' : 'extra data'}); ${remedy(dir)}`,
+    );
   }
-  const model = await tf.loadLayersModel(
-    tf.io.fromMemory({
-      modelTopology: modelJson.modelTopology,
-      weightSpecs: weightSpecs as never[],
-      weightData: weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.byteLength),
-    }),
-  ).catch((error: Error) => {
-    throw new FeatcacheError(`${optionName('head')} ${dir}: model.json cannot be loaded by TensorFlow.js (${error.message.split('\n')[0]}); ${remedy(dir)}`);
-  });
+  const model = await tf
+    .loadLayersModel(
+      tf.io.fromMemory({
+        modelTopology: modelJson.modelTopology,
+        weightSpecs: weightSpecs as never[],
+        weightData: weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.byteLength),
+      }),
+    )
+    .catch((error: Error) => {
+      throw new FeatcacheError(
+        `${optionName('head')} ${dir}: model.json cannot be loaded by TensorFlow.js (${error.message.split('\n')[0]}); ${remedy(dir)}`,
+      );
+    });
   const dim = info.provenance.dim;
   const temperature = info.temperature ?? 1;
   return {

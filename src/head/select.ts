@@ -73,7 +73,14 @@ export interface SelectionPlan {
  * every class that can be held out is; otherwise stratified k-fold. A class with one image is always trained on
  * and never held out. Returns a reason string when nothing can be held out at all.
  */
-export function planSelection(labels: Int32Array, keys: string[], classNames: string[], fraction: number, seed: number, groups?: Int32Array): SelectionPlan | string {
+export function planSelection(
+  labels: Int32Array,
+  keys: string[],
+  classNames: string[],
+  fraction: number,
+  seed: number,
+  groups?: Int32Array,
+): SelectionPlan | string {
   // Rows of one group (identical features: duplicate images) always fall on the same side, or the hold-out would
   // score memorised copies and favour overfitting. Planning is done on one representative row per group.
   const groupOf = groups ?? Int32Array.from(labels.keys());
@@ -87,17 +94,29 @@ export function planSelection(labels: Int32Array, keys: string[], classNames: st
   const expand = (rs: number[]) => rs.flatMap((r) => members.get(groupOf[r]!)!).sort((a, b) => a - b);
   const counts = new Map<number, number>();
   for (const r of reps) counts.set(labels[r]!, (counts.get(labels[r]!) ?? 0) + 1);
-  const singles = [...counts].filter(([, n]) => n === 1).map(([c]) => c).sort((a, b) => a - b);
+  const singles = [...counts]
+    .filter(([, n]) => n === 1)
+    .map(([c]) => c)
+    .sort((a, b) => a - b);
   const rows = [...labels.keys()];
   const eligible = reps.filter((r) => counts.get(labels[r]!)! >= 2);
   const notes: string[] = [];
   if (singles.length > 0) {
     const names = singles.map((c) => JSON.stringify(classNames[c] ?? String(c)));
-    notes.push(`class${singles.length > 1 ? 'es' : ''} ${names.slice(0, 5).join(', ')}${names.length > 5 ? ` and ${names.length - 5} more` : ''} ha${singles.length > 1 ? 've' : 's'} one distinct training image: it cannot be held out, so selection does not score ${singles.length > 1 ? 'them' : 'it'} (still trained on)`);
+    notes.push(
+      `class${singles.length > 1 ? 'es' : ''} ${names.slice(0, 5).join(', ')}${names.length > 5 ? ` and ${names.length - 5} more` : ''} ha${singles.length > 1 ? 've' : 's'} one distinct training image: it cannot be held out, so selection does not score ${singles.length > 1 ? 'them' : 'it'} (still trained on)`,
+    );
   }
-  if (eligible.length === 0) return 'no class has two distinct training images, so nothing can be held out to choose hyperparameters on';
+  if (eligible.length === 0)
+    return 'no class has two distinct training images, so nothing can be held out to choose hyperparameters on';
   const classesToHold = new Set(eligible.map((r) => labels[r]!));
-  const split = stratifiedSplit(eligible, (r) => String(labels[r]), (r) => keys[r]!, fraction, seed);
+  const split = stratifiedSplit(
+    eligible,
+    (r) => String(labels[r]),
+    (r) => keys[r]!,
+    fraction,
+    seed,
+  );
   const val = expand(split.val);
   const heldClasses = new Set(val.map((r) => labels[r]!));
   if (val.length >= MIN_HOLDOUT_ROWS && heldClasses.size === classesToHold.size) {
@@ -106,7 +125,9 @@ export function planSelection(labels: Int32Array, keys: string[], classNames: st
   }
   const fold = new Map<number, number>();
   for (const c of classesToHold) {
-    const ranked = eligible.filter((r) => labels[r] === c).sort((a, b) => hashScore(seed, keys[a]!) - hashScore(seed, keys[b]!));
+    const ranked = eligible
+      .filter((r) => labels[r] === c)
+      .sort((a, b) => hashScore(seed, keys[a]!) - hashScore(seed, keys[b]!));
     ranked.forEach((r, i) => {
       for (const m of members.get(groupOf[r]!)!) fold.set(m, i % KFOLD);
     });
@@ -118,7 +139,9 @@ export function planSelection(labels: Int32Array, keys: string[], classNames: st
   }
   // A class with fewer distinct images than KFOLD leaves folds empty: say how many there really are.
   const fewer = folds.length < KFOLD ? ` (not ${KFOLD}: the largest class has ${folds.length} distinct images)` : '';
-  notes.push(`a ${Math.round(fraction * 100)}% hold-out would have ${val.length} rows (fewer than ${MIN_HOLDOUT_ROWS}, or a class missing): selecting by stratified ${folds.length}-fold instead${fewer}`);
+  notes.push(
+    `a ${Math.round(fraction * 100)}% hold-out would have ${val.length} rows (fewer than ${MIN_HOLDOUT_ROWS}, or a class missing): selecting by stratified ${folds.length}-fold instead${fewer}`,
+  );
   return { method: 'kfold', folds, notes };
 }
 
@@ -155,7 +178,12 @@ export function subsetRows(split: Split, rows: number[], dim: number): Split {
 }
 
 /** A fold's fit and held-out rows, normalised with statistics fitted on the fit rows only. */
-export function normalisedFold(train: Split, fold: Fold, dim: number, kind: NormalizationKind): { fit: Split; held: Split } {
+export function normalisedFold(
+  train: Split,
+  fold: Fold,
+  dim: number,
+  kind: NormalizationKind,
+): { fit: Split; held: Split } {
   const fit = subsetRows(train, fold.fit, dim);
   const held = subsetRows(train, fold.held, dim);
   const n = fitNormalization(kind, fit.features, fit.count, dim);
@@ -227,22 +255,44 @@ export interface SelectOptions {
  * fit a temperature, and the one with the lowest calibrated held-out NLL wins (with `val_acc`: the most accurate).
  */
 /** @internal */
-export async function selectSetting(tf: Tf, train: Split, dim: number, classes: number, options: HeadOptions, select: SelectOptions): Promise<Selection | string> {
-  const plan = planSelection(train.labels, select.keys, select.classNames, select.holdoutFraction, options.seed, duplicateGroups(train, dim));
+export async function selectSetting(
+  tf: Tf,
+  train: Split,
+  dim: number,
+  classes: number,
+  options: HeadOptions,
+  select: SelectOptions,
+): Promise<Selection | string> {
+  const plan = planSelection(
+    train.labels,
+    select.keys,
+    select.classNames,
+    select.holdoutFraction,
+    options.seed,
+    duplicateGroups(train, dim),
+  );
   if (typeof plan === 'string') return plan;
   for (const note of plan.notes) select.log(`train-head: ${note}`);
   const started = performance.now();
   if (select.fixedEpochs === undefined && (select.minSteps ?? 0) > 0) {
     const fitRows = Math.min(...plan.folds.map((f) => f.fit.length));
     const epochs = sweepEpochBudget(options.epochs, fitRows, options.batchSize, select.minSteps!);
-    if (epochs > options.epochs) select.log(`train-head: ${fitRows} rows per fold are ${Math.ceil(fitRows / options.batchSize)} step(s) an epoch: sweeping up to ${epochs} epochs (at least ${select.minSteps} optimiser steps)`);
+    if (epochs > options.epochs)
+      select.log(
+        `train-head: ${fitRows} rows per fold are ${Math.ceil(fitRows / options.batchSize)} step(s) an epoch: sweeping up to ${epochs} epochs (at least ${select.minSteps} optimiser steps)`,
+      );
     options = { ...options, epochs };
   }
-  const candidates: LrWd[] = select.grid.lr.flatMap((lr) => select.grid.weightDecay.map((weightDecay) => ({ lr, weightDecay })));
-  if (candidates.length === 0 || select.grid.normalize.length === 0) throw new FeatcacheError('train-head: the sweep grid is empty');
+  const candidates: LrWd[] = select.grid.lr.flatMap((lr) =>
+    select.grid.weightDecay.map((weightDecay) => ({ lr, weightDecay })),
+  );
+  if (candidates.length === 0 || select.grid.normalize.length === 0)
+    throw new FeatcacheError('train-head: the sweep grid is empty');
   const table: MinibatchRow[] = [];
   const better = (a: MinibatchRow, b: MinibatchRow) =>
-    options.monitor === 'val_acc' ? a.holdoutAcc > b.holdoutAcc || (a.holdoutAcc === b.holdoutAcc && a.holdoutLoss < b.holdoutLoss) : a.holdoutLoss < b.holdoutLoss;
+    options.monitor === 'val_acc'
+      ? a.holdoutAcc > b.holdoutAcc || (a.holdoutAcc === b.holdoutAcc && a.holdoutLoss < b.holdoutLoss)
+      : a.holdoutLoss < b.holdoutLoss;
   const calibrated: { row: MinibatchRow; temperature: number; before: number; after: number }[] = [];
   let flops = 0;
   let sweepSeconds = 0;
@@ -251,14 +301,25 @@ export async function selectSetting(tf: Tf, train: Split, dim: number, classes: 
     for (const fold of plan.folds) {
       const { fit, held } = normalisedFold(train, fold, dim, normalize);
       const run = { patience: select.fixedEpochs === undefined ? select.patience : 0, engine: select.engine ?? 'tfjs' };
-      folds.push({ curves: await sweepCurves(tf, fit, held, dim, classes, candidates, options, run), weight: held.count });
+      folds.push({
+        curves: await sweepCurves(tf, fit, held, dim, classes, candidates, options, run),
+        weight: held.count,
+      });
     }
     const curves: SweepCurves = combineFolds(folds);
     flops += curves.flops;
     sweepSeconds += curves.seconds;
-    const rows = candidates.map((c, k) => {
+    const rows = candidates.map((c, k): MinibatchRow => {
       const epoch = bestEpochOf(curves, k, options.monitor, select.fixedEpochs);
-      return { normalize, ...c, c: null, epoch, holdoutLoss: curves.loss[epoch - 1]![k]!, holdoutAcc: curves.acc[epoch - 1]![k]!, calibratedLoss: null } as MinibatchRow;
+      return {
+        normalize,
+        ...c,
+        c: null,
+        epoch,
+        holdoutLoss: curves.loss[epoch - 1]![k]!,
+        holdoutAcc: curves.acc[epoch - 1]![k]!,
+        calibratedLoss: null,
+      };
     });
     table.push(...rows);
     const finalist = rows.reduce((best, row) => (better(row, best) ? row : best));
@@ -266,23 +327,61 @@ export async function selectSetting(tf: Tf, train: Split, dim: number, classes: 
     // The wide pass kept every epoch's held-out logits: the finalist's are sliced out, no refit needed.
     const kept = folds.every((f) => f.curves.heldLogits?.[finalist.epoch - 1]);
     const fit = kept
-      ? temperatureOn(plan.folds.map((fold, f) => sliceCandidate(folds[f]!.curves.heldLogits![finalist.epoch - 1]!, fold.held.length, k, candidates.length, classes)),
-        plan.folds.map((fold) => Int32Array.from(fold.held, (r) => train.labels[r]!)), classes)
-      : await heldOutTemperature(tf, train, plan.folds, dim, classes, { ...options, lr: finalist.lr, weightDecay: finalist.weightDecay, epochs: finalist.epoch }, normalize, select.engine ?? 'tfjs');
+      ? temperatureOn(
+          plan.folds.map((fold, f) =>
+            sliceCandidate(
+              folds[f]!.curves.heldLogits![finalist.epoch - 1]!,
+              fold.held.length,
+              k,
+              candidates.length,
+              classes,
+            ),
+          ),
+          plan.folds.map((fold) => Int32Array.from(fold.held, (r) => train.labels[r]!)),
+          classes,
+        )
+      : await heldOutTemperature(
+          tf,
+          train,
+          plan.folds,
+          dim,
+          classes,
+          { ...options, lr: finalist.lr, weightDecay: finalist.weightDecay, epochs: finalist.epoch },
+          normalize,
+          select.engine ?? 'tfjs',
+        );
     finalist.calibratedLoss = fit.after;
     calibrated.push({ row: finalist, ...fit });
   }
   const winner = calibrated.reduce((best, c) =>
-    (options.monitor === 'val_acc' ? better(c.row, best.row) : c.after < best.after) ? c : best);
+    (options.monitor === 'val_acc' ? better(c.row, best.row) : c.after < best.after) ? c : best,
+  );
   const { row: chosen, temperature, before, after } = winner;
   return {
-    method: plan.method, folds: plan.folds.length, heldRows: plan.folds.reduce((s, f) => s + f.held.length, 0), table, chosen, temperature,
-    heldNll: { before, after }, seconds: (performance.now() - started) / 1000, gflops: flops / 1e9, gflopsPerSecond: flops / 1e9 / sweepSeconds,
+    method: plan.method,
+    folds: plan.folds.length,
+    heldRows: plan.folds.reduce((s, f) => s + f.held.length, 0),
+    table,
+    chosen,
+    temperature,
+    heldNll: { before, after },
+    seconds: (performance.now() - started) / 1000,
+    gflops: flops / 1e9,
+    gflopsPerSecond: flops / 1e9 / sweepSeconds,
   };
 }
 
 /** Refits the chosen setting on each fold's fit rows and fits one temperature on all held-out logits together. */
-async function heldOutTemperature(tf: Tf, train: Split, folds: Fold[], dim: number, classes: number, options: HeadOptions, normalize: NormalizationKind, engine: 'tfjs' | 'onnxruntime') {
+async function heldOutTemperature(
+  tf: Tf,
+  train: Split,
+  folds: Fold[],
+  dim: number,
+  classes: number,
+  options: HeadOptions,
+  normalize: NormalizationKind,
+  engine: 'tfjs' | 'onnxruntime',
+) {
   const logits: Float32Array[] = [];
   const labels: Int32Array[] = [];
   for (const fold of folds) {
@@ -299,9 +398,16 @@ async function heldOutTemperature(tf: Tf, train: Split, folds: Fold[], dim: numb
 }
 
 /** Candidate k's logits [rows, classes] out of a wide [rows, K·classes] block. */
-function sliceCandidate(wide: Float32Array, rows: number, k: number, candidates: number, classes: number): Float32Array {
+function sliceCandidate(
+  wide: Float32Array,
+  rows: number,
+  k: number,
+  candidates: number,
+  classes: number,
+): Float32Array {
   const out = new Float32Array(rows * classes);
-  for (let r = 0; r < rows; r++) out.set(wide.subarray((r * candidates + k) * classes, (r * candidates + k + 1) * classes), r * classes);
+  for (let r = 0; r < rows; r++)
+    out.set(wide.subarray((r * candidates + k) * classes, (r * candidates + k + 1) * classes), r * classes);
   return out;
 }
 
@@ -314,12 +420,11 @@ function temperatureOn(logits: Float32Array[], labels: Int32Array[], classes: nu
   return { temperature, before: nll(1), after: nll(temperature) };
 }
 
-
 export function concat<T extends Float32Array | Int32Array>(parts: T[], ctor: { new (n: number): T }): T {
   const out = new ctor(parts.reduce((s, p) => s + p.length, 0));
   let o = 0;
   for (const p of parts) {
-    out.set(p as never, o);
+    out.set(p, o);
     o += p.length;
   }
   return out;

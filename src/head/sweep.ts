@@ -10,7 +10,18 @@ import { seededRandom, shuffled } from '../util/random.js';
 import { OrtWideTrainer } from './ort-engine.js';
 import type { Tf } from './runtime.js';
 import {
-  type HeadOptions, type Split, type Tensor, classWeightsFor, disposeBatch, disposeParam, fitHead, gatherBatch, initValues, makeOptimizer, makeParam, stepLr,
+  type HeadOptions,
+  type Split,
+  type Tensor,
+  classWeightsFor,
+  disposeBatch,
+  disposeParam,
+  fitHead,
+  gatherBatch,
+  initValues,
+  makeOptimizer,
+  makeParam,
+  stepLr,
 } from './train.js';
 
 export interface LrWd {
@@ -44,19 +55,45 @@ export interface SweepRunOptions {
 
 /** Runs every candidate for up to `options.epochs` epochs on `fit`, scoring each epoch on `holdout`. */
 /** @internal */
-export async function sweepCurves(tf: Tf, fit: Split, holdout: Split, dim: number, classes: number, candidates: LrWd[], options: HeadOptions, run: SweepRunOptions): Promise<SweepCurves> {
+export async function sweepCurves(
+  tf: Tf,
+  fit: Split,
+  holdout: Split,
+  dim: number,
+  classes: number,
+  candidates: LrWd[],
+  options: HeadOptions,
+  run: SweepRunOptions,
+): Promise<SweepCurves> {
   if (options.hidden > 0) return sequentialCurves(tf, fit, holdout, dim, classes, candidates, options);
-  if (run.engine === 'onnxruntime') return (await ortWide(fit, holdout, dim, classes, candidates, options, { ...run, scoreEachEpoch: true })).curves;
+  if (run.engine === 'onnxruntime')
+    return (await ortWide(fit, holdout, dim, classes, candidates, options, { ...run, scoreEachEpoch: true })).curves;
   return wideCurves(tf, fit, holdout, dim, classes, candidates, options, run);
 }
 
 /** Held-out logits [rows, classes] of one linear setting trained for `options.epochs` epochs with onnxruntime. */
-export async function ortHeldOutLogits(fit: Split, holdout: Split, dim: number, classes: number, options: HeadOptions): Promise<Float32Array> {
-  return (await ortWide(fit, holdout, dim, classes, [{ lr: options.lr, weightDecay: options.weightDecay }], options, { patience: 0, scoreEachEpoch: false })).finalLogits;
+export async function ortHeldOutLogits(
+  fit: Split,
+  holdout: Split,
+  dim: number,
+  classes: number,
+  options: HeadOptions,
+): Promise<Float32Array> {
+  return (
+    await ortWide(fit, holdout, dim, classes, [{ lr: options.lr, weightDecay: options.weightDecay }], options, {
+      patience: 0,
+      scoreEachEpoch: false,
+    })
+  ).finalLogits;
 }
 
 /** Mean cross-entropy and accuracy per candidate from held-out logits [n, K·classes]. */
-function scoreLogits(logits: Float32Array, labels: Int32Array, k: number, classes: number): { loss: Float64Array; acc: Float64Array } {
+function scoreLogits(
+  logits: Float32Array,
+  labels: Int32Array,
+  k: number,
+  classes: number,
+): { loss: Float64Array; acc: Float64Array } {
   const loss = new Float64Array(k);
   const acc = new Float64Array(k);
   const n = labels.length;
@@ -74,14 +111,26 @@ function scoreLogits(logits: Float32Array, labels: Int32Array, k: number, classe
   return { loss, acc };
 }
 
-async function ortWide(fit: Split, holdout: Split, dim: number, classes: number, candidates: LrWd[], options: HeadOptions, run: SweepRunOptions & { scoreEachEpoch: boolean }) {
+async function ortWide(
+  fit: Split,
+  holdout: Split,
+  dim: number,
+  classes: number,
+  candidates: LrWd[],
+  options: HeadOptions,
+  run: SweepRunOptions & { scoreEachEpoch: boolean },
+) {
   const started = performance.now();
   const k = candidates.length;
   const wide = k * classes;
   const random = seededRandom(options.seed);
-  const init = { kernel: tile(initValues(dim * classes, dim, random), dim, classes, k), bias: tile(initValues(classes, dim, random), 1, classes, k) };
+  const init = {
+    kernel: tile(initValues(dim * classes, dim, random), dim, classes, k),
+    bias: tile(initValues(classes, dim, random), 1, classes, k),
+  };
   const trainer = await OrtWideTrainer.create(dim, classes, k, options, init);
-  const perColumn = (f: (c: LrWd) => number) => Float32Array.from({ length: wide }, (_, j) => f(candidates[Math.floor(j / classes)]!));
+  const perColumn = (f: (c: LrWd) => number) =>
+    Float32Array.from({ length: wide }, (_, j) => f(candidates[Math.floor(j / classes)]!));
   const [lrRow, wdRow] = [perColumn((c) => c.lr), perColumn((c) => c.weightDecay)];
   const classWeights = classWeightsFor(options, fit.labels, classes);
   const loss: Float64Array[] = [];
@@ -111,7 +160,15 @@ async function ortWide(fit: Split, holdout: Split, dim: number, classes: number,
           target[i * classes + fit.labels[row]!] = scale[i]!;
         }
         const last = start + options.batchSize >= fit.count;
-        const scored = await trainer.stepBatch(x, n, target, scale, lr, wdRow, run.scoreEachEpoch && last ? { x: holdout.features, n: holdout.count } : undefined);
+        const scored = await trainer.stepBatch(
+          x,
+          n,
+          target,
+          scale,
+          lr,
+          wdRow,
+          run.scoreEachEpoch && last ? { x: holdout.features, n: holdout.count } : undefined,
+        );
         if (scored) logits = scored;
       }
       if (!run.scoreEachEpoch) continue;
@@ -128,7 +185,13 @@ async function ortWide(fit: Split, holdout: Split, dim: number, classes: number,
     }
     const finalLogits = run.scoreEachEpoch ? new Float32Array() : await trainer.logits(holdout.features, holdout.count);
     const epochs = run.scoreEachEpoch ? loss.length : options.epochs;
-    const curves: SweepCurves = { loss, acc, flops: 4 * fit.count * dim * wide * epochs, seconds: (performance.now() - started) / 1000, ...(keep && run.scoreEachEpoch ? { heldLogits } : {}) };
+    const curves: SweepCurves = {
+      loss,
+      acc,
+      flops: 4 * fit.count * dim * wide * epochs,
+      seconds: (performance.now() - started) / 1000,
+      ...(keep && run.scoreEachEpoch ? { heldLogits } : {}),
+    };
     return { curves, finalLogits };
   } finally {
     await trainer.dispose();
@@ -136,22 +199,48 @@ async function ortWide(fit: Split, holdout: Split, dim: number, classes: number,
 }
 
 /** A hidden layer has no cheap side-by-side form: its candidates run one after another. */
-async function sequentialCurves(tf: Tf, fit: Split, holdout: Split, dim: number, classes: number, candidates: LrWd[], options: HeadOptions): Promise<SweepCurves> {
+async function sequentialCurves(
+  tf: Tf,
+  fit: Split,
+  holdout: Split,
+  dim: number,
+  classes: number,
+  candidates: LrWd[],
+  options: HeadOptions,
+): Promise<SweepCurves> {
   const started = performance.now();
-  const runs = candidates.map((c) => fitHead(tf, fit, holdout, dim, classes, { ...options, ...c, patience: 0 }, { selectOnVal: false }).history);
+  const runs = candidates.map(
+    (c) => fitHead(tf, fit, holdout, dim, classes, { ...options, ...c, patience: 0 }, { selectOnVal: false }).history,
+  );
   const epochs = runs[0]!.length;
-  const column = (k: 'valLoss' | 'valAcc') => Array.from({ length: epochs }, (_, e) => Float64Array.from(runs, (h) => h[e]![k]!));
+  const column = (k: 'valLoss' | 'valAcc') =>
+    Array.from({ length: epochs }, (_, e) => Float64Array.from(runs, (h) => h[e]![k]!));
   const perEpoch = 2 * fit.count * (dim * options.hidden + options.hidden * classes) * 3;
-  return { loss: column('valLoss'), acc: column('valAcc'), flops: perEpoch * epochs * candidates.length, seconds: (performance.now() - started) / 1000 };
+  return {
+    loss: column('valLoss'),
+    acc: column('valAcc'),
+    flops: perEpoch * epochs * candidates.length,
+    seconds: (performance.now() - started) / 1000,
+  };
 }
 
 function tile(values: Float32Array, rows: number, cols: number, times: number): Float32Array {
   const out = new Float32Array(rows * cols * times);
-  for (let r = 0; r < rows; r++) for (let k = 0; k < times; k++) out.set(values.subarray(r * cols, (r + 1) * cols), (r * times + k) * cols);
+  for (let r = 0; r < rows; r++)
+    for (let k = 0; k < times; k++) out.set(values.subarray(r * cols, (r + 1) * cols), (r * times + k) * cols);
   return out;
 }
 
-function wideCurves(tf: Tf, fit: Split, holdout: Split, dim: number, classes: number, candidates: LrWd[], options: HeadOptions, run: SweepRunOptions): SweepCurves {
+function wideCurves(
+  tf: Tf,
+  fit: Split,
+  holdout: Split,
+  dim: number,
+  classes: number,
+  candidates: LrWd[],
+  options: HeadOptions,
+  run: SweepRunOptions,
+): SweepCurves {
   const started = performance.now();
   const k = candidates.length;
   const wide = k * classes;
@@ -159,7 +248,8 @@ function wideCurves(tf: Tf, fit: Split, holdout: Split, dim: number, classes: nu
   const random = seededRandom(options.seed);
   const kernel = makeParam(tf, tile(initValues(dim * classes, dim, random), dim, classes, k), [dim, wide]);
   const bias = makeParam(tf, tile(initValues(classes, dim, random), 1, classes, k), [wide]);
-  const perColumn = (f: (c: LrWd) => number) => tf.tensor1d(Float32Array.from({ length: wide }, (_, j) => f(candidates[Math.floor(j / classes)]!)));
+  const perColumn = (f: (c: LrWd) => number) =>
+    tf.tensor1d(Float32Array.from({ length: wide }, (_, j) => f(candidates[Math.floor(j / classes)]!)));
   const lrRow = perColumn((c) => c.lr);
   const wdRow = perColumn((c) => c.weightDecay);
   const optimizer = makeOptimizer(tf, options);
@@ -175,10 +265,19 @@ function wideCurves(tf: Tf, fit: Split, holdout: Split, dim: number, classes: nu
     const lr = tf.mul(lrRow, stepLr({ ...options, lr: 1 }, epoch));
     const order = shuffled(fit.count, random);
     for (let start = 0; start < fit.count; start += options.batchSize) {
-      const b = gatherBatch(tf, fit, dim, classes, classWeights, order, start, Math.min(fit.count, start + options.batchSize));
+      const b = gatherBatch(
+        tf,
+        fit,
+        dim,
+        classes,
+        classWeights,
+        order,
+        start,
+        Math.min(fit.count, start + options.batchSize),
+      );
       tf.tidy(() => {
         optimizer.nextStep();
-        const n = b.x.shape[0]!;
+        const n = b.x.shape[0];
         const logits = tf.reshape(tf.add(tf.matMul(b.x, kernel.value), bias.value), [n, k, classes]);
         const weights = tf.reshape(tf.div(b.weights, tf.sum(b.weights)), [n, 1, 1]);
         const grad3 = tf.mul(tf.sub(tf.exp(tf.logSoftmax(logits)), tf.reshape(b.oneHot, [n, 1, classes])), weights);
@@ -192,13 +291,16 @@ function wideCurves(tf: Tf, fit: Split, holdout: Split, dim: number, classes: nu
     const [epochLoss, epochAcc] = tf.tidy(() => {
       const n = holdout.count;
       const logits = tf.reshape(tf.add(tf.matMul(held.x, kernel.value), bias.value), [n, k, classes]);
-      const l = tf.div(tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), tf.reshape(held.oneHot, [n, 1, classes])), [0, 2])), n);
+      const l = tf.div(
+        tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), tf.reshape(held.oneHot, [n, 1, classes])), [0, 2])),
+        n,
+      );
       const a = tf.mean(tf.cast(tf.equal(tf.argMax(logits, 2), tf.reshape(held.labels, [n, 1])), 'float32'), 0);
       return [l, a];
     });
-    loss.push(Float64Array.from(epochLoss!.dataSync()));
-    acc.push(Float64Array.from(epochAcc!.dataSync()));
-    tf.dispose([epochLoss!, epochAcc!]);
+    loss.push(Float64Array.from(epochLoss.dataSync()));
+    acc.push(Float64Array.from(epochAcc.dataSync()));
+    tf.dispose([epochLoss, epochAcc]);
     let improved = false;
     loss.at(-1)!.forEach((v, c) => {
       if (v < bestLoss[c]!) [bestLoss[c], improved] = [v, true];
@@ -219,16 +321,27 @@ function wideCurves(tf: Tf, fit: Split, holdout: Split, dim: number, classes: nu
 export function combineFolds(folds: { curves: SweepCurves; weight: number }[]): SweepCurves {
   const epochs = Math.min(...folds.map((f) => f.curves.loss.length));
   const total = folds.reduce((s, f) => s + f.weight, 0);
-  const mean = (key: 'loss' | 'acc') => Array.from({ length: epochs }, (_, e) => {
-    const out = new Float64Array(folds[0]!.curves[key][0]!.length);
-    for (const f of folds) f.curves[key][e]!.forEach((v, c) => (out[c]! += (v * f.weight) / total));
-    return out;
-  });
-  return { loss: mean('loss'), acc: mean('acc'), flops: folds.reduce((s, f) => s + f.curves.flops, 0), seconds: folds.reduce((s, f) => s + f.curves.seconds, 0) };
+  const mean = (key: 'loss' | 'acc') =>
+    Array.from({ length: epochs }, (_, e) => {
+      const out = new Float64Array(folds[0]!.curves[key][0]!.length);
+      for (const f of folds) f.curves[key][e]!.forEach((v, c) => (out[c]! += (v * f.weight) / total));
+      return out;
+    });
+  return {
+    loss: mean('loss'),
+    acc: mean('acc'),
+    flops: folds.reduce((s, f) => s + f.curves.flops, 0),
+    seconds: folds.reduce((s, f) => s + f.curves.seconds, 0),
+  };
 }
 
 /** Best epoch (1-based) of candidate `c`: lowest held-out loss, or highest accuracy (ties: lower loss, then earlier). */
-export function bestEpochOf(curves: SweepCurves, c: number, monitor: HeadOptions['monitor'], onlyEpoch?: number): number {
+export function bestEpochOf(
+  curves: SweepCurves,
+  c: number,
+  monitor: HeadOptions['monitor'],
+  onlyEpoch?: number,
+): number {
   if (onlyEpoch !== undefined) return Math.min(onlyEpoch, curves.loss.length);
   let best = 0;
   for (let e = 1; e < curves.loss.length; e++) {
@@ -238,4 +351,3 @@ export function bestEpochOf(curves: SweepCurves, c: number, monitor: HeadOptions
   }
   return best + 1;
 }
-

@@ -41,8 +41,19 @@ export interface HeadOptions {
 }
 
 export const DEFAULT_HEAD_OPTIONS: Readonly<HeadOptions> = Object.freeze({
-  hidden: 0, optimizer: 'adam', lr: 1e-3, momentum: 0.9, weightDecay: 0, stepSize: 0, gamma: 0.1, batchSize: 32, epochs: 10,
-  patience: 0, monitor: 'val_loss', classWeight: 'none', seed: 0,
+  hidden: 0,
+  optimizer: 'adam',
+  lr: 1e-3,
+  momentum: 0.9,
+  weightDecay: 0,
+  stepSize: 0,
+  gamma: 0.1,
+  batchSize: 32,
+  epochs: 10,
+  patience: 0,
+  monitor: 'val_loss',
+  classWeight: 'none',
+  seed: 0,
 });
 
 /** Adam's constants (PyTorch's defaults). */
@@ -97,7 +108,11 @@ export function balancedClassWeights(labels: Int32Array, classes: number): Float
   return counts.map((c) => (c > 0 ? labels.length / (classes * c) : 0));
 }
 
-export function classWeightsFor(options: Pick<HeadOptions, 'classWeight'>, labels: Int32Array, classes: number): Float32Array {
+export function classWeightsFor(
+  options: Pick<HeadOptions, 'classWeight'>,
+  labels: Int32Array,
+  classes: number,
+): Float32Array {
   return options.classWeight === 'balanced' ? balancedClassWeights(labels, classes) : new Float32Array(classes).fill(1);
 }
 
@@ -178,7 +193,11 @@ export function initValues(size: number, fanIn: number, random: () => number): F
 
 /** @internal */
 export function makeParam(tf: Tf, values: Float32Array, shape: number[]): Param {
-  return { value: tf.variable(tf.tensor(values, shape)), moment1: tf.variable(tf.zeros(shape)), moment2: tf.variable(tf.zeros(shape)) };
+  return {
+    value: tf.variable(tf.tensor(values, shape)),
+    moment1: tf.variable(tf.zeros(shape)),
+    moment2: tf.variable(tf.zeros(shape)),
+  };
 }
 
 /** @internal */
@@ -195,14 +214,22 @@ function initLayers(tf: Tf, sizes: number[], random: () => number): Layer[] {
   const layers: Layer[] = [];
   for (let l = 0; l + 1 < sizes.length; l++) {
     const [fanIn, units] = [sizes[l]!, sizes[l + 1]!];
-    layers.push({ kernel: makeParam(tf, initValues(fanIn * units, fanIn, random), [fanIn, units]), bias: makeParam(tf, initValues(units, fanIn, random), [units]) });
+    layers.push({
+      kernel: makeParam(tf, initValues(fanIn * units, fanIn, random), [fanIn, units]),
+      bias: makeParam(tf, initValues(units, fanIn, random), [units]),
+    });
   }
   return layers;
 }
 
 /** Logits and, for the hidden layer, its pre-activation and activation. */
 function forward(tf: Tf, layers: Layer[], x: Tensor) {
-  if (layers.length === 1) return { logits: tf.add(tf.matMul(x, layers[0]!.kernel.value), layers[0]!.bias.value), hiddenPre: null, hidden: null };
+  if (layers.length === 1)
+    return {
+      logits: tf.add(tf.matMul(x, layers[0]!.kernel.value), layers[0]!.bias.value),
+      hiddenPre: null,
+      hidden: null,
+    };
   const hiddenPre = tf.add(tf.matMul(x, layers[0]!.kernel.value), layers[0]!.bias.value);
   const hidden = tf.relu(hiddenPre);
   return { logits: tf.add(tf.matMul(hidden, layers[1]!.kernel.value), layers[1]!.bias.value), hiddenPre, hidden };
@@ -218,7 +245,16 @@ export interface Batch {
 
 /** Gathers rows `order[start..end)` in JS and uploads them: cheaper on wasm than slicing a device tensor. */
 /** @internal */
-export function gatherBatch(tf: Tf, split: Split, dim: number, classes: number, classWeights: Float32Array, order: Int32Array, start: number, end: number): Batch {
+export function gatherBatch(
+  tf: Tf,
+  split: Split,
+  dim: number,
+  classes: number,
+  classWeights: Float32Array,
+  order: Int32Array,
+  start: number,
+  end: number,
+): Batch {
   const n = end - start;
   const x = new Float32Array(n * dim);
   const oneHot = new Float32Array(n * classes);
@@ -232,7 +268,12 @@ export function gatherBatch(tf: Tf, split: Split, dim: number, classes: number, 
     weights[i] = classWeights[label]!;
     labels[i] = label;
   }
-  return { x: tf.tensor2d(x, [n, dim]), oneHot: tf.tensor2d(oneHot, [n, classes]), weights: tf.tensor1d(weights), labels: tf.tensor1d(labels, 'int32') };
+  return {
+    x: tf.tensor2d(x, [n, dim]),
+    oneHot: tf.tensor2d(oneHot, [n, classes]),
+    weights: tf.tensor1d(weights),
+    labels: tf.tensor1d(labels, 'int32'),
+  };
 }
 
 /** @internal */
@@ -241,18 +282,29 @@ export function disposeBatch(tf: Tf, b: Batch): void {
 }
 
 /** One step on a batch; returns [weighted loss sum, weight sum, correct count] as a device tensor. */
-function trainStep(tf: Tf, layers: Layer[], optimizer: Optimizer, batch: Batch, lr: number, weightDecay: number): Tensor {
+function trainStep(
+  tf: Tf,
+  layers: Layer[],
+  optimizer: Optimizer,
+  batch: Batch,
+  lr: number,
+  weightDecay: number,
+): Tensor {
   return tf.tidy(() => {
     optimizer.nextStep();
     const { logits, hiddenPre, hidden } = forward(tf, layers, batch.x);
     const logProbs = tf.logSoftmax(logits);
     const weightSum = tf.sum(batch.weights);
     // d(mean weighted CE)/d(logits) = w_i (p_i - y_i) / Σw, PyTorch's CrossEntropyLoss(weight=...) reduction.
-    const gradLogits = tf.div(tf.mul(tf.sub(tf.exp(logProbs), batch.oneHot), tf.expandDims(batch.weights, 1)), weightSum);
+    const gradLogits = tf.div(
+      tf.mul(tf.sub(tf.exp(logProbs), batch.oneHot), tf.expandDims(batch.weights, 1)),
+      weightSum,
+    );
     const last = layers[layers.length - 1]!;
     const inputToLast = hidden ?? batch.x;
     // Gradients of every layer are computed from the pre-update weights before any update is applied.
-    const gradHidden = hidden && hiddenPre ? tf.mul(tf.matMul(gradLogits, tf.transpose(last.kernel.value)), tf.step(hiddenPre)) : null;
+    const gradHidden =
+      hidden && hiddenPre ? tf.mul(tf.matMul(gradLogits, tf.transpose(last.kernel.value)), tf.step(hiddenPre)) : null;
     optimizer.update(last.kernel, tf.matMul(tf.transpose(inputToLast), gradLogits), lr, weightDecay);
     optimizer.update(last.bias, tf.sum(gradLogits, 0), lr, weightDecay);
     if (gradHidden) {
@@ -274,11 +326,27 @@ interface Trainer {
 }
 
 /** One pass over `train` in a seeded order; mean weighted loss and accuracy. */
-function runEpoch(t: Trainer, optimizer: Optimizer, train: Split, order: Int32Array, options: HeadOptions, lr: number): { loss: number; acc: number } {
+function runEpoch(
+  t: Trainer,
+  optimizer: Optimizer,
+  train: Split,
+  order: Int32Array,
+  options: HeadOptions,
+  lr: number,
+): { loss: number; acc: number } {
   const { tf } = t;
   let totals = tf.zeros([3]);
   for (let start = 0; start < train.count; start += options.batchSize) {
-    const batch = gatherBatch(tf, train, t.dim, t.classes, t.classWeights, order, start, Math.min(train.count, start + options.batchSize));
+    const batch = gatherBatch(
+      tf,
+      train,
+      t.dim,
+      t.classes,
+      t.classWeights,
+      order,
+      start,
+      Math.min(train.count, start + options.batchSize),
+    );
     const stats = trainStep(tf, t.layers, optimizer, batch, lr, options.weightDecay);
     const next = tf.add(totals, stats);
     tf.dispose([totals, stats]);
@@ -346,7 +414,8 @@ export class BestWeightsKeeper {
 export function validateHeadOptions(options: HeadOptions, name: (option: keyof HeadOptions) => string = String): void {
   const integer = (key: keyof HeadOptions, min: number) => {
     const v = options[key] as number;
-    if (!Number.isInteger(v) || v < min) throw invalidParameter(name(key), min === 1 ? 'a positive integer' : `an integer >= ${min}`, v);
+    if (!Number.isInteger(v) || v < min)
+      throw invalidParameter(name(key), min === 1 ? 'a positive integer' : `an integer >= ${min}`, v);
   };
   const real = (key: keyof HeadOptions, ok: (v: number) => boolean, expected: string) => {
     const v = options[key] as number;
@@ -363,7 +432,8 @@ export function validateHeadOptions(options: HeadOptions, name: (option: keyof H
   real('weightDecay', (v) => v >= 0, 'a number >= 0');
   real('gamma', (v) => v > 0, 'a positive number');
   const choice = <T extends string>(key: keyof HeadOptions, choices: readonly T[]) => {
-    if (!choices.includes(options[key] as T)) throw invalidParameter(name(key), `one of ${choices.map((c) => JSON.stringify(c)).join(', ')}`, options[key]);
+    if (!choices.includes(options[key] as T))
+      throw invalidParameter(name(key), `one of ${choices.map((c) => JSON.stringify(c)).join(', ')}`, options[key]);
   };
   choice('optimizer', OPTIMIZERS);
   choice('monitor', MONITORS);
@@ -373,7 +443,8 @@ export function validateHeadOptions(options: HeadOptions, name: (option: keyof H
 export function validateData(train: Split, dim: number, classes: number): void {
   if (train.count === 0) throw new FeatcacheError('train-head: the training split has no labelled rows');
   if (classes < 2) throw new FeatcacheError(`train-head: need at least 2 classes, the cache has ${classes}`);
-  if (train.features.length !== train.count * dim) throw new FeatcacheError('train-head: feature array does not match count × dim');
+  if (train.features.length !== train.count * dim)
+    throw new FeatcacheError('train-head: feature array does not match count × dim');
 }
 
 function readLayers(layers: Layer[], values: Tensor[], sizes: number[]): DenseWeights[] {
@@ -386,10 +457,21 @@ function readLayers(layers: Layer[], values: Tensor[], sizes: number[]): DenseWe
 }
 
 /** One epoch's line of the history (0-based `epoch`), timed from `started` (performance.now()). */
-export function epochRecord(epoch: number, lr: number, fit: { loss: number; acc: number }, val: { loss: number; acc: number } | null, started: number): EpochStats {
+export function epochRecord(
+  epoch: number,
+  lr: number,
+  fit: { loss: number; acc: number },
+  val: { loss: number; acc: number } | null,
+  started: number,
+): EpochStats {
   return {
-    epoch: epoch + 1, lr, trainLoss: fit.loss, trainAcc: fit.acc,
-    valLoss: val?.loss ?? null, valAcc: val?.acc ?? null, seconds: (performance.now() - started) / 1000,
+    epoch: epoch + 1,
+    lr,
+    trainLoss: fit.loss,
+    trainAcc: fit.acc,
+    valLoss: val?.loss ?? null,
+    valAcc: val?.acc ?? null,
+    seconds: (performance.now() - started) / 1000,
   };
 }
 
@@ -400,13 +482,27 @@ export function monitorScore(options: Pick<HeadOptions, 'monitor'>, val: { loss:
 
 /** Trains one head with one setting: seeded init and shuffles, best-epoch restore on `val`, early stopping. */
 /** @internal */
-export function fitHead(tf: Tf, train: Split, val: Split | null, dim: number, classes: number, options: HeadOptions, control: FitControl = {}): TrainResult {
+export function fitHead(
+  tf: Tf,
+  train: Split,
+  val: Split | null,
+  dim: number,
+  classes: number,
+  options: HeadOptions,
+  control: FitControl = {},
+): TrainResult {
   validateHeadOptions(options);
   validateData(train, dim, classes);
   const selectOnVal = control.selectOnVal ?? true;
   const random = seededRandom(options.seed);
   const sizes = options.hidden > 0 ? [dim, options.hidden, classes] : [dim, classes];
-  const trainer: Trainer = { tf, layers: initLayers(tf, sizes, random), dim, classes, classWeights: classWeightsFor(options, train.labels, classes) };
+  const trainer: Trainer = {
+    tf,
+    layers: initLayers(tf, sizes, random),
+    dim,
+    classes,
+    classWeights: classWeightsFor(options, train.labels, classes),
+  };
   const optimizer = makeOptimizer(tf, options);
   const keeper = new BestWeightsKeeper(tf);
   const current = () => trainer.layers.flatMap((p) => [p.kernel.value, p.bias.value]);
@@ -444,7 +540,11 @@ export function predictLogits(tf: Tf, layers: DenseWeights[], features: Float32A
   const dim = layers[0]!.shape[0];
   const classes = layers.at(-1)!.shape[1];
   const out = new Float32Array(count * classes);
-  const tensors = layers.map((l) => ({ kernel: tf.tensor2d(l.kernel, l.shape), bias: tf.tensor1d(l.bias), activation: l.activation }));
+  const tensors = layers.map((l) => ({
+    kernel: tf.tensor2d(l.kernel, l.shape),
+    bias: tf.tensor1d(l.bias),
+    activation: l.activation,
+  }));
   for (let start = 0; start < count; start += 1024) {
     const n = Math.min(count, start + 1024) - start;
     const logits = tf.tidy(() => {
@@ -477,6 +577,12 @@ export function softmaxRows(logits: Float32Array, classes: number, temperature =
 
 /** Class probabilities [count, classes]: softmax(logits / temperature), temperature 1 by default. */
 /** @internal */
-export function predictProbabilities(tf: Tf, layers: DenseWeights[], features: Float32Array, count: number, temperature = 1): Float32Array {
+export function predictProbabilities(
+  tf: Tf,
+  layers: DenseWeights[],
+  features: Float32Array,
+  count: number,
+  temperature = 1,
+): Float32Array {
   return softmaxRows(predictLogits(tf, layers, features, count), layers.at(-1)!.shape[1], temperature);
 }

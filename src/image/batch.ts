@@ -42,13 +42,23 @@ type Outcome<T, S> = { item: T; stamp: S; rgb: Buffer } | BatchFailure<T, S>;
 
 const oneLine = (error: unknown) => errorMessage(error).replace(/\s+/g, ' ').trim();
 
-async function decodeOne<T, S>(item: T, read: (item: T) => Promise<Loaded<S>>, spec: DecodeSpec): Promise<Outcome<T, S>> {
+async function decodeOne<T, S>(
+  item: T,
+  read: (item: T) => Promise<Loaded<S>>,
+  spec: DecodeSpec,
+): Promise<Outcome<T, S>> {
   let loaded: Loaded<S>;
   try {
     loaded = await read(item);
   } catch (error) {
     const status = (error as { status?: unknown } | null)?.status;
-    return { item, stage: 'read', message: oneLine(error), ...(typeof status === 'number' ? { status } : {}), stamp: null };
+    return {
+      item,
+      stage: 'read',
+      message: oneLine(error),
+      ...(typeof status === 'number' ? { status } : {}),
+      stamp: null,
+    };
   }
   if (loaded.bytes.length === 0) return { item, stage: 'read', message: 'empty file (0 bytes)', stamp: loaded.stamp };
   try {
@@ -58,7 +68,11 @@ async function decodeOne<T, S>(item: T, read: (item: T) => Promise<Loaded<S>>, s
   }
 }
 
-export async function decodeBatch<T, S>(items: readonly T[], read: (item: T) => Promise<Loaded<S>>, spec: DecodeSpec): Promise<DecodedBatch<T, S>> {
+export async function decodeBatch<T, S>(
+  items: readonly T[],
+  read: (item: T) => Promise<Loaded<S>>,
+  spec: DecodeSpec,
+): Promise<DecodedBatch<T, S>> {
   const started = performance.now();
   const outcomes = await Promise.all(items.map((item) => decodeOne(item, read, spec)));
   const decoded = outcomes.filter((o): o is { item: T; stamp: S; rgb: Buffer } => 'rgb' in o);

@@ -56,7 +56,9 @@ export async function decodeToRgb(input: Buffer | string, preset: Preset, policy
     .raw({ depth: 'uchar' })
     .toBuffer({ resolveWithObject: true });
   if (info.channels !== 3 || data.length !== preset.crop * preset.crop * 3) {
-    throw new Error(`decoded to ${info.channels} channels of ${info.width}×${info.height}, expected 3 of ${preset.crop}×${preset.crop}`);
+    throw new Error(
+      `decoded to ${info.channels} channels of ${info.width}×${info.height}, expected 3 of ${preset.crop}×${preset.crop}`,
+    );
   }
   return data;
 }
@@ -65,7 +67,13 @@ export async function decodeToRgb(input: Buffer | string, preset: Preset, policy
  * Writes one decoded RGB crop into `out` at image slot `index`, normalised by the preset and laid out as the
  * model's input expects.
  */
-export function writeNormalised(rgb: Uint8Array, preset: Preset, layout: PixelLayout, out: Float32Array, index: number): void {
+export function writeNormalised(
+  rgb: Uint8Array,
+  preset: Preset,
+  layout: PixelLayout,
+  out: Float32Array,
+  index: number,
+): void {
   const pixels = preset.crop * preset.crop;
   const base = index * pixels * 3;
   const order = preset.channelOrder === 'RGB' ? [0, 1, 2] : [2, 1, 0];
@@ -82,7 +90,12 @@ export function writeNormalised(rgb: Uint8Array, preset: Preset, layout: PixelLa
   }
 }
 
-export async function preprocess(input: Buffer | string, preset: Preset, policy: ImagePolicy, layout: PixelLayout): Promise<Float32Array> {
+export async function preprocess(
+  input: Buffer | string,
+  preset: Preset,
+  policy: ImagePolicy,
+  layout: PixelLayout,
+): Promise<Float32Array> {
   const out = new Float32Array(preset.crop * preset.crop * 3);
   writeNormalised(await decodeToRgb(input, preset, policy), preset, layout, out, 0);
   return out;

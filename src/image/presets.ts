@@ -26,22 +26,46 @@ export const PRESETS: Readonly<Record<string, Preset>> = Object.freeze({
   torchvision: preset({
     name: 'torchvision',
     description: 'torchvision ImageNet eval: Resize(256) → CenterCrop(224) → /255 → ImageNet mean/std, RGB',
-    resizeShorter: 256, crop: 224, channelOrder: 'RGB', scale: 1 / 255, mean: imagenetMean, std: imagenetStd, kernel: 'linear',
+    resizeShorter: 256,
+    crop: 224,
+    channelOrder: 'RGB',
+    scale: 1 / 255,
+    mean: imagenetMean,
+    std: imagenetStd,
+    kernel: 'linear',
   }),
   'torchvision-v2': preset({
     name: 'torchvision-v2',
     description: 'torchvision IMAGENET1K_V2 weights eval: Resize(232) → CenterCrop(224) → ImageNet mean/std, RGB',
-    resizeShorter: 232, crop: 224, channelOrder: 'RGB', scale: 1 / 255, mean: imagenetMean, std: imagenetStd, kernel: 'linear',
+    resizeShorter: 232,
+    crop: 224,
+    channelOrder: 'RGB',
+    scale: 1 / 255,
+    mean: imagenetMean,
+    std: imagenetStd,
+    kernel: 'linear',
   }),
   caffe: preset({
     name: 'caffe',
     description: 'Keras ResNet50 / Caffe: Resize(256) → CenterCrop(224), BGR, subtract BGR means, no scaling',
-    resizeShorter: 256, crop: 224, channelOrder: 'BGR', scale: 1, mean: [103.939, 116.779, 123.68], std: [1, 1, 1], kernel: 'linear',
+    resizeShorter: 256,
+    crop: 224,
+    channelOrder: 'BGR',
+    scale: 1,
+    mean: [103.939, 116.779, 123.68],
+    std: [1, 1, 1],
+    kernel: 'linear',
   }),
   inception: preset({
     name: 'inception',
     description: 'Inception / Keras "tf" mode: Resize(299) → CenterCrop(299), RGB scaled to [-1, 1]',
-    resizeShorter: 299, crop: 299, channelOrder: 'RGB', scale: 1 / 127.5, mean: [1, 1, 1], std: [1, 1, 1], kernel: 'linear',
+    resizeShorter: 299,
+    crop: 299,
+    channelOrder: 'RGB',
+    scale: 1 / 127.5,
+    mean: [1, 1, 1],
+    std: [1, 1, 1],
+    kernel: 'linear',
   }),
 });
 
@@ -68,4 +92,8 @@ export interface ImagePolicy {
   maxPixels: number;
 }
 
-export const DEFAULT_IMAGE_POLICY: ImagePolicy = Object.freeze({ exif: 'ignore', icc: 'ignore', maxPixels: 178_956_970 });
+export const DEFAULT_IMAGE_POLICY: ImagePolicy = Object.freeze({
+  exif: 'ignore',
+  icc: 'ignore',
+  maxPixels: 178_956_970,
+});

@@ -30,14 +30,19 @@ export interface BundleResult {
 
 export async function bundle(partial: Partial<BundleOptions> = {}): Promise<BundleResult> {
   const options: BundleOptions = { ...DEFAULT_BUNDLE_OPTIONS, ...partial };
-  if (typeof options.out !== 'string' || !options.out.endsWith('.onnx')) throw invalidParameter('out', 'a file name ending in .onnx', options.out);
+  if (typeof options.out !== 'string' || !options.out.endsWith('.onnx'))
+    throw invalidParameter('out', 'a file name ending in .onnx', options.out);
   // The user's files are sacred: only a file featcache can prove it wrote (bundle metadata) is replaced.
   if ((await exists(options.out)) && !(await isBundleFile(options.out))) {
-    throw new FeatcacheError(`${optionName('out')}: ${options.out} exists and is not a featcache bundle; choose another name or move it away`);
+    throw new FeatcacheError(
+      `${optionName('out')}: ${options.out} exists and is not a featcache bundle; choose another name or move it away`,
+    );
   }
   const { bytes, metadata } = await buildBundle({ head: options.head, model: options.model });
   await fs.mkdir(path.dirname(path.resolve(options.out)), { recursive: true });
   await writeBytesAtomic(options.out, bytes);
-  options.log(`bundle: wrote ${options.out} (${(bytes.byteLength / 1e6).toFixed(1)} MB, ${metadata.classes.length} classes, backbone ${metadata.provenance.backbone.file})`);
+  options.log(
+    `bundle: wrote ${options.out} (${(bytes.byteLength / 1e6).toFixed(1)} MB, ${metadata.classes.length} classes, backbone ${metadata.provenance.backbone.file})`,
+  );
   return { out: options.out, bytes: bytes.byteLength, metadata };
 }

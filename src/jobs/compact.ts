@@ -56,19 +56,34 @@ async function shardsOf(splitDir: string): Promise<string[]> {
  */
 export async function compactSplit(given: Partial<CompactOptions>): Promise<CompactResult> {
   const options: CompactOptions = withDefaults(DEFAULT_COMPACT_OPTIONS, given);
-  if (!Number.isInteger(options.partRows) || options.partRows < 1) throw invalidParameter('partRows', 'a positive integer', options.partRows);
+  if (!Number.isInteger(options.partRows) || options.partRows < 1)
+    throw invalidParameter('partRows', 'a positive integer', options.partRows);
   const started = performance.now();
   const cache = await FeatureCache.open(options.cache);
   const available = await cache.splits();
   if (!available.includes(options.split)) {
-    throw invalidParameter('split', `a split of ${options.cache} (${available.length > 0 ? `available: ${available.join(', ')}` : 'the cache is empty'})`, options.split);
+    throw invalidParameter(
+      'split',
+      `a split of ${options.cache} (${available.length > 0 ? `available: ${available.join(', ')}` : 'the cache is empty'})`,
+      options.split,
+    );
   }
   const splitDir = path.join(options.cache, options.split);
   const locks: Lock[] = [];
   try {
-    locks.push(await acquireLock(path.join(splitDir, '.lock-compact'), `--cache ${options.cache} split ${options.split} (compaction)`));
+    locks.push(
+      await acquireLock(
+        path.join(splitDir, '.lock-compact'),
+        `--cache ${options.cache} split ${options.split} (compaction)`,
+      ),
+    );
     for (const shard of await shardsOf(splitDir)) {
-      locks.push(await acquireLock(path.join(splitDir, `.lock-${shard}`), `--cache ${options.cache} split ${options.split} shard ${shard}`));
+      locks.push(
+        await acquireLock(
+          path.join(splitDir, `.lock-${shard}`),
+          `--cache ${options.cache} split ${options.split} shard ${shard}`,
+        ),
+      );
     }
     const stats = await compactParts(cache, options.split, { partRows: options.partRows, log: options.log });
     return { split: options.split, ...stats, seconds: (performance.now() - started) / 1000 };

@@ -18,7 +18,12 @@ import { type PredictResult, predict } from './predict.js';
 const DATA_URL = 'https://download.pytorch.org/tutorial/hymenoptera_data.zip';
 const LOCAL_DATA = ['data/hymenoptera_data', '../shared/data/hymenoptera_data'];
 /** Pretrained models a machine may already hold, best first. The seeded fixture ResNet50 is not among them: its weights are random. */
-const LOCAL_MODELS = ['models/resnet50.onnx', '../shared/models/resnet50.onnx', 'models/mobilenetv2-12-int8.onnx', '../shared/models/mobilenetv2-12-int8.onnx'];
+const LOCAL_MODELS = [
+  'models/resnet50.onnx',
+  '../shared/models/resnet50.onnx',
+  'models/mobilenetv2-12-int8.onnx',
+  '../shared/models/mobilenetv2-12-int8.onnx',
+];
 
 async function firstExisting(candidates: string[]): Promise<string | null> {
   for (const c of candidates) if (await exists(c)) return c;
@@ -36,21 +41,32 @@ async function resolveData(given: string | undefined, log: (l: string) => void):
   try {
     await download({ url: DATA_URL, dest: 'data/hymenoptera_data.zip' });
   } catch (error) {
-    throw new FeatcacheError(`demo: no local ants/bees data (${LOCAL_DATA.join(', ')}) and the download failed (${errorMessage(error)}); pass --data DIR`, 1);
+    throw new FeatcacheError(
+      `demo: no local ants/bees data (${LOCAL_DATA.join(', ')}) and the download failed (${errorMessage(error)}); pass --data DIR`,
+      1,
+    );
   }
   new AdmZip('data/hymenoptera_data.zip').extractAllTo('data', true);
   return 'data/hymenoptera_data';
 }
 
-async function resolveModel(given: string | undefined, log: (l: string) => void): Promise<{ file: string; why: string }> {
+async function resolveModel(
+  given: string | undefined,
+  log: (l: string) => void,
+): Promise<{ file: string; why: string }> {
   if (given) return { file: given, why: 'given with --model' };
-  if (await exists('models/resnet50.onnx')) return { file: 'models/resnet50.onnx', why: 'pretrained ResNet50 already in models/' };
+  if (await exists('models/resnet50.onnx'))
+    return { file: 'models/resnet50.onnx', why: 'pretrained ResNet50 already in models/' };
   try {
     const fetched = await fetchModel({ name: 'resnet50', dir: 'models', retries: 1, log });
     return { file: fetched.file, why: `pretrained ResNet50 fetched from ${fetched.source ?? 'models/'}` };
   } catch (error) {
     const local = await firstExisting(LOCAL_MODELS);
-    if (!local) throw new FeatcacheError(`demo: cannot fetch resnet50 (${errorMessage(error)}) and no local pretrained model (${LOCAL_MODELS.join(', ')}); pass --model FILE`, 1);
+    if (!local)
+      throw new FeatcacheError(
+        `demo: cannot fetch resnet50 (${errorMessage(error)}) and no local pretrained model (${LOCAL_MODELS.join(', ')}); pass --model FILE`,
+        1,
+      );
     log(`demo: offline — could not fetch resnet50 (${errorMessage(error)})`);
     return { file: local, why: `offline fallback: the pretrained model found at ${local}` };
   }
@@ -75,7 +91,10 @@ export interface DemoOptions {
 }
 
 export const DEFAULT_DEMO_OPTIONS: Readonly<DemoOptions> = Object.freeze({
-  head: 'models/demo-head', report: 'demo-predictions.html', device: 'auto', progress: false,
+  head: 'models/demo-head',
+  report: 'demo-predictions.html',
+  device: 'auto',
+  progress: false,
 });
 
 export interface DemoResult {
@@ -105,11 +124,19 @@ export async function demo(options: Partial<DemoOptions> = {}): Promise<DemoResu
   const cache = o.cache ?? path.join('features', `demo-${path.basename(model.file, '.onnx')}`);
   const extracted: ExtractResult[] = [];
   for (const split of ['train', 'val']) {
-    extracted.push(await extract({ data, split, model: model.file, cache, device: o.device, progress: o.progress, log }));
+    extracted.push(
+      await extract({ data, split, model: model.file, cache, device: o.device, progress: o.progress, log }),
+    );
   }
   // The head tunes itself (the L-BFGS probe: C, normalisation and temperature chosen on train): the default a user gets.
   const trained = await trainHead({ cache, head: o.head, epochs: o.epochs, log });
-  const predicted = await predict({ inputs: [path.join(data, 'val')], head: o.head, top: 2, device: o.device, report: o.report });
+  const predicted = await predict({
+    inputs: [path.join(data, 'val')],
+    head: o.head,
+    top: 2,
+    device: o.device,
+    report: o.report,
+  });
   const wrong = predicted.predictions.filter((p) => p.top[0]?.label !== path.basename(path.dirname(p.path))).length;
   await fs.access(o.report);
   return { data, model, extracted, trained, predicted, wrong, report: o.report };

@@ -6,9 +6,23 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatcacheError, invalidParameter, oneOf, optionName } from '../errors.js';
-import { DIRECTORY_FORMATS, type ExportBatch, FORMATS, type Format, UNLABELLED, type WriterSpec, writeExport } from '../export/formats.js';
+import {
+  DIRECTORY_FORMATS,
+  type ExportBatch,
+  FORMATS,
+  type Format,
+  UNLABELLED,
+  type WriterSpec,
+  writeExport,
+} from '../export/formats.js';
 import { type LivePart, keptFeatures, liveParts } from '../store/live.js';
-import { NORMALIZATIONS, type Normalization, type NormalizationKind, StandardAccumulator, applyNormalization } from '../head/normalize.js';
+import {
+  NORMALIZATIONS,
+  type Normalization,
+  type NormalizationKind,
+  StandardAccumulator,
+  applyNormalization,
+} from '../head/normalize.js';
 import { FeatureCache, type LatestRecord } from '../store/reader.js';
 import { type OutputDir, type OutputFile, openOutputFile, prepareOutputDir, writeOutputFile } from '../util/output.js';
 import { withDefaults } from '../util/options.js';
@@ -70,10 +84,18 @@ async function loadStats(file: string, dim: number): Promise<Normalization> {
   try {
     stats = JSON.parse(await fs.readFile(file, 'utf8')) as Normalization;
   } catch (error) {
-    throw invalidParameter('stats', 'a readable stats.json', `${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    throw invalidParameter(
+      'stats',
+      'a readable stats.json',
+      `${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+    );
   }
   if (stats.kind !== 'standard' || stats.mean?.length !== dim || stats.std?.length !== dim) {
-    throw invalidParameter('stats', `standard statistics with ${dim} means and stds (written by an earlier export with normalize standard)`, file);
+    throw invalidParameter(
+      'stats',
+      `standard statistics with ${dim} means and stds (written by an earlier export with normalize standard)`,
+      file,
+    );
   }
   return stats;
 }
@@ -88,10 +110,14 @@ async function fitStatistics(cache: FeatureCache, split: string): Promise<Normal
 }
 
 function validate(options: ExportOptions): void {
-  if (!(FORMATS as readonly string[]).includes(options.format)) throw invalidParameter('format', oneOf(FORMATS), options.format);
-  if (!(NORMALIZATIONS as readonly string[]).includes(options.normalize)) throw invalidParameter('normalize', oneOf(NORMALIZATIONS), options.normalize);
-  if (typeof options.out !== 'string' || options.out === '') throw invalidParameter('out', 'an output path', options.out);
-  if (typeof options.split !== 'string' || options.split === '') throw invalidParameter('split', 'a split name', options.split);
+  if (!(FORMATS as readonly string[]).includes(options.format))
+    throw invalidParameter('format', oneOf(FORMATS), options.format);
+  if (!(NORMALIZATIONS as readonly string[]).includes(options.normalize))
+    throw invalidParameter('normalize', oneOf(NORMALIZATIONS), options.normalize);
+  if (typeof options.out !== 'string' || options.out === '')
+    throw invalidParameter('out', 'an output path', options.out);
+  if (typeof options.split !== 'string' || options.split === '')
+    throw invalidParameter('split', 'a split name', options.split);
 }
 
 /** The live rows of one part as an export batch, normalised. */
@@ -112,7 +138,12 @@ function exportBatch(part: LivePart, split: string, dim: number, normalization: 
   };
 }
 
-async function* exportBatches(cache: FeatureCache, split: string, latest: Map<string, LatestRecord>, normalization: Normalization): AsyncGenerator<ExportBatch> {
+async function* exportBatches(
+  cache: FeatureCache,
+  split: string,
+  latest: Map<string, LatestRecord>,
+  normalization: Normalization,
+): AsyncGenerator<ExportBatch> {
   for await (const part of liveParts(cache, split, latest)) {
     if (part.keep.length > 0) yield exportBatch(part, split, cache.dim, normalization);
   }
@@ -139,22 +170,36 @@ export async function exportSplit(given: Partial<ExportOptions>): Promise<Export
   const rows = FeatureCache.liveRows(latest);
   if (rows === 0) {
     const available = await cache.splits();
-    throw invalidParameter('split', `a split of ${options.cache} with rows (${available.length > 0 ? `available: ${available.join(', ')}` : 'the cache is empty'})`, options.split);
+    throw invalidParameter(
+      'split',
+      `a split of ${options.cache} with rows (${available.length > 0 ? `available: ${available.join(', ')}` : 'the cache is empty'})`,
+      options.split,
+    );
   }
-  const normalization: Normalization = options.normalize !== 'standard'
-    ? { kind: options.normalize }
-    : options.stats ? await loadStats(options.stats, cache.dim) : await fitStatistics(cache, options.fitSplit);
+  const normalization: Normalization =
+    options.normalize !== 'standard'
+      ? { kind: options.normalize }
+      : options.stats
+        ? await loadStats(options.stats, cache.dim)
+        : await fitStatistics(cache, options.fitSplit);
   const fittedOn = normalization.kind === 'standard' && !options.stats ? options.fitSplit : null;
   const provenance = provenanceOf(options, cache, rows, normalization, fittedOn);
   const m = cache.manifest;
   const spec: WriterSpec = {
-    count: rows, dim: cache.dim, classes: m.classes,
-    metadata: { [METADATA_KEYS.classes]: JSON.stringify(m.classes), [METADATA_KEYS.provenance]: JSON.stringify(provenance) },
+    count: rows,
+    dim: cache.dim,
+    classes: m.classes,
+    metadata: {
+      [METADATA_KEYS.classes]: JSON.stringify(m.classes),
+      [METADATA_KEYS.provenance]: JSON.stringify(provenance),
+    },
   };
   const sideFiles = sideFilesFor(options.format, m.classes, normalization, provenance);
 
   const directory = DIRECTORY_FORMATS.includes(options.format);
-  const output: (OutputFile | OutputDir) & { kind?: string } = directory ? await prepareOutputDir(options.out, EXPORT_MARKER) : await openOutputFile(options.out);
+  const output: (OutputFile | OutputDir) & { kind?: string } = directory
+    ? await prepareOutputDir(options.out, EXPORT_MARKER)
+    : await openOutputFile(options.out);
   const files: string[] = [];
   try {
     await writeExport(options.format, output, spec, exportBatches(cache, options.split, latest, normalization));
@@ -165,34 +210,80 @@ export async function exportSplit(given: Partial<ExportOptions>): Promise<Export
     await output.abort().catch(() => {});
     if (error instanceof FeatcacheError) throw error;
     const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-    throw new FeatcacheError(`${optionName('out')} ${options.out}: cannot write (${code}); ${output.kind === 'stream' ? 'what was written through is incomplete' : 'nothing was written'}`, 1);
+    throw new FeatcacheError(
+      `${optionName('out')} ${options.out}: cannot write (${code}); ${output.kind === 'stream' ? 'what was written through is incomplete' : 'nothing was written'}`,
+      1,
+    );
   }
-  const bytes = 'file' in output ? await directorySize(output.dir) : output.kind === 'file' ? (await fs.stat(output.resolved)).size : null;
+  const bytes =
+    'file' in output
+      ? await directorySize(output.dir)
+      : output.kind === 'file'
+        ? (await fs.stat(output.resolved)).size
+        : null;
   const seconds = (performance.now() - started) / 1000;
   return {
-    split: options.split, format: options.format, rows, dim: cache.dim, files, bytes, seconds,
-    rowsPerSecond: rows / seconds, mbPerSecond: bytes === null ? null : bytes / 1e6 / seconds,
+    split: options.split,
+    format: options.format,
+    rows,
+    dim: cache.dim,
+    files,
+    bytes,
+    seconds,
+    rowsPerSecond: rows / seconds,
+    mbPerSecond: bytes === null ? null : bytes / 1e6 / seconds,
     normalization: {
       kind: normalization.kind,
-      statsFile: 'stats.json' in sideFiles && (directory || files.length > 1) ? (directory ? path.join(options.out, 'stats.json') : `${options.out}.stats.json`) : null,
+      statsFile:
+        'stats.json' in sideFiles && (directory || files.length > 1)
+          ? directory
+            ? path.join(options.out, 'stats.json')
+            : `${options.out}.stats.json`
+          : null,
       fittedOn,
     },
   };
 }
 
 /** What the export was made from and how: model identity, preprocessing, normalisation, versions. */
-function provenanceOf(options: ExportOptions, cache: FeatureCache, rows: number, normalization: Normalization, fittedOn: string | null): Record<string, unknown> {
+function provenanceOf(
+  options: ExportOptions,
+  cache: FeatureCache,
+  rows: number,
+  normalization: Normalization,
+  fittedOn: string | null,
+): Record<string, unknown> {
   const m = cache.manifest;
   return {
-    cache: path.resolve(options.cache), split: options.split, format: options.format, rows, dim: cache.dim, normalization: normalization.kind,
-    statsFittedOn: fittedOn, statsFile: options.stats, unlabelledLabel: SELF_DESCRIBING.includes(options.format) ? null : UNLABELLED,
-    modelFile: m.modelFile, modelSha256: m.modelSha256, tappedTensor: m.tappedTensor, preset: m.preset,
-    exif: m.exif, icc: m.icc, precision: m.precision ?? 'fp32', extractedWith: m.versions, exportedWith: toolVersions(), exportedAt: new Date().toISOString(),
+    cache: path.resolve(options.cache),
+    split: options.split,
+    format: options.format,
+    rows,
+    dim: cache.dim,
+    normalization: normalization.kind,
+    statsFittedOn: fittedOn,
+    statsFile: options.stats,
+    unlabelledLabel: SELF_DESCRIBING.includes(options.format) ? null : UNLABELLED,
+    modelFile: m.modelFile,
+    modelSha256: m.modelSha256,
+    tappedTensor: m.tappedTensor,
+    preset: m.preset,
+    exif: m.exif,
+    icc: m.icc,
+    precision: m.precision ?? 'fp32',
+    extractedWith: m.versions,
+    exportedWith: toolVersions(),
+    exportedAt: new Date().toISOString(),
   };
 }
 
 /** classes.txt, provenance.json (formats without metadata of their own) and, for `standard`, stats.json. */
-function sideFilesFor(format: Format, classes: string[], normalization: Normalization, provenance: Record<string, unknown>): Record<string, string> {
+function sideFilesFor(
+  format: Format,
+  classes: string[],
+  normalization: Normalization,
+  provenance: Record<string, unknown>,
+): Record<string, string> {
   const described = SELF_DESCRIBING.includes(format);
   return {
     ...(described ? {} : { 'classes.txt': classes.map((c) => `${c}\n`).join('') }),
@@ -202,13 +293,20 @@ function sideFilesFor(format: Format, classes: string[], normalization: Normaliz
 }
 
 /** Side files go inside a directory output, beside a file output, and nowhere for a stream (with a note). */
-async function writeSideFiles(output: OutputFile | OutputDir, options: ExportOptions, sideFiles: Record<string, string>): Promise<string[]> {
+async function writeSideFiles(
+  output: OutputFile | OutputDir,
+  options: ExportOptions,
+  sideFiles: Record<string, string>,
+): Promise<string[]> {
   if ('file' in output) {
     for (const [name, content] of Object.entries(sideFiles)) await fs.writeFile(output.file(name), content);
     return [];
   }
   if (output.kind === 'stream') {
-    if (Object.keys(sideFiles).length > 0) options.log(`export: ${options.out} is written through (a device, FIFO or stdout): ${Object.keys(sideFiles).join(', ')} not saved`);
+    if (Object.keys(sideFiles).length > 0)
+      options.log(
+        `export: ${options.out} is written through (a device, FIFO or stdout): ${Object.keys(sideFiles).join(', ')} not saved`,
+      );
     return [];
   }
   // Beside a file they are written (atomically) before it appears, so a visible export always has them.

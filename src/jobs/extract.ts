@@ -11,9 +11,24 @@ import { type Dataset, type DatasetOptions, type Item, openDataset } from '../da
 import type { Stamp } from '../dataset/source.js';
 import { type Shard, parseShard } from '../dataset/split.js';
 import type { Skipped } from '../dataset/walk.js';
-import { ExitCode, FeatcacheError, nonNegativeInteger, numberIn, optionName, parseChoice, positiveInteger } from '../errors.js';
+import {
+  ExitCode,
+  FeatcacheError,
+  nonNegativeInteger,
+  numberIn,
+  optionName,
+  parseChoice,
+  positiveInteger,
+} from '../errors.js';
 import { type DecodedBatch, decodeBatch, maxBatchSize } from '../image/batch.js';
-import { DEFAULT_IMAGE_POLICY, EXIF_POLICIES, ICC_POLICIES, type ImagePolicy, type Preset, getPreset } from '../image/presets.js';
+import {
+  DEFAULT_IMAGE_POLICY,
+  EXIF_POLICIES,
+  ICC_POLICIES,
+  type ImagePolicy,
+  type Preset,
+  getPreset,
+} from '../image/presets.js';
 import { type CacheManifest, CACHE_FORMAT, ensureManifest } from '../store/manifest.js';
 import type { Failure, Row } from '../store/part.js';
 import { SplitWriter, shardLabel } from '../store/writer.js';
@@ -171,8 +186,16 @@ function resolveOptions(given: Partial<ExtractOptions> & { data: string }): Reso
   return {
     ...resolved,
     dataset: {
-      data: o.data, split: o.split, labels: o.labels, images: o.images, valFraction: o.valFraction, seed: resolved.seed, shard,
-      followSymlinks: o.followSymlinks, fetch: o.fetch, log: resolved.log,
+      data: o.data,
+      split: o.split,
+      labels: o.labels,
+      images: o.images,
+      valFraction: o.valFraction,
+      seed: resolved.seed,
+      shard,
+      followSymlinks: o.followSymlinks,
+      fetch: o.fetch,
+      log: resolved.log,
     },
   };
 }
@@ -198,14 +221,32 @@ export async function extract(options: Partial<ExtractOptions> & { data: string 
 
 async function extractDataset(dataset: Dataset, o: Resolved, started: number): Promise<ExtractResult> {
   requireImages(dataset, o);
-  const backbone = await openBackbone(o.model, { tap: o.tap, device: parseDevice(o.device), threads: o.threads, fp16: o.fp16, int8: int8Request(o, dataset), log: o.log });
+  const backbone = await openBackbone(o.model, {
+    tap: o.tap,
+    device: parseDevice(o.device),
+    threads: o.threads,
+    fp16: o.fp16,
+    int8: int8Request(o, dataset),
+    log: o.log,
+  });
   try {
     for (const reason of backbone.fallbackReasons) o.log(`device: not using ${reason}`);
     requirePresetFits(backbone, o);
     const manifest = await ensureManifest(o.cache, manifestFor(o, backbone, dataset.classes));
     const writer = await SplitWriter.open({
-      cache: o.cache, split: o.split, shard: o.shard, dim: backbone.dim, partRows: o.partRows, log: o.log,
-      provenance: { ...manifest, classes: dataset.classes, provider: backbone.provider, dataRoot: dataset.root, layout: dataset.layout },
+      cache: o.cache,
+      split: o.split,
+      shard: o.shard,
+      dim: backbone.dim,
+      partRows: o.partRows,
+      log: o.log,
+      provenance: {
+        ...manifest,
+        classes: dataset.classes,
+        provider: backbone.provider,
+        dataRoot: dataset.root,
+        layout: dataset.layout,
+      },
     });
     try {
       return await extractInto(writer, backbone, dataset, o, started);
@@ -225,12 +266,23 @@ function int8Request(o: Resolved, dataset: Dataset) {
   if (!o.int8) return undefined;
   const calibration = async () => {
     const whole = await openDataset({ ...o.dataset, split: 'train', shard: undefined }).catch(() => null);
-    const sample = whole && whole.items.length > 0 ? whole : o.shard ? await openDataset({ ...o.dataset, shard: undefined }) : dataset;
+    const sample =
+      whole && whole.items.length > 0
+        ? whole
+        : o.shard
+          ? await openDataset({ ...o.dataset, shard: undefined })
+          : dataset;
     return datasetCalibrationSource(sample, { count: o.calibrate, seed: o.seed, preset: o.preset, policy: o.policy });
   };
   return {
     calibration,
-    options: { calibrate: o.calibrate, calibrationRanges: o.calibrationRanges, calibrationPercentile: o.calibrationPercentile, seed: o.seed, int8Dir: o.int8Dir },
+    options: {
+      calibrate: o.calibrate,
+      calibrationRanges: o.calibrationRanges,
+      calibrationPercentile: o.calibrationPercentile,
+      seed: o.seed,
+      int8Dir: o.int8Dir,
+    },
   };
 }
 
@@ -289,12 +341,25 @@ function interruptFlag(): { readonly raised: boolean; dispose(): void } {
   };
 }
 
-async function extractInto(writer: SplitWriter, backbone: Backbone, dataset: Dataset, o: Resolved, started: number): Promise<ExtractResult> {
+async function extractInto(
+  writer: SplitWriter,
+  backbone: Backbone,
+  dataset: Dataset,
+  o: Resolved,
+  started: number,
+): Promise<ExtractResult> {
   const interrupt = interruptFlag();
   try {
     const plan = await writer.plan(dataset.items, (item) => dataset.source.stamp(item), o.retryFailed);
     dataset.source.prefetch?.(plan.todo);
-    const timings: ExtractTimings = { wallS: 0, decodeWaitS: 0, decodeBusyS: 0, inferS: 0, writeS: 0, setupS: (performance.now() - started) / 1000 };
+    const timings: ExtractTimings = {
+      wallS: 0,
+      decodeWaitS: 0,
+      decodeBusyS: 0,
+      inferS: 0,
+      writeS: 0,
+      setupS: (performance.now() - started) / 1000,
+    };
     const batchSize = cappedBatchSize(o);
     const progress = progressBar(`extract ${o.split}`, plan.todo.length, o.progress);
     const failures: Failure[] = [];
@@ -306,7 +371,10 @@ async function extractInto(writer: SplitWriter, backbone: Backbone, dataset: Dat
       const outcome = toRecords(batch, dataset.classes);
       if (o.strict && outcome.failures.length > 0) throw strictFailure(outcome.failures[0]!, dataset);
       const inferStarted = performance.now();
-      const features = outcome.rows.length > 0 ? await backbone.extract(batch.pixels, outcome.rows.length, o.preset.crop) : new Float32Array();
+      const features =
+        outcome.rows.length > 0
+          ? await backbone.extract(batch.pixels, outcome.rows.length, o.preset.crop)
+          : new Float32Array();
       timings.inferS += (performance.now() - inferStarted) / 1000;
       await writer.add(outcome.rows, features, outcome.failures);
       failures.push(...outcome.failures);
@@ -320,16 +388,32 @@ async function extractInto(writer: SplitWriter, backbone: Backbone, dataset: Dat
     timings.writeS = writer.writeS;
     timings.wallS = (performance.now() - started) / 1000;
     return {
-      split: o.split, cache: o.cache, shard: shardLabel(o.shard), provider: backbone.provider, fallbackReasons: backbone.fallbackReasons,
-      precision: backbone.precision, int8Fallback: backbone.int8Fallback,
+      split: o.split,
+      cache: o.cache,
+      shard: shardLabel(o.shard),
+      provider: backbone.provider,
+      fallbackReasons: backbone.fallbackReasons,
+      precision: backbone.precision,
+      int8Fallback: backbone.int8Fallback,
       int8: backbone.int8 && {
-        file: backbone.int8.file, calibrationHash: backbone.int8.calibrationHash, reused: backbone.int8.reused,
-        qlinearConv: backbone.int8.fusion.qlinearConv, qlinearAdd: backbone.int8.fusion.qlinearAdd,
+        file: backbone.int8.file,
+        calibrationHash: backbone.int8.calibrationHash,
+        reused: backbone.int8.reused,
+        qlinearConv: backbone.int8.fusion.qlinearConv,
+        qlinearAdd: backbone.int8.fusion.qlinearAdd,
       },
-      dim: backbone.dim, dataset: dataset.items.length, extracted, unchanged: plan.unchanged, failed: failures.length,
-      removed: interrupt.raised ? 0 : plan.removed.length, skipped: dataset.skipped, failures,
+      dim: backbone.dim,
+      dataset: dataset.items.length,
+      extracted,
+      unchanged: plan.unchanged,
+      failed: failures.length,
+      removed: interrupt.raised ? 0 : plan.removed.length,
+      skipped: dataset.skipped,
+      failures,
       imagesPerSecond: (extracted + failures.length) / Math.max(timings.wallS - timings.setupS, 1e-9),
-      timings, bottleneck: bottleneckOf(timings), interrupted: interrupt.raised,
+      timings,
+      bottleneck: bottleneckOf(timings),
+      interrupted: interrupt.raised,
       exitCode: interrupt.raised ? ExitCode.failed : failures.length > 0 ? ExitCode.partial : ExitCode.ok,
     };
   } finally {
@@ -354,7 +438,10 @@ function chunk<T>(items: T[], size: number): T[][] {
  * Yields each batch's decoded result while the next one is already decoding: the overlap that hides decoding
  * behind inference. `waitS` is how long the consumer waited, i.e. decoding that was not hidden.
  */
-async function* pipelined<T, R>(batches: T[], start: (batch: T) => Promise<R>): AsyncGenerator<{ batch: R; waitS: number }> {
+async function* pipelined<T, R>(
+  batches: T[],
+  start: (batch: T) => Promise<R>,
+): AsyncGenerator<{ batch: R; waitS: number }> {
   let next = batches.length > 0 ? start(batches[0]!) : null;
   try {
     for (let b = 0; next; b++) {
@@ -369,17 +456,35 @@ async function* pipelined<T, R>(batches: T[], start: (batch: T) => Promise<R>): 
   }
 }
 
-function decodeItems(items: Item[], dataset: Dataset, backbone: Backbone, o: Resolved): Promise<DecodedBatch<Item, Stamp>> {
-  return decodeBatch(items, (item) => dataset.source.read(item), { preset: o.preset, policy: o.policy, layout: backbone.input.layout });
+function decodeItems(
+  items: Item[],
+  dataset: Dataset,
+  backbone: Backbone,
+  o: Resolved,
+): Promise<DecodedBatch<Item, Stamp>> {
+  return decodeBatch(items, (item) => dataset.source.read(item), {
+    preset: o.preset,
+    policy: o.policy,
+    layout: backbone.input.layout,
+  });
 }
 
 function toRecords(batch: DecodedBatch<Item, Stamp>, classes: string[]): { rows: Row[]; failures: Failure[] } {
   return {
     rows: batch.ok.map(({ item, stamp }) => ({
-      path: item.path, label: item.label, labelName: item.label === null ? null : (classes[item.label] ?? null), size: stamp.size, mtimeMs: stamp.mtimeMs,
+      path: item.path,
+      label: item.label,
+      labelName: item.label === null ? null : (classes[item.label] ?? null),
+      size: stamp.size,
+      mtimeMs: stamp.mtimeMs,
     })),
     failures: batch.failed.map((f) => ({
-      path: f.item.path, stage: f.stage, message: f.message, ...(f.status === undefined ? {} : { status: f.status }), size: f.stamp?.size ?? 0, mtimeMs: f.stamp?.mtimeMs ?? 0,
+      path: f.item.path,
+      stage: f.stage,
+      message: f.message,
+      ...(f.status === undefined ? {} : { status: f.status }),
+      size: f.stamp?.size ?? 0,
+      mtimeMs: f.stamp?.mtimeMs ?? 0,
     })),
   };
 }

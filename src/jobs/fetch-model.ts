@@ -78,15 +78,31 @@ async function verifyStructure(file: string): Promise<string> {
     const model = decodeModel(await fs.readFile(file), file);
     return resolveTap(model.graph!, 'auto').tensor;
   } catch (error) {
-    throw new FeatcacheError(`${file}: downloaded, but not a usable backbone (${(error as Error).message}); delete it and check the URL`, 1);
+    throw new FeatcacheError(
+      `${file}: downloaded, but not a usable backbone (${(error as Error).message}); delete it and check the URL`,
+      1,
+    );
   }
 }
 
 /** Downloads from one URL and checks the result is a backbone; a file that is not one is removed. */
-async function fetchFrom(url: string, file: string, expected: string | undefined, size: number | undefined, o: FetchModelOptions) {
+async function fetchFrom(
+  url: string,
+  file: string,
+  expected: string | undefined,
+  size: number | undefined,
+  o: FetchModelOptions,
+) {
   const result = await download({
-    url, dest: file, sha256: expected, size, retries: o.retries, retryDelayMs: o.retryDelayMs,
-    connectTimeoutMs: o.connectTimeoutMs, stallTimeoutMs: o.stallTimeoutMs, proxy: o.proxy,
+    url,
+    dest: file,
+    sha256: expected,
+    size,
+    retries: o.retries,
+    retryDelayMs: o.retryDelayMs,
+    connectTimeoutMs: o.connectTimeoutMs,
+    stallTimeoutMs: o.stallTimeoutMs,
+    proxy: o.proxy,
     onProgress: o.onProgress ? (received, total) => o.onProgress!(received, total, url) : undefined,
   });
   try {
@@ -115,19 +131,40 @@ export async function fetchModel(options: Partial<FetchModelOptions> = {}): Prom
   const source = MODEL_SOURCES[o.name];
   if (o.urls !== undefined && o.urls.length === 0) throw invalidParameter('urls', 'at least one URL', '[]');
   if (!source && !o.urls) throw invalidParameter('name', `${oneOf(MODEL_NAMES)}, or any name with urls`, o.name);
-  if (o.sha256 !== undefined && !/^[0-9a-f]{64}$/i.test(o.sha256)) throw invalidParameter('sha256', '64 hex digits', o.sha256);
+  if (o.sha256 !== undefined && !/^[0-9a-f]{64}$/i.test(o.sha256))
+    throw invalidParameter('sha256', '64 hex digits', o.sha256);
   if (!Number.isInteger(o.retries) || o.retries < 0) throw invalidParameter('retries', 'a whole number ≥ 0', o.retries);
   const file = path.join(o.dir, source?.file ?? `${o.name}.onnx`);
   const pinned = await readPin(file);
   const expected = o.sha256 ?? source?.sha256 ?? pinned ?? undefined;
-  const verifiedBy: FetchResult['verifiedBy'] = o.sha256 ? 'given sha256' : source?.sha256 ? 'registry sha256' : pinned ? 'pinned sha256' : 'pinned now (first download)';
+  const verifiedBy: FetchResult['verifiedBy'] = o.sha256
+    ? 'given sha256'
+    : source?.sha256
+      ? 'registry sha256'
+      : pinned
+        ? 'pinned sha256'
+        : 'pinned now (first download)';
   if (await exists(file)) {
     const sha256 = await sha256File(file);
     if (expected && sha256 !== expected.toLowerCase()) {
-      throw new FeatcacheError(`${file}: exists but its sha256 ${sha256.slice(0, 12)}… is not the expected ${expected.slice(0, 12)}…; delete it to download again`, 1);
+      throw new FeatcacheError(
+        `${file}: exists but its sha256 ${sha256.slice(0, 12)}… is not the expected ${expected.slice(0, 12)}…; delete it to download again`,
+        1,
+      );
     }
     if (!pinned) await fs.writeFile(pinFile(file), `${sha256}  ${path.basename(file)}\n`);
-    return { name: o.name, file, sha256, bytes: (await fs.stat(file)).size, status: 'present', verifiedBy, resumedFrom: 0, tap: await verifyStructure(file), source: null, failedSources: [] };
+    return {
+      name: o.name,
+      file,
+      sha256,
+      bytes: (await fs.stat(file)).size,
+      status: 'present',
+      verifiedBy,
+      resumedFrom: 0,
+      tap: await verifyStructure(file),
+      source: null,
+      failedSources: [],
+    };
   }
   const urls = o.urls ?? source!.urls;
   const size = o.urls ? undefined : (source?.size ?? undefined);
@@ -136,7 +173,18 @@ export async function fetchModel(options: Partial<FetchModelOptions> = {}): Prom
     try {
       const result = await fetchFrom(url, file, expected, size, o);
       if (!expected) await fs.writeFile(pinFile(file), `${result.sha256}  ${path.basename(file)}\n`);
-      return { name: o.name, file, sha256: result.sha256, bytes: result.bytes, status: 'downloaded', verifiedBy, resumedFrom: result.resumedFrom, tap: result.tap, source: url, failedSources };
+      return {
+        name: o.name,
+        file,
+        sha256: result.sha256,
+        bytes: result.bytes,
+        status: 'downloaded',
+        verifiedBy,
+        resumedFrom: result.resumedFrom,
+        tap: result.tap,
+        source: url,
+        failedSources,
+      };
     } catch (error) {
       const reason = errorMessage(error);
       failedSources.push(reason.startsWith(url) ? reason : `${url}: ${reason}`);
@@ -145,5 +193,8 @@ export async function fetchModel(options: Partial<FetchModelOptions> = {}): Prom
   }
   if (failedSources.length === 1) throw new FeatcacheError(failedSources[0]!, 1);
   const listed = failedSources.map((f, i) => `(${i + 1}) ${f}`).join(' ');
-  throw new FeatcacheError(`fetch-model ${o.name}: every source failed: ${listed} — behind a proxy, set HTTPS_PROXY; or download the file yourself and pass its URL or path`, 1);
+  throw new FeatcacheError(
+    `fetch-model ${o.name}: every source failed: ${listed} — behind a proxy, set HTTPS_PROXY; or download the file yourself and pass its URL or path`,
+    1,
+  );
 }

@@ -56,11 +56,20 @@ export async function info(options: Partial<InfoOptions> = {}): Promise<CacheInf
     const latest = await cache.latest(split);
     const parts = await cache.partFiles(split);
     splits.push({
-      split, rows: FeatureCache.liveRows(latest), parts: parts.length, failures: await cache.failures(split),
-      damaged: o.check ? await damagedParts(parts) : [], setAside: await setAsideParts(path.join(o.cache, split)),
+      split,
+      rows: FeatureCache.liveRows(latest),
+      parts: parts.length,
+      failures: await cache.failures(split),
+      damaged: o.check ? await damagedParts(parts) : [],
+      setAside: await setAsideParts(path.join(o.cache, split)),
     });
   }
-  return { cache: o.cache, manifest: cache.manifest, splits, healthy: o.check ? splits.every((s) => s.damaged.length === 0) : null };
+  return {
+    cache: o.cache,
+    manifest: cache.manifest,
+    splits,
+    healthy: o.check ? splits.every((s) => s.damaged.length === 0) : null,
+  };
 }
 
 async function damagedParts(parts: string[]): Promise<PartDamage[]> {

@@ -27,7 +27,11 @@ export interface InspectResult {
 }
 
 /** Shapes of candidate tensors, found by running the graph once on a blank image with them as extra outputs. */
-async function probeShapes(model: ReturnType<typeof onnx.ModelProto.decode>, tensors: string[], device: DeviceSpec): Promise<Map<string, number[]>> {
+async function probeShapes(
+  model: ReturnType<typeof onnx.ModelProto.decode>,
+  tensors: string[],
+  device: DeviceSpec,
+): Promise<Map<string, number[]>> {
   const shapes = new Map<string, number[]>();
   const input = graphInputs(model.graph!)[0];
   if (!input) return shapes;
@@ -39,14 +43,17 @@ async function probeShapes(model: ReturnType<typeof onnx.ModelProto.decode>, ten
   }
   const probe = onnx.ModelProto.create({
     ...model,
-    graph: onnx.GraphProto.create({ ...model.graph, output: tensors.map((name) => onnx.ValueInfoProto.create({ name })) }),
+    graph: onnx.GraphProto.create({
+      ...model.graph,
+      output: tensors.map((name) => onnx.ValueInfoProto.create({ name })),
+    }),
   });
   const { session } = await openSession(encodeModel(probe), { device, threads: 0 });
   const h = layout.height ?? 224;
   const w = layout.width ?? 224;
   const dims = layout.layout === 'NCHW' ? [1, 3, h, w] : [1, h, w, 3];
   const result = await session.run({ [input.name]: new ort.Tensor('float32', new Float32Array(3 * h * w), dims) });
-  for (const name of tensors) if (result[name]) shapes.set(name, result[name]!.dims.map(Number));
+  for (const name of tensors) if (result[name]) shapes.set(name, result[name].dims.map(Number));
   await session.release();
   return shapes;
 }
@@ -79,19 +86,36 @@ export async function inspect(file: string, options: Partial<InspectOptions> = {
     defaultTap = null;
   }
   const pools: TapCandidate[] = poolCandidates(graph).map((c) => ({
-    kind: 'pool', name: c.node, opType: c.opType, tensor: c.tensor, shape: null, default: c.tensor === defaultTap?.tensor,
+    kind: 'pool',
+    name: c.node,
+    opType: c.opType,
+    tensor: c.tensor,
+    shape: null,
+    default: c.tensor === defaultTap?.tensor,
   }));
   // The last node of each top-level PyTorch module: the usual alternatives to the pool (layer3, layer4, ...).
   const lastOfModule = new Map<string, { name: string; opType: string; tensor: string }>();
   for (const node of graph.node ?? []) {
     const top = modulePathOfNode(node.name ?? '')?.split('.')[0];
-    if (top) lastOfModule.set(top, { name: node.name ?? '', opType: node.opType ?? '', tensor: node.output?.[0] ?? '' });
+    if (top)
+      lastOfModule.set(top, { name: node.name ?? '', opType: node.opType ?? '', tensor: node.output?.[0] ?? '' });
   }
   const modules: TapCandidate[] = [...lastOfModule.entries()]
     .filter(([, n]) => !pools.some((p) => p.tensor === n.tensor))
-    .map(([module, n]) => ({ kind: 'module', name: module, opType: n.opType, tensor: n.tensor, shape: null, default: false }));
+    .map(([module, n]) => ({
+      kind: 'module',
+      name: module,
+      opType: n.opType,
+      tensor: n.tensor,
+      shape: null,
+      default: false,
+    }));
   const candidates = [...pools, ...modules];
-  const shapes = await probeShapes(model, candidates.map((c) => c.tensor), device).catch(() => new Map<string, number[]>());
+  const shapes = await probeShapes(
+    model,
+    candidates.map((c) => c.tensor),
+    device,
+  ).catch(() => new Map<string, number[]>());
   for (const c of candidates) c.shape = shapes.get(c.tensor) ?? null;
   return {
     file,
@@ -104,4 +128,3 @@ export async function inspect(file: string, options: Partial<InspectOptions> = {
     candidates,
   };
 }
-

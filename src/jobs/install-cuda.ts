@@ -10,7 +10,13 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { CUDA_PROVIDER_FILES, type LibraryLookupOptions, checkCuda, describeCudaProblems, onnxruntimeBinDir } from '../backbone/cuda-libs.js';
+import {
+  CUDA_PROVIDER_FILES,
+  type LibraryLookupOptions,
+  checkCuda,
+  describeCudaProblems,
+  onnxruntimeBinDir,
+} from '../backbone/cuda-libs.js';
 import { FeatcacheError, invalidParameter } from '../errors.js';
 import { withDefaults } from '../util/options.js';
 
@@ -69,18 +75,31 @@ function resolveInstaller(): string {
   try {
     return createRequire(import.meta.url).resolve('onnxruntime-node/script/install');
   } catch {
-    throw new FeatcacheError('install-cuda: onnxruntime-node is not installed beside featcache; reinstall featcache', 1);
+    throw new FeatcacheError(
+      'install-cuda: onnxruntime-node is not installed beside featcache; reinstall featcache',
+      1,
+    );
   }
 }
 
 /** The last line of the installer's output that says what went wrong (its own error, or Node's for an uncaught one). */
 function failureLine(output: string): string {
-  const lines = output.split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
+  const lines = output
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0);
   const last = (pattern: RegExp) => [...lines].reverse().find((l) => pattern.test(l));
-  return last(/^\w*Error\b/) ?? last(/ENOTFOUND|ECONNREFUSED|ETIMEDOUT|EACCES|HTTP status/) ?? lines.at(-1) ?? 'no output';
+  return (
+    last(/^\w*Error\b/) ?? last(/ENOTFOUND|ECONNREFUSED|ETIMEDOUT|EACCES|HTTP status/) ?? lines.at(-1) ?? 'no output'
+  );
 }
 
-function runInstaller(installer: string, env: NodeJS.ProcessEnv, timeoutMs: number, log: (line: string) => void): Promise<void> {
+function runInstaller(
+  installer: string,
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+  log: (line: string) => void,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [installer], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
@@ -103,9 +122,22 @@ function runInstaller(installer: string, env: NodeJS.ProcessEnv, timeoutMs: numb
     });
     child.on('close', (code) => {
       clearTimeout(timer);
-      const retry = "featcache still runs on CPU; retry with 'npx featcache install-cuda' (set HTTPS_PROXY behind a proxy)";
-      if (timedOut) reject(new FeatcacheError(`install-cuda: the download from NuGet did not finish within ${timeoutMs / 1000} s; ${retry}`, 1));
-      else if (code !== 0) reject(new FeatcacheError(`install-cuda: could not fetch the CUDA provider from NuGet (${failureLine(output)}); ${retry}`, 1));
+      const retry =
+        "featcache still runs on CPU; retry with 'npx featcache install-cuda' (set HTTPS_PROXY behind a proxy)";
+      if (timedOut)
+        reject(
+          new FeatcacheError(
+            `install-cuda: the download from NuGet did not finish within ${timeoutMs / 1000} s; ${retry}`,
+            1,
+          ),
+        );
+      else if (code !== 0)
+        reject(
+          new FeatcacheError(
+            `install-cuda: could not fetch the CUDA provider from NuGet (${failureLine(output)}); ${retry}`,
+            1,
+          ),
+        );
       else resolve();
     });
   });
@@ -125,19 +157,31 @@ function runInstaller(installer: string, env: NodeJS.ProcessEnv, timeoutMs: numb
 export async function installCuda(options: Partial<InstallCudaOptions> = {}): Promise<InstallCudaResult> {
   const o: InstallCudaOptions = withDefaults(DEFAULT_INSTALL_CUDA_OPTIONS, options);
   const log = o.log ?? (() => {});
-  if (!Number.isFinite(o.timeoutMs) || o.timeoutMs <= 0) throw invalidParameter('timeoutMs', 'a positive number of milliseconds', o.timeoutMs);
+  if (!Number.isFinite(o.timeoutMs) || o.timeoutMs <= 0)
+    throw invalidParameter('timeoutMs', 'a positive number of milliseconds', o.timeoutMs);
   const platform = `${process.platform}/${process.arch}`;
   if (platform !== CUDA_PLATFORM) {
-    throw new FeatcacheError(`install-cuda: onnxruntime-node offers its CUDA provider for ${CUDA_PLATFORM} only; this machine is ${platform}`, 1);
+    throw new FeatcacheError(
+      `install-cuda: onnxruntime-node offers its CUDA provider for ${CUDA_PLATFORM} only; this machine is ${platform}`,
+      1,
+    );
   }
   const installer = o.installer ?? resolveInstaller();
   const providerDir = o.providerDir ?? onnxruntimeBinDir();
-  if (!providerDir) throw new FeatcacheError('install-cuda: onnxruntime-node is not installed beside featcache; reinstall featcache', 1);
+  if (!providerDir)
+    throw new FeatcacheError(
+      'install-cuda: onnxruntime-node is not installed beside featcache; reinstall featcache',
+      1,
+    );
   const installerEnv = installerEnvironment(o.env ?? process.env);
   const check = () => checkCuda({ ...o.libraries, providerDir });
   const present = CUDA_PROVIDER_FILES.every((f) => existsSync(`${providerDir}/${f}`));
   const result = (status: InstallCudaResult['status']): InstallCudaResult => ({
-    status, providerDir, installer, installerEnv, problems: status === 'planned' ? [] : describeCudaProblems(check()),
+    status,
+    providerDir,
+    installer,
+    installerEnv,
+    problems: status === 'planned' ? [] : describeCudaProblems(check()),
   });
   if (present && !o.force) return result('present');
   if (o.dryRun) return result('planned');
@@ -145,7 +189,10 @@ export async function installCuda(options: Partial<InstallCudaOptions> = {}): Pr
   await runInstaller(installer, { ...(o.env ?? process.env), ...installerEnv }, o.timeoutMs, log);
   const stillMissing = CUDA_PROVIDER_FILES.filter((f) => !existsSync(`${providerDir}/${f}`));
   if (stillMissing.length > 0) {
-    throw new FeatcacheError(`install-cuda: the installer finished but ${stillMissing.join(', ')} is not in ${providerDir}`, 1);
+    throw new FeatcacheError(
+      `install-cuda: the installer finished but ${stillMissing.join(', ')} is not in ${providerDir}`,
+      1,
+    );
   }
   return result('installed');
 }

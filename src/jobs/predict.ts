@@ -84,7 +84,8 @@ export async function expandInputs(inputs: string[]): Promise<{ files: string[];
     }
     const stat = await fs.stat(input).catch(() => null);
     if (stat?.isFile() && /\.txt$/i.test(input)) files.push(...(await listEntries(input)));
-    else if (stat?.isDirectory()) files.push(...(await walkImages(input, { followOutside: true })).images.map((p) => path.join(input, p)));
+    else if (stat?.isDirectory())
+      files.push(...(await walkImages(input, { followOutside: true })).images.map((p) => path.join(input, p)));
     else if (stat) files.push(input);
     else {
       const matches = (await fg(input, { onlyFiles: true, dot: false })).filter(isImageName).sort();
@@ -97,7 +98,10 @@ export async function expandInputs(inputs: string[]): Promise<{ files: string[];
 
 /** A .txt list: one image path (relative to the list's folder) or URL per line; '#' starts a comment line. */
 async function listEntries(list: string): Promise<string[]> {
-  const lines = (await fs.readFile(list, 'utf8')).split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const lines = (await fs.readFile(list, 'utf8'))
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
   return lines.map((line) => (isUrl(line) ? line : path.join(path.dirname(list), line)));
 }
 
@@ -105,19 +109,35 @@ async function checkedBackbone(head: LoadedHead, o: PredictOptions): Promise<Bac
   const p = head.info.provenance;
   const modelFile = o.model ?? p.modelFile;
   if (!(await exists(modelFile))) {
-    throw missingFile('model', modelFile, `the head ${o.head} was trained on features of that file (sha256 ${p.modelSha256.slice(0, 12)}…) — pass its current path`);
+    throw missingFile(
+      'model',
+      modelFile,
+      `the head ${o.head} was trained on features of that file (sha256 ${p.modelSha256.slice(0, 12)}…) — pass its current path`,
+    );
   }
   // A head trained on int8 features needs the same int8 model: found by its calibration hash, and used even where it
   // does not fuse (slower), since FP32 features would not fit the head.
-  const int8 = p.precision === 'int8'
-    ? { calibrationHash: p.calibrationHash, requireFused: false, options: { int8Dir: p.int8Model ? path.dirname(p.int8Model) : undefined } }
-    : undefined;
+  const int8 =
+    p.precision === 'int8'
+      ? {
+          calibrationHash: p.calibrationHash,
+          requireFused: false,
+          options: { int8Dir: p.int8Model ? path.dirname(p.int8Model) : undefined },
+        }
+      : undefined;
   const backbone = await openBackbone(modelFile, {
-    tap: p.tappedTensor, device: parseDevice(o.device), threads: o.threads, fp16: p.precision === 'fp16', int8,
+    tap: p.tappedTensor,
+    device: parseDevice(o.device),
+    threads: o.threads,
+    fp16: p.precision === 'fp16',
+    int8,
     expect: { sha256: p.modelSha256, what: `the backbone the head ${o.head} was trained on` },
   });
   try {
-    checkFeaturePrecision(`head ${o.head}`, p, { precision: backbone.precision, calibrationHash: backbone.int8?.calibrationHash });
+    checkFeaturePrecision(`head ${o.head}`, p, {
+      precision: backbone.precision,
+      calibrationHash: backbone.int8?.calibrationHash,
+    });
   } catch (error) {
     await backbone.close();
     throw error;
@@ -154,19 +174,34 @@ export async function predict(options: Partial<PredictOptions> & { inputs: strin
     const backbone = await checkedBackbone(head, o);
     let predictions: Prediction[];
     try {
-      const policy: ImagePolicy = { ...DEFAULT_IMAGE_POLICY, exif: head.info.provenance.exif as ImagePolicy['exif'], icc: head.info.provenance.icc as ImagePolicy['icc'] };
+      const policy: ImagePolicy = {
+        ...DEFAULT_IMAGE_POLICY,
+        exif: head.info.provenance.exif as ImagePolicy['exif'],
+        icc: head.info.provenance.icc as ImagePolicy['icc'],
+      };
       const spec = { preset: head.info.provenance.preset as unknown as Preset, policy, layout: backbone.input.layout };
-      predictions = await predictFiles(files, head.info.classes, spec, async (pixels, count) => {
-        const features = await backbone.extract(pixels, count, spec.preset.crop);
-        applyNormalization(head.info.normalization, features, count, backbone.dim);
-        return head.predict(features, count);
-      }, o);
+      predictions = await predictFiles(
+        files,
+        head.info.classes,
+        spec,
+        async (pixels, count) => {
+          const features = await backbone.extract(pixels, count, spec.preset.crop);
+          applyNormalization(head.info.normalization, features, count, backbone.dim);
+          return head.predict(features, count);
+        },
+        o,
+      );
     } finally {
       await backbone.close();
     }
     predictions.push(...unresolved.map((u) => ({ path: u.input, top: [], error: u.error })));
     if (o.report) await writeReport(o.report, predictions, head.info, o.reportLimit);
-    return { predictions, provider: backbone.provider, backend: runtime.backend, failed: predictions.filter((p) => p.error).length };
+    return {
+      predictions,
+      provider: backbone.provider,
+      backend: runtime.backend,
+      failed: predictions.filter((p) => p.error).length,
+    };
   } finally {
     head.dispose();
   }
@@ -177,11 +212,26 @@ async function predictWithBundle(o: PredictOptions, file: string): Promise<Predi
   const bundle = await openBundle(file, { device: parseDevice(o.device), threads: o.threads });
   try {
     const { files, unresolved } = await expandInputs(o.inputs);
-    const spec = { preset: bundle.preprocessing.preset, policy: bundle.preprocessing.policy, layout: bundle.layout.layout };
-    const predictions = await predictFiles(files, bundle.classes, spec, (pixels, count) => bundle.predict(pixels, count), o);
+    const spec = {
+      preset: bundle.preprocessing.preset,
+      policy: bundle.preprocessing.policy,
+      layout: bundle.layout.layout,
+    };
+    const predictions = await predictFiles(
+      files,
+      bundle.classes,
+      spec,
+      (pixels, count) => bundle.predict(pixels, count),
+      o,
+    );
     predictions.push(...unresolved.map((u) => ({ path: u.input, top: [], error: u.error })));
     if (o.report) await writeReport(o.report, predictions, reportInfoOf(bundle), o.reportLimit);
-    return { predictions, provider: bundle.provider, backend: 'onnx bundle', failed: predictions.filter((p) => p.error).length };
+    return {
+      predictions,
+      provider: bundle.provider,
+      backend: 'onnx bundle',
+      failed: predictions.filter((p) => p.error).length,
+    };
   } finally {
     await bundle.close();
   }
@@ -191,37 +241,67 @@ type DecodeSpec = { preset: Preset; policy: ImagePolicy; layout: 'NCHW' | 'NHWC'
 type Classify = (pixels: Float32Array, count: number) => Promise<Float32Array>;
 
 /** Files are read by sharp from their paths; URLs are fetched (bounded concurrency, retries) ahead of decoding. */
-async function predictFiles(files: string[], classes: string[], spec: DecodeSpec, classify: Classify, o: PredictOptions): Promise<Prediction[]> {
+async function predictFiles(
+  files: string[],
+  classes: string[],
+  spec: DecodeSpec,
+  classify: Classify,
+  o: PredictOptions,
+): Promise<Prediction[]> {
   const urls = files.filter(isUrl);
   if (urls.length === 0) return predictBatches(files, classes, spec, classify, o, async (file) => file);
   const source = new UrlSource(o.fetch);
   try {
     source.prefetch(urls.map((url) => ({ path: url, label: null })));
-    return await predictBatches(files, classes, spec, classify, o, async (file) => (isUrl(file) ? (await source.read({ path: file, label: null })).bytes : file));
+    return await predictBatches(files, classes, spec, classify, o, async (file) =>
+      isUrl(file) ? (await source.read({ path: file, label: null })).bytes : file,
+    );
   } finally {
     await source.close();
   }
 }
 
 async function predictBatches(
-  files: string[], classes: string[], spec: DecodeSpec, classify: Classify, o: PredictOptions, bytesOf: (file: string) => Promise<Buffer | string>,
+  files: string[],
+  classes: string[],
+  spec: DecodeSpec,
+  classify: Classify,
+  o: PredictOptions,
+  bytesOf: (file: string) => Promise<Buffer | string>,
 ): Promise<Prediction[]> {
   const predictions: Prediction[] = [];
   for (let start = 0; start < files.length; start += o.batchSize) {
-    const batch = await decodeBatch(files.slice(start, start + o.batchSize), async (file) => ({ bytes: await bytesOf(file), stamp: null }), spec);
+    const batch = await decodeBatch(
+      files.slice(start, start + o.batchSize),
+      async (file) => ({ bytes: await bytesOf(file), stamp: null }),
+      spec,
+    );
     const count = batch.ok.length;
     const probabilities = count > 0 ? await classify(batch.pixels, count) : new Float32Array();
     const rowOf = new Map(batch.ok.map((d, row) => [d.item, row]));
     const failed = new Map(batch.failed.map((f) => [f.item, f.message]));
     for (const file of files.slice(start, start + o.batchSize)) {
       const row = rowOf.get(file);
-      predictions.push(row === undefined ? { path: file, top: [], error: failed.get(file) ?? 'unreadable' } : topPrediction(file, probabilities, row, classes, o.top));
+      predictions.push(
+        row === undefined
+          ? { path: file, top: [], error: failed.get(file) ?? 'unreadable' }
+          : topPrediction(file, probabilities, row, classes, o.top),
+      );
     }
   }
   return predictions;
 }
 
-function topPrediction(file: string, probabilities: Float32Array, row: number, classes: string[], k: number): Prediction {
+function topPrediction(
+  file: string,
+  probabilities: Float32Array,
+  row: number,
+  classes: string[],
+  k: number,
+): Prediction {
   const top = topK(probabilities, classes.length, row, Math.min(k, classes.length));
-  return { path: file, top: top.map((c) => ({ label: classes[c]!, probability: probabilities[row * classes.length + c]! })) };
+  return {
+    path: file,
+    top: top.map((c) => ({ label: classes[c]!, probability: probabilities[row * classes.length + c]! })),
+  };
 }

@@ -75,7 +75,14 @@ function checkOptions(o: ServeOptions): void {
 
 async function loadModel(o: ServeOptions): Promise<OpenedBundle> {
   const settings = { device: parseDevice(o.device), threads: o.threads };
-  const bundleFile = o.bundle ?? ((await fs.stat(o.head).then((s) => s.isFile(), () => false)) ? o.head : undefined);
+  const bundleFile =
+    o.bundle ??
+    ((await fs.stat(o.head).then(
+      (s) => s.isFile(),
+      () => false,
+    ))
+      ? o.head
+      : undefined);
   if (bundleFile) return openBundle(bundleFile, settings);
   const { bytes } = await buildBundle({ head: o.head, model: o.model });
   return openBundleBytes(bytes, o.head, settings);
@@ -89,13 +96,24 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
   sharp.cache(false);
   const state: ServerState = { model: null, batcher: null, loadError: null, closing: false };
   const policy = () => ({ ...state.model!.preprocessing.policy, maxPixels: options.maxPixels });
-  const app = createServeApp(state, {
-    maxBodyBytes: Math.round(options.maxBodyMb * 1024 * 1024), maxPixels: options.maxPixels, maxInFlight: options.maxQueue, timeoutMs: options.timeoutMs, top: options.top,
-  }, policy);
+  const app = createServeApp(
+    state,
+    {
+      maxBodyBytes: Math.round(options.maxBodyMb * 1024 * 1024),
+      maxPixels: options.maxPixels,
+      maxInFlight: options.maxQueue,
+      timeoutMs: options.timeoutMs,
+      top: options.top,
+    },
+    policy,
+  );
   try {
     await app.listen({ host: options.host, port: options.port });
   } catch (error) {
-    throw new FeatcacheError(`${optionName('port')}: cannot listen on ${options.host}:${options.port} (${errorMessage(error)})`, 1);
+    throw new FeatcacheError(
+      `${optionName('port')}: cannot listen on ${options.host}:${options.port} (${errorMessage(error)})`,
+      1,
+    );
   }
   const address = app.server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -119,11 +137,18 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
           const probabilities = await model.predict(pixels, images.length);
           return images.map((_, i) => probabilities.slice(i * classes, (i + 1) * classes));
         },
-        { maxBatch: options.maxBatch, maxWaitMs: options.maxWaitMs, maxQueue: options.maxQueue, timeoutMs: options.timeoutMs },
+        {
+          maxBatch: options.maxBatch,
+          maxWaitMs: options.maxWaitMs,
+          maxQueue: options.maxQueue,
+          timeoutMs: options.timeoutMs,
+        },
       );
       state.batcher = batcher;
       state.model = model;
-      options.log(`serve: ready in ${((performance.now() - started) / 1000).toFixed(1)} s — ${classes} classes, ${model.provider}, max batch ${options.maxBatch}, max wait ${options.maxWaitMs} ms`);
+      options.log(
+        `serve: ready in ${((performance.now() - started) / 1000).toFixed(1)} s — ${classes} classes, ${model.provider}, max batch ${options.maxBatch}, max wait ${options.maxWaitMs} ms`,
+      );
     } catch (error) {
       state.loadError = errorMessage(error);
       options.log(`serve: the model failed to load: ${state.loadError}`);

@@ -7,16 +7,40 @@ import { stratifiedSplit } from '../dataset/split.js';
 import { FeatcacheError, invalidParameter, optionName } from '../errors.js';
 import { curvesPage } from '../head/curves.js';
 import { type CalibrationReport, type Metrics, calibrationReport, classificationMetrics } from '../head/metrics.js';
-import { NORMALIZATIONS, type Normalization, type NormalizationKind, applyNormalization, fitNormalization } from '../head/normalize.js';
+import {
+  NORMALIZATIONS,
+  type Normalization,
+  type NormalizationKind,
+  applyNormalization,
+  fitNormalization,
+} from '../head/normalize.js';
 import { BACKENDS, type BackendChoice, type TfRuntime, loadTf } from '../head/runtime.js';
 import { type HeadInfo, inspectHeadDir, saveHead } from '../head/saved.js';
 import { MatMul } from '../head/linalg.js';
 import { type ProbeHead, fitProbeHead, selectProbe } from '../head/probe-select.js';
 import { cForStrength, l2Strength } from '../head/probe.js';
-import { DEFAULT_SWEEP_GRID, MIN_SWEEP_STEPS, type Selection, type SweepGrid, type SweepRow, conflictingDuplicates, selectSetting } from '../head/select.js';
+import {
+  DEFAULT_SWEEP_GRID,
+  MIN_SWEEP_STEPS,
+  type Selection,
+  type SweepGrid,
+  type SweepRow,
+  conflictingDuplicates,
+  selectSetting,
+} from '../head/select.js';
 import { fitHeadOrt, shouldUseOrtHead } from '../head/fit-ort.js';
 import { SWEEP_ENGINES, type SweepEngine } from '../head/sweep.js';
-import { DEFAULT_HEAD_OPTIONS, type EpochStats, type HeadOptions, type Split, type TrainResult, fitHead, predictLogits, softmaxRows, validateHeadOptions } from '../head/train.js';
+import {
+  DEFAULT_HEAD_OPTIONS,
+  type EpochStats,
+  type HeadOptions,
+  type Split,
+  type TrainResult,
+  fitHead,
+  predictLogits,
+  softmaxRows,
+  validateHeadOptions,
+} from '../head/train.js';
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
@@ -31,7 +55,16 @@ export const SOLVERS = ['auto', 'lbfgs', 'minibatch'] as const;
 export type Solver = (typeof SOLVERS)[number];
 
 /** Options that only mean something to mini-batch training: giving one (solver auto) asks for it. */
-export const MINIBATCH_OPTIONS = Object.freeze(['lr', 'epochs', 'optimizer', 'momentum', 'batchSize', 'stepSize', 'gamma', 'patience'] as const);
+export const MINIBATCH_OPTIONS = Object.freeze([
+  'lr',
+  'epochs',
+  'optimizer',
+  'momentum',
+  'batchSize',
+  'stepSize',
+  'gamma',
+  'patience',
+] as const);
 
 /** The probe's C without a sweep: scikit-learn's default. */
 export const DEFAULT_C = 1;
@@ -107,7 +140,14 @@ export interface TrainHeadResult {
   valRows: number;
   validation: 'split' | 'fraction' | 'none';
   /** The setting trained (chosen by the sweep or given); lr and epochs are null for the probe, c for mini-batch. */
-  setting: { solver: 'lbfgs' | 'minibatch'; normalize: NormalizationKind; c: number | null; lr: number | null; weightDecay: number; epochs: number | null };
+  setting: {
+    solver: 'lbfgs' | 'minibatch';
+    normalize: NormalizationKind;
+    c: number | null;
+    lr: number | null;
+    weightDecay: number;
+    epochs: number | null;
+  };
   /** What trained the saved head: onnxruntime (the probe; mini-batch without tfjs-node) or tfjs. */
   engine: 'tfjs' | 'onnxruntime';
   /** The probe's final fit: L-BFGS iterations and why it stopped (null for mini-batch training). */
@@ -129,13 +169,22 @@ export interface TrainHeadResult {
 type Labelled = Split & { paths: string[] };
 
 function labelled(set: FeatureSet): Labelled {
-  return subset(set, [...set.labels.keys()].filter((i) => set.labels[i]! >= 0), set.dim);
+  return subset(
+    set,
+    [...set.labels.keys()].filter((i) => set.labels[i]! >= 0),
+    set.dim,
+  );
 }
 
 function subset(split: Labelled, rows: number[], dim: number): Labelled {
   const features = new Float32Array(rows.length * dim);
   rows.forEach((row, k) => features.set(split.features.subarray(row * dim, (row + 1) * dim), k * dim));
-  return { features, labels: Int32Array.from(rows, (r) => split.labels[r]!), count: rows.length, paths: rows.map((r) => split.paths[r]!) };
+  return {
+    features,
+    labels: Int32Array.from(rows, (r) => split.labels[r]!),
+    count: rows.length,
+    paths: rows.map((r) => split.paths[r]!),
+  };
 }
 
 function copy(split: Labelled): Labelled {
@@ -144,11 +193,20 @@ function copy(split: Labelled): Labelled {
 
 async function loadSplits(cache: FeatureCache, options: TrainHeadOptions) {
   const all = labelled(await cache.read(options.trainSplit));
-  if (all.count === 0) throw new FeatcacheError(`${optionName('cache')} ${options.cache}: split ${options.trainSplit} has no labelled rows; extract a labelled dataset`);
+  if (all.count === 0)
+    throw new FeatcacheError(
+      `${optionName('cache')} ${options.cache}: split ${options.trainSplit} has no labelled rows; extract a labelled dataset`,
+    );
   const dim = cache.dim;
   if (options.valFraction !== null) {
     const rows = [...Array(all.count).keys()];
-    const { train, val } = stratifiedSplit(rows, (r) => String(all.labels[r]), (r) => all.paths[r]!, options.valFraction, options.seed);
+    const { train, val } = stratifiedSplit(
+      rows,
+      (r) => String(all.labels[r]),
+      (r) => all.paths[r]!,
+      options.valFraction,
+      options.seed,
+    );
     return { train: subset(all, train, dim), val: subset(all, val, dim), validation: 'fraction' as const };
   }
   if ((await cache.splits()).includes(options.valSplit) && options.valSplit !== options.trainSplit) {
@@ -163,16 +221,29 @@ function dataNotes(train: Labelled, val: Labelled | null, classes: string[], dim
   const notes: string[] = [];
   const inTrain = new Set(train.labels);
   const unseen = [...new Set(val?.labels ?? [])].filter((c) => !inTrain.has(c)).map((c) => JSON.stringify(classes[c]));
-  if (unseen.length > 0) notes.push(`class${unseen.length > 1 ? 'es' : ''} ${unseen.slice(0, 5).join(', ')}${unseen.length > 5 ? ` and ${unseen.length - 5} more` : ''} ha${unseen.length > 1 ? 've' : 's'} val images but no training images: the head cannot predict ${unseen.length > 1 ? 'them' : 'it'}`);
+  if (unseen.length > 0)
+    notes.push(
+      `class${unseen.length > 1 ? 'es' : ''} ${unseen.slice(0, 5).join(', ')}${unseen.length > 5 ? ` and ${unseen.length - 5} more` : ''} ha${unseen.length > 1 ? 've' : 's'} val images but no training images: the head cannot predict ${unseen.length > 1 ? 'them' : 'it'}`,
+    );
   const conflicting = conflictingDuplicates(train, dim);
-  if (conflicting > 0) notes.push(`${conflicting} training images have the same features as an image of another class (the same picture under two labels?)`);
+  if (conflicting > 0)
+    notes.push(
+      `${conflicting} training images have the same features as an image of another class (the same picture under two labels?)`,
+    );
   return notes;
 }
 
 /** Merges over the defaults and checks every value: numbers finite and in range, choices known. */
-export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): { resolved: TrainHeadOptions; given: Set<string> } {
-  const given = new Set(Object.entries(options).filter(([, v]) => v !== undefined).map(([k]) => k));
-  const resolved: TrainHeadOptions = withDefaults(DEFAULT_TRAIN_HEAD_OPTIONS, options) as TrainHeadOptions;
+export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): {
+  resolved: TrainHeadOptions;
+  given: Set<string>;
+} {
+  const given = new Set(
+    Object.entries(options)
+      .filter(([, v]) => v !== undefined)
+      .map(([k]) => k),
+  );
+  const resolved: TrainHeadOptions = withDefaults(DEFAULT_TRAIN_HEAD_OPTIONS, options);
   const name = String;
   validateHeadOptions(resolved);
   const fraction = (key: 'valFraction' | 'holdoutFraction') => {
@@ -184,31 +255,54 @@ export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): { r
   fraction('holdoutFraction');
   for (const key of ['sweepEpochs', 'sweepPatience', 'sweepMinSteps'] as const) {
     const v = resolved[key];
-    if (!Number.isInteger(v) || v < (key === 'sweepEpochs' ? 1 : 0)) throw invalidParameter(name(key), key === 'sweepEpochs' ? 'a positive integer' : 'an integer >= 0', v);
+    if (!Number.isInteger(v) || v < (key === 'sweepEpochs' ? 1 : 0))
+      throw invalidParameter(name(key), key === 'sweepEpochs' ? 'a positive integer' : 'an integer >= 0', v);
   }
-  if (!NORMALIZATIONS.includes(resolved.normalize)) throw invalidParameter(name('normalize'), `one of ${NORMALIZATIONS.join(', ')}`, resolved.normalize);
-  if (!SOLVERS.includes(resolved.solver)) throw invalidParameter(name('solver'), `one of ${SOLVERS.join(', ')}`, resolved.solver);
-  if (resolved.solver === 'lbfgs' && resolved.hidden > 0) throw invalidParameter(name('solver'), `minibatch or auto with a hidden layer (${optionName('hidden')} ${resolved.hidden}): L-BFGS fits a linear head`, 'lbfgs');
+  if (!NORMALIZATIONS.includes(resolved.normalize))
+    throw invalidParameter(name('normalize'), `one of ${NORMALIZATIONS.join(', ')}`, resolved.normalize);
+  if (!SOLVERS.includes(resolved.solver))
+    throw invalidParameter(name('solver'), `one of ${SOLVERS.join(', ')}`, resolved.solver);
+  if (resolved.solver === 'lbfgs' && resolved.hidden > 0)
+    throw invalidParameter(
+      name('solver'),
+      `minibatch or auto with a hidden layer (${optionName('hidden')} ${resolved.hidden}): L-BFGS fits a linear head`,
+      'lbfgs',
+    );
   const minibatchOnly = MINIBATCH_OPTIONS.filter((k) => given.has(k));
   if (resolved.solver === 'lbfgs' && minibatchOnly.length > 0) {
-    throw invalidParameter(name('solver'), `minibatch or auto with ${minibatchOnly.map((k) => optionName(k)).join(', ')} (L-BFGS has no learning rate, epochs or batches; drop them, or pin C with ${optionName('weightDecay')})`, 'lbfgs');
+    throw invalidParameter(
+      name('solver'),
+      `minibatch or auto with ${minibatchOnly.map((k) => optionName(k)).join(', ')} (L-BFGS has no learning rate, epochs or batches; drop them, or pin C with ${optionName('weightDecay')})`,
+      'lbfgs',
+    );
   }
-  if (!SWEEP_ENGINES.includes(resolved.sweepEngine)) throw invalidParameter(name('sweepEngine'), `one of ${SWEEP_ENGINES.join(', ')}`, resolved.sweepEngine);
-  if (!BACKENDS.includes(resolved.backend)) throw invalidParameter(name('backend'), `one of ${BACKENDS.join(', ')}`, resolved.backend);
-  for (const [key, ok] of [['c', (v: number) => v > 0], ['lr', (v: number) => v > 0], ['weightDecay', (v: number) => v >= 0]] as const) {
+  if (!SWEEP_ENGINES.includes(resolved.sweepEngine))
+    throw invalidParameter(name('sweepEngine'), `one of ${SWEEP_ENGINES.join(', ')}`, resolved.sweepEngine);
+  if (!BACKENDS.includes(resolved.backend))
+    throw invalidParameter(name('backend'), `one of ${BACKENDS.join(', ')}`, resolved.backend);
+  for (const [key, ok] of [
+    ['c', (v: number) => v > 0],
+    ['lr', (v: number) => v > 0],
+    ['weightDecay', (v: number) => v >= 0],
+  ] as const) {
     const values = resolved.grid[key];
-    if (!Array.isArray(values) || values.length === 0 || !values.every((v) => Number.isFinite(v) && ok(v))) throw invalidParameter(`${name('grid')}.${key}`, 'a non-empty list of valid numbers', values);
+    if (!Array.isArray(values) || values.length === 0 || !values.every((v) => Number.isFinite(v) && ok(v)))
+      throw invalidParameter(`${name('grid')}.${key}`, 'a non-empty list of valid numbers', values);
   }
   return { resolved, given };
 }
 
 /** lbfgs or minibatch, from the option and what the user gave (see SOLVERS). */
-export function resolveSolver(o: Pick<TrainHeadOptions, 'solver' | 'sweep' | 'hidden'>, given: Set<string>): { solver: 'lbfgs' | 'minibatch'; why: string } {
+export function resolveSolver(
+  o: Pick<TrainHeadOptions, 'solver' | 'sweep' | 'hidden'>,
+  given: Set<string>,
+): { solver: 'lbfgs' | 'minibatch'; why: string } {
   if (o.solver !== 'auto') return { solver: o.solver, why: `${optionName('solver')} ${o.solver}` };
   if (o.hidden > 0) return { solver: 'minibatch', why: `a hidden layer (${optionName('hidden')} ${o.hidden})` };
   if (!o.sweep) return { solver: 'minibatch', why: 'no sweep' };
   const minibatch = MINIBATCH_OPTIONS.filter((k) => given.has(k));
-  if (minibatch.length > 0) return { solver: 'minibatch', why: `${minibatch.map((k) => optionName(k)).join(', ')} given` };
+  if (minibatch.length > 0)
+    return { solver: 'minibatch', why: `${minibatch.map((k) => optionName(k)).join(', ')} given` };
   return { solver: 'lbfgs', why: 'the default for a linear head' };
 }
 
@@ -247,17 +341,30 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   const { train, val, validation } = await loadSplits(cache, o);
   const classes = cache.manifest.classes;
   const dim = cache.dim;
-  if (validation === 'none') log(`train-head: no "${o.valSplit}" split in ${o.cache} and no valFraction: training without validation (metrics are on train)`);
+  if (validation === 'none')
+    log(
+      `train-head: no "${o.valSplit}" split in ${o.cache} and no valFraction: training without validation (metrics are on train)`,
+    );
   for (const note of dataNotes(train, val, classes, dim)) log(`train-head: ${note}`);
   const runtime = await loadTf(o.backend);
-  log(`train-head: TensorFlow.js backend ${runtime.backend}${runtime.skipped.length > 0 ? ` (not ${runtime.skipped.join('; not ')})` : ''}`);
+  log(
+    `train-head: TensorFlow.js backend ${runtime.backend}${runtime.skipped.length > 0 ? ` (not ${runtime.skipped.join('; not ')})` : ''}`,
+  );
 
   const { solver, why } = resolveSolver(o, given);
   log(`train-head: solver ${solver} (${why})`);
-  const fitted = solver === 'lbfgs' ? await fitByProbe(o, given, train, dim, classes, log) : await fitByMinibatch(o, given, runtime, train, val, dim, classes, log);
+  const fitted =
+    solver === 'lbfgs'
+      ? await fitByProbe(o, given, train, dim, classes, log)
+      : await fitByMinibatch(o, given, runtime, train, val, dim, classes, log);
   const { setting, sweep, sweepSkipped, normalization, result } = fitted;
   const temperature = sweep?.temperature ?? 1;
-  const headOptions: HeadOptions = { ...o, lr: setting.lr ?? o.lr, weightDecay: setting.weightDecay, epochs: setting.epochs ?? 0 };
+  const headOptions: HeadOptions = {
+    ...o,
+    lr: setting.lr ?? o.lr,
+    weightDecay: setting.weightDecay,
+    epochs: setting.epochs ?? 0,
+  };
   // Only the rows the metrics are on (val, or train without validation) need the head's normalisation here.
   const evaluated = copy(val ?? train);
   applyNormalization(normalization, evaluated.features, evaluated.count, dim);
@@ -271,25 +378,64 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
     classes,
     normalization,
     provenance: {
-      modelSha256: m.modelSha256, modelFile: m.modelFile, tappedTensor: m.tappedTensor, preset: m.preset, exif: m.exif, icc: m.icc, precision: m.precision ?? 'fp32',
-      ...(m.precision === 'int8' ? { calibrationHash: m.calibrationHash, int8Model: m.int8Model } : {}), dim: m.dim,
-      cache: path.resolve(o.cache), trainedAt: new Date().toISOString(), backend: runtime.backend, backendSkipped: runtime.skipped, engine: fitted.engine, versions: toolVersions(),
+      modelSha256: m.modelSha256,
+      modelFile: m.modelFile,
+      tappedTensor: m.tappedTensor,
+      preset: m.preset,
+      exif: m.exif,
+      icc: m.icc,
+      precision: m.precision ?? 'fp32',
+      ...(m.precision === 'int8' ? { calibrationHash: m.calibrationHash, int8Model: m.int8Model } : {}),
+      dim: m.dim,
+      cache: path.resolve(o.cache),
+      trainedAt: new Date().toISOString(),
+      backend: runtime.backend,
+      backendSkipped: runtime.skipped,
+      engine: fitted.engine,
+      versions: toolVersions(),
     },
     options: {
       // The probe has no learning rate, epochs or batches: only what shaped its fit is recorded.
       ...(setting.solver === 'lbfgs'
-        ? { hidden: 0, weightDecay: setting.weightDecay, classWeight: o.classWeight, monitor: o.monitor, seed: o.seed, iterations: fitted.probe!.iterations }
+        ? {
+            hidden: 0,
+            weightDecay: setting.weightDecay,
+            classWeight: o.classWeight,
+            monitor: o.monitor,
+            seed: o.seed,
+            iterations: fitted.probe!.iterations,
+          }
         : pickHeadOptions(headOptions)),
-      solver: setting.solver, c: setting.c, normalize: setting.normalize, trainSplit: o.trainSplit, valSplit: validation === 'split' ? o.valSplit : null, valFraction: o.valFraction,
-      sweep: sweep ? { method: sweep.method, folds: sweep.folds, holdoutFraction: o.holdoutFraction, fixed: sweep.fixed, candidates: sweep.candidates.length } : null,
+      solver: setting.solver,
+      c: setting.c,
+      normalize: setting.normalize,
+      trainSplit: o.trainSplit,
+      valSplit: validation === 'split' ? o.valSplit : null,
+      valFraction: o.valFraction,
+      sweep: sweep
+        ? {
+            method: sweep.method,
+            folds: sweep.folds,
+            holdoutFraction: o.holdoutFraction,
+            fixed: sweep.fixed,
+            candidates: sweep.candidates.length,
+          }
+        : null,
     },
     bestEpoch: result.bestEpoch,
     summary: {
-      top1: metrics.top1, top5: metrics.top5, ece: calibration.after.ece, nll: calibration.after.nll, evaluatedOn, trainRows: train.count, valRows: val?.count ?? 0,
+      top1: metrics.top1,
+      top5: metrics.top5,
+      ece: calibration.after.ece,
+      nll: calibration.after.nll,
+      evaluatedOn,
+      trainRows: train.count,
+      valRows: val?.count ?? 0,
     },
     ...(sweep ? { temperature } : {}),
   };
-  const summary = `${train.count} train / ${val?.count ?? 0} val rows, ${classes.length} classes, ${settingText(setting)}, ` +
+  const summary =
+    `${train.count} train / ${val?.count ?? 0} val rows, ${classes.length} classes, ${settingText(setting)}, ` +
     `${evaluatedOn} top-1 ${metrics.top1.toFixed(4)}, ECE ${calibration.after.ece.toFixed(3)} (T = ${temperature.toFixed(3)}), trained on ${fitted.engine === 'onnxruntime' ? 'onnxruntime' : `tfjs ${runtime.backend}`}`;
   const metricsJson = { ...metrics, evaluatedOn, calibration, sweep, sweepSkipped };
   await saveHead(runtime.tf, o.head, {
@@ -298,13 +444,35 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
     extras: {
       'history.json': `${JSON.stringify(result.history, null, 2)}\n`,
       'metrics.json': `${JSON.stringify(metricsJson, null, 2)}\n`,
-      'curves.html': curvesPage(result.history, validation === 'none' ? null : metrics, summary, validation === 'none' || sweep ? null : result.bestEpoch, { calibration, sweep: sweep?.candidates ?? null, chosen: sweep?.chosen ?? null }),
+      'curves.html': curvesPage(
+        result.history,
+        validation === 'none' ? null : metrics,
+        summary,
+        validation === 'none' || sweep ? null : result.bestEpoch,
+        { calibration, sweep: sweep?.candidates ?? null, chosen: sweep?.chosen ?? null },
+      ),
     },
   });
   return {
-    head: o.head, backend: runtime.backend, backendSkipped: runtime.skipped, classes, trainRows: train.count, valRows: val?.count ?? 0, validation, setting, sweep, sweepSkipped,
-    temperature, bestEpoch: result.bestEpoch, stoppedEarly: result.stoppedEarly, secondsPerEpoch: result.secondsPerEpoch, history: result.history, metrics, calibration,
-    probe: fitted.probe, engine: fitted.engine,
+    head: o.head,
+    backend: runtime.backend,
+    backendSkipped: runtime.skipped,
+    classes,
+    trainRows: train.count,
+    valRows: val?.count ?? 0,
+    validation,
+    setting,
+    sweep,
+    sweepSkipped,
+    temperature,
+    bestEpoch: result.bestEpoch,
+    stoppedEarly: result.stoppedEarly,
+    secondsPerEpoch: result.secondsPerEpoch,
+    history: result.history,
+    metrics,
+    calibration,
+    probe: fitted.probe,
+    engine: fitted.engine,
   };
 }
 
@@ -314,14 +482,24 @@ interface Fitted {
   sweepSkipped: string | null;
   /** Fitted on all of train; val and the saved head use it. */
   normalization: Normalization;
-  result: Pick<TrainResult, 'layers' | 'history' | 'stoppedEarly'> & { bestEpoch: number | null; secondsPerEpoch: number | null };
+  result: Pick<TrainResult, 'layers' | 'history' | 'stoppedEarly'> & {
+    bestEpoch: number | null;
+    secondsPerEpoch: number | null;
+  };
   probe: TrainHeadResult['probe'];
   /** What trained the saved head. */
   engine: 'tfjs' | 'onnxruntime';
 }
 
 /** The L-BFGS probe: C × normalisation chosen on folds of train, then one converged fit on all of it. */
-async function fitByProbe(o: TrainHeadOptions, given: Set<string>, train: Labelled, dim: number, classes: string[], log: (l: string) => void): Promise<Fitted> {
+async function fitByProbe(
+  o: TrainHeadOptions,
+  given: Set<string>,
+  train: Labelled,
+  dim: number,
+  classes: string[],
+  log: (l: string) => void,
+): Promise<Fitted> {
   // An explicit weight decay is the probe's L2 strength λ on all of train: C = 1/(λ·n), held fixed across folds as
   // scikit-learn holds C.
   const pinnedC = given.has('weightDecay') ? cForStrength(o.weightDecay, train.count, classes.length) : null;
@@ -331,10 +509,26 @@ async function fitByProbe(o: TrainHeadOptions, given: Set<string>, train: Labell
   const mm = new MatMul();
   try {
     if (o.sweep) {
-      const grid = { c: pinnedC === null ? o.grid.c : [pinnedC], normalize: given.has('normalize') ? [o.normalize] : o.grid.normalize };
-      const selection = await selectProbe(train, dim, classes.length, {
-        grid, holdoutFraction: o.holdoutFraction, seed: o.seed, classWeight: o.classWeight, monitor: o.monitor, keys: train.paths, classNames: classes, log,
-      }, mm);
+      const grid = {
+        c: pinnedC === null ? o.grid.c : [pinnedC],
+        normalize: given.has('normalize') ? [o.normalize] : o.grid.normalize,
+      };
+      const selection = await selectProbe(
+        train,
+        dim,
+        classes.length,
+        {
+          grid,
+          holdoutFraction: o.holdoutFraction,
+          seed: o.seed,
+          classWeight: o.classWeight,
+          monitor: o.monitor,
+          keys: train.paths,
+          classNames: classes,
+          log,
+        },
+        mm,
+      );
       if (typeof selection === 'string') {
         sweepSkipped = selection;
         log(`train-head: no sweep: ${selection}; fitting C ${choice.c} with normalize ${choice.normalize}`);
@@ -346,11 +540,30 @@ async function fitByProbe(o: TrainHeadOptions, given: Set<string>, train: Labell
         log(sweepLine(sweep));
       }
     }
-    const head: ProbeHead = await fitProbeHead(train, dim, classes.length, choice.normalize, choice.c, o.classWeight, mm);
-    log(`train-head: L-BFGS fit on all ${train.count} rows: ${head.iterations} iterations (stopped: ${head.stopped}), ${head.seconds.toFixed(2)} s`);
+    const head: ProbeHead = await fitProbeHead(
+      train,
+      dim,
+      classes.length,
+      choice.normalize,
+      choice.c,
+      o.classWeight,
+      mm,
+    );
+    log(
+      `train-head: L-BFGS fit on all ${train.count} rows: ${head.iterations} iterations (stopped: ${head.stopped}), ${head.seconds.toFixed(2)} s`,
+    );
     return {
-      setting: { solver: 'lbfgs', normalize: choice.normalize, c: Number.isFinite(choice.c) ? choice.c : null, lr: null, weightDecay: l2Strength(choice.c, train.count, classes.length), epochs: null },
-      sweep, sweepSkipped, normalization: head.normalization,
+      setting: {
+        solver: 'lbfgs',
+        normalize: choice.normalize,
+        c: Number.isFinite(choice.c) ? choice.c : null,
+        lr: null,
+        weightDecay: l2Strength(choice.c, train.count, classes.length),
+        epochs: null,
+      },
+      sweep,
+      sweepSkipped,
+      normalization: head.normalization,
       result: { layers: head.layers, history: [], bestEpoch: null, stoppedEarly: false, secondsPerEpoch: null },
       probe: { iterations: head.iterations, stopped: head.stopped, seconds: head.seconds },
       engine: 'onnxruntime',
@@ -361,24 +574,70 @@ async function fitByProbe(o: TrainHeadOptions, given: Set<string>, train: Labell
 }
 
 /** Epochs of Adam or SGD: lr × weight decay × normalisation (and the epoch count) chosen on folds of train, then a refit. */
-async function fitByMinibatch(o: TrainHeadOptions, given: Set<string>, runtime: TfRuntime, train: Labelled, val: Labelled | null, dim: number, classes: string[], log: (l: string) => void): Promise<Fitted> {
-  let setting: TrainHeadResult['setting'] = { solver: 'minibatch', normalize: o.normalize, c: null, lr: o.lr, weightDecay: o.weightDecay, epochs: o.epochs };
+async function fitByMinibatch(
+  o: TrainHeadOptions,
+  given: Set<string>,
+  runtime: TfRuntime,
+  train: Labelled,
+  val: Labelled | null,
+  dim: number,
+  classes: string[],
+  log: (l: string) => void,
+): Promise<Fitted> {
+  let setting: TrainHeadResult['setting'] = {
+    solver: 'minibatch',
+    normalize: o.normalize,
+    c: null,
+    lr: o.lr,
+    weightDecay: o.weightDecay,
+    epochs: o.epochs,
+  };
   let sweep: SweepSummary | null = null;
   let sweepSkipped: string | null = o.sweep ? null : 'not asked (sweep: false)';
   if (o.sweep) {
     const fixed = SWEPT_OPTIONS.filter((k) => given.has(k));
-    const engine = o.sweepEngine === 'auto' ? (runtime.backend === 'tensorflow' ? 'tfjs' : 'onnxruntime') : o.sweepEngine;
-    const selection = await selectSetting(runtime.tf, train, dim, classes.length, { ...o, epochs: given.has('epochs') ? o.epochs : o.sweepEpochs }, {
-      grid: pinnedGrid(o, given), fixedEpochs: given.has('epochs') ? o.epochs : undefined, holdoutFraction: o.holdoutFraction, patience: o.sweepPatience,
-      keys: train.paths, classNames: classes, log, engine, minSteps: o.sweepMinSteps,
-    });
+    const engine =
+      o.sweepEngine === 'auto' ? (runtime.backend === 'tensorflow' ? 'tfjs' : 'onnxruntime') : o.sweepEngine;
+    const selection = await selectSetting(
+      runtime.tf,
+      train,
+      dim,
+      classes.length,
+      { ...o, epochs: given.has('epochs') ? o.epochs : o.sweepEpochs },
+      {
+        grid: pinnedGrid(o, given),
+        fixedEpochs: given.has('epochs') ? o.epochs : undefined,
+        holdoutFraction: o.holdoutFraction,
+        patience: o.sweepPatience,
+        keys: train.paths,
+        classNames: classes,
+        log,
+        engine,
+        minSteps: o.sweepMinSteps,
+      },
+    );
     if (typeof selection === 'string') {
       sweepSkipped = selection;
       log(`train-head: no sweep: ${selection}; training the ${given.size > 0 ? 'given' : 'default'} setting once`);
     } else {
       const { table, chosen, ...rest } = selection;
-      sweep = { ...rest, solver: 'minibatch', engine, candidates: table, chosen, fixed: fixed.map((k) => optionName(k)), skipped: [] };
-      setting = { solver: 'minibatch', normalize: chosen.normalize, c: null, lr: chosen.lr, weightDecay: chosen.weightDecay, epochs: chosen.epoch };
+      sweep = {
+        ...rest,
+        solver: 'minibatch',
+        engine,
+        candidates: table,
+        chosen,
+        fixed: fixed.map((k) => optionName(k)),
+        skipped: [],
+      };
+      setting = {
+        solver: 'minibatch',
+        normalize: chosen.normalize,
+        c: null,
+        lr: chosen.lr,
+        weightDecay: chosen.weightDecay,
+        epochs: chosen.epoch,
+      };
       log(sweepLine(sweep));
     }
   }
@@ -395,10 +654,18 @@ async function fitByMinibatch(o: TrainHeadOptions, given: Set<string>, runtime: 
   };
   // Without tfjs-node a linear head trains on onnxruntime (same run, several times faster than wasm); the sweep's
   // engine option picks the same way for the refit.
-  const engine = o.sweepEngine === 'auto' ? (shouldUseOrtHead(runtime.backend, headOptions) ? 'onnxruntime' : 'tfjs') : headOptions.hidden > 0 ? 'tfjs' : o.sweepEngine;
-  const result = engine === 'onnxruntime'
-    ? await fitHeadOrt(trainRows, valRows, dim, classes.length, headOptions, control)
-    : fitHead(runtime.tf, trainRows, valRows, dim, classes.length, headOptions, control);
+  const engine =
+    o.sweepEngine === 'auto'
+      ? shouldUseOrtHead(runtime.backend, headOptions)
+        ? 'onnxruntime'
+        : 'tfjs'
+      : headOptions.hidden > 0
+        ? 'tfjs'
+        : o.sweepEngine;
+  const result =
+    engine === 'onnxruntime'
+      ? await fitHeadOrt(trainRows, valRows, dim, classes.length, headOptions, control)
+      : fitHead(runtime.tf, trainRows, valRows, dim, classes.length, headOptions, control);
   return { setting, sweep, sweepSkipped, normalization, result, probe: null, engine };
 }
 
@@ -413,31 +680,41 @@ function cText(c: number | null): string {
 }
 
 function settingText(s: TrainHeadResult['setting']): string {
-  if (s.solver === 'lbfgs') return `logistic regression (L-BFGS), normalize ${s.normalize}, C ${cText(s.c)} (λ ${s.weightDecay.toPrecision(3)})`;
+  if (s.solver === 'lbfgs')
+    return `logistic regression (L-BFGS), normalize ${s.normalize}, C ${cText(s.c)} (λ ${s.weightDecay.toPrecision(3)})`;
   return `normalize ${s.normalize}, lr ${s.lr}, weight decay ${s.weightDecay}, ${s.epochs} epochs`;
 }
 
 /** The chosen setting in one line. */
 export function sweepLine(s: SweepSummary): string {
   const c = s.chosen;
-  const what = s.solver === 'lbfgs'
-    ? `normalize ${c.normalize}, C ${cText(c.c)} (${s.candidates.filter((r) => r.tied).length} of ${s.candidates.length} candidates tied within one standard error) `
-    : `normalize ${c.normalize}, lr ${c.lr}, weight decay ${c.weightDecay}, ${c.epoch} epochs `;
-  return `train-head: sweep chose ${what}` +
+  const what =
+    s.solver === 'lbfgs'
+      ? `normalize ${c.normalize}, C ${cText(c.c)} (${s.candidates.filter((r) => r.tied).length} of ${s.candidates.length} candidates tied within one standard error) `
+      : `normalize ${c.normalize}, lr ${c.lr}, weight decay ${c.weightDecay}, ${c.epoch} epochs `;
+  return (
+    `train-head: sweep chose ${what}` +
     `(held-out acc ${c.holdoutAcc.toFixed(4)}, loss ${c.holdoutLoss.toFixed(4)}${c.calibratedLoss === null ? '' : `, calibrated ${c.calibratedLoss.toFixed(4)}`}; ${s.candidates.length} candidates, ${s.method === 'kfold' ? `${s.folds}-fold` : `hold-out of ${s.heldRows} rows`}, ` +
-    `temperature ${s.temperature.toFixed(3)}; ${s.seconds.toFixed(1)} s, ${s.gflopsPerSecond.toFixed(1)} GFLOP/s)` + (s.fixed.length > 0 ? `; fixed: ${s.fixed.join(', ')}` : '');
+    `temperature ${s.temperature.toFixed(3)}; ${s.seconds.toFixed(1)} s, ${s.gflopsPerSecond.toFixed(1)} GFLOP/s)` +
+    (s.fixed.length > 0 ? `; fixed: ${s.fixed.join(', ')}` : '')
+  );
 }
 
 export function epochLine(s: EpochStats, epochs: number): string {
-  return `epoch ${String(s.epoch).padStart(3)}/${epochs} lr ${s.lr.toPrecision(3)}  loss ${s.trainLoss.toFixed(4)} acc ${s.trainAcc.toFixed(4)}` +
-    (s.valLoss === null ? '' : `  | val loss ${s.valLoss.toFixed(4)} acc ${s.valAcc!.toFixed(4)}`) + `  (${s.seconds.toFixed(2)} s)`;
+  return (
+    `epoch ${String(s.epoch).padStart(3)}/${epochs} lr ${s.lr.toPrecision(3)}  loss ${s.trainLoss.toFixed(4)} acc ${s.trainAcc.toFixed(4)}` +
+    (s.valLoss === null ? '' : `  | val loss ${s.valLoss.toFixed(4)} acc ${s.valAcc!.toFixed(4)}`) +
+    `  (${s.seconds.toFixed(2)} s)`
+  );
 }
 
 export function trainSummaryLine(r: TrainHeadResult): string {
   const m = r.metrics;
   const on = r.validation === 'none' ? 'train' : 'val';
   const c = r.calibration;
-  return `train-head: ${r.trainRows} train / ${r.valRows} val rows, ${settingText(r.setting)}${r.stoppedEarly ? ' (stopped early)' : ''}; ` +
+  return (
+    `train-head: ${r.trainRows} train / ${r.valRows} val rows, ${settingText(r.setting)}${r.stoppedEarly ? ' (stopped early)' : ''}; ` +
     `${on} top-1 ${m.top1.toFixed(4)}${m.top5 === null ? '' : `, top-5 ${m.top5.toFixed(4)}`}, ECE ${c.before.ece.toFixed(3)} → ${c.after.ece.toFixed(3)}, NLL ${c.before.nll.toFixed(3)} → ${c.after.nll.toFixed(3)} (T = ${r.temperature.toFixed(3)}); ` +
-    `${r.probe ? `L-BFGS ${r.probe.iterations} iterations in ${r.probe.seconds.toFixed(2)} s` : `${(r.secondsPerEpoch ?? 0).toFixed(3)} s/epoch on ${r.engine === 'onnxruntime' ? 'onnxruntime' : r.backend}`} → ${r.head} (curves: ${path.join(r.head, 'curves.html')})`;
+    `${r.probe ? `L-BFGS ${r.probe.iterations} iterations in ${r.probe.seconds.toFixed(2)} s` : `${(r.secondsPerEpoch ?? 0).toFixed(3)} s/epoch on ${r.engine === 'onnxruntime' ? 'onnxruntime' : r.backend}`} → ${r.head} (curves: ${path.join(r.head, 'curves.html')})`
+  );
 }

@@ -88,7 +88,10 @@ export class MicroBatcher<I, O> {
     }
     return new Promise((resolve, reject) => {
       const pending: Pending<I, O> = {
-        item, submitted: performance.now(), resolve, reject,
+        item,
+        submitted: performance.now(),
+        resolve,
+        reject,
         timer: setTimeout(() => {
           const at = this.queue.indexOf(pending);
           if (at < 0) return;
@@ -135,10 +138,13 @@ export class MicroBatcher<I, O> {
     }
     if (this.waitTimer) return;
     const waited = performance.now() - this.queue[0]!.submitted;
-    this.waitTimer = setTimeout(() => {
-      this.waitTimer = null;
-      if (this.running === 0) this.flush();
-    }, Math.max(0, this.options.maxWaitMs - waited));
+    this.waitTimer = setTimeout(
+      () => {
+        this.waitTimer = null;
+        if (this.running === 0) this.flush();
+      },
+      Math.max(0, this.options.maxWaitMs - waited),
+    );
   }
 
   private flush(): void {
@@ -162,9 +168,12 @@ export class MicroBatcher<I, O> {
     }
     outputs
       .then((values) => {
-        if (values.length !== batch.length) throw new Error(`the model returned ${values.length} results for ${batch.length} inputs`);
+        if (values.length !== batch.length)
+          throw new Error(`the model returned ${values.length} results for ${batch.length} inputs`);
         const runMs = performance.now() - started;
-        batch.forEach((p, i) => p.resolve({ output: values[i]!, batchSize: batch.length, waitMs: started - p.submitted, runMs }));
+        batch.forEach((p, i) =>
+          p.resolve({ output: values[i]!, batchSize: batch.length, waitMs: started - p.submitted, runMs }),
+        );
       })
       .catch((error: unknown) => {
         for (const p of batch) p.reject(error instanceof Error ? error : new Error(String(error)));

@@ -39,16 +39,28 @@ export interface ServerState {
 
 /** A client's mistake, with the status it earns. */
 class ClientError extends Error {
-  constructor(readonly statusCode: number, message: string) {
+  constructor(
+    readonly statusCode: number,
+    message: string,
+  ) {
     super(message);
   }
 }
 
 function describeDecodeError(error: unknown, maxPixels: number): ClientError {
   const message = errorMessage(error);
-  if (/pixel limit/i.test(message)) return new ClientError(413, `the image has more than ${maxPixels} pixels (${optionName('maxPixels')}); send a smaller image`);
-  if (/unsupported image format|bad seek|corrupt header|not a known file format/i.test(message)) return new ClientError(400, `the body is not an image in a format featcache can decode (${message})`);
-  if (/premature end|truncated|unexpected end|end of (?:file|stream)|incomplete|read error|invalid|corrupt|damaged/i.test(message)) {
+  if (/pixel limit/i.test(message))
+    return new ClientError(
+      413,
+      `the image has more than ${maxPixels} pixels (${optionName('maxPixels')}); send a smaller image`,
+    );
+  if (/unsupported image format|bad seek|corrupt header|not a known file format/i.test(message))
+    return new ClientError(400, `the body is not an image in a format featcache can decode (${message})`);
+  if (
+    /premature end|truncated|unexpected end|end of (?:file|stream)|incomplete|read error|invalid|corrupt|damaged/i.test(
+      message,
+    )
+  ) {
     return new ClientError(400, `the image is truncated or corrupt (${message})`);
   }
   return new ClientError(400, `the image could not be decoded (${message})`);
@@ -84,18 +96,34 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
 
   // Image bytes of any content type arrive as a Buffer: whether they are an image is for the decoder to say.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: limits.maxBodyBytes }, (_request, body, done) => done(null, body));
-  app.register(multipart, { limits: { fileSize: limits.maxBodyBytes, files: 1, fields: 16, parts: 32, headerPairs: 200 } });
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: limits.maxBodyBytes }, (_request, body, done) =>
+    done(null, body),
+  );
+  app.register(multipart, {
+    limits: { fileSize: limits.maxBodyBytes, files: 1, fields: 16, parts: 32, headerPairs: 200 },
+  });
 
   app.setErrorHandler((error: FastifyError, _request, reply) => {
-    const status = error instanceof ClientError ? error.statusCode : error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
-    const message = status === 413 && error.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? `the body is larger than ${limits.maxBodyBytes} bytes (${optionName('maxBodyMb')})`
-      : status === 413 && error.code === 'FST_REQ_FILE_TOO_LARGE' ? `the uploaded file is larger than ${limits.maxBodyBytes} bytes (${optionName('maxBodyMb')})`
-      : status === 500 ? `internal error: ${errorMessage(error)}` : errorMessage(error);
+    const status =
+      error instanceof ClientError
+        ? error.statusCode
+        : error.statusCode && error.statusCode >= 400 && error.statusCode < 500
+          ? error.statusCode
+          : 500;
+    const message =
+      status === 413 && error.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
+        ? `the body is larger than ${limits.maxBodyBytes} bytes (${optionName('maxBodyMb')})`
+        : status === 413 && error.code === 'FST_REQ_FILE_TOO_LARGE'
+          ? `the uploaded file is larger than ${limits.maxBodyBytes} bytes (${optionName('maxBodyMb')})`
+          : status === 500
+            ? `internal error: ${errorMessage(error)}`
+            : errorMessage(error);
     reply.code(status).send({ error: message });
   });
   app.setNotFoundHandler((request, reply) => {
-    reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0]}; try GET /, POST /predict, GET /health, GET /ready, GET /model` });
+    reply.code(404).send({
+      error: `no route ${request.method} ${request.url.split('?')[0]}; try GET /, POST /predict, GET /health, GET /ready, GET /model`,
+    });
   });
 
   // Back-pressure before the body is read: a full server answers 503 without buffering anything.
@@ -103,10 +131,22 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     if (request.method !== 'POST' || request.routeOptions.url !== '/predict') return;
     if (state.closing) return reply.code(503).header('retry-after', '1').send({ error: 'the server is shutting down' });
     if (!state.model) {
-      return reply.code(503).header('retry-after', '1').send({ error: state.loadError ? `the model failed to load: ${state.loadError}` : 'the model is still loading; see GET /ready' });
+      return reply
+        .code(503)
+        .header('retry-after', '1')
+        .send({
+          error: state.loadError
+            ? `the model failed to load: ${state.loadError}`
+            : 'the model is still loading; see GET /ready',
+        });
     }
     if (inFlight >= limits.maxInFlight) {
-      return reply.code(503).header('retry-after', '1').send({ error: `the server is busy (${inFlight} requests in flight, ${optionName('maxQueue')} ${limits.maxInFlight}); retry later` });
+      return reply
+        .code(503)
+        .header('retry-after', '1')
+        .send({
+          error: `the server is busy (${inFlight} requests in flight, ${optionName('maxQueue')} ${limits.maxInFlight}); retry later`,
+        });
     }
     inFlight++;
     // 'close' fires once for every response, answered or aborted (a client that hangs up mid-upload included);
@@ -121,8 +161,12 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
 
   app.get('/', async (_request, reply) => {
     const model = state.model;
-    const provenance = model ? `backbone ${model.provenance.backbone.file} (sha256 ${model.provenance.backbone.sha256.slice(0, 12)}…), head ${model.provenance.head.dir}` : 'model loading…';
-    reply.type('text/html; charset=utf-8').send(servePage({ title: 'featcache classifier', classes: model?.classes ?? [], provenance, top: limits.top }));
+    const provenance = model
+      ? `backbone ${model.provenance.backbone.file} (sha256 ${model.provenance.backbone.sha256.slice(0, 12)}…), head ${model.provenance.head.dir}`
+      : 'model loading…';
+    reply
+      .type('text/html; charset=utf-8')
+      .send(servePage({ title: 'featcache classifier', classes: model?.classes ?? [], provenance, top: limits.top }));
   });
 
   app.get('/health', async () => ({
@@ -141,7 +185,12 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
   app.get('/model', async (_request, reply) => {
     const model = state.model;
     if (!model) return reply.code(503).send({ error: 'the model is still loading' });
-    return { classes: model.classes, preprocessing: model.preprocessing, provenance: model.provenance, provider: model.provider };
+    return {
+      classes: model.classes,
+      preprocessing: model.preprocessing,
+      provenance: model.provenance,
+      provider: model.provider,
+    };
   });
 
   app.post('/predict', async (request, reply) => {
@@ -165,17 +214,28 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     try {
       result = await batcher.submit(pixels);
     } catch (error) {
-      if (error instanceof QueueFullError || error instanceof QueueTimeoutError || error instanceof BatcherClosedError) {
+      if (
+        error instanceof QueueFullError ||
+        error instanceof QueueTimeoutError ||
+        error instanceof BatcherClosedError
+      ) {
         return reply.code(503).header('retry-after', '1').send({ error: error.message });
       }
       throw error;
     }
     const probabilities = result.output;
-    const order = Array.from(probabilities.keys()).sort((a, b) => probabilities[b]! - probabilities[a]! || a - b).slice(0, top);
+    const order = Array.from(probabilities.keys())
+      .sort((a, b) => probabilities[b]! - probabilities[a]! || a - b)
+      .slice(0, top);
     return {
       top: order.map((c) => ({ label: model.classes[c]!, index: c, probability: probabilities[c]! })),
       model: modelSummary(model),
-      timing: { decodeMs: round(decodeMs), waitMs: round(result.waitMs), inferMs: round(result.runMs), batchSize: result.batchSize },
+      timing: {
+        decodeMs: round(decodeMs),
+        waitMs: round(result.waitMs),
+        inferMs: round(result.runMs),
+        batchSize: result.batchSize,
+      },
     };
   });
 
@@ -187,7 +247,8 @@ const round = (ms: number) => Math.round(ms * 100) / 100;
 function parseTop(value: unknown, fallback: number, classes: number): number {
   if (value === undefined || value === '') return Math.min(fallback, classes);
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new ClientError(400, `top: expected a positive integer, got ${JSON.stringify(value)}`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new ClientError(400, `top: expected a positive integer, got ${JSON.stringify(value)}`);
   return Math.min(n, classes);
 }
 
@@ -202,14 +263,21 @@ async function imageBytes(request: FastifyRequest): Promise<Buffer> {
       if ((error as FastifyError).statusCode) throw error;
       throw new ClientError(400, `the multipart body is malformed (${errorMessage(error)})`);
     }
-    if (!file) throw new ClientError(400, 'the multipart form has no file part; send the image as a file field (e.g. curl -F image=@photo.jpg)');
+    if (!file)
+      throw new ClientError(
+        400,
+        'the multipart form has no file part; send the image as a file field (e.g. curl -F image=@photo.jpg)',
+      );
     const bytes = await file.toBuffer();
     if (bytes.length === 0) throw new ClientError(400, `the file part "${file.fieldname}" is empty`);
     return bytes;
   }
   const body = request.body;
   if (!Buffer.isBuffer(body) || body.length === 0) {
-    throw new ClientError(400, 'the body is empty; POST the image bytes (e.g. curl --data-binary @photo.jpg -H "content-type: image/jpeg") or a multipart form');
+    throw new ClientError(
+      400,
+      'the body is empty; POST the image bytes (e.g. curl --data-binary @photo.jpg -H "content-type: image/jpeg") or a multipart form',
+    );
   }
   return body;
 }

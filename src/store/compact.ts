@@ -62,7 +62,11 @@ function crashPoint(step: 'index' | 'part' | 'removed', n: number): void {
 async function partsSize(files: string[]): Promise<number> {
   let total = 0;
   for (const file of files) {
-    for (const f of [file, indexFileOf(file)]) total += await fs.stat(f).then((s) => s.size, () => 0);
+    for (const f of [file, indexFileOf(file)])
+      total += await fs.stat(f).then(
+        (s) => s.size,
+        () => 0,
+      );
   }
   return total;
 }
@@ -83,18 +87,31 @@ function superseded(indexes: PartIndex[], latest: Map<string, LatestRecord>): { 
 /**
  * Compacts `split` of `cache`. The caller holds the split's locks; see the file comment for why a kill is harmless.
  */
-export async function compactParts(cache: FeatureCache, split: string, options: CompactionOptions): Promise<CompactionStats> {
+export async function compactParts(
+  cache: FeatureCache,
+  split: string,
+  options: CompactionOptions,
+): Promise<CompactionStats> {
   const splitDir = path.join(cache.dir, split);
   await removeCompactionLeftovers(splitDir);
   const parts = await cache.partFiles(split);
   const latest = await cache.latest(split);
   const indexes = await Promise.all(parts.map((p) => readPartIndex(p)));
   const { any, records } = superseded(indexes, latest);
-  const failures: Failure[] = [...latest.values()].flatMap((r) => (r.kind === 'failure' && r.failure ? [r.failure] : []));
+  const failures: Failure[] = [...latest.values()].flatMap((r) =>
+    r.kind === 'failure' && r.failure ? [r.failure] : [],
+  );
   const rowCount = [...latest.values()].filter((r) => r.kind === 'row').length;
   const bytesBefore = await partsSize(parts);
   const unchanged: CompactionStats = {
-    compacted: false, partsBefore: parts.length, partsAfter: parts.length, recordsBefore: records, rows: rowCount, failures: failures.length, bytesBefore, bytesAfter: bytesBefore,
+    compacted: false,
+    partsBefore: parts.length,
+    partsAfter: parts.length,
+    recordsBefore: records,
+    rows: rowCount,
+    failures: failures.length,
+    bytesBefore,
+    bytesAfter: bytesBefore,
   };
   if (parts.length === 0 || !any) return unchanged;
 
@@ -102,7 +119,11 @@ export async function compactParts(cache: FeatureCache, split: string, options: 
   const total = Math.ceil(rowCount / partRows) || (failures.length > 0 ? 1 : 0);
   const names = compactedNames(parts.at(-1)!, total);
   const runId = `compact-${String(Date.now()).padStart(15, '0')}-${process.pid}`;
-  const provenance = { compactedAt: new Date().toISOString(), compactedFrom: parts.map((p) => path.basename(p)), compactedWith: toolVersions() };
+  const provenance = {
+    compactedAt: new Date().toISOString(),
+    compactedFrom: parts.map((p) => path.basename(p)),
+    compactedWith: toolVersions(),
+  };
   const dim = cache.dim;
   const written: string[] = [];
   let rows: Row[] = [];
@@ -113,7 +134,12 @@ export async function compactParts(cache: FeatureCache, split: string, options: 
     const features = new Float32Array(rows.length * dim);
     chunks.reduce((offset, f) => (features.set(f, offset), offset + f.length), 0);
     const meta = { split, shard: 'compact', runId, dim, failures: last ? failures : [], removed: [], provenance };
-    const index: PartIndex = { dim, rows: rows.map((r) => ({ path: r.path, size: r.size, mtimeMs: r.mtimeMs })), failures: meta.failures, removed: [] };
+    const index: PartIndex = {
+      dim,
+      rows: rows.map((r) => ({ path: r.path, size: r.size, mtimeMs: r.mtimeMs })),
+      failures: meta.failures,
+      removed: [],
+    };
     const indexTmp = temporarySibling(indexFileOf(file));
     const partTmp = temporarySibling(file);
     await writeSynced(indexTmp, JSON.stringify(index));
@@ -150,7 +176,9 @@ export async function compactParts(cache: FeatureCache, split: string, options: 
     crashPoint('removed', k + 1);
     await fs.rm(indexFileOf(file), { force: true });
   }
-  options.log(`compact ${split}: ${parts.length} parts (${records} row records) → ${written.length} parts (${rowCount} rows, ${failures.length} failures)`);
+  options.log(
+    `compact ${split}: ${parts.length} parts (${records} row records) → ${written.length} parts (${rowCount} rows, ${failures.length} failures)`,
+  );
   return { ...unchanged, compacted: true, partsAfter: written.length, bytesAfter: await partsSize(written) };
 }
 
@@ -180,7 +208,10 @@ async function removeCompactionLeftovers(dir: string): Promise<void> {
   const present = new Set(names);
   for (const name of names) {
     const pid = /^\.part-.*\.(\d+)\.\d+\.tmp$/.exec(name)?.[1];
-    const orphanIndex = name.startsWith('part-') && name.endsWith('.index.json') && !present.has(name.replace(/\.index\.json$/, '.arrow'));
+    const orphanIndex =
+      name.startsWith('part-') &&
+      name.endsWith('.index.json') &&
+      !present.has(name.replace(/\.index\.json$/, '.arrow'));
     if ((pid && !processAlive(Number(pid))) || orphanIndex) await fs.rm(path.join(dir, name), { force: true });
   }
 }

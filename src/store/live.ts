@@ -16,7 +16,12 @@ export interface LivePart {
 }
 
 /** Streams the parts of a split with the rows each contributes; memory is bounded by one part. */
-export async function* liveParts(cache: FeatureCache, split: string, latest: Map<string, LatestRecord>, parts?: string[]): AsyncGenerator<LivePart> {
+export async function* liveParts(
+  cache: FeatureCache,
+  split: string,
+  latest: Map<string, LatestRecord>,
+  parts?: string[],
+): AsyncGenerator<LivePart> {
   const files = parts ?? (await cache.partFiles(split));
   for (const [index, file] of files.entries()) {
     let content: PartContent;
@@ -26,7 +31,10 @@ export async function* liveParts(cache: FeatureCache, split: string, latest: Map
       throw new FeatcacheError(`${file}: unreadable part file (${(error as Error).message})`, 1);
     }
     if (content.meta.dim !== cache.dim) {
-      throw new FeatcacheError(`${file}: features are ${content.meta.dim}-d but the cache's are ${cache.dim}-d; the part does not belong to this cache`, 1);
+      throw new FeatcacheError(
+        `${file}: features are ${content.meta.dim}-d but the cache's are ${cache.dim}-d; the part does not belong to this cache`,
+        1,
+      );
     }
     // A path twice in one part counts once, with its last row (the order `latest` applies records in).
     const keep: number[] = [];

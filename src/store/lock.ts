@@ -81,7 +81,13 @@ function parseOwner(text: string): Owner | null {
   try {
     const o = JSON.parse(text) as Partial<Owner>;
     if (!Number.isInteger(o.pid) || typeof o.host !== 'string') return null;
-    return { pid: o.pid!, host: o.host, startTicks: typeof o.startTicks === 'number' ? o.startTicks : null, since: String(o.since ?? '?'), tool: 'featcache' };
+    return {
+      pid: o.pid!,
+      host: o.host,
+      startTicks: typeof o.startTicks === 'number' ? o.startTicks : null,
+      since: String(o.since ?? '?'),
+      tool: 'featcache',
+    };
   } catch {
     return null;
   }
@@ -110,7 +116,10 @@ function judge(file: string, text: string, ageMs: number, what: string): Verdict
   const remedy = `if no featcache job is writing it, delete ${file}`;
   if (!owner) {
     if (ageMs > staleMs) return { stale: true, why: 'unreadable and old' };
-    return { stale: false, refusal: `${what}: the lock file ${file} is empty or not a featcache lock (written ${Math.round(ageMs / 1000)} s ago); ${remedy}` };
+    return {
+      stale: false,
+      refusal: `${what}: the lock file ${file} is empty or not a featcache lock (written ${Math.round(ageMs / 1000)} s ago); ${remedy}`,
+    };
   }
   if (owner.host === os.hostname()) {
     if (!ownerAlive(owner)) return { stale: true, why: `pid ${owner.pid} is gone` };
@@ -122,7 +131,8 @@ function judge(file: string, text: string, ageMs: number, what: string): Verdict
   if (ageMs > staleMs) return { stale: true, why: `no heartbeat from ${owner.host} for ${Math.round(ageMs / 1000)} s` };
   return {
     stale: false,
-    refusal: `${what}: locked by pid ${owner.pid} on ${owner.host} since ${owner.since} (heartbeat ${Math.round(ageMs / 1000)} s ago, lock ${file}); ` +
+    refusal:
+      `${what}: locked by pid ${owner.pid} on ${owner.host} since ${owner.since} (heartbeat ${Math.round(ageMs / 1000)} s ago, lock ${file}); ` +
       `it is taken over after ${staleMs / 1000} s without a heartbeat, or ${remedy}`,
   };
 }
@@ -134,16 +144,25 @@ async function removeIfSame(file: string, inode: number): Promise<void> {
 }
 
 function heartbeat(file: string): NodeJS.Timeout {
-  const timer = setInterval(() => {
-    const now = new Date();
-    fs.utimes(file, now, now).catch(() => {});
-  }, Math.min(LOCK_HEARTBEAT_S * 1000, staleAfterMs() / 6));
+  const timer = setInterval(
+    () => {
+      const now = new Date();
+      fs.utimes(file, now, now).catch(() => {});
+    },
+    Math.min(LOCK_HEARTBEAT_S * 1000, staleAfterMs() / 6),
+  );
   timer.unref();
   return timer;
 }
 
 export async function acquireLock(file: string, what: string): Promise<Lock> {
-  const owner: Owner = { pid: process.pid, host: os.hostname(), startTicks: processStartTicks(process.pid), since: new Date().toISOString(), tool: 'featcache' };
+  const owner: Owner = {
+    pid: process.pid,
+    host: os.hostname(),
+    startTicks: processStartTicks(process.pid),
+    since: new Date().toISOString(),
+    tool: 'featcache',
+  };
   for (let attempt = 0; attempt < 3; attempt++) {
     if (await createWhole(file, owner)) return heldLock(file, owner);
     const stat = await fs.stat(file).catch(() => null);
@@ -153,7 +172,10 @@ export async function acquireLock(file: string, what: string): Promise<Lock> {
     if (!verdict.stale) throw new FeatcacheError(verdict.refusal, 1);
     await removeIfSame(file, stat.ino);
   }
-  throw new FeatcacheError(`${what}: could not take the lock ${file}: other writers keep taking it; wait for them, or delete ${file} if none is running`, 1);
+  throw new FeatcacheError(
+    `${what}: could not take the lock ${file}: other writers keep taking it; wait for them, or delete ${file} if none is running`,
+    1,
+  );
 }
 
 function heldLock(file: string, owner: Owner): Lock {
@@ -177,7 +199,10 @@ export async function removeStaleTemporaries(dir: string, shard: string): Promis
   for (const name of names) {
     const pid = /^\.part-.*\.(\d+)\.\d+\.tmp$/.exec(name)?.[1];
     // Another shard's writer may be between writing its index and renaming its part: only this shard's are ours.
-    const orphanIndex = name.startsWith('part-') && name.includes(`-${shard}-`) && name.endsWith('.index.json') &&
+    const orphanIndex =
+      name.startsWith('part-') &&
+      name.includes(`-${shard}-`) &&
+      name.endsWith('.index.json') &&
       !present.has(name.replace(/\.index\.json$/, '.arrow'));
     if ((pid && !processAlive(Number(pid))) || orphanIndex) await fs.rm(path.join(dir, name), { force: true });
   }

@@ -50,11 +50,13 @@ export async function readManifest(cacheDir: string): Promise<CacheManifest | nu
     throw damagedFile(file, 'not valid JSON', MANIFEST_REMEDY);
   }
   const problems = manifestProblems(parsed);
-  if (problems.length > 0) throw damagedFile(file, `not a featcache cache manifest (${problems.join('; ')})`, MANIFEST_REMEDY);
+  if (problems.length > 0)
+    throw damagedFile(file, `not a featcache cache manifest (${problems.join('; ')})`, MANIFEST_REMEDY);
   return parsed as CacheManifest;
 }
 
-const MANIFEST_REMEDY = 'featcache writes it on the first extract into a cache: restore it from a backup, or extract into a new cache directory';
+const MANIFEST_REMEDY =
+  'featcache writes it on the first extract into a cache: restore it from a backup, or extract into a new cache directory';
 
 const isString = (v: unknown) => typeof v === 'string' && v.length > 0;
 const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -62,7 +64,7 @@ const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.i
 /** Each field a reader relies on, with what it must be: the schema of cache.json. */
 const MANIFEST_SCHEMA: Readonly<Record<string, [string, (v: unknown) => boolean]>> = Object.freeze({
   format: ['an integer', Number.isInteger],
-  modelSha256: ['the model file\'s sha256', isString],
+  modelSha256: ["the model file's sha256", isString],
   modelFile: ['a path', isString],
   tappedTensor: ['a tensor name', isString],
   preset: ['a preset object', isObject],
@@ -77,21 +79,30 @@ export function manifestProblems(value: unknown): string[] {
   const record = value as Record<string, unknown>;
   return Object.entries(MANIFEST_SCHEMA)
     .filter(([key, [, valid]]) => !valid(record[key]))
-    .map(([key, [expected]]) => `${key}: expected ${expected}, got ${record[key] === undefined ? 'nothing' : JSON.stringify(record[key]).slice(0, 40)}`);
+    .map(
+      ([key, [expected]]) =>
+        `${key}: expected ${expected}, got ${record[key] === undefined ? 'nothing' : JSON.stringify(record[key]).slice(0, 40)}`,
+    );
 }
 
 export function identityDifferences(a: FeatureIdentity, b: FeatureIdentity): string[] {
   const diffs: string[] = [];
-  if (a.modelSha256 !== b.modelSha256) diffs.push(`model sha256 ${a.modelSha256.slice(0, 12)}… vs ${b.modelSha256.slice(0, 12)}…`);
+  if (a.modelSha256 !== b.modelSha256)
+    diffs.push(`model sha256 ${a.modelSha256.slice(0, 12)}… vs ${b.modelSha256.slice(0, 12)}…`);
   if (a.tappedTensor !== b.tappedTensor) diffs.push(`tapped tensor ${a.tappedTensor} vs ${b.tappedTensor}`);
-  if (JSON.stringify(a.preset) !== JSON.stringify(b.preset)) diffs.push(`preset ${String(a.preset.name)} vs ${String(b.preset.name)}`);
+  if (JSON.stringify(a.preset) !== JSON.stringify(b.preset))
+    diffs.push(`preset ${String(a.preset.name)} vs ${String(b.preset.name)}`);
   if (a.exif !== b.exif) diffs.push(`--exif ${a.exif} vs ${b.exif}`);
   if (a.icc !== b.icc) diffs.push(`--icc ${a.icc} vs ${b.icc}`);
   if ((a.precision ?? 'fp32') !== (b.precision ?? 'fp32')) {
     const int8 = a.precision === 'int8' || b.precision === 'int8';
-    diffs.push(`precision ${a.precision ?? 'fp32'} vs ${b.precision ?? 'fp32'}${int8 ? ' (int8 features are not interchangeable with float ones)' : ''}`);
+    diffs.push(
+      `precision ${a.precision ?? 'fp32'} vs ${b.precision ?? 'fp32'}${int8 ? ' (int8 features are not interchangeable with float ones)' : ''}`,
+    );
   } else if ((a.calibrationHash ?? null) !== (b.calibrationHash ?? null)) {
-    diffs.push(`int8 calibration ${a.calibrationHash?.slice(0, 12) ?? 'none'}… vs ${b.calibrationHash?.slice(0, 12) ?? 'none'}… (a different calibration quantises differently)`);
+    diffs.push(
+      `int8 calibration ${a.calibrationHash?.slice(0, 12) ?? 'none'}… vs ${b.calibrationHash?.slice(0, 12) ?? 'none'}… (a different calibration quantises differently)`,
+    );
   }
   return diffs;
 }
@@ -110,7 +121,11 @@ export async function ensureManifest(cacheDir: string, wanted: CacheManifest): P
       `${optionName('cache')} ${cacheDir}: holds features of a different backbone or preprocessing (${diffs.join('; ')}); use another cache directory for this model`,
     );
   }
-  if (wanted.classes.length > 0 && existing.classes.length > 0 && JSON.stringify(existing.classes) !== JSON.stringify(wanted.classes)) {
+  if (
+    wanted.classes.length > 0 &&
+    existing.classes.length > 0 &&
+    JSON.stringify(existing.classes) !== JSON.stringify(wanted.classes)
+  ) {
     throw new FeatcacheError(
       `${optionName('cache')} ${cacheDir}: the dataset's classes changed (cache: ${existing.classes.length} classes, data: ${wanted.classes.length}); label indices would no longer agree — use a new cache directory`,
     );

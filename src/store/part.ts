@@ -4,8 +4,20 @@
  */
 import * as fs from 'node:fs/promises';
 import {
-  Field, FixedSizeList, Float32, Float64, Int32, RecordBatch, Schema, Struct, Table, Utf8,
-  makeData, tableFromIPC, tableToIPC, vectorFromArray,
+  Field,
+  FixedSizeList,
+  Float32,
+  Float64,
+  Int32,
+  RecordBatch,
+  Schema,
+  Struct,
+  Table,
+  Utf8,
+  makeData,
+  tableFromIPC,
+  tableToIPC,
+  vectorFromArray,
 } from 'apache-arrow';
 import { sha256Bytes, writeFileAtomic } from '../util/fsx.js';
 
@@ -67,20 +79,46 @@ export function encodePart(content: PartContent): Uint8Array {
   const column = <T>(values: T[], type: Utf8 | Int32 | Float64) => vectorFromArray(values as never[], type).data[0]!;
   const featureType = schema.fields[6]!.type as FixedSizeList<Float32>;
   const children = [
-    column(rows.map((r) => r.path), new Utf8()),
-    column(rows.map((r) => r.label), new Int32()),
-    column(rows.map((r) => r.labelName), new Utf8()),
-    column(rows.map(() => meta.split), new Utf8()),
-    column(rows.map((r) => r.size), new Float64()),
-    column(rows.map((r) => r.mtimeMs), new Float64()),
+    column(
+      rows.map((r) => r.path),
+      new Utf8(),
+    ),
+    column(
+      rows.map((r) => r.label),
+      new Int32(),
+    ),
+    column(
+      rows.map((r) => r.labelName),
+      new Utf8(),
+    ),
+    column(
+      rows.map(() => meta.split),
+      new Utf8(),
+    ),
+    column(
+      rows.map((r) => r.size),
+      new Float64(),
+    ),
+    column(
+      rows.map((r) => r.mtimeMs),
+      new Float64(),
+    ),
     makeData({
       type: featureType,
       length: n,
       nullCount: 0,
-      child: makeData({ type: new Float32(), length: n * meta.dim, nullCount: 0, data: features.subarray(0, n * meta.dim) }),
+      child: makeData({
+        type: new Float32(),
+        length: n * meta.dim,
+        nullCount: 0,
+        data: features.subarray(0, n * meta.dim),
+      }),
     }),
   ];
-  const batch = new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children }));
+  const batch = new RecordBatch(
+    schema,
+    makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children }),
+  );
   return tableToIPC(new Table(schema, [batch]), 'file');
 }
 
@@ -120,7 +158,12 @@ export async function writePart(file: string, content: PartContent): Promise<voi
 export async function readRecordedIndex(file: string): Promise<PartIndex | null> {
   try {
     const index = JSON.parse(await fs.readFile(indexFileOf(file), 'utf8')) as PartIndex;
-    return Array.isArray(index.rows) && Array.isArray(index.failures) && Array.isArray(index.removed) && Number.isInteger(index.dim) ? index : null;
+    return Array.isArray(index.rows) &&
+      Array.isArray(index.failures) &&
+      Array.isArray(index.removed) &&
+      Number.isInteger(index.dim)
+      ? index
+      : null;
   } catch {
     return null;
   }
@@ -139,7 +182,7 @@ export function decodePart(bytes: Uint8Array, file: string): PartContent {
   const metaText = table.schema.metadata.get(PART_META_KEY);
   if (!metaText) throw new Error(`${file}: not a featcache part (no '${PART_META_KEY}' schema metadata)`);
   const meta = JSON.parse(metaText) as PartMeta;
-  const paths = table.getChild('path')?.toArray() as string[] | undefined ?? [];
+  const paths = (table.getChild('path')?.toArray() as string[] | undefined) ?? [];
   const labels = table.getChild('label');
   const names = table.getChild('label_name');
   const sizes = table.getChild('file_size');
@@ -160,7 +203,8 @@ export function decodePart(bytes: Uint8Array, file: string): PartContent {
     features.set(values, offset);
     offset += data.length * meta.dim;
   }
-  if (offset !== features.length) throw new Error(`${file}: feature column holds ${offset} values, expected ${features.length}`);
+  if (offset !== features.length)
+    throw new Error(`${file}: feature column holds ${offset} values, expected ${features.length}`);
   return { meta, rows, features };
 }
 

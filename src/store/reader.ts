@@ -12,7 +12,8 @@ import { type Failure, type PartContent, decodePart, readPartIndex, readRecorded
 import { bytesProblem } from './verify.js';
 
 /** What to do about a damaged part, said the same way everywhere. */
-export const DAMAGED_PART_REMEDY = "re-run extract for this split: it sets the part aside (renamed *.damaged, not deleted) and extracts its rows again; 'featcache info --check' lists damaged parts";
+export const DAMAGED_PART_REMEDY =
+  "re-run extract for this split: it sets the part aside (renamed *.damaged, not deleted) and extracts its rows again; 'featcache info --check' lists damaged parts";
 
 export const PART_PATTERN = /^part-.*\.arrow$/;
 
@@ -44,7 +45,8 @@ export class FeatureCache {
 
   static async open(dir: string): Promise<FeatureCache> {
     const manifest = await readManifest(dir);
-    if (!manifest) throw missingFile('cache', dir, `run extract with this cache first`, 'no feature cache here (no cache.json)');
+    if (!manifest)
+      throw missingFile('cache', dir, `run extract with this cache first`, 'no feature cache here (no cache.json)');
     return new FeatureCache(dir, manifest);
   }
 
@@ -64,7 +66,10 @@ export class FeatureCache {
   /** Part files of a split in commit order (their names start with a run timestamp). */
   async partFiles(split: string): Promise<string[]> {
     const names = await fs.readdir(path.join(this.dir, split)).catch(() => [] as string[]);
-    return names.filter((n) => PART_PATTERN.test(n)).sort().map((n) => path.join(this.dir, split, n));
+    return names
+      .filter((n) => PART_PATTERN.test(n))
+      .sort()
+      .map((n) => path.join(this.dir, split, n));
   }
 
   private async requireSplit(split: string): Promise<string[]> {
@@ -94,7 +99,10 @@ export class FeatureCache {
 
   private checkDim(file: string, dim: number): void {
     if (dim !== this.dim) {
-      throw new FeatcacheError(`${file}: features are ${dim}-d but the cache's are ${this.dim}-d; the part does not belong to this cache`, 1);
+      throw new FeatcacheError(
+        `${file}: features are ${dim}-d but the cache's are ${this.dim}-d; the part does not belong to this cache`,
+        1,
+      );
     }
   }
 
@@ -111,7 +119,8 @@ export class FeatureCache {
       });
       this.checkDim(file, part.dim);
       for (const p of part.removed) latest.set(p, { kind: 'removed', part: index, size: 0, mtimeMs: 0 });
-      for (const f of part.failures) latest.set(f.path, { kind: 'failure', part: index, size: f.size, mtimeMs: f.mtimeMs, failure: f });
+      for (const f of part.failures)
+        latest.set(f.path, { kind: 'failure', part: index, size: f.size, mtimeMs: f.mtimeMs, failure: f });
       for (const r of part.rows) latest.set(r.path, { kind: 'row', part: index, size: r.size, mtimeMs: r.mtimeMs });
     }
     return latest;
@@ -126,10 +135,14 @@ export class FeatureCache {
     const latest = latestRecords ?? (await this.latest(split));
     for (const [index, file] of parts.entries()) {
       const part = await this.readChecked(file);
-      const keep = part.rows.map((r, i) => (latest.get(r.path)?.kind === 'row' && latest.get(r.path)?.part === index ? i : -1)).filter((i) => i >= 0);
+      const keep = part.rows
+        .map((r, i) => (latest.get(r.path)?.kind === 'row' && latest.get(r.path)?.part === index ? i : -1))
+        .filter((i) => i >= 0);
       if (keep.length === 0) continue;
       const features = new Float32Array(keep.length * this.dim);
-      keep.forEach((rowIndex, k) => features.set(part.features.subarray(rowIndex * this.dim, (rowIndex + 1) * this.dim), k * this.dim));
+      keep.forEach((rowIndex, k) =>
+        features.set(part.features.subarray(rowIndex * this.dim, (rowIndex + 1) * this.dim), k * this.dim),
+      );
       yield {
         split,
         count: keep.length,
@@ -171,6 +184,8 @@ export class FeatureCache {
   /** Images of a split whose newest record is a failure: the failure ledger. */
   async failures(split: string): Promise<Failure[]> {
     const latest = await this.latest(split);
-    return [...latest.values()].flatMap((r) => (r.kind === 'failure' && r.failure ? [r.failure] : [])).sort((a, b) => (a.path < b.path ? -1 : 1));
+    return [...latest.values()]
+      .flatMap((r) => (r.kind === 'failure' && r.failure ? [r.failure] : []))
+      .sort((a, b) => (a.path < b.path ? -1 : 1));
   }
 }

@@ -14,7 +14,8 @@ export const DAMAGED_SUFFIX = '.damaged';
 /** What is wrong with a part's bytes as read, compared with its index; null when they match. */
 export function bytesProblem(bytes: Uint8Array, index: PartIndex | null, sha256: () => string): string | null {
   if (!index || index.bytes === undefined || index.sha256 === undefined) return null;
-  if (bytes.length !== index.bytes) return `${bytes.length < index.bytes ? 'truncated' : 'grown'}: ${bytes.length} of ${index.bytes} bytes`;
+  if (bytes.length !== index.bytes)
+    return `${bytes.length < index.bytes ? 'truncated' : 'grown'}: ${bytes.length} of ${index.bytes} bytes`;
   if (sha256() !== index.sha256) return 'its content changed after it was committed (sha256 mismatch)';
   return null;
 }
@@ -34,12 +35,17 @@ export async function partProblem(file: string): Promise<string | null> {
   const stat = await fs.stat(file).catch(() => null);
   if (!stat) return 'missing';
   if (index?.bytes !== undefined && index.sha256 !== undefined) {
-    if (stat.size !== index.bytes) return `${stat.size < index.bytes ? 'truncated' : 'grown'}: ${stat.size} of ${index.bytes} bytes`;
-    return (await fileSha256(file)) === index.sha256 ? null : 'its content changed after it was committed (sha256 mismatch)';
+    if (stat.size !== index.bytes)
+      return `${stat.size < index.bytes ? 'truncated' : 'grown'}: ${stat.size} of ${index.bytes} bytes`;
+    return (await fileSha256(file)) === index.sha256
+      ? null
+      : 'its content changed after it was committed (sha256 mismatch)';
   }
   try {
     const part = decodePart(await fs.readFile(file), file);
-    return index && index.rows.length !== part.rows.length ? `holds ${part.rows.length} rows, its index ${index.rows.length}` : null;
+    return index && index.rows.length !== part.rows.length
+      ? `holds ${part.rows.length} rows, its index ${index.rows.length}`
+      : null;
   } catch (error) {
     return `unreadable (${(error as Error).message})`;
   }

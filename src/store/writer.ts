@@ -43,7 +43,11 @@ export interface WorkPlan {
 export const shardLabel = (shard: Shard | undefined): string => (shard ? `${shard.index}of${shard.count}` : '0of1');
 
 export class SplitWriter {
-  private pending: { rows: Row[]; features: Float32Array[]; failures: Failure[] } = { rows: [], features: [], failures: [] };
+  private pending: { rows: Row[]; features: Float32Array[]; failures: Failure[] } = {
+    rows: [],
+    features: [],
+    failures: [],
+  };
   private sequence = 0;
   /** Seconds spent committing parts. */
   writeS = 0;
@@ -62,7 +66,10 @@ export class SplitWriter {
     const dir = path.join(options.cache, options.split);
     await fs.mkdir(dir, { recursive: true });
     const shard = shardLabel(options.shard);
-    const lock = await acquireLock(path.join(dir, `.lock-${shard}`), `${optionName('cache')} ${options.cache} split ${options.split} shard ${shard}`);
+    const lock = await acquireLock(
+      path.join(dir, `.lock-${shard}`),
+      `${optionName('cache')} ${options.cache} split ${options.split} shard ${shard}`,
+    );
     try {
       await removeStaleTemporaries(dir, shard);
       const cache = await FeatureCache.open(options.cache);
@@ -127,7 +134,10 @@ export class SplitWriter {
       rows,
       features: concatenate(features, rows.length * dim),
     }).catch((error: NodeJS.ErrnoException) => {
-      throw new FeatcacheError(`${optionName('cache')} ${this.options.cache}: cannot write ${file} (${error.code ?? error.message}); parts already written are intact — free space and re-run to resume`, 1);
+      throw new FeatcacheError(
+        `${optionName('cache')} ${this.options.cache}: cannot write ${file} (${error.code ?? error.message}); parts already written are intact — free space and re-run to resume`,
+        1,
+      );
     });
     this.pending = { rows: [], features: [], failures: [] };
     this.writeS += (performance.now() - started) / 1000;
@@ -141,7 +151,10 @@ export class SplitWriter {
 async function setAsideDamagedParts(parts: string[], log: (line: string) => void): Promise<void> {
   for (const file of parts) {
     const problem = await partProblem(file);
-    if (problem) log(`extract: ${file} is damaged (${problem}); set aside as ${path.basename(await setAside(file))}, its rows are extracted again`);
+    if (problem)
+      log(
+        `extract: ${file} is damaged (${problem}); set aside as ${path.basename(await setAside(file))}, its rows are extracted again`,
+      );
   }
 }
 

@@ -47,10 +47,11 @@ function stdoutSink(): OutputSink {
   stream.on('error', onError);
   return {
     // One write in flight at a time: the callback is the backpressure.
-    write: (data) => new Promise<void>((resolve, reject) => {
-      if (failure) return reject(failure);
-      stream.write(data, (error) => (error ? reject(error) : resolve()));
-    }),
+    write: (data) =>
+      new Promise<void>((resolve, reject) => {
+        if (failure) return reject(failure);
+        stream.write(data, (error) => (error ? reject(error) : resolve()));
+      }),
     close: async () => {
       stream.off('error', onError);
       if (failure) throw failure;
@@ -103,7 +104,15 @@ function cannotWrite(option: string, target: string, error: unknown): FeatcacheE
  * A directory at `target` is refused: a file output never replaces one.
  */
 export async function openOutputFile(target: string, option = 'out'): Promise<OutputFile> {
-  if (STDOUT_PATHS.has(target)) return { target, resolved: '/dev/stdout', kind: 'stream', open: async () => stdoutSink(), commit: async () => {}, abort: async () => {} };
+  if (STDOUT_PATHS.has(target))
+    return {
+      target,
+      resolved: '/dev/stdout',
+      kind: 'stream',
+      open: async () => stdoutSink(),
+      commit: async () => {},
+      abort: async () => {},
+    };
   let resolved: string;
   try {
     // stat follows every link, also /dev/stdout → /proc/self/fd/1 → pipe:[…], which has no path to resolve.
@@ -111,7 +120,12 @@ export async function openOutputFile(target: string, option = 'out'): Promise<Ou
       if (error.code === 'ENOENT') return null;
       throw error;
     });
-    if (stat?.isDirectory()) throw invalidParameter(option, 'a file path (it is replaced only if it is a regular file)', `${target}, a directory`);
+    if (stat?.isDirectory())
+      throw invalidParameter(
+        option,
+        'a file path (it is replaced only if it is a regular file)',
+        `${target}, a directory`,
+      );
     if (stat && !stat.isFile()) return streamOutput(target);
     resolved = await resolveLinks(target);
   } catch (error) {
@@ -123,9 +137,10 @@ export async function openOutputFile(target: string, option = 'out'): Promise<Ou
     target,
     resolved,
     kind: 'file',
-    open: () => fs.open(tmp, 'w').then(fileSink, (error) => {
-      throw cannotWrite(option, target, error);
-    }),
+    open: () =>
+      fs.open(tmp, 'w').then(fileSink, (error) => {
+        throw cannotWrite(option, target, error);
+      }),
     commit: async () => {
       await syncFile(tmp);
       await fs.rename(tmp, resolved);
@@ -197,7 +212,8 @@ export interface OutputDir {
  * one-line error, so `--out .` or `--out ~/thesis` never loses a user's file.
  */
 export async function prepareOutputDir(target: string, marker: string, option = 'out'): Promise<OutputDir> {
-  if (STDOUT_PATHS.has(target)) throw invalidParameter(option, 'a directory (this format writes several files)', target);
+  if (STDOUT_PATHS.has(target))
+    throw invalidParameter(option, 'a directory (this format writes several files)', target);
   let dir: string;
   let entries: string[] | null;
   try {
@@ -217,8 +233,11 @@ export async function prepareOutputDir(target: string, marker: string, option = 
     const existing = entries.includes(marker) ? await readMarker(path.join(dir, marker)) : null;
     if (!existing) {
       const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? ', …' : '');
-      throw invalidParameter(option, `a new or empty directory, or one featcache wrote (with ${marker})`,
-        `${target}, which holds ${entries.length} file(s) featcache did not write (${shown}); choose another directory`);
+      throw invalidParameter(
+        option,
+        `a new or empty directory, or one featcache wrote (with ${marker})`,
+        `${target}, which holds ${entries.length} file(s) featcache did not write (${shown}); choose another directory`,
+      );
     }
     previous = existing.files;
     await removeDeadTemporaries(dir, entries);
@@ -231,7 +250,11 @@ export async function prepareOutputDir(target: string, marker: string, option = 
   }
   const written = new Map<string, string>();
   const markerFile = path.join(dir, marker);
-  const writeMarker = (files: string[]) => writeBytesAtomic(markerFile, `${JSON.stringify({ writtenBy: 'featcache', files } satisfies OutputMarker, null, 2)}\n`);
+  const writeMarker = (files: string[]) =>
+    writeBytesAtomic(
+      markerFile,
+      `${JSON.stringify({ writtenBy: 'featcache', files } satisfies OutputMarker, null, 2)}\n`,
+    );
   // Marked before anything else is written, so what a killed run leaves behind is recognisably featcache's.
   if (created || entries?.length === 0) await writeMarker(previous);
   return {
@@ -264,7 +287,10 @@ export async function prepareOutputDir(target: string, marker: string, option = 
 }
 
 async function isFile(file: string): Promise<boolean> {
-  return fs.stat(file).then((s) => !s.isDirectory(), () => false);
+  return fs.stat(file).then(
+    (s) => !s.isDirectory(),
+    () => false,
+  );
 }
 
 async function readMarker(file: string): Promise<OutputMarker | null> {
@@ -284,4 +310,3 @@ async function removeDeadTemporaries(dir: string, entries: string[]): Promise<vo
     if (pid && !processAlive(Number(pid))) await fs.rm(path.join(dir, name), { force: true });
   }
 }
-

@@ -20,14 +20,23 @@ const PER = 3 * SIZE * SIZE;
 
 function images(count: number, seed: number) {
   const data = tinyInputs(count, SIZE, seed);
-  return Array.from({ length: count }, (_, i) => ({ id: `img${seed}-${i}`, pixels: data.slice(i * PER, (i + 1) * PER) }));
+  return Array.from({ length: count }, (_, i) => ({
+    id: `img${seed}-${i}`,
+    pixels: data.slice(i * PER, (i + 1) * PER),
+  }));
 }
 
 async function tinySource(file: string) {
   const bytes = await fs.readFile(file);
   const model = decodeModel(bytes, file);
   const tap = resolveTap(model.graph!);
-  return { file, sha256: sha256Bytes(bytes), tap, tapped: encodeModel(tappedModel(model, tap)), input: inputLayout('input', [null, 3, SIZE, SIZE]) };
+  return {
+    file,
+    sha256: sha256Bytes(bytes),
+    tap,
+    tapped: encodeModel(tappedModel(model, tap)),
+    input: inputLayout('input', [null, 3, SIZE, SIZE]),
+  };
 }
 
 describe('ensureInt8Model', () => {
@@ -46,7 +55,10 @@ describe('ensureInt8Model', () => {
     const provenance = JSON.parse(await fs.readFile(`${first.file}.json`, 'utf8'));
     assert.equal(provenance.calibrationHash, first.calibrationHash);
     assert.equal(provenance.source.sha256, source.sha256);
-    assert.deepEqual(provenance.calibration.images.map((i: { id: string }) => i.id), calibration.images.map((i) => i.id));
+    assert.deepEqual(
+      provenance.calibration.images.map((i: { id: string }) => i.id),
+      calibration.images.map((i) => i.id),
+    );
     assert.equal(provenance.calibration.method, 'mse');
     assert.ok(provenance.ranges.input.max > provenance.ranges.input.min);
     assert.equal(provenance.ranges['/relu/Relu_output_0'].zeroPoint, 0);
@@ -54,7 +66,9 @@ describe('ensureInt8Model', () => {
     const mtime = (await fs.stat(first.file)).mtimeMs;
 
     // Same images: the saved model is used as is (not rewritten, nothing calibrated).
-    const again = await ensureInt8Model(source, pixelCalibrationSource(images(8, 1), { height: SIZE, width: SIZE }), { log: (l) => logs.push(l) });
+    const again = await ensureInt8Model(source, pixelCalibrationSource(images(8, 1), { height: SIZE, width: SIZE }), {
+      log: (l) => logs.push(l),
+    });
     assert.ok(!('unsupported' in again));
     assert.equal(again.reused, true);
     assert.equal(again.calibrationHash, first.calibrationHash);
@@ -90,7 +104,9 @@ describe('ensureInt8Model', () => {
     const blocker = path.join(dir, 'not-a-dir');
     await fs.writeFile(blocker, '');
     await assert.rejects(
-      ensureInt8Model(await tinySource(file), pixelCalibrationSource(images(2, 1), { height: SIZE, width: SIZE }), { int8Dir: blocker }),
+      ensureInt8Model(await tinySource(file), pixelCalibrationSource(images(2, 1), { height: SIZE, width: SIZE }), {
+        int8Dir: blocker,
+      }),
       /^FeatcacheError: int8: cannot save the quantised model as .*not-a-dir.* \(E[A-Z]+\); pass a writable directory for it with int8Dir$/,
     );
   });
@@ -99,9 +115,21 @@ describe('ensureInt8Model', () => {
     const dir = await tempDir();
     const file = await writeTinyCnn(path.join(dir, 'tiny.onnx'), { size: SIZE });
     const calibration = pixelCalibrationSource(images(2, 1), { height: SIZE, width: SIZE });
-    await assert.rejects(ensureInt8Model(await tinySource(file), calibration, { calibrate: 0 }), /^FeatcacheError: calibrate: expected a positive integer/);
-    await assert.rejects(ensureInt8Model(await tinySource(file), calibration, { calibrationRanges: 'entropy' as 'minmax' }), /calibrationRanges: expected one of "minmax", "percentile", "mse", got "entropy"/);
-    await assert.rejects(ensureInt8Model(await tinySource(file), calibration, { calibrationRanges: 'percentile', calibrationPercentile: 30 }), /calibrationPercentile: expected a number in \(50, 100\]/);
+    await assert.rejects(
+      ensureInt8Model(await tinySource(file), calibration, { calibrate: 0 }),
+      /^FeatcacheError: calibrate: expected a positive integer/,
+    );
+    await assert.rejects(
+      ensureInt8Model(await tinySource(file), calibration, { calibrationRanges: 'entropy' as 'minmax' }),
+      /calibrationRanges: expected one of "minmax", "percentile", "mse", got "entropy"/,
+    );
+    await assert.rejects(
+      ensureInt8Model(await tinySource(file), calibration, {
+        calibrationRanges: 'percentile',
+        calibrationPercentile: 30,
+      }),
+      /calibrationPercentile: expected a number in \(50, 100\]/,
+    );
   });
 });
 
@@ -124,13 +152,20 @@ describe('openBackbone with int8', () => {
       const b = await int8.extract(test.slice(), 16, SIZE);
       const fidelity = featureFidelity(a, b, 16, TINY_CNN_DIM);
       assert.ok(fidelity.centredCosine.median > 0.95, JSON.stringify(fidelity));
-      assert.ok(a.some((v, i) => v !== b[i]), 'int8 features are not bit-identical to FP32 ones');
+      assert.ok(
+        a.some((v, i) => v !== b[i]),
+        'int8 features are not bit-identical to FP32 ones',
+      );
     } finally {
       await int8.close();
       await fp32.close();
     }
     // A head that recorded the hash gets the same model back without calibration images.
-    const again = await openBackbone(file, { device: { kind: 'cpu' }, threads: 1, int8: { calibrationHash: (await ensureHash(file, calibration)) } });
+    const again = await openBackbone(file, {
+      device: { kind: 'cpu' },
+      threads: 1,
+      int8: { calibrationHash: await ensureHash(file, calibration) },
+    });
     assert.equal(again.precision, 'int8');
     await again.close();
     await assert.rejects(
@@ -144,7 +179,9 @@ describe('openBackbone with int8', () => {
     const file = await writeTinyModel(path.join(dir, 'reduce.onnx'), { pool: 'ReduceMean13', size: SIZE });
     const logs: string[] = [];
     const backbone = await openBackbone(file, {
-      device: { kind: 'cpu' }, threads: 1, log: (l) => logs.push(l),
+      device: { kind: 'cpu' },
+      threads: 1,
+      log: (l) => logs.push(l),
       int8: { calibration: async () => pixelCalibrationSource(images(2, 1), { height: SIZE, width: SIZE }) },
     });
     await backbone.close();
@@ -154,7 +191,9 @@ describe('openBackbone with int8', () => {
     assert.deepEqual(logs, [`int8: not used — ${backbone.int8Fallback}; running FP32`]);
     // A model with no Conv at all has nothing to gain: also FP32.
     const plain = await openBackbone(await writeTinyModel(path.join(dir, 'gap.onnx'), { size: SIZE }), {
-      device: { kind: 'cpu' }, threads: 1, int8: { calibration: async () => pixelCalibrationSource(images(2, 1), { height: SIZE, width: SIZE }) },
+      device: { kind: 'cpu' },
+      threads: 1,
+      int8: { calibration: async () => pixelCalibrationSource(images(2, 1), { height: SIZE, width: SIZE }) },
     });
     await plain.close();
     assert.equal(plain.precision, 'fp32');
@@ -165,12 +204,21 @@ describe('openBackbone with int8', () => {
     const dir = await tempDir();
     const file = await writeTinyCnn(path.join(dir, 'tiny.onnx'), { size: SIZE });
     const int8 = { calibration: async () => pixelCalibrationSource(images(2, 1), { height: SIZE, width: SIZE }) };
-    await assert.rejects(openBackbone(file, { device: { kind: 'cpu' }, threads: 1, fp16: true, int8 }), /^FeatcacheError: int8: cannot be combined with fp16 /);
-    await assert.rejects(openBackbone(file, { device: { kind: 'cuda', deviceId: 0 }, threads: 1, int8 }), /^FeatcacheError: int8: the int8 backbone runs on the CPU; drop device cuda:0 or use fp16 on a GPU$/);
+    await assert.rejects(
+      openBackbone(file, { device: { kind: 'cpu' }, threads: 1, fp16: true, int8 }),
+      /^FeatcacheError: int8: cannot be combined with fp16 /,
+    );
+    await assert.rejects(
+      openBackbone(file, { device: { kind: 'cuda', deviceId: 0 }, threads: 1, int8 }),
+      /^FeatcacheError: int8: the int8 backbone runs on the CPU; drop device cuda:0 or use fp16 on a GPU$/,
+    );
   });
 });
 
-async function ensureHash(file: string, calibration: () => Promise<ReturnType<typeof pixelCalibrationSource>>): Promise<string> {
+async function ensureHash(
+  file: string,
+  calibration: () => Promise<ReturnType<typeof pixelCalibrationSource>>,
+): Promise<string> {
   const result = await ensureInt8Model(await tinySource(file), await calibration());
   assert.ok(!('unsupported' in result));
   return result.calibrationHash;
@@ -181,16 +229,43 @@ describe('int8 feature identity', () => {
     const int8 = { precision: 'int8' as const, calibrationHash: 'a'.repeat(64) };
     checkFeaturePrecision('--head h', int8, { ...int8 });
     checkFeaturePrecision('--head h', { precision: 'fp32' }, {});
-    assert.throws(() => checkFeaturePrecision('--head h', int8, { precision: 'fp32' }), (e: Error) => e instanceof FeatcacheError &&
-      /^--head h: was trained on int8 features \(calibration aaaaaaaaaaaa…\) but is given fp32 features; int8 and float features .* are not interchangeable — use the int8 backbone it was trained with/.test(e.message));
-    assert.throws(() => checkFeaturePrecision('--head h', { precision: 'fp32' }, int8), /trained on fp32 features but is given int8 features .* run without int8 or train a head/);
-    assert.throws(() => checkFeaturePrecision('--head h', int8, { precision: 'int8', calibrationHash: 'b'.repeat(64) }), /given int8 features \(calibration bbbbbbbbbbbb…\)/);
+    assert.throws(
+      () => checkFeaturePrecision('--head h', int8, { precision: 'fp32' }),
+      (e: Error) =>
+        e instanceof FeatcacheError &&
+        /^--head h: was trained on int8 features \(calibration aaaaaaaaaaaa…\) but is given fp32 features; int8 and float features .* are not interchangeable — use the int8 backbone it was trained with/.test(
+          e.message,
+        ),
+    );
+    assert.throws(
+      () => checkFeaturePrecision('--head h', { precision: 'fp32' }, int8),
+      /trained on fp32 features but is given int8 features .* run without int8 or train a head/,
+    );
+    assert.throws(
+      () => checkFeaturePrecision('--head h', int8, { precision: 'int8', calibrationHash: 'b'.repeat(64) }),
+      /given int8 features \(calibration bbbbbbbbbbbb…\)/,
+    );
   });
 
   it('a cache refuses to mix int8 rows with FP32 rows or with another calibration', () => {
     const base = { modelSha256: 'm', tappedTensor: 't', preset: { name: 'p' }, exif: 'ignore', icc: 'ignore' };
-    assert.deepEqual(identityDifferences({ ...base, precision: 'int8', calibrationHash: 'c1' }, { ...base, precision: 'int8', calibrationHash: 'c1' }), []);
-    assert.match(identityDifferences({ ...base }, { ...base, precision: 'int8', calibrationHash: 'c1' }).join(), /precision fp32 vs int8 \(int8 features are not interchangeable with float ones\)/);
-    assert.match(identityDifferences({ ...base, precision: 'int8', calibrationHash: 'c1' }, { ...base, precision: 'int8', calibrationHash: 'c2' }).join(), /int8 calibration c1… vs c2… \(a different calibration quantises differently\)/);
+    assert.deepEqual(
+      identityDifferences(
+        { ...base, precision: 'int8', calibrationHash: 'c1' },
+        { ...base, precision: 'int8', calibrationHash: 'c1' },
+      ),
+      [],
+    );
+    assert.match(
+      identityDifferences({ ...base }, { ...base, precision: 'int8', calibrationHash: 'c1' }).join(),
+      /precision fp32 vs int8 \(int8 features are not interchangeable with float ones\)/,
+    );
+    assert.match(
+      identityDifferences(
+        { ...base, precision: 'int8', calibrationHash: 'c1' },
+        { ...base, precision: 'int8', calibrationHash: 'c2' },
+      ).join(),
+      /int8 calibration c1… vs c2… \(a different calibration quantises differently\)/,
+    );
   });
 });

@@ -6,7 +6,15 @@ import { featureFidelity, predictionAgreement } from '../../src/backbone/fidelit
 import { cpuHasInt8Dot, judgeFusion, verifyFusion } from '../../src/backbone/fusion.js';
 import { type GraphProto, decodeModel, encodeModel, loadModel, onnx } from '../../src/backbone/graph.js';
 import {
-  DEFAULT_INT8_OPTIONS, INT8_RECIPE, Int8Unsupported, activationParams, checkQuantisable, planActivations, quantiseWeights, quantizeModel, uint8Params,
+  DEFAULT_INT8_OPTIONS,
+  INT8_RECIPE,
+  Int8Unsupported,
+  activationParams,
+  checkQuantisable,
+  planActivations,
+  quantiseWeights,
+  quantizeModel,
+  uint8Params,
 } from '../../src/backbone/quantize.js';
 import { FEATURE_OUTPUT, resolveTap, tappedModel } from '../../src/backbone/tap.js';
 import { FeatcacheError } from '../../src/errors.js';
@@ -60,24 +68,31 @@ describe('int8 recipe: parameters', () => {
     assert.deepEqual([...scales], [Math.fround(1 / 127), Math.fround(0.1 / 127), 1]);
     assert.equal(q[1], -127);
     assert.equal(q[3], 127);
-    for (let i = 0; i < w.length; i++) assert.ok(Math.abs(q[i]! * scales[Math.floor(i / 3)]! - w[i]!) <= scales[Math.floor(i / 3)]! / 2 + 1e-7);
+    for (let i = 0; i < w.length; i++)
+      assert.ok(Math.abs(q[i]! * scales[Math.floor(i / 3)]! - w[i]!) <= scales[Math.floor(i / 3)]! / 2 + 1e-7);
   });
 
-  it('plans a QuantizeLinear for the input, every Relu, MaxPool (with its input\'s parameters) and the Add inputs', () => {
+  it("plans a QuantizeLinear for the input, every Relu, MaxPool (with its input's parameters) and the Add inputs", () => {
     const graph = decodeModel(tappedTiny(), 't').graph as GraphProto;
     const plan = planActivations(graph);
     const roles = Object.fromEntries(plan.map((p) => [p.tensor, p.role]));
     assert.equal(roles.input, 'input');
     assert.equal(roles['/maxpool/MaxPool_output_0'], 'maxpool');
     assert.equal(plan.find((p) => p.role === 'maxpool')!.sameAs, '/relu/Relu_output_0');
-    assert.equal(plan.filter((p) => p.role === 'relu').length, (graph.node ?? []).filter((n) => n.opType === 'Relu').length);
+    assert.equal(
+      plan.filter((p) => p.role === 'relu').length,
+      (graph.node ?? []).filter((n) => n.opType === 'Relu').length,
+    );
     // The residual block's second conv and the downsampling conv feed Adds; convs followed by a Relu are not quantised.
     assert.equal(roles['/layer1/conv2/Conv_output_0'], 'add-input');
     assert.equal(roles['/layer2/downsample/Conv_output_0'], 'add-input');
     assert.equal(roles['/layer1/conv1/Conv_output_0'], undefined);
     // The pool stays float: its output is not planned.
     assert.equal(roles['/avgpool/GlobalAveragePool_output_0'], undefined);
-    const params = activationParams(plan, new Map(plan.map((p) => [p.tensor, { min: -1, max: p.tensor === '/relu/Relu_output_0' ? 7 : 3 }])));
+    const params = activationParams(
+      plan,
+      new Map(plan.map((p) => [p.tensor, { min: -1, max: p.tensor === '/relu/Relu_output_0' ? 7 : 3 }])),
+    );
     assert.deepEqual(params.get('/maxpool/MaxPool_output_0'), params.get('/relu/Relu_output_0'));
   });
 
@@ -89,7 +104,10 @@ describe('int8 recipe: parameters', () => {
     assert.equal(partial.fused, false);
     assert.match(partial.reason!, /only 1 of 2 Conv fused to QLinearConv; only 0 of 1 Add fused/);
     assert.equal(partial.floatConvs, 1);
-    assert.match(judgeFusion(qdq, g(['QLinearConv', 'QLinearConv', 'QLinearAdd']), false).reason!, /no 8-bit dot-product instructions/);
+    assert.match(
+      judgeFusion(qdq, g(['QLinearConv', 'QLinearConv', 'QLinearAdd']), false).reason!,
+      /no 8-bit dot-product instructions/,
+    );
   });
 
   it('reads VNNI / dot-product support from cpuinfo', async () => {
@@ -103,9 +121,14 @@ describe('int8 recipe: parameters', () => {
     assert.equal(quantile(sorted, 0.5), 2);
     assert.ok(Math.abs(quantile(sorted, 0.9) - 3.6) < 1e-6);
     const model = decodeModel(tappedTiny(), 't');
-    const tensors = planActivations(model.graph as GraphProto).filter((p) => !p.sameAs).map((p) => p.tensor);
+    const tensors = planActivations(model.graph as GraphProto)
+      .filter((p) => !p.sameAs)
+      .map((p) => p.tensor);
     const data = tinyInputs(6, SIZE, 3);
-    const minmax = await collectRanges(model, tensors, batchesOf(data, 6, 3)(), { method: 'minmax', percentile: 99.99 });
+    const minmax = await collectRanges(model, tensors, batchesOf(data, 6, 3)(), {
+      method: 'minmax',
+      percentile: 99.99,
+    });
     const pct = await collectRanges(model, tensors, batchesOf(data, 6, 3)(), { method: 'percentile', percentile: 99 });
     // The input's true range, computed here directly.
     assert.ok(Math.abs(minmax.get('input')!.min - Math.min(...data)) < 1e-6);
@@ -115,7 +138,8 @@ describe('int8 recipe: parameters', () => {
     }
     assert.ok(pct.get('input')!.max < minmax.get('input')!.max);
     const mse = await collectRanges(model, tensors, batchesOf(data, 6, 3)(), { method: 'mse', percentile: 99.99 });
-    for (const t of tensors) assert.ok(mse.get(t)!.max <= minmax.get(t)!.max + 1e-6 && mse.get(t)!.min >= minmax.get(t)!.min - 1e-6, t);
+    for (const t of tensors)
+      assert.ok(mse.get(t)!.max <= minmax.get(t)!.max + 1e-6 && mse.get(t)!.min >= minmax.get(t)!.min - 1e-6, t);
   });
 
   it('mse ranges clip a lone outlier and lower the actual quantisation error', () => {
@@ -170,30 +194,50 @@ describe('int8 recipe: quantised graph', () => {
     assert.ok(fidelity.cosine.min > 0.99, JSON.stringify(fidelity));
     assert.ok(fidelity.centredCosine.median > 0.95, JSON.stringify(fidelity));
     // A perturbation that is not quantisation noise would show: features of different inputs are far apart.
-    const other = featureFidelity(f32, await features(tapped, tinyInputs(24, SIZE, 5), [24, 3, SIZE, SIZE]), 24, TINY_CNN_DIM);
+    const other = featureFidelity(
+      f32,
+      await features(tapped, tinyInputs(24, SIZE, 5), [24, 3, SIZE, SIZE]),
+      24,
+      TINY_CNN_DIM,
+    );
     assert.ok(other.centredCosine.median < 0.5, JSON.stringify(other));
   });
 
   it('refuses an already-quantised model, its own QDQ output included', async (t) => {
     const { bytes } = await quantizeModel(tappedTiny(), batchesOf(tinyInputs(4, SIZE, 1), 4, 4));
-    await assert.rejects(quantizeModel(bytes, batchesOf(tinyInputs(4, SIZE, 1), 4, 4), { what: '--model q.onnx' }), (e: Error) => {
-      assert.ok(e instanceof FeatcacheError);
-      assert.match(e.message, /^int8: --model q\.onnx is already quantised \(has DequantizeLinear, QuantizeLinear\); run it without int8 — /);
-      return true;
-    });
+    await assert.rejects(
+      quantizeModel(bytes, batchesOf(tinyInputs(4, SIZE, 1), 4, 4), { what: '--model q.onnx' }),
+      (e: Error) => {
+        assert.ok(e instanceof FeatcacheError);
+        assert.match(
+          e.message,
+          /^int8: --model q\.onnx is already quantised \(has DequantizeLinear, QuantizeLinear\); run it without int8 — /,
+        );
+        return true;
+      },
+    );
     const skip = needsShared(mobilenetModel);
     if (skip) return t.skip(skip);
     const { model } = await loadModel(mobilenetModel);
-    assert.throws(() => checkQuantisable(model, 'mobilenetv2-12-int8.onnx'), /mobilenetv2-12-int8\.onnx is already quantised \(has .*QLinearConv/);
+    assert.throws(
+      () => checkQuantisable(model, 'mobilenetv2-12-int8.onnx'),
+      /mobilenetv2-12-int8\.onnx is already quantised \(has .*QLinearConv/,
+    );
   });
 
   it('reports models outside the recipe as unsupported (an FP32 fallback), naming the ops', () => {
     for (const [bytes, pattern] of [
-      [tinyModel({ pool: 'ReduceMean13', size: 8 }), /unsupported ops MatMul, ReduceMean \(the int8 recipe covers Conv\/Gemm/],
+      [
+        tinyModel({ pool: 'ReduceMean13', size: 8 }),
+        /unsupported ops MatMul, ReduceMean \(the int8 recipe covers Conv\/Gemm/,
+      ],
       [tinyCnn({ opset: 11 }), /opset 11 < 13/],
     ] as const) {
       const model = decodeModel(bytes, 'm');
-      assert.throws(() => checkQuantisable(model, 'm'), (e: Error) => e instanceof Int8Unsupported && pattern.test(e.message));
+      assert.throws(
+        () => checkQuantisable(model, 'm'),
+        (e: Error) => e instanceof Int8Unsupported && pattern.test(e.message),
+      );
     }
   });
 

@@ -2,10 +2,24 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { type GraphProto, decodeModel, loadModel, onnx } from '../../src/backbone/graph.js';
-import { DEFAULT_TAP, FEATURE_OUTPUT, modulePathOfNode, poolCandidates, resolveTap, tapModel } from '../../src/backbone/tap.js';
+import {
+  DEFAULT_TAP,
+  FEATURE_OUTPUT,
+  modulePathOfNode,
+  poolCandidates,
+  resolveTap,
+  tapModel,
+} from '../../src/backbone/tap.js';
 import { FeatcacheError } from '../../src/errors.js';
 import { mobilenetModel, needsShared, tinyModel } from '../support/helpers.js';
-import { decode, exposeTensor, initializerScalar, nodeOfType, twoPoolModel, twoPoolReference } from '../support/models.js';
+import {
+  decode,
+  exposeTensor,
+  initializerScalar,
+  nodeOfType,
+  twoPoolModel,
+  twoPoolReference,
+} from '../support/models.js';
 
 async function runTapped(bytes: Uint8Array, input: Float32Array, dims: number[]): Promise<ort.Tensor> {
   const session = await ort.InferenceSession.create(bytes);
@@ -40,26 +54,58 @@ describe('tap', () => {
       // Per-channel means m spread over (0.1, 0.9), so the late pool (m²) and the early pool (m) differ clearly;
       // the sine dips below zero, so the Relu matters too.
       const plane = size * size;
-      const input = new Float32Array(2 * 3 * plane).map((_, i) => 0.15 * (Math.floor(i / plane) + 1) + 0.3 * Math.sin(i));
+      const input = new Float32Array(2 * 3 * plane).map(
+        (_, i) => 0.15 * (Math.floor(i / plane) + 1) + 0.3 * Math.sin(i),
+      );
       const reference = twoPoolReference(input, 2, size);
       const got = (await runTapped(tapModel(model, tap), input, [2, 3, size, size])).data as Float32Array;
       assert.equal(got.length, 6);
       for (let k = 0; k < 6; k++) {
-        assert.ok(Math.abs(reference.late[k]! - reference.early[k]!) > 0.05, 'the two pools are told apart by this input');
-        assert.ok(Math.abs(got[k]! - reference.late[k]!) < 1e-5, `feature ${k}: ${got[k]} vs m² = ${reference.late[k]}`);
+        assert.ok(
+          Math.abs(reference.late[k]! - reference.early[k]!) > 0.05,
+          'the two pools are told apart by this input',
+        );
+        assert.ok(
+          Math.abs(got[k]! - reference.late[k]!) < 1e-5,
+          `feature ${k}: ${got[k]} vs m² = ${reference.late[k]}`,
+        );
       }
     });
   }
 
   it('counts ReduceMean as a pool only over the two spatial axes, NCHW or NHWC, from an attribute or an input', () => {
     const reduceMean = (axes: number[] | null, viaInput = false): GraphProto => ({
-      node: [{ name: 'r', opType: 'ReduceMean', input: viaInput ? ['x', 'axes'] : ['x'], output: ['y'], attribute: axes && !viaInput ? [{ name: 'axes', ints: axes }] : [] }],
+      node: [
+        {
+          name: 'r',
+          opType: 'ReduceMean',
+          input: viaInput ? ['x', 'axes'] : ['x'],
+          output: ['y'],
+          attribute: axes && !viaInput ? [{ name: 'axes', ints: axes }] : [],
+        },
+      ],
       initializer: viaInput && axes ? [{ name: 'axes', dataType: 7, dims: [axes.length], int64Data: axes }] : [],
       output: [{ name: 'y' }],
     });
-    for (const axes of [[2, 3], [3, 2], [-2, -1], [-1, -2], [1, 2], [2, 1], [-3, -2]]) {
-      assert.deepEqual(poolCandidates(reduceMean(axes)).map((c) => c.opType), ['ReduceMean'], `axes ${axes}`);
-      assert.deepEqual(poolCandidates(reduceMean(axes, true)).map((c) => c.opType), ['ReduceMean'], `axes ${axes} as an input`);
+    for (const axes of [
+      [2, 3],
+      [3, 2],
+      [-2, -1],
+      [-1, -2],
+      [1, 2],
+      [2, 1],
+      [-3, -2],
+    ]) {
+      assert.deepEqual(
+        poolCandidates(reduceMean(axes)).map((c) => c.opType),
+        ['ReduceMean'],
+        `axes ${axes}`,
+      );
+      assert.deepEqual(
+        poolCandidates(reduceMean(axes, true)).map((c) => c.opType),
+        ['ReduceMean'],
+        `axes ${axes} as an input`,
+      );
     }
     for (const axes of [[1], [3], [1, 2, 3], [0, 1], [-1], null]) {
       assert.deepEqual(poolCandidates(reduceMean(axes)), [], `axes ${axes} is not a spatial pool`);
@@ -77,15 +123,28 @@ describe('tap', () => {
       ],
       output: [{ name: 'y' }],
     };
-    assert.deepEqual(poolCandidates(graph).map((c) => [c.node, c.distanceToOutput]), [['late', 1], ['early', 3], ['dangling', Number.POSITIVE_INFINITY]]);
-    const withoutLate = graph.node!.filter((n) => n.name !== 'late').map((n) => (n.name === 'out' ? { ...n, input: ['f'] } : n));
+    assert.deepEqual(
+      poolCandidates(graph).map((c) => [c.node, c.distanceToOutput]),
+      [
+        ['late', 1],
+        ['early', 3],
+        ['dangling', Number.POSITIVE_INFINITY],
+      ],
+    );
+    const withoutLate = graph
+      .node!.filter((n) => n.name !== 'late')
+      .map((n) => (n.name === 'out' ? { ...n, input: ['f'] } : n));
     const tap = resolveTap({ ...graph, node: withoutLate });
     assert.equal(tap.node, 'early', 'the connected pool, not the dangling one listed first');
     assert.equal(tap.dequantize, null);
-    assert.deepEqual(resolveTap(graph).dequantize, { scale: 's2', zeroPoint: 'z2' }, 'a quantised pool is dequantised with its output scale and zero point');
+    assert.deepEqual(
+      resolveTap(graph).dequantize,
+      { scale: 's2', zeroPoint: 'z2' },
+      'a quantised pool is dequantised with its output scale and zero point',
+    );
   });
 
-  it('matches PyTorch module paths by prefix and call suffix, taking the module\'s last node', () => {
+  it("matches PyTorch module paths by prefix and call suffix, taking the module's last node", () => {
     const graph: GraphProto = {
       node: [
         { name: '/layer4/layer4.0/conv1/Conv', opType: 'Conv', input: ['x'], output: ['a'] },
@@ -97,16 +156,25 @@ describe('tap', () => {
       output: [{ name: 'y' }],
     };
     assert.equal(resolveTap(graph, 'layer4').tensor, 'c', 'layer4, not layer40');
-    assert.equal(resolveTap(graph, 'layer4.1.relu').tensor, 'c', 'relu_1 is relu\'s second call');
+    assert.equal(resolveTap(graph, 'layer4.1.relu').tensor, 'c', "relu_1 is relu's second call");
     assert.equal(resolveTap(graph, 'layer4.0').tensor, 'a');
     assert.equal(resolveTap(graph, 'layer40').tensor, 'd');
     assert.equal(resolveTap(graph, 'layer4.0').matchedBy, 'module');
     assert.equal(modulePathOfNode('/features/features.18/features.18.2/Clip'), 'features.18.2');
     assert.equal(modulePathOfNode('/Flatten'), null);
-    assert.throws(() => resolveTap(graph, 'layer4.1.conv'), /^FeatcacheError: --tap layer4\.1\.conv: no node, tensor or module of that name; this model has no global average pool; module scopes: layer4, layer40\./);
+    assert.throws(
+      () => resolveTap(graph, 'layer4.1.conv'),
+      /^FeatcacheError: --tap layer4\.1\.conv: no node, tensor or module of that name; this model has no global average pool; module scopes: layer4, layer40\./,
+    );
     const withPool = decodeModel(tinyModel({ size: 8 }), 'tiny.onnx').graph!;
-    assert.throws(() => resolveTap(withPool, 'layer9'), /--tap layer9: .*; global average pools: \/avgpool\/GlobalAveragePool \(GlobalAveragePool\)\. Pass one of them/);
-    assert.throws(() => resolveTap(decodeModel(tinyModel({ pool: 'none', size: 8 }), 'tiny.onnx').graph!, 'avgpool'), /^FeatcacheError: --tap avgpool: .*no global average pool/);
+    assert.throws(
+      () => resolveTap(withPool, 'layer9'),
+      /--tap layer9: .*; global average pools: \/avgpool\/GlobalAveragePool \(GlobalAveragePool\)\. Pass one of them/,
+    );
+    assert.throws(
+      () => resolveTap(decodeModel(tinyModel({ pool: 'none', size: 8 }), 'tiny.onnx').graph!, 'avgpool'),
+      /^FeatcacheError: --tap avgpool: .*no global average pool/,
+    );
   });
 
   it('defaults to --tap avgpool, which means the pool finder, not a module called avgpool', () => {
@@ -119,13 +187,22 @@ describe('tap', () => {
     const maxPool: GraphProto = {
       node: [
         { name: '/avgpool/GlobalMaxPool', opType: 'GlobalMaxPool', input: ['x'], output: ['m'] },
-        { name: '/fc/ReduceSum', opType: 'ReduceSum', input: ['m'], output: ['y'], attribute: [{ name: 'axes', ints: [2, 3] }] },
+        {
+          name: '/fc/ReduceSum',
+          opType: 'ReduceSum',
+          input: ['m'],
+          output: ['y'],
+          attribute: [{ name: 'axes', ints: [2, 3] }],
+        },
       ],
       output: [{ name: 'y' }],
     };
     assert.deepEqual(poolCandidates(maxPool), [], 'a ReduceSum over H, W is not an average pool');
     assert.equal(resolveTap(maxPool, 'avgpool').tensor, 'm');
-    assert.throws(() => resolveTap(maxPool, 'auto'), /--tap auto: .*no global average pool; module scopes: avgpool, fc\./);
+    assert.throws(
+      () => resolveTap(maxPool, 'auto'),
+      /--tap auto: .*no global average pool; module scopes: avgpool, fc\./,
+    );
   });
 
   it('finds the pool among unnamed nodes', () => {
@@ -155,49 +232,121 @@ describe('tap', () => {
   });
 
   it('error hints list every pool, and only short or underscore-free module scopes, at most twelve', () => {
-    const names = ['conv', 'short_1', 'averyveryverylongnamewithoutunderscore', 'onnx_generated_scope_name_77', 'twenty_characters_xy', ...[...Array(12).keys()].map((k) => `m${k}`)];
-    const graph: GraphProto = { node: names.map((m, k) => ({ name: `/${m}/Relu`, opType: 'Relu', input: [k ? `t${k - 1}` : 'x'], output: [`t${k}`] })), output: [{ name: `t${names.length - 1}` }] };
-    assert.throws(() => resolveTap(graph, 'nothing'), (e: Error) => e.message.includes(
-      'module scopes: conv, short_1, averyveryverylongnamewithoutunderscore, m0, m1, m2, m3, m4, m5, m6, m7, m8. Pass'));
-    assert.throws(() => resolveTap({ node: [{ name: 'Relu_0', opType: 'Relu', input: ['x'], output: ['y'] }], output: [{ name: 'y' }] }, 'nothing'), /module scopes: \(none\)\./);
+    const names = [
+      'conv',
+      'short_1',
+      'averyveryverylongnamewithoutunderscore',
+      'onnx_generated_scope_name_77',
+      'twenty_characters_xy',
+      ...[...Array(12).keys()].map((k) => `m${k}`),
+    ];
+    const graph: GraphProto = {
+      node: names.map((m, k) => ({
+        name: `/${m}/Relu`,
+        opType: 'Relu',
+        input: [k ? `t${k - 1}` : 'x'],
+        output: [`t${k}`],
+      })),
+      output: [{ name: `t${names.length - 1}` }],
+    };
+    assert.throws(
+      () => resolveTap(graph, 'nothing'),
+      (e: Error) =>
+        e.message.includes(
+          'module scopes: conv, short_1, averyveryverylongnamewithoutunderscore, m0, m1, m2, m3, m4, m5, m6, m7, m8. Pass',
+        ),
+    );
+    assert.throws(
+      () =>
+        resolveTap(
+          { node: [{ name: 'Relu_0', opType: 'Relu', input: ['x'], output: ['y'] }], output: [{ name: 'y' }] },
+          'nothing',
+        ),
+      /module scopes: \(none\)\./,
+    );
     const twoPools = decodeModel(twoPoolModel(4), 'two-pools.onnx').graph!;
-    assert.throws(() => resolveTap(twoPools, 'layer9'), (e: Error) =>
-      e.message.includes('global average pools: /avgpool/GlobalAveragePool (GlobalAveragePool), /se/GlobalAveragePool (GlobalAveragePool). Pass'));
+    assert.throws(
+      () => resolveTap(twoPools, 'layer9'),
+      (e: Error) =>
+        e.message.includes(
+          'global average pools: /avgpool/GlobalAveragePool (GlobalAveragePool), /se/GlobalAveragePool (GlobalAveragePool). Pass',
+        ),
+    );
   });
 
   it('keeps every real graph input, even one only the dropped classifier used', () => {
     const model = decodeModel(tinyModel({ size: 4 }), 'tiny.onnx');
-    model.graph!.input!.push(onnx.ValueInfoProto.create({ name: 'bias', type: { tensorType: { elemType: 1, shape: { dim: [{ dimValue: 4 }] } } } }));
-    model.graph!.node!.push(onnx.NodeProto.create({ name: '/fc/Add', opType: 'Add', input: ['logits', 'bias'], output: ['biased'] }));
+    model.graph!.input!.push(
+      onnx.ValueInfoProto.create({
+        name: 'bias',
+        type: { tensorType: { elemType: 1, shape: { dim: [{ dimValue: 4 }] } } },
+      }),
+    );
+    model.graph!.node!.push(
+      onnx.NodeProto.create({ name: '/fc/Add', opType: 'Add', input: ['logits', 'bias'], output: ['biased'] }),
+    );
     model.graph!.output = [onnx.ValueInfoProto.create({ name: 'biased' })];
     const tapped = decodeModel(tapModel(model, resolveTap(model.graph!)), 'tapped');
-    assert.deepEqual(tapped.graph!.input!.map((i) => i.name), ['input', 'bias']);
+    assert.deepEqual(
+      tapped.graph!.input!.map((i) => i.name),
+      ['input', 'bias'],
+    );
     assert.ok(!tapped.graph!.node!.some((n) => n.name === '/fc/Add'));
   });
 
   it('taps an unpooled tensor flattened to [N, C·H·W], and keeps only the inputs, initializers and value infos it uses', async () => {
     const model = decodeModel(tinyModel({ size: 4 }), 'tiny.onnx');
     // Older exporters also list initializers as graph inputs, and record shapes of intermediate tensors.
-    model.graph!.input!.push(onnx.ValueInfoProto.create({ name: 'fc.weight', type: { tensorType: { elemType: 1, shape: { dim: [{ dimValue: 3 }, { dimValue: 4 }] } } } }));
-    model.graph!.valueInfo = [onnx.ValueInfoProto.create({ name: '/features/Relu_output_0' }), onnx.ValueInfoProto.create({ name: 'flat' })];
+    model.graph!.input!.push(
+      onnx.ValueInfoProto.create({
+        name: 'fc.weight',
+        type: { tensorType: { elemType: 1, shape: { dim: [{ dimValue: 3 }, { dimValue: 4 }] } } },
+      }),
+    );
+    model.graph!.valueInfo = [
+      onnx.ValueInfoProto.create({ name: '/features/Relu_output_0' }),
+      onnx.ValueInfoProto.create({ name: 'flat' }),
+    ];
     const tapped = decodeModel(tapModel(model, resolveTap(model.graph!, '/features/Relu')), 'tapped');
-    assert.deepEqual(tapped.graph!.input!.map((i) => i.name), ['input']);
-    assert.deepEqual(tapped.graph!.initializer!.map((i) => i.name), []);
-    assert.deepEqual(tapped.graph!.valueInfo!.map((v) => v.name), ['/features/Relu_output_0']);
-    assert.deepEqual(tapped.graph!.node!.map((n) => n.name), ['/features/Relu', 'featcache/Flatten'], 'what featcache added is named so');
+    assert.deepEqual(
+      tapped.graph!.input!.map((i) => i.name),
+      ['input'],
+    );
+    assert.deepEqual(
+      tapped.graph!.initializer!.map((i) => i.name),
+      [],
+    );
+    assert.deepEqual(
+      tapped.graph!.valueInfo!.map((v) => v.name),
+      ['/features/Relu_output_0'],
+    );
+    assert.deepEqual(
+      tapped.graph!.node!.map((n) => n.name),
+      ['/features/Relu', 'featcache/Flatten'],
+      'what featcache added is named so',
+    );
     const output = tapped.graph!.output![0]!.type!.tensorType!;
     assert.equal(output.elemType, onnx.TensorProto.DataType.FLOAT);
-    assert.deepEqual(output.shape!.dim!.map((d) => d.dimParam), ['N', 'C']);
+    assert.deepEqual(
+      output.shape!.dim!.map((d) => d.dimParam),
+      ['N', 'C'],
+    );
     const input = new Float32Array(2 * 3 * 16).map((_, i) => (i % 5) - 2);
     const out = await runTapped(tapModel(model, resolveTap(model.graph!, '/features/Relu')), input, [2, 3, 4, 4]);
     assert.deepEqual(out.dims, [2, 48]);
-    assert.deepEqual([...(out.data as Float32Array)], [...input].map((v) => Math.max(0, v)));
+    assert.deepEqual(
+      [...(out.data as Float32Array)],
+      [...input].map((v) => Math.max(0, v)),
+    );
   });
 
   it('drops the classifier: the tapped graph has no MatMul and one output', () => {
     const model = decodeModel(tinyModel({ size: 8 }), 'tiny.onnx');
     const tapped = decodeModel(tapModel(model, resolveTap(model.graph!)), 'tapped');
-    assert.deepEqual(tapped.graph!.output!.map((o) => o.name), [FEATURE_OUTPUT]);
+    assert.deepEqual(
+      tapped.graph!.output!.map((o) => o.name),
+      [FEATURE_OUTPUT],
+    );
     assert.ok(!tapped.graph!.node!.some((n) => n.opType === 'MatMul'));
     assert.ok(!tapped.graph!.initializer!.some((t) => t.name === 'fc.weight'));
   });
@@ -219,41 +368,60 @@ describe('tap', () => {
 
   it('lists candidates when nothing can be tapped', () => {
     const graph = decodeModel(tinyModel({ pool: 'none', size: 8 }), 'tiny.onnx').graph!;
-    assert.throws(() => resolveTap(graph, 'auto'), (e: FeatcacheError) => /no global average pool/.test(e.message) && /features/.test(e.message));
-    assert.throws(() => resolveTap(graph, 'layer9'), (e: FeatcacheError) => e.message.startsWith('--tap layer9:'));
+    assert.throws(
+      () => resolveTap(graph, 'auto'),
+      (e: FeatcacheError) => /no global average pool/.test(e.message) && /features/.test(e.message),
+    );
+    assert.throws(
+      () => resolveTap(graph, 'layer9'),
+      (e: FeatcacheError) => e.message.startsWith('--tap layer9:'),
+    );
   });
 
   it('refuses a file that is not ONNX with a one-line error', () => {
-    assert.throws(() => decodeModel(Buffer.from('hello, I am text'), 'notes.onnx'), (e: FeatcacheError) => /^model notes.onnx: not an ONNX model/.test(e.message));
+    assert.throws(
+      () => decodeModel(Buffer.from('hello, I am text'), 'notes.onnx'),
+      (e: FeatcacheError) => /^model notes.onnx: not an ONNX model/.test(e.message),
+    );
   });
 
-  it('MobileNetV2-int8: features are the pool\'s uint8 output dequantised with its output scale and zero point', { skip: needsShared(mobilenetModel) }, async () => {
-    const { model, bytes } = await loadModel(mobilenetModel);
-    const tap = resolveTap(model.graph!);
-    assert.equal(tap.opType, 'QLinearGlobalAveragePool');
-    // The reference reads the pool node and its initializers straight from the file, not through the tap.
-    const reference = decode(bytes);
-    const pool = nodeOfType(reference, 'QLinearGlobalAveragePool');
-    const [, inScale, inZeroPoint, outScale, outZeroPoint] = pool.input;
-    const scale = initializerScalar(reference, outScale!);
-    const zeroPoint = initializerScalar(reference, outZeroPoint!);
-    assert.ok(Math.abs(initializerScalar(reference, inScale!) - scale) > 1e-3 || initializerScalar(reference, inZeroPoint!) !== zeroPoint,
-      'input and output quantisation differ, so using the wrong pair would show');
-    const input = new Float32Array(2 * 3 * 224 * 224).map((_, i) => Math.sin(i / 1000) * (i < 3 * 224 * 224 ? 1 : 2));
-    const dims = [2, 3, 224, 224];
-    const untapped = await ort.InferenceSession.create(exposeTensor(bytes, pool.output[0]!, onnx.TensorProto.DataType.UINT8));
-    const raw = (await untapped.run({ input: new ort.Tensor('float32', input, dims) }))[pool.output[0]!]!;
-    await untapped.release();
-    assert.equal(raw.type, 'uint8');
-    const quantised = raw.data as Uint8Array;
-    assert.equal(quantised.length, 2 * 1280);
-    assert.ok(new Set(quantised).size > 20, 'the pooled values are spread, not constant');
-    const out = await runTapped(tapModel(model, tap), input, dims);
-    assert.deepEqual(out.dims, [2, 1280]);
-    assert.equal(out.type, 'float32');
-    const got = out.data as Float32Array;
-    let worst = 0;
-    for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i]! - (quantised[i]! - zeroPoint) * scale));
-    assert.ok(worst <= 1e-6, `max abs diff from (q - ${zeroPoint}) × ${scale}: ${worst}`);
-  });
+  it(
+    "MobileNetV2-int8: features are the pool's uint8 output dequantised with its output scale and zero point",
+    { skip: needsShared(mobilenetModel) },
+    async () => {
+      const { model, bytes } = await loadModel(mobilenetModel);
+      const tap = resolveTap(model.graph!);
+      assert.equal(tap.opType, 'QLinearGlobalAveragePool');
+      // The reference reads the pool node and its initializers straight from the file, not through the tap.
+      const reference = decode(bytes);
+      const pool = nodeOfType(reference, 'QLinearGlobalAveragePool');
+      const [, inScale, inZeroPoint, outScale, outZeroPoint] = pool.input;
+      const scale = initializerScalar(reference, outScale!);
+      const zeroPoint = initializerScalar(reference, outZeroPoint!);
+      assert.ok(
+        Math.abs(initializerScalar(reference, inScale!) - scale) > 1e-3 ||
+          initializerScalar(reference, inZeroPoint!) !== zeroPoint,
+        'input and output quantisation differ, so using the wrong pair would show',
+      );
+      const input = new Float32Array(2 * 3 * 224 * 224).map((_, i) => Math.sin(i / 1000) * (i < 3 * 224 * 224 ? 1 : 2));
+      const dims = [2, 3, 224, 224];
+      const untapped = await ort.InferenceSession.create(
+        exposeTensor(bytes, pool.output[0]!, onnx.TensorProto.DataType.UINT8),
+      );
+      const raw = (await untapped.run({ input: new ort.Tensor('float32', input, dims) }))[pool.output[0]!]!;
+      await untapped.release();
+      assert.equal(raw.type, 'uint8');
+      const quantised = raw.data as Uint8Array;
+      assert.equal(quantised.length, 2 * 1280);
+      assert.ok(new Set(quantised).size > 20, 'the pooled values are spread, not constant');
+      const out = await runTapped(tapModel(model, tap), input, dims);
+      assert.deepEqual(out.dims, [2, 1280]);
+      assert.equal(out.type, 'float32');
+      const got = out.data as Float32Array;
+      let worst = 0;
+      for (let i = 0; i < got.length; i++)
+        worst = Math.max(worst, Math.abs(got[i]! - (quantised[i]! - zeroPoint) * scale));
+      assert.ok(worst <= 1e-6, `max abs diff from (q - ${zeroPoint}) × ${scale}: ${worst}`);
+    },
+  );
 });

@@ -8,10 +8,16 @@ import { sessionStackMb } from '../../src/backbone/session.js';
 import { repoRoot, tempDir, writeTinyModel } from '../support/helpers.js';
 
 /** Runs a node script with `padding` bytes of extra command line, as `featcache predict $(cat list.txt)` would. */
-async function runWithLongCommandLine(script: string, padding: number): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
+async function runWithLongCommandLine(
+  script: string,
+  padding: number,
+): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
   const file = path.join(await tempDir(), 'script.mjs');
   await fs.writeFile(file, script);
-  const filler = Array.from({ length: Math.ceil(padding / 100) }, (_, i) => `/a/long/path/to/an/image/in/a/dataset/folder/with/many/levels/image-${String(i).padStart(8, '0')}.jpg`);
+  const filler = Array.from(
+    { length: Math.ceil(padding / 100) },
+    (_, i) => `/a/long/path/to/an/image/in/a/dataset/folder/with/many/levels/image-${String(i).padStart(8, '0')}.jpg`,
+  );
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [file, ...filler], { cwd: repoRoot });
     let stdout = '';
@@ -36,8 +42,16 @@ describe('backbone worker', () => {
       const pair = await backbone.extract(two, 2, size);
       assert.equal(single.length, backbone.dim);
       assert.equal(pair.length, 2 * backbone.dim);
-      assert.deepEqual(Array.from(pair.subarray(0, backbone.dim)), Array.from(single), 'the same image gives the same features in another batch');
-      assert.notDeepEqual(Array.from(pair.subarray(backbone.dim)), Array.from(single), 'another image gives other features');
+      assert.deepEqual(
+        Array.from(pair.subarray(0, backbone.dim)),
+        Array.from(single),
+        'the same image gives the same features in another batch',
+      );
+      assert.notDeepEqual(
+        Array.from(pair.subarray(backbone.dim)),
+        Array.from(single),
+        'another image gives other features',
+      );
     } finally {
       await backbone.close();
     }

@@ -9,7 +9,10 @@ describe('featcache demo (the main job)', () => {
     const dir = await tempDir();
     const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
     await writeColourFolder(path.join(dir, 'data'), 6);
-    const r = await runCli(['demo', '--data', path.join(dir, 'data'), '--model', model, '--device', 'cpu', '--epochs', '30'], { cwd: dir });
+    const r = await runCli(
+      ['demo', '--data', path.join(dir, 'data'), '--model', model, '--device', 'cpu', '--epochs', '30'],
+      { cwd: dir },
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^demo: model .*tiny\.onnx \(given with --model\); data /m);
     assert.match(r.stdout, /^extract train: 18 extracted/m);
@@ -27,7 +30,8 @@ describe('command line', () => {
   it('lists the commands in --help and refuses unknown commands and flags with exit 2', async () => {
     const help = await runCli(['--help']);
     assert.equal(help.code, 0);
-    for (const command of ['demo', 'extract', 'inspect', 'train-head', 'predict', 'export', 'info', 'fetch-model']) assert.match(help.stdout, new RegExp(`featcache ${command}`));
+    for (const command of ['demo', 'extract', 'inspect', 'train-head', 'predict', 'export', 'info', 'fetch-model'])
+      assert.match(help.stdout, new RegExp(`featcache ${command}`));
     const unknown = await runCli(['frobnicate']);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /^featcache: Unknown argument: frobnicate/);
@@ -38,7 +42,11 @@ describe('command line', () => {
     assert.equal(bad.code, 2);
     assert.equal(bad.stderr.trim(), 'featcache: --batch-size: expected a positive integer, got 0');
     const repeated = await runCli(['extract', '--data', '.', '--batch-size', '3', '--batch-size', '0']);
-    assert.equal(repeated.stderr.trim(), 'featcache: --batch-size: expected a positive integer, got 0', 'the last of a repeated flag wins');
+    assert.equal(
+      repeated.stderr.trim(),
+      'featcache: --batch-size: expected a positive integer, got 0',
+      'the last of a repeated flag wins',
+    );
   });
 
   it('prints a stack trace only with --debug', async () => {

@@ -8,7 +8,21 @@ import sharp from 'sharp';
 import { readPart } from '../../src/store/part.js';
 import { FeatureCache } from '../../src/store/reader.js';
 import {
-  cliPath, cosine, hymenoptera, mobilenetModel, needsShared, pngBomb, readFloat32, resnetDir, resnetModel, runCli, sharedDir, tempDir, writeImage, writeImageFolder, writeTinyModel,
+  cliPath,
+  cosine,
+  hymenoptera,
+  mobilenetModel,
+  needsShared,
+  pngBomb,
+  readFloat32,
+  resnetDir,
+  resnetModel,
+  runCli,
+  sharedDir,
+  tempDir,
+  writeImage,
+  writeImageFolder,
+  writeTinyModel,
 } from '../support/helpers.js';
 import { CUDA_WORKS_SKIP, cudaLoads } from '../support/device.js';
 
@@ -26,38 +40,63 @@ async function physicalRows(cache: string, split = 'train'): Promise<string[]> {
 }
 
 describe('extract: ResNet50 parity end to end', () => {
-  it('every fixture image\'s cached feature has cosine >= 0.9998 with the PyTorch hook output', { skip: needsShared(resnetModel) }, async () => {
-    const manifest = JSON.parse(await fs.readFile(path.join(resnetDir, 'manifest.json'), 'utf8'));
-    const dir = await tempDir();
-    const list = path.join(dir, 'images.txt');
-    await fs.writeFile(list, manifest.items.map((i: { image: string }) => path.join(sharedDir, 'data', i.image)).join('\n'));
-    const cache = path.join(dir, 'features');
-    const r = await runCli(['extract', '--data', list, '--model', resnetModel, '--cache', cache, '--device', 'cpu', '--json']);
-    assert.equal(r.code, 0, r.stderr);
-    const result = JSON.parse(r.stdout);
-    assert.equal(result.provider, 'cpu');
-    assert.equal(result.dim, 2048);
-    const set = await (await FeatureCache.open(cache)).read('train');
-    assert.equal(set.count, 8);
-    for (const [k, item] of manifest.items.entries()) {
-      const row = set.paths.findIndex((p) => path.join(dir, p) === path.join(sharedDir, 'data', item.image) || p.endsWith(item.image));
-      assert.ok(row >= 0, `row for ${item.image}`);
-      const expected = readFloat32(path.join(resnetDir, item.avgpool.file));
-      const got = set.features.subarray(row * 2048, (row + 1) * 2048);
-      const c = cosine(got, expected);
-      assert.ok(c >= 0.9998, `image ${k}: cosine ${c}`);
-      // Centred cosine: random-weight features of different images already share a large common component.
-      const mean = (v: ArrayLike<number>) => Array.from(v).reduce((s, x) => s + x, 0) / v.length;
-      const mg = mean(got);
-      const me = mean(expected);
-      assert.ok(cosine(Array.from(got, (x) => x - mg), Array.from(expected, (x) => x - me)) >= 0.99);
-    }
-    const meta = JSON.parse(await fs.readFile(path.join(cache, 'cache.json'), 'utf8'));
-    assert.equal(meta.modelSha256, 'ca5facb04ae0bd693ec8f1fae02c9dfe127a5c67267b37996f7769ead47154a0');
-    assert.equal(meta.tappedTensor, '/avgpool/GlobalAveragePool_output_0');
-    assert.equal(meta.preset.name, 'torchvision');
-    assert.ok(meta.versions.onnxruntime && meta.versions.sharp && meta.versions.featcache);
-  });
+  it(
+    "every fixture image's cached feature has cosine >= 0.9998 with the PyTorch hook output",
+    { skip: needsShared(resnetModel) },
+    async () => {
+      const manifest = JSON.parse(await fs.readFile(path.join(resnetDir, 'manifest.json'), 'utf8'));
+      const dir = await tempDir();
+      const list = path.join(dir, 'images.txt');
+      await fs.writeFile(
+        list,
+        manifest.items.map((i: { image: string }) => path.join(sharedDir, 'data', i.image)).join('\n'),
+      );
+      const cache = path.join(dir, 'features');
+      const r = await runCli([
+        'extract',
+        '--data',
+        list,
+        '--model',
+        resnetModel,
+        '--cache',
+        cache,
+        '--device',
+        'cpu',
+        '--json',
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const result = JSON.parse(r.stdout);
+      assert.equal(result.provider, 'cpu');
+      assert.equal(result.dim, 2048);
+      const set = await (await FeatureCache.open(cache)).read('train');
+      assert.equal(set.count, 8);
+      for (const [k, item] of manifest.items.entries()) {
+        const row = set.paths.findIndex(
+          (p) => path.join(dir, p) === path.join(sharedDir, 'data', item.image) || p.endsWith(item.image),
+        );
+        assert.ok(row >= 0, `row for ${item.image}`);
+        const expected = readFloat32(path.join(resnetDir, item.avgpool.file));
+        const got = set.features.subarray(row * 2048, (row + 1) * 2048);
+        const c = cosine(got, expected);
+        assert.ok(c >= 0.9998, `image ${k}: cosine ${c}`);
+        // Centred cosine: random-weight features of different images already share a large common component.
+        const mean = (v: ArrayLike<number>) => Array.from(v).reduce((s, x) => s + x, 0) / v.length;
+        const mg = mean(got);
+        const me = mean(expected);
+        assert.ok(
+          cosine(
+            Array.from(got, (x) => x - mg),
+            Array.from(expected, (x) => x - me),
+          ) >= 0.99,
+        );
+      }
+      const meta = JSON.parse(await fs.readFile(path.join(cache, 'cache.json'), 'utf8'));
+      assert.equal(meta.modelSha256, 'ca5facb04ae0bd693ec8f1fae02c9dfe127a5c67267b37996f7769ead47154a0');
+      assert.equal(meta.tappedTensor, '/avgpool/GlobalAveragePool_output_0');
+      assert.equal(meta.preset.name, 'torchvision');
+      assert.ok(meta.versions.onnxruntime && meta.versions.sharp && meta.versions.featcache);
+    },
+  );
 });
 
 describe('extract: incremental and refusals (tiny model)', () => {
@@ -69,7 +108,19 @@ describe('extract: incremental and refusals (tiny model)', () => {
     await writeImageFolder(path.join(dir, 'data'), { train: { ants: 3, bees: 3 }, val: { ants: 1, bees: 1 } });
   });
   const extract = (...extra: string[]) =>
-    runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', path.join(dir, 'cache'), '--device', 'cpu', '--json', ...extra]);
+    runCli([
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--cache',
+      path.join(dir, 'cache'),
+      '--device',
+      'cpu',
+      '--json',
+      ...extra,
+    ]);
 
   it('first run extracts everything with labels and names', async () => {
     const r = await extract();
@@ -103,7 +154,11 @@ describe('extract: incremental and refusals (tiny model)', () => {
     assert.ok(!after.paths.includes('train/bees/img2.jpg'));
     const i0 = before.paths.indexOf('train/ants/img0.jpg');
     const j0 = after.paths.indexOf('train/ants/img0.jpg');
-    assert.notDeepEqual(after.features.slice(j0 * 3, j0 * 3 + 3), before.features.slice(i0 * 3, i0 * 3 + 3), 'changed image re-extracted');
+    assert.notDeepEqual(
+      after.features.slice(j0 * 3, j0 * 3 + 3),
+      before.features.slice(i0 * 3, i0 * 3 + 3),
+      'changed image re-extracted',
+    );
     assert.equal(new Set(after.paths).size, after.paths.length);
   });
 
@@ -111,7 +166,10 @@ describe('extract: incremental and refusals (tiny model)', () => {
     const before = await snapshot(path.join(dir, 'cache'));
     const r = await extract('--preset', 'caffe');
     assert.equal(r.code, 2);
-    assert.match(r.stderr.trim(), /^featcache: --cache .*: holds features of a different backbone or preprocessing \(preset torchvision vs caffe\)/);
+    assert.match(
+      r.stderr.trim(),
+      /^featcache: --cache .*: holds features of a different backbone or preprocessing \(preset torchvision vs caffe\)/,
+    );
     assert.equal(r.stderr.trim().split('\n').length, 1);
     assert.deepEqual(await snapshot(path.join(dir, 'cache')), before);
   });
@@ -134,7 +192,17 @@ describe('extract: incremental and refusals (tiny model)', () => {
       [text, /--model .*notes.onnx: not an ONNX model/],
       [noPool, /--tap avgpool: .*no global average pool; module scopes: features/],
     ] as const) {
-      const r = await runCli(['extract', '--data', path.join(dir, 'data'), '--model', file, '--cache', path.join(dir, 'c2'), '--device', 'cpu']);
+      const r = await runCli([
+        'extract',
+        '--data',
+        path.join(dir, 'data'),
+        '--model',
+        file,
+        '--cache',
+        path.join(dir, 'c2'),
+        '--device',
+        'cpu',
+      ]);
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, pattern);
       assert.ok(!r.stderr.includes('    at '), 'no stack trace without --debug');
@@ -153,14 +221,24 @@ describe('extract: incremental and refusals (tiny model)', () => {
     const empty = path.join(dir, 'empty');
     await fs.mkdir(empty, { recursive: true });
     await fs.writeFile(path.join(empty, 'readme.md'), 'no images');
-    const r = await runCli(['extract', '--data', empty, '--model', model, '--cache', path.join(dir, 'c3'), '--device', 'cpu']);
+    const r = await runCli([
+      'extract',
+      '--data',
+      empty,
+      '--model',
+      model,
+      '--cache',
+      path.join(dir, 'c3'),
+      '--device',
+      'cpu',
+    ]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /--data .*empty: no images found for split "train" \(1 files skipped/);
   });
 });
 
 describe('extract: an image rewritten at the same size', () => {
-  it('is re-extracted because its mtime changed, and its row then holds the new content\'s features', async () => {
+  it("is re-extracted because its mtime changed, and its row then holds the new content's features", async () => {
     const dir = await tempDir();
     const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
     const data = path.join(dir, 'data', 'a');
@@ -168,7 +246,9 @@ describe('extract: an image rewritten at the same size', () => {
     const png = (seed: number) => {
       const px = Buffer.alloc(40 * 30 * 3);
       for (let i = 0; i < px.length; i++) px[i] = (i * (seed * 2 + 1) + seed * 57) % 256;
-      return sharp(px, { raw: { width: 40, height: 30, channels: 3 } }).png({ compressionLevel: 0 }).toBuffer();
+      return sharp(px, { raw: { width: 40, height: 30, channels: 3 } })
+        .png({ compressionLevel: 0 })
+        .toBuffer();
     };
     await fs.mkdir(data, { recursive: true });
     const [first, second] = [await png(1), await png(2)];
@@ -180,7 +260,18 @@ describe('extract: an image rewritten at the same size', () => {
     await fs.writeFile(two, second);
     const cache = path.join(dir, 'cache');
     const extract = async () => {
-      const r = await runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu', '--json']);
+      const r = await runCli([
+        'extract',
+        '--data',
+        path.join(dir, 'data'),
+        '--model',
+        model,
+        '--cache',
+        cache,
+        '--device',
+        'cpu',
+        '--json',
+      ]);
       assert.equal(r.code, 0, r.stderr);
       return JSON.parse(r.stdout);
     };
@@ -191,7 +282,11 @@ describe('extract: an image rewritten at the same size', () => {
     };
     assert.equal((await extract()).extracted, 2);
     const before = await snapshot(cache);
-    assert.notDeepEqual(featuresOf(before, 'a/one.png'), featuresOf(before, 'a/two.png'), 'the two images have different features');
+    assert.notDeepEqual(
+      featuresOf(before, 'a/one.png'),
+      featuresOf(before, 'a/two.png'),
+      'the two images have different features',
+    );
 
     const { mtime } = await fs.stat(one);
     await fs.writeFile(one, second);
@@ -201,7 +296,11 @@ describe('extract: an image rewritten at the same size', () => {
     const rewritten = await extract();
     assert.deepEqual([rewritten.extracted, rewritten.unchanged], [1, 1]);
     const after = await snapshot(cache);
-    assert.deepEqual(featuresOf(after, 'a/one.png'), featuresOf(before, 'a/two.png'), 'one.png now has two.png\'s content and features');
+    assert.deepEqual(
+      featuresOf(after, 'a/one.png'),
+      featuresOf(before, 'a/two.png'),
+      "one.png now has two.png's content and features",
+    );
     assert.deepEqual(featuresOf(after, 'a/two.png'), featuresOf(before, 'a/two.png'));
 
     // Touched without a content change: re-extracted (the stamp cannot tell), with identical features.
@@ -224,7 +323,23 @@ describe('extract: Kaggle labels.csv with --val-fraction', () => {
     await fs.writeFile(path.join(dir, 'dogs', 'labels.csv'), rows.join('\n'));
     const cache = path.join(dir, 'cache');
     for (const split of ['train', 'val']) {
-      const r = await runCli(['extract', '--data', path.join(dir, 'dogs'), '--labels', 'labels.csv', '--val-fraction', '0.25', '--split', split, '--model', model, '--cache', cache, '--device', 'cpu']);
+      const r = await runCli([
+        'extract',
+        '--data',
+        path.join(dir, 'dogs'),
+        '--labels',
+        'labels.csv',
+        '--val-fraction',
+        '0.25',
+        '--split',
+        split,
+        '--model',
+        model,
+        '--cache',
+        cache,
+        '--device',
+        'cpu',
+      ]);
       assert.equal(r.code, 0, r.stderr);
     }
     const reader = await FeatureCache.open(cache);
@@ -243,7 +358,7 @@ describe('extract: Kaggle labels.csv with --val-fraction', () => {
 });
 
 describe('extract: locking', () => {
-  it('refuses a second writer on the same split and shard, and takes over a dead one\'s lock', async () => {
+  it("refuses a second writer on the same split and shard, and takes over a dead one's lock", async () => {
     const dir = await tempDir();
     const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
     await writeImageFolder(path.join(dir, 'data'), { '.': { a: 2 } });
@@ -251,11 +366,17 @@ describe('extract: locking', () => {
     const args = ['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu'];
     assert.equal((await runCli(args)).code, 0);
     const lock = path.join(cache, 'train', '.lock-0of1');
-    await fs.writeFile(lock, JSON.stringify({ pid: process.pid, host: (await import('node:os')).hostname(), since: 'now' }));
+    await fs.writeFile(
+      lock,
+      JSON.stringify({ pid: process.pid, host: (await import('node:os')).hostname(), since: 'now' }),
+    );
     const busy = await runCli(args);
     assert.equal(busy.code, 1);
     assert.match(busy.stderr, /split train shard 0of1: another featcache process \(pid \d+/);
-    await fs.writeFile(lock, JSON.stringify({ pid: 2 ** 22 + 7, host: (await import('node:os')).hostname(), since: 'then' }));
+    await fs.writeFile(
+      lock,
+      JSON.stringify({ pid: 2 ** 22 + 7, host: (await import('node:os')).hostname(), since: 'then' }),
+    );
     const resumed = await runCli(args);
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.ok(!existsSync(lock), 'lock released');
@@ -270,8 +391,23 @@ describe('extract: kill -9 anywhere, resume exactly once', () => {
   before(async () => {
     dir = await tempDir();
     model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
-    for (let i = 0; i < images; i++) await writeImage(path.join(dir, 'data', `c${i % 3}`, `${i}.jpg`), i, { width: 1400, height: 1000 });
-    const r = await runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', path.join(dir, 'reference'), '--device', 'cpu', '--batch-size', '4', '--part-rows', '8']);
+    for (let i = 0; i < images; i++)
+      await writeImage(path.join(dir, 'data', `c${i % 3}`, `${i}.jpg`), i, { width: 1400, height: 1000 });
+    const r = await runCli([
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--cache',
+      path.join(dir, 'reference'),
+      '--device',
+      'cpu',
+      '--batch-size',
+      '4',
+      '--part-rows',
+      '8',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     reference = await snapshot(path.join(dir, 'reference'));
     assert.equal(reference.paths.length, images);
@@ -280,7 +416,22 @@ describe('extract: kill -9 anywhere, resume exactly once', () => {
   for (const killAfterParts of [0, 2, 7]) {
     it(`killed after ${killAfterParts} committed parts, the re-run completes with every image once`, async () => {
       const cache = path.join(dir, `cache-${killAfterParts}`);
-      const args = [cliPath, 'extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu', '--batch-size', '4', '--part-rows', '8'];
+      const args = [
+        cliPath,
+        'extract',
+        '--data',
+        path.join(dir, 'data'),
+        '--model',
+        model,
+        '--cache',
+        cache,
+        '--device',
+        'cpu',
+        '--batch-size',
+        '4',
+        '--part-rows',
+        '8',
+      ];
       const child = spawn(process.execPath, args, { stdio: 'ignore' });
       const exited = new Promise((resolve) => child.on('exit', resolve));
       const splitDir = path.join(cache, 'train');
@@ -288,7 +439,11 @@ describe('extract: kill -9 anywhere, resume exactly once', () => {
       for (;;) {
         const names = await fs.readdir(splitDir).catch(() => [] as string[]);
         const parts = names.filter((n) => n.startsWith('part-')).length;
-        if ((killAfterParts === 0 ? names.some((n) => n.startsWith('.lock')) : parts >= killAfterParts) || Date.now() > deadline) break;
+        if (
+          (killAfterParts === 0 ? names.some((n) => n.startsWith('.lock')) : parts >= killAfterParts) ||
+          Date.now() > deadline
+        )
+          break;
         await new Promise((r) => setTimeout(r, 5));
       }
       child.kill('SIGKILL');
@@ -311,9 +466,25 @@ describe('extract: Ctrl-C', () => {
   it('SIGINT commits what is done, exits 1 saying so, and the re-run finishes the rest', async () => {
     const dir = await tempDir();
     const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
-    for (let i = 0; i < 120; i++) await writeImage(path.join(dir, 'data', `c${i % 2}`, `${i}.jpg`), i, { width: 1400, height: 1000 });
+    for (let i = 0; i < 120; i++)
+      await writeImage(path.join(dir, 'data', `c${i % 2}`, `${i}.jpg`), i, { width: 1400, height: 1000 });
     const cache = path.join(dir, 'cache');
-    const args = [cliPath, 'extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu', '--batch-size', '2', '--part-rows', '1000'];
+    const args = [
+      cliPath,
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--cache',
+      cache,
+      '--device',
+      'cpu',
+      '--batch-size',
+      '2',
+      '--part-rows',
+      '1000',
+    ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -338,9 +509,21 @@ describe('extract: two shards as two processes', () => {
     const dir = await tempDir();
     const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
     await writeImageFolder(path.join(dir, 'data'), { train: { a: 7, b: 6 }, val: { a: 2, b: 2 } });
-    const base = ['extract', '--data', path.join(dir, 'data'), '--model', model, '--device', 'cpu', '--batch-size', '2'];
+    const base = [
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--device',
+      'cpu',
+      '--batch-size',
+      '2',
+    ];
     assert.equal((await runCli([...base, '--cache', path.join(dir, 'one')])).code, 0);
-    const shards = await Promise.all(['0/2', '1/2'].map((s) => runCli([...base, '--cache', path.join(dir, 'two'), '--shard', s, '--json'])));
+    const shards = await Promise.all(
+      ['0/2', '1/2'].map((s) => runCli([...base, '--cache', path.join(dir, 'two'), '--shard', s, '--json'])),
+    );
     for (const s of shards) assert.equal(s.code, 0, s.stderr);
     const counts = shards.map((s) => JSON.parse(s.stdout).extracted as number);
     assert.ok(counts.every((c) => c > 0) && counts[0]! + counts[1]! === 13, `shard sizes ${counts}`);
@@ -368,7 +551,11 @@ describe('extract: failure ledger over a hostile corpus', () => {
       'grey.png': raw(300, 200).greyscale().png().toBuffer(),
       'rgba.png': raw(300, 200).ensureAlpha(0.3).png().toBuffer(),
       'palette.gif': raw(300, 200).gif().toBuffer(),
-      'animated.gif': sharp([await raw(120, 90).png().toBuffer(), await raw(120, 90).negate().png().toBuffer()], { join: { animated: true } }).gif().toBuffer(),
+      'animated.gif': sharp([await raw(120, 90).png().toBuffer(), await raw(120, 90).negate().png().toBuffer()], {
+        join: { animated: true },
+      })
+        .gif()
+        .toBuffer(),
       'photo.webp': raw(300, 200).webp().toBuffer(),
       'scan.tiff': raw(300, 200).tiff().toBuffer(),
       'rotated.jpg': raw(300, 200).jpeg().withMetadata({ orientation: 6 }).toBuffer(),
@@ -391,7 +578,18 @@ describe('extract: failure ledger over a hostile corpus', () => {
 
   it('records each unusable image with stage and message, extracts the rest, exits 3', async () => {
     const cache = path.join(dir, 'cache');
-    const r = await runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu', '--json']);
+    const r = await runCli([
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--cache',
+      cache,
+      '--device',
+      'cpu',
+      '--json',
+    ]);
     assert.equal(r.code, 3, r.stderr);
     const result = JSON.parse(r.stdout);
     const runningAsRoot = process.getuid?.() === 0;
@@ -405,21 +603,55 @@ describe('extract: failure ledger over a hostile corpus', () => {
     assert.equal(byName['photos/truncated.jpg'].stage, 'decode');
     assert.equal(result.failed, expected.length);
     const set = await (await FeatureCache.open(cache)).read('train');
-    for (const name of ['fourmi été ü.jpg', 'large photo.jpg', 'animated.gif', 'cmyk.jpg', 'deep16.png', 'rotated.jpg', 'scan.tiff', 'photo.webp']) {
+    for (const name of [
+      'fourmi été ü.jpg',
+      'large photo.jpg',
+      'animated.gif',
+      'cmyk.jpg',
+      'deep16.png',
+      'rotated.jpg',
+      'scan.tiff',
+      'photo.webp',
+    ]) {
       assert.ok(set.paths.includes(`photos/${name}`), name);
     }
     assert.equal(set.count, 16 - expected.length);
     assert.equal(new Set(set.paths).size, set.count, 'the symlink loop added no duplicates');
     const ledger = await (await FeatureCache.open(cache)).failures('train');
     assert.deepEqual(ledger.map((f) => f.path).sort(), expected);
-    const again = await runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu', '--json']);
+    const again = await runCli([
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--cache',
+      cache,
+      '--device',
+      'cpu',
+      '--json',
+    ]);
     assert.equal(JSON.parse(again.stdout).extracted, 0, 'known failures are not retried without --retry-failed');
   });
 
   it('--strict stops at the first unusable image with a one-line error naming it', async () => {
-    const r = await runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', path.join(dir, 'strict'), '--device', 'cpu', '--strict']);
+    const r = await runCli([
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--cache',
+      path.join(dir, 'strict'),
+      '--device',
+      'cpu',
+      '--strict',
+    ]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr.trim(), /^featcache: .*(empty|truncated|text|bomb)\.(jpg|png): (read|decode) failed \(.*\); --strict stops at the first unusable image$/);
+    assert.match(
+      r.stderr.trim(),
+      /^featcache: .*(empty|truncated|text|bomb)\.(jpg|png): (read|decode) failed \(.*\); --strict stops at the first unusable image$/,
+    );
   });
 });
 
@@ -440,15 +672,35 @@ describe('extract: disk full', () => {
   });
 
   it('fails with one line, keeps committed parts readable, and leaves no temporary file', async (t) => {
-    if (!mounted) return t.skip('cannot mount a 1 MiB tmpfs here (needs root); the failing-writer unit test covers the logic');
+    if (!mounted)
+      return t.skip('cannot mount a 1 MiB tmpfs here (needs root); the failing-writer unit test covers the logic');
     const dir = await tempDir();
     const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
     await writeImageFolder(path.join(dir, 'data'), { '.': { a: 4 } });
     const cache = path.join(mountPoint, 'cache');
     // Tapping the un-pooled activation makes each row 150,528 floats (588 KiB): the second part cannot fit.
-    const r = await runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu', '--tap', '/features/Relu', '--part-rows', '1', '--batch-size', '1']);
+    const r = await runCli([
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--cache',
+      cache,
+      '--device',
+      'cpu',
+      '--tap',
+      '/features/Relu',
+      '--part-rows',
+      '1',
+      '--batch-size',
+      '1',
+    ]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr.trim(), /^featcache: --cache .*: cannot write .*part-.*\.arrow \(ENOSPC\); parts already written are intact/);
+    assert.match(
+      r.stderr.trim(),
+      /^featcache: --cache .*: cannot write .*part-.*\.arrow \(ENOSPC\); parts already written are intact/,
+    );
     const reader = await FeatureCache.open(cache);
     const set = await reader.read('train');
     assert.equal(set.count, 1);
@@ -458,12 +710,29 @@ describe('extract: disk full', () => {
 });
 
 describe('extract: hymenoptera with the real MobileNetV2', () => {
-  it('reads the progressive JPEG with a space and the GIF placeholder', { skip: needsShared(hymenoptera, mobilenetModel) }, async () => {
-    const dir = await tempDir();
-    const r = await runCli(['extract', '--data', hymenoptera, '--split', 'val', '--model', path.join(sharedDir, 'models/mobilenetv2-12-int8.onnx'), '--cache', path.join(dir, 'c'), '--device', 'cpu', '--json']);
-    assert.equal(r.code, 0, r.stderr);
-    const result = JSON.parse(r.stdout);
-    assert.equal(result.extracted, 153);
-    assert.equal(result.dim, 1280);
-  });
+  it(
+    'reads the progressive JPEG with a space and the GIF placeholder',
+    { skip: needsShared(hymenoptera, mobilenetModel) },
+    async () => {
+      const dir = await tempDir();
+      const r = await runCli([
+        'extract',
+        '--data',
+        hymenoptera,
+        '--split',
+        'val',
+        '--model',
+        path.join(sharedDir, 'models/mobilenetv2-12-int8.onnx'),
+        '--cache',
+        path.join(dir, 'c'),
+        '--device',
+        'cpu',
+        '--json',
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const result = JSON.parse(r.stdout);
+      assert.equal(result.extracted, 153);
+      assert.equal(result.dim, 1280);
+    },
+  );
 });

@@ -5,10 +5,20 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { FeatureCache } from '../../src/store/reader.js';
-import { runCli, tempDir, writeColourFolder, writeImage, writeImageFolder, writeTinyModel } from '../support/helpers.js';
+import {
+  runCli,
+  tempDir,
+  writeColourFolder,
+  writeImage,
+  writeImageFolder,
+  writeTinyModel,
+} from '../support/helpers.js';
 
 async function partsOf(cache: string, split = 'train'): Promise<string[]> {
-  return (await fs.readdir(path.join(cache, split))).filter((n) => /^part-.*\.arrow$/.test(n)).sort().map((n) => path.join(cache, split, n));
+  return (await fs.readdir(path.join(cache, split)))
+    .filter((n) => /^part-.*\.arrow$/.test(n))
+    .sort()
+    .map((n) => path.join(cache, split, n));
 }
 
 describe('a committed part damaged after its commit', () => {
@@ -20,7 +30,22 @@ describe('a committed part damaged after its commit', () => {
     await writeImageFolder(path.join(dir, 'data'), { train: { ants: 6, bees: 6 } });
   });
   const extract = (cache: string) =>
-    runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu', '--part-rows', '4', '--batch-size', '4', '--json']);
+    runCli([
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--cache',
+      cache,
+      '--device',
+      'cpu',
+      '--part-rows',
+      '4',
+      '--batch-size',
+      '4',
+      '--json',
+    ]);
 
   for (const damage of ['truncated', 'zeroed'] as const) {
     it(`${damage}: info --check fails, extract sets it aside and re-extracts its rows, readers see every row again`, async () => {
@@ -29,27 +54,33 @@ describe('a committed part damaged after its commit', () => {
       const before = await (await FeatureCache.open(cache)).read('train');
       const [victim] = await partsOf(cache);
       const size = (await fs.stat(victim!)).size;
-      await fs.writeFile(victim!, damage === 'truncated' ? (await fs.readFile(victim!)).subarray(0, size >> 1) : Buffer.alloc(size));
+      await fs.writeFile(
+        victim!,
+        damage === 'truncated' ? (await fs.readFile(victim!)).subarray(0, size >> 1) : Buffer.alloc(size),
+      );
 
       const check = await runCli(['info', '--cache', cache, '--check', '--json']);
       assert.equal(check.code, 1, 'damage exits non-zero');
       const report = JSON.parse(check.stdout);
       assert.equal(report.healthy, false);
       assert.equal(report.splits[0].damaged[0].file, victim);
-      assert.match(report.splits[0].damaged[0].problem, damage === 'truncated' ? /^truncated: \d+ of \d+ bytes$/ : /sha256 mismatch/);
+      assert.match(
+        report.splits[0].damaged[0].problem,
+        damage === 'truncated' ? /^truncated: \d+ of \d+ bytes$/ : /sha256 mismatch/,
+      );
       await assert.rejects((await FeatureCache.open(cache)).read('train'), /damaged part file .*re-run extract/);
 
       const again = await extract(cache);
       assert.equal(again.code, 0, again.stderr);
       const result = JSON.parse(again.stdout);
-      assert.equal(result.extracted, 4, 'the damaged part\'s 4 rows are extracted again, not reported unchanged');
+      assert.equal(result.extracted, 4, "the damaged part's 4 rows are extracted again, not reported unchanged");
       assert.equal(result.unchanged, 8);
       assert.match(again.stderr, /is damaged .*set aside as part-.*\.arrow\.damaged, its rows are extracted again/);
       assert.ok(existsSync(`${victim}.damaged`), 'the damaged part is kept under another name, not deleted');
 
       const after = await (await FeatureCache.open(cache)).read('train');
       assert.deepEqual(after.paths, before.paths);
-      assert.deepEqual(Array.from(after.features), Array.from(before.features), 'features equal the undamaged run\'s');
+      assert.deepEqual(Array.from(after.features), Array.from(before.features), "features equal the undamaged run's");
       const healthy = await runCli(['info', '--cache', cache, '--check', '--json']);
       assert.equal(healthy.code, 0, healthy.stdout);
       assert.equal(JSON.parse(healthy.stdout).splits[0].setAside.length, 1);
@@ -66,10 +97,16 @@ describe('files featcache reads are checked against their schema', () => {
     await fs.mkdir(cache);
     for (const content of ['{}', '{"format":1,"dim":"big","classes":[1]}', '[1,2]', 'nonsense']) {
       await fs.writeFile(path.join(cache, 'cache.json'), content);
-      for (const args of [['info', '--cache', cache], ['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu']]) {
+      for (const args of [
+        ['info', '--cache', cache],
+        ['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu'],
+      ]) {
         const r = await runCli(args);
         assert.equal(r.code, 1, `${args[0]} with cache.json ${content}`);
-        assert.match(r.stderr, /^featcache: .*cache\.json: (not valid JSON|not a featcache cache manifest \(.+\)); featcache writes it on the first extract/);
+        assert.match(
+          r.stderr,
+          /^featcache: .*cache\.json: (not valid JSON|not a featcache cache manifest \(.+\)); featcache writes it on the first extract/,
+        );
         assert.doesNotMatch(r.stderr, /undefined|Cannot read properties/);
       }
     }
@@ -87,11 +124,28 @@ describe('flags that take numbers or ranges', () => {
     await writeImageFolder(path.join(dir, 'data'), { '.': { a: 3, b: 3 } });
   });
   const extract = (...extra: string[]) =>
-    runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', path.join(dir, 'cache'), '--device', 'cpu', ...extra]);
+    runCli([
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--cache',
+      path.join(dir, 'cache'),
+      '--device',
+      'cpu',
+      ...extra,
+    ]);
 
   it('refuses non-numbers instead of storing null', async () => {
-    for (const [flag, value] of [['--seed', 'abc'], ['--batch-size', 'many'], ['--part-rows', '1.5'], ['--threads', '-1'], ['--val-fraction', 'half']]) {
-      const r = await extract(flag, value!);
+    for (const [flag, value] of [
+      ['--seed', 'abc'],
+      ['--batch-size', 'many'],
+      ['--part-rows', '1.5'],
+      ['--threads', '-1'],
+      ['--val-fraction', 'half'],
+    ]) {
+      const r = await extract(flag!, value!);
       assert.equal(r.code, 2, `${flag} ${value}: ${r.stderr}`);
       assert.match(r.stderr, new RegExp(`^featcache: ${flag}: expected `), r.stderr);
     }
@@ -115,15 +169,31 @@ describe('split folders as datasets name them', () => {
   it('training/ and validation/ are splits; classes are the union of both', async () => {
     const dir = await tempDir();
     const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
-    await writeImageFolder(path.join(dir, 'monkeys'), { training: { n0: 2, n1: 2, n2: 1 }, validation: { n0: 1, n1: 1 } });
+    await writeImageFolder(path.join(dir, 'monkeys'), {
+      training: { n0: 2, n1: 2, n2: 1 },
+      validation: { n0: 1, n1: 1 },
+    });
     const cache = path.join(dir, 'cache');
     for (const split of ['training', 'validation']) {
-      const r = await runCli(['extract', '--data', path.join(dir, 'monkeys'), '--split', split, '--model', model, '--cache', cache, '--device', 'cpu', '--json']);
+      const r = await runCli([
+        'extract',
+        '--data',
+        path.join(dir, 'monkeys'),
+        '--split',
+        split,
+        '--model',
+        model,
+        '--cache',
+        cache,
+        '--device',
+        'cpu',
+        '--json',
+      ]);
       assert.equal(r.code, 0, r.stderr);
     }
     const reader = await FeatureCache.open(cache);
     assert.deepEqual(reader.manifest.classes, ['n0', 'n1', 'n2']);
-    assert.deepEqual((await reader.splits()), ['training', 'validation']);
+    assert.deepEqual(await reader.splits(), ['training', 'validation']);
     const val = await reader.read('validation');
     assert.deepEqual(val.paths, ['validation/n0/img0.jpg', 'validation/n1/img0.jpg']);
     assert.deepEqual(Array.from(val.labels), [0, 1]);
@@ -137,10 +207,24 @@ describe('symlinks that lead outside the data folder', () => {
     await writeImageFolder(path.join(dir, 'data'), { train: { ants: 2, bees: 2 } });
     await writeImageFolder(path.join(dir, 'elsewhere'), { pics: { x: 3 } });
     await fs.symlink(path.join(dir, 'elsewhere', 'pics', 'x'), path.join(dir, 'data', 'train', 'outside_link'));
-    const args = ['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', path.join(dir, 'cache'), '--device', 'cpu', '--json'];
+    const args = [
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--cache',
+      path.join(dir, 'cache'),
+      '--device',
+      'cpu',
+      '--json',
+    ];
     const refused = await runCli(args);
     assert.equal(refused.code, 2);
-    assert.match(refused.stderr, /outside_link: a symlink that leads outside the data folder .*; remove it, or pass --follow-symlinks to read it/);
+    assert.match(
+      refused.stderr,
+      /outside_link: a symlink that leads outside the data folder .*; remove it, or pass --follow-symlinks to read it/,
+    );
     assert.ok(!existsSync(path.join(dir, 'cache', 'train')), 'nothing extracted');
     const followed = await runCli([...args, '--follow-symlinks']);
     assert.equal(followed.code, 0, followed.stderr);
@@ -148,7 +232,18 @@ describe('symlinks that lead outside the data folder', () => {
     const inside = await tempDir();
     await writeImageFolder(path.join(inside, 'data'), { train: { ants: 2 } });
     await fs.symlink(path.join(inside, 'data', 'train', 'ants'), path.join(inside, 'data', 'train', 'also_ants'));
-    const r = await runCli(['extract', '--data', path.join(inside, 'data'), '--model', model, '--cache', path.join(inside, 'cache'), '--device', 'cpu', '--json']);
+    const r = await runCli([
+      'extract',
+      '--data',
+      path.join(inside, 'data'),
+      '--model',
+      model,
+      '--cache',
+      path.join(inside, 'cache'),
+      '--device',
+      'cpu',
+      '--json',
+    ]);
     assert.equal(r.code, 0, 'a symlink inside the data folder is fine');
   });
 });
@@ -160,7 +255,24 @@ describe('predict with inputs that are missing or unreadable', () => {
     await writeColourFolder(path.join(dir, 'data'), 4);
     const cache = path.join(dir, 'cache');
     for (const split of ['train', 'val']) {
-      assert.equal((await runCli(['extract', '--data', path.join(dir, 'data'), '--split', split, '--model', model, '--cache', cache, '--device', 'cpu'])).code, 0);
+      assert.equal(
+        (
+          await runCli([
+            'extract',
+            '--data',
+            path.join(dir, 'data'),
+            '--split',
+            split,
+            '--model',
+            model,
+            '--cache',
+            cache,
+            '--device',
+            'cpu',
+          ])
+        ).code,
+        0,
+      );
     }
     const head = path.join(dir, 'head');
     const t = await runCli(['train-head', '--cache', cache, '--head', head, '--epochs', '3']);
@@ -170,9 +282,22 @@ describe('predict with inputs that are missing or unreadable', () => {
     await fs.mkdir(bad);
     await fs.writeFile(path.join(bad, 'broken.jpg'), 'not a jpeg');
     await writeImage(path.join(bad, 'fine.png'), 3, { format: 'png' });
-    const r = await runCli(['predict', good, bad, path.join(dir, 'nonexist.jpg'), '--head', head, '--json', '--device', 'cpu']);
+    const r = await runCli([
+      'predict',
+      good,
+      bad,
+      path.join(dir, 'nonexist.jpg'),
+      '--head',
+      head,
+      '--json',
+      '--device',
+      'cpu',
+    ]);
     assert.equal(r.code, 3, r.stderr);
-    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const byPath = new Map(lines.map((p) => [path.basename(p.path), p]));
     assert.equal(lines.length, 4);
     assert.ok(byPath.get('red0.png').top.length > 0 && !byPath.get('red0.png').error);

@@ -7,7 +7,16 @@ import { loadHead } from '../../src/head/saved.js';
 import { expectedCalibrationError, classificationMetrics } from '../../src/head/metrics.js';
 import { applyNormalization } from '../../src/head/normalize.js';
 import { FeatureCache } from '../../src/store/reader.js';
-import { hymenoptera, mobilenetModel, needsShared, runCli, tempDir, writeColourFolder, writeColourImage, writeTinyModel } from '../support/helpers.js';
+import {
+  hymenoptera,
+  mobilenetModel,
+  needsShared,
+  runCli,
+  tempDir,
+  writeColourFolder,
+  writeColourImage,
+  writeTinyModel,
+} from '../support/helpers.js';
 
 describe('train-head and predict (tiny model, colour classes)', () => {
   let dir: string;
@@ -21,13 +30,38 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     cache = path.join(dir, 'features');
     head = path.join(dir, 'head');
     for (const split of ['train', 'val']) {
-      const r = await runCli(['extract', '--data', path.join(dir, 'data'), '--split', split, '--model', model, '--cache', cache, '--device', 'cpu']);
+      const r = await runCli([
+        'extract',
+        '--data',
+        path.join(dir, 'data'),
+        '--split',
+        split,
+        '--model',
+        model,
+        '--cache',
+        cache,
+        '--device',
+        'cpu',
+      ]);
       assert.equal(r.code, 0, r.stderr);
     }
   });
 
   it('trains on the cached train split, validates on val, and saves a loadable TF.js head with provenance', async () => {
-    const r = await runCli(['train-head', '--cache', cache, '--head', head, '--epochs', '30', '--lr', '0.05', '--normalize', 'standard', '--json']);
+    const r = await runCli([
+      'train-head',
+      '--cache',
+      cache,
+      '--head',
+      head,
+      '--epochs',
+      '30',
+      '--lr',
+      '0.05',
+      '--normalize',
+      'standard',
+      '--json',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const result = JSON.parse(r.stdout);
     assert.equal(result.validation, 'split');
@@ -37,7 +71,8 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     assert.equal(result.metrics.top5, null, 'top-5 only with >= 5 classes');
     assert.equal(result.metrics.confusion.length, 3);
     const names = await fs.readdir(head);
-    for (const f of ['model.json', 'weights.bin', 'head.json', 'history.json', 'metrics.json', 'curves.html']) assert.ok(names.includes(f), f);
+    for (const f of ['model.json', 'weights.bin', 'head.json', 'history.json', 'metrics.json', 'curves.html'])
+      assert.ok(names.includes(f), f);
     const modelJson = JSON.parse(await fs.readFile(path.join(head, 'model.json'), 'utf8'));
     assert.equal(modelJson.format, 'layers-model');
     assert.equal(modelJson.weightsManifest[0].paths[0], 'weights.bin');
@@ -85,19 +120,29 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     assert.equal(new Set(result.sweep.candidates.map((c: { normalize: string }) => c.normalize)).size, 3);
     assert.equal(result.sweep.method, 'kfold', '36 train rows: a 20% hold-out is too small');
     assert.equal(result.setting.epochs, result.sweep.chosen.epoch);
-    assert.equal(result.history.length, result.sweep.chosen.epoch, 'refit for the chosen epochs, no best-epoch pick on val');
+    assert.equal(
+      result.history.length,
+      result.sweep.chosen.epoch,
+      'refit for the chosen epochs, no best-epoch pick on val',
+    );
     const info = JSON.parse(await fs.readFile(path.join(dir2, 'head.json'), 'utf8'));
     assert.equal(info.temperature, result.sweep.temperature);
     const metrics = JSON.parse(await fs.readFile(path.join(dir2, 'metrics.json'), 'utf8'));
-    for (const k of ['before', 'after']) for (const m of ['ece', 'nll']) assert.equal(typeof metrics.calibration[k][m], 'number');
+    for (const k of ['before', 'after'])
+      for (const m of ['ece', 'nll']) assert.equal(typeof metrics.calibration[k][m], 'number');
     assert.equal(metrics.sweep.candidates.length, result.sweep.candidates.length);
     const curves = await fs.readFile(path.join(dir2, 'curves.html'), 'utf8');
     assert.match(curves, /aria-label="reliability"/);
     assert.match(curves, /Sweep: held-out accuracy/);
     const human = await runCli(['train-head', '--cache', cache, '--head', dir2, '--lr', '0.05', '--epochs', '5']);
     assert.equal(human.code, 0, human.stderr);
-    assert.match(human.stderr, /^train-head: sweep chose normalize (none|l2|standard), lr 0\.05, weight decay [\d.e-]+, 5 epochs .*fixed: --lr, --epochs/m);
-    const manual = JSON.parse((await runCli(['train-head', '--cache', cache, '--head', dir2, '--no-sweep', '--epochs', '3', '--json'])).stdout);
+    assert.match(
+      human.stderr,
+      /^train-head: sweep chose normalize (none|l2|standard), lr 0\.05, weight decay [\d.e-]+, 5 epochs .*fixed: --lr, --epochs/m,
+    );
+    const manual = JSON.parse(
+      (await runCli(['train-head', '--cache', cache, '--head', dir2, '--no-sweep', '--epochs', '3', '--json'])).stdout,
+    );
     assert.equal(manual.sweep, null);
     assert.equal(manual.temperature, 1);
     assert.equal(JSON.parse(await fs.readFile(path.join(dir2, 'head.json'), 'utf8')).temperature, undefined);
@@ -115,8 +160,16 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     assert.equal(result.sweep.method, 'kfold', '36 train rows: a 20% hold-out is too small');
     // 3-d features and 36 rows: standardisation has enough rows, so the whole default grid is swept.
     assert.equal(result.sweep.candidates.length, 6 * 3);
-    assert.deepEqual([...new Set(result.sweep.candidates.map((c: { c: number }) => c.c))], [0.01, 0.1, 1, 10, 100, 1000]);
-    assert.ok(result.sweep.candidates.every((c: { calibratedLoss: number; lr: null; epoch: null }) => typeof c.calibratedLoss === 'number' && c.lr === null && c.epoch === null));
+    assert.deepEqual(
+      [...new Set(result.sweep.candidates.map((c: { c: number }) => c.c))],
+      [0.01, 0.1, 1, 10, 100, 1000],
+    );
+    assert.ok(
+      result.sweep.candidates.every(
+        (c: { calibratedLoss: number; lr: null; epoch: null }) =>
+          typeof c.calibratedLoss === 'number' && c.lr === null && c.epoch === null,
+      ),
+    );
     assert.equal(result.sweep.chosen.tied, true);
     assert.equal(result.setting.c, result.sweep.chosen.c);
     assert.equal(result.setting.weightDecay, 1 / (result.setting.c * result.trainRows));
@@ -131,18 +184,25 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     assert.equal(info.normalization.kind, result.setting.normalize);
     const metrics = JSON.parse(await fs.readFile(path.join(probeHead, 'metrics.json'), 'utf8'));
     assert.equal(metrics.sweep.candidates.length, 18);
-    assert.match(await fs.readFile(path.join(probeHead, 'curves.html'), 'utf8'), /per C; outlined: chosen; dashed: within one standard error/);
+    assert.match(
+      await fs.readFile(path.join(probeHead, 'curves.html'), 'utf8'),
+      /per C; outlined: chosen; dashed: within one standard error/,
+    );
     // The loaded head reproduces training's evaluation.
     const tf = (await loadTf()).tf;
     const loaded = await loadHead(tf, probeHead);
     const valSet = await (await FeatureCache.open(cache)).read('val');
-    const p = loaded.predict(applyNormalization(info.normalization, valSet.features.slice(), valSet.count, 3), valSet.count);
+    const p = loaded.predict(
+      applyNormalization(info.normalization, valSet.features.slice(), valSet.count, 3),
+      valSet.count,
+    );
     assert.equal(classificationMetrics(p, valSet.labels, info.classes).top1, result.metrics.top1);
     loaded.dispose();
     // Same data, same seed: the same weights, byte for byte.
     const again = path.join(dir, 'head-probe-again');
     assert.equal((await runCli(['train-head', '--cache', cache, '--head', again])).code, 0);
-    for (const f of ['model.json', 'weights.bin']) assert.ok((await fs.readFile(path.join(probeHead, f))).equals(await fs.readFile(path.join(again, f))), f);
+    for (const f of ['model.json', 'weights.bin'])
+      assert.ok((await fs.readFile(path.join(probeHead, f))).equals(await fs.readFile(path.join(again, f))), f);
   });
 
   it('says which solver and why; mini-batch options, a hidden layer or --no-sweep choose mini-batch; lbfgs with a hidden layer is refused', async () => {
@@ -150,23 +210,61 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     const human = await runCli(['train-head', '--cache', cache, '--head', h]);
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stderr, /^train-head: solver lbfgs \(the default for a linear head\)$/m);
-    assert.match(human.stderr, /^train-head: sweep chose normalize (none|l2|standard), C [\d.]+ \(\d+ of 18 candidates tied within one standard error\)/m);
+    assert.match(
+      human.stderr,
+      /^train-head: sweep chose normalize (none|l2|standard), C [\d.]+ \(\d+ of 18 candidates tied within one standard error\)/m,
+    );
     assert.match(human.stdout, /^train-head: .*logistic regression \(L-BFGS\).*L-BFGS \d+ iterations/m);
-    const pinned = JSON.parse((await runCli(['train-head', '--cache', cache, '--head', h, '--weight-decay', '0.01', '--normalize', 'l2', '--json'])).stdout);
+    const pinned = JSON.parse(
+      (
+        await runCli([
+          'train-head',
+          '--cache',
+          cache,
+          '--head',
+          h,
+          '--weight-decay',
+          '0.01',
+          '--normalize',
+          'l2',
+          '--json',
+        ])
+      ).stdout,
+    );
     assert.equal(pinned.setting.solver, 'lbfgs');
     assert.deepEqual(pinned.sweep.fixed, ['--weight-decay', '--normalize']);
     assert.equal(pinned.sweep.candidates.length, 1);
     assert.ok(Math.abs(pinned.setting.c - 1 / (0.01 * pinned.trainRows)) < 1e-12);
-    const hidden = JSON.parse((await runCli(['train-head', '--cache', cache, '--head', h, '--hidden', '4', '--epochs', '3', '--json'])).stdout);
+    const hidden = JSON.parse(
+      (await runCli(['train-head', '--cache', cache, '--head', h, '--hidden', '4', '--epochs', '3', '--json'])).stdout,
+    );
     assert.equal(hidden.setting.solver, 'minibatch');
     const noSweep = await runCli(['train-head', '--cache', cache, '--head', h, '--no-sweep', '--epochs', '2']);
     assert.match(noSweep.stderr, /solver minibatch \(no sweep\)/);
     const refused = await runCli(['train-head', '--cache', cache, '--head', h, '--solver', 'lbfgs', '--hidden', '4']);
     assert.equal(refused.code, 2);
-    assert.match(refused.stderr.trim(), /^featcache: --solver: expected minibatch or auto with a hidden layer \(--hidden 4\): L-BFGS fits a linear head/);
-    const mixed = await runCli(['train-head', '--cache', cache, '--head', h, '--solver', 'lbfgs', '--lr', '0.5', '--epochs', '3']);
+    assert.match(
+      refused.stderr.trim(),
+      /^featcache: --solver: expected minibatch or auto with a hidden layer \(--hidden 4\): L-BFGS fits a linear head/,
+    );
+    const mixed = await runCli([
+      'train-head',
+      '--cache',
+      cache,
+      '--head',
+      h,
+      '--solver',
+      'lbfgs',
+      '--lr',
+      '0.5',
+      '--epochs',
+      '3',
+    ]);
     assert.equal(mixed.code, 2);
-    assert.match(mixed.stderr.trim(), /^featcache: --solver: expected minibatch or auto with --lr, --epochs \(L-BFGS has no learning rate, epochs or batches; drop them, or pin C with --weight-decay\)/);
+    assert.match(
+      mixed.stderr.trim(),
+      /^featcache: --solver: expected minibatch or auto with --lr, --epochs \(L-BFGS has no learning rate, epochs or batches; drop them, or pin C with --weight-decay\)/,
+    );
     const bad = await runCli(['train-head', '--cache', cache, '--head', h, '--solver', 'newton']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /Invalid values:[\s\S]*solver[\s\S]*"newton"[\s\S]*"lbfgs"/);
@@ -174,10 +272,22 @@ describe('train-head and predict (tiny model, colour classes)', () => {
 
   it('same seed, same head, byte for byte', async () => {
     const [a, b] = [path.join(dir, 'same-a'), path.join(dir, 'same-b')];
-    for (const h of [a, b]) assert.equal((await runCli(['train-head', '--cache', cache, '--head', h, '--seed', '5', '--epochs', '4'])).code, 0);
-    for (const f of ['model.json', 'weights.bin']) assert.ok((await fs.readFile(path.join(a, f))).equals(await fs.readFile(path.join(b, f))), f);
-    const strip = (t: string) => { const j = JSON.parse(t); delete j.provenance.trainedAt; return j; };
-    assert.deepEqual(strip(await fs.readFile(path.join(a, 'head.json'), 'utf8')), strip(await fs.readFile(path.join(b, 'head.json'), 'utf8')));
+    for (const h of [a, b])
+      assert.equal(
+        (await runCli(['train-head', '--cache', cache, '--head', h, '--seed', '5', '--epochs', '4'])).code,
+        0,
+      );
+    for (const f of ['model.json', 'weights.bin'])
+      assert.ok((await fs.readFile(path.join(a, f))).equals(await fs.readFile(path.join(b, f))), f);
+    const strip = (t: string) => {
+      const j = JSON.parse(t);
+      delete j.provenance.trainedAt;
+      return j;
+    };
+    assert.deepEqual(
+      strip(await fs.readFile(path.join(a, 'head.json'), 'utf8')),
+      strip(await fs.readFile(path.join(b, 'head.json'), 'utf8')),
+    );
   });
 
   it('never deletes what it did not write: a non-empty directory without a featcache head.json is refused', async () => {
@@ -187,46 +297,103 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     await fs.writeFile(path.join(models, 'notes.txt'), 'notes');
     const r = await runCli(['train-head', '--cache', cache, '--head', models, '--epochs', '2', '--no-sweep']);
     assert.equal(r.code, 2);
-    assert.match(r.stderr.trim(), /^featcache: --head .*models: the directory is not empty and holds no featcache head\.json.*choose a new or empty directory/);
+    assert.match(
+      r.stderr.trim(),
+      /^featcache: --head .*models: the directory is not empty and holds no featcache head\.json.*choose a new or empty directory/,
+    );
     assert.deepEqual((await fs.readdir(models)).sort(), ['notes.txt', 'resnet50.onnx']);
     const own = path.join(dir, 'own-head');
-    assert.equal((await runCli(['train-head', '--cache', cache, '--head', own, '--epochs', '2', '--no-sweep'])).code, 0);
+    assert.equal(
+      (await runCli(['train-head', '--cache', cache, '--head', own, '--epochs', '2', '--no-sweep'])).code,
+      0,
+    );
     await fs.writeFile(path.join(own, 'photo.jpg'), 'jpeg');
-    assert.equal((await runCli(['train-head', '--cache', cache, '--head', own, '--epochs', '2', '--no-sweep'])).code, 0);
+    assert.equal(
+      (await runCli(['train-head', '--cache', cache, '--head', own, '--epochs', '2', '--no-sweep'])).code,
+      0,
+    );
     assert.equal(await fs.readFile(path.join(own, 'photo.jpg'), 'utf8'), 'jpeg');
   });
 
   it('a class with one training image is trained on and named, not a crash', async () => {
     const data = path.join(dir, 'one-image');
     let seed = 500;
-    for (const [split, n] of [['train', 8], ['val', 3]] as const) {
-      for (const [name, rgb] of [['blue', [40, 60, 200]], ['green', [50, 190, 60]], ['red', [200, 50, 40]]] as const) {
-        for (let i = 0; i < (name === 'red' && split === 'train' ? 1 : n); i++) await writeColourImage(path.join(data, split, name, `${i}.png`), [...rgb] as [number, number, number], seed++);
+    for (const [split, n] of [
+      ['train', 8],
+      ['val', 3],
+    ] as const) {
+      for (const [name, rgb] of [
+        ['blue', [40, 60, 200]],
+        ['green', [50, 190, 60]],
+        ['red', [200, 50, 40]],
+      ] as const) {
+        for (let i = 0; i < (name === 'red' && split === 'train' ? 1 : n); i++)
+          await writeColourImage(
+            path.join(data, split, name, `${i}.png`),
+            [...rgb] as [number, number, number],
+            seed++,
+          );
       }
     }
     const c = path.join(dir, 'one-cache');
-    for (const split of ['train', 'val']) assert.equal((await runCli(['extract', '--data', data, '--split', split, '--model', model, '--cache', c, '--device', 'cpu'])).code, 0);
+    for (const split of ['train', 'val'])
+      assert.equal(
+        (await runCli(['extract', '--data', data, '--split', split, '--model', model, '--cache', c, '--device', 'cpu']))
+          .code,
+        0,
+      );
     const r = await runCli(['train-head', '--cache', c, '--head', path.join(dir, 'one-head'), '--epochs', '5']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /class "red" has one distinct training image: it cannot be held out, so selection does not score it \(still trained on\)/);
+    assert.match(
+      r.stderr,
+      /class "red" has one distinct training image: it cannot be held out, so selection does not score it \(still trained on\)/,
+    );
   });
 
   it('says when a class has val images but none to train on', async () => {
     const data = path.join(dir, 'val-only');
     let seed = 900;
-    for (const [split, names] of [['train', ['blue', 'green']], ['val', ['blue', 'green', 'red']]] as const) {
+    for (const [split, names] of [
+      ['train', ['blue', 'green']],
+      ['val', ['blue', 'green', 'red']],
+    ] as const) {
       const colours = { blue: [40, 60, 200], green: [50, 190, 60], red: [200, 50, 40] } as const;
-      for (const name of names) for (let i = 0; i < 4; i++) await writeColourImage(path.join(data, split, name, `${i}.png`), [...colours[name]] as [number, number, number], seed++);
+      for (const name of names)
+        for (let i = 0; i < 4; i++)
+          await writeColourImage(
+            path.join(data, split, name, `${i}.png`),
+            [...colours[name]] as [number, number, number],
+            seed++,
+          );
     }
     const c = path.join(dir, 'val-only-cache');
-    for (const split of ['train', 'val']) assert.equal((await runCli(['extract', '--data', data, '--split', split, '--model', model, '--cache', c, '--device', 'cpu'])).code, 0);
+    for (const split of ['train', 'val'])
+      assert.equal(
+        (await runCli(['extract', '--data', data, '--split', split, '--model', model, '--cache', c, '--device', 'cpu']))
+          .code,
+        0,
+      );
     const r = await runCli(['train-head', '--cache', c, '--head', path.join(dir, 'val-only-head')]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /^train-head: class "red" has val images but no training images: the head cannot predict it$/m);
+    assert.match(
+      r.stderr,
+      /^train-head: class "red" has val images but no training images: the head cannot predict it$/m,
+    );
   });
 
   it('validates on a stratified --val-fraction of train when asked', async () => {
-    const r = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'head-frac'), '--val-fraction', '0.25', '--epochs', '3', '--json']);
+    const r = await runCli([
+      'train-head',
+      '--cache',
+      cache,
+      '--head',
+      path.join(dir, 'head-frac'),
+      '--val-fraction',
+      '0.25',
+      '--epochs',
+      '3',
+      '--json',
+    ]);
     const result = JSON.parse(r.stdout);
     assert.equal(result.validation, 'fraction');
     assert.equal(result.valRows, 9);
@@ -235,16 +402,39 @@ describe('train-head and predict (tiny model, colour classes)', () => {
 
   it('predicts files, folders and globs: table, JSON lines, CSV and an HTML report', async () => {
     const val = path.join(dir, 'data', 'val');
-    const json = await runCli(['predict', path.join(val, 'red'), path.join(val, 'blue', 'blue0.png'), `${val}/green/green[01].png`, '--head', head, '--top', '2', '--json', '--device', 'cpu']);
+    const json = await runCli([
+      'predict',
+      path.join(val, 'red'),
+      path.join(val, 'blue', 'blue0.png'),
+      `${val}/green/green[01].png`,
+      '--head',
+      head,
+      '--top',
+      '2',
+      '--json',
+      '--device',
+      'cpu',
+    ]);
     assert.equal(json.code, 0, json.stderr);
-    const lines = json.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const lines = json.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     assert.equal(lines.length, 6 + 1 + 2);
     for (const line of lines) {
       assert.equal(line.top.length, 2);
       assert.equal(line.top[0].label, path.basename(path.dirname(line.path)), line.path);
       assert.ok(line.top[0].probability >= line.top[1].probability);
     }
-    const csv = await runCli(['predict', path.join(val, 'red', 'red0.png'), '--head', head, '--csv', '--device', 'cpu']);
+    const csv = await runCli([
+      'predict',
+      path.join(val, 'red', 'red0.png'),
+      '--head',
+      head,
+      '--csv',
+      '--device',
+      'cpu',
+    ]);
     assert.match(csv.stdout, /^path,label_1,p_1,label_2,p_2,label_3,p_3,error\n.*red0\.png,red,[01]\.\d+/);
     const report = path.join(dir, 'report.html');
     const html = await runCli(['predict', val, '--head', head, '--report', report, '--device', 'cpu']);
@@ -264,9 +454,21 @@ describe('train-head and predict (tiny model, colour classes)', () => {
   it('reports unreadable images per file and carries on (exit 3)', async () => {
     const bad = path.join(dir, 'broken.png');
     await fs.writeFile(bad, 'not a png');
-    const r = await runCli(['predict', bad, path.join(dir, 'data', 'val', 'red', 'red0.png'), '--head', head, '--json', '--device', 'cpu']);
+    const r = await runCli([
+      'predict',
+      bad,
+      path.join(dir, 'data', 'val', 'red', 'red0.png'),
+      '--head',
+      head,
+      '--json',
+      '--device',
+      'cpu',
+    ]);
     assert.equal(r.code, 3);
-    const [first, second] = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const [first, second] = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     assert.match(first.error, /unsupported image format/);
     assert.equal(second.top[0].label, 'red');
     assert.match(r.stderr, /1 of 2 images could not be read/);
@@ -274,22 +476,60 @@ describe('train-head and predict (tiny model, colour classes)', () => {
 
   it('refuses a head trained on another backbone, and a missing head', async () => {
     const other = await writeTinyModel(path.join(dir, 'other.onnx'), { pool: 'ReduceMean13' });
-    const r = await runCli(['predict', path.join(dir, 'data', 'val', 'red'), '--head', head, '--model', other, '--device', 'cpu']);
+    const r = await runCli([
+      'predict',
+      path.join(dir, 'data', 'val', 'red'),
+      '--head',
+      head,
+      '--model',
+      other,
+      '--device',
+      'cpu',
+    ]);
     assert.equal(r.code, 2);
-    assert.match(r.stderr.trim(), /^featcache: --model .*other\.onnx: sha256 [0-9a-f]{12}… is not the backbone the head .* was trained on/);
+    assert.match(
+      r.stderr.trim(),
+      /^featcache: --model .*other\.onnx: sha256 [0-9a-f]{12}… is not the backbone the head .* was trained on/,
+    );
     const missing = await runCli(['predict', path.join(dir, 'data', 'val'), '--head', path.join(dir, 'nohead')]);
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /--head .*nohead: no head.json here; train one with 'featcache train-head/);
   });
 
   it('records the TensorFlow.js backend used, and refuses one that is not installed', async () => {
-    const r = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'head-cpu'), '--epochs', '2', '--backend', 'cpu', '--json']);
+    const r = await runCli([
+      'train-head',
+      '--cache',
+      cache,
+      '--head',
+      path.join(dir, 'head-cpu'),
+      '--epochs',
+      '2',
+      '--backend',
+      'cpu',
+      '--json',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).backend, 'cpu');
     const info = JSON.parse(await fs.readFile(path.join(dir, 'head-cpu', 'head.json'), 'utf8'));
     assert.equal(info.provenance.backend, 'cpu');
-    const hasNode = await import('@tensorflow/tfjs-node' as string).then(() => true, () => false);
-    const t = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'head-tf'), '--epochs', '2', '--no-sweep', '--backend', 'tensorflow', '--json']);
+    const hasNode = await import('@tensorflow/tfjs-node' as string).then(
+      () => true,
+      () => false,
+    );
+    const t = await runCli([
+      'train-head',
+      '--cache',
+      cache,
+      '--head',
+      path.join(dir, 'head-tf'),
+      '--epochs',
+      '2',
+      '--no-sweep',
+      '--backend',
+      'tensorflow',
+      '--json',
+    ]);
     // Either branch asserts: refused when tfjs-node is absent, used and recorded when it is present.
     if (hasNode) {
       assert.equal(t.code, 0, t.stderr);
@@ -334,7 +574,19 @@ describe('accuracy on real data: MobileNetV2-int8 on hymenoptera', () => {
     const dir = await tempDir();
     const cache = path.join(dir, 'features');
     for (const split of ['train', 'val']) {
-      const r = await runCli(['extract', '--data', hymenoptera, '--split', split, '--model', mobilenetModel, '--cache', cache, '--device', 'cpu']);
+      const r = await runCli([
+        'extract',
+        '--data',
+        hymenoptera,
+        '--split',
+        split,
+        '--model',
+        mobilenetModel,
+        '--cache',
+        cache,
+        '--device',
+        'cpu',
+      ]);
       assert.equal(r.code, 0, r.stderr);
     }
     const r = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'head'), '--json']);

@@ -22,7 +22,10 @@ describe('ImageFolder with split folders', () => {
     assert.deepEqual(train.skipped, [{ path: 'ant/notes.txt', reason: 'not an image file extension' }]);
     const val = await openDataset({ ...base, data: root, split: 'val' });
     assert.deepEqual(val.classes, train.classes);
-    await assert.rejects(openDataset({ ...base, data: root, split: 'test' }), /^FeatcacheError: split: expected one of the split folders of .* \(train, val\), got "test"/);
+    await assert.rejects(
+      openDataset({ ...base, data: root, split: 'test' }),
+      /^FeatcacheError: split: expected one of the split folders of .* \(train, val\), got "test"/,
+    );
   });
 
   it('survives a symlink loop and lists each real file once', async () => {
@@ -31,7 +34,10 @@ describe('ImageFolder with split folders', () => {
     await fs.symlink('..', path.join(root, 'train/a/loop'));
     await fs.symlink('/nonexistent/dir', path.join(root, 'train/a/dangling.jpg'));
     const ds = await openDataset({ ...base, data: root, split: 'train' });
-    assert.deepEqual(ds.items.map((i) => i.path), ['train/a/img0.jpg', 'train/a/img1.jpg']);
+    assert.deepEqual(
+      ds.items.map((i) => i.path),
+      ['train/a/img0.jpg', 'train/a/img1.jpg'],
+    );
     assert.ok(ds.skipped.some((s) => s.path.endsWith('dangling.jpg')));
   });
 
@@ -57,14 +63,25 @@ describe('ImageFolder without split folders', () => {
     assert.deepEqual(val.items.map((i) => i.label).sort(), [0, 0, 1], 'each class keeps its share');
     const trainPaths = new Set(train.items.map((i) => i.path));
     assert.equal(train.items.length + val.items.length, 30, 'every image in exactly one split');
-    assert.deepEqual(val.items.filter((i) => trainPaths.has(i.path)), [], 'no image in both splits');
-    assert.equal(new Set([...trainPaths, ...val.items.map((i) => i.path)]).size, 30, 'together they are the whole folder');
+    assert.deepEqual(
+      val.items.filter((i) => trainPaths.has(i.path)),
+      [],
+      'no image in both splits',
+    );
+    assert.equal(
+      new Set([...trainPaths, ...val.items.map((i) => i.path)]).size,
+      30,
+      'together they are the whole folder',
+    );
     const again = await openDataset({ ...options, split: 'val' });
     assert.deepEqual(again.items, val.items, 'same seed, same split');
     const other = await openDataset({ ...options, seed: 7, split: 'val' });
     assert.notDeepEqual(other.items, val.items, 'another seed, another split');
     await assert.rejects(openDataset({ data: root, seed: 0, split: 'val' }), /pass valFraction/);
-    await assert.rejects(openDataset({ data: root, seed: 0, split: 'train', valFraction: 1.5 }), /valFraction: expected between 0 and 1/);
+    await assert.rejects(
+      openDataset({ data: root, seed: 0, split: 'train', valFraction: 1.5 }),
+      /valFraction: expected between 0 and 1/,
+    );
   });
 });
 
@@ -78,7 +95,13 @@ describe('CSV of id,label (Kaggle dog breeds)', () => {
 
   it('reads id,breed rows, finds <id>.jpg and splits stratified', async () => {
     const root = await kaggle('id,breed\na1,pug\nb2,collie\nc3,pug\nd4,collie\n');
-    const train = await openDataset({ data: root, labels: path.join(root, 'labels.csv'), split: 'train', valFraction: 0.5, seed: 0 });
+    const train = await openDataset({
+      data: root,
+      labels: path.join(root, 'labels.csv'),
+      split: 'train',
+      valFraction: 0.5,
+      seed: 0,
+    });
     assert.equal(train.layout, 'csv');
     assert.deepEqual(train.classes, ['collie', 'pug']);
     assert.equal(train.items.length, 2);
@@ -101,11 +124,14 @@ describe('CSV of id,label (Kaggle dog breeds)', () => {
     ];
     for (const [csv, pattern] of cases) {
       const root = await kaggle(csv);
-      await assert.rejects(openDataset({ data: root, labels: path.join(root, 'labels.csv'), split: 'train', seed: 0 }), (e: FeatcacheError) => {
-        assert.match(e.message, pattern);
-        assert.ok(e.message.startsWith('labels '), e.message);
-        return true;
-      });
+      await assert.rejects(
+        openDataset({ data: root, labels: path.join(root, 'labels.csv'), split: 'train', seed: 0 }),
+        (e: FeatcacheError) => {
+          assert.match(e.message, pattern);
+          assert.ok(e.message.startsWith('labels '), e.message);
+          return true;
+        },
+      );
     }
   });
 });
@@ -117,25 +143,39 @@ describe('unlabelled images', () => {
     await writeImage(path.join(root, 'y z ü.png'), 2, { format: 'png' });
     const folder = await openDataset({ data: root, split: 'train', seed: 0 });
     assert.equal(folder.layout, 'list');
-    assert.deepEqual(folder.items, [{ path: 'x.jpg', label: null }, { path: 'y z ü.png', label: null }]);
+    assert.deepEqual(folder.items, [
+      { path: 'x.jpg', label: null },
+      { path: 'y z ü.png', label: null },
+    ]);
     await fs.writeFile(path.join(root, 'list.txt'), 'x.jpg\n# comment\ny z ü.png\n');
     const list = await openDataset({ data: path.join(root, 'list.txt'), split: 'train', seed: 0 });
-    assert.deepEqual(list.items.map((i) => i.path), ['x.jpg', 'y z ü.png']);
+    assert.deepEqual(
+      list.items.map((i) => i.path),
+      ['x.jpg', 'y z ü.png'],
+    );
   });
 
   it('shards partition the items disjointly and completely', async () => {
     const root = await tempDir();
     for (let i = 0; i < 40; i++) await fs.writeFile(path.join(root, `${i}.jpg`), '');
-    const parts = await Promise.all([0, 1, 2].map((index) => openDataset({ data: root, split: 'train', seed: 0, shard: { index, count: 3 } })));
+    const parts = await Promise.all(
+      [0, 1, 2].map((index) => openDataset({ data: root, split: 'train', seed: 0, shard: { index, count: 3 } })),
+    );
     const all = parts.flatMap((p) => p.items.map((i) => i.path));
     assert.equal(all.length, 40);
     assert.equal(new Set(all).size, 40);
-    assert.ok(parts.every((p) => p.items.length > 5), 'shards are balanced enough');
+    assert.ok(
+      parts.every((p) => p.items.length > 5),
+      'shards are balanced enough',
+    );
   });
 });
 
 describe('bad --data', () => {
   it('names the path', async () => {
-    await assert.rejects(openDataset({ data: '/no/such/dir', split: 'train', seed: 0 }), /^FeatcacheError: data \/no\/such\/dir: no such file or directory/);
+    await assert.rejects(
+      openDataset({ data: '/no/such/dir', split: 'train', seed: 0 }),
+      /^FeatcacheError: data \/no\/such\/dir: no such file or directory/,
+    );
   });
 });

@@ -2,12 +2,22 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { hashScore, inShard, parseShard, stratifiedSplit } from '../../src/dataset/split.js';
 
-interface Thing { id: string; cls: string }
+interface Thing {
+  id: string;
+  cls: string;
+}
 
 const things = (sizes: Record<string, number>): Thing[] =>
   Object.entries(sizes).flatMap(([cls, n]) => [...Array(n).keys()].map((i) => ({ id: `${cls}/${i}.jpg`, cls })));
 
-const split = (items: Thing[], fraction: number, seed = 0) => stratifiedSplit(items, (i) => i.cls, (i) => i.id, fraction, seed);
+const split = (items: Thing[], fraction: number, seed = 0) =>
+  stratifiedSplit(
+    items,
+    (i) => i.cls,
+    (i) => i.id,
+    fraction,
+    seed,
+  );
 
 /**
  * Hamilton's largest-remainder apportionment of ceil(n × fraction) seats, written independently of the code under
@@ -24,10 +34,11 @@ function apportion(sizes: Record<string, number>, fraction: number): Record<stri
   return result;
 }
 
-const perClass = (items: Thing[]) => items.reduce<Record<string, number>>((acc, i) => ((acc[i.cls] = (acc[i.cls] ?? 0) + 1), acc), {});
+const perClass = (items: Thing[]) =>
+  items.reduce<Record<string, number>>((acc, i) => ((acc[i.cls] = (acc[i.cls] ?? 0) + 1), acc), {});
 
 describe('hashScore', () => {
-  it('is sha256(seed NUL key) read as a fraction: pinned to Python\'s hashlib, so splits survive upgrades', () => {
+  it("is sha256(seed NUL key) read as a fraction: pinned to Python's hashlib, so splits survive upgrades", () => {
     // int.from_bytes(hashlib.sha256(b"0\0a.jpg").digest()[:4], "big") / 2**32
     assert.equal(hashScore(0, 'a.jpg'), 0.8915075236000121);
     assert.equal(hashScore(42, 'dir/ü.png'), 0.19689065567217767);
@@ -47,7 +58,12 @@ describe('stratifiedSplit', () => {
 
   it('per-class counts equal largest-remainder apportionment on many class mixes and fractions', () => {
     const mixes: Record<string, number>[] = [
-      { a: 60, b: 30, c: 7 }, { a: 1, b: 1, c: 1 }, { x: 5, y: 5 }, { m: 13, n: 2, o: 9, p: 4 }, { only: 11 }, { b: 3, a: 3, c: 4 },
+      { a: 60, b: 30, c: 7 },
+      { a: 1, b: 1, c: 1 },
+      { x: 5, y: 5 },
+      { m: 13, n: 2, o: 9, p: 4 },
+      { only: 11 },
+      { b: 3, a: 3, c: 4 },
     ];
     for (const sizes of mixes) {
       for (const fraction of [0.05, 0.2, 0.25, 0.5, 0.7]) {
@@ -55,18 +71,40 @@ describe('stratifiedSplit', () => {
           const items = things(sizes);
           const { train, val } = split(items, fraction, seed);
           const what = `${JSON.stringify(sizes)} × ${fraction} (seed ${seed})`;
-          assert.deepEqual(perClass(val), Object.fromEntries(Object.entries(apportion(sizes, fraction)).filter(([, v]) => v > 0)), what);
-          assert.deepEqual([...train, ...val].map((i) => i.id).sort(), items.map((i) => i.id).sort(), `${what}: a partition`);
+          assert.deepEqual(
+            perClass(val),
+            Object.fromEntries(Object.entries(apportion(sizes, fraction)).filter(([, v]) => v > 0)),
+            what,
+          );
+          assert.deepEqual(
+            [...train, ...val].map((i) => i.id).sort(),
+            items.map((i) => i.id).sort(),
+            `${what}: a partition`,
+          );
         }
       }
     }
   });
 
   it('breaks equal remainders towards the alphabetically first class, whatever the input order', () => {
-    for (const order of [['c', 'b', 'a'], ['a', 'b', 'c'], ['b', 'c', 'a']]) {
+    for (const order of [
+      ['c', 'b', 'a'],
+      ['a', 'b', 'c'],
+      ['b', 'c', 'a'],
+    ]) {
       const items = order.map((cls) => ({ id: `${cls}.jpg`, cls }));
-      assert.deepEqual(split(items, 0.2).val.map((i) => i.cls), ['a'], `one seat, order ${order}`);
-      assert.deepEqual(split(items, 0.5).val.map((i) => i.cls).sort(), ['a', 'b'], `two seats, order ${order}`);
+      assert.deepEqual(
+        split(items, 0.2).val.map((i) => i.cls),
+        ['a'],
+        `one seat, order ${order}`,
+      );
+      assert.deepEqual(
+        split(items, 0.5)
+          .val.map((i) => i.cls)
+          .sort(),
+        ['a', 'b'],
+        `two seats, order ${order}`,
+      );
     }
   });
 
@@ -76,10 +114,21 @@ describe('stratifiedSplit', () => {
       const { val } = split(items, 0.3, seed);
       for (const cls of ['a', 'b']) {
         const inClass = items.filter((i) => i.cls === cls);
-        const lowest = [...inClass].sort((x, y) => hashScore(seed, x.id) - hashScore(seed, y.id)).slice(0, val.filter((i) => i.cls === cls).length);
-        assert.deepEqual(val.filter((i) => i.cls === cls).map((i) => i.id).sort(), lowest.map((i) => i.id).sort(), `class ${cls}, seed ${seed}`);
+        const lowest = [...inClass]
+          .sort((x, y) => hashScore(seed, x.id) - hashScore(seed, y.id))
+          .slice(0, val.filter((i) => i.cls === cls).length);
+        assert.deepEqual(
+          val
+            .filter((i) => i.cls === cls)
+            .map((i) => i.id)
+            .sort(),
+          lowest.map((i) => i.id).sort(),
+          `class ${cls}, seed ${seed}`,
+        );
       }
-      const reversed = split([...items].reverse(), 0.3, seed).val.map((i) => i.id).sort();
+      const reversed = split([...items].reverse(), 0.3, seed)
+        .val.map((i) => i.id)
+        .sort();
       assert.deepEqual(reversed, val.map((i) => i.id).sort());
     }
     assert.notDeepEqual(split(items, 0.3, 0).val, split(items, 0.3, 7).val, 'the seed matters');
@@ -89,7 +138,11 @@ describe('stratifiedSplit', () => {
     const items = things({ a: 10 });
     const { train, val } = split(items, 0.3);
     const position = (i: Thing) => items.indexOf(i);
-    for (const part of [train, val]) assert.deepEqual(part.map(position), part.map(position).sort((x, y) => x - y));
+    for (const part of [train, val])
+      assert.deepEqual(
+        part.map(position),
+        part.map(position).sort((x, y) => x - y),
+      );
   });
 
   it('moves few items when the dataset grows', () => {
@@ -127,6 +180,9 @@ describe('shards', () => {
       const n = many.filter((key) => inShard({ index, count: 4 }, key)).length;
       assert.ok(n > 140 && n < 260, `shard ${index} of 4 holds ${n} of 800`);
     }
-    assert.ok(many.every((key) => inShard({ index: 0, count: 1 }, key)), 'one shard holds everything');
+    assert.ok(
+      many.every((key) => inShard({ index: 0, count: 1 }, key)),
+      'one shard holds everything',
+    );
   });
 });

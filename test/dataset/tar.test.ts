@@ -9,14 +9,24 @@ import { type ExtractOptions, extract } from '../../src/jobs/extract.js';
 import { ExitCode } from '../../src/errors.js';
 import { FeatureCache } from '../../src/store/reader.js';
 import { inShard } from '../../src/dataset/split.js';
-import { classesOf, expandShards, isTarPattern, listTar, openTarDataset, patternRoot, splitMemberName } from '../../src/dataset/tar.js';
+import {
+  classesOf,
+  expandShards,
+  isTarPattern,
+  listTar,
+  openTarDataset,
+  patternRoot,
+  splitMemberName,
+} from '../../src/dataset/tar.js';
 import { MEMBER_MTIME, type Sample, writeShard } from '../support/webdataset.js';
 import { tempDir, writeTinyModel } from '../support/helpers.js';
 
 async function jpeg(seed: number): Promise<Buffer> {
   const data = Buffer.alloc(32 * 24 * 3);
   for (let i = 0; i < data.length; i++) data[i] = (i * (seed + 5) + seed * 17) % 256;
-  return sharp(data, { raw: { width: 32, height: 24, channels: 3 } }).jpeg().toBuffer();
+  return sharp(data, { raw: { width: 32, height: 24, channels: 3 } })
+    .jpeg()
+    .toBuffer();
 }
 
 type Outcome = { item: Item; bytes: Buffer; stamp: Stamp } | { item: Item; failure: string };
@@ -25,10 +35,16 @@ type Outcome = { item: Item; bytes: Buffer; stamp: Stamp } | { item: Item; failu
 async function readAll(source: ImageSource, items: Item[]): Promise<Outcome[]> {
   const out: Outcome[] = [];
   for (let i = 0; i < items.length; i += 4) {
-    out.push(...(await Promise.all(items.slice(i, i + 4).map((item) => source.read(item).then(
-      (r): Outcome => ({ item, ...r }),
-      (error: Error): Outcome => ({ item, failure: error.message }),
-    )))));
+    out.push(
+      ...(await Promise.all(
+        items.slice(i, i + 4).map((item) =>
+          source.read(item).then(
+            (r): Outcome => ({ item, ...r }),
+            (error: Error): Outcome => ({ item, failure: error.message }),
+          ),
+        ),
+      )),
+    );
   }
   return out;
 }
@@ -73,7 +89,10 @@ describe('WebDataset tar shards', () => {
       ['train-000000.tar', 'train-000001.tar', 'train-000002.tar'],
     );
     assert.deepEqual((await expandShards(`${shards}/train-*.tar`)).length, 3);
-    await assert.rejects(expandShards(`${shards}/train-{000000..000004}.tar`), /2 of 5 shard names match no tar file \(e\.g\. .*train-000003\.tar/);
+    await assert.rejects(
+      expandShards(`${shards}/train-{000000..000004}.tar`),
+      /2 of 5 shard names match no tar file \(e\.g\. .*train-000003\.tar/,
+    );
   });
 
   it('lists samples by key with labels, and rows read back byte for byte', async () => {
@@ -128,13 +147,27 @@ describe('WebDataset tar shards', () => {
     const file = path.join(dir, 'gz', 'part-0.tar.gz');
     const a = await jpeg(100);
     const b = await jpeg(101);
-    await writeShard(file, [
-      { key: 'a', members: { jpg: a, json: JSON.stringify({ label: 'cat', width: 32 }) } },
-      { key: 'b', members: { 'seg.png': await sharp(a).png().toBuffer(), png: await sharp(b).png().toBuffer(), json: '{"class": "dog"}' } },
-    ], { gzip: true });
+    await writeShard(
+      file,
+      [
+        { key: 'a', members: { jpg: a, json: JSON.stringify({ label: 'cat', width: 32 }) } },
+        {
+          key: 'b',
+          members: {
+            'seg.png': await sharp(a).png().toBuffer(),
+            png: await sharp(b).png().toBuffer(),
+            json: '{"class": "dog"}',
+          },
+        },
+      ],
+      { gzip: true },
+    );
     const ds = await openTarDataset(file);
     assert.deepEqual(ds.classes, ['cat', 'dog']);
-    assert.deepEqual(ds.items, [{ path: 'part-0.tar.gz#a', label: 0 }, { path: 'part-0.tar.gz#b', label: 1 }]);
+    assert.deepEqual(ds.items, [
+      { path: 'part-0.tar.gz#a', label: 0 },
+      { path: 'part-0.tar.gz#b', label: 1 },
+    ]);
     // b before a, one at a time: the gzip cursor must restart for a member it has already passed.
     const second0 = await readAll(ds.source, [ds.items[1]!]);
     const first0 = await readAll(ds.source, [ds.items[0]!]);
@@ -142,14 +175,19 @@ describe('WebDataset tar shards', () => {
     assert.ok('bytes' in out[0]! && out[0].bytes.equals(a));
     const second = out[1]!;
     assert.ok('bytes' in second);
-    assert.deepEqual((await sharp(second.bytes).raw().toBuffer()), await sharp(b).raw().toBuffer(), 'b.png, not b.seg.png');
+    assert.deepEqual(
+      await sharp(second.bytes).raw().toBuffer(),
+      await sharp(b).raw().toBuffer(),
+      'b.png, not b.seg.png',
+    );
     await ds.source.close?.();
   });
 
   it('a truncated shard fails its remaining samples and the next shard is still read', async () => {
     const broken = path.join(dir, 'broken');
     const samples: Sample[] = [];
-    for (let k = 0; k < 6; k++) samples.push({ key: `k${k}`, members: { jpg: await jpeg(200 + k), cls: String(k % 2) } });
+    for (let k = 0; k < 6; k++)
+      samples.push({ key: `k${k}`, members: { jpg: await jpeg(200 + k), cls: String(k % 2) } });
     await writeShard(path.join(broken, 'a.tar'), samples);
     await writeShard(path.join(broken, 'b.tar'), samples.slice(0, 2));
     const whole = await fs.readFile(path.join(broken, 'a.tar'));
@@ -164,11 +202,20 @@ describe('WebDataset tar shards', () => {
     assert.ok(ds.skipped.some((s) => s.path === 'a.tar' && /corrupt or truncated tar after 4 samples/.test(s.reason)));
     // The damaged shard itself is an item that fails, so the damage reaches the failure ledger.
     const listed = await readAll(ds.source, ds.items);
-    assert.deepEqual(listed.filter((o) => 'failure' in o).map((o) => o.item.path).sort(), ['a.tar#', 'a.tar#k3']);
+    assert.deepEqual(
+      listed
+        .filter((o) => 'failure' in o)
+        .map((o) => o.item.path)
+        .sort(),
+      ['a.tar#', 'a.tar#k3'],
+    );
     // The listing made before the damage asks for all six: k3..k5 fail, b.tar is read in full.
     const out = await readAll(good.source, good.items);
     assert.equal(out.length, 8);
-    const failed = out.filter((o) => 'failure' in o).map((o) => o.item.path).sort();
+    const failed = out
+      .filter((o) => 'failure' in o)
+      .map((o) => o.item.path)
+      .sort();
     assert.deepEqual(failed, ['a.tar#k3', 'a.tar#k4', 'a.tar#k5']);
     for (const o of out) if ('failure' in o) assert.match(o.failure, /corrupt or truncated tar/);
     assert.equal(out.filter((o) => 'bytes' in o && o.item.path.startsWith('b.tar#')).length, 2);
@@ -201,7 +248,10 @@ describe('WebDataset tar shards', () => {
     const val = await openDataset({ data: pattern, split: 'val', seed: 0, valFraction: 0.25 });
     assert.equal(val.items.length, 3);
     assert.equal(train.items.length + val.items.length, 12);
-    await assert.rejects(openDataset({ data: path.join(dir, 'shards', 'nope-{0..1}.tar'), split: 'train', seed: 0 }), /2 of 2 shard names match no tar file/);
+    await assert.rejects(
+      openDataset({ data: path.join(dir, 'shards', 'nope-{0..1}.tar'), split: 'train', seed: 0 }),
+      /2 of 2 shard names match no tar file/,
+    );
   });
 
   it('indexes integer labels as themselves and names in sorted order', () => {
@@ -218,8 +268,19 @@ describe('WebDataset tar shards', () => {
 describe('extract from WebDataset shards', () => {
   let dir: string;
   let model: string;
-  const options = (data: string, cache: string, extra: Partial<ExtractOptions> = {}): Partial<ExtractOptions> & { data: string } => ({
-    data, model, cache, device: 'cpu', threads: 1, batchSize: 4, partRows: 4, ...extra,
+  const options = (
+    data: string,
+    cache: string,
+    extra: Partial<ExtractOptions> = {},
+  ): Partial<ExtractOptions> & { data: string } => ({
+    data,
+    model,
+    cache,
+    device: 'cpu',
+    threads: 1,
+    batchSize: 4,
+    partRows: 4,
+    ...extra,
   });
   /** shard s holds keys s*5..s*5+4; the same images are written to folder/<cls>/<key>.jpg as the reference. */
   before(async () => {
@@ -254,14 +315,18 @@ describe('extract from WebDataset shards', () => {
       assert.equal(shard, `part-${Math.floor(Number(key) / 5)}.tar`);
       const j = want.paths.indexOf(`${Number(key) % 2}/${key}.jpg`);
       assert.equal(got.labels[i], want.labels[j]);
-      assert.deepEqual(got.features.subarray(i * got.dim, (i + 1) * got.dim), want.features.subarray(j * want.dim, (j + 1) * want.dim));
+      assert.deepEqual(
+        got.features.subarray(i * got.dim, (i + 1) * got.dim),
+        want.features.subarray(j * want.dim, (j + 1) * want.dim),
+      );
     }
   });
 
   it('a truncated shard puts its unreadable samples in the ledger and the other shards are extracted', async () => {
     const shards = path.join(dir, 'damaged');
     await fs.mkdir(shards);
-    for (const s of [0, 1]) await fs.copyFile(path.join(dir, 'shards', `part-${s}.tar`), path.join(shards, `part-${s}.tar`));
+    for (const s of [0, 1])
+      await fs.copyFile(path.join(dir, 'shards', `part-${s}.tar`), path.join(shards, `part-${s}.tar`));
     const whole = await fs.readFile(path.join(shards, 'part-0.tar'));
     // Cut inside the third sample's image.
     const third = await jpeg(302);
@@ -273,7 +338,10 @@ describe('extract from WebDataset shards', () => {
     assert.ok(r.skipped.some((s) => s.path === 'part-0.tar' && /corrupt or truncated/.test(s.reason)));
     assert.match(logged.join('\n'), /part-0\.tar: .*readable samples are used/);
     const ledger = await (await FeatureCache.open(cache)).failures('train');
-    assert.deepEqual(ledger.map((f) => f.path), ['part-0.tar#', 'part-0.tar#0002']);
+    assert.deepEqual(
+      ledger.map((f) => f.path),
+      ['part-0.tar#', 'part-0.tar#0002'],
+    );
     for (const f of ledger) assert.match(f.message, /corrupt or truncated tar/);
     assert.match(ledger[0]!.message, /after 3 samples .*later samples were not read/);
   });

@@ -15,15 +15,21 @@ import { runCli, tempDir, writeColourFolder, writeImage, writeTinyModel } from '
 
 const fast = { timeoutMs: 2000, retries: 2, backoffMs: 5, maxBackoffMs: 50 };
 
-type Outcome = { bytes: Buffer; stamp: { size: number; mtimeMs: number } } | { failure: { message: string; status: number | undefined } };
+type Outcome =
+  | { bytes: Buffer; stamp: { size: number; mtimeMs: number } }
+  | { failure: { message: string; status: number | undefined } };
 
 /** Reads every URL concurrently, as a batch does; a failure is kept with its message and status. */
 async function readAll(source: UrlSource, urls: string[]): Promise<Map<string, Outcome>> {
   const items = urls.map((path): Item => ({ path, label: null }));
-  const outcomes = await Promise.all(items.map((item) => source.read(item).catch((error: FetchError): Outcome => {
-    assert.ok(error instanceof FetchError, String(error));
-    return { failure: { message: error.message, status: error.status } };
-  })));
+  const outcomes = await Promise.all(
+    items.map((item) =>
+      source.read(item).catch((error: FetchError): Outcome => {
+        assert.ok(error instanceof FetchError, String(error));
+        return { failure: { message: error.message, status: error.status } };
+      }),
+    ),
+  );
   return new Map(urls.map((u, i) => [u, outcomes[i]!]));
 }
 
@@ -63,8 +69,14 @@ describe('UrlSource against a misbehaving local server', () => {
     const source = new UrlSource(fast);
     const u = (p: string) => `${server.base}${p}`;
     const out = await readAll(source, [
-      u('/status/404/a'), u('/status/500/b'), u('/status/429/c'), u('/drop/d'),
-      u('/fail-then-ok/503/2/1.jpg'), u('/fail-then-ok/429/1/2.jpg'), u('/fail-then-ok/drop/2/3.jpg'), u('/fail-then-ok/404/1/4.jpg'),
+      u('/status/404/a'),
+      u('/status/500/b'),
+      u('/status/429/c'),
+      u('/drop/d'),
+      u('/fail-then-ok/503/2/1.jpg'),
+      u('/fail-then-ok/429/1/2.jpg'),
+      u('/fail-then-ok/drop/2/3.jpg'),
+      u('/fail-then-ok/404/1/4.jpg'),
     ]);
     await source.close();
     const failure = (p: string) => {
@@ -82,7 +94,11 @@ describe('UrlSource against a misbehaving local server', () => {
     assert.equal(failure('/drop/d').status, undefined, 'no response, no status');
     assert.match(failure('/drop/d').message, /connection failed/);
     assert.equal(server.hits.get('/drop/d'), 3);
-    for (const [p, name] of [['/fail-then-ok/503/2/1.jpg', '1.jpg'], ['/fail-then-ok/429/1/2.jpg', '2.jpg'], ['/fail-then-ok/drop/2/3.jpg', '3.jpg']] as const) {
+    for (const [p, name] of [
+      ['/fail-then-ok/503/2/1.jpg', '1.jpg'],
+      ['/fail-then-ok/429/1/2.jpg', '2.jpg'],
+      ['/fail-then-ok/drop/2/3.jpg', '3.jpg'],
+    ] as const) {
       const o = out.get(u(p))!;
       assert.ok('bytes' in o && o.bytes.equals(files.get(name)!), `${p} recovers on retry`);
     }
@@ -94,10 +110,19 @@ describe('UrlSource against a misbehaving local server', () => {
     server.reset();
     const source = new UrlSource({ ...fast, timeoutMs: 200, retries: 1, maxBytes: 100_000 });
     const u = (p: string) => `${server.base}${p}`;
-    const out = await readAll(source, [u('/slow/5000/1.jpg'), u('/slow/10/2.jpg'), u('/html/x'), u('/big/300000/y'), u('/big-declared/300000/z')]);
+    const out = await readAll(source, [
+      u('/slow/5000/1.jpg'),
+      u('/slow/10/2.jpg'),
+      u('/html/x'),
+      u('/big/300000/y'),
+      u('/big-declared/300000/z'),
+    ]);
     await source.close();
     const slow = out.get(u('/slow/5000/1.jpg'))!;
-    assert.ok('failure' in slow && /timed out after 200 ms after 2 attempts/.test(slow.failure.message), JSON.stringify(slow));
+    assert.ok(
+      'failure' in slow && /timed out after 200 ms after 2 attempts/.test(slow.failure.message),
+      JSON.stringify(slow),
+    );
     assert.equal(server.hits.get('/slow/5000/1.jpg'), 2, 'a timeout is retried');
     const quick = out.get(u('/slow/10/2.jpg'))!;
     assert.ok('bytes' in quick && quick.bytes.equals(files.get('2.jpg')!));
@@ -161,7 +186,10 @@ describe('UrlSource against a misbehaving local server', () => {
     const source = new UrlSource({ ...fast, timeoutMs: 60_000, retries: 3 });
     source.prefetch([{ path: `${server.base}/slow/60000/1.jpg`, label: null }]);
     while (server.started === 0) await new Promise((r) => setTimeout(r, 5));
-    const reading = source.read({ path: `${server.base}/slow/60000/1.jpg`, label: null }).then(() => 'read', (e: Error) => e.message);
+    const reading = source.read({ path: `${server.base}/slow/60000/1.jpg`, label: null }).then(
+      () => 'read',
+      (e: Error) => e.message,
+    );
     await source.close();
     assert.equal(await reading, 'not fetched: the source was closed');
     assert.equal(server.hits.get('/slow/60000/1.jpg'), 1, 'not retried after close');
@@ -183,7 +211,12 @@ describe('UrlSource against a misbehaving local server', () => {
       socket.on('error', () => upstream.destroy());
     });
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const saved = { HTTP_PROXY: process.env.HTTP_PROXY, http_proxy: process.env.http_proxy, NO_PROXY: process.env.NO_PROXY, no_proxy: process.env.no_proxy };
+    const saved = {
+      HTTP_PROXY: process.env.HTTP_PROXY,
+      http_proxy: process.env.http_proxy,
+      NO_PROXY: process.env.NO_PROXY,
+      no_proxy: process.env.no_proxy,
+    };
     try {
       for (const key of Object.keys(saved)) delete process.env[key];
       process.env.HTTP_PROXY = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
@@ -212,7 +245,10 @@ describe('UrlSource against a misbehaving local server', () => {
   it('refuses bad options by name', () => {
     assert.throws(() => new UrlSource({ concurrency: 0 }), /fetchConcurrency: expected a positive integer, got 0/);
     assert.throws(() => new UrlSource({ retries: -1 }), /fetchRetries: expected a non-negative integer/);
-    assert.throws(() => new UrlSource({ timeoutMs: -500 }), /fetchTimeout: expected a positive number of seconds, got -0\.5/);
+    assert.throws(
+      () => new UrlSource({ timeoutMs: -500 }),
+      /fetchTimeout: expected a positive number of seconds, got -0\.5/,
+    );
   });
 
   it('parses Retry-After as seconds or a date', () => {
@@ -234,14 +270,20 @@ describe('openDataset with URLs', () => {
     await ds.source.close?.();
     assert.equal(ds.layout, 'url-list');
     assert.ok(ds.source instanceof UrlSource);
-    assert.deepEqual(ds.items, [{ path: u(1), label: null }, { path: u(2), label: null }]);
+    assert.deepEqual(ds.items, [
+      { path: u(1), label: null },
+      { path: u(2), label: null },
+    ]);
   });
 
   it('refuses a list that mixes URLs and file paths', async () => {
     const dir = await tempDir();
     const list = path.join(dir, 'mixed.txt');
     await fs.writeFile(list, `${u(1)}\nlocal/a.jpg\n`);
-    await assert.rejects(openDataset({ data: list, split: 'train', seed: 0 }), /data .*mixed\.txt: mixes 1 URLs with 1 file paths \(e\.g\. local\/a\.jpg\)/);
+    await assert.rejects(
+      openDataset({ data: list, split: 'train', seed: 0 }),
+      /data .*mixed\.txt: mixes 1 URLs with 1 file paths \(e\.g\. local\/a\.jpg\)/,
+    );
   });
 
   it('reads a CSV whose url column holds URLs, as --data or --labels, with labels and --val-fraction', async () => {
@@ -265,7 +307,10 @@ describe('openDataset with URLs', () => {
     const dir = await tempDir();
     const csv = path.join(dir, 'files.csv');
     await fs.writeFile(csv, 'id,label\na.jpg,cat\n');
-    await assert.rejects(openDataset({ data: csv, split: 'train', seed: 0 }), /a CSV as (--)?data must hold http\(s\) URLs/);
+    await assert.rejects(
+      openDataset({ data: csv, split: 'train', seed: 0 }),
+      /a CSV as (--)?data must hold http\(s\) URLs/,
+    );
   });
 });
 
@@ -285,13 +330,30 @@ describe('extract from URLs', () => {
   });
   after(() => server.close());
 
-  const options = (data: string, cache: string, extra: Partial<ExtractOptions> = {}): Partial<ExtractOptions> & { data: string } => ({
-    data, model, cache, device: 'cpu', threads: 1, batchSize: 4, partRows: 4, fetch: { retries: 1, backoffMs: 5, timeoutMs: 5000 }, ...extra,
+  const options = (
+    data: string,
+    cache: string,
+    extra: Partial<ExtractOptions> = {},
+  ): Partial<ExtractOptions> & { data: string } => ({
+    data,
+    model,
+    cache,
+    device: 'cpu',
+    threads: 1,
+    batchSize: 4,
+    partRows: 4,
+    fetch: { retries: 1, backoffMs: 5, timeoutMs: 5000 },
+    ...extra,
   });
 
   it('rows are keyed by URL with the features of the same files read locally; failures carry their HTTP status; re-runs fetch nothing', async () => {
     const good = Array.from({ length: 6 }, (_, i) => `${server.base}/img/${i}.jpg`);
-    const bad = [`${server.base}/status/404/a`, `${server.base}/status/500/b`, `${server.base}/drop/c`, `${server.base}/html/d`];
+    const bad = [
+      `${server.base}/status/404/a`,
+      `${server.base}/status/500/b`,
+      `${server.base}/drop/c`,
+      `${server.base}/html/d`,
+    ];
     const list = path.join(dir, 'urls.txt');
     await fs.writeFile(list, [...good, ...bad].join('\n'));
     const cache = path.join(dir, 'cache-urls');
@@ -304,7 +366,10 @@ describe('extract from URLs', () => {
     assert.deepEqual(got.paths, [...good].sort());
     for (let i = 0; i < 6; i++) {
       const k = got.paths.indexOf(`${server.base}/img/${want.paths[i]}`);
-      assert.deepEqual(got.features.subarray(k * got.dim, (k + 1) * got.dim), want.features.subarray(i * want.dim, (i + 1) * want.dim));
+      assert.deepEqual(
+        got.features.subarray(k * got.dim, (k + 1) * got.dim),
+        want.features.subarray(i * want.dim, (i + 1) * want.dim),
+      );
     }
     const ledger = new Map((await (await FeatureCache.open(cache)).failures('train')).map((f) => [f.path, f]));
     assert.deepEqual([...ledger.keys()].sort(), [...bad].sort());
@@ -321,7 +386,11 @@ describe('extract from URLs', () => {
     assert.equal(server.started, 0, 'cached URLs and recorded failures are not fetched again');
     const retry = await extract(options(list, cache, { retryFailed: true }));
     assert.deepEqual([retry.extracted, retry.unchanged, retry.failed], [0, 6, 4]);
-    assert.deepEqual([...server.hits.keys()].sort(), [...bad].map((u) => u.slice(server.base.length)).sort(), '--retry-failed fetches only the failures');
+    assert.deepEqual(
+      [...server.hits.keys()].sort(),
+      [...bad].map((u) => u.slice(server.base.length)).sort(),
+      '--retry-failed fetches only the failures',
+    );
   });
 });
 
@@ -334,7 +403,22 @@ describe('predict with URLs', () => {
       await writeColourFolder(path.join(dir, 'data'), 6);
       const cache = path.join(dir, 'features');
       const head = path.join(dir, 'head');
-      assert.equal((await runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache, '--device', 'cpu'])).code, 0);
+      assert.equal(
+        (
+          await runCli([
+            'extract',
+            '--data',
+            path.join(dir, 'data'),
+            '--model',
+            model,
+            '--cache',
+            cache,
+            '--device',
+            'cpu',
+          ])
+        ).code,
+        0,
+      );
       const trained = await runCli(['train-head', '--cache', cache, '--head', head, '--epochs', '5', '--json']);
       assert.equal(trained.code, 0, trained.stderr);
       const local = ['red/red0.png', 'green/green1.png', 'blue/blue2.png'].map((p) => path.join(dir, 'data', 'val', p));
@@ -342,9 +426,27 @@ describe('predict with URLs', () => {
       const urls = local.map((f) => `${server.base}/img/${path.basename(f)}`);
       const list = path.join(dir, 'urls.txt');
       await fs.writeFile(list, `${urls[1]}\n${urls[2]}\n${server.base}/status/404/missing.png\n`);
-      const r = await runCli(['predict', urls[0]!, list, ...local, '--head', head, '--json', '--device', 'cpu', '--fetch-retries', '0']);
+      const r = await runCli([
+        'predict',
+        urls[0]!,
+        list,
+        ...local,
+        '--head',
+        head,
+        '--json',
+        '--device',
+        'cpu',
+        '--fetch-retries',
+        '0',
+      ]);
       assert.equal(r.code, ExitCode.partial, r.stderr);
-      const predictions = new Map(r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { path: string; top: unknown[]; error?: string }).map((p) => [p.path, p]));
+      const predictions = new Map(
+        r.stdout
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as { path: string; top: unknown[]; error?: string })
+          .map((p) => [p.path, p]),
+      );
       for (const [i, url] of urls.entries()) {
         assert.ok(predictions.get(url)?.top.length, `${url}: ${JSON.stringify(predictions.get(url))}`);
         assert.deepEqual(predictions.get(url)!.top, predictions.get(local[i]!)!.top);

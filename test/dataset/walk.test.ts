@@ -13,7 +13,8 @@ async function touch(file: string): Promise<void> {
 describe('walkImages', () => {
   it('lists images sorted with / separators, skips hidden entries and reports non-images', async () => {
     const root = await tempDir();
-    for (const f of ['b/2.png', 'a/1.JPG', 'a/sub/3.webp', 'notes.txt', '.hidden/4.jpg', 'a/.5.jpg']) await touch(path.join(root, f));
+    for (const f of ['b/2.png', 'a/1.JPG', 'a/sub/3.webp', 'notes.txt', '.hidden/4.jpg', 'a/.5.jpg'])
+      await touch(path.join(root, f));
     const r = await walkImages(root);
     assert.deepEqual(r.images, ['a/1.JPG', 'a/sub/3.webp', 'b/2.png']);
     assert.deepEqual(r.skipped, [{ path: 'notes.txt', reason: 'not an image file extension' }]);
@@ -27,7 +28,10 @@ describe('walkImages', () => {
     await fs.symlink(path.join(root, 'nowhere'), path.join(root, 'broken.jpg'));
     const r = await walkImages(root);
     assert.deepEqual(r.images, ['cats/1.jpg'], 'each real directory once');
-    assert.deepEqual(r.skipped.map((s) => s.path), ['broken.jpg']);
+    assert.deepEqual(
+      r.skipped.map((s) => s.path),
+      ['broken.jpg'],
+    );
     assert.match(r.skipped[0]!.reason, /broken or looping symlink \(ENOENT\)/);
   });
 
@@ -48,6 +52,12 @@ describe('walkImages', () => {
     assert.equal(await isInside(`${root}-alias`, path.join(root, 'a/1.jpg')), true);
     assert.equal(await isInside(path.join(root, 'a'), root), false);
     assert.equal(await isInside(root, `${root}x/1.jpg`), false, 'a sibling with the same prefix is outside');
-    assert.deepEqual(['x.JPEG', 'x.tif', 'x.txt', 'x', 'x.jpg.bak'].map(isImageName), [true, true, false, false, false]);
+    assert.deepEqual(['x.JPEG', 'x.tif', 'x.txt', 'x', 'x.jpg.bak'].map(isImageName), [
+      true,
+      true,
+      false,
+      false,
+      false,
+    ]);
   });
 });

@@ -21,7 +21,10 @@ function startServer(payload: Buffer) {
     let body = mode === 'corrupt' ? Buffer.from(payload.map((b, i) => (i === 100 ? b ^ 0xff : b))) : payload;
     const match = mode !== 'no-range' ? /^bytes=(\d+)-$/.exec(req.headers.range ?? '') : null;
     let status = 200;
-    const headers: Record<string, string | number> = { 'content-type': 'application/octet-stream', 'accept-ranges': 'bytes' };
+    const headers: Record<string, string | number> = {
+      'content-type': 'application/octet-stream',
+      'accept-ranges': 'bytes',
+    };
     if (match) {
       const start = Number(match[1]);
       status = 206;
@@ -37,7 +40,12 @@ function startServer(payload: Buffer) {
     }
     res.end(body);
   });
-  return new Promise<{ url: (mode?: Mode) => string; requests: typeof requests; setDrops: (n: number) => void; close: () => Promise<void> }>((resolve) => {
+  return new Promise<{
+    url: (mode?: Mode) => string;
+    requests: typeof requests;
+    setDrops: (n: number) => void;
+    close: () => Promise<void>;
+  }>((resolve) => {
     server.listen(0, '127.0.0.1', () => {
       const port = (server.address() as AddressInfo).port;
       resolve({
@@ -110,7 +118,10 @@ describe('download', () => {
 
   it('rejects corrupt bytes, removes them, and never creates the final file', async () => {
     const dest = path.join(await tempDir(), 'm.onnx');
-    await assert.rejects(download({ url: server.url('corrupt'), dest, sha256 }), /downloaded file is corrupt \(sha256 [0-9a-f]{64}, expected/);
+    await assert.rejects(
+      download({ url: server.url('corrupt'), dest, sha256 }),
+      /downloaded file is corrupt \(sha256 [0-9a-f]{64}, expected/,
+    );
     assert.ok(!existsSync(dest));
     assert.ok(!existsSync(`${dest}.part`));
   });
@@ -118,7 +129,10 @@ describe('download', () => {
   it('gives up after the retries, keeping the partial file for the next run', async () => {
     const dest = path.join(await tempDir(), 'm.onnx');
     server.setDrops(10);
-    await assert.rejects(download({ url: server.url('drop'), dest, sha256, retries: 1 }), /download incomplete after 2 attempts .* is kept — re-run to resume/);
+    await assert.rejects(
+      download({ url: server.url('drop'), dest, sha256, retries: 1 }),
+      /download incomplete after 2 attempts .* is kept — re-run to resume/,
+    );
     assert.ok(!existsSync(dest));
     assert.ok(existsSync(`${dest}.part`));
     server.setDrops(0);
@@ -134,7 +148,17 @@ describe('featcache fetch-model against 127.0.0.1', () => {
 
   it('downloads with --sha256, checks the graph is a backbone, and reports a present file the second time', async () => {
     const dir = await tempDir();
-    const r = await runCli(['fetch-model', 'resnet50', '--dir', dir, '--url', server.url(), '--sha256', sha256, '--json']);
+    const r = await runCli([
+      'fetch-model',
+      'resnet50',
+      '--dir',
+      dir,
+      '--url',
+      server.url(),
+      '--sha256',
+      sha256,
+      '--json',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const result = JSON.parse(r.stdout);
     assert.equal(result.status, 'downloaded');
@@ -148,9 +172,14 @@ describe('featcache fetch-model against 127.0.0.1', () => {
 
   it('pins an unknown checksum on first download and refuses a changed file later', async () => {
     const dir = await tempDir();
-    const first = JSON.parse((await runCli(['fetch-model', 'resnet50', '--dir', dir, '--url', server.url(), '--json'])).stdout);
+    const first = JSON.parse(
+      (await runCli(['fetch-model', 'resnet50', '--dir', dir, '--url', server.url(), '--json'])).stdout,
+    );
     assert.equal(first.verifiedBy, 'pinned now (first download)');
-    assert.match(await fs.readFile(path.join(dir, 'resnet50.onnx.sha256'), 'utf8'), new RegExp(`^${sha256}  resnet50.onnx`));
+    assert.match(
+      await fs.readFile(path.join(dir, 'resnet50.onnx.sha256'), 'utf8'),
+      new RegExp(`^${sha256}  resnet50.onnx`),
+    );
     await fs.appendFile(path.join(dir, 'resnet50.onnx'), 'tampered');
     const r = await runCli(['fetch-model', 'resnet50', '--dir', dir]);
     assert.equal(r.code, 1);
@@ -159,13 +188,28 @@ describe('featcache fetch-model against 127.0.0.1', () => {
 
   it('refuses a corrupt payload and an unknown model name in one line', async () => {
     const dir = await tempDir();
-    const r = await runCli(['fetch-model', 'resnet50', '--dir', dir, '--url', server.url('corrupt'), '--sha256', sha256]);
+    const r = await runCli([
+      'fetch-model',
+      'resnet50',
+      '--dir',
+      dir,
+      '--url',
+      server.url('corrupt'),
+      '--sha256',
+      sha256,
+    ]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr.trim(), /^featcache: http:\/\/127\.0\.0\.1:\d+\/model\.onnx\?mode=corrupt: downloaded file is corrupt/);
+    assert.match(
+      r.stderr.trim(),
+      /^featcache: http:\/\/127\.0\.0\.1:\d+\/model\.onnx\?mode=corrupt: downloaded file is corrupt/,
+    );
     assert.deepEqual(await fs.readdir(dir), []);
     const unknown = await runCli(['fetch-model', 'vgg99', '--dir', dir]);
     assert.equal(unknown.code, 2);
-    assert.equal(unknown.stderr.trim(), 'featcache: <name>: expected one of "resnet50", "mobilenetv2-int8", or any name with --url, got "vgg99"');
+    assert.equal(
+      unknown.stderr.trim(),
+      'featcache: <name>: expected one of "resnet50", "mobilenetv2-int8", or any name with --url, got "vgg99"',
+    );
   });
 
   it('refuses a download that is not an ONNX backbone', async () => {

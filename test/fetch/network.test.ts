@@ -28,12 +28,17 @@ async function startServer(payload: Buffer) {
     hits.push({ mode, range: req.headers.range });
     if (mode === 'silent') return; // accepted, never answers
     if (mode === '404') return void res.writeHead(404).end('no such model');
-    if (mode === 'html') return void res.writeHead(200, { 'content-type': 'text/html' }).end('<html>LFS quota exceeded</html>');
+    if (mode === 'html')
+      return void res.writeHead(200, { 'content-type': 'text/html' }).end('<html>LFS quota exceeded</html>');
     const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
     const body = payload.subarray(start);
-    res.writeHead(start > 0 ? 206 : 200, { 'content-length': body.length, ...(start > 0 ? { 'content-range': `bytes ${start}-${payload.length - 1}/${payload.length}` } : {}) });
+    res.writeHead(start > 0 ? 206 : 200, {
+      'content-length': body.length,
+      ...(start > 0 ? { 'content-range': `bytes ${start}-${payload.length - 1}/${payload.length}` } : {}),
+    });
     // stall-midway: the first answer sends a third of the bytes and then nothing, keeping the connection open.
-    if (mode === 'stall-midway' && hits.filter((h) => h.mode === 'stall-midway').length === 1) return void res.write(body.subarray(0, Math.floor(body.length / 3)));
+    if (mode === 'stall-midway' && hits.filter((h) => h.mode === 'stall-midway').length === 1)
+      return void res.write(body.subarray(0, Math.floor(body.length / 3)));
     res.end(body);
   });
   server.on('connection', (s) => (sockets.add(s), s.on('close', () => sockets.delete(s))));
@@ -70,17 +75,26 @@ async function startProxy() {
   const proxy = http.createServer((req, res) => {
     seen.push(`${req.method} ${req.url}`);
     const target = new URL(req.url ?? '');
-    const upstream = http.request({ host: target.hostname, port: target.port, path: target.pathname + target.search, method: req.method, headers: req.headers }, (up) => {
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
-    });
+    const upstream = http.request(
+      {
+        host: target.hostname,
+        port: target.port,
+        path: target.pathname + target.search,
+        method: req.method,
+        headers: req.headers,
+      },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
     upstream.on('error', () => res.writeHead(502).end());
     req.pipe(upstream);
   });
   proxy.on('connect', (req, client, head) => {
     seen.push(`CONNECT ${req.url}`);
     const [host, port] = (req.url ?? '').split(':');
-    const upstream = net.connect(Number(port), host!, () => {
+    const upstream = net.connect(Number(port), host, () => {
       client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       upstream.write(head);
       upstream.pipe(client);
@@ -119,7 +133,10 @@ describe('download timeouts, proxy and mirrors', () => {
   it('retries a server that accepts and goes silent, then gives up with the reason', async () => {
     const dest = path.join(await tempDir(), 'm.onnx');
     const before = server.hits.length;
-    await assert.rejects(download({ url: server.url('silent'), dest, retries: 1, ...fast }), /download incomplete after 2 attempts \(no bytes received for 0\.3 s \(stalled\)\)/);
+    await assert.rejects(
+      download({ url: server.url('silent'), dest, retries: 1, ...fast }),
+      /download incomplete after 2 attempts \(no bytes received for 0\.3 s \(stalled\)\)/,
+    );
     assert.equal(server.hits.length - before, 2);
     assert.ok(!existsSync(dest));
     assert.deepEqual(await fs.readdir(path.dirname(dest)), [], 'no empty .part or .source left');
@@ -135,24 +152,51 @@ describe('download timeouts, proxy and mirrors', () => {
 
   it('gives up on a connection (TLS handshake) that never completes, naming the connect timeout', async () => {
     const dest = path.join(await tempDir(), 'm.onnx');
-    await assert.rejects(download({ url: `https://127.0.0.1:${hole.port}/m.onnx`, dest, retries: 0, ...fast, connectTimeoutMs: 200, stallTimeoutMs: 5000 }), /incomplete after 1 attempts \(.*Connect Timeout Error.*timeout: 200ms.*\)/);
+    await assert.rejects(
+      download({
+        url: `https://127.0.0.1:${hole.port}/m.onnx`,
+        dest,
+        retries: 0,
+        ...fast,
+        connectTimeoutMs: 200,
+        stallTimeoutMs: 5000,
+      }),
+      /incomplete after 1 attempts \(.*Connect Timeout Error.*timeout: 200ms.*\)/,
+    );
   });
 
   it('goes through HTTP(S)_PROXY, and straight to hosts NO_PROXY names', async () => {
     const dest = path.join(await tempDir(), 'm.onnx');
-    await download({ url: server.url('ok'), dest, sha256, ...fast, proxy: { httpProxy: proxy.url, httpsProxy: proxy.url, noProxy: '' } });
+    await download({
+      url: server.url('ok'),
+      dest,
+      sha256,
+      ...fast,
+      proxy: { httpProxy: proxy.url, httpsProxy: proxy.url, noProxy: '' },
+    });
     assert.deepEqual(await fs.readFile(dest), payload);
     const host = new URL(server.url('ok')).host;
-    assert.ok(proxy.seen.some((s) => s === `CONNECT ${host}` || s === `GET ${server.url('ok')}`), proxy.seen.join('\n'));
+    assert.ok(
+      proxy.seen.some((s) => s === `CONNECT ${host}` || s === `GET ${server.url('ok')}`),
+      proxy.seen.join('\n'),
+    );
     const seen = proxy.seen.length;
-    await download({ url: server.url('ok'), dest: path.join(await tempDir(), 'm.onnx'), ...fast, proxy: { httpProxy: proxy.url, noProxy: '127.0.0.1' } });
+    await download({
+      url: server.url('ok'),
+      dest: path.join(await tempDir(), 'm.onnx'),
+      ...fast,
+      proxy: { httpProxy: proxy.url, noProxy: '127.0.0.1' },
+    });
     assert.equal(proxy.seen.length, seen);
   });
 
   it('the CLI honours HTTP_PROXY from the environment', async () => {
     const dir = await tempDir();
     const seen = proxy.seen.length;
-    const r = await runCli(['fetch-model', 'tiny', '--dir', dir, '--url', server.url('ok'), '--sha256', sha256, '--json'], { env: { HTTP_PROXY: proxy.url, http_proxy: proxy.url, NO_PROXY: '', no_proxy: '' } });
+    const r = await runCli(
+      ['fetch-model', 'tiny', '--dir', dir, '--url', server.url('ok'), '--sha256', sha256, '--json'],
+      { env: { HTTP_PROXY: proxy.url, http_proxy: proxy.url, NO_PROXY: '', no_proxy: '' } },
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.ok(proxy.seen.length > seen);
   });
@@ -166,7 +210,10 @@ describe('download timeouts, proxy and mirrors', () => {
     assert.equal(r.source, urls[2]);
     assert.equal(r.failedSources.length, 2);
     assert.match(r.failedSources[0]!, /\/404: HTTP 404 Not Found$/);
-    assert.match(r.failedSources[1]!, /\/silent: download incomplete after 1 attempts \(no bytes received for 0\.3 s \(stalled\)\)/);
+    assert.match(
+      r.failedSources[1]!,
+      /\/silent: download incomplete after 1 attempts \(no bytes received for 0\.3 s \(stalled\)\)/,
+    );
     assert.equal(lines.length, 2);
     assert.deepEqual(await fs.readFile(path.join(dir, 'tiny.onnx')), payload);
   });
@@ -175,7 +222,10 @@ describe('download timeouts, proxy and mirrors', () => {
     const dir = await tempDir();
     const urls = [server.url('html'), server.url('404')];
     await assert.rejects(fetchModel({ name: 'tiny', dir, urls, retries: 0, ...fast }), (e: Error) => {
-      assert.match(e.message, /^fetch-model tiny: every source failed: \(1\) .*\/html.*not a usable backbone.* \(2\) .*\/404: HTTP 404 Not Found — behind a proxy, set HTTPS_PROXY/);
+      assert.match(
+        e.message,
+        /^fetch-model tiny: every source failed: \(1\) .*\/html.*not a usable backbone.* \(2\) .*\/404: HTTP 404 Not Found — behind a proxy, set HTTPS_PROXY/,
+      );
       assert.ok(!e.message.includes('\n'));
       return true;
     });

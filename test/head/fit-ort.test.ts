@@ -5,7 +5,14 @@ import { before, describe, it } from 'node:test';
 import { FeatcacheError } from '../../src/errors.js';
 import { fitHeadOrt, shouldUseOrtHead } from '../../src/head/fit-ort.js';
 import { type Tf, loadTf } from '../../src/head/runtime.js';
-import { DEFAULT_HEAD_OPTIONS, type EpochStats, type HeadOptions, type Split, type TrainResult, fitHead } from '../../src/head/train.js';
+import {
+  DEFAULT_HEAD_OPTIONS,
+  type EpochStats,
+  type HeadOptions,
+  type Split,
+  type TrainResult,
+  fitHead,
+} from '../../src/head/train.js';
 import { seededRandom } from '../../src/util/random.js';
 import { repoRoot } from '../support/helpers.js';
 
@@ -22,13 +29,25 @@ function clusters(count: number, dim: number, classes: number, noise: number, se
     return c;
   });
   const features = new Float32Array(count * dim);
-  for (let r = 0; r < count; r++) for (let d = 0; d < dim; d++) features[r * dim + d] = centres[labels[r]! * dim + d]! + (random() * 2 - 1) * noise;
+  for (let r = 0; r < count; r++)
+    for (let d = 0; d < dim; d++) features[r * dim + d] = centres[labels[r]! * dim + d]! + (random() * 2 - 1) * noise;
   return { features, labels, count };
 }
 
-const options = (over: Partial<HeadOptions>): HeadOptions => ({ ...DEFAULT_HEAD_OPTIONS, epochs: 6, batchSize: 32, ...over });
+const options = (over: Partial<HeadOptions>): HeadOptions => ({
+  ...DEFAULT_HEAD_OPTIONS,
+  epochs: 6,
+  batchSize: 32,
+  ...over,
+});
 const weightsOf = (r: TrainResult) => [...r.layers[0]!.kernel, ...r.layers[0]!.bias];
-const bytesOf = (r: TrainResult) => Buffer.concat(r.layers.flatMap((l) => [Buffer.from(l.kernel.buffer, l.kernel.byteOffset, l.kernel.byteLength), Buffer.from(l.bias.buffer, l.bias.byteOffset, l.bias.byteLength)]));
+const bytesOf = (r: TrainResult) =>
+  Buffer.concat(
+    r.layers.flatMap((l) => [
+      Buffer.from(l.kernel.buffer, l.kernel.byteOffset, l.kernel.byteLength),
+      Buffer.from(l.bias.buffer, l.bias.byteOffset, l.bias.byteLength),
+    ]),
+  );
 
 /**
  * Both engines run the same float32 arithmetic in different orders (MLAS vs tfjs kernels' summation order, and
@@ -41,7 +60,9 @@ const TOLERANCE = 1e-5;
 function assertClose(got: number[], want: number[], what: string): void {
   assert.equal(got.length, want.length, `${what}: length`);
   const scale = Math.max(...want.map(Math.abs));
-  got.forEach((v, i) => assert.ok(Math.abs(v - want[i]!) <= TOLERANCE * scale, `${what}[${i}]: ${v} vs ${want[i]} (scale ${scale})`));
+  got.forEach((v, i) =>
+    assert.ok(Math.abs(v - want[i]!) <= TOLERANCE * scale, `${what}[${i}]: ${v} vs ${want[i]} (scale ${scale})`),
+  );
 }
 
 function assertHistoryClose(got: EpochStats[], want: EpochStats[], what: string): void {
@@ -52,7 +73,11 @@ function assertHistoryClose(got: EpochStats[], want: EpochStats[], what: string)
     assert.equal(g.lr, w.lr, `${what} epoch ${e + 1} lr`);
     for (const key of ['trainLoss', 'trainAcc', 'valLoss', 'valAcc'] as const) {
       if (w[key] === null) assert.equal(g[key], null);
-      else assert.ok(Math.abs(g[key]! - w[key]!) <= TOLERANCE * Math.max(1, Math.abs(w[key]!)), `${what} epoch ${e + 1} ${key}: ${g[key]} vs ${w[key]}`);
+      else
+        assert.ok(
+          Math.abs(g[key]! - w[key]) <= TOLERANCE * Math.max(1, Math.abs(w[key])),
+          `${what} epoch ${e + 1} ${key}: ${g[key]} vs ${w[key]}`,
+        );
     }
   });
 }
@@ -68,11 +93,23 @@ describe('fitHeadOrt', () => {
 
   const cases: [string, Partial<HeadOptions>][] = [
     ['adam', { optimizer: 'adam', lr: 0.01 }],
-    ['adam + StepLR + balanced + weight decay', { optimizer: 'adam', lr: 0.01, stepSize: 2, gamma: 0.3, classWeight: 'balanced', weightDecay: 0.01 }],
+    [
+      'adam + StepLR + balanced + weight decay',
+      { optimizer: 'adam', lr: 0.01, stepSize: 2, gamma: 0.3, classWeight: 'balanced', weightDecay: 0.01 },
+    ],
     ['sgd momentum', { optimizer: 'sgd', lr: 0.05, momentum: 0.9 }],
-    ['sgd momentum + StepLR + balanced', { optimizer: 'sgd', lr: 0.05, momentum: 0.9, stepSize: 2, gamma: 0.5, classWeight: 'balanced' }],
-    ['sgd momentum + weight decay + StepLR', { optimizer: 'sgd', lr: 0.05, momentum: 0.9, weightDecay: 0.05, stepSize: 3, gamma: 0.2 }],
-    ['plain sgd + weight decay + odd batch', { optimizer: 'sgd', lr: 0.1, momentum: 0, weightDecay: 0.02, batchSize: 37 }],
+    [
+      'sgd momentum + StepLR + balanced',
+      { optimizer: 'sgd', lr: 0.05, momentum: 0.9, stepSize: 2, gamma: 0.5, classWeight: 'balanced' },
+    ],
+    [
+      'sgd momentum + weight decay + StepLR',
+      { optimizer: 'sgd', lr: 0.05, momentum: 0.9, weightDecay: 0.05, stepSize: 3, gamma: 0.2 },
+    ],
+    [
+      'plain sgd + weight decay + odd batch',
+      { optimizer: 'sgd', lr: 0.1, momentum: 0, weightDecay: 0.02, batchSize: 37 },
+    ],
   ];
   for (const [name, over] of cases) {
     it(`trains as fitHead does (tfjs): ${name}`, async () => {
@@ -90,7 +127,11 @@ describe('fitHeadOrt', () => {
   it('matches the independent numpy implementation of PyTorch Adam, SGD momentum, weight decay and StepLR', async () => {
     // Fixture: test/head/fixtures/make_fit_reference.py (float64, same PRNG, init and shuffles, PyTorch definitions).
     const ref = JSON.parse(fs.readFileSync(path.join(repoRoot, 'test/head/fixtures/fit-reference.json'), 'utf8'));
-    const data: Split = { features: Float32Array.from(ref.features), labels: Int32Array.from(ref.labels), count: ref.count };
+    const data: Split = {
+      features: Float32Array.from(ref.features),
+      labels: Int32Array.from(ref.labels),
+      count: ref.count,
+    };
     for (const c of ref.cases) {
       const r = await fitHeadOrt(data, null, ref.dim, ref.classes, { ...DEFAULT_HEAD_OPTIONS, ...c.options });
       const want = [...c.kernel, ...c.bias] as number[];
@@ -104,13 +145,23 @@ describe('fitHeadOrt', () => {
     const o = options({ optimizer: 'sgd', lr: 0.5, momentum: 0.9, epochs: 20, batchSize: 8, patience: 4, seed: 2 });
     const want = fitHead(tf, small, val, dim, classes, o);
     const got = await fitHeadOrt(small, val, dim, classes, o);
-    assert.ok(want.bestEpoch < want.history.length, `the scenario must pick an earlier epoch (best ${want.bestEpoch} of ${want.history.length})`);
+    assert.ok(
+      want.bestEpoch < want.history.length,
+      `the scenario must pick an earlier epoch (best ${want.bestEpoch} of ${want.history.length})`,
+    );
     assert.equal(got.bestEpoch, want.bestEpoch);
     assert.equal(got.stoppedEarly, want.stoppedEarly);
     assert.equal(got.history.length, want.history.length);
     assertClose(weightsOf(got), weightsOf(want), 'restored');
     // The restored weights are exactly those of a run that stops at the best epoch.
-    const upToBest = await fitHeadOrt(small, val, dim, classes, { ...o, epochs: got.bestEpoch, patience: 0 }, { selectOnVal: false });
+    const upToBest = await fitHeadOrt(
+      small,
+      val,
+      dim,
+      classes,
+      { ...o, epochs: got.bestEpoch, patience: 0 },
+      { selectOnVal: false },
+    );
     assert.deepEqual(bytesOf(got), bytesOf(upToBest));
     // Without selection the last epoch's weights are kept, which differ.
     const last = await fitHeadOrt(small, val, dim, classes, o, { selectOnVal: false });
@@ -133,14 +184,20 @@ describe('fitHeadOrt', () => {
     const b = await fitHeadOrt(train, val, dim, classes, o);
     const c = await fitHeadOrt(train, val, dim, classes, { ...o, seed: 12 });
     assert.deepEqual(bytesOf(a), bytesOf(b));
-    assert.deepEqual(a.history.map(({ seconds: _, ...s }) => s), b.history.map(({ seconds: _, ...s }) => s));
+    assert.deepEqual(
+      a.history.map(({ seconds: _, ...s }) => s),
+      b.history.map(({ seconds: _, ...s }) => s),
+    );
     assert.notDeepEqual(bytesOf(a), bytesOf(c));
     assert.deepEqual(seen, a.history);
     assert.ok(a.secondsPerEpoch > 0);
   });
 
   it('refuses a hidden layer (the caller trains those with tfjs) and bad options', async () => {
-    await assert.rejects(fitHeadOrt(train, val, dim, classes, options({ hidden: 8 })), (e: unknown) => e instanceof FeatcacheError && /hidden/.test(e.message));
+    await assert.rejects(
+      fitHeadOrt(train, val, dim, classes, options({ hidden: 8 })),
+      (e: unknown) => e instanceof FeatcacheError && /hidden/.test(e.message),
+    );
     await assert.rejects(fitHeadOrt(train, val, dim, classes, options({ batchSize: 0 })), /batchSize/);
   });
 

@@ -1,13 +1,28 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { MatMul, matMulJs, matMulTransAJs, matMulTransBJs, pivotedCholesky, solvePivotTranspose } from '../../src/head/linalg.js';
+import {
+  MatMul,
+  matMulJs,
+  matMulTransAJs,
+  matMulTransBJs,
+  pivotedCholesky,
+  solvePivotTranspose,
+} from '../../src/head/linalg.js';
 import { seededRandom } from '../../src/util/random.js';
 
 const random = seededRandom(11);
 const matrix = (rows: number, cols: number) => Float64Array.from({ length: rows * cols }, () => random() * 2 - 1);
 
 /** The textbook triple loop, the reference the faster paths are checked against. */
-function naive(a: Float64Array, b: Float64Array, m: number, k: number, n: number, transA = false, transB = false): Float64Array {
+function naive(
+  a: Float64Array,
+  b: Float64Array,
+  m: number,
+  k: number,
+  n: number,
+  transA = false,
+  transB = false,
+): Float64Array {
   const at = (i: number, l: number) => (transA ? a[l * m + i]! : a[i * k + l]!);
   const bt = (l: number, j: number) => (transB ? b[j * k + l]! : b[l * n + j]!);
   return Float64Array.from({ length: m * n }, (_, x) => {
@@ -32,7 +47,10 @@ describe('products', () => {
   it('plain JS equals the triple loop for A·B, Aᵀ·B and A·Bᵀ', () => {
     const [m, k, n] = [7, 5, 3];
     const a = matrix(m, k);
-    assert.ok(maxDiff(matMulJs(a, matrix(k, n).fill(0.5), m, k, n), naive(a, new Float64Array(k * n).fill(0.5), m, k, n)) < 1e-12);
+    assert.ok(
+      maxDiff(matMulJs(a, matrix(k, n).fill(0.5), m, k, n), naive(a, new Float64Array(k * n).fill(0.5), m, k, n)) <
+        1e-12,
+    );
     const b = matrix(k, n);
     assert.ok(maxDiff(matMulJs(a, b, m, k, n), naive(a, b, m, k, n)) < 1e-12);
     const c = matrix(m, n);
@@ -104,7 +122,10 @@ describe('pivoted Cholesky', () => {
     const b = matrix(n, 3);
     const a = solvePivotTranspose(chol, b, 3);
     // L_Sᵀ·A = B, with L_S the factor's rows in pivot order.
-    const ls = Float64Array.from({ length: n * n }, (_, z) => chol.factor[chol.pivots[Math.floor(z / n)]! * n + (z % n)]!);
+    const ls = Float64Array.from(
+      { length: n * n },
+      (_, z) => chol.factor[chol.pivots[Math.floor(z / n)]! * n + (z % n)]!,
+    );
     assert.ok(maxDiff(naive(ls, a, n, n, 3, true), b) < 1e-9);
   });
 

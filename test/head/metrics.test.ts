@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { calibrationReport, classificationMetrics, expectedCalibrationError, fitTemperature, negativeLogLikelihood, temperatureNll, topK } from '../../src/head/metrics.js';
+import {
+  calibrationReport,
+  classificationMetrics,
+  expectedCalibrationError,
+  fitTemperature,
+  negativeLogLikelihood,
+  temperatureNll,
+  topK,
+} from '../../src/head/metrics.js';
 import { softmaxRows } from '../../src/head/train.js';
 import { seededRandom } from '../../src/util/random.js';
 
@@ -17,7 +25,10 @@ describe('classification metrics', () => {
     assert.equal(m.top5, 2 / 3, 'row 2: truth b is ranked 6th (tied 0.0 with a, lower index first)');
     assert.deepEqual(m.confusion[0], [1, 0, 0, 0, 0, 0]);
     assert.deepEqual(m.confusion[1], [1, 0, 0, 0, 0, 1]);
-    assert.deepEqual(m.perClass.map((c) => c.accuracy), [1, 0, null, null, null, null]);
+    assert.deepEqual(
+      m.perClass.map((c) => c.accuracy),
+      [1, 0, null, null, null, null],
+    );
     assert.deepEqual(topK(p, 6, 1, 2), [0, 1]);
   });
 });
@@ -31,7 +42,10 @@ describe('calibration', () => {
     assert.ok(Math.abs(ece - (0.1 + 0.8 + 0.3 + 0.45) / 4) < 1e-6, `ece ${ece}`);
     assert.equal(bins.length, 15);
     assert.equal(bins[13]!.count, 1, '0.9 lies in (13/15, 14/15]');
-    assert.deepEqual(bins.filter((b) => b.count > 0).map((b) => b.accuracy), [1, 1, 0, 1]);
+    assert.deepEqual(
+      bins.filter((b) => b.count > 0).map((b) => b.accuracy),
+      [1, 1, 0, 1],
+    );
     const nll = negativeLogLikelihood(p, labels, 2);
     assert.ok(Math.abs(nll - -(Math.log(0.9) + Math.log(0.2) + Math.log(0.7) + Math.log(0.55)) / 4) < 1e-6);
   });
@@ -41,7 +55,10 @@ describe('calibration', () => {
     const [n, classes] = [200, 4];
     const labels = Int32Array.from({ length: n }, () => Math.floor(random() * classes));
     // Overconfident logits: the right class gets +3 most of the time, everything scaled by 4.
-    const logits = Float32Array.from({ length: n * classes }, (_, i) => 4 * ((random() < 0.7 && labels[Math.floor(i / classes)] === i % classes ? 3 : 0) + random()));
+    const logits = Float32Array.from(
+      { length: n * classes },
+      (_, i) => 4 * ((random() < 0.7 && labels[Math.floor(i / classes)] === i % classes ? 3 : 0) + random()),
+    );
     const nll = (t: number) => {
       let s = 0;
       for (let r = 0; r < n; r++) {
@@ -71,7 +88,9 @@ describe('calibration', () => {
     // MAP: d/dβ [NLL(β)·n + λ(log β)²] = 0 at the fitted β = 1/T; check the derivative numerically.
     const objective = (t: number) => temperatureNll(logits, labels, 2, t) * 4 + 2 * Math.log(t) ** 2;
     const h = 1e-4;
-    assert.ok(objective(withPrior) <= objective(withPrior * (1 + h)) && objective(withPrior) <= objective(withPrior * (1 - h)));
+    assert.ok(
+      objective(withPrior) <= objective(withPrior * (1 + h)) && objective(withPrior) <= objective(withPrior * (1 - h)),
+    );
     assert.ok(withPrior > 0.2 && withPrior < 1, `with prior ${withPrior}`);
   });
 

@@ -6,7 +6,10 @@ describe('normalisation', () => {
   it('l2 makes each row unit length and leaves zero rows alone', () => {
     const f = Float32Array.from([3, 4, 0, 0]);
     applyNormalization({ kind: 'l2' }, f, 2, 2);
-    assert.deepEqual([...f].map((v) => Number(v.toFixed(6))), [0.6, 0.8, 0, 0]);
+    assert.deepEqual(
+      [...f].map((v) => Number(v.toFixed(6))),
+      [0.6, 0.8, 0, 0],
+    );
   });
   it('standard uses the fitted statistics; constant dimensions map to 0', () => {
     const train = Float32Array.from([1, 5, 3, 5]);
@@ -36,7 +39,10 @@ describe('normalisation', () => {
     const streamed = acc.result();
     for (const fitted of [one, streamed]) {
       twoPass.forEach(({ mean, std }, d) => {
-        assert.ok(Math.abs(fitted.mean![d]! - mean) < 1e-9 * Math.abs(mean), `mean[${d}] ${fitted.mean![d]} vs ${mean}`);
+        assert.ok(
+          Math.abs(fitted.mean![d]! - mean) < 1e-9 * Math.abs(mean),
+          `mean[${d}] ${fitted.mean![d]} vs ${mean}`,
+        );
         assert.ok(Math.abs(fitted.std![d]! - std) < 1e-6 * std, `std[${d}] ${fitted.std![d]} vs ${std}`);
       });
     }

@@ -21,10 +21,14 @@ function batches(count: number, seed: number): StepBatch[] {
 
 function init(seed: number) {
   const random = seededRandom(seed);
-  return { kernel: Float32Array.from({ length: dim * classes }, () => random() - 0.5), bias: Float32Array.from({ length: classes }, () => random() - 0.5) };
+  return {
+    kernel: Float32Array.from({ length: dim * classes }, () => random() - 0.5),
+    bias: Float32Array.from({ length: classes }, () => random() - 0.5),
+  };
 }
 
-const bytes = (w: { kernel: Float32Array; bias: Float32Array }) => Buffer.concat([Buffer.from(w.kernel.buffer), Buffer.from(w.bias.buffer)]);
+const bytes = (w: { kernel: Float32Array; bias: Float32Array }) =>
+  Buffer.concat([Buffer.from(w.kernel.buffer), Buffer.from(w.bias.buffer)]);
 
 describe('OrtWideTrainer', () => {
   const settings: [string, Pick<HeadOptions, 'optimizer' | 'momentum'>, number][] = [
@@ -42,14 +46,27 @@ describe('OrtWideTrainer', () => {
       const many = await OrtWideTrainer.create(dim, classes, 1, options, init(2), engine);
       try {
         const singles = [];
-        for (const b of data) singles.push(await one.stepWithStats(b.x, b.n, b.target, b.scale, lr, wd, undefined, b.labels));
+        for (const b of data)
+          singles.push(await one.stepWithStats(b.x, b.n, b.target, b.scale, lr, wd, undefined, b.labels));
         // A group of 3, then the learning rate changes (StepLR) before a group of 2.
         const grouped = [...(await many.stepMany(data.slice(0, 3), lr, wd))];
         const lower = lr.map((v) => v * 0.5);
-        const singlesLower = await one.stepWithStats(data[0]!.x, n, data[0]!.target, data[0]!.scale, lower, wd, undefined, data[0]!.labels);
+        const singlesLower = await one.stepWithStats(
+          data[0]!.x,
+          n,
+          data[0]!.target,
+          data[0]!.scale,
+          lower,
+          wd,
+          undefined,
+          data[0]!.labels,
+        );
         grouped.push(...(await many.stepMany(data.slice(3, 5), lr, wd)));
         grouped.push(...(await many.stepMany([data[0]!], lower, wd)));
-        assert.deepEqual(grouped.map((g) => [g.loss, g.correct]), [...singles, singlesLower].map((s) => [s.loss, s.correct]));
+        assert.deepEqual(
+          grouped.map((g) => [g.loss, g.correct]),
+          [...singles, singlesLower].map((s) => [s.loss, s.correct]),
+        );
         assert.ok(grouped.every((g) => Number.isFinite(g.loss) && g.loss > 0));
         assert.deepEqual(bytes(many.weights()), bytes(one.weights()));
         assert.notDeepEqual(bytes(one.weights()), bytes(init(2)), 'the steps changed the weights');
@@ -61,11 +78,23 @@ describe('OrtWideTrainer', () => {
   }
 
   it('refuses a group whose batches differ in row count', async () => {
-    const t = await OrtWideTrainer.create(dim, classes, 1, { optimizer: 'sgd', momentum: 0.9 }, init(1), { stats: true });
+    const t = await OrtWideTrainer.create(dim, classes, 1, { optimizer: 'sgd', momentum: 0.9 }, init(1), {
+      stats: true,
+    });
     try {
       const [a, b] = batches(2, 3);
-      const short = { ...b!, n: 3, x: b!.x.subarray(0, 3 * dim), target: b!.target.subarray(0, 3 * classes), scale: b!.scale.subarray(0, 3), labels: b!.labels!.subarray(0, 3) };
-      await assert.rejects(t.stepMany([a!, short], new Float32Array(classes).fill(0.1), new Float32Array(classes)), /row count/);
+      const short = {
+        ...b!,
+        n: 3,
+        x: b!.x.subarray(0, 3 * dim),
+        target: b!.target.subarray(0, 3 * classes),
+        scale: b!.scale.subarray(0, 3),
+        labels: b!.labels!.subarray(0, 3),
+      };
+      await assert.rejects(
+        t.stepMany([a!, short], new Float32Array(classes).fill(0.1), new Float32Array(classes)),
+        /row count/,
+      );
     } finally {
       await t.dispose();
     }

@@ -1,13 +1,28 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { MatMul } from '../../src/head/linalg.js';
-import { NORMALIZATION_PREFERENCE, chooseCandidate, fitProbeHead, pairedDifference, selectProbe } from '../../src/head/probe-select.js';
+import {
+  NORMALIZATION_PREFERENCE,
+  chooseCandidate,
+  fitProbeHead,
+  pairedDifference,
+  selectProbe,
+} from '../../src/head/probe-select.js';
 import type { SweepRow } from '../../src/head/select.js';
 import type { Split } from '../../src/head/train.js';
 import { seededRandom } from '../../src/util/random.js';
 
 function row(normalize: SweepRow['normalize'], c: number, calibratedLoss: number, holdoutAcc = 0.9): SweepRow {
-  return { normalize, c, lr: null, weightDecay: 0, epoch: null, holdoutLoss: calibratedLoss, holdoutAcc, calibratedLoss };
+  return {
+    normalize,
+    c,
+    lr: null,
+    weightDecay: 0,
+    epoch: null,
+    holdoutLoss: calibratedLoss,
+    holdoutAcc,
+    calibratedLoss,
+  };
 }
 
 /** Per-row losses with a chosen mean and spread (the spread sets the standard error of a paired difference). */
@@ -19,7 +34,10 @@ function clusters(count: number, dim: number, classes: number, noise: number, se
   const random = seededRandom(seed);
   const centres = Float32Array.from({ length: classes * dim }, () => random() * 2 - 1);
   const labels = Int32Array.from({ length: count }, (_, i) => i % classes);
-  const features = Float32Array.from({ length: count * dim }, (_, i) => 3 + centres[labels[Math.floor(i / dim)]! * dim + (i % dim)]! + (random() * 2 - 1) * noise);
+  const features = Float32Array.from(
+    { length: count * dim },
+    (_, i) => 3 + centres[labels[Math.floor(i / dim)]! * dim + (i % dim)]! + (random() * 2 - 1) * noise,
+  );
   return { features, labels, count };
 }
 
@@ -40,7 +58,11 @@ describe('choosing the probe: the one-standard-error rule', () => {
     // Differences 1, 2, 3, 4: mean 2.5, sample variance 5/3, standard error √(5/12).
     assert.equal(d.mean, 2.5);
     assert.ok(Math.abs(d.se - Math.sqrt(5 / 12)) < 1e-15, `${d.se}`);
-    assert.deepEqual(pairedDifference(Float64Array.of(3), Float64Array.of(1)), { mean: 2, se: 0 }, 'one row: no spread to measure');
+    assert.deepEqual(
+      pairedDifference(Float64Array.of(3), Float64Array.of(1)),
+      { mean: 2, se: 0 },
+      'one row: no spread to measure',
+    );
   });
 
   it('a candidate worse by more than its standard error is not a tie: the best stays', () => {
@@ -67,29 +89,72 @@ describe('selectProbe and the final fit', () => {
     const train = clusters(45, 60, 3, 1.2, 3);
     const keys = Array.from({ length: 45 }, (_, i) => `img${i}.jpg`);
     const lines: string[] = [];
-    const options = { grid: { c: [0.1, 10], normalize: ['none', 'l2', 'standard'] as const }, holdoutFraction: 0.2, seed: 0, classWeight: 'none' as const, monitor: 'val_loss' as const, keys, classNames: names, log: (l: string) => lines.push(l) };
-    const s = await selectProbe(train, 60, 3, { ...options, grid: { ...options.grid, normalize: [...options.grid.normalize] } }, mm);
+    const options = {
+      grid: { c: [0.1, 10], normalize: ['none', 'l2', 'standard'] as const },
+      holdoutFraction: 0.2,
+      seed: 0,
+      classWeight: 'none' as const,
+      monitor: 'val_loss' as const,
+      keys,
+      classNames: names,
+      log: (l: string) => lines.push(l),
+    };
+    const s = await selectProbe(
+      train,
+      60,
+      3,
+      { ...options, grid: { ...options.grid, normalize: [...options.grid.normalize] } },
+      mm,
+    );
     assert.ok(typeof s !== 'string');
     assert.equal(s.method, 'kfold', '45 rows: a 20% hold-out has 9 rows');
     assert.equal(s.heldRows, 45, 'every row held out once');
-    assert.deepEqual(s.table.map((r) => `${r.normalize}/${r.c}`), ['none/0.1', 'none/10', 'l2/0.1', 'l2/10']);
+    assert.deepEqual(
+      s.table.map((r) => `${r.normalize}/${r.c}`),
+      ['none/0.1', 'none/10', 'l2/0.1', 'l2/10'],
+    );
     assert.match(s.skipped[0]!, /^standard: 36 rows per fit are fewer than the 60 dimensions/);
     assert.ok(lines.some((l) => l.includes('not sweeping standard')));
-    assert.ok(s.table.every((r) => r.calibratedLoss! <= r.holdoutLoss + 1e-12), 'a fitted temperature never raises the NLL');
+    assert.ok(
+      s.table.every((r) => r.calibratedLoss! <= r.holdoutLoss + 1e-12),
+      'a fitted temperature never raises the NLL',
+    );
     assert.ok(s.table.includes(s.chosen) && s.chosen.tied);
     assert.equal(s.heldNll.after, s.chosen.calibratedLoss);
-    const again = await selectProbe(train, 60, 3, { ...options, grid: { ...options.grid, normalize: [...options.grid.normalize] } }, mm);
-    assert.deepEqual(again, { ...s, seconds: (again as typeof s).seconds, gflopsPerSecond: (again as typeof s).gflopsPerSecond });
+    const again = await selectProbe(
+      train,
+      60,
+      3,
+      { ...options, grid: { ...options.grid, normalize: [...options.grid.normalize] } },
+      mm,
+    );
+    assert.deepEqual(again, {
+      ...s,
+      seconds: (again as typeof s).seconds,
+      gflopsPerSecond: (again as typeof s).gflopsPerSecond,
+    });
   });
 
   it('held-out accuracy: 1 on well-separated classes, near chance on random labels; the notes are logged', async () => {
     const keys = Array.from({ length: 60 }, (_, i) => `img${i}.jpg`);
     const lines: string[] = [];
-    const options = { grid: { c: [1], normalize: ['none' as const] }, holdoutFraction: 0.2, seed: 0, classWeight: 'none' as const, monitor: 'val_loss' as const, keys, classNames: names, log: (l: string) => lines.push(l) };
+    const options = {
+      grid: { c: [1], normalize: ['none' as const] },
+      holdoutFraction: 0.2,
+      seed: 0,
+      classWeight: 'none' as const,
+      monitor: 'val_loss' as const,
+      keys,
+      classNames: names,
+      log: (l: string) => lines.push(l),
+    };
     const separated = await selectProbe(clusters(60, 10, 3, 0.05, 8), 10, 3, options, mm);
     assert.ok(typeof separated !== 'string');
     assert.equal(separated.table[0]!.holdoutAcc, 1);
-    assert.ok(lines.some((l) => /selecting by stratified 5-fold instead/.test(l)), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => /selecting by stratified 5-fold instead/.test(l)),
+      lines.join('\n'),
+    );
     const noise = clusters(60, 10, 3, 0.05, 9);
     const random = seededRandom(10);
     noise.features.forEach((_, i) => (noise.features[i] = random()));
@@ -101,27 +166,74 @@ describe('selectProbe and the final fit', () => {
   it('a standardisation the user pinned is kept even with fewer rows than dimensions; an empty grid is refused', async () => {
     const train = clusters(45, 60, 3, 1.2, 3);
     const keys = Array.from({ length: 45 }, (_, i) => `img${i}.jpg`);
-    const base = { holdoutFraction: 0.2, seed: 0, classWeight: 'none' as const, monitor: 'val_loss' as const, keys, classNames: names, log: () => {} };
+    const base = {
+      holdoutFraction: 0.2,
+      seed: 0,
+      classWeight: 'none' as const,
+      monitor: 'val_loss' as const,
+      keys,
+      classNames: names,
+      log: () => {},
+    };
     const pinned = await selectProbe(train, 60, 3, { ...base, grid: { c: [1], normalize: ['standard'] } }, mm);
     assert.ok(typeof pinned !== 'string');
     assert.deepEqual(pinned.skipped, []);
     assert.equal(pinned.chosen.normalize, 'standard');
-    await assert.rejects(selectProbe(train, 60, 3, { ...base, grid: { c: [], normalize: ['none'] } }, mm), /the sweep grid is empty/);
-    await assert.rejects(selectProbe(train, 60, 3, { ...base, grid: { c: [1], normalize: [] } }, mm), /the sweep grid is empty/);
+    await assert.rejects(
+      selectProbe(train, 60, 3, { ...base, grid: { c: [], normalize: ['none'] } }, mm),
+      /the sweep grid is empty/,
+    );
+    await assert.rejects(
+      selectProbe(train, 60, 3, { ...base, grid: { c: [1], normalize: [] } }, mm),
+      /the sweep grid is empty/,
+    );
   });
 
   it('with enough rows, standardisation is swept too', async () => {
     const train = clusters(90, 8, 3, 1.5, 4);
     const keys = Array.from({ length: 90 }, (_, i) => `img${i}.jpg`);
-    const s = await selectProbe(train, 8, 3, { grid: { c: [1], normalize: ['none', 'standard'] }, holdoutFraction: 0.2, seed: 0, classWeight: 'none', monitor: 'val_loss', keys, classNames: names, log: () => {} }, mm);
+    const s = await selectProbe(
+      train,
+      8,
+      3,
+      {
+        grid: { c: [1], normalize: ['none', 'standard'] },
+        holdoutFraction: 0.2,
+        seed: 0,
+        classWeight: 'none',
+        monitor: 'val_loss',
+        keys,
+        classNames: names,
+        log: () => {},
+      },
+      mm,
+    );
     assert.ok(typeof s !== 'string');
     assert.deepEqual(s.skipped, []);
-    assert.deepEqual(s.table.map((r) => r.normalize), ['none', 'standard']);
+    assert.deepEqual(
+      s.table.map((r) => r.normalize),
+      ['none', 'standard'],
+    );
   });
 
   it('says why when nothing can be held out', async () => {
     const train = clusters(3, 4, 3, 1, 5);
-    const s = await selectProbe(train, 4, 3, { grid: { c: [1], normalize: ['none'] }, holdoutFraction: 0.2, seed: 0, classWeight: 'none', monitor: 'val_loss', keys: ['x', 'y', 'z'], classNames: names, log: () => {} }, mm);
+    const s = await selectProbe(
+      train,
+      4,
+      3,
+      {
+        grid: { c: [1], normalize: ['none'] },
+        holdoutFraction: 0.2,
+        seed: 0,
+        classWeight: 'none',
+        monitor: 'val_loss',
+        keys: ['x', 'y', 'z'],
+        classNames: names,
+        log: () => {},
+      },
+      mm,
+    );
     assert.equal(typeof s, 'string');
     assert.match(s as string, /no class has two distinct training images/);
   });
@@ -136,7 +248,9 @@ describe('selectProbe and the final fit', () => {
     for (let r = 0; r < 60; r++) {
       const x = train.features.subarray(r * 20, (r + 1) * 20);
       const norm = Math.hypot(...x);
-      const z = [0, 1, 2].map((k) => head.layers[0]!.bias[k]! + x.reduce((s, v, j) => s + (v / norm) * head.layers[0]!.kernel[j * 3 + k]!, 0));
+      const z = [0, 1, 2].map(
+        (k) => head.layers[0]!.bias[k]! + x.reduce((s, v, j) => s + (v / norm) * head.layers[0]!.kernel[j * 3 + k]!, 0),
+      );
       if (z.indexOf(Math.max(...z)) === train.labels[r]) right++;
     }
     assert.ok(right >= 57, `${right}/60 training rows right`);
@@ -144,12 +258,20 @@ describe('selectProbe and the final fit', () => {
     // Balanced class weights give the rare class more probability mass than unweighted training does.
     const skewed = clusters(90, 20, 3, 2.5, 7);
     const rows = [...Array(90).keys()].filter((r) => skewed.labels[r] !== 2 || r < 15);
-    const unbalanced = { features: Float32Array.from(rows.flatMap((r) => [...skewed.features.subarray(r * 20, (r + 1) * 20)])), labels: Int32Array.from(rows, (r) => skewed.labels[r]!), count: rows.length };
+    const unbalanced = {
+      features: Float32Array.from(rows.flatMap((r) => [...skewed.features.subarray(r * 20, (r + 1) * 20)])),
+      labels: Int32Array.from(rows, (r) => skewed.labels[r]!),
+      count: rows.length,
+    };
     const rareMass = async (classWeight: 'none' | 'balanced') => {
       const layer = (await fitProbeHead(unbalanced, 20, 3, 'none', 0.1, classWeight, mm)).layers[0]!;
       let mass = 0;
       for (let r = 0; r < unbalanced.count; r++) {
-        const z = [0, 1, 2].map((k) => layer.bias[k]! + unbalanced.features.subarray(r * 20, (r + 1) * 20).reduce((s, v, j) => s + v * layer.kernel[j * 3 + k]!, 0));
+        const z = [0, 1, 2].map(
+          (k) =>
+            layer.bias[k]! +
+            unbalanced.features.subarray(r * 20, (r + 1) * 20).reduce((s, v, j) => s + v * layer.kernel[j * 3 + k]!, 0),
+        );
         const e = z.map((v) => Math.exp(v - Math.max(...z)));
         mass += e[2]! / (e[0]! + e[1]! + e[2]!) / unbalanced.count;
       }

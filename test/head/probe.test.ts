@@ -24,16 +24,27 @@ interface Data {
 function data(n: number, dim: number, classes: number, seed: number, noise = 1.5, counts?: number[]): Data {
   const random = seededRandom(seed);
   const centres = Array.from({ length: classes * dim }, () => random() * 2 - 1);
-  const labels = counts ? Int32Array.from(counts.flatMap((c, k) => Array(c).fill(k))) : Int32Array.from({ length: n }, (_, i) => i % classes);
+  const labels = counts
+    ? Int32Array.from(counts.flatMap((c, k) => Array(c).fill(k)))
+    : Int32Array.from({ length: n }, (_, i) => i % classes);
   const row = (l: number) => Array.from({ length: dim }, (_, d) => centres[l * dim + d]! + (random() * 2 - 1) * noise);
   const x = Float32Array.from([...labels].flatMap(row));
   const test = Float32Array.from(Array.from({ length: 20 }, (_, i) => row(i % classes)).flat());
   return { x, labels, n: labels.length, dim, test };
 }
 
-function sklearn(d: Data, c: number[], classWeight: 'balanced' | null, multiClass: 'multinomial' | 'auto' = 'multinomial'): { coef: number[][]; intercept: number[]; proba: number[][] }[] {
-  const rows = (v: Float32Array) => Array.from({ length: v.length / d.dim }, (_, i) => Array.from(v.subarray(i * d.dim, (i + 1) * d.dim)));
-  const r = spawnSync(python, [path.join(repoRoot, 'test/head/fixtures/sklearn_logreg.py')], { input: JSON.stringify({ x: rows(d.x), y: [...d.labels], c, classWeight, test: rows(d.test), multiClass }), encoding: 'utf8' });
+function sklearn(
+  d: Data,
+  c: number[],
+  classWeight: 'balanced' | null,
+  multiClass: 'multinomial' | 'auto' = 'multinomial',
+): { coef: number[][]; intercept: number[]; proba: number[][] }[] {
+  const rows = (v: Float32Array) =>
+    Array.from({ length: v.length / d.dim }, (_, i) => Array.from(v.subarray(i * d.dim, (i + 1) * d.dim)));
+  const r = spawnSync(python, [path.join(repoRoot, 'test/head/fixtures/sklearn_logreg.py')], {
+    input: JSON.stringify({ x: rows(d.x), y: [...d.labels], c, classWeight, test: rows(d.test), multiClass }),
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout);
 }
@@ -48,7 +59,14 @@ function weightsOf(labels: Int32Array, classes: number, balanced: boolean): Floa
  * The probe's objective in float64, written out independently: Σ wᵢ·CEᵢ / Σ wᵢ + ‖W‖² / (2·C·n), W [dim, classes]
  * row-major (`at(j, k)`).
  */
-function objective(d: Data, classes: number, weights: Float64Array, c: number, at: (j: number, k: number) => number, bias: ArrayLike<number>): number {
+function objective(
+  d: Data,
+  classes: number,
+  weights: Float64Array,
+  c: number,
+  at: (j: number, k: number) => number,
+  bias: ArrayLike<number>,
+): number {
   let loss = 0;
   let total = 0;
   for (let r = 0; r < d.n; r++) {
@@ -75,8 +93,13 @@ function objective(d: Data, classes: number, weights: Float64Array, c: number, a
  */
 async function compare(d: Data, classes: number, c: number[], balanced: boolean, mm: MatMul) {
   const weights = weightsOf(d.labels, classes, balanced);
-  const fits = await fitProbes({ features: d.x, count: d.n, dim: d.dim }, { labels: d.labels, classes, rowWeights: weights }, c, mm,
-    { gradientTolerance: 1e-9, relativeDecrease: 0, maxIterations: 5000 });
+  const fits = await fitProbes(
+    { features: d.x, count: d.n, dim: d.dim },
+    { labels: d.labels, classes, rowWeights: weights },
+    c,
+    mm,
+    { gradientTolerance: 1e-9, relativeDecrease: 0, maxIterations: 5000 },
+  );
   const reference = sklearn(d, c, balanced ? 'balanced' : null);
   const logits = await probeLogits(fits, { features: d.test, count: 20, dim: d.dim }, mm);
   for (let i = 0; i < c.length; i++) {
@@ -96,14 +119,17 @@ async function compare(d: Data, classes: number, c: number[], balanced: boolean,
         let z = layer.bias[k]!;
         for (let j = 0; j < d.dim; j++) z += d.test[r * d.dim + j]! * layer.kernel[j * classes + k]!;
         const scored = logits[i]![r * classes + k]!;
-        assert.ok(Math.abs(z - scored) < 1e-4 * Math.max(1, Math.abs(z)), `C ${c[i]} row ${r} class ${k}: ${z} vs ${scored}`);
+        assert.ok(
+          Math.abs(z - scored) < 1e-4 * Math.max(1, Math.abs(z)),
+          `C ${c[i]} row ${r} class ${k}: ${z} vs ${scored}`,
+        );
       }
     }
   }
   return fits;
 }
 
-describe('the L-BFGS probe against scikit-learn\'s LogisticRegression', () => {
+describe("the L-BFGS probe against scikit-learn's LogisticRegression", () => {
   const mm = new MatMul();
   after(() => mm.dispose());
 
@@ -113,11 +139,15 @@ describe('the L-BFGS probe against scikit-learn\'s LogisticRegression', () => {
     assert.ok(fits.runs.every((r) => r.stopped !== 'iterations'));
   });
 
-  it('fewer rows than dimensions: solved in the rows\' span (30 rows × 200 dims → 30 coordinates), the same full kernel', { skip }, async () => {
-    const fits = await compare(data(30, 200, 4, 2, 2), 4, [0.01, 1, 1000], false, mm);
-    assert.equal(fits.basis.kind, 'rows');
-    assert.equal(fits.coords, 30);
-  });
+  it(
+    "fewer rows than dimensions: solved in the rows' span (30 rows × 200 dims → 30 coordinates), the same full kernel",
+    { skip },
+    async () => {
+      const fits = await compare(data(30, 200, 4, 2, 2), 4, [0.01, 1, 1000], false, mm);
+      assert.equal(fits.basis.kind, 'rows');
+      assert.equal(fits.coords, 30);
+    },
+  );
 
   it('duplicate rows (a rank-deficient Gram matrix) and balanced class weights', { skip }, async () => {
     const d = data(0, 50, 3, 3, 1.5, [12, 5, 3]);
@@ -130,29 +160,46 @@ describe('the L-BFGS probe against scikit-learn\'s LogisticRegression', () => {
 
   it('C values solved in consecutive groups (a memory cap) give the same solutions as all in lock step', async () => {
     const d = data(40, 12, 3, 4);
-    const problem = [{ features: d.x, count: d.n, dim: d.dim }, { labels: d.labels, classes: 3, rowWeights: weightsOf(d.labels, 3, false) }] as const;
+    const problem = [
+      { features: d.x, count: d.n, dim: d.dim },
+      { labels: d.labels, classes: 3, rowWeights: weightsOf(d.labels, 3, false) },
+    ] as const;
     const together = await fitProbes(...problem, [0.1, 1, 10], mm);
     // Room for one problem at a time.
     const grouped = await fitProbes(...problem, [0.1, 1, 10], mm, {}, (12 * 3 + 3) * 8 * 26);
     assert.deepEqual(grouped.solutions, together.solutions);
-    assert.deepEqual(grouped.runs.map((r) => r.iterations), together.runs.map((r) => r.iterations));
+    assert.deepEqual(
+      grouped.runs.map((r) => r.iterations),
+      together.runs.map((r) => r.iterations),
+    );
   });
 
-  it('two classes: C is scikit-learn\'s default binary model\'s C (one vector w = W₁ − W₀), not the multinomial one\'s', { skip }, async () => {
-    const d = data(50, 6, 2, 7, 2);
-    const c = [0.05, 1];
-    const fits = await fitProbes({ features: d.x, count: d.n, dim: d.dim }, { labels: d.labels, classes: 2, rowWeights: weightsOf(d.labels, 2, false) }, c, mm,
-      { gradientTolerance: 1e-9, relativeDecrease: 0, maxIterations: 5000 });
-    const logits = await probeLogits(fits, { features: d.test, count: 20, dim: d.dim }, mm);
-    const binary = sklearn(d, c, null, 'auto');
-    const multinomial = sklearn(d, c, null, 'multinomial');
-    const worst = (i: number, ref: { proba: number[][] }) => Math.max(...ref.proba.flat().map((p, j) => Math.abs(p - softmaxRows(logits[i]!, 2)[j]!)));
-    for (let i = 0; i < c.length; i++) assert.ok(worst(i, binary[i]!) < 1e-4, `C ${c[i]}: ${worst(i, binary[i]!)} from scikit-learn's binary model`);
-    // The comparison can tell the two apart: at C 0.05 the multinomial model with the same C regularises half as hard.
-    assert.ok(worst(0, multinomial[0]!) > 1e-3, `C ${c[0]}: indistinguishable from the multinomial C`);
-  });
+  it(
+    "two classes: C is scikit-learn's default binary model's C (one vector w = W₁ − W₀), not the multinomial one's",
+    { skip },
+    async () => {
+      const d = data(50, 6, 2, 7, 2);
+      const c = [0.05, 1];
+      const fits = await fitProbes(
+        { features: d.x, count: d.n, dim: d.dim },
+        { labels: d.labels, classes: 2, rowWeights: weightsOf(d.labels, 2, false) },
+        c,
+        mm,
+        { gradientTolerance: 1e-9, relativeDecrease: 0, maxIterations: 5000 },
+      );
+      const logits = await probeLogits(fits, { features: d.test, count: 20, dim: d.dim }, mm);
+      const binary = sklearn(d, c, null, 'auto');
+      const multinomial = sklearn(d, c, null, 'multinomial');
+      const worst = (i: number, ref: { proba: number[][] }) =>
+        Math.max(...ref.proba.flat().map((p, j) => Math.abs(p - softmaxRows(logits[i]!, 2)[j]!)));
+      for (let i = 0; i < c.length; i++)
+        assert.ok(worst(i, binary[i]!) < 1e-4, `C ${c[i]}: ${worst(i, binary[i]!)} from scikit-learn's binary model`);
+      // The comparison can tell the two apart: at C 0.05 the multinomial model with the same C regularises half as hard.
+      assert.ok(worst(0, multinomial[0]!) > 1e-3, `C ${c[0]}: indistinguishable from the multinomial C`);
+    },
+  );
 
-  it('C maps to the L2 strength of the mean loss as scikit-learn\'s does: λ = 1/(C·n), 2/(C·n) for two classes', () => {
+  it("C maps to the L2 strength of the mean loss as scikit-learn's does: λ = 1/(C·n), 2/(C·n) for two classes", () => {
     assert.equal(l2Strength(10, 50, 3), 1 / 500);
     assert.equal(l2Strength(Infinity, 50, 3), 0);
     assert.equal(cForStrength(l2Strength(10, 50, 3), 50, 3), 10);

@@ -10,14 +10,39 @@ import { tempDir } from '../support/helpers.js';
 
 const [dim, classes] = [5, 3];
 const random = seededRandom(11);
-const layers: DenseWeights[] = [{ kernel: Float32Array.from({ length: dim * classes }, () => random() * 4 - 2), shape: [dim, classes], bias: Float32Array.from([0.1, -0.2, 0.3]), activation: 'softmax' }];
+const layers: DenseWeights[] = [
+  {
+    kernel: Float32Array.from({ length: dim * classes }, () => random() * 4 - 2),
+    shape: [dim, classes],
+    bias: Float32Array.from([0.1, -0.2, 0.3]),
+    activation: 'softmax',
+  },
+];
 const features = Float32Array.from({ length: 4 * dim }, () => random() * 2 - 1);
 
 function head(temperature?: number): SavedHead {
   const info: HeadInfo = {
-    format: 1, classes: ['a', 'b', 'c'], normalization: { kind: 'none' },
-    provenance: { modelSha256: 'f'.repeat(64), modelFile: 'm.onnx', tappedTensor: 't', preset: {}, exif: 'ignore', icc: 'ignore', dim, cache: 'c', trainedAt: '', backend: 'cpu', backendSkipped: [], versions: {} },
-    options: {}, bestEpoch: 1, summary: {}, ...(temperature === undefined ? {} : { temperature }),
+    format: 1,
+    classes: ['a', 'b', 'c'],
+    normalization: { kind: 'none' },
+    provenance: {
+      modelSha256: 'f'.repeat(64),
+      modelFile: 'm.onnx',
+      tappedTensor: 't',
+      preset: {},
+      exif: 'ignore',
+      icc: 'ignore',
+      dim,
+      cache: 'c',
+      trainedAt: '',
+      backend: 'cpu',
+      backendSkipped: [],
+      versions: {},
+    },
+    options: {},
+    bestEpoch: 1,
+    summary: {},
+    ...(temperature === undefined ? {} : { temperature }),
   };
   return { info, layers, extras: { 'metrics.json': '{}\n' } };
 }
@@ -36,16 +61,25 @@ describe('saved head', () => {
     const want = softmaxRows(predictLogits(tf, layers, features, 4), classes, 2.5);
     const got = loaded.predict(features, 4);
     want.forEach((v, i) => assert.ok(Math.abs(v - got[i]!) < 1e-5, `[${i}] ${got[i]} vs ${v}`));
-    assert.ok(Math.abs(softmaxRows(predictLogits(tf, layers, features, 4), classes, 1)[0]! - want[0]!) > 1e-3, 'the temperature matters here');
+    assert.ok(
+      Math.abs(softmaxRows(predictLogits(tf, layers, features, 4), classes, 1)[0]! - want[0]!) > 1e-3,
+      'the temperature matters here',
+    );
     loaded.dispose();
   });
 
-  it('replaces only its own files in a head directory, and leaves the user\'s files alone', async () => {
+  it("replaces only its own files in a head directory, and leaves the user's files alone", async () => {
     const dir = path.join(await tempDir(), 'head');
     await saveHead(tf, dir, { ...head(), extras: { 'metrics.json': '{}\n', 'curves.html': '<p>old</p>' } });
     await fs.writeFile(path.join(dir, 'notes.txt'), 'mine');
     await saveHead(tf, dir, head(3));
-    assert.deepEqual((await fs.readdir(dir)).sort(), ['head.json', 'metrics.json', 'model.json', 'notes.txt', 'weights.bin']);
+    assert.deepEqual((await fs.readdir(dir)).sort(), [
+      'head.json',
+      'metrics.json',
+      'model.json',
+      'notes.txt',
+      'weights.bin',
+    ]);
     assert.equal(await fs.readFile(path.join(dir, 'notes.txt'), 'utf8'), 'mine');
     assert.equal(JSON.parse(await fs.readFile(path.join(dir, 'head.json'), 'utf8')).temperature, 3);
     const siblings = await fs.readdir(path.dirname(dir));
@@ -56,30 +90,51 @@ describe('saved head', () => {
     const dir = await tempDir();
     await fs.writeFile(path.join(dir, 'resnet50.onnx'), 'weights');
     await fs.writeFile(path.join(dir, 'photo.jpg'), 'jpeg');
-    await assert.rejects(saveHead(tf, dir, head()), /^FeatcacheError: head .*: the directory is not empty and holds no featcache head\.json, so featcache will not write into it; choose a new or empty directory/);
+    await assert.rejects(
+      saveHead(tf, dir, head()),
+      /^FeatcacheError: head .*: the directory is not empty and holds no featcache head\.json, so featcache will not write into it; choose a new or empty directory/,
+    );
     assert.deepEqual((await fs.readdir(dir)).sort(), ['photo.jpg', 'resnet50.onnx']);
     await fs.writeFile(path.join(dir, 'head.json'), '{"format": 2}');
-    await assert.rejects(saveHead(tf, dir, head()), /head\.json has format 2, expected 1, so it is not a head featcache wrote/);
+    await assert.rejects(
+      saveHead(tf, dir, head()),
+      /head\.json has format 2, expected 1, so it is not a head featcache wrote/,
+    );
     assert.equal(await fs.readFile(path.join(dir, 'head.json'), 'utf8'), '{"format": 2}');
   });
 
   it('validates every file on load: what is wrong, which file, and the remedy', async () => {
     const dir = path.join(await tempDir(), 'head');
     await saveHead(tf, dir, head());
-    const good = Object.fromEntries(await Promise.all(['head.json', 'model.json', 'weights.bin'].map(async (f) => [f, await fs.readFile(path.join(dir, f))] as const)));
+    const good = Object.fromEntries(
+      await Promise.all(
+        ['head.json', 'model.json', 'weights.bin'].map(async (f) => [f, await fs.readFile(path.join(dir, f))] as const),
+      ),
+    );
     const restore = () => Promise.all(Object.entries(good).map(([f, b]) => fs.writeFile(path.join(dir, f), b)));
     const remedy = /; retrain it with 'featcache train-head --head .*head'$/;
     const cases: [string, string | Buffer, RegExp][] = [
       ['head.json', '{}', /head\.json has format undefined, expected 1/],
       ['head.json', '{"format":1', /head\.json is not valid JSON/],
-      ['head.json', JSON.stringify({ ...head().info, temperature: -1 }), /head\.json has "temperature" -1, expected a positive number/],
+      [
+        'head.json',
+        JSON.stringify({ ...head().info, temperature: -1 }),
+        /head\.json has "temperature" -1, expected a positive number/,
+      ],
       ['model.json', '{}', /model\.json has no "modelTopology"/],
-      ['weights.bin', good['weights.bin']!.subarray(0, 20), /weights\.bin has 20 bytes but model\.json needs 72 \(truncated\)/],
+      [
+        'weights.bin',
+        good['weights.bin']!.subarray(0, 20),
+        /weights\.bin has 20 bytes but model\.json needs 72 \(truncated\)/,
+      ],
     ];
     for (const [file, content, message] of cases) {
       await restore();
       await fs.writeFile(path.join(dir, file), content);
-      const error = await loadHead(tf, dir).then(() => null, (e: Error) => e);
+      const error = await loadHead(tf, dir).then(
+        () => null,
+        (e: Error) => e,
+      );
       assert.ok(error, `${file} ${String(content).slice(0, 20)} was accepted`);
       assert.match(error.message, message);
       assert.match(error.message, remedy);

@@ -1,7 +1,15 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { type Tf, loadTf } from '../../src/head/runtime.js';
-import { KFOLD, MIN_HOLDOUT_ROWS, conflictingDuplicates, duplicateGroups, planSelection, selectSetting, sweepEpochBudget } from '../../src/head/select.js';
+import {
+  KFOLD,
+  MIN_HOLDOUT_ROWS,
+  conflictingDuplicates,
+  duplicateGroups,
+  planSelection,
+  selectSetting,
+  sweepEpochBudget,
+} from '../../src/head/select.js';
 import { sweepCurves } from '../../src/head/sweep.js';
 import { DEFAULT_HEAD_OPTIONS, type HeadOptions, type Split, fitHead } from '../../src/head/train.js';
 import { seededRandom } from '../../src/util/random.js';
@@ -10,7 +18,10 @@ function clusters(count: number, dim: number, classes: number, noise: number, se
   const random = seededRandom(seed);
   const centres = Float32Array.from({ length: classes * dim }, () => random() * 2 - 1);
   const labels = Int32Array.from({ length: count }, (_, i) => i % classes);
-  const features = Float32Array.from({ length: count * dim }, (_, i) => centres[labels[Math.floor(i / dim)]! * dim + (i % dim)]! + (random() * 2 - 1) * noise);
+  const features = Float32Array.from(
+    { length: count * dim },
+    (_, i) => centres[labels[Math.floor(i / dim)]! * dim + (i % dim)]! + (random() * 2 - 1) * noise,
+  );
   return { features, labels, count };
 }
 
@@ -24,7 +35,10 @@ describe('selection plan', () => {
     assert.ok(typeof plan !== 'string' && plan.method === 'holdout');
     const [fold] = plan.folds;
     assert.equal(fold!.held.length, 80);
-    assert.deepEqual([0, 1, 2, 3].map((c) => fold!.held.filter((r) => labels[r] === c).length), [20, 20, 20, 20]);
+    assert.deepEqual(
+      [0, 1, 2, 3].map((c) => fold!.held.filter((r) => labels[r] === c).length),
+      [20, 20, 20, 20],
+    );
     assert.equal(new Set([...fold!.fit, ...fold!.held]).size, 400);
     assert.deepEqual(planSelection(labels, keys(400), names, 0.2, 0), plan, 'seeded');
     assert.notDeepEqual((planSelection(labels, keys(400), names, 0.2, 1) as typeof plan).folds[0]!.held, fold!.held);
@@ -35,7 +49,10 @@ describe('selection plan', () => {
     const plan = planSelection(labels, keys(40), names, 0.2, 0);
     assert.ok(typeof plan !== 'string' && plan.method === 'kfold');
     assert.equal(plan.folds.length, KFOLD);
-    assert.match(plan.notes.join('\n'), new RegExp(`would have 8 rows \\(fewer than ${MIN_HOLDOUT_ROWS}.*${KFOLD}-fold`));
+    assert.match(
+      plan.notes.join('\n'),
+      new RegExp(`would have 8 rows \\(fewer than ${MIN_HOLDOUT_ROWS}.*${KFOLD}-fold`),
+    );
     const heldOnce = plan.folds.flatMap((f) => f.held).sort((a, b) => a - b);
     assert.deepEqual(heldOnce, [...Array(40).keys()], 'every row held out exactly once');
     for (const f of plan.folds) assert.equal(f.fit.length + f.held.length, 40);
@@ -53,7 +70,8 @@ describe('selection plan', () => {
 
   it('keeps duplicate images (identical features) on the same side', () => {
     const split = clusters(200, 4, 2, 0.5, 1);
-    for (let r = 100; r < 200; r += 2) split.features.copyWithin(r * 4, (r - 100) * 4, (r - 99) * 4), (split.labels[r] = split.labels[r - 100]!);
+    for (let r = 100; r < 200; r += 2)
+      (split.features.copyWithin(r * 4, (r - 100) * 4, (r - 99) * 4), (split.labels[r] = split.labels[r - 100]!));
     const groups = duplicateGroups(split, 4);
     assert.equal(groups[150], 50);
     const plan = planSelection(split.labels, keys(200), names, 0.2, 0, groups);
@@ -80,7 +98,10 @@ describe('selection plan', () => {
     const plan = planSelection(labels, keys(12), names, 0.2, 0);
     assert.ok(typeof plan !== 'string' && plan.method === 'kfold');
     assert.equal(plan.folds.length, 3);
-    assert.match(plan.notes.join('\n'), new RegExp(`selecting by stratified 3-fold instead \\(not ${KFOLD}: the largest class has 3 distinct images\\)`));
+    assert.match(
+      plan.notes.join('\n'),
+      new RegExp(`selecting by stratified 3-fold instead \\(not ${KFOLD}: the largest class has 3 distinct images\\)`),
+    );
   });
 });
 
@@ -94,16 +115,31 @@ describe('sweep', () => {
   const options: HeadOptions = { ...DEFAULT_HEAD_OPTIONS, epochs: 6, batchSize: 16 };
 
   it('each column of the wide pass is exactly fitHead with that setting (same init, shuffles, optimiser), on both engines', async () => {
-    const candidates = [{ lr: 0.003, weightDecay: 0 }, { lr: 0.03, weightDecay: 0.01 }, { lr: 0.1, weightDecay: 0.001 }];
-    for (const [optimizer, engine, stepSize] of [['adam', 'tfjs', 0], ['sgd', 'tfjs', 0], ['adam', 'onnxruntime', 0], ['sgd', 'onnxruntime', 2]] as const) {
+    const candidates = [
+      { lr: 0.003, weightDecay: 0 },
+      { lr: 0.03, weightDecay: 0.01 },
+      { lr: 0.1, weightDecay: 0.001 },
+    ];
+    for (const [optimizer, engine, stepSize] of [
+      ['adam', 'tfjs', 0],
+      ['sgd', 'tfjs', 0],
+      ['adam', 'onnxruntime', 0],
+      ['sgd', 'onnxruntime', 2],
+    ] as const) {
       const o = { ...options, optimizer, stepSize, gamma: 0.5, classWeight: 'balanced' as const };
       const curves = await sweepCurves(tf, fit, held, 6, 3, candidates, o, { patience: 0, engine });
       assert.equal(curves.loss.length, 6);
       candidates.forEach((c, k) => {
         const alone = fitHead(tf, fit, held, 6, 3, { ...o, ...c }, { selectOnVal: false }).history;
         alone.forEach((h, e) => {
-          assert.ok(Math.abs(h.valLoss! - curves.loss[e]![k]!) < 1e-4, `${optimizer}/${engine} candidate ${k} epoch ${e + 1}: ${h.valLoss} vs ${curves.loss[e]![k]}`);
-          assert.ok(Math.abs(h.valAcc! - curves.acc[e]![k]!) < 1e-6, `${optimizer}/${engine} candidate ${k} epoch ${e + 1} accuracy`);
+          assert.ok(
+            Math.abs(h.valLoss! - curves.loss[e]![k]!) < 1e-4,
+            `${optimizer}/${engine} candidate ${k} epoch ${e + 1}: ${h.valLoss} vs ${curves.loss[e]![k]}`,
+          );
+          assert.ok(
+            Math.abs(h.valAcc! - curves.acc[e]![k]!) < 1e-6,
+            `${optimizer}/${engine} candidate ${k} epoch ${e + 1} accuracy`,
+          );
         });
       });
     }
@@ -112,26 +148,83 @@ describe('sweep', () => {
   it('selects on the hold-out of train, pins given values, and fits a temperature that lowers the held-out NLL', async () => {
     const train = clusters(300, 6, 3, 1.5, 4);
     const grid = { c: [], lr: [0.001, 0.03], weightDecay: [0, 0.01], normalize: ['none', 'l2'] as const };
-    const s = await selectSetting(tf, train, 6, 3, { ...options, epochs: 8 }, { grid: { ...grid, normalize: [...grid.normalize] }, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {} });
+    const s = await selectSetting(
+      tf,
+      train,
+      6,
+      3,
+      { ...options, epochs: 8 },
+      {
+        grid: { ...grid, normalize: [...grid.normalize] },
+        holdoutFraction: 0.2,
+        patience: 0,
+        keys: keys(300),
+        classNames: names,
+        log: () => {},
+      },
+    );
     assert.ok(typeof s !== 'string');
     assert.equal(s.table.length, 8);
     assert.equal(s.method, 'holdout');
     // Finalists: each normalisation's lowest held-out loss; the winner has the lowest calibrated loss among them.
     const finalists = s.table.filter((r) => r.calibratedLoss !== null);
     assert.equal(finalists.length, 2);
-    for (const f of finalists) assert.equal(f.holdoutLoss, Math.min(...s.table.filter((r) => r.normalize === f.normalize).map((r) => r.holdoutLoss)));
+    for (const f of finalists)
+      assert.equal(
+        f.holdoutLoss,
+        Math.min(...s.table.filter((r) => r.normalize === f.normalize).map((r) => r.holdoutLoss)),
+      );
     assert.equal(s.chosen.calibratedLoss, Math.min(...finalists.map((f) => f.calibratedLoss!)));
     assert.equal(s.heldNll.after, s.chosen.calibratedLoss);
     assert.ok(s.heldNll.after <= s.heldNll.before + 1e-9);
     assert.ok(s.temperature > 0);
     // onnxruntime keeps the held-out logits of every epoch and slices the finalists' out; tfjs refits them: same answer.
-    const viaOrt = await selectSetting(tf, train, 6, 3, { ...options, epochs: 8 }, { grid: { ...grid, normalize: [...grid.normalize] }, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {}, engine: 'onnxruntime' });
+    const viaOrt = await selectSetting(
+      tf,
+      train,
+      6,
+      3,
+      { ...options, epochs: 8 },
+      {
+        grid: { ...grid, normalize: [...grid.normalize] },
+        holdoutFraction: 0.2,
+        patience: 0,
+        keys: keys(300),
+        classNames: names,
+        log: () => {},
+        engine: 'onnxruntime',
+      },
+    );
     assert.ok(typeof viaOrt !== 'string');
-    assert.deepEqual([viaOrt.chosen.normalize, viaOrt.chosen.lr, viaOrt.chosen.weightDecay, viaOrt.chosen.epoch], [s.chosen.normalize, s.chosen.lr, s.chosen.weightDecay, s.chosen.epoch]);
-    assert.ok(Math.abs(viaOrt.temperature - s.temperature) < 1e-3 * s.temperature, `${viaOrt.temperature} vs ${s.temperature}`);
-    const pinned = await selectSetting(tf, train, 6, 3, { ...options, epochs: 4 }, { grid: { c: [], lr: [0.01], weightDecay: [0], normalize: ['l2'] }, fixedEpochs: 4, holdoutFraction: 0.2, patience: 0, keys: keys(300), classNames: names, log: () => {} });
+    assert.deepEqual(
+      [viaOrt.chosen.normalize, viaOrt.chosen.lr, viaOrt.chosen.weightDecay, viaOrt.chosen.epoch],
+      [s.chosen.normalize, s.chosen.lr, s.chosen.weightDecay, s.chosen.epoch],
+    );
+    assert.ok(
+      Math.abs(viaOrt.temperature - s.temperature) < 1e-3 * s.temperature,
+      `${viaOrt.temperature} vs ${s.temperature}`,
+    );
+    const pinned = await selectSetting(
+      tf,
+      train,
+      6,
+      3,
+      { ...options, epochs: 4 },
+      {
+        grid: { c: [], lr: [0.01], weightDecay: [0], normalize: ['l2'] },
+        fixedEpochs: 4,
+        holdoutFraction: 0.2,
+        patience: 0,
+        keys: keys(300),
+        classNames: names,
+        log: () => {},
+      },
+    );
     assert.ok(typeof pinned !== 'string');
-    assert.deepEqual([pinned.chosen.lr, pinned.chosen.weightDecay, pinned.chosen.normalize, pinned.chosen.epoch], [0.01, 0, 'l2', 4]);
+    assert.deepEqual(
+      [pinned.chosen.lr, pinned.chosen.weightDecay, pinned.chosen.normalize, pinned.chosen.epoch],
+      [0.01, 0, 'l2', 4],
+    );
   });
 
   it('gives tiny training sets at least minSteps optimiser steps (more epochs), and leaves larger or fixed runs alone', async () => {
@@ -143,9 +236,23 @@ describe('sweep', () => {
     const train = clusters(30, 6, 3, 1.5, 5);
     const lines: string[] = [];
     const run = async (minSteps: number, fixedEpochs?: number) => {
-      const s = await selectSetting(tf, train, 6, 3, { ...options, epochs: 4, batchSize: 32 }, {
-        grid: { c: [], lr: [0.01], weightDecay: [0], normalize: ['none'] }, fixedEpochs, holdoutFraction: 0.2, patience: 0, keys: keys(30), classNames: names, log: (l) => lines.push(l), minSteps,
-      });
+      const s = await selectSetting(
+        tf,
+        train,
+        6,
+        3,
+        { ...options, epochs: 4, batchSize: 32 },
+        {
+          grid: { c: [], lr: [0.01], weightDecay: [0], normalize: ['none'] },
+          fixedEpochs,
+          holdoutFraction: 0.2,
+          patience: 0,
+          keys: keys(30),
+          classNames: names,
+          log: (l) => lines.push(l),
+          minSteps,
+        },
+      );
       assert.ok(typeof s !== 'string' && s.method === 'kfold');
       return s;
     };
@@ -154,7 +261,10 @@ describe('sweep', () => {
     // The sweep's arithmetic is proportional to the epochs run: 12 steps = 12 epochs, three times the 4 asked for.
     assert.ok(Math.abs(budgeted.gflops / plain.gflops - 3) < 1e-9, `${budgeted.gflops} vs ${plain.gflops}`);
     assert.ok(budgeted.chosen.epoch <= 12);
-    assert.ok(lines.some((l) => l.includes('up to 12 epochs (at least 12 optimiser steps)')), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => l.includes('up to 12 epochs (at least 12 optimiser steps)')),
+      lines.join('\n'),
+    );
     const fixed = await run(12, 4);
     assert.equal(fixed.gflops, plain.gflops, 'epochs the user fixed are not extended');
     assert.equal(fixed.chosen.epoch, 4);

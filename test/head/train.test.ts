@@ -3,7 +3,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { type Tf, loadTf } from '../../src/head/runtime.js';
-import { DEFAULT_HEAD_OPTIONS, type HeadOptions, type Split, balancedClassWeights, initValues, predictProbabilities, softmaxRows, stepLr, fitHead as trainHead } from '../../src/head/train.js';
+import {
+  DEFAULT_HEAD_OPTIONS,
+  type HeadOptions,
+  type Split,
+  balancedClassWeights,
+  initValues,
+  predictProbabilities,
+  softmaxRows,
+  stepLr,
+  fitHead as trainHead,
+} from '../../src/head/train.js';
 import { repoRoot } from '../support/helpers.js';
 import { seededRandom } from '../../src/util/random.js';
 
@@ -16,11 +26,17 @@ function clusters(count: number, dim: number, classes: number, noise: number, se
   const cumulative = w.map((_, i) => w.slice(0, i + 1).reduce((x, y) => x + y, 0) / total);
   const labels = Int32Array.from({ length: count }, () => cumulative.findIndex((c) => random() <= c));
   const features = new Float32Array(count * dim);
-  for (let r = 0; r < count; r++) for (let d = 0; d < dim; d++) features[r * dim + d] = centres[labels[r]! * dim + d]! + (random() * 2 - 1) * noise;
+  for (let r = 0; r < count; r++)
+    for (let d = 0; d < dim; d++) features[r * dim + d] = centres[labels[r]! * dim + d]! + (random() * 2 - 1) * noise;
   return { features, labels, count };
 }
 
-const options = (over: Partial<HeadOptions> = {}): HeadOptions => ({ ...DEFAULT_HEAD_OPTIONS, epochs: 5, batchSize: 16, ...over });
+const options = (over: Partial<HeadOptions> = {}): HeadOptions => ({
+  ...DEFAULT_HEAD_OPTIONS,
+  epochs: 5,
+  batchSize: 16,
+  ...over,
+});
 const flat = (r: ReturnType<typeof trainHead>) => [...r.layers[0]!.kernel];
 const differs = (a: number[], b: number[]) => a.some((v, i) => Math.abs(v - b[i]!) > 1e-6);
 
@@ -51,7 +67,11 @@ describe('trainHead', () => {
   it('matches an independent numpy implementation of PyTorch Adam, SGD momentum, weight decay and StepLR', () => {
     // Fixture: test/head/fixtures/make_fit_reference.py (float64, same PRNG, init and shuffles, PyTorch definitions).
     const ref = JSON.parse(fs.readFileSync(path.join(repoRoot, 'test/head/fixtures/fit-reference.json'), 'utf8'));
-    const data: Split = { features: Float32Array.from(ref.features), labels: Int32Array.from(ref.labels), count: ref.count };
+    const data: Split = {
+      features: Float32Array.from(ref.features),
+      labels: Int32Array.from(ref.labels),
+      count: ref.count,
+    };
     for (const c of ref.cases) {
       const r = trainHead(tf, data, null, ref.dim, ref.classes, { ...DEFAULT_HEAD_OPTIONS, ...c.options });
       const got = [...r.layers[0]!.kernel, ...r.layers[0]!.bias];
@@ -62,7 +82,9 @@ describe('trainHead', () => {
 
   it('each optimisation knob acts as defined (one full-batch SGD step from the same init)', () => {
     const n = train.count;
-    const step = (o: Partial<HeadOptions>) => trainHead(tf, train, null, 8, 3, options({ optimizer: 'sgd', momentum: 0, epochs: 1, batchSize: n, ...o })).layers[0]!;
+    const step = (o: Partial<HeadOptions>) =>
+      trainHead(tf, train, null, 8, 3, options({ optimizer: 'sgd', momentum: 0, epochs: 1, batchSize: n, ...o }))
+        .layers[0]!;
     const init = (() => {
       const random = seededRandom(0);
       return { kernel: initValues(8 * 3, 8, random), bias: initValues(3, 8, random) };
@@ -70,11 +92,17 @@ describe('trainHead', () => {
     const a = step({ lr: 0.1 });
     const b = step({ lr: 0.2 });
     // lr: the update w1 − w0 scales linearly with the learning rate.
-    a.kernel.forEach((w, i) => assert.ok(Math.abs((b.kernel[i]! - init.kernel[i]!) - 2 * (w - init.kernel[i]!)) < 1e-5, `lr [${i}]`));
+    a.kernel.forEach((w, i) =>
+      assert.ok(Math.abs(b.kernel[i]! - init.kernel[i]! - 2 * (w - init.kernel[i]!)) < 1e-5, `lr [${i}]`),
+    );
     // weight decay: adds lr·λ·w0 to the step (PyTorch weight_decay), nothing else.
     const decayed = step({ lr: 0.1, weightDecay: 0.5 });
-    decayed.kernel.forEach((w, i) => assert.ok(Math.abs((w - a.kernel[i]!) - -0.1 * 0.5 * init.kernel[i]!) < 1e-5, `weight decay [${i}]`));
-    decayed.bias.forEach((w, i) => assert.ok(Math.abs((w - a.bias[i]!) - -0.1 * 0.5 * init.bias[i]!) < 1e-5, `weight decay bias [${i}]`));
+    decayed.kernel.forEach((w, i) =>
+      assert.ok(Math.abs(w - a.kernel[i]! - -0.1 * 0.5 * init.kernel[i]!) < 1e-5, `weight decay [${i}]`),
+    );
+    decayed.bias.forEach((w, i) =>
+      assert.ok(Math.abs(w - a.bias[i]! - -0.1 * 0.5 * init.bias[i]!) < 1e-5, `weight decay bias [${i}]`),
+    );
     // momentum: on the first step buf = g, so momentum does not change it (a dampened buf would be (1 − μ)·g).
     const first = step({ lr: 0.1, momentum: 0.9 });
     first.kernel.forEach((w, i) => assert.ok(Math.abs(w - a.kernel[i]!) < 1e-6, `momentum [${i}]`));
@@ -83,11 +111,20 @@ describe('trainHead', () => {
     assert.ok(halves.kernel.some((w, i) => Math.abs(w - a.kernel[i]!) > 1e-4));
   });
 
-  it('Adam\'s first step moves every weight by lr (bias-corrected m̂/√v̂ = ±1)', () => {
+  it("Adam's first step moves every weight by lr (bias-corrected m̂/√v̂ = ±1)", () => {
     const random = seededRandom(0);
     const initKernel = initValues(8 * 3, 8, random);
-    const r = trainHead(tf, train, null, 8, 3, options({ optimizer: 'adam', lr: 0.01, epochs: 1, batchSize: train.count }));
-    r.layers[0]!.kernel.forEach((w, i) => assert.ok(Math.abs(Math.abs(w - initKernel[i]!) - 0.01) < 1e-5, `[${i}] moved ${w - initKernel[i]!}`));
+    const r = trainHead(
+      tf,
+      train,
+      null,
+      8,
+      3,
+      options({ optimizer: 'adam', lr: 0.01, epochs: 1, batchSize: train.count }),
+    );
+    r.layers[0]!.kernel.forEach((w, i) =>
+      assert.ok(Math.abs(Math.abs(w - initKernel[i]!) - 0.01) < 1e-5, `[${i}] moved ${w - initKernel[i]!}`),
+    );
   });
 
   it('weight decay shrinks the weights', () => {
@@ -99,7 +136,10 @@ describe('trainHead', () => {
 
   it('StepLR multiplies the learning rate by gamma every step-size epochs', () => {
     const r = trainHead(tf, train, val, 8, 3, options({ epochs: 7, lr: 0.1, stepSize: 3, gamma: 0.5 }));
-    assert.deepEqual(r.history.map((h) => Number(h.lr.toFixed(6))), [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025]);
+    assert.deepEqual(
+      r.history.map((h) => Number(h.lr.toFixed(6))),
+      [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025],
+    );
     assert.equal(stepLr({ lr: 1, stepSize: 0, gamma: 0.1 }, 50), 1);
   });
 
@@ -114,7 +154,7 @@ describe('trainHead', () => {
     const probabilities = predictProbabilities(tf, r.layers, noisyVal.features, noisyVal.count);
     let loss = 0;
     for (let i = 0; i < noisyVal.count; i++) loss -= Math.log(probabilities[i * 3 + noisyVal.labels[i]!]!);
-    assert.ok(Math.abs(loss / noisyVal.count - best.valLoss!) < 1e-4, 'returned weights are the best epoch\'s');
+    assert.ok(Math.abs(loss / noisyVal.count - best.valLoss!) < 1e-4, "returned weights are the best epoch's");
   });
 
   it('balanced class weights raise recall on a rare class', () => {
@@ -125,7 +165,11 @@ describe('trainHead', () => {
       const p = predictProbabilities(tf, r.layers, skewed.features, skewed.count);
       let hit = 0;
       let total = 0;
-      for (let i = 0; i < skewed.count; i++) if (skewed.labels[i] === 1) { total++; if (p[i * 2 + 1]! > p[i * 2]!) hit++; }
+      for (let i = 0; i < skewed.count; i++)
+        if (skewed.labels[i] === 1) {
+          total++;
+          if (p[i * 2 + 1]! > p[i * 2]!) hit++;
+        }
       return hit / total;
     };
     assert.ok(recall({ classWeight: 'balanced' }) > recall({ classWeight: 'none' }));
@@ -150,7 +194,10 @@ describe('trainHead', () => {
   });
 
   it('refuses nonsense options and single-class data', () => {
-    assert.throws(() => trainHead(tf, train, null, 8, 3, options({ epochs: 0 })), /epochs: expected a positive integer, got 0/);
+    assert.throws(
+      () => trainHead(tf, train, null, 8, 3, options({ epochs: 0 })),
+      /epochs: expected a positive integer, got 0/,
+    );
     assert.throws(() => trainHead(tf, train, null, 8, 1, options()), /need at least 2 classes/);
   });
 });

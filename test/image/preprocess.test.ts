@@ -3,7 +3,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import sharp from 'sharp';
-import { centreCropOffsets, decodeToRgb, preprocess, resizedSize, roundHalfEven, writeNormalised } from '../../src/image/preprocess.js';
+import {
+  centreCropOffsets,
+  decodeToRgb,
+  preprocess,
+  resizedSize,
+  roundHalfEven,
+  writeNormalised,
+} from '../../src/image/preprocess.js';
 import { DEFAULT_IMAGE_POLICY, PRESETS, PRESET_NAMES, getPreset } from '../../src/image/presets.js';
 import { needsShared, pngBomb, readFloat32, resnetDir, sharedDir } from '../support/helpers.js';
 
@@ -12,12 +19,13 @@ const policy = DEFAULT_IMAGE_POLICY;
 
 function gradient(width: number, height: number): Buffer {
   const data = Buffer.alloc(width * height * 3);
-  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) {
-    const o = (y * width + x) * 3;
-    data[o] = (x * 255) / width;
-    data[o + 1] = (y * 255) / height;
-    data[o + 2] = ((x + y) * 97) % 256;
-  }
+  for (let y = 0; y < height; y++)
+    for (let x = 0; x < width; x++) {
+      const o = (y * width + x) * 3;
+      data[o] = (x * 255) / width;
+      data[o + 1] = (y * 255) / height;
+      data[o + 2] = ((x + y) * 97) % 256;
+    }
   return data;
 }
 
@@ -28,7 +36,10 @@ describe('presets', () => {
     assert.deepEqual([...PRESET_NAMES].sort(), ['caffe', 'inception', 'torchvision', 'torchvision-v2']);
     assert.ok(Object.isFrozen(PRESETS) && Object.isFrozen(PRESETS.torchvision));
     assert.equal(getPreset('torchvision-v2').resizeShorter, 232);
-    assert.throws(() => getPreset('imagenet'), /^FeatcacheError: preset: expected one of "torchvision", "torchvision-v2", "caffe", "inception", got "imagenet"/);
+    assert.throws(
+      () => getPreset('imagenet'),
+      /^FeatcacheError: preset: expected one of "torchvision", "torchvision-v2", "caffe", "inception", got "imagenet"/,
+    );
   });
 
   it('normalise as documented: caffe is BGR minus means, inception is [-1, 1]', () => {
@@ -59,7 +70,11 @@ describe('writeNormalised', () => {
       const out = new Float32Array(3 * pixels * 3).fill(sentinel);
       writeNormalised(rgb, preset, layout, out, 1);
       const slot = out.subarray(pixels * 3, 2 * pixels * 3);
-      assert.ok(out.subarray(0, pixels * 3).every((v) => v === sentinel) && out.subarray(2 * pixels * 3).every((v) => v === sentinel), `${layout}: other slots untouched`);
+      assert.ok(
+        out.subarray(0, pixels * 3).every((v) => v === sentinel) &&
+          out.subarray(2 * pixels * 3).every((v) => v === sentinel),
+        `${layout}: other slots untouched`,
+      );
       for (let p = 0; p < pixels; p++) {
         for (let c = 0; c < 3; c++) {
           const expected = (rgb[p * 3 + c]! / 255 - [0.485, 0.456, 0.406][c]!) / [0.229, 0.224, 0.225][c]!;
@@ -85,7 +100,10 @@ describe('preprocess', () => {
 describe('torchvision geometry', () => {
   it('rounds half to even like Python', () => {
     // Python: [round(x) for x in (0.5, 1.5, 2.5, 3.5, 4.5, -0.5, -1.5, -2.5, 3.2, 3.7, -3.7, 7)]
-    assert.deepEqual([0.5, 1.5, 2.5, 3.5, 4.5, -0.5, -1.5, -2.5, 3.2, 3.7, -3.7, 7].map(roundHalfEven), [0, 2, 2, 4, 4, -0, -2, -2, 3, 4, -4, 7]);
+    assert.deepEqual(
+      [0.5, 1.5, 2.5, 3.5, 4.5, -0.5, -1.5, -2.5, 3.2, 3.7, -3.7, 7].map(roundHalfEven),
+      [0, 2, 2, 4, 4, -0, -2, -2, 3, 4, -4, 7],
+    );
   });
   it('resizes like torchvision.transforms.Resize(int) on portrait, landscape and square images', () => {
     // torchvision: the short side becomes `size`, the long side is int(size * long / short) (truncated).
@@ -121,14 +139,15 @@ describe('decoding', () => {
       webp: await raw(300, 260).webp({ lossless: true }).toBuffer(),
       tiff: await raw(300, 260).tiff({ compression: 'lzw' }).toBuffer(),
     };
-    assert.equal((await sharp(inputs.rgb16!).metadata()).depth, 'ushort');
-    assert.equal((await sharp(inputs.cmyk!).metadata()).space, 'cmyk');
+    assert.equal((await sharp(inputs.rgb16).metadata()).depth, 'ushort');
+    assert.equal((await sharp(inputs.cmyk).metadata()).space, 'cmyk');
     const reference = await decodeToRgb(await raw(300, 260).png().toBuffer(), torchvision, policy);
     for (const [name, input] of Object.entries(inputs)) {
       const rgb = await decodeToRgb(input, torchvision, policy);
       assert.equal(rgb.length, 224 * 224 * 3, name);
       if (name === 'grey') {
-        for (let p = 0; p < 100; p++) assert.ok(rgb[p * 3] === rgb[p * 3 + 1] && rgb[p * 3 + 1] === rgb[p * 3 + 2], 'grey is replicated');
+        for (let p = 0; p < 100; p++)
+          assert.ok(rgb[p * 3] === rgb[p * 3 + 1] && rgb[p * 3 + 1] === rgb[p * 3 + 2], 'grey is replicated');
       }
       if (['rgba', 'rgb16', 'webp', 'tiff'].includes(name)) {
         let diff = 0;
@@ -156,11 +175,21 @@ describe('decoding', () => {
     for (const orientation of [2, 3, 4, 5, 6, 7, 8]) {
       const stored = await raw(400, 260).jpeg({ quality: 100 }).withMetadata({ orientation }).toBuffer();
       const upright = await sharp(stored).rotate().jpeg({ quality: 100 }).toBuffer();
-      assert.equal((await sharp(upright).metadata()).width, orientation >= 5 ? 260 : 400, `fixture: orientation ${orientation}`);
+      assert.equal(
+        (await sharp(upright).metadata()).width,
+        orientation >= 5 ? 260 : 400,
+        `fixture: orientation ${orientation}`,
+      );
       const applied = await decodeToRgb(stored, torchvision, { ...policy, exif: 'apply' });
-      assert.ok(meanDiff(applied, await decodeToRgb(upright, torchvision, policy)) < 2, `orientation ${orientation}: apply = upright`);
+      assert.ok(
+        meanDiff(applied, await decodeToRgb(upright, torchvision, policy)) < 2,
+        `orientation ${orientation}: apply = upright`,
+      );
       assert.ok(meanDiff(applied, plain) > 10, `orientation ${orientation}: apply changes the pixels`);
-      assert.ok(meanDiff(await decodeToRgb(stored, torchvision, policy), plain) < 2, `orientation ${orientation}: ignore = as stored`);
+      assert.ok(
+        meanDiff(await decodeToRgb(stored, torchvision, policy), plain) < 2,
+        `orientation ${orientation}: ignore = as stored`,
+      );
     }
   });
 
@@ -169,7 +198,15 @@ describe('decoding', () => {
     const width = 300;
     const height = 240;
     const pixels = Buffer.alloc(width * height * 3);
-    for (let p = 0; p < width * height; p++) pixels.set([[250, 10, 10], [10, 240, 20], [20, 30, 230]][Math.floor((p % width) / 100)]!, p * 3);
+    for (let p = 0; p < width * height; p++)
+      pixels.set(
+        [
+          [250, 10, 10],
+          [10, 240, 20],
+          [20, 30, 230],
+        ][Math.floor((p % width) / 100)]!,
+        p * 3,
+      );
     const srgb = sharp(pixels, { raw: { width, height, channels: 3 } });
     const tagged = await srgb.clone().withIccProfile('p3').png().toBuffer();
     assert.ok((await sharp(tagged).metadata()).icc, 'fixture: the PNG carries a profile');
@@ -177,8 +214,14 @@ describe('decoding', () => {
     const original = await decodeToRgb(await srgb.clone().png().toBuffer(), torchvision, policy);
     const converted = await decodeToRgb(tagged, torchvision, { ...policy, icc: 'convert' });
     const ignored = await decodeToRgb(tagged, torchvision, { ...policy, icc: 'ignore' });
-    assert.ok(meanDiff(converted, original) < 3, `convert recovers the sRGB colours (mean diff ${meanDiff(converted, original)})`);
-    assert.ok(meanDiff(ignored, original) > 5, `ignore keeps the stored P3 numbers (mean diff ${meanDiff(ignored, original)})`);
+    assert.ok(
+      meanDiff(converted, original) < 3,
+      `convert recovers the sRGB colours (mean diff ${meanDiff(converted, original)})`,
+    );
+    assert.ok(
+      meanDiff(ignored, original) > 5,
+      `ignore keeps the stored P3 numbers (mean diff ${meanDiff(ignored, original)})`,
+    );
   });
 
   it('refuses a tiny file declaring a huge image by the pixel limit', async () => {
@@ -190,7 +233,10 @@ describe('decoding', () => {
   it('rejects truncated and non-image data', async () => {
     const jpeg = await raw(300, 200).jpeg().toBuffer();
     await assert.rejects(decodeToRgb(jpeg.subarray(0, jpeg.length / 2), torchvision, policy));
-    await assert.rejects(decodeToRgb(Buffer.from('just some text, not a jpeg'), torchvision, policy), /unsupported image format/i);
+    await assert.rejects(
+      decodeToRgb(Buffer.from('just some text, not a jpeg'), torchvision, policy),
+      /unsupported image format/i,
+    );
   });
 });
 
@@ -214,7 +260,12 @@ describe('fidelity to torchvision', () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(resnetDir, 'manifest.json'), 'utf8'));
     const item = manifest.items[0];
     const expected = readFloat32(path.join(resnetDir, item.input.file));
-    const got = await preprocess(path.join(sharedDir, 'data', item.image), { ...torchvision, kernel: 'lanczos3' }, policy, 'NCHW');
+    const got = await preprocess(
+      path.join(sharedDir, 'data', item.image),
+      { ...torchvision, kernel: 'lanczos3' },
+      policy,
+      'NCHW',
+    );
     let sum = 0;
     for (let i = 0; i < got.length; i++) sum += Math.abs(got[i]! - expected[i]!);
     const linear = await preprocess(path.join(sharedDir, 'data', item.image), torchvision, policy, 'NCHW');

@@ -8,7 +8,10 @@ import { CUDA_PROVIDER_FILES, CUDA_REQUIREMENTS } from '../../src/backbone/cuda-
 import { CUDA_PLATFORM, installCuda, installerEnvironment } from '../../src/jobs/install-cuda.js';
 import { tempDir } from '../support/helpers.js';
 
-const here = `${process.platform}/${process.arch}` === CUDA_PLATFORM ? false : `onnxruntime-node fetches a CUDA provider only on ${CUDA_PLATFORM}`;
+const here =
+  `${process.platform}/${process.arch}` === CUDA_PLATFORM
+    ? false
+    : `onnxruntime-node fetches a CUDA provider only on ${CUDA_PLATFORM}`;
 /** Every CUDA library present, so the post-install check depends only on what a test puts there. */
 async function allLibraries(): Promise<{ searchDirs: string[]; ldconfigOutput: null }> {
   const dir = await tempDir('featcache-libs-');
@@ -36,12 +39,17 @@ describe('installCuda', { skip: here }, () => {
   it('asks onnxruntime-node for cuda12 by environment variable and passes HTTPS_PROXY/NO_PROXY to its global-agent', () => {
     assert.deepEqual(installerEnvironment({}), { ONNXRUNTIME_NODE_INSTALL: 'cuda12' });
     assert.deepEqual(installerEnvironment({ HTTPS_PROXY: 'http://proxy:3128', NO_PROXY: 'localhost' }), {
-      ONNXRUNTIME_NODE_INSTALL: 'cuda12', GLOBAL_AGENT_HTTPS_PROXY: 'http://proxy:3128', GLOBAL_AGENT_NO_PROXY: 'localhost',
+      ONNXRUNTIME_NODE_INSTALL: 'cuda12',
+      GLOBAL_AGENT_HTTPS_PROXY: 'http://proxy:3128',
+      GLOBAL_AGENT_NO_PROXY: 'localhost',
     });
-    assert.equal(installerEnvironment({ HTTPS_PROXY: 'http://a', GLOBAL_AGENT_HTTPS_PROXY: 'http://b' }).GLOBAL_AGENT_HTTPS_PROXY, 'http://b');
+    assert.equal(
+      installerEnvironment({ HTTPS_PROXY: 'http://a', GLOBAL_AGENT_HTTPS_PROXY: 'http://b' }).GLOBAL_AGENT_HTTPS_PROXY,
+      'http://b',
+    );
   });
 
-  it('plans onnxruntime-node\'s own installer without running it', async () => {
+  it("plans onnxruntime-node's own installer without running it", async () => {
     const r = await installCuda({ dryRun: true, providerDir: await tempDir() });
     assert.equal(r.status, 'planned');
     assert.match(r.installer, /onnxruntime-node\/script\/install\.js$/);
@@ -70,17 +78,26 @@ describe('installCuda', { skip: here }, () => {
     const r = await installCuda({ installer, providerDir, log: (l) => lines.push(l), libraries: await allLibraries() });
     assert.equal(r.status, 'installed');
     assert.deepEqual(r.problems, []);
-    assert.ok(lines.some((l) => l.includes('Extracting runtimes/linux-x64')), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => l.includes('Extracting runtimes/linux-x64')),
+      lines.join('\n'),
+    );
 
     const empty = await tempDir();
-    await assert.rejects(installCuda({ installer: await fakeInstaller(''), providerDir: empty }), /installer finished but libonnxruntime_providers_cuda\.so, libonnxruntime_providers_shared\.so is not in/);
+    await assert.rejects(
+      installCuda({ installer: await fakeInstaller(''), providerDir: empty }),
+      /installer finished but libonnxruntime_providers_cuda\.so, libonnxruntime_providers_shared\.so is not in/,
+    );
   });
 
   it('fails with the network reason when NuGet cannot be reached (the real installer, through a refused proxy)', async () => {
     const providerDir = await tempDir();
     const env = { PATH: process.env.PATH, HTTPS_PROXY: `http://127.0.0.1:${await closedPort()}` };
     await assert.rejects(installCuda({ providerDir, env, timeoutMs: 60_000 }), (e: Error) => {
-      assert.match(e.message, /^install-cuda: could not fetch the CUDA provider from NuGet \(Error: connect ECONNREFUSED 127\.0\.0\.1:\d+\); featcache still runs on CPU; retry with 'npx featcache install-cuda'/);
+      assert.match(
+        e.message,
+        /^install-cuda: could not fetch the CUDA provider from NuGet \(Error: connect ECONNREFUSED 127\.0\.0\.1:\d+\); featcache still runs on CPU; retry with 'npx featcache install-cuda'/,
+      );
       return true;
     });
     assert.deepEqual(await fs.readdir(providerDir), []);
@@ -88,10 +105,16 @@ describe('installCuda', { skip: here }, () => {
 
   it('gives up on an installer that hangs, after timeoutMs', async () => {
     const installer = await fakeInstaller('setTimeout(() => {}, 60_000);');
-    await assert.rejects(installCuda({ installer, providerDir: await tempDir(), timeoutMs: 300 }), /did not finish within 0\.3 s/);
+    await assert.rejects(
+      installCuda({ installer, providerDir: await tempDir(), timeoutMs: 300 }),
+      /did not finish within 0\.3 s/,
+    );
   });
 
   it('rejects a non-positive timeout by its option name', async () => {
-    await assert.rejects(installCuda({ timeoutMs: 0 }), /^FeatcacheError: timeoutMs: expected a positive number of milliseconds, got 0$/);
+    await assert.rejects(
+      installCuda({ timeoutMs: 0 }),
+      /^FeatcacheError: timeoutMs: expected a positive number of milliseconds, got 0$/,
+    );
   });
 });

@@ -21,19 +21,47 @@ describe('predict (library)', () => {
     await writeColourFolder(path.join(dir, 'data'), 4);
     const cache = path.join(dir, 'cache');
     for (const split of ['train', 'val']) {
-      const r = await runCli(['extract', '--data', path.join(dir, 'data'), '--split', split, '--model', model, '--cache', cache, '--device', 'cpu']);
+      const r = await runCli([
+        'extract',
+        '--data',
+        path.join(dir, 'data'),
+        '--split',
+        split,
+        '--model',
+        model,
+        '--cache',
+        cache,
+        '--device',
+        'cpu',
+      ]);
       assert.equal(r.code, 0, r.stderr);
     }
     head = path.join(dir, 'head');
-    const t = await runCli(['train-head', '--cache', cache, '--head', head, '--epochs', '20', '--lr', '0.05', '--normalize', 'standard']);
+    const t = await runCli([
+      'train-head',
+      '--cache',
+      cache,
+      '--head',
+      head,
+      '--epochs',
+      '20',
+      '--lr',
+      '0.05',
+      '--normalize',
+      'standard',
+    ]);
     assert.equal(t.code, 0, t.stderr);
   });
 
-  it('gives each image the head\'s probabilities on the backbone\'s features, sorted, top-k', async () => {
+  it("gives each image the head's probabilities on the backbone's features, sorted, top-k", async () => {
     const files = (await expandInputs([path.join(dir, 'data', 'val')])).files;
     const r = await predict({ inputs: files, head, top: 2, device: 'cpu' });
     assert.equal(r.failed, 0);
-    assert.deepEqual(r.predictions.map((p) => p.path), files, 'input order');
+    assert.deepEqual(
+      r.predictions.map((p) => p.path),
+      files,
+      'input order',
+    );
 
     // Recompute independently: decode → backbone → the head's normalisation → the head.
     const { tf } = await loadTf('auto');
@@ -41,15 +69,26 @@ describe('predict (library)', () => {
     const preset = getPreset(String(loaded.info.provenance.preset.name));
     const backbone = await openBackbone(loaded.info.provenance.modelFile, { device: { kind: 'cpu' }, threads: 1 });
     try {
-      const batch = await decodeBatch(files, async (f) => ({ bytes: f, stamp: null }), { preset, policy: DEFAULT_IMAGE_POLICY, layout: backbone.input.layout });
+      const batch = await decodeBatch(files, async (f) => ({ bytes: f, stamp: null }), {
+        preset,
+        policy: DEFAULT_IMAGE_POLICY,
+        layout: backbone.input.layout,
+      });
       const features = await backbone.extract(batch.pixels, files.length, preset.crop);
       applyNormalization(loaded.info.normalization, features, files.length, backbone.dim);
       const probabilities = loaded.predict(features, files.length);
       const classes = loaded.info.classes;
       for (const [row, p] of r.predictions.entries()) {
         assert.equal(p.top.length, 2);
-        const expected = classes.map((c, k) => ({ label: c, probability: probabilities[row * classes.length + k]! })).sort((a, b) => b.probability - a.probability).slice(0, 2);
-        assert.deepEqual(p.top.map((t) => t.label), expected.map((e) => e.label), p.path);
+        const expected = classes
+          .map((c, k) => ({ label: c, probability: probabilities[row * classes.length + k]! }))
+          .sort((a, b) => b.probability - a.probability)
+          .slice(0, 2);
+        assert.deepEqual(
+          p.top.map((t) => t.label),
+          expected.map((e) => e.label),
+          p.path,
+        );
         for (const [k, t] of p.top.entries()) assert.ok(Math.abs(t.probability - expected[k]!.probability) < 1e-6);
         assert.ok(p.top[0]!.probability >= p.top[1]!.probability);
       }
@@ -62,7 +101,10 @@ describe('predict (library)', () => {
   });
 
   it('validates its options by name', async () => {
-    await assert.rejects(predict({ inputs: ['x'], head, top: 0 }), /^FeatcacheError: top: expected a positive integer, got 0/);
+    await assert.rejects(
+      predict({ inputs: ['x'], head, top: 0 }),
+      /^FeatcacheError: top: expected a positive integer, got 0/,
+    );
     await assert.rejects(predict({ inputs: ['x'], head, device: 'gpu' }), /^FeatcacheError: device: expected one of/);
   });
 });

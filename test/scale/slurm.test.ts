@@ -15,7 +15,23 @@ import { cliPath, hymenoptera, mobilenetModel, needsShared, repoRoot, runCli, te
 
 const TASKS = 4;
 const PER_CLASS = 40;
-const extractFlags = ['--split', 'train', '--follow-symlinks', '--model', mobilenetModel, '--device', 'cpu', '--threads', '1', '--batch-size', '4', '--part-rows', '4', '--progress', 'false'];
+const extractFlags = [
+  '--split',
+  'train',
+  '--follow-symlinks',
+  '--model',
+  mobilenetModel,
+  '--device',
+  'cpu',
+  '--threads',
+  '1',
+  '--batch-size',
+  '4',
+  '--part-rows',
+  '4',
+  '--progress',
+  'false',
+];
 
 /** README's job-array script, on CPU. N stays written in the script so `sbatch --array=K` re-runs shard K of the same N. */
 function jobScript(data: string, cache: string, out: string): string {
@@ -35,7 +51,8 @@ async function rowCounts(cache: string): Promise<Map<string, number>> {
   const counts = new Map<string, number>();
   const names = (await fs.readdir(path.join(cache, 'train'))).filter((n) => /^part-.*\.arrow$/.test(n));
   for (const name of names) {
-    for (const row of (await readPartIndex(path.join(cache, 'train', name))).rows) counts.set(row.path, (counts.get(row.path) ?? 0) + 1);
+    for (const row of (await readPartIndex(path.join(cache, 'train', name))).rows)
+      counts.set(row.path, (counts.get(row.path) ?? 0) + 1);
   }
   return counts;
 }
@@ -49,7 +66,8 @@ async function assertSameCache(cache: string, reference: string, paths: string[]
   assert.deepEqual(got.paths, want.paths);
   assert.deepEqual([...got.labels], [...want.labels]);
   let worst = 0;
-  for (let i = 0; i < want.features.length; i++) worst = Math.max(worst, Math.abs(got.features[i]! - want.features[i]!));
+  for (let i = 0; i < want.features.length; i++)
+    worst = Math.max(worst, Math.abs(got.features[i]! - want.features[i]!));
   assert.ok(worst <= 1e-5, `features differ from the single-process run by up to ${worst}`);
 }
 
@@ -85,7 +103,8 @@ describe('SLURM job array on a one-node cluster', { skip: sharedMissing }, () =>
     for (const cls of ['ants', 'bees']) {
       await fs.mkdir(path.join(data, 'train', cls), { recursive: true });
       const names = (await fs.readdir(path.join(hymenoptera, 'train', cls))).sort().slice(0, PER_CLASS);
-      for (const name of names) await fs.symlink(path.join(hymenoptera, 'train', cls, name), path.join(data, 'train', cls, name));
+      for (const name of names)
+        await fs.symlink(path.join(hymenoptera, 'train', cls, name), path.join(data, 'train', cls, name));
     }
     reference = path.join(dir, 'reference');
     const single = await runCli(['extract', '--data', data, '--cache', reference, ...extractFlags]);
@@ -106,12 +125,20 @@ describe('SLURM job array on a one-node cluster', { skip: sharedMissing }, () =>
     await fs.mkdir(out);
     const script = path.join(dir, 'array.sh');
     await fs.writeFile(script, jobScript(data, cache, out));
-    await slurm(cluster!, 'sbatch', [`--array=0-${TASKS - 1}`, '--wait', script], 300_000).catch(async (error: Error) => {
-      const logs = await Promise.all((await fs.readdir(out)).map((f) => fs.readFile(path.join(out, f), 'utf8')));
-      throw new Error(`sbatch failed: ${error.message}\n${logs.join('\n')}`);
-    });
-    const shards = (await fs.readdir(path.join(cache, 'train'))).filter((n) => n.endsWith('.arrow')).map((n) => /-(\d+of\d+)-/.exec(n)![1]);
-    assert.deepEqual([...new Set(shards)].sort(), ['0of4', '1of4', '2of4', '3of4'], 'each array task wrote its own shard');
+    await slurm(cluster!, 'sbatch', [`--array=0-${TASKS - 1}`, '--wait', script], 300_000).catch(
+      async (error: Error) => {
+        const logs = await Promise.all((await fs.readdir(out)).map((f) => fs.readFile(path.join(out, f), 'utf8')));
+        throw new Error(`sbatch failed: ${error.message}\n${logs.join('\n')}`);
+      },
+    );
+    const shards = (await fs.readdir(path.join(cache, 'train')))
+      .filter((n) => n.endsWith('.arrow'))
+      .map((n) => /-(\d+of\d+)-/.exec(n)![1]);
+    assert.deepEqual(
+      [...new Set(shards)].sort(),
+      ['0of4', '1of4', '2of4', '3of4'],
+      'each array task wrote its own shard',
+    );
     await assertSameCache(cache, reference, paths);
   });
 
@@ -127,15 +154,23 @@ describe('SLURM job array on a one-node cluster', { skip: sharedMissing }, () =>
     const victimRows = paths.filter((p) => inShard({ index: victim, count: TASKS }, p)).length;
     // Cancel as soon as the task has committed its first part, i.e. while it is extracting.
     const deadline = Date.now() + 120_000;
-    const committed = async () => (await fs.readdir(path.join(cache, 'train')).catch(() => [] as string[])).some((n) => n.includes(`-${victim}of${TASKS}-`) && n.endsWith('.arrow'));
+    const committed = async () =>
+      (await fs.readdir(path.join(cache, 'train')).catch(() => [] as string[])).some(
+        (n) => n.includes(`-${victim}of${TASKS}-`) && n.endsWith('.arrow'),
+      );
     while (!(await committed())) {
       assert.ok(Date.now() < deadline, 'task 1 never committed a part');
       await new Promise((r) => setTimeout(r, 20));
     }
     await slurm(cluster!, 'scancel', [`${job}_${victim}`]);
     await waitForJob(cluster!, job, 300_000);
-    const before = [...(await rowCounts(cache)).keys()].filter((p) => inShard({ index: victim, count: TASKS }, p)).length;
-    assert.ok(before > 0 && before < victimRows, `the cancelled task had committed ${before} of its ${victimRows} images`);
+    const before = [...(await rowCounts(cache)).keys()].filter((p) =>
+      inShard({ index: victim, count: TASKS }, p),
+    ).length;
+    assert.ok(
+      before > 0 && before < victimRows,
+      `the cancelled task had committed ${before} of its ${victimRows} images`,
+    );
     await slurm(cluster!, 'sbatch', [`--array=${victim}`, '--wait', script], 300_000);
     await assertSameCache(cache, reference, paths);
   });

@@ -20,11 +20,22 @@ function gated() {
 describe('MicroBatcher', () => {
   it('runs a batch as soon as maxBatch requests wait, the rest after maxWaitMs, and answers each caller with its own output', async () => {
     const batches: number[][] = [];
-    const b = new MicroBatcher<number, number>(async (items) => (batches.push(items), items.map((x) => x * 10)), { maxBatch: 4, maxWaitMs: 30, maxQueue: 100, timeoutMs: 10_000 });
+    const b = new MicroBatcher<number, number>(async (items) => (batches.push(items), items.map((x) => x * 10)), {
+      maxBatch: 4,
+      maxWaitMs: 30,
+      maxQueue: 100,
+      timeoutMs: 10_000,
+    });
     const results = await Promise.all([1, 2, 3, 4, 5].map((x) => b.submit(x)));
-    assert.deepEqual(results.map((r) => r.output), [10, 20, 30, 40, 50]);
+    assert.deepEqual(
+      results.map((r) => r.output),
+      [10, 20, 30, 40, 50],
+    );
     assert.deepEqual(batches, [[1, 2, 3, 4], [5]]);
-    assert.deepEqual(results.map((r) => r.batchSize), [4, 4, 4, 4, 1]);
+    assert.deepEqual(
+      results.map((r) => r.batchSize),
+      [4, 4, 4, 4, 1],
+    );
     assert.deepEqual(b.stats().batchSizes, [0, 1, 0, 0, 1]);
   });
 
@@ -38,7 +49,10 @@ describe('MicroBatcher', () => {
     await g.open();
     const all = await Promise.all([first, ...later]);
     assert.deepEqual(g.batches, [[1], [2, 3, 4]]);
-    assert.deepEqual(all.map((r) => r.output), [10, 20, 30, 40]);
+    assert.deepEqual(
+      all.map((r) => r.output),
+      [10, 20, 30, 40],
+    );
   });
 
   it('refuses at once when the queue is full, and times out requests left waiting', async () => {
@@ -57,10 +71,13 @@ describe('MicroBatcher', () => {
 
   it('rejects the whole batch when the model fails, and keeps serving afterwards', async () => {
     let fail = true;
-    const b = new MicroBatcher<number, number>(async (items) => {
-      if (fail) throw new Error('boom');
-      return items;
-    }, { maxBatch: 2, maxWaitMs: 1, maxQueue: 10, timeoutMs: 1000 });
+    const b = new MicroBatcher<number, number>(
+      async (items) => {
+        if (fail) throw new Error('boom');
+        return items;
+      },
+      { maxBatch: 2, maxWaitMs: 1, maxQueue: 10, timeoutMs: 1000 },
+    );
     const failed = [b.submit(1), b.submit(2)];
     for (const f of failed) await assert.rejects(f, /boom/);
     fail = false;
@@ -69,7 +86,12 @@ describe('MicroBatcher', () => {
 
   it('drain answers what was submitted, then refuses new work', async () => {
     const g = gated();
-    const b = new MicroBatcher<number, number>(g.run, { maxBatch: 2, maxWaitMs: 60_000, maxQueue: 10, timeoutMs: 60_000 });
+    const b = new MicroBatcher<number, number>(g.run, {
+      maxBatch: 2,
+      maxWaitMs: 60_000,
+      maxQueue: 10,
+      timeoutMs: 60_000,
+    });
     const pending = b.submit(7);
     const drained = b.drain();
     await g.open();

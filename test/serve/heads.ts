@@ -41,16 +41,31 @@ export async function writeTestHead(dir: string, o: TestHeadOptions): Promise<He
   }));
   const normalization: Normalization =
     o.normalization === 'standard'
-      ? { kind: 'standard', mean: Array.from({ length: o.dim }, () => random() * 0.2), std: Array.from({ length: o.dim }, () => 0.5 + Math.abs(random())) }
+      ? {
+          kind: 'standard',
+          mean: Array.from({ length: o.dim }, () => random() * 0.2),
+          std: Array.from({ length: o.dim }, () => 0.5 + Math.abs(random())),
+        }
       : { kind: o.normalization };
-  const sha = createHash('sha256').update(await fs.readFile(o.model)).digest('hex');
+  const sha = createHash('sha256')
+    .update(await fs.readFile(o.model))
+    .digest('hex');
   const info = {
     format: 1,
     classes: o.classes,
     normalization,
     provenance: {
-      modelSha256: sha, modelFile: o.model, tappedTensor: o.tappedTensor, preset: { ...PRESETS.torchvision! } as Record<string, unknown>,
-      exif: 'ignore', icc: 'ignore', dim: o.dim, cache: 'test', trainedAt: new Date(0).toISOString(), backend: 'cpu', backendSkipped: [],
+      modelSha256: sha,
+      modelFile: o.model,
+      tappedTensor: o.tappedTensor,
+      preset: { ...PRESETS.torchvision! },
+      exif: 'ignore',
+      icc: 'ignore',
+      dim: o.dim,
+      cache: 'test',
+      trainedAt: new Date(0).toISOString(),
+      backend: 'cpu',
+      backendSkipped: [],
       versions: toolVersions(),
     },
     options: {},

@@ -14,17 +14,35 @@ const CLASSES = ['alpha', 'beta', 'gamma'];
 
 interface Answer {
   status: number;
-  body: { top?: { label: string; probability: number }[]; error?: string; model?: Record<string, unknown>; timing?: { batchSize: number } };
+  body: {
+    top?: { label: string; probability: number }[];
+    error?: string;
+    model?: Record<string, unknown>;
+    timing?: { batchSize: number };
+  };
 }
 
-async function post(url: string, body: Uint8Array | FormData, headers: Record<string, string> = {}, query = ''): Promise<Answer> {
+async function post(
+  url: string,
+  body: Uint8Array | FormData,
+  headers: Record<string, string> = {},
+  query = '',
+): Promise<Answer> {
   const response = await fetch(new URL(`predict${query}`, url), { method: 'POST', body: body as BodyInit, headers });
   return { status: response.status, body: await response.json() };
 }
 
 /** predict()'s answer for each file: the independent reference (TF.js head, file decoding) for the server's. */
 async function expectedTop(files: string[], head: string): Promise<Map<string, Map<string, number>>> {
-  const result = await predict({ inputs: files, head, top: CLASSES.length, batchSize: 8, device: 'cpu', threads: 1, backend: 'cpu' });
+  const result = await predict({
+    inputs: files,
+    head,
+    top: CLASSES.length,
+    batchSize: 8,
+    device: 'cpu',
+    threads: 1,
+    backend: 'cpu',
+  });
   return new Map(result.predictions.map((p) => [p.path, new Map(p.top.map((t) => [t.label, t.probability]))]));
 }
 
@@ -32,7 +50,11 @@ function assertMatches(answer: Answer, expected: Map<string, number>, what: stri
   assert.equal(answer.status, 200, `${what}: ${JSON.stringify(answer.body)}`);
   const top = answer.body.top!;
   assert.equal(top.length, CLASSES.length);
-  for (const t of top) assert.ok(Math.abs(t.probability - expected.get(t.label)!) < 1e-5, `${what}: ${t.label} ${t.probability} vs ${expected.get(t.label)}`);
+  for (const t of top)
+    assert.ok(
+      Math.abs(t.probability - expected.get(t.label)!) < 1e-5,
+      `${what}: ${t.label} ${t.probability} vs ${expected.get(t.label)}`,
+    );
   for (let i = 1; i < top.length; i++) assert.ok(top[i - 1]!.probability >= top[i]!.probability, 'sorted');
 }
 
@@ -46,7 +68,15 @@ describe('serve (tiny backbone)', () => {
     dir = await tempDir();
     const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
     head = path.join(dir, 'head');
-    await writeTestHead(head, { model, tappedTensor: 'pooled', dim: 3, classes: CLASSES, normalization: 'standard', hidden: 6, scale: 2 });
+    await writeTestHead(head, {
+      model,
+      tappedTensor: 'pooled',
+      dim: 3,
+      classes: CLASSES,
+      normalization: 'standard',
+      hidden: 6,
+      scale: 2,
+    });
     files = [];
     for (let i = 0; i < 8; i++) {
       const f = path.join(dir, `img${i}.${i % 2 ? 'png' : 'jpg'}`);
@@ -74,19 +104,30 @@ describe('serve (tiny backbone)', () => {
     assert.equal(info.preprocessing.preset.crop, 224);
   });
 
-  it('answers concurrent raw and multipart uploads with predict\'s probabilities, batched together, each with its own result', async () => {
-    const answers = await Promise.all(files.slice(0, 4).map(async (f) => post(server.url, await fs.readFile(f), { 'content-type': f.endsWith('png') ? 'image/png' : 'image/jpeg' })));
+  it("answers concurrent raw and multipart uploads with predict's probabilities, batched together, each with its own result", async () => {
+    const answers = await Promise.all(
+      files
+        .slice(0, 4)
+        .map(async (f) =>
+          post(server.url, await fs.readFile(f), { 'content-type': f.endsWith('png') ? 'image/png' : 'image/jpeg' }),
+        ),
+    );
     answers.forEach((a, i) => assertMatches(a, expected.get(files[i]!)!, files[i]!));
     // maxWaitMs is 2 s and maxBatch 4: four concurrent requests fill one batch.
-    assert.ok(answers.some((a) => a.body.timing!.batchSize > 1), `batch sizes ${answers.map((a) => a.body.timing!.batchSize)}`);
+    assert.ok(
+      answers.some((a) => a.body.timing!.batchSize > 1),
+      `batch sizes ${answers.map((a) => a.body.timing!.batchSize)}`,
+    );
     assert.match(String(answers[0]!.body.model!.backboneSha256), /^[0-9a-f]{64}$/);
     assert.match(String(answers[0]!.body.model!.headId), /^[0-9a-f]{64}$/);
-    const forms = await Promise.all(files.slice(4).map(async (f) => {
-      const form = new FormData();
-      form.append('note', 'ignored');
-      form.append('image', new Blob([await fs.readFile(f)]), path.basename(f));
-      return post(server.url, form);
-    }));
+    const forms = await Promise.all(
+      files.slice(4).map(async (f) => {
+        const form = new FormData();
+        form.append('note', 'ignored');
+        form.append('image', new Blob([await fs.readFile(f)]), path.basename(f));
+        return post(server.url, form);
+      }),
+    );
     forms.forEach((a, i) => assertMatches(a, expected.get(files[i + 4]!)!, `multipart ${files[i + 4]}`));
   });
 
@@ -103,14 +144,48 @@ describe('serve (tiny backbone)', () => {
     const png = await fs.readFile(files[1]!);
     const jpeg = await fs.readFile(files[0]!);
     const cases: [string, Promise<Answer>, number, RegExp][] = [
-      ['text', post(server.url, Buffer.from('hello, not an image'), { 'content-type': 'text/plain' }), 400, /not an image/],
+      [
+        'text',
+        post(server.url, Buffer.from('hello, not an image'), { 'content-type': 'text/plain' }),
+        400,
+        /not an image/,
+      ],
       ['json', post(server.url, Buffer.from('{"a":1}'), { 'content-type': 'application/json' }), 400, /not an image/],
-      ['truncated png', post(server.url, png.subarray(0, Math.floor(png.length / 2)), { 'content-type': 'image/png' }), 400, /truncated or corrupt|could not be decoded/],
-      ['truncated jpeg', post(server.url, jpeg.subarray(0, Math.floor(jpeg.length / 2)), { 'content-type': 'image/jpeg' }), 400, /truncated or corrupt|could not be decoded/],
+      [
+        'truncated png',
+        post(server.url, png.subarray(0, Math.floor(png.length / 2)), { 'content-type': 'image/png' }),
+        400,
+        /truncated or corrupt|could not be decoded/,
+      ],
+      [
+        'truncated jpeg',
+        post(server.url, jpeg.subarray(0, Math.floor(jpeg.length / 2)), { 'content-type': 'image/jpeg' }),
+        400,
+        /truncated or corrupt|could not be decoded/,
+      ],
       ['empty', post(server.url, new Uint8Array(), { 'content-type': 'image/png' }), 400, /body is empty/],
-      ['too large', post(server.url, new Uint8Array(300_000), { 'content-type': 'image/png' }), 413, /larger than 209715 bytes \(maxBodyMb\)/],
-      ['too many pixels', post(server.url, pngBomb(5000, 5000), { 'content-type': 'image/png' }), 413, /more than 4000000 pixels/],
-      ['form without file', (() => { const f = new FormData(); f.append('x', 'y'); return post(server.url, f); })(), 400, /no file part/],
+      [
+        'too large',
+        post(server.url, new Uint8Array(300_000), { 'content-type': 'image/png' }),
+        413,
+        /larger than 209715 bytes \(maxBodyMb\)/,
+      ],
+      [
+        'too many pixels',
+        post(server.url, pngBomb(5000, 5000), { 'content-type': 'image/png' }),
+        413,
+        /more than 4000000 pixels/,
+      ],
+      [
+        'form without file',
+        (() => {
+          const f = new FormData();
+          f.append('x', 'y');
+          return post(server.url, f);
+        })(),
+        400,
+        /no file part/,
+      ],
     ];
     for (const [what, answer, status, pattern] of cases) {
       const a = await answer;
@@ -210,7 +285,9 @@ describe('serve: readiness, back-pressure, draining', () => {
       for (let i = 0; i < 4; i++) {
         await new Promise<void>((resolve) => {
           const socket = net.connect(Number(u.port), u.hostname, () => {
-            socket.write('POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n');
+            socket.write(
+              'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n',
+            );
             socket.write(image.subarray(0, 50), () => setTimeout(() => socket.destroy(), 50));
           });
           socket.on('close', () => resolve());
@@ -233,7 +310,18 @@ describe('serve: readiness, back-pressure, draining', () => {
   });
 
   it('the CLI drains in-flight requests on SIGTERM and exits 0', async () => {
-    const child = spawn(process.execPath, [cliPath, 'serve', '--head', head, '--port', '0', '--max-wait-ms', '1500', '--max-batch', '8']);
+    const child = spawn(process.execPath, [
+      cliPath,
+      'serve',
+      '--head',
+      head,
+      '--port',
+      '0',
+      '--max-wait-ms',
+      '1500',
+      '--max-batch',
+      '8',
+    ]);
     let stderr = '';
     const url = await new Promise<string>((resolve, reject) => {
       child.stderr.on('data', (d) => {

@@ -12,14 +12,22 @@ const byPath = (rows: RefRow[]) => [...rows].sort((a, b) => (a.path < b.path ? -
 
 async function partFiles(cache: string): Promise<string[]> {
   const dir = path.join(cache, 'train');
-  return (await fs.readdir(dir)).filter((n) => /^part-.*\.arrow$/.test(n)).sort().map((n) => path.join(dir, n));
+  return (await fs.readdir(dir))
+    .filter((n) => /^part-.*\.arrow$/.test(n))
+    .sort()
+    .map((n) => path.join(dir, n));
 }
 
 /** The split through featcache's own reader, sorted by path: what every command sees. */
 async function view(cache: string) {
   const c = await FeatureCache.open(cache);
   const set = await c.read('train');
-  return { paths: set.paths, labels: [...set.labels], features: [...set.features], failures: (await c.failures('train')).map((f) => f.path) };
+  return {
+    paths: set.paths,
+    labels: [...set.labels],
+    features: [...set.features],
+    failures: (await c.failures('train')).map((f) => f.path),
+  };
 }
 
 describe('compactSplit: part files without superseded rows, atomically', { skip: needsIpcReader }, () => {
@@ -40,7 +48,24 @@ describe('compactSplit: part files without superseded rows, atomically', { skip:
     const data = path.join(dir, 'data');
     await writeColourFolder(data, 4);
     base = path.join(dir, 'features');
-    const extract = () => runCli(['extract', '--data', data, '--split', 'train', '--model', model, '--cache', base, '--device', 'cpu', '--batch-size', '2', '--part-rows', '3']);
+    const extract = () =>
+      runCli([
+        'extract',
+        '--data',
+        data,
+        '--split',
+        'train',
+        '--model',
+        model,
+        '--cache',
+        base,
+        '--device',
+        'cpu',
+        '--batch-size',
+        '2',
+        '--part-rows',
+        '3',
+      ]);
     assert.equal((await extract()).code, 0);
     await writeColourImage(path.join(data, 'train/red/red0.png'), [30, 30, 240], 77);
     await writeColourImage(path.join(data, 'train/green/green2.png'), [20, 250, 20], 78);
@@ -56,7 +81,10 @@ describe('compactSplit: part files without superseded rows, atomically', { skip:
   it('before: reading the part files directly sees superseded rows (the problem compaction solves)', async () => {
     const rows = readArrowIpc(await partFiles(base)).flatMap((f) => f.rows);
     assert.ok(rows.length > expected.length, `${rows.length} rows in the parts, ${expected.length} live`);
-    assert.ok(rows.some((r) => r.path === 'train/blue/blue1.png'), 'the removed image is still in a part');
+    assert.ok(
+      rows.some((r) => r.path === 'train/blue/blue1.png'),
+      'the removed image is still in a part',
+    );
   });
 
   it('after: the part files read directly hold each live row once, with its newest features; the failure ledger stays', async () => {
@@ -81,7 +109,19 @@ describe('compactSplit: part files without superseded rows, atomically', { skip:
     assert.equal((await runCli(['compact', '--cache', cache, '--split', 'train'])).code, 0);
     const model = path.join(dir, 'tiny.onnx');
     const data = path.join(dir, 'data');
-    const r = await runCli(['extract', '--data', data, '--split', 'train', '--model', model, '--cache', cache, '--device', 'cpu']);
+    const r = await runCli([
+      'extract',
+      '--data',
+      data,
+      '--split',
+      'train',
+      '--model',
+      model,
+      '--cache',
+      cache,
+      '--device',
+      'cpu',
+    ]);
     assert.match(r.stdout, / 0 extracted, 12 unchanged, 0 removed/, '11 rows and the failure are unchanged');
     assert.deepEqual(await view(cache), expectedView);
   });
@@ -89,23 +129,30 @@ describe('compactSplit: part files without superseded rows, atomically', { skip:
   for (const point of ['index:1', 'part:1', 'index:2', 'part:3', 'removed:1', 'removed:2', 'removed:4']) {
     it(`kill -9 at ${point}: the cache reads the same, and compacting again finishes the job`, async () => {
       const cache = await copy();
-      const killed = await runCli(['compact', '--cache', cache, '--split', 'train', '--part-rows', '4'], { env: { FEATCACHE_TEST_COMPACT_KILL: point } });
+      const killed = await runCli(['compact', '--cache', cache, '--split', 'train', '--part-rows', '4'], {
+        env: { FEATCACHE_TEST_COMPACT_KILL: point },
+      });
       assert.equal(killed.signal, 'SIGKILL', `killed at ${point}: ${killed.stderr}`);
-      assert.deepEqual(await view(cache), expectedView, 'featcache\'s reader');
+      assert.deepEqual(await view(cache), expectedView, "featcache's reader");
       assert.deepEqual(byPath(await referenceRows(cache, 'train')), expected, 'the independent reader');
       const r = await runCli(['compact', '--cache', cache, '--split', 'train', '--part-rows', '4', '--json']);
       assert.equal(r.code, 0, r.stderr);
       assert.deepEqual(byPath(readArrowIpc(await partFiles(cache)).flatMap((f) => f.rows)), expected);
       assert.deepEqual(await view(cache), expectedView);
-      const leftovers = (await fs.readdir(path.join(cache, 'train'))).filter((n) => n.endsWith('.tmp') || n.startsWith('.lock'));
+      const leftovers = (await fs.readdir(path.join(cache, 'train'))).filter(
+        (n) => n.endsWith('.tmp') || n.startsWith('.lock'),
+      );
       assert.deepEqual(leftovers, []);
     });
   }
 
-  it('refuses while an extract holds the split\'s lock, and changes nothing', async () => {
+  it("refuses while an extract holds the split's lock, and changes nothing", async () => {
     const cache = await copy();
     const lock = path.join(cache, 'train', '.lock-0of1');
-    await fs.writeFile(lock, JSON.stringify({ pid: process.pid, host: os.hostname(), since: new Date().toISOString() }));
+    await fs.writeFile(
+      lock,
+      JSON.stringify({ pid: process.pid, host: os.hostname(), since: new Date().toISOString() }),
+    );
     const before = await fs.readdir(path.join(cache, 'train'));
     const r = await runCli(['compact', '--cache', cache, '--split', 'train']);
     assert.equal(r.code, 1);
@@ -124,7 +171,11 @@ describe('compactedNames', () => {
   it('sort after the last part and before any part a later run writes', () => {
     const last = 'part-001795691387826-0of1-18654-000003.arrow';
     const names = compactedNames(last, 3);
-    const later = ['part-001795691387826-0of1-18654-000004.arrow', 'part-001795691399999-0of1-20000-000000.arrow', 'part-001795691387826-1of2-18654-000000.arrow'];
+    const later = [
+      'part-001795691387826-0of1-18654-000004.arrow',
+      'part-001795691399999-0of1-20000-000000.arrow',
+      'part-001795691387826-1of2-18654-000000.arrow',
+    ];
     const sorted = [last, ...names, ...later].sort();
     assert.deepEqual(sorted.slice(0, 4), [last, ...names]);
     const next = compactedNames(names.at(-1)!, 1)[0]!;

@@ -15,7 +15,13 @@ async function lockFile(content: string, ageS = 0): Promise<string> {
   return file;
 }
 
-const otherHostLock = JSON.stringify({ pid: 4242, host: 'node-that-died.cluster', startTicks: 1, since: '2026-01-01T00:00:00Z', tool: 'featcache' });
+const otherHostLock = JSON.stringify({
+  pid: 4242,
+  host: 'node-that-died.cluster',
+  startTicks: 1,
+  since: '2026-01-01T00:00:00Z',
+  tool: 'featcache',
+});
 
 describe('lock', () => {
   afterEach(() => {
@@ -26,11 +32,17 @@ describe('lock', () => {
     const file = path.join(await tempDir(), '.lock-0of1');
     const held = await acquireLock(file, 'cache c split train');
     await assert.rejects(acquireLock(file, 'cache c split train'), (e: Error) => {
-      assert.match(e.message, /^cache c split train: another featcache process \(pid \d+, since .*\) is writing it \(lock .*\.lock-0of1\)/);
+      assert.match(
+        e.message,
+        /^cache c split train: another featcache process \(pid \d+, since .*\) is writing it \(lock .*\.lock-0of1\)/,
+      );
       return true;
     });
     await held.release();
-    await fs.access(file).then(() => assert.fail('released lock still on disk'), () => {});
+    await fs.access(file).then(
+      () => assert.fail('released lock still on disk'),
+      () => {},
+    );
     const again = await acquireLock(file, 'cache c split train');
     await again.release();
   });
@@ -38,7 +50,9 @@ describe('lock', () => {
   it('takes over a lock whose pid now belongs to an unrelated live process (start time differs)', async () => {
     const ticks = processStartTicks(1);
     assert.notEqual(ticks, null, '/proc is readable here');
-    const file = await lockFile(JSON.stringify({ pid: 1, host: os.hostname(), startTicks: ticks! + 12345, since: 'then', tool: 'featcache' }));
+    const file = await lockFile(
+      JSON.stringify({ pid: 1, host: os.hostname(), startTicks: ticks! + 12345, since: 'then', tool: 'featcache' }),
+    );
     const lock = await acquireLock(file, 'w');
     const owner = JSON.parse(await fs.readFile(file, 'utf8'));
     assert.equal(owner.pid, process.pid);
@@ -54,7 +68,10 @@ describe('lock', () => {
 
   it('refuses a fresh lock from another host, and takes it over once its heartbeat is stale', async () => {
     const fresh = await lockFile(otherHostLock, 5);
-    await assert.rejects(acquireLock(fresh, 'w'), /locked by pid 4242 on node-that-died\.cluster .* taken over after 60 s without a heartbeat, or if no featcache job is writing it, delete .*\.lock-0of1/);
+    await assert.rejects(
+      acquireLock(fresh, 'w'),
+      /locked by pid 4242 on node-that-died\.cluster .* taken over after 60 s without a heartbeat, or if no featcache job is writing it, delete .*\.lock-0of1/,
+    );
     const stale = await lockFile(otherHostLock, 61);
     const lock = await acquireLock(stale, 'w');
     assert.equal(JSON.parse(await fs.readFile(stale, 'utf8')).host, os.hostname());
@@ -65,7 +82,10 @@ describe('lock', () => {
     for (const garbage of ['', 'not json {', '{"pid":"x"}']) {
       const fresh = await lockFile(garbage, 1);
       await assert.rejects(acquireLock(fresh, 'w'), (e: Error) => {
-        assert.match(e.message, /^w: the lock file .*\.lock-0of1 is empty or not a featcache lock .*; if no featcache job is writing it, delete .*\.lock-0of1$/);
+        assert.match(
+          e.message,
+          /^w: the lock file .*\.lock-0of1 is empty or not a featcache lock .*; if no featcache job is writing it, delete .*\.lock-0of1$/,
+        );
         return true;
       });
       const old = await lockFile(garbage, 120);

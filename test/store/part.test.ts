@@ -9,7 +9,15 @@ import { tempDir } from '../support/helpers.js';
 
 function content(rows: Row[], dim = 4): PartContent {
   return {
-    meta: { split: 'train', shard: '0of1', runId: 'r', dim, failures: [{ path: 'bad.jpg', stage: 'decode', message: 'truncated', size: 3, mtimeMs: 1 }], removed: ['gone.jpg'], provenance: { modelSha256: 'abc' } },
+    meta: {
+      split: 'train',
+      shard: '0of1',
+      runId: 'r',
+      dim,
+      failures: [{ path: 'bad.jpg', stage: 'decode', message: 'truncated', size: 3, mtimeMs: 1 }],
+      removed: ['gone.jpg'],
+      provenance: { modelSha256: 'abc' },
+    },
     rows,
     features: Float32Array.from({ length: rows.length * dim }, (_, i) => i / 7),
   };
@@ -32,7 +40,10 @@ describe('part files', () => {
   it('are plain Arrow IPC files with a fixed-size-list feature column and schema metadata', () => {
     const table = tableFromIPC(encodePart(content(rows)));
     assert.equal(table.numRows, 2);
-    assert.deepEqual(table.schema.fields.map((f) => f.name), ['path', 'label', 'label_name', 'split', 'file_size', 'file_mtime_ms', 'feature']);
+    assert.deepEqual(
+      table.schema.fields.map((f) => f.name),
+      ['path', 'label', 'label_name', 'split', 'file_size', 'file_mtime_ms', 'feature'],
+    );
     assert.equal(String(table.schema.fields[6]!.type), 'FixedSizeList[4]<Float32>');
     assert.equal(JSON.parse(table.schema.metadata.get('featcache')!).provenance.modelSha256, 'abc');
     assert.equal(table.getChild('split')!.get(0), 'train');

@@ -11,8 +11,19 @@ import { FeatureCache } from '../../src/store/reader.js';
 import { tempDir } from '../support/helpers.js';
 
 const manifest = (over: Partial<CacheManifest> = {}): CacheManifest => ({
-  format: 1, modelFile: 'm.onnx', modelSha256: 'aaa', tappedTensor: 'pool', tap: {}, preset: { name: 'torchvision' }, exif: 'ignore', icc: 'ignore',
-  dim: 2, classes: ['ants', 'bees'], createdAt: 'now', versions: {}, ...over,
+  format: 1,
+  modelFile: 'm.onnx',
+  modelSha256: 'aaa',
+  tappedTensor: 'pool',
+  tap: {},
+  preset: { name: 'torchvision' },
+  exif: 'ignore',
+  icc: 'ignore',
+  dim: 2,
+  classes: ['ants', 'bees'],
+  createdAt: 'now',
+  versions: {},
+  ...over,
 });
 
 /**
@@ -31,14 +42,31 @@ function liveBuffers(): () => Promise<number> {
   };
 }
 
-const row = (p: string, label: number | null, mtimeMs = 1): Row => ({ path: p, label, labelName: label === null ? null : ['ants', 'bees'][label]!, size: 1, mtimeMs });
+const row = (p: string, label: number | null, mtimeMs = 1): Row => ({
+  path: p,
+  label,
+  labelName: label === null ? null : ['ants', 'bees'][label]!,
+  size: 1,
+  mtimeMs,
+});
 
-async function part(cache: string, name: string, rows: Row[], values: number[], extra: { removed?: string[]; failures?: string[]; dim?: number } = {}) {
+async function part(
+  cache: string,
+  name: string,
+  rows: Row[],
+  values: number[],
+  extra: { removed?: string[]; failures?: string[]; dim?: number } = {},
+) {
   await fs.mkdir(path.join(cache, 'train'), { recursive: true });
   await writePart(path.join(cache, 'train', name), {
     meta: {
-      split: 'train', shard: '0of1', runId: name, dim: extra.dim ?? 2, removed: extra.removed ?? [],
-      failures: (extra.failures ?? []).map((p) => ({ path: p, stage: 'decode', message: 'bad', size: 1, mtimeMs: 1 })), provenance: {},
+      split: 'train',
+      shard: '0of1',
+      runId: name,
+      dim: extra.dim ?? 2,
+      removed: extra.removed ?? [],
+      failures: (extra.failures ?? []).map((p) => ({ path: p, stage: 'decode', message: 'bad', size: 1, mtimeMs: 1 })),
+      provenance: {},
     },
     rows,
     features: Float32Array.from(values),
@@ -57,7 +85,10 @@ describe('FeatureCache', () => {
     assert.deepEqual([...set.features], [2, 2, 9, 9]);
     assert.deepEqual([...set.labels], [0, 1]);
     assert.deepEqual(set.classes, ['ants', 'bees']);
-    assert.deepEqual((await reader.failures('train')).map((f) => f.path), ['d.jpg']);
+    assert.deepEqual(
+      (await reader.failures('train')).map((f) => f.path),
+      ['d.jpg'],
+    );
     assert.deepEqual(await reader.splits(), ['train']);
   });
 
@@ -72,7 +103,13 @@ describe('FeatureCache', () => {
       const removed = k === 3 ? ['m.jpg', 'never-there.jpg'] : [];
       const failed = k === 4 ? ['q.jpg'] : [];
       const rows = written.map((p, i) => row(p, (i + k) % 2, k));
-      await part(cache, `part-${k}.arrow`, rows, rows.flatMap((_, i) => [k * 100 + i, -(k * 100 + i)]), { removed, failures: failed });
+      await part(
+        cache,
+        `part-${k}.arrow`,
+        rows,
+        rows.flatMap((_, i) => [k * 100 + i, -(k * 100 + i)]),
+        { removed, failures: failed },
+      );
       for (const p of removed) expected.delete(p);
       for (const p of failed) expected.delete(p);
       rows.forEach((r, i) => expected.set(r.path, { value: k * 100 + i, label: r.label! }));
@@ -80,8 +117,14 @@ describe('FeatureCache', () => {
     const set = await (await FeatureCache.open(cache)).read('train');
     const paths = [...expected.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     assert.deepEqual(set.paths, paths);
-    assert.deepEqual([...set.features], paths.flatMap((p) => [expected.get(p)!.value, -expected.get(p)!.value]));
-    assert.deepEqual([...set.labels], paths.map((p) => expected.get(p)!.label));
+    assert.deepEqual(
+      [...set.features],
+      paths.flatMap((p) => [expected.get(p)!.value, -expected.get(p)!.value]),
+    );
+    assert.deepEqual(
+      [...set.labels],
+      paths.map((p) => expected.get(p)!.label),
+    );
     assert.equal(set.count, paths.length);
     const latest = await (await FeatureCache.open(cache)).latest('train');
     assert.equal(FeatureCache.liveRows(latest), paths.length, 'liveRows counts live rows only');
@@ -90,12 +133,17 @@ describe('FeatureCache', () => {
   it('gives unlabelled rows label -1 and lists failures sorted by path', async () => {
     const cache = await tempDir();
     await ensureManifest(cache, manifest());
-    await part(cache, 'part-001.arrow', [row('u.jpg', null), row('l.jpg', 1)], [1, 2, 3, 4], { failures: ['z.jpg', 'b.jpg', 'm.jpg'] });
+    await part(cache, 'part-001.arrow', [row('u.jpg', null), row('l.jpg', 1)], [1, 2, 3, 4], {
+      failures: ['z.jpg', 'b.jpg', 'm.jpg'],
+    });
     const reader = await FeatureCache.open(cache);
     const set = await reader.read('train');
     assert.deepEqual(set.paths, ['l.jpg', 'u.jpg']);
     assert.deepEqual([...set.labels], [1, -1]);
-    assert.deepEqual((await reader.failures('train')).map((f) => f.path), ['b.jpg', 'm.jpg', 'z.jpg']);
+    assert.deepEqual(
+      (await reader.failures('train')).map((f) => f.path),
+      ['b.jpg', 'm.jpg', 'z.jpg'],
+    );
   });
 
   it('lists as splits only folders that hold parts', async () => {
@@ -110,7 +158,10 @@ describe('FeatureCache', () => {
     assert.deepEqual(await reader.splits(), ['train']);
     const other = await tempDir();
     await ensureManifest(other, manifest());
-    await assert.rejects((await FeatureCache.open(other)).read('train'), /^FeatcacheError: split train: not in cache .*; the cache is empty — run extract first/);
+    await assert.rejects(
+      (await FeatureCache.open(other)).read('train'),
+      /^FeatcacheError: split train: not in cache .*; the cache is empty — run extract first/,
+    );
   });
 
   it('orders parts by name, not by when the files were created, and reads only part-*.arrow files', async () => {
@@ -123,7 +174,10 @@ describe('FeatureCache', () => {
     await fs.copyFile(path.join(cache, 'train', 'part-001.arrow'), path.join(cache, 'train', 'part-009.arrow.bak'));
     await fs.copyFile(path.join(cache, 'train', 'part-001.arrow'), path.join(cache, 'train', 'old-part-009.arrow'));
     const reader = await FeatureCache.open(cache);
-    assert.deepEqual((await reader.partFiles('train')).map((f) => path.basename(f)), ['part-001.arrow', 'part-002.arrow', 'part-003.arrow']);
+    assert.deepEqual(
+      (await reader.partFiles('train')).map((f) => path.basename(f)),
+      ['part-001.arrow', 'part-002.arrow', 'part-003.arrow'],
+    );
     const set = await reader.read('train');
     assert.deepEqual([...set.features], [3, 3, 5, 5]);
     const counts: number[] = [];
@@ -149,12 +203,17 @@ describe('FeatureCache', () => {
     for (const split of ['val', 'train', 'extra']) {
       await fs.mkdir(path.join(cache, split), { recursive: true });
       await writePart(path.join(cache, split, 'part-001.arrow'), {
-        meta: { split, shard: '0of1', runId: 'r', dim: 2, removed: [], failures: [], provenance: {} }, rows: [row('a.jpg', 0)], features: Float32Array.from([1, 2]),
+        meta: { split, shard: '0of1', runId: 'r', dim: 2, removed: [], failures: [], provenance: {} },
+        rows: [row('a.jpg', 0)],
+        features: Float32Array.from([1, 2]),
       });
     }
     const reader = await FeatureCache.open(cache);
     assert.deepEqual(await reader.splits(), ['extra', 'train', 'val']);
-    await assert.rejects(reader.read('test'), /^FeatcacheError: split test: not in cache .*; available: extra, train, val$/);
+    await assert.rejects(
+      reader.read('test'),
+      /^FeatcacheError: split test: not in cache .*; available: extra, train, val$/,
+    );
     await fs.rm(cache, { recursive: true });
     assert.deepEqual(await reader.splits(), []);
   });
@@ -163,7 +222,10 @@ describe('FeatureCache', () => {
     const cache = await tempDir();
     await ensureManifest(cache, manifest());
     await part(cache, 'part-001.arrow', [row('a.jpg', 0)], [1, 2, 3], { dim: 3 });
-    await assert.rejects((await FeatureCache.open(cache)).latest('train'), /part-001.arrow: features are 3-d but the cache's are 2-d/);
+    await assert.rejects(
+      (await FeatureCache.open(cache)).latest('train'),
+      /part-001.arrow: features are 3-d but the cache's are 2-d/,
+    );
   });
 
   it('ignores temporary files and reports unknown splits and empty caches in one line', async () => {
@@ -174,7 +236,10 @@ describe('FeatureCache', () => {
     const reader = await FeatureCache.open(cache);
     assert.equal((await reader.read('train')).count, 1);
     await assert.rejects(reader.read('val'), /^FeatcacheError: split val: not in cache .*; available: train/);
-    await assert.rejects(FeatureCache.open(await tempDir()), /^FeatcacheError: cache .*: no feature cache here \(no cache.json\); run extract with this cache first/);
+    await assert.rejects(
+      FeatureCache.open(await tempDir()),
+      /^FeatcacheError: cache .*: no feature cache here \(no cache.json\); run extract with this cache first/,
+    );
   });
 
   it('refuses a part whose dimension differs from the cache', async () => {
@@ -195,7 +260,13 @@ describe('FeatureCache', () => {
     await ensureManifest(cache, manifest({ dim }));
     for (let k = 0; k < parts; k++) {
       const rows = [...Array(rowsPerPart).keys()].map((i) => row(`p${k}/${i}.jpg`, 0));
-      await part(cache, `part-${String(k).padStart(3, '0')}.arrow`, rows, Array.from({ length: rowsPerPart * dim }, (_, i) => k + i / 1e6), { dim });
+      await part(
+        cache,
+        `part-${String(k).padStart(3, '0')}.arrow`,
+        rows,
+        Array.from({ length: rowsPerPart * dim }, (_, i) => k + i / 1e6),
+        { dim },
+      );
     }
     const reader = await FeatureCache.open(cache);
     const latest = await reader.latest('train');
@@ -209,7 +280,10 @@ describe('FeatureCache', () => {
       peak = Math.max(peak, (await measure()) - baseline);
     }
     assert.deepEqual(firsts, [...Array(parts).keys()], 'one batch per part, in commit order');
-    assert.ok(peak < 4 * partBytes, `streaming held ${(peak / partBytes).toFixed(1)} parts' worth of buffers at once (split: ${parts} parts)`);
+    assert.ok(
+      peak < 4 * partBytes,
+      `streaming held ${(peak / partBytes).toFixed(1)} parts' worth of buffers at once (split: ${parts} parts)`,
+    );
     const whole = await reader.read('train');
     const held = (await measure()) - baseline;
     assert.ok(held >= parts * partBytes, `the measure sees a whole split (${(held / partBytes).toFixed(1)} parts)`);
@@ -229,21 +303,28 @@ describe('part indexes', () => {
     const latest = await reader.latest('train');
     assert.deepEqual([...latest.keys()].sort(), ['a.jpg', 'b.jpg']);
     assert.equal(latest.get('b.jpg')!.mtimeMs, 6);
-    await assert.rejects(reader.read('train'), /part-002\.arrow: damaged part file \(truncated: 7 of \d+ bytes\); re-run extract/);
+    await assert.rejects(
+      reader.read('train'),
+      /part-002\.arrow: damaged part file \(truncated: 7 of \d+ bytes\); re-run extract/,
+    );
     await fs.rm(path.join(cache, 'train', 'part-001.index.json'));
     await fs.rm(path.join(cache, 'train', 'part-002.arrow'));
     await fs.rm(path.join(cache, 'train', 'part-002.index.json'));
     assert.deepEqual([...(await reader.latest('train')).keys()], ['a.jpg'], 'index missing: read from the part');
   });
 
-  it('orphaned indexes of this shard are cleaned up, other shards\' are left alone', async () => {
+  it("orphaned indexes of this shard are cleaned up, other shards' are left alone", async () => {
     const dir = await tempDir();
     await fs.writeFile(path.join(dir, 'part-1-0of2-9-000000.index.json'), '{}');
     await fs.writeFile(path.join(dir, 'part-1-1of2-9-000000.index.json'), '{}');
     await fs.writeFile(path.join(dir, 'part-1-0of2-9-000001.index.json'), '{}');
     await fs.writeFile(path.join(dir, 'part-1-0of2-9-000001.arrow'), '');
     await removeStaleTemporaries(dir, '0of2');
-    assert.deepEqual((await fs.readdir(dir)).sort(), ['part-1-0of2-9-000001.arrow', 'part-1-0of2-9-000001.index.json', 'part-1-1of2-9-000000.index.json']);
+    assert.deepEqual((await fs.readdir(dir)).sort(), [
+      'part-1-0of2-9-000001.arrow',
+      'part-1-0of2-9-000001.index.json',
+      'part-1-1of2-9-000000.index.json',
+    ]);
   });
 });
 
@@ -252,7 +333,10 @@ describe('cache manifest', () => {
     const cache = await tempDir();
     await ensureManifest(cache, manifest());
     await ensureManifest(cache, manifest());
-    await assert.rejects(ensureManifest(cache, manifest({ modelSha256: 'bbb' })), /^FeatcacheError: cache .*: holds features of a different backbone or preprocessing \(model sha256/);
+    await assert.rejects(
+      ensureManifest(cache, manifest({ modelSha256: 'bbb' })),
+      /^FeatcacheError: cache .*: holds features of a different backbone or preprocessing \(model sha256/,
+    );
     await assert.rejects(ensureManifest(cache, manifest({ preset: { name: 'caffe' } })), /preset torchvision vs caffe/);
     await assert.rejects(ensureManifest(cache, manifest({ classes: ['ants', 'bees', 'wasps'] })), /classes changed/);
     await assert.rejects(ensureManifest(cache, manifest({ precision: 'fp16' })), /precision fp32 vs fp16/);

@@ -14,12 +14,34 @@ import { tempDir } from '../support/helpers.js';
 const DIM = 2;
 
 const manifest = (): CacheManifest => ({
-  format: 1, modelFile: 'm.onnx', modelSha256: 'aaa', tappedTensor: 'pool', tap: {}, preset: { name: 'torchvision' }, exif: 'ignore', icc: 'ignore',
-  dim: DIM, classes: ['ants'], createdAt: 'now', versions: {},
+  format: 1,
+  modelFile: 'm.onnx',
+  modelSha256: 'aaa',
+  tappedTensor: 'pool',
+  tap: {},
+  preset: { name: 'torchvision' },
+  exif: 'ignore',
+  icc: 'ignore',
+  dim: DIM,
+  classes: ['ants'],
+  createdAt: 'now',
+  versions: {},
 });
 
-const row = (p: string, size: number, mtimeMs: number): Row => ({ path: p, label: 0, labelName: 'ants', size, mtimeMs });
-const failure = (p: string, size: number, mtimeMs: number): Failure => ({ path: p, stage: 'decode', message: 'bad', size, mtimeMs });
+const row = (p: string, size: number, mtimeMs: number): Row => ({
+  path: p,
+  label: 0,
+  labelName: 'ants',
+  size,
+  mtimeMs,
+});
+const failure = (p: string, size: number, mtimeMs: number): Failure => ({
+  path: p,
+  stage: 'decode',
+  message: 'bad',
+  size,
+  mtimeMs,
+});
 const item = (p: string): Item => ({ path: p, label: 0 });
 
 async function newCache(): Promise<string> {
@@ -28,8 +50,18 @@ async function newCache(): Promise<string> {
   return cache;
 }
 
-async function open(cache: string, over: { partRows?: number; dim?: number; shard?: { index: number; count: number } } = {}): Promise<SplitWriter> {
-  return SplitWriter.open({ cache, split: 'train', dim: over.dim ?? DIM, partRows: over.partRows ?? 100, provenance: {}, shard: over.shard });
+async function open(
+  cache: string,
+  over: { partRows?: number; dim?: number; shard?: { index: number; count: number } } = {},
+): Promise<SplitWriter> {
+  return SplitWriter.open({
+    cache,
+    split: 'train',
+    dim: over.dim ?? DIM,
+    partRows: over.partRows ?? 100,
+    provenance: {},
+    shard: over.shard,
+  });
 }
 
 /** One committed run: rows (features [k, k] for the k-th row) and failures. */
@@ -41,11 +73,21 @@ async function commit(cache: string, rows: Row[], failures: Failure[] = [], remo
 }
 
 /** Plans `paths` against stamps looked up by path; records which paths were stat'ed. */
-async function plan(cache: string, paths: string[], stamps: Record<string, Stamp | null>, retryFailed = false, shard?: { index: number; count: number }) {
+async function plan(
+  cache: string,
+  paths: string[],
+  stamps: Record<string, Stamp | null>,
+  retryFailed = false,
+  shard?: { index: number; count: number },
+) {
   const writer = await open(cache, { shard });
   const asked: string[] = [];
   try {
-    const result = await writer.plan(paths.map(item), async (i) => (asked.push(i.path), stamps[i.path] ?? null), retryFailed);
+    const result = await writer.plan(
+      paths.map(item),
+      async (i) => (asked.push(i.path), stamps[i.path] ?? null),
+      retryFailed,
+    );
     return { todo: result.todo.map((i) => i.path), unchanged: result.unchanged, removed: result.removed.sort(), asked };
   } finally {
     await writer.close();
@@ -55,7 +97,10 @@ async function plan(cache: string, paths: string[], stamps: Record<string, Stamp
 describe('SplitWriter.plan (incremental extraction)', () => {
   it('keeps a cached row only when both size and mtime match; new, resized, touched and unseen items are redone', async () => {
     const cache = await newCache();
-    await commit(cache, ['same', 'resized', 'touched', 'unseen', 'gone'].map((p) => row(p, 10, 1000.5)));
+    await commit(
+      cache,
+      ['same', 'resized', 'touched', 'unseen', 'gone'].map((p) => row(p, 10, 1000.5)),
+    );
     const result = await plan(cache, ['same', 'resized', 'touched', 'unseen', 'new'], {
       same: { size: 10, mtimeMs: 1000.5 },
       resized: { size: 11, mtimeMs: 1000.5 },
@@ -66,7 +111,7 @@ describe('SplitWriter.plan (incremental extraction)', () => {
     assert.deepEqual(result.todo, ['resized', 'touched', 'unseen', 'new']);
     assert.equal(result.unchanged, 1);
     assert.deepEqual(result.removed, ['gone']);
-    assert.deepEqual(result.asked.sort(), ['resized', 'same', 'touched', 'unseen'], 'only cached items are stat\'ed');
+    assert.deepEqual(result.asked.sort(), ['resized', 'same', 'touched', 'unseen'], "only cached items are stat'ed");
   });
 
   it('compares against the newest record: a re-extracted row, a removal, a failure', async () => {
@@ -83,14 +128,21 @@ describe('SplitWriter.plan (incremental extraction)', () => {
     // Even an (empty, epoch-dated) file whose stamp equals the removal marker's is extracted again.
     assert.deepEqual((await plan(cache, ['c'], { c: { size: 0, mtimeMs: 0 } })).todo, ['c']);
     const stale = await plan(cache, ['a', 'b'], { a: { size: 10, mtimeMs: 1 }, b: { size: 30, mtimeMs: 4 } });
-    assert.deepEqual(stale.todo, ['a', 'b'], 'the old stamp of a re-extracted row no longer counts; a failure is retried when its file changes');
+    assert.deepEqual(
+      stale.todo,
+      ['a', 'b'],
+      'the old stamp of a re-extracted row no longer counts; a failure is retried when its file changes',
+    );
     assert.deepEqual(stale.removed, [], 'an already removed path is not removed again');
   });
 
   it('a shard only removes paths that belong to it', async () => {
     const cache = await newCache();
     const paths = [...Array(12).keys()].map((k) => `img${k}.jpg`);
-    await commit(cache, paths.map((p) => row(p, 1, 1)));
+    await commit(
+      cache,
+      paths.map((p) => row(p, 1, 1)),
+    );
     const shard = { index: 1, count: 3 };
     const mine = paths.filter((p) => inShard(shard, p));
     assert.ok(mine.length > 0 && mine.length < paths.length, 'the fixture spreads over shards');
@@ -122,7 +174,11 @@ describe('SplitWriter parts', () => {
     assert.deepEqual([...set.features], [1, 1, 2, 2, 4, 4]);
     const reader = await FeatureCache.open(cache);
     const metas = await Promise.all((await reader.partFiles('train')).map(async (f) => (await readPart(f)).meta));
-    assert.deepEqual(metas.map((m) => m.removed), [[], []], 'a commit in mid-run records no removals');
+    assert.deepEqual(
+      metas.map((m) => m.removed),
+      [[], []],
+      'a commit in mid-run records no removals',
+    );
   });
 
   it('commits failures alone, and removals alone, on finish', async () => {
@@ -132,7 +188,10 @@ describe('SplitWriter parts', () => {
     await writer.add([], new Float32Array(0), [failure('bad', 1, 1)]);
     await writer.finish([]);
     const reader = await FeatureCache.open(cache);
-    assert.deepEqual((await reader.failures('train')).map((f) => f.path), ['bad']);
+    assert.deepEqual(
+      (await reader.failures('train')).map((f) => f.path),
+      ['bad'],
+    );
     await writer.finish(['gone']);
     await writer.close();
     assert.equal((await reader.latest('train')).get('gone')!.kind, 'removed');
@@ -147,12 +206,13 @@ describe('SplitWriter parts', () => {
     assert.deepEqual([...set.features], [0, 0, 1, 1, 1, 1], 'x from the second run (its second row), y from the first');
   });
 
-  it('holds the split\'s lock: a second writer is refused in one line naming the cache, split and shard', async () => {
+  it("holds the split's lock: a second writer is refused in one line naming the cache, split and shard", async () => {
     const cache = await newCache();
     const first = await open(cache, { shard: { index: 1, count: 2 } });
     try {
       await assert.rejects(open(cache, { shard: { index: 1, count: 2 } }), (e: Error) =>
-        e.message.startsWith(`cache ${cache} split train shard 1of2: another featcache process (pid ${process.pid}`));
+        e.message.startsWith(`cache ${cache} split train shard 1of2: another featcache process (pid ${process.pid}`),
+      );
       const other = await open(cache, { shard: { index: 0, count: 2 } });
       await other.close();
     } finally {
@@ -177,7 +237,8 @@ describe('SplitWriter parts', () => {
     await fs.rm(path.join(cache, 'train'), { recursive: true });
     await fs.writeFile(path.join(cache, 'train'), 'in the way');
     await assert.rejects(writer.add([row('a', 1, 1)], Float32Array.from([1, 1]), []), (e: Error) =>
-      /^cache .*: cannot write .*part-.*\.arrow \((ENOTDIR|ENOENT)\); parts already written are intact/.test(e.message));
+      /^cache .*: cannot write .*part-.*\.arrow \((ENOTDIR|ENOENT)\); parts already written are intact/.test(e.message),
+    );
     await writer.close().catch(() => {});
   });
 
@@ -189,7 +250,10 @@ describe('SplitWriter parts', () => {
     await writer.finish([]);
     const elapsedS = (performance.now() - started) / 1000;
     await writer.close();
-    assert.ok(writer.writeS > 0 && writer.writeS <= elapsedS, `writeS ${writer.writeS} within the ${elapsedS} s the commit took`);
+    assert.ok(
+      writer.writeS > 0 && writer.writeS <= elapsedS,
+      `writeS ${writer.writeS} within the ${elapsedS} s the commit took`,
+    );
   });
 
   it('names parts so that file order is commit order, past ten parts in one run', async () => {
@@ -203,7 +267,7 @@ describe('SplitWriter parts', () => {
     assert.equal((await (await FeatureCache.open(cache)).latest('train')).get('same.jpg')!.mtimeMs, 11);
   });
 
-  it('a later run\'s parts sort after an earlier run\'s', async () => {
+  it("a later run's parts sort after an earlier run's", async () => {
     const cache = await newCache();
     await commit(cache, [row('x', 1, 1)]);
     await new Promise((r) => setTimeout(r, 5));
@@ -217,7 +281,13 @@ describe('SplitWriter parts', () => {
   it('caps rows per part so a part stays under MAX_PART_BYTES, and never below one row', async () => {
     const cache = await newCache();
     const rowsFitting = (dim: number) => Math.floor(MAX_PART_BYTES / (dim * 4));
-    for (const [dim, partRows, expected] of [[2, 500, 500], [2 ** 26, 500, rowsFitting(2 ** 26)], [2 ** 26 + 1, 500, 1], [2 ** 28, 500, 1], [4, 0, 1]] as const) {
+    for (const [dim, partRows, expected] of [
+      [2, 500, 500],
+      [2 ** 26, 500, rowsFitting(2 ** 26)],
+      [2 ** 26 + 1, 500, 1],
+      [2 ** 28, 500, 1],
+      [4, 0, 1],
+    ] as const) {
       const writer = await open(cache, { dim, partRows });
       assert.equal(writer.partRows, expected, `dim ${dim}, partRows ${partRows}`);
       await writer.close();

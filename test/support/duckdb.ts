@@ -25,7 +25,7 @@ export async function openDuck(): Promise<Duck> {
   const instance = await DuckDBInstance.create(':memory:');
   const connection = await instance.connect();
   return {
-    query: async (sql) => (await connection.runAndReadAll(sql)).getRowObjectsJson() as Record<string, unknown>[],
+    query: async (sql) => (await connection.runAndReadAll(sql)).getRowObjectsJson(),
     close: () => {
       connection.closeSync();
       instance.closeSync();
@@ -58,14 +58,26 @@ export function readArrowIpc(files: string[]): IpcFile[] {
   const out = execFileSync(python, [ipcReader, ...files], { maxBuffer: 1 << 28 }).toString();
   return (JSON.parse(out) as { metadata: Record<string, string>; rows: Record<string, unknown>[] }[]).map((f) => ({
     metadata: f.metadata,
-    rows: f.rows.map((r) => ({ path: r.path as string, label: r.label as number | null, labelName: r.label_name as string | null, feature: r.feature as number[] })),
+    rows: f.rows.map((r) => ({
+      path: r.path as string,
+      label: r.label as number | null,
+      labelName: r.label_name as string | null,
+      feature: r.feature as number[],
+    })),
   }));
 }
 
 /** Rows of a Parquet file in file order, as DuckDB reads them. */
 export async function readParquetRows(duck: Duck, file: string): Promise<RefRow[]> {
-  const rows = await duck.query(`select path, label, label_name, feature from read_parquet(${sqlString(file)}, file_row_number = true) order by file_row_number`);
-  return rows.map((r) => ({ path: r.path as string, label: r.label as number | null, labelName: r.label_name as string | null, feature: r.feature as number[] }));
+  const rows = await duck.query(
+    `select path, label, label_name, feature from read_parquet(${sqlString(file)}, file_row_number = true) order by file_row_number`,
+  );
+  return rows.map((r) => ({
+    path: r.path as string,
+    label: r.label as number | null,
+    labelName: r.label_name as string | null,
+    feature: r.feature as number[],
+  }));
 }
 
 /**
@@ -79,7 +91,10 @@ export async function referenceRows(cacheDir: string, split: string): Promise<Re
   const contents = readArrowIpc(parts.map((n) => path.join(dir, n)));
   const latest = new Map<string, { kind: 'row'; part: number; row: RefRow } | { kind: 'gone' }>();
   for (const [k, name] of parts.entries()) {
-    const index = JSON.parse(await fs.readFile(path.join(dir, name.replace(/\.arrow$/, '.index.json')), 'utf8')) as { failures: { path: string }[]; removed: string[] };
+    const index = JSON.parse(await fs.readFile(path.join(dir, name.replace(/\.arrow$/, '.index.json')), 'utf8')) as {
+      failures: { path: string }[];
+      removed: string[];
+    };
     for (const p of index.removed) latest.set(p, { kind: 'gone' });
     for (const f of index.failures) latest.set(f.path, { kind: 'gone' });
     for (const row of contents[k]!.rows) {

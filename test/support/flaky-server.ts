@@ -30,14 +30,26 @@ export interface FlakyServer {
 
 export async function startFlakyServer(): Promise<FlakyServer> {
   let inFlight = 0;
-  const state: Omit<FlakyServer, 'base' | 'close' | 'reset'> = { images: new Map(), hits: new Map(), maxInFlight: 0, started: 0, imageDelayMs: 0 };
+  const state: Omit<FlakyServer, 'base' | 'close' | 'reset'> = {
+    images: new Map(),
+    hits: new Map(),
+    maxInFlight: 0,
+    started: 0,
+    imageDelayMs: 0,
+  };
   const sendImage = (res: http.ServerResponse, name: string) => {
     const image = state.images.get(name);
     if (!image) {
       res.writeHead(404).end('no such image');
       return;
     }
-    res.writeHead(200, { 'content-type': 'image/jpeg', 'content-length': image.length, 'last-modified': 'Wed, 21 Oct 2015 07:28:00 GMT' }).end(image);
+    res
+      .writeHead(200, {
+        'content-type': 'image/jpeg',
+        'content-length': image.length,
+        'last-modified': 'Wed, 21 Oct 2015 07:28:00 GMT',
+      })
+      .end(image);
   };
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
@@ -84,12 +96,17 @@ export async function startFlakyServer(): Promise<FlakyServer> {
         return;
       }
       case 'html':
-        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end('<html><body>not an image</body></html>');
+        res
+          .writeHead(200, { 'content-type': 'text/html; charset=utf-8' })
+          .end('<html><body>not an image</body></html>');
         return;
       case 'big':
       case 'big-declared': {
         const bytes = Number(parts[1]);
-        res.writeHead(200, { 'content-type': 'application/octet-stream', ...(parts[0] === 'big-declared' ? { 'content-length': bytes } : {}) });
+        res.writeHead(200, {
+          'content-type': 'application/octet-stream',
+          ...(parts[0] === 'big-declared' ? { 'content-length': bytes } : {}),
+        });
         const chunk = Buffer.alloc(64 * 1024, 7);
         let sent = 0;
         const pump = () => {

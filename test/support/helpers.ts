@@ -23,7 +23,9 @@ export const hymenoptera = path.join(sharedDir, 'data/hymenoptera_data');
 /** `skip` option for tests that need ../shared: a clear reason instead of a silent pass. */
 export function needsShared(...files: string[]): string | false {
   const missing = files.find((f) => !fs.existsSync(f));
-  return missing ? `needs ${path.relative(sharedDir, missing)} from the shared data folder ${sharedDir} (absent here; set FEATCACHE_SHARED_DIR to use another)` : false;
+  return missing
+    ? `needs ${path.relative(sharedDir, missing)} from the shared data folder ${sharedDir} (absent here; set FEATCACHE_SHARED_DIR to use another)`
+    : false;
 }
 
 export async function tempDir(prefix = 'featcache-test-'): Promise<string> {
@@ -31,7 +33,11 @@ export async function tempDir(prefix = 'featcache-test-'): Promise<string> {
 }
 
 /** A deterministic RGB image whose pixels depend on `seed`, so different seeds give different features. */
-export async function writeImage(file: string, seed: number, options: { width?: number; height?: number; format?: 'jpeg' | 'png' | 'webp' | 'tiff' | 'gif' } = {}): Promise<void> {
+export async function writeImage(
+  file: string,
+  seed: number,
+  options: { width?: number; height?: number; format?: 'jpeg' | 'png' | 'webp' | 'tiff' | 'gif' } = {},
+): Promise<void> {
   const width = options.width ?? 64;
   const height = options.height ?? 48;
   const data = Buffer.alloc(width * height * 3);
@@ -58,36 +64,102 @@ type TinyPool = 'GlobalAveragePool' | 'ReduceMean13' | 'ReduceMean18' | 'none';
  * A tiny classifier: input [N,3,S,S] → pool → Flatten → MatMul(3×4) → logits. Its pooled feature is the
  * per-channel mean of the preprocessed image: cheap to run and different for different images.
  */
-export function tinyModel(options: { pool?: TinyPool; batch?: number | 'N'; size?: number; layout?: 'NCHW' | 'NHWC' } = {}): Uint8Array {
+export function tinyModel(
+  options: { pool?: TinyPool; batch?: number | 'N'; size?: number; layout?: 'NCHW' | 'NHWC' } = {},
+): Uint8Array {
   const pool = options.pool ?? 'GlobalAveragePool';
   const size = options.size ?? 224;
-  const batchDim = options.batch === undefined || options.batch === 'N' ? { dimParam: 'N' } : { dimValue: options.batch };
+  const batchDim =
+    options.batch === undefined || options.batch === 'N' ? { dimParam: 'N' } : { dimValue: options.batch };
   const nchw = (options.layout ?? 'NCHW') === 'NCHW';
-  const dims = nchw ? [batchDim, { dimValue: 3 }, { dimValue: size }, { dimValue: size }] : [batchDim, { dimValue: size }, { dimValue: size }, { dimValue: 3 }];
+  const dims = nchw
+    ? [batchDim, { dimValue: 3 }, { dimValue: size }, { dimValue: size }]
+    : [batchDim, { dimValue: size }, { dimValue: size }, { dimValue: 3 }];
   const nodes: ReturnType<typeof onnx.NodeProto.create>[] = [];
   const initializers: ReturnType<typeof onnx.TensorProto.create>[] = [];
-  const ints = (name: string, values: number[]) => onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INTS, ints: values });
-  const int = (name: string, value: number) => onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i: value });
+  const ints = (name: string, values: number[]) =>
+    onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INTS, ints: values });
+  const int = (name: string, value: number) =>
+    onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i: value });
   let x = 'input';
   if (!nchw) {
-    nodes.push(onnx.NodeProto.create({ name: '/to_nchw/Transpose', opType: 'Transpose', input: [x], output: ['nchw'], attribute: [ints('perm', [0, 3, 1, 2])] }));
+    nodes.push(
+      onnx.NodeProto.create({
+        name: '/to_nchw/Transpose',
+        opType: 'Transpose',
+        input: [x],
+        output: ['nchw'],
+        attribute: [ints('perm', [0, 3, 1, 2])],
+      }),
+    );
     x = 'nchw';
   }
-  nodes.push(onnx.NodeProto.create({ name: '/features/Relu', opType: 'Relu', input: [x], output: ['/features/Relu_output_0'] }));
+  nodes.push(
+    onnx.NodeProto.create({ name: '/features/Relu', opType: 'Relu', input: [x], output: ['/features/Relu_output_0'] }),
+  );
   x = '/features/Relu_output_0';
   if (pool === 'GlobalAveragePool') {
-    nodes.push(onnx.NodeProto.create({ name: '/avgpool/GlobalAveragePool', opType: 'GlobalAveragePool', input: [x], output: ['pooled'] }));
+    nodes.push(
+      onnx.NodeProto.create({
+        name: '/avgpool/GlobalAveragePool',
+        opType: 'GlobalAveragePool',
+        input: [x],
+        output: ['pooled'],
+      }),
+    );
   } else if (pool === 'ReduceMean13') {
-    nodes.push(onnx.NodeProto.create({ name: '/pool/ReduceMean', opType: 'ReduceMean', input: [x], output: ['pooled'], attribute: [ints('axes', [2, 3]), int('keepdims', 1)] }));
+    nodes.push(
+      onnx.NodeProto.create({
+        name: '/pool/ReduceMean',
+        opType: 'ReduceMean',
+        input: [x],
+        output: ['pooled'],
+        attribute: [ints('axes', [2, 3]), int('keepdims', 1)],
+      }),
+    );
   } else if (pool === 'ReduceMean18') {
-    initializers.push(onnx.TensorProto.create({ name: 'axes', dataType: onnx.TensorProto.DataType.INT64, dims: [2], int64Data: [2, 3] }));
-    nodes.push(onnx.NodeProto.create({ name: '/pool/ReduceMean', opType: 'ReduceMean', input: [x, 'axes'], output: ['pooled'], attribute: [int('keepdims', 1)] }));
+    initializers.push(
+      onnx.TensorProto.create({
+        name: 'axes',
+        dataType: onnx.TensorProto.DataType.INT64,
+        dims: [2],
+        int64Data: [2, 3],
+      }),
+    );
+    nodes.push(
+      onnx.NodeProto.create({
+        name: '/pool/ReduceMean',
+        opType: 'ReduceMean',
+        input: [x, 'axes'],
+        output: ['pooled'],
+        attribute: [int('keepdims', 1)],
+      }),
+    );
   } else {
-    nodes.push(onnx.NodeProto.create({ name: '/pool/MaxPool', opType: 'GlobalMaxPool', input: [x], output: ['pooled'] }));
+    nodes.push(
+      onnx.NodeProto.create({ name: '/pool/MaxPool', opType: 'GlobalMaxPool', input: [x], output: ['pooled'] }),
+    );
   }
-  nodes.push(onnx.NodeProto.create({ name: '/Flatten', opType: 'Flatten', input: ['pooled'], output: ['flat'], attribute: [int('axis', 1)] }));
-  initializers.push(onnx.TensorProto.create({ name: 'fc.weight', dataType: onnx.TensorProto.DataType.FLOAT, dims: [3, 4], floatData: [1, 0, 0, 1, 0, 1, 0, 1, 0, 0, 1, 1] }));
-  nodes.push(onnx.NodeProto.create({ name: '/fc/MatMul', opType: 'MatMul', input: ['flat', 'fc.weight'], output: ['logits'] }));
+  nodes.push(
+    onnx.NodeProto.create({
+      name: '/Flatten',
+      opType: 'Flatten',
+      input: ['pooled'],
+      output: ['flat'],
+      attribute: [int('axis', 1)],
+    }),
+  );
+  initializers.push(
+    onnx.TensorProto.create({
+      name: 'fc.weight',
+      dataType: onnx.TensorProto.DataType.FLOAT,
+      dims: [3, 4],
+      floatData: [1, 0, 0, 1, 0, 1, 0, 1, 0, 0, 1, 1],
+    }),
+  );
+  nodes.push(
+    onnx.NodeProto.create({ name: '/fc/MatMul', opType: 'MatMul', input: ['flat', 'fc.weight'], output: ['logits'] }),
+  );
   const tensorType = (dim: object[]) => ({ tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim } } });
   const model = onnx.ModelProto.create({
     irVersion: 8,
@@ -118,7 +190,10 @@ export interface CliResult {
 
 export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cliPath, ...args], { cwd: options.cwd ?? repoRoot, env: { ...process.env, ...options.env } });
+    const child = spawn(process.execPath, [cliPath, ...args], {
+      cwd: options.cwd ?? repoRoot,
+      env: { ...process.env, ...options.env },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -168,11 +243,21 @@ export function pngBomb(width: number, height: number): Buffer {
   ihdr.writeUInt32BE(height, 4);
   ihdr.set([8, 2, 0, 0, 0], 8);
   const idat = zlib.deflateSync(Buffer.alloc(1024));
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', idat), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', idat),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 /** An image of roughly one colour with seeded jitter: classes of different colours are separable by the tiny model. */
-export async function writeColourImage(file: string, rgb: [number, number, number], seed: number, format: 'jpeg' | 'png' = 'png'): Promise<void> {
+export async function writeColourImage(
+  file: string,
+  rgb: [number, number, number],
+  seed: number,
+  format: 'jpeg' | 'png' = 'png',
+): Promise<void> {
   const width = 40;
   const height = 30;
   const data = Buffer.alloc(width * height * 3);
@@ -182,14 +267,23 @@ export async function writeColourImage(file: string, rgb: [number, number, numbe
     data[i] = Math.max(0, Math.min(255, rgb[i % 3]! + ((state >>> 16) % 61) - 30));
   }
   await fsp.mkdir(path.dirname(file), { recursive: true });
-  await sharp(data, { raw: { width, height, channels: 3 } }).toFormat(format).toFile(file);
+  await sharp(data, { raw: { width, height, channels: 3 } })
+    .toFormat(format)
+    .toFile(file);
 }
 
 /** train/val ImageFolder of colour classes (red, green, blue), `perClass` images each in train, half in val. */
 export async function writeColourFolder(root: string, perClass: number): Promise<void> {
-  const colours: Record<string, [number, number, number]> = { blue: [40, 60, 200], green: [50, 190, 60], red: [200, 50, 40] };
+  const colours: Record<string, [number, number, number]> = {
+    blue: [40, 60, 200],
+    green: [50, 190, 60],
+    red: [200, 50, 40],
+  };
   let seed = 1;
-  for (const [split, n] of [['train', perClass], ['val', Math.ceil(perClass / 2)]] as const) {
+  for (const [split, n] of [
+    ['train', perClass],
+    ['val', Math.ceil(perClass / 2)],
+  ] as const) {
     for (const [name, rgb] of Object.entries(colours)) {
       for (let i = 0; i < n; i++) await writeColourImage(path.join(root, split, name, `${name}${i}.png`), rgb, seed++);
     }

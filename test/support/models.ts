@@ -9,7 +9,8 @@ type Model = onnxProto.onnx.ModelProto;
 type Tensor = onnxProto.onnx.ITensorProto;
 
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
-const int = (name: string, value: number) => onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i: value });
+const int = (name: string, value: number) =>
+  onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i: value });
 const tensorType = (elemType: number, dim: object[]) => ({ tensorType: { elemType, shape: { dim } } });
 
 /**
@@ -31,16 +32,44 @@ export function twoPoolModel(size = 8): Uint8Array {
       name: 'two-pools',
       node: [
         onnx.NodeProto.create({ name: '/features/Relu', opType: 'Relu', input: ['input'], output: ['A'] }),
-        onnx.NodeProto.create({ name: '/se/GlobalAveragePool', opType: 'GlobalAveragePool', input: ['A'], output: ['early'] }),
+        onnx.NodeProto.create({
+          name: '/se/GlobalAveragePool',
+          opType: 'GlobalAveragePool',
+          input: ['A'],
+          output: ['early'],
+        }),
         onnx.NodeProto.create({ name: '/se/Mul', opType: 'Mul', input: ['A', 'early'], output: ['B'] }),
-        onnx.NodeProto.create({ name: '/avgpool/GlobalAveragePool', opType: 'GlobalAveragePool', input: ['B'], output: ['late'] }),
-        onnx.NodeProto.create({ name: '/Flatten', opType: 'Flatten', input: ['late'], output: ['flat'], attribute: [int('axis', 1)] }),
-        onnx.NodeProto.create({ name: '/fc/MatMul', opType: 'MatMul', input: ['flat', 'fc.weight'], output: ['logits'] }),
+        onnx.NodeProto.create({
+          name: '/avgpool/GlobalAveragePool',
+          opType: 'GlobalAveragePool',
+          input: ['B'],
+          output: ['late'],
+        }),
+        onnx.NodeProto.create({
+          name: '/Flatten',
+          opType: 'Flatten',
+          input: ['late'],
+          output: ['flat'],
+          attribute: [int('axis', 1)],
+        }),
+        onnx.NodeProto.create({
+          name: '/fc/MatMul',
+          opType: 'MatMul',
+          input: ['flat', 'fc.weight'],
+          output: ['logits'],
+        }),
       ],
       initializer: [
-        onnx.TensorProto.create({ name: 'fc.weight', dataType: FLOAT, dims: [3, 4], floatData: [1, 0, 0, 1, 0, 1, 0, 1, 0, 0, 1, 1] }),
+        onnx.TensorProto.create({
+          name: 'fc.weight',
+          dataType: FLOAT,
+          dims: [3, 4],
+          floatData: [1, 0, 0, 1, 0, 1, 0, 1, 0, 0, 1, 1],
+        }),
       ],
-      input: [{ name: 'input', type: tensorType(FLOAT, [batch, { dimValue: 3 }, { dimValue: size }, { dimValue: size }]) }],
+      input: [
+        { name: 'input', type: tensorType(FLOAT, [batch, { dimValue: 3 }, { dimValue: size }, { dimValue: size }]) },
+      ],
       output: [{ name: 'logits', type: tensorType(FLOAT, [batch, { dimValue: 4 }]) }],
     },
   });
@@ -48,7 +77,11 @@ export function twoPoolModel(size = 8): Uint8Array {
 }
 
 /** What each pool of `twoPoolModel` yields for an NCHW input, computed in plain JS: [N × 3] each. */
-export function twoPoolReference(input: Float32Array, n: number, size: number): { early: Float64Array; late: Float64Array } {
+export function twoPoolReference(
+  input: Float32Array,
+  n: number,
+  size: number,
+): { early: Float64Array; late: Float64Array } {
   const plane = size * size;
   const early = new Float64Array(n * 3);
   const late = new Float64Array(n * 3);
@@ -83,10 +116,14 @@ export function initializerScalar(model: Model, name: string): number {
   if (!raw || raw.length === 0) throw new Error(`initializer ${name} holds no data`);
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   switch (init.dataType) {
-    case type.FLOAT: return view.getFloat32(0, true);
-    case type.UINT8: return view.getUint8(0);
-    case type.INT8: return view.getInt8(0);
-    default: throw new Error(`initializer ${name}: data type ${init.dataType} not handled`);
+    case type.FLOAT:
+      return view.getFloat32(0, true);
+    case type.UINT8:
+      return view.getUint8(0);
+    case type.INT8:
+      return view.getInt8(0);
+    default:
+      throw new Error(`initializer ${name}: data type ${init.dataType} not handled`);
   }
 }
 

@@ -79,7 +79,10 @@ async function stopDaemons(dir: string): Promise<void> {
 
 export async function startSlurm(): Promise<SlurmCluster | { skip: string }> {
   const missing = [...DAEMONS, ...CLIENTS].filter((n) => which(n) === null);
-  if (missing.length > 0) return { skip: `Slurm is not installed (${missing.join(', ')} missing; on Debian: apt-get install slurm-wlm munge)` };
+  if (missing.length > 0)
+    return {
+      skip: `Slurm is not installed (${missing.join(', ')} missing; on Debian: apt-get install slurm-wlm munge)`,
+    };
   const bin = (n: string) => which(n)!;
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'featcache-slurm-'));
   const user = os.userInfo().username;
@@ -89,13 +92,17 @@ export async function startSlurm(): Promise<SlurmCluster | { skip: string }> {
   const conf = path.join(dir, 'slurm.conf');
   const env = { ...process.env, SLURM_CONF: conf };
   const fail = async (why: string) => {
-    const logs = await Promise.all(['munged.log', 'slurmctld.log', 'slurmd.log'].map(async (f) => {
-      const text = await fs.readFile(path.join(dir, f), 'utf8').catch(() => '');
-      return text ? `${f}: ${text.trim().split('\n').slice(-3).join(' | ')}` : '';
-    }));
+    const logs = await Promise.all(
+      ['munged.log', 'slurmctld.log', 'slurmd.log'].map(async (f) => {
+        const text = await fs.readFile(path.join(dir, f), 'utf8').catch(() => '');
+        return text ? `${f}: ${text.trim().split('\n').slice(-3).join(' | ')}` : '';
+      }),
+    );
     await stopDaemons(dir);
     await fs.rm(dir, { recursive: true, force: true });
-    return { skip: `Slurm could not start here: ${why}${logs.filter(Boolean).length ? ` (${logs.filter(Boolean).join('; ')})` : ''}` };
+    return {
+      skip: `Slurm could not start here: ${why}${logs.filter(Boolean).length ? ` (${logs.filter(Boolean).join('; ')})` : ''}`,
+    };
   };
   try {
     await fs.mkdir(path.join(dir, 'state'));
@@ -103,39 +110,52 @@ export async function startSlurm(): Promise<SlurmCluster | { skip: string }> {
     const key = path.join(dir, 'munge.key');
     await fs.writeFile(key, randomBytes(1024), { mode: 0o400 });
     const socket = path.join(dir, 'munge.socket');
-    await run(bin('munged'), ['--force', `--key-file=${key}`, `--socket=${socket}`, `--pid-file=${path.join(dir, 'munged.pid')}`,
-      `--log-file=${path.join(dir, 'munged.log')}`, `--seed-file=${path.join(dir, 'munged.seed')}`], { timeout: 15_000 });
-    await fs.writeFile(conf, [
-      `ClusterName=${node}`,
-      `SlurmctldHost=localhost(127.0.0.1)`,
-      `SlurmUser=${user}`,
-      `SlurmdUser=${user}`,
-      'AuthType=auth/munge',
-      'CredType=cred/munge',
-      `AuthInfo=socket=${socket}`,
-      `SlurmctldPort=${ctldPort}`,
-      `SlurmdPort=${slurmdPort}`,
-      `StateSaveLocation=${path.join(dir, 'state')}`,
-      `SlurmdSpoolDir=${path.join(dir, 'spool')}`,
-      `SlurmctldPidFile=${path.join(dir, 'slurmctld.pid')}`,
-      `SlurmdPidFile=${path.join(dir, 'slurmd.pid')}`,
-      `SlurmctldLogFile=${path.join(dir, 'slurmctld.log')}`,
-      `SlurmdLogFile=${path.join(dir, 'slurmd.log')}`,
-      'ProctrackType=proctrack/linuxproc',
-      'TaskPlugin=task/none',
-      'JobAcctGatherType=jobacct_gather/none',
-      'AccountingStorageType=accounting_storage/none',
-      'JobCompType=jobcomp/none',
-      'SchedulerType=sched/builtin',
-      'SelectType=select/cons_tres',
-      'SelectTypeParameters=CR_CPU',
-      'ReturnToService=2',
-      'MpiDefault=none',
-      'KillWait=10',
-      `NodeName=${node} NodeAddr=127.0.0.1 CPUs=${cpus} State=UNKNOWN`,
-      `PartitionName=test Nodes=${node} Default=YES MaxTime=INFINITE State=UP`,
-      '',
-    ].join('\n'));
+    await run(
+      bin('munged'),
+      [
+        '--force',
+        `--key-file=${key}`,
+        `--socket=${socket}`,
+        `--pid-file=${path.join(dir, 'munged.pid')}`,
+        `--log-file=${path.join(dir, 'munged.log')}`,
+        `--seed-file=${path.join(dir, 'munged.seed')}`,
+      ],
+      { timeout: 15_000 },
+    );
+    await fs.writeFile(
+      conf,
+      [
+        `ClusterName=${node}`,
+        `SlurmctldHost=localhost(127.0.0.1)`,
+        `SlurmUser=${user}`,
+        `SlurmdUser=${user}`,
+        'AuthType=auth/munge',
+        'CredType=cred/munge',
+        `AuthInfo=socket=${socket}`,
+        `SlurmctldPort=${ctldPort}`,
+        `SlurmdPort=${slurmdPort}`,
+        `StateSaveLocation=${path.join(dir, 'state')}`,
+        `SlurmdSpoolDir=${path.join(dir, 'spool')}`,
+        `SlurmctldPidFile=${path.join(dir, 'slurmctld.pid')}`,
+        `SlurmdPidFile=${path.join(dir, 'slurmd.pid')}`,
+        `SlurmctldLogFile=${path.join(dir, 'slurmctld.log')}`,
+        `SlurmdLogFile=${path.join(dir, 'slurmd.log')}`,
+        'ProctrackType=proctrack/linuxproc',
+        'TaskPlugin=task/none',
+        'JobAcctGatherType=jobacct_gather/none',
+        'AccountingStorageType=accounting_storage/none',
+        'JobCompType=jobcomp/none',
+        'SchedulerType=sched/builtin',
+        'SelectType=select/cons_tres',
+        'SelectTypeParameters=CR_CPU',
+        'ReturnToService=2',
+        'MpiDefault=none',
+        'KillWait=10',
+        `NodeName=${node} NodeAddr=127.0.0.1 CPUs=${cpus} State=UNKNOWN`,
+        `PartitionName=test Nodes=${node} Default=YES MaxTime=INFINITE State=UP`,
+        '',
+      ].join('\n'),
+    );
     await run(bin('slurmctld'), ['-f', conf, '-i'], { env, timeout: 15_000 });
     await run(bin('slurmd'), ['-f', conf, '-N', node], { env, timeout: 15_000 });
     const idle = await until(async () => {
@@ -158,7 +178,12 @@ export async function startSlurm(): Promise<SlurmCluster | { skip: string }> {
 }
 
 /** Runs a Slurm client command against the cluster; resolves with its stdout. */
-export async function slurm(cluster: SlurmCluster, command: string, args: string[], timeoutMs = 120_000): Promise<string> {
+export async function slurm(
+  cluster: SlurmCluster,
+  command: string,
+  args: string[],
+  timeoutMs = 120_000,
+): Promise<string> {
   const { stdout } = await run(which(command) ?? command, args, { env: cluster.env, timeout: timeoutMs });
   return stdout;
 }

@@ -18,11 +18,20 @@ export function tinyCnn(options: { size?: number; seed?: number; opset?: number 
   const normal = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
   const initializers: ReturnType<typeof onnx.TensorProto.create>[] = [];
   const nodes: ReturnType<typeof onnx.NodeProto.create>[] = [];
-  const ints = (name: string, values: number[]) => onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INTS, ints: values });
-  const int = (name: string, value: number) => onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i: value });
+  const ints = (name: string, values: number[]) =>
+    onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INTS, ints: values });
+  const int = (name: string, value: number) =>
+    onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i: value });
   const floats = (name: string, dims: number[], scale: number) => {
     const n = dims.reduce((a, b) => a * b, 1);
-    initializers.push(onnx.TensorProto.create({ name, dataType: onnx.TensorProto.DataType.FLOAT, dims, floatData: Array.from({ length: n }, () => normal() * scale) }));
+    initializers.push(
+      onnx.TensorProto.create({
+        name,
+        dataType: onnx.TensorProto.DataType.FLOAT,
+        dims,
+        floatData: Array.from({ length: n }, () => normal() * scale),
+      }),
+    );
     return name;
   };
   const conv = (name: string, x: string, cin: number, cout: number, k: number, stride: number) => {
@@ -30,10 +39,21 @@ export function tinyCnn(options: { size?: number; seed?: number; opset?: number 
     const b = floats(`${name}.bias`, [cout], 0.1);
     const out = `/${name}/Conv_output_0`;
     const pad = (k - 1) / 2;
-    nodes.push(onnx.NodeProto.create({
-      name: `/${name}/Conv`, opType: 'Conv', input: [x, w, b], output: [out],
-      attribute: [ints('kernel_shape', [k, k]), ints('strides', [stride, stride]), ints('pads', [pad, pad, pad, pad]), ints('dilations', [1, 1]), int('group', 1)],
-    }));
+    nodes.push(
+      onnx.NodeProto.create({
+        name: `/${name}/Conv`,
+        opType: 'Conv',
+        input: [x, w, b],
+        output: [out],
+        attribute: [
+          ints('kernel_shape', [k, k]),
+          ints('strides', [stride, stride]),
+          ints('pads', [pad, pad, pad, pad]),
+          ints('dilations', [1, 1]),
+          int('group', 1),
+        ],
+      }),
+    );
     return out;
   };
   const relu = (name: string, x: string) => {
@@ -47,31 +67,69 @@ export function tinyCnn(options: { size?: number; seed?: number; opset?: number 
     return out;
   };
   const r1 = relu('relu', conv('conv1', 'input', 3, 8, 3, 2));
-  nodes.push(onnx.NodeProto.create({
-    name: '/maxpool/MaxPool', opType: 'MaxPool', input: [r1], output: ['/maxpool/MaxPool_output_0'],
-    attribute: [ints('kernel_shape', [3, 3]), ints('strides', [2, 2]), ints('pads', [1, 1, 1, 1])],
-  }));
+  nodes.push(
+    onnx.NodeProto.create({
+      name: '/maxpool/MaxPool',
+      opType: 'MaxPool',
+      input: [r1],
+      output: ['/maxpool/MaxPool_output_0'],
+      attribute: [ints('kernel_shape', [3, 3]), ints('strides', [2, 2]), ints('pads', [1, 1, 1, 1])],
+    }),
+  );
   const p = '/maxpool/MaxPool_output_0';
-  const b1 = relu('layer1/relu_2', add('layer1', conv('layer1/conv2', relu('layer1/relu', conv('layer1/conv1', p, 8, 8, 3, 1)), 8, 8, 3, 1), p));
+  const b1 = relu(
+    'layer1/relu_2',
+    add('layer1', conv('layer1/conv2', relu('layer1/relu', conv('layer1/conv1', p, 8, 8, 3, 1)), 8, 8, 3, 1), p),
+  );
   const main = conv('layer2/conv2', relu('layer2/relu', conv('layer2/conv1', b1, 8, 16, 3, 2)), 16, 16, 3, 1);
   const b2 = relu('layer2/relu_2', add('layer2', main, conv('layer2/downsample', b1, 8, 16, 1, 2)));
-  nodes.push(onnx.NodeProto.create({ name: '/avgpool/GlobalAveragePool', opType: 'GlobalAveragePool', input: [b2], output: ['/avgpool/GlobalAveragePool_output_0'] }));
-  nodes.push(onnx.NodeProto.create({ name: '/Flatten', opType: 'Flatten', input: ['/avgpool/GlobalAveragePool_output_0'], output: ['/Flatten_output_0'], attribute: [int('axis', 1)] }));
+  nodes.push(
+    onnx.NodeProto.create({
+      name: '/avgpool/GlobalAveragePool',
+      opType: 'GlobalAveragePool',
+      input: [b2],
+      output: ['/avgpool/GlobalAveragePool_output_0'],
+    }),
+  );
+  nodes.push(
+    onnx.NodeProto.create({
+      name: '/Flatten',
+      opType: 'Flatten',
+      input: ['/avgpool/GlobalAveragePool_output_0'],
+      output: ['/Flatten_output_0'],
+      attribute: [int('axis', 1)],
+    }),
+  );
   floats('fc.weight', [4, TINY_CNN_DIM], 0.3);
   floats('fc.bias', [4], 0.1);
-  nodes.push(onnx.NodeProto.create({ name: '/fc/Gemm', opType: 'Gemm', input: ['/Flatten_output_0', 'fc.weight', 'fc.bias'], output: ['logits'], attribute: [int('transB', 1)] }));
+  nodes.push(
+    onnx.NodeProto.create({
+      name: '/fc/Gemm',
+      opType: 'Gemm',
+      input: ['/Flatten_output_0', 'fc.weight', 'fc.bias'],
+      output: ['logits'],
+      attribute: [int('transB', 1)],
+    }),
+  );
   const tensorType = (dim: object[]) => ({ tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim } } });
-  return encodeModel(onnx.ModelProto.create({
-    irVersion: 8,
-    opsetImport: [{ domain: '', version: options.opset ?? 17 }],
-    graph: {
-      name: 'tiny-cnn',
-      node: nodes,
-      initializer: initializers,
-      input: [{ name: 'input', type: tensorType([{ dimParam: 'N' }, { dimValue: 3 }, { dimValue: size }, { dimValue: size }]) }],
-      output: [{ name: 'logits', type: tensorType([{ dimParam: 'N' }, { dimValue: 4 }]) }],
-    },
-  }));
+  return encodeModel(
+    onnx.ModelProto.create({
+      irVersion: 8,
+      opsetImport: [{ domain: '', version: options.opset ?? 17 }],
+      graph: {
+        name: 'tiny-cnn',
+        node: nodes,
+        initializer: initializers,
+        input: [
+          {
+            name: 'input',
+            type: tensorType([{ dimParam: 'N' }, { dimValue: 3 }, { dimValue: size }, { dimValue: size }]),
+          },
+        ],
+        output: [{ name: 'logits', type: tensorType([{ dimParam: 'N' }, { dimValue: 4 }]) }],
+      },
+    }),
+  );
 }
 
 export async function writeTinyCnn(file: string, options: Parameters<typeof tinyCnn>[0] = {}): Promise<string> {

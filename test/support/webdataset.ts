@@ -15,7 +15,10 @@ export async function writeShard(file: string, samples: Sample[], options: { gzi
   const pack = tarStream.pack();
   for (const sample of samples) {
     for (const [ext, content] of Object.entries(sample.members)) {
-      pack.entry({ name: `${sample.key}.${ext}`, mtime: MEMBER_MTIME }, typeof content === 'string' ? Buffer.from(content) : content);
+      pack.entry(
+        { name: `${sample.key}.${ext}`, mtime: MEMBER_MTIME },
+        typeof content === 'string' ? Buffer.from(content) : content,
+      );
     }
   }
   pack.finalize();

@@ -66,7 +66,11 @@ describe('openOutputFile', () => {
 
   it('a directory is refused with one line naming the option', async () => {
     const dir = await tempDir();
-    await assert.rejects(openOutputFile(dir, 'out'), (error: Error) => error instanceof FeatcacheError && /^out: expected a file path .*a directory"$/.test(error.message));
+    await assert.rejects(
+      openOutputFile(dir, 'out'),
+      (error: Error) =>
+        error instanceof FeatcacheError && /^out: expected a file path .*a directory"$/.test(error.message),
+    );
   });
 });
 
@@ -77,7 +81,11 @@ describe('prepareOutputDir', () => {
     const dir = await tempDir();
     await fs.writeFile(path.join(dir, 'thesis.txt'), 'mine');
     await fs.mkdir(path.join(dir, 'sub'));
-    await assert.rejects(prepareOutputDir(dir, marker), (error: Error) => error instanceof FeatcacheError && /^out: expected a new or empty directory.*thesis\.txt/.test(error.message));
+    await assert.rejects(
+      prepareOutputDir(dir, marker),
+      (error: Error) =>
+        error instanceof FeatcacheError && /^out: expected a new or empty directory.*thesis\.txt/.test(error.message),
+    );
     assert.deepEqual((await fs.readdir(dir)).sort(), ['sub', 'thesis.txt']);
   });
 
@@ -89,7 +97,7 @@ describe('prepareOutputDir', () => {
     await assert.rejects(fs.stat(dir), { code: 'ENOENT' });
   });
 
-  it('replaces only its own files: listed ones are replaced or removed, a user\'s file in between is kept', async () => {
+  it("replaces only its own files: listed ones are replaced or removed, a user's file in between is kept", async () => {
     const dir = path.join(await tempDir(), 'out');
     const first = await prepareOutputDir(dir, marker);
     await fs.writeFile(first.file('a.txt'), 'a1');
