@@ -22,7 +22,6 @@ import { DEFAULT_HEAD_OPTIONS, fitHead as trainHead } from '../src/head/train.js
 import { fitHeadOrt } from '../src/head/fit-ort.js';
 import { engineSessionOptions } from '../src/head/ort-engine.js';
 import { encodeModel, onnx } from '../src/backbone/graph.js';
-import { DEFAULT_IMAGE_POLICY, getPreset } from '../src/image/presets.js';
 import { ensureManifest } from '../src/store/manifest.js';
 import { writePart } from '../src/store/part.js';
 import { seededRandom } from '../src/util/random.js';

@@ -70,7 +70,9 @@ function describeValue(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
   if (value === undefined) return 'nothing';
   if (typeof value === 'number' && Number.isNaN(value)) return 'not a number';
-  return String(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  // A list as String() writes it; anything else as JSON rather than "[object Object]".
+  return Array.isArray(value) ? value.join(',') : (JSON.stringify(value) ?? typeof value);
 }
 
 /** `one of "a", "b"` — lists valid choices in error messages. */

@@ -100,7 +100,7 @@ export function toFloat16(model: ModelProto): ModelProto {
     }
     if (node.opType === 'Cast') {
       converted.attribute = (node.attribute ?? []).map((a) =>
-        a.name === 'to' && Number(a.i) === FLOAT ? { ...a, i: FLOAT16 } : a,
+        a.name === 'to' && Number(a.i) === (FLOAT as number) ? { ...a, i: FLOAT16 } : a,
       );
     }
     return converted;

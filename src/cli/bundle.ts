@@ -1,9 +1,9 @@
 /** `featcache bundle`: the yargs face of jobs/bundle. */
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { DEFAULT_BUNDLE_OPTIONS, bundle } from '../jobs/bundle.js';
-import { type Args, emit, jsonOption, logToStderr } from './flags.js';
+import { defineCommand, emit, jsonOption, logToStderr } from './flags.js';
 
-export const bundleCommand: CommandModule = {
+export const bundleCommand = defineCommand({
   command: 'bundle',
   describe:
     'fuse a trained head and its backbone into one ONNX classifier (classes, preprocessing and provenance in its metadata)',
@@ -24,8 +24,7 @@ export const bundleCommand: CommandModule = {
         describe: 'backbone ONNX file (default: the one recorded in the head; checked by sha256)',
       })
       .option('json', jsonOption),
-  handler: async (argv) => {
-    const a = argv as Args;
+  handler: async (a) => {
     const result = await bundle({ head: a.head, out: a.out, model: a.model, log: logToStderr });
     emit(
       a.json,
@@ -34,4 +33,4 @@ export const bundleCommand: CommandModule = {
         `${result.out}: ${result.metadata.classes.length} classes, input "${result.metadata.preprocessing.input.name}" ${result.metadata.preprocessing.input.layout}, output "probabilities"`,
     );
   },
-};
+});

@@ -1,9 +1,9 @@
 /** `featcache compact`: the command line of the compact job (src/jobs/compact.ts); defaults come from DEFAULT_COMPACT_OPTIONS. */
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { DEFAULT_COMPACT_OPTIONS as D, compactSplit } from '../jobs/compact.js';
-import { type Args, cacheOption, emit, jsonOption } from './flags.js';
+import { defineCommand, cacheOption, emit, jsonOption } from './flags.js';
 
-export const compactCommand: CommandModule = {
+export const compactCommand = defineCommand({
   command: 'compact',
   describe:
     "rewrite a split's part files without superseded rows, so tools reading features/<split>/*.arrow directly see each image once",
@@ -13,8 +13,7 @@ export const compactCommand: CommandModule = {
       .option('split', { type: 'string', default: D.split, describe: 'split to compact' })
       .option('part-rows', { type: 'number', default: D.partRows, describe: 'rows per rewritten part file' })
       .option('json', jsonOption),
-  handler: async (argv) => {
-    const a = argv as Args;
+  handler: async (a) => {
     const r = await compactSplit({ cache: a.cache, split: a.split, partRows: a['part-rows'] });
     emit(a.json, r, () =>
       r.compacted
@@ -22,4 +21,4 @@ export const compactCommand: CommandModule = {
         : `compact ${r.split}: already compact (${r.partsBefore} parts, ${r.rows} rows)`,
     );
   },
-};
+});

@@ -1,11 +1,11 @@
 /** `featcache demo`: the command line of the demo job (src/jobs/demo.ts). */
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { trainSummaryLine } from '../jobs/train-head.js';
 import { DEFAULT_DEMO_OPTIONS as D, demo } from '../jobs/demo.js';
 import { summaryLine } from './extract.js';
-import { type Args, logToStderr } from './flags.js';
+import { defineCommand, logToStderr } from './flags.js';
 
-export const demoCommand: CommandModule = {
+export const demoCommand = defineCommand({
   command: 'demo',
   describe: 'the ants/bees tutorial end to end: extract → train-head → predict, with an HTML report',
   builder: (y: Argv) =>
@@ -29,8 +29,7 @@ export const demoCommand: CommandModule = {
         describe:
           'train a mini-batch head for this many epochs (default: the logistic-regression probe, which needs no epochs)',
       }),
-  handler: async (argv) => {
-    const a = argv as Args;
+  handler: async (a) => {
     const say = (line: string) => process.stdout.write(`${line}\n`);
     const r = await demo({
       data: a.data,
@@ -48,4 +47,4 @@ export const demoCommand: CommandModule = {
     say(trainSummaryLine(r.trained));
     say(`demo: predicted ${r.predicted.predictions.length} val images, ${r.wrong} wrong; open ${r.report}`);
   },
-};
+});

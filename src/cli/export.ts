@@ -1,11 +1,11 @@
 /** `featcache export`: the command line of the export job (src/jobs/export.ts); defaults come from DEFAULT_EXPORT_OPTIONS. */
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { FORMATS, UNLABELLED } from '../export/formats.js';
-import { DEFAULT_EXPORT_OPTIONS as D, exportSplit } from '../jobs/export.js';
+import { DEFAULT_EXPORT_OPTIONS as D, type ExportOptions, exportSplit } from '../jobs/export.js';
 import { NORMALIZATIONS } from '../head/normalize.js';
-import { type Args, cacheOption, emit, jsonOption, logToStderr } from './flags.js';
+import { defineCommand, cacheOption, emit, jsonOption, logToStderr } from './flags.js';
 
-export const exportCommand: CommandModule = {
+export const exportCommand = defineCommand({
   command: 'export',
   describe: 'export a cached split (de-duplicated) for other tools: parquet, arrow, libsvm/svmlight, npy, csv',
   builder: (y: Argv) =>
@@ -15,7 +15,7 @@ export const exportCommand: CommandModule = {
       .option('format', {
         type: 'string',
         default: D.format,
-        describe: `${FORMATS.join(' | ')}. parquet/arrow: one file with the cache\'s columns (class names, provenance in its metadata); libsvm/svmlight: "label i:v" (1-based, zeros omitted); npy: a directory of .npy files; csv: header + one row per image`,
+        describe: `${FORMATS.join(' | ')}. parquet/arrow: one file with the cache's columns (class names, provenance in its metadata); libsvm/svmlight: "label i:v" (1-based, zeros omitted); npy: a directory of .npy files; csv: header + one row per image`,
       })
       .option('out', {
         type: 'string',
@@ -38,15 +38,14 @@ export const exportCommand: CommandModule = {
         describe: 'split whose statistics standardise every export',
       })
       .option('json', jsonOption),
-  handler: async (argv) => {
-    const a = argv as Args;
+  handler: async (a) => {
     const r = await exportSplit({
       // The job validates every value (and names the flag in its message).
       cache: a.cache,
       split: a.split,
-      format: a.format,
+      format: a.format as ExportOptions['format'],
       out: a.out,
-      normalize: a.normalize,
+      normalize: a.normalize as ExportOptions['normalize'],
       stats: a.stats ?? null,
       fitSplit: a['fit-split'],
       log: logToStderr,
@@ -60,4 +59,4 @@ export const exportCommand: CommandModule = {
       process.stderr.write(`${a.json ? JSON.stringify(r) : human()}\n`);
     else emit(a.json, r, human);
   },
-};
+});

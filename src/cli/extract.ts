@@ -1,8 +1,9 @@
 /** `featcache extract`: the command line of the extract job (src/jobs/extract.ts). */
-import type { Argv, CommandModule } from 'yargs';
-import { type ExtractResult, DEFAULT_EXTRACT_OPTIONS as X, extract } from '../jobs/extract.js';
+import type { Argv } from 'yargs';
+import { RANGE_METHODS } from '../backbone/calibrate.js';
+import { type ExtractOptions, type ExtractResult, DEFAULT_EXTRACT_OPTIONS as X, extract } from '../jobs/extract.js';
 import {
-  type Args,
+  defineCommand,
   backboneOptions,
   cacheOption,
   emit,
@@ -26,7 +27,7 @@ export function summaryLine(r: ExtractResult): string {
   );
 }
 
-export const extractCommand: CommandModule = {
+export const extractCommand = defineCommand({
   command: 'extract',
   describe: 'run the backbone over a dataset split and cache tapped features in Arrow files',
   builder: (y: Argv) =>
@@ -85,7 +86,7 @@ export const extractCommand: CommandModule = {
       .option('calibration-ranges', {
         type: 'string',
         default: X.calibrationRanges,
-        choices: ['mse', 'minmax', 'percentile'],
+        choices: RANGE_METHODS,
         describe: 'how --int8 picks activation ranges',
       })
       .option('calibration-percentile', {
@@ -111,8 +112,7 @@ export const extractCommand: CommandModule = {
       })
       .option('progress', { type: 'boolean', default: true, describe: 'progress bar on a terminal' })
       .option('json', jsonOption),
-  handler: async (argv) => {
-    const a = argv as Args;
+  handler: async (a) => {
     const result = await extract({
       data: a.data,
       split: a.split,
@@ -125,8 +125,9 @@ export const extractCommand: CommandModule = {
       model: a.model,
       tap: a.tap,
       preset: a.preset,
-      exif: a.exif,
-      icc: a.icc,
+      // Checked by the job, which names the flag and its values.
+      exif: a.exif as ExtractOptions['exif'],
+      icc: a.icc as ExtractOptions['icc'],
       maxPixels: a['max-pixels'],
       cache: a.cache,
       device: a.device,
@@ -148,4 +149,4 @@ export const extractCommand: CommandModule = {
     emit(a.json, result, () => summaryLine(result));
     process.exitCode = result.exitCode;
   },
-};
+});

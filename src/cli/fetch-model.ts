@@ -1,17 +1,17 @@
 /** `featcache fetch-model NAME`: the CLI face of jobs/fetch-model.ts (flags, progress bar, output). */
 import cliProgress from 'cli-progress';
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { FeatcacheError, invalidParameter, oneOf } from '../errors.js';
 import { DEFAULT_FETCH_MODEL_OPTIONS, fetchModel } from '../jobs/fetch-model.js';
 import { MODEL_NAMES, MODEL_SOURCES } from '../fetch/registry.js';
-import { type Args, emit, jsonOption } from './flags.js';
+import { defineCommand, emit, jsonOption } from './flags.js';
 
 function seconds(flag: string, value: number): number {
   if (!(value > 0)) throw invalidParameter(flag, 'a positive number of seconds', value);
   return value * 1000;
 }
 
-export const fetchModelCommand: CommandModule = {
+export const fetchModelCommand = defineCommand({
   command: 'fetch-model <name>',
   describe: `download a pretrained backbone (${MODEL_NAMES.join(', ')}) into models/ (Hugging Face mirror, then GitHub)`,
   builder: (y: Argv) =>
@@ -36,9 +36,8 @@ export const fetchModelCommand: CommandModule = {
         describe: 'seconds without a byte before a transfer is retried',
       })
       .option('json', jsonOption),
-  handler: async (argv) => {
-    const a = argv as Args;
-    if (!MODEL_SOURCES[a.name] && a.url === undefined)
+  handler: async (a) => {
+    if (!MODEL_SOURCES[a.name!] && a.url === undefined)
       throw new FeatcacheError(
         `<name>: expected ${oneOf(MODEL_NAMES)}, or any name with --url, got ${JSON.stringify(a.name)}`,
       );
@@ -80,4 +79,4 @@ export const fetchModelCommand: CommandModule = {
         `fetch-model ${r.name}: ${r.status} ${r.file} (${(r.bytes / 1e6).toFixed(1)} MB, sha256 ${r.sha256}, verified by ${r.verifiedBy}; tap ${r.tap}${r.source ? `; from ${r.source}` : ''})`,
     );
   },
-};
+});

@@ -2,27 +2,41 @@
  * Flags shared by several commands, each documented with the library's default, so every command spells them the
  * same and --help always shows the real default. Only the CLI layer imports yargs.
  */
-import type { Options } from 'yargs';
+import type { ArgumentsCamelCase, Argv, CommandModule, Options } from 'yargs';
 import { DEFAULT_URL_OPTIONS as U, type UrlSourceOptions } from '../dataset/url.js';
 import { PRESET_NAMES } from '../image/presets.js';
 import { DEFAULT_EXTRACT_OPTIONS as X } from '../jobs/extract.js';
 
 /**
- * Parsed yargs arguments. yargs' inferred types do not survive option objects shared between commands, so handlers
- * pass values on and the library validates each one (and names the flag in its message).
+ * A command whose handler receives the types its builder declares, so each flag is typed where it is passed on. The
+ * library still validates every value (and names the flag in its message): choices and ranges live there.
  */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Args = Record<string, any>;
+export function defineCommand<A>(module: {
+  command: string;
+  describe: string;
+  builder: (y: Argv) => Argv<A>;
+  handler: (args: ArgumentsCamelCase<A>) => void | Promise<void>;
+}): CommandModule<object, A> {
+  return module;
+}
 
 export const DEFAULT_HEAD = 'models/head';
 
-export const cacheOption: Options = { type: 'string', default: X.cache, describe: 'feature cache directory' };
-export const jsonOption: Options = { type: 'boolean', default: false, describe: 'machine-readable JSON on stdout' };
-export const headOption: Options = {
+export const cacheOption = {
+  type: 'string',
+  default: X.cache,
+  describe: 'feature cache directory',
+} satisfies Options;
+export const jsonOption = {
+  type: 'boolean',
+  default: false,
+  describe: 'machine-readable JSON on stdout',
+} satisfies Options;
+export const headOption = {
   type: 'string',
   default: DEFAULT_HEAD,
   describe: 'head directory written by train-head',
-};
+} satisfies Options;
 
 export const backboneOptions = {
   model: { type: 'string', default: X.model, describe: 'ONNX backbone file' },
@@ -71,7 +85,15 @@ export const fetchOptions = {
   'fetch-max-bytes': { type: 'number', default: U.maxBytes, describe: 'larger responses fail without being kept' },
 } satisfies Record<string, Options>;
 
-export function fetchFrom(a: Args): Partial<UrlSourceOptions> {
+/** The parsed values of {@link fetchOptions}. */
+interface FetchArgs {
+  'fetch-concurrency': number;
+  'fetch-timeout': number;
+  'fetch-retries': number;
+  'fetch-max-bytes': number;
+}
+
+export function fetchFrom(a: FetchArgs): Partial<UrlSourceOptions> {
   return {
     concurrency: a['fetch-concurrency'],
     timeoutMs: a['fetch-timeout'] * 1000,

@@ -1,9 +1,9 @@
 /** `featcache info`: the command line of the info job (src/jobs/info.ts). */
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { ExitCode } from '../errors.js';
 import { type CacheInfo, info } from '../jobs/info.js';
 import { DAMAGED_PART_REMEDY } from '../store/reader.js';
-import { type Args, cacheOption, emit, jsonOption } from './flags.js';
+import { defineCommand, cacheOption, emit, jsonOption } from './flags.js';
 
 function formatInfo(r: CacheInfo, failures: boolean): string {
   const m = r.manifest;
@@ -25,7 +25,7 @@ function formatInfo(r: CacheInfo, failures: boolean): string {
   return lines.join('\n');
 }
 
-export const infoCommand: CommandModule = {
+export const infoCommand = defineCommand({
   command: 'info',
   describe: 'show a feature cache: model, tap, preset, splits, row counts and failed images',
   builder: (y: Argv) =>
@@ -38,10 +38,9 @@ export const infoCommand: CommandModule = {
         describe: 'verify every part against its recorded length and sha256; exit 1 on damage',
       })
       .option('json', jsonOption),
-  handler: async (argv) => {
-    const a = argv as Args;
+  handler: async (a) => {
     const result = await info({ cache: a.cache, check: a.check });
     emit(a.json, result, () => formatInfo(result, a.failures));
     if (result.healthy === false) process.exitCode = ExitCode.failed;
   },
-};
+});

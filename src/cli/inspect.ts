@@ -1,7 +1,7 @@
 /** `featcache inspect MODEL`: the command line of the inspect job (src/jobs/inspect.ts). */
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { type InspectResult, DEFAULT_INSPECT_OPTIONS, inspect } from '../jobs/inspect.js';
-import { type Args, emit, jsonOption } from './flags.js';
+import { defineCommand, emit, jsonOption } from './flags.js';
 
 function formatInspect(r: InspectResult): string {
   const shape = (s: unknown) => JSON.stringify(s);
@@ -20,7 +20,7 @@ function formatInspect(r: InspectResult): string {
   return lines.join('\n');
 }
 
-export const inspectCommand: CommandModule = {
+export const inspectCommand = defineCommand({
   command: 'inspect <model>',
   describe: "show a model's inputs, outputs and candidate tap points with shapes",
   builder: (y: Argv) =>
@@ -32,9 +32,8 @@ export const inspectCommand: CommandModule = {
         describe: 'where the shape probe runs: cpu | auto | cuda[:N]',
       })
       .option('json', jsonOption),
-  handler: async (argv) => {
-    const a = argv as Args;
-    const result = await inspect(a.model, { device: a.device });
+  handler: async (a) => {
+    const result = await inspect(a.model!, { device: a.device });
     emit(a.json, result, () => formatInspect(result));
   },
-};
+});

@@ -1,10 +1,10 @@
 /** `featcache install-cuda`: the CLI face of jobs/install-cuda.ts. */
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { invalidParameter } from '../errors.js';
 import { DEFAULT_INSTALL_CUDA_OPTIONS, installCuda } from '../jobs/install-cuda.js';
-import { type Args, emit, jsonOption } from './flags.js';
+import { defineCommand, emit, jsonOption } from './flags.js';
 
-export const installCudaCommand: CommandModule = {
+export const installCudaCommand = defineCommand({
   command: 'install-cuda',
   describe:
     "fetch onnxruntime's CUDA 12 execution provider (Linux x64, NVIDIA GPU) and check the CUDA/cuDNN libraries it needs",
@@ -26,8 +26,7 @@ export const installCudaCommand: CommandModule = {
         describe: 'give up on the download after this many seconds',
       })
       .option('json', jsonOption),
-  handler: async (argv) => {
-    const a = argv as Args;
+  handler: async (a) => {
     if (!(a.timeout > 0)) throw invalidParameter('--timeout', 'a positive number of seconds', a.timeout);
     const log = (line: string) => process.stderr.write(`${line}\n`);
     const r = await installCuda({ force: a.force, dryRun: a['dry-run'], timeoutMs: a.timeout * 1000, log });
@@ -42,4 +41,4 @@ export const installCudaCommand: CommandModule = {
       return `${head}; before --device cuda works:\n${r.problems.map((p) => `  - ${p}`).join('\n')}`;
     });
   },
-};
+});

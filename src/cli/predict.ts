@@ -1,9 +1,9 @@
 /** `featcache predict`: the command line of the predict job (src/jobs/predict.ts). */
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { ExitCode } from '../errors.js';
 import { BACKENDS } from '../head/runtime.js';
 import { type Prediction, DEFAULT_PREDICT_OPTIONS as P, predict } from '../jobs/predict.js';
-import { type Args, backboneOptions, emit, fetchFrom, fetchOptions, headOption, jsonOption } from './flags.js';
+import { defineCommand, backboneOptions, emit, fetchFrom, fetchOptions, headOption, jsonOption } from './flags.js';
 
 function table(predictions: Prediction[]): string {
   const width = Math.min(60, Math.max(...predictions.map((p) => p.path.length), 4));
@@ -31,7 +31,7 @@ function csv(predictions: Prediction[], k: number): string {
   return [header.join(','), ...rows].join('\n');
 }
 
-export const predictCommand: CommandModule = {
+export const predictCommand = defineCommand({
   command: 'predict <inputs..>',
   describe: 'classify images (files, URLs, folders, globs, .txt lists) with a trained head: top-k labels',
   builder: (y: Argv) =>
@@ -69,10 +69,9 @@ export const predictCommand: CommandModule = {
       .option('csv', { type: 'boolean', default: false, describe: 'CSV on stdout' })
       .option('json', { ...jsonOption, describe: 'one JSON object per image (JSON lines) on stdout' })
       .options(fetchOptions),
-  handler: async (argv) => {
-    const a = argv as Args;
+  handler: async (a) => {
     const result = await predict({
-      inputs: a.inputs,
+      inputs: a.inputs!,
       head: a.head,
       model: a.model,
       top: a.top,
@@ -92,4 +91,4 @@ export const predictCommand: CommandModule = {
     if (a.report) process.stderr.write(`predict: report written to ${a.report}\n`);
     process.exitCode = result.failed > 0 ? ExitCode.partial : ExitCode.ok;
   },
-};
+});

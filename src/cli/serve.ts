@@ -1,9 +1,9 @@
 /** `featcache serve`: the yargs face of jobs/serve; SIGTERM/SIGINT drain in-flight requests, then exit 0. */
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { DEFAULT_SERVE_OPTIONS as D, serve } from '../jobs/serve.js';
-import { type Args, backboneOptions, logToStderr } from './flags.js';
+import { defineCommand, backboneOptions, logToStderr } from './flags.js';
 
-export const serveCommand: CommandModule = {
+export const serveCommand = defineCommand({
   command: 'serve',
   describe: 'serve a head (or a bundle) over HTTP: POST /predict, a page at /, dynamic batching',
   builder: (y: Argv) =>
@@ -48,8 +48,7 @@ export const serveCommand: CommandModule = {
       .option('top', { type: 'number', default: D.top, describe: 'classes per answer unless the request asks ?top=N' })
       .option('device', { ...backboneOptions.device, default: D.device })
       .option('threads', { ...backboneOptions.threads, default: D.threads }),
-  handler: async (argv) => {
-    const a = argv as Args;
+  handler: async (a) => {
     const handle = await serve({
       head: a.head,
       bundle: a.bundle,
@@ -86,4 +85,4 @@ export const serveCommand: CommandModule = {
       throw error;
     }
   },
-};
+});

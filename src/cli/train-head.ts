@@ -1,5 +1,5 @@
 /** `featcache train-head`: the yargs builder and handler only; the work is `trainHead` in jobs/train-head.ts. */
-import type { Argv, CommandModule, Options } from 'yargs';
+import type { Argv, Options } from 'yargs';
 import { NORMALIZATIONS } from '../head/normalize.js';
 import { BACKENDS } from '../head/runtime.js';
 import { SWEEP_ENGINES } from '../head/sweep.js';
@@ -12,7 +12,7 @@ import {
   trainHead,
   trainSummaryLine,
 } from '../jobs/train-head.js';
-import { type Args, emit, jsonOption } from './flags.js';
+import { defineCommand, emit, jsonOption } from './flags.js';
 
 /** Flag → option. Only typed flags reach the job (yargs gets no defaults), so the sweep can tell them from defaults. */
 const FLAGS: Record<string, keyof TrainHeadOptions> = {
@@ -49,12 +49,12 @@ const swept = ' (swept unless given)';
 /** No yargs `default`: an absent flag stays undefined and the job's default applies; --help shows it. */
 const option = (
   type: 'string' | 'number' | 'boolean',
-  shown: unknown,
+  shown: string | number | boolean | null,
   describe: string,
   extra: Options = {},
 ): Options => ({ type, describe, defaultDescription: shown === null ? 'none' : String(shown), ...extra });
 
-export const trainHeadCommand: CommandModule = {
+export const trainHeadCommand = defineCommand({
   command: 'train-head',
   describe:
     'train a softmax head on cached features (logistic regression by L-BFGS, C × normalisation chosen on folds of train, calibrated) and save it as a TF.js LayersModel',
@@ -154,8 +154,7 @@ export const trainHeadCommand: CommandModule = {
         }),
       )
       .option('json', jsonOption),
-  handler: async (argv) => {
-    const a = argv as Args;
+  handler: async (a) => {
     const given: Partial<TrainHeadOptions> = {};
     for (const [flag, key] of Object.entries(FLAGS))
       if (a[flag] !== undefined) (given as Record<string, unknown>)[key] = a[flag];
@@ -163,4 +162,4 @@ export const trainHeadCommand: CommandModule = {
     const result = await trainHead({ ...given, log });
     emit(a.json, result, () => trainSummaryLine(result));
   },
-};
+});

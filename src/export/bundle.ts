@@ -106,8 +106,8 @@ export async function readHeadFiles(dir: string): Promise<HeadFiles> {
     weightsManifest?: { weights: WeightSpec[] }[];
   };
   try {
-    info = JSON.parse(infoBytes.toString('utf8'));
-    modelJson = JSON.parse(modelBytes.toString('utf8'));
+    info = JSON.parse(infoBytes.toString('utf8')) as typeof info;
+    modelJson = JSON.parse(modelBytes.toString('utf8')) as typeof modelJson;
   } catch {
     throw new FeatcacheError(`${optionName('head')}: ${dir}/${HEAD_FILE} or model.json is not valid JSON`, 1);
   }
@@ -391,9 +391,9 @@ export function bundleMetadataOf(model: ModelProto, source: string): BundleMetad
   try {
     return {
       format,
-      classes: JSON.parse(props.get(METADATA_KEYS.classes)!),
-      preprocessing: JSON.parse(props.get(METADATA_KEYS.preprocessing)!),
-      provenance: JSON.parse(props.get(METADATA_KEYS.provenance)!),
+      classes: JSON.parse(props.get(METADATA_KEYS.classes)!) as BundleMetadata['classes'],
+      preprocessing: JSON.parse(props.get(METADATA_KEYS.preprocessing)!) as BundleMetadata['preprocessing'],
+      provenance: JSON.parse(props.get(METADATA_KEYS.provenance)!) as BundleMetadata['provenance'],
     };
   } catch {
     throw new FeatcacheError(`${optionName('model')}: ${source} has featcache metadata that is not valid JSON`, 1);

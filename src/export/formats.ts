@@ -253,7 +253,7 @@ async function writeParquet(output: OutputFile, spec: WriterSpec, batches: Async
   // What went in, so a source failure the wasm writer might swallow can never pass for a complete file.
   let rows = 0;
   let finished = false;
-  let failure: unknown = null;
+  const failures: unknown[] = [];
   const source = new ReadableStream<parquet.RecordBatch>(
     {
       async pull(controller) {
@@ -276,7 +276,7 @@ async function writeParquet(output: OutputFile, spec: WriterSpec, batches: Async
             }
           }
         } catch (error) {
-          failure = error;
+          failures.push(error);
           controller.error(error);
         }
       },
@@ -297,7 +297,7 @@ async function writeParquet(output: OutputFile, spec: WriterSpec, batches: Async
   await withHandle(output, async (handle) => {
     for await (const chunk of bytes as unknown as AsyncIterable<Uint8Array>) await handle.write(chunk);
   });
-  if (failure) throw failure;
+  if (failures.length > 0) throw failures[0];
   if (!finished || rows !== spec.count) throw new Error(`parquet writer stopped after ${rows} of ${spec.count} rows`);
 }
 

@@ -12,7 +12,6 @@ import type { Tf } from './runtime.js';
 import {
   type HeadOptions,
   type Split,
-  type Tensor,
   classWeightsFor,
   disposeBatch,
   disposeParam,

@@ -120,7 +120,7 @@ export async function inspect(file: string, options: Partial<InspectOptions> = {
   return {
     file,
     sha256: sha256Bytes(bytes),
-    opsets: (model.opsetImport ?? []).map((o) => `${o.domain || 'ai.onnx'}:${o.version}`),
+    opsets: (model.opsetImport ?? []).map((o) => `${o.domain || 'ai.onnx'}:${String(o.version)}`),
     inputs: graphInputs(graph),
     outputs: graphOutputs(graph),
     nodes: graph.node?.length ?? 0,

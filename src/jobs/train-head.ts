@@ -286,7 +286,11 @@ export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): {
     ['weightDecay', (v: number) => v >= 0],
   ] as const) {
     const values = resolved.grid[key];
-    if (!Array.isArray(values) || values.length === 0 || !values.every((v) => Number.isFinite(v) && ok(v)))
+    if (
+      !Array.isArray(values) ||
+      values.length === 0 ||
+      !values.every((v: unknown) => typeof v === 'number' && Number.isFinite(v) && ok(v))
+    )
       throw invalidParameter(`${name('grid')}.${key}`, 'a non-empty list of valid numbers', values);
   }
   return { resolved, given };

@@ -77,7 +77,7 @@ export class MicroBatcher<I, O> {
     private readonly run: (items: I[]) => Promise<O[]>,
     private readonly options: BatcherOptions,
   ) {
-    this.sizes = new Array(options.maxBatch + 1).fill(0);
+    this.sizes = new Array<number>(options.maxBatch + 1).fill(0);
   }
 
   submit(item: I): Promise<Batched<O>> {

@@ -99,16 +99,16 @@ describe('tap', () => {
       assert.deepEqual(
         poolCandidates(reduceMean(axes)).map((c) => c.opType),
         ['ReduceMean'],
-        `axes ${axes}`,
+        `axes ${String(axes)}`,
       );
       assert.deepEqual(
         poolCandidates(reduceMean(axes, true)).map((c) => c.opType),
         ['ReduceMean'],
-        `axes ${axes} as an input`,
+        `axes ${String(axes)} as an input`,
       );
     }
     for (const axes of [[1], [3], [1, 2, 3], [0, 1], [-1], null]) {
-      assert.deepEqual(poolCandidates(reduceMean(axes)), [], `axes ${axes} is not a spatial pool`);
+      assert.deepEqual(poolCandidates(reduceMean(axes)), [], `axes ${String(axes)} is not a spatial pool`);
     }
   });
 

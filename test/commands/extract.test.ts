@@ -526,7 +526,7 @@ describe('extract: two shards as two processes', () => {
     );
     for (const s of shards) assert.equal(s.code, 0, s.stderr);
     const counts = shards.map((s) => JSON.parse(s.stdout).extracted as number);
-    assert.ok(counts.every((c) => c > 0) && counts[0]! + counts[1]! === 13, `shard sizes ${counts}`);
+    assert.ok(counts.every((c) => c > 0) && counts[0]! + counts[1]! === 13, `shard sizes ${String(counts)}`);
     assert.deepEqual(await snapshot(path.join(dir, 'two')), await snapshot(path.join(dir, 'one')));
   });
 });

@@ -18,6 +18,9 @@ import {
   writeTinyModel,
 } from '../support/helpers.js';
 
+/** An optional dependency: a string variable keeps tsc from resolving it where it is not installed. */
+const TFJS_NODE: string = '@tensorflow/tfjs-node';
+
 describe('train-head and predict (tiny model, colour classes)', () => {
   let dir: string;
   let model: string;
@@ -513,7 +516,7 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     assert.equal(JSON.parse(r.stdout).backend, 'cpu');
     const info = JSON.parse(await fs.readFile(path.join(dir, 'head-cpu', 'head.json'), 'utf8'));
     assert.equal(info.provenance.backend, 'cpu');
-    const hasNode = await import('@tensorflow/tfjs-node' as string).then(
+    const hasNode = await import(TFJS_NODE).then(
       () => true,
       () => false,
     );

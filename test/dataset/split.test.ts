@@ -96,14 +96,14 @@ describe('stratifiedSplit', () => {
       assert.deepEqual(
         split(items, 0.2).val.map((i) => i.cls),
         ['a'],
-        `one seat, order ${order}`,
+        `one seat, order ${String(order)}`,
       );
       assert.deepEqual(
         split(items, 0.5)
           .val.map((i) => i.cls)
           .sort(),
         ['a', 'b'],
-        `two seats, order ${order}`,
+        `two seats, order ${String(order)}`,
       );
     }
   });

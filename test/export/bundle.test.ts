@@ -300,7 +300,7 @@ describe('bundle: real backbones equal predict', () => {
       assert.ok(maxAbs(got, expected) < 1e-5, `max abs ${maxAbs(got, expected)}`);
       assert.ok(
         Math.min(...got) < 0.9 * Math.max(...got) && Math.max(...got) < 0.999,
-        `probabilities informative: ${Array.from(got).map((v) => v.toFixed(3))}`,
+        `probabilities informative: ${Array.from(got, (v) => v.toFixed(3)).join(',')}`,
       );
     },
   );

@@ -79,7 +79,7 @@ describe('L-BFGS in lock step', () => {
       gradientTolerance: 1e-8,
       relativeDecrease: 0,
     });
-    assert.ok(Math.abs(r!.x[0]! - 1) < 1e-5 && Math.abs(r!.x[1]! - 1) < 1e-5, `${r!.x}`);
+    assert.ok(Math.abs(r!.x[0]! - 1) < 1e-5 && Math.abs(r!.x[1]! - 1) < 1e-5, `${r!.x.join(',')}`);
     assert.ok(r!.iterations <= 45, `${r!.iterations} iterations (measured 40)`);
   });
 

@@ -65,13 +65,15 @@ describe('selection plan', () => {
     assert.match(plan.notes[0]!, /class "lonely" has one distinct training image: it cannot be held out/);
     for (const f of plan.folds) assert.ok(f.fit.includes(6) && !f.held.includes(6));
     const none = planSelection(Int32Array.from([0, 1, 2]), keys(3), ['a', 'b', 'c'], 0.2, 0);
-    assert.match(String(none), /no class has two distinct training images/);
+    assert.match(none as string, /no class has two distinct training images/);
   });
 
   it('keeps duplicate images (identical features) on the same side', () => {
     const split = clusters(200, 4, 2, 0.5, 1);
-    for (let r = 100; r < 200; r += 2)
-      (split.features.copyWithin(r * 4, (r - 100) * 4, (r - 99) * 4), (split.labels[r] = split.labels[r - 100]!));
+    for (let r = 100; r < 200; r += 2) {
+      split.features.copyWithin(r * 4, (r - 100) * 4, (r - 99) * 4);
+      split.labels[r] = split.labels[r - 100]!;
+    }
     const groups = duplicateGroups(split, 4);
     assert.equal(groups[150], 50);
     const plan = planSelection(split.labels, keys(200), names, 0.2, 0, groups);

@@ -10,7 +10,6 @@ import {
   balancedClassWeights,
   initValues,
   predictProbabilities,
-  softmaxRows,
   stepLr,
   fitHead as trainHead,
 } from '../../src/head/train.js';

@@ -116,7 +116,7 @@ describe('serve (tiny backbone)', () => {
     // maxWaitMs is 2 s and maxBatch 4: four concurrent requests fill one batch.
     assert.ok(
       answers.some((a) => a.body.timing!.batchSize > 1),
-      `batch sizes ${answers.map((a) => a.body.timing!.batchSize)}`,
+      `batch sizes ${answers.map((a) => a.body.timing!.batchSize).join(',')}`,
     );
     assert.match(String(answers[0]!.body.model!.backboneSha256), /^[0-9a-f]{64}$/);
     assert.match(String(answers[0]!.body.model!.headId), /^[0-9a-f]{64}$/);

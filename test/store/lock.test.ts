@@ -89,7 +89,7 @@ describe('lock', () => {
         return true;
       });
       const old = await lockFile(garbage, 120);
-      (await acquireLock(old, 'w')).release();
+      await (await acquireLock(old, 'w')).release();
     }
   });
 
