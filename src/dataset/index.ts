@@ -8,17 +8,13 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { FeatcacheError, invalidParameter, missingFile, numberIn, optionName } from '../errors.js';
-import { type ImageSource, folderSource } from './source.js';
+import { type ImageSource, type Item, folderSource } from './source.js';
 import { type Shard, inShard, stratifiedSplit } from './split.js';
 import { isTarPattern, openTarDataset } from './tar.js';
 import { type UrlSourceOptions, UrlSource, isUrl } from './url.js';
 import { type Skipped, IMAGE_EXTENSIONS, isDirectory, isInside, walkImages } from './walk.js';
 
-export interface Item {
-  /** Relative to the dataset root, '/' separated: the key the cache stores. */
-  path: string;
-  label: number | null;
-}
+export type { Item } from './source.js';
 
 export type DatasetLayout =
   'imagefolder-splits' | 'imagefolder' | 'csv' | 'list' | 'url-list' | 'url-csv' | 'webdataset';

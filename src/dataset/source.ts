@@ -4,7 +4,13 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import type { Item } from './index.js';
+
+/** One image of a dataset. */
+export interface Item {
+  /** Relative to the dataset root, '/' separated: the key the cache stores. */
+  path: string;
+  label: number | null;
+}
 
 /** What the incremental plan compares: an item whose stamp is unchanged is not extracted again. */
 export interface Stamp {

@@ -16,7 +16,7 @@ import braces from 'braces';
 import fg from 'fast-glob';
 import * as tarStream from 'tar-stream';
 import { FeatcacheError, errorMessage, optionName } from '../errors.js';
-import type { Item } from './index.js';
+import type { Item } from './source.js';
 import type { ImageSource, Stamp } from './source.js';
 import { type Shard, inShard } from './split.js';
 import type { Skipped } from './walk.js';

@@ -9,7 +9,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Dispatcher, EnvHttpProxyAgent, interceptors, request } from 'undici';
 import { invalidParameter } from '../errors.js';
-import type { Item } from './index.js';
+import type { Item } from './source.js';
 import type { ImageSource, Stamp } from './source.js';
 
 /** One URL's outcome: its bytes, or why not (with the HTTP status of the last attempt, when there was one). */

@@ -10,7 +10,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { processAlive } from './lock.js';
+import { removeStaleTemporaries } from './lock.js';
 import { keptFeatures, liveParts } from './live.js';
 import { type Failure, type PartIndex, type Row, encodePart, indexFileOf, readPartIndex } from './part.js';
 import type { FeatureCache, LatestRecord } from './reader.js';
@@ -93,7 +93,8 @@ export async function compactParts(
   options: CompactionOptions,
 ): Promise<CompactionStats> {
   const splitDir = path.join(cache.dir, split);
-  await removeCompactionLeftovers(splitDir);
+  // What a killed compaction can leave: temporaries of dead processes and indexes whose part is not there.
+  await removeStaleTemporaries(splitDir, null);
   const parts = await cache.partFiles(split);
   const latest = await cache.latest(split);
   const indexes = await Promise.all(parts.map((p) => readPartIndex(p)));
@@ -197,21 +198,4 @@ async function syncDirectory(dir: string): Promise<void> {
   const handle = await fs.open(dir, 'r').catch(() => null);
   await handle?.sync().catch(() => {});
   await handle?.close();
-}
-
-/**
- * What a killed compaction can leave: temporaries of dead processes and a compacted index whose part was never
- * renamed in. (Old parts' indexes whose part was removed are ignored by readers and removed here too.)
- */
-async function removeCompactionLeftovers(dir: string): Promise<void> {
-  const names = await fs.readdir(dir).catch(() => [] as string[]);
-  const present = new Set(names);
-  for (const name of names) {
-    const pid = /^\.part-.*\.(\d+)\.\d+\.tmp$/.exec(name)?.[1];
-    const orphanIndex =
-      name.startsWith('part-') &&
-      name.endsWith('.index.json') &&
-      !present.has(name.replace(/\.index\.json$/, '.arrow'));
-    if ((pid && !processAlive(Number(pid))) || orphanIndex) await fs.rm(path.join(dir, name), { force: true });
-  }
 }

@@ -14,7 +14,7 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { FeatcacheError } from '../errors.js';
-import { temporarySibling } from '../util/fsx.js';
+import { processAlive, removeDeadTemporaries, temporarySibling } from '../util/fsx.js';
 
 export interface Lock {
   release(): Promise<void>;
@@ -36,16 +36,6 @@ export const DEFAULT_LOCK_STALE_S = 60;
 function staleAfterMs(): number {
   const configured = Number(process.env.FEATCACHE_LOCK_STALE_S);
   return (Number.isFinite(configured) && configured > 0 ? configured : DEFAULT_LOCK_STALE_S) * 1000;
-}
-
-/** Whether a process of this host is alive (EPERM: alive, but not ours). */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** A process's start time (field 22 of /proc/PID/stat); null where /proc is not available. */
@@ -190,20 +180,21 @@ function heldLock(file: string, owner: Owner): Lock {
 }
 
 /**
- * Removes what a writer killed mid-commit leaves: temporary files (`.<name>.<pid>.<time>.tmp`) of dead processes,
- * and part indexes whose part was never renamed into place. Call it holding the lock.
+ * Removes what a writer or compaction killed mid-commit leaves: part temporaries of dead processes, and part indexes
+ * whose part was never renamed into place. Call it holding the lock. `shard`: only that shard's orphan indexes,
+ * because another shard's writer may be between writing its index and renaming its part; null (compaction, which
+ * holds every shard's lock): all of them.
  */
-export async function removeStaleTemporaries(dir: string, shard: string): Promise<void> {
+export async function removeStaleTemporaries(dir: string, shard: string | null): Promise<void> {
   const names = await fs.readdir(dir).catch(() => [] as string[]);
+  await removeDeadTemporaries(dir, names, (of) => of.startsWith('part-'));
   const present = new Set(names);
   for (const name of names) {
-    const pid = /^\.part-.*\.(\d+)\.\d+\.tmp$/.exec(name)?.[1];
-    // Another shard's writer may be between writing its index and renaming its part: only this shard's are ours.
     const orphanIndex =
       name.startsWith('part-') &&
-      name.includes(`-${shard}-`) &&
+      (shard === null || name.includes(`-${shard}-`)) &&
       name.endsWith('.index.json') &&
       !present.has(name.replace(/\.index\.json$/, '.arrow'));
-    if ((pid && !processAlive(Number(pid))) || orphanIndex) await fs.rm(path.join(dir, name), { force: true });
+    if (orphanIndex) await fs.rm(path.join(dir, name), { force: true });
   }
 }

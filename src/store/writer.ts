@@ -6,7 +6,7 @@
  */
 import * as path from 'node:path';
 import * as fs from 'node:fs/promises';
-import type { Item } from '../dataset/index.js';
+import type { Item } from '../dataset/source.js';
 import type { Stamp } from '../dataset/source.js';
 import type { Shard } from '../dataset/split.js';
 import { inShard } from '../dataset/split.js';

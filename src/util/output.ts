@@ -8,8 +8,7 @@ import type { FileHandle } from 'node:fs/promises';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatcacheError, invalidParameter, optionName } from '../errors.js';
-import { processAlive } from '../store/lock.js';
-import { temporarySibling, writeBytesAtomic } from './fsx.js';
+import { removeDeadTemporaries, temporarySibling, writeBytesAtomic } from './fsx.js';
 
 /** The name that means standard output. */
 export const STDOUT = '-';
@@ -300,13 +299,5 @@ async function readMarker(file: string): Promise<OutputMarker | null> {
     return parsed.writtenBy === 'featcache' && Array.isArray(parsed.files) && parsed.files.every(plain) ? parsed : null;
   } catch {
     return null;
-  }
-}
-
-/** Temporary files (`.<name>.<pid>.<time>.tmp`) that killed featcache processes left in a directory featcache marked. */
-async function removeDeadTemporaries(dir: string, entries: string[]): Promise<void> {
-  for (const name of entries) {
-    const pid = /^\..+\.(\d+)\.\d+\.tmp$/.exec(name)?.[1];
-    if (pid && !processAlive(Number(pid))) await fs.rm(path.join(dir, name), { force: true });
   }
 }
