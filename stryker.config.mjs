@@ -19,10 +19,10 @@ export const MODULE_TESTS = {
   // The head helper owns normalisation's tests; they live in test/store or test/head depending on the merge.
   normalize: { source: 'src/head/normalize.ts', tests: ['dist/test/head/normalize.test.js'] },
   // The default head: the L-BFGS probe (probe.test.js checks it against scikit-learn when python3-sklearn is there).
-  lbfgs: { source: 'src/head/lbfgs.ts', tests: ['dist/test/head/lbfgs.test.js'] },
-  linalg: { source: 'src/head/linalg.ts', tests: ['dist/test/head/linalg.test.js'] },
-  probe: { source: 'src/head/probe.ts', tests: ['dist/test/head/probe.test.js'] },
-  probeSelect: { source: 'src/head/probe-select.ts', tests: ['dist/test/head/probe-select.test.js'] },
+  lbfgs: { source: 'src/head/probe/lbfgs.ts', tests: ['dist/test/head/probe/lbfgs.test.js'] },
+  linalg: { source: 'src/head/probe/linalg.ts', tests: ['dist/test/head/probe/linalg.test.js'] },
+  probe: { source: 'src/head/probe/probe.ts', tests: ['dist/test/head/probe/probe.test.js'] },
+  probeSelect: { source: 'src/head/probe/select.ts', tests: ['dist/test/head/probe/select.test.js'] },
 };
 
 /** The modules this run mutates (all, or MUTATE=name,name). */

@@ -13,7 +13,8 @@ import { type Backbone, datasetCalibrationSource, openBackbone } from '../src/ba
 import { featureFidelity, predictionAgreement } from '../src/backbone/fidelity.js';
 import { openDataset } from '../src/dataset/index.js';
 import { loadTf } from '../src/head/runtime.js';
-import { DEFAULT_HEAD_OPTIONS, fitHead as trainHead, predictProbabilities } from '../src/head/train.js';
+import { DEFAULT_HEAD_OPTIONS } from '../src/head/model.js';
+import { fitHead as trainHead, predictProbabilities } from '../src/head/minibatch/train.js';
 import { decodeToRgb, writeNormalised } from '../src/image/preprocess.js';
 import { DEFAULT_IMAGE_POLICY, getPreset } from '../src/image/presets.js';
 import { type ExtractResult, extract } from '../src/jobs/extract.js';

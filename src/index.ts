@@ -93,6 +93,6 @@ export { FeatureCache, type FeatureSet } from './store/reader.js';
 export { SplitWriter, type SplitWriterOptions } from './store/writer.js';
 export { openOutputFile, prepareOutputDir, type OutputFile, type OutputDir, type OutputSink } from './util/output.js';
 export { applyNormalization, fitNormalization, type Normalization } from './head/normalize.js';
-export { DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/train.js';
+export { DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/model.js';
 export { type HeadInfo } from './head/saved.js';
 export { openBundle, isBundleFile, type OpenedBundle, type BundleMetadata } from './export/bundle.js';

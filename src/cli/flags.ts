@@ -4,6 +4,7 @@
  */
 import type { ArgumentsCamelCase, Argv, CommandModule, Options } from 'yargs';
 import { DEFAULT_URL_OPTIONS as U, type UrlSourceOptions } from '../dataset/url.js';
+import { DEFAULT_HEAD_DIR } from '../head/saved.js';
 import { PRESET_NAMES } from '../image/presets.js';
 import { DEFAULT_EXTRACT_OPTIONS as X } from '../jobs/extract.js';
 
@@ -20,8 +21,6 @@ export function defineCommand<A>(module: {
   return module;
 }
 
-export const DEFAULT_HEAD = 'models/head';
-
 export const cacheOption = {
   type: 'string',
   default: X.cache,
@@ -34,7 +33,7 @@ export const jsonOption = {
 } satisfies Options;
 export const headOption = {
   type: 'string',
-  default: DEFAULT_HEAD,
+  default: DEFAULT_HEAD_DIR,
   describe: 'head directory written by train-head',
 } satisfies Options;
 

@@ -2,8 +2,8 @@
 import type { Argv, Options } from 'yargs';
 import { NORMALIZATIONS } from '../head/normalize.js';
 import { BACKENDS } from '../head/runtime.js';
-import { SWEEP_ENGINES } from '../head/sweep.js';
-import { CLASS_WEIGHTS, MONITORS, OPTIMIZERS } from '../head/train.js';
+import { SWEEP_ENGINES } from '../head/minibatch/engine.js';
+import { CLASS_WEIGHTS, MONITORS, OPTIMIZERS } from '../head/model.js';
 import {
   DEFAULT_TRAIN_HEAD_OPTIONS as d,
   MINIBATCH_OPTIONS,

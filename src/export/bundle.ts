@@ -24,7 +24,7 @@ import { FEATURE_OUTPUT, resolveTap, tappedModel } from '../backbone/tap.js';
 import { openWorkerSession } from '../backbone/worker-client.js';
 import { FeatcacheError, optionName } from '../errors.js';
 import { HEAD_FILE, type HeadInfo } from '../head/saved.js';
-import type { DenseWeights } from '../head/train.js';
+import type { DenseWeights } from '../head/model.js';
 import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
 import type { Normalization } from '../head/normalize.js';
 import { exists, sha256Bytes } from '../util/fsx.js';

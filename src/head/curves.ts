@@ -1,8 +1,8 @@
 /** Training curves as a self-contained HTML page with inline SVG: opens in any browser, no plotting library. */
 import { escapeHtml, page } from '../util/html.js';
 import type { CalibrationReport, Metrics, ReliabilityBin } from './metrics.js';
-import type { SweepRow } from './select.js';
-import type { EpochStats } from './train.js';
+import type { EpochStats } from './model.js';
+import type { SweepRow } from './plan.js';
 
 interface Series {
   name: string;

@@ -10,7 +10,10 @@ import * as path from 'node:path';
 import { FeatcacheError, optionName } from '../errors.js';
 import { NORMALIZATIONS, type Normalization } from './normalize.js';
 import type { Tf } from './runtime.js';
-import type { DenseWeights } from './train.js';
+import type { DenseWeights } from './model.js';
+
+/** Where a head is saved and read unless `--head` says otherwise. */
+export const DEFAULT_HEAD_DIR = 'models/head';
 
 export const HEAD_FILE = 'head.json';
 /** Every file a head directory gets from featcache: the only names a save may replace. */

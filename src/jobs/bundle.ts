@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { FeatcacheError, invalidParameter, optionName } from '../errors.js';
 import { type BundleMetadata, buildBundle, isBundleFile } from '../export/bundle.js';
 import { exists, writeBytesAtomic } from '../util/fsx.js';
+import { DEFAULT_HEAD_DIR } from '../head/saved.js';
 
 export interface BundleOptions {
   /** Head directory written by train-head. */
@@ -16,7 +17,7 @@ export interface BundleOptions {
 }
 
 export const DEFAULT_BUNDLE_OPTIONS: Readonly<BundleOptions> = Object.freeze({
-  head: 'models/head',
+  head: DEFAULT_HEAD_DIR,
   out: 'classifier.onnx',
   model: undefined,
   log: () => {},

@@ -9,6 +9,7 @@ import { type CompactionStats, compactParts } from '../store/compact.js';
 import { type Lock, acquireLock } from '../store/lock.js';
 import { FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
+import { DEFAULT_CACHE_DIR } from '../store/manifest.js';
 
 export interface CompactOptions {
   /** Feature cache directory. */
@@ -21,7 +22,7 @@ export interface CompactOptions {
 }
 
 export const DEFAULT_COMPACT_OPTIONS: Readonly<CompactOptions> = Object.freeze({
-  cache: './features',
+  cache: DEFAULT_CACHE_DIR,
   split: 'train',
   partRows: 4096,
   log: () => {},

@@ -27,6 +27,7 @@ import { FeatureCache, type LatestRecord } from '../store/reader.js';
 import { type OutputDir, type OutputFile, openOutputFile, prepareOutputDir, writeOutputFile } from '../util/output.js';
 import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
+import { DEFAULT_CACHE_DIR } from '../store/manifest.js';
 
 export interface ExportOptions {
   /** Feature cache directory. */
@@ -46,7 +47,7 @@ export interface ExportOptions {
 
 export const DEFAULT_EXPORT_OPTIONS: Readonly<ExportOptions> = Object.freeze({
   // Same default as the CLI's --cache (DEFAULT_CACHE): the library may not import the CLI's flag module.
-  cache: './features',
+  cache: DEFAULT_CACHE_DIR,
   split: 'train',
   format: 'libsvm',
   out: '',

@@ -29,7 +29,7 @@ import {
   type Preset,
   getPreset,
 } from '../image/presets.js';
-import { type CacheManifest, CACHE_FORMAT, ensureManifest } from '../store/manifest.js';
+import { type CacheManifest, CACHE_FORMAT, DEFAULT_CACHE_DIR, ensureManifest } from '../store/manifest.js';
 import type { Failure, Row } from '../store/part.js';
 import { SplitWriter, shardLabel } from '../store/writer.js';
 import { withDefaults } from '../util/options.js';
@@ -101,7 +101,7 @@ export const DEFAULT_EXTRACT_OPTIONS: Readonly<Omit<ExtractOptions, 'data'>> = O
   exif: DEFAULT_IMAGE_POLICY.exif,
   icc: DEFAULT_IMAGE_POLICY.icc,
   maxPixels: DEFAULT_IMAGE_POLICY.maxPixels,
-  cache: './features',
+  cache: DEFAULT_CACHE_DIR,
   device: 'auto',
   threads: 0,
   fp16: false,

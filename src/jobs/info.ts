@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
 import { DAMAGED_SUFFIX, partProblem } from '../store/verify.js';
-import type { CacheManifest } from '../store/manifest.js';
+import { type CacheManifest, DEFAULT_CACHE_DIR } from '../store/manifest.js';
 import type { Failure } from '../store/part.js';
 
 export interface InfoOptions {
@@ -14,7 +14,7 @@ export interface InfoOptions {
   check: boolean;
 }
 
-export const DEFAULT_INFO_OPTIONS: Readonly<InfoOptions> = Object.freeze({ cache: './features', check: false });
+export const DEFAULT_INFO_OPTIONS: Readonly<InfoOptions> = Object.freeze({ cache: DEFAULT_CACHE_DIR, check: false });
 
 export interface PartDamage {
   file: string;

@@ -15,7 +15,7 @@ import { isBundleFile, openBundle, reportInfoOf } from '../export/bundle.js';
 import { type Prediction, writeReport } from '../export/report.js';
 import { topK } from '../head/metrics.js';
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
-import { type LoadedHead, loadHead } from '../head/saved.js';
+import { DEFAULT_HEAD_DIR, type LoadedHead, loadHead } from '../head/saved.js';
 import { applyNormalization } from '../head/normalize.js';
 import { decodeBatch } from '../image/batch.js';
 import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
@@ -50,7 +50,7 @@ export interface PredictOptions {
 }
 
 export const DEFAULT_PREDICT_OPTIONS: Readonly<Omit<PredictOptions, 'inputs'>> = Object.freeze({
-  head: 'models/head',
+  head: DEFAULT_HEAD_DIR,
   top: 3,
   batchSize: 16,
   device: 'auto',

@@ -11,6 +11,7 @@ import { FeatcacheError, errorMessage, nonNegativeInteger, numberIn, optionName,
 import { type OpenedBundle, buildBundle, openBundle, openBundleBytes } from '../export/bundle.js';
 import { MicroBatcher } from '../serve/batcher.js';
 import { type ImageBatcher, type ServerState, createServeApp } from '../serve/server.js';
+import { DEFAULT_HEAD_DIR } from '../head/saved.js';
 
 export interface ServeOptions {
   /** Head directory written by train-head (fused with its backbone at start-up), or a bundle .onnx file. */
@@ -38,7 +39,7 @@ export interface ServeOptions {
 }
 
 export const DEFAULT_SERVE_OPTIONS: Readonly<ServeOptions> = Object.freeze({
-  head: 'models/head',
+  head: DEFAULT_HEAD_DIR,
   bundle: undefined,
   model: undefined,
   host: '127.0.0.1',

@@ -15,32 +15,24 @@ import {
   fitNormalization,
 } from '../head/normalize.js';
 import { BACKENDS, type BackendChoice, type TfRuntime, loadTf } from '../head/runtime.js';
-import { type HeadInfo, inspectHeadDir, saveHead } from '../head/saved.js';
-import { MatMul } from '../head/linalg.js';
-import { type ProbeHead, fitProbeHead, selectProbe } from '../head/probe-select.js';
-import { cForStrength, l2Strength } from '../head/probe.js';
-import {
-  DEFAULT_SWEEP_GRID,
-  MIN_SWEEP_STEPS,
-  type Selection,
-  type SweepGrid,
-  type SweepRow,
-  conflictingDuplicates,
-  selectSetting,
-} from '../head/select.js';
-import { fitHeadOrt, shouldUseOrtHead } from '../head/fit-ort.js';
-import { SWEEP_ENGINES, type SweepEngine } from '../head/sweep.js';
+import { DEFAULT_HEAD_DIR, type HeadInfo, inspectHeadDir, saveHead } from '../head/saved.js';
+import { DEFAULT_CACHE_DIR } from '../store/manifest.js';
+import { MatMul } from '../head/probe/linalg.js';
+import { type ProbeHead, fitProbeHead, selectProbe } from '../head/probe/select.js';
+import { cForStrength, l2Strength } from '../head/probe/probe.js';
+import { DEFAULT_SWEEP_GRID, type SweepGrid, type SweepRow, conflictingDuplicates, subsetRows } from '../head/plan.js';
+import { MIN_SWEEP_STEPS, type Selection, selectSetting } from '../head/minibatch/select.js';
+import { fitHeadOrt } from '../head/minibatch/fit-ort.js';
+import { SWEEP_ENGINES, type Engine, type SweepEngine, chooseEngine } from '../head/minibatch/engine.js';
 import {
   DEFAULT_HEAD_OPTIONS,
   type EpochStats,
   type HeadOptions,
   type Split,
-  type TrainResult,
-  fitHead,
-  predictLogits,
   softmaxRows,
   validateHeadOptions,
-} from '../head/train.js';
+} from '../head/model.js';
+import { type TrainResult, fitHead, predictLogits } from '../head/minibatch/train.js';
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
@@ -99,8 +91,8 @@ export interface TrainHeadOptions extends HeadOptions {
 /** Every default of the job, declared once: the CLI shows these in --help. */
 export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log'>> = Object.freeze({
   ...DEFAULT_HEAD_OPTIONS,
-  cache: './features',
-  head: 'models/head',
+  cache: DEFAULT_CACHE_DIR,
+  head: DEFAULT_HEAD_DIR,
   trainSplit: 'train',
   valSplit: 'val',
   valFraction: null,
@@ -177,14 +169,7 @@ function labelled(set: FeatureSet): Labelled {
 }
 
 function subset(split: Labelled, rows: number[], dim: number): Labelled {
-  const features = new Float32Array(rows.length * dim);
-  rows.forEach((row, k) => features.set(split.features.subarray(row * dim, (row + 1) * dim), k * dim));
-  return {
-    features,
-    labels: Int32Array.from(rows, (r) => split.labels[r]!),
-    count: rows.length,
-    paths: rows.map((r) => split.paths[r]!),
-  };
+  return { ...subsetRows(split, rows, dim), paths: rows.map((r) => split.paths[r]!) };
 }
 
 function copy(split: Labelled): Labelled {
@@ -598,10 +583,10 @@ async function fitByMinibatch(
   };
   let sweep: SweepSummary | null = null;
   let sweepSkipped: string | null = o.sweep ? null : 'not asked (sweep: false)';
+  // The sweep and the refit run on the same engine.
+  const engine: Engine = chooseEngine(o.sweepEngine, runtime.backend, o);
   if (o.sweep) {
     const fixed = SWEPT_OPTIONS.filter((k) => given.has(k));
-    const engine =
-      o.sweepEngine === 'auto' ? (runtime.backend === 'tensorflow' ? 'tfjs' : 'onnxruntime') : o.sweepEngine;
     const selection = await selectSetting(
       runtime.tf,
       train,
@@ -656,16 +641,6 @@ async function fitByMinibatch(
     selectOnVal: sweep === null,
     onEpoch: (st: EpochStats) => log(epochLine(st, headOptions.epochs)),
   };
-  // Without tfjs-node a linear head trains on onnxruntime (same run, several times faster than wasm); the sweep's
-  // engine option picks the same way for the refit.
-  const engine =
-    o.sweepEngine === 'auto'
-      ? shouldUseOrtHead(runtime.backend, headOptions)
-        ? 'onnxruntime'
-        : 'tfjs'
-      : headOptions.hidden > 0
-        ? 'tfjs'
-        : o.sweepEngine;
   const result =
     engine === 'onnxruntime'
       ? await fitHeadOrt(trainRows, valRows, dim, classes.length, headOptions, control)

@@ -7,6 +7,9 @@ import * as path from 'node:path';
 import { FeatcacheError, damagedFile, optionName } from '../errors.js';
 import { writeBytesAtomic } from '../util/fsx.js';
 
+/** Where a feature cache lives unless `--cache` says otherwise. */
+export const DEFAULT_CACHE_DIR = './features';
+
 export const CACHE_FORMAT = 1;
 export const MANIFEST_FILE = 'cache.json';
 

@@ -11,7 +11,8 @@ import { datasetCalibrationSource } from '../../src/backbone/calibration-source.
 import { featureFidelity, predictionAgreement } from '../../src/backbone/fidelity.js';
 import { openDataset } from '../../src/dataset/index.js';
 import { loadTf } from '../../src/head/runtime.js';
-import { DEFAULT_HEAD_OPTIONS, fitHead as trainHead, predictProbabilities } from '../../src/head/train.js';
+import { DEFAULT_HEAD_OPTIONS } from '../../src/head/model.js';
+import { fitHead as trainHead, predictProbabilities } from '../../src/head/minibatch/train.js';
 import { decodeToRgb, writeNormalised } from '../../src/image/preprocess.js';
 import { DEFAULT_IMAGE_POLICY, getPreset } from '../../src/image/presets.js';
 import { applyNormalization, fitNormalization } from '../../src/head/normalize.js';

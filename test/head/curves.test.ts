@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { curvesPage, reliabilityDiagram, sweepChart } from '../../src/head/curves.js';
 import { calibrationReport, classificationMetrics } from '../../src/head/metrics.js';
-import { softmaxRows } from '../../src/head/train.js';
+import { softmaxRows } from '../../src/head/model.js';
 
 const history = [1, 2, 3].map((epoch) => ({
   epoch,

@@ -9,7 +9,7 @@ import {
   temperatureNll,
   topK,
 } from '../../src/head/metrics.js';
-import { softmaxRows } from '../../src/head/train.js';
+import { softmaxRows } from '../../src/head/model.js';
 import { seededRandom } from '../../src/util/random.js';
 
 describe('classification metrics', () => {

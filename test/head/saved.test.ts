@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { type Tf, loadTf } from '../../src/head/runtime.js';
 import { type HeadInfo, type SavedHead, loadHead, saveHead } from '../../src/head/saved.js';
-import { type DenseWeights, predictLogits, softmaxRows } from '../../src/head/train.js';
+import { type DenseWeights, softmaxRows } from '../../src/head/model.js';
+import { predictLogits } from '../../src/head/minibatch/train.js';
 import { seededRandom } from '../../src/util/random.js';
 import { tempDir } from '../support/helpers.js';
 

@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { loadTf } from '../../src/head/runtime.js';
 import { type HeadInfo, saveHead } from '../../src/head/saved.js';
-import type { DenseWeights } from '../../src/head/train.js';
+import type { DenseWeights } from '../../src/head/model.js';
 import { PRESETS } from '../../src/image/presets.js';
 import type { Normalization } from '../../src/head/normalize.js';
 import { toolVersions } from '../../src/version.js';

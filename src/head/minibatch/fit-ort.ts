@@ -5,29 +5,19 @@
  * per epoch, in that order; StepLR, class weights, per-epoch history, best-validation restore and patience follow
  * train.ts. The result is DenseWeights, saved as the usual TF.js LayersModel.
  */
-import { FeatcacheError } from '../errors.js';
-import { seededRandom, shuffled } from '../util/random.js';
+import { FeatcacheError } from '../../errors.js';
+import { seededRandom, shuffled } from '../../util/random.js';
 import { OrtWideTrainer } from './ort-engine.js';
 import {
   type DenseWeights,
   type EpochStats,
-  type FitControl,
   type HeadOptions,
   type Split,
-  type TrainResult,
   classWeightsFor,
-  epochRecord,
-  initValues,
-  monitorScore,
-  stepLr,
   validateData,
   validateHeadOptions,
-} from './train.js';
-
-/** Whether `fitHeadOrt` should train this head: no tfjs-node (its native kernels are as fast) and no hidden layer. */
-export function shouldUseOrtHead(backend: string, options: Pick<HeadOptions, 'hidden'>): boolean {
-  return backend !== 'tensorflow' && options.hidden === 0;
-}
+} from '../model.js';
+import { type FitControl, type TrainResult, epochRecord, initValues, monitorScore, stepLr } from './train.js';
 
 /**
  * Mini-batches per onnxruntime run (an unrolled graph): the state's round trip through JS and the run's fixed cost

@@ -21,8 +21,9 @@
  */
 import * as os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { encodeModel, onnx } from '../backbone/graph.js';
-import { ADAM, type HeadOptions } from './train.js';
+import { encodeModel, onnx } from '../../backbone/graph.js';
+import type { HeadOptions } from '../model.js';
+import { ADAM } from './train.js';
 
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
 const INT32 = onnx.TensorProto.DataType.INT32;

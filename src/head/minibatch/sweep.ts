@@ -6,13 +6,12 @@
  * initialisation and sees the same shuffles as `fitHead` with that setting would, so a chosen candidate can be
  * reproduced (and refit) by `fitHead` alone.
  */
-import { seededRandom, shuffled } from '../util/random.js';
+import { seededRandom, shuffled } from '../../util/random.js';
+import type { Engine } from './engine.js';
 import { OrtWideTrainer } from './ort-engine.js';
-import type { Tf } from './runtime.js';
+import type { Tf } from '../runtime.js';
+import { type HeadOptions, type Split, classWeightsFor } from '../model.js';
 import {
-  type HeadOptions,
-  type Split,
-  classWeightsFor,
   disposeBatch,
   disposeParam,
   fitHead,
@@ -42,14 +41,11 @@ export interface SweepCurves {
 /** Held-out logits are kept for every epoch up to this many floats (256 MB); beyond it finalists are refit. */
 export const KEEP_LOGITS_MAX = 64 * 1024 * 1024;
 
-/** What runs the sweep's wide linear pass: tfjs kernels, or one onnxruntime graph per step (faster without tfjs-node). */
-export const SWEEP_ENGINES = ['auto', 'tfjs', 'onnxruntime'] as const;
-export type SweepEngine = (typeof SWEEP_ENGINES)[number];
-
 export interface SweepRunOptions {
   /** Stop when no candidate improved its held-out loss for this many epochs (0 = never). */
   patience: number;
-  engine?: Exclude<SweepEngine, 'auto'>;
+  /** What runs the sweep's wide linear pass: tfjs kernels, or one onnxruntime graph per step (engine.ts). */
+  engine?: Engine;
 }
 
 /** Runs every candidate for up to `options.epochs` epochs on `fit`, scoring each epoch on `holdout`. */

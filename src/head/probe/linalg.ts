@@ -5,7 +5,7 @@
  */
 import * as os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { encodeModel, onnx } from '../backbone/graph.js';
+import { encodeModel, onnx } from '../../backbone/graph.js';
 
 /** Row-major matrices. Float64 where the solver keeps its state; products may round through float32 (see `MatMul`). */
 export type Matrix = Float64Array;

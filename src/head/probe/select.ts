@@ -12,10 +12,10 @@
  * features the strongest tied C was the less accurate one (monkeys, 3 per class: l2 C 10 / 100 / 1000 tie; on
  * 272 val images C 10 is 2 images worse).
  */
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError } from '../../errors.js';
 import { MatMul } from './linalg.js';
-import { fitTemperature, rowNlls, temperatureNll } from './metrics.js';
-import { type NormalizationKind, type Normalization, applyNormalization, fitNormalization } from './normalize.js';
+import { fitTemperature, rowNlls, temperatureNll } from '../metrics.js';
+import { type NormalizationKind, type Normalization, applyNormalization, fitNormalization } from '../normalize.js';
 import { type ProbeRows, fitProbes, l2Strength, probeLayer, probeLogits } from './probe.js';
 import {
   type Fold,
@@ -26,8 +26,8 @@ import {
   normalisedFold,
   planSelection,
   subsetRows,
-} from './select.js';
-import { type DenseWeights, type HeadOptions, type Split, classWeightsFor } from './train.js';
+} from '../plan.js';
+import { type DenseWeights, type HeadOptions, type Split, classWeightsFor } from '../model.js';
 
 /**
  * Ties go to l2 first: it makes the head independent of the feature vector's length, which shifts with image

@@ -2,19 +2,14 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
-import { FeatcacheError } from '../../src/errors.js';
-import { fitHeadOrt, shouldUseOrtHead } from '../../src/head/fit-ort.js';
-import { type Tf, loadTf } from '../../src/head/runtime.js';
-import {
-  DEFAULT_HEAD_OPTIONS,
-  type EpochStats,
-  type HeadOptions,
-  type Split,
-  type TrainResult,
-  fitHead,
-} from '../../src/head/train.js';
-import { seededRandom } from '../../src/util/random.js';
-import { repoRoot } from '../support/helpers.js';
+import { FeatcacheError } from '../../../src/errors.js';
+import { shouldUseOrtHead } from '../../../src/head/minibatch/engine.js';
+import { fitHeadOrt } from '../../../src/head/minibatch/fit-ort.js';
+import { type Tf, loadTf } from '../../../src/head/runtime.js';
+import { DEFAULT_HEAD_OPTIONS, type EpochStats, type HeadOptions, type Split } from '../../../src/head/model.js';
+import { type TrainResult, fitHead } from '../../../src/head/minibatch/train.js';
+import { seededRandom } from '../../../src/util/random.js';
+import { repoRoot } from '../../support/helpers.js';
 
 /** Noisy clusters with unequal class sizes (so balanced class weights change the run). */
 function clusters(count: number, dim: number, classes: number, noise: number, seed: number): Split {

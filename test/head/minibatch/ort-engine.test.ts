@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { OrtWideTrainer, type StepBatch } from '../../src/head/ort-engine.js';
-import type { HeadOptions } from '../../src/head/train.js';
-import { seededRandom } from '../../src/util/random.js';
+import { OrtWideTrainer, type StepBatch } from '../../../src/head/minibatch/ort-engine.js';
+import type { HeadOptions } from '../../../src/head/model.js';
+import { seededRandom } from '../../../src/util/random.js';
 
 const [dim, classes, n] = [10, 4, 6];
 

@@ -1,18 +1,18 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { type Tf, loadTf } from '../../src/head/runtime.js';
+import { type Tf, loadTf } from '../../../src/head/runtime.js';
 import {
   KFOLD,
   MIN_HOLDOUT_ROWS,
   conflictingDuplicates,
   duplicateGroups,
   planSelection,
-  selectSetting,
-  sweepEpochBudget,
-} from '../../src/head/select.js';
-import { sweepCurves } from '../../src/head/sweep.js';
-import { DEFAULT_HEAD_OPTIONS, type HeadOptions, type Split, fitHead } from '../../src/head/train.js';
-import { seededRandom } from '../../src/util/random.js';
+} from '../../../src/head/plan.js';
+import { selectSetting, sweepEpochBudget } from '../../../src/head/minibatch/select.js';
+import { sweepCurves } from '../../../src/head/minibatch/sweep.js';
+import { DEFAULT_HEAD_OPTIONS, type HeadOptions, type Split } from '../../../src/head/model.js';
+import { fitHead } from '../../../src/head/minibatch/train.js';
+import { seededRandom } from '../../../src/util/random.js';
 
 function clusters(count: number, dim: number, classes: number, noise: number, seed: number): Split {
   const random = seededRandom(seed);

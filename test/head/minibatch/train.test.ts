@@ -2,19 +2,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
-import { type Tf, loadTf } from '../../src/head/runtime.js';
-import {
-  DEFAULT_HEAD_OPTIONS,
-  type HeadOptions,
-  type Split,
-  balancedClassWeights,
-  initValues,
-  predictProbabilities,
-  stepLr,
-  fitHead as trainHead,
-} from '../../src/head/train.js';
-import { repoRoot } from '../support/helpers.js';
-import { seededRandom } from '../../src/util/random.js';
+import { type Tf, loadTf } from '../../../src/head/runtime.js';
+import { DEFAULT_HEAD_OPTIONS, type HeadOptions, type Split, balancedClassWeights } from '../../../src/head/model.js';
+import { initValues, predictProbabilities, stepLr, fitHead as trainHead } from '../../../src/head/minibatch/train.js';
+import { repoRoot } from '../../support/helpers.js';
+import { seededRandom } from '../../../src/util/random.js';
 
 /** Gaussian clusters: `classes` centres in `dim` dimensions, `noise` spread. */
 function clusters(count: number, dim: number, classes: number, noise: number, seed: number, weights?: number[]): Split {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type Evaluation, minimizeTogether } from '../../src/head/lbfgs.js';
+import { type Evaluation, minimizeTogether } from '../../../src/head/probe/lbfgs.js';
 
 /** f(x) = ½ Σ cᵢ (xᵢ − tᵢ)²: minimiser t, condition number max c / min c. */
 function quadratic(curvature: number[], target: number[]) {

@@ -7,8 +7,8 @@ import {
   matMulTransBJs,
   pivotedCholesky,
   solvePivotTranspose,
-} from '../../src/head/linalg.js';
-import { seededRandom } from '../../src/util/random.js';
+} from '../../../src/head/probe/linalg.js';
+import { seededRandom } from '../../../src/util/random.js';
 
 const random = seededRandom(11);
 const matrix = (rows: number, cols: number) => Float64Array.from({ length: rows * cols }, () => random() * 2 - 1);

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { MatMul } from '../../src/head/linalg.js';
-import { cForStrength, fitProbes, l2Strength, probeLayer, probeLogits } from '../../src/head/probe.js';
-import { softmaxRows } from '../../src/head/train.js';
-import { seededRandom } from '../../src/util/random.js';
-import { repoRoot } from '../support/helpers.js';
+import { MatMul } from '../../../src/head/probe/linalg.js';
+import { cForStrength, fitProbes, l2Strength, probeLayer, probeLogits } from '../../../src/head/probe/probe.js';
+import { softmaxRows } from '../../../src/head/model.js';
+import { seededRandom } from '../../../src/util/random.js';
+import { repoRoot } from '../../support/helpers.js';
 
 const python = '/usr/bin/python3';
 const hasSklearn = spawnSync(python, ['-c', 'import sklearn, numpy'], { encoding: 'utf8' }).status === 0;

@@ -1,16 +1,16 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { MatMul } from '../../src/head/linalg.js';
+import { MatMul } from '../../../src/head/probe/linalg.js';
 import {
   NORMALIZATION_PREFERENCE,
   chooseCandidate,
   fitProbeHead,
   pairedDifference,
   selectProbe,
-} from '../../src/head/probe-select.js';
-import type { SweepRow } from '../../src/head/select.js';
-import type { Split } from '../../src/head/train.js';
-import { seededRandom } from '../../src/util/random.js';
+} from '../../../src/head/probe/select.js';
+import type { SweepRow } from '../../../src/head/plan.js';
+import type { Split } from '../../../src/head/model.js';
+import { seededRandom } from '../../../src/util/random.js';
 
 function row(normalize: SweepRow['normalize'], c: number, calibratedLoss: number, holdoutAcc = 0.9): SweepRow {
   return {
