@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError, nonNegativeInteger, optionName, parseChoice, positiveInteger } from '../errors.js';
+import { FeatcacheError, nonNegativeInteger, optionName, parseChoice, positiveInteger, ExitCode } from '../errors.js';
 import { sha256Bytes, writeBytesAtomic } from '../util/fsx.js';
 import { toolVersions } from '../version.js';
 import { RANGE_METHODS, checkRangeOptions } from './calibrate.js';
@@ -167,7 +167,7 @@ export async function ensureInt8Model(
       const code = (error as NodeJS.ErrnoException).code ?? String(error);
       throw new FeatcacheError(
         `${optionName('int8')}: cannot save the quantised model as ${paths.model} (${code}); pass a writable directory for it with ${optionName('int8Dir')}`,
-        1,
+        ExitCode.failed,
       );
     }
     saved = { bytes: quantised.bytes, provenance };
@@ -226,7 +226,7 @@ export async function resolveInt8(
       const expected = int8Paths(source.file, request.calibrationHash, request.options?.int8Dir).model;
       throw new FeatcacheError(
         `${optionName('int8')}: the int8 model calibrated as ${request.calibrationHash.slice(0, 12)}… is missing or damaged (expected ${expected}); re-run 'featcache extract --int8' on the training data to rebuild it`,
-        1,
+        ExitCode.failed,
       );
     }
   }

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import { FeatcacheError, invalidParameter, optionName, errorMessage } from '../errors.js';
+import { FeatcacheError, invalidParameter, optionName, errorMessage, ExitCode } from '../errors.js';
 import { checkCuda, cudaFailureReasons } from './cuda-libs.js';
 
 export type DeviceSpec = { kind: 'auto' } | { kind: 'cpu' } | { kind: 'cuda'; deviceId: number };
@@ -93,7 +93,7 @@ export async function openSession(
   }
   throw new FeatcacheError(
     `${optionName('device')}: no execution provider could run the model; ${reasons.join('; ')}`,
-    1,
+    ExitCode.failed,
   );
 }
 

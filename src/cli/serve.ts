@@ -1,5 +1,6 @@
 /** `featcache serve`: the yargs face of jobs/serve; SIGTERM/SIGINT drain in-flight requests, then exit 0. */
 import type { Argv } from 'yargs';
+import { ExitCode } from '../errors.js';
 import { DEFAULT_SERVE_OPTIONS as D, serve } from '../jobs/serve.js';
 import { defineCommand, backboneOptions, logToStderr } from './flags.js';
 
@@ -69,10 +70,10 @@ export const serveCommand = defineCommand({
     const stop = (signal: string) => {
       logToStderr(`serve: ${signal}: finishing requests in flight`);
       handle.close().then(
-        () => process.exit(0),
+        () => process.exit(ExitCode.ok),
         (error: unknown) => {
           logToStderr(`serve: ${String(error)}`);
-          process.exit(1);
+          process.exit(ExitCode.failed);
         },
       );
     };

@@ -22,7 +22,7 @@ import {
 import { type DeviceSpec, type InputLayout, inputLayout } from '../backbone/session.js';
 import { FEATURE_OUTPUT, resolveTap, tappedModel } from '../backbone/tap.js';
 import { openWorkerSession } from '../backbone/worker-client.js';
-import { FeatcacheError, optionName } from '../errors.js';
+import { FeatcacheError, optionName, ExitCode } from '../errors.js';
 import { HEAD_FILE, type HeadInfo } from '../head/saved.js';
 import type { DenseWeights } from '../head/model.js';
 import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
@@ -109,7 +109,10 @@ export async function readHeadFiles(dir: string): Promise<HeadFiles> {
     info = JSON.parse(infoBytes.toString('utf8')) as typeof info;
     modelJson = JSON.parse(modelBytes.toString('utf8')) as typeof modelJson;
   } catch {
-    throw new FeatcacheError(`${optionName('head')}: ${dir}/${HEAD_FILE} or model.json is not valid JSON`, 1);
+    throw new FeatcacheError(
+      `${optionName('head')}: ${dir}/${HEAD_FILE} or model.json is not valid JSON`,
+      ExitCode.failed,
+    );
   }
   const specs = (modelJson.weightsManifest ?? []).flatMap((m) => m.weights);
   const activations = (modelJson.modelTopology?.config?.layers ?? [])
@@ -121,11 +124,14 @@ export async function readHeadFiles(dir: string): Promise<HeadFiles> {
     if (spec.dtype !== 'float32')
       throw new FeatcacheError(
         `${optionName('head')}: ${dir}/model.json weight ${spec.name} is ${spec.dtype}; expected float32`,
-        1,
+        ExitCode.failed,
       );
     const n = spec.shape.reduce((a, b) => a * b, 1);
     if (offset + 4 * n > weights.byteLength)
-      throw new FeatcacheError(`${optionName('head')}: ${dir}/weights.bin is shorter than model.json describes`, 1);
+      throw new FeatcacheError(
+        `${optionName('head')}: ${dir}/weights.bin is shorter than model.json describes`,
+        ExitCode.failed,
+      );
     const values = new Float32Array(n);
     new Uint8Array(values.buffer).set(weights.subarray(offset, offset + 4 * n));
     offset += 4 * n;
@@ -137,33 +143,33 @@ export async function readHeadFiles(dir: string): Promise<HeadFiles> {
     if (kernel.shape.length !== 2 || bias.shape.length !== 1 || bias.shape[0] !== kernel.shape[1]) {
       throw new FeatcacheError(
         `${optionName('head')}: ${dir}/model.json has weights ${kernel.name} ${JSON.stringify(kernel.shape)} and ${bias.name} ${JSON.stringify(bias.shape)}; expected a dense kernel [in, units] then its bias [units]`,
-        1,
+        ExitCode.failed,
       );
     }
     const activation = activations[layers.length] ?? (i + 2 === specs.length ? 'softmax' : 'relu');
     if (activation !== 'relu' && activation !== 'softmax')
       throw new FeatcacheError(
         `${optionName('head')}: ${dir} layer ${layers.length + 1} uses activation ${activation}; bundles support relu and a final softmax`,
-        1,
+        ExitCode.failed,
       );
     layers.push({ kernel: take(kernel), shape: [kernel.shape[0]!, kernel.shape[1]!], bias: take(bias), activation });
   }
   if (layers.length === 0 || specs.length % 2 !== 0)
     throw new FeatcacheError(
       `${optionName('head')}: ${dir}/model.json lists ${specs.length} weights; expected dense kernel/bias pairs`,
-      1,
+      ExitCode.failed,
     );
   if (layers.at(-1)!.shape[1] !== info.classes.length) {
     throw new FeatcacheError(
       `${optionName('head')}: ${dir} has ${info.classes.length} classes in ${HEAD_FILE} but its last layer has ${layers.at(-1)!.shape[1]} units`,
-      1,
+      ExitCode.failed,
     );
   }
   const temperature = info.temperature ?? 1;
   if (!(Number.isFinite(temperature) && temperature > 0))
     throw new FeatcacheError(
       `${optionName('head')}: ${dir}/${HEAD_FILE} temperature must be a positive number, got ${temperature}`,
-      1,
+      ExitCode.failed,
     );
   const id = createHash('sha256').update(infoBytes).update(modelBytes).update(weights).digest('hex');
   return { dir, info, layers, id };
@@ -224,7 +230,7 @@ export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'l
     if (n.mean?.length !== dim || n.std?.length !== dim)
       throw new FeatcacheError(
         `${optionName('head')}: standard statistics are ${n.mean?.length}-d but the first layer takes ${dim}`,
-        1,
+        ExitCode.failed,
       );
     inits.push(floatTensor('featcache_head/mean', [dim], n.mean), floatTensor('featcache_head/std', [dim], n.std));
     nodes.push(
@@ -396,7 +402,10 @@ export function bundleMetadataOf(model: ModelProto, source: string): BundleMetad
       provenance: JSON.parse(props.get(METADATA_KEYS.provenance)!) as BundleMetadata['provenance'],
     };
   } catch {
-    throw new FeatcacheError(`${optionName('model')}: ${source} has featcache metadata that is not valid JSON`, 1);
+    throw new FeatcacheError(
+      `${optionName('model')}: ${source} has featcache metadata that is not valid JSON`,
+      ExitCode.failed,
+    );
   }
 }
 

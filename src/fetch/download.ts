@@ -12,7 +12,7 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { EnvHttpProxyAgent, type Response, fetch } from 'undici';
-import { FeatcacheError, errorMessage, invalidParameter } from '../errors.js';
+import { FeatcacheError, errorMessage, invalidParameter, ExitCode } from '../errors.js';
 
 export interface DownloadTimeouts {
   /** Give up on a TCP (and TLS) connection that takes longer than this. */
@@ -139,7 +139,7 @@ async function transfer(
   if (response.status === 416) return { complete: true, total: offset };
   if (!response.ok) {
     await response.body?.cancel().catch(() => {});
-    throw new FeatcacheError(`${options.url}: HTTP ${response.status} ${response.statusText}`, 1);
+    throw new FeatcacheError(`${options.url}: HTTP ${response.status} ${response.statusText}`, ExitCode.failed);
   }
   if (response.status === 200 && offset > 0) {
     // The server ignored the Range request: start over.
@@ -219,7 +219,7 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
         const kept = (await hashFile(part)).bytes > 0 ? `; ${part} is kept — re-run to resume` : '';
         throw new FeatcacheError(
           `${options.url}: download incomplete after ${attempts} attempts (${errors.at(-1)})${kept}`,
-          1,
+          ExitCode.failed,
         );
       }
       await new Promise((r) => setTimeout(r, Math.min(2000, (options.retryDelayMs ?? 100) * 2 ** (attempts - 1))));
@@ -244,7 +244,7 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
     await fs.rm(`${part}.source`, { force: true });
     throw new FeatcacheError(
       `${options.url}: downloaded file is corrupt (${problems.join('; ')}); removed it — re-run to download again`,
-      1,
+      ExitCode.failed,
     );
   }
   await fs.rename(part, options.dest);

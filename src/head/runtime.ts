@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import type * as TF from '@tensorflow/tfjs';
-import { parseChoice, FeatcacheError, optionName, errorMessage } from '../errors.js';
+import { parseChoice, FeatcacheError, optionName, errorMessage, ExitCode } from '../errors.js';
 
 /** @internal */
 export type Tf = typeof TF;
@@ -57,7 +57,8 @@ async function selectBackend(choice: BackendChoice): Promise<TfRuntime> {
       const reason = /Cannot find (module|package)/.test(message)
         ? '@tensorflow/tfjs-node is not installed (npm install @tensorflow/tfjs-node, where libtensorflow can be downloaded)'
         : `@tensorflow/tfjs-node failed to load: ${message}`;
-      if (choice === 'tensorflow') throw new FeatcacheError(`${optionName('backend')} tensorflow: ${reason}`, 1);
+      if (choice === 'tensorflow')
+        throw new FeatcacheError(`${optionName('backend')} tensorflow: ${reason}`, ExitCode.failed);
       skipped.push(`tensorflow: ${reason}`);
     }
   }
@@ -70,7 +71,8 @@ async function selectBackend(choice: BackendChoice): Promise<TfRuntime> {
       await tf.ready();
       return { tf, backend: 'wasm', skipped };
     } catch (error) {
-      if (choice === 'wasm') throw new FeatcacheError(`${optionName('backend')} wasm: ${errorMessage(error)}`, 1);
+      if (choice === 'wasm')
+        throw new FeatcacheError(`${optionName('backend')} wasm: ${errorMessage(error)}`, ExitCode.failed);
       skipped.push(`wasm: ${errorMessage(error)}`);
     }
   }

@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError, optionName } from '../errors.js';
+import { FeatcacheError, optionName, ExitCode } from '../errors.js';
 import { NORMALIZATIONS, type Normalization } from './normalize.js';
 import type { Tf } from './runtime.js';
 import type { DenseWeights } from './model.js';
@@ -151,7 +151,7 @@ async function writeHeadFiles(dir: string, write: (tmp: string) => Promise<void>
   await inspectHeadDir(dir);
   const parent = path.dirname(path.resolve(dir));
   await fs.mkdir(parent, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
-    throw new FeatcacheError(`${optionName('head')} ${dir}: cannot create ${parent} (${error.code})`, 1);
+    throw new FeatcacheError(`${optionName('head')} ${dir}: cannot create ${parent} (${error.code})`, ExitCode.failed);
   });
   // A fresh, uniquely named folder: the recursive removal below can only ever remove what this call created.
   const tmp = await fs.mkdtemp(path.join(parent, `.${path.basename(dir)}.${process.pid}.`));
@@ -168,7 +168,7 @@ async function writeHeadFiles(dir: string, write: (tmp: string) => Promise<void>
     const code = (error as NodeJS.ErrnoException).code;
     throw new FeatcacheError(
       `${optionName('head')} ${dir}: cannot write the head (${code ?? (error as Error).message}); the previous head, if any, was not replaced`,
-      1,
+      ExitCode.failed,
     );
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
@@ -262,18 +262,25 @@ export async function loadHead(tf: Tf, dir: string): Promise<LoadedHead> {
     } catch {
       throw new FeatcacheError(
         `${optionName('head')} ${dir}: ${name} is not valid JSON (truncated or edited?); ${remedy(dir)}`,
+        ExitCode.failed,
       );
     }
   };
   const infoValue = await parse(HEAD_FILE);
   const infoProblem = headInfoProblem(infoValue);
   if (infoProblem)
-    throw new FeatcacheError(`${optionName('head')} ${dir}: ${HEAD_FILE} ${infoProblem}; ${remedy(dir)}`);
+    throw new FeatcacheError(
+      `${optionName('head')} ${dir}: ${HEAD_FILE} ${infoProblem}; ${remedy(dir)}`,
+      ExitCode.failed,
+    );
   const info = infoValue as HeadInfo;
   const modelValue = await parse('model.json');
   const modelProblem = modelJsonProblem(modelValue, info);
   if (modelProblem)
-    throw new FeatcacheError(`${optionName('head')} ${dir}: model.json ${modelProblem}; ${remedy(dir)}`);
+    throw new FeatcacheError(
+      `${optionName('head')} ${dir}: model.json ${modelProblem}; ${remedy(dir)}`,
+      ExitCode.failed,
+    );
   const modelJson = modelValue as ModelJson;
   const weightSpecs = modelJson.weightsManifest.flatMap((m) => m.weights);
   const weights = await read('weights.bin');
@@ -281,6 +288,7 @@ export async function loadHead(tf: Tf, dir: string): Promise<LoadedHead> {
   if (weights.byteLength !== expected) {
     throw new FeatcacheError(
       `${optionName('head')} ${dir}: weights.bin has ${weights.byteLength} bytes but model.json needs ${expected} (${weights.byteLength < expected ? 'truncated' : 'extra data'}); ${remedy(dir)}`,
+      ExitCode.failed,
     );
   }
   const model = await tf
@@ -294,6 +302,7 @@ export async function loadHead(tf: Tf, dir: string): Promise<LoadedHead> {
     .catch((error: Error) => {
       throw new FeatcacheError(
         `${optionName('head')} ${dir}: model.json cannot be loaded by TensorFlow.js (${error.message.split('\n')[0]}); ${remedy(dir)}`,
+        ExitCode.failed,
       );
     });
   const dim = info.provenance.dim;

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import AdmZip from 'adm-zip';
-import { FeatcacheError, optionName, errorMessage } from '../errors.js';
+import { FeatcacheError, optionName, errorMessage, ExitCode } from '../errors.js';
 import { download } from '../fetch/download.js';
 import { exists } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
@@ -43,7 +43,7 @@ async function resolveData(given: string | undefined, log: (l: string) => void):
   } catch (error) {
     throw new FeatcacheError(
       `demo: no local ants/bees data (${LOCAL_DATA.join(', ')}) and the download failed (${errorMessage(error)}); pass --data DIR`,
-      1,
+      ExitCode.failed,
     );
   }
   new AdmZip('data/hymenoptera_data.zip').extractAllTo('data', true);
@@ -65,7 +65,7 @@ async function resolveModel(
     if (!local)
       throw new FeatcacheError(
         `demo: cannot fetch resnet50 (${errorMessage(error)}) and no local pretrained model (${LOCAL_MODELS.join(', ')}); pass --model FILE`,
-        1,
+        ExitCode.failed,
       );
     log(`demo: offline — could not fetch resnet50 (${errorMessage(error)})`);
     return { file: local, why: `offline fallback: the pretrained model found at ${local}` };

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError, invalidParameter, oneOf, optionName } from '../errors.js';
+import { FeatcacheError, invalidParameter, oneOf, optionName, ExitCode } from '../errors.js';
 import {
   DIRECTORY_FORMATS,
   type ExportBatch,
@@ -213,7 +213,7 @@ export async function exportSplit(given: Partial<ExportOptions>): Promise<Export
     const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
     throw new FeatcacheError(
       `${optionName('out')} ${options.out}: cannot write (${code}); ${output.kind === 'stream' ? 'what was written through is incomplete' : 'nothing was written'}`,
-      1,
+      ExitCode.failed,
     );
   }
   const bytes =

@@ -7,7 +7,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { decodeModel } from '../backbone/graph.js';
 import { resolveTap } from '../backbone/tap.js';
-import { FeatcacheError, errorMessage, invalidParameter, oneOf } from '../errors.js';
+import { FeatcacheError, errorMessage, invalidParameter, oneOf, ExitCode } from '../errors.js';
 import { DEFAULT_DOWNLOAD_TIMEOUTS, type ProxySettings, download } from '../fetch/download.js';
 import { MODEL_NAMES, MODEL_SOURCES } from '../fetch/registry.js';
 import { exists, sha256File } from '../util/fsx.js';
@@ -80,7 +80,7 @@ async function verifyStructure(file: string): Promise<string> {
   } catch (error) {
     throw new FeatcacheError(
       `${file}: downloaded, but not a usable backbone (${(error as Error).message}); delete it and check the URL`,
-      1,
+      ExitCode.failed,
     );
   }
 }
@@ -149,7 +149,7 @@ export async function fetchModel(options: Partial<FetchModelOptions> = {}): Prom
     if (expected && sha256 !== expected.toLowerCase()) {
       throw new FeatcacheError(
         `${file}: exists but its sha256 ${sha256.slice(0, 12)}… is not the expected ${expected.slice(0, 12)}…; delete it to download again`,
-        1,
+        ExitCode.failed,
       );
     }
     if (!pinned) await fs.writeFile(pinFile(file), `${sha256}  ${path.basename(file)}\n`);
@@ -191,10 +191,10 @@ export async function fetchModel(options: Partial<FetchModelOptions> = {}): Prom
       if (i + 1 < urls.length) log(`fetch-model: ${reason}; trying ${urls[i + 1]}`);
     }
   }
-  if (failedSources.length === 1) throw new FeatcacheError(failedSources[0]!, 1);
+  if (failedSources.length === 1) throw new FeatcacheError(failedSources[0]!, ExitCode.failed);
   const listed = failedSources.map((f, i) => `(${i + 1}) ${f}`).join(' ');
   throw new FeatcacheError(
     `fetch-model ${o.name}: every source failed: ${listed} — behind a proxy, set HTTPS_PROXY; or download the file yourself and pass its URL or path`,
-    1,
+    ExitCode.failed,
   );
 }

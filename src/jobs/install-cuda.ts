@@ -17,7 +17,7 @@ import {
   describeCudaProblems,
   onnxruntimeBinDir,
 } from '../backbone/cuda-libs.js';
-import { FeatcacheError, invalidParameter } from '../errors.js';
+import { FeatcacheError, invalidParameter, ExitCode } from '../errors.js';
 import { withDefaults } from '../util/options.js';
 
 export interface InstallCudaOptions {
@@ -77,7 +77,7 @@ function resolveInstaller(): string {
   } catch {
     throw new FeatcacheError(
       'install-cuda: onnxruntime-node is not installed beside featcache; reinstall featcache',
-      1,
+      ExitCode.failed,
     );
   }
 }
@@ -118,7 +118,7 @@ function runInstaller(
     }, timeoutMs);
     child.on('error', (error) => {
       clearTimeout(timer);
-      reject(new FeatcacheError(`install-cuda: could not start ${installer} (${error.message})`, 1));
+      reject(new FeatcacheError(`install-cuda: could not start ${installer} (${error.message})`, ExitCode.failed));
     });
     child.on('close', (code) => {
       clearTimeout(timer);
@@ -128,14 +128,14 @@ function runInstaller(
         reject(
           new FeatcacheError(
             `install-cuda: the download from NuGet did not finish within ${timeoutMs / 1000} s; ${retry}`,
-            1,
+            ExitCode.failed,
           ),
         );
       else if (code !== 0)
         reject(
           new FeatcacheError(
             `install-cuda: could not fetch the CUDA provider from NuGet (${failureLine(output)}); ${retry}`,
-            1,
+            ExitCode.failed,
           ),
         );
       else resolve();
@@ -163,7 +163,7 @@ export async function installCuda(options: Partial<InstallCudaOptions> = {}): Pr
   if (platform !== CUDA_PLATFORM) {
     throw new FeatcacheError(
       `install-cuda: onnxruntime-node offers its CUDA provider for ${CUDA_PLATFORM} only; this machine is ${platform}`,
-      1,
+      ExitCode.failed,
     );
   }
   const installer = o.installer ?? resolveInstaller();
@@ -171,7 +171,7 @@ export async function installCuda(options: Partial<InstallCudaOptions> = {}): Pr
   if (!providerDir)
     throw new FeatcacheError(
       'install-cuda: onnxruntime-node is not installed beside featcache; reinstall featcache',
-      1,
+      ExitCode.failed,
     );
   const installerEnv = installerEnvironment(o.env ?? process.env);
   const check = () => checkCuda({ ...o.libraries, providerDir });
@@ -191,7 +191,7 @@ export async function installCuda(options: Partial<InstallCudaOptions> = {}): Pr
   if (stillMissing.length > 0) {
     throw new FeatcacheError(
       `install-cuda: the installer finished but ${stillMissing.join(', ')} is not in ${providerDir}`,
-      1,
+      ExitCode.failed,
     );
   }
   return result('installed');

@@ -7,7 +7,15 @@ import * as fs from 'node:fs/promises';
 import sharp from 'sharp';
 import type { AddressInfo } from 'node:net';
 import { parseDevice } from '../backbone/session.js';
-import { FeatcacheError, errorMessage, nonNegativeInteger, numberIn, optionName, positiveInteger } from '../errors.js';
+import {
+  FeatcacheError,
+  errorMessage,
+  nonNegativeInteger,
+  numberIn,
+  optionName,
+  positiveInteger,
+  ExitCode,
+} from '../errors.js';
 import { type OpenedBundle, buildBundle, openBundle, openBundleBytes } from '../export/bundle.js';
 import { MicroBatcher } from '../serve/batcher.js';
 import { type ImageBatcher, type ServerState, createServeApp } from '../serve/server.js';
@@ -113,7 +121,7 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
   } catch (error) {
     throw new FeatcacheError(
       `${optionName('port')}: cannot listen on ${options.host}:${options.port} (${errorMessage(error)})`,
-      1,
+      ExitCode.failed,
     );
   }
   const address = app.server.address() as AddressInfo;

@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { FeatcacheError } from '../errors.js';
+import { FeatcacheError, ExitCode } from '../errors.js';
 import { processAlive, removeDeadTemporaries, temporarySibling } from '../util/fsx.js';
 
 export interface Lock {
@@ -159,12 +159,12 @@ export async function acquireLock(file: string, what: string): Promise<Lock> {
     if (!stat) continue;
     const text = await fs.readFile(file, 'utf8').catch(() => '');
     const verdict = judge(file, text, Date.now() - stat.mtimeMs, what);
-    if (!verdict.stale) throw new FeatcacheError(verdict.refusal, 1);
+    if (!verdict.stale) throw new FeatcacheError(verdict.refusal, ExitCode.failed);
     await removeIfSame(file, stat.ino);
   }
   throw new FeatcacheError(
     `${what}: could not take the lock ${file}: other writers keep taking it; wait for them, or delete ${file} if none is running`,
-    1,
+    ExitCode.failed,
   );
 }
 

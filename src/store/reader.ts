@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError, damagedFile, missingFile, optionName } from '../errors.js';
+import { FeatcacheError, damagedFile, missingFile, optionName, ExitCode } from '../errors.js';
 import { sha256Bytes } from '../util/fsx.js';
 import { type CacheManifest, readManifest } from './manifest.js';
 import { type Failure, type PartContent, decodePart, readPartIndex, readRecordedIndex } from './part.js';
@@ -101,7 +101,7 @@ export class FeatureCache {
     if (dim !== this.dim) {
       throw new FeatcacheError(
         `${file}: features are ${dim}-d but the cache's are ${this.dim}-d; the part does not belong to this cache`,
-        1,
+        ExitCode.failed,
       );
     }
   }
@@ -115,7 +115,7 @@ export class FeatureCache {
     const parts = await this.partFiles(split);
     for (const [index, file] of parts.entries()) {
       const part = await readPartIndex(file).catch((error: Error) => {
-        throw new FeatcacheError(`${file}: unreadable part file (${error.message})`, 1);
+        throw new FeatcacheError(`${file}: unreadable part file (${error.message})`, ExitCode.failed);
       });
       this.checkDim(file, part.dim);
       for (const p of part.removed) latest.set(p, { kind: 'removed', part: index, size: 0, mtimeMs: 0 });

@@ -10,7 +10,7 @@ import type { Item } from '../dataset/source.js';
 import type { Stamp } from '../dataset/source.js';
 import type { Shard } from '../dataset/split.js';
 import { inShard } from '../dataset/split.js';
-import { FeatcacheError, optionName } from '../errors.js';
+import { FeatcacheError, optionName, ExitCode } from '../errors.js';
 import { type Lock, acquireLock, removeStaleTemporaries } from './lock.js';
 import { type Failure, type Row, writePart } from './part.js';
 import { FeatureCache, type LatestRecord } from './reader.js';
@@ -136,7 +136,7 @@ export class SplitWriter {
     }).catch((error: NodeJS.ErrnoException) => {
       throw new FeatcacheError(
         `${optionName('cache')} ${this.options.cache}: cannot write ${file} (${error.code ?? error.message}); parts already written are intact — free space and re-run to resume`,
-        1,
+        ExitCode.failed,
       );
     });
     this.pending = { rows: [], features: [], failures: [] };

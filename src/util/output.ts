@@ -7,7 +7,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError, invalidParameter, optionName } from '../errors.js';
+import { FeatcacheError, invalidParameter, optionName, ExitCode } from '../errors.js';
 import { removeDeadTemporaries, temporarySibling, writeBytesAtomic } from './fsx.js';
 
 /** The name that means standard output. */
@@ -95,7 +95,10 @@ async function resolveLinks(target: string): Promise<string> {
 
 function cannotWrite(option: string, target: string, error: unknown): FeatcacheError {
   const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-  return new FeatcacheError(`${optionName(option)} ${target}: cannot write (${code}); nothing was written`, 1);
+  return new FeatcacheError(
+    `${optionName(option)} ${target}: cannot write (${code}); nothing was written`,
+    ExitCode.failed,
+  );
 }
 
 /**
