@@ -1,8 +1,7 @@
 /** `featcache demo`: the command line of the demo job (src/jobs/demo.ts). */
 import type { Argv } from 'yargs';
-import { trainSummaryLine } from '../jobs/train-head.js';
 import { DEFAULT_DEMO_OPTIONS as D, demo } from '../jobs/demo.js';
-import { summaryLine } from './extract.js';
+import { extractSummaryLine, trainSummaryLine } from './summary.js';
 import { defineCommand, logToStderr } from './flags.js';
 
 export const demoCommand = defineCommand({
@@ -43,7 +42,7 @@ export const demoCommand = defineCommand({
       log: logToStderr,
     });
     say(`demo: model ${r.model.file} (${r.model.why}); data ${r.data}`);
-    for (const e of r.extracted) say(summaryLine(e));
+    for (const e of r.extracted) say(extractSummaryLine(e));
     say(trainSummaryLine(r.trained));
     say(`demo: predicted ${r.predicted.predictions.length} val images, ${r.wrong} wrong; open ${r.report}`);
   },

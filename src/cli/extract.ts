@@ -1,7 +1,7 @@
 /** `featcache extract`: the command line of the extract job (src/jobs/extract.ts). */
 import type { Argv } from 'yargs';
 import { RANGE_METHODS } from '../backbone/calibrate.js';
-import { type ExtractOptions, type ExtractResult, DEFAULT_EXTRACT_OPTIONS as X, extract } from '../jobs/extract.js';
+import { type ExtractOptions, DEFAULT_EXTRACT_OPTIONS as X, extract } from '../jobs/extract.js';
 import {
   defineCommand,
   backboneOptions,
@@ -13,19 +13,7 @@ import {
   jsonOption,
   logToStderr,
 } from './flags.js';
-
-export function summaryLine(r: ExtractResult): string {
-  const t = r.timings;
-  const failed = r.failed > 0 ? `; ${r.failed} failed (see 'featcache info --cache ${r.cache} --failures')` : '';
-  const skipped = r.skipped.length > 0 ? `; ${r.skipped.length} non-image files skipped` : '';
-  const stopped = r.interrupted ? ' — interrupted; re-run the same command to resume' : '';
-  return (
-    `extract ${r.split}: ${r.extracted} extracted, ${r.unchanged} unchanged, ${r.removed} removed of ${r.dataset} images → ${r.cache}/${r.split} ` +
-    `(${r.dim}-d, ${r.provider}${r.precision === 'fp32' ? '' : ` ${r.precision}`}, ${r.imagesPerSecond.toFixed(1)} img/s; ${t.wallS.toFixed(1)} s: decode ${t.decodeWaitS.toFixed(1)} s exposed ` +
-    `(${t.decodeBusyS.toFixed(1)} s busy), inference ${t.inferS.toFixed(1)} s, write ${t.writeS.toFixed(1)} s, setup ${t.setupS.toFixed(1)} s; bottleneck: ${r.bottleneck})` +
-    `${failed}${skipped}${stopped}`
-  );
-}
+import { extractSummaryLine } from './summary.js';
 
 export const extractCommand = defineCommand({
   command: 'extract',
@@ -146,7 +134,7 @@ export const extractCommand = defineCommand({
       log: logToStderr,
       fetch: fetchFrom(a),
     });
-    emit(a.json, result, () => summaryLine(result));
+    emit(a.json, result, () => extractSummaryLine(result));
     process.exitCode = result.exitCode;
   },
 });

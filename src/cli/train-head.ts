@@ -10,9 +10,9 @@ import {
   SOLVERS,
   type TrainHeadOptions,
   trainHead,
-  trainSummaryLine,
 } from '../jobs/train-head.js';
 import { defineCommand, emit, jsonOption } from './flags.js';
+import { trainSummaryLine } from './summary.js';
 
 /** Flag → option. Only typed flags reach the job (yargs gets no defaults), so the sweep can tell them from defaults. */
 const FLAGS: Record<string, keyof TrainHeadOptions> = {

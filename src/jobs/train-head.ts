@@ -658,7 +658,8 @@ function cText(c: number | null): string {
   return c !== null && Number.isFinite(c) ? String(c) : 'inf';
 }
 
-function settingText(s: TrainHeadResult['setting']): string {
+/** The chosen setting in words (log lines and the CLI's summary). */
+export function settingText(s: TrainHeadResult['setting']): string {
   if (s.solver === 'lbfgs')
     return `logistic regression (L-BFGS), normalize ${s.normalize}, C ${cText(s.c)} (λ ${s.weightDecay.toPrecision(3)})`;
   return `normalize ${s.normalize}, lr ${s.lr}, weight decay ${s.weightDecay}, ${s.epochs} epochs`;
@@ -684,16 +685,5 @@ export function epochLine(s: EpochStats, epochs: number): string {
     `epoch ${String(s.epoch).padStart(3)}/${epochs} lr ${s.lr.toPrecision(3)}  loss ${s.trainLoss.toFixed(4)} acc ${s.trainAcc.toFixed(4)}` +
     (s.valLoss === null ? '' : `  | val loss ${s.valLoss.toFixed(4)} acc ${s.valAcc!.toFixed(4)}`) +
     `  (${s.seconds.toFixed(2)} s)`
-  );
-}
-
-export function trainSummaryLine(r: TrainHeadResult): string {
-  const m = r.metrics;
-  const on = r.validation === 'none' ? 'train' : 'val';
-  const c = r.calibration;
-  return (
-    `train-head: ${r.trainRows} train / ${r.valRows} val rows, ${settingText(r.setting)}${r.stoppedEarly ? ' (stopped early)' : ''}; ` +
-    `${on} top-1 ${m.top1.toFixed(4)}${m.top5 === null ? '' : `, top-5 ${m.top5.toFixed(4)}`}, ECE ${c.before.ece.toFixed(3)} → ${c.after.ece.toFixed(3)}, NLL ${c.before.nll.toFixed(3)} → ${c.after.nll.toFixed(3)} (T = ${r.temperature.toFixed(3)}); ` +
-    `${r.probe ? `L-BFGS ${r.probe.iterations} iterations in ${r.probe.seconds.toFixed(2)} s` : `${(r.secondsPerEpoch ?? 0).toFixed(3)} s/epoch on ${r.engine === 'onnxruntime' ? 'onnxruntime' : r.backend}`} → ${r.head} (curves: ${path.join(r.head, 'curves.html')})`
   );
 }
