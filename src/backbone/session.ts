@@ -4,17 +4,12 @@
  */
 import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import { FeatcacheError, invalidParameter, optionName, errorMessage } from '../errors.js';
+import { FeatcacheError, optionName, errorMessage } from '../errors.js';
 import { checkCuda, cudaFailureReasons } from './cuda-libs.js';
 
-export type DeviceSpec = { kind: 'auto' } | { kind: 'cpu' } | { kind: 'cuda'; deviceId: number };
+import type { DeviceSpec } from './device.js';
 
-export function parseDevice(value: string): DeviceSpec {
-  if (value === 'auto' || value === 'cpu') return { kind: value };
-  const match = /^cuda(?::(\d+))?$/.exec(value);
-  if (match) return { kind: 'cuda', deviceId: Number(match[1] ?? 0) };
-  throw invalidParameter('device', 'one of "auto", "cpu", "cuda", "cuda:N"', value);
-}
+export { type DeviceSpec, parseDevice } from './device.js';
 
 export interface SessionSettings {
   device: DeviceSpec;

@@ -1,6 +1,6 @@
 /** `featcache bundle`: the yargs face of jobs/bundle. */
 import type { Argv, CommandModule } from 'yargs';
-import { DEFAULT_BUNDLE_OPTIONS, bundle } from '../jobs/bundle.js';
+import { DEFAULT_BUNDLE_OPTIONS } from '../jobs/defaults.js';
 import { type Args, emit, jsonOption, logToStderr } from './flags.js';
 
 export const bundleCommand: CommandModule = {
@@ -26,6 +26,7 @@ export const bundleCommand: CommandModule = {
       .option('json', jsonOption),
   handler: async (argv) => {
     const a = argv as Args;
+    const { bundle } = await import('../jobs/bundle.js');
     const result = await bundle({ head: a.head, out: a.out, model: a.model, log: logToStderr });
     emit(
       a.json,

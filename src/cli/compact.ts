@@ -1,6 +1,6 @@
 /** `featcache compact`: the command line of the compact job (src/jobs/compact.ts); defaults come from DEFAULT_COMPACT_OPTIONS. */
 import type { Argv, CommandModule } from 'yargs';
-import { DEFAULT_COMPACT_OPTIONS as D, compactSplit } from '../jobs/compact.js';
+import { DEFAULT_COMPACT_OPTIONS as D } from '../jobs/defaults.js';
 import { type Args, cacheOption, emit, jsonOption } from './flags.js';
 
 export const compactCommand: CommandModule = {
@@ -15,6 +15,7 @@ export const compactCommand: CommandModule = {
       .option('json', jsonOption),
   handler: async (argv) => {
     const a = argv as Args;
+    const { compactSplit } = await import('../jobs/compact.js');
     const r = await compactSplit({ cache: a.cache, split: a.split, partRows: a['part-rows'] });
     emit(a.json, r, () =>
       r.compacted

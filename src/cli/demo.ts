@@ -1,7 +1,6 @@
 /** `featcache demo`: the command line of the demo job (src/jobs/demo.ts). */
 import type { Argv, CommandModule } from 'yargs';
-import { trainSummaryLine } from '../jobs/train-head.js';
-import { DEFAULT_DEMO_OPTIONS as D, demo } from '../jobs/demo.js';
+import { DEFAULT_DEMO_OPTIONS as D } from '../jobs/defaults.js';
 import { summaryLine } from './extract.js';
 import { type Args, logToStderr } from './flags.js';
 
@@ -32,6 +31,10 @@ export const demoCommand: CommandModule = {
   handler: async (argv) => {
     const a = argv as Args;
     const say = (line: string) => process.stdout.write(`${line}\n`);
+    const [{ demo }, { trainSummaryLine }] = await Promise.all([
+      import('../jobs/demo.js'),
+      import('../jobs/train-head.js'),
+    ]);
     const r = await demo({
       data: a.data,
       model: a.model,

@@ -1,6 +1,7 @@
 /** `featcache extract`: the command line of the extract job (src/jobs/extract.ts). */
 import type { Argv, CommandModule } from 'yargs';
-import { type ExtractResult, DEFAULT_EXTRACT_OPTIONS as X, extract } from '../jobs/extract.js';
+import type { ExtractResult } from '../jobs/extract.js';
+import { DEFAULT_EXTRACT_OPTIONS as X } from '../jobs/defaults.js';
 import {
   type Args,
   backboneOptions,
@@ -113,6 +114,7 @@ export const extractCommand: CommandModule = {
       .option('json', jsonOption),
   handler: async (argv) => {
     const a = argv as Args;
+    const { extract } = await import('../jobs/extract.js');
     const result = await extract({
       data: a.data,
       split: a.split,

@@ -3,9 +3,10 @@
  * same and --help always shows the real default. Only the CLI layer imports yargs.
  */
 import type { Options } from 'yargs';
-import { DEFAULT_URL_OPTIONS as U, type UrlSourceOptions } from '../dataset/url.js';
+import type { UrlSourceOptions } from '../dataset/url.js';
+import { DEFAULT_URL_OPTIONS as U } from '../dataset/url-defaults.js';
 import { PRESET_NAMES } from '../image/presets.js';
-import { DEFAULT_EXTRACT_OPTIONS as X } from '../jobs/extract.js';
+import { DEFAULT_EXTRACT_OPTIONS as X } from '../jobs/defaults.js';
 
 /**
  * Parsed yargs arguments. yargs' inferred types do not survive option objects shared between commands, so handlers

@@ -2,7 +2,8 @@
 import type { Argv, CommandModule } from 'yargs';
 import { ExitCode } from '../errors.js';
 import { BACKENDS } from '../head/runtime.js';
-import { type Prediction, DEFAULT_PREDICT_OPTIONS as P, predict } from '../jobs/predict.js';
+import type { Prediction } from '../jobs/predict.js';
+import { DEFAULT_PREDICT_OPTIONS as P } from '../jobs/defaults.js';
 import { type Args, backboneOptions, emit, fetchFrom, fetchOptions, headOption, jsonOption } from './flags.js';
 
 function table(predictions: Prediction[]): string {
@@ -71,6 +72,7 @@ export const predictCommand: CommandModule = {
       .options(fetchOptions),
   handler: async (argv) => {
     const a = argv as Args;
+    const { predict } = await import('../jobs/predict.js');
     const result = await predict({
       inputs: a.inputs,
       head: a.head,

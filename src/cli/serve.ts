@@ -1,6 +1,6 @@
 /** `featcache serve`: the yargs face of jobs/serve; SIGTERM/SIGINT drain in-flight requests, then exit 0. */
 import type { Argv, CommandModule } from 'yargs';
-import { DEFAULT_SERVE_OPTIONS as D, serve } from '../jobs/serve.js';
+import { DEFAULT_SERVE_OPTIONS as D } from '../jobs/defaults.js';
 import { type Args, backboneOptions, logToStderr } from './flags.js';
 
 export const serveCommand: CommandModule = {
@@ -50,6 +50,7 @@ export const serveCommand: CommandModule = {
       .option('threads', { ...backboneOptions.threads, default: D.threads }),
   handler: async (argv) => {
     const a = argv as Args;
+    const { serve } = await import('../jobs/serve.js');
     const handle = await serve({
       head: a.head,
       bundle: a.bundle,

@@ -2,16 +2,10 @@
 import type { Argv, CommandModule, Options } from 'yargs';
 import { NORMALIZATIONS } from '../head/normalize.js';
 import { BACKENDS } from '../head/runtime.js';
-import { SWEEP_ENGINES } from '../head/sweep.js';
+import { SWEEP_ENGINES } from '../head/sweep-grid.js';
 import { CLASS_WEIGHTS, MONITORS, OPTIMIZERS } from '../head/train.js';
-import {
-  DEFAULT_TRAIN_HEAD_OPTIONS as d,
-  MINIBATCH_OPTIONS,
-  SOLVERS,
-  type TrainHeadOptions,
-  trainHead,
-  trainSummaryLine,
-} from '../jobs/train-head.js';
+import { DEFAULT_TRAIN_HEAD_OPTIONS as d, MINIBATCH_OPTIONS, SOLVERS } from '../jobs/defaults.js';
+import type { TrainHeadOptions } from '../jobs/train-head.js';
 import { type Args, emit, jsonOption } from './flags.js';
 
 /** Flag → option. Only typed flags reach the job (yargs gets no defaults), so the sweep can tell them from defaults. */
@@ -160,6 +154,7 @@ export const trainHeadCommand: CommandModule = {
     for (const [flag, key] of Object.entries(FLAGS))
       if (a[flag] !== undefined) (given as Record<string, unknown>)[key] = a[flag];
     const log = a.json ? undefined : (line: string) => process.stderr.write(`${line}\n`);
+    const { trainHead, trainSummaryLine } = await import('../jobs/train-head.js');
     const result = await trainHead({ ...given, log });
     emit(a.json, result, () => trainSummaryLine(result));
   },

@@ -23,6 +23,7 @@ import {
   makeParam,
   stepLr,
 } from './train.js';
+import type { SweepEngine } from './sweep-grid.js';
 
 export interface LrWd {
   lr: number;
@@ -43,9 +44,7 @@ export interface SweepCurves {
 /** Held-out logits are kept for every epoch up to this many floats (256 MB); beyond it finalists are refit. */
 export const KEEP_LOGITS_MAX = 64 * 1024 * 1024;
 
-/** What runs the sweep's wide linear pass: tfjs kernels, or one onnxruntime graph per step (faster without tfjs-node). */
-export const SWEEP_ENGINES = ['auto', 'tfjs', 'onnxruntime'] as const;
-export type SweepEngine = (typeof SWEEP_ENGINES)[number];
+export { SWEEP_ENGINES, type SweepEngine } from './sweep-grid.js';
 
 export interface SweepRunOptions {
   /** Stop when no candidate improved its held-out loss for this many epochs (0 = never). */

@@ -9,6 +9,9 @@ import { type CompactionStats, compactParts } from '../store/compact.js';
 import { type Lock, acquireLock } from '../store/lock.js';
 import { FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
+import { DEFAULT_COMPACT_OPTIONS } from './defaults.js';
+
+export { DEFAULT_COMPACT_OPTIONS };
 
 export interface CompactOptions {
   /** Feature cache directory. */
@@ -19,13 +22,6 @@ export interface CompactOptions {
   partRows: number;
   log: (line: string) => void;
 }
-
-export const DEFAULT_COMPACT_OPTIONS: Readonly<CompactOptions> = Object.freeze({
-  cache: './features',
-  split: 'train',
-  partRows: 4096,
-  log: () => {},
-});
 
 export interface CompactResult extends CompactionStats {
   split: string;

@@ -21,6 +21,9 @@ import { decodeBatch } from '../image/batch.js';
 import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
 import { exists } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
+import { DEFAULT_PREDICT_OPTIONS } from './defaults.js';
+
+export { DEFAULT_PREDICT_OPTIONS };
 
 export type { Prediction } from '../export/report.js';
 
@@ -48,16 +51,6 @@ export interface PredictOptions {
   /** Thumbnails in the report at most; the page says how many were left out. */
   reportLimit: number;
 }
-
-export const DEFAULT_PREDICT_OPTIONS: Readonly<Omit<PredictOptions, 'inputs'>> = Object.freeze({
-  head: 'models/head',
-  top: 3,
-  batchSize: 16,
-  device: 'auto',
-  threads: 0,
-  backend: 'auto',
-  reportLimit: 1000,
-});
 
 export interface PredictResult {
   predictions: Prediction[];

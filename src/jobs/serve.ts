@@ -11,6 +11,9 @@ import { FeatcacheError, errorMessage, nonNegativeInteger, numberIn, optionName,
 import { type OpenedBundle, buildBundle, openBundle, openBundleBytes } from '../export/bundle.js';
 import { MicroBatcher } from '../serve/batcher.js';
 import { type ImageBatcher, type ServerState, createServeApp } from '../serve/server.js';
+import { DEFAULT_SERVE_OPTIONS } from './defaults.js';
+
+export { DEFAULT_SERVE_OPTIONS };
 
 export interface ServeOptions {
   /** Head directory written by train-head (fused with its backbone at start-up), or a bundle .onnx file. */
@@ -36,25 +39,6 @@ export interface ServeOptions {
   threads: number;
   log: (line: string) => void;
 }
-
-export const DEFAULT_SERVE_OPTIONS: Readonly<ServeOptions> = Object.freeze({
-  head: 'models/head',
-  bundle: undefined,
-  model: undefined,
-  host: '127.0.0.1',
-  port: 8080,
-  maxBatch: 16,
-  maxWaitMs: 5,
-  maxQueue: 256,
-  maxBodyMb: 20,
-  // A server decodes several uploads at once; 50 Mpx (≈150 MB decoded) each is already generous.
-  maxPixels: 50_000_000,
-  timeoutMs: 30_000,
-  top: 5,
-  device: 'auto',
-  threads: 0,
-  log: () => {},
-});
 
 export interface ServeHandle {
   url: string;

@@ -19,15 +19,7 @@ import { type HeadInfo, inspectHeadDir, saveHead } from '../head/saved.js';
 import { MatMul } from '../head/linalg.js';
 import { type ProbeHead, fitProbeHead, selectProbe } from '../head/probe-select.js';
 import { cForStrength, l2Strength } from '../head/probe.js';
-import {
-  DEFAULT_SWEEP_GRID,
-  MIN_SWEEP_STEPS,
-  type Selection,
-  type SweepGrid,
-  type SweepRow,
-  conflictingDuplicates,
-  selectSetting,
-} from '../head/select.js';
+import { type Selection, type SweepGrid, type SweepRow, conflictingDuplicates, selectSetting } from '../head/select.js';
 import { fitHeadOrt, shouldUseOrtHead } from '../head/fit-ort.js';
 import { SWEEP_ENGINES, type SweepEngine } from '../head/sweep.js';
 import {
@@ -44,27 +36,11 @@ import {
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
+import { DEFAULT_TRAIN_HEAD_OPTIONS, MINIBATCH_OPTIONS, SOLVERS, type Solver } from './defaults.js';
 
-/**
- * How the head is fitted. `lbfgs`: a linear head as L2-regularised logistic regression solved to convergence (the
- * standard linear probe, scikit-learn's `LogisticRegression`); the sweep chooses C. `minibatch`: epochs of Adam
- * or SGD (any head, hidden layer included); the sweep chooses learning rate, weight decay and epochs. `auto`:
- * lbfgs, unless there is a hidden layer, the sweep is off, or an option only mini-batch training uses is given.
- */
-export const SOLVERS = ['auto', 'lbfgs', 'minibatch'] as const;
-export type Solver = (typeof SOLVERS)[number];
+export { DEFAULT_TRAIN_HEAD_OPTIONS };
 
-/** Options that only mean something to mini-batch training: giving one (solver auto) asks for it. */
-export const MINIBATCH_OPTIONS = Object.freeze([
-  'lr',
-  'epochs',
-  'optimizer',
-  'momentum',
-  'batchSize',
-  'stepSize',
-  'gamma',
-  'patience',
-] as const);
+export { SOLVERS, type Solver, MINIBATCH_OPTIONS };
 
 /** The probe's C without a sweep: scikit-learn's default. */
 export const DEFAULT_C = 1;
@@ -95,26 +71,6 @@ export interface TrainHeadOptions extends HeadOptions {
   sweepEngine: SweepEngine;
   log?: ((line: string) => void) | undefined;
 }
-
-/** Every default of the job, declared once: the CLI shows these in --help. */
-export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log'>> = Object.freeze({
-  ...DEFAULT_HEAD_OPTIONS,
-  cache: './features',
-  head: 'models/head',
-  trainSplit: 'train',
-  valSplit: 'val',
-  valFraction: null,
-  normalize: 'none',
-  backend: 'auto',
-  solver: 'auto',
-  sweep: true,
-  holdoutFraction: 0.2,
-  sweepEpochs: 100,
-  sweepPatience: 10,
-  sweepMinSteps: MIN_SWEEP_STEPS,
-  grid: DEFAULT_SWEEP_GRID,
-  sweepEngine: 'auto',
-});
 
 /** The options the sweep would otherwise choose; each one given explicitly is held fixed. */
 export const SWEPT_OPTIONS = Object.freeze(['lr', 'weightDecay', 'normalize', 'epochs'] as const);
