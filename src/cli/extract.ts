@@ -94,7 +94,11 @@ export const extractCommand: CommandModule = {
         default: X.calibrationPercentile,
         describe: 'upper percentile kept by --calibration-ranges percentile',
       })
-      .option('int8-dir', { type: 'string', describe: 'where the int8 model is saved (default: beside --model)' })
+      .option('int8-dir', {
+        type: 'string',
+        describe:
+          "where the int8 model is saved (default: featcache's cache folder, FEATCACHE_CACHE_DIR or ~/.cache/featcache)",
+      })
       .option('part-rows', {
         type: 'number',
         default: X.partRows,

@@ -60,7 +60,7 @@ export interface ExtractOptions extends Omit<DatasetOptions, 'shard' | 'followSy
   fp16: boolean;
   /**
    * Run a calibrated int8 copy of the backbone (CPU throughput, ~3.5× on ResNet50 with VNNI). Quantised on first use
-   * from a seeded sample of the train split (else this split), saved beside the model and reused; features are
+   * from a seeded sample of the train split (else this split), saved in featcache's cache folder and reused; features are
    * identified by the calibration and never mixed with FP32 ones. Falls back to FP32, saying why, if it cannot fuse.
    */
   int8: boolean;
@@ -70,7 +70,7 @@ export interface ExtractOptions extends Omit<DatasetOptions, 'shard' | 'followSy
   calibrationRanges: RangeMethod;
   /** The upper percentile kept by `percentile` ranges. */
   calibrationPercentile: number;
-  /** Where the int8 model is saved (default: beside the model file). */
+  /** Where the int8 model is saved (default: featcache's cache folder, by the model's sha256). */
   int8Dir?: string | undefined;
   /** Images per inference call; capped so a batch's pixels stay under MAX_BATCH_BYTES. */
   batchSize: number;
