@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The import graph of src/, checked: no cycle, no upward import between the pipeline's layers, and the two wings of
 // head/ (probe, minibatch) share no import. Run by `npm run check:imports` in CI; exits 1 listing each violation.
-// Reads the TypeScript sources with TypeScript's own scanner, so type-only and dynamic imports count as well.
+// Reads the TypeScript sources with TypeScript's own parser. Layers and wings count every import, type-only and dynamic
+// ones too; cycles count the imports that exist at run time (a type-only import is erased by tsc and cannot make an
+// initialisation-order bug), which lets a light module such as jobs/defaults.ts name the option types it fills in.
 import fs from 'node:fs';
 import path from 'node:path';
 import ts from 'typescript';
@@ -47,10 +49,37 @@ function sourceFiles(dir) {
   });
 }
 
-/** Relative specifiers this file imports or re-exports, statically or with import(). */
+/** Relative specifiers this file imports or re-exports, statically or with import(), and whether each is type-only. */
 function specifiers(file) {
-  const info = ts.preProcessFile(fs.readFileSync(file, 'utf8'), true, true);
-  return info.importedFiles.map((f) => f.fileName).filter((s) => s.startsWith('.'));
+  const source = ts.createSourceFile(file, fs.readFileSync(file, 'utf8'), ts.ScriptTarget.Latest, true);
+  const found = [];
+  const visit = (node) => {
+    if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier)
+      found.push({ spec: node.moduleSpecifier.text, typeOnly: isTypeOnly(node) });
+    else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword) {
+      const [arg] = node.arguments;
+      if (arg && ts.isStringLiteralLike(arg)) found.push({ spec: arg.text, typeOnly: false });
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(source);
+  return found.filter((f) => f.spec.startsWith('.'));
+}
+
+/** `import type {…}`, `export type {…}`, or an import whose every named binding is `type`. */
+function isTypeOnly(node) {
+  if (ts.isExportDeclaration(node)) return node.isTypeOnly;
+  const clause = node.importClause;
+  if (!clause) return false;
+  if (clause.isTypeOnly) return true;
+  const named = clause.namedBindings;
+  return (
+    !clause.name &&
+    named !== undefined &&
+    ts.isNamedImports(named) &&
+    named.elements.length > 0 &&
+    named.elements.every((e) => e.isTypeOnly)
+  );
 }
 
 /** The src/ file a specifier names, 'outside' for package files (package.json), or null if there is none. */
@@ -69,7 +98,7 @@ const problems = [];
 for (const file of files) {
   const from = rel(file);
   if (layerOf(from) < 0) problems.push(`${from}: folder ${top(from)}/ has no layer in scripts/check-imports.mjs`);
-  for (const spec of specifiers(file)) {
+  for (const { spec, typeOnly } of specifiers(file)) {
     const resolved = resolve(file, spec);
     if (!resolved) {
       problems.push(`${from}: cannot resolve ${spec}`);
@@ -77,7 +106,7 @@ for (const file of files) {
     }
     if (resolved === 'outside') continue;
     const to = rel(resolved);
-    graph.get(from).push(to);
+    if (!typeOnly) graph.get(from).push(to);
     if (layerOf(to) > layerOf(from))
       problems.push(`${from} → ${to}: upward import (${top(from)} sits below ${top(to)})`);
     for (const [a, b] of APART)

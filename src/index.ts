@@ -10,56 +10,56 @@
  */
 export { FeatcacheError, ExitCode } from './errors.js';
 
-// Jobs
+// Jobs: each loads its module (and onnxruntime, Arrow, sharp, fastify... as it needs them) on its first call, so
+// importing featcache costs only what a program calls. Types and defaults are static and cost nothing.
 export {
-  extract,
   DEFAULT_EXTRACT_OPTIONS,
-  type ExtractOptions,
-  type ExtractResult,
-  type ExtractTimings,
-} from './jobs/extract.js';
-export {
-  trainHead,
   DEFAULT_TRAIN_HEAD_OPTIONS,
-  type TrainHeadOptions,
-  type TrainHeadResult,
-} from './jobs/train-head.js';
-export {
-  predict,
-  expandInputs,
   DEFAULT_PREDICT_OPTIONS,
-  type PredictOptions,
-  type PredictResult,
-  type Prediction,
-} from './jobs/predict.js';
-export {
-  inspect,
   DEFAULT_INSPECT_OPTIONS,
-  type InspectOptions,
-  type InspectResult,
-  type TapCandidate,
-} from './jobs/inspect.js';
-export { info, DEFAULT_INFO_OPTIONS, type InfoOptions, type CacheInfo, type SplitInfo } from './jobs/info.js';
-export { demo, DEFAULT_DEMO_OPTIONS, type DemoOptions, type DemoResult } from './jobs/demo.js';
-export {
-  fetchModel,
+  DEFAULT_INFO_OPTIONS,
+  DEFAULT_DEMO_OPTIONS,
   DEFAULT_FETCH_MODEL_OPTIONS,
-  type FetchModelOptions,
-  type FetchResult,
-} from './jobs/fetch-model.js';
-export {
-  installCuda,
   DEFAULT_INSTALL_CUDA_OPTIONS,
-  type InstallCudaOptions,
-  type InstallCudaResult,
-} from './jobs/install-cuda.js';
-export { bundle, DEFAULT_BUNDLE_OPTIONS, type BundleOptions, type BundleResult } from './jobs/bundle.js';
-export { serve, DEFAULT_SERVE_OPTIONS, type ServeOptions, type ServeHandle } from './jobs/serve.js';
-export { exportSplit, DEFAULT_EXPORT_OPTIONS, type ExportOptions, type ExportResult } from './jobs/export.js';
-export { compactSplit, DEFAULT_COMPACT_OPTIONS, type CompactOptions, type CompactResult } from './jobs/compact.js';
+  DEFAULT_BUNDLE_OPTIONS,
+  DEFAULT_SERVE_OPTIONS,
+  DEFAULT_EXPORT_OPTIONS,
+  DEFAULT_COMPACT_OPTIONS,
+} from './jobs/defaults.js';
+export type { ExtractOptions, ExtractResult, ExtractTimings } from './jobs/extract.js';
+export type { TrainHeadOptions, TrainHeadResult } from './jobs/train-head.js';
+export type { PredictOptions, PredictResult, Prediction } from './jobs/predict.js';
+export type { InspectOptions, InspectResult, TapCandidate } from './jobs/inspect.js';
+export type { InfoOptions, CacheInfo, SplitInfo } from './jobs/info.js';
+export type { DemoOptions, DemoResult } from './jobs/demo.js';
+export type { FetchModelOptions, FetchResult } from './jobs/fetch-model.js';
+export type { InstallCudaOptions, InstallCudaResult } from './jobs/install-cuda.js';
+export type { BundleOptions, BundleResult } from './jobs/bundle.js';
+export type { ServeOptions, ServeHandle } from './jobs/serve.js';
+export type { ExportOptions, ExportResult } from './jobs/export.js';
+export type { CompactOptions, CompactResult } from './jobs/compact.js';
+
+/** An async function that imports its module on first call; same signature (generics included) as the original. */
+function deferred<F extends (...args: never[]) => Promise<unknown>>(load: () => Promise<F>): F {
+  return (async (...args: Parameters<F>) => (await load())(...args)) as F;
+}
+
+export const extract = deferred(async () => (await import('./jobs/extract.js')).extract);
+export const trainHead = deferred(async () => (await import('./jobs/train-head.js')).trainHead);
+export const predict = deferred(async () => (await import('./jobs/predict.js')).predict);
+export const expandInputs = deferred(async () => (await import('./jobs/predict.js')).expandInputs);
+export const inspect = deferred(async () => (await import('./jobs/inspect.js')).inspect);
+export const info = deferred(async () => (await import('./jobs/info.js')).info);
+export const demo = deferred(async () => (await import('./jobs/demo.js')).demo);
+export const fetchModel = deferred(async () => (await import('./jobs/fetch-model.js')).fetchModel);
+export const installCuda = deferred(async () => (await import('./jobs/install-cuda.js')).installCuda);
+export const bundle = deferred(async () => (await import('./jobs/bundle.js')).bundle);
+export const serve = deferred(async () => (await import('./jobs/serve.js')).serve);
+export const exportSplit = deferred(async () => (await import('./jobs/export.js')).exportSplit);
+export const compactSplit = deferred(async () => (await import('./jobs/compact.js')).compactSplit);
 
 // Stages
-export { openDataset, type Dataset, type DatasetOptions, type DatasetLayout, type Item } from './dataset/index.js';
+export type { Dataset, DatasetOptions, DatasetLayout, Item } from './dataset/index.js';
 export { folderSource, type ImageSource, type Stamp } from './dataset/source.js';
 export { stratifiedSplit, parseShard, inShard } from './dataset/split.js';
 export {
@@ -70,9 +70,10 @@ export {
   type Preset,
   type ImagePolicy,
 } from './image/presets.js';
-export { preprocess, decodeToRgb, writeNormalised, type PixelLayout } from './image/preprocess.js';
-export { decodeBatch, type DecodedBatch } from './image/batch.js';
-export { openBackbone, parseDevice, type Backbone, type BackboneOptions } from './backbone/index.js';
+export { writeNormalised, type PixelLayout } from './image/preprocess.js';
+export type { DecodedBatch } from './image/batch.js';
+export type { Backbone, BackboneOptions } from './backbone/index.js';
+export { parseDevice } from './backbone/device.js';
 export {
   checkCuda,
   describeCudaProblems,
@@ -80,19 +81,25 @@ export {
   type CudaCheck,
   type CudaLibrary,
 } from './backbone/cuda-libs.js';
-export {
-  download,
-  DEFAULT_DOWNLOAD_TIMEOUTS,
-  type DownloadOptions,
-  type DownloadResult,
-  type ProxySettings,
-} from './fetch/download.js';
+export type { DownloadOptions, DownloadResult, ProxySettings } from './fetch/download.js';
+export { DEFAULT_DOWNLOAD_TIMEOUTS } from './fetch/timeouts.js';
 export { MODEL_SOURCES, MODEL_NAMES, type ModelSource } from './fetch/registry.js';
-export { FEATURE_OUTPUT, type TapPoint } from './backbone/tap.js';
+export type { TapPoint } from './backbone/tap.js';
+export { FEATURE_OUTPUT } from './backbone/feature-output.js';
 export { FeatureCache, type FeatureSet } from './store/reader.js';
 export { SplitWriter, type SplitWriterOptions } from './store/writer.js';
 export { openOutputFile, prepareOutputDir, type OutputFile, type OutputDir, type OutputSink } from './util/output.js';
 export { applyNormalization, fitNormalization, type Normalization } from './head/normalize.js';
 export { DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/model.js';
 export { type HeadInfo } from './head/saved.js';
-export { openBundle, isBundleFile, type OpenedBundle, type BundleMetadata } from './export/bundle.js';
+export type { OpenedBundle, BundleMetadata } from './export/bundle.js';
+
+// Stages that load a heavy module (sharp, onnxruntime, undici, tar-stream) do so on their first call.
+export const openDataset = deferred(async () => (await import('./dataset/index.js')).openDataset);
+export const preprocess = deferred(async () => (await import('./image/preprocess.js')).preprocess);
+export const decodeToRgb = deferred(async () => (await import('./image/preprocess.js')).decodeToRgb);
+export const decodeBatch = deferred(async () => (await import('./image/batch.js')).decodeBatch);
+export const openBackbone = deferred(async () => (await import('./backbone/index.js')).openBackbone);
+export const download = deferred(async () => (await import('./fetch/download.js')).download);
+export const openBundle = deferred(async () => (await import('./export/bundle.js')).openBundle);
+export const isBundleFile = deferred(async () => (await import('./export/bundle.js')).isBundleFile);

@@ -10,8 +10,9 @@ import { type GraphProto, type ModelProto, type NodeProto, encodeModel, graphInp
 
 type ValueInfo = NonNullable<GraphProto['output']>[number];
 
-export const RANGE_METHODS = ['minmax', 'percentile', 'mse'] as const;
-export type RangeMethod = (typeof RANGE_METHODS)[number];
+import { RANGE_METHODS, type RangeMethod } from './int8-defaults.js';
+
+export { RANGE_METHODS, type RangeMethod };
 
 export interface ActivationRange {
   min: number;

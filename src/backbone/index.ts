@@ -1,11 +1,12 @@
 /** The backbone stage: an ONNX model file in, a function from preprocessed pixels to tapped features out. */
+import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatcacheError, optionName } from '../errors.js';
-import { sha256Bytes } from '../util/fsx.js';
 import { toFloat16 } from './fp16.js';
 import { type Int8Model, type Int8Request, resolveInt8 } from './int8.js';
 import { encodeModel, graphInputs, loadModel } from './graph.js';
-import { type DeviceSpec, type InputLayout, inputLayout } from './session.js';
+import { featcacheCacheDir, modelSha256, optimisedModel, tappedModel as cachedTappedModel } from './model-cache.js';
+import { type CpuOptimised, type DeviceSpec, type InputLayout, inputLayout } from './session.js';
 import { DEFAULT_TAP, FEATURE_OUTPUT, type TapPoint, resolveTap, tappedModel } from './tap.js';
 import { openWorkerSession } from './worker-client.js';
 
@@ -20,6 +21,27 @@ export interface BackboneOptions {
   /** Run a calibrated int8 copy of the backbone (CPU); falls back to FP32, with `int8Fallback` saying why. */
   int8?: Int8Request | undefined;
   log?: ((line: string) => void) | undefined;
+  /**
+   * featcache's cache folder for what is derived from the model (hash, tapped graph, onnxruntime's optimised graph,
+   * int8 copies); default FEATCACHE_CACHE_DIR, else $XDG_CACHE_HOME/featcache or ~/.cache/featcache.
+   */
+  modelCache?: string | undefined;
+}
+
+/** Where a backbone's start-up time went, and what came from featcache's cache folder. */
+export interface BackboneSetup {
+  /** Seconds: model sha256 (or its cached value), tap surgery (or reading it back), int8 resolution, worker start,
+   * session creation (graph optimisation, or loading the saved optimised graph), probe run. */
+  hashS: number;
+  tapS: number;
+  int8S: number;
+  workerS: number;
+  sessionS: number;
+  probeS: number;
+  hashReused: boolean;
+  tappedReused: boolean;
+  /** 'loaded': onnxruntime's optimised graph came from the cache; 'saved': made now and kept; 'none': neither. */
+  optimised: 'loaded' | 'saved' | 'none';
 }
 
 export interface Backbone {
@@ -35,19 +57,18 @@ export interface Backbone {
   provider: string;
   fallbackReasons: string[];
   dim: number;
+  setup: BackboneSetup;
   /** Features for `count` images laid out as `input` expects, each `size`×`size`. The pixel buffer is transferred. */
   extract(pixels: Float32Array, count: number, size: number): Promise<Float32Array>;
   close(): Promise<void>;
 }
 
-export async function openBackbone(file: string, options: BackboneOptions): Promise<Backbone> {
-  const { model, bytes } = await loadModel(file);
-  const sha256 = sha256Bytes(bytes);
-  if (options.expect && sha256 !== options.expect.sha256) {
-    throw new FeatcacheError(
-      `${optionName('model')} ${file}: sha256 ${sha256.slice(0, 12)}… is not ${options.expect.what} (${options.expect.sha256.slice(0, 12)}…); use that model or retrain the head`,
-    );
-  }
+/** The tapped graph of a model, as bytes, with its tap point and input layout. */
+async function tapModel(
+  file: string,
+  request: { tap: string; fp16: boolean },
+): Promise<{ bytes: Uint8Array; tap: TapPoint; input: InputLayout }> {
+  const { model } = await loadModel(file);
   const graph = model.graph!;
   const inputs = graphInputs(graph);
   if (inputs.length !== 1) {
@@ -56,18 +77,56 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
     );
   }
   const input = inputLayout(inputs[0]!.name, inputs[0]!.shape);
-  const tap = resolveTap(graph, options.tap ?? DEFAULT_TAP);
+  const tap = resolveTap(graph, request.tap);
   const tappedGraph = tappedModel(model, tap);
-  const tapped = encodeModel(options.fp16 ? toFloat16(tappedGraph) : tappedGraph);
-  const precision = await choosePrecision(options, { file, sha256, tap, tapped, input });
+  return { bytes: encodeModel(request.fp16 ? toFloat16(tappedGraph) : tappedGraph), tap, input };
+}
+
+const seconds = (since: number) => (performance.now() - since) / 1000;
+
+export async function openBackbone(file: string, options: BackboneOptions): Promise<Backbone> {
+  const cacheDir = options.modelCache ?? featcacheCacheDir();
+  let mark = performance.now();
+  const hashed = await modelSha256(file, cacheDir).catch((error: unknown) => {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES')
+      throw new FeatcacheError(`${optionName('model')} ${file}: cannot read the model (${code}); give an ONNX file`);
+    throw error;
+  });
+  const sha256 = hashed.sha256;
+  const hashS = seconds(mark);
+  if (options.expect && sha256 !== options.expect.sha256) {
+    throw new FeatcacheError(
+      `${optionName('model')} ${file}: sha256 ${sha256.slice(0, 12)}… is not ${options.expect.what} (${options.expect.sha256.slice(0, 12)}…); use that model or retrain the head`,
+    );
+  }
+  mark = performance.now();
+  const request = { tap: options.tap ?? DEFAULT_TAP, fp16: options.fp16 === true };
+  const tapped = await cachedTappedModel({ file, sha256 }, request, cacheDir, () => tapModel(file, request));
+  const { tap, input } = tapped.record;
+  const tapS = seconds(mark);
+  mark = performance.now();
+  const tappedBytes = async () => tapped.bytes ?? new Uint8Array(await fs.readFile(tapped.file!));
+  const precision = await choosePrecision(options, { file, sha256, tap, tapped: tappedBytes, input });
+  const int8S = seconds(mark);
   const probeSize = { height: input.height ?? 224, width: input.width ?? input.height ?? 224 };
+  const plan = precision.variant ? await optimisedModel({ sha256, variant: precision.variant }, cacheDir) : null;
+  const cpuOptimised: CpuOptimised | undefined =
+    plan && plan.mode !== 'none' ? { mode: plan.mode, file: plan.file } : undefined;
+  const model = precision.model ?? tapped.file ?? (await tappedBytes()).slice();
   const session = await openWorkerSession(
-    precision.model,
+    model,
     { device: precision.device, threads: options.threads },
     input,
     FEATURE_OUTPUT,
     probeSize,
+    { cpuOptimised, dim: precision.int8 ? null : tapped.record.dim },
   );
+  if (plan?.mode === 'save') {
+    if (session.optimised === 'saved') await plan.commit();
+    else await plan.discard();
+  }
+  if (!precision.int8 && tapped.record.dim !== session.dim) await tapped.rememberDim(session.dim);
   return {
     file: path.resolve(file),
     sha256,
@@ -79,14 +138,27 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
     provider: session.provider,
     fallbackReasons: session.fallbackReasons,
     dim: session.dim,
+    setup: {
+      hashS,
+      tapS,
+      int8S,
+      workerS: session.timings.workerS,
+      sessionS: session.timings.createS,
+      probeS: session.timings.probeS,
+      hashReused: hashed.reused,
+      tappedReused: tapped.reused,
+      optimised: session.optimised,
+    },
     extract: (pixels, count, size) => session.run(pixels, count, size),
     close: () => session.close(),
   };
 }
 
 interface ChosenPrecision {
-  /** The graph to run: the tapped FP32/FP16 graph, or its calibrated int8 copy. */
-  model: Uint8Array;
+  /** The graph to run when not the tapped one: its calibrated int8 copy (a file). */
+  model: string | Uint8Array | null;
+  /** The name of the graph run, for its optimised copy in the cache (tapped-…, int8-…). */
+  variant: string | null;
   device: DeviceSpec;
   int8: Int8Model | null;
   /** Why int8 was asked for but not used (the FP32 graph runs instead). */
@@ -101,7 +173,14 @@ async function choosePrecision(
   options: BackboneOptions,
   source: Parameters<typeof resolveInt8>[0],
 ): Promise<ChosenPrecision> {
-  const plain: ChosenPrecision = { model: source.tapped, device: options.device, int8: null, int8Fallback: null };
+  const tappedVariant = `tapped-${source.tap.tensor.replace(/[^\w.-]/g, '_').slice(0, 40)}${options.fp16 ? '-fp16' : ''}`;
+  const plain: ChosenPrecision = {
+    model: null,
+    variant: tappedVariant,
+    device: options.device,
+    int8: null,
+    int8Fallback: null,
+  };
   if (!options.int8) return plain;
   if (options.fp16)
     throw new FeatcacheError(
@@ -113,7 +192,7 @@ async function choosePrecision(
     );
   const resolved = await resolveInt8(source, {
     ...options.int8,
-    options: { threads: options.threads, log: options.log, ...options.int8.options },
+    options: { threads: options.threads, log: options.log, cacheDir: options.modelCache, ...options.int8.options },
   });
   const reason =
     'unsupported' in resolved
@@ -127,8 +206,13 @@ async function choosePrecision(
   }
   if (reason !== null)
     options.log?.(`int8: ${reason}; running the int8 model unfused (slower) because int8 features were asked for`);
-  // A copy: the worker takes ownership of the buffer it is sent.
-  return { model: resolved.bytes.slice(), device: { kind: 'cpu' }, int8: resolved, int8Fallback: null };
+  return {
+    model: resolved.file,
+    variant: `int8-${resolved.calibrationHash.slice(0, 16)}`,
+    device: { kind: 'cpu' },
+    int8: resolved,
+    int8Fallback: null,
+  };
 }
 
 export { parseDevice } from './session.js';

@@ -1,6 +1,7 @@
 /**
- * `--int8`: the quantised backbone is built once per (model, tap, calibration images, recipe), saved next to the
- * original with its calibration provenance, and reused while that provenance matches. Features it computes are
+ * `--int8`: the quantised backbone is built once per (model, tap, calibration images, recipe), saved in featcache's
+ * cache folder under the model's sha256 (never beside the user's model) with its calibration provenance, and reused
+ * while that provenance matches. Features it computes are
  * identified by precision `int8` plus the calibration hash, never mixed with FP32 ones.
  */
 import * as fs from 'node:fs/promises';
@@ -11,6 +12,7 @@ import { toolVersions } from '../version.js';
 import { RANGE_METHODS, checkRangeOptions } from './calibrate.js';
 import type { CalibrationImage, CalibrationSource } from './calibration-source.js';
 import { type FusionReport, verifyFusion } from './fusion.js';
+import { cachedForRuntime, featcacheCacheDir, modelDir } from './model-cache.js';
 import type { InputLayout } from './session.js';
 import type { TapPoint } from './tap.js';
 import {
@@ -53,8 +55,10 @@ export interface Int8Model {
 }
 
 export interface EnsureInt8Options extends Int8Options {
-  /** Where the quantised model and its provenance are saved; default: the original model's directory. */
+  /** Where the quantised model and its provenance are saved; default: featcache's cache folder, by model sha256. */
   int8Dir?: string | undefined;
+  /** featcache's cache folder (default: FEATCACHE_CACHE_DIR, $XDG_CACHE_HOME/featcache or ~/.cache/featcache). */
+  cacheDir?: string | undefined;
   threads?: number | undefined;
   log?: ((line: string) => void) | undefined;
 }
@@ -88,10 +92,50 @@ export function calibrationHash(
   );
 }
 
-export function int8Paths(modelFile: string, hash: string, dir?: string): { model: string; provenance: string } {
-  const base = path.basename(modelFile).replace(/\.onnx$/i, '');
-  const model = path.join(dir ?? path.dirname(modelFile), `${base}.int8-${hash.slice(0, 16)}.onnx`);
+type Int8Source = { file: string; sha256: string };
+
+/** Where the int8 copy of `source` lives: `dir` when given, else the cache folder under the model's sha256. */
+export function int8Paths(
+  source: Int8Source,
+  hash: string,
+  dir?: string,
+  cacheDir: string = featcacheCacheDir(),
+): { model: string; provenance: string } {
+  const base = path.basename(source.file).replace(/\.onnx$/i, '');
+  const model = dir
+    ? path.join(dir, `${base}.int8-${hash.slice(0, 16)}.onnx`)
+    : path.join(modelDir(cacheDir, source.sha256), `int8-${hash.slice(0, 16)}.onnx`);
   return { model, provenance: `${model}.json` };
+}
+
+/** Where featcache before 0.2 saved int8 models (beside the original): read, never written. */
+const legacyInt8Paths = (source: Int8Source, hash: string) => int8Paths(source, hash, path.dirname(source.file));
+
+/**
+ * A saved int8 model: in `dir` when given, else (or then) in the cache folder, else in the legacy place beside the
+ * model; with the paths it was found at. Each must name this source model in its provenance.
+ */
+async function readSavedAnywhere(
+  source: Int8Source,
+  hash: string,
+  dir: string | undefined,
+  cacheDir: string | undefined,
+): Promise<{ bytes: Uint8Array; provenance: Int8Provenance; paths: { model: string; provenance: string } } | null> {
+  const candidates = [
+    ...(dir ? [int8Paths(source, hash, dir, cacheDir)] : []),
+    int8Paths(source, hash, undefined, cacheDir),
+    legacyInt8Paths(source, hash),
+  ];
+  for (const paths of candidates) {
+    const found = await readSaved(paths, hash);
+    if (found && found.provenance.source.sha256 === source.sha256) return { ...found, paths };
+  }
+  return null;
+}
+
+/** Whether the quantised graph fuses on this CPU and onnxruntime: an optimisation pass, so judged once and kept. */
+function fusionOf(paths: { model: string }, bytes: Uint8Array, sha256: string): Promise<FusionReport> {
+  return cachedForRuntime(`${paths.model}.${sha256.slice(0, 16)}.fusion.json`, () => verifyFusion(bytes));
 }
 
 async function readSaved(
@@ -114,7 +158,7 @@ async function readSaved(
  * An already-quantised source model is a FeatcacheError; a model outside the recipe comes back unfused with the reason.
  */
 export async function ensureInt8Model(
-  source: { file: string; sha256: string; tap: TapPoint; tapped: Uint8Array; input: InputLayout },
+  source: { file: string; sha256: string; tap: TapPoint; tapped: () => Promise<Uint8Array>; input: InputLayout },
   calibration: CalibrationSource,
   options: Partial<EnsureInt8Options> = {},
 ): Promise<Int8Model | { unsupported: string }> {
@@ -122,14 +166,15 @@ export async function ensureInt8Model(
   checkInt8Options(settings);
   const log = settings.log ?? (() => {});
   const hash = calibrationHash({ sha256: source.sha256, tappedTensor: source.tap.tensor }, calibration, settings);
-  const paths = int8Paths(source.file, hash, settings.int8Dir);
-  let saved = await readSaved(paths, hash);
+  let paths = int8Paths(source, hash, settings.int8Dir, settings.cacheDir);
+  let saved = await readSavedAnywhere(source, hash, settings.int8Dir, settings.cacheDir);
   const reused = saved !== null;
-  if (!saved) {
+  if (saved) paths = saved.paths;
+  else {
     let quantised: { bytes: Uint8Array; report: QuantizeReport };
     try {
       quantised = await quantizeModel(
-        source.tapped,
+        await source.tapped(),
         () => calibration.batches(source.input.layout, settings.calibrationBatch),
         {
           ...settings,
@@ -170,9 +215,9 @@ export async function ensureInt8Model(
         ExitCode.failed,
       );
     }
-    saved = { bytes: quantised.bytes, provenance };
+    saved = { bytes: quantised.bytes, provenance, paths };
   }
-  const fusion = await verifyFusion(saved.bytes);
+  const fusion = await fusionOf(paths, saved.bytes, saved.provenance.sha256);
   return {
     file: paths.model,
     sha256: saved.provenance.sha256,
@@ -185,13 +230,17 @@ export async function ensureInt8Model(
 }
 
 /** A saved int8 model found by its calibration hash (what a cache or a head records), or null. */
-export async function savedInt8Model(modelFile: string, hash: string, dir?: string): Promise<Int8Model | null> {
-  const paths = int8Paths(modelFile, hash, dir);
-  const saved = await readSaved(paths, hash);
+export async function savedInt8Model(
+  source: Int8Source,
+  hash: string,
+  dir?: string,
+  cacheDir?: string,
+): Promise<Int8Model | null> {
+  const saved = await readSavedAnywhere(source, hash, dir, cacheDir);
   if (!saved) return null;
-  const fusion = await verifyFusion(saved.bytes);
+  const fusion = await fusionOf(saved.paths, saved.bytes, saved.provenance.sha256);
   return {
-    file: paths.model,
+    file: saved.paths.model,
     sha256: saved.provenance.sha256,
     calibrationHash: hash,
     provenance: saved.provenance,
@@ -216,14 +265,21 @@ export interface Int8Request {
 
 /** The int8 model a request asks for: by calibration hash when given, else calibrated (or reused) from images. */
 export async function resolveInt8(
-  source: { file: string; sha256: string; tap: TapPoint; tapped: Uint8Array; input: InputLayout },
+  source: { file: string; sha256: string; tap: TapPoint; tapped: () => Promise<Uint8Array>; input: InputLayout },
   request: Int8Request,
 ): Promise<Int8Model | { unsupported: string }> {
+  const dir = request.options?.int8Dir;
+  const cacheDir = request.options?.cacheDir;
   if (request.calibrationHash) {
-    const saved = await savedInt8Model(source.file, request.calibrationHash, request.options?.int8Dir);
+    const saved = await savedInt8Model(source, request.calibrationHash, dir, cacheDir);
     if (saved && saved.provenance.source.sha256 === source.sha256) return saved;
     if (!request.calibration) {
-      const expected = int8Paths(source.file, request.calibrationHash, request.options?.int8Dir).model;
+      // A head records the file it was trained with; when that is in the cache folder, name it as the cache does.
+      const inCache = int8Paths(source, request.calibrationHash, undefined, cacheDir).model;
+      const expected =
+        dir && path.resolve(dir) !== path.dirname(inCache)
+          ? int8Paths(source, request.calibrationHash, dir, cacheDir).model
+          : inCache;
       throw new FeatcacheError(
         `${optionName('int8')}: the int8 model calibrated as ${request.calibrationHash.slice(0, 12)}… is missing or damaged (expected ${expected}); re-run 'featcache extract --int8' on the training data to rebuild it`,
         ExitCode.failed,

@@ -21,6 +21,7 @@ import {
   graphInputs,
   onnx,
 } from './graph.js';
+import { DEFAULT_INT8_OPTIONS } from './int8-defaults.js';
 
 /** Bumped whenever the graph surgery or parameter rules change: saved models of another version are rebuilt. */
 export const INT8_RECIPE = 'qdq-u8act-s8w-perchannel-v1';
@@ -42,14 +43,7 @@ export interface Int8Options {
   calibrationBatch: number;
 }
 
-export const DEFAULT_INT8_OPTIONS: Readonly<Int8Options> = Object.freeze({
-  calibrate: 32,
-  calibrationRanges: 'mse',
-  calibrationPercentile: 99.99,
-  seed: 0,
-  // mse and percentile read every quantised activation back: 2 ResNet50 images ≈ 150 MB of them.
-  calibrationBatch: 2,
-});
+export { DEFAULT_INT8_OPTIONS };
 
 /** Ops the recipe handles; anything else means the model is not a plain CNN and stays FP32 (with the reason). */
 export const SUPPORTED_OPS: readonly string[] = Object.freeze([

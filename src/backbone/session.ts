@@ -4,17 +4,12 @@
  */
 import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import { FeatcacheError, invalidParameter, optionName, errorMessage, ExitCode } from '../errors.js';
+import { FeatcacheError, optionName, errorMessage, ExitCode } from '../errors.js';
 import { checkCuda, cudaFailureReasons } from './cuda-libs.js';
 
-export type DeviceSpec = { kind: 'auto' } | { kind: 'cpu' } | { kind: 'cuda'; deviceId: number };
+import type { DeviceSpec } from './device.js';
 
-export function parseDevice(value: string): DeviceSpec {
-  if (value === 'auto' || value === 'cpu') return { kind: value };
-  const match = /^cuda(?::(\d+))?$/.exec(value);
-  if (match) return { kind: 'cuda', deviceId: Number(match[1] ?? 0) };
-  throw invalidParameter('device', 'one of "auto", "cpu", "cuda", "cuda:N"', value);
-}
+export { type DeviceSpec, parseDevice } from './device.js';
 
 export interface SessionSettings {
   device: DeviceSpec;
@@ -22,12 +17,20 @@ export interface SessionSettings {
   threads: number;
 }
 
+/**
+ * onnxruntime's optimised graph for the CPU provider (backbone/model-cache.ts): `load` a saved one with optimisation
+ * off, or `save` the one this session makes. Other providers always start from the model itself.
+ */
+export type CpuOptimised = { mode: 'load'; file: string } | { mode: 'save'; file: string };
+
 export interface OpenedSession {
   session: ort.InferenceSession;
   /** The execution provider that actually runs the graph, e.g. "cuda:0" or "cpu". */
   provider: string;
   /** Why a preferred provider was skipped; empty when the first choice worked. */
   fallbackReasons: string[];
+  /** Whether the session came from a saved optimised graph, saved one, or neither. */
+  optimised?: 'loaded' | 'saved' | 'none';
 }
 
 /** The execution-provider attempts for a device spec, in order. Exported so the order is testable without a GPU. */
@@ -74,19 +77,61 @@ function explainProviderFailure(label: string, error: unknown): string {
   return `${label}: ${message}`;
 }
 
+type CreateSession = (
+  model: Uint8Array | string,
+  options: ort.InferenceSession.SessionOptions,
+) => Promise<ort.InferenceSession>;
+
+const createSession: CreateSession = (m, o) =>
+  typeof m === 'string' ? ort.InferenceSession.create(m, o) : ort.InferenceSession.create(m, o);
+
+/** The CPU attempt with a saved optimised graph, falling back to the model itself if that graph will not load. */
+async function createCpu(
+  model: Uint8Array | string,
+  options: ort.InferenceSession.SessionOptions,
+  optimised: CpuOptimised | undefined,
+  create: CreateSession,
+): Promise<{ session: ort.InferenceSession; optimised: 'loaded' | 'saved' | 'none' }> {
+  if (optimised?.mode === 'load') {
+    try {
+      return {
+        session: await create(optimised.file, { ...options, graphOptimizationLevel: 'disabled' }),
+        optimised: 'loaded',
+      };
+    } catch {
+      // A damaged or foreign file: the model itself still works.
+    }
+  }
+  if (optimised?.mode === 'save') {
+    try {
+      return {
+        session: await create(model, { ...options, optimizedModelFilePath: optimised.file }),
+        optimised: 'saved',
+      };
+    } catch {
+      // Could not write it (full disk, ...): fall through to a plain session.
+    }
+  }
+  return { session: await create(model, options), optimised: 'none' };
+}
+
 export async function openSession(
-  model: Uint8Array,
-  settings: SessionSettings,
-  create: (model: Uint8Array, options: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession> = (m, o) =>
-    ort.InferenceSession.create(m, o),
+  model: Uint8Array | string,
+  settings: SessionSettings & { cpuOptimised?: CpuOptimised | undefined },
+  create: CreateSession = createSession,
 ): Promise<OpenedSession> {
   // onnxruntime logs a failed CUDA provider load as an error before throwing; the throw is what we report.
   if (!process.env.FEATCACHE_ORT_LOG) ort.env.logLevel = 'fatal';
   const reasons: string[] = [];
   for (const attempt of providerPlan(settings.device)) {
     try {
-      const session = await create(model, sessionOptions(attempt.ep, settings.threads));
-      return { session, provider: attempt.label, fallbackReasons: reasons };
+      const options = sessionOptions(attempt.ep, settings.threads);
+      if (attempt.label === 'cpu') {
+        const cpu = await createCpu(model, options, settings.cpuOptimised, create);
+        return { session: cpu.session, provider: attempt.label, fallbackReasons: reasons, optimised: cpu.optimised };
+      }
+      const session = await create(model, options);
+      return { session, provider: attempt.label, fallbackReasons: reasons, optimised: 'none' };
     } catch (error) {
       reasons.push(explainProviderFailure(attempt.label, error));
     }

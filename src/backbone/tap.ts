@@ -15,8 +15,9 @@ import {
   intsAttribute,
   onnx,
 } from './graph.js';
+import { FEATURE_OUTPUT } from './feature-output.js';
 
-export const FEATURE_OUTPUT = 'featcache_features';
+export { FEATURE_OUTPUT } from './feature-output.js';
 /** `--tap avgpool` means "the global average pool that feeds the classifier", whatever op implements it. */
 export const DEFAULT_TAP = 'avgpool';
 

@@ -5,15 +5,19 @@
  */
 import { Worker } from 'node:worker_threads';
 import { FeatcacheError, namesOptionsAsFlags } from '../errors.js';
-import { type InputLayout, type SessionSettings, sessionStackMb } from './session.js';
+import { type CpuOptimised, type InputLayout, type SessionSettings, sessionStackMb } from './session.js';
 import type { RequestKey, WorkerReply, WorkerRequest } from './worker.js';
 
 export interface WorkerSession {
   /** The execution provider that runs the graph, e.g. "cuda:0" or "cpu". */
   provider: string;
   fallbackReasons: string[];
-  /** Width of the output per image, found by a probe run at open. */
+  /** Width of the output per image, found by a probe run at open (or given, when known). */
   dim: number;
+  /** Whether the CPU session came from a saved optimised graph ('loaded'), saved one, or neither. */
+  optimised: 'loaded' | 'saved' | 'none';
+  /** Seconds: worker start, session creation, probe run. */
+  timings: { workerS: number; createS: number; probeS: number };
   /** Outputs for `count` images of `size`×`size`; the pixel buffer is transferred to the worker. */
   run(pixels: Float32Array, count: number, size: number): Promise<Float32Array>;
   close(): Promise<void>;
@@ -54,18 +58,21 @@ function sessionWorker() {
 
 /** Opens `model` (whose buffer is transferred) in a new worker and probes its output width with one blank image. */
 export async function openWorkerSession(
-  model: Uint8Array,
+  model: Uint8Array | string,
   settings: SessionSettings,
   layout: InputLayout,
   output: string,
   probeSize: { height: number; width: number },
+  known: { cpuOptimised?: CpuOptimised | undefined; dim?: number | null | undefined } = {},
 ): Promise<WorkerSession> {
+  const started = performance.now();
   const { worker, request } = sessionWorker();
   let opened: WorkerReply;
   try {
-    opened = await request({ key: 'open', type: 'open', model, settings, layout, output, probeSize }, [
-      model.buffer as ArrayBuffer,
-    ]);
+    opened = await request(
+      { key: 'open', type: 'open', model, settings, layout, output, probeSize, ...known },
+      typeof model === 'string' ? [] : [model.buffer as ArrayBuffer],
+    );
   } catch (error) {
     await worker.terminate();
     throw error;
@@ -76,6 +83,12 @@ export async function openWorkerSession(
     provider: opened.provider,
     fallbackReasons: opened.fallbackReasons,
     dim: opened.dim,
+    optimised: opened.optimised,
+    timings: {
+      workerS: Math.max(0, (performance.now() - started) / 1000 - opened.createS - opened.probeS),
+      createS: opened.createS,
+      probeS: opened.probeS,
+    },
     async run(pixels, count, size) {
       const reply = await request({ key: nextId++, type: 'run', pixels, count, size }, [pixels.buffer as ArrayBuffer]);
       if (reply.type !== 'result') throw new Error('unexpected reply from the onnxruntime worker');

@@ -1,6 +1,6 @@
 /** `featcache bundle`: the yargs face of jobs/bundle. */
 import type { Argv } from 'yargs';
-import { DEFAULT_BUNDLE_OPTIONS, bundle } from '../jobs/bundle.js';
+import { DEFAULT_BUNDLE_OPTIONS } from '../jobs/defaults.js';
 import { defineCommand, emit, jsonOption, logToStderr } from './flags.js';
 
 export const bundleCommand = defineCommand({
@@ -25,6 +25,7 @@ export const bundleCommand = defineCommand({
       })
       .option('json', jsonOption),
   handler: async (a) => {
+    const { bundle } = await import('../jobs/bundle.js');
     const result = await bundle({ head: a.head, out: a.out, model: a.model, log: logToStderr });
     emit(
       a.json,

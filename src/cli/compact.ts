@@ -1,6 +1,6 @@
 /** `featcache compact`: the command line of the compact job (src/jobs/compact.ts); defaults come from DEFAULT_COMPACT_OPTIONS. */
 import type { Argv } from 'yargs';
-import { DEFAULT_COMPACT_OPTIONS as D, compactSplit } from '../jobs/compact.js';
+import { DEFAULT_COMPACT_OPTIONS as D } from '../jobs/defaults.js';
 import { defineCommand, cacheOption, emit, jsonOption } from './flags.js';
 
 export const compactCommand = defineCommand({
@@ -14,6 +14,7 @@ export const compactCommand = defineCommand({
       .option('part-rows', { type: 'number', default: D.partRows, describe: 'rows per rewritten part file' })
       .option('json', jsonOption),
   handler: async (a) => {
+    const { compactSplit } = await import('../jobs/compact.js');
     const r = await compactSplit({ cache: a.cache, split: a.split, partRows: a['part-rows'] });
     emit(a.json, r, () =>
       r.compacted

@@ -1,6 +1,6 @@
 /** `featcache demo`: the command line of the demo job (src/jobs/demo.ts). */
 import type { Argv } from 'yargs';
-import { DEFAULT_DEMO_OPTIONS as D, demo } from '../jobs/demo.js';
+import { DEFAULT_DEMO_OPTIONS as D } from '../jobs/defaults.js';
 import { extractSummaryLine, trainSummaryLine } from './summary.js';
 import { defineCommand, logToStderr } from './flags.js';
 
@@ -30,6 +30,7 @@ export const demoCommand = defineCommand({
       }),
   handler: async (a) => {
     const say = (line: string) => process.stdout.write(`${line}\n`);
+    const { demo } = await import('../jobs/demo.js');
     const r = await demo({
       data: a.data,
       model: a.model,

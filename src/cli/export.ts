@@ -1,7 +1,8 @@
 /** `featcache export`: the command line of the export job (src/jobs/export.ts); defaults come from DEFAULT_EXPORT_OPTIONS. */
 import type { Argv } from 'yargs';
-import { FORMATS, UNLABELLED } from '../export/formats.js';
-import { DEFAULT_EXPORT_OPTIONS as D, type ExportOptions, exportSplit } from '../jobs/export.js';
+import { FORMATS, UNLABELLED } from '../export/format-names.js';
+import { DEFAULT_EXPORT_OPTIONS as D } from '../jobs/defaults.js';
+import type { ExportOptions } from '../jobs/export.js';
 import { NORMALIZATIONS } from '../head/normalize.js';
 import { defineCommand, cacheOption, emit, jsonOption, logToStderr } from './flags.js';
 
@@ -39,6 +40,7 @@ export const exportCommand = defineCommand({
       })
       .option('json', jsonOption),
   handler: async (a) => {
+    const { exportSplit } = await import('../jobs/export.js');
     const r = await exportSplit({
       // The job validates every value (and names the flag in its message).
       cache: a.cache,

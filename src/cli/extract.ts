@@ -1,7 +1,8 @@
 /** `featcache extract`: the command line of the extract job (src/jobs/extract.ts). */
 import type { Argv } from 'yargs';
-import { RANGE_METHODS } from '../backbone/calibrate.js';
-import { type ExtractOptions, DEFAULT_EXTRACT_OPTIONS as X, extract } from '../jobs/extract.js';
+import { RANGE_METHODS } from '../backbone/int8-defaults.js';
+import type { ExtractOptions } from '../jobs/extract.js';
+import { DEFAULT_EXTRACT_OPTIONS as X } from '../jobs/defaults.js';
 import {
   defineCommand,
   backboneOptions,
@@ -82,7 +83,11 @@ export const extractCommand = defineCommand({
         default: X.calibrationPercentile,
         describe: 'upper percentile kept by --calibration-ranges percentile',
       })
-      .option('int8-dir', { type: 'string', describe: 'where the int8 model is saved (default: beside --model)' })
+      .option('int8-dir', {
+        type: 'string',
+        describe:
+          "where the int8 model is saved (default: featcache's cache folder, FEATCACHE_CACHE_DIR or ~/.cache/featcache)",
+      })
       .option('part-rows', {
         type: 'number',
         default: X.partRows,
@@ -101,6 +106,7 @@ export const extractCommand = defineCommand({
       .option('progress', { type: 'boolean', default: true, describe: 'progress bar on a terminal' })
       .option('json', jsonOption),
   handler: async (a) => {
+    const { extract } = await import('../jobs/extract.js');
     const result = await extract({
       data: a.data,
       split: a.split,

@@ -2,7 +2,7 @@
 import cliProgress from 'cli-progress';
 import type { Argv } from 'yargs';
 import { FeatcacheError, invalidParameter, oneOf } from '../errors.js';
-import { DEFAULT_FETCH_MODEL_OPTIONS, fetchModel } from '../jobs/fetch-model.js';
+import { DEFAULT_FETCH_MODEL_OPTIONS } from '../jobs/defaults.js';
 import { MODEL_NAMES, MODEL_SOURCES } from '../fetch/registry.js';
 import { defineCommand, emit, jsonOption } from './flags.js';
 
@@ -56,6 +56,7 @@ export const fetchModelCommand = defineCommand({
           )
         : null;
     let started = false;
+    const { fetchModel } = await import('../jobs/fetch-model.js');
     const r = await fetchModel({
       name: a.name,
       dir: a.dir,

@@ -3,10 +3,11 @@
  * same and --help always shows the real default. Only the CLI layer imports yargs.
  */
 import type { ArgumentsCamelCase, Argv, CommandModule, Options } from 'yargs';
-import { DEFAULT_URL_OPTIONS as U, type UrlSourceOptions } from '../dataset/url.js';
+import type { UrlSourceOptions } from '../dataset/url.js';
+import { DEFAULT_URL_OPTIONS as U } from '../dataset/url-defaults.js';
 import { DEFAULT_HEAD_DIR } from '../head/saved.js';
 import { PRESET_NAMES } from '../image/presets.js';
-import { DEFAULT_EXTRACT_OPTIONS as X } from '../jobs/extract.js';
+import { DEFAULT_EXTRACT_OPTIONS as X } from '../jobs/defaults.js';
 
 /**
  * A command whose handler receives the types its builder declares, so each flag is typed where it is passed on. The

@@ -1,11 +1,10 @@
 /** `featcache info`: the command line of the info job (src/jobs/info.ts). */
 import type { Argv } from 'yargs';
 import { ExitCode } from '../errors.js';
-import { type CacheInfo, info } from '../jobs/info.js';
-import { DAMAGED_PART_REMEDY } from '../store/reader.js';
+import type { CacheInfo } from '../jobs/info.js';
 import { defineCommand, cacheOption, emit, jsonOption } from './flags.js';
 
-function formatInfo(r: CacheInfo, failures: boolean): string {
+function formatInfo(r: CacheInfo, failures: boolean, damagedPartRemedy: string): string {
   const m = r.manifest;
   const lines = [
     `${r.cache}: ${m.dim}-d features of ${m.modelFile} (sha256 ${m.modelSha256.slice(0, 12)}…), tap ${m.tappedTensor}, preset ${String(m.preset.name)}, exif ${m.exif}, icc ${m.icc}`,
@@ -18,7 +17,7 @@ function formatInfo(r: CacheInfo, failures: boolean): string {
     ...r.splits.flatMap((s) => s.damaged.map((d) => `  DAMAGED ${d.file}: ${d.problem}`)),
   ];
   if (r.healthy === true) lines.push('  check: every part matches the length and sha256 recorded at its commit');
-  if (r.healthy === false) lines.push(`  check: damaged parts found; ${DAMAGED_PART_REMEDY}`);
+  if (r.healthy === false) lines.push(`  check: damaged parts found; ${damagedPartRemedy}`);
   if (failures)
     for (const s of r.splits)
       for (const f of s.failures) lines.push(`  ${s.split}/${f.path}: ${f.stage}: ${f.message}`);
@@ -39,8 +38,12 @@ export const infoCommand = defineCommand({
       })
       .option('json', jsonOption),
   handler: async (a) => {
+    const [{ info }, { DAMAGED_PART_REMEDY }] = await Promise.all([
+      import('../jobs/info.js'),
+      import('../store/reader.js'),
+    ]);
     const result = await info({ cache: a.cache, check: a.check });
-    emit(a.json, result, () => formatInfo(result, a.failures));
+    emit(a.json, result, () => formatInfo(result, a.failures, DAMAGED_PART_REMEDY));
     if (result.healthy === false) process.exitCode = ExitCode.failed;
   },
 });

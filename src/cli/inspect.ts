@@ -1,6 +1,7 @@
 /** `featcache inspect MODEL`: the command line of the inspect job (src/jobs/inspect.ts). */
 import type { Argv } from 'yargs';
-import { type InspectResult, DEFAULT_INSPECT_OPTIONS, inspect } from '../jobs/inspect.js';
+import type { InspectResult } from '../jobs/inspect.js';
+import { DEFAULT_INSPECT_OPTIONS } from '../jobs/defaults.js';
 import { defineCommand, emit, jsonOption } from './flags.js';
 
 function formatInspect(r: InspectResult): string {
@@ -33,6 +34,7 @@ export const inspectCommand = defineCommand({
       })
       .option('json', jsonOption),
   handler: async (a) => {
+    const { inspect } = await import('../jobs/inspect.js');
     const result = await inspect(a.model!, { device: a.device });
     emit(a.json, result, () => formatInspect(result));
   },

@@ -1,7 +1,7 @@
 /** `featcache install-cuda`: the CLI face of jobs/install-cuda.ts. */
 import type { Argv } from 'yargs';
 import { invalidParameter } from '../errors.js';
-import { DEFAULT_INSTALL_CUDA_OPTIONS, installCuda } from '../jobs/install-cuda.js';
+import { DEFAULT_INSTALL_CUDA_OPTIONS } from '../jobs/defaults.js';
 import { defineCommand, emit, jsonOption } from './flags.js';
 
 export const installCudaCommand = defineCommand({
@@ -29,6 +29,7 @@ export const installCudaCommand = defineCommand({
   handler: async (a) => {
     if (!(a.timeout > 0)) throw invalidParameter('--timeout', 'a positive number of seconds', a.timeout);
     const log = (line: string) => process.stderr.write(`${line}\n`);
+    const { installCuda } = await import('../jobs/install-cuda.js');
     const r = await installCuda({ force: a.force, dryRun: a['dry-run'], timeoutMs: a.timeout * 1000, log });
     emit(a.json, r, () => {
       const head = `install-cuda: CUDA provider ${r.status} in ${r.providerDir}`;

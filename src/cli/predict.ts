@@ -2,7 +2,8 @@
 import type { Argv } from 'yargs';
 import { ExitCode } from '../errors.js';
 import { BACKENDS } from '../head/runtime.js';
-import { type Prediction, DEFAULT_PREDICT_OPTIONS as P, predict } from '../jobs/predict.js';
+import type { Prediction } from '../jobs/predict.js';
+import { DEFAULT_PREDICT_OPTIONS as P } from '../jobs/defaults.js';
 import { defineCommand, backboneOptions, emit, fetchFrom, fetchOptions, headOption, jsonOption } from './flags.js';
 
 function table(predictions: Prediction[]): string {
@@ -70,6 +71,7 @@ export const predictCommand = defineCommand({
       .option('json', { ...jsonOption, describe: 'one JSON object per image (JSON lines) on stdout' })
       .options(fetchOptions),
   handler: async (a) => {
+    const { predict } = await import('../jobs/predict.js');
     const result = await predict({
       inputs: a.inputs!,
       head: a.head,

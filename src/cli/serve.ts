@@ -1,7 +1,7 @@
 /** `featcache serve`: the yargs face of jobs/serve; SIGTERM/SIGINT drain in-flight requests, then exit 0. */
 import type { Argv } from 'yargs';
 import { ExitCode } from '../errors.js';
-import { DEFAULT_SERVE_OPTIONS as D, serve } from '../jobs/serve.js';
+import { DEFAULT_SERVE_OPTIONS as D } from '../jobs/defaults.js';
 import { defineCommand, backboneOptions, logToStderr } from './flags.js';
 
 export const serveCommand = defineCommand({
@@ -50,6 +50,7 @@ export const serveCommand = defineCommand({
       .option('device', { ...backboneOptions.device, default: D.device })
       .option('threads', { ...backboneOptions.threads, default: D.threads }),
   handler: async (a) => {
+    const { serve } = await import('../jobs/serve.js');
     const handle = await serve({
       head: a.head,
       bundle: a.bundle,

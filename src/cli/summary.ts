@@ -4,7 +4,8 @@
  */
 import * as path from 'node:path';
 import type { ExtractResult } from '../jobs/extract.js';
-import { type TrainHeadResult, settingText } from '../jobs/train-head.js';
+import { settingText } from '../jobs/setting-text.js';
+import type { TrainHeadResult } from '../jobs/train-head.js';
 
 export function extractSummaryLine(r: ExtractResult): string {
   const t = r.timings;

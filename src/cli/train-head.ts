@@ -4,13 +4,8 @@ import { NORMALIZATIONS } from '../head/normalize.js';
 import { BACKENDS } from '../head/runtime.js';
 import { SWEEP_ENGINES } from '../head/minibatch/engine.js';
 import { CLASS_WEIGHTS, MONITORS, OPTIMIZERS } from '../head/model.js';
-import {
-  DEFAULT_TRAIN_HEAD_OPTIONS as d,
-  MINIBATCH_OPTIONS,
-  SOLVERS,
-  type TrainHeadOptions,
-  trainHead,
-} from '../jobs/train-head.js';
+import { DEFAULT_TRAIN_HEAD_OPTIONS as d, MINIBATCH_OPTIONS, SOLVERS } from '../jobs/defaults.js';
+import type { TrainHeadOptions } from '../jobs/train-head.js';
 import { defineCommand, emit, jsonOption } from './flags.js';
 import { trainSummaryLine } from './summary.js';
 
@@ -159,6 +154,7 @@ export const trainHeadCommand = defineCommand({
     for (const [flag, key] of Object.entries(FLAGS))
       if (a[flag] !== undefined) (given as Record<string, unknown>)[key] = a[flag];
     const log = a.json ? undefined : (line: string) => process.stderr.write(`${line}\n`);
+    const { trainHead } = await import('../jobs/train-head.js');
     const result = await trainHead({ ...given, log });
     emit(a.json, result, () => trainSummaryLine(result));
   },

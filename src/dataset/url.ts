@@ -11,6 +11,7 @@ import { type Dispatcher, EnvHttpProxyAgent, interceptors, request } from 'undic
 import { invalidParameter } from '../errors.js';
 import type { Item } from './source.js';
 import type { ImageSource, Stamp } from './source.js';
+import { DEFAULT_URL_OPTIONS } from './url-defaults.js';
 
 /** One URL's outcome: its bytes, or why not (with the HTTP status of the last attempt, when there was one). */
 export interface Fetched {
@@ -37,15 +38,7 @@ export interface UrlSourceOptions {
   userAgent: string;
 }
 
-export const DEFAULT_URL_OPTIONS: Readonly<UrlSourceOptions> = Object.freeze({
-  concurrency: 32,
-  timeoutMs: 30_000,
-  retries: 3,
-  backoffMs: 500,
-  maxBackoffMs: 30_000,
-  maxBytes: 50 * 1024 * 1024,
-  userAgent: 'featcache (+https://github.com/featcache/featcache)',
-});
+export { DEFAULT_URL_OPTIONS };
 
 export function isUrl(text: string): boolean {
   return /^https?:\/\//i.test(text.trim());

@@ -22,11 +22,9 @@ import * as parquet from 'parquet-wasm';
 import { partSchema } from '../store/part.js';
 import { type OutputDir, type OutputFile, type OutputSink, fileSink } from '../util/output.js';
 import { featcacheVersion } from '../version.js';
+import type { Format } from './format-names.js';
 
-export const FORMATS = ['libsvm', 'svmlight', 'npy', 'csv', 'parquet', 'arrow'] as const;
-export type Format = (typeof FORMATS)[number];
-/** Label written for rows without one (unlabelled images); class indices are 0-based. */
-export const UNLABELLED = -1;
+export { FORMATS, type Format, UNLABELLED } from './format-names.js';
 
 export interface Batch {
   features: Float32Array;

@@ -13,6 +13,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { EnvHttpProxyAgent, type Response, fetch } from 'undici';
 import { FeatcacheError, errorMessage, invalidParameter, ExitCode } from '../errors.js';
+import { DEFAULT_DOWNLOAD_TIMEOUTS } from './timeouts.js';
 
 export interface DownloadTimeouts {
   /** Give up on a TCP (and TLS) connection that takes longer than this. */
@@ -21,10 +22,7 @@ export interface DownloadTimeouts {
   stallTimeoutMs: number;
 }
 
-export const DEFAULT_DOWNLOAD_TIMEOUTS: Readonly<DownloadTimeouts> = Object.freeze({
-  connectTimeoutMs: 15_000,
-  stallTimeoutMs: 30_000,
-});
+export { DEFAULT_DOWNLOAD_TIMEOUTS };
 
 /** Proxy settings; each defaults to the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY, or their lower-case forms). */
 export interface ProxySettings {

@@ -2,12 +2,21 @@
  * Decoding and preprocessing with sharp, reproducing torchvision's eval transform geometry exactly
  * (Resize truncates the long side, CenterCrop rounds half to even) so features match PyTorch's.
  */
-import sharp, { type Metadata, type SharpOptions } from 'sharp';
+import type { Metadata, SharpOptions } from 'sharp';
 import type { ImagePolicy, Preset } from './presets.js';
 
-// Parallelism comes from decoding several images at once on libuv's pool, not from threads inside one image.
-sharp.concurrency(1);
-sharp.cache(false);
+let sharpLoaded: Promise<(typeof import('sharp'))['default']> | undefined;
+
+/** sharp (libvips, ~130 ms to load) is imported on the first decode, so importing featcache does not pay for it. */
+function loadSharp(): Promise<(typeof import('sharp'))['default']> {
+  sharpLoaded ??= import('sharp').then(({ default: sharp }) => {
+    // Parallelism comes from decoding several images at once on libuv's pool, not from threads inside one image.
+    sharp.concurrency(1);
+    sharp.cache(false);
+    return sharp;
+  });
+  return sharpLoaded;
+}
 
 /** Where channels sit in the model's input tensor. */
 export type PixelLayout = 'NCHW' | 'NHWC';
@@ -44,6 +53,7 @@ export async function decodeToRgb(input: Buffer | string, preset: Preset, policy
     ignoreIcc: policy.icc === 'ignore',
     pages: 1,
   };
+  const sharp = await loadSharp();
   const meta = await sharp(input, options).metadata();
   const source = orientedSize(meta, policy);
   const target = resizedSize(source.width, source.height, preset.resizeShorter);

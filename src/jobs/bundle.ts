@@ -4,7 +4,9 @@ import * as path from 'node:path';
 import { FeatcacheError, invalidParameter, optionName } from '../errors.js';
 import { type BundleMetadata, buildBundle, isBundleFile } from '../export/bundle.js';
 import { exists, writeBytesAtomic } from '../util/fsx.js';
-import { DEFAULT_HEAD_DIR } from '../head/saved.js';
+import { DEFAULT_BUNDLE_OPTIONS } from './defaults.js';
+
+export { DEFAULT_BUNDLE_OPTIONS };
 
 export interface BundleOptions {
   /** Head directory written by train-head. */
@@ -15,13 +17,6 @@ export interface BundleOptions {
   model: string | undefined;
   log: (line: string) => void;
 }
-
-export const DEFAULT_BUNDLE_OPTIONS: Readonly<BundleOptions> = Object.freeze({
-  head: DEFAULT_HEAD_DIR,
-  out: 'classifier.onnx',
-  model: undefined,
-  log: () => {},
-});
 
 export interface BundleResult {
   out: string;

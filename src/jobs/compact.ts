@@ -9,7 +9,9 @@ import { type CompactionStats, compactParts } from '../store/compact.js';
 import { type Lock, acquireLock } from '../store/lock.js';
 import { FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
-import { DEFAULT_CACHE_DIR } from '../store/manifest.js';
+import { DEFAULT_COMPACT_OPTIONS } from './defaults.js';
+
+export { DEFAULT_COMPACT_OPTIONS };
 
 export interface CompactOptions {
   /** Feature cache directory. */
@@ -20,13 +22,6 @@ export interface CompactOptions {
   partRows: number;
   log: (line: string) => void;
 }
-
-export const DEFAULT_COMPACT_OPTIONS: Readonly<CompactOptions> = Object.freeze({
-  cache: DEFAULT_CACHE_DIR,
-  split: 'train',
-  partRows: 4096,
-  log: () => {},
-});
 
 export interface CompactResult extends CompactionStats {
   split: string;

@@ -14,6 +14,9 @@ import { fetchModel } from './fetch-model.js';
 import { type TrainHeadResult, trainHead } from './train-head.js';
 import { type ExtractResult, extract } from './extract.js';
 import { type PredictResult, predict } from './predict.js';
+import { DEFAULT_DEMO_OPTIONS } from './defaults.js';
+
+export { DEFAULT_DEMO_OPTIONS };
 
 const DATA_URL = 'https://download.pytorch.org/tutorial/hymenoptera_data.zip';
 const LOCAL_DATA = ['data/hymenoptera_data', '../shared/data/hymenoptera_data'];
@@ -89,13 +92,6 @@ export interface DemoOptions {
   progress: boolean;
   log?: ((line: string) => void) | undefined;
 }
-
-export const DEFAULT_DEMO_OPTIONS: Readonly<DemoOptions> = Object.freeze({
-  head: 'models/demo-head',
-  report: 'demo-predictions.html',
-  device: 'auto',
-  progress: false,
-});
 
 export interface DemoResult {
   data: string;

@@ -27,7 +27,9 @@ import { FeatureCache, type LatestRecord } from '../store/reader.js';
 import { type OutputDir, type OutputFile, openOutputFile, prepareOutputDir, writeOutputFile } from '../util/output.js';
 import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
-import { DEFAULT_CACHE_DIR } from '../store/manifest.js';
+import { DEFAULT_EXPORT_OPTIONS } from './defaults.js';
+
+export { DEFAULT_EXPORT_OPTIONS };
 
 export interface ExportOptions {
   /** Feature cache directory. */
@@ -44,18 +46,6 @@ export interface ExportOptions {
   fitSplit: string;
   log: (line: string) => void;
 }
-
-export const DEFAULT_EXPORT_OPTIONS: Readonly<ExportOptions> = Object.freeze({
-  // Same default as the CLI's --cache (DEFAULT_CACHE): the library may not import the CLI's flag module.
-  cache: DEFAULT_CACHE_DIR,
-  split: 'train',
-  format: 'libsvm',
-  out: '',
-  normalize: 'none',
-  stats: null,
-  fitSplit: 'train',
-  log: () => {},
-});
 
 /** Marker that makes a directory output featcache's to replace (see prepareOutputDir). */
 export const EXPORT_MARKER = '.featcache-export.json';

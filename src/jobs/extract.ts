@@ -4,7 +4,7 @@
  * onnxruntime's worker thread, and a SplitWriter commits atomic parts, so a killed run resumes where the last commit
  * ended and never stores an image twice.
  */
-import { type Backbone, DEFAULT_INT8_OPTIONS, datasetCalibrationSource, openBackbone } from '../backbone/index.js';
+import { type Backbone, datasetCalibrationSource, openBackbone } from '../backbone/index.js';
 import { RANGE_METHODS, type RangeMethod } from '../backbone/calibrate.js';
 import { parseDevice } from '../backbone/session.js';
 import { type Dataset, type DatasetOptions, type Item, openDataset } from '../dataset/index.js';
@@ -21,20 +21,16 @@ import {
   positiveInteger,
 } from '../errors.js';
 import { type DecodedBatch, decodeBatch, maxBatchSize } from '../image/batch.js';
-import {
-  DEFAULT_IMAGE_POLICY,
-  EXIF_POLICIES,
-  ICC_POLICIES,
-  type ImagePolicy,
-  type Preset,
-  getPreset,
-} from '../image/presets.js';
-import { type CacheManifest, CACHE_FORMAT, DEFAULT_CACHE_DIR, ensureManifest } from '../store/manifest.js';
+import { EXIF_POLICIES, ICC_POLICIES, type ImagePolicy, type Preset, getPreset } from '../image/presets.js';
+import { type CacheManifest, CACHE_FORMAT, ensureManifest } from '../store/manifest.js';
 import type { Failure, Row } from '../store/part.js';
 import { SplitWriter, shardLabel } from '../store/writer.js';
 import { withDefaults } from '../util/options.js';
 import { progressBar } from '../util/progress.js';
 import { toolVersions } from '../version.js';
+import { DEFAULT_EXTRACT_OPTIONS } from './defaults.js';
+
+export { DEFAULT_EXTRACT_OPTIONS };
 
 /** The dataset options (see DatasetOptions), then the backbone's, the image policy's and the writer's. */
 export interface ExtractOptions extends Omit<DatasetOptions, 'shard' | 'followSymlinks'> {
@@ -64,7 +60,7 @@ export interface ExtractOptions extends Omit<DatasetOptions, 'shard' | 'followSy
   fp16: boolean;
   /**
    * Run a calibrated int8 copy of the backbone (CPU throughput, ~3.5× on ResNet50 with VNNI). Quantised on first use
-   * from a seeded sample of the train split (else this split), saved beside the model and reused; features are
+   * from a seeded sample of the train split (else this split), saved in featcache's cache folder and reused; features are
    * identified by the calibration and never mixed with FP32 ones. Falls back to FP32, saying why, if it cannot fuse.
    */
   int8: boolean;
@@ -74,7 +70,7 @@ export interface ExtractOptions extends Omit<DatasetOptions, 'shard' | 'followSy
   calibrationRanges: RangeMethod;
   /** The upper percentile kept by `percentile` ranges. */
   calibrationPercentile: number;
-  /** Where the int8 model is saved (default: beside the model file). */
+  /** Where the int8 model is saved (default: featcache's cache folder, by the model's sha256). */
   int8Dir?: string | undefined;
   /** Images per inference call; capped so a batch's pixels stay under MAX_BATCH_BYTES. */
   batchSize: number;
@@ -89,32 +85,6 @@ export interface ExtractOptions extends Omit<DatasetOptions, 'shard' | 'followSy
   /** Where progress notes go (device fallbacks, capped batch size); silent by default. */
   log?: ((line: string) => void) | undefined;
 }
-
-/** Every default of `extract`, declared once: the CLI's --help reads them from here. */
-export const DEFAULT_EXTRACT_OPTIONS: Readonly<Omit<ExtractOptions, 'data'>> = Object.freeze({
-  split: 'train',
-  seed: 0,
-  followSymlinks: false,
-  model: 'models/resnet50.onnx',
-  tap: 'avgpool',
-  preset: 'torchvision',
-  exif: DEFAULT_IMAGE_POLICY.exif,
-  icc: DEFAULT_IMAGE_POLICY.icc,
-  maxPixels: DEFAULT_IMAGE_POLICY.maxPixels,
-  cache: DEFAULT_CACHE_DIR,
-  device: 'auto',
-  threads: 0,
-  fp16: false,
-  int8: false,
-  calibrate: DEFAULT_INT8_OPTIONS.calibrate,
-  calibrationRanges: DEFAULT_INT8_OPTIONS.calibrationRanges,
-  calibrationPercentile: DEFAULT_INT8_OPTIONS.calibrationPercentile,
-  batchSize: 16,
-  partRows: 512,
-  strict: false,
-  retryFailed: false,
-  progress: false,
-});
 
 export interface ExtractTimings {
   wallS: number;

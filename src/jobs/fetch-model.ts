@@ -8,10 +8,13 @@ import * as path from 'node:path';
 import { decodeModel } from '../backbone/graph.js';
 import { resolveTap } from '../backbone/tap.js';
 import { FeatcacheError, errorMessage, invalidParameter, oneOf, ExitCode } from '../errors.js';
-import { DEFAULT_DOWNLOAD_TIMEOUTS, type ProxySettings, download } from '../fetch/download.js';
+import { type ProxySettings, download } from '../fetch/download.js';
 import { MODEL_NAMES, MODEL_SOURCES } from '../fetch/registry.js';
 import { exists, sha256File } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
+import { DEFAULT_FETCH_MODEL_OPTIONS } from './defaults.js';
+
+export { DEFAULT_FETCH_MODEL_OPTIONS };
 
 export interface FetchModelOptions {
   /** A name from MODEL_NAMES; with `urls`, any name (the file is saved as `<name>.onnx`). */
@@ -35,20 +38,6 @@ export interface FetchModelOptions {
   onProgress: ((received: number, total: number | null, url: string) => void) | undefined;
   log: ((line: string) => void) | undefined;
 }
-
-export const DEFAULT_FETCH_MODEL_OPTIONS: Readonly<FetchModelOptions> = Object.freeze({
-  name: 'resnet50',
-  dir: 'models',
-  urls: undefined,
-  sha256: undefined,
-  retries: 2,
-  retryDelayMs: 200,
-  connectTimeoutMs: DEFAULT_DOWNLOAD_TIMEOUTS.connectTimeoutMs,
-  stallTimeoutMs: DEFAULT_DOWNLOAD_TIMEOUTS.stallTimeoutMs,
-  proxy: undefined,
-  onProgress: undefined,
-  log: undefined,
-});
 
 export interface FetchResult {
   name: string;

@@ -4,8 +4,11 @@ import * as path from 'node:path';
 import { FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
 import { DAMAGED_SUFFIX, partProblem } from '../store/verify.js';
-import { type CacheManifest, DEFAULT_CACHE_DIR } from '../store/manifest.js';
+import type { CacheManifest } from '../store/manifest.js';
 import type { Failure } from '../store/part.js';
+import { DEFAULT_INFO_OPTIONS } from './defaults.js';
+
+export { DEFAULT_INFO_OPTIONS };
 
 export interface InfoOptions {
   /** Feature cache directory. */
@@ -13,8 +16,6 @@ export interface InfoOptions {
   /** Verify every part against the length and sha256 recorded at its commit (reads all features). */
   check: boolean;
 }
-
-export const DEFAULT_INFO_OPTIONS: Readonly<InfoOptions> = Object.freeze({ cache: DEFAULT_CACHE_DIR, check: false });
 
 export interface PartDamage {
   file: string;

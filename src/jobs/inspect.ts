@@ -5,6 +5,9 @@ import { type DeviceSpec, inputLayout, openSession, parseDevice } from '../backb
 import { modulePathOfNode, poolCandidates, resolveTap } from '../backbone/tap.js';
 import { sha256Bytes } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
+import { DEFAULT_INSPECT_OPTIONS } from './defaults.js';
+
+export { DEFAULT_INSPECT_OPTIONS };
 
 export interface TapCandidate {
   kind: 'pool' | 'module';
@@ -62,8 +65,6 @@ export interface InspectOptions {
   /** Device the shape probe runs on: `auto` (CUDA, then CPU), `cpu`, `cuda[:N]`. */
   device: string;
 }
-
-export const DEFAULT_INSPECT_OPTIONS: Readonly<InspectOptions> = Object.freeze({ device: 'cpu' });
 
 /**
  * What a model offers: inputs, outputs, and the tap points a user can choose, with their shapes (found by running

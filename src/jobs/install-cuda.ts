@@ -19,6 +19,9 @@ import {
 } from '../backbone/cuda-libs.js';
 import { FeatcacheError, invalidParameter, ExitCode } from '../errors.js';
 import { withDefaults } from '../util/options.js';
+import { DEFAULT_INSTALL_CUDA_OPTIONS } from './defaults.js';
+
+export { DEFAULT_INSTALL_CUDA_OPTIONS };
 
 export interface InstallCudaOptions {
   /** Fetch even when the provider files are already in place. */
@@ -37,12 +40,6 @@ export interface InstallCudaOptions {
   libraries?: LibraryLookupOptions | undefined;
   log?: ((line: string) => void) | undefined;
 }
-
-export const DEFAULT_INSTALL_CUDA_OPTIONS: Readonly<InstallCudaOptions> = Object.freeze({
-  force: false,
-  dryRun: false,
-  timeoutMs: 600_000,
-});
 
 /** The only platform onnxruntime-node 1.30 fetches a CUDA provider for (its script/install-metadata.js). */
 export const CUDA_PLATFORM = 'linux/x64';

@@ -15,12 +15,15 @@ import { isBundleFile, openBundle, reportInfoOf } from '../export/bundle.js';
 import { type Prediction, writeReport } from '../export/report.js';
 import { topK } from '../head/metrics.js';
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
-import { DEFAULT_HEAD_DIR, type LoadedHead, loadHead } from '../head/saved.js';
+import { HEAD_FILE, type HeadInfo, type LoadedHead, loadHead } from '../head/saved.js';
 import { applyNormalization } from '../head/normalize.js';
 import { decodeBatch } from '../image/batch.js';
 import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
 import { exists } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
+import { DEFAULT_PREDICT_OPTIONS } from './defaults.js';
+
+export { DEFAULT_PREDICT_OPTIONS };
 
 export type { Prediction } from '../export/report.js';
 
@@ -48,16 +51,6 @@ export interface PredictOptions {
   /** Thumbnails in the report at most; the page says how many were left out. */
   reportLimit: number;
 }
-
-export const DEFAULT_PREDICT_OPTIONS: Readonly<Omit<PredictOptions, 'inputs'>> = Object.freeze({
-  head: DEFAULT_HEAD_DIR,
-  top: 3,
-  batchSize: 16,
-  device: 'auto',
-  threads: 0,
-  backend: 'auto',
-  reportLimit: 1000,
-});
 
 export interface PredictResult {
   predictions: Prediction[];
@@ -105,7 +98,26 @@ async function listEntries(list: string): Promise<string[]> {
   return lines.map((line) => (isUrl(line) ? line : path.join(path.dirname(list), line)));
 }
 
-async function checkedBackbone(head: LoadedHead, o: PredictOptions): Promise<Backbone> {
+/**
+ * The head's provenance, read without TensorFlow.js so the backbone's worker can start its session while tfjs loads
+ * on this thread (on one image, each is about a third of the run). loadHead validates it; null when unreadable.
+ */
+async function peekHeadInfo(dir: string): Promise<HeadInfo | null> {
+  try {
+    const info = JSON.parse(await fs.readFile(path.join(dir, HEAD_FILE), 'utf8')) as HeadInfo;
+    return typeof info.provenance?.modelSha256 === 'string' ? info : null;
+  } catch {
+    return null;
+  }
+}
+
+const closeQuietly = (opening: Promise<Backbone> | null) =>
+  opening?.then(
+    (b) => b.close(),
+    () => {},
+  );
+
+async function checkedBackbone(head: Pick<LoadedHead, 'info'>, o: PredictOptions): Promise<Backbone> {
   const p = head.info.provenance;
   const modelFile = o.model ?? p.modelFile;
   if (!(await exists(modelFile))) {
@@ -167,11 +179,26 @@ function resolveOptions(given: Partial<PredictOptions> & { inputs: string[] }): 
 export async function predict(options: Partial<PredictOptions> & { inputs: string[] }): Promise<PredictResult> {
   const o = resolveOptions(options);
   if (o.model && (await isBundleFile(o.model))) return predictWithBundle(o, o.model);
-  const runtime = await loadTf(o.backend);
-  const head = await loadHead(runtime.tf, o.head);
+  const runtimeLoading = loadTf(o.backend);
+  const peeked = await peekHeadInfo(o.head);
+  const backboneOpening = peeked ? checkedBackbone({ info: peeked }, o) : null;
+  // Its errors are reported in the order of the sequential code: the head's, the inputs', then the backbone's.
+  backboneOpening?.catch(() => {});
+  let runtime: Awaited<typeof runtimeLoading>;
+  let head: LoadedHead;
   try {
-    const { files, unresolved } = await expandInputs(o.inputs);
-    const backbone = await checkedBackbone(head, o);
+    runtime = await runtimeLoading;
+    head = await loadHead(runtime.tf, o.head);
+  } catch (error) {
+    await closeQuietly(backboneOpening);
+    throw error;
+  }
+  try {
+    const { files, unresolved } = await expandInputs(o.inputs).catch(async (error: unknown) => {
+      await closeQuietly(backboneOpening);
+      throw error;
+    });
+    const backbone = await (backboneOpening ?? checkedBackbone(head, o));
     let predictions: Prediction[];
     try {
       const policy: ImagePolicy = {

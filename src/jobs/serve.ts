@@ -19,7 +19,9 @@ import {
 import { type OpenedBundle, buildBundle, openBundle, openBundleBytes } from '../export/bundle.js';
 import { MicroBatcher } from '../serve/batcher.js';
 import { type ImageBatcher, type ServerState, createServeApp } from '../serve/server.js';
-import { DEFAULT_HEAD_DIR } from '../head/saved.js';
+import { DEFAULT_SERVE_OPTIONS } from './defaults.js';
+
+export { DEFAULT_SERVE_OPTIONS };
 
 export interface ServeOptions {
   /** Head directory written by train-head (fused with its backbone at start-up), or a bundle .onnx file. */
@@ -45,25 +47,6 @@ export interface ServeOptions {
   threads: number;
   log: (line: string) => void;
 }
-
-export const DEFAULT_SERVE_OPTIONS: Readonly<ServeOptions> = Object.freeze({
-  head: DEFAULT_HEAD_DIR,
-  bundle: undefined,
-  model: undefined,
-  host: '127.0.0.1',
-  port: 8080,
-  maxBatch: 16,
-  maxWaitMs: 5,
-  maxQueue: 256,
-  maxBodyMb: 20,
-  // A server decodes several uploads at once; 50 Mpx (≈150 MB decoded) each is already generous.
-  maxPixels: 50_000_000,
-  timeoutMs: 30_000,
-  top: 5,
-  device: 'auto',
-  threads: 0,
-  log: () => {},
-});
 
 export interface ServeHandle {
   url: string;

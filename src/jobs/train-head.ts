@@ -2,6 +2,7 @@
  * The train-head job: store → head. Reads cached features, chooses the head's hyperparameters on a hold-out of
  * train (unless told not to), trains, calibrates, evaluates on val and saves a TF.js LayersModel with provenance.
  */
+import { cText, settingText } from './setting-text.js';
 import * as path from 'node:path';
 import { stratifiedSplit } from '../dataset/split.js';
 import { FeatcacheError, invalidParameter, optionName } from '../errors.js';
@@ -15,13 +16,12 @@ import {
   fitNormalization,
 } from '../head/normalize.js';
 import { BACKENDS, type BackendChoice, type TfRuntime, loadTf } from '../head/runtime.js';
-import { DEFAULT_HEAD_DIR, type HeadInfo, inspectHeadDir, saveHead } from '../head/saved.js';
-import { DEFAULT_CACHE_DIR } from '../store/manifest.js';
+import { type HeadInfo, inspectHeadDir, saveHead } from '../head/saved.js';
 import { MatMul } from '../head/probe/linalg.js';
 import { type ProbeHead, fitProbeHead, selectProbe } from '../head/probe/select.js';
 import { cForStrength, l2Strength } from '../head/probe/probe.js';
-import { DEFAULT_SWEEP_GRID, type SweepGrid, type SweepRow, conflictingDuplicates, subsetRows } from '../head/plan.js';
-import { MIN_SWEEP_STEPS, type Selection, selectSetting } from '../head/minibatch/select.js';
+import { type SweepGrid, type SweepRow, conflictingDuplicates, subsetRows } from '../head/plan.js';
+import { type Selection, selectSetting } from '../head/minibatch/select.js';
 import { fitHeadOrt } from '../head/minibatch/fit-ort.js';
 import { SWEEP_ENGINES, type Engine, type SweepEngine, chooseEngine } from '../head/minibatch/engine.js';
 import {
@@ -36,27 +36,11 @@ import { type TrainResult, fitHead, predictLogits } from '../head/minibatch/trai
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
+import { DEFAULT_TRAIN_HEAD_OPTIONS, MINIBATCH_OPTIONS, SOLVERS, type Solver } from './defaults.js';
 
-/**
- * How the head is fitted. `lbfgs`: a linear head as L2-regularised logistic regression solved to convergence (the
- * standard linear probe, scikit-learn's `LogisticRegression`); the sweep chooses C. `minibatch`: epochs of Adam
- * or SGD (any head, hidden layer included); the sweep chooses learning rate, weight decay and epochs. `auto`:
- * lbfgs, unless there is a hidden layer, the sweep is off, or an option only mini-batch training uses is given.
- */
-export const SOLVERS = ['auto', 'lbfgs', 'minibatch'] as const;
-export type Solver = (typeof SOLVERS)[number];
+export { DEFAULT_TRAIN_HEAD_OPTIONS };
 
-/** Options that only mean something to mini-batch training: giving one (solver auto) asks for it. */
-export const MINIBATCH_OPTIONS = Object.freeze([
-  'lr',
-  'epochs',
-  'optimizer',
-  'momentum',
-  'batchSize',
-  'stepSize',
-  'gamma',
-  'patience',
-] as const);
+export { SOLVERS, type Solver, MINIBATCH_OPTIONS };
 
 /** The probe's C without a sweep: scikit-learn's default. */
 export const DEFAULT_C = 1;
@@ -87,26 +71,6 @@ export interface TrainHeadOptions extends HeadOptions {
   sweepEngine: SweepEngine;
   log?: ((line: string) => void) | undefined;
 }
-
-/** Every default of the job, declared once: the CLI shows these in --help. */
-export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log'>> = Object.freeze({
-  ...DEFAULT_HEAD_OPTIONS,
-  cache: DEFAULT_CACHE_DIR,
-  head: DEFAULT_HEAD_DIR,
-  trainSplit: 'train',
-  valSplit: 'val',
-  valFraction: null,
-  normalize: 'none',
-  backend: 'auto',
-  solver: 'auto',
-  sweep: true,
-  holdoutFraction: 0.2,
-  sweepEpochs: 100,
-  sweepPatience: 10,
-  sweepMinSteps: MIN_SWEEP_STEPS,
-  grid: DEFAULT_SWEEP_GRID,
-  sweepEngine: 'auto',
-});
 
 /** The options the sweep would otherwise choose; each one given explicitly is held fixed. */
 export const SWEPT_OPTIONS = Object.freeze(['lr', 'weightDecay', 'normalize', 'epochs'] as const);
@@ -654,16 +618,7 @@ function pickHeadOptions(o: HeadOptions): HeadOptions {
 }
 
 /** C as printed: no penalty (λ = 0, JSON's null) is C = inf. */
-function cText(c: number | null): string {
-  return c !== null && Number.isFinite(c) ? String(c) : 'inf';
-}
-
-/** The chosen setting in words (log lines and the CLI's summary). */
-export function settingText(s: TrainHeadResult['setting']): string {
-  if (s.solver === 'lbfgs')
-    return `logistic regression (L-BFGS), normalize ${s.normalize}, C ${cText(s.c)} (λ ${s.weightDecay.toPrecision(3)})`;
-  return `normalize ${s.normalize}, lr ${s.lr}, weight decay ${s.weightDecay}, ${s.epochs} epochs`;
-}
+export { settingText };
 
 /** The chosen setting in one line. */
 export function sweepLine(s: SweepSummary): string {

@@ -30,11 +30,12 @@ async function tinySource(file: string) {
   const bytes = await fs.readFile(file);
   const model = decodeModel(bytes, file);
   const tap = resolveTap(model.graph!);
+  const tapped = encodeModel(tappedModel(model, tap));
   return {
     file,
     sha256: sha256Bytes(bytes),
     tap,
-    tapped: encodeModel(tappedModel(model, tap)),
+    tapped: () => Promise.resolve(tapped),
     input: inputLayout('input', [null, 3, SIZE, SIZE]),
   };
 }
@@ -43,15 +44,18 @@ describe('ensureInt8Model', () => {
   it('saves the quantised model with its calibration provenance, reuses it, and rebuilds when calibration or file change', async () => {
     const dir = await tempDir();
     const file = await writeTinyCnn(path.join(dir, 'models/tiny.onnx'), { size: SIZE });
+    const cacheDir = path.join(dir, 'cache');
     const source = await tinySource(file);
     const calibration = pixelCalibrationSource(images(8, 1), { height: SIZE, width: SIZE });
     const logs: string[] = [];
-    const first = await ensureInt8Model(source, calibration, { log: (l) => logs.push(l) });
+    const first = await ensureInt8Model(source, calibration, { cacheDir, log: (l) => logs.push(l) });
     assert.ok(!('unsupported' in first));
     assert.equal(first.reused, false);
     assert.equal(first.fusion.fused, true);
-    assert.equal(path.dirname(first.file), path.dirname(file));
-    assert.equal(first.file, int8Paths(file, first.calibrationHash).model);
+    // Derived models go to featcache's cache folder, under the model's sha256; nothing appears beside the model.
+    assert.equal(path.dirname(first.file), path.join(cacheDir, 'models', source.sha256));
+    assert.deepEqual(await fs.readdir(path.dirname(file)), ['tiny.onnx']);
+    assert.equal(first.file, int8Paths(source, first.calibrationHash, undefined, cacheDir).model);
     const provenance = JSON.parse(await fs.readFile(`${first.file}.json`, 'utf8'));
     assert.equal(provenance.calibrationHash, first.calibrationHash);
     assert.equal(provenance.source.sha256, source.sha256);
@@ -67,6 +71,7 @@ describe('ensureInt8Model', () => {
 
     // Same images: the saved model is used as is (not rewritten, nothing calibrated).
     const again = await ensureInt8Model(source, pixelCalibrationSource(images(8, 1), { height: SIZE, width: SIZE }), {
+      cacheDir,
       log: (l) => logs.push(l),
     });
     assert.ok(!('unsupported' in again));
@@ -75,24 +80,26 @@ describe('ensureInt8Model', () => {
     assert.equal((await fs.stat(first.file)).mtimeMs, mtime);
     assert.equal(logs.length, 1);
     // By hash alone (what a head or a cache records).
-    assert.equal((await savedInt8Model(file, first.calibrationHash))?.sha256, first.sha256);
+    assert.equal((await savedInt8Model(source, first.calibrationHash, undefined, cacheDir))?.sha256, first.sha256);
 
     // One image different: another calibration, another file, the first one kept.
     const changed = images(8, 1);
     changed[3] = images(1, 42)[0]!;
-    const other = await ensureInt8Model(source, pixelCalibrationSource(changed, { height: SIZE, width: SIZE }));
+    const other = await ensureInt8Model(source, pixelCalibrationSource(changed, { height: SIZE, width: SIZE }), {
+      cacheDir,
+    });
     assert.ok(!('unsupported' in other));
     assert.equal(other.reused, false);
     assert.notEqual(other.calibrationHash, first.calibrationHash);
     assert.ok(await fs.stat(first.file));
     // Other range methods are other calibrations too.
-    const pct = await ensureInt8Model(source, calibration, { calibrationRanges: 'minmax' });
+    const pct = await ensureInt8Model(source, calibration, { cacheDir, calibrationRanges: 'minmax' });
     assert.ok(!('unsupported' in pct));
     assert.notEqual(pct.calibrationHash, first.calibrationHash);
 
     // A damaged saved model is rebuilt, never trusted.
     await fs.writeFile(first.file, 'garbage');
-    const rebuilt = await ensureInt8Model(source, calibration);
+    const rebuilt = await ensureInt8Model(source, calibration, { cacheDir });
     assert.ok(!('unsupported' in rebuilt));
     assert.equal(rebuilt.reused, false);
     assert.equal(rebuilt.sha256, first.sha256);
@@ -170,7 +177,7 @@ describe('openBackbone with int8', () => {
     await again.close();
     await assert.rejects(
       openBackbone(file, { device: { kind: 'cpu' }, threads: 1, int8: { calibrationHash: 'f'.repeat(64) } }),
-      /^FeatcacheError: int8: the int8 model calibrated as ffffffffffff… is missing or damaged \(expected .*tiny\.int8-ffffffffffffffff\.onnx\); re-run 'featcache extract --int8'/,
+      /^FeatcacheError: int8: the int8 model calibrated as ffffffffffff… is missing or damaged \(expected .*\/models\/[0-9a-f]{64}\/int8-ffffffffffffffff\.onnx\); re-run 'featcache extract --int8'/,
     );
   });
 

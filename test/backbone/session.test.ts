@@ -44,7 +44,7 @@ describe('session', () => {
 
   it('falls back to CPU and keeps the reason CUDA failed', async () => {
     const tried: unknown[] = [];
-    const fake = async (_m: Uint8Array, o: ort.InferenceSession.SessionOptions) => {
+    const fake = async (_m: Uint8Array | string, o: ort.InferenceSession.SessionOptions) => {
       tried.push(o.executionProviders?.[0]);
       if (typeof o.executionProviders?.[0] === 'object')
         throw new Error('Failed to load shared library libonnxruntime_providers_cuda.so');

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { mobilenetModel, needsShared, runCli, tempDir, writeColourFolder } from '../support/helpers.js';
 import { writeTinyCnn } from '../support/tiny-cnn.js';
+import { sha256File } from '../../src/util/fsx.js';
 
 describe('extract --int8 (tiny CNN, colour classes)', () => {
   let dir: string;
@@ -41,7 +42,12 @@ describe('extract --int8 (tiny CNN, colour classes)', () => {
     assert.equal(t.int8.reused, false);
     assert.equal(t.int8.qlinearConv, 6);
     assert.equal(t.int8.qlinearAdd, 2);
-    assert.equal(path.dirname(t.int8.file), path.dirname(model));
+    // Saved in featcache's cache folder under the model's sha256 (issue 27 item 6), never beside the model.
+    assert.equal(
+      path.dirname(t.int8.file),
+      path.join(process.env.FEATCACHE_CACHE_DIR!, 'models', await sha256File(model)),
+    );
+    assert.deepEqual(await fs.readdir(path.dirname(model)), ['tiny.onnx']);
     assert.match(
       train.stderr,
       /int8: calibrating \d+ activations \(mse ranges\) and quantising 6 Conv, 2 Add of tiny\.onnx on 8 images/,
@@ -133,7 +139,7 @@ describe('extract --int8 (tiny CNN, colour classes)', () => {
     assert.notEqual(gone.code, 0);
     assert.match(
       gone.stderr,
-      /--int8: the int8 model calibrated as [0-9a-f]{12}… is missing or damaged \(expected .*tiny\.int8-[0-9a-f]{16}\.onnx\); re-run 'featcache extract --int8'/,
+      /--int8: the int8 model calibrated as [0-9a-f]{12}… is missing or damaged \(expected .*\/models\/[0-9a-f]{64}\/int8-[0-9a-f]{16}\.onnx\); re-run 'featcache extract --int8'/,
     );
   });
 

@@ -12,6 +12,9 @@ import { encodeModel, onnx } from '../../src/backbone/graph.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** Repository root (tests run from dist/test/support). */
 export const repoRoot = path.resolve(here, '../../..');
+// Derived models (hashes, tapped, int8, optimised graphs) go to featcache's cache folder: one per test process,
+// never the user's ~/.cache, and inherited by the CLI processes tests spawn.
+process.env.FEATCACHE_CACHE_DIR ??= path.join(os.tmpdir(), `featcache-test-cache-${process.pid}`);
 export const cliPath = path.join(repoRoot, 'dist/src/cli.js');
 /** ../shared beside the checkout, or FEATCACHE_SHARED_DIR (e.g. for `npm run mutate`, whose sandbox sits elsewhere). */
 export const sharedDir = path.resolve(process.env.FEATCACHE_SHARED_DIR ?? path.join(repoRoot, '../shared'));

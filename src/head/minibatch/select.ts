@@ -18,21 +18,11 @@ import {
   planSelection,
 } from '../plan.js';
 import type { Tf } from '../runtime.js';
-import type { Engine } from './engine.js';
+import { type Engine, MIN_SWEEP_STEPS } from './engine.js';
 import { type LrWd, type SweepCurves, bestEpochOf, combineFolds, ortHeldOutLogits, sweepCurves } from './sweep.js';
 import { fitHead, predictLogits } from './train.js';
 
-/**
- * The sweep trains each candidate for at least this many optimiser steps, whatever `epochs` says: an epoch of a
- * 30-image training set is one mini-batch, so 100 epochs are only 100 Adam steps. Adam moves each weight by about
- * `lr` per step, and on l2-normalised features (|x_j| ≈ 1/√dim) confident logits need weights of several units:
- * at the grid's top rate (0.03) that takes a few hundred steps, which is what converges, not passes over the data.
- * Measured on 3-shot monkeys (30 rows, 3 folds of 20; scikit-learn's best C: 0.919 val top-1): 100 steps 0.901,
- * 300 → 0.912. More is not better: at 500 and 1000 the l2 candidates' held-out NLL after calibration worsens on
- * the 10-row folds and selection switches to `standard` (0.868). A set with more than 64 rows per fold already
- * takes 300 steps in 100 epochs, so only tiny sets change.
- */
-export const MIN_SWEEP_STEPS = 300;
+export { MIN_SWEEP_STEPS };
 
 /** Epochs that give at least `minSteps` optimiser steps on the smallest fold (at least `epochs`). */
 export function sweepEpochBudget(epochs: number, fitRows: number, batchSize: number, minSteps: number): number {

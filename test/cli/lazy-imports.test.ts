@@ -1,0 +1,107 @@
+/**
+ * What a command loads. `--version` and `--help` must not pay for onnxruntime, Arrow, Parquet, sharp, HTTP or
+ * TensorFlow.js; a command loads only the modules its job uses; importing the library loads no job. The check is
+ * the module list a preload hook records in a child process, not a timing.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { describe, it } from 'node:test';
+import { cliPath, repoRoot, tempDir } from '../support/helpers.js';
+
+const recorder = path.join(repoRoot, 'dist/test/support/record-loads.js');
+
+/** Heavy or network packages, by the name a resolved path shows under node_modules. */
+const HEAVY = [
+  'onnxruntime-node',
+  'onnx-proto',
+  'apache-arrow',
+  'parquet-wasm',
+  'sharp',
+  'fastify',
+  '@fastify',
+  'undici',
+  '@tensorflow',
+  'adm-zip',
+  'tar-stream',
+];
+
+function packagesIn(lines: string[]): Set<string> {
+  const names = new Set<string>();
+  for (const line of lines) {
+    const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(line);
+    if (m) names.add(m[1]!);
+  }
+  return names;
+}
+
+async function loadedPackages(args: string[]): Promise<{ packages: Set<string>; modules: string[]; status: number }> {
+  const dir = await tempDir('featcache-loads-');
+  const file = path.join(dir, 'loads.txt');
+  const r = spawnSync(process.execPath, ['--import', recorder, ...args], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    env: { ...process.env, FEATCACHE_LOADS_FILE: file },
+  });
+  const lines = (await fs.readFile(file, 'utf8')).split('\n').filter(Boolean);
+  await fs.rm(dir, { recursive: true, force: true });
+  return { packages: packagesIn(lines), modules: lines, status: r.status ?? -1 };
+}
+
+function heavyIn(packages: Set<string>): string[] {
+  return HEAVY.filter((h) => [...packages].some((p) => p === h || p.startsWith(`${h}/`)));
+}
+
+describe('lazy loading', () => {
+  it('the recorder sees a heavy module when one is loaded (the check can fail)', async () => {
+    const r = await loadedPackages(['--input-type=module', '-e', "await import('onnxruntime-node')"]);
+    assert.deepEqual(heavyIn(r.packages), ['onnxruntime-node']);
+  });
+
+  for (const args of [['--version'], ['--help'], ['predict', '--help'], ['extract', '--help'], ['serve', '--help']]) {
+    it(`featcache ${args.join(' ')} loads no ML, Arrow, Parquet, image or HTTP module`, async () => {
+      const r = await loadedPackages([cliPath, ...args]);
+      assert.equal(r.status, 0);
+      assert.ok(r.packages.has('yargs'), 'the recorder saw yargs');
+      assert.deepEqual(heavyIn(r.packages), []);
+      assert.ok(!r.modules.some((m) => /dist\/src\/jobs\/(?!defaults|setting-text)/.test(m)), 'no job module');
+    });
+  }
+
+  it('the predict job loads onnxruntime and sharp but not Arrow, Parquet, fastify or TensorFlow.js', async () => {
+    const r = await loadedPackages(['--input-type=module', '-e', "await import('./dist/src/jobs/predict.js')"]);
+    const heavy = heavyIn(r.packages);
+    for (const used of ['onnxruntime-node', 'sharp']) assert.ok(heavy.includes(used), used);
+    for (const unused of ['apache-arrow', 'parquet-wasm', 'fastify', '@tensorflow']) assert.ok(!heavy.includes(unused));
+  });
+
+  it('importing the library loads no job and no ML, image or HTTP module (Arrow only, for FeatureCache)', async () => {
+    const r = await loadedPackages([
+      '--input-type=module',
+      '-e',
+      "const f = await import('./dist/src/index.js'); f.parseDevice('cpu');",
+    ]);
+    assert.equal(r.status, 0);
+    assert.deepEqual(heavyIn(r.packages), ['apache-arrow']);
+    assert.ok(!r.modules.some((m) => /dist\/src\/jobs\/(?!defaults|setting-text)/.test(m)), 'no job module');
+  });
+
+  it("a library job's first call loads its module; defaults are the job's own", () => {
+    const r = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `const f = await import('./dist/src/index.js');
+         const j = await import('./dist/src/jobs/extract.js');
+         const c = await f.info({ cache: 'no-such-cache-dir' }).catch((e) => e.message);
+         console.log(JSON.stringify({ same: f.DEFAULT_EXTRACT_OPTIONS === j.DEFAULT_EXTRACT_OPTIONS, c }));`,
+      ],
+      { cwd: repoRoot, encoding: 'utf8' },
+    );
+    const out = JSON.parse(r.stdout) as { same: boolean; c: string };
+    assert.equal(out.same, true);
+    assert.match(out.c, /no-such-cache-dir/);
+  });
+});
