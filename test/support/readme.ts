@@ -53,10 +53,34 @@ export async function runPythonBlock(
   cwd: string,
   expressions: Record<string, string>,
 ): Promise<Record<string, unknown>> {
+  return JSON.parse(await spawnBlock(py, block, cwd, expressions, [])) as Record<string, unknown>;
+}
+
+/** Runs a README Python block once per input, `name` (e.g. photo.jpg) linked to that input each time. */
+export async function runPythonBlockEach(
+  py: PythonEnv,
+  block: ReadmeBlock,
+  cwd: string,
+  expressions: Record<string, string>,
+  name: string,
+  inputs: string[],
+): Promise<Record<string, unknown>[]> {
+  const list = path.join(cwd, `.readme-line-${block.line}.inputs.json`);
+  await fsp.writeFile(list, JSON.stringify(inputs));
+  return JSON.parse(await spawnBlock(py, block, cwd, expressions, [name, list])) as Record<string, unknown>[];
+}
+
+async function spawnBlock(
+  py: PythonEnv,
+  block: ReadmeBlock,
+  cwd: string,
+  expressions: Record<string, string>,
+  extra: string[],
+): Promise<string> {
   const snippet = path.join(cwd, `.readme-line-${block.line}.py`);
   const exprFile = path.join(cwd, `.readme-line-${block.line}.json`);
   await fsp.writeFile(snippet, block.code);
   await fsp.writeFile(exprFile, JSON.stringify(expressions));
   const script = path.join(repoRoot, 'test/support/python/run_snippet.py');
-  return JSON.parse(await py.run([script, snippet, exprFile], { cwd })) as Record<string, unknown>;
+  return py.run([script, snippet, exprFile, ...extra], { cwd });
 }
