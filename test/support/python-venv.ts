@@ -212,8 +212,25 @@ export async function ensureVenv(options: { root?: string; requirements?: string
   }
 }
 
-/** Which of the modules import in the venv: module → error line, or null when it imports. */
-async function probeModules(python: string): Promise<Record<string, string | null>> {
+/**
+ * Which of the modules import in the venv: module → error line, or null when it imports. Importing torch and the
+ * rest takes seconds (a minute on a loaded machine), and a built venv does not change, so the answer is kept in it.
+ */
+async function probeModules(venv: VenvInfo): Promise<Record<string, string | null>> {
+  const file = path.join(venv.dir, 'featcache-probe.json');
+  const kept = await fsp
+    .readFile(file, 'utf8')
+    .then((t) => JSON.parse(t) as Record<string, string | null>)
+    .catch(() => undefined);
+  if (kept && Object.keys(MODULE_WHEELS).every((m) => m in kept)) return kept;
+  const probed = await probeNow(venv.python);
+  const tmp = `${file}.${process.pid}.tmp`;
+  await fsp.writeFile(tmp, JSON.stringify(probed));
+  await fsp.rename(tmp, file);
+  return probed;
+}
+
+async function probeNow(python: string): Promise<Record<string, string | null>> {
   const { stdout } = await run(
     python,
     [path.join(pythonSupportDir, 'probe_modules.py'), ...Object.keys(MODULE_WHEELS)],
@@ -236,7 +253,7 @@ export function pythonEnv(): Promise<PythonEnv> {
     let modules: Record<string, string | null> = {};
     try {
       venv = await ensureVenv();
-      modules = await probeModules(venv.python);
+      modules = await probeModules(venv);
     } catch (e) {
       reason = e instanceof Error ? e.message : String(e);
     }
