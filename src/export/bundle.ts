@@ -277,7 +277,7 @@ function preprocessingSteps(preset: Preset, policy: ImagePolicy, layout: 'NCHW' 
   return [
     `decode the first frame; EXIF orientation: ${policy.exif === 'apply' ? 'rotate upright' : 'ignore (as PIL)'}; ICC profile: ${policy.icc === 'convert' ? 'convert to sRGB' : 'ignore (as PIL)'}; refuse images over ${policy.maxPixels} pixels`,
     'drop alpha, 8-bit RGB',
-    `resize so the shorter side is ${preset.resizeShorter} (long side truncated: int(${preset.resizeShorter} * long / short)), ${preset.kernel === 'linear' ? 'bilinear with antialiasing (PIL BILINEAR)' : preset.kernel}`,
+    `resize so the shorter side is ${preset.resizeShorter} (long side truncated: int(${preset.resizeShorter} * long / short)), ${preset.kernel === 'pil-bilinear' || preset.kernel === 'linear' ? 'bilinear with antialiasing (PIL BILINEAR)' : preset.kernel}`,
     `centre-crop ${preset.crop}×${preset.crop} (offsets round((size - ${preset.crop}) / 2))`,
     `channel order ${preset.channelOrder}; value = (pixel * ${preset.scale} - mean[c]) / std[c] with mean ${JSON.stringify(preset.mean)}, std ${JSON.stringify(preset.std)}`,
     `float32 ${layout === 'NCHW' ? '[N, 3, H, W]' : '[N, H, W, 3]'}; output "${PROBABILITIES_OUTPUT}" [N, classes] is softmax(logits / temperature)`,

@@ -4,6 +4,7 @@
  */
 import type { Metadata, SharpOptions } from 'sharp';
 import type { ImagePolicy, Preset } from './presets.js';
+import { resizeBilinearWindow } from './resample.js';
 
 let sharpLoaded: Promise<(typeof import('sharp'))['default']> | undefined;
 
@@ -53,6 +54,7 @@ export async function decodeToRgb(input: Buffer | string, preset: Preset, policy
     ignoreIcc: policy.icc === 'ignore',
     pages: 1,
   };
+  if (preset.kernel === 'pil-bilinear') return decodeToRgbPil(input, preset, options);
   const sharp = await loadSharp();
   const meta = await sharp(input, options).metadata();
   const source = orientedSize(meta, policy);
@@ -71,6 +73,28 @@ export async function decodeToRgb(input: Buffer | string, preset: Preset, policy
     );
   }
   return data;
+}
+
+/**
+ * The `pil-bilinear` kernel: sharp decodes the whole image to 8-bit sRGB (as PIL's `convert("RGB")`), and the resize
+ * and crop are Pillow's own arithmetic (resample.ts), so the crop equals torchvision's on the PIL image.
+ */
+async function decodeToRgbPil(input: Buffer | string, preset: Preset, options: SharpOptions): Promise<Buffer> {
+  const sharp = await loadSharp();
+  const { data, info } = await sharp(input, options)
+    .removeAlpha()
+    .toColourspace('srgb')
+    .raw({ depth: 'uchar' })
+    .toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
+  const target = resizedSize(info.width, info.height, preset.resizeShorter);
+  const offset = centreCropOffsets(target.width, target.height, preset.crop);
+  if (offset.left < 0 || offset.top < 0 || offset.left + preset.crop > target.width) {
+    throw new Error(`resized to ${target.width}×${target.height}, smaller than the ${preset.crop}×${preset.crop} crop`);
+  }
+  const window = { left: offset.left, top: offset.top, width: preset.crop, height: preset.crop };
+  const crop = resizeBilinearWindow(data, info.width, info.height, 3, target, window);
+  return Buffer.from(crop.buffer, crop.byteOffset, crop.byteLength);
 }
 
 /**

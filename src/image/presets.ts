@@ -13,8 +13,12 @@ export interface Preset {
   readonly scale: number;
   readonly mean: readonly [number, number, number];
   readonly std: readonly [number, number, number];
-  /** sharp resize kernel; `linear` matches PIL's antialiased bilinear (mean abs diff 0.004 vs 0.028 for lanczos3). */
-  readonly kernel: 'linear' | 'cubic' | 'mitchell' | 'lanczos3' | 'nearest';
+  /**
+   * Resize kernel. `pil-bilinear`: Pillow's antialiased bilinear, computed as Pillow does (image/resample.ts), equal
+   * to torchvision's Resize on a PIL image. The others are sharp's kernels (`linear` is what presets used before
+   * 0.2: ≈ 0.005 mean abs from torchvision); a head or cache records the kernel it was made with.
+   */
+  readonly kernel: 'pil-bilinear' | 'linear' | 'cubic' | 'mitchell' | 'lanczos3' | 'nearest';
 }
 
 const imagenetMean = [0.485, 0.456, 0.406] as const;
@@ -32,7 +36,7 @@ export const PRESETS: Readonly<Record<string, Preset>> = Object.freeze({
     scale: 1 / 255,
     mean: imagenetMean,
     std: imagenetStd,
-    kernel: 'linear',
+    kernel: 'pil-bilinear',
   }),
   'torchvision-v2': preset({
     name: 'torchvision-v2',
@@ -43,7 +47,7 @@ export const PRESETS: Readonly<Record<string, Preset>> = Object.freeze({
     scale: 1 / 255,
     mean: imagenetMean,
     std: imagenetStd,
-    kernel: 'linear',
+    kernel: 'pil-bilinear',
   }),
   caffe: preset({
     name: 'caffe',

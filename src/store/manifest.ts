@@ -93,8 +93,15 @@ export function identityDifferences(a: FeatureIdentity, b: FeatureIdentity): str
   if (a.modelSha256 !== b.modelSha256)
     diffs.push(`model sha256 ${a.modelSha256.slice(0, 12)}… vs ${b.modelSha256.slice(0, 12)}…`);
   if (a.tappedTensor !== b.tappedTensor) diffs.push(`tapped tensor ${a.tappedTensor} vs ${b.tappedTensor}`);
-  if (JSON.stringify(a.preset) !== JSON.stringify(b.preset))
-    diffs.push(`preset ${String(a.preset.name)} vs ${String(b.preset.name)}`);
+  if (JSON.stringify(a.preset) !== JSON.stringify(b.preset)) {
+    // Same name, other resize kernel: a cache made before the torchvision presets resized exactly as Pillow does.
+    const kernelOnly = a.preset.name === b.preset.name && a.preset.kernel !== b.preset.kernel;
+    diffs.push(
+      kernelOnly
+        ? `preset ${String(a.preset.name)} with resize kernel ${String(a.preset.kernel)} vs ${String(b.preset.kernel)}`
+        : `preset ${String(a.preset.name)} vs ${String(b.preset.name)}`,
+    );
+  }
   if (a.exif !== b.exif) diffs.push(`--exif ${a.exif} vs ${b.exif}`);
   if (a.icc !== b.icc) diffs.push(`--icc ${a.icc} vs ${b.icc}`);
   if ((a.precision ?? 'fp32') !== (b.precision ?? 'fp32')) {

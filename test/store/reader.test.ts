@@ -341,4 +341,14 @@ describe('cache manifest', () => {
     await assert.rejects(ensureManifest(cache, manifest({ classes: ['ants', 'bees', 'wasps'] })), /classes changed/);
     await assert.rejects(ensureManifest(cache, manifest({ precision: 'fp16' })), /precision fp32 vs fp16/);
   });
+
+  it('refuses rows resized with another kernel under the same preset name, naming the kernels', async () => {
+    // A cache made while the torchvision preset resized with sharp's `linear` kernel, extended by today's preset.
+    const cache = await tempDir();
+    await ensureManifest(cache, manifest({ preset: { name: 'torchvision', kernel: 'linear' } }));
+    await assert.rejects(
+      ensureManifest(cache, manifest({ preset: { name: 'torchvision', kernel: 'pil-bilinear' } })),
+      /preset torchvision with resize kernel linear vs pil-bilinear/,
+    );
+  });
 });
