@@ -100,3 +100,114 @@ describe('calibration', () => {
     assert.ok(Math.abs(p[2]! - Math.sqrt(3) / (Math.sqrt(3) + 1)) < 1e-6);
   });
 });
+
+/** Rank of the true class in row r (0 = best), ties to the lower class index: what topK's order means. */
+function rankOfTruth(p: Float32Array, classes: number, r: number, y: number): number {
+  let rank = 0;
+  for (let c = 0; c < classes; c++) {
+    const v = p[r * classes + c]!;
+    const t = p[r * classes + y]!;
+    if (v > t || (v === t && c < y)) rank++;
+  }
+  return rank;
+}
+
+describe('top-5 at its edge', () => {
+  it('the true class ranked exactly 5th counts, 6th does not (6 classes)', () => {
+    const names = ['a', 'b', 'c', 'd', 'e', 'f'];
+    // Both rows rank the classes a > b > c > d > e > f; the truth is e (5th) in row 0 and f (6th) in row 1.
+    const order = [0.3, 0.25, 0.2, 0.12, 0.08, 0.05];
+    const p = Float32Array.from([...order, ...order]);
+    const m = classificationMetrics(p, Int32Array.from([4, 5]), names);
+    assert.equal(m.top5, 1 / 2, 'row 0 (truth 5th) is a top-5 hit, row 1 (truth 6th) is not');
+    assert.equal(m.top1, 0);
+  });
+
+  it('with exactly 5 classes every row is a top-5 hit, even with the truth last', () => {
+    const p = Float32Array.from([0.4, 0.3, 0.15, 0.1, 0.05]);
+    const m = classificationMetrics(p, Int32Array.from([4]), ['a', 'b', 'c', 'd', 'e']);
+    assert.equal(m.top5, 1);
+    assert.equal(classificationMetrics(p.slice(0, 4), Int32Array.from([3]), ['a', 'b', 'c', 'd']).top5, null);
+  });
+
+  it('top-1, top-5 and the confusion matrix equal a plain recomputation from ranks (random rows, 8 classes)', () => {
+    const random = seededRandom(21);
+    const [n, classes] = [400, 8];
+    const names = Array.from({ length: classes }, (_, c) => `c${c}`);
+    const labels = Int32Array.from({ length: n }, () => Math.floor(random() * classes));
+    // Coarse values (multiples of 1/8) make ties common, so the tie rule matters too.
+    const p = Float32Array.from({ length: n * classes }, () => Math.floor(random() * 8) / 8);
+    const m = classificationMetrics(p, labels, names);
+    const ranks = Array.from(labels, (y, r) => rankOfTruth(p, classes, r, y));
+    assert.deepEqual(
+      [0, 1, 2, 3, 4, 5].map((k) => ranks.filter((x) => x === k).length > 0),
+      [true, true, true, true, true, true],
+      'the fixture has truths ranked 1st to 6th',
+    );
+    assert.equal(m.top1, ranks.filter((x) => x === 0).length / n);
+    assert.equal(m.top5, ranks.filter((x) => x < 5).length / n);
+    const confusion = names.map(() => new Array<number>(classes).fill(0));
+    labels.forEach((y, r) => {
+      const row = Array.from(p.subarray(r * classes, (r + 1) * classes));
+      confusion[y]![row.indexOf(Math.max(...row))]! += 1;
+    });
+    assert.deepEqual(m.confusion, confusion);
+  });
+});
+
+describe('ECE weights each bin by its row count', () => {
+  it('bins of unequal counts: count-weighted, not the mean over non-empty bins', () => {
+    // Three rows at confidence 0.95, all right (gap 0.05), and one at 0.55, wrong (gap 0.55).
+    const p = Float32Array.from([0.95, 0.05, 0.05, 0.95, 0.95, 0.05, 0.55, 0.45]);
+    const labels = Int32Array.from([0, 1, 0, 1]);
+    const { ece, bins } = expectedCalibrationError(p, labels, 2);
+    const gapHigh = Math.abs(1 - Math.fround(0.95));
+    const gapLow = Math.abs(0 - Math.fround(0.55));
+    const countWeighted = (3 * gapHigh + 1 * gapLow) / 4; // 0.175
+    const equalWeighted = (gapHigh + gapLow) / 2; // 0.3
+    assert.ok(Math.abs(countWeighted - equalWeighted) > 0.1, 'the two weightings differ on this fixture');
+    assert.ok(Math.abs(ece - countWeighted) < 1e-6, `ece ${ece}, count-weighted ${countWeighted}`);
+    assert.deepEqual(
+      bins.filter((b) => b.count > 0).map((b) => b.count),
+      [1, 3],
+    );
+  });
+
+  it('equals a plain recomputation on random rows (unequal bins, 3 classes, 15 and 10 bins)', () => {
+    const random = seededRandom(5);
+    const [n, classes] = [500, 3];
+    const labels = Int32Array.from({ length: n }, () => Math.floor(random() * classes));
+    const p = new Float32Array(n * classes);
+    for (let r = 0; r < n; r++) {
+      // Skewed towards confident rows, so the bins' counts differ a lot.
+      const e = [0, 1, 2].map(() => Math.exp(8 * random() ** 3));
+      const s = e[0]! + e[1]! + e[2]!;
+      e.forEach((v, c) => (p[r * classes + c] = v / s));
+    }
+    for (const nbins of [15, 10]) {
+      const sums = Array.from({ length: nbins }, () => ({ n: 0, conf: 0, right: 0 }));
+      for (let r = 0; r < n; r++) {
+        const row = Array.from(p.subarray(r * classes, (r + 1) * classes));
+        const conf = Math.max(...row);
+        // (lower, upper]: the bin is the number of inner edges k/nbins strictly below the confidence.
+        let b = 0;
+        for (let k = 1; k < nbins; k++) if (k / nbins < conf) b = k;
+        sums[b]!.n++;
+        sums[b]!.conf += conf;
+        if (row.indexOf(conf) === labels[r]) sums[b]!.right++;
+      }
+      const filled = sums.filter((s) => s.n > 0);
+      const counts = filled.map((s) => s.n);
+      assert.ok(Math.max(...counts) > 2 * Math.min(...counts), `bins of unequal counts: ${counts.join(', ')}`);
+      const reference = filled.reduce((e, s) => e + (s.n / n) * Math.abs(s.right / s.n - s.conf / s.n), 0);
+      const equal = filled.reduce((e, s) => e + Math.abs(s.right / s.n - s.conf / s.n), 0) / filled.length;
+      assert.ok(Math.abs(reference - equal) > 1e-3, 'the fixture tells the weightings apart');
+      const got = expectedCalibrationError(p, labels, classes, nbins);
+      assert.ok(Math.abs(got.ece - reference) < 1e-9, `${nbins} bins: ece ${got.ece}, reference ${reference}`);
+      assert.deepEqual(
+        got.bins.map((b) => b.count),
+        sums.map((s) => s.n),
+      );
+    }
+  });
+});
