@@ -23,6 +23,16 @@ export const MODULE_TESTS = {
   linalg: { source: 'src/head/linalg.ts', tests: ['dist/test/head/linalg.test.js'] },
   probe: { source: 'src/head/probe.ts', tests: ['dist/test/head/probe.test.js'] },
   probeSelect: { source: 'src/head/probe-select.ts', tests: ['dist/test/head/probe-select.test.js'] },
+  metrics: { source: 'src/head/metrics.ts', tests: ['dist/test/head/metrics.test.js'] },
+  // The plan and the held-out scores are checked from both selectors: the mini-batch sweep and the probe's.
+  select: {
+    source: 'src/head/select.ts',
+    tests: ['dist/test/head/select.test.js', 'dist/test/head/probe-select.test.js'],
+  },
+  bundle: { source: 'src/export/bundle.ts', tests: ['dist/test/export/bundle.test.js'] },
+  batcher: { source: 'src/serve/batcher.ts', tests: ['dist/test/serve/batcher.test.js'] },
+  url: { source: 'src/dataset/url.ts', tests: ['dist/test/dataset/url.test.js'] },
+  tar: { source: 'src/dataset/tar.ts', tests: ['dist/test/dataset/tar.test.js'] },
 };
 
 /** The modules this run mutates (all, or MUTATE=name,name). */
