@@ -2,6 +2,7 @@
 // `MUTATE=tap,split npm run mutate` mutates a subset. Each mutant runs only the tests of its module
 // (scripts/mutate-tests.mjs maps it back), on dist/ built once from the instrumented sources.
 import * as path from 'node:path';
+import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 
 const root = path.dirname(fileURLToPath(import.meta.url));
