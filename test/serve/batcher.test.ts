@@ -20,12 +20,18 @@ function gated() {
 describe('MicroBatcher', () => {
   it('runs a batch as soon as maxBatch requests wait, the rest after maxWaitMs, and answers each caller with its own output', async () => {
     const batches: number[][] = [];
-    const b = new MicroBatcher<number, number>(async (items) => (batches.push(items), items.map((x) => x * 10)), {
-      maxBatch: 4,
-      maxWaitMs: 30,
-      maxQueue: 100,
-      timeoutMs: 10_000,
-    });
+    const b = new MicroBatcher<number, number>(
+      (items) => {
+        batches.push(items);
+        return Promise.resolve(items.map((x) => x * 10));
+      },
+      {
+        maxBatch: 4,
+        maxWaitMs: 30,
+        maxQueue: 100,
+        timeoutMs: 10_000,
+      },
+    );
     const results = await Promise.all([1, 2, 3, 4, 5].map((x) => b.submit(x)));
     assert.deepEqual(
       results.map((r) => r.output),
@@ -69,10 +75,56 @@ describe('MicroBatcher', () => {
     assert.equal((await running).output, 10);
   });
 
+  it('a timed-out request frees its queue slot and never reaches the model', async () => {
+    const g = gated();
+    const b = new MicroBatcher<number, number>(g.run, { maxBatch: 2, maxWaitMs: 0, maxQueue: 2, timeoutMs: 150 });
+    const running = b.submit(1);
+    await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(g.batches, [[1]], 'the first request runs alone; the model is now busy');
+    const expired = [b.submit(2), b.submit(3)];
+    assert.equal(b.stats().queued, 2);
+    for (const e of expired) await assert.rejects(e, QueueTimeoutError);
+    assert.equal(b.stats().queued, 0, 'timed-out requests leave the queue');
+    // Both slots are free again: two new requests are taken, a third is refused (the limit still holds).
+    const fresh = [b.submit(4), b.submit(5)];
+    await assert.rejects(b.submit(6), QueueFullError);
+    await g.open();
+    await g.open();
+    assert.deepEqual(
+      (await Promise.all(fresh)).map((r) => r.output),
+      [40, 50],
+    );
+    assert.equal((await running).output, 10);
+    assert.deepEqual(g.batches, [[1], [4, 5]], 'the model never saw 2 or 3');
+    assert.deepEqual([b.stats().timedOut, b.stats().refused, b.stats().items], [2, 1, 3]);
+  });
+
+  it('a request that times out between others leaves their order and answers intact', async () => {
+    const g = gated();
+    const b = new MicroBatcher<number, number>(g.run, { maxBatch: 4, maxWaitMs: 0, maxQueue: 10, timeoutMs: 300 });
+    const running = b.submit(1);
+    await new Promise((r) => setTimeout(r, 5));
+    const early = b.submit(2);
+    // 3 and 4 arrive later, so they are still well inside their deadline when 2 times out.
+    await new Promise((r) => setTimeout(r, 240));
+    const late = [b.submit(3), b.submit(4)];
+    await assert.rejects(early, QueueTimeoutError);
+    assert.equal(b.stats().queued, 2);
+    await g.open();
+    await g.open();
+    assert.deepEqual(
+      (await Promise.all(late)).map((r) => r.output),
+      [30, 40],
+    );
+    await running;
+    assert.deepEqual(g.batches, [[1], [3, 4]]);
+  });
+
   it('rejects the whole batch when the model fails, and keeps serving afterwards', async () => {
     let fail = true;
     const b = new MicroBatcher<number, number>(
       async (items) => {
+        await Promise.resolve(); // an async model: its failure is a rejected promise, not a throw
         if (fail) throw new Error('boom');
         return items;
       },
