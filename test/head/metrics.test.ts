@@ -211,3 +211,83 @@ describe('ECE weights each bin by its row count', () => {
     }
   });
 });
+
+describe('metrics: the edges a mutation run found untested', () => {
+  it('no rows: zeros, no top-5, no bins filled, and a temperature of 1', () => {
+    const none = new Float32Array(0);
+    const labels = new Int32Array(0);
+    const m = classificationMetrics(none, labels, ['a', 'b', 'c', 'd', 'e']);
+    assert.deepEqual([m.count, m.top1, m.top5], [0, 0, null]);
+    assert.equal(negativeLogLikelihood(none, labels, 5), 0);
+    assert.equal(temperatureNll(none, labels, 5, 2), 0);
+    const { ece, bins } = expectedCalibrationError(none, labels, 5);
+    assert.equal(ece, 0);
+    assert.ok(bins.every((b) => b.count === 0 && b.confidence === null && b.accuracy === null));
+    assert.equal(fitTemperature(none, labels, 5, 2), 1);
+  });
+
+  it("bins are (k/n, (k+1)/n], with each filled bin its rows' mean confidence and accuracy", () => {
+    // Confidences 0.95, 0.95 (right, wrong) and 0.65 (right); 10 bins.
+    const p = Float32Array.from([0.95, 0.05, 0.05, 0.95, 0.65, 0.35]);
+    const { bins } = expectedCalibrationError(p, Int32Array.from([0, 0, 0]), 2, 10);
+    bins.forEach((b, k) => {
+      assert.ok(Math.abs(b.lower - k / 10) < 1e-12 && Math.abs(b.upper - (k + 1) / 10) < 1e-12, `bin ${k}`);
+    });
+    assert.equal(bins[9]!.count, 2);
+    assert.ok(Math.abs(bins[9]!.confidence! - Math.fround(0.95)) < 1e-7);
+    assert.equal(bins[9]!.accuracy, 0.5);
+    assert.equal(bins[6]!.count, 1);
+    assert.ok(Math.abs(bins[6]!.confidence! - Math.fround(0.65)) < 1e-7);
+    assert.equal(bins[6]!.accuracy, 1);
+    assert.equal(bins[0]!.confidence, null);
+  });
+
+  it('ties: the lowest class index is the prediction (topK, the confusion matrix and ECE agree)', () => {
+    const p = Float32Array.from([0.25, 0.25, 0.25, 0.25, 0.25]);
+    assert.deepEqual(topK(p, 5, 0, 5), [0, 1, 2, 3, 4]);
+    const halves = Float32Array.from([0.5, 0.5, 0.5, 0.5]);
+    // Both rows predict class 0: right for the first, wrong for the second, at confidence 0.5.
+    const { ece } = expectedCalibrationError(halves, Int32Array.from([0, 0]), 2);
+    assert.ok(Math.abs(ece - 0.5) < 1e-9, `both right at confidence 0.5: |1 - 0.5| = 0.5, got ${ece}`);
+    const wrong = expectedCalibrationError(halves, Int32Array.from([1, 1]), 2).ece;
+    assert.ok(Math.abs(wrong - 0.5) < 1e-9, `both wrong at confidence 0.5: |0 - 0.5| = 0.5, got ${wrong}`);
+    const mixed = expectedCalibrationError(halves, Int32Array.from([0, 1]), 2).ece;
+    assert.ok(Math.abs(mixed) < 1e-9, `one right, one wrong: accuracy 0.5 = confidence, got ${mixed}`);
+    const m = classificationMetrics(halves, Int32Array.from([1, 1]), ['a', 'b']);
+    assert.deepEqual(m.confusion, [
+      [0, 0],
+      [2, 0],
+    ]);
+  });
+
+  it('per-class accuracy is right / count for each class with rows', () => {
+    // Class a: 3 rows, 2 right; class b: 2 rows, 1 right; class c: no rows.
+    const p = Float32Array.from([0.8, 0.1, 0.1, 0.7, 0.2, 0.1, 0.1, 0.8, 0.1, 0.1, 0.8, 0.1, 0.6, 0.3, 0.1]);
+    const m = classificationMetrics(p, Int32Array.from([0, 0, 0, 1, 1]), ['a', 'b', 'c']);
+    assert.deepEqual(
+      m.perClass.map((c) => [c.count, c.accuracy]),
+      [
+        [3, 2 / 3],
+        [2, 1 / 2],
+        [0, null],
+      ],
+    );
+  });
+
+  it('NLL with a temperature stays finite on huge logits (the max is taken of the scaled logits)', () => {
+    const logits = Float32Array.from([1000, 0, 0, 1000]);
+    const labels = Int32Array.from([0, 0]);
+    // Row 0: right by 1000/T = 2000 → NLL ≈ 0; row 1: wrong by 2000 → NLL ≈ 2000. Mean ≈ 1000.
+    const nll = temperatureNll(logits, labels, 2, 0.5);
+    assert.ok(Math.abs(nll - 1000) < 1e-6, `${nll}`);
+  });
+
+  it('the calibration report carries the reliability bins of both softmaxes', () => {
+    const logits = Float32Array.from([2, 0, 0, 1, 3, 1, 0.5, 0]);
+    const labels = Int32Array.from([0, 1, 1, 0]);
+    const report = calibrationReport(logits, labels, 2, 2, softmaxRows);
+    assert.deepEqual(report.bins.before, expectedCalibrationError(softmaxRows(logits, 2, 1), labels, 2).bins);
+    assert.deepEqual(report.bins.after, expectedCalibrationError(softmaxRows(logits, 2, 2), labels, 2).bins);
+    assert.notDeepEqual(report.bins.before, report.bins.after);
+  });
+});
