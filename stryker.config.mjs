@@ -2,11 +2,15 @@
 // `MUTATE=tap,split npm run mutate` mutates a subset. Each mutant runs only the tests of its module
 // (scripts/mutate-tests.mjs maps it back), on dist/ built once from the instrumented sources.
 import * as path from 'node:path';
+import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 
 const root = path.dirname(fileURLToPath(import.meta.url));
 
-/** Module → the compiled tests that should kill its mutants (fast unit tests, not the CLI end-to-end suite). */
+/**
+ * Module → the compiled tests that should kill its mutants (fast unit tests, not the CLI end-to-end suite), and
+ * optionally a `--test-name-pattern` that narrows them to the suites that exercise the module.
+ */
 export const MODULE_TESTS = {
   tap: { source: 'src/backbone/tap.ts', tests: ['dist/test/backbone/tap.test.js'] },
   preprocess: { source: 'src/image/preprocess.ts', tests: ['dist/test/image/preprocess.test.js'] },
@@ -23,6 +27,23 @@ export const MODULE_TESTS = {
   linalg: { source: 'src/head/probe/linalg.ts', tests: ['dist/test/head/probe/linalg.test.js'] },
   probe: { source: 'src/head/probe/probe.ts', tests: ['dist/test/head/probe/probe.test.js'] },
   probeSelect: { source: 'src/head/probe/select.ts', tests: ['dist/test/head/probe/select.test.js'] },
+  metrics: { source: 'src/head/metrics.ts', tests: ['dist/test/head/metrics.test.js'] },
+  // The plan and the held-out scores are checked from both selectors: the mini-batch sweep and the probe's.
+  plan: {
+    source: 'src/head/plan.ts',
+    tests: ['dist/test/head/minibatch/select.test.js', 'dist/test/head/probe/select.test.js'],
+  },
+  select: { source: 'src/head/minibatch/select.ts', tests: ['dist/test/head/minibatch/select.test.js'] },
+  bundle: { source: 'src/export/bundle.ts', tests: ['dist/test/export/bundle.test.js'] },
+  batcher: { source: 'src/serve/batcher.ts', tests: ['dist/test/serve/batcher.test.js'] },
+  // The UrlSource and URL-list suites only: extract/predict from URLs end to end add ~10 s a mutant and reach
+  // url.ts through the same prefetch and read paths.
+  url: {
+    source: 'src/dataset/url.ts',
+    tests: ['dist/test/dataset/url.test.js'],
+    namePattern: 'UrlSource|openDataset with URLs',
+  },
+  tar: { source: 'src/dataset/tar.ts', tests: ['dist/test/dataset/tar.test.js'] },
 };
 
 /** The modules this run mutates (all, or MUTATE=name,name). */

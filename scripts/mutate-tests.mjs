@@ -1,6 +1,9 @@
 // Stryker's command runner calls this once per mutant (and once without one, the dry run). It runs only the
 // tests of the module that holds the active mutant, so a run over several modules stays within ~20 minutes.
 import { spawn } from 'node:child_process';
+import console from 'node:console';
+import process from 'node:process';
+import { clearTimeout, setTimeout } from 'node:timers';
 import { existsSync, readFileSync } from 'node:fs';
 import { MODULE_TESTS, chosen } from '../stryker.config.mjs';
 
@@ -17,13 +20,18 @@ function modulesFor(id) {
   return modules.filter((m) => existsSync(compiled(m.source)) && call.test(readFileSync(compiled(m.source), 'utf8')));
 }
 
-function run(files) {
+function run(files, patterns) {
   return new Promise((resolve) => {
+    const narrow = patterns.map((p) => `--test-name-pattern=${p}`);
     // Own process group, so a looping mutant's test processes are stopped together, whoever gives up first.
-    const child = spawn(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=dot', ...files], {
-      stdio: 'inherit',
-      detached: true,
-    });
+    const child = spawn(
+      process.execPath,
+      ['--test', '--test-concurrency=1', '--test-reporter=dot', ...narrow, ...files],
+      {
+        stdio: 'inherit',
+        detached: true,
+      },
+    );
     const stop = () => {
       try {
         process.kill(-child.pid, 'SIGKILL');
@@ -41,9 +49,12 @@ function run(files) {
 }
 
 const id = process.env.__STRYKER_ACTIVE_MUTANT__;
-const files = [...new Set(modulesFor(id).flatMap((m) => m.tests))].filter((f) => existsSync(f));
+const modules = modulesFor(id);
+const files = [...new Set(modules.flatMap((m) => m.tests))].filter((f) => existsSync(f));
+// A name pattern narrows only when every module in this run has one (or it would hide another module's tests).
+const patterns = modules.every((m) => m.namePattern) ? modules.map((m) => m.namePattern) : [];
 if (files.length === 0) {
   console.error(`mutate-tests: no tests found for mutant ${id}`);
   process.exit(2);
 }
-process.exit(await run(files));
+process.exit(await run(files, patterns));

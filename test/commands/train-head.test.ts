@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { loadTf } from '../../src/head/runtime.js';
 import { loadHead } from '../../src/head/saved.js';
-import { expectedCalibrationError, classificationMetrics } from '../../src/head/metrics.js';
+import { classificationMetrics } from '../../src/head/metrics.js';
+import { readHeadFiles } from '../../src/export/bundle.js';
 import { applyNormalization } from '../../src/head/normalize.js';
 import { FeatureCache } from '../../src/store/reader.js';
 import {
@@ -20,6 +21,56 @@ import {
 
 /** An optional dependency: a string variable keeps tsc from resolving it where it is not installed. */
 const TFJS_NODE: string = '@tensorflow/tfjs-node';
+/**
+ * A saved head's probabilities on raw (unnormalised) cache features, computed here in float64 from its files:
+ * its normalisation (none, l2, or (x - mean) / std), the dense layers (ReLU between), softmax(z / T).
+ */
+async function plainProbabilities(headDir: string, raw: Float32Array, count: number, temperature: number) {
+  const head = await readHeadFiles(headDir);
+  const n = head.info.normalization;
+  const dim = head.layers[0]!.shape[0];
+  const classes = head.layers.at(-1)!.shape[1];
+  const out = new Float64Array(count * classes);
+  for (let r = 0; r < count; r++) {
+    let x = Array.from(raw.subarray(r * dim, (r + 1) * dim), Number);
+    if (n.kind === 'l2') x = x.map((v) => v / Math.hypot(...x));
+    if (n.kind === 'standard') x = x.map((v, d) => (v - n.mean![d]!) / n.std![d]!);
+    head.layers.forEach((l, li) => {
+      const y = Array.from(l.bias, Number);
+      for (let i = 0; i < l.shape[0]; i++)
+        for (let j = 0; j < l.shape[1]; j++) y[j]! += x[i]! * l.kernel[i * l.shape[1] + j]!;
+      x = li + 1 < head.layers.length ? y.map((v) => Math.max(0, v)) : y;
+    });
+    const m = Math.max(...x);
+    const e = x.map((v) => Math.exp((v - m) / temperature));
+    const s = e.reduce((a, b) => a + b, 0);
+    e.forEach((v, j) => (out[r * classes + j] = v / s));
+  }
+  return { probabilities: out, classes };
+}
+
+/** Top-1, 15-bin ECE (count-weighted, bins (k/15, (k+1)/15]) and NLL, written out. */
+function plainCalibration(p: Float64Array, labels: Int32Array, classes: number) {
+  const bins = Array.from({ length: 15 }, () => ({ n: 0, conf: 0, right: 0 }));
+  let [right, nll] = [0, 0];
+  labels.forEach((y, r) => {
+    const row = Array.from(p.subarray(r * classes, (r + 1) * classes));
+    const conf = Math.max(...row);
+    const hit = row.indexOf(conf) === y;
+    let b = 0;
+    for (let k = 1; k < 15; k++) if (k / 15 < conf) b = k;
+    bins[b]!.n++;
+    bins[b]!.conf += conf;
+    if (hit) {
+      bins[b]!.right++;
+      right++;
+    }
+    nll -= Math.log(Math.max(row[y]!, 1e-12));
+  });
+  const n = labels.length;
+  const ece = bins.reduce((e, b) => (b.n > 0 ? e + (b.n / n) * Math.abs(b.right / b.n - b.conf / b.n) : e), 0);
+  return { top1: right / n, ece, nll: nll / n };
+}
 
 describe('train-head and predict (tiny model, colour classes)', () => {
   let dir: string;
@@ -108,8 +159,19 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     const metrics = classificationMetrics(p, valSet.labels, info.classes);
     assert.equal(metrics.top1, result.metrics.top1);
     assert.deepEqual(metrics.confusion, result.metrics.confusion);
-    assert.ok(Math.abs(expectedCalibrationError(p, valSet.labels, 3).ece - result.calibration.after.ece) < 1e-5);
     loaded.dispose();
+    // The reported top-1, ECE and NLL, recomputed here from the head's files and val's raw features.
+    const plain = await plainProbabilities(head, valSet.features, valSet.count, result.temperature);
+    const expected = plainCalibration(plain.probabilities, valSet.labels, 3);
+    assert.equal(expected.top1, result.metrics.top1);
+    assert.ok(
+      Math.abs(expected.ece - result.calibration.after.ece) < 1e-5,
+      `ECE ${result.calibration.after.ece} vs ${expected.ece}`,
+    );
+    assert.ok(
+      Math.abs(expected.nll - result.calibration.after.nll) < 1e-5,
+      `NLL ${result.calibration.after.nll} vs ${expected.nll}`,
+    );
   });
 
   it('sweeps by default: holds given flags fixed, selects on a hold-out of train, saves the temperature, reports calibration', async () => {
@@ -131,8 +193,21 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     const info = JSON.parse(await fs.readFile(path.join(dir2, 'head.json'), 'utf8'));
     assert.equal(info.temperature, result.sweep.temperature);
     const metrics = JSON.parse(await fs.readFile(path.join(dir2, 'metrics.json'), 'utf8'));
-    for (const k of ['before', 'after'])
-      for (const m of ['ece', 'nll']) assert.equal(typeof metrics.calibration[k][m], 'number');
+    // Calibration before (T = 1) and after (the saved T) on val, recomputed from the head's files.
+    assert.notEqual(info.temperature, 1, 'a fitted temperature, so before and after differ');
+    const valSet = await (await FeatureCache.open(cache)).read('val');
+    for (const [k, t] of [
+      ['before', 1],
+      ['after', info.temperature as number],
+    ] as const) {
+      const plain = await plainProbabilities(dir2, valSet.features, valSet.count, t);
+      const expected = plainCalibration(plain.probabilities, valSet.labels, 3);
+      for (const m of ['ece', 'nll'] as const)
+        assert.ok(
+          Math.abs(metrics.calibration[k][m] - expected[m]) < 1e-5,
+          `${k} ${m}: ${metrics.calibration[k][m]} vs ${expected[m]}`,
+        );
+    }
     assert.equal(metrics.sweep.candidates.length, result.sweep.candidates.length);
     const curves = await fs.readFile(path.join(dir2, 'curves.html'), 'utf8');
     assert.match(curves, /aria-label="reliability"/);
@@ -169,8 +244,11 @@ describe('train-head and predict (tiny model, colour classes)', () => {
     );
     assert.ok(
       result.sweep.candidates.every(
-        (c: { calibratedLoss: number; lr: null; epoch: null }) =>
-          typeof c.calibratedLoss === 'number' && c.lr === null && c.epoch === null,
+        (c: { calibratedLoss: number; holdoutLoss: number; lr: null; epoch: null }) =>
+          Number.isFinite(c.calibratedLoss) &&
+          c.calibratedLoss <= c.holdoutLoss + 1e-12 &&
+          c.lr === null &&
+          c.epoch === null,
       ),
     );
     assert.equal(result.sweep.chosen.tied, true);

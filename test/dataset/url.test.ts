@@ -259,6 +259,69 @@ describe('UrlSource against a misbehaving local server', () => {
   });
 });
 
+describe('UrlSource honours Retry-After', () => {
+  /** Answers each path's first request with <status> and Retry-After: <value>, later ones with the image. */
+  let server: http.Server;
+  let base: string;
+  const arrivals = new Map<string, number[]>();
+  const image = Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]);
+  before(async () => {
+    server = http.createServer((req, res) => {
+      const url = req.url ?? '/';
+      const times = arrivals.get(url) ?? [];
+      times.push(performance.now());
+      arrivals.set(url, times);
+      const [, status, value] = url.split('/');
+      // "date+2": an HTTP date two seconds from now (whole seconds, so between one and two seconds away).
+      const retryAfter = value === 'date+2' ? new Date(Date.now() + 2000).toUTCString() : value!;
+      if (times.length === 1) res.writeHead(Number(status), { 'retry-after': retryAfter }).end('later');
+      else res.writeHead(200, { 'content-type': 'image/jpeg' }).end(image);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  /** Milliseconds between the first and the second request to `p`, as the server saw them. */
+  const gap = (p: string) => {
+    const times = arrivals.get(p)!;
+    assert.equal(times.length, 2, `${p}: one refusal, one retry`);
+    return times[1]! - times[0]!;
+  };
+
+  it('waits at least the seconds (429, 503) or until the date it gives, though its own backoff is 5 ms', async () => {
+    const paths = ['/429/1/a', '/503/1/b', '/503/date+2/c'];
+    const source = new UrlSource({ ...fast, retries: 1, backoffMs: 5, maxBackoffMs: 10_000 });
+    const out = await readAll(
+      source,
+      paths.map((p) => base + p),
+    );
+    await source.close();
+    for (const p of paths) {
+      const o = out.get(base + p)!;
+      assert.ok('bytes' in o && o.bytes.equals(image), `${p} recovers on retry: ${JSON.stringify(o)}`);
+    }
+    // 1 ms of slack for the clocks' rounding; a retry after the 5 ms backoff would be ~1000 ms short.
+    assert.ok(gap('/429/1/a') >= 999, `429, Retry-After: 1: retried after ${gap('/429/1/a')} ms`);
+    assert.ok(gap('/503/1/b') >= 999, `503, Retry-After: 1: retried after ${gap('/503/1/b')} ms`);
+    // The date is read against the client's clock when the answer arrives: allow for the time in transit.
+    assert.ok(gap('/503/date+2/c') >= 800, `503, Retry-After: <date>: retried after ${gap('/503/date+2/c')} ms`);
+  });
+
+  it('waits no longer than maxBackoffMs, whatever Retry-After asks', async () => {
+    const source = new UrlSource({ ...fast, retries: 1, backoffMs: 5, maxBackoffMs: 100 });
+    const out = await readAll(source, [`${base}/429/30/d`]);
+    await source.close();
+    const o = out.get(`${base}/429/30/d`)!;
+    assert.ok('bytes' in o, JSON.stringify(o));
+    assert.ok(gap('/429/30/d') >= 99, `retried after ${gap('/429/30/d')} ms: the cap is a wait, too`);
+    assert.ok(gap('/429/30/d') < 30_000, `retried after ${gap('/429/30/d')} ms, not the 30 s asked for`);
+  });
+});
+
 describe('openDataset with URLs', () => {
   const u = (n: number) => `http://127.0.0.1:9/img/${n}.jpg`;
 

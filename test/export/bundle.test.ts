@@ -137,12 +137,60 @@ describe('bundle: tiny backbone, every head shape', () => {
         Math.max(...got) - Math.min(...got) > 0.05,
         'probabilities are not all equal: the test can tell heads apart',
       );
-      if (!('temperature' in c)) {
-        const viaPredict = await predictAll(files, head, ['a', 'b', 'c', 'd']);
-        assert.ok(maxAbs(got, viaPredict) < 1e-5, `vs predict: max abs ${maxAbs(got, viaPredict)}`);
-      }
+      // predict (the head applied in featcache) and the bundle agree, with a temperature or without one.
+      const viaPredict = await predictAll(files, head, ['a', 'b', 'c', 'd']);
+      assert.ok(maxAbs(got, viaPredict) < 1e-5, `vs predict: max abs ${maxAbs(got, viaPredict)}`);
     });
   }
+
+  it("classes that do not sort as strings ('0'…'10', WebDataset's integers): the bundle's labels are predict's", async () => {
+    const head = path.join(dir, 'head-eleven');
+    // Training order: numeric. As strings '10' sorts before '2', so a sorted copy would shift 2…10 by one.
+    const classes = Array.from({ length: 11 }, (_, i) => String(i));
+    await writeTestHead(head, {
+      model,
+      tappedTensor: 'pooled',
+      dim: 3,
+      classes,
+      normalization: 'l2',
+      scale: 6,
+      temperature: 1.3,
+      seed: 11,
+    });
+    const out = path.join(dir, 'eleven.onnx');
+    const result = await bundle({ head, out });
+    assert.deepEqual(result.metadata.classes, classes, "metadata lists the classes in the head's order");
+    const props = Object.fromEntries(
+      (decodeModel(new Uint8Array(await fs.readFile(out)), out).metadataProps ?? []).map((m) => [m.key, m.value]),
+    );
+    assert.deepEqual(JSON.parse(props[METADATA_KEYS.classes] as string), classes);
+    // Label → probability from predict on the head, and from predict on the bundle (labels from its metadata).
+    const expected = await predictAll(files, head, classes);
+    const viaBundle = await predict({
+      inputs: files,
+      head: path.join(dir, 'no-such-head'),
+      model: out,
+      top: 11,
+      device: 'cpu',
+      backend: 'cpu',
+    });
+    assert.equal(viaBundle.failed, 0);
+    const labelled = new Float64Array(files.length * 11);
+    viaBundle.predictions.forEach((p, r) => {
+      assert.equal(p.top.length, 11);
+      for (const t of p.top) labelled[r * 11 + classes.indexOf(t.label)] = t.probability;
+    });
+    assert.ok(maxAbs(labelled, expected) < 1e-5, `by label: max abs ${maxAbs(labelled, expected)}`);
+    assert.ok(Math.max(...expected) - Math.min(...expected) > 0.05, 'the classes get different probabilities');
+    // And the bundle's own outputs, column by column, are the head's reference in the head's class order.
+    const pixels = await pixelsOf(files);
+    const opened = await openBundle(out);
+    assert.deepEqual(opened.classes, classes);
+    const got = await opened.predict(pixels.slice(), files.length);
+    await opened.close();
+    const reference11 = await reference(model, 'pooled', head, pixels, files.length);
+    assert.ok(maxAbs(got, reference11) < 1e-5, `vs reference: ${maxAbs(got, reference11)}`);
+  });
 
   it('predict --model accepts a bundle directly (library and CLI), without reading --head', async () => {
     const head = path.join(dir, 'head-predict');

@@ -100,3 +100,194 @@ describe('calibration', () => {
     assert.ok(Math.abs(p[2]! - Math.sqrt(3) / (Math.sqrt(3) + 1)) < 1e-6);
   });
 });
+
+/** Rank of the true class in row r (0 = best), ties to the lower class index: what topK's order means. */
+function rankOfTruth(p: Float32Array, classes: number, r: number, y: number): number {
+  let rank = 0;
+  for (let c = 0; c < classes; c++) {
+    const v = p[r * classes + c]!;
+    const t = p[r * classes + y]!;
+    if (v > t || (v === t && c < y)) rank++;
+  }
+  return rank;
+}
+
+describe('top-5 at its edge', () => {
+  it('the true class ranked exactly 5th counts, 6th does not (6 classes)', () => {
+    const names = ['a', 'b', 'c', 'd', 'e', 'f'];
+    // Both rows rank the classes a > b > c > d > e > f; the truth is e (5th) in row 0 and f (6th) in row 1.
+    const order = [0.3, 0.25, 0.2, 0.12, 0.08, 0.05];
+    const p = Float32Array.from([...order, ...order]);
+    const m = classificationMetrics(p, Int32Array.from([4, 5]), names);
+    assert.equal(m.top5, 1 / 2, 'row 0 (truth 5th) is a top-5 hit, row 1 (truth 6th) is not');
+    assert.equal(m.top1, 0);
+  });
+
+  it('with exactly 5 classes every row is a top-5 hit, even with the truth last', () => {
+    const p = Float32Array.from([0.4, 0.3, 0.15, 0.1, 0.05]);
+    const m = classificationMetrics(p, Int32Array.from([4]), ['a', 'b', 'c', 'd', 'e']);
+    assert.equal(m.top5, 1);
+    assert.equal(classificationMetrics(p.slice(0, 4), Int32Array.from([3]), ['a', 'b', 'c', 'd']).top5, null);
+  });
+
+  it('top-1, top-5 and the confusion matrix equal a plain recomputation from ranks (random rows, 8 classes)', () => {
+    const random = seededRandom(21);
+    const [n, classes] = [400, 8];
+    const names = Array.from({ length: classes }, (_, c) => `c${c}`);
+    const labels = Int32Array.from({ length: n }, () => Math.floor(random() * classes));
+    // Coarse values (multiples of 1/8) make ties common, so the tie rule matters too.
+    const p = Float32Array.from({ length: n * classes }, () => Math.floor(random() * 8) / 8);
+    const m = classificationMetrics(p, labels, names);
+    const ranks = Array.from(labels, (y, r) => rankOfTruth(p, classes, r, y));
+    assert.deepEqual(
+      [0, 1, 2, 3, 4, 5].map((k) => ranks.filter((x) => x === k).length > 0),
+      [true, true, true, true, true, true],
+      'the fixture has truths ranked 1st to 6th',
+    );
+    assert.equal(m.top1, ranks.filter((x) => x === 0).length / n);
+    assert.equal(m.top5, ranks.filter((x) => x < 5).length / n);
+    const confusion = names.map(() => new Array<number>(classes).fill(0));
+    labels.forEach((y, r) => {
+      const row = Array.from(p.subarray(r * classes, (r + 1) * classes));
+      confusion[y]![row.indexOf(Math.max(...row))]! += 1;
+    });
+    assert.deepEqual(m.confusion, confusion);
+  });
+});
+
+describe('ECE weights each bin by its row count', () => {
+  it('bins of unequal counts: count-weighted, not the mean over non-empty bins', () => {
+    // Three rows at confidence 0.95, all right (gap 0.05), and one at 0.55, wrong (gap 0.55).
+    const p = Float32Array.from([0.95, 0.05, 0.05, 0.95, 0.95, 0.05, 0.55, 0.45]);
+    const labels = Int32Array.from([0, 1, 0, 1]);
+    const { ece, bins } = expectedCalibrationError(p, labels, 2);
+    const gapHigh = Math.abs(1 - Math.fround(0.95));
+    const gapLow = Math.abs(0 - Math.fround(0.55));
+    const countWeighted = (3 * gapHigh + 1 * gapLow) / 4; // 0.175
+    const equalWeighted = (gapHigh + gapLow) / 2; // 0.3
+    assert.ok(Math.abs(countWeighted - equalWeighted) > 0.1, 'the two weightings differ on this fixture');
+    assert.ok(Math.abs(ece - countWeighted) < 1e-6, `ece ${ece}, count-weighted ${countWeighted}`);
+    assert.deepEqual(
+      bins.filter((b) => b.count > 0).map((b) => b.count),
+      [1, 3],
+    );
+  });
+
+  it('equals a plain recomputation on random rows (unequal bins, 3 classes, 15 and 10 bins)', () => {
+    const random = seededRandom(5);
+    const [n, classes] = [500, 3];
+    const labels = Int32Array.from({ length: n }, () => Math.floor(random() * classes));
+    const p = new Float32Array(n * classes);
+    for (let r = 0; r < n; r++) {
+      // Skewed towards confident rows, so the bins' counts differ a lot.
+      const e = [0, 1, 2].map(() => Math.exp(8 * random() ** 3));
+      const s = e[0]! + e[1]! + e[2]!;
+      e.forEach((v, c) => (p[r * classes + c] = v / s));
+    }
+    for (const nbins of [15, 10]) {
+      const sums = Array.from({ length: nbins }, () => ({ n: 0, conf: 0, right: 0 }));
+      for (let r = 0; r < n; r++) {
+        const row = Array.from(p.subarray(r * classes, (r + 1) * classes));
+        const conf = Math.max(...row);
+        // (lower, upper]: the bin is the number of inner edges k/nbins strictly below the confidence.
+        let b = 0;
+        for (let k = 1; k < nbins; k++) if (k / nbins < conf) b = k;
+        sums[b]!.n++;
+        sums[b]!.conf += conf;
+        if (row.indexOf(conf) === labels[r]) sums[b]!.right++;
+      }
+      const filled = sums.filter((s) => s.n > 0);
+      const counts = filled.map((s) => s.n);
+      assert.ok(Math.max(...counts) > 2 * Math.min(...counts), `bins of unequal counts: ${counts.join(', ')}`);
+      const reference = filled.reduce((e, s) => e + (s.n / n) * Math.abs(s.right / s.n - s.conf / s.n), 0);
+      const equal = filled.reduce((e, s) => e + Math.abs(s.right / s.n - s.conf / s.n), 0) / filled.length;
+      assert.ok(Math.abs(reference - equal) > 1e-3, 'the fixture tells the weightings apart');
+      const got = expectedCalibrationError(p, labels, classes, nbins);
+      assert.ok(Math.abs(got.ece - reference) < 1e-9, `${nbins} bins: ece ${got.ece}, reference ${reference}`);
+      assert.deepEqual(
+        got.bins.map((b) => b.count),
+        sums.map((s) => s.n),
+      );
+    }
+  });
+});
+
+describe('metrics: the edges a mutation run found untested', () => {
+  it('no rows: zeros, no top-5, no bins filled, and a temperature of 1', () => {
+    const none = new Float32Array(0);
+    const labels = new Int32Array(0);
+    const m = classificationMetrics(none, labels, ['a', 'b', 'c', 'd', 'e']);
+    assert.deepEqual([m.count, m.top1, m.top5], [0, 0, null]);
+    assert.equal(negativeLogLikelihood(none, labels, 5), 0);
+    assert.equal(temperatureNll(none, labels, 5, 2), 0);
+    const { ece, bins } = expectedCalibrationError(none, labels, 5);
+    assert.equal(ece, 0);
+    assert.ok(bins.every((b) => b.count === 0 && b.confidence === null && b.accuracy === null));
+    assert.equal(fitTemperature(none, labels, 5, 2), 1);
+  });
+
+  it("bins are (k/n, (k+1)/n], with each filled bin its rows' mean confidence and accuracy", () => {
+    // Confidences 0.95, 0.95 (right, wrong) and 0.65 (right); 10 bins.
+    const p = Float32Array.from([0.95, 0.05, 0.05, 0.95, 0.65, 0.35]);
+    const { bins } = expectedCalibrationError(p, Int32Array.from([0, 0, 0]), 2, 10);
+    bins.forEach((b, k) => {
+      assert.ok(Math.abs(b.lower - k / 10) < 1e-12 && Math.abs(b.upper - (k + 1) / 10) < 1e-12, `bin ${k}`);
+    });
+    assert.equal(bins[9]!.count, 2);
+    assert.ok(Math.abs(bins[9]!.confidence! - Math.fround(0.95)) < 1e-7);
+    assert.equal(bins[9]!.accuracy, 0.5);
+    assert.equal(bins[6]!.count, 1);
+    assert.ok(Math.abs(bins[6]!.confidence! - Math.fround(0.65)) < 1e-7);
+    assert.equal(bins[6]!.accuracy, 1);
+    assert.equal(bins[0]!.confidence, null);
+  });
+
+  it('ties: the lowest class index is the prediction (topK, the confusion matrix and ECE agree)', () => {
+    const p = Float32Array.from([0.25, 0.25, 0.25, 0.25, 0.25]);
+    assert.deepEqual(topK(p, 5, 0, 5), [0, 1, 2, 3, 4]);
+    const halves = Float32Array.from([0.5, 0.5, 0.5, 0.5]);
+    // Both rows predict class 0: right for the first, wrong for the second, at confidence 0.5.
+    const { ece } = expectedCalibrationError(halves, Int32Array.from([0, 0]), 2);
+    assert.ok(Math.abs(ece - 0.5) < 1e-9, `both right at confidence 0.5: |1 - 0.5| = 0.5, got ${ece}`);
+    const wrong = expectedCalibrationError(halves, Int32Array.from([1, 1]), 2).ece;
+    assert.ok(Math.abs(wrong - 0.5) < 1e-9, `both wrong at confidence 0.5: |0 - 0.5| = 0.5, got ${wrong}`);
+    const mixed = expectedCalibrationError(halves, Int32Array.from([0, 1]), 2).ece;
+    assert.ok(Math.abs(mixed) < 1e-9, `one right, one wrong: accuracy 0.5 = confidence, got ${mixed}`);
+    const m = classificationMetrics(halves, Int32Array.from([1, 1]), ['a', 'b']);
+    assert.deepEqual(m.confusion, [
+      [0, 0],
+      [2, 0],
+    ]);
+  });
+
+  it('per-class accuracy is right / count for each class with rows', () => {
+    // Class a: 3 rows, 2 right; class b: 2 rows, 1 right; class c: no rows.
+    const p = Float32Array.from([0.8, 0.1, 0.1, 0.7, 0.2, 0.1, 0.1, 0.8, 0.1, 0.1, 0.8, 0.1, 0.6, 0.3, 0.1]);
+    const m = classificationMetrics(p, Int32Array.from([0, 0, 0, 1, 1]), ['a', 'b', 'c']);
+    assert.deepEqual(
+      m.perClass.map((c) => [c.count, c.accuracy]),
+      [
+        [3, 2 / 3],
+        [2, 1 / 2],
+        [0, null],
+      ],
+    );
+  });
+
+  it('NLL with a temperature stays finite on huge logits (the max is taken of the scaled logits)', () => {
+    const logits = Float32Array.from([1000, 0, 0, 1000]);
+    const labels = Int32Array.from([0, 0]);
+    // Row 0: right by 1000/T = 2000 → NLL ≈ 0; row 1: wrong by 2000 → NLL ≈ 2000. Mean ≈ 1000.
+    const nll = temperatureNll(logits, labels, 2, 0.5);
+    assert.ok(Math.abs(nll - 1000) < 1e-6, `${nll}`);
+  });
+
+  it('the calibration report carries the reliability bins of both softmaxes', () => {
+    const logits = Float32Array.from([2, 0, 0, 1, 3, 1, 0.5, 0]);
+    const labels = Int32Array.from([0, 1, 1, 0]);
+    const report = calibrationReport(logits, labels, 2, 2, softmaxRows);
+    assert.deepEqual(report.bins.before, expectedCalibrationError(softmaxRows(logits, 2, 1), labels, 2).bins);
+    assert.deepEqual(report.bins.after, expectedCalibrationError(softmaxRows(logits, 2, 2), labels, 2).bins);
+    assert.notDeepEqual(report.bins.before, report.bins.after);
+  });
+});

@@ -30,7 +30,8 @@ async function view(cache: string) {
   };
 }
 
-describe('compactSplit: part files without superseded rows, atomically', { skip: needsIpcReader }, () => {
+// Tests that read the part files independently skip one by one without numpy; the rest run everywhere.
+describe('compactSplit: part files without superseded rows, atomically', () => {
   let dir: string;
   let base: string;
   let expected: RefRow[];
@@ -72,37 +73,48 @@ describe('compactSplit: part files without superseded rows, atomically', { skip:
     await fs.rm(path.join(data, 'train/blue/blue1.png'));
     await fs.writeFile(path.join(data, 'train/green/broken.png'), 'not a png');
     assert.equal((await extract()).code, 3);
-    expected = byPath(await referenceRows(base, 'train'));
     expectedView = await view(base);
-    assert.equal(expected.length, 11);
+    assert.equal(expectedView.paths.length, 11);
+    if (!needsIpcReader) {
+      expected = byPath(await referenceRows(base, 'train'));
+      assert.equal(expected.length, 11);
+    }
     assert.deepEqual(expectedView.failures, ['train/green/broken.png']);
   });
 
-  it('before: reading the part files directly sees superseded rows (the problem compaction solves)', async () => {
-    const rows = readArrowIpc(await partFiles(base)).flatMap((f) => f.rows);
-    assert.ok(rows.length > expected.length, `${rows.length} rows in the parts, ${expected.length} live`);
-    assert.ok(
-      rows.some((r) => r.path === 'train/blue/blue1.png'),
-      'the removed image is still in a part',
-    );
-  });
+  it(
+    'before: reading the part files directly sees superseded rows (the problem compaction solves)',
+    { skip: needsIpcReader },
+    async () => {
+      const rows = readArrowIpc(await partFiles(base)).flatMap((f) => f.rows);
+      assert.ok(rows.length > expected.length, `${rows.length} rows in the parts, ${expected.length} live`);
+      assert.ok(
+        rows.some((r) => r.path === 'train/blue/blue1.png'),
+        'the removed image is still in a part',
+      );
+    },
+  );
 
-  it('after: the part files read directly hold each live row once, with its newest features; the failure ledger stays', async () => {
-    const cache = await copy();
-    const r = await runCli(['compact', '--cache', cache, '--split', 'train', '--part-rows', '4', '--json']);
-    assert.equal(r.code, 0, r.stderr);
-    const result = JSON.parse(r.stdout);
-    assert.equal(result.compacted, true);
-    assert.equal(result.rows, 11);
-    assert.equal(result.partsAfter, 3);
-    const parts = await partFiles(cache);
-    assert.equal(parts.length, 3);
-    assert.deepEqual(byPath(readArrowIpc(parts).flatMap((f) => f.rows)), expected);
-    assert.deepEqual(await view(cache), expectedView);
-    const again = await runCli(['compact', '--cache', cache, '--split', 'train', '--json']);
-    assert.equal(JSON.parse(again.stdout).compacted, false, 'a compact split is left alone');
-    assert.deepEqual(await partFiles(cache), parts);
-  });
+  it(
+    'after: the part files read directly hold each live row once, with its newest features; the failure ledger stays',
+    { skip: needsIpcReader },
+    async () => {
+      const cache = await copy();
+      const r = await runCli(['compact', '--cache', cache, '--split', 'train', '--part-rows', '4', '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      const result = JSON.parse(r.stdout);
+      assert.equal(result.compacted, true);
+      assert.equal(result.rows, 11);
+      assert.equal(result.partsAfter, 3);
+      const parts = await partFiles(cache);
+      assert.equal(parts.length, 3);
+      assert.deepEqual(byPath(readArrowIpc(parts).flatMap((f) => f.rows)), expected);
+      assert.deepEqual(await view(cache), expectedView);
+      const again = await runCli(['compact', '--cache', cache, '--split', 'train', '--json']);
+      assert.equal(JSON.parse(again.stdout).compacted, false, 'a compact split is left alone');
+      assert.deepEqual(await partFiles(cache), parts);
+    },
+  );
 
   it('an incremental extract after compaction finds nothing to do, and later parts still win', async () => {
     const cache = await copy();
@@ -127,23 +139,27 @@ describe('compactSplit: part files without superseded rows, atomically', { skip:
   });
 
   for (const point of ['index:1', 'part:1', 'index:2', 'part:3', 'removed:1', 'removed:2', 'removed:4']) {
-    it(`kill -9 at ${point}: the cache reads the same, and compacting again finishes the job`, async () => {
-      const cache = await copy();
-      const killed = await runCli(['compact', '--cache', cache, '--split', 'train', '--part-rows', '4'], {
-        env: { FEATCACHE_TEST_COMPACT_KILL: point },
-      });
-      assert.equal(killed.signal, 'SIGKILL', `killed at ${point}: ${killed.stderr}`);
-      assert.deepEqual(await view(cache), expectedView, "featcache's reader");
-      assert.deepEqual(byPath(await referenceRows(cache, 'train')), expected, 'the independent reader');
-      const r = await runCli(['compact', '--cache', cache, '--split', 'train', '--part-rows', '4', '--json']);
-      assert.equal(r.code, 0, r.stderr);
-      assert.deepEqual(byPath(readArrowIpc(await partFiles(cache)).flatMap((f) => f.rows)), expected);
-      assert.deepEqual(await view(cache), expectedView);
-      const leftovers = (await fs.readdir(path.join(cache, 'train'))).filter(
-        (n) => n.endsWith('.tmp') || n.startsWith('.lock'),
-      );
-      assert.deepEqual(leftovers, []);
-    });
+    it(
+      `kill -9 at ${point}: the cache reads the same, and compacting again finishes the job`,
+      { skip: needsIpcReader },
+      async () => {
+        const cache = await copy();
+        const killed = await runCli(['compact', '--cache', cache, '--split', 'train', '--part-rows', '4'], {
+          env: { FEATCACHE_TEST_COMPACT_KILL: point },
+        });
+        assert.equal(killed.signal, 'SIGKILL', `killed at ${point}: ${killed.stderr}`);
+        assert.deepEqual(await view(cache), expectedView, "featcache's reader");
+        assert.deepEqual(byPath(await referenceRows(cache, 'train')), expected, 'the independent reader');
+        const r = await runCli(['compact', '--cache', cache, '--split', 'train', '--part-rows', '4', '--json']);
+        assert.equal(r.code, 0, r.stderr);
+        assert.deepEqual(byPath(readArrowIpc(await partFiles(cache)).flatMap((f) => f.rows)), expected);
+        assert.deepEqual(await view(cache), expectedView);
+        const leftovers = (await fs.readdir(path.join(cache, 'train'))).filter(
+          (n) => n.endsWith('.tmp') || n.startsWith('.lock'),
+        );
+        assert.deepEqual(leftovers, []);
+      },
+    );
   }
 
   it("refuses while an extract holds the split's lock, and changes nothing", async () => {

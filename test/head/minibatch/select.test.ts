@@ -4,14 +4,15 @@ import { type Tf, loadTf } from '../../../src/head/runtime.js';
 import {
   KFOLD,
   MIN_HOLDOUT_ROWS,
+  TEMPERATURE_PRIOR,
   conflictingDuplicates,
   duplicateGroups,
   planSelection,
 } from '../../../src/head/plan.js';
-import { selectSetting, sweepEpochBudget } from '../../../src/head/minibatch/select.js';
+import { type MinibatchRow, selectSetting, sweepEpochBudget } from '../../../src/head/minibatch/select.js';
 import { sweepCurves } from '../../../src/head/minibatch/sweep.js';
 import { DEFAULT_HEAD_OPTIONS, type HeadOptions, type Split } from '../../../src/head/model.js';
-import { fitHead } from '../../../src/head/minibatch/train.js';
+import { fitHead, predictLogits } from '../../../src/head/minibatch/train.js';
 import { seededRandom } from '../../../src/util/random.js';
 
 function clusters(count: number, dim: number, classes: number, noise: number, seed: number): Split {
@@ -27,6 +28,47 @@ function clusters(count: number, dim: number, classes: number, noise: number, se
 
 const keys = (n: number) => Array.from({ length: n }, (_, i) => `img${i}.jpg`);
 const names = ['a', 'b', 'c', 'd'];
+
+/** The hold-out plan's held rows (asserted elsewhere to be a hold-out, disjoint from the fit rows). */
+function heldRowsOf(labels: Int32Array, n: number, seed: number): number[] {
+  const plan = planSelection(labels, keys(n), names, 0.2, seed);
+  assert.ok(typeof plan !== 'string' && plan.method === 'holdout');
+  return plan.folds[0]!.held;
+}
+
+/** Rows `rows` of `split`, normalised here (none, or each row over its Euclidean length). */
+function plainRows(split: Split, rows: number[], dim: number, kind: string): Split {
+  const features = new Float32Array(rows.length * dim);
+  rows.forEach((r, k) => {
+    const x = Array.from(split.features.subarray(r * dim, (r + 1) * dim));
+    const scale = kind === 'l2' ? 1 / Math.hypot(...x) : 1;
+    assert.ok(kind === 'l2' || kind === 'none', kind);
+    x.forEach((v, d) => (features[k * dim + d] = v * scale));
+  });
+  return { features, labels: Int32Array.from(rows, (r) => split.labels[r]!), count: rows.length };
+}
+
+/** The chosen setting fitted on every row but `held` (the complement, computed here), then its logits on `held`. */
+function refitHeldLogits(tf: Tf, train: Split, held: number[], chosen: MinibatchRow, options: HeadOptions) {
+  const heldSet = new Set(held);
+  const fitRows = [...Array(train.count).keys()].filter((r) => !heldSet.has(r));
+  const fit = plainRows(train, fitRows, 6, chosen.normalize);
+  const heldSplit = plainRows(train, held, 6, chosen.normalize);
+  const o = { ...options, lr: chosen.lr, weightDecay: chosen.weightDecay, epochs: chosen.epoch };
+  const result = fitHead(tf, fit, null, 6, 3, o, { selectOnVal: false });
+  return predictLogits(tf, result.layers, heldSplit.features, heldSplit.count);
+}
+
+/** Mean NLL of softmax(z / t), written out. */
+function plainNll(logits: Float32Array, labels: Int32Array, classes: number, t: number): number {
+  let sum = 0;
+  labels.forEach((y, r) => {
+    const z = Array.from(logits.subarray(r * classes, (r + 1) * classes), (v) => v / t);
+    const m = Math.max(...z);
+    sum += m + Math.log(z.reduce((a, v) => a + Math.exp(v - m), 0)) - z[y]!;
+  });
+  return sum / labels.length;
+}
 
 describe('selection plan', () => {
   it('holds out a stratified, seeded share of train when it is large enough', () => {
@@ -65,6 +107,7 @@ describe('selection plan', () => {
     assert.match(plan.notes[0]!, /class "lonely" has one distinct training image: it cannot be held out/);
     for (const f of plan.folds) assert.ok(f.fit.includes(6) && !f.held.includes(6));
     const none = planSelection(Int32Array.from([0, 1, 2]), keys(3), ['a', 'b', 'c'], 0.2, 0);
+    assert.equal(typeof none, 'string');
     assert.match(none as string, /no class has two distinct training images/);
   });
 
@@ -104,6 +147,86 @@ describe('selection plan', () => {
       plan.notes.join('\n'),
       new RegExp(`selecting by stratified 3-fold instead \\(not ${KFOLD}: the largest class has 3 distinct images\\)`),
     );
+  });
+});
+
+describe('selection plan: what the hold-out and the folds may not do', () => {
+  it('hold-out (> 90 rows): fit and held are disjoint and cover train; held rows are never fit rows', () => {
+    for (const [n, fraction] of [
+      [100, 0.5],
+      [300, 0.2],
+      [401, 0.2],
+    ] as const) {
+      const labels = Int32Array.from({ length: n }, (_, i) => i % 3);
+      const plan = planSelection(labels, keys(n), names, fraction, 0);
+      assert.ok(typeof plan !== 'string' && plan.method === 'holdout', `${n} rows`);
+      assert.equal(plan.folds.length, 1);
+      const { fit, held } = plan.folds[0]!;
+      const heldSet = new Set(held);
+      assert.deepEqual(
+        fit.filter((r) => heldSet.has(r)),
+        [],
+        `${n} rows: no held row is fitted`,
+      );
+      assert.equal(fit.length + held.length, n, `${n} rows: each row on exactly one side`);
+      assert.deepEqual(
+        [...fit, ...held].sort((a, b) => a - b),
+        [...Array(n).keys()],
+      );
+      assert.ok(Math.abs(held.length - fraction * n) <= 3, `${n} rows: ${held.length} held, about ${fraction * n}`);
+    }
+  });
+
+  it('hold-out: duplicate images (one group) land on one side, all of them', () => {
+    const n = 400;
+    const labels = Int32Array.from({ length: n }, (_, i) => i % 4);
+    // In each block of 12 rows, rows 4–7 and 8–11 are copies of rows 0–3 (same label): groups of three.
+    const groups = Int32Array.from({ length: n }, (_, r) => r - 4 * Math.floor((r % 12) / 4));
+    const plan = planSelection(labels, keys(n), names, 0.2, 0, groups);
+    assert.ok(typeof plan !== 'string' && plan.method === 'holdout');
+    const { fit, held } = plan.folds[0]!;
+    const side = new Map<number, Set<string>>();
+    for (const [rows, name] of [
+      [fit, 'fit'],
+      [held, 'held'],
+    ] as const)
+      for (const r of rows) side.set(groups[r]!, (side.get(groups[r]!) ?? new Set()).add(name));
+    const split = [...side].filter(([, s]) => s.size > 1).map(([g]) => g);
+    assert.deepEqual(split, [], 'groups on both sides');
+    const heldGroups = new Set(held.map((r) => groups[r]!));
+    assert.ok(
+      [...heldGroups].some((g) => held.filter((r) => groups[r] === g).length > 1),
+      'a held group of copies',
+    );
+    assert.equal(new Set([...fit, ...held]).size, n);
+    assert.equal(fit.length + held.length, n);
+  });
+
+  it('k-fold is stratified: every class in every fold, each within one row of its share', () => {
+    // Classes of 13, 7, 5 and 10 rows: 35 rows, a 20% hold-out of 7 is too small.
+    const sizes = [13, 7, 5, 10];
+    const labels = Int32Array.from(sizes.flatMap((size, c) => new Array<number>(size).fill(c)));
+    const plan = planSelection(labels, keys(labels.length), names, 0.2, 3);
+    assert.ok(typeof plan !== 'string' && plan.method === 'kfold');
+    assert.equal(plan.folds.length, KFOLD);
+    for (const [k, fold] of plan.folds.entries()) {
+      sizes.forEach((size, c) => {
+        const heldOfClass = fold.held.filter((r) => labels[r] === c).length;
+        assert.ok(
+          heldOfClass === Math.floor(size / KFOLD) || heldOfClass === Math.ceil(size / KFOLD),
+          `fold ${k}, class ${c}: ${heldOfClass} of ${size} held`,
+        );
+        assert.ok(
+          fold.fit.some((r) => labels[r] === c),
+          `fold ${k} fits class ${c}`,
+        );
+      });
+      const heldSet = new Set(fold.held);
+      assert.ok(
+        fold.fit.every((r) => !heldSet.has(r)),
+        `fold ${k}: fit and held disjoint`,
+      );
+    }
   });
 });
 
@@ -179,7 +302,21 @@ describe('sweep', () => {
     assert.equal(s.chosen.calibratedLoss, Math.min(...finalists.map((f) => f.calibratedLoss!)));
     assert.equal(s.heldNll.after, s.chosen.calibratedLoss);
     assert.ok(s.heldNll.after <= s.heldNll.before + 1e-9);
-    assert.ok(s.temperature > 0);
+    // Recomputed apart from the sweep: the chosen setting fitted on the fit rows only (everything but the held
+    // rows), its held-out NLL before and after the temperature, and the temperature the MAP optimum of that NLL.
+    const held = heldRowsOf(train.labels, 300, DEFAULT_HEAD_OPTIONS.seed);
+    const heldLogits = refitHeldLogits(tf, train, held, s.chosen, { ...options, epochs: 8 });
+    const heldLabels = Int32Array.from(held, (r) => train.labels[r]!);
+    const nll = (t: number) => plainNll(heldLogits, heldLabels, 3, t);
+    assert.ok(Math.abs(s.heldNll.before - nll(1)) < 1e-4, `before: ${s.heldNll.before} vs refit ${nll(1)}`);
+    assert.ok(
+      Math.abs(s.heldNll.after - nll(s.temperature)) < 1e-4,
+      `after: ${s.heldNll.after} vs ${nll(s.temperature)}`,
+    );
+    const map = (t: number) => nll(t) + (TEMPERATURE_PRIOR * Math.log(t) ** 2) / held.length;
+    for (const step of [1.02, 1 / 1.02])
+      assert.ok(map(s.temperature) <= map(s.temperature * step) + 1e-9, `T ${s.temperature} is the MAP optimum`);
+    assert.notEqual(s.temperature, 1, 'the fixture needs a temperature, so this checks one');
     // onnxruntime keeps the held-out logits of every epoch and slices the finalists' out; tfjs refits them: same answer.
     const viaOrt = await selectSetting(
       tf,

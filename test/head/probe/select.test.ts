@@ -8,7 +8,7 @@ import {
   pairedDifference,
   selectProbe,
 } from '../../../src/head/probe/select.js';
-import type { SweepRow } from '../../../src/head/plan.js';
+import { type SweepRow, planSelection } from '../../../src/head/plan.js';
 import type { Split } from '../../../src/head/model.js';
 import { seededRandom } from '../../../src/util/random.js';
 
@@ -39,6 +39,35 @@ function clusters(count: number, dim: number, classes: number, noise: number, se
     (_, i) => 3 + centres[labels[Math.floor(i / dim)]! * dim + (i % dim)]! + (random() * 2 - 1) * noise,
   );
   return { features, labels, count };
+}
+
+/** Rows `rows` of `split`, normalised here: none, or each row over its Euclidean length. */
+function plainRows(split: Split, rows: number[], dim: number, kind: string): Split {
+  assert.ok(kind === 'l2' || kind === 'none', kind);
+  const features = new Float32Array(rows.length * dim);
+  rows.forEach((r, k) => {
+    const x = Array.from(split.features.subarray(r * dim, (r + 1) * dim));
+    const scale = kind === 'l2' ? 1 / Math.hypot(...x) : 1;
+    x.forEach((v, d) => (features[k * dim + d] = v * scale));
+  });
+  return { features, labels: Int32Array.from(rows, (r) => split.labels[r]!), count: rows.length };
+}
+
+/** Held-out accuracy and mean NLL (T = 1) of one dense layer, written out in float64. */
+function heldScores(layer: { kernel: Float32Array; bias: Float32Array }, held: Split, dim: number, classes: number) {
+  let right = 0;
+  let nll = 0;
+  for (let r = 0; r < held.count; r++) {
+    const z = Array.from({ length: classes }, (_, k) => {
+      let v = layer.bias[k]!;
+      for (let j = 0; j < dim; j++) v += held.features[r * dim + j]! * layer.kernel[j * classes + k]!;
+      return v;
+    });
+    const m = Math.max(...z);
+    nll += m + Math.log(z.reduce((a, v) => a + Math.exp(v - m), 0)) - z[held.labels[r]!]!;
+    if (z.indexOf(m) === held.labels[r]) right++;
+  }
+  return { acc: right / held.count, nll: nll / held.count };
 }
 
 describe('choosing the probe: the one-standard-error rule', () => {
@@ -119,7 +148,18 @@ describe('selectProbe and the final fit', () => {
       s.table.every((r) => r.calibratedLoss! <= r.holdoutLoss + 1e-12),
       'a fitted temperature never raises the NLL',
     );
-    assert.ok(s.table.includes(s.chosen) && s.chosen.tied);
+    // The chosen row is the tie the rule prefers: l2 before none (standard was skipped), then the lower NLL.
+    const ties = s.table.filter((r) => r.tied);
+    const preferred = ties.some((r) => r.normalize === 'l2') ? ties.filter((r) => r.normalize === 'l2') : ties;
+    const best = Math.min(...s.table.map((r) => r.calibratedLoss!));
+    assert.ok(
+      s.table.some((r) => r.calibratedLoss === best && r.tied),
+      'the best candidate is tied with itself',
+    );
+    assert.deepEqual(
+      [s.chosen.normalize, s.chosen.c],
+      [preferred[0]!.normalize, preferred.reduce((a, b) => (b.calibratedLoss! < a.calibratedLoss! ? b : a)).c],
+    );
     assert.equal(s.heldNll.after, s.chosen.calibratedLoss);
     const again = await selectProbe(
       train,
@@ -214,6 +254,54 @@ describe('selectProbe and the final fit', () => {
       s.table.map((r) => r.normalize),
       ['none', 'standard'],
     );
+  });
+
+  it('hold-out (300 noisy rows): every candidate is scored by a fit on the fit rows only, as refitted here', async () => {
+    const [n, dim] = [300, 30];
+    // Noisy clusters: held-out accuracy well below 1, so a fit that had seen the held rows would score higher.
+    const train = clusters(n, dim, 3, 2.2, 11);
+    const keys = Array.from({ length: n }, (_, i) => `img${i}.jpg`);
+    const grid = { c: [0.1, 100], normalize: ['none', 'l2'] as const };
+    const s = await selectProbe(
+      train,
+      dim,
+      3,
+      {
+        grid: { ...grid, normalize: [...grid.normalize] },
+        holdoutFraction: 0.2,
+        seed: 0,
+        classWeight: 'none',
+        monitor: 'val_loss',
+        keys,
+        classNames: names,
+        log: () => {},
+      },
+      mm,
+    );
+    assert.ok(typeof s !== 'string');
+    assert.equal(s.method, 'holdout');
+    assert.equal(s.folds, 1);
+    const plan = planSelection(train.labels, keys, names, 0.2, 0);
+    assert.ok(typeof plan !== 'string' && plan.method === 'holdout');
+    const held = plan.folds[0]!.held;
+    assert.equal(s.heldRows, held.length);
+    // The fit rows are everything else, taken here rather than from the plan.
+    const heldSet = new Set(held);
+    const fitRows = [...Array(n).keys()].filter((r) => !heldSet.has(r));
+    assert.equal(fitRows.length + held.length, n);
+    for (const row of s.table) {
+      const fit = plainRows(train, fitRows, dim, row.normalize);
+      const heldSplit = plainRows(train, held, dim, row.normalize);
+      const head = await fitProbeHead(fit, dim, 3, 'none', row.c!, 'none', mm);
+      const expected = heldScores(head.layers[0]!, heldSplit, dim, 3);
+      const what = `${row.normalize}/C ${row.c}`;
+      assert.ok(Math.abs(row.holdoutLoss - expected.nll) < 1e-3, `${what}: NLL ${row.holdoutLoss} vs ${expected.nll}`);
+      assert.ok(
+        Math.abs(row.holdoutAcc - expected.acc) <= 1 / held.length + 1e-12,
+        `${what}: accuracy ${row.holdoutAcc} vs ${expected.acc}`,
+      );
+      assert.ok(expected.acc < 0.95, `${what}: ${expected.acc} held out, a set where a leak would show`);
+    }
   });
 
   it('says why when nothing can be held out', async () => {
