@@ -17,7 +17,8 @@ function formatInfo(r: CacheInfo, failures: boolean): string {
     ),
     ...r.splits.flatMap((s) => s.damaged.map((d) => `  DAMAGED ${d.file}: ${d.problem}`)),
   ];
-  if (r.healthy === true) lines.push('  check: every part matches the length and sha256 recorded at its commit');
+  if (r.healthy === true)
+    lines.push('  check: every part matches the length and sha256 recorded at its commit, and agrees with its index');
   if (r.healthy === false) lines.push(`  check: damaged parts found; ${DAMAGED_PART_REMEDY}`);
   if (failures)
     for (const s of r.splits)
