@@ -300,7 +300,7 @@ async function writeParquet(output: OutputFile, spec: WriterSpec, batches: Async
     });
   } catch (error) {
     // The wasm writer rewords a source failure (e.g. a damaged part) as its own; the source's says what to do.
-    throw failure ?? error;
+    throw (failure ?? error) as Error;
   }
   if (failure) throw failure;
   if (!finished || rows !== spec.count) throw new Error(`parquet writer stopped after ${rows} of ${spec.count} rows`);

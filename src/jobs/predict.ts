@@ -12,7 +12,7 @@ import { type UrlSourceOptions, UrlSource, isUrl } from '../dataset/url.js';
 import { isImageName, walkImages } from '../dataset/walk.js';
 import { missingFile, nonNegativeInteger, parseChoice, positiveInteger } from '../errors.js';
 import { isBundleFile, openBundle, reportInfoOf } from '../export/bundle.js';
-import { type Prediction, writeReport } from '../export/report.js';
+import { type Prediction, requireReportReplaceable, writeReport } from '../export/report.js';
 import { topK } from '../head/metrics.js';
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
 import { type LoadedHead, loadHead } from '../head/saved.js';
@@ -166,6 +166,7 @@ function resolveOptions(given: Partial<PredictOptions> & { inputs: string[] }): 
  */
 export async function predict(options: Partial<PredictOptions> & { inputs: string[] }): Promise<PredictResult> {
   const o = resolveOptions(options);
+  if (o.report) await requireReportReplaceable(o.report);
   if (o.model && (await isBundleFile(o.model))) return predictWithBundle(o, o.model);
   const runtime = await loadTf(o.backend);
   const head = await loadHead(runtime.tf, o.head);
