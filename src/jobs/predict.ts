@@ -262,6 +262,13 @@ async function predictFiles(
   }
 }
 
+/** Why an image whose backbone features (or head output) are NaN or ±Infinity gets no answer: it is a failure. */
+const NON_FINITE = 'the backbone or head gave non-finite values (NaN or ±Infinity) for this image';
+
+function finiteRow(probabilities: Float32Array, row: number, classes: number): boolean {
+  return probabilities.subarray(row * classes, (row + 1) * classes).every(Number.isFinite);
+}
+
 async function predictBatches(
   files: string[],
   classes: string[],
@@ -286,7 +293,9 @@ async function predictBatches(
       predictions.push(
         row === undefined
           ? { path: file, top: [], error: failed.get(file) ?? 'unreadable' }
-          : topPrediction(file, probabilities, row, classes, o.top),
+          : finiteRow(probabilities, row, classes.length)
+            ? topPrediction(file, probabilities, row, classes, o.top)
+            : { path: file, top: [], error: NON_FINITE },
       );
     }
   }
