@@ -149,6 +149,8 @@ export interface ExtractResult {
   timings: ExtractTimings;
   bottleneck: 'decode' | 'inference' | 'write';
   interrupted: boolean;
+  /** Images of this dataset whose failure from an earlier run is still in the ledger (not retried). */
+  ledgerFailed: number;
   exitCode: number;
 }
 
@@ -360,6 +362,11 @@ async function extractInto(
       writeS: 0,
       setupS: (performance.now() - started) / 1000,
     };
+    // Images that failed in an earlier run and are not retried stay failures: a re-run must not say all is well.
+    const todo = new Set(plan.todo.map((i) => i.path));
+    const ledgerFailed = dataset.items.filter(
+      (i) => !todo.has(i.path) && writer.latest.get(i.path)?.kind === 'failure',
+    ).length;
     const batchSize = cappedBatchSize(o);
     const progress = progressBar(`extract ${o.split}`, plan.todo.length, o.progress);
     const failures: Failure[] = [];
@@ -418,7 +425,12 @@ async function extractInto(
       timings,
       bottleneck: bottleneckOf(timings),
       interrupted: interrupt.raised,
-      exitCode: interrupt.raised ? ExitCode.failed : failures.length > 0 ? ExitCode.partial : ExitCode.ok,
+      ledgerFailed,
+      exitCode: interrupt.raised
+        ? ExitCode.failed
+        : failures.length + ledgerFailed > 0
+          ? ExitCode.partial
+          : ExitCode.ok,
     };
   } finally {
     interrupt.dispose();
