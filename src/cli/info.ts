@@ -16,7 +16,8 @@ function formatInfo(r: CacheInfo, failures: boolean, damagedPartRemedy: string):
     ),
     ...r.splits.flatMap((s) => s.damaged.map((d) => `  DAMAGED ${d.file}: ${d.problem}`)),
   ];
-  if (r.healthy === true) lines.push('  check: every part matches the length and sha256 recorded at its commit');
+  if (r.healthy === true)
+    lines.push('  check: every part matches the length and sha256 recorded at its commit, and agrees with its index');
   if (r.healthy === false) lines.push(`  check: damaged parts found; ${damagedPartRemedy}`);
   if (failures)
     for (const s of r.splits)

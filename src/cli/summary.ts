@@ -9,7 +9,11 @@ import type { TrainHeadResult } from '../jobs/train-head.js';
 
 export function extractSummaryLine(r: ExtractResult): string {
   const t = r.timings;
-  const failed = r.failed > 0 ? `; ${r.failed} failed (see 'featcache info --cache ${r.cache} --failures')` : '';
+  const failed =
+    (r.failed > 0 ? `; ${r.failed} failed (see 'featcache info --cache ${r.cache} --failures')` : '') +
+    (r.ledgerFailed > 0
+      ? `; ${r.ledgerFailed} failed in an earlier run and are still in the ledger (--retry-failed retries them)`
+      : '');
   const skipped = r.skipped.length > 0 ? `; ${r.skipped.length} non-image files skipped` : '';
   const stopped = r.interrupted ? ' — interrupted; re-run the same command to resume' : '';
   return (

@@ -291,10 +291,15 @@ async function writeParquet(output: OutputFile, spec: WriterSpec, batches: Async
     .setKeyValueMetadata(new Map(Object.entries(spec.metadata)))
     .setCreatedBy(`featcache ${featcacheVersion} (parquet-wasm)`)
     .build();
-  const bytes = await parquet.transformParquetStream(source, properties);
-  await withHandle(output, async (handle) => {
-    for await (const chunk of bytes as unknown as AsyncIterable<Uint8Array>) await handle.write(chunk);
-  });
+  try {
+    const bytes = await parquet.transformParquetStream(source, properties);
+    await withHandle(output, async (handle) => {
+      for await (const chunk of bytes as unknown as AsyncIterable<Uint8Array>) await handle.write(chunk);
+    });
+  } catch (error) {
+    // The wasm writer rewords a source failure (e.g. a damaged part) as its own; the source's says what to do.
+    throw (failures[0] ?? error) as Error;
+  }
   if (failures.length > 0) throw failures[0];
   if (!finished || rows !== spec.count) throw new Error(`parquet writer stopped after ${rows} of ${spec.count} rows`);
 }

@@ -6,7 +6,8 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import type { HeadInfo } from '../head/saved.js';
-import { escapeHtml, page } from '../util/html.js';
+import { GENERATOR_META, escapeHtml, page } from '../util/html.js';
+import { requireOursOrAbsent, writeOutputFile } from '../util/output.js';
 
 export interface Prediction {
   path: string;
@@ -67,11 +68,19 @@ export async function writeReport(
     `backbone ${escapeHtml(path.basename(prov.modelFile))} (sha256 ${prov.modelSha256.slice(0, 12)}…), tap ${escapeHtml(prov.tappedTensor)}, preset ${escapeHtml(String(prov.preset.name))}.` +
     `${predictions.length > limit ? ` Showing the first ${limit} of ${predictions.length} images (--report-limit).` : ''}</p>`;
   await fs.mkdir(path.dirname(path.resolve(file)), { recursive: true });
-  await fs.writeFile(
+  await writeOutputFile(
     file,
     page(
       `featcache predictions (${predictions.length} images)`,
       `${summary}<div class="grid">${figures.join('\n')}</div>`,
     ),
+    'report',
+  );
+}
+
+/** A report replaces only an earlier featcache page; checked before predicting, so a refusal costs nothing. */
+export async function requireReportReplaceable(file: string): Promise<void> {
+  await requireOursOrAbsent(file, 'report', (content) =>
+    content.subarray(0, 1024).toString('utf8').includes(GENERATOR_META),
   );
 }

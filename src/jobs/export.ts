@@ -24,7 +24,15 @@ import {
   applyNormalization,
 } from '../head/normalize.js';
 import { FeatureCache, type LatestRecord } from '../store/reader.js';
-import { type OutputDir, type OutputFile, openOutputFile, prepareOutputDir, writeOutputFile } from '../util/output.js';
+import {
+  type OutputDir,
+  type OutputFile,
+  openOutputFile,
+  prepareOutputDir,
+  requireOursOrAbsent,
+  writeOutputFile,
+} from '../util/output.js';
+import { sha256Bytes } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
 import { DEFAULT_EXPORT_OPTIONS } from './defaults.js';
@@ -88,7 +96,7 @@ async function loadStats(file: string, dim: number): Promise<Normalization> {
       file,
     );
   }
-  return stats;
+  return { kind: stats.kind, mean: stats.mean, std: stats.std };
 }
 
 async function fitStatistics(cache: FeatureCache, split: string): Promise<Normalization> {
@@ -188,6 +196,7 @@ export async function exportSplit(given: Partial<ExportOptions>): Promise<Export
   const sideFiles = sideFilesFor(options.format, m.classes, normalization, provenance);
 
   const directory = DIRECTORY_FORMATS.includes(options.format);
+  if (!directory) await requireSideFilesOurs(options.out, Object.keys(sideFiles));
   const output: (OutputFile | OutputDir) & { kind?: string } = directory
     ? await prepareOutputDir(options.out, EXPORT_MARKER)
     : await openOutputFile(options.out);
@@ -276,11 +285,47 @@ function sideFilesFor(
   provenance: Record<string, unknown>,
 ): Record<string, string> {
   const described = SELF_DESCRIBING.includes(format);
-  return {
+  const files: Record<string, string> = {
     ...(described ? {} : { 'classes.txt': classes.map((c) => `${c}\n`).join('') }),
-    ...(normalization.kind === 'standard' ? { 'stats.json': JSON.stringify(normalization) } : {}),
-    ...(described ? {} : { 'provenance.json': `${JSON.stringify(provenance, null, 2)}\n` }),
+    ...(normalization.kind === 'standard' ? { 'stats.json': JSON.stringify({ ...normalization, ...WRITTEN_BY }) } : {}),
   };
+  if (described) return files;
+  // The provenance lists the other side files' sha256: what proves, on a later export, that they are featcache's.
+  const sideFiles = Object.fromEntries(
+    Object.entries(files).map(([name, content]) => [name, sha256Bytes(Buffer.from(content))]),
+  );
+  return { ...files, 'provenance.json': `${JSON.stringify({ ...provenance, ...WRITTEN_BY, sideFiles }, null, 2)}\n` };
+}
+
+/** The mark featcache's JSON side files carry, so a later export may replace them. */
+const WRITTEN_BY = Object.freeze({ writtenBy: 'featcache' });
+
+function parsedJson(content: Buffer): Record<string, unknown> | null {
+  try {
+    const value = JSON.parse(content.toString('utf8')) as unknown;
+    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Side files beside a file output are replaced only when featcache can prove it wrote them: JSON ones carry its
+ * mark; classes.txt must match the sha256 its featcache provenance.json recorded. Checked before anything is written.
+ */
+async function requireSideFilesOurs(out: string, names: string[]): Promise<void> {
+  const provenance = parsedJson(await fs.readFile(`${out}.provenance.json`).catch(() => Buffer.alloc(0)));
+  const recorded = (provenance?.writtenBy === WRITTEN_BY.writtenBy ? provenance.sideFiles : null) as Record<
+    string,
+    string
+  > | null;
+  for (const name of names) {
+    await requireOursOrAbsent(`${out}.${name}`, 'out', (content) =>
+      name.endsWith('.json')
+        ? parsedJson(content)?.writtenBy === WRITTEN_BY.writtenBy
+        : recorded?.[name] === sha256Bytes(content),
+    );
+  }
 }
 
 /** Side files go inside a directory output, beside a file output, and nowhere for a stream (with a note). */

@@ -119,6 +119,8 @@ export interface ExtractResult {
   timings: ExtractTimings;
   bottleneck: 'decode' | 'inference' | 'write';
   interrupted: boolean;
+  /** Images of this dataset whose failure from an earlier run is still in the ledger (not retried). */
+  ledgerFailed: number;
   exitCode: number;
 }
 
@@ -330,6 +332,11 @@ async function extractInto(
       writeS: 0,
       setupS: (performance.now() - started) / 1000,
     };
+    // Images that failed in an earlier run and are not retried stay failures: a re-run must not say all is well.
+    const todo = new Set(plan.todo.map((i) => i.path));
+    const ledgerFailed = dataset.items.filter(
+      (i) => !todo.has(i.path) && writer.latest.get(i.path)?.kind === 'failure',
+    ).length;
     const batchSize = cappedBatchSize(o);
     const progress = progressBar(`extract ${o.split}`, plan.todo.length, o.progress);
     const failures: Failure[] = [];
@@ -341,11 +348,15 @@ async function extractInto(
       const outcome = toRecords(batch, dataset.classes);
       if (o.strict && outcome.failures.length > 0) throw strictFailure(outcome.failures[0]!, dataset);
       const inferStarted = performance.now();
-      const features =
+      const computed =
         outcome.rows.length > 0
           ? await backbone.extract(batch.pixels, outcome.rows.length, o.preset.crop)
           : new Float32Array();
       timings.inferS += (performance.now() - inferStarted) / 1000;
+      const { rows, features, failures: nonFinite } = withoutNonFinite(outcome.rows, computed);
+      outcome.rows = rows;
+      outcome.failures.push(...nonFinite);
+      if (o.strict && nonFinite.length > 0) throw strictFailure(nonFinite[0]!, dataset);
       await writer.add(outcome.rows, features, outcome.failures);
       failures.push(...outcome.failures);
       extracted += outcome.rows.length;
@@ -384,7 +395,12 @@ async function extractInto(
       timings,
       bottleneck: bottleneckOf(timings),
       interrupted: interrupt.raised,
-      exitCode: interrupt.raised ? ExitCode.failed : failures.length > 0 ? ExitCode.partial : ExitCode.ok,
+      ledgerFailed,
+      exitCode: interrupt.raised
+        ? ExitCode.failed
+        : failures.length + ledgerFailed > 0
+          ? ExitCode.partial
+          : ExitCode.ok,
     };
   } finally {
     interrupt.dispose();
@@ -457,6 +473,34 @@ function toRecords(batch: DecodedBatch<Item, Stamp>, classes: string[]): { rows:
       mtimeMs: f.stamp?.mtimeMs ?? 0,
     })),
   };
+}
+
+/**
+ * Rows whose features hold NaN or ±Infinity (a backbone that overflows, or divides by zero on some images) are that
+ * image's failure, in the ledger, never a cached row: every later stage would turn them into NaN heads or answers.
+ */
+export function withoutNonFinite(
+  rows: Row[],
+  features: Float32Array,
+): { rows: Row[]; features: Float32Array; failures: Failure[] } {
+  if (features.every(Number.isFinite)) return { rows, features, failures: [] };
+  const dim = features.length / rows.length;
+  const kept: number[] = [];
+  const failures: Failure[] = [];
+  rows.forEach((row, r) => {
+    if (features.subarray(r * dim, (r + 1) * dim).every(Number.isFinite)) kept.push(r);
+    else
+      failures.push({
+        path: row.path,
+        stage: 'infer',
+        message: 'the backbone gave non-finite features (NaN or ±Infinity) for this image',
+        size: row.size,
+        mtimeMs: row.mtimeMs,
+      });
+  });
+  const out = new Float32Array(kept.length * dim);
+  kept.forEach((r, k) => out.set(features.subarray(r * dim, (r + 1) * dim), k * dim));
+  return { rows: kept.map((r) => rows[r]!), features: out, failures };
 }
 
 function strictFailure(failure: Failure, dataset: Dataset): FeatcacheError {

@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
-import { DAMAGED_SUFFIX, partProblem } from '../store/verify.js';
+import { DAMAGED_SUFFIX, missingParts, partProblem } from '../store/verify.js';
 import type { CacheManifest } from '../store/manifest.js';
 import type { Failure } from '../store/part.js';
 import { DEFAULT_INFO_OPTIONS } from './defaults.js';
@@ -27,7 +27,7 @@ export interface SplitInfo {
   rows: number;
   parts: number;
   failures: Failure[];
-  /** With `check`: committed parts that do not match their index. */
+  /** Parts whose file is gone while their index remains; with `check`, also parts that do not match their index. */
   damaged: PartDamage[];
   /** Parts set aside as damaged by an earlier extract (kept for inspection; safe to delete). */
   setAside: string[];
@@ -37,7 +37,7 @@ export interface CacheInfo {
   cache: string;
   manifest: CacheManifest;
   splits: SplitInfo[];
-  /** Whether every part was verified, and none is damaged (null without `check`). */
+  /** false when damage was found; true when every part was verified and none is damaged; otherwise null. */
   healthy: boolean | null;
 }
 
@@ -61,7 +61,7 @@ export async function info(options: Partial<InfoOptions> = {}): Promise<CacheInf
       rows: FeatureCache.liveRows(latest),
       parts: parts.length,
       failures: await cache.failures(split),
-      damaged: o.check ? await damagedParts(parts) : [],
+      damaged: [...(await missingPartDamage(path.join(o.cache, split))), ...(o.check ? await damagedParts(parts) : [])],
       setAside: await setAsideParts(path.join(o.cache, split)),
     });
   }
@@ -69,8 +69,14 @@ export async function info(options: Partial<InfoOptions> = {}): Promise<CacheInf
     cache: o.cache,
     manifest: cache.manifest,
     splits,
-    healthy: o.check ? splits.every((s) => s.damaged.length === 0) : null,
+    // Damage found is reported whether or not every part was verified.
+    healthy: splits.some((s) => s.damaged.length > 0) ? false : o.check ? true : null,
   };
+}
+
+/** Parts whose index remains but whose file is gone: found from the listing alone, so even without `check`. */
+async function missingPartDamage(dir: string): Promise<PartDamage[]> {
+  return (await missingParts(dir)).map((file) => ({ file, problem: 'missing (its index lists its rows)' }));
 }
 
 async function damagedParts(parts: string[]): Promise<PartDamage[]> {

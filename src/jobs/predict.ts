@@ -12,7 +12,7 @@ import { type UrlSourceOptions, UrlSource, isUrl } from '../dataset/url.js';
 import { isImageName, walkImages } from '../dataset/walk.js';
 import { missingFile, nonNegativeInteger, parseChoice, positiveInteger } from '../errors.js';
 import { isBundleFile, openBundle, reportInfoOf } from '../export/bundle.js';
-import { type Prediction, writeReport } from '../export/report.js';
+import { type Prediction, requireReportReplaceable, writeReport } from '../export/report.js';
 import { topK } from '../head/metrics.js';
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
 import { HEAD_FILE, type HeadInfo, type LoadedHead, loadHead } from '../head/saved.js';
@@ -178,6 +178,7 @@ function resolveOptions(given: Partial<PredictOptions> & { inputs: string[] }): 
  */
 export async function predict(options: Partial<PredictOptions> & { inputs: string[] }): Promise<PredictResult> {
   const o = resolveOptions(options);
+  if (o.report) await requireReportReplaceable(o.report);
   if (o.model && (await isBundleFile(o.model))) return predictWithBundle(o, o.model);
   const runtimeLoading = loadTf(o.backend);
   const peeked = await peekHeadInfo(o.head);
@@ -288,6 +289,13 @@ async function predictFiles(
   }
 }
 
+/** Why an image whose backbone features (or head output) are NaN or ±Infinity gets no answer: it is a failure. */
+const NON_FINITE = 'the backbone or head gave non-finite values (NaN or ±Infinity) for this image';
+
+function finiteRow(probabilities: Float32Array, row: number, classes: number): boolean {
+  return probabilities.subarray(row * classes, (row + 1) * classes).every(Number.isFinite);
+}
+
 async function predictBatches(
   files: string[],
   classes: string[],
@@ -312,7 +320,9 @@ async function predictBatches(
       predictions.push(
         row === undefined
           ? { path: file, top: [], error: failed.get(file) ?? 'unreadable' }
-          : topPrediction(file, probabilities, row, classes, o.top),
+          : finiteRow(probabilities, row, classes.length)
+            ? topPrediction(file, probabilities, row, classes, o.top)
+            : { path: file, top: [], error: NON_FINITE },
       );
     }
   }

@@ -10,6 +10,7 @@ import { parseDevice } from '../backbone/session.js';
 import {
   FeatcacheError,
   errorMessage,
+  invalidParameter,
   nonNegativeInteger,
   numberIn,
   optionName,
@@ -48,6 +49,9 @@ export interface ServeOptions {
   log: (line: string) => void;
 }
 
+/** The longest delay Node's timers accept (2³¹ − 1 ms). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export interface ServeHandle {
   url: string;
   /** Resolves once the model is loaded and /predict answers; rejects if it cannot be loaded. */
@@ -58,6 +62,13 @@ export interface ServeHandle {
 
 function checkOptions(o: ServeOptions): void {
   for (const name of ['maxBatch', 'maxQueue', 'maxPixels', 'timeoutMs', 'top'] as const) positiveInteger(name, o[name]);
+  // Node's timers hold a signed 32-bit count of ms: a longer one fires at once, and every request would be 503.
+  if (o.timeoutMs > MAX_TIMER_MS)
+    throw invalidParameter(
+      'timeoutMs',
+      `a positive integer of milliseconds up to ${MAX_TIMER_MS} (about 24.8 days)`,
+      o.timeoutMs,
+    );
   nonNegativeInteger('maxWaitMs', o.maxWaitMs);
   nonNegativeInteger('threads', o.threads);
   numberIn('port', o.port, 0, 65535);
@@ -102,8 +113,13 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
   try {
     await app.listen({ host: options.host, port: options.port });
   } catch (error) {
+    // An address that does not resolve or is not this machine's is the host's fault; a port in use or forbidden, the port's.
+    const code = (error as NodeJS.ErrnoException).code ?? '';
+    const culprit = ['ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'EAI_NONAME', 'EAI_FAIL'].includes(code)
+      ? 'host'
+      : 'port';
     throw new FeatcacheError(
-      `${optionName('port')}: cannot listen on ${options.host}:${options.port} (${errorMessage(error)})`,
+      `${optionName(culprit)}: cannot listen on ${options.host}:${options.port} (${errorMessage(error)})`,
       ExitCode.failed,
     );
   }

@@ -5,7 +5,7 @@
 import { cText, settingText } from './setting-text.js';
 import * as path from 'node:path';
 import { stratifiedSplit } from '../dataset/split.js';
-import { FeatcacheError, invalidParameter, optionName } from '../errors.js';
+import { ExitCode, FeatcacheError, invalidParameter, optionName } from '../errors.js';
 import { curvesPage } from '../head/curves.js';
 import { type CalibrationReport, type Metrics, calibrationReport, classificationMetrics } from '../head/metrics.js';
 import {
@@ -140,8 +140,47 @@ function copy(split: Labelled): Labelled {
   return { ...split, features: split.features.slice() };
 }
 
+/**
+ * Features that are NaN or ±Infinity train a head of zeros or NaNs without any error: refused here, where features
+ * are loaded, naming the rows. (Extract records such an image as a failure; these come from elsewhere.)
+ */
+function requireFinite(set: Labelled, options: TrainHeadOptions, split: string): Labelled {
+  const bad: string[] = [];
+  const dim = set.features.length / Math.max(1, set.count);
+  for (let r = 0; r < set.count; r++) {
+    const row = set.features.subarray(r * dim, (r + 1) * dim);
+    if (!row.every(Number.isFinite)) bad.push(set.paths[r]!);
+  }
+  if (bad.length > 0)
+    throw new FeatcacheError(
+      `${optionName('cache')} ${options.cache}: split ${split} has non-finite features (NaN or ±Infinity) in ${bad.length} row${bad.length > 1 ? 's' : ''}: ${bad.slice(0, 5).join(', ')}${bad.length > 5 ? ', …' : ''}; extract those images again (extract records non-finite features as a failure) — nothing was trained`,
+      ExitCode.failed,
+    );
+  return set;
+}
+
+/** A fit whose loss or weights went non-finite (a learning rate far too high): refused, naming the setting. */
+function requireFiniteFit(
+  result: { history: EpochStats[]; layers: { kernel: Float32Array; bias: Float32Array }[] },
+  setting: TrainHeadResult['setting'],
+): void {
+  const lossBad = result.history.find(
+    (h) => !Number.isFinite(h.trainLoss) || (h.valLoss !== null && !Number.isFinite(h.valLoss)),
+  );
+  const weightsBad = result.layers.some((l) => !l.kernel.every(Number.isFinite) || !l.bias.every(Number.isFinite));
+  if (!lossBad && !weightsBad) return;
+  const remedy =
+    setting.lr !== null
+      ? `lower ${optionName('lr')} (got ${setting.lr})${setting.weightDecay > 0 ? ` or ${optionName('weightDecay')} (got ${setting.weightDecay})` : ''}`
+      : `raise ${optionName('weightDecay')} (got ${setting.weightDecay}) or normalise the features`;
+  throw new FeatcacheError(
+    `train-head: training diverged: ${lossBad ? `the loss became ${lossBad.trainLoss} at epoch ${lossBad.epoch + 1}` : 'the weights became non-finite'} with ${settingText(setting)}; ${remedy} — nothing was saved`,
+    ExitCode.failed,
+  );
+}
+
 async function loadSplits(cache: FeatureCache, options: TrainHeadOptions) {
-  const all = labelled(await cache.read(options.trainSplit));
+  const all = requireFinite(labelled(await cache.read(options.trainSplit)), options, options.trainSplit);
   if (all.count === 0)
     throw new FeatcacheError(
       `${optionName('cache')} ${options.cache}: split ${options.trainSplit} has no labelled rows; extract a labelled dataset`,
@@ -159,7 +198,7 @@ async function loadSplits(cache: FeatureCache, options: TrainHeadOptions) {
     return { train: subset(all, train, dim), val: subset(all, val, dim), validation: 'fraction' as const };
   }
   if ((await cache.splits()).includes(options.valSplit) && options.valSplit !== options.trainSplit) {
-    const val = labelled(await cache.read(options.valSplit));
+    const val = requireFinite(labelled(await cache.read(options.valSplit)), options, options.valSplit);
     if (val.count > 0) return { train: all, val, validation: 'split' as const };
   }
   return { train: all, val: null, validation: 'none' as const };
@@ -311,6 +350,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
       ? await fitByProbe(o, given, train, dim, classes, log)
       : await fitByMinibatch(o, given, runtime, train, val, dim, classes, log);
   const { setting, sweep, sweepSkipped, normalization, result } = fitted;
+  requireFiniteFit(result, setting);
   const temperature = sweep?.temperature ?? 1;
   const headOptions: HeadOptions = {
     ...o,

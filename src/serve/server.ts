@@ -152,6 +152,7 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     // 'close' fires once for every response, answered or aborted (a client that hangs up mid-upload included);
     // onResponse does not run for aborted requests, and a leaked slot would end in a server that only says 503.
     reply.raw.once('close', () => inFlight--);
+    limitUpload(request, limits.timeoutMs);
   });
   // While draining, answers close their connection, so a kept-alive client does not hold the shutdown open.
   app.addHook('onSend', async (_request, reply, payload) => {
@@ -252,6 +253,49 @@ function parseTop(value: unknown, fallback: number, classes: number): number {
   return Math.min(n, classes);
 }
 
+/** Uploads slower than this (after the first MIN_RATE_GRACE_MS) are cut: a slot is too scarce to lend to a trickle. */
+export const MIN_UPLOAD_BYTES_PER_S = 1024;
+const MIN_RATE_GRACE_MS = 2000;
+
+/**
+ * Bounds an admitted upload in time: the whole body within `timeoutMs`, and at least MIN_UPLOAD_BYTES_PER_S on
+ * average after a short grace. Node's own requestTimeout is checked only every 30 s and a trickling client can hold
+ * an admission slot for as long as it likes; a cut upload is answered 408 and its connection closed, which frees the
+ * slot at once.
+ */
+function limitUpload(request: FastifyRequest, timeoutMs: number): void {
+  const raw = request.raw;
+  if (raw.readableEnded) return;
+  const started = Date.now();
+  // Counted on the socket, not with a 'data' listener, which would take bytes before the body parser is attached.
+  const socket = raw.socket;
+  const bytesAtStart = socket?.bytesRead ?? 0;
+  const cut = (why: string) => {
+    stop();
+    const body = JSON.stringify({ error: why });
+    raw.socket?.end(
+      `HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    raw.socket?.destroySoon();
+  };
+  const deadline = setTimeout(
+    () => cut(`the upload took longer than ${timeoutMs} ms (${optionName('timeoutMs')})`),
+    timeoutMs,
+  );
+  const rate = setInterval(() => {
+    const ms = Date.now() - started;
+    const received = (socket?.bytesRead ?? 0) - bytesAtStart;
+    if (ms >= MIN_RATE_GRACE_MS && (received * 1000) / ms < MIN_UPLOAD_BYTES_PER_S)
+      cut(`the upload is slower than ${MIN_UPLOAD_BYTES_PER_S} bytes/s`);
+  }, 500);
+  const stop = () => {
+    clearTimeout(deadline);
+    clearInterval(rate);
+  };
+  raw.once('end', stop);
+  raw.once('close', stop);
+}
+
 /** The image: the first file part of a multipart form, or the raw body. */
 async function imageBytes(request: FastifyRequest): Promise<Buffer> {
   if (request.isMultipart()) {
@@ -268,7 +312,14 @@ async function imageBytes(request: FastifyRequest): Promise<Buffer> {
         400,
         'the multipart form has no file part; send the image as a file field (e.g. curl -F image=@photo.jpg)',
       );
-    const bytes = await file.toBuffer();
+    let bytes: Buffer;
+    try {
+      bytes = await file.toBuffer();
+    } catch (error) {
+      // A part that never ends (no closing boundary) is the client's malformed form, not a server error.
+      if ((error as FastifyError).statusCode) throw error;
+      throw new ClientError(400, `the multipart body is malformed (${errorMessage(error)})`);
+    }
     if (bytes.length === 0) throw new ClientError(400, `the file part "${file.fieldname}" is empty`);
     return bytes;
   }

@@ -10,11 +10,12 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { removeStaleTemporaries } from './lock.js';
 import { keptFeatures, liveParts } from './live.js';
-import { type Failure, type PartIndex, type Row, encodePart, indexFileOf, readPartIndex } from './part.js';
+import { type Failure, type PartIndex, type Row, encodePart, indexFileOf, readPartIndex, writeSynced } from './part.js';
+import { DAMAGED_PART_REMEDY, partProblem } from './verify.js';
+import { damagedFile } from '../errors.js';
 import type { FeatureCache, LatestRecord } from './reader.js';
-import { temporarySibling } from '../util/fsx.js';
+import { removeDeadTemporaries, sha256Bytes, temporarySibling } from '../util/fsx.js';
 import { toolVersions } from '../version.js';
 
 /** A compacted part's name: the last old part's stem, `~c`, a sequence number (`~` sorts after `.arrow`'s `.`). */
@@ -59,6 +60,18 @@ function crashPoint(step: 'index' | 'part' | 'removed', n: number): void {
   if (process.env.FEATCACHE_TEST_COMPACT_KILL === `${step}:${n}`) process.kill(process.pid, 'SIGKILL');
 }
 
+/**
+ * Every part is verified before anything is written: rewriting a damaged part's rows would make the damage
+ * permanent (and the part it came from would be deleted). Reading twice is the price of never doing that.
+ */
+async function verifyAll(cache: FeatureCache, split: string, parts: string[]): Promise<void> {
+  await cache.requireNoMissingParts(split);
+  for (const file of parts) {
+    const problem = await partProblem(file);
+    if (problem) throw damagedFile(file, `damaged part file (${problem}); nothing was compacted`, DAMAGED_PART_REMEDY);
+  }
+}
+
 async function partsSize(files: string[]): Promise<number> {
   let total = 0;
   for (const file of files) {
@@ -93,9 +106,9 @@ export async function compactParts(
   options: CompactionOptions,
 ): Promise<CompactionStats> {
   const splitDir = path.join(cache.dir, split);
-  // What a killed compaction can leave: temporaries of dead processes and indexes whose part is not there.
-  await removeStaleTemporaries(splitDir, null);
+  await removeCompactionLeftovers(splitDir);
   const parts = await cache.partFiles(split);
+  await verifyAll(cache, split, parts);
   const latest = await cache.latest(split);
   const indexes = await Promise.all(parts.map((p) => readPartIndex(p)));
   const { any, records } = superseded(indexes, latest);
@@ -135,16 +148,19 @@ export async function compactParts(
     const features = new Float32Array(rows.length * dim);
     chunks.reduce((offset, f) => (features.set(f, offset), offset + f.length), 0);
     const meta = { split, shard: 'compact', runId, dim, failures: last ? failures : [], removed: [], provenance };
+    const bytes = encodePart({ meta, rows, features });
     const index: PartIndex = {
       dim,
       rows: rows.map((r) => ({ path: r.path, size: r.size, mtimeMs: r.mtimeMs })),
       failures: meta.failures,
       removed: [],
+      bytes: bytes.length,
+      sha256: sha256Bytes(bytes),
     };
     const indexTmp = temporarySibling(indexFileOf(file));
     const partTmp = temporarySibling(file);
     await writeSynced(indexTmp, JSON.stringify(index));
-    await writeSynced(partTmp, encodePart({ meta, rows, features }));
+    await writeSynced(partTmp, bytes);
     await fs.rename(indexTmp, indexFileOf(file));
     crashPoint('index', written.length + 1);
     await fs.rename(partTmp, file);
@@ -171,11 +187,14 @@ export async function compactParts(
   if (total > 0) await flush(true);
   await syncDirectory(splitDir);
 
-  // Oldest first: a later part's removal or failure record must outlive the rows it supersedes.
+  // Oldest first: a later part's removal or failure record must outlive the rows it supersedes. A part goes to a
+  // temporary name before its index goes, so a kill between leaves an interrupted removal, never a missing part.
   for (const [k, file] of parts.entries()) {
-    await fs.rm(file, { force: true });
+    const going = temporarySibling(file);
+    await fs.rename(file, going);
     crashPoint('removed', k + 1);
     await fs.rm(indexFileOf(file), { force: true });
+    await fs.rm(going, { force: true });
   }
   options.log(
     `compact ${split}: ${parts.length} parts (${records} row records) → ${written.length} parts (${rowCount} rows, ${failures.length} failures)`,
@@ -183,19 +202,29 @@ export async function compactParts(
   return { ...unchanged, compacted: true, partsAfter: written.length, bytesAfter: await partsSize(written) };
 }
 
-async function writeSynced(file: string, data: string | Uint8Array): Promise<void> {
-  const handle = await fs.open(file, 'w');
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 /** So the renames are durable before the old parts go. */
 async function syncDirectory(dir: string): Promise<void> {
   const handle = await fs.open(dir, 'r').catch(() => null);
   await handle?.sync().catch(() => {});
   await handle?.close();
+}
+
+/**
+ * What a killed compaction can leave: temporaries of dead processes and a compacted index whose part was never
+ * renamed in. (Old parts' indexes whose part was removed are ignored by readers and removed here too.)
+ */
+async function removeCompactionLeftovers(dir: string): Promise<void> {
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  await removeDeadTemporaries(dir, names, (of) => of.startsWith('part-'));
+  for (const name of names) {
+    // Only an interrupted step leaves an index without its part (the part is under a temporary name); an index whose
+    // part is simply gone is damage, which compaction refuses rather than hides.
+    const part = name.replace(/\.index\.json$/, '.arrow');
+    const orphanIndex =
+      name.startsWith('part-') &&
+      name.endsWith('.index.json') &&
+      !names.includes(part) &&
+      names.some((n) => n.startsWith(`.${part}.`) && n.endsWith('.tmp'));
+    if (orphanIndex) await fs.rm(path.join(dir, name), { force: true });
+  }
 }

@@ -2,8 +2,7 @@
  * A split's live rows with every column the cache holds, one part at a time: what export and compaction stream.
  * FeatureCache.batches yields only features, labels and paths; these also carry label names, file sizes and mtimes.
  */
-import { FeatcacheError, ExitCode } from '../errors.js';
-import { type PartContent, readPart } from './part.js';
+import type { PartContent } from './part.js';
 import type { FeatureCache, LatestRecord } from './reader.js';
 
 export interface LivePart {
@@ -23,19 +22,9 @@ export async function* liveParts(
   parts?: string[],
 ): AsyncGenerator<LivePart> {
   const files = parts ?? (await cache.partFiles(split));
+  await cache.requireNoMissingParts(split);
   for (const [index, file] of files.entries()) {
-    let content: PartContent;
-    try {
-      content = await readPart(file);
-    } catch (error) {
-      throw new FeatcacheError(`${file}: unreadable part file (${(error as Error).message})`, ExitCode.failed);
-    }
-    if (content.meta.dim !== cache.dim) {
-      throw new FeatcacheError(
-        `${file}: features are ${content.meta.dim}-d but the cache's are ${cache.dim}-d; the part does not belong to this cache`,
-        ExitCode.failed,
-      );
-    }
+    const content: PartContent = await cache.readPart(file);
     // A path twice in one part counts once, with its last row (the order `latest` applies records in).
     const keep: number[] = [];
     const seen = new Set<string>();

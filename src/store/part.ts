@@ -19,7 +19,7 @@ import {
   tableToIPC,
   vectorFromArray,
 } from 'apache-arrow';
-import { sha256Bytes, writeFileAtomic } from '../util/fsx.js';
+import { sha256Bytes, temporarySibling, writeFileAtomic } from '../util/fsx.js';
 
 export const PART_META_KEY = 'featcache';
 
@@ -150,8 +150,30 @@ export async function writePart(file: string, content: PartContent): Promise<voi
     bytes: bytes.length,
     sha256: sha256Bytes(bytes),
   };
-  await writeFileAtomic(indexFileOf(file), (tmp) => fs.writeFile(tmp, JSON.stringify(index)));
-  await writeFileAtomic(file, (tmp) => fs.writeFile(tmp, bytes));
+  // The part is written under a temporary name before its index is renamed in, so an index whose part is absent is
+  // either an interrupted commit (its temporary is still there: readers ignore it) or damage (see missingParts).
+  const partTmp = temporarySibling(file);
+  let indexIn = false;
+  try {
+    await writeSynced(partTmp, bytes);
+    await writeFileAtomic(indexFileOf(file), (tmp) => fs.writeFile(tmp, JSON.stringify(index)));
+    indexIn = true;
+    await fs.rename(partTmp, file);
+  } catch (error) {
+    if (!indexIn) await fs.rm(partTmp, { force: true });
+    throw error;
+  }
+}
+
+/** Writes and fsyncs a whole file. */
+export async function writeSynced(file: string, data: string | Uint8Array): Promise<void> {
+  const handle = await fs.open(file, 'w');
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 /** A part's recorded index, or null when it has none (or an unreadable one). */

@@ -6,14 +6,11 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatcacheError, damagedFile, missingFile, optionName, ExitCode } from '../errors.js';
-import { sha256Bytes } from '../util/fsx.js';
 import { type CacheManifest, readManifest } from './manifest.js';
-import { type Failure, type PartContent, decodePart, readPartIndex, readRecordedIndex } from './part.js';
-import { bytesProblem } from './verify.js';
+import { type Failure, type PartContent, readPartIndex } from './part.js';
+import { DAMAGED_PART_REMEDY, missingParts, readVerifiedPart } from './verify.js';
 
-/** What to do about a damaged part, said the same way everywhere. */
-export const DAMAGED_PART_REMEDY =
-  "re-run extract for this split: it sets the part aside (renamed *.damaged, not deleted) and extracts its rows again; 'featcache info --check' lists damaged parts";
+export { DAMAGED_PART_REMEDY };
 
 export const PART_PATTERN = /^part-.*\.arrow$/;
 
@@ -83,18 +80,25 @@ export class FeatureCache {
     return parts;
   }
 
-  private async readChecked(file: string): Promise<PartContent> {
-    const bytes = await fs.readFile(file);
-    const problem = bytesProblem(bytes, await readRecordedIndex(file), () => sha256Bytes(bytes));
-    if (problem) throw damagedFile(file, `damaged part file (${problem})`, DAMAGED_PART_REMEDY);
-    let part: PartContent;
-    try {
-      part = decodePart(bytes, file);
-    } catch (error) {
-      throw damagedFile(file, `unreadable part file (${(error as Error).message})`, DAMAGED_PART_REMEDY);
-    }
+  /** A part's content, verified against its index (see verify.ts): the only way rows leave the cache. */
+  async readPart(file: string): Promise<PartContent> {
+    const part = await readVerifiedPart(file);
     this.checkDim(file, part.meta.dim);
     return part;
+  }
+
+  /**
+   * Refuses a split one of whose parts is gone while its index remains: reading the others would silently give
+   * fewer rows than the cache holds.
+   */
+  async requireNoMissingParts(split: string): Promise<void> {
+    const missing = await missingParts(path.join(this.dir, split));
+    if (missing.length > 0)
+      throw damagedFile(
+        missing[0]!,
+        `damaged split ${split}: the part is missing but its index lists its rows${missing.length > 1 ? ` (and ${missing.length - 1} more missing parts)` : ''}`,
+        DAMAGED_PART_REMEDY,
+      );
   }
 
   private checkDim(file: string, dim: number): void {
@@ -132,9 +136,10 @@ export class FeatureCache {
    */
   async *batches(split: string, latestRecords?: Map<string, LatestRecord>): AsyncGenerator<FeatureSet> {
     const parts = await this.requireSplit(split);
+    await this.requireNoMissingParts(split);
     const latest = latestRecords ?? (await this.latest(split));
     for (const [index, file] of parts.entries()) {
-      const part = await this.readChecked(file);
+      const part = await this.readPart(file);
       const keep = part.rows
         .map((r, i) => (latest.get(r.path)?.kind === 'row' && latest.get(r.path)?.part === index ? i : -1))
         .filter((i) => i >= 0);

@@ -3,9 +3,12 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 
+/** Marks a page as featcache's, so a later run may replace it (and only then). */
+export const GENERATOR_META = '<meta name="generator" content="featcache">';
+
 export function page(title: string, body: string): string {
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
+<html lang="en"><head><meta charset="utf-8">${GENERATOR_META}<title>${escapeHtml(title)}</title>
 <style>
 body{font:14px system-ui,sans-serif;margin:24px;color:#222}
 h1{font-size:20px} table{border-collapse:collapse;margin:12px 0} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}

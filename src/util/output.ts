@@ -21,12 +21,20 @@ export interface OutputSink {
   close(): Promise<void>;
 }
 
-/** A file handle as a sink. */
-export function fileSink(handle: FileHandle): OutputSink {
+/** A file handle as a sink; `written` counts the bytes it wrote, so a commit can check the file holds them all. */
+export function fileSink(handle: FileHandle, written = { bytes: 0 }): OutputSink {
   return {
+    // write() may write less than asked (a full disk or a file size limit ends a write early without an error): loop,
+    // and treat a write that makes no progress as the full disk it is.
     write: async (data) => {
-      if (typeof data === 'string') await handle.write(data);
-      else await handle.write(data);
+      const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+      let offset = 0;
+      while (offset < bytes.length) {
+        const { bytesWritten } = await handle.write(bytes, offset, bytes.length - offset);
+        if (bytesWritten === 0) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+        offset += bytesWritten;
+        written.bytes += bytesWritten;
+      }
     },
     close: () => handle.close(),
   };
@@ -135,16 +143,24 @@ export async function openOutputFile(target: string, option = 'out'): Promise<Ou
     throw cannotWrite(option, target, error);
   }
   const tmp = temporarySibling(resolved);
+  const written = { bytes: 0 };
   return {
     target,
     resolved,
     kind: 'file',
     open: () =>
-      fs.open(tmp, 'w').then(fileSink, (error) => {
-        throw cannotWrite(option, target, error);
-      }),
+      fs.open(tmp, 'w').then(
+        (handle) => fileSink(handle, written),
+        (error) => {
+          throw cannotWrite(option, target, error);
+        },
+      ),
     commit: async () => {
       await syncFile(tmp);
+      // The last check before the old file is replaced: the new one holds every byte the writer produced.
+      const { size } = await fs.stat(tmp);
+      if (size !== written.bytes)
+        throw Object.assign(new Error(`short write: ${size} of ${written.bytes} bytes`), { code: 'EIO' });
       await fs.rename(tmp, resolved);
     },
     abort: () => fs.rm(tmp, { force: true }),
@@ -264,6 +280,7 @@ export async function prepareOutputDir(target: string, marker: string, option = 
     created,
     file(name: string) {
       if (name.includes('/') || name === marker) throw new Error(`output file name ${name} is not a plain name`);
+      if (entries?.includes(name) && !previous.includes(name)) throw notOurs(option, path.join(target, name));
       let tmp = written.get(name);
       if (!tmp) written.set(name, (tmp = temporarySibling(path.join(dir, name))));
       return tmp;
@@ -286,6 +303,29 @@ export async function prepareOutputDir(target: string, marker: string, option = 
       if (created) await fs.rmdir(dir).catch(() => {});
     },
   };
+}
+
+/** A file featcache would replace but cannot prove it wrote. */
+export function notOurs(option: string, file: string): FeatcacheError {
+  return new FeatcacheError(
+    `${optionName(option)}: ${file} exists and featcache cannot prove it wrote it; move it away or choose another ${optionName(option)} (nothing was written)`,
+  );
+}
+
+/**
+ * Refuses to go on when `file` exists and `ours` cannot recognise its content as featcache's (a marker or provenance
+ * it wrote): the rule for every file featcache writes beside or instead of a user's — side files, reports.
+ */
+export async function requireOursOrAbsent(
+  file: string,
+  option: string,
+  ours: (content: Buffer) => boolean | Promise<boolean>,
+): Promise<void> {
+  if (STDOUT_PATHS.has(file)) return;
+  const stat = await fs.stat(file).catch(() => null);
+  if (!stat?.isFile()) return;
+  const content = await fs.readFile(file).catch(() => null);
+  if (content === null || !(await ours(content))) throw notOurs(option, file);
 }
 
 async function isFile(file: string): Promise<boolean> {

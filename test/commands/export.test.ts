@@ -277,7 +277,9 @@ describe(
           assert.equal(r.code, 1, `${format}: ${r.stderr}`);
           assert.match(
             r.stderr.trim(),
-            new RegExp(`^featcache: .*${parts[1]!.replace(/\./g, '\\.')}: unreadable part file`),
+            new RegExp(
+              `^featcache: .*${parts[1]!.replace(/\./g, '\\.')}: damaged part file \\(truncated: .*re-run extract`,
+            ),
           );
           if (format === 'npy') assert.ok(!existsSync(out), 'no half-written directory');
           else assert.equal(await fs.readFile(out, 'utf8'), 'previous');
