@@ -235,3 +235,52 @@ function reuseProblem(old: HnswMeta, identity: IndexIdentity, metric: Metric, op
   if (old.paths.length !== old.partOf.length) return 'damaged index metadata';
   return null;
 }
+
+/**
+ * Approximate self-kNN of rows held in memory (no persistence), for one-off jobs over more rows than exact search
+ * handles in reasonable time; same conventions as `exactKnn` with `excludeSelf`.
+ */
+export function hnswSelfKnn(
+  features: Float32Array,
+  count: number,
+  dim: number,
+  k: number,
+  metric: Metric,
+  options: HnswOptions = DEFAULT_HNSW_OPTIONS,
+): { indices: Int32Array; distances: Float32Array } {
+  const index = new Index({
+    dimensions: dim,
+    metric: metric === 'cosine' ? MetricKind.Cos : MetricKind.L2sq,
+    quantization: ScalarKind.F32,
+    connectivity: options.connectivity,
+    expansion_add: options.expansionAdd,
+    expansion_search: options.expansionSearch,
+    multi: false,
+  });
+  index.add(
+    BigUint64Array.from({ length: count }, (_, i) => BigInt(i)),
+    features.subarray(0, count * dim),
+    options.threads,
+  );
+  const indices = new Int32Array(count * k).fill(-1);
+  const distances = new Float32Array(count * k).fill(Infinity);
+  const want = Math.min(count, k + 1);
+  for (let q0 = 0; q0 < count; q0 += 4096) {
+    const n = Math.min(4096, count - q0);
+    const vectors = Array.from({ length: n }, (_, i) => features.subarray((q0 + i) * dim, (q0 + i + 1) * dim));
+    const found = index.search(vectors, want, options.threads) as Partial<BatchMatches> & Matches;
+    for (let i = 0; i < n; i++) {
+      const got = found.counts ? Number(found.counts[i]) : found.keys.length;
+      let j = 0;
+      for (let t = 0; t < got && j < k; t++) {
+        const row = Number(found.keys[i * want + t]);
+        if (row === q0 + i) continue;
+        const d = found.distances[i * want + t]!;
+        indices[(q0 + i) * k + j] = row;
+        distances[(q0 + i) * k + j] = metric === 'l2' ? Math.sqrt(Math.max(0, d)) : d;
+        j++;
+      }
+    }
+  }
+  return { indices, distances };
+}
