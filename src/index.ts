@@ -96,3 +96,24 @@ export { applyNormalization, fitNormalization, type Normalization } from './head
 export { DEFAULT_HEAD_OPTIONS, type HeadOptions } from './head/train.js';
 export { type HeadInfo } from './head/saved.js';
 export { openBundle, isBundleFile, type OpenedBundle, type BundleMetadata } from './export/bundle.js';
+export { exactKnn, type Metric, type KnnResult } from './neighbors/exact.js';
+export {
+  neighbors,
+  knnGraph,
+  SplitSearcher,
+  DEFAULT_NEIGHBORS_OPTIONS,
+  DEFAULT_SEARCH_OPTIONS,
+  type NeighborsOptions,
+  type NeighborsResult,
+  type KnnGraph,
+  type KnnGraphOptions,
+} from './neighbors/search.js';
+export { DEFAULT_HNSW_OPTIONS, type HnswOptions } from './neighbors/hnsw.js';
+export { loadSplit, type SplitRows } from './neighbors/split.js';
+export {
+  duplicates,
+  DEFAULT_DUPLICATES_OPTIONS,
+  type DuplicatesOptions,
+  type DuplicatesResult,
+} from './jobs/duplicates.js';
+export { similar, DEFAULT_SIMILAR_OPTIONS, type SimilarOptions, type SimilarResult } from './jobs/similar.js';
