@@ -23,6 +23,8 @@ const LAYERS = [
   ['fetch'],
   ['store'],
   ['head'],
+  ['neighbors'],
+  ['audit'],
   ['export'],
   ['serve'],
   ['jobs'],

@@ -19,6 +19,8 @@ import { installCudaCommand } from './cli/install-cuda.js';
 import { trainHeadCommand } from './cli/train-head.js';
 import { bundleCommand } from './cli/bundle.js';
 import { serveCommand } from './cli/serve.js';
+import { duplicatesCommand } from './cli/duplicates.js';
+import { similarCommand } from './cli/similar.js';
 import { featcacheVersion } from './version.js';
 
 // sharp decodes on libuv's pool (4 threads by default). On a many-core GPU machine decoding is the bottleneck, so use
@@ -84,6 +86,8 @@ try {
     .command(compactCommand)
     .command(bundleCommand)
     .command(serveCommand)
+    .command(similarCommand)
+    .command(duplicatesCommand)
     .command(infoCommand)
     .command(fetchModelCommand)
     .command(installCudaCommand)

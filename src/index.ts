@@ -103,3 +103,23 @@ export const openBackbone = deferred(async () => (await import('./backbone/index
 export const download = deferred(async () => (await import('./fetch/download.js')).download);
 export const openBundle = deferred(async () => (await import('./export/bundle.js')).openBundle);
 export const isBundleFile = deferred(async () => (await import('./export/bundle.js')).isBundleFile);
+
+// The neighbour engine and its jobs (onnxruntime, usearch) load on their first call too.
+export type { Metric, KnnResult } from './neighbors/exact.js';
+export type {
+  NeighborsOptions,
+  NeighborsResult,
+  KnnGraph,
+  KnnGraphOptions,
+  SplitSearcher,
+} from './neighbors/search.js';
+export type { HnswOptions } from './neighbors/hnsw.js';
+export type { SplitRows } from './neighbors/split.js';
+export type { DuplicatesOptions, DuplicatesResult } from './jobs/duplicates.js';
+export type { SimilarOptions, SimilarResult } from './jobs/similar.js';
+export const exactKnn = deferred(async () => (await import('./neighbors/exact.js')).exactKnn);
+export const neighbors = deferred(async () => (await import('./neighbors/search.js')).neighbors);
+export const knnGraph = deferred(async () => (await import('./neighbors/search.js')).knnGraph);
+export const loadSplit = deferred(async () => (await import('./neighbors/split.js')).loadSplit);
+export const duplicates = deferred(async () => (await import('./jobs/duplicates.js')).duplicates);
+export const similar = deferred(async () => (await import('./jobs/similar.js')).similar);

@@ -22,6 +22,8 @@ import type { InstallCudaOptions } from './install-cuda.js';
 import type { PredictOptions } from './predict.js';
 import type { ServeOptions } from './serve.js';
 import type { TrainHeadOptions } from './train-head.js';
+import type { SimilarOptions } from './similar.js';
+import type { DuplicatesOptions } from './duplicates.js';
 
 export const DEFAULT_BUNDLE_OPTIONS: Readonly<BundleOptions> = Object.freeze({
   head: DEFAULT_HEAD_DIR,
@@ -175,3 +177,21 @@ export const MINIBATCH_OPTIONS = Object.freeze([
   'gamma',
   'patience',
 ] as const);
+
+export const DEFAULT_DUPLICATES_OPTIONS: Readonly<DuplicatesOptions> = Object.freeze({
+  cache: DEFAULT_CACHE_DIR,
+  splits: [],
+  threshold: 0.9,
+  k: 10,
+  annThreshold: 200_000,
+  reportLimit: 300,
+});
+
+export const DEFAULT_SIMILAR_OPTIONS: Readonly<Omit<SimilarOptions, 'queries'>> = Object.freeze({
+  cache: DEFAULT_CACHE_DIR,
+  split: 'train',
+  k: 10,
+  device: 'auto',
+  threads: 0,
+  batchSize: 16,
+});

@@ -25,6 +25,7 @@ import { EXIF_POLICIES, ICC_POLICIES, type ImagePolicy, type Preset, getPreset }
 import { type CacheManifest, CACHE_FORMAT, ensureManifest } from '../store/manifest.js';
 import type { Failure, Row } from '../store/part.js';
 import { SplitWriter, shardLabel } from '../store/writer.js';
+import { sha256Bytes } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
 import { progressBar } from '../util/progress.js';
 import { toolVersions } from '../version.js';
@@ -447,15 +448,22 @@ function decodeItems(
   dataset: Dataset,
   backbone: Backbone,
   o: Resolved,
-): Promise<DecodedBatch<Item, Stamp>> {
-  return decodeBatch(items, (item) => dataset.source.read(item), {
+): Promise<DecodedBatch<Item, HashedStamp>> {
+  // The bytes' hash is recorded with each row: exact duplicates are then found without reading images again.
+  const read = async (item: Item) => {
+    const { bytes, stamp } = await dataset.source.read(item);
+    return { bytes, stamp: { ...stamp, contentSha256: sha256Bytes(bytes) } };
+  };
+  return decodeBatch(items, read, {
     preset: o.preset,
     policy: o.policy,
     layout: backbone.input.layout,
   });
 }
 
-function toRecords(batch: DecodedBatch<Item, Stamp>, classes: string[]): { rows: Row[]; failures: Failure[] } {
+type HashedStamp = Stamp & { contentSha256?: string };
+
+function toRecords(batch: DecodedBatch<Item, HashedStamp>, classes: string[]): { rows: Row[]; failures: Failure[] } {
   return {
     rows: batch.ok.map(({ item, stamp }) => ({
       path: item.path,
@@ -463,6 +471,7 @@ function toRecords(batch: DecodedBatch<Item, Stamp>, classes: string[]): { rows:
       labelName: item.label === null ? null : (classes[item.label] ?? null),
       size: stamp.size,
       mtimeMs: stamp.mtimeMs,
+      contentSha256: stamp.contentSha256 ?? null,
     })),
     failures: batch.failed.map((f) => ({
       path: f.item.path,

@@ -29,6 +29,8 @@ export interface Row {
   labelName: string | null;
   size: number;
   mtimeMs: number;
+  /** sha256 of the image's bytes as read (exact-duplicate detection); absent in parts written before 0.3. */
+  contentSha256?: string | null;
 }
 
 export interface Failure {
@@ -68,6 +70,8 @@ export function partSchema(dim: number, meta: PartMeta): Schema {
     new Field('file_size', new Float64(), false),
     new Field('file_mtime_ms', new Float64(), false),
     new Field('feature', new FixedSizeList(dim, new Field('item', new Float32(), false)), false),
+    // Last, so readers of the older seven columns see the same layout.
+    new Field('content_sha256', new Utf8(), true),
   ];
   return new Schema(fields, new Map([[PART_META_KEY, JSON.stringify(meta)]]));
 }
@@ -114,6 +118,10 @@ export function encodePart(content: PartContent): Uint8Array {
         data: features.subarray(0, n * meta.dim),
       }),
     }),
+    column(
+      rows.map((r) => r.contentSha256 ?? null),
+      new Utf8(),
+    ),
   ];
   const batch = new RecordBatch(
     schema,
@@ -209,12 +217,14 @@ export function decodePart(bytes: Uint8Array, file: string): PartContent {
   const names = table.getChild('label_name');
   const sizes = table.getChild('file_size');
   const mtimes = table.getChild('file_mtime_ms');
+  const hashes = table.getChild('content_sha256');
   const rows: Row[] = paths.map((p, i) => ({
     path: p,
     label: (labels?.get(i) as number | null) ?? null,
     labelName: (names?.get(i) as string | null) ?? null,
     size: Number(sizes?.get(i) ?? 0),
     mtimeMs: Number(mtimes?.get(i) ?? 0),
+    ...(hashes?.get(i) ? { contentSha256: hashes.get(i) as string } : {}),
   }));
   const features = new Float32Array(rows.length * meta.dim);
   let offset = 0;

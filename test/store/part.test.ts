@@ -42,7 +42,7 @@ describe('part files', () => {
     assert.equal(table.numRows, 2);
     assert.deepEqual(
       table.schema.fields.map((f) => f.name),
-      ['path', 'label', 'label_name', 'split', 'file_size', 'file_mtime_ms', 'feature'],
+      ['path', 'label', 'label_name', 'split', 'file_size', 'file_mtime_ms', 'feature', 'content_sha256'],
     );
     assert.equal(String(table.schema.fields[6]!.type), 'FixedSizeList[4]<Float32>');
     assert.equal(JSON.parse(table.schema.metadata.get('featcache')!).provenance.modelSha256, 'abc');

@@ -69,7 +69,8 @@ def read(path):
     schema = footer.table(1)
     metadata = {kv.string(0): kv.string(1) for kv in schema.tables(2)}
     names = [f.string(0) for f in schema.tables(1)]
-    assert names == ['path', 'label', 'label_name', 'split', 'file_size', 'file_mtime_ms', 'feature'], names
+    # content_sha256 (parts from 0.3 on) comes after feature, so the buffers read below keep their positions.
+    assert names[:7] == ['path', 'label', 'label_name', 'split', 'file_size', 'file_mtime_ms', 'feature'], names
     dim = schema.tables(1)[6].table(3).scalar(0, '<i')  # FixedSizeList.listSize
     start, nblocks = footer.vector(3)
     rows = []
