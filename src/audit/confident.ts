@@ -8,12 +8,29 @@
  * - a row counts in the confident joint at the above-threshold class with the largest probability, lower class
  *   index on ties (the paper's argmax);
  * - calibration leaves a given class whose row of the confident joint is all zero at zero;
- * - pruning takes round(n · Q[i][j]) rows, rounding halves up (floor(x + 0.5)), by largest margin
- *   p(j) − p(i), lower row index on ties; a row pruned for several j is flagged once.
+ * - pruning takes n · Q[i][j] rows from cell (i, j), rounded so that each given class's off-diagonal total is
+ *   round(n · Σ_{j≠i} Q[i][j]) (halves up; largest remainders first, lower j on ties; see offDiagonalCounts), by
+ *   largest margin p(j) − p(i), lower row index on ties; a row pruned for several j is flagged once.
  */
 
 export const RANK_BY = ['self_confidence', 'normalized_margin'] as const;
 export type RankBy = (typeof RANK_BY)[number];
+
+/**
+ * Which rows the estimated noise flags (the paper's §3.2). prune_by_noise_rate: per off-diagonal cell (i, j), the
+ * round(n·Q[i][j]) rows labelled i with the largest margin p(j) − p(i). prune_by_class: per given class i, the
+ * round(n·Σ_{j≠i} Q[i][j]) rows labelled i with the lowest self-confidence. both: flagged by both.
+ * confident_joint: the rows counted off the diagonal of the confident joint. predicted_neq_given: the rows whose
+ * likeliest class is not the given one (the paper's C_confusion baseline).
+ */
+export const FILTERS = [
+  'prune_by_noise_rate',
+  'prune_by_class',
+  'both',
+  'confident_joint',
+  'predicted_neq_given',
+] as const;
+export type FilterBy = (typeof FILTERS)[number];
 
 export interface ConfidentLearning {
   /** Per class: the mean predicted probability of the class over the rows labelled with it. */
@@ -32,18 +49,85 @@ export interface ConfidentLearning {
  * `probabilities` is rows × classes out-of-sample predictions (each row scored by a model that never saw it);
  * `labels` the given labels in [0, classes).
  */
-export function confidentLearning(probabilities: Float32Array, labels: Int32Array, classes: number): ConfidentLearning {
+export function confidentLearning(
+  probabilities: Float32Array,
+  labels: Int32Array,
+  classes: number,
+  filterBy: FilterBy = 'prune_by_noise_rate',
+): ConfidentLearning {
   const n = labels.length;
   const thresholds = classThresholds(probabilities, labels, classes);
   const confidentJoint = new Float64Array(classes * classes);
+  const offDiagonal: number[] = [];
   for (let r = 0; r < n; r++) {
     const j = confidentClass(probabilities, r, classes, thresholds);
     if (j >= 0) confidentJoint[labels[r]! * classes + j]! += 1;
+    if (j >= 0 && j !== labels[r]) offDiagonal.push(r);
   }
   const joint = calibrateJoint(confidentJoint, labels, classes);
   const noiseMatrix = rowNormalised(joint, classes);
-  const flagged = pruneByNoiseRate(probabilities, labels, classes, joint);
+  const rows = (): number[] => {
+    switch (filterBy) {
+      case 'prune_by_noise_rate':
+        return pruneByNoiseRate(probabilities, labels, classes, joint);
+      case 'prune_by_class':
+        return pruneByClass(probabilities, labels, classes, joint);
+      case 'both': {
+        const byClass = new Set(pruneByClass(probabilities, labels, classes, joint));
+        return pruneByNoiseRate(probabilities, labels, classes, joint).filter((r) => byClass.has(r));
+      }
+      case 'confident_joint':
+        return offDiagonal;
+      case 'predicted_neq_given':
+        return [...labels.keys()].filter((r) => argmax(probabilities, r, classes) !== labels[r]);
+    }
+  };
+  const flagged = Int32Array.from(rows()).sort();
   return { thresholds, confidentJoint, joint, noiseMatrix, flagged };
+}
+
+function argmax(probabilities: Float32Array, r: number, classes: number): number {
+  let best = 0;
+  for (let j = 1; j < classes; j++) if (probabilities[r * classes + j]! > probabilities[r * classes + best]!) best = j;
+  return best;
+}
+
+/**
+ * How many rows to prune from each off-diagonal cell of given class i: n·Q[i][j] rounded so that the row's total is
+ * round(n·Σ_{j≠i} Q[i][j]) (largest remainders get the extra rows, lower j on ties). Rounding each cell on its own
+ * loses rows when the noise is spread thin: 55 uniform flips over 10 classes are 90 cells of about 0.6 rows each.
+ */
+function offDiagonalCounts(n: number, joint: Float64Array, i: number, classes: number): Int32Array {
+  const exact = new Float64Array(classes);
+  let sum = 0;
+  for (let j = 0; j < classes; j++) if (j !== i) sum += exact[j] = n * joint[i * classes + j]!;
+  const counts = Int32Array.from(exact, (v, j) => (j === i ? 0 : Math.floor(v)));
+  let left = Math.floor(sum + 0.5) - counts.reduce((a, b) => a + b, 0);
+  const order = [...exact.keys()]
+    .filter((j) => j !== i)
+    .sort((a, b) => exact[b]! - counts[b]! - (exact[a]! - counts[a]!) || a - b);
+  for (const j of order) {
+    if (left <= 0) break;
+    counts[j]! += 1;
+    left--;
+  }
+  return counts;
+}
+
+/** For each given class i: the round(n·Σ_{j≠i} Q[i][j]) rows labelled i with the lowest p(i), lower index on ties. */
+function pruneByClass(probabilities: Float32Array, labels: Int32Array, classes: number, joint: Float64Array): number[] {
+  const n = labels.length;
+  const flagged: number[] = [];
+  for (let i = 0; i < classes; i++) {
+    let off = 0;
+    for (let j = 0; j < classes; j++) if (j !== i) off += joint[i * classes + j]!;
+    const take = Math.floor(n * off + 0.5);
+    if (take === 0) continue;
+    const rows = [...labels.keys()].filter((r) => labels[r] === i);
+    const p = (r: number) => probabilities[r * classes + i]!;
+    flagged.push(...rows.sort((a, b) => p(a) - p(b) || a - b).slice(0, take));
+  }
+  return flagged;
 }
 
 export function classThresholds(probabilities: Float32Array, labels: Int32Array, classes: number): Float64Array {
@@ -99,22 +183,23 @@ function pruneByNoiseRate(
   labels: Int32Array,
   classes: number,
   joint: Float64Array,
-): Int32Array {
+): number[] {
   const n = labels.length;
   const rowsOf: number[][] = Array.from({ length: classes }, () => []);
   labels.forEach((y, r) => rowsOf[y]!.push(r));
   const flagged = new Set<number>();
   for (let i = 0; i < classes; i++) {
+    const counts = offDiagonalCounts(n, joint, i, classes);
     for (let j = 0; j < classes; j++) {
       if (i === j) continue;
-      const take = Math.floor(n * joint[i * classes + j]! + 0.5);
+      const take = counts[j]!;
       if (take === 0) continue;
       const margin = (r: number) => probabilities[r * classes + j]! - probabilities[r * classes + i]!;
       const ranked = [...rowsOf[i]!].sort((a, b) => margin(b) - margin(a) || a - b);
       for (const r of ranked.slice(0, take)) flagged.add(r);
     }
   }
-  return Int32Array.from([...flagged].sort((a, b) => a - b));
+  return [...flagged];
 }
 
 /** The row's label-quality score: low = likely wrong. */

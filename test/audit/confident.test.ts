@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { confidentLearning, labelQuality, suggestedLabel } from '../../src/audit/confident.js';
+import { FILTERS, confidentLearning, labelQuality, suggestedLabel } from '../../src/audit/confident.js';
 import { seededRandom } from '../../src/util/random.js';
 import { needsNumpy, referenceConfidentLearning } from '../support/confident.js';
 
@@ -47,6 +47,18 @@ describe('confident learning against the numpy reference written from the paper'
       },
     );
   }
+
+  it('every filter flags the same rows as the reference', { skip: needsNumpy }, () => {
+    const { probabilities, labels } = noisyProblem(1500, 6, 0.1, 6);
+    const sizes = new Set<number>();
+    for (const filter of FILTERS) {
+      const ours = confidentLearning(probabilities, labels, 6, filter);
+      const ref = referenceConfidentLearning(probabilities, labels, 6, filter);
+      assert.deepEqual(Array.from(ours.flagged), ref.flagged, filter);
+      sizes.add(ours.flagged.length);
+    }
+    assert.ok(sizes.size > 2, 'the filters differ on this problem');
+  });
 
   it('a class with no rows is never confidently predicted, as in the reference', { skip: needsNumpy }, () => {
     const { probabilities, labels } = noisyProblem(400, 4, 0.1, 5);

@@ -29,7 +29,13 @@ export function referenceConfidentLearning(
   probabilities: Float32Array,
   labels: Int32Array,
   classes: number,
+  filterBy = 'prune_by_noise_rate',
 ): ReferenceCl {
-  const input = JSON.stringify({ probabilities: Array.from(probabilities), labels: Array.from(labels), classes });
+  const input = JSON.stringify({
+    probabilities: Array.from(probabilities),
+    labels: Array.from(labels),
+    classes,
+    filterBy,
+  });
   return JSON.parse(execFileSync(python, [script], { input, maxBuffer: 1 << 28 }).toString()) as ReferenceCl;
 }
