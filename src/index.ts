@@ -25,6 +25,16 @@ export {
   type TrainHeadResult,
 } from './jobs/train-head.js';
 export {
+  audit,
+  auditRows,
+  DEFAULT_AUDIT_OPTIONS,
+  type AuditOptions,
+  type AuditResult,
+  type AuditRowsInput,
+} from './jobs/audit.js';
+export { type AuditIssue, type ConfusedPair } from './audit/report.js';
+export { confidentLearning, FILTERS as AUDIT_FILTERS, RANK_BY as AUDIT_RANKS } from './audit/confident.js';
+export {
   predict,
   expandInputs,
   DEFAULT_PREDICT_OPTIONS,
