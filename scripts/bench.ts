@@ -334,7 +334,14 @@ export function machineInfo(): Record<string, unknown> {
 }
 
 /** Per-feature benchmark modules (scripts/bench-<name>.ts, written by the feature's owner), run when present. */
-export const FEATURE_BENCHES: readonly string[] = Object.freeze(['int8', 'serve', 'sources', 'head', 'export']);
+export const FEATURE_BENCHES: readonly string[] = Object.freeze([
+  'int8',
+  'serve',
+  'sources',
+  'head',
+  'export',
+  'audit',
+]);
 
 type FeatureBench = (opts: { quick: boolean; log: (l: string) => void }) => Promise<Record<string, unknown>>;
 

@@ -101,6 +101,8 @@ export interface AuditResult {
     accuracy: number;
     seconds: { selection: number; fits: number };
   };
+  /** The exact k-nearest-neighbour search over the split. */
+  knnSeconds: number;
   counts: {
     confidentLearning: number;
     knn: number;
@@ -274,6 +276,7 @@ export async function auditRows(
   const consensus = knnConsensus(neighbours, split.labels, m);
   const distance = meanNeighbourDistance(neighbours, split.count);
   const fence = tukeyFence(distance, o.iqrFence);
+  const knnSeconds = (performance.now() - kStarted) / 1000;
   log(`audit: ${o.k} nearest neighbours of every row in ${((performance.now() - kStarted) / 1000).toFixed(1)} s`);
 
   const byRow = new Map(scoredRows.map((r, i) => [r, i]));
@@ -326,6 +329,7 @@ export async function auditRows(
       accuracy: fit.accuracy,
       seconds: fit.seconds,
     },
+    knnSeconds,
     counts,
     distanceFence: fence,
     noiseMatrix: Array.from(cl.noiseMatrix),
