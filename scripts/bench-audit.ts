@@ -40,7 +40,7 @@ async function syntheticCache(dir: string, s: Size): Promise<number[]> {
     classes,
     createdAt: '',
     versions: {},
-  } as unknown as Parameters<typeof ensureManifest>[1]);
+  });
   const centres = Float32Array.from({ length: s.classes * s.dim }, () => (random() < 0.5 ? 0 : 2 * random()));
   const features = new Float32Array(s.rows * s.dim);
   const labels = new Int32Array(s.rows);
@@ -73,7 +73,7 @@ async function syntheticCache(dir: string, s: Size): Promise<number[]> {
 /** Child process: one job on the cache, its wall time and peak RSS as JSON on stdout. */
 async function child(job: string, cache: string, flippedFile: string): Promise<void> {
   const started = performance.now();
-  let extra: Record<string, unknown> = {};
+  let extra: Record<string, unknown>;
   if (job === 'train-head') {
     const r = await trainHead({ cache, head: path.join(path.dirname(cache), 'head') });
     extra = { c: r.setting.c, normalize: r.setting.normalize };

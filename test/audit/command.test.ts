@@ -68,7 +68,7 @@ describe('featcache audit', () => {
     assert.match(html, /data:image\/jpeg;base64,/);
     const audit = JSON.parse(await fs.readFile(path.join(out, 'audit.json'), 'utf8'));
     assert.match(audit.provenance.modelSha256, /^[0-9a-f]{64}$/);
-    const rows = parse(await fs.readFile(labels, 'utf8'), { columns: true }) as { id: string; label: string }[];
+    const rows = parse<{ id: string; label: string }>(await fs.readFile(labels, 'utf8'), { columns: true });
     assert.equal(rows.length, 60);
     const changed = rows.filter((row) => row.label !== path.basename(path.dirname(row.id)));
     assert.deepEqual(changed, [{ id: planted, label: 'blue' }]);
