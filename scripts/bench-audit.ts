@@ -78,18 +78,21 @@ async function child(job: string, cache: string, flippedFile: string): Promise<v
     const r = await trainHead({ cache, head: path.join(path.dirname(cache), 'head') });
     extra = { c: r.setting.c, normalize: r.setting.normalize };
   } else {
-    const flipped = new Set(JSON.parse(await fs.readFile(flippedFile, 'utf8')) as number[]);
+    // By path: the reader's row order need not be the order the rows were written in.
+    const flipped = new Set(
+      (JSON.parse(await fs.readFile(flippedFile, 'utf8')) as number[]).map((r) => `img/${r}.jpg`),
+    );
     const r = await audit({ cache, out: null });
-    const pr = (rows: number[]) => {
+    const pr = (rows: string[]) => {
       const hits = rows.filter((x) => flipped.has(x)).length;
       return { precision: hits / Math.max(1, rows.length), recall: hits / flipped.size, flagged: rows.length };
     };
     extra = {
       crossFitSeconds: r.crossFit.seconds,
       knnSeconds: r.knnSeconds,
-      confidentLearning: pr(r.all.filter((a) => a.confidentLearning).map((a) => a.row)),
-      knn: pr(r.all.filter((a) => a.knnFlag).map((a) => a.row)),
-      both: pr(r.all.filter((a) => a.confidentLearning && a.knnFlag).map((a) => a.row)),
+      confidentLearning: pr(r.all.filter((a) => a.confidentLearning).map((a) => a.path)),
+      knn: pr(r.all.filter((a) => a.knnFlag).map((a) => a.path)),
+      both: pr(r.all.filter((a) => a.confidentLearning && a.knnFlag).map((a) => a.path)),
     };
   }
   process.stdout.write(
