@@ -341,6 +341,7 @@ export const FEATURE_BENCHES: readonly string[] = Object.freeze([
   'head',
   'export',
   'startup',
+  'audit',
 ]);
 
 type FeatureBench = (opts: { quick: boolean; log: (l: string) => void }) => Promise<Record<string, unknown>>;

@@ -17,6 +17,7 @@ import { compactCommand } from './cli/compact.js';
 import { fetchModelCommand } from './cli/fetch-model.js';
 import { installCudaCommand } from './cli/install-cuda.js';
 import { trainHeadCommand } from './cli/train-head.js';
+import { auditCommand } from './cli/audit.js';
 import { bundleCommand } from './cli/bundle.js';
 import { serveCommand } from './cli/serve.js';
 import { duplicatesCommand } from './cli/duplicates.js';
@@ -82,6 +83,7 @@ try {
     .command(inspectCommand)
     .command(trainHeadCommand)
     .command(predictCommand)
+    .command(auditCommand)
     .command(exportCommand)
     .command(compactCommand)
     .command(bundleCommand)

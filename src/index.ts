@@ -123,3 +123,11 @@ export const knnGraph = deferred(async () => (await import('./neighbors/search.j
 export const loadSplit = deferred(async () => (await import('./neighbors/split.js')).loadSplit);
 export const duplicates = deferred(async () => (await import('./jobs/duplicates.js')).duplicates);
 export const similar = deferred(async () => (await import('./jobs/similar.js')).similar);
+
+// The audit (label errors, outliers) loads with its first call; confident learning itself is plain arithmetic.
+export type { AuditOptions, AuditResult, AuditRowsInput } from './jobs/audit.js';
+export type { AuditIssue, ConfusedPair } from './audit/report.js';
+export { DEFAULT_AUDIT_OPTIONS } from './jobs/defaults.js';
+export { confidentLearning, FILTERS as AUDIT_FILTERS, RANK_BY as AUDIT_RANKS } from './audit/confident.js';
+export const audit = deferred(async () => (await import('./jobs/audit.js')).audit);
+export const auditRows = deferred(async () => (await import('./jobs/audit.js')).auditRows);

@@ -22,6 +22,8 @@ import type { InstallCudaOptions } from './install-cuda.js';
 import type { PredictOptions } from './predict.js';
 import type { ServeOptions } from './serve.js';
 import type { TrainHeadOptions } from './train-head.js';
+import type { AuditOptions } from './audit.js';
+import { IQR_FENCE } from '../audit/outliers.js';
 import type { SimilarOptions } from './similar.js';
 import type { DuplicatesOptions } from './duplicates.js';
 
@@ -194,4 +196,23 @@ export const DEFAULT_SIMILAR_OPTIONS: Readonly<Omit<SimilarOptions, 'queries'>> 
   device: 'auto',
   threads: 0,
   batchSize: 16,
+});
+
+export const DEFAULT_AUDIT_OPTIONS: Readonly<Omit<AuditOptions, 'log'>> = Object.freeze({
+  cache: DEFAULT_CACHE_DIR,
+  split: 'train',
+  k: 10,
+  rank: 'self_confidence',
+  filterBy: 'prune_by_noise_rate',
+  knnThreshold: 0.5,
+  entropyThreshold: 0.9,
+  iqrFence: IQR_FENCE,
+  seed: 0,
+  holdoutFraction: 0.2,
+  grid: Object.freeze({ c: DEFAULT_SWEEP_GRID.c, normalize: DEFAULT_SWEEP_GRID.normalize }),
+  classWeight: 'none',
+  out: 'audit',
+  data: null,
+  labelsOut: null,
+  reportLimit: 200,
 });
