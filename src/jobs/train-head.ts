@@ -43,15 +43,18 @@ import {
 } from '../head/train.js';
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
+import { STREAM_EPOCHS, type ScaleInfo, chooseScale, trainHeadAtScale } from './train-head-scale.js';
 import { toolVersions } from '../version.js';
 
 /**
  * How the head is fitted. `lbfgs`: a linear head as L2-regularised logistic regression solved to convergence (the
  * standard linear probe, scikit-learn's `LogisticRegression`); the sweep chooses C. `minibatch`: epochs of Adam
  * or SGD (any head, hidden layer included); the sweep chooses learning rate, weight decay and epochs. `auto`:
- * lbfgs, unless there is a hidden layer, the sweep is off, or an option only mini-batch training uses is given.
+ * lbfgs, unless there is a hidden layer, the sweep is off, or an option only mini-batch training uses is given; and
+ * `stream` (train-head-scale.ts) when the cache is too large for the in-memory probe. `stream`: C and normalisation
+ * swept on a subsample, the final fit streamed from the cache within the `memory` budget.
  */
-export const SOLVERS = ['auto', 'lbfgs', 'minibatch'] as const;
+export const SOLVERS = ['auto', 'lbfgs', 'minibatch', 'stream'] as const;
 export type Solver = (typeof SOLVERS)[number];
 
 /** Options that only mean something to mini-batch training: giving one (solver auto) asks for it. */
@@ -93,28 +96,36 @@ export interface TrainHeadOptions extends HeadOptions {
   grid: SweepGrid;
   /** Engine of the sweep's wide pass: auto = tfjs on tfjs-node, else onnxruntime (MLAS kernels on all cores). */
   sweepEngine: SweepEngine;
+  /** Peak memory budget in MB: solver auto streams when the in-memory path would exceed it; streaming stays within it. */
+  memory: number;
   log?: ((line: string) => void) | undefined;
+  /** Progress of long stages (streaming: the scan and each epoch), for a progress bar. */
+  progress?: ((stage: string, done: number, total: number) => void) | undefined;
+  /** Aborting stops training before anything is written. */
+  signal?: AbortSignal | undefined;
 }
 
 /** Every default of the job, declared once: the CLI shows these in --help. */
-export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log'>> = Object.freeze({
-  ...DEFAULT_HEAD_OPTIONS,
-  cache: './features',
-  head: 'models/head',
-  trainSplit: 'train',
-  valSplit: 'val',
-  valFraction: null,
-  normalize: 'none',
-  backend: 'auto',
-  solver: 'auto',
-  sweep: true,
-  holdoutFraction: 0.2,
-  sweepEpochs: 100,
-  sweepPatience: 10,
-  sweepMinSteps: MIN_SWEEP_STEPS,
-  grid: DEFAULT_SWEEP_GRID,
-  sweepEngine: 'auto',
-});
+export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log' | 'progress' | 'signal'>> =
+  Object.freeze({
+    ...DEFAULT_HEAD_OPTIONS,
+    cache: './features',
+    head: 'models/head',
+    trainSplit: 'train',
+    valSplit: 'val',
+    valFraction: null,
+    normalize: 'none',
+    backend: 'auto',
+    solver: 'auto',
+    sweep: true,
+    holdoutFraction: 0.2,
+    sweepEpochs: 100,
+    sweepPatience: 10,
+    sweepMinSteps: MIN_SWEEP_STEPS,
+    grid: DEFAULT_SWEEP_GRID,
+    sweepEngine: 'auto',
+    memory: 2048,
+  });
 
 /** The options the sweep would otherwise choose; each one given explicitly is held fixed. */
 export const SWEPT_OPTIONS = Object.freeze(['lr', 'weightDecay', 'normalize', 'epochs'] as const);
@@ -141,7 +152,7 @@ export interface TrainHeadResult {
   validation: 'split' | 'fraction' | 'none';
   /** The setting trained (chosen by the sweep or given); lr and epochs are null for the probe, c for mini-batch. */
   setting: {
-    solver: 'lbfgs' | 'minibatch';
+    solver: 'lbfgs' | 'minibatch' | 'stream';
     normalize: NormalizationKind;
     c: number | null;
     lr: number | null;
@@ -164,6 +175,10 @@ export interface TrainHeadResult {
   /** On val (or train without validation), with calibrated probabilities. */
   metrics: Metrics;
   calibration: CalibrationReport;
+  /** Seconds per stage (load, fit, evaluate, save; streaming: index, scan, sweep, warmStart, epochs, temperature, evaluate, save). */
+  stages?: Record<string, number>;
+  /** The streaming path's plan and peak RSS (solver stream). */
+  scale?: ScaleInfo;
 }
 
 type Labelled = Split & { paths: string[] };
@@ -252,6 +267,8 @@ export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): {
     if (typeof v !== 'number' || !(v > 0 && v < 1)) throw invalidParameter(name(key), 'a number between 0 and 1', v);
   };
   fraction('valFraction');
+  if (!(Number.isFinite(resolved.memory) && resolved.memory >= 64))
+    throw invalidParameter(name('memory'), 'a memory budget in MB, at least 64', resolved.memory);
   fraction('holdoutFraction');
   for (const key of ['sweepEpochs', 'sweepPatience', 'sweepMinSteps'] as const) {
     const v = resolved[key];
@@ -297,6 +314,7 @@ export function resolveSolver(
   o: Pick<TrainHeadOptions, 'solver' | 'sweep' | 'hidden'>,
   given: Set<string>,
 ): { solver: 'lbfgs' | 'minibatch'; why: string } {
+  if (o.solver === 'stream') throw new Error('resolveSolver: solver stream is decided by trainHead');
   if (o.solver !== 'auto') return { solver: o.solver, why: `${optionName('solver')} ${o.solver}` };
   if (o.hidden > 0) return { solver: 'minibatch', why: `a hidden layer (${optionName('hidden')} ${o.hidden})` };
   if (!o.sweep) return { solver: 'minibatch', why: 'no sweep' };
@@ -338,7 +356,16 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   // Refuse a directory we may not write into before spending time on training.
   await inspectHeadDir(o.head);
   const cache = await FeatureCache.open(o.cache);
+  const scaled = await atScale(o, given, cache, log);
+  if (scaled) return scaled;
+  const stages: Record<string, number> = {};
+  let started = performance.now();
+  const lap = (name: string) => {
+    stages[name] = (performance.now() - started) / 1000;
+    started = performance.now();
+  };
   const { train, val, validation } = await loadSplits(cache, o);
+  lap('load');
   const classes = cache.manifest.classes;
   const dim = cache.dim;
   if (validation === 'none')
@@ -358,6 +385,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
       ? await fitByProbe(o, given, train, dim, classes, log)
       : await fitByMinibatch(o, given, runtime, train, val, dim, classes, log);
   const { setting, sweep, sweepSkipped, normalization, result } = fitted;
+  lap('fit');
   const temperature = sweep?.temperature ?? 1;
   const headOptions: HeadOptions = {
     ...o,
@@ -371,6 +399,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   const logits = predictLogits(runtime.tf, result.layers, evaluated.features, evaluated.count);
   const metrics = classificationMetrics(softmaxRows(logits, classes.length, temperature), evaluated.labels, classes);
   const calibration = calibrationReport(logits, evaluated.labels, classes.length, temperature, softmaxRows);
+  lap('evaluate');
   const m = cache.manifest;
   const evaluatedOn = validation === 'none' ? 'train' : 'val';
   const info: HeadInfo = {
@@ -453,6 +482,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
       ),
     },
   });
+  lap('save');
   return {
     head: o.head,
     backend: runtime.backend,
@@ -473,7 +503,50 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
     calibration,
     probe: fitted.probe,
     engine: fitted.engine,
+    stages,
   };
+}
+
+/**
+ * The streaming path when it applies: solver stream, or solver auto for the default linear probe on a cache too
+ * large for it (chooseScale: the memory budget or the probe's work limit). Says which and why in one line.
+ */
+async function atScale(
+  o: TrainHeadOptions,
+  given: Set<string>,
+  cache: FeatureCache,
+  log: (line: string) => void,
+): Promise<TrainHeadResult | null> {
+  const probeDefault =
+    o.solver === 'auto' && o.hidden === 0 && o.sweep && !MINIBATCH_OPTIONS.some((k) => k !== 'epochs' && given.has(k));
+  if (o.solver !== 'stream' && !(probeDefault && !given.has('epochs'))) return null;
+  if (o.hidden > 0)
+    throw invalidParameter(
+      'solver',
+      `lbfgs, minibatch or auto with a hidden layer (${optionName('hidden')} ${o.hidden}): the streaming solver fits a linear head`,
+      'stream',
+    );
+  if (o.valFraction !== null && o.solver === 'stream')
+    throw invalidParameter(
+      'solver',
+      `lbfgs, minibatch or auto with ${optionName('valFraction')}: streaming validates on the val split`,
+      'stream',
+    );
+  if (o.valFraction !== null) return null;
+  const rows = FeatureCache.liveRows(await cache.latest(o.trainSplit));
+  const decision = chooseScale(rows, cache.dim, cache.manifest.classes.length, o.memory * 2 ** 20);
+  if (o.solver === 'auto') {
+    log(`train-head: solver ${decision.stream ? 'stream' : 'lbfgs'} (auto: ${decision.why})`);
+    if (!decision.stream) return null;
+  } else log(`train-head: solver stream (${optionName('solver')} stream)`);
+  return trainHeadAtScale({
+    ...o,
+    epochs: given.has('epochs') ? o.epochs : STREAM_EPOCHS,
+    memoryBytes: o.memory * 2 ** 20,
+    given,
+    why: o.solver === 'auto' ? decision.why : `${optionName('solver')} stream`,
+    log,
+  });
 }
 
 interface Fitted {
@@ -680,6 +753,8 @@ function cText(c: number | null): string {
 }
 
 function settingText(s: TrainHeadResult['setting']): string {
+  if (s.solver === 'stream')
+    return `logistic regression (streamed SGD, warm-started from the subsample's probe), normalize ${s.normalize}, C ${cText(s.c)}, ${s.epochs} epochs`;
   if (s.solver === 'lbfgs')
     return `logistic regression (L-BFGS), normalize ${s.normalize}, C ${cText(s.c)} (λ ${s.weightDecay.toPrecision(3)})`;
   return `normalize ${s.normalize}, lr ${s.lr}, weight decay ${s.weightDecay}, ${s.epochs} epochs`;
