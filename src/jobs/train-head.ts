@@ -357,7 +357,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   await inspectHeadDir(o.head);
   const cache = await FeatureCache.open(o.cache);
   const scaled = await atScale(o, given, cache, log);
-  if (scaled) return scaled;
+  if (typeof scaled !== 'string' && scaled !== null) return scaled;
   const stages: Record<string, number> = {};
   let started = performance.now();
   const lap = (name: string) => {
@@ -379,7 +379,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   );
 
   const { solver, why } = resolveSolver(o, given);
-  log(`train-head: solver ${solver} (${why})`);
+  log(`train-head: solver ${solver} (${solver === 'lbfgs' && typeof scaled === 'string' ? `auto: ${scaled}` : why})`);
   const fitted =
     solver === 'lbfgs'
       ? await fitByProbe(o, given, train, dim, classes, log)
@@ -516,10 +516,10 @@ async function atScale(
   given: Set<string>,
   cache: FeatureCache,
   log: (line: string) => void,
-): Promise<TrainHeadResult | null> {
-  const probeDefault =
-    o.solver === 'auto' && o.hidden === 0 && o.sweep && !MINIBATCH_OPTIONS.some((k) => k !== 'epochs' && given.has(k));
-  if (o.solver !== 'stream' && !(probeDefault && !given.has('epochs'))) return null;
+): Promise<TrainHeadResult | string | null> {
+  // Auto considers streaming only where it would otherwise choose the probe (see resolveSolver).
+  const probeDefault = o.solver === 'auto' && o.hidden === 0 && o.sweep && !MINIBATCH_OPTIONS.some((k) => given.has(k));
+  if (o.solver !== 'stream' && !probeDefault) return null;
   if (o.hidden > 0)
     throw invalidParameter(
       'solver',
@@ -535,10 +535,11 @@ async function atScale(
   if (o.valFraction !== null) return null;
   const rows = FeatureCache.liveRows(await cache.latest(o.trainSplit));
   const decision = chooseScale(rows, cache.dim, cache.manifest.classes.length, o.memory * 2 ** 20);
-  if (o.solver === 'auto') {
-    log(`train-head: solver ${decision.stream ? 'stream' : 'lbfgs'} (auto: ${decision.why})`);
-    if (!decision.stream) return null;
-  } else log(`train-head: solver stream (${optionName('solver')} stream)`);
+  // Not streaming: the reason is said on trainHead's solver line.
+  if (o.solver === 'auto' && !decision.stream) return decision.why;
+  log(
+    `train-head: solver stream (${o.solver === 'auto' ? `auto: ${decision.why}` : `${optionName('solver')} stream`})`,
+  );
   return trainHeadAtScale({
     ...o,
     epochs: given.has('epochs') ? o.epochs : STREAM_EPOCHS,
