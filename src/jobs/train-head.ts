@@ -379,7 +379,8 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   );
 
   const { solver, why } = resolveSolver(o, given);
-  log(`train-head: solver ${solver} (${solver === 'lbfgs' && typeof scaled === 'string' ? `auto: ${scaled}` : why})`);
+  if (typeof scaled === 'string') log(`train-head: cache size: ${scaled}`);
+  log(`train-head: solver ${solver} (${why})`);
   const fitted =
     solver === 'lbfgs'
       ? await fitByProbe(o, given, train, dim, classes, log)
@@ -672,6 +673,8 @@ async function fitByMinibatch(
     const fixed = SWEPT_OPTIONS.filter((k) => given.has(k));
     const engine =
       o.sweepEngine === 'auto' ? (runtime.backend === 'tensorflow' ? 'tfjs' : 'onnxruntime') : o.sweepEngine;
+    const grid = pinnedGrid(o, given);
+    log(minibatchSweepLine(grid, fixed, given.has('epochs') ? o.epochs : null, o.sweepEpochs));
     const selection = await selectSetting(
       runtime.tf,
       train,
@@ -679,7 +682,7 @@ async function fitByMinibatch(
       classes.length,
       { ...o, epochs: given.has('epochs') ? o.epochs : o.sweepEpochs },
       {
-        grid: pinnedGrid(o, given),
+        grid,
         fixedEpochs: given.has('epochs') ? o.epochs : undefined,
         holdoutFraction: o.holdoutFraction,
         patience: o.sweepPatience,
@@ -741,6 +744,29 @@ async function fitByMinibatch(
       ? await fitHeadOrt(trainRows, valRows, dim, classes.length, headOptions, control)
       : fitHead(runtime.tf, trainRows, valRows, dim, classes.length, headOptions, control);
   return { setting, sweep, sweepSkipped, normalization, result, probe: null, engine };
+}
+
+/** What the mini-batch sweep varies and how many settings that makes, in one line (fixed options are not swept). */
+export function minibatchSweepLine(
+  grid: SweepGrid,
+  fixed: readonly string[],
+  epochs: number | null,
+  maxEpochs: number,
+): string {
+  const axes = (
+    [
+      ['lr', grid.lr.length],
+      ['weight decay', grid.weightDecay.length],
+      ['normalize', grid.normalize.length],
+    ] as const
+  ).filter(([, n]) => n > 1);
+  const settings = grid.lr.length * grid.weightDecay.length * grid.normalize.length;
+  const swept = axes.length > 0 ? axes.map(([name, n]) => `${name} (${n})`).join(' × ') : 'nothing';
+  return (
+    `train-head: mini-batch sweep over ${swept}: ${settings} setting${settings === 1 ? '' : 's'}` +
+    `${epochs === null ? `, epoch count chosen up to ${maxEpochs} on the hold-out` : `, ${epochs} epochs each`}` +
+    (fixed.length > 0 ? `; fixed: ${fixed.map((k) => optionName(k)).join(', ')}` : '')
+  );
 }
 
 function pickHeadOptions(o: HeadOptions): HeadOptions {

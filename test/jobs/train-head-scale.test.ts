@@ -8,7 +8,7 @@ import { writeSyntheticCache } from '../../scripts/synthetic-cache.js';
 import { loadTf } from '../../src/head/runtime.js';
 import { loadHead } from '../../src/head/saved.js';
 import { PROBE_WORK_LIMIT, chooseScale } from '../../src/jobs/train-head-scale.js';
-import { trainHead } from '../../src/jobs/train-head.js';
+import { minibatchSweepLine, trainHead } from '../../src/jobs/train-head.js';
 import { cliPath, runCli, tempDir } from '../support/helpers.js';
 
 const MB = 2 ** 20;
@@ -81,9 +81,13 @@ describe('train-head at scale: streaming from the cache (small synthetic caches)
     const probeLines: string[] = [];
     const p = await trainHead({ cache, head: path.join(dir, 'head-probe'), log: (l) => probeLines.push(l) });
     assert.equal(p.setting.solver, 'lbfgs');
-    const probeSolver = probeLines.filter((l) => l.startsWith('train-head: solver'));
-    assert.deepEqual(probeSolver.length, 1);
-    assert.match(probeSolver[0]!, /solver lbfgs \(auto: .*within the probe's limit/);
+    assert.ok(probeLines.includes('train-head: solver lbfgs (the default for a linear head)'), probeLines.join('\n'));
+    const sizeLines = probeLines.filter((l) => l.startsWith('train-head: cache size'));
+    assert.equal(sizeLines.length, 1);
+    assert.match(
+      sizeLines[0]!,
+      /4000 rows × 64 × 8 classes = 2\.0e\+6 multiply-adds per pass, within the probe's limit/,
+    );
     // Streamed and in-memory heads on the same rows agree on val within a few points (the bench holds 0.5 at scale).
     assert.ok(Math.abs(p.metrics.top1 - r.metrics.top1) < 0.03, `${p.metrics.top1} vs ${r.metrics.top1}`);
   });
@@ -180,4 +184,23 @@ describe('train-head at scale: streaming from the cache (small synthetic caches)
       assert.deepEqual(await snapshot(), before);
     });
   }
+});
+
+describe('mini-batch sweep: says what it sweeps and how many fits', () => {
+  it('counts only the axes left free; given options are listed as fixed', () => {
+    const grid = {
+      c: [1],
+      lr: [0.1, 0.01, 0.001],
+      weightDecay: [0, 1e-4, 1e-3],
+      normalize: ['none', 'l2', 'standard'] as const,
+    };
+    assert.equal(
+      minibatchSweepLine({ ...grid, normalize: [...grid.normalize] }, ['epochs'], 5, 100),
+      'train-head: mini-batch sweep over lr (3) × weight decay (3) × normalize (3): 27 settings, 5 epochs each; fixed: epochs',
+    );
+    assert.equal(
+      minibatchSweepLine({ ...grid, lr: [0.05], normalize: ['l2'] }, ['lr', 'normalize'], null, 100),
+      'train-head: mini-batch sweep over weight decay (3): 3 settings, epoch count chosen up to 100 on the hold-out; fixed: lr, normalize',
+    );
+  });
 });
