@@ -334,7 +334,14 @@ export function machineInfo(): Record<string, unknown> {
 }
 
 /** Per-feature benchmark modules (scripts/bench-<name>.ts, written by the feature's owner), run when present. */
-export const FEATURE_BENCHES: readonly string[] = Object.freeze(['int8', 'serve', 'sources', 'head', 'export']);
+export const FEATURE_BENCHES: readonly string[] = Object.freeze([
+  'int8',
+  'serve',
+  'sources',
+  'head',
+  'export',
+  'head-scale',
+]);
 
 type FeatureBench = (opts: { quick: boolean; log: (l: string) => void }) => Promise<Record<string, unknown>>;
 
@@ -348,7 +355,8 @@ export async function runFeatureBench(name: string, log: (l: string) => void): P
     ))
   )
     return { skipped: `scripts/bench-${name}.ts is not in this build` };
-  const exported = `bench${name[0]!.toUpperCase()}${name.slice(1)}`;
+  // head-scale → benchHeadScale
+  const exported = `bench${name.replace(/(^|-)(\w)/g, (_, __, c: string) => c.toUpperCase())}`;
   try {
     const module = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
     const bench = module[exported] as FeatureBench | undefined;
