@@ -33,9 +33,10 @@ import type { TrainHeadResult } from './train-head.js';
 
 /**
  * Above this many multiply-adds per pass (rows × dim × classes) the default sweeps on a subsample and streams the
- * final fit. Measured (scripts/bench-head-scale.ts, 2 cores under load ~5): the in-memory default's sweep costs
- * about 1 s per 10⁶·… see README "Head at scale"; at 10⁹ (e.g. 5k × 2048 × 100) it takes minutes, and the issue's
- * 10k × 1280 × 100 (1.3·10⁹) took 16 minutes.
+ * final fit. Set from the issue's measurement on this 2-core machine (load ~5): the in-memory default at
+ * 10k × 1280 × 100 (1.3·10⁹) took 16 minutes, nearly all of it the sweep; the head-scale bench measured the sweep on
+ * a 4,875 × 2048 × 100 subsample (10⁹) at 23 minutes under load ~30 (README, "A head for a large cache"). Not yet
+ * re-measured on a quiet machine.
  */
 export const PROBE_WORK_LIMIT = 1e9;
 /** What node, onnxruntime and TensorFlow.js take before any data (measured RSS ≈ 250–300 MB). */
