@@ -342,6 +342,7 @@ export const FEATURE_BENCHES: readonly string[] = Object.freeze([
   'export',
   'startup',
   'audit',
+  'head-scale',
 ]);
 
 type FeatureBench = (opts: { quick: boolean; log: (l: string) => void }) => Promise<Record<string, unknown>>;
@@ -356,7 +357,8 @@ export async function runFeatureBench(name: string, log: (l: string) => void): P
     ))
   )
     return { skipped: `scripts/bench-${name}.ts is not in this build` };
-  const exported = `bench${name[0]!.toUpperCase()}${name.slice(1)}`;
+  // head-scale → benchHeadScale
+  const exported = `bench${name.replace(/(^|-)(\w)/g, (_, __, c: string) => c.toUpperCase())}`;
   try {
     const module = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
     const bench = module[exported] as FeatureBench | undefined;

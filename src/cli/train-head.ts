@@ -8,6 +8,39 @@ import { DEFAULT_TRAIN_HEAD_OPTIONS as d, MINIBATCH_OPTIONS, SOLVERS } from '../
 import type { TrainHeadOptions } from '../jobs/train-head.js';
 import { defineCommand, emit, jsonOption } from './flags.js';
 import { trainSummaryLine } from './summary.js';
+import cliProgress from 'cli-progress';
+
+/** One bar per long stage (the scan, each epoch) with rows/s and ETA, on stderr; silent when stderr is not a TTY. */
+function progressBars() {
+  let bar: cliProgress.SingleBar | null = null;
+  let current = '';
+  let started = 0;
+  return {
+    update: (stage: string, done: number, total: number) => {
+      if (stage !== current || !bar) {
+        bar?.stop();
+        current = stage;
+        started = performance.now();
+        bar = new cliProgress.SingleBar(
+          {
+            format: `train-head: ${stage} [{bar}] {percentage}% {value}/{total} rows, {rate} rows/s, ETA {eta_formatted}`,
+            stream: process.stderr,
+            hideCursor: false,
+          },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(total, 0, { rate: 0 });
+      }
+      const seconds = (performance.now() - started) / 1000;
+      bar.update(done, { rate: seconds > 0 ? Math.round(done / seconds) : 0 });
+    },
+    stop: () => {
+      bar?.stop();
+      bar = null;
+      current = '';
+    },
+  };
+}
 
 /** Flag → option. Only typed flags reach the job (yargs gets no defaults), so the sweep can tell them from defaults. */
 const FLAGS: Record<string, keyof TrainHeadOptions> = {
@@ -35,6 +68,7 @@ const FLAGS: Record<string, keyof TrainHeadOptions> = {
   'holdout-fraction': 'holdoutFraction',
   'sweep-engine': 'sweepEngine',
   solver: 'solver',
+  memory: 'memory',
 };
 
 const flagOf = (key: string) => Object.keys(FLAGS).find((f) => FLAGS[f] === key)!;
@@ -74,7 +108,7 @@ export const trainHeadCommand = defineCommand({
         option(
           'string',
           d.solver,
-          `lbfgs: logistic regression solved to convergence (C swept: ${d.grid.c.join(', ')}); minibatch: epochs of Adam/SGD (lr, weight decay, epochs swept); auto: lbfgs unless --hidden, --no-sweep or one of ${MINIBATCH_OPTIONS.map((k) => `--${flagOf(k)}`).join(', ')} is given`,
+          `lbfgs: logistic regression solved to convergence (C swept: ${d.grid.c.join(', ')}); minibatch: epochs of Adam/SGD (lr, weight decay, epochs swept); stream: C and normalisation swept on a stratified subsample, the final fit streamed from the cache within --memory; auto: lbfgs unless --hidden, --no-sweep or one of ${MINIBATCH_OPTIONS.map((k) => `--${flagOf(k)}`).join(', ')} is given, stream when the cache is too large for lbfgs (the log says why)`,
           { choices: [...SOLVERS] },
         ),
       )
@@ -148,14 +182,45 @@ export const trainHeadCommand = defineCommand({
           choices: [...SWEEP_ENGINES],
         }),
       )
+      .option(
+        'memory',
+        option(
+          'number',
+          d.memory,
+          'memory budget in MB: auto streams above it, and streaming keeps peak RSS within it',
+        ),
+      )
       .option('json', jsonOption),
   handler: async (a) => {
     const given: Partial<TrainHeadOptions> = {};
     for (const [flag, key] of Object.entries(FLAGS))
       if (a[flag] !== undefined) (given as Record<string, unknown>)[key] = a[flag];
-    const log = a.json ? undefined : (line: string) => process.stderr.write(`${line}\n`);
-    const { trainHead } = await import('../jobs/train-head.js');
-    const result = await trainHead({ ...given, log });
-    emit(a.json, result, () => trainSummaryLine(result));
+    const bars = a.json ? null : progressBars();
+    const log = a.json
+      ? undefined
+      : (line: string) => {
+          bars?.stop();
+          process.stderr.write(`${line}\n`);
+        };
+    // Ctrl-C stops at the next batch; the head is written only at the very end (atomically), so nothing is half-written.
+    const controller = new AbortController();
+    const onSigint = () => {
+      controller.abort();
+      // Stages without an abort check (the in-memory sweep) are not waited for: nothing is written before the end.
+      setTimeout(() => {
+        process.stderr.write('train-head: interrupted; nothing was written (the previous head, if any, is intact)\n');
+        process.exit(130);
+      }, 2000).unref();
+    };
+    process.once('SIGINT', onSigint);
+    try {
+      const { trainHead } = await import('../jobs/train-head.js');
+      const result = await trainHead({ ...given, log, progress: bars?.update, signal: controller.signal });
+      bars?.stop();
+      emit(a.json, result, () => trainSummaryLine(result));
+    } finally {
+      bars?.stop();
+      process.removeListener('SIGINT', onSigint);
+    }
   },
 });

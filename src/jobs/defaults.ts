@@ -140,32 +140,36 @@ export const DEFAULT_SERVE_OPTIONS: Readonly<ServeOptions> = Object.freeze({
 });
 
 /** Every default of the job, declared once: the CLI shows these in --help. */
-export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log'>> = Object.freeze({
-  ...DEFAULT_HEAD_OPTIONS,
-  cache: DEFAULT_CACHE_DIR,
-  head: DEFAULT_HEAD_DIR,
-  trainSplit: 'train',
-  valSplit: 'val',
-  valFraction: null,
-  normalize: 'none',
-  backend: 'auto',
-  solver: 'auto',
-  sweep: true,
-  holdoutFraction: 0.2,
-  sweepEpochs: 100,
-  sweepPatience: 10,
-  sweepMinSteps: MIN_SWEEP_STEPS,
-  grid: DEFAULT_SWEEP_GRID,
-  sweepEngine: 'auto',
-});
+export const DEFAULT_TRAIN_HEAD_OPTIONS: Readonly<Omit<TrainHeadOptions, 'log' | 'progress' | 'signal'>> =
+  Object.freeze({
+    ...DEFAULT_HEAD_OPTIONS,
+    cache: DEFAULT_CACHE_DIR,
+    head: DEFAULT_HEAD_DIR,
+    trainSplit: 'train',
+    valSplit: 'val',
+    valFraction: null,
+    normalize: 'none',
+    backend: 'auto',
+    solver: 'auto',
+    sweep: true,
+    holdoutFraction: 0.2,
+    sweepEpochs: 100,
+    sweepPatience: 10,
+    sweepMinSteps: MIN_SWEEP_STEPS,
+    grid: DEFAULT_SWEEP_GRID,
+    sweepEngine: 'auto',
+    memory: 2048,
+  });
 
 /**
  * How the head is fitted. `lbfgs`: a linear head as L2-regularised logistic regression solved to convergence (the
  * standard linear probe, scikit-learn's `LogisticRegression`); the sweep chooses C. `minibatch`: epochs of Adam
  * or SGD (any head, hidden layer included); the sweep chooses learning rate, weight decay and epochs. `auto`:
- * lbfgs, unless there is a hidden layer, the sweep is off, or an option only mini-batch training uses is given.
+ * lbfgs, unless there is a hidden layer, the sweep is off, or an option only mini-batch training uses is given; and
+ * `stream` when the cache is too large for the in-memory probe. `stream`: C and normalisation swept on a subsample,
+ * the final fit streamed from the cache within the `memory` budget (jobs/train-head-scale.ts).
  */
-export const SOLVERS = ['auto', 'lbfgs', 'minibatch'] as const;
+export const SOLVERS = ['auto', 'lbfgs', 'minibatch', 'stream'] as const;
 export type Solver = (typeof SOLVERS)[number];
 
 /** Options that only mean something to mini-batch training: giving one (solver auto) asks for it. */

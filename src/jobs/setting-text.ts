@@ -10,6 +10,8 @@ export function cText(c: number | null): string {
 
 /** The chosen setting in words (log lines and the CLI's summary). */
 export function settingText(s: TrainHeadResult['setting']): string {
+  if (s.solver === 'stream')
+    return `logistic regression (streamed SGD, warm-started from the subsample's probe), normalize ${s.normalize}, C ${cText(s.c)}, ${s.epochs} epochs`;
   if (s.solver === 'lbfgs')
     return `logistic regression (L-BFGS), normalize ${s.normalize}, C ${cText(s.c)} (λ ${s.weightDecay.toPrecision(3)})`;
   return `normalize ${s.normalize}, lr ${s.lr}, weight decay ${s.weightDecay}, ${s.epochs} epochs`;

@@ -35,6 +35,7 @@ import {
 import { type TrainResult, fitHead, predictLogits } from '../head/minibatch/train.js';
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
+import { STREAM_EPOCHS, type ScaleInfo, chooseScale, trainHeadAtScale } from './train-head-scale.js';
 import { toolVersions } from '../version.js';
 import { DEFAULT_TRAIN_HEAD_OPTIONS, MINIBATCH_OPTIONS, SOLVERS, type Solver } from './defaults.js';
 
@@ -69,7 +70,13 @@ export interface TrainHeadOptions extends HeadOptions {
   grid: SweepGrid;
   /** Engine of the sweep's wide pass: auto = tfjs on tfjs-node, else onnxruntime (MLAS kernels on all cores). */
   sweepEngine: SweepEngine;
+  /** Peak memory budget in MB: solver auto streams when the in-memory path would exceed it; streaming stays within it. */
+  memory: number;
   log?: ((line: string) => void) | undefined;
+  /** Progress of long stages (streaming: the scan and each epoch), for a progress bar. */
+  progress?: ((stage: string, done: number, total: number) => void) | undefined;
+  /** Aborting stops training before anything is written. */
+  signal?: AbortSignal | undefined;
 }
 
 /** The options the sweep would otherwise choose; each one given explicitly is held fixed. */
@@ -97,7 +104,7 @@ export interface TrainHeadResult {
   validation: 'split' | 'fraction' | 'none';
   /** The setting trained (chosen by the sweep or given); lr and epochs are null for the probe, c for mini-batch. */
   setting: {
-    solver: 'lbfgs' | 'minibatch';
+    solver: 'lbfgs' | 'minibatch' | 'stream';
     normalize: NormalizationKind;
     c: number | null;
     lr: number | null;
@@ -120,6 +127,10 @@ export interface TrainHeadResult {
   /** On val (or train without validation), with calibrated probabilities. */
   metrics: Metrics;
   calibration: CalibrationReport;
+  /** Seconds per stage (load, fit, evaluate, save; streaming: index, scan, sweep, warmStart, epochs, temperature, evaluate, save). */
+  stages?: Record<string, number>;
+  /** The streaming path's plan and peak RSS (solver stream). */
+  scale?: ScaleInfo;
 }
 
 type Labelled = Split & { paths: string[] };
@@ -240,6 +251,8 @@ export function resolveTrainHeadOptions(options: Partial<TrainHeadOptions>): {
     if (typeof v !== 'number' || !(v > 0 && v < 1)) throw invalidParameter(name(key), 'a number between 0 and 1', v);
   };
   fraction('valFraction');
+  if (!(Number.isFinite(resolved.memory) && resolved.memory >= 64))
+    throw invalidParameter(name('memory'), 'a memory budget in MB, at least 64', resolved.memory);
   fraction('holdoutFraction');
   for (const key of ['sweepEpochs', 'sweepPatience', 'sweepMinSteps'] as const) {
     const v = resolved[key];
@@ -289,6 +302,7 @@ export function resolveSolver(
   o: Pick<TrainHeadOptions, 'solver' | 'sweep' | 'hidden'>,
   given: Set<string>,
 ): { solver: 'lbfgs' | 'minibatch'; why: string } {
+  if (o.solver === 'stream') throw new Error('resolveSolver: solver stream is decided by trainHead');
   if (o.solver !== 'auto') return { solver: o.solver, why: `${optionName('solver')} ${o.solver}` };
   if (o.hidden > 0) return { solver: 'minibatch', why: `a hidden layer (${optionName('hidden')} ${o.hidden})` };
   if (!o.sweep) return { solver: 'minibatch', why: 'no sweep' };
@@ -330,7 +344,16 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   // Refuse a directory we may not write into before spending time on training.
   await inspectHeadDir(o.head);
   const cache = await FeatureCache.open(o.cache);
+  const scaled = await atScale(o, given, cache, log);
+  if (typeof scaled !== 'string' && scaled !== null) return scaled;
+  const stages: Record<string, number> = {};
+  let started = performance.now();
+  const lap = (name: string) => {
+    stages[name] = (performance.now() - started) / 1000;
+    started = performance.now();
+  };
   const { train, val, validation } = await loadSplits(cache, o);
+  lap('load');
   const classes = cache.manifest.classes;
   const dim = cache.dim;
   if (validation === 'none')
@@ -344,6 +367,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   );
 
   const { solver, why } = resolveSolver(o, given);
+  if (typeof scaled === 'string') log(`train-head: cache size: ${scaled}`);
   log(`train-head: solver ${solver} (${why})`);
   const fitted =
     solver === 'lbfgs'
@@ -351,6 +375,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
       : await fitByMinibatch(o, given, runtime, train, val, dim, classes, log);
   const { setting, sweep, sweepSkipped, normalization, result } = fitted;
   requireFiniteFit(result, setting);
+  lap('fit');
   const temperature = sweep?.temperature ?? 1;
   const headOptions: HeadOptions = {
     ...o,
@@ -364,6 +389,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   const logits = predictLogits(runtime.tf, result.layers, evaluated.features, evaluated.count);
   const metrics = classificationMetrics(softmaxRows(logits, classes.length, temperature), evaluated.labels, classes);
   const calibration = calibrationReport(logits, evaluated.labels, classes.length, temperature, softmaxRows);
+  lap('evaluate');
   const m = cache.manifest;
   const evaluatedOn = validation === 'none' ? 'train' : 'val';
   const info: HeadInfo = {
@@ -446,6 +472,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
       ),
     },
   });
+  lap('save');
   return {
     head: o.head,
     backend: runtime.backend,
@@ -466,7 +493,51 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
     calibration,
     probe: fitted.probe,
     engine: fitted.engine,
+    stages,
   };
+}
+
+/**
+ * The streaming path when it applies: solver stream, or solver auto for the default linear probe on a cache too
+ * large for it (chooseScale: the memory budget or the probe's work limit). Says which and why in one line.
+ */
+async function atScale(
+  o: TrainHeadOptions,
+  given: Set<string>,
+  cache: FeatureCache,
+  log: (line: string) => void,
+): Promise<TrainHeadResult | string | null> {
+  // Auto considers streaming only where it would otherwise choose the probe (see resolveSolver).
+  const probeDefault = o.solver === 'auto' && o.hidden === 0 && o.sweep && !MINIBATCH_OPTIONS.some((k) => given.has(k));
+  if (o.solver !== 'stream' && !probeDefault) return null;
+  if (o.hidden > 0)
+    throw invalidParameter(
+      'solver',
+      `lbfgs, minibatch or auto with a hidden layer (${optionName('hidden')} ${o.hidden}): the streaming solver fits a linear head`,
+      'stream',
+    );
+  if (o.valFraction !== null && o.solver === 'stream')
+    throw invalidParameter(
+      'solver',
+      `lbfgs, minibatch or auto with ${optionName('valFraction')}: streaming validates on the val split`,
+      'stream',
+    );
+  if (o.valFraction !== null) return null;
+  const rows = FeatureCache.liveRows(await cache.latest(o.trainSplit));
+  const decision = chooseScale(rows, cache.dim, cache.manifest.classes.length, o.memory * 2 ** 20);
+  // Not streaming: the reason is said on trainHead's solver line.
+  if (o.solver === 'auto' && !decision.stream) return decision.why;
+  log(
+    `train-head: solver stream (${o.solver === 'auto' ? `auto: ${decision.why}` : `${optionName('solver')} stream`})`,
+  );
+  return trainHeadAtScale({
+    ...o,
+    epochs: given.has('epochs') ? o.epochs : STREAM_EPOCHS,
+    memoryBytes: o.memory * 2 ** 20,
+    given,
+    why: o.solver === 'auto' ? decision.why : `${optionName('solver')} stream`,
+    log,
+  });
 }
 
 interface Fitted {
@@ -591,6 +662,8 @@ async function fitByMinibatch(
   const engine: Engine = chooseEngine(o.sweepEngine, runtime.backend, o);
   if (o.sweep) {
     const fixed = SWEPT_OPTIONS.filter((k) => given.has(k));
+    const grid = pinnedGrid(o, given);
+    log(minibatchSweepLine(grid, fixed, given.has('epochs') ? o.epochs : null, o.sweepEpochs));
     const selection = await selectSetting(
       runtime.tf,
       train,
@@ -598,7 +671,7 @@ async function fitByMinibatch(
       classes.length,
       { ...o, epochs: given.has('epochs') ? o.epochs : o.sweepEpochs },
       {
-        grid: pinnedGrid(o, given),
+        grid,
         fixedEpochs: given.has('epochs') ? o.epochs : undefined,
         holdoutFraction: o.holdoutFraction,
         patience: o.sweepPatience,
@@ -650,6 +723,29 @@ async function fitByMinibatch(
       ? await fitHeadOrt(trainRows, valRows, dim, classes.length, headOptions, control)
       : fitHead(runtime.tf, trainRows, valRows, dim, classes.length, headOptions, control);
   return { setting, sweep, sweepSkipped, normalization, result, probe: null, engine };
+}
+
+/** What the mini-batch sweep varies and how many settings that makes, in one line (fixed options are not swept). */
+export function minibatchSweepLine(
+  grid: SweepGrid,
+  fixed: readonly string[],
+  epochs: number | null,
+  maxEpochs: number,
+): string {
+  const axes = (
+    [
+      ['lr', grid.lr.length],
+      ['weight decay', grid.weightDecay.length],
+      ['normalize', grid.normalize.length],
+    ] as const
+  ).filter(([, n]) => n > 1);
+  const settings = grid.lr.length * grid.weightDecay.length * grid.normalize.length;
+  const swept = axes.length > 0 ? axes.map(([name, n]) => `${name} (${n})`).join(' × ') : 'nothing';
+  return (
+    `train-head: mini-batch sweep over ${swept}: ${settings} setting${settings === 1 ? '' : 's'}` +
+    `${epochs === null ? `, epoch count chosen up to ${maxEpochs} on the hold-out` : `, ${epochs} epochs each`}` +
+    (fixed.length > 0 ? `; fixed: ${fixed.map((k) => optionName(k)).join(', ')}` : '')
+  );
 }
 
 function pickHeadOptions(o: HeadOptions): HeadOptions {

@@ -132,13 +132,18 @@ export class FeatureCache {
 
   /**
    * Streams a split's live rows part by part, so memory stays bounded by one part whatever the split's size.
-   * Rows are in commit order.
+   * Rows are in commit order; `partOrder` (indices into `partFiles`) reads only those parts, in that order.
    */
-  async *batches(split: string, latestRecords?: Map<string, LatestRecord>): AsyncGenerator<FeatureSet> {
+  async *batches(
+    split: string,
+    latestRecords?: Map<string, LatestRecord>,
+    partOrder?: readonly number[],
+  ): AsyncGenerator<FeatureSet> {
     const parts = await this.requireSplit(split);
     await this.requireNoMissingParts(split);
     const latest = latestRecords ?? (await this.latest(split));
-    for (const [index, file] of parts.entries()) {
+    for (const index of partOrder ?? parts.keys()) {
+      const file = parts[index]!;
       const part = await this.readPart(file);
       const keep = part.rows
         .map((r, i) => (latest.get(r.path)?.kind === 'row' && latest.get(r.path)?.part === index ? i : -1))

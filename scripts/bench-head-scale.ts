@@ -1,0 +1,152 @@
+/**
+ * Benchmark `head-scale`: the default `featcache train-head --cache C` (no other flags, as a new user runs it) on
+ * synthetic clustered post-ReLU-like caches of growing size, each in its own process (wall time and peak RSS from
+ * /usr/bin/time), against scikit-learn's LogisticRegression at the C and normalisation train-head chose, on the same
+ * features (Debian /usr/bin/python3; sizes up to SKLEARN_MAX_ROWS).
+ *   node dist/scripts/bench-head-scale.js [ROWSxDIMxCLASSES ...]   prints one JSON object
+ * Default sizes are the issue's (10k, 100k × 2048 × 100; 1M × 2048 × 1000); BENCH_QUICK=1 runs small ones.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FeatureCache } from '../src/store/reader.js';
+import { writeSyntheticCache } from './synthetic-cache.js';
+
+const self = fileURLToPath(import.meta.url);
+const repo = path.resolve(path.dirname(self), '../..');
+const cli = path.join(repo, 'dist/src/cli.js');
+const python = '/usr/bin/python3';
+const SKLEARN_MAX_ROWS = 100_000;
+
+interface Size {
+  rows: number;
+  dim: number;
+  classes: number;
+}
+
+const parseSize = (s: string): Size => {
+  const [rows, dim, classes] = s.split('x').map(Number);
+  return { rows: rows!, dim: dim ?? 2048, classes: classes ?? 100 };
+};
+
+/** Raw float32/int32 copies of a split for numpy. */
+async function rawSplit(cache: FeatureCache, split: string, dir: string): Promise<void> {
+  const set = await cache.read(split);
+  await fs.writeFile(path.join(dir, `${split}.f32`), Buffer.from(set.features.buffer));
+  await fs.writeFile(path.join(dir, `${split}.labels`), Buffer.from(set.labels.buffer));
+}
+
+async function runSize(size: Size, log: (l: string) => void): Promise<Record<string, unknown>> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'featcache-bench-head-scale-'));
+  try {
+    const cache = path.join(dir, 'features');
+    const started = performance.now();
+    // Noise 12 gave 20% top-1 at 2048 × 100 (far too hard); lower noise separates the classes more.
+    await writeSyntheticCache(cache, {
+      rows: size.rows,
+      valRows: Math.min(20_000, Math.round(size.rows / 5)),
+      dim: size.dim,
+      classes: size.classes,
+      partRows: 4096,
+      seed: 1,
+      noise: Number(process.env.BENCH_HEAD_SCALE_NOISE ?? 6),
+    });
+    log(
+      `head-scale: ${size.rows} × ${size.dim} × ${size.classes}: cache written in ${((performance.now() - started) / 1000).toFixed(0)} s`,
+    );
+    const load = os.loadavg().map((l) => Math.round(l * 100) / 100);
+    const r = spawnSync(
+      '/usr/bin/time',
+      [
+        '-f',
+        'TIME %M %e',
+        process.execPath,
+        cli,
+        'train-head',
+        '--cache',
+        cache,
+        '--head',
+        path.join(dir, 'head'),
+        '--json',
+      ],
+      {
+        encoding: 'utf8',
+        maxBuffer: 256 * 2 ** 20,
+      },
+    );
+    const timeLine = /TIME (\d+) ([\d.]+)/.exec(r.stderr ?? '');
+    if (r.status !== 0 || !timeLine) return { ...size, error: (r.stderr ?? '').slice(-2000), loadAverageAtStart: load };
+    const result = JSON.parse(r.stdout) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    const out: Record<string, unknown> = {
+      ...size,
+      loadAverageAtStart: load,
+      loadAverageAtEnd: os.loadavg().map((l) => Math.round(l * 100) / 100),
+      solver: result.setting.solver,
+      why: result.scale?.why ?? null,
+      c: result.setting.c,
+      normalize: result.setting.normalize,
+      wallS: Number(timeLine[2]),
+      peakRssMb: Math.round(Number(timeLine[1]) / 1024),
+      secondsPerEpoch: result.secondsPerEpoch,
+      stages: result.stages,
+      subsampleRows: result.scale?.subsampleRows ?? null,
+      valTop1: result.metrics.top1,
+      valEce: result.calibration.after.ece,
+    };
+    log(`head-scale: featcache ${JSON.stringify(out)}`);
+    if (size.rows <= SKLEARN_MAX_ROWS && result.setting.c !== null) {
+      const raw = path.join(dir, 'raw');
+      await fs.mkdir(raw);
+      const reader = await FeatureCache.open(cache);
+      await rawSplit(reader, 'train', raw);
+      await rawSplit(reader, 'val', raw);
+      await fs.writeFile(path.join(raw, 'meta.json'), JSON.stringify({ dim: size.dim }));
+      const py = spawnSync(
+        python,
+        [
+          path.join(repo, 'scripts/head_scale_sklearn.py'),
+          raw,
+          String(result.setting.c),
+          String(result.setting.normalize),
+        ],
+        {
+          encoding: 'utf8',
+        },
+      );
+      if (py.status === 0) {
+        const sk = JSON.parse(py.stdout.trim()) as { valAcc: number; seconds: number };
+        out.sklearn = sk;
+        out.accDifferencePoints = (Number(out.valTop1) - sk.valAcc) * 100;
+      } else out.sklearn = { error: py.stderr.slice(-500) };
+    }
+    return out;
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+export async function benchHeadScale(opts: {
+  quick: boolean;
+  log: (l: string) => void;
+}): Promise<Record<string, unknown>> {
+  const args = process.argv.slice(2).filter((a) => /^\d+(x\d+){0,2}$/.test(a));
+  const sizes =
+    args.length > 0
+      ? args.map(parseSize)
+      : opts.quick
+        ? [parseSize('5000x512x20'), parseSize('20000x512x20')]
+        : [parseSize('10000x2048x100'), parseSize('100000x2048x100'), parseSize('1000000x2048x1000')];
+  const runs: Record<string, unknown>[] = [];
+  for (const size of sizes) runs.push(await runSize(size, opts.log));
+  return { cpuModel: os.cpus()[0]?.model.trim(), cores: os.cpus().length, runs };
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === self) {
+  const result = await benchHeadScale({
+    quick: process.env.BENCH_QUICK === '1',
+    log: (l) => process.stderr.write(`${l}\n`),
+  });
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}

@@ -1,0 +1,620 @@
+/**
+ * train-head at the cache's scale: what `trainHead` runs when the split is too large for the in-memory probe.
+ *
+ * One streamed pass over train counts the classes, accumulates the normalisation statistics and the rows' squared
+ * norms, and keeps a stratified subsample; the probe's sweep (C × normalisation) runs on that subsample as it does
+ * on a small cache; the probe fitted there at the chosen C warm-starts the streaming solver (stream-fit.ts), which
+ * fits every training row at that C; the temperature is fitted on a hold-out of train that no fit saw; val is
+ * scored streamed. Nothing of the split's size is held: memory is the subsample, the shuffle buffer, one part and
+ * the head, all sized from the `memory` budget.
+ */
+import * as path from 'node:path';
+import { hashScore } from '../dataset/split.js';
+import { FeatcacheError, optionName } from '../errors.js';
+import { MatMul } from '../head/probe/linalg.js';
+import { calibrationReport, classificationMetrics, fitTemperature } from '../head/metrics.js';
+import {
+  type Normalization,
+  type NormalizationKind,
+  StandardAccumulator,
+  applyNormalization,
+} from '../head/normalize.js';
+import { fitProbeHead, selectProbe } from '../head/probe/select.js';
+import { cForStrength, l2Strength } from '../head/probe/probe.js';
+import { loadTf } from '../head/runtime.js';
+import { type HeadInfo, saveHead } from '../head/saved.js';
+import { TEMPERATURE_PRIOR } from '../head/plan.js';
+import {
+  FitInterrupted,
+  STREAM_BATCH,
+  curvature,
+  fitStreaming,
+  rowMean,
+  streamLogits,
+} from '../head/minibatch/stream-fit.js';
+import { softmaxRows } from '../head/model.js';
+import { FeatureCache } from '../store/reader.js';
+import { mib, streamRows } from '../store/stream.js';
+import { toolVersions } from '../version.js';
+import type { TrainHeadResult } from './train-head.js';
+
+/**
+ * Above this many multiply-adds per pass (rows × dim × classes) the default sweeps on a subsample and streams the
+ * final fit. Set from the issue's measurement on this 2-core machine (load ~5): the in-memory default at
+ * 10k × 1280 × 100 (1.3·10⁹) took 16 minutes, nearly all of it the sweep; the head-scale bench measured the sweep on
+ * a 4,875 × 2048 × 100 subsample (10⁹) at 23 minutes under load ~30 (README, "A head for a large cache"). Not yet
+ * re-measured on a quiet machine.
+ */
+export const PROBE_WORK_LIMIT = 1e9;
+/** What node, onnxruntime and TensorFlow.js take before any data (measured RSS ≈ 250–300 MB). */
+export const BASE_BYTES = 320 * 2 ** 20;
+/** The in-memory path holds the split about this many times over (read, labelled copy, normalised fold copies). */
+export const IN_MEMORY_FACTOR = 4;
+/** Epochs of the streaming solver when --epochs is not given. */
+export const STREAM_EPOCHS = 3;
+/** The temperature's hold-out is capped: a scalar needs thousands of rows, not millions. */
+export const HOLDOUT_CAP = 20_000;
+/** The subsample the sweep runs on has at least this many rows per class (when the class has them). */
+export const MIN_SUBSAMPLE_PER_CLASS = 5;
+
+export interface ScaleDecision {
+  stream: boolean;
+  /** One line: why. */
+  why: string;
+  rows: number;
+  inMemoryBytes: number;
+}
+
+/** Whether the default (solver auto, linear head, sweep on) should stream, from sizes known before reading. */
+export function chooseScale(rows: number, dim: number, classes: number, memoryBytes: number): ScaleDecision {
+  const work = rows * dim * classes;
+  const inMemoryBytes = BASE_BYTES + IN_MEMORY_FACTOR * rows * dim * 4;
+  const size = `${rows} rows × ${dim} × ${classes} classes`;
+  if (inMemoryBytes > memoryBytes)
+    return {
+      stream: true,
+      why: `${size}: the in-memory probe needs about ${mib(inMemoryBytes)}, over the memory budget of ${mib(memoryBytes)}; sweeping on a subsample and streaming the final fit`,
+      rows,
+      inMemoryBytes,
+    };
+  if (work > PROBE_WORK_LIMIT)
+    return {
+      stream: true,
+      why: `${size} = ${work.toExponential(1)} multiply-adds per pass, over the probe's limit of ${PROBE_WORK_LIMIT.toExponential(0)}; sweeping on a subsample and streaming the final fit`,
+      rows,
+      inMemoryBytes,
+    };
+  return {
+    stream: false,
+    why: `${size} = ${work.toExponential(1)} multiply-adds per pass, within the probe's limit of ${PROBE_WORK_LIMIT.toExponential(0)}: L-BFGS on all rows`,
+    rows,
+    inMemoryBytes,
+  };
+}
+
+/** How the budget is shared out. */
+export interface ScalePlan {
+  subsampleRows: number;
+  holdoutRows: number;
+  bufferRows: number;
+  /** Val rows scored (all of val when it fits). */
+  valRows: number;
+}
+
+export function planScale(
+  trainRows: number,
+  valRows: number,
+  dim: number,
+  classes: number,
+  memoryBytes: number,
+  holdoutFraction: number,
+): ScalePlan {
+  const free = Math.max(memoryBytes - BASE_BYTES, 16 * 2 ** 20);
+  const rowBytes = dim * 4;
+  // The sweep on the subsample holds it about IN_MEMORY_FACTOR times; a third of the budget goes there.
+  const byMemory = Math.floor(free / 3 / (IN_MEMORY_FACTOR * rowBytes));
+  const byWork = Math.floor(PROBE_WORK_LIMIT / (dim * classes));
+  const subsampleRows = Math.min(trainRows, Math.min(byMemory, Math.max(byWork, MIN_SUBSAMPLE_PER_CLASS * classes)));
+  const holdoutRows = Math.min(
+    HOLDOUT_CAP,
+    Math.ceil(trainRows * holdoutFraction),
+    Math.floor(free / 8 / (classes * 4)),
+  );
+  const bufferRows = Math.min(Math.max(1, trainRows), Math.max(STREAM_BATCH, Math.floor(free / 6 / rowBytes)));
+  // Val's logits and two softmaxes of them are held for the metrics.
+  const scored = Math.min(valRows, Math.floor(free / 6 / (3 * classes * 4 + 64)));
+  return { subsampleRows, holdoutRows, bufferRows, valRows: scored };
+}
+
+export interface ScaleOptions {
+  cache: string;
+  head: string;
+  trainSplit: string;
+  valSplit: string;
+  normalize: NormalizationKind;
+  seed: number;
+  classWeight: 'none' | 'balanced';
+  monitor: 'val_loss' | 'val_acc';
+  holdoutFraction: number;
+  grid: { c: readonly number[]; normalize: readonly NormalizationKind[] };
+  backend: Parameters<typeof loadTf>[0];
+  weightDecay: number;
+  epochs: number;
+  /** Peak RSS budget in bytes. */
+  memoryBytes: number;
+  given: Set<string>;
+  why: string;
+  log: (line: string) => void;
+  progress?: ((stage: string, done: number, total: number) => void) | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+/** What the streaming path adds to train-head's result. */
+export interface ScaleInfo {
+  why: string;
+  subsampleRows: number;
+  holdoutRows: number;
+  bufferRows: number;
+  valRowsScored: number;
+  memoryBudgetMb: number;
+  peakRssMb: number;
+  /** The sweep on the subsample (null when it could not run: `sweepSkipped` says why). */
+  sweep: {
+    candidates: number;
+    chosen: { c: number | null; normalize: NormalizationKind; holdoutAcc: number };
+    fixed: string[];
+    seconds: number;
+  } | null;
+}
+
+export type ScaleResult = TrainHeadResult & { scale: ScaleInfo; stages: Record<string, number> };
+
+interface Scan {
+  trainRows: number;
+  classCounts: Float64Array;
+  standard: Normalization;
+  meanSquaredNorm: { none: number; l2: number; standard: number };
+  subsample: { features: Float32Array; labels: Int32Array; count: number; paths: string[] };
+  holdoutRows: number;
+}
+
+const HOLDOUT_SALT = 'featcache-holdout';
+const SUBSAMPLE_SALT = 'featcache-subsample';
+
+/**
+ * One pass over train in commit order: class counts, standard statistics and ‖x‖² of the training rows, and a
+ * stratified subsample (each class's rows with the lowest seeded hash, in proportion to the class's size).
+ */
+async function scanTrain(
+  cache: FeatureCache,
+  o: ScaleOptions,
+  plan: ScalePlan,
+  liveRows: number,
+  isHeld: (key: string) => boolean,
+): Promise<Scan> {
+  const { dim } = cache;
+  const classes = cache.manifest.classes.length;
+  const counts = new Float64Array(classes);
+  const standard = new StandardAccumulator(dim);
+  let squaredNorms = 0;
+  let [trainRows, held] = [0, 0];
+  // Keep candidates whose hash is under a threshold with room to spare, then take exact per-class quotas.
+  const threshold = Math.min(1, (1.5 * plan.subsampleRows) / Math.max(1, liveRows) + 1e-3);
+  const candidates: { key: string; label: number; score: number; row: Float32Array }[] = [];
+  const lowest = new Map<number, { key: string; label: number; score: number; row: Float32Array }[]>();
+  let done = 0;
+  for await (const part of cache.batches(o.trainSplit)) {
+    if (o.signal?.aborted) throw new FitInterrupted();
+    const kept: number[] = [];
+    for (let r = 0; r < part.count; r++) {
+      const label = part.labels[r]!;
+      const key = part.paths[r]!;
+      if (label < 0) continue;
+      if (isHeld(key)) {
+        held++;
+        continue;
+      }
+      kept.push(r);
+      counts[label]! += 1;
+      trainRows++;
+      const row = part.features.subarray(r * dim, (r + 1) * dim);
+      let s = 0;
+      for (let d = 0; d < dim; d++) s += row[d]! * row[d]!;
+      squaredNorms += s;
+      const score = hashScore(`${SUBSAMPLE_SALT}${o.seed}`, key);
+      const entry = { key, label, score, row };
+      if (score < threshold) candidates.push({ ...entry, row: row.slice() });
+      // Every class keeps its MIN_SUBSAMPLE_PER_CLASS lowest scores whatever the threshold: small classes stay in.
+      const list = lowest.get(label) ?? [];
+      if (list.length < MIN_SUBSAMPLE_PER_CLASS || score < list[list.length - 1]!.score) {
+        list.push({ ...entry, row: row.slice() });
+        list.sort((a, b) => a.score - b.score);
+        if (list.length > MIN_SUBSAMPLE_PER_CLASS) list.pop();
+        lowest.set(label, list);
+      }
+    }
+    const rows = new Float32Array(kept.length * dim);
+    kept.forEach((r, k) => rows.set(part.features.subarray(r * dim, (r + 1) * dim), k * dim));
+    standard.add(rows, kept.length);
+    done += part.count;
+    o.progress?.('scan', done, liveRows);
+  }
+  const stats = standard.result();
+  const nonConstant = stats.std!.filter((s, d) => s !== 1 || stats.mean![d] !== 0).length;
+  const subsample = stratifiedQuota(candidates, lowest, counts, trainRows, plan.subsampleRows, dim);
+  return {
+    trainRows,
+    classCounts: counts,
+    standard: stats,
+    meanSquaredNorm: { none: squaredNorms / Math.max(1, trainRows), l2: 1, standard: nonConstant },
+    subsample,
+    holdoutRows: held,
+  };
+}
+
+/** Per class, round(m·n_c/n) rows by largest remainder (at least min(n_c, MIN_SUBSAMPLE_PER_CLASS)), lowest hash first. */
+function stratifiedQuota(
+  candidates: { key: string; label: number; score: number; row: Float32Array }[],
+  lowest: Map<number, { key: string; label: number; score: number; row: Float32Array }[]>,
+  counts: Float64Array,
+  total: number,
+  m: number,
+  dim: number,
+): Scan['subsample'] {
+  const byClass = new Map<number, Map<string, { score: number; row: Float32Array }>>();
+  for (const c of [...candidates, ...[...lowest.values()].flat()]) {
+    const map = byClass.get(c.label) ?? new Map<string, { score: number; row: Float32Array }>();
+    map.set(c.key, { score: c.score, row: c.row });
+    byClass.set(c.label, map);
+  }
+  const chosen: { key: string; label: number; row: Float32Array }[] = [];
+  counts.forEach((n, label) => {
+    if (n === 0) return;
+    const quota = Math.max(Math.min(n, MIN_SUBSAMPLE_PER_CLASS), Math.round((m * n) / Math.max(1, total)));
+    const ranked = [...(byClass.get(label) ?? new Map<string, { score: number; row: Float32Array }>()).entries()].sort(
+      (a, b) => a[1].score - b[1].score,
+    );
+    for (const [key, v] of ranked.slice(0, quota)) chosen.push({ key, label, row: v.row });
+  });
+  chosen.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const features = new Float32Array(chosen.length * dim);
+  chosen.forEach((c, i) => features.set(c.row, i * dim));
+  return {
+    features,
+    labels: Int32Array.from(chosen, (c) => c.label),
+    count: chosen.length,
+    paths: chosen.map((c) => c.key),
+  };
+}
+
+/** Runs `f`, recording its seconds under `name`. */
+async function stage<T>(stages: Record<string, number>, name: string, f: () => Promise<T>): Promise<T> {
+  const started = performance.now();
+  try {
+    return await f();
+  } finally {
+    stages[name] = (performance.now() - started) / 1000;
+  }
+}
+
+/** The streaming train-head (see the module comment). */
+export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
+  const stages: Record<string, number> = {};
+  const log = o.log;
+  const cache = await FeatureCache.open(o.cache);
+  const { dim } = cache;
+  const classNames = cache.manifest.classes;
+  const classes = classNames.length;
+  const latest = await stage(stages, 'index', () => cache.latest(o.trainSplit));
+  const liveRows = FeatureCache.liveRows(latest);
+  const hasVal = o.valSplit !== o.trainSplit && (await cache.splits()).includes(o.valSplit);
+  const valLive = hasVal ? FeatureCache.liveRows(await cache.latest(o.valSplit)) : 0;
+  const plan = planScale(liveRows, valLive, dim, classes, o.memoryBytes, o.holdoutFraction);
+  const holdFraction = plan.holdoutRows / Math.max(1, liveRows);
+  const isHeld = (key: string) => hashScore(`${HOLDOUT_SALT}${o.seed}`, key) < holdFraction;
+  log(
+    `train-head: streaming within a memory budget of ${mib(o.memoryBytes)}: subsample of up to ${plan.subsampleRows} rows for the sweep, hold-out of ~${plan.holdoutRows} rows for the temperature, shuffle buffer of ${plan.bufferRows} rows (${mib(plan.bufferRows * dim * 4)})`,
+  );
+
+  const scan = await stage(stages, 'scan', () => scanTrain(cache, o, plan, liveRows, isHeld));
+  if (scan.trainRows === 0)
+    throw new FeatcacheError(
+      `${optionName('cache')} ${o.cache}: split ${o.trainSplit} has no labelled rows; extract a labelled dataset`,
+    );
+  log(
+    `train-head: ${scan.trainRows} training rows, ${scan.holdoutRows} held out; stratified subsample of ${scan.subsample.count} rows for the sweep`,
+  );
+
+  // The sweep on the subsample, exactly as on a small cache; C keeps its meaning (λ = 1/(C·n)) on all rows.
+  const pinnedC = o.given.has('weightDecay') ? cForStrength(o.weightDecay, scan.trainRows, classes) : null;
+  let choice = { c: pinnedC ?? 1, normalize: o.normalize };
+  let sweep: ScaleInfo['sweep'] = null;
+  let sweepSkipped: string | null = null;
+  const mm = new MatMul();
+  let warm: { kernel: Float32Array; bias: Float32Array };
+  try {
+    const selection = await stage(stages, 'sweep', () =>
+      selectProbe(
+        scan.subsample,
+        dim,
+        classes,
+        {
+          grid: {
+            c: pinnedC === null ? o.grid.c : [pinnedC],
+            normalize: o.given.has('normalize') ? [o.normalize] : o.grid.normalize,
+          },
+          holdoutFraction: o.holdoutFraction,
+          seed: o.seed,
+          classWeight: o.classWeight,
+          monitor: o.monitor,
+          keys: scan.subsample.paths,
+          classNames,
+          log,
+        },
+        mm,
+      ),
+    );
+    if (typeof selection === 'string') {
+      sweepSkipped = selection;
+      log(`train-head: no sweep on the subsample: ${selection}; C ${choice.c}, normalize ${choice.normalize}`);
+    } else {
+      choice = { c: selection.chosen.c!, normalize: selection.chosen.normalize };
+      const fixed = (['weightDecay', 'normalize'] as const).filter((k) => o.given.has(k)).map((k) => optionName(k));
+      sweep = {
+        chosen: {
+          c: selection.chosen.c,
+          normalize: selection.chosen.normalize,
+          holdoutAcc: selection.chosen.holdoutAcc,
+        },
+        candidates: selection.table.length,
+        fixed,
+        seconds: selection.seconds,
+      };
+      log(
+        `train-head: sweep on the ${scan.subsample.count}-row subsample (${selection.table.length} candidates${fixed.length > 0 ? `; fixed: ${fixed.join(', ')}` : ''}) chose normalize ${choice.normalize}, C ${choice.c} (held-out acc ${selection.chosen.holdoutAcc.toFixed(4)}; ${selection.seconds.toFixed(1)} s)`,
+      );
+    }
+    const probe = await stage(stages, 'warmStart', () =>
+      fitProbeHead(scan.subsample, dim, classes, choice.normalize, choice.c, o.classWeight, mm),
+    );
+    warm = { kernel: probe.layers[0]!.kernel, bias: probe.layers[0]!.bias };
+    log(`train-head: warm start: probe on the subsample at C ${choice.c}, ${probe.iterations} iterations`);
+  } finally {
+    await mm.dispose();
+  }
+
+  const normalization: Normalization = choice.normalize === 'standard' ? scan.standard : { kind: choice.normalize };
+  // The step size and the centre come from the subsample under the chosen normalisation.
+  const geometry = await stage(stages, 'curvature', () => {
+    const rows = scan.subsample.features.slice();
+    applyNormalization(normalization, rows, scan.subsample.count, dim);
+    const center = rowMean(rows, scan.subsample.count, dim);
+    return Promise.resolve({ center, curvature: curvature(rows, scan.subsample.count, dim, center) });
+  });
+  const lambda = Number.isFinite(choice.c) ? l2Strength(choice.c, scan.trainRows, classes) : 0;
+  const classWeights =
+    o.classWeight === 'balanced'
+      ? Float32Array.from(scan.classCounts, (n) => (n > 0 ? scan.trainRows / (classes * n) : 0))
+      : new Float32Array(classes).fill(1);
+  const epochs = o.epochs;
+  log(
+    `train-head: streaming fit on all ${scan.trainRows} rows: ${epochs} epochs of SGD (momentum, linear decay), C ${choice.c}`,
+  );
+  const fit = await stage(stages, 'epochs', () =>
+    fitStreaming(
+      (epoch) =>
+        streamRows(cache, o.trainSplit, {
+          seed: o.seed * 1009 + epoch,
+          bufferRows: plan.bufferRows,
+          batchRows: STREAM_BATCH * 4,
+          keep: (key, label) => label >= 0 && !isHeld(key),
+          latest,
+        }),
+      {
+        dim,
+        classes,
+        normalization,
+        lambda,
+        epochs,
+        rowsPerEpoch: scan.trainRows,
+        center: geometry.center,
+        curvature: geometry.curvature,
+        classWeights,
+        init: warm,
+        signal: o.signal,
+        onProgress: (epoch, rows) => o.progress?.(`epoch ${epoch + 1}/${epochs}`, rows, scan.trainRows),
+      },
+    ),
+  );
+  for (const e of fit.history)
+    log(
+      `train-head: epoch ${e.epoch}/${epochs} lr ${e.lr.toPrecision(3)} loss ${e.trainLoss.toFixed(4)} acc ${e.trainAcc.toFixed(4)} (${e.seconds.toFixed(1)} s, ${Math.round(e.rowsPerSecond)} rows/s)`,
+    );
+  const head = { kernel: fit.kernel, bias: fit.bias, normalization };
+
+  // The temperature on the hold-out, which no fit saw.
+  const temperature = await stage(stages, 'temperature', async () => {
+    const logits: Float32Array[] = [];
+    const labels: number[] = [];
+    await streamLogits(
+      streamRows(cache, o.trainSplit, {
+        seed: o.seed,
+        bufferRows: STREAM_BATCH,
+        batchRows: 4096,
+        keep: (key, label) => label >= 0 && isHeld(key),
+        latest,
+      }),
+      head,
+      dim,
+      classes,
+      (batch, l) => {
+        logits.push(l);
+        labels.push(...batch.labels);
+      },
+    );
+    if (labels.length === 0) return 1;
+    return fitTemperature(concatFloat(logits), Int32Array.from(labels), classes, TEMPERATURE_PRIOR);
+  });
+  if (o.signal?.aborted) throw new FitInterrupted();
+
+  // Metrics on val (a seeded subsample of it when its logits would not fit the budget), or on the hold-out.
+  const evaluation = await stage(stages, 'evaluate', async () => {
+    const split = hasVal ? o.valSplit : o.trainSplit;
+    const fraction = hasVal ? plan.valRows / Math.max(1, valLive) : 1;
+    const logits: Float32Array[] = [];
+    const labels: number[] = [];
+    await streamLogits(
+      streamRows(cache, split, {
+        seed: o.seed,
+        bufferRows: STREAM_BATCH,
+        batchRows: 4096,
+        keep: (key, label) =>
+          label >= 0 && (hasVal ? fraction >= 1 || hashScore(`val${o.seed}`, key) < fraction : isHeld(key)),
+      }),
+      head,
+      dim,
+      classes,
+      (batch, l) => {
+        logits.push(l);
+        labels.push(...batch.labels);
+      },
+    );
+    const all = concatFloat(logits);
+    const y = Int32Array.from(labels);
+    return {
+      rows: y.length,
+      metrics: classificationMetrics(softmaxRows(all, classes, temperature), y, classNames),
+      calibration: calibrationReport(all, y, classes, temperature, softmaxRows),
+    };
+  });
+  if (hasVal && evaluation.rows < valLive)
+    log(`train-head: val scored on a seeded subsample of ${evaluation.rows} of its ${valLive} rows (memory budget)`);
+  if (o.signal?.aborted) throw new FitInterrupted();
+
+  const runtime = await loadTf(o.backend);
+  const m = cache.manifest;
+  const secondsPerEpoch = fit.history.reduce((s, e) => s + e.seconds, 0) / Math.max(1, fit.history.length);
+  const setting: TrainHeadResult['setting'] = {
+    solver: 'stream',
+    normalize: choice.normalize,
+    c: choice.c,
+    lr: fit.lr,
+    weightDecay: lambda,
+    epochs,
+  };
+  const evaluatedOn = hasVal ? 'val' : 'train hold-out';
+  const info: HeadInfo = {
+    format: 1,
+    classes: classNames,
+    normalization,
+    provenance: {
+      modelSha256: m.modelSha256,
+      modelFile: m.modelFile,
+      tappedTensor: m.tappedTensor,
+      preset: m.preset,
+      exif: m.exif,
+      icc: m.icc,
+      precision: m.precision ?? 'fp32',
+      ...(m.precision === 'int8' ? { calibrationHash: m.calibrationHash, int8Model: m.int8Model } : {}),
+      dim: m.dim,
+      cache: path.resolve(o.cache),
+      trainedAt: new Date().toISOString(),
+      backend: runtime.backend,
+      backendSkipped: runtime.skipped,
+      engine: 'onnxruntime',
+      versions: toolVersions(),
+    },
+    options: {
+      ...setting,
+      classWeight: o.classWeight,
+      seed: o.seed,
+      trainSplit: o.trainSplit,
+      valSplit: hasVal ? o.valSplit : null,
+      subsampleRows: scan.subsample.count,
+      holdoutRows: scan.holdoutRows,
+      sweep: sweep ? { method: 'subsample', candidates: sweep.candidates, fixed: sweep.fixed } : null,
+    },
+    bestEpoch: epochs,
+    summary: {
+      top1: evaluation.metrics.top1,
+      top5: evaluation.metrics.top5,
+      ece: evaluation.calibration.after.ece,
+      nll: evaluation.calibration.after.nll,
+      evaluatedOn,
+      trainRows: scan.trainRows,
+      valRows: evaluation.rows,
+    },
+    temperature,
+  };
+  const scale = (): ScaleInfo => ({
+    why: o.why,
+    subsampleRows: scan.subsample.count,
+    holdoutRows: scan.holdoutRows,
+    bufferRows: plan.bufferRows,
+    valRowsScored: evaluation.rows,
+    memoryBudgetMb: Math.round(o.memoryBytes / 2 ** 20),
+    peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+    sweep,
+  });
+  const history = fit.history.map((e) => ({
+    epoch: e.epoch,
+    lr: e.lr,
+    trainLoss: e.trainLoss,
+    trainAcc: e.trainAcc,
+    valLoss: null,
+    valAcc: null,
+    seconds: e.seconds,
+  }));
+  await stage(stages, 'save', () =>
+    saveHead(runtime.tf, o.head, {
+      info,
+      layers: [{ kernel: fit.kernel, shape: [dim, classes], bias: fit.bias, activation: 'softmax' }],
+      extras: {
+        'history.json': `${JSON.stringify(fit.history, null, 2)}\n`,
+        'metrics.json': `${JSON.stringify({ ...evaluation.metrics, evaluatedOn, calibration: evaluation.calibration, sweepSkipped, scale: scale(), stages }, null, 2)}\n`,
+      },
+    }),
+  );
+  return {
+    head: o.head,
+    backend: runtime.backend,
+    backendSkipped: runtime.skipped,
+    classes: classNames,
+    trainRows: scan.trainRows,
+    valRows: evaluation.rows,
+    validation: hasVal ? 'split' : 'none',
+    setting,
+    engine: 'onnxruntime',
+    probe: null,
+    sweep: null,
+    sweepSkipped,
+    temperature,
+    bestEpoch: epochs,
+    stoppedEarly: false,
+    secondsPerEpoch,
+    history,
+    metrics: evaluation.metrics,
+    calibration: evaluation.calibration,
+    scale: scale(),
+    stages,
+  };
+}
+
+function concatFloat(chunks: Float32Array[]): Float32Array {
+  const out = new Float32Array(chunks.reduce((s, c) => s + c.length, 0));
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.length;
+  }
+  return out;
+}
+
+/** One line for the log and --json's summary. */
+export function scaleSummaryLine(r: ScaleResult): string {
+  const on = r.validation === 'none' ? 'train hold-out' : 'val';
+  return (
+    `train-head: ${r.trainRows} train rows streamed, ${r.valRows} ${on} rows scored, normalize ${r.setting.normalize}, C ${r.setting.c} (swept on ${r.scale.subsampleRows} rows), ${r.setting.epochs} epochs at ${(r.secondsPerEpoch ?? 0).toFixed(1)} s/epoch; ` +
+    `${on} top-1 ${r.metrics.top1.toFixed(4)}, ECE ${r.calibration.before.ece.toFixed(3)} → ${r.calibration.after.ece.toFixed(3)} (T = ${r.temperature.toFixed(3)}); peak RSS ${r.scale.peakRssMb} MB of ${r.scale.memoryBudgetMb} MB → ${r.head}`
+  );
+}
