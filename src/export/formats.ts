@@ -146,7 +146,10 @@ async function writeNpy(dir: OutputDir, spec: WriterSpec, batches: AsyncIterable
   if (written !== spec.count) throw new Error(`wrote ${written} rows, the npy header says ${spec.count}`);
 }
 
-/** The cache's columns (see partSchema), with the export's key-value metadata instead of a part's. */
+/**
+ * The cache's columns (see partSchema), with the export's key-value metadata instead of a part's. The images'
+ * content hashes stay in the cache (duplicates reads them there): an export is features for other tools.
+ */
 export function exportSchema(dim: number, metadata: Record<string, string>): Schema {
   const fields = partSchema(dim, {
     split: '',
@@ -156,7 +159,7 @@ export function exportSchema(dim: number, metadata: Record<string, string>): Sch
     failures: [],
     removed: [],
     provenance: {},
-  }).fields;
+  }).fields.filter((f) => f.name !== 'content_sha256');
   return new Schema(fields, new Map(Object.entries(metadata)));
 }
 
