@@ -88,7 +88,7 @@ export type { TapPoint } from './backbone/tap.js';
 export { FEATURE_OUTPUT } from './backbone/feature-output.js';
 export { FeatureCache, type FeatureSet } from './store/reader.js';
 export { type FeatureSetCost, type RowBatch, type StreamOptions, featureSetCost, streamRows } from './store/stream.js';
-export { type ScaleDecision, type ScaleInfo, PROBE_WORK_LIMIT, chooseScale } from './jobs/train-head-scale.js';
+export type { ScaleDecision, ScaleInfo } from './jobs/train-head-scale.js';
 export { SplitWriter, type SplitWriterOptions } from './store/writer.js';
 export { openOutputFile, prepareOutputDir, type OutputFile, type OutputDir, type OutputSink } from './util/output.js';
 export { applyNormalization, fitNormalization, type Normalization } from './head/normalize.js';

@@ -89,7 +89,11 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
   let mark = performance.now();
   const hashed = await modelSha256(file, cacheDir).catch((error: unknown) => {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES')
+    if (code === 'ENOENT')
+      throw new FeatcacheError(
+        `${optionName('model')} ${file}: no such file (fetch one with 'featcache fetch-model resnet50' or pass a path to an .onnx file)`,
+      );
+    if (code === 'EISDIR' || code === 'EACCES')
       throw new FeatcacheError(`${optionName('model')} ${file}: cannot read the model (${code}); give an ONNX file`);
     throw error;
   });
