@@ -120,7 +120,10 @@ describe('featcache similar', { skip: needsMonkeys }, () => {
   it('a query that is neither a file nor a cached path fails alone with a one-line error and exit code 3', async () => {
     const cachedPath = f.paths[f.query]!;
     const missing = path.join(f.dir, 'no-such-image.jpg');
-    const some = await runCli(['similar', missing, cachedPath, '--cache', f.cache, '--split', 'validation']);
+    const some = await runCli([
+      ...['similar', missing, cachedPath, `./${cachedPath}`],
+      ...['--cache', f.cache, '--split', 'validation'],
+    ]);
     assert.equal(some.code, 3, some.stderr);
     const lines = some.stdout.trim().split('\n');
     assert.match(
@@ -129,7 +132,8 @@ describe('featcache similar', { skip: needsMonkeys }, () => {
     );
     assert.equal(lines.filter((l) => l.startsWith(missing)).length, 1);
     assert.ok(lines.includes(cachedPath), 'the good query is still answered');
-    assert.equal(lines.filter((l) => /^\s+\d+\s/.test(l)).length, 10, 'default --k 10 neighbours for the good query');
+    assert.ok(lines.includes(`./${cachedPath}`), 'a ./-prefixed cached path names the same row');
+    assert.equal(lines.filter((l) => /^\s+\d+\s/.test(l)).length, 20, 'default --k 10 neighbours per good query');
 
     const all = await runCli(['similar', missing, '--cache', f.cache, '--split', 'validation', '--json']);
     assert.equal(all.code, 3, all.stderr);
