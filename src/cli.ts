@@ -53,9 +53,15 @@ const debug = argv.includes('--debug');
 
 const ARRAY_ARGUMENTS = new Set(['_', '$0', 'inputs']);
 
+/**
+ * Arrays by declaration (variadic positionals such as similar's <query..>, `array: true` flags such as duplicates'
+ * --split) keep every value: collapsing them to the last one made `similar a.jpg b.jpg` answer only b.jpg.
+ */
 function lastValueOfRepeatedFlags(argv: Record<string, unknown>): void {
+  // getOptions() is yargs' own (its typings omit it); `array` lists the running command's array options.
+  const declared = new Set((cli as unknown as { getOptions(): { array: string[] } }).getOptions().array);
   for (const [key, value] of Object.entries(argv)) {
-    if (!ARRAY_ARGUMENTS.has(key) && Array.isArray(value)) argv[key] = value.at(-1);
+    if (!ARRAY_ARGUMENTS.has(key) && !declared.has(key) && Array.isArray(value)) argv[key] = value.at(-1);
   }
 }
 
@@ -71,8 +77,11 @@ function fail(error: unknown): never {
   process.exit(ExitCode.failed);
 }
 
+// Named so the middleware can ask which options the running command declares as arrays.
+const cli = yargs(argv);
+
 try {
-  await yargs(argv)
+  await cli
     .scriptName('featcache')
     // A flag given twice takes its last value (as most CLIs do) instead of becoming an array; positionals such as
     // predict's <inputs..> are arrays by design and stay so.

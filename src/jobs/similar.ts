@@ -72,10 +72,12 @@ export async function similar(options: Partial<SimilarOptions> & { queries: stri
   const cache = await FeatureCache.open(o.cache);
   const searcher = await SplitSearcher.open(o.cache, o.split, { log: o.log });
   try {
-    const rowOf = new Map(searcher.rows.paths.map((p, i) => [p, i]));
+    const rows = new Map(searcher.rows.paths.map((p, i) => [p, i]));
+    // `./validation/a.jpg` names the same cached row as `validation/a.jpg`.
+    const rowOf = (q: string) => (isUrl(q) ? undefined : rows.get(path.posix.normalize(q)));
     const dim = searcher.rows.dim;
-    const cached = o.queries.filter((q) => rowOf.has(q));
-    const { files, unresolved } = await expandInputs(o.queries.filter((q) => !rowOf.has(q)));
+    const cached = o.queries.filter((q) => rowOf(q) !== undefined);
+    const { files, unresolved } = await expandInputs(o.queries.filter((q) => rowOf(q) === undefined));
     const embedded =
       files.length > 0
         ? await embed(cache, files, o)
@@ -83,7 +85,7 @@ export async function similar(options: Partial<SimilarOptions> & { queries: stri
     const queries = [...cached, ...embedded.ok];
     const features = new Float32Array(queries.length * dim);
     cached.forEach((q, i) =>
-      features.set(searcher.rows.features.subarray(rowOf.get(q)! * dim, (rowOf.get(q)! + 1) * dim), i * dim),
+      features.set(searcher.rows.features.subarray(rowOf(q)! * dim, (rowOf(q)! + 1) * dim), i * dim),
     );
     features.set(embedded.features, cached.length * dim);
     const found = await searcher.search(features, queries.length, o.k);
