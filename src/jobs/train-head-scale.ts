@@ -21,7 +21,7 @@ import {
 } from '../head/normalize.js';
 import { fitProbeHead, selectProbe } from '../head/probe/select.js';
 import { cForStrength, l2Strength } from '../head/probe/probe.js';
-import { loadTf } from '../head/runtime.js';
+import { type BackendChoice, loadTf } from '../head/runtime.js';
 import { type HeadInfo, saveHead } from '../head/saved.js';
 import { TEMPERATURE_PRIOR } from '../head/plan.js';
 import {
@@ -137,7 +137,7 @@ export interface ScaleOptions {
   monitor: 'val_loss' | 'val_acc';
   holdoutFraction: number;
   grid: { c: readonly number[]; normalize: readonly NormalizationKind[] };
-  backend: Parameters<typeof loadTf>[0];
+  backend: BackendChoice;
   weightDecay: number;
   epochs: number;
   /** Peak RSS budget in bytes. */
