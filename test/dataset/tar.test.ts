@@ -345,4 +345,32 @@ describe('extract from WebDataset shards', () => {
     for (const f of ledger) assert.match(f.message, /corrupt or truncated tar/);
     assert.match(ledger[0]!.message, /after 3 samples .*later samples were not read/);
   });
+
+  it("a non-integer .cls (-1, 1.5, abc) is that sample's failure; the other .cls stay class indices", async () => {
+    const shards = path.join(dir, 'badcls');
+    const labels = ['0', '1', '-1', '1.5', 'abc', '1', '0'];
+    const samples: Sample[] = [];
+    for (const [k, cls] of labels.entries()) samples.push({ key: `b${k}`, members: { jpg: await jpeg(400 + k), cls } });
+    await writeShard(path.join(shards, 'bad-0.tar'), samples);
+    const ds = await openTarDataset(path.join(shards, 'bad-0.tar'));
+    assert.deepEqual(ds.classes, ['0', '1'], 'the good .cls values are indices, not names');
+    assert.deepEqual(
+      ds.items.map((i) => i.label),
+      [0, 1, null, null, null, 1, 0],
+    );
+    const cache = path.join(dir, 'cache-badcls');
+    const r = await extract(options(path.join(shards, 'bad-0.tar'), cache));
+    assert.deepEqual([r.extracted, r.failed, r.exitCode], [4, 3, ExitCode.partial]);
+    const store = await FeatureCache.open(cache);
+    const got = await store.read('train');
+    assert.deepEqual(got.classes, ['0', '1']);
+    const labelOf = new Map(got.paths.map((p, i) => [p, got.labels[i]]));
+    assert.deepEqual(
+      ['b0', 'b1', 'b5', 'b6'].map((k) => labelOf.get(`bad-0.tar#${k}`)),
+      [0, 1, 1, 0],
+    );
+    const ledger = await store.failures('train');
+    assert.deepEqual(ledger.map((f) => f.path).sort(), ['bad-0.tar#b2', 'bad-0.tar#b3', 'bad-0.tar#b4']);
+    for (const f of ledger) assert.match(f.message, /bad \.cls label .*expected a non-negative integer class index/);
+  });
 });
