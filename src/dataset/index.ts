@@ -156,7 +156,7 @@ async function folderDataset(options: DatasetOptions): Promise<Listed> {
     layout: 'imagefolder',
     classes,
     split: options.split,
-    ...applySplit(labelled.items, classes, options),
+    ...applySplit(labelled.items, classes, options, 'folder'),
     skipped: labelled.skipped,
   };
 }
@@ -186,9 +186,19 @@ function labelByFolder(images: string[], skipped: Skipped[], classes: string[], 
   return { items, skipped: [...skipped, ...extra] };
 }
 
-function applySplit(items: Item[], classes: string[], options: DatasetOptions): { items: Item[] } {
+/**
+ * Without `valFraction`, a flat input (a list, a CSV, URLs, tar shards: `val-*.tar` is WebDataset's val split) is
+ * cached whole under the split it is given; an image folder without split folders only as train/all, since a split
+ * name there most likely meant a folder that is not there.
+ */
+function applySplit(
+  items: Item[],
+  classes: string[],
+  options: DatasetOptions,
+  input: 'flat' | 'folder' = 'flat',
+): { items: Item[] } {
   if (options.valFraction === undefined) {
-    if (options.split === 'train' || options.split === 'all') return { items };
+    if (input === 'flat' || options.split === 'train' || options.split === 'all') return { items };
     throw new FeatcacheError(
       `${optionName('split')} ${options.split}: ${options.data} has no folder of that name and no split folders; pass ${optionName('valFraction')} (e.g. 0.1) to carve a stratified val split from it, or use ${optionName('split')} train`,
     );

@@ -109,6 +109,15 @@ describe('CSV of id,label (Kaggle dog breeds)', () => {
     assert.ok(train.items.every((i) => i.path.startsWith('train/')));
   });
 
+  it('a CSV without --val-fraction is cached whole under any split it is given', async () => {
+    const root = await kaggle('id,breed\na1,pug\nb2,collie\nc3,pug\nd4,collie\n');
+    for (const split of ['val', 'holdout']) {
+      const ds = await openDataset({ data: root, labels: path.join(root, 'labels.csv'), split, seed: 0 });
+      assert.equal(ds.split, split);
+      assert.deepEqual(ds.items.map((i) => path.basename(i.path)).sort(), ['a1.jpg', 'b2.jpg', 'c3.jpg', 'd4.jpg']);
+    }
+  });
+
   it('finds labels.csv inside --data when it is not found as given', async () => {
     const root = await kaggle('id,breed\na1,pug\nb2,collie\nc3,pug\nd4,collie\n');
     const val = await openDataset({ data: root, labels: 'labels.csv', split: 'val', valFraction: 0.5, seed: 0 });

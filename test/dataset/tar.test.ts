@@ -322,6 +322,21 @@ describe('extract from WebDataset shards', () => {
     }
   });
 
+  it('shards are cached under the split they are given (val-*.tar as --split val), like a list', async () => {
+    const shards = path.join(dir, 'valshards');
+    await fs.mkdir(shards);
+    for (const s of [0, 1])
+      await fs.copyFile(path.join(dir, 'shards', `part-${s}.tar`), path.join(shards, `val-00000${s}.tar`));
+    const cache = path.join(dir, 'cache-val');
+    const r = await extract(options(path.join(shards, 'val-{000000..000001}.tar'), cache, { split: 'val' }));
+    assert.deepEqual([r.extracted, r.failed, r.exitCode], [10, 0, ExitCode.ok]);
+    const store = await FeatureCache.open(cache);
+    const val = await store.read('val');
+    assert.equal(val.count, 10);
+    assert.deepEqual([...new Set(val.paths.map((p) => p.split('#')[0]))].sort(), ['val-000000.tar', 'val-000001.tar']);
+    await assert.rejects(store.read('train'));
+  });
+
   it('a truncated shard puts its unreadable samples in the ledger and the other shards are extracted', async () => {
     const shards = path.join(dir, 'damaged');
     await fs.mkdir(shards);
