@@ -12,6 +12,7 @@ import { type ImageSource, type Item, folderSource } from './source.js';
 import { type Shard, inShard, stratifiedSplit } from './split.js';
 import { isTarPattern, openTarDataset } from './tar.js';
 import { type UrlSourceOptions, UrlSource, isUrl } from './url.js';
+import { readListLines } from './list.js';
 import { type Skipped, IMAGE_EXTENSIONS, isDirectory, isInside, walkImages } from './walk.js';
 
 export type { Item } from './source.js';
@@ -364,10 +365,7 @@ function findImageFile(files: Set<string>, id: string): string | null {
 /** A text file with one image path per line (relative to the file's folder, or absolute). */
 async function listFileDataset(options: DatasetOptions): Promise<Listed> {
   const root = path.dirname(path.resolve(options.data));
-  const lines = (await fs.readFile(options.data, 'utf8'))
-    .split(/\r?\n/)
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith('#'));
+  const lines = await readListLines(options.data);
   const urls = lines.filter(isUrl);
   if (urls.length > 0) {
     if (urls.length < lines.length) {

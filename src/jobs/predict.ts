@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import fg from 'fast-glob';
 import { type Backbone, checkFeaturePrecision, openBackbone } from '../backbone/index.js';
 import { parseDevice } from '../backbone/session.js';
+import { listEntryPath, readListLines } from '../dataset/list.js';
 import { type UrlSourceOptions, UrlSource, isUrl } from '../dataset/url.js';
 import { isImageName, walkImages } from '../dataset/walk.js';
 import { missingFile, nonNegativeInteger, parseChoice, positiveInteger } from '../errors.js';
@@ -89,13 +90,9 @@ export async function expandInputs(inputs: string[]): Promise<{ files: string[];
   return { files: [...new Set(files)], unresolved };
 }
 
-/** A .txt list: one image path (relative to the list's folder) or URL per line; '#' starts a comment line. */
+/** A .txt list, read as extract reads one: absolute paths as written, relative ones from the list's folder. */
 async function listEntries(list: string): Promise<string[]> {
-  const lines = (await fs.readFile(list, 'utf8'))
-    .split(/\r?\n/)
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith('#'));
-  return lines.map((line) => (isUrl(line) ? line : path.join(path.dirname(list), line)));
+  return (await readListLines(list)).map((line) => (isUrl(line) ? line : listEntryPath(list, line)));
 }
 
 /**
