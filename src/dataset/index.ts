@@ -79,13 +79,28 @@ export async function openDataset(options: DatasetOptions): Promise<Dataset> {
       : stat.isFile()
         ? await listFileDataset(options)
         : await folderDataset(options);
+  refuseMultilineClasses(dataset.classes, options);
   const items = options.shard ? dataset.items.filter((i) => inShard(options.shard!, i.path)) : dataset.items;
   return { ...dataset, items, source: dataset.source ?? folderSource(dataset.root) };
+}
+
+/**
+ * classes.txt and libsvm/CSV exports hold one class name per line: a name with a line break would shift every class
+ * after it, so labels would silently name the wrong class.
+ */
+function refuseMultilineClasses(classes: string[], options: DatasetOptions): void {
+  const bad = classes.find((c) => /[\r\n]/.test(c));
+  if (bad === undefined) return;
+  const source = options.labels ? `${optionName('labels')} ${options.labels}` : `${optionName('data')} ${options.data}`;
+  throw new FeatcacheError(
+    `${source}: class name ${JSON.stringify(bad)} contains a line break; class names are written one per line (classes.txt), so rename that class`,
+  );
 }
 
 /** WebDataset shards: only this task's tar files are listed (`shard` splits by tar file). */
 async function webDataset(options: DatasetOptions): Promise<Dataset> {
   const tars = await openTarDataset(options.data, options.shard, options.log);
+  refuseMultilineClasses(tars.classes, options);
   const split = applySplit(tars.items, tars.classes, options);
   return {
     root: tars.root,
