@@ -186,6 +186,8 @@ export async function listTar(file: string, relative: string): Promise<TarListin
       labelExt?: string;
     }
   >();
+  const memberNames = new Set<string>();
+  const duplicates = new Set<string>();
   const { entries, stop } = tarEntries(file);
   let error: string | undefined;
   try {
@@ -196,6 +198,13 @@ export async function listTar(file: string, relative: string): Promise<TarListin
         entry.resume();
         continue;
       }
+      if (memberNames.has(header.name)) {
+        // webdataset would yield a second sample under the same key; one row per key can hold only one, so say so.
+        duplicates.add(parts.key);
+        entry.resume();
+        continue;
+      }
+      memberNames.add(header.name);
       const sample = byKey.get(parts.key) ?? { rank: Infinity, label: null };
       byKey.set(parts.key, sample);
       const lastExt = parts.ext.split('.').at(-1)!;
@@ -238,6 +247,11 @@ export async function listTar(file: string, relative: string): Promise<TarListin
       ...(bad ? { badLabel: bad } : {}),
     });
   }
+  for (const key of duplicates)
+    skipped.push({
+      path: `${relative}#${key}`,
+      reason: 'duplicate key in the shard: its members appear again later; the first copy is used, the repeat is not',
+    });
   if (error)
     skipped.push({ path: relative, reason: `corrupt or truncated tar after ${byKey.size} samples (${error})` });
   return { file, samples, skipped, ...(error ? { error } : {}) };

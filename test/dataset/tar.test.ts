@@ -254,6 +254,29 @@ describe('WebDataset tar shards', () => {
     );
   });
 
+  it('says when a key repeats inside one shard instead of dropping the repeat silently', async () => {
+    const file = path.join(dir, 'dup', 'dup-0.tar');
+    const first = await jpeg(500);
+    await writeShard(file, [
+      { key: 'k0', members: { jpg: first, cls: '0' } },
+      { key: 'k1', members: { jpg: await jpeg(501), cls: '1' } },
+      { key: 'k0', members: { jpg: await jpeg(502), cls: '1' } },
+    ]);
+    const listing = await listTar(file, 'dup-0.tar');
+    assert.deepEqual(
+      listing.samples.map((s) => [s.key, s.label]),
+      [
+        ['k0', 0],
+        ['k1', 1],
+      ],
+    );
+    assert.deepEqual(
+      listing.skipped.map((s) => s.path),
+      ['dup-0.tar#k0'],
+    );
+    assert.match(listing.skipped[0]!.reason, /duplicate key in the shard/);
+  });
+
   it('indexes integer labels as themselves and names in sorted order', () => {
     const ints = classesOf([2, 0, null, 4]);
     assert.deepEqual(ints.classes, ['0', '1', '2', '3', '4']);
