@@ -23,6 +23,7 @@ import { serveCommand } from './cli/serve.js';
 import { duplicatesCommand } from './cli/duplicates.js';
 import { similarCommand } from './cli/similar.js';
 import { featcacheVersion } from './version.js';
+import { exitQuietlyOnBrokenPipe, isBrokenPipe } from './util/pipe.js';
 
 // sharp decodes on libuv's pool (4 threads by default). On a many-core GPU machine decoding is the bottleneck, so use
 // every core; libuv reads this when the pool first starts, which is after these imports. A user's setting wins.
@@ -30,6 +31,7 @@ process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, os.availableParallelism())
 
 // The library names options as it spells them (batchSize); on the command line they are flags (--batch-size).
 nameOptionsWith(flagName);
+exitQuietlyOnBrokenPipe();
 
 /**
  * `--shard -1/2` would otherwise be read as a flag `-1/2` ("Unknown argument: 1"): a value that starts with '-'
@@ -66,6 +68,8 @@ function lastValueOfRepeatedFlags(argv: Record<string, unknown>): void {
 }
 
 function fail(error: unknown): never {
+  // A file output that is a closed pipe (`--report /dev/stdout | head`) fails its write with EPIPE: not an error.
+  if (isBrokenPipe(error)) process.exit(0);
   if (error instanceof FeatcacheError) {
     process.stderr.write(`featcache: ${error.message}\n`);
     if (debug) process.stderr.write(`${error.stack}\n`);

@@ -5,6 +5,7 @@
  */
 import * as path from 'node:path';
 import sharp from 'sharp';
+import { csvText } from '../util/csv.js';
 import { escapeHtml, page } from '../util/html.js';
 
 export interface AuditIssue {
@@ -53,7 +54,7 @@ export interface ReportInput {
   limit: number;
 }
 
-const quote = (s: string) => (/[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+const quote = csvText;
 const num = (v: number | null, digits = 4) => (v === null || !Number.isFinite(v) ? '' : v.toFixed(digits));
 
 export function issuesCsv(issues: AuditIssue[]): string {

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import { FeatcacheError, optionName, errorMessage, ExitCode } from '../errors.js';
+import { FeatcacheError, optionName, errorMessage, ExitCode, invalidParameter } from '../errors.js';
 import { checkCuda, cudaFailureReasons } from './cuda-libs.js';
 
 import type { DeviceSpec } from './device.js';
@@ -49,10 +49,24 @@ export function providerPlan(
   }
 }
 
+/**
+ * onnxruntime aborts the whole process (no catchable error) when asked for a thread pool it cannot create, e.g.
+ * `--threads 100000`; no machine featcache targets has more cores than this.
+ */
+export const MAX_THREADS = 1024;
+
+/** `--threads`: an integer in [0, MAX_THREADS], 0 meaning one per core. */
+export function threadCount(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_THREADS)
+    throw invalidParameter('threads', `an integer in [0, ${MAX_THREADS}] (0 = one per core)`, value);
+  return value;
+}
+
 export function sessionOptions(
   ep: ort.InferenceSession.ExecutionProviderConfig,
   threads: number,
 ): ort.InferenceSession.SessionOptions {
+  threadCount(threads);
   return {
     executionProviders: [ep],
     graphOptimizationLevel: 'all',

@@ -4,6 +4,7 @@ import { ExitCode } from '../errors.js';
 import { BACKENDS } from '../head/runtime.js';
 import type { Prediction } from '../jobs/predict.js';
 import { DEFAULT_PREDICT_OPTIONS as P } from '../jobs/defaults.js';
+import { csvText } from '../util/csv.js';
 import { defineCommand, backboneOptions, emit, fetchFrom, fetchOptions, headOption, jsonOption } from './flags.js';
 
 function table(predictions: Prediction[]): string {
@@ -17,7 +18,7 @@ function table(predictions: Prediction[]): string {
 }
 
 function csv(predictions: Prediction[], k: number): string {
-  const quote = (s: string) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+  const quote = csvText;
   const header = ['path', ...Array.from({ length: k }, (_, i) => [`label_${i + 1}`, `p_${i + 1}`]).flat(), 'error'];
   const rows = predictions.map((p) =>
     [

@@ -12,6 +12,7 @@ import { type ImageSource, type Item, folderSource } from './source.js';
 import { type Shard, inShard, stratifiedSplit } from './split.js';
 import { isTarPattern, openTarDataset } from './tar.js';
 import { type UrlSourceOptions, UrlSource, isUrl } from './url.js';
+import { readListLines } from './list.js';
 import { type Skipped, IMAGE_EXTENSIONS, isDirectory, isInside, walkImages } from './walk.js';
 
 export type { Item } from './source.js';
@@ -78,13 +79,28 @@ export async function openDataset(options: DatasetOptions): Promise<Dataset> {
       : stat.isFile()
         ? await listFileDataset(options)
         : await folderDataset(options);
+  refuseMultilineClasses(dataset.classes, options);
   const items = options.shard ? dataset.items.filter((i) => inShard(options.shard!, i.path)) : dataset.items;
   return { ...dataset, items, source: dataset.source ?? folderSource(dataset.root) };
+}
+
+/**
+ * classes.txt and libsvm/CSV exports hold one class name per line: a name with a line break would shift every class
+ * after it, so labels would silently name the wrong class.
+ */
+function refuseMultilineClasses(classes: string[], options: DatasetOptions): void {
+  const bad = classes.find((c) => /[\r\n]/.test(c));
+  if (bad === undefined) return;
+  const source = options.labels ? `${optionName('labels')} ${options.labels}` : `${optionName('data')} ${options.data}`;
+  throw new FeatcacheError(
+    `${source}: class name ${JSON.stringify(bad)} contains a line break; class names are written one per line (classes.txt), so rename that class`,
+  );
 }
 
 /** WebDataset shards: only this task's tar files are listed (`shard` splits by tar file). */
 async function webDataset(options: DatasetOptions): Promise<Dataset> {
   const tars = await openTarDataset(options.data, options.shard, options.log);
+  refuseMultilineClasses(tars.classes, options);
   const split = applySplit(tars.items, tars.classes, options);
   return {
     root: tars.root,
@@ -156,7 +172,7 @@ async function folderDataset(options: DatasetOptions): Promise<Listed> {
     layout: 'imagefolder',
     classes,
     split: options.split,
-    ...applySplit(labelled.items, classes, options),
+    ...applySplit(labelled.items, classes, options, 'folder'),
     skipped: labelled.skipped,
   };
 }
@@ -186,9 +202,19 @@ function labelByFolder(images: string[], skipped: Skipped[], classes: string[], 
   return { items, skipped: [...skipped, ...extra] };
 }
 
-function applySplit(items: Item[], classes: string[], options: DatasetOptions): { items: Item[] } {
+/**
+ * Without `valFraction`, a flat input (a list, a CSV, URLs, tar shards: `val-*.tar` is WebDataset's val split) is
+ * cached whole under the split it is given; an image folder without split folders only as train/all, since a split
+ * name there most likely meant a folder that is not there.
+ */
+function applySplit(
+  items: Item[],
+  classes: string[],
+  options: DatasetOptions,
+  input: 'flat' | 'folder' = 'flat',
+): { items: Item[] } {
   if (options.valFraction === undefined) {
-    if (options.split === 'train' || options.split === 'all') return { items };
+    if (input === 'flat' || options.split === 'train' || options.split === 'all') return { items };
     throw new FeatcacheError(
       `${optionName('split')} ${options.split}: ${options.data} has no folder of that name and no split folders; pass ${optionName('valFraction')} (e.g. 0.1) to carve a stratified val split from it, or use ${optionName('split')} train`,
     );
@@ -354,10 +380,7 @@ function findImageFile(files: Set<string>, id: string): string | null {
 /** A text file with one image path per line (relative to the file's folder, or absolute). */
 async function listFileDataset(options: DatasetOptions): Promise<Listed> {
   const root = path.dirname(path.resolve(options.data));
-  const lines = (await fs.readFile(options.data, 'utf8'))
-    .split(/\r?\n/)
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith('#'));
+  const lines = await readListLines(options.data);
   const urls = lines.filter(isUrl);
   if (urls.length > 0) {
     if (urls.length < lines.length) {

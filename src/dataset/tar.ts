@@ -92,6 +92,8 @@ export interface TarSample {
   offset: number;
   stamp: Stamp;
   label: string | number | null;
+  /** Why the sample's `.cls` is unusable; the sample is then a failure of its own. */
+  badLabel?: string;
 }
 
 export interface TarListing {
@@ -134,9 +136,20 @@ async function readBody(entry: Readable, limit: number): Promise<Buffer> {
   return Buffer.concat(chunks, total);
 }
 
-function parseLabel(ext: string, body: Buffer): string | number | null {
+/** A `.cls` that is not a class index: that sample fails alone instead of turning every `.cls` into a class name. */
+export class BadLabel {
+  constructor(readonly reason: string) {}
+}
+
+function parseLabel(ext: string, body: Buffer): string | number | BadLabel | null {
   const text = body.toString('utf8').trim();
-  if (ext === 'cls' || ext === 'cls2' || ext === 'label') return /^-?\d+$/.test(text) ? Number(text) : text || null;
+  if (ext === 'cls') {
+    if (/^\d+$/.test(text) && Number.isSafeInteger(Number(text))) return Number(text);
+    return new BadLabel(
+      `bad .cls label ${JSON.stringify(text.slice(0, 40))}: expected a non-negative integer class index`,
+    );
+  }
+  if (ext === 'cls2' || ext === 'label') return /^-?\d+$/.test(text) ? Number(text) : text || null;
   try {
     const json = JSON.parse(text) as unknown;
     if (typeof json === 'number' || typeof json === 'string') return json;
@@ -164,8 +177,17 @@ function imageRank(ext: string): number {
 export async function listTar(file: string, relative: string): Promise<TarListing> {
   const byKey = new Map<
     string,
-    { member?: string; offset?: number; rank: number; stamp?: Stamp; label: string | number | null; labelExt?: string }
+    {
+      member?: string;
+      offset?: number;
+      rank: number;
+      stamp?: Stamp;
+      label: string | number | BadLabel | null;
+      labelExt?: string;
+    }
   >();
+  const memberNames = new Set<string>();
+  const duplicates = new Set<string>();
   const { entries, stop } = tarEntries(file);
   let error: string | undefined;
   try {
@@ -176,6 +198,13 @@ export async function listTar(file: string, relative: string): Promise<TarListin
         entry.resume();
         continue;
       }
+      if (memberNames.has(header.name)) {
+        // webdataset would yield a second sample under the same key; one row per key can hold only one, so say so.
+        duplicates.add(parts.key);
+        entry.resume();
+        continue;
+      }
+      memberNames.add(header.name);
       const sample = byKey.get(parts.key) ?? { rank: Infinity, label: null };
       byKey.set(parts.key, sample);
       const lastExt = parts.ext.split('.').at(-1)!;
@@ -204,9 +233,25 @@ export async function listTar(file: string, relative: string): Promise<TarListin
   const samples: TarSample[] = [];
   const skipped: Skipped[] = [];
   for (const [key, s] of byKey) {
-    if (s.member) samples.push({ key, member: s.member, offset: s.offset!, stamp: s.stamp!, label: s.label });
-    else skipped.push({ path: `${relative}#${key}`, reason: 'no image member in the sample' });
+    if (!s.member) {
+      skipped.push({ path: `${relative}#${key}`, reason: 'no image member in the sample' });
+      continue;
+    }
+    const bad = s.label instanceof BadLabel ? s.label.reason : undefined;
+    samples.push({
+      key,
+      member: s.member,
+      offset: s.offset!,
+      stamp: s.stamp!,
+      label: s.label instanceof BadLabel ? null : s.label,
+      ...(bad ? { badLabel: bad } : {}),
+    });
   }
+  for (const key of duplicates)
+    skipped.push({
+      path: `${relative}#${key}`,
+      reason: 'duplicate key in the shard: its members appear again later; the first copy is used, the repeat is not',
+    });
   if (error)
     skipped.push({ path: relative, reason: `corrupt or truncated tar after ${byKey.size} samples (${error})` });
   return { file, samples, skipped, ...(error ? { error } : {}) };
@@ -256,13 +301,21 @@ export async function openTarDataset(
     if (listing.error) log(`${file}: ${listing.error}; its ${listing.samples.length} readable samples are used`);
     listings.push(listing);
   }
-  const { classes, index } = classesOf(listings.flatMap((l) => l.samples.map((s) => s.label)));
+  const { classes, index } = classesOf(
+    listings.flatMap((l) => l.samples.filter((s) => !s.badLabel).map((s) => s.label)),
+  );
   const items: Item[] = [];
   const samples = new Map<string, Located>();
   const damaged = new Map<string, { file: string; error: string }>();
   for (const listing of listings) {
     for (const sample of listing.samples) {
       const itemPath = `${relative(listing.file)}#${sample.key}`;
+      if (sample.badLabel) {
+        // Recorded in the failure ledger like an unreadable image, so the run exits 3 and names the sample.
+        items.push({ path: itemPath, label: null });
+        damaged.set(itemPath, { file: listing.file, error: sample.badLabel });
+        continue;
+      }
       items.push({ path: itemPath, label: index(sample.label) });
       samples.set(itemPath, { ...sample, file: listing.file });
     }

@@ -22,6 +22,7 @@ import * as parquet from 'parquet-wasm';
 import { partSchema } from '../store/part.js';
 import { type OutputDir, type OutputFile, type OutputSink, fileSink } from '../util/output.js';
 import { featcacheVersion } from '../version.js';
+import { csvText } from '../util/csv.js';
 import type { Format } from './format-names.js';
 
 export { FORMATS, type Format, UNLABELLED } from './format-names.js';
@@ -53,9 +54,7 @@ export function formatFloat32(value: number): string {
   return exponent ? `${trimmed}e${exponent}` : trimmed;
 }
 
-function csvField(text: string): string {
-  return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
-}
+const csvField = csvText;
 
 /** Opens an output's node, hands the handle to `write`, and always closes it; commit/abort is the caller's. */
 async function withHandle(output: OutputFile | string, write: (handle: OutputSink) => Promise<void>): Promise<void> {

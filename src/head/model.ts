@@ -87,10 +87,18 @@ export function classWeightsFor(
 
 /** Option checks shared with the job; `name` maps an option to what the user typed (a flag on the CLI). */
 export function validateHeadOptions(options: HeadOptions, name: (option: keyof HeadOptions) => string = String): void {
-  const integer = (key: keyof HeadOptions, min: number) => {
+  const integer = (key: keyof HeadOptions, min: number, max = Number.MAX_SAFE_INTEGER) => {
     const v = options[key] as number;
-    if (!Number.isInteger(v) || v < min)
-      throw invalidParameter(name(key), min === 1 ? 'a positive integer' : `an integer >= ${min}`, v);
+    if (!Number.isInteger(v) || v < min || v > max)
+      throw invalidParameter(
+        name(key),
+        max < Number.MAX_SAFE_INTEGER
+          ? `an integer in [${min}, ${max}]`
+          : min === 1
+            ? 'a positive integer'
+            : `an integer >= ${min}`,
+        v,
+      );
   };
   const real = (key: keyof HeadOptions, ok: (v: number) => boolean, expected: string) => {
     const v = options[key] as number;
@@ -100,7 +108,7 @@ export function validateHeadOptions(options: HeadOptions, name: (option: keyof H
   integer('batchSize', 1);
   integer('stepSize', 0);
   integer('patience', 0);
-  integer('hidden', 0);
+  integer('hidden', 0, MAX_HIDDEN);
   integer('seed', 0);
   real('lr', (v) => v > 0, 'a positive number');
   real('momentum', (v) => v >= 0 && v < 1, 'a number in [0, 1)');
@@ -114,6 +122,9 @@ export function validateHeadOptions(options: HeadOptions, name: (option: keyof H
   choice('monitor', MONITORS);
   choice('classWeight', CLASS_WEIGHTS);
 }
+
+/** A hidden layer wider than this is a typo, not a head: 1e9 units would try to allocate terabytes of weights. */
+export const MAX_HIDDEN = 65_536;
 
 export function validateData(train: Split, dim: number, classes: number): void {
   if (train.count === 0) throw new FeatcacheError('train-head: the training split has no labelled rows');

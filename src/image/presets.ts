@@ -96,6 +96,16 @@ export interface ImagePolicy {
   maxPixels: number;
 }
 
+/** JPEG's largest image (65535²): a larger `--max-pixels` only overflows sharp's limit, which then refuses every image. */
+export const MAX_PIXELS_LIMIT = 65_535 * 65_535;
+
+/** `--max-pixels`: a positive integer up to MAX_PIXELS_LIMIT. */
+export function maxPixelsLimit(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_PIXELS_LIMIT)
+    throw invalidParameter('maxPixels', `an integer in [1, ${MAX_PIXELS_LIMIT}] (65535²)`, value);
+  return value;
+}
+
 export const DEFAULT_IMAGE_POLICY: ImagePolicy = Object.freeze({
   exif: 'ignore',
   icc: 'ignore',

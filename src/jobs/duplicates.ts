@@ -14,6 +14,7 @@ import { concatSplits, loadSplit } from '../neighbors/split.js';
 import { FeatureCache } from '../store/reader.js';
 import { escapeHtml, page } from '../util/html.js';
 import { withDefaults } from '../util/options.js';
+import { csvText } from '../util/csv.js';
 import { writeOutputFile } from '../util/output.js';
 
 export { DEFAULT_DUPLICATES_OPTIONS };
@@ -118,7 +119,7 @@ export function extrasList(groups: DuplicateGroup[]): string {
   return lines.length > 0 ? `${lines.join('\n')}\n` : '';
 }
 
-const csvField = (v: string) => (/[",\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
+const csvField = csvText;
 
 export function groupsCsv(groups: DuplicateGroup[]): string {
   const lines = ['group,kind,leak,split,path,label,similarity,keep'];
@@ -135,7 +136,7 @@ export function groupsCsv(groups: DuplicateGroup[]): string {
           m.similarity.toFixed(4),
           String(j === 0),
         ]
-          .map(csvField)
+          .map((v, column) => (column === 6 ? v : csvField(v)))
           .join(','),
       ),
     ),

@@ -6,7 +6,7 @@
  */
 import { type Backbone, datasetCalibrationSource, openBackbone } from '../backbone/index.js';
 import { RANGE_METHODS, type RangeMethod } from '../backbone/calibrate.js';
-import { parseDevice } from '../backbone/session.js';
+import { parseDevice, threadCount } from '../backbone/session.js';
 import { type Dataset, type DatasetOptions, type Item, openDataset } from '../dataset/index.js';
 import type { Stamp } from '../dataset/source.js';
 import { type Shard, parseShard } from '../dataset/split.js';
@@ -21,7 +21,14 @@ import {
   positiveInteger,
 } from '../errors.js';
 import { type DecodedBatch, decodeBatch, maxBatchSize } from '../image/batch.js';
-import { EXIF_POLICIES, ICC_POLICIES, type ImagePolicy, type Preset, getPreset } from '../image/presets.js';
+import {
+  EXIF_POLICIES,
+  ICC_POLICIES,
+  type ImagePolicy,
+  type Preset,
+  getPreset,
+  maxPixelsLimit,
+} from '../image/presets.js';
 import { type CacheManifest, CACHE_FORMAT, ensureManifest } from '../store/manifest.js';
 import type { Failure, Row } from '../store/part.js';
 import { SplitWriter, shardLabel } from '../store/writer.js';
@@ -140,7 +147,7 @@ function resolveOptions(given: Partial<ExtractOptions> & { data: string }): Reso
   const resolved = {
     ...o,
     seed: nonNegativeInteger('seed', o.seed),
-    threads: nonNegativeInteger('threads', o.threads),
+    threads: threadCount(o.threads),
     batchSize: positiveInteger('batchSize', o.batchSize),
     calibrate: positiveInteger('calibrate', o.calibrate),
     calibrationRanges: parseChoice('calibrationRanges', o.calibrationRanges, RANGE_METHODS),
@@ -149,7 +156,7 @@ function resolveOptions(given: Partial<ExtractOptions> & { data: string }): Reso
     policy: {
       exif: parseChoice('exif', o.exif, EXIF_POLICIES),
       icc: parseChoice('icc', o.icc, ICC_POLICIES),
-      maxPixels: positiveInteger('maxPixels', o.maxPixels),
+      maxPixels: maxPixelsLimit(o.maxPixels),
     },
     shard,
     log: o.log ?? (() => {}),

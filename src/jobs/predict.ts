@@ -7,10 +7,11 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import fg from 'fast-glob';
 import { type Backbone, checkFeaturePrecision, openBackbone } from '../backbone/index.js';
-import { parseDevice } from '../backbone/session.js';
+import { parseDevice, threadCount } from '../backbone/session.js';
+import { listEntryPath, readListLines } from '../dataset/list.js';
 import { type UrlSourceOptions, UrlSource, isUrl } from '../dataset/url.js';
 import { isImageName, walkImages } from '../dataset/walk.js';
-import { missingFile, nonNegativeInteger, parseChoice, positiveInteger } from '../errors.js';
+import { missingFile, parseChoice, positiveInteger } from '../errors.js';
 import { isBundleFile, openBundle, reportInfoOf } from '../export/bundle.js';
 import { type Prediction, requireReportReplaceable, writeReport } from '../export/report.js';
 import { topK } from '../head/metrics.js';
@@ -89,13 +90,9 @@ export async function expandInputs(inputs: string[]): Promise<{ files: string[];
   return { files: [...new Set(files)], unresolved };
 }
 
-/** A .txt list: one image path (relative to the list's folder) or URL per line; '#' starts a comment line. */
+/** A .txt list, read as extract reads one: absolute paths as written, relative ones from the list's folder. */
 async function listEntries(list: string): Promise<string[]> {
-  const lines = (await fs.readFile(list, 'utf8'))
-    .split(/\r?\n/)
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith('#'));
-  return lines.map((line) => (isUrl(line) ? line : path.join(path.dirname(list), line)));
+  return (await readListLines(list)).map((line) => (isUrl(line) ? line : listEntryPath(list, line)));
 }
 
 /**
@@ -162,7 +159,7 @@ function resolveOptions(given: Partial<PredictOptions> & { inputs: string[] }): 
   positiveInteger('top', o.top);
   positiveInteger('batchSize', o.batchSize);
   positiveInteger('reportLimit', o.reportLimit);
-  nonNegativeInteger('threads', o.threads);
+  threadCount(o.threads);
   parseChoice('backend', o.backend, BACKENDS);
   parseDevice(o.device);
   return o;

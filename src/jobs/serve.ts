@@ -6,7 +6,8 @@
 import * as fs from 'node:fs/promises';
 import sharp from 'sharp';
 import type { AddressInfo } from 'node:net';
-import { parseDevice } from '../backbone/session.js';
+import { parseDevice, threadCount } from '../backbone/session.js';
+import { maxPixelsLimit } from '../image/presets.js';
 import {
   FeatcacheError,
   errorMessage,
@@ -61,7 +62,8 @@ export interface ServeHandle {
 }
 
 function checkOptions(o: ServeOptions): void {
-  for (const name of ['maxBatch', 'maxQueue', 'maxPixels', 'timeoutMs', 'top'] as const) positiveInteger(name, o[name]);
+  for (const name of ['maxBatch', 'maxQueue', 'timeoutMs', 'top'] as const) positiveInteger(name, o[name]);
+  maxPixelsLimit(o.maxPixels);
   // Node's timers hold a signed 32-bit count of ms: a longer one fires at once, and every request would be 503.
   if (o.timeoutMs > MAX_TIMER_MS)
     throw invalidParameter(
@@ -70,7 +72,7 @@ function checkOptions(o: ServeOptions): void {
       o.timeoutMs,
     );
   nonNegativeInteger('maxWaitMs', o.maxWaitMs);
-  nonNegativeInteger('threads', o.threads);
+  threadCount(o.threads);
   numberIn('port', o.port, 0, 65535);
   numberIn('maxBodyMb', o.maxBodyMb, 0, 4096, true);
   parseDevice(o.device);

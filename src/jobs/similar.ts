@@ -18,6 +18,7 @@ import { exists } from '../util/fsx.js';
 import { escapeHtml, page } from '../util/html.js';
 import { withDefaults } from '../util/options.js';
 import { writeOutputFile } from '../util/output.js';
+import { csvText } from '../util/csv.js';
 import { expandInputs } from './predict.js';
 
 export { DEFAULT_SIMILAR_OPTIONS };
@@ -190,13 +191,17 @@ async function dataRootOf(cache: FeatureCache, split: string): Promise<string | 
   return typeof root === 'string' ? root : null;
 }
 
-const csvField = (v: string) => (/[",\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
+const csvField = csvText;
 
 export function similarCsv(result: SimilarResult): string {
   const lines = ['query,rank,path,label,similarity'];
   for (const a of result.answers)
     a.neighbours.forEach((n, r) =>
-      lines.push([a.query, String(r + 1), n.path, n.label ?? '', n.similarity.toFixed(4)].map(csvField).join(',')),
+      lines.push(
+        [csvField(a.query), String(r + 1), csvField(n.path), csvField(n.label ?? ''), n.similarity.toFixed(4)].join(
+          ',',
+        ),
+      ),
     );
   return `${lines.join('\n')}\n`;
 }

@@ -109,6 +109,24 @@ describe('CSV of id,label (Kaggle dog breeds)', () => {
     assert.ok(train.items.every((i) => i.path.startsWith('train/')));
   });
 
+  it('a CSV without --val-fraction is cached whole under any split it is given', async () => {
+    const root = await kaggle('id,breed\na1,pug\nb2,collie\nc3,pug\nd4,collie\n');
+    for (const split of ['val', 'holdout']) {
+      const ds = await openDataset({ data: root, labels: path.join(root, 'labels.csv'), split, seed: 0 });
+      assert.equal(ds.split, split);
+      assert.deepEqual(ds.items.map((i) => path.basename(i.path)).sort(), ['a1.jpg', 'b2.jpg', 'c3.jpg', 'd4.jpg']);
+    }
+  });
+
+  it('refuses a class name with a line break, which would shift classes.txt', async () => {
+    const root = await kaggle('id,breed\na1,"pug\ncollie"\nb2,collie\nc3,pug\nd4,collie\n');
+    await assert.rejects(
+      openDataset({ data: root, labels: path.join(root, 'labels.csv'), split: 'train', seed: 0 }),
+      (error: FeatcacheError) =>
+        error.exitCode === 2 && /labels\.csv: class name "pug\\ncollie" contains a line break/.test(error.message),
+    );
+  });
+
   it('finds labels.csv inside --data when it is not found as given', async () => {
     const root = await kaggle('id,breed\na1,pug\nb2,collie\nc3,pug\nd4,collie\n');
     const val = await openDataset({ data: root, labels: 'labels.csv', split: 'val', valFraction: 0.5, seed: 0 });

@@ -254,6 +254,29 @@ describe('WebDataset tar shards', () => {
     );
   });
 
+  it('says when a key repeats inside one shard instead of dropping the repeat silently', async () => {
+    const file = path.join(dir, 'dup', 'dup-0.tar');
+    const first = await jpeg(500);
+    await writeShard(file, [
+      { key: 'k0', members: { jpg: first, cls: '0' } },
+      { key: 'k1', members: { jpg: await jpeg(501), cls: '1' } },
+      { key: 'k0', members: { jpg: await jpeg(502), cls: '1' } },
+    ]);
+    const listing = await listTar(file, 'dup-0.tar');
+    assert.deepEqual(
+      listing.samples.map((s) => [s.key, s.label]),
+      [
+        ['k0', 0],
+        ['k1', 1],
+      ],
+    );
+    assert.deepEqual(
+      listing.skipped.map((s) => s.path),
+      ['dup-0.tar#k0'],
+    );
+    assert.match(listing.skipped[0]!.reason, /duplicate key in the shard/);
+  });
+
   it('indexes integer labels as themselves and names in sorted order', () => {
     const ints = classesOf([2, 0, null, 4]);
     assert.deepEqual(ints.classes, ['0', '1', '2', '3', '4']);
@@ -322,6 +345,21 @@ describe('extract from WebDataset shards', () => {
     }
   });
 
+  it('shards are cached under the split they are given (val-*.tar as --split val), like a list', async () => {
+    const shards = path.join(dir, 'valshards');
+    await fs.mkdir(shards);
+    for (const s of [0, 1])
+      await fs.copyFile(path.join(dir, 'shards', `part-${s}.tar`), path.join(shards, `val-00000${s}.tar`));
+    const cache = path.join(dir, 'cache-val');
+    const r = await extract(options(path.join(shards, 'val-{000000..000001}.tar'), cache, { split: 'val' }));
+    assert.deepEqual([r.extracted, r.failed, r.exitCode], [10, 0, ExitCode.ok]);
+    const store = await FeatureCache.open(cache);
+    const val = await store.read('val');
+    assert.equal(val.count, 10);
+    assert.deepEqual([...new Set(val.paths.map((p) => p.split('#')[0]))].sort(), ['val-000000.tar', 'val-000001.tar']);
+    await assert.rejects(store.read('train'));
+  });
+
   it('a truncated shard puts its unreadable samples in the ledger and the other shards are extracted', async () => {
     const shards = path.join(dir, 'damaged');
     await fs.mkdir(shards);
@@ -344,5 +382,33 @@ describe('extract from WebDataset shards', () => {
     );
     for (const f of ledger) assert.match(f.message, /corrupt or truncated tar/);
     assert.match(ledger[0]!.message, /after 3 samples .*later samples were not read/);
+  });
+
+  it("a non-integer .cls (-1, 1.5, abc) is that sample's failure; the other .cls stay class indices", async () => {
+    const shards = path.join(dir, 'badcls');
+    const labels = ['0', '1', '-1', '1.5', 'abc', '1', '0'];
+    const samples: Sample[] = [];
+    for (const [k, cls] of labels.entries()) samples.push({ key: `b${k}`, members: { jpg: await jpeg(400 + k), cls } });
+    await writeShard(path.join(shards, 'bad-0.tar'), samples);
+    const ds = await openTarDataset(path.join(shards, 'bad-0.tar'));
+    assert.deepEqual(ds.classes, ['0', '1'], 'the good .cls values are indices, not names');
+    assert.deepEqual(
+      ds.items.map((i) => i.label),
+      [0, 1, null, null, null, 1, 0],
+    );
+    const cache = path.join(dir, 'cache-badcls');
+    const r = await extract(options(path.join(shards, 'bad-0.tar'), cache));
+    assert.deepEqual([r.extracted, r.failed, r.exitCode], [4, 3, ExitCode.partial]);
+    const store = await FeatureCache.open(cache);
+    const got = await store.read('train');
+    assert.deepEqual(got.classes, ['0', '1']);
+    const labelOf = new Map(got.paths.map((p, i) => [p, got.labels[i]]));
+    assert.deepEqual(
+      ['b0', 'b1', 'b5', 'b6'].map((k) => labelOf.get(`bad-0.tar#${k}`)),
+      [0, 1, 1, 0],
+    );
+    const ledger = await store.failures('train');
+    assert.deepEqual(ledger.map((f) => f.path).sort(), ['bad-0.tar#b2', 'bad-0.tar#b3', 'bad-0.tar#b4']);
+    for (const f of ledger) assert.match(f.message, /bad \.cls label .*expected a non-negative integer class index/);
   });
 });

@@ -1,0 +1,9 @@
+/**
+ * One text cell of a CSV featcache writes. Quoted when it holds a quote, comma or line break (RFC 4180); a cell that
+ * starts with = + - @, tab or CR is prefixed with ' (OWASP's advice against spreadsheet formula injection), since paths
+ * and labels come from files and URLs anyone may name. Numbers are written as numbers, never through this.
+ */
+export function csvText(text: string): string {
+  const safe = /^[=+\-@\t\r]/.test(text) ? `'${text}` : text;
+  return /[",\n\r]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
+}
