@@ -8,34 +8,13 @@ import { loadHead } from '../../src/head/saved.js';
 import { decodeBatch } from '../../src/image/batch.js';
 import { getPreset } from '../../src/image/presets.js';
 import { expandInputs, predict } from '../../src/jobs/predict.js';
-import { readHeadFiles } from '../../src/export/bundle.js';
 import { DEFAULT_IMAGE_POLICY } from '../../src/image/presets.js';
+import { plainProbabilities } from '../support/head-reference.js';
 import { runCli, tempDir, writeColourFolder, writeTinyModel } from '../support/helpers.js';
 
-/** A saved head on raw features in float64, from its files: normalisation, dense layers (ReLU between), softmax(z / T). */
+/** A saved head on raw features in float64, from its files (test/support/head-reference.ts). */
 async function plainHead(headDir: string, raw: Float32Array, count: number): Promise<Float64Array> {
-  const head = await readHeadFiles(headDir);
-  const n = head.info.normalization;
-  const t = head.info.temperature ?? 1;
-  const dim = head.layers[0]!.shape[0];
-  const classes = head.layers.at(-1)!.shape[1];
-  const out = new Float64Array(count * classes);
-  for (let r = 0; r < count; r++) {
-    let x = Array.from(raw.subarray(r * dim, (r + 1) * dim), Number);
-    if (n.kind === 'l2') x = x.map((v) => v / Math.hypot(...x));
-    if (n.kind === 'standard') x = x.map((v, d) => (v - n.mean![d]!) / n.std![d]!);
-    head.layers.forEach((l, li) => {
-      const y = Array.from(l.bias, Number);
-      for (let i = 0; i < l.shape[0]; i++)
-        for (let j = 0; j < l.shape[1]; j++) y[j]! += x[i]! * l.kernel[i * l.shape[1] + j]!;
-      x = li + 1 < head.layers.length ? y.map((v) => Math.max(0, v)) : y;
-    });
-    const m = Math.max(...x);
-    const e = x.map((v) => Math.exp((v - m) / t));
-    const s = e.reduce((a, b) => a + b, 0);
-    e.forEach((v, j) => (out[r * classes + j] = v / s));
-  }
-  return out;
+  return (await plainProbabilities(headDir, raw, count)).probabilities;
 }
 
 describe('predict (library)', () => {
