@@ -180,14 +180,15 @@ function heldLock(file: string, owner: Owner): Lock {
 }
 
 /**
- * Removes what a writer or compaction killed mid-commit leaves: part temporaries of dead processes, and part indexes
- * whose part was never renamed into place. Call it holding the lock. `shard`: only that shard's orphan indexes,
+ * Removes what a writer or compaction killed mid-commit leaves: part and lock temporaries of dead processes (a kill
+ * between writing a lock's temporary and linking it leaves one), and part indexes whose part was never renamed into
+ * place. Call it holding the lock. `shard`: only that shard's orphan indexes,
  * because another shard's writer may be between writing its index and renaming its part; null (compaction, which
  * holds every shard's lock): all of them.
  */
 export async function removeStaleTemporaries(dir: string, shard: string | null): Promise<void> {
   const names = await fs.readdir(dir).catch(() => [] as string[]);
-  await removeDeadTemporaries(dir, names, (of) => of.startsWith('part-'));
+  await removeDeadTemporaries(dir, names, (of) => of.startsWith('part-') || of.startsWith('.lock-'));
   const present = new Set(names);
   for (const name of names) {
     const orphanIndex =

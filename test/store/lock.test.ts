@@ -3,7 +3,8 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, it } from 'node:test';
-import { acquireLock, processStartTicks } from '../../src/store/lock.js';
+import { spawnSync } from 'node:child_process';
+import { acquireLock, processStartTicks, removeStaleTemporaries } from '../../src/store/lock.js';
 import { tempDir } from '../support/helpers.js';
 
 const ago = (seconds: number) => new Date(Date.now() - seconds * 1000);
@@ -110,5 +111,20 @@ describe('lock', () => {
     await fs.writeFile(file, otherHostLock);
     await lock.release();
     assert.equal(JSON.parse(await fs.readFile(file, 'utf8')).host, 'node-that-died.cluster');
+  });
+
+  it("a dead writer's lock temporary is swept; a live one's and a user's look-alike are kept", async () => {
+    // A kill between writing the lock's temporary and linking it leaves `..lock-<shard>.<pid>.<ms>.tmp` behind.
+    const dir = await tempDir();
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    const names = [
+      `..lock-0of1.${dead}.1.tmp`,
+      `..lock-0of1.${process.pid}.1.tmp`,
+      `.notes.${dead}.1.tmp`,
+      'my-lock-0of1.tmp',
+    ];
+    for (const name of names) await fs.writeFile(path.join(dir, name), '{}');
+    await removeStaleTemporaries(dir, '0of1');
+    assert.deepEqual((await fs.readdir(dir)).sort(), names.slice(1).sort());
   });
 });
