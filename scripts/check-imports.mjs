@@ -25,6 +25,7 @@ const LAYERS = [
   ['head'],
   ['neighbors'],
   ['audit'],
+  ['map'],
   ['export'],
   ['serve'],
   ['jobs'],
