@@ -2,13 +2,14 @@
  * Map page benchmark: the page featcache map writes, opened in Debian's Chromium (headless, software rendering) with
  * 100 k synthetic clustered points against 1 k points in the same run. Measures writing the page, its first draw
  * after navigation, and the frame time while panning with the mouse (goal: ≤ 33 ms per frame at 100 k).
- * Runnable alone: `node dist/scripts/bench-map-page.js [points…]` prints JSON. No thumbnails: their cost is sharp's,
+ * Runnable alone: `node dist/scripts/bench-map-page.js [baseline points, points…]` prints JSON; `npm run bench`
+ * runs it as features.map-page. No thumbnails: their cost is sharp's,
  * once per image, not the page's.
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Browser } from 'playwright-core';
 import type { MapData } from '../src/map/data.js';
 import { writeMapPage } from '../src/map/page.js';
@@ -147,53 +148,62 @@ async function measure(browser: Browser, dir: string, count: number) {
   };
 }
 
-async function main(): Promise<void> {
-  const counts = process.argv
-    .slice(2)
-    .map(Number)
-    .filter((n) => n > 0);
-  const [baselineCount, ...rest] = counts.length ? counts : [1000, 100_000];
+/** For `npm run bench` (features.map-page); `quick`: 20 k points instead of 100 k. */
+export async function benchMapPage(opts: {
+  quick: boolean;
+  log: (l: string) => void;
+}): Promise<Record<string, unknown>> {
+  return run([1000, opts.quick ? 20_000 : 100_000], opts.log);
+}
+
+async function run(counts: number[], log: (l: string) => void): Promise<Record<string, unknown>> {
+  const [baselineCount, ...rest] = counts;
   const { chromium } = await import('playwright-core');
   const loadAtStart = os.loadavg().map(round);
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'featcache-bench-map-'));
   try {
+    log(`map page: ${baselineCount} points (baseline)`);
     const baseline = await measure(browser, dir, baselineCount!);
     const runs: Awaited<ReturnType<typeof measure>>[] = [];
-    for (const count of rest) runs.push(await measure(browser, dir, count));
+    for (const count of rest) {
+      log(`map page: ${count} points`);
+      runs.push(await measure(browser, dir, count));
+    }
     const ratio = (r: (typeof runs)[number]) => ({
       points: r.points,
-      firstDraw: round(r.firstDrawMsAfterNavigation / baseline.firstDrawMsAfterNavigation),
-      panDrawP50: round(r.pan.drawMs.p50 / baseline.pan.drawMs.p50),
-      panFrameIntervalP50: round(r.pan.frameIntervalMs.p50 / baseline.pan.frameIntervalMs.p50),
+      firstDrawRatio: round(r.firstDrawMsAfterNavigation / baseline.firstDrawMsAfterNavigation),
+      panDrawP50Ratio: round(r.pan.drawMs.p50 / baseline.pan.drawMs.p50),
+      panFrameIntervalP50Ratio: round(r.pan.frameIntervalMs.p50 / baseline.pan.frameIntervalMs.p50),
     });
-    console.log(
-      JSON.stringify(
-        {
-          benchmark: 'map-page',
-          machine: {
-            cpu: os.cpus()[0]?.model ?? 'unknown',
-            cores: os.cpus().length,
-            loadAverageAtStart: loadAtStart,
-            loadAverageAtEnd: os.loadavg().map(round),
-            note: 'shared machine: other jobs run beside this one; compare the ratios, not the absolute numbers',
-          },
-          chromium: browser.version(),
-          viewport: VIEWPORT,
-          versions: toolVersions(),
-          goalFrameMs: 33,
-          baseline,
-          runs,
-          ratiosToBaseline: runs.map(ratio),
-        },
-        null,
-        2,
-      ),
-    );
+    return {
+      benchmark: 'map-page',
+      machine: {
+        cpu: os.cpus()[0]?.model ?? 'unknown',
+        cores: os.cpus().length,
+        loadAverageAtStart: loadAtStart,
+        loadAverageAtEnd: os.loadavg().map(round),
+        note: 'shared machine: other jobs run beside this one; compare the ratios, not the absolute numbers',
+      },
+      chromium: browser.version(),
+      viewport: VIEWPORT,
+      versions: toolVersions(),
+      goalFrameMs: 33,
+      baseline,
+      runs,
+      ratiosToBaseline: runs.map(ratio),
+    };
   } finally {
     await browser.close();
     await fs.rm(dir, { recursive: true, force: true });
   }
 }
 
-await main();
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const counts = process.argv
+    .slice(2)
+    .map(Number)
+    .filter((n) => n > 0);
+  const report = await run(counts.length > 1 ? counts : [1000, 100_000], (l) => console.error(l));
+  console.log(JSON.stringify(report, null, 2));
+}

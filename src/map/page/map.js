@@ -1086,6 +1086,11 @@
         const r = overlay.getBoundingClientRect();
         return [r.left + toScreenX(x), r.top + toScreenY(y)];
       },
+      /** Where point i is drawn, in CSS pixels relative to the viewport. */
+      pointClient: (i) => {
+        const r = overlay.getBoundingClientRect();
+        return [r.left + toScreenX(data.x[i]), r.top + toScreenY(data.y[i])];
+      },
       selectedCount: () => selectedCount,
       matchCount: () => matchCount,
       count: n,
