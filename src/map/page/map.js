@@ -56,6 +56,8 @@
   const sy = new Float32Array(n);
   const visible = new Uint8Array(n);
   const selected = new Uint8Array(n);
+  const layers = new Uint8Array(n);
+  const drawList = new Uint32Array(n);
   let selectedCount = 0;
   let matches = null;
   let matchCount = 0;
@@ -153,6 +155,12 @@
       return Math.round(b + (c - b) * 0.28);
     };
     return rgba(mix(0), mix(8), mix(16));
+  }
+
+  /** A mode's colours dimmed, made once per mode when first needed. */
+  function dimColors(m) {
+    if (!m.dimmed) m.dimmed = m.color.map(dim);
+    return m.dimmed;
   }
 
   function categoryColor(k) {
@@ -450,24 +458,38 @@
 
     // Layers, drawn in order: 0 dimmed (outside the selection or search), 1 ordinary, 2 in front (wrong
     // predictions, suspect audit scores), 3 and 4 the same two for focused points (selected or matching), on top.
-    const layerOf = (i) => {
-      if (focus && !focus[i]) return 0;
-      return (front && front[i] ? 2 : 1) + (focus ? 2 : 0);
-    };
-    for (let layer = 0; layer <= 4; layer++) {
-      for (let k = 0; k < n; k++) {
-        const i = order[k];
-        if (!visible[i] || layerOf(i) !== layer) continue;
-        drawn++;
-        if (layer === 0) {
-          stamp(i, dim(colors[i]), disc);
-          continue;
-        }
-        if (rings && rings[i]) {
-          if (stamp(i, OUTLINE, ring)) outlined[outlinedCount++] = i;
-        } else if (layer >= 3 && selectedCount > 0) stamp(i, SELECTED_RING, ring);
-        stamp(i, colors[i], disc);
+    // One counting sort by layer keeps the shuffled order inside each layer: two passes over the points, not five.
+    const layerCounts = [0, 0, 0, 0, 0];
+    for (let k = 0; k < n; k++) {
+      const i = order[k];
+      if (!visible[i]) {
+        layers[i] = 255;
+        continue;
       }
+      const layer = focus && !focus[i] ? 0 : (front && front[i] ? 2 : 1) + (focus ? 2 : 0);
+      layers[i] = layer;
+      layerCounts[layer]++;
+    }
+    const starts = [0];
+    for (let l = 1; l < 5; l++) starts.push(starts[l - 1] + layerCounts[l - 1]);
+    for (let k = 0; k < n; k++) {
+      const i = order[k];
+      if (layers[i] !== 255) drawList[starts[layers[i]]++] = i;
+    }
+    const dimmed = layerCounts[0] > 0 ? dimColors(m) : null;
+    const total = starts[4];
+    for (let k = 0; k < total; k++) {
+      const i = drawList[k];
+      const layer = layers[i];
+      drawn++;
+      if (layer === 0) {
+        stamp(i, dimmed[i], disc);
+        continue;
+      }
+      if (rings && rings[i]) {
+        if (stamp(i, OUTLINE, ring)) outlined[outlinedCount++] = i;
+      } else if (layer >= 3 && selectedCount > 0) stamp(i, SELECTED_RING, ring);
+      stamp(i, colors[i], disc);
     }
     ctx.putImageData(image, 0, 0);
     drawOverlay();
