@@ -919,8 +919,9 @@
   function refreshVisible() {
     const shown = updateVisible();
     countSelection();
-    $('status').textContent =
+    const count =
       shown === n ? `${n.toLocaleString()} points` : `${shown.toLocaleString()} of ${n.toLocaleString()} shown`;
+    $('status').textContent = `${count} · hover for details · wheel to zoom · drag to pan · Shift+drag to select`;
     hideTooltip();
     hovered = -1;
     requestDraw();
