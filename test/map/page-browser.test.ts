@@ -20,6 +20,7 @@ declare global {
       lastFrame(): { mode: string; drawn: number; outlined: number[]; ms: number };
       toClient(x: number, y: number): [number, number];
       selectedCount(): number;
+      matchCount(): number;
       count: number;
     };
     pwned?: number;
@@ -252,6 +253,50 @@ describe(
       );
       await page.click('#legend li[data-entry="1"]');
       await page.waitForFunction((n) => window.featcacheMap.lastFrame().drawn === n, data.count);
+    });
+
+    it('wheel zooms around the cursor, a drag pans, F fits again', async () => {
+      const i = 34;
+      const before = await clientOf(page, data, i);
+      const other = await clientOf(page, data, 0);
+      await page.mouse.move(before[0], before[1]);
+      await page.mouse.wheel(0, -400);
+      await page.waitForFunction(
+        ([x, y, ox]) => Math.abs(window.featcacheMap.toClient(x!, y!)[0] - ox!) > 20,
+        [data.x[0]!, data.y[0]!, other[0]],
+      );
+      const after = await clientOf(page, data, i);
+      assert.ok(Math.hypot(after[0] - before[0], after[1] - before[1]) < 1, 'the point under the cursor stays put');
+      const zoomed = await clientOf(page, data, 0);
+      assert.ok(
+        Math.hypot(zoomed[0] - before[0], zoomed[1] - before[1]) >
+          Math.hypot(other[0] - before[0], other[1] - before[1]),
+      );
+      await page.mouse.down();
+      await page.mouse.move(after[0] + 50, after[1] - 30, { steps: 5 });
+      await page.mouse.up();
+      const panned = await clientOf(page, data, i);
+      assert.ok(Math.abs(panned[0] - after[0] - 50) < 1 && Math.abs(panned[1] - after[1] + 30) < 1);
+      await page.mouse.move(5, 5);
+      await page.keyboard.press('f');
+      await page.waitForFunction(
+        ([x, y, bx]) => Math.abs(window.featcacheMap.toClient(x!, y!)[0] - bx!) < 0.5,
+        [data.x[i]!, data.y[i]!, before[0]],
+      );
+    });
+
+    it('finding by path highlights the matches, which can become the selection', async () => {
+      const part = path.dirname(data.paths[0]!); // one class folder: n0
+      const expected = data.paths.filter((p) => p.toLowerCase().includes(part.toLowerCase())).length;
+      assert.ok(expected > 1 && expected < data.count);
+      await page.fill('#search', part);
+      await page.waitForFunction((n) => window.featcacheMap.matchCount() === n, expected);
+      assert.match((await page.textContent('#search-count'))!, new RegExp(`^${expected} paths match`));
+      await page.click('#select-matches');
+      assert.equal(await page.evaluate(() => window.featcacheMap.selectedCount()), expected);
+      await page.click('#clear');
+      await page.fill('#search', '');
+      await page.waitForFunction(() => window.featcacheMap.matchCount() === 0);
     });
 
     it('reports the thumbnails it made and the points without one', () => {
