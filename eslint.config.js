@@ -47,4 +47,26 @@ export default tseslint.config(
       globals: { process: 'readonly', console: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly' },
     },
   },
+  {
+    // The map page's script runs in a browser, inlined into the page featcache writes; it has no Node globals.
+    files: ['src/map/page/**/*.js'],
+    languageOptions: {
+      sourceType: 'script',
+      globals: Object.fromEntries(
+        [
+          'window',
+          'document',
+          'performance',
+          'requestAnimationFrame',
+          'setTimeout',
+          'clearTimeout',
+          'atob',
+          'Blob',
+          'URL',
+          'Image',
+          'HTMLInputElement',
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
+  },
 );
