@@ -224,6 +224,7 @@ export { DEFAULT_INT8_OPTIONS, type Int8Options } from './quantize.js';
 export {
   type Int8Model,
   type Int8Request,
+  type KeptCalibration,
   type EnsureInt8Options,
   checkFeaturePrecision,
   ensureInt8Model,

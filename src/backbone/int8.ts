@@ -1,8 +1,9 @@
 /**
  * `--int8`: the quantised backbone is built once per (model, tap, calibration images, recipe), saved in featcache's
  * cache folder under the model's sha256 (never beside the user's model) with its calibration provenance, and reused
- * while that provenance matches. Features it computes are
- * identified by precision `int8` plus the calibration hash, never mixed with FP32 ones.
+ * while that provenance matches. Features it computes are identified by precision `int8` plus the calibration hash,
+ * never mixed with FP32 ones. A feature cache keeps the calibration it was made with (KeptCalibration): images added
+ * later change the sample a fresh calibration would draw, but not the cache's model.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -22,6 +23,7 @@ import {
   Int8Unsupported,
   type QuantizeReport,
   quantizeModel,
+  quantizeWithParams,
 } from './quantize.js';
 
 export interface Int8Provenance {
@@ -32,7 +34,10 @@ export interface Int8Provenance {
     method: Int8Options['calibrationRanges'];
     percentile: number | null;
     seed: number;
+    /** Images actually used (fewer than `requested` when fewer decode). */
     count: number;
+    /** `--calibrate` as given; absent in models saved before featcache recorded it. */
+    requested?: number | undefined;
     images: CalibrationImage[];
     preprocessing: Record<string, unknown>;
   };
@@ -152,6 +157,25 @@ async function readSaved(
   }
 }
 
+async function saveInt8(
+  paths: { model: string; provenance: string },
+  bytes: Uint8Array,
+  provenance: Int8Provenance,
+): Promise<void> {
+  try {
+    await fs.mkdir(path.dirname(paths.model), { recursive: true });
+    // Model first: a provenance file only ever describes a model that is fully on disk.
+    await writeBytesAtomic(paths.model, bytes);
+    await writeBytesAtomic(paths.provenance, `${JSON.stringify(provenance, null, 2)}\n`);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    throw new FeatcacheError(
+      `${optionName('int8')}: cannot save the quantised model as ${paths.model} (${code}); pass a writable directory for it with ${optionName('int8Dir')}`,
+      ExitCode.failed,
+    );
+  }
+}
+
 /**
  * The int8 model for a tapped FP32 backbone, quantised on first use and reused after. `fusion.fused === false`
  * (with `fusion.reason`) means: do not use it, run FP32 — the caller decides and tells the user.
@@ -195,6 +219,7 @@ export async function ensureInt8Model(
         percentile: settings.calibrationRanges === 'percentile' ? settings.calibrationPercentile : null,
         seed: settings.seed,
         count: calibration.images.length,
+        requested: settings.calibrate,
         images: calibration.images,
         preprocessing: calibration.preprocessing,
       },
@@ -203,18 +228,7 @@ export async function ensureInt8Model(
       createdAt: new Date().toISOString(),
       versions: toolVersions(),
     };
-    try {
-      await fs.mkdir(path.dirname(paths.model), { recursive: true });
-      // Model first: a provenance file only ever describes a model that is fully on disk.
-      await writeBytesAtomic(paths.model, quantised.bytes);
-      await writeBytesAtomic(paths.provenance, `${JSON.stringify(provenance, null, 2)}\n`);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code ?? String(error);
-      throw new FeatcacheError(
-        `${optionName('int8')}: cannot save the quantised model as ${paths.model} (${code}); pass a writable directory for it with ${optionName('int8Dir')}`,
-        ExitCode.failed,
-      );
-    }
+    await saveInt8(paths, quantised.bytes, provenance);
     saved = { bytes: quantised.bytes, provenance, paths };
   }
   const fusion = await fusionOf(paths, saved.bytes, saved.provenance.sha256);
@@ -250,9 +264,21 @@ export async function savedInt8Model(
   };
 }
 
+/**
+ * The calibration a feature cache keeps (its manifest records it): every later run into that cache uses it, however
+ * the data grows, and rebuilds its int8 model from the recorded ranges if the saved one is gone.
+ */
+export interface KeptCalibration {
+  provenance: Int8Provenance;
+  /** The cache, for messages (e.g. `--cache features`). */
+  where: string;
+}
+
 export interface Int8Request {
   /** Use the int8 model calibrated as this (a head records it); needs no images. */
   calibrationHash?: string | undefined;
+  /** A feature cache's own calibration: used as it is, never recalibrated. */
+  kept?: KeptCalibration | undefined;
   /** Calibration images; only built when no saved model can be used. */
   calibration?: (() => Promise<CalibrationSource>) | undefined;
   options?: Partial<EnsureInt8Options> | undefined;
@@ -270,6 +296,7 @@ export async function resolveInt8(
 ): Promise<Int8Model | { unsupported: string }> {
   const dir = request.options?.int8Dir;
   const cacheDir = request.options?.cacheDir;
+  if (request.kept) return keptInt8Model(source, request.kept, dir, cacheDir);
   if (request.calibrationHash) {
     const saved = await savedInt8Model(source, request.calibrationHash, dir, cacheDir);
     if (saved && saved.provenance.source.sha256 === source.sha256) return saved;
@@ -289,6 +316,42 @@ export async function resolveInt8(
   if (!request.calibration)
     throw new FeatcacheError(`${optionName('int8')}: no calibration images and no saved int8 model to use`);
   return ensureInt8Model(source, await request.calibration(), request.options);
+}
+
+/**
+ * A cache's kept calibration as an int8 model: the saved one when it is intact, else rebuilt from the recorded uint8
+ * parameters and accepted only if it hashes to the recorded sha256 (the features of the cache's rows came from it).
+ */
+async function keptInt8Model(
+  source: { file: string; sha256: string; tap: TapPoint; tapped: () => Promise<Uint8Array> },
+  kept: KeptCalibration,
+  dir: string | undefined,
+  cacheDir: string | undefined,
+): Promise<Int8Model | { unsupported: string }> {
+  const p = kept.provenance;
+  if (p.source.sha256 !== source.sha256 || p.source.tappedTensor !== source.tap.tensor)
+    throw new FeatcacheError(
+      `${kept.where}: its int8 calibration was made for model sha256 ${p.source.sha256.slice(0, 12)}… tapped at ${p.source.tappedTensor}, not ${optionName('model')} ${source.file} (sha256 ${source.sha256.slice(0, 12)}… tapped at ${source.tap.tensor}); use another cache directory for this model`,
+    );
+  const saved = await savedInt8Model(source, p.calibrationHash, dir, cacheDir);
+  if (saved && saved.provenance.sha256 === p.sha256) return saved;
+  let bytes: Uint8Array;
+  try {
+    bytes = quantizeWithParams(await source.tapped(), p.ranges, `${optionName('model')} ${source.file}`);
+  } catch (error) {
+    if (error instanceof Int8Unsupported) return { unsupported: error.reason };
+    throw error;
+  }
+  const sha256 = sha256Bytes(bytes);
+  if (sha256 !== p.sha256)
+    throw new FeatcacheError(
+      `${kept.where}: its int8 model (calibration ${p.calibrationHash.slice(0, 12)}…) is gone from featcache's cache folder, and rebuilding it from the ranges the cache recorded gives another model (sha256 ${sha256.slice(0, 12)}…, not ${p.sha256.slice(0, 12)}…: this featcache quantises differently); extract into a new ${optionName('cache')} to recalibrate`,
+      ExitCode.failed,
+    );
+  const paths = int8Paths(source, p.calibrationHash, dir, cacheDir);
+  await saveInt8(paths, bytes, p);
+  const fusion = await fusionOf(paths, bytes, sha256);
+  return { file: paths.model, sha256, calibrationHash: p.calibrationHash, provenance: p, fusion, reused: true, bytes };
 }
 
 export interface PrecisionIdentity {
