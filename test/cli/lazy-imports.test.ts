@@ -76,15 +76,50 @@ describe('lazy loading', () => {
     for (const unused of ['apache-arrow', 'parquet-wasm', 'fastify', '@tensorflow']) assert.ok(!heavy.includes(unused));
   });
 
-  it('importing the library loads no job and no ML, image or HTTP module (Arrow only, for FeatureCache)', async () => {
+  it('importing the library loads no job and no heavy module, Arrow included', async () => {
     const r = await loadedPackages([
       '--input-type=module',
       '-e',
       "const f = await import('./dist/src/index.js'); f.parseDevice('cpu');",
     ]);
     assert.equal(r.status, 0);
-    assert.deepEqual(heavyIn(r.packages), ['apache-arrow']);
+    assert.deepEqual(heavyIn(r.packages), []);
     assert.ok(!r.modules.some((m) => /dist\/src\/jobs\/(?!defaults|setting-text)/.test(m)), 'no job module');
+  });
+
+  it('FeatureCache loads Arrow with the first part it reads, not when it opens a cache', async () => {
+    const dir = await tempDir('featcache-lazy-cache-');
+    await fs.writeFile(
+      path.join(dir, 'cache.json'),
+      JSON.stringify({
+        format: 1,
+        modelSha256: 'a'.repeat(64),
+        modelFile: 'm.onnx',
+        tappedTensor: 't',
+        preset: {},
+        exif: 'ignore',
+        icc: 'ignore',
+        dim: 2,
+        classes: [],
+      }),
+    );
+    const opened = await loadedPackages([
+      '--input-type=module',
+      '-e',
+      `const f = await import('./dist/src/index.js'); const c = await f.FeatureCache.open(${JSON.stringify(dir)}); await c.splits();`,
+    ]);
+    assert.equal(opened.status, 0);
+    assert.deepEqual(heavyIn(opened.packages), []);
+    const read = await loadedPackages([
+      '--input-type=module',
+      '-e',
+      `const f = await import('./dist/src/index.js'); const c = await f.FeatureCache.open(${JSON.stringify(dir)});
+       await c.read('train').catch(() => {});
+       const { readPart } = await import('./dist/src/store/part.js'); await readPart('/nonexistent').catch(() => {});`,
+    ]);
+    assert.equal(read.status, 0);
+    assert.deepEqual(heavyIn(read.packages), ['apache-arrow']);
+    await fs.rm(dir, { recursive: true, force: true });
   });
 
   it("a library job's first call loads its module; defaults are the job's own", () => {
