@@ -10,21 +10,15 @@ import * as path from 'node:path';
 import { FeatcacheError, nonNegativeInteger, optionName, parseChoice, positiveInteger, ExitCode } from '../errors.js';
 import { sha256Bytes, writeBytesAtomic } from '../util/fsx.js';
 import { toolVersions } from '../version.js';
-import { RANGE_METHODS, checkRangeOptions } from './calibrate.js';
 import type { CalibrationImage, CalibrationSource } from './calibration-source.js';
-import { type FusionReport, verifyFusion } from './fusion.js';
-import { cachedForRuntime, featcacheCacheDir, modelDir } from './model-cache.js';
+import type { FusionReport } from './fusion.js';
+import { DEFAULT_INT8_OPTIONS, INT8_RECIPE, RANGE_METHODS, checkRangeOptions } from './int8-defaults.js';
+import { cachedForRuntime, featcacheCacheDir, modelDir, modelSha256 } from './model-cache.js';
 import type { InputLayout } from './session.js';
 import type { TapPoint } from './tap.js';
-import {
-  DEFAULT_INT8_OPTIONS,
-  INT8_RECIPE,
-  type Int8Options,
-  Int8Unsupported,
-  type QuantizeReport,
-  quantizeModel,
-  quantizeWithParams,
-} from './quantize.js';
+// The quantiser, the calibrator and the fusion check (protobuf code, onnxruntime) load only when a model is built or
+// judged: a run that reuses a saved int8 model reads two small JSON files and a cached hash.
+import type { Int8Options, QuantizeReport } from './quantize.js';
 
 export interface Int8Provenance {
   recipe: string;
@@ -56,7 +50,6 @@ export interface Int8Model {
   fusion: FusionReport;
   /** True when a saved model with matching provenance was used instead of quantising again. */
   reused: boolean;
-  bytes: Uint8Array;
 }
 
 export interface EnsureInt8Options extends Int8Options {
@@ -125,33 +118,42 @@ async function readSavedAnywhere(
   hash: string,
   dir: string | undefined,
   cacheDir: string | undefined,
-): Promise<{ bytes: Uint8Array; provenance: Int8Provenance; paths: { model: string; provenance: string } } | null> {
+): Promise<{ provenance: Int8Provenance; paths: { model: string; provenance: string } } | null> {
   const candidates = [
     ...(dir ? [int8Paths(source, hash, dir, cacheDir)] : []),
     int8Paths(source, hash, undefined, cacheDir),
     legacyInt8Paths(source, hash),
   ];
   for (const paths of candidates) {
-    const found = await readSaved(paths, hash);
+    const found = await readSaved(paths, hash, cacheDir);
     if (found && found.provenance.source.sha256 === source.sha256) return { ...found, paths };
   }
   return null;
 }
 
 /** Whether the quantised graph fuses on this CPU and onnxruntime: an optimisation pass, so judged once and kept. */
-function fusionOf(paths: { model: string }, bytes: Uint8Array, sha256: string): Promise<FusionReport> {
-  return cachedForRuntime(`${paths.model}.${sha256.slice(0, 16)}.fusion.json`, () => verifyFusion(bytes));
+function fusionOf(paths: { model: string }, sha256: string, bytes?: Uint8Array): Promise<FusionReport> {
+  return cachedForRuntime(`${paths.model}.${sha256.slice(0, 16)}.fusion.json`, async () => {
+    const { verifyFusion } = await import('./fusion.js');
+    return verifyFusion(bytes ?? (await fs.readFile(paths.model)));
+  });
 }
 
+/**
+ * A saved model whose provenance names this calibration and whose file hashes to the sha256 it records. The hash is
+ * featcache's cached one while the file's size, mtime, ctime and inode are unchanged (model-cache.ts), so a reused
+ * model is not read and hashed again on every start; a replaced or rewritten file is.
+ */
 async function readSaved(
   paths: { model: string; provenance: string },
   hash: string,
-): Promise<{ bytes: Uint8Array; provenance: Int8Provenance } | null> {
+  cacheDir: string | undefined,
+): Promise<{ provenance: Int8Provenance } | null> {
   try {
     const provenance = JSON.parse(await fs.readFile(paths.provenance, 'utf8')) as Int8Provenance;
     if (provenance.calibrationHash !== hash || provenance.recipe !== INT8_RECIPE) return null;
-    const bytes = await fs.readFile(paths.model);
-    return sha256Bytes(bytes) === provenance.sha256 ? { bytes, provenance } : null;
+    const { sha256 } = await modelSha256(paths.model, cacheDir ?? featcacheCacheDir());
+    return sha256 === provenance.sha256 ? { provenance } : null;
   } catch {
     return null;
   }
@@ -191,10 +193,17 @@ export async function ensureInt8Model(
   const log = settings.log ?? (() => {});
   const hash = calibrationHash({ sha256: source.sha256, tappedTensor: source.tap.tensor }, calibration, settings);
   let paths = int8Paths(source, hash, settings.int8Dir, settings.cacheDir);
-  let saved = await readSavedAnywhere(source, hash, settings.int8Dir, settings.cacheDir);
+  let saved: { provenance: Int8Provenance; paths: typeof paths } | null = await readSavedAnywhere(
+    source,
+    hash,
+    settings.int8Dir,
+    settings.cacheDir,
+  );
   const reused = saved !== null;
+  let built: Uint8Array | undefined;
   if (saved) paths = saved.paths;
   else {
+    const { Int8Unsupported, quantizeModel } = await import('./quantize.js');
     let quantised: { bytes: Uint8Array; report: QuantizeReport };
     try {
       quantised = await quantizeModel(
@@ -229,9 +238,10 @@ export async function ensureInt8Model(
       versions: toolVersions(),
     };
     await saveInt8(paths, quantised.bytes, provenance);
-    saved = { bytes: quantised.bytes, provenance, paths };
+    saved = { provenance, paths };
+    built = quantised.bytes;
   }
-  const fusion = await fusionOf(paths, saved.bytes, saved.provenance.sha256);
+  const fusion = await fusionOf(paths, saved.provenance.sha256, built);
   return {
     file: paths.model,
     sha256: saved.provenance.sha256,
@@ -239,7 +249,6 @@ export async function ensureInt8Model(
     provenance: saved.provenance,
     fusion,
     reused,
-    bytes: saved.bytes,
   };
 }
 
@@ -252,7 +261,7 @@ export async function savedInt8Model(
 ): Promise<Int8Model | null> {
   const saved = await readSavedAnywhere(source, hash, dir, cacheDir);
   if (!saved) return null;
-  const fusion = await fusionOf(saved.paths, saved.bytes, saved.provenance.sha256);
+  const fusion = await fusionOf(saved.paths, saved.provenance.sha256);
   return {
     file: saved.paths.model,
     sha256: saved.provenance.sha256,
@@ -260,7 +269,6 @@ export async function savedInt8Model(
     provenance: saved.provenance,
     fusion,
     reused: true,
-    bytes: saved.bytes,
   };
 }
 
@@ -335,6 +343,7 @@ async function keptInt8Model(
     );
   const saved = await savedInt8Model(source, p.calibrationHash, dir, cacheDir);
   if (saved && saved.provenance.sha256 === p.sha256) return saved;
+  const { Int8Unsupported, quantizeWithParams } = await import('./quantize.js');
   let bytes: Uint8Array;
   try {
     bytes = quantizeWithParams(await source.tapped(), p.ranges, `${optionName('model')} ${source.file}`);
@@ -350,29 +359,8 @@ async function keptInt8Model(
     );
   const paths = int8Paths(source, p.calibrationHash, dir, cacheDir);
   await saveInt8(paths, bytes, p);
-  const fusion = await fusionOf(paths, bytes, sha256);
-  return { file: paths.model, sha256, calibrationHash: p.calibrationHash, provenance: p, fusion, reused: true, bytes };
+  const fusion = await fusionOf(paths, sha256, bytes);
+  return { file: paths.model, sha256, calibrationHash: p.calibrationHash, provenance: p, fusion, reused: true };
 }
 
-export interface PrecisionIdentity {
-  precision?: 'fp32' | 'fp16' | 'int8' | undefined;
-  calibrationHash?: string | undefined;
-}
-
-const describePrecision = (p: PrecisionIdentity) =>
-  p.precision === 'int8'
-    ? `int8 features (calibration ${p.calibrationHash?.slice(0, 12) ?? 'unknown'}…)`
-    : `${p.precision ?? 'fp32'} features`;
-
-/**
- * Refuses to feed a head features of another precision or calibration: int8 features differ from FP32 ones by a
- * centred cosine of ~0.97, enough to shift a trained head's decisions, so they are never silently interchanged.
- */
-export function checkFeaturePrecision(what: string, trainedOn: PrecisionIdentity, given: PrecisionIdentity): void {
-  const int8 = (p: PrecisionIdentity) => p.precision === 'int8';
-  const same = int8(trainedOn) === int8(given) && (!int8(given) || trainedOn.calibrationHash === given.calibrationHash);
-  if (same) return;
-  throw new FeatcacheError(
-    `${what}: was trained on ${describePrecision(trainedOn)} but is given ${describePrecision(given)}; int8 and float features (or two int8 calibrations) are not interchangeable — ${int8(trainedOn) ? 'use the int8 backbone it was trained with' : `run without ${optionName('int8')}`} or train a head on these features`,
-  );
-}
+export { type PrecisionIdentity, checkFeaturePrecision } from './precision.js';

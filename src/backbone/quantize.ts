@@ -21,10 +21,9 @@ import {
   graphInputs,
   onnx,
 } from './graph.js';
-import { DEFAULT_INT8_OPTIONS } from './int8-defaults.js';
+import { DEFAULT_INT8_OPTIONS, INT8_RECIPE } from './int8-defaults.js';
 
-/** Bumped whenever the graph surgery or parameter rules change: saved models of another version are rebuilt. */
-export const INT8_RECIPE = 'qdq-u8act-s8w-perchannel-v1';
+export { INT8_RECIPE };
 
 export interface Int8Options {
   /** Images sampled from the dataset to calibrate activation ranges. */

@@ -4,9 +4,10 @@
  * onnxruntime's worker thread, and a SplitWriter commits atomic parts, so a killed run resumes where the last commit
  * ended and never stores an image twice.
  */
-import { type Backbone, type KeptCalibration, datasetCalibrationSource, openBackbone } from '../backbone/index.js';
+import { type Backbone, type KeptCalibration, openBackbone } from '../backbone/index.js';
+import { datasetCalibrationSource } from '../backbone/calibration-source.js';
 import { RANGE_METHODS, type RangeMethod } from '../backbone/calibrate.js';
-import { parseDevice, threadCount } from '../backbone/session.js';
+import { parseDevice, threadCount } from '../backbone/device.js';
 import { type Dataset, type DatasetOptions, type Item, openDataset } from '../dataset/index.js';
 import type { Stamp } from '../dataset/source.js';
 import { type Shard, parseShard } from '../dataset/split.js';
