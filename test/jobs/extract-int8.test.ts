@@ -250,6 +250,21 @@ describe('extract --int8 is incremental: the cache keeps its calibration (issue 
     assert.equal(await sha256File(j.int8.file), manifest.int8Calibration.sha256);
   });
 
+  it('a cache made before featcache kept its calibration finds its model by hash and learns the record', async () => {
+    const file = path.join(cache, 'cache.json');
+    const manifest = JSON.parse(await fs.readFile(file, 'utf8'));
+    const { int8Calibration, ...legacy } = manifest;
+    await fs.writeFile(file, `${JSON.stringify(legacy, null, 2)}\n`);
+    await addImages('legacy', 2);
+    const r = await runCli(args);
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.extracted, 2);
+    assert.equal(j.int8.calibrationHash, manifest.calibrationHash);
+    assert.doesNotMatch(r.stderr, /calibrating/);
+    assert.deepEqual(JSON.parse(await fs.readFile(file, 'utf8')).int8Calibration, int8Calibration);
+  });
+
   it('refuses other calibration settings on a calibrated cache, naming the flag and how to recalibrate', async () => {
     const r = await runCli([...args.slice(0, -3), '--calibrate', '5']);
     assert.equal(r.code, 2, r.stderr);
