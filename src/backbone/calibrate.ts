@@ -5,14 +5,14 @@
  * and keeps a strided sample of it, bounded per batch, so memory does not grow with the activation size.
  */
 import * as ort from 'onnxruntime-node';
-import { invalidParameter, oneOf } from '../errors.js';
+import { invalidParameter } from '../errors.js';
 import { type GraphProto, type ModelProto, type NodeProto, encodeModel, graphInputs, onnx } from './graph.js';
 
 type ValueInfo = NonNullable<GraphProto['output']>[number];
 
-import { RANGE_METHODS, type RangeMethod } from './int8-defaults.js';
+import { RANGE_METHODS, type RangeMethod, checkRangeOptions } from './int8-defaults.js';
 
-export { RANGE_METHODS, type RangeMethod };
+export { RANGE_METHODS, type RangeMethod, checkRangeOptions };
 
 export interface ActivationRange {
   min: number;
@@ -34,13 +34,6 @@ export interface RangeOptions {
 
 /** Values kept per tensor per batch for percentiles: enough for the 99.99th of a few dozen images. */
 const SAMPLES_PER_BATCH = 16384;
-
-export function checkRangeOptions(options: RangeOptions): void {
-  if (!RANGE_METHODS.includes(options.method))
-    throw invalidParameter('calibrationRanges', oneOf(RANGE_METHODS), options.method);
-  if (!(options.percentile > 50 && options.percentile <= 100))
-    throw invalidParameter('calibrationPercentile', 'a number in (50, 100], e.g. 99.99', options.percentile);
-}
 
 function output(name: string): ValueInfo {
   return onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT } } });

@@ -2,12 +2,12 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatcacheError, optionName } from '../errors.js';
-import { toFloat16 } from './fp16.js';
-import { type Int8Model, type Int8Request, resolveInt8 } from './int8.js';
-import { encodeModel, graphInputs, loadModel } from './graph.js';
+import type { DeviceSpec } from './device.js';
+import { DEFAULT_TAP, FEATURE_OUTPUT } from './feature-output.js';
+import type { Int8Model, Int8Request, resolveInt8 } from './int8.js';
 import { featcacheCacheDir, modelSha256, optimisedModel, tappedModel as cachedTappedModel } from './model-cache.js';
-import { type CpuOptimised, type DeviceSpec, type InputLayout, inputLayout } from './session.js';
-import { DEFAULT_TAP, FEATURE_OUTPUT, type TapPoint, resolveTap, tappedModel } from './tap.js';
+import type { CpuOptimised, InputLayout } from './session.js';
+import type { TapPoint } from './tap.js';
 import { openWorkerSession } from './worker-client.js';
 
 export interface BackboneOptions {
@@ -21,6 +21,11 @@ export interface BackboneOptions {
   /** Run a calibrated int8 copy of the backbone (CPU); falls back to FP32, with `int8Fallback` saying why. */
   int8?: Int8Request | undefined;
   log?: ((line: string) => void) | undefined;
+  /**
+   * Called once the session's worker thread has been started: work this thread does after it (predict loads
+   * TensorFlow.js) then overlaps the session's creation instead of delaying it.
+   */
+  onWorkerStarted?: (() => void) | undefined;
   /**
    * featcache's cache folder for what is derived from the model (hash, tapped graph, onnxruntime's optimised graph,
    * int8 copies); default FEATCACHE_CACHE_DIR, else $XDG_CACHE_HOME/featcache or ~/.cache/featcache.
@@ -63,11 +68,16 @@ export interface Backbone {
   close(): Promise<void>;
 }
 
-/** The tapped graph of a model, as bytes, with its tap point and input layout. */
+/**
+ * The tapped graph of a model, as bytes, with its tap point and input layout. Only on a miss of the cache folder: the
+ * protobuf code (and onnxruntime, for the layout) load here, not on every start.
+ */
 async function tapModel(
   file: string,
   request: { tap: string; fp16: boolean },
 ): Promise<{ bytes: Uint8Array; tap: TapPoint; input: InputLayout }> {
+  const [{ encodeModel, graphInputs, loadModel }, { resolveTap, tappedModel }, { toFloat16 }, { inputLayout }] =
+    await Promise.all([import('./graph.js'), import('./tap.js'), import('./fp16.js'), import('./session.js')]);
   const { model } = await loadModel(file);
   const graph = model.graph!;
   const inputs = graphInputs(graph);
@@ -118,19 +128,22 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
   const cpuOptimised: CpuOptimised | undefined =
     plan && plan.mode !== 'none' ? { mode: plan.mode, file: plan.file } : undefined;
   const model = precision.model ?? tapped.file ?? (await tappedBytes()).slice();
-  const session = await openWorkerSession(
+  const opening = openWorkerSession(
     model,
     { device: precision.device, threads: options.threads },
     input,
     FEATURE_OUTPUT,
     probeSize,
-    { cpuOptimised, dim: precision.int8 ? null : tapped.record.dim },
+    // The int8 copy keeps the tapped graph's float output, so one remembered width serves both (no probe run).
+    { cpuOptimised, dim: tapped.record.dim },
   );
+  options.onWorkerStarted?.();
+  const session = await opening;
   if (plan?.mode === 'save') {
     if (session.optimised === 'saved') await plan.commit();
     else await plan.discard();
   }
-  if (!precision.int8 && tapped.record.dim !== session.dim) await tapped.rememberDim(session.dim);
+  if (tapped.record.dim !== session.dim) await tapped.rememberDim(session.dim);
   return {
     file: path.resolve(file),
     sha256,
@@ -194,6 +207,7 @@ async function choosePrecision(
     throw new FeatcacheError(
       `${optionName('int8')}: the int8 backbone runs on the CPU; drop ${optionName('device')} cuda:${options.device.deviceId} or use ${optionName('fp16')} on a GPU`,
     );
+  const { resolveInt8 } = await import('./int8.js');
   const resolved = await resolveInt8(source, {
     ...options.int8,
     options: { threads: options.threads, log: options.log, cacheDir: options.modelCache, ...options.int8.options },
@@ -219,15 +233,11 @@ async function choosePrecision(
   };
 }
 
-export { parseDevice } from './session.js';
-export { DEFAULT_INT8_OPTIONS, type Int8Options } from './quantize.js';
-export {
-  type Int8Model,
-  type Int8Request,
-  type EnsureInt8Options,
-  checkFeaturePrecision,
-  ensureInt8Model,
-  savedInt8Model,
-} from './int8.js';
-export { type CalibrationSource, datasetCalibrationSource, pixelCalibrationSource } from './calibration-source.js';
-export type { DeviceSpec } from './session.js';
+// Values of the int8 and calibration modules are imported from them directly: re-exporting them here would load the
+// protobuf code and the quantiser on every start.
+export { parseDevice } from './device.js';
+export { DEFAULT_INT8_OPTIONS } from './int8-defaults.js';
+export type { Int8Options } from './quantize.js';
+export type { Int8Model, Int8Request, KeptCalibration, EnsureInt8Options } from './int8.js';
+export type { CalibrationSource } from './calibration-source.js';
+export type { DeviceSpec } from './device.js';

@@ -1,28 +1,24 @@
 /**
  * `--int8`: the quantised backbone is built once per (model, tap, calibration images, recipe), saved in featcache's
  * cache folder under the model's sha256 (never beside the user's model) with its calibration provenance, and reused
- * while that provenance matches. Features it computes are
- * identified by precision `int8` plus the calibration hash, never mixed with FP32 ones.
+ * while that provenance matches. Features it computes are identified by precision `int8` plus the calibration hash,
+ * never mixed with FP32 ones. A feature cache keeps the calibration it was made with (KeptCalibration): images added
+ * later change the sample a fresh calibration would draw, but not the cache's model.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatcacheError, nonNegativeInteger, optionName, parseChoice, positiveInteger, ExitCode } from '../errors.js';
 import { sha256Bytes, writeBytesAtomic } from '../util/fsx.js';
 import { toolVersions } from '../version.js';
-import { RANGE_METHODS, checkRangeOptions } from './calibrate.js';
 import type { CalibrationImage, CalibrationSource } from './calibration-source.js';
-import { type FusionReport, verifyFusion } from './fusion.js';
-import { cachedForRuntime, featcacheCacheDir, modelDir } from './model-cache.js';
+import type { FusionReport } from './fusion.js';
+import { DEFAULT_INT8_OPTIONS, INT8_RECIPE, RANGE_METHODS, checkRangeOptions } from './int8-defaults.js';
+import { cachedForRuntime, featcacheCacheDir, modelDir, modelSha256 } from './model-cache.js';
 import type { InputLayout } from './session.js';
 import type { TapPoint } from './tap.js';
-import {
-  DEFAULT_INT8_OPTIONS,
-  INT8_RECIPE,
-  type Int8Options,
-  Int8Unsupported,
-  type QuantizeReport,
-  quantizeModel,
-} from './quantize.js';
+// The quantiser, the calibrator and the fusion check (protobuf code, onnxruntime) load only when a model is built or
+// judged: a run that reuses a saved int8 model reads two small JSON files and a cached hash.
+import type { Int8Options, QuantizeReport } from './quantize.js';
 
 export interface Int8Provenance {
   recipe: string;
@@ -32,7 +28,10 @@ export interface Int8Provenance {
     method: Int8Options['calibrationRanges'];
     percentile: number | null;
     seed: number;
+    /** Images actually used (fewer than `requested` when fewer decode). */
     count: number;
+    /** `--calibrate` as given; absent in models saved before featcache recorded it. */
+    requested?: number | undefined;
     images: CalibrationImage[];
     preprocessing: Record<string, unknown>;
   };
@@ -51,7 +50,6 @@ export interface Int8Model {
   fusion: FusionReport;
   /** True when a saved model with matching provenance was used instead of quantising again. */
   reused: boolean;
-  bytes: Uint8Array;
 }
 
 export interface EnsureInt8Options extends Int8Options {
@@ -120,35 +118,63 @@ async function readSavedAnywhere(
   hash: string,
   dir: string | undefined,
   cacheDir: string | undefined,
-): Promise<{ bytes: Uint8Array; provenance: Int8Provenance; paths: { model: string; provenance: string } } | null> {
+): Promise<{ provenance: Int8Provenance; paths: { model: string; provenance: string } } | null> {
   const candidates = [
     ...(dir ? [int8Paths(source, hash, dir, cacheDir)] : []),
     int8Paths(source, hash, undefined, cacheDir),
     legacyInt8Paths(source, hash),
   ];
   for (const paths of candidates) {
-    const found = await readSaved(paths, hash);
+    const found = await readSaved(paths, hash, cacheDir);
     if (found && found.provenance.source.sha256 === source.sha256) return { ...found, paths };
   }
   return null;
 }
 
 /** Whether the quantised graph fuses on this CPU and onnxruntime: an optimisation pass, so judged once and kept. */
-function fusionOf(paths: { model: string }, bytes: Uint8Array, sha256: string): Promise<FusionReport> {
-  return cachedForRuntime(`${paths.model}.${sha256.slice(0, 16)}.fusion.json`, () => verifyFusion(bytes));
+function fusionOf(paths: { model: string }, sha256: string, bytes?: Uint8Array): Promise<FusionReport> {
+  return cachedForRuntime(`${paths.model}.${sha256.slice(0, 16)}.fusion.json`, async () => {
+    const { verifyFusion } = await import('./fusion.js');
+    return verifyFusion(bytes ?? (await fs.readFile(paths.model)));
+  });
 }
 
+/**
+ * A saved model whose provenance names this calibration and whose file hashes to the sha256 it records. The hash is
+ * featcache's cached one while the file's size, mtime, ctime and inode are unchanged (model-cache.ts), so a reused
+ * model is not read and hashed again on every start; a replaced or rewritten file is.
+ */
 async function readSaved(
   paths: { model: string; provenance: string },
   hash: string,
-): Promise<{ bytes: Uint8Array; provenance: Int8Provenance } | null> {
+  cacheDir: string | undefined,
+): Promise<{ provenance: Int8Provenance } | null> {
   try {
     const provenance = JSON.parse(await fs.readFile(paths.provenance, 'utf8')) as Int8Provenance;
     if (provenance.calibrationHash !== hash || provenance.recipe !== INT8_RECIPE) return null;
-    const bytes = await fs.readFile(paths.model);
-    return sha256Bytes(bytes) === provenance.sha256 ? { bytes, provenance } : null;
+    const { sha256 } = await modelSha256(paths.model, cacheDir ?? featcacheCacheDir());
+    return sha256 === provenance.sha256 ? { provenance } : null;
   } catch {
     return null;
+  }
+}
+
+async function saveInt8(
+  paths: { model: string; provenance: string },
+  bytes: Uint8Array,
+  provenance: Int8Provenance,
+): Promise<void> {
+  try {
+    await fs.mkdir(path.dirname(paths.model), { recursive: true });
+    // Model first: a provenance file only ever describes a model that is fully on disk.
+    await writeBytesAtomic(paths.model, bytes);
+    await writeBytesAtomic(paths.provenance, `${JSON.stringify(provenance, null, 2)}\n`);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    throw new FeatcacheError(
+      `${optionName('int8')}: cannot save the quantised model as ${paths.model} (${code}); pass a writable directory for it with ${optionName('int8Dir')}`,
+      ExitCode.failed,
+    );
   }
 }
 
@@ -167,10 +193,17 @@ export async function ensureInt8Model(
   const log = settings.log ?? (() => {});
   const hash = calibrationHash({ sha256: source.sha256, tappedTensor: source.tap.tensor }, calibration, settings);
   let paths = int8Paths(source, hash, settings.int8Dir, settings.cacheDir);
-  let saved = await readSavedAnywhere(source, hash, settings.int8Dir, settings.cacheDir);
+  let saved: { provenance: Int8Provenance; paths: typeof paths } | null = await readSavedAnywhere(
+    source,
+    hash,
+    settings.int8Dir,
+    settings.cacheDir,
+  );
   const reused = saved !== null;
+  let built: Uint8Array | undefined;
   if (saved) paths = saved.paths;
   else {
+    const { Int8Unsupported, quantizeModel } = await import('./quantize.js');
     let quantised: { bytes: Uint8Array; report: QuantizeReport };
     try {
       quantised = await quantizeModel(
@@ -195,6 +228,7 @@ export async function ensureInt8Model(
         percentile: settings.calibrationRanges === 'percentile' ? settings.calibrationPercentile : null,
         seed: settings.seed,
         count: calibration.images.length,
+        requested: settings.calibrate,
         images: calibration.images,
         preprocessing: calibration.preprocessing,
       },
@@ -203,21 +237,11 @@ export async function ensureInt8Model(
       createdAt: new Date().toISOString(),
       versions: toolVersions(),
     };
-    try {
-      await fs.mkdir(path.dirname(paths.model), { recursive: true });
-      // Model first: a provenance file only ever describes a model that is fully on disk.
-      await writeBytesAtomic(paths.model, quantised.bytes);
-      await writeBytesAtomic(paths.provenance, `${JSON.stringify(provenance, null, 2)}\n`);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code ?? String(error);
-      throw new FeatcacheError(
-        `${optionName('int8')}: cannot save the quantised model as ${paths.model} (${code}); pass a writable directory for it with ${optionName('int8Dir')}`,
-        ExitCode.failed,
-      );
-    }
-    saved = { bytes: quantised.bytes, provenance, paths };
+    await saveInt8(paths, quantised.bytes, provenance);
+    saved = { provenance, paths };
+    built = quantised.bytes;
   }
-  const fusion = await fusionOf(paths, saved.bytes, saved.provenance.sha256);
+  const fusion = await fusionOf(paths, saved.provenance.sha256, built);
   return {
     file: paths.model,
     sha256: saved.provenance.sha256,
@@ -225,7 +249,6 @@ export async function ensureInt8Model(
     provenance: saved.provenance,
     fusion,
     reused,
-    bytes: saved.bytes,
   };
 }
 
@@ -238,7 +261,7 @@ export async function savedInt8Model(
 ): Promise<Int8Model | null> {
   const saved = await readSavedAnywhere(source, hash, dir, cacheDir);
   if (!saved) return null;
-  const fusion = await fusionOf(saved.paths, saved.bytes, saved.provenance.sha256);
+  const fusion = await fusionOf(saved.paths, saved.provenance.sha256);
   return {
     file: saved.paths.model,
     sha256: saved.provenance.sha256,
@@ -246,13 +269,24 @@ export async function savedInt8Model(
     provenance: saved.provenance,
     fusion,
     reused: true,
-    bytes: saved.bytes,
   };
+}
+
+/**
+ * The calibration a feature cache keeps (its manifest records it): every later run into that cache uses it, however
+ * the data grows, and rebuilds its int8 model from the recorded ranges if the saved one is gone.
+ */
+export interface KeptCalibration {
+  provenance: Int8Provenance;
+  /** The cache, for messages (e.g. `--cache features`). */
+  where: string;
 }
 
 export interface Int8Request {
   /** Use the int8 model calibrated as this (a head records it); needs no images. */
   calibrationHash?: string | undefined;
+  /** A feature cache's own calibration: used as it is, never recalibrated. */
+  kept?: KeptCalibration | undefined;
   /** Calibration images; only built when no saved model can be used. */
   calibration?: (() => Promise<CalibrationSource>) | undefined;
   options?: Partial<EnsureInt8Options> | undefined;
@@ -270,6 +304,7 @@ export async function resolveInt8(
 ): Promise<Int8Model | { unsupported: string }> {
   const dir = request.options?.int8Dir;
   const cacheDir = request.options?.cacheDir;
+  if (request.kept) return keptInt8Model(source, request.kept, dir, cacheDir);
   if (request.calibrationHash) {
     const saved = await savedInt8Model(source, request.calibrationHash, dir, cacheDir);
     if (saved && saved.provenance.source.sha256 === source.sha256) return saved;
@@ -291,25 +326,41 @@ export async function resolveInt8(
   return ensureInt8Model(source, await request.calibration(), request.options);
 }
 
-export interface PrecisionIdentity {
-  precision?: 'fp32' | 'fp16' | 'int8' | undefined;
-  calibrationHash?: string | undefined;
-}
-
-const describePrecision = (p: PrecisionIdentity) =>
-  p.precision === 'int8'
-    ? `int8 features (calibration ${p.calibrationHash?.slice(0, 12) ?? 'unknown'}…)`
-    : `${p.precision ?? 'fp32'} features`;
-
 /**
- * Refuses to feed a head features of another precision or calibration: int8 features differ from FP32 ones by a
- * centred cosine of ~0.97, enough to shift a trained head's decisions, so they are never silently interchanged.
+ * A cache's kept calibration as an int8 model: the saved one when it is intact, else rebuilt from the recorded uint8
+ * parameters and accepted only if it hashes to the recorded sha256 (the features of the cache's rows came from it).
  */
-export function checkFeaturePrecision(what: string, trainedOn: PrecisionIdentity, given: PrecisionIdentity): void {
-  const int8 = (p: PrecisionIdentity) => p.precision === 'int8';
-  const same = int8(trainedOn) === int8(given) && (!int8(given) || trainedOn.calibrationHash === given.calibrationHash);
-  if (same) return;
-  throw new FeatcacheError(
-    `${what}: was trained on ${describePrecision(trainedOn)} but is given ${describePrecision(given)}; int8 and float features (or two int8 calibrations) are not interchangeable — ${int8(trainedOn) ? 'use the int8 backbone it was trained with' : `run without ${optionName('int8')}`} or train a head on these features`,
-  );
+async function keptInt8Model(
+  source: { file: string; sha256: string; tap: TapPoint; tapped: () => Promise<Uint8Array> },
+  kept: KeptCalibration,
+  dir: string | undefined,
+  cacheDir: string | undefined,
+): Promise<Int8Model | { unsupported: string }> {
+  const p = kept.provenance;
+  if (p.source.sha256 !== source.sha256 || p.source.tappedTensor !== source.tap.tensor)
+    throw new FeatcacheError(
+      `${kept.where}: its int8 calibration was made for model sha256 ${p.source.sha256.slice(0, 12)}… tapped at ${p.source.tappedTensor}, not ${optionName('model')} ${source.file} (sha256 ${source.sha256.slice(0, 12)}… tapped at ${source.tap.tensor}); use another cache directory for this model`,
+    );
+  const saved = await savedInt8Model(source, p.calibrationHash, dir, cacheDir);
+  if (saved && saved.provenance.sha256 === p.sha256) return saved;
+  const { Int8Unsupported, quantizeWithParams } = await import('./quantize.js');
+  let bytes: Uint8Array;
+  try {
+    bytes = quantizeWithParams(await source.tapped(), p.ranges, `${optionName('model')} ${source.file}`);
+  } catch (error) {
+    if (error instanceof Int8Unsupported) return { unsupported: error.reason };
+    throw error;
+  }
+  const sha256 = sha256Bytes(bytes);
+  if (sha256 !== p.sha256)
+    throw new FeatcacheError(
+      `${kept.where}: its int8 model (calibration ${p.calibrationHash.slice(0, 12)}…) is gone from featcache's cache folder, and rebuilding it from the ranges the cache recorded gives another model (sha256 ${sha256.slice(0, 12)}…, not ${p.sha256.slice(0, 12)}…: this featcache quantises differently); extract into a new ${optionName('cache')} to recalibrate`,
+      ExitCode.failed,
+    );
+  const paths = int8Paths(source, p.calibrationHash, dir, cacheDir);
+  await saveInt8(paths, bytes, p);
+  const fusion = await fusionOf(paths, sha256, bytes);
+  return { file: paths.model, sha256, calibrationHash: p.calibrationHash, provenance: p, fusion, reused: true };
 }
+
+export { type PrecisionIdentity, checkFeaturePrecision } from './precision.js';

@@ -21,10 +21,9 @@ import {
   graphInputs,
   onnx,
 } from './graph.js';
-import { DEFAULT_INT8_OPTIONS } from './int8-defaults.js';
+import { DEFAULT_INT8_OPTIONS, INT8_RECIPE } from './int8-defaults.js';
 
-/** Bumped whenever the graph surgery or parameter rules change: saved models of another version are rebuilt. */
-export const INT8_RECIPE = 'qdq-u8act-s8w-perchannel-v1';
+export { INT8_RECIPE };
 
 export interface Int8Options {
   /** Images sampled from the dataset to calibrate activation ranges. */
@@ -373,4 +372,31 @@ export async function quantizeModel(
     ),
   };
   return { bytes: encodeModel(qdq), report };
+}
+
+/**
+ * The QDQ model again from recorded uint8 parameters (a feature cache keeps them): no calibration images, no
+ * onnxruntime. With the same tapped graph and recipe it is byte-identical to the model they were recorded from.
+ */
+export function quantizeWithParams(
+  tapped: Uint8Array,
+  recorded: Readonly<Record<string, QuantParams>>,
+  what = 'model',
+): Uint8Array {
+  const model = decodeModel(tapped, what);
+  checkQuantisable(model, what);
+  const plan = planActivations(model.graph as GraphProto);
+  const missing = plan.filter((p) => !recorded[p.tensor]).map((p) => p.tensor);
+  if (missing.length > 0)
+    throw new Int8Unsupported(
+      `the recorded ranges lack ${missing.length} of the graph's ${plan.length} activations (e.g. ${missing[0]})`,
+    );
+  // In activationParams' order (a MaxPool's input before its output), so the initialisers come out in the same order.
+  const params = new Map<string, QuantParams>();
+  const add = (t: string) => params.set(t, { scale: recorded[t]!.scale, zeroPoint: recorded[t]!.zeroPoint });
+  for (const p of plan) {
+    if (p.sameAs && !params.has(p.sameAs)) add(p.sameAs);
+    if (!params.has(p.tensor)) add(p.tensor);
+  }
+  return encodeModel(buildQdqModel(model, params));
 }

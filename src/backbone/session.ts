@@ -2,14 +2,13 @@
  * Running the tapped backbone. Device choice is an ordered fallback (CUDA, then CPU) that keeps every failure
  * reason, so `--device auto` can say in one line why CUDA was not used.
  */
-import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import { FeatcacheError, optionName, errorMessage, ExitCode, invalidParameter } from '../errors.js';
+import { FeatcacheError, optionName, errorMessage, ExitCode } from '../errors.js';
 import { checkCuda, cudaFailureReasons } from './cuda-libs.js';
 
-import type { DeviceSpec } from './device.js';
+import { type DeviceSpec, threadCount } from './device.js';
 
-export { type DeviceSpec, parseDevice } from './device.js';
+export { type DeviceSpec, MAX_THREADS, parseDevice, sessionStackMb, threadCount } from './device.js';
 
 export interface SessionSettings {
   device: DeviceSpec;
@@ -47,19 +46,6 @@ export function providerPlan(
     case 'auto':
       return [cuda(0), cpu];
   }
-}
-
-/**
- * onnxruntime aborts the whole process (no catchable error) when asked for a thread pool it cannot create, e.g.
- * `--threads 100000`; no machine featcache targets has more cores than this.
- */
-export const MAX_THREADS = 1024;
-
-/** `--threads`: an integer in [0, MAX_THREADS], 0 meaning one per core. */
-export function threadCount(value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_THREADS)
-    throw invalidParameter('threads', `an integer in [0, ${MAX_THREADS}] (0 = one per core)`, value);
-  return value;
 }
 
 export function sessionOptions(
@@ -154,25 +140,6 @@ export async function openSession(
     `${optionName('device')}: no execution provider could run the model; ${reasons.join('; ')}`,
     ExitCode.failed,
   );
-}
-
-/**
- * Stack for a thread that creates onnxruntime sessions. onnxruntime reads the process's command line
- * (/proc/self/cmdline) when it creates a session and walks it recursively: measured, a little over one native frame
- * and ~110 bytes of stack per byte of command line. A 35 KB `featcache predict $(cat list.txt)` overflowed a worker's
- * default 4 MB stack and segfaulted (the main thread's 8 MB fails near 40 KB). So the session worker's stack is sized
- * from the actual command line, with room to spare; it is reserved, not committed, so it costs no memory.
- */
-export function sessionStackMb(commandLineBytes: number = ownCommandLineBytes()): number {
-  return Math.max(8, Math.ceil((commandLineBytes * 256) / 2 ** 20) + 8);
-}
-
-function ownCommandLineBytes(): number {
-  try {
-    return readFileSync('/proc/self/cmdline').length;
-  } catch {
-    return process.argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
-  }
 }
 
 export interface InputLayout {

@@ -15,11 +15,11 @@ import {
   intsAttribute,
   onnx,
 } from './graph.js';
-import { FEATURE_OUTPUT } from './feature-output.js';
+import { DEFAULT_TAP, FEATURE_OUTPUT } from './feature-output.js';
 
 export { FEATURE_OUTPUT } from './feature-output.js';
 /** `--tap avgpool` means "the global average pool that feeds the classifier", whatever op implements it. */
-export const DEFAULT_TAP = 'avgpool';
+export { DEFAULT_TAP };
 
 export type PoolKind = 'GlobalAveragePool' | 'ReduceMean' | 'QLinearGlobalAveragePool';
 

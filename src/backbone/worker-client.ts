@@ -5,7 +5,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { FeatcacheError, namesOptionsAsFlags } from '../errors.js';
-import { type CpuOptimised, type InputLayout, type SessionSettings, sessionStackMb } from './session.js';
+import { sessionStackMb } from './device.js';
+import type { CpuOptimised, InputLayout, SessionSettings } from './session.js';
 import type { RequestKey, WorkerReply, WorkerRequest } from './worker.js';
 
 export interface WorkerSession {

@@ -67,21 +67,20 @@ export const extractCommand = defineCommand({
         describe:
           'CPU: run an int8 copy of the backbone calibrated on your images (~3.5× faster; features not interchangeable with FP32)',
       })
+      // No yargs defaults for the three calibration flags: the job must tell a value given from a default, since a
+      // calibrated cache keeps its own and refuses only a different value given.
       .option('calibrate', {
         type: 'number',
-        default: X.calibrate,
-        describe: 'images sampled (seeded, from the train split) to calibrate --int8',
+        describe: `images sampled (seeded, from the train split) to calibrate --int8 (default ${X.calibrate}; a cache keeps the calibration it was made with)`,
       })
       .option('calibration-ranges', {
         type: 'string',
-        default: X.calibrationRanges,
         choices: RANGE_METHODS,
-        describe: 'how --int8 picks activation ranges',
+        describe: `how --int8 picks activation ranges (default ${X.calibrationRanges})`,
       })
       .option('calibration-percentile', {
         type: 'number',
-        default: X.calibrationPercentile,
-        describe: 'upper percentile kept by --calibration-ranges percentile',
+        describe: `upper percentile kept by --calibration-ranges percentile (default ${X.calibrationPercentile})`,
       })
       .option('int8-dir', {
         type: 'string',

@@ -1,4 +1,4 @@
-/** URL fetching defaults, apart from the fetcher so that --help reads them without loading undici. */
+/** URL fetching defaults and what counts as a URL, apart from the fetcher so that they cost no undici. */
 import type { UrlSourceOptions } from './url.js';
 
 export const DEFAULT_URL_OPTIONS: Readonly<UrlSourceOptions> = Object.freeze({
@@ -10,3 +10,7 @@ export const DEFAULT_URL_OPTIONS: Readonly<UrlSourceOptions> = Object.freeze({
   maxBytes: 50 * 1024 * 1024,
   userAgent: 'featcache (+https://github.com/featcache/featcache)',
 });
+
+export function isUrl(text: string): boolean {
+  return /^https?:\/\//i.test(text.trim());
+}

@@ -40,9 +40,7 @@ export interface UrlSourceOptions {
 
 export { DEFAULT_URL_OPTIONS };
 
-export function isUrl(text: string): boolean {
-  return /^https?:\/\//i.test(text.trim());
-}
+export { isUrl } from './url-defaults.js';
 
 /** Reason phrases for the statuses a ledger most often shows. */
 const STATUS_TEXT: Readonly<Record<number, string>> = Object.freeze({

@@ -19,7 +19,7 @@ import {
   vectorFromArray,
 } from 'apache-arrow';
 import * as parquet from 'parquet-wasm';
-import { partSchema } from '../store/part.js';
+import { partSchema } from '../store/part-arrow.js';
 import { type OutputDir, type OutputFile, type OutputSink, fileSink } from '../util/output.js';
 import { featcacheVersion } from '../version.js';
 import { csvText } from '../util/csv.js';

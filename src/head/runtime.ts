@@ -21,17 +21,19 @@ export interface TfRuntime {
   skipped: string[];
 }
 
+// tfjs ships CommonJS: require() loads it in 0.2–0.5 s, where import() first has cjs-module-lexer scan every file
+// for named exports and took 0.8–1.5 s (2-core machine, loaded) — most of a one-image predict.
 const require = createRequire(import.meta.url);
 let cached: Promise<TfRuntime> | null = null;
 
 async function tryNode(): Promise<Tf> {
   // tfjs-node registers the 'tensorflow' backend and re-exports the same tfjs API.
   const name = '@tensorflow/tfjs-node';
-  return (await import(name)) as Tf;
+  return require(name) as Tf;
 }
 
 async function tryWasm(tf: Tf): Promise<void> {
-  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  const wasm = require('@tensorflow/tfjs-backend-wasm') as typeof import('@tensorflow/tfjs-backend-wasm');
   const dist = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));
   wasm.setWasmPaths(`${dist}${path.sep}`);
   if (!(await tf.setBackend('wasm'))) throw new Error('wasm backend failed to initialise');
@@ -62,7 +64,7 @@ async function selectBackend(choice: BackendChoice): Promise<TfRuntime> {
       skipped.push(`tensorflow: ${reason}`);
     }
   }
-  const tf = await import('@tensorflow/tfjs');
+  const tf = require('@tensorflow/tfjs') as Tf;
   // tfjs prints a banner recommending tfjs-node whenever its cpu backend starts in Node; we report that ourselves.
   tf.env().set('IS_TEST', true);
   if (choice === 'auto' || choice === 'wasm') {

@@ -4,9 +4,10 @@
  * onnxruntime's worker thread, and a SplitWriter commits atomic parts, so a killed run resumes where the last commit
  * ended and never stores an image twice.
  */
-import { type Backbone, datasetCalibrationSource, openBackbone } from '../backbone/index.js';
+import { type Backbone, type KeptCalibration, openBackbone } from '../backbone/index.js';
+import { datasetCalibrationSource } from '../backbone/calibration-source.js';
 import { RANGE_METHODS, type RangeMethod } from '../backbone/calibrate.js';
-import { parseDevice, threadCount } from '../backbone/session.js';
+import { parseDevice, threadCount } from '../backbone/device.js';
 import { type Dataset, type DatasetOptions, type Item, openDataset } from '../dataset/index.js';
 import type { Stamp } from '../dataset/source.js';
 import { type Shard, parseShard } from '../dataset/split.js';
@@ -29,7 +30,7 @@ import {
   getPreset,
   maxPixelsLimit,
 } from '../image/presets.js';
-import { type CacheManifest, CACHE_FORMAT, ensureManifest } from '../store/manifest.js';
+import { type CacheManifest, CACHE_FORMAT, ensureManifest, readManifest } from '../store/manifest.js';
 import type { Failure, Row } from '../store/part.js';
 import { SplitWriter, shardLabel } from '../store/writer.js';
 import { sha256Bytes } from '../util/fsx.js';
@@ -72,7 +73,10 @@ export interface ExtractOptions extends Omit<DatasetOptions, 'shard' | 'followSy
    * identified by the calibration and never mixed with FP32 ones. Falls back to FP32, saying why, if it cannot fuse.
    */
   int8: boolean;
-  /** Images in the int8 calibration sample. */
+  /**
+   * Images in the int8 calibration sample. This and the two below shape the first calibration of a cache; later runs
+   * keep the cache's calibration, and refuse a value given that differs from the one it was made with.
+   */
   calibrate: number;
   /** How activation ranges are chosen: `mse` (least quantisation error), `minmax`, or `percentile`. */
   calibrationRanges: RangeMethod;
@@ -139,6 +143,8 @@ interface Resolved extends Omit<ExtractOptions, 'preset' | 'shard' | 'log'> {
   shard: Shard | undefined;
   dataset: DatasetOptions;
   log: (line: string) => void;
+  /** The calibration settings the caller gave (not defaulted): only these can conflict with a cache's calibration. */
+  calibrationGiven: Partial<Pick<ExtractOptions, 'calibrate' | 'calibrationRanges' | 'calibrationPercentile'>>;
 }
 
 function resolveOptions(given: Partial<ExtractOptions> & { data: string }): Resolved {
@@ -160,6 +166,11 @@ function resolveOptions(given: Partial<ExtractOptions> & { data: string }): Reso
     },
     shard,
     log: o.log ?? (() => {}),
+    calibrationGiven: {
+      calibrate: given.calibrate,
+      calibrationRanges: given.calibrationRanges,
+      calibrationPercentile: given.calibrationPercentile,
+    },
   };
   if (o.valFraction !== undefined) numberIn('valFraction', o.valFraction, 0, 1, true);
   parseDevice(o.device);
@@ -201,12 +212,13 @@ export async function extract(options: Partial<ExtractOptions> & { data: string 
 
 async function extractDataset(dataset: Dataset, o: Resolved, started: number): Promise<ExtractResult> {
   requireImages(dataset, o);
+  const existing = o.int8 ? await readManifest(o.cache) : null;
   const backbone = await openBackbone(o.model, {
     tap: o.tap,
     device: parseDevice(o.device),
     threads: o.threads,
     fp16: o.fp16,
-    int8: int8Request(o, dataset),
+    int8: int8Request(o, dataset, existing),
     log: o.log,
   });
   try {
@@ -221,7 +233,7 @@ async function extractDataset(dataset: Dataset, o: Resolved, started: number): P
       partRows: o.partRows,
       log: o.log,
       provenance: {
-        ...manifest,
+        ...partProvenance(manifest),
         classes: dataset.classes,
         provider: backbone.provider,
         dataRoot: dataset.root,
@@ -238,12 +250,46 @@ async function extractDataset(dataset: Dataset, o: Resolved, started: number): P
   }
 }
 
+/** What each part records of the manifest: the feature identity, without the calibration's bulky record. */
+function partProvenance(manifest: CacheManifest): Omit<CacheManifest, 'int8Calibration'> {
+  const identity: Partial<CacheManifest> = { ...manifest };
+  delete identity.int8Calibration;
+  return identity as CacheManifest;
+}
+
+/**
+ * The calibration a cache already keeps, for every later run into it: a fresh one would be drawn from the data as it
+ * is now, so adding images would change the model and refuse the cache. A calibration setting given that differs
+ * from the kept one is refused (it asks for another calibration, i.e. another cache).
+ */
+function keptCalibration(o: Resolved, manifest: CacheManifest | null): KeptCalibration | undefined {
+  const kept = manifest?.precision === 'int8' ? manifest.int8Calibration : undefined;
+  if (!kept) return undefined;
+  const c = kept.calibration;
+  const recorded: [keyof Resolved['calibrationGiven'], string | number | null | undefined][] = [
+    ['calibrate', c.requested],
+    ['calibrationRanges', c.method],
+    ['calibrationPercentile', c.method === 'percentile' ? c.percentile : undefined],
+  ];
+  for (const [option, value] of recorded) {
+    const given = o.calibrationGiven[option];
+    if (given === undefined || value === undefined || value === null || given === value) continue;
+    throw new FeatcacheError(
+      `${optionName(option)} ${given}: the cache ${o.cache} keeps the int8 calibration it was made with (${optionName(option)} ${String(value)}); drop the flag or pass that value, or extract into a new ${optionName('cache')} to recalibrate`,
+    );
+  }
+  return { provenance: kept, where: `${optionName('cache')} ${o.cache}` };
+}
+
 /**
  * Calibration images come from the train split when the data has one (else from this split), never from one shard:
- * every split and shard of a cache must run the same int8 model, or their features would not be comparable.
+ * every split and shard of a cache must run the same int8 model, or their features would not be comparable. A cache
+ * that already has a calibration keeps it; one made before featcache recorded it names its model by hash.
  */
-function int8Request(o: Resolved, dataset: Dataset) {
+function int8Request(o: Resolved, dataset: Dataset, manifest: CacheManifest | null) {
   if (!o.int8) return undefined;
+  const kept = keptCalibration(o, manifest);
+  const legacyHash = manifest?.precision === 'int8' && !kept ? manifest.calibrationHash : undefined;
   const calibration = async () => {
     const whole = await openDataset({ ...o.dataset, split: 'train', shard: undefined }).catch(() => null);
     const sample =
@@ -255,6 +301,8 @@ function int8Request(o: Resolved, dataset: Dataset) {
     return datasetCalibrationSource(sample, { count: o.calibrate, seed: o.seed, preset: o.preset, policy: o.policy });
   };
   return {
+    kept,
+    calibrationHash: legacyHash,
     calibration,
     options: {
       calibrate: o.calibrate,
@@ -294,7 +342,13 @@ function manifestFor(o: Resolved, backbone: Backbone, classes: string[]): CacheM
     exif: o.policy.exif,
     icc: o.policy.icc,
     precision: backbone.precision,
-    ...(backbone.int8 ? { calibrationHash: backbone.int8.calibrationHash, int8Model: backbone.int8.file } : {}),
+    ...(backbone.int8
+      ? {
+          calibrationHash: backbone.int8.calibrationHash,
+          int8Model: backbone.int8.file,
+          int8Calibration: backbone.int8.provenance,
+        }
+      : {}),
     dim: backbone.dim,
     classes,
     createdAt: new Date().toISOString(),

@@ -5,15 +5,15 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import fg from 'fast-glob';
-import { type Backbone, checkFeaturePrecision, openBackbone } from '../backbone/index.js';
-import { parseDevice, threadCount } from '../backbone/session.js';
+import { type Backbone, openBackbone } from '../backbone/index.js';
+import { checkFeaturePrecision } from '../backbone/precision.js';
+import { parseDevice, threadCount } from '../backbone/device.js';
 import { listEntryPath, readListLines } from '../dataset/list.js';
-import { type UrlSourceOptions, UrlSource, isUrl } from '../dataset/url.js';
+import type { UrlSourceOptions } from '../dataset/url.js';
+import { isUrl } from '../dataset/url-defaults.js';
 import { isImageName, walkImages } from '../dataset/walk.js';
 import { missingFile, parseChoice, positiveInteger } from '../errors.js';
-import { isBundleFile, openBundle, reportInfoOf } from '../export/bundle.js';
-import { type Prediction, requireReportReplaceable, writeReport } from '../export/report.js';
+import type { Prediction } from '../export/report.js';
 import { topK } from '../head/metrics.js';
 import { BACKENDS, type BackendChoice, loadTf } from '../head/runtime.js';
 import { HEAD_FILE, type HeadInfo, type LoadedHead, loadHead } from '../head/saved.js';
@@ -82,6 +82,7 @@ export async function expandInputs(inputs: string[]): Promise<{ files: string[];
       files.push(...(await walkImages(input, { followOutside: true })).images.map((p) => path.join(input, p)));
     else if (stat) files.push(input);
     else {
+      const { default: fg } = await import('fast-glob');
       const matches = (await fg(input, { onlyFiles: true, dot: false })).filter(isImageName).sort();
       if (matches.length === 0) unresolved.push({ input, error: 'no such file, and as a glob it matches no images' });
       files.push(...matches);
@@ -114,7 +115,11 @@ const closeQuietly = (opening: Promise<Backbone> | null) =>
     () => {},
   );
 
-async function checkedBackbone(head: Pick<LoadedHead, 'info'>, o: PredictOptions): Promise<Backbone> {
+async function checkedBackbone(
+  head: Pick<LoadedHead, 'info'>,
+  o: PredictOptions,
+  onWorkerStarted?: () => void,
+): Promise<Backbone> {
   const p = head.info.provenance;
   const modelFile = o.model ?? p.modelFile;
   if (!(await exists(modelFile))) {
@@ -141,6 +146,7 @@ async function checkedBackbone(head: Pick<LoadedHead, 'info'>, o: PredictOptions
     fp16: p.precision === 'fp16',
     int8,
     expect: { sha256: p.modelSha256, what: `the backbone the head ${o.head} was trained on` },
+    onWorkerStarted,
   });
   try {
     checkFeaturePrecision(`head ${o.head}`, p, {
@@ -175,13 +181,20 @@ function resolveOptions(given: Partial<PredictOptions> & { inputs: string[] }): 
  */
 export async function predict(options: Partial<PredictOptions> & { inputs: string[] }): Promise<PredictResult> {
   const o = resolveOptions(options);
-  if (o.report) await requireReportReplaceable(o.report);
-  if (o.model && (await isBundleFile(o.model))) return predictWithBundle(o, o.model);
-  const runtimeLoading = loadTf(o.backend);
+  // One image is often all a run does: URL fetching, globbing, bundles and the report load only when used.
+  if (o.report) await (await import('../export/report.js')).requireReportReplaceable(o.report);
+  if (o.model && (await (await import('../export/bundle.js')).isBundleFile(o.model)))
+    return predictWithBundle(o, o.model);
+  // TensorFlow.js (for the head) loads once the backbone's worker has started, so that loading it on this thread
+  // overlaps the session's creation in the worker rather than delaying the worker's start.
+  let releaseTf = () => {};
+  const runtimeLoading = new Promise<void>((resolve) => (releaseTf = resolve)).then(() => loadTf(o.backend));
+  runtimeLoading.catch(() => {});
   const peeked = await peekHeadInfo(o.head);
-  const backboneOpening = peeked ? checkedBackbone({ info: peeked }, o) : null;
+  const backboneOpening = peeked ? checkedBackbone({ info: peeked }, o, releaseTf) : null;
   // Its errors are reported in the order of the sequential code: the head's, the inputs', then the backbone's.
-  backboneOpening?.catch(() => {});
+  if (backboneOpening) void backboneOpening.then(releaseTf, releaseTf);
+  else releaseTf();
   let runtime: Awaited<typeof runtimeLoading>;
   let head: LoadedHead;
   try {
@@ -220,7 +233,8 @@ export async function predict(options: Partial<PredictOptions> & { inputs: strin
       await backbone.close();
     }
     predictions.push(...unresolved.map((u) => ({ path: u.input, top: [], error: u.error })));
-    if (o.report) await writeReport(o.report, predictions, head.info, o.reportLimit);
+    if (o.report)
+      await (await import('../export/report.js')).writeReport(o.report, predictions, head.info, o.reportLimit);
     return {
       predictions,
       provider: backbone.provider,
@@ -234,6 +248,7 @@ export async function predict(options: Partial<PredictOptions> & { inputs: strin
 
 /** `--model classifier.onnx`: a bundle carries its own head, classes and preprocessing, so --head is not read. */
 async function predictWithBundle(o: PredictOptions, file: string): Promise<PredictResult> {
+  const { openBundle, reportInfoOf } = await import('../export/bundle.js');
   const bundle = await openBundle(file, { device: parseDevice(o.device), threads: o.threads });
   try {
     const { files, unresolved } = await expandInputs(o.inputs);
@@ -250,7 +265,10 @@ async function predictWithBundle(o: PredictOptions, file: string): Promise<Predi
       o,
     );
     predictions.push(...unresolved.map((u) => ({ path: u.input, top: [], error: u.error })));
-    if (o.report) await writeReport(o.report, predictions, reportInfoOf(bundle), o.reportLimit);
+    if (o.report)
+      await (
+        await import('../export/report.js')
+      ).writeReport(o.report, predictions, reportInfoOf(bundle), o.reportLimit);
     return {
       predictions,
       provider: bundle.provider,
@@ -275,6 +293,7 @@ async function predictFiles(
 ): Promise<Prediction[]> {
   const urls = files.filter(isUrl);
   if (urls.length === 0) return predictBatches(files, classes, spec, classify, o, async (file) => file);
+  const { UrlSource } = await import('../dataset/url.js');
   const source = new UrlSource(o.fetch);
   try {
     source.prefetch(urls.map((url) => ({ path: url, label: null })));

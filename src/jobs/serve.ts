@@ -6,7 +6,7 @@
 import * as fs from 'node:fs/promises';
 import sharp from 'sharp';
 import type { AddressInfo } from 'node:net';
-import { parseDevice, threadCount } from '../backbone/session.js';
+import { parseDevice, threadCount } from '../backbone/device.js';
 import { maxPixelsLimit } from '../image/presets.js';
 import {
   FeatcacheError,

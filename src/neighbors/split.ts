@@ -8,7 +8,8 @@ import * as path from 'node:path';
 import { RecordBatchFileReader } from 'apache-arrow';
 import { FeatcacheError } from '../errors.js';
 import { type CacheManifest, type FeatureIdentity, identityDifferences } from '../store/manifest.js';
-import { PART_META_KEY, type PartMeta, readRecordedIndex } from '../store/part.js';
+import { type PartMeta, readRecordedIndex } from '../store/part.js';
+import { PART_META_KEY } from '../store/part-arrow.js';
 import { FeatureCache, type LatestRecord } from '../store/reader.js';
 
 export interface SplitRows {

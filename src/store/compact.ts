@@ -11,7 +11,8 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { keptFeatures, liveParts } from './live.js';
-import { type Failure, type PartIndex, type Row, encodePart, indexFileOf, readPartIndex, writeSynced } from './part.js';
+import { type Failure, type PartIndex, type Row, indexFileOf, readPartIndex, writeSynced } from './part.js';
+import { encodePart } from './part-arrow.js';
 import { DAMAGED_PART_REMEDY, partProblem } from './verify.js';
 import { damagedFile } from '../errors.js';
 import type { FeatureCache, LatestRecord } from './reader.js';

@@ -4,6 +4,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import type { Int8Provenance } from '../backbone/int8.js';
 import { FeatcacheError, damagedFile, optionName } from '../errors.js';
 import { writeBytesAtomic } from '../util/fsx.js';
 
@@ -31,6 +32,11 @@ export interface CacheManifest extends FeatureIdentity {
   modelFile: string;
   /** For int8: the saved quantised model (its provenance file sits beside it). */
   int8Model?: string | undefined;
+  /**
+   * For int8: the calibration this cache keeps — the images and their sha256, the recorded ranges and the sha256 of
+   * the quantised model. Every later extract into the cache uses it, however the data grows.
+   */
+  int8Calibration?: Int8Provenance | undefined;
   tap: Record<string, unknown>;
   dim: number;
   classes: string[];
@@ -140,10 +146,16 @@ export async function ensureManifest(cacheDir: string, wanted: CacheManifest): P
       `${optionName('cache')} ${cacheDir}: the dataset's classes changed (cache: ${existing.classes.length} classes, data: ${wanted.classes.length}); label indices would no longer agree — use a new cache directory`,
     );
   }
-  if (existing.classes.length === 0 && wanted.classes.length > 0) {
-    const updated = { ...existing, classes: wanted.classes };
-    await writeBytesAtomic(path.join(cacheDir, MANIFEST_FILE), `${JSON.stringify(updated, null, 2)}\n`);
-    return updated;
-  }
-  return existing;
+  const updated = { ...existing };
+  if (existing.classes.length === 0 && wanted.classes.length > 0) updated.classes = wanted.classes;
+  // An int8 cache made before featcache kept its calibration learns it from the first run that used the same one.
+  if (
+    !existing.int8Calibration &&
+    wanted.int8Calibration &&
+    wanted.int8Calibration.calibrationHash === existing.calibrationHash
+  )
+    updated.int8Calibration = wanted.int8Calibration;
+  if (updated.classes === existing.classes && updated.int8Calibration === existing.int8Calibration) return existing;
+  await writeBytesAtomic(path.join(cacheDir, MANIFEST_FILE), `${JSON.stringify(updated, null, 2)}\n`);
+  return updated;
 }

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { damagedFile } from '../errors.js';
-import { type PartContent, type PartIndex, decodePart, indexFileOf, readRecordedIndex } from './part.js';
+import { type PartContent, type PartIndex, indexFileOf, readRecordedIndex } from './part.js';
 
 export const DAMAGED_SUFFIX = '.damaged';
 
@@ -87,6 +87,7 @@ export async function verifyPart(file: string): Promise<Verified> {
   const read = await readHashed(file, index.bytes!);
   if (typeof read === 'string') return { problem: read };
   if (read.sha256 !== index.sha256) return { problem: 'its content changed after it was committed (sha256 mismatch)' };
+  const { decodePart } = await import('./part-arrow.js');
   let content: PartContent;
   try {
     content = decodePart(read.bytes, file);

@@ -14,6 +14,7 @@ import {
   planActivations,
   quantiseWeights,
   quantizeModel,
+  quantizeWithParams,
   uint8Params,
 } from '../../src/backbone/quantize.js';
 import { FEATURE_OUTPUT, resolveTap, tappedModel } from '../../src/backbone/tap.js';
@@ -201,6 +202,24 @@ describe('int8 recipe: quantised graph', () => {
       TINY_CNN_DIM,
     );
     assert.ok(other.centredCosine.median < 0.5, JSON.stringify(other));
+  });
+
+  it('rebuilds the same bytes from the recorded parameters alone, and refuses a record that lacks some', async () => {
+    const tapped = tappedTiny();
+    const { bytes, report } = await quantizeModel(tapped, batchesOf(tinyInputs(8, SIZE, 3), 8, 4));
+    // Through JSON, as a cache's manifest keeps them.
+    const recorded = JSON.parse(JSON.stringify(report.ranges)) as typeof report.ranges;
+    assert.deepEqual(quantizeWithParams(tapped, recorded), bytes);
+    // Other parameters give another model: the comparison above is not vacuous.
+    const [first] = Object.keys(recorded);
+    const nudged = { ...recorded, [first!]: { ...recorded[first!]!, scale: recorded[first!]!.scale * 1.01 } };
+    assert.notDeepEqual(quantizeWithParams(tapped, nudged), bytes);
+    const lacking = { ...recorded };
+    delete lacking[first!];
+    assert.throws(
+      () => quantizeWithParams(tapped, lacking),
+      (e: Error) => e instanceof Int8Unsupported && /lack 1 of the graph's \d+ activations/.test(e.message),
+    );
   });
 
   it('refuses an already-quantised model, its own QDQ output included', async (t) => {

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { cliPath, repoRoot, tempDir } from '../support/helpers.js';
+import { cliPath, repoRoot, runCli, tempDir, writeColourFolder, writeTinyModel } from '../support/helpers.js';
 
 const recorder = path.join(repoRoot, 'dist/test/support/record-loads.js');
 
@@ -69,22 +69,81 @@ describe('lazy loading', () => {
     });
   }
 
-  it('the predict job loads onnxruntime and sharp but not Arrow, Parquet, fastify or TensorFlow.js', async () => {
+  it('importing the predict job loads no heavy module: each loads when a prediction first needs it', async () => {
     const r = await loadedPackages(['--input-type=module', '-e', "await import('./dist/src/jobs/predict.js')"]);
-    const heavy = heavyIn(r.packages);
-    for (const used of ['onnxruntime-node', 'sharp']) assert.ok(heavy.includes(used), used);
-    for (const unused of ['apache-arrow', 'parquet-wasm', 'fastify', '@tensorflow']) assert.ok(!heavy.includes(unused));
+    assert.equal(r.status, 0);
+    assert.deepEqual(heavyIn(r.packages), []);
   });
 
-  it('importing the library loads no job and no ML, image or HTTP module (Arrow only, for FeatureCache)', async () => {
+  it('one-image predict loads onnxruntime, sharp and TensorFlow.js, and nothing a local image does not need', async () => {
+    const dir = await tempDir('featcache-lazy-predict-');
+    const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
+    await writeColourFolder(path.join(dir, 'data'), 2);
+    const cache = path.join(dir, 'cache');
+    const head = path.join(dir, 'head');
+    const extracted = await runCli(['extract', '--data', path.join(dir, 'data'), '--model', model, '--cache', cache]);
+    assert.equal(extracted.code, 0, extracted.stderr);
+    const trained = await runCli(['train-head', '--cache', cache, '--head', head, '--epochs', '2']);
+    assert.equal(trained.code, 0, trained.stderr);
+    const image = path.join(dir, 'data', 'train', 'red', 'red0.png');
+    const args = [cliPath, 'predict', image, '--head', head, '--device', 'cpu'];
+    // The first predict taps the graph by the head's tensor name; later ones (a shell loop) find it in the model cache.
+    assert.equal((await loadedPackages(args)).status, 0);
+    const r = await loadedPackages(args);
+    assert.equal(r.status, 0);
+    const heavy = heavyIn(r.packages);
+    for (const used of ['onnxruntime-node', 'sharp', '@tensorflow']) assert.ok(heavy.includes(used), used);
+    // URL fetching, globbing, tap surgery (protobuf: the tapped graph comes from the model cache), Arrow, Parquet, HTTP.
+    for (const unused of ['apache-arrow', 'parquet-wasm', 'fastify', 'undici', 'onnx-proto', 'tar-stream', 'adm-zip'])
+      assert.ok(!heavy.includes(unused), unused);
+    for (const unused of ['fast-glob', 'protobufjs']) assert.ok(!r.packages.has(unused), unused);
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('importing the library loads no job and no heavy module, Arrow included', async () => {
     const r = await loadedPackages([
       '--input-type=module',
       '-e',
       "const f = await import('./dist/src/index.js'); f.parseDevice('cpu');",
     ]);
     assert.equal(r.status, 0);
-    assert.deepEqual(heavyIn(r.packages), ['apache-arrow']);
+    assert.deepEqual(heavyIn(r.packages), []);
     assert.ok(!r.modules.some((m) => /dist\/src\/jobs\/(?!defaults|setting-text)/.test(m)), 'no job module');
+  });
+
+  it('FeatureCache loads Arrow with the first part it reads, not when it opens a cache', async () => {
+    const dir = await tempDir('featcache-lazy-cache-');
+    await fs.writeFile(
+      path.join(dir, 'cache.json'),
+      JSON.stringify({
+        format: 1,
+        modelSha256: 'a'.repeat(64),
+        modelFile: 'm.onnx',
+        tappedTensor: 't',
+        preset: {},
+        exif: 'ignore',
+        icc: 'ignore',
+        dim: 2,
+        classes: [],
+      }),
+    );
+    const opened = await loadedPackages([
+      '--input-type=module',
+      '-e',
+      `const f = await import('./dist/src/index.js'); const c = await f.FeatureCache.open(${JSON.stringify(dir)}); await c.splits();`,
+    ]);
+    assert.equal(opened.status, 0);
+    assert.deepEqual(heavyIn(opened.packages), []);
+    const read = await loadedPackages([
+      '--input-type=module',
+      '-e',
+      `const f = await import('./dist/src/index.js'); const c = await f.FeatureCache.open(${JSON.stringify(dir)});
+       await c.read('train').catch(() => {});
+       const { readPart } = await import('./dist/src/store/part.js'); await readPart('/nonexistent').catch(() => {});`,
+    ]);
+    assert.equal(read.status, 0);
+    assert.deepEqual(heavyIn(read.packages), ['apache-arrow']);
+    await fs.rm(dir, { recursive: true, force: true });
   });
 
   it("a library job's first call loads its module; defaults are the job's own", () => {

@@ -3,7 +3,8 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { tableFromIPC } from 'apache-arrow';
-import { type PartContent, type Row, decodePart, encodePart, readPart, writePart } from '../../src/store/part.js';
+import { type PartContent, type Row, readPart, writePart } from '../../src/store/part.js';
+import { decodePart, encodePart } from '../../src/store/part-arrow.js';
 import { writeFileAtomic } from '../../src/util/fsx.js';
 import { tempDir } from '../support/helpers.js';
 
