@@ -20,7 +20,7 @@ import {
 } from '../errors.js';
 import { type OpenedBundle, buildBundle, openBundle, openBundleBytes } from '../export/bundle.js';
 import { MicroBatcher } from '../serve/batcher.js';
-import { type ImageBatcher, type ServerState, createServeApp } from '../serve/server.js';
+import { type ImageBatcher, type ServerState, createServeApp, cutAdmitted } from '../serve/server.js';
 import { DEFAULT_SERVE_OPTIONS } from './defaults.js';
 
 export { DEFAULT_SERVE_OPTIONS };
@@ -43,6 +43,11 @@ export interface ServeOptions {
   maxBodyMb: number;
   maxPixels: number;
   timeoutMs: number;
+  /**
+   * On close (SIGTERM/SIGINT in the CLI), how long admitted requests (uploading, queued or running) get to be
+   * answered; those still unanswered then get a 503 and the drain reports itself incomplete. 0 cuts at once.
+   */
+  drainMs: number;
   top: number;
   /** `cpu`, `auto`, `cuda` or `cuda:N`. */
   device: string;
@@ -53,16 +58,36 @@ export interface ServeOptions {
 /** The longest delay Node's timers accept (2³¹ − 1 ms). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** How a close went: whether every request admitted before it was answered in full. */
+export interface DrainReport {
+  /** Requests admitted (uploading, queued or running) when the close began. */
+  inFlight: number;
+  /** Requests answered 503 because the drain limit (or abort()) came first. */
+  cut: number;
+  /** Every admitted request got its real answer. */
+  complete: boolean;
+}
+
 export interface ServeHandle {
   url: string;
   /** Resolves once the model is loaded and /predict answers; rejects if it cannot be loaded. */
   ready: Promise<void>;
-  /** Stops accepting, drains in-flight requests, releases the model. Idempotent. */
-  close(): Promise<void>;
+  /** Requests admitted now (uploading, queued or running). */
+  inFlight(): number;
+  /**
+   * Stops accepting (new connections are refused, new requests on open ones answered 503), answers everything
+   * already admitted within `drainMs` (503 for what is left at the limit), then releases the model. Idempotent.
+   */
+  close(): Promise<DrainReport>;
+  /** Answers every admitted request 503 now and drops its connection (a second signal); returns how many. */
+  abort(): number;
 }
 
 function checkOptions(o: ServeOptions): void {
   for (const name of ['maxBatch', 'maxQueue', 'timeoutMs', 'top'] as const) positiveInteger(name, o[name]);
+  nonNegativeInteger('drainMs', o.drainMs);
+  if (o.drainMs > MAX_TIMER_MS)
+    throw invalidParameter('drainMs', `a whole number of milliseconds up to ${MAX_TIMER_MS}`, o.drainMs);
   maxPixelsLimit(o.maxPixels);
   // Node's timers hold a signed 32-bit count of ms: a longer one fires at once, and every request would be 503.
   if (o.timeoutMs > MAX_TIMER_MS)
@@ -99,7 +124,7 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
   // sharp's operation cache keys on inputs; every upload is a new buffer, so it only holds memory (RSS grew ~50 MB
   // over a soak). A server process has no other use for it.
   sharp.cache(false);
-  const state: ServerState = { model: null, batcher: null, loadError: null, closing: false };
+  const state: ServerState = { model: null, batcher: null, loadError: null, closing: false, admitted: new Set() };
   const policy = () => ({ ...state.model!.preprocessing.policy, maxPixels: options.maxPixels });
   const app = createServeApp(
     state,
@@ -167,18 +192,63 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
   })();
   ready.catch(() => {});
 
-  let closed: Promise<void> | null = null;
+  const release = async () => {
+    await state.batcher?.drain();
+    await ready.catch(() => {});
+    await state.model?.close();
+  };
+  const cutMessage = (why: string) => `the server shut down before answering (${why}); retry on another instance`;
+  let closed: Promise<DrainReport> | null = null;
   const close = () =>
     (closed ??= (async () => {
       state.closing = true;
-      // app.close() waits for requests already being handled; those wait on the batcher, which from now on runs
-      // what it has without waiting for batches to fill.
+      const inFlight = state.admitted.size;
+      // app.close() stops listening at once and waits for requests already admitted; those wait on the batcher,
+      // which from now on runs what it has without waiting for batches to fill.
       state.batcher?.hurry();
-      await app.close();
-      await state.batcher?.drain();
-      await ready.catch(() => {});
-      await state.model?.close();
-      options.log('serve: stopped');
+      const appClosed = app.close();
+      const drained = appClosed.then(release);
+      if (await settlesWithin(drained, options.drainMs)) {
+        await drained;
+        options.log('serve: stopped');
+        return { inFlight, cut: 0, complete: true };
+      }
+      const cut = cutAdmitted(state, 503, cutMessage(`drain limit ${optionName('drainMs')} ${options.drainMs} ms`));
+      // The 503s are on their way; a connection still open after a moment (a request mid-headers) is dropped.
+      if (!(await settlesWithin(appClosed, CUT_GRACE_MS))) app.server.closeAllConnections();
+      await appClosed;
+      // A batch may still be running in the worker: the model is released when it ends, not waited for here.
+      drained.catch((error: unknown) => options.log(`serve: releasing the model: ${errorMessage(error)}`));
+      options.log(
+        cut > 0
+          ? `serve: stopped at the drain limit (${optionName('drainMs')} ${options.drainMs} ms): ${cut} of ${inFlight} requests in flight answered 503`
+          : 'serve: stopped (the model was still loading at the drain limit)',
+      );
+      return { inFlight, cut, complete: cut === 0 };
     })());
-  return { url, ready, close };
+  const abort = () => {
+    state.closing = true;
+    return cutAdmitted(state, 503, cutMessage('the server was told to stop at once'));
+  };
+  return { url, ready, inFlight: () => state.admitted.size, close, abort };
+}
+
+/** After the drain limit cuts what is left, how long the 503s get to be written before connections are dropped. */
+const CUT_GRACE_MS = 1000;
+
+/** Whether `promise` settles within `ms` (a rejection counts as settled: the caller awaits it for the error). */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -5,6 +5,7 @@
  * escapes a handler.
  */
 import multipart from '@fastify/multipart';
+import type { Socket } from 'node:net';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { errorMessage, optionName } from '../errors.js';
 import type { OpenedBundle } from '../export/bundle.js';
@@ -35,6 +36,43 @@ export interface ServerState {
   /** Why loading failed, if it did; the server stays up to say so on /health. */
   loadError: string | null;
   closing: boolean;
+  /** Requests admitted and not yet closed (answered or aborted): what a drain waits for, and what its limit cuts. */
+  admitted: Set<FastifyReply>;
+}
+
+/** The routes that take an image and hold an admission slot while they work. */
+const ADMITTED_ROUTES: ReadonlySet<string> = new Set(['/predict']);
+
+/**
+ * Answers every admitted request that has no answer yet with `status` and closes its connection; returns how many.
+ * Written on the socket, not through the reply, because a request may still be uploading (its handler has not run)
+ * or be deep in a handler that will try to answer later: the raw write wins either way, and a later send on the
+ * closed socket is dropped.
+ */
+export function cutAdmitted(state: ServerState, status: 503, why: string): number {
+  let cut = 0;
+  for (const reply of state.admitted) {
+    const socket = reply.raw.socket;
+    if (reply.raw.headersSent || !socket || socket.destroyed) continue;
+    writeRawAnswer(socket, status, why);
+    cut++;
+  }
+  return cut;
+}
+
+const STATUS_TEXT: Readonly<Record<number, string>> = Object.freeze({
+  408: 'Request Timeout',
+  503: 'Service Unavailable',
+});
+
+/** A whole JSON error answer written straight to the socket, which then closes once it is flushed. */
+function writeRawAnswer(socket: Socket, status: 408 | 503, why: string): void {
+  const body = JSON.stringify({ error: why });
+  const retry = status === 503 ? 'Retry-After: 1\r\n' : '';
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\nConnection: close\r\n${retry}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+  socket.destroySoon();
 }
 
 /** A client's mistake, with the status it earns. */
@@ -92,7 +130,6 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   });
-  let inFlight = 0;
 
   // Image bytes of any content type arrive as a Buffer: whether they are an image is for the decoder to say.
   app.removeAllContentTypeParsers();
@@ -128,7 +165,7 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
 
   // Back-pressure before the body is read: a full server answers 503 without buffering anything.
   app.addHook('onRequest', async (request, reply) => {
-    if (request.method !== 'POST' || request.routeOptions.url !== '/predict') return;
+    if (request.method !== 'POST' || !ADMITTED_ROUTES.has(request.routeOptions.url ?? '')) return;
     if (state.closing) return reply.code(503).header('retry-after', '1').send({ error: 'the server is shutting down' });
     if (!state.model) {
       return reply
@@ -140,18 +177,18 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
             : 'the model is still loading; see GET /ready',
         });
     }
-    if (inFlight >= limits.maxInFlight) {
+    if (state.admitted.size >= limits.maxInFlight) {
       return reply
         .code(503)
         .header('retry-after', '1')
         .send({
-          error: `the server is busy (${inFlight} requests in flight, ${optionName('maxQueue')} ${limits.maxInFlight}); retry later`,
+          error: `the server is busy (${state.admitted.size} requests in flight, ${optionName('maxQueue')} ${limits.maxInFlight}); retry later`,
         });
     }
-    inFlight++;
+    state.admitted.add(reply);
     // 'close' fires once for every response, answered or aborted (a client that hangs up mid-upload included);
     // onResponse does not run for aborted requests, and a leaked slot would end in a server that only says 503.
-    reply.raw.once('close', () => inFlight--);
+    reply.raw.once('close', () => state.admitted.delete(reply));
     limitUpload(request, limits.timeoutMs);
   });
   // While draining, answers close their connection, so a kept-alive client does not hold the shutdown open.
@@ -174,7 +211,7 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     status: state.loadError ? 'failed' : 'ok',
     ready: state.model !== null && !state.closing,
     ...(state.loadError ? { error: state.loadError } : {}),
-    inFlight,
+    inFlight: state.admitted.size,
     batcher: state.batcher?.stats() ?? null,
   }));
 
@@ -272,11 +309,7 @@ function limitUpload(request: FastifyRequest, timeoutMs: number): void {
   const bytesAtStart = socket?.bytesRead ?? 0;
   const cut = (why: string) => {
     stop();
-    const body = JSON.stringify({ error: why });
-    raw.socket?.end(
-      `HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-    );
-    raw.socket?.destroySoon();
+    if (raw.socket) writeRawAnswer(raw.socket, 408, why);
   };
   const deadline = setTimeout(
     () => cut(`the upload took longer than ${timeoutMs} ms (${optionName('timeoutMs')})`),
