@@ -11,7 +11,8 @@ import { defineCommand, backboneOptions, logToStderr } from './flags.js';
 
 export const serveCommand = defineCommand({
   command: 'serve',
-  describe: 'serve a head (or a bundle) over HTTP: POST /predict, a page at /, dynamic batching',
+  describe:
+    'serve a head (or a bundle) over HTTP: POST /predict (and /similar with --similar-split), a page at /, dynamic batching',
   builder: (y: Argv) =>
     y
       .option('head', {
@@ -58,6 +59,25 @@ export const serveCommand = defineCommand({
           'on SIGTERM/SIGINT, how long requests in flight get to be answered; the rest get 503 and the exit code is 3',
       })
       .option('top', { type: 'number', default: D.top, describe: 'classes per answer unless the request asks ?top=N' })
+      .option('similar-split', {
+        type: 'string',
+        describe: 'serve POST /similar: the k nearest cached images of this split of --cache (off when absent)',
+      })
+      .option('cache', {
+        type: 'string',
+        default: D.cache,
+        describe: 'feature cache holding --similar-split (extracted with the served backbone, tap and preset)',
+      })
+      .option('similar-k', {
+        type: 'number',
+        default: D.similarK,
+        describe: 'neighbours per /similar answer unless the request asks ?k=N',
+      })
+      .option('similar-max-k', {
+        type: 'number',
+        default: D.similarMaxK,
+        describe: 'the largest ?k a /similar request may ask for (400 beyond)',
+      })
       .option('device', { ...backboneOptions.device, default: D.device })
       .option('threads', { ...backboneOptions.threads, default: D.threads }),
   handler: async (a) => {
@@ -76,6 +96,10 @@ export const serveCommand = defineCommand({
       timeoutMs: a['timeout-ms'],
       drainMs: a['drain-ms'],
       top: a.top,
+      cache: a.cache,
+      similarSplit: a['similar-split'],
+      similarK: a['similar-k'],
+      similarMaxK: a['similar-max-k'],
       device: a.device,
       threads: a.threads,
       log: logToStderr,

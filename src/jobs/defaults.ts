@@ -136,6 +136,10 @@ export const DEFAULT_SERVE_OPTIONS: Readonly<ServeOptions> = Object.freeze({
   // Under Kubernetes' default 30 s grace between SIGTERM and SIGKILL, so the 503s of a cut drain still go out.
   drainMs: 20_000,
   top: 5,
+  cache: DEFAULT_CACHE_DIR,
+  similarSplit: undefined,
+  similarK: 10,
+  similarMaxK: 100,
   device: 'auto',
   threads: 0,
   log: () => {},

@@ -18,8 +18,10 @@ import {
   positiveInteger,
   ExitCode,
 } from '../errors.js';
-import { type OpenedBundle, buildBundle, openBundle, openBundleBytes } from '../export/bundle.js';
+import { buildBundle } from '../export/bundle.js';
 import { MicroBatcher } from '../serve/batcher.js';
+import { type ServedModel, openServedModel } from '../serve/model.js';
+import { type SimilarReference, checkReferenceSplit, openReference } from '../serve/similar.js';
 import { type ImageBatcher, type ServerState, createServeApp, cutAdmitted } from '../serve/server.js';
 import { DEFAULT_SERVE_OPTIONS } from './defaults.js';
 
@@ -49,11 +51,22 @@ export interface ServeOptions {
    */
   drainMs: number;
   top: number;
+  /** Cache directory /similar searches (with `similarSplit`). */
+  cache: string;
+  /** Split of `cache` that POST /similar searches; /similar is off when absent. */
+  similarSplit: string | undefined;
+  /** Neighbours per /similar answer unless the request asks ?k=N. */
+  similarK: number;
+  /** The largest ?k a request may ask for (400 beyond). */
+  similarMaxK: number;
   /** `cpu`, `auto`, `cuda` or `cuda:N`. */
   device: string;
   threads: number;
   log: (line: string) => void;
 }
+
+/** ?k beyond this would make one answer a page of the split, not its neighbours (and a heap of that size per query). */
+export const MAX_SIMILAR_K = 10_000;
 
 /** The longest delay Node's timers accept (2³¹ − 1 ms). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -97,14 +110,23 @@ function checkOptions(o: ServeOptions): void {
       o.timeoutMs,
     );
   nonNegativeInteger('maxWaitMs', o.maxWaitMs);
+  integerIn('similarMaxK', o.similarMaxK, 1, MAX_SIMILAR_K);
+  integerIn('similarK', o.similarK, 1, o.similarMaxK);
+  if (o.similarSplit !== undefined && (typeof o.similarSplit !== 'string' || o.similarSplit === ''))
+    throw invalidParameter('similarSplit', 'the name of a split of --cache', o.similarSplit);
   threadCount(o.threads);
   numberIn('port', o.port, 0, 65535);
   numberIn('maxBodyMb', o.maxBodyMb, 0, 4096, true);
   parseDevice(o.device);
 }
 
-async function loadModel(o: ServeOptions): Promise<OpenedBundle> {
-  const settings = { device: parseDevice(o.device), threads: o.threads };
+function integerIn(option: string, value: number, min: number, max: number): void {
+  if (!Number.isInteger(value) || value < min || value > max)
+    throw invalidParameter(option, `an integer in [${min}, ${max}]`, value);
+}
+
+async function loadModel(o: ServeOptions): Promise<ServedModel> {
+  const settings = { device: parseDevice(o.device), threads: o.threads, features: o.similarSplit !== undefined };
   const bundleFile =
     o.bundle ??
     ((await fs.stat(o.head).then(
@@ -113,9 +135,16 @@ async function loadModel(o: ServeOptions): Promise<OpenedBundle> {
     ))
       ? o.head
       : undefined);
-  if (bundleFile) return openBundle(bundleFile, settings);
+  if (bundleFile) {
+    const bytes = await fs.readFile(bundleFile).catch((error: NodeJS.ErrnoException) => {
+      throw new FeatcacheError(
+        `${optionName(o.bundle ? 'bundle' : 'head')}: cannot read ${bundleFile} (${error.code})`,
+      );
+    });
+    return openServedModel(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), bundleFile, settings);
+  }
   const { bytes } = await buildBundle({ head: o.head, model: o.model });
-  return openBundleBytes(bytes, o.head, settings);
+  return openServedModel(bytes, o.head, settings);
 }
 
 export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeHandle> {
@@ -124,7 +153,15 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
   // sharp's operation cache keys on inputs; every upload is a new buffer, so it only holds memory (RSS grew ~50 MB
   // over a soak). A server process has no other use for it.
   sharp.cache(false);
-  const state: ServerState = { model: null, batcher: null, loadError: null, closing: false, admitted: new Set() };
+  if (options.similarSplit !== undefined) await checkReferenceSplit(options.cache, options.similarSplit);
+  const state: ServerState = {
+    model: null,
+    batcher: null,
+    reference: null,
+    loadError: null,
+    closing: false,
+    admitted: new Set(),
+  };
   const policy = () => ({ ...state.model!.preprocessing.policy, maxPixels: options.maxPixels });
   const app = createServeApp(
     state,
@@ -134,6 +171,7 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
       maxInFlight: options.maxQueue,
       timeoutMs: options.timeoutMs,
       top: options.top,
+      similar: { enabled: options.similarSplit !== undefined, k: options.similarK, maxK: options.similarMaxK },
     },
     policy,
   );
@@ -159,18 +197,33 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
     const started = performance.now();
     try {
       const model = await loadModel(options);
+      let reference: SimilarReference | null = null;
+      try {
+        if (options.similarSplit !== undefined && !state.closing)
+          reference = await openReference(options.cache, options.similarSplit, model, {
+            maxBatch: options.maxBatch,
+            maxQueue: options.maxQueue,
+            timeoutMs: options.timeoutMs,
+            log: options.log,
+          });
+      } catch (error) {
+        await model.close();
+        throw error;
+      }
       if (state.closing) {
+        await reference?.close();
         await model.close();
         return;
       }
       const classes = model.classes.length;
+      const width = classes + model.featureDim;
       const perImage = 3 * model.preprocessing.input.height * model.preprocessing.input.width;
       const batcher: ImageBatcher = new MicroBatcher<Float32Array, Float32Array>(
         async (images: Float32Array[]) => {
           const pixels = new Float32Array(images.length * perImage);
           images.forEach((image, i) => pixels.set(image, i * perImage));
-          const probabilities = await model.predict(pixels, images.length);
-          return images.map((_, i) => probabilities.slice(i * classes, (i + 1) * classes));
+          const rows = await model.infer(pixels, images.length);
+          return images.map((_, i) => rows.slice(i * width, (i + 1) * width));
         },
         {
           maxBatch: options.maxBatch,
@@ -180,9 +233,10 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
         },
       );
       state.batcher = batcher;
+      state.reference = reference;
       state.model = model;
       options.log(
-        `serve: ready in ${((performance.now() - started) / 1000).toFixed(1)} s — ${classes} classes, ${model.provider}, max batch ${options.maxBatch}, max wait ${options.maxWaitMs} ms`,
+        `serve: ready in ${((performance.now() - started) / 1000).toFixed(1)} s — ${classes} classes, ${model.provider}, max batch ${options.maxBatch}, max wait ${options.maxWaitMs} ms${reference ? `; POST /similar searches ${reference.rows} rows of ${options.cache}/${reference.split} (${reference.method})` : ''}`,
       );
     } catch (error) {
       state.loadError = errorMessage(error);
@@ -194,6 +248,7 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
 
   const release = async () => {
     await state.batcher?.drain();
+    await state.reference?.close();
     await ready.catch(() => {});
     await state.model?.close();
   };

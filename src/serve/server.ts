@@ -8,11 +8,12 @@ import multipart from '@fastify/multipart';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { errorMessage, optionName } from '../errors.js';
-import type { OpenedBundle } from '../export/bundle.js';
 import { decodeToRgb, writeNormalised } from '../image/preprocess.js';
 import type { ImagePolicy } from '../image/presets.js';
 import { BatcherClosedError, type MicroBatcher, QueueFullError, QueueTimeoutError } from './batcher.js';
+import type { ServedModel } from './model.js';
 import { servePage } from './page.js';
+import type { SimilarReference } from './similar.js';
 
 export interface ServerLimits {
   /** Request bodies larger than this are refused with 413 before they are read in full. */
@@ -25,14 +26,18 @@ export interface ServerLimits {
   timeoutMs: number;
   /** Default and largest `top` a request may ask for. */
   top: number;
+  /** POST /similar: whether it is served (a reference split was given), its default `k` and the largest allowed. */
+  similar: { enabled: boolean; k: number; maxK: number };
 }
 
-/** What one image comes back as from the batcher. */
+/** One image in, one row out: its class probabilities, then its backbone features when /similar is served. */
 export type ImageBatcher = MicroBatcher<Float32Array, Float32Array>;
 
 export interface ServerState {
-  model: OpenedBundle | null;
+  model: ServedModel | null;
   batcher: ImageBatcher | null;
+  /** The split /similar searches; set together with `model`, once both are loaded. */
+  reference: SimilarReference | null;
   /** Why loading failed, if it did; the server stays up to say so on /health. */
   loadError: string | null;
   closing: boolean;
@@ -41,7 +46,7 @@ export interface ServerState {
 }
 
 /** The routes that take an image and hold an admission slot while they work. */
-const ADMITTED_ROUTES: ReadonlySet<string> = new Set(['/predict']);
+const ADMITTED_ROUTES: ReadonlySet<string> = new Set(['/predict', '/similar']);
 
 /**
  * Answers every admitted request that has no answer yet with `status` and closes its connection; returns how many.
@@ -104,7 +109,7 @@ function describeDecodeError(error: unknown, maxPixels: number): ClientError {
   return new ClientError(400, `the image could not be decoded (${message})`);
 }
 
-export function modelSummary(model: OpenedBundle) {
+export function modelSummary(model: ServedModel) {
   const p = model.provenance;
   return {
     classes: model.classes.length,
@@ -159,13 +164,17 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
   });
   app.setNotFoundHandler((request, reply) => {
     reply.code(404).send({
-      error: `no route ${request.method} ${request.url.split('?')[0]}; try GET /, POST /predict, GET /health, GET /ready, GET /model`,
+      error: `no route ${request.method} ${request.url.split('?')[0]}; try GET /, POST /predict, POST /similar, GET /health, GET /ready, GET /model`,
     });
   });
 
   // Back-pressure before the body is read: a full server answers 503 without buffering anything.
   app.addHook('onRequest', async (request, reply) => {
     if (request.method !== 'POST' || !ADMITTED_ROUTES.has(request.routeOptions.url ?? '')) return;
+    if (request.routeOptions.url === '/similar' && !limits.similar.enabled)
+      return reply.code(404).send({
+        error: `POST /similar is off: start serve with ${optionName('similarSplit')} SPLIT (and ${optionName('cache')} DIR) to search a cached split`,
+      });
     if (state.closing) return reply.code(503).header('retry-after', '1').send({ error: 'the server is shutting down' });
     if (!state.model) {
       return reply
@@ -213,6 +222,9 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     ...(state.loadError ? { error: state.loadError } : {}),
     inFlight: state.admitted.size,
     batcher: state.batcher?.stats() ?? null,
+    similar: state.reference
+      ? { split: state.reference.split, rows: state.reference.rows, method: state.reference.method }
+      : null,
   }));
 
   app.get('/ready', async (_request, reply) => {
@@ -231,10 +243,9 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     };
   });
 
-  app.post('/predict', async (request, reply) => {
+  /** The image of a request through the model: its output row, or the 4xx/503 the request earned. */
+  const runImage = async (request: FastifyRequest, reply: FastifyReply) => {
     const model = state.model!;
-    const batcher = state.batcher!;
-    const top = parseTop((request.query as Record<string, unknown>).top, limits.top, model.classes.length);
     const bytes = await imageBytes(request);
     const decodeStarted = performance.now();
     const preset = model.preprocessing.preset;
@@ -248,20 +259,24 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     const pixels = new Float32Array(3 * preset.crop * preset.crop);
     writeNormalised(rgb, preset, model.layout.layout, pixels, 0);
     const decodeMs = performance.now() - decodeStarted;
-    let result;
     try {
-      result = await batcher.submit(pixels);
+      return { ...(await state.batcher!.submit(pixels)), decodeMs };
     } catch (error) {
-      if (
-        error instanceof QueueFullError ||
-        error instanceof QueueTimeoutError ||
-        error instanceof BatcherClosedError
-      ) {
-        return reply.code(503).header('retry-after', '1').send({ error: error.message });
-      }
-      throw error;
+      if (!isOverload(error)) throw error;
+      reply
+        .code(503)
+        .header('retry-after', '1')
+        .send({ error: (error as Error).message });
+      return null;
     }
-    const probabilities = result.output;
+  };
+
+  app.post('/predict', async (request, reply) => {
+    const model = state.model!;
+    const top = parseTop((request.query as Record<string, unknown>).top, limits.top, model.classes.length);
+    const result = await runImage(request, reply);
+    if (!result) return reply;
+    const probabilities = result.output.subarray(0, model.classes.length);
     const order = Array.from(probabilities.keys())
       .sort((a, b) => probabilities[b]! - probabilities[a]! || a - b)
       .slice(0, top);
@@ -269,7 +284,7 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
       top: order.map((c) => ({ label: model.classes[c]!, index: c, probability: probabilities[c]! })),
       model: modelSummary(model),
       timing: {
-        decodeMs: round(decodeMs),
+        decodeMs: round(result.decodeMs),
         waitMs: round(result.waitMs),
         inferMs: round(result.runMs),
         batchSize: result.batchSize,
@@ -277,10 +292,62 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     };
   });
 
+  app.post('/similar', async (request, reply) => {
+    const model = state.model!;
+    const reference = state.reference!;
+    const k = parseK((request.query as Record<string, unknown>).k, limits.similar);
+    const result = await runImage(request, reply);
+    if (!result) return reply;
+    const features = result.output.slice(model.classes.length);
+    let found;
+    try {
+      found = await reference.search(features, k);
+    } catch (error) {
+      if (!isOverload(error)) throw error;
+      return reply
+        .code(503)
+        .header('retry-after', '1')
+        .send({ error: (error as Error).message });
+    }
+    return {
+      split: reference.split,
+      k: found.output.length,
+      metric: 'cosine',
+      method: reference.method,
+      neighbours: found.output,
+      model: modelSummary(model),
+      timing: {
+        decodeMs: round(result.decodeMs),
+        waitMs: round(result.waitMs),
+        inferMs: round(result.runMs),
+        batchSize: result.batchSize,
+        searchWaitMs: round(found.waitMs),
+        searchMs: round(found.runMs),
+        searchBatchSize: found.batchSize,
+      },
+    };
+  });
+
   return app;
 }
 
+/** A batcher's refusals: the server is full, too slow for the deadline, or shutting down. */
+function isOverload(error: unknown): boolean {
+  return error instanceof QueueFullError || error instanceof QueueTimeoutError || error instanceof BatcherClosedError;
+}
+
 const round = (ms: number) => Math.round(ms * 100) / 100;
+
+function parseK(value: unknown, limits: ServerLimits['similar']): number {
+  if (value === undefined || value === '') return limits.k;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > limits.maxK)
+    throw new ClientError(
+      400,
+      `k: expected a positive integer up to ${limits.maxK} (${optionName('similarMaxK')}), got ${JSON.stringify(value)}`,
+    );
+  return n;
+}
 
 function parseTop(value: unknown, fallback: number, classes: number): number {
   if (value === undefined || value === '') return Math.min(fallback, classes);
