@@ -240,6 +240,16 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
       preprocessing: model.preprocessing,
       provenance: model.provenance,
       provider: model.provider,
+      similar: state.reference
+        ? {
+            cache: state.reference.cache,
+            split: state.reference.split,
+            rows: state.reference.rows,
+            dim: state.reference.dim,
+            method: state.reference.method,
+            metric: 'cosine',
+          }
+        : null,
     };
   });
 

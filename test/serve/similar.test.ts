@@ -118,6 +118,8 @@ describe('serve POST /similar (issue 24)', { skip: needsMonkeys }, () => {
     assert.ok(body.neighbours![0]!.similarity > 0.99, `copy's similarity ${body.neighbours![0]!.similarity}`);
     const health = await (await fetch(new URL('health', server.url))).json();
     assert.deepEqual(health.similar, { split: 'validation', rows, method: 'exact' });
+    const info = await (await fetch(new URL('model', server.url))).json();
+    assert.deepEqual(info.similar, { cache, split: 'validation', rows, dim: 1280, method: 'exact', metric: 'cosine' });
   });
 
   it('answers concurrent raw and multipart uploads, batched together, each with its own neighbours; ?k=N', async () => {
