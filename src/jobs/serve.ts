@@ -263,6 +263,11 @@ export async function serve(partial: Partial<ServeOptions> = {}): Promise<ServeH
       state.batcher?.hurry();
       const appClosed = app.close();
       const drained = appClosed.then(release);
+      // fastify stops listening a few ticks into its close; say so only once a new connection is really refused.
+      for (let tick = 0; tick < 1000 && app.server.listening; tick++) await new Promise(setImmediate);
+      options.log(
+        `serve: not accepting connections; answering the ${inFlight} requests in flight (up to ${options.drainMs} ms, ${optionName('drainMs')})`,
+      );
       if (await settlesWithin(drained, options.drainMs)) {
         await drained;
         options.log('serve: stopped');

@@ -146,6 +146,7 @@ describe('serve drains on SIGTERM/SIGINT (issue 27, item 10)', () => {
       await waitForInFlight(s.url, 5);
       s.child.kill('SIGTERM');
       await s.logged(/SIGTERM: finishing requests in flight \(5,/);
+      await s.logged(/not accepting connections; answering the 5 requests in flight \(up to 30000 ms, --drain-ms\)/);
       await assert.rejects(fetch(new URL('health', s.url)), 'a new connection during the drain is refused');
       const answers = await Promise.all([...queued, ...uploading]);
       answers.forEach((a, i) => assertAnswered(a, `request ${i}`));
