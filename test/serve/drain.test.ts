@@ -195,6 +195,14 @@ describe('serve drains on SIGTERM/SIGINT (issue 27, item 10)', () => {
     },
   );
 
+  it('--drain-ms must be a whole number of milliseconds', async () => {
+    await assert.rejects(serve({ head, port: 0, drainMs: -1 }), /drainMs: expected an integer >= 0, got -1/);
+    await assert.rejects(
+      serve({ head, port: 0, drainMs: 2 ** 31 }),
+      /drainMs: expected a whole number of milliseconds/,
+    );
+  });
+
   it('close() reports an incomplete drain when the limit cuts admitted requests', async () => {
     const s = await serve({ head, port: 0, maxWaitMs: 60_000, maxBatch: 64, drainMs: 0 });
     await s.ready;

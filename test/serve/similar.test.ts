@@ -178,6 +178,13 @@ describe('serve POST /similar (issue 24)', { skip: needsMonkeys }, () => {
     assert.equal(unknown.code, 2, unknown.stderr);
     assert.match(unknown.stderr, /--similar-split: the cache .* has no split "test" \(it has: validation\)/);
 
+    const bigK = await runCli(['serve', '--head', head, '--similar-k', '500', '--port', '0']);
+    assert.equal(bigK.code, 2, bigK.stderr);
+    assert.match(bigK.stderr, /--similar-k: expected an integer in \[1, 100\], got 500/);
+    const noCache = await runCli(['serve', '--head', head, '--similar-split', 'x', '--cache', path.join(dir, 'none')]);
+    assert.equal(noCache.code, 2, noCache.stderr);
+    assert.match(noCache.stderr, /--cache .*none: no feature cache here/);
+
     const tiny = await writeTinyModel(path.join(dir, 'tiny.onnx'));
     const tinyHead = path.join(dir, 'tiny-head');
     await writeTestHead(tinyHead, {
