@@ -344,6 +344,7 @@ export const FEATURE_BENCHES: readonly string[] = Object.freeze([
   'audit',
   'head-scale',
   'map-page',
+  'serve-similar',
 ]);
 
 type FeatureBench = (opts: { quick: boolean; log: (l: string) => void }) => Promise<Record<string, unknown>>;

@@ -35,7 +35,8 @@ export type { DemoOptions, DemoResult } from './jobs/demo.js';
 export type { FetchModelOptions, FetchResult } from './jobs/fetch-model.js';
 export type { InstallCudaOptions, InstallCudaResult } from './jobs/install-cuda.js';
 export type { BundleOptions, BundleResult } from './jobs/bundle.js';
-export type { ServeOptions, ServeHandle } from './jobs/serve.js';
+export type { DrainReport, ServeOptions, ServeHandle } from './jobs/serve.js';
+export type { SimilarNeighbour } from './serve/similar.js';
 export type { ExportOptions, ExportResult } from './jobs/export.js';
 export type { CompactOptions, CompactResult } from './jobs/compact.js';
 

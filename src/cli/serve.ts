@@ -1,4 +1,9 @@
-/** `featcache serve`: the yargs face of jobs/serve; SIGTERM/SIGINT drain in-flight requests, then exit 0. */
+/**
+ * `featcache serve`: the yargs face of jobs/serve. SIGTERM/SIGINT drain the requests in flight: exit 0 when every one
+ * was answered, 3 when the --drain-ms limit cut some with a 503; a second signal answers what is left 503 and exits
+ * at once with 128 + the signal's number, as a shell reports a process killed by it.
+ */
+import { constants } from 'node:os';
 import type { Argv } from 'yargs';
 import { ExitCode } from '../errors.js';
 import { DEFAULT_SERVE_OPTIONS as D } from '../jobs/defaults.js';
@@ -6,7 +11,8 @@ import { defineCommand, backboneOptions, logToStderr } from './flags.js';
 
 export const serveCommand = defineCommand({
   command: 'serve',
-  describe: 'serve a head (or a bundle) over HTTP: POST /predict, a page at /, dynamic batching',
+  describe:
+    'serve a head (or a bundle) over HTTP: POST /predict (and /similar with --similar-split), a page at /, dynamic batching',
   builder: (y: Argv) =>
     y
       .option('head', {
@@ -46,7 +52,32 @@ export const serveCommand = defineCommand({
         default: D.timeoutMs,
         describe: 'request deadline, upload and queueing included (503 beyond)',
       })
+      .option('drain-ms', {
+        type: 'number',
+        default: D.drainMs,
+        describe:
+          'on SIGTERM/SIGINT, how long requests in flight get to be answered; the rest get 503 and the exit code is 3',
+      })
       .option('top', { type: 'number', default: D.top, describe: 'classes per answer unless the request asks ?top=N' })
+      .option('similar-split', {
+        type: 'string',
+        describe: 'serve POST /similar: the k nearest cached images of this split of --cache (off when absent)',
+      })
+      .option('cache', {
+        type: 'string',
+        default: D.cache,
+        describe: 'feature cache holding --similar-split (extracted with the served backbone, tap and preset)',
+      })
+      .option('similar-k', {
+        type: 'number',
+        default: D.similarK,
+        describe: 'neighbours per /similar answer unless the request asks ?k=N',
+      })
+      .option('similar-max-k', {
+        type: 'number',
+        default: D.similarMaxK,
+        describe: 'the largest ?k a /similar request may ask for (400 beyond)',
+      })
       .option('device', { ...backboneOptions.device, default: D.device })
       .option('threads', { ...backboneOptions.threads, default: D.threads }),
   handler: async (a) => {
@@ -63,23 +94,37 @@ export const serveCommand = defineCommand({
       maxBodyMb: a['max-body-mb'],
       maxPixels: a['max-pixels'],
       timeoutMs: a['timeout-ms'],
+      drainMs: a['drain-ms'],
       top: a.top,
+      cache: a.cache,
+      similarSplit: a['similar-split'],
+      similarK: a['similar-k'],
+      similarMaxK: a['similar-max-k'],
       device: a.device,
       threads: a.threads,
       log: logToStderr,
     });
-    const stop = (signal: string) => {
-      logToStderr(`serve: ${signal}: finishing requests in flight`);
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        const cut = handle.abort();
+        logToStderr(`serve: ${signal} again: exiting now; ${cut} requests in flight answered 503`);
+        process.exit(128 + constants.signals[signal]);
+      }
+      stopping = true;
+      logToStderr(
+        `serve: ${signal}: finishing requests in flight (${handle.inFlight()}, up to ${a['drain-ms']} ms by --drain-ms); a second signal exits at once`,
+      );
       handle.close().then(
-        () => process.exit(ExitCode.ok),
+        (report) => process.exit(report.complete ? ExitCode.ok : ExitCode.partial),
         (error: unknown) => {
           logToStderr(`serve: ${String(error)}`);
           process.exit(ExitCode.failed);
         },
       );
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
     try {
       await handle.ready;
     } catch (error) {

@@ -133,7 +133,13 @@ export const DEFAULT_SERVE_OPTIONS: Readonly<ServeOptions> = Object.freeze({
   // A server decodes several uploads at once; 50 Mpx (≈150 MB decoded) each is already generous.
   maxPixels: 50_000_000,
   timeoutMs: 30_000,
+  // Under Kubernetes' default 30 s grace between SIGTERM and SIGKILL, so the 503s of a cut drain still go out.
+  drainMs: 20_000,
   top: 5,
+  cache: DEFAULT_CACHE_DIR,
+  similarSplit: undefined,
+  similarK: 10,
+  similarMaxK: 100,
   device: 'auto',
   threads: 0,
   log: () => {},

@@ -5,13 +5,15 @@
  * escapes a handler.
  */
 import multipart from '@fastify/multipart';
+import type { Socket } from 'node:net';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { errorMessage, optionName } from '../errors.js';
-import type { OpenedBundle } from '../export/bundle.js';
 import { decodeToRgb, writeNormalised } from '../image/preprocess.js';
 import type { ImagePolicy } from '../image/presets.js';
 import { BatcherClosedError, type MicroBatcher, QueueFullError, QueueTimeoutError } from './batcher.js';
+import type { ServedModel } from './model.js';
 import { servePage } from './page.js';
+import type { SimilarReference } from './similar.js';
 
 export interface ServerLimits {
   /** Request bodies larger than this are refused with 413 before they are read in full. */
@@ -24,17 +26,58 @@ export interface ServerLimits {
   timeoutMs: number;
   /** Default and largest `top` a request may ask for. */
   top: number;
+  /** POST /similar: whether it is served (a reference split was given), its default `k` and the largest allowed. */
+  similar: { enabled: boolean; k: number; maxK: number };
 }
 
-/** What one image comes back as from the batcher. */
+/** One image in, one row out: its class probabilities, then its backbone features when /similar is served. */
 export type ImageBatcher = MicroBatcher<Float32Array, Float32Array>;
 
 export interface ServerState {
-  model: OpenedBundle | null;
+  model: ServedModel | null;
   batcher: ImageBatcher | null;
+  /** The split /similar searches; set together with `model`, once both are loaded. */
+  reference: SimilarReference | null;
   /** Why loading failed, if it did; the server stays up to say so on /health. */
   loadError: string | null;
   closing: boolean;
+  /** Requests admitted and not yet closed (answered or aborted): what a drain waits for, and what its limit cuts. */
+  admitted: Set<FastifyReply>;
+}
+
+/** The routes that take an image and hold an admission slot while they work. */
+const ADMITTED_ROUTES: ReadonlySet<string> = new Set(['/predict', '/similar']);
+
+/**
+ * Answers every admitted request that has no answer yet with `status` and closes its connection; returns how many.
+ * Written on the socket, not through the reply, because a request may still be uploading (its handler has not run)
+ * or be deep in a handler that will try to answer later: the raw write wins either way, and a later send on the
+ * closed socket is dropped.
+ */
+export function cutAdmitted(state: ServerState, status: 503, why: string): number {
+  let cut = 0;
+  for (const reply of state.admitted) {
+    const socket = reply.raw.socket;
+    if (reply.raw.headersSent || !socket || socket.destroyed) continue;
+    writeRawAnswer(socket, status, why);
+    cut++;
+  }
+  return cut;
+}
+
+const STATUS_TEXT: Readonly<Record<number, string>> = Object.freeze({
+  408: 'Request Timeout',
+  503: 'Service Unavailable',
+});
+
+/** A whole JSON error answer written straight to the socket, which then closes once it is flushed. */
+function writeRawAnswer(socket: Socket, status: 408 | 503, why: string): void {
+  const body = JSON.stringify({ error: why });
+  const retry = status === 503 ? 'Retry-After: 1\r\n' : '';
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\nConnection: close\r\n${retry}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+  socket.destroySoon();
 }
 
 /** A client's mistake, with the status it earns. */
@@ -66,7 +109,7 @@ function describeDecodeError(error: unknown, maxPixels: number): ClientError {
   return new ClientError(400, `the image could not be decoded (${message})`);
 }
 
-export function modelSummary(model: OpenedBundle) {
+export function modelSummary(model: ServedModel) {
   const p = model.provenance;
   return {
     classes: model.classes.length,
@@ -92,7 +135,6 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   });
-  let inFlight = 0;
 
   // Image bytes of any content type arrive as a Buffer: whether they are an image is for the decoder to say.
   app.removeAllContentTypeParsers();
@@ -122,13 +164,17 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
   });
   app.setNotFoundHandler((request, reply) => {
     reply.code(404).send({
-      error: `no route ${request.method} ${request.url.split('?')[0]}; try GET /, POST /predict, GET /health, GET /ready, GET /model`,
+      error: `no route ${request.method} ${request.url.split('?')[0]}; try GET /, POST /predict, POST /similar, GET /health, GET /ready, GET /model`,
     });
   });
 
   // Back-pressure before the body is read: a full server answers 503 without buffering anything.
   app.addHook('onRequest', async (request, reply) => {
-    if (request.method !== 'POST' || request.routeOptions.url !== '/predict') return;
+    if (request.method !== 'POST' || !ADMITTED_ROUTES.has(request.routeOptions.url ?? '')) return;
+    if (request.routeOptions.url === '/similar' && !limits.similar.enabled)
+      return reply.code(404).send({
+        error: `POST /similar is off: start serve with ${optionName('similarSplit')} SPLIT (and ${optionName('cache')} DIR) to search a cached split`,
+      });
     if (state.closing) return reply.code(503).header('retry-after', '1').send({ error: 'the server is shutting down' });
     if (!state.model) {
       return reply
@@ -140,18 +186,18 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
             : 'the model is still loading; see GET /ready',
         });
     }
-    if (inFlight >= limits.maxInFlight) {
+    if (state.admitted.size >= limits.maxInFlight) {
       return reply
         .code(503)
         .header('retry-after', '1')
         .send({
-          error: `the server is busy (${inFlight} requests in flight, ${optionName('maxQueue')} ${limits.maxInFlight}); retry later`,
+          error: `the server is busy (${state.admitted.size} requests in flight, ${optionName('maxQueue')} ${limits.maxInFlight}); retry later`,
         });
     }
-    inFlight++;
+    state.admitted.add(reply);
     // 'close' fires once for every response, answered or aborted (a client that hangs up mid-upload included);
     // onResponse does not run for aborted requests, and a leaked slot would end in a server that only says 503.
-    reply.raw.once('close', () => inFlight--);
+    reply.raw.once('close', () => state.admitted.delete(reply));
     limitUpload(request, limits.timeoutMs);
   });
   // While draining, answers close their connection, so a kept-alive client does not hold the shutdown open.
@@ -174,8 +220,11 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     status: state.loadError ? 'failed' : 'ok',
     ready: state.model !== null && !state.closing,
     ...(state.loadError ? { error: state.loadError } : {}),
-    inFlight,
+    inFlight: state.admitted.size,
     batcher: state.batcher?.stats() ?? null,
+    similar: state.reference
+      ? { split: state.reference.split, rows: state.reference.rows, method: state.reference.method }
+      : null,
   }));
 
   app.get('/ready', async (_request, reply) => {
@@ -191,13 +240,22 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
       preprocessing: model.preprocessing,
       provenance: model.provenance,
       provider: model.provider,
+      similar: state.reference
+        ? {
+            cache: state.reference.cache,
+            split: state.reference.split,
+            rows: state.reference.rows,
+            dim: state.reference.dim,
+            method: state.reference.method,
+            metric: 'cosine',
+          }
+        : null,
     };
   });
 
-  app.post('/predict', async (request, reply) => {
+  /** The image of a request through the model: its output row, or the 4xx/503 the request earned. */
+  const runImage = async (request: FastifyRequest, reply: FastifyReply) => {
     const model = state.model!;
-    const batcher = state.batcher!;
-    const top = parseTop((request.query as Record<string, unknown>).top, limits.top, model.classes.length);
     const bytes = await imageBytes(request);
     const decodeStarted = performance.now();
     const preset = model.preprocessing.preset;
@@ -211,20 +269,24 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     const pixels = new Float32Array(3 * preset.crop * preset.crop);
     writeNormalised(rgb, preset, model.layout.layout, pixels, 0);
     const decodeMs = performance.now() - decodeStarted;
-    let result;
     try {
-      result = await batcher.submit(pixels);
+      return { ...(await state.batcher!.submit(pixels)), decodeMs };
     } catch (error) {
-      if (
-        error instanceof QueueFullError ||
-        error instanceof QueueTimeoutError ||
-        error instanceof BatcherClosedError
-      ) {
-        return reply.code(503).header('retry-after', '1').send({ error: error.message });
-      }
-      throw error;
+      if (!isOverload(error)) throw error;
+      reply
+        .code(503)
+        .header('retry-after', '1')
+        .send({ error: (error as Error).message });
+      return null;
     }
-    const probabilities = result.output;
+  };
+
+  app.post('/predict', async (request, reply) => {
+    const model = state.model!;
+    const top = parseTop((request.query as Record<string, unknown>).top, limits.top, model.classes.length);
+    const result = await runImage(request, reply);
+    if (!result) return reply;
+    const probabilities = result.output.subarray(0, model.classes.length);
     const order = Array.from(probabilities.keys())
       .sort((a, b) => probabilities[b]! - probabilities[a]! || a - b)
       .slice(0, top);
@@ -232,7 +294,7 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
       top: order.map((c) => ({ label: model.classes[c]!, index: c, probability: probabilities[c]! })),
       model: modelSummary(model),
       timing: {
-        decodeMs: round(decodeMs),
+        decodeMs: round(result.decodeMs),
         waitMs: round(result.waitMs),
         inferMs: round(result.runMs),
         batchSize: result.batchSize,
@@ -240,10 +302,62 @@ export function createServeApp(state: ServerState, limits: ServerLimits, policy:
     };
   });
 
+  app.post('/similar', async (request, reply) => {
+    const model = state.model!;
+    const reference = state.reference!;
+    const k = parseK((request.query as Record<string, unknown>).k, limits.similar);
+    const result = await runImage(request, reply);
+    if (!result) return reply;
+    const features = result.output.slice(model.classes.length);
+    let found;
+    try {
+      found = await reference.search(features, k);
+    } catch (error) {
+      if (!isOverload(error)) throw error;
+      return reply
+        .code(503)
+        .header('retry-after', '1')
+        .send({ error: (error as Error).message });
+    }
+    return {
+      split: reference.split,
+      k: found.output.length,
+      metric: 'cosine',
+      method: reference.method,
+      neighbours: found.output,
+      model: modelSummary(model),
+      timing: {
+        decodeMs: round(result.decodeMs),
+        waitMs: round(result.waitMs),
+        inferMs: round(result.runMs),
+        batchSize: result.batchSize,
+        searchWaitMs: round(found.waitMs),
+        searchMs: round(found.runMs),
+        searchBatchSize: found.batchSize,
+      },
+    };
+  });
+
   return app;
 }
 
+/** A batcher's refusals: the server is full, too slow for the deadline, or shutting down. */
+function isOverload(error: unknown): boolean {
+  return error instanceof QueueFullError || error instanceof QueueTimeoutError || error instanceof BatcherClosedError;
+}
+
 const round = (ms: number) => Math.round(ms * 100) / 100;
+
+function parseK(value: unknown, limits: ServerLimits['similar']): number {
+  if (value === undefined || value === '') return limits.k;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > limits.maxK)
+    throw new ClientError(
+      400,
+      `k: expected a positive integer up to ${limits.maxK} (${optionName('similarMaxK')}), got ${JSON.stringify(value)}`,
+    );
+  return n;
+}
 
 function parseTop(value: unknown, fallback: number, classes: number): number {
   if (value === undefined || value === '') return Math.min(fallback, classes);
@@ -272,11 +386,7 @@ function limitUpload(request: FastifyRequest, timeoutMs: number): void {
   const bytesAtStart = socket?.bytesRead ?? 0;
   const cut = (why: string) => {
     stop();
-    const body = JSON.stringify({ error: why });
-    raw.socket?.end(
-      `HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-    );
-    raw.socket?.destroySoon();
+    if (raw.socket) writeRawAnswer(raw.socket, 408, why);
   };
   const deadline = setTimeout(
     () => cut(`the upload took longer than ${timeoutMs} ms (${optionName('timeoutMs')})`),

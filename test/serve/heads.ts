@@ -19,6 +19,8 @@ export interface TestHeadOptions {
   seed?: number;
   /** Scale of the random weights: large enough that probabilities are far from uniform. */
   scale?: number;
+  /** The preset recorded as the head's (default torchvision's): a cache's own, to serve /similar over it. */
+  preset?: Record<string, unknown>;
 }
 
 function seeded(seed: number): () => number {
@@ -58,7 +60,7 @@ export async function writeTestHead(dir: string, o: TestHeadOptions): Promise<He
       modelSha256: sha,
       modelFile: o.model,
       tappedTensor: o.tappedTensor,
-      preset: { ...PRESETS.torchvision! },
+      preset: o.preset ?? { ...PRESETS.torchvision! },
       exif: 'ignore',
       icc: 'ignore',
       dim: o.dim,
