@@ -24,6 +24,30 @@ export interface KnnOptions {
   referenceBlock?: number;
   /** A `MatMul` to reuse (its sessions stay open); one is made and disposed otherwise. */
   matmul?: MatMul;
+  /** The reference's norms (and unit rows) from `prepareReference`, for a reference searched many times. */
+  prepared?: PreparedReference;
+}
+
+/** What every search of one reference recomputes otherwise: its row norms and, for cosine, its unit rows. */
+export interface PreparedReference {
+  norms: Float64Array;
+  /** referenceCount × dim unit rows (cosine), or null: normalised block by block as usual. */
+  unit: Float32Array | null;
+}
+
+/** Unit rows are kept only up to this many bytes; a larger reference is normalised per block, per search. */
+const MAX_PREPARED_UNIT_BYTES = 256 * 1024 * 1024;
+
+/** Norms (and unit rows for cosine) of a reference that will be searched again and again (serve's /similar). */
+export function prepareReference(
+  reference: Float32Array,
+  referenceCount: number,
+  dim: number,
+  metric: Metric,
+): PreparedReference {
+  const norms = rowNorms(reference, referenceCount, dim);
+  const keepUnit = metric === 'cosine' && referenceCount * dim * 4 <= MAX_PREPARED_UNIT_BYTES;
+  return { norms, unit: keepUnit ? blockRows(reference, 0, referenceCount, dim, norms) : null };
 }
 
 export interface KnnResult {
@@ -55,7 +79,10 @@ export async function exactKnn(
   const qBlock = Math.max(1, options.queryBlock ?? DEFAULT_QUERY_BLOCK);
   const rBlock = Math.max(1, options.referenceBlock ?? DEFAULT_REFERENCE_BLOCK);
   const matmul = options.matmul ?? new MatMul();
-  const refNorms = rowNorms(reference, referenceCount, dim);
+  const prepared = options.prepared;
+  if (prepared && prepared.norms.length !== referenceCount)
+    throw invalidParameter('prepared', `norms of ${referenceCount} reference rows`, `${prepared.norms.length}`);
+  const refNorms = prepared?.norms ?? rowNorms(reference, referenceCount, dim);
   const queryNorms = rowNorms(query, queryCount, dim);
   const indices = new Int32Array(queryCount * k).fill(-1);
   const distances = new Float32Array(queryCount * k).fill(Infinity);
@@ -66,7 +93,9 @@ export async function exactKnn(
       const heaps = new TopK(qn, k);
       for (let r0 = 0; r0 < referenceCount; r0 += rBlock) {
         const rn = Math.min(rBlock, referenceCount - r0);
-        const rRows = blockRows(reference, r0, rn, dim, metric === 'cosine' ? refNorms : null);
+        const rRows = prepared?.unit
+          ? prepared.unit.subarray(r0 * dim, (r0 + rn) * dim)
+          : blockRows(reference, r0, rn, dim, metric === 'cosine' ? refNorms : null);
         const dots = await matmul.abt(qRows, rRows, qn, dim, rn);
         foldBlock(heaps, dots, q0, qn, r0, rn, metric, queryNorms, refNorms, excludeSelf);
       }

@@ -11,7 +11,7 @@ import { FeatureCache } from '../store/reader.js';
 import { writeBytesAtomic } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
-import { type KnnResult, type Metric, METRICS, exactKnn } from './exact.js';
+import { type KnnResult, type Metric, METRICS, type PreparedReference, exactKnn, prepareReference } from './exact.js';
 import { DEFAULT_HNSW_OPTIONS, HnswIndex, type HnswOptions, INDEX_DIR } from './hnsw.js';
 import { type IndexIdentity, type PartStamp, type SplitRows, identityOf, loadSplit, partStamps } from './split.js';
 
@@ -37,6 +37,9 @@ export const DEFAULT_SEARCH_OPTIONS: Readonly<SearchOptions> = Object.freeze({
 
 /** A split opened as a kNN reference; keep it open to answer many queries (serve). */
 export class SplitSearcher {
+  /** The reference's norms and unit rows, made at the first exact search and kept for the searcher's life. */
+  private prepared: PreparedReference | null = null;
+
   private constructor(
     readonly rows: SplitRows,
     readonly method: 'exact' | 'hnsw',
@@ -75,11 +78,13 @@ export class SplitSearcher {
   /** k nearest rows of this split (indices into `rows`) for each query row. */
   async search(query: Float32Array, count: number, k: number, excludeSelf = false): Promise<KnnResult> {
     if (this.hnsw) return this.hnsw.search(query, count, k, { excludeSelf });
+    this.prepared ??= prepareReference(this.rows.features, this.rows.count, this.rows.dim, this.metric);
     return exactKnn(query, count, this.rows.features, this.rows.count, this.rows.dim, {
       k,
       metric: this.metric,
       excludeSelf,
       matmul: this.matmul,
+      prepared: this.prepared,
     });
   }
 

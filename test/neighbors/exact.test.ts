@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { exactKnn, type Metric } from '../../src/neighbors/exact.js';
+import { exactKnn, type Metric, prepareReference } from '../../src/neighbors/exact.js';
 import { FeatureCache } from '../../src/store/reader.js';
 import { seededRandom } from '../../src/util/random.js';
 import { monkeysCache, needsMonkeys, needsSklearn, sklearnKnn, type Reference } from '../support/neighbors.js';
@@ -131,6 +131,27 @@ describe('exactKnn edge cases (plain recomputation)', () => {
       );
     }
   });
+
+  for (const metric of ['cosine', 'l2'] as const)
+    it(`a prepared reference (${metric}) answers exactly as an unprepared one, block by block`, async () => {
+      const random = seededRandom(11);
+      const dim = 16;
+      const [nq, nr, k] = [40, 300, 5];
+      const q = Float32Array.from({ length: nq * dim }, () => random() - 0.5);
+      const r = Float32Array.from({ length: nr * dim }, () => random() - 0.5);
+      r.fill(0, 3 * dim, 4 * dim); // a zero row: its unit row stays zero
+      const options = { k, metric, queryBlock: 16, referenceBlock: 64 };
+      const plain = await exactKnn(q, nq, r, nr, dim, options);
+      const prepared = prepareReference(r, nr, dim, metric);
+      assert.equal(prepared.unit === null, metric === 'l2', 'unit rows are kept for cosine only');
+      const again = await exactKnn(q, nq, r, nr, dim, { ...options, prepared });
+      assert.deepEqual([...again.indices], [...plain.indices]);
+      assert.deepEqual([...again.distances], [...plain.distances]);
+      await assert.rejects(
+        exactKnn(q, nq, r, nr - 1, dim, { ...options, prepared }),
+        /prepared: expected norms of 299 reference rows/,
+      );
+    });
 
   it('refuses k = 0 and excludeSelf with different row counts, naming the option', async () => {
     const rows = new Float32Array(4);
