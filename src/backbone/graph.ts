@@ -3,21 +3,22 @@
  * hand-rolled parser, so every field we do not touch survives re-encoding.
  */
 import * as fs from 'node:fs/promises';
-import onnxProto from 'onnx-proto';
 import { FeatcacheError, optionName } from '../errors.js';
+import * as kit from '../onnx/build.js';
 
+// The protobuf schema and its encoder live in the ONNX kit (src/onnx/build.ts); re-exported for readers of graphs.
 /** @internal */
-export const { onnx } = onnxProto;
+export const { onnx, encodeModel } = kit;
 /** @internal */
-export type ModelProto = onnxProto.onnx.ModelProto;
+export type ModelProto = kit.ModelProto;
 /** @internal */
-export type NodeProto = onnxProto.onnx.INodeProto;
+export type NodeProto = kit.NodeProto;
 /** @internal */
-export type GraphProto = onnxProto.onnx.IGraphProto;
+export type GraphProto = kit.GraphProto;
 /** @internal */
-export type AttributeProto = onnxProto.onnx.IAttributeProto;
+export type AttributeProto = kit.AttributeProto;
 /** @internal */
-export type TensorProto = onnxProto.onnx.ITensorProto;
+export type TensorProto = kit.TensorProto;
 
 export type Dim = number | string | null;
 
@@ -59,11 +60,6 @@ export function decodeModel(bytes: Uint8Array, file: string): ModelProto {
   return model;
 }
 
-/** @internal */
-export function encodeModel(model: ModelProto): Uint8Array {
-  return onnx.ModelProto.encode(model).finish();
-}
-
 const elemTypeNames: Record<number, string> = {
   1: 'float32',
   2: 'uint8',
@@ -76,7 +72,7 @@ const elemTypeNames: Record<number, string> = {
   11: 'float64',
 };
 
-function valueInfoToTensorInfo(info: onnxProto.onnx.IValueInfoProto): TensorInfo {
+function valueInfoToTensorInfo(info: kit.ValueInfoProto): TensorInfo {
   const tensorType = info.type?.tensorType;
   const dims = tensorType?.shape?.dim;
   return {
