@@ -8,17 +8,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { toFloat16 } from '../backbone/fp16.js';
-import {
-  type GraphProto,
-  type ModelProto,
-  type NodeProto,
-  type TensorProto,
-  decodeModel,
-  encodeModel,
-  graphInputs,
-  loadModel,
-  onnx,
-} from '../backbone/graph.js';
+import { decodeModel, graphInputs, loadModel } from '../backbone/graph.js';
 import { type DeviceSpec, type InputLayout, inputLayout } from '../backbone/session.js';
 import { FEATURE_OUTPUT, resolveTap, tappedModel } from '../backbone/tap.js';
 import { openWorkerSession } from '../backbone/worker-client.js';
@@ -29,6 +19,20 @@ import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/pr
 import type { Normalization } from '../head/normalize.js';
 import { exists, sha256Bytes } from '../util/fsx.js';
 import { toolVersions } from '../version.js';
+import {
+  type AttributeProto,
+  DataType,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+  encodeModel,
+  makeFloatTensor,
+  makeIntAttribute,
+  makeNode,
+  onnx,
+  makeValueInfo,
+  withGraph,
+} from '../onnx/build.js';
 
 /** Graph outputs of a bundle: calibrated probabilities and the (untempered) logits, both float32 [N, classes]. */
 export const PROBABILITIES_OUTPUT = 'probabilities';
@@ -175,28 +179,10 @@ export async function readHeadFiles(dir: string): Promise<HeadFiles> {
   return { dir, info, layers, id };
 }
 
-const FLOAT = onnx.TensorProto.DataType.FLOAT;
-
-function floatTensor(name: string, dims: number[], values: ArrayLike<number>): TensorProto {
-  const data = Float32Array.from(values);
-  return onnx.TensorProto.create({ name, dataType: FLOAT, dims, rawData: new Uint8Array(data.buffer) });
+/** A node of the head, named after its op and output so that it reads apart from the backbone's nodes. */
+function headNode(opType: string, inputs: string[], output: string, attributes: AttributeProto[] = []): NodeProto {
+  return makeNode(opType, inputs, output, { name: `featcache_head/${opType}_${output}`, attributes });
 }
-
-function node(opType: string, inputs: string[], output: string, attribute: NodeProto['attribute'] = []): NodeProto {
-  return onnx.NodeProto.create({
-    name: `featcache_head/${opType}_${output}`,
-    opType,
-    input: inputs,
-    output: [output],
-    attribute,
-  });
-}
-
-const outputInfo = (name: string, classes: number) =>
-  onnx.ValueInfoProto.create({
-    name,
-    type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'N' }, { dimValue: classes }] } } },
-  });
 
 /**
  * Appends the head to a tapped graph whose output is FEATURE_OUTPUT [N, C]. Every op used (MatMul, Add, Mul, Sqrt,
@@ -206,7 +192,7 @@ const outputInfo = (name: string, classes: number) =>
  */
 /** @internal */
 export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'layers'>): ModelProto {
-  const graph = tapped.graph as GraphProto;
+  const graph = tapped.graph!;
   const nodes: NodeProto[] = [];
   const inits: TensorProto[] = [];
   const dim = head.layers[0]!.shape[0];
@@ -214,16 +200,16 @@ export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'l
   const n = head.info.normalization;
   if (n.kind === 'l2') {
     inits.push(
-      floatTensor('featcache_head/ones', [dim, 1], new Float32Array(dim).fill(1)),
-      floatTensor('featcache_head/tiny', [], [1e-30]),
+      makeFloatTensor('featcache_head/ones', [dim, 1], new Float32Array(dim).fill(1)),
+      makeFloatTensor('featcache_head/tiny', [], [1e-30]),
     );
     nodes.push(
-      node('Mul', [x, x], 'featcache_head/squares'),
-      node('MatMul', ['featcache_head/squares', 'featcache_head/ones'], 'featcache_head/sum_squares'),
-      node('Sqrt', ['featcache_head/sum_squares'], 'featcache_head/norm'),
+      headNode('Mul', [x, x], 'featcache_head/squares'),
+      headNode('MatMul', ['featcache_head/squares', 'featcache_head/ones'], 'featcache_head/sum_squares'),
+      headNode('Sqrt', ['featcache_head/sum_squares'], 'featcache_head/norm'),
       // A zero vector stays zero (0 / tiny), as applyNormalization leaves it.
-      node('Max', ['featcache_head/norm', 'featcache_head/tiny'], 'featcache_head/safe_norm'),
-      node('Div', [x, 'featcache_head/safe_norm'], 'featcache_head/normalized'),
+      headNode('Max', ['featcache_head/norm', 'featcache_head/tiny'], 'featcache_head/safe_norm'),
+      headNode('Div', [x, 'featcache_head/safe_norm'], 'featcache_head/normalized'),
     );
     x = 'featcache_head/normalized';
   } else if (n.kind === 'standard') {
@@ -232,45 +218,43 @@ export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'l
         `${optionName('head')}: standard statistics are ${n.mean?.length}-d but the first layer takes ${dim}`,
         ExitCode.failed,
       );
-    inits.push(floatTensor('featcache_head/mean', [dim], n.mean), floatTensor('featcache_head/std', [dim], n.std));
+    inits.push(
+      makeFloatTensor('featcache_head/mean', [dim], n.mean),
+      makeFloatTensor('featcache_head/std', [dim], n.std),
+    );
     nodes.push(
-      node('Sub', [x, 'featcache_head/mean'], 'featcache_head/centred'),
-      node('Div', ['featcache_head/centred', 'featcache_head/std'], 'featcache_head/normalized'),
+      headNode('Sub', [x, 'featcache_head/mean'], 'featcache_head/centred'),
+      headNode('Div', ['featcache_head/centred', 'featcache_head/std'], 'featcache_head/normalized'),
     );
     x = 'featcache_head/normalized';
   }
   head.layers.forEach((layer, i) => {
     const last = i + 1 === head.layers.length;
     inits.push(
-      floatTensor(`featcache_head/dense${i}/kernel`, layer.shape, layer.kernel),
-      floatTensor(`featcache_head/dense${i}/bias`, [layer.shape[1]], layer.bias),
+      makeFloatTensor(`featcache_head/dense${i}/kernel`, layer.shape, layer.kernel),
+      makeFloatTensor(`featcache_head/dense${i}/bias`, [layer.shape[1]], layer.bias),
     );
-    nodes.push(node('MatMul', [x, `featcache_head/dense${i}/kernel`], `featcache_head/dense${i}/matmul`));
+    nodes.push(headNode('MatMul', [x, `featcache_head/dense${i}/kernel`], `featcache_head/dense${i}/matmul`));
     const pre = last ? LOGITS_OUTPUT : `featcache_head/dense${i}/preactivation`;
-    nodes.push(node('Add', [`featcache_head/dense${i}/matmul`, `featcache_head/dense${i}/bias`], pre));
-    if (!last) nodes.push(node('Relu', [pre], `featcache_head/dense${i}/out`));
+    nodes.push(headNode('Add', [`featcache_head/dense${i}/matmul`, `featcache_head/dense${i}/bias`], pre));
+    if (!last) nodes.push(headNode('Relu', [pre], `featcache_head/dense${i}/out`));
     x = last ? pre : `featcache_head/dense${i}/out`;
   });
   const temperature = (head.info as { temperature?: number }).temperature ?? 1;
   if (temperature !== 1) {
-    inits.push(floatTensor('featcache_head/temperature', [], [temperature]));
-    nodes.push(node('Div', [x, 'featcache_head/temperature'], 'featcache_head/tempered'));
+    inits.push(makeFloatTensor('featcache_head/temperature', [], [temperature]));
+    nodes.push(headNode('Div', [x, 'featcache_head/temperature'], 'featcache_head/tempered'));
     x = 'featcache_head/tempered';
   }
-  nodes.push(
-    node('Softmax', [x], PROBABILITIES_OUTPUT, [
-      onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 1 }),
-    ]),
-  );
+  nodes.push(headNode('Softmax', [x], PROBABILITIES_OUTPUT, [makeIntAttribute('axis', 1)]));
   const classes = head.layers.at(-1)!.shape[1];
-  const fused = onnx.GraphProto.create({
-    ...graph,
+  const output = (name: string) => makeValueInfo(name, DataType.FLOAT, ['N', classes]);
+  return withGraph(tapped, {
     name: `${graph.name ?? 'backbone'}+featcache_head`,
     node: [...(graph.node ?? []), ...nodes],
     initializer: [...(graph.initializer ?? []), ...inits],
-    output: [outputInfo(PROBABILITIES_OUTPUT, classes), outputInfo(LOGITS_OUTPUT, classes)],
+    output: [output(PROBABILITIES_OUTPUT), output(LOGITS_OUTPUT)],
   });
-  return onnx.ModelProto.create({ ...tapped, graph: fused });
 }
 
 function preprocessingSteps(preset: Preset, policy: ImagePolicy, layout: 'NCHW' | 'NHWC'): string[] {
