@@ -61,9 +61,12 @@ export function missingFile(option: string | null, file: string, remedy: string,
   return new FeatcacheError(`${option ? `${optionName(option)} ` : ''}${file}: ${what}; ${remedy}`);
 }
 
-/** The single formatter for a file featcache reads that is damaged or not what it should be (exit 1: not a usage slip). */
-export function damagedFile(file: string, problem: string, remedy: string): FeatcacheError {
-  return new FeatcacheError(`${file}: ${problem}; ${remedy}`, ExitCode.failed);
+/**
+ * The single formatter for a file featcache reads that is damaged or not what it should be (exit 1: not a usage slip):
+ * `option file: problem; remedy`. `option` names the flag that pointed there, if one did.
+ */
+export function damagedFile(file: string, problem: string, remedy: string, option?: string): FeatcacheError {
+  return new FeatcacheError(`${option ? `${optionName(option)} ` : ''}${file}: ${problem}; ${remedy}`, ExitCode.failed);
 }
 
 function describeValue(value: unknown): string {

@@ -4,7 +4,6 @@
  * to feed it (classes, preprocessing, image policy) and where it came from travels in `metadata_props`, so the file
  * is usable from Python's onnxruntime or onnxruntime-web without featcache.
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { toFloat16 } from '../backbone/fp16.js';
@@ -13,8 +12,7 @@ import { type DeviceSpec, type InputLayout, inputLayout } from '../backbone/sess
 import { FEATURE_OUTPUT, resolveTap, tappedModel } from '../backbone/tap.js';
 import { openWorkerSession } from '../backbone/worker-client.js';
 import { FeatcacheError, optionName, ExitCode } from '../errors.js';
-import { HEAD_FILE, type HeadInfo } from '../head/saved.js';
-import type { DenseWeights } from '../head/model.js';
+import { type HeadFiles, type HeadInfo, readHeadFiles } from '../head/saved.js';
 import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
 import type { Normalization } from '../head/normalize.js';
 import { exists, sha256Bytes } from '../util/fsx.js';
@@ -81,103 +79,7 @@ export interface BundleMetadata {
   provenance: BundleProvenance;
 }
 
-/** The head as read from its saved files, without TensorFlow.js: head.json plus the dense weights of weights.bin. */
-export interface HeadFiles {
-  dir: string;
-  info: HeadInfo & { temperature?: number };
-  layers: DenseWeights[];
-  /** sha256 of head.json + model.json + weights.bin: identifies this exact head. */
-  id: string;
-}
-
-interface WeightSpec {
-  name: string;
-  shape: number[];
-  dtype: string;
-}
-
-export async function readHeadFiles(dir: string): Promise<HeadFiles> {
-  const read = (name: string) =>
-    fs.readFile(path.join(dir, name)).catch(() => {
-      throw new FeatcacheError(
-        `${optionName('head')}: no ${name} in ${dir}; train one with 'featcache train-head --head ${dir}'`,
-      );
-    });
-  const [infoBytes, modelBytes, weights] = [await read(HEAD_FILE), await read('model.json'), await read('weights.bin')];
-  let info: HeadFiles['info'];
-  let modelJson: {
-    modelTopology?: { config?: { layers?: { class_name?: string; config?: { activation?: string } }[] } };
-    weightsManifest?: { weights: WeightSpec[] }[];
-  };
-  try {
-    info = JSON.parse(infoBytes.toString('utf8')) as typeof info;
-    modelJson = JSON.parse(modelBytes.toString('utf8')) as typeof modelJson;
-  } catch {
-    throw new FeatcacheError(
-      `${optionName('head')}: ${dir}/${HEAD_FILE} or model.json is not valid JSON`,
-      ExitCode.failed,
-    );
-  }
-  const specs = (modelJson.weightsManifest ?? []).flatMap((m) => m.weights);
-  const activations = (modelJson.modelTopology?.config?.layers ?? [])
-    .filter((l) => l.class_name === 'Dense')
-    .map((l) => l.config?.activation ?? 'linear');
-  const layers: DenseWeights[] = [];
-  let offset = 0;
-  const take = (spec: WeightSpec): Float32Array => {
-    if (spec.dtype !== 'float32')
-      throw new FeatcacheError(
-        `${optionName('head')}: ${dir}/model.json weight ${spec.name} is ${spec.dtype}; expected float32`,
-        ExitCode.failed,
-      );
-    const n = spec.shape.reduce((a, b) => a * b, 1);
-    if (offset + 4 * n > weights.byteLength)
-      throw new FeatcacheError(
-        `${optionName('head')}: ${dir}/weights.bin is shorter than model.json describes`,
-        ExitCode.failed,
-      );
-    const values = new Float32Array(n);
-    new Uint8Array(values.buffer).set(weights.subarray(offset, offset + 4 * n));
-    offset += 4 * n;
-    return values;
-  };
-  for (let i = 0; i + 1 < specs.length; i += 2) {
-    const kernel = specs[i]!;
-    const bias = specs[i + 1]!;
-    if (kernel.shape.length !== 2 || bias.shape.length !== 1 || bias.shape[0] !== kernel.shape[1]) {
-      throw new FeatcacheError(
-        `${optionName('head')}: ${dir}/model.json has weights ${kernel.name} ${JSON.stringify(kernel.shape)} and ${bias.name} ${JSON.stringify(bias.shape)}; expected a dense kernel [in, units] then its bias [units]`,
-        ExitCode.failed,
-      );
-    }
-    const activation = activations[layers.length] ?? (i + 2 === specs.length ? 'softmax' : 'relu');
-    if (activation !== 'relu' && activation !== 'softmax')
-      throw new FeatcacheError(
-        `${optionName('head')}: ${dir} layer ${layers.length + 1} uses activation ${activation}; bundles support relu and a final softmax`,
-        ExitCode.failed,
-      );
-    layers.push({ kernel: take(kernel), shape: [kernel.shape[0]!, kernel.shape[1]!], bias: take(bias), activation });
-  }
-  if (layers.length === 0 || specs.length % 2 !== 0)
-    throw new FeatcacheError(
-      `${optionName('head')}: ${dir}/model.json lists ${specs.length} weights; expected dense kernel/bias pairs`,
-      ExitCode.failed,
-    );
-  if (layers.at(-1)!.shape[1] !== info.classes.length) {
-    throw new FeatcacheError(
-      `${optionName('head')}: ${dir} has ${info.classes.length} classes in ${HEAD_FILE} but its last layer has ${layers.at(-1)!.shape[1]} units`,
-      ExitCode.failed,
-    );
-  }
-  const temperature = info.temperature ?? 1;
-  if (!(Number.isFinite(temperature) && temperature > 0))
-    throw new FeatcacheError(
-      `${optionName('head')}: ${dir}/${HEAD_FILE} temperature must be a positive number, got ${temperature}`,
-      ExitCode.failed,
-    );
-  const id = createHash('sha256').update(infoBytes).update(modelBytes).update(weights).digest('hex');
-  return { dir, info, layers, id };
-}
+export { type HeadFiles, readHeadFiles } from '../head/saved.js';
 
 /** A node of the head, named after its op and output so that it reads apart from the backbone's nodes. */
 function headNode(opType: string, inputs: string[], output: string, attributes: AttributeProto[] = []): NodeProto {
