@@ -3,7 +3,7 @@
  * hand-rolled parser, so every field we do not touch survives re-encoding.
  */
 import * as fs from 'node:fs/promises';
-import { FeatcacheError, optionName } from '../errors.js';
+import { FeatcacheError, missingFile, optionName } from '../errors.js';
 import * as kit from '../onnx/build.js';
 
 // The protobuf schema and its encoder live in the ONNX kit (src/onnx/build.ts); re-exported for readers of graphs.
@@ -28,6 +28,17 @@ export interface TensorInfo {
   shape: Dim[] | null;
 }
 
+/** A --model that is not there, said one way wherever a backbone is opened. */
+/** @internal */
+export function missingModel(file: string): FeatcacheError {
+  return missingFile(
+    'model',
+    file,
+    "fetch one with 'featcache fetch-model resnet50' or pass a path to an .onnx file",
+    'no such file',
+  );
+}
+
 /** @internal */
 export async function loadModel(file: string): Promise<{ model: ModelProto; bytes: Buffer }> {
   let bytes: Buffer;
@@ -35,11 +46,8 @@ export async function loadModel(file: string): Promise<{ model: ModelProto; byte
     bytes = await fs.readFile(file);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new FeatcacheError(
-      code === 'ENOENT'
-        ? `${optionName('model')} ${file}: no such file (fetch one with 'featcache fetch-model resnet50' or pass a path to an .onnx file)`
-        : `${optionName('model')} ${file}: cannot read (${code ?? String(error)})`,
-    );
+    if (code === 'ENOENT') throw missingModel(file);
+    throw new FeatcacheError(`${optionName('model')} ${file}: cannot read (${code ?? String(error)})`);
   }
   return { model: decodeModel(bytes, file), bytes };
 }

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { FeatcacheError, optionName } from '../errors.js';
 import { toFloat16 } from './fp16.js';
 import { type Int8Model, type Int8Request, resolveInt8 } from './int8.js';
-import { encodeModel, graphInputs, loadModel } from './graph.js';
+import { encodeModel, graphInputs, loadModel, missingModel } from './graph.js';
 import { featcacheCacheDir, modelSha256, optimisedModel, tappedModel as cachedTappedModel } from './model-cache.js';
 import { type CpuOptimised, type DeviceSpec, type InputLayout, inputLayout } from './session.js';
 import { DEFAULT_TAP, FEATURE_OUTPUT, type TapPoint, resolveTap, tappedModel } from './tap.js';
@@ -89,10 +89,7 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
   let mark = performance.now();
   const hashed = await modelSha256(file, cacheDir).catch((error: unknown) => {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT')
-      throw new FeatcacheError(
-        `${optionName('model')} ${file}: no such file (fetch one with 'featcache fetch-model resnet50' or pass a path to an .onnx file)`,
-      );
+    if (code === 'ENOENT') throw missingModel(file);
     if (code === 'EISDIR' || code === 'EACCES')
       throw new FeatcacheError(`${optionName('model')} ${file}: cannot read the model (${code}); give an ONNX file`);
     throw error;

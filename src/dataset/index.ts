@@ -293,8 +293,11 @@ async function csvDataset(options: DatasetOptions): Promise<Listed> {
   const index = new Map(classes.map((c, i) => [c, i]));
   const files = new Set(
     await fs.readdir(imageDir).catch(() => {
-      throw new FeatcacheError(
-        `${optionName('images')} ${imageDir}: no such directory (the images named by ${optionName('labels')} ${csvFile})`,
+      throw missingFile(
+        'images',
+        imageDir,
+        `pass the folder holding the images named by ${optionName('labels')} ${csvFile}`,
+        'no such directory',
       );
     }),
   );

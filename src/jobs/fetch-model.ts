@@ -7,7 +7,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { decodeModel } from '../backbone/graph.js';
 import { resolveTap } from '../backbone/tap.js';
-import { FeatcacheError, errorMessage, invalidParameter, oneOf, ExitCode } from '../errors.js';
+import { FeatcacheError, errorMessage, invalidParameter, oneOf, ExitCode, damagedFile } from '../errors.js';
 import { type ProxySettings, download } from '../fetch/download.js';
 import { MODEL_NAMES, MODEL_SOURCES } from '../fetch/registry.js';
 import { exists, sha256File } from '../util/fsx.js';
@@ -67,9 +67,10 @@ async function verifyStructure(file: string): Promise<string> {
     const model = decodeModel(await fs.readFile(file), file);
     return resolveTap(model.graph!, 'auto').tensor;
   } catch (error) {
-    throw new FeatcacheError(
-      `${file}: downloaded, but not a usable backbone (${(error as Error).message}); delete it and check the URL`,
-      ExitCode.failed,
+    throw damagedFile(
+      file,
+      `downloaded, but not a usable backbone (${(error as Error).message})`,
+      'delete it and check the URL',
     );
   }
 }
@@ -136,9 +137,10 @@ export async function fetchModel(options: Partial<FetchModelOptions> = {}): Prom
   if (await exists(file)) {
     const sha256 = await sha256File(file);
     if (expected && sha256 !== expected.toLowerCase()) {
-      throw new FeatcacheError(
-        `${file}: exists but its sha256 ${sha256.slice(0, 12)}… is not the expected ${expected.slice(0, 12)}…; delete it to download again`,
-        ExitCode.failed,
+      throw damagedFile(
+        file,
+        `exists but its sha256 ${sha256.slice(0, 12)}… is not the expected ${expected.slice(0, 12)}…`,
+        'delete it to download again',
       );
     }
     if (!pinned) await fs.writeFile(pinFile(file), `${sha256}  ${path.basename(file)}\n`);
