@@ -13,6 +13,8 @@ export const ExitCode = {
   usage: 2,
   /** The job finished, but some images could not be used (see the failure ledger). */
   partial: 3,
+  /** Stopped by Ctrl-C (128 + SIGINT, as shells report it); nothing half-written was left. */
+  interrupted: 130,
 } as const;
 
 export class FeatcacheError extends Error {
