@@ -86,20 +86,14 @@ function headNode(opType: string, inputs: string[], output: string, attributes: 
   return makeNode(opType, inputs, output, { name: `featcache_head/${opType}_${output}`, attributes });
 }
 
-/**
- * Appends the head to a tapped graph whose output is FEATURE_OUTPUT [N, C]. Every op used (MatMul, Add, Mul, Sqrt,
- * Max, Sub, Div, Relu, Softmax on the last axis of a 2-D tensor) means the same from opset 8 on, so the backbone's
- * own opset is kept. The sums of l2 normalisation are a MatMul with ones, which avoids ReduceSum's axes moving from
- * attribute to input between opsets.
- */
-/** @internal */
-export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'layers'>): ModelProto {
-  const graph = tapped.graph!;
+/** The head's feature normalisation as nodes reading FEATURE_OUTPUT; `output` names the normalised features. */
+function normalizationNodes(
+  n: Normalization,
+  dim: number,
+): { nodes: NodeProto[]; inits: TensorProto[]; output: string } {
   const nodes: NodeProto[] = [];
   const inits: TensorProto[] = [];
-  const dim = head.layers[0]!.shape[0];
   let x = FEATURE_OUTPUT;
-  const n = head.info.normalization;
   if (n.kind === 'l2') {
     inits.push(
       makeFloatTensor('featcache_head/ones', [dim, 1], new Float32Array(dim).fill(1)),
@@ -130,6 +124,21 @@ export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'l
     );
     x = 'featcache_head/normalized';
   }
+  return { nodes, inits, output: x };
+}
+
+/**
+ * Appends the head to a tapped graph whose output is FEATURE_OUTPUT [N, C]. Every op used (MatMul, Add, Mul, Sqrt,
+ * Max, Sub, Div, Relu, Softmax on the last axis of a 2-D tensor) means the same from opset 8 on, so the backbone's
+ * own opset is kept. The sums of l2 normalisation are a MatMul with ones, which avoids ReduceSum's axes moving from
+ * attribute to input between opsets.
+ */
+/** @internal */
+export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'layers'>): ModelProto {
+  const graph = tapped.graph!;
+  const dim = head.layers[0]!.shape[0];
+  const { nodes, inits, output: normalized } = normalizationNodes(head.info.normalization, dim);
+  let x = normalized;
   head.layers.forEach((layer, i) => {
     const last = i + 1 === head.layers.length;
     inits.push(
@@ -182,6 +191,26 @@ export async function buildBundle(
 ): Promise<{ bytes: Uint8Array; metadata: BundleMetadata }> {
   const head = await readHeadFiles(options.head);
   const p = head.info.provenance;
+  const { model, modelFile, sha256 } = await loadHeadBackbone(head, options);
+  const inputs = graphInputs(model.graph!);
+  if (inputs.length !== 1)
+    throw new FeatcacheError(
+      `${optionName('model')}: ${modelFile} has ${inputs.length} inputs; expected one image input`,
+    );
+  const layout = inputLayout(inputs[0]!.name, inputs[0]!.shape);
+  const tap = resolveTap(model.graph!, p.tappedTensor);
+  const tapped = tappedModel(model, tap);
+  const fused = appendHead(p.precision === 'fp16' ? toFloat16(tapped) : tapped, head);
+  const metadata = bundleMetadata(head, options.head, { file: modelFile, sha256 }, layout);
+  return { bytes: encodeModel(withBundleMetadata(fused, metadata, layout)), metadata };
+}
+
+/** The FP32 backbone file the head was trained on features of: found, and proven the same by its sha256. */
+async function loadHeadBackbone(
+  head: HeadFiles,
+  options: BuildBundleOptions,
+): Promise<{ model: ModelProto; modelFile: string; sha256: string }> {
+  const p = head.info.provenance;
   if (p.precision === 'int8') {
     // The head saw features of the calibrated int8 graph, not of this FP32 file: fusing it onto FP32 would shift them.
     throw new FeatcacheError(
@@ -201,22 +230,24 @@ export async function buildBundle(
       `${optionName('model')}: ${modelFile} has sha256 ${sha256.slice(0, 12)}…, not the backbone the head ${options.head} was trained on (${p.modelSha256.slice(0, 12)}…)`,
     );
   }
-  const inputs = graphInputs(model.graph!);
-  if (inputs.length !== 1)
-    throw new FeatcacheError(
-      `${optionName('model')}: ${modelFile} has ${inputs.length} inputs; expected one image input`,
-    );
-  const layout = inputLayout(inputs[0]!.name, inputs[0]!.shape);
-  const tap = resolveTap(model.graph!, p.tappedTensor);
-  const tapped = tappedModel(model, tap);
-  const fused = appendHead(p.precision === 'fp16' ? toFloat16(tapped) : tapped, head);
+  return { model, modelFile, sha256 };
+}
+
+/** What a runtime needs to feed the bundle, and where it came from. */
+function bundleMetadata(
+  head: HeadFiles,
+  headDir: string,
+  backbone: { file: string; sha256: string },
+  layout: InputLayout,
+): BundleMetadata {
+  const p = head.info.provenance;
   const preset = p.preset as unknown as Preset;
   const policy: ImagePolicy = {
     ...DEFAULT_IMAGE_POLICY,
     exif: p.exif as ImagePolicy['exif'],
     icc: p.icc as ImagePolicy['icc'],
   };
-  const metadata: BundleMetadata = {
+  return {
     format: BUNDLE_FORMAT,
     classes: head.info.classes,
     preprocessing: {
@@ -232,13 +263,13 @@ export async function buildBundle(
     },
     provenance: {
       backbone: {
-        file: path.basename(modelFile),
-        sha256,
+        file: path.basename(backbone.file),
+        sha256: backbone.sha256,
         tappedTensor: p.tappedTensor,
         precision: p.precision ?? 'fp32',
       },
       head: {
-        dir: path.basename(path.resolve(options.head)),
+        dir: path.basename(path.resolve(headDir)),
         id: head.id,
         trainedAt: p.trainedAt,
         normalization: head.info.normalization.kind,
@@ -251,6 +282,10 @@ export async function buildBundle(
       headVersions: p.versions,
     },
   };
+}
+
+/** `fused` carrying the metadata in metadata_props (replacing featcache's keys, keeping any others) and a docString. */
+function withBundleMetadata(fused: ModelProto, metadata: BundleMetadata, layout: InputLayout): ModelProto {
   const props = [
     { key: METADATA_KEYS.format, value: String(BUNDLE_FORMAT) },
     { key: METADATA_KEYS.classes, value: JSON.stringify(metadata.classes) },
@@ -258,7 +293,7 @@ export async function buildBundle(
     { key: METADATA_KEYS.provenance, value: JSON.stringify(metadata.provenance) },
   ];
   const keys = new Set<string>(props.map((x) => x.key));
-  const withMeta = onnx.ModelProto.create({
+  return onnx.ModelProto.create({
     ...fused,
     producerName: 'featcache',
     producerVersion: metadata.provenance.versions.featcache ?? '',
@@ -267,7 +302,6 @@ export async function buildBundle(
       `Input "${layout.name}" float32 ${layout.layout}; output "${PROBABILITIES_OUTPUT}". Preprocessing and provenance: metadata_props featcache.*.`,
     metadataProps: [...(fused.metadataProps ?? []).filter((m) => !keys.has(m.key ?? '')), ...props],
   });
-  return { bytes: encodeModel(withMeta), metadata };
 }
 
 /** The metadata of a featcache bundle, or null when the model carries none (a plain backbone, say). */
