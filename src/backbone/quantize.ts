@@ -209,6 +209,49 @@ function qdqNode(opType: string, inputs: string[], output: string, axis?: number
 }
 
 /**
+ * A Conv's weight (int8, per output channel) and, when its input is quantised, its bias (int32 at input scale × weight
+ * scale, as QLinearConv takes it), each behind a DequantizeLinear; `inputs` replace the Conv's inputs 1 and 2.
+ */
+function quantisedConvInputs(
+  conv: NodeProto,
+  inits: Map<string, TensorProto>,
+  inputScale: number | undefined,
+): { initializers: TensorProto[]; nodes: NodeProto[]; inputs: string[]; replaced: string[] } {
+  const w = inits.get(conv.input![1]!)!;
+  const channels = Number(w.dims![0]);
+  const { q, scales } = quantiseWeights(floatValues(w), channels);
+  const base = `${conv.output![0]}__w`;
+  const initializers = [
+    makeTensor(`${base}_i8`, DataType.INT8, (w.dims ?? []).map(Number), q),
+    makeTensor(`${base}_scale`, DataType.FLOAT, [channels], scales),
+    makeTensor(`${base}_zp`, DataType.INT8, [channels], new Int8Array(channels)),
+  ];
+  const nodes = [qdqNode('DequantizeLinear', [`${base}_i8`, `${base}_scale`, `${base}_zp`], `${base}_dq`, 0)];
+  const inputs = [`${base}_dq`];
+  const replaced = [w.name ?? ''];
+  const biasName = conv.input![2];
+  if (biasName && inputScale !== undefined) {
+    const bias = floatValues(inits.get(biasName)!);
+    const bScales = new Float32Array(channels);
+    const bq = new Int32Array(channels);
+    for (let c = 0; c < channels; c++) {
+      bScales[c] = inputScale * scales[c]!;
+      bq[c] = Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(bias[c]! / bScales[c]!)));
+    }
+    const b = `${conv.output![0]}__b`;
+    initializers.push(
+      makeTensor(`${b}_i32`, DataType.INT32, [channels], bq),
+      makeTensor(`${b}_scale`, DataType.FLOAT, [channels], bScales),
+      makeTensor(`${b}_zp`, DataType.INT32, [channels], new Int32Array(channels)),
+    );
+    nodes.push(qdqNode('DequantizeLinear', [`${b}_i32`, `${b}_scale`, `${b}_zp`], `${b}_dq`, 0));
+    inputs.push(`${b}_dq`);
+    replaced.push(biasName);
+  }
+  return { initializers, nodes, inputs, replaced };
+}
+
+/**
  * The QDQ graph for given activation parameters. Pure graph surgery: no onnxruntime, so it is testable on its own.
  */
 /** @internal */
@@ -241,35 +284,11 @@ export function buildQdqModel(model: ModelProto, params: Map<string, QuantParams
       if (params.has(t)) n.input![i] = dequantised(t, nodes);
     }
     if (n.opType === 'Conv') {
-      const x = original.input![0]!;
-      const inputScale = params.get(x)?.scale;
-      const w = inits.get(original.input![1]!)!;
-      const channels = Number(w.dims![0]);
-      const { q, scales } = quantiseWeights(floatValues(w), channels);
-      const base = `${original.output![0]}__w`;
-      newInits.push(makeTensor(`${base}_i8`, DataType.INT8, (w.dims ?? []).map(Number), q));
-      newInits.push(makeTensor(`${base}_scale`, DataType.FLOAT, [channels], scales));
-      newInits.push(makeTensor(`${base}_zp`, DataType.INT8, [channels], new Int8Array(channels)));
-      nodes.push(qdqNode('DequantizeLinear', [`${base}_i8`, `${base}_scale`, `${base}_zp`], `${base}_dq`, 0));
-      n.input![1] = `${base}_dq`;
-      replaced.add(w.name ?? '');
-      const biasName = original.input![2];
-      if (biasName && inputScale !== undefined) {
-        const bias = floatValues(inits.get(biasName)!);
-        const bScales = new Float32Array(channels);
-        const bq = new Int32Array(channels);
-        for (let c = 0; c < channels; c++) {
-          bScales[c] = inputScale * scales[c]!;
-          bq[c] = Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(bias[c]! / bScales[c]!)));
-        }
-        const b = `${original.output![0]}__b`;
-        newInits.push(makeTensor(`${b}_i32`, DataType.INT32, [channels], bq));
-        newInits.push(makeTensor(`${b}_scale`, DataType.FLOAT, [channels], bScales));
-        newInits.push(makeTensor(`${b}_zp`, DataType.INT32, [channels], new Int32Array(channels)));
-        nodes.push(qdqNode('DequantizeLinear', [`${b}_i32`, `${b}_scale`, `${b}_zp`], `${b}_dq`, 0));
-        n.input![2] = `${b}_dq`;
-        replaced.add(biasName);
-      }
+      const conv = quantisedConvInputs(original, inits, params.get(original.input![0]!)?.scale);
+      newInits.push(...conv.initializers);
+      nodes.push(...conv.nodes);
+      conv.inputs.forEach((name, i) => (n.input![i + 1] = name));
+      for (const name of conv.replaced) replaced.add(name);
     }
     nodes.push(n);
     for (const out of original.output ?? []) if (params.has(out)) nodes.push(quantiseNode(out));
