@@ -11,7 +11,16 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { keptFeatures, liveParts } from './live.js';
-import { type Failure, type PartIndex, type Row, encodePart, indexFileOf, readPartIndex, writeSynced } from './part.js';
+import {
+  type Failure,
+  type PartIndex,
+  type PartMeta,
+  type Row,
+  encodePart,
+  indexFileOf,
+  readPartIndex,
+  writeSynced,
+} from './part.js';
 import { DAMAGED_PART_REMEDY, partProblem } from './verify.js';
 import { damagedFile } from '../errors.js';
 import type { FeatureCache, LatestRecord } from './reader.js';
@@ -145,25 +154,8 @@ export async function compactParts(
 
   const flush = async (last: boolean) => {
     const file = path.join(splitDir, names[written.length]!);
-    const features = new Float32Array(rows.length * dim);
-    chunks.reduce((offset, f) => (features.set(f, offset), offset + f.length), 0);
     const meta = { split, shard: 'compact', runId, dim, failures: last ? failures : [], removed: [], provenance };
-    const bytes = encodePart({ meta, rows, features });
-    const index: PartIndex = {
-      dim,
-      rows: rows.map((r) => ({ path: r.path, size: r.size, mtimeMs: r.mtimeMs })),
-      failures: meta.failures,
-      removed: [],
-      bytes: bytes.length,
-      sha256: sha256Bytes(bytes),
-    };
-    const indexTmp = temporarySibling(indexFileOf(file));
-    const partTmp = temporarySibling(file);
-    await writeSynced(indexTmp, JSON.stringify(index));
-    await writeSynced(partTmp, bytes);
-    await fs.rename(indexTmp, indexFileOf(file));
-    crashPoint('index', written.length + 1);
-    await fs.rename(partTmp, file);
+    await writeCompactedPart(file, meta, rows, chunks, written.length + 1);
     written.push(file);
     crashPoint('part', written.length);
     rows = [];
@@ -187,8 +179,50 @@ export async function compactParts(
   if (total > 0) await flush(true);
   await syncDirectory(splitDir);
 
-  // Oldest first: a later part's removal or failure record must outlive the rows it supersedes. A part goes to a
-  // temporary name before its index goes, so a kill between leaves an interrupted removal, never a missing part.
+  await removeParts(parts);
+  options.log(
+    `compact ${split}: ${parts.length} parts (${records} row records) → ${written.length} parts (${rowCount} rows, ${failures.length} failures)`,
+  );
+  return { ...unchanged, compacted: true, partsAfter: written.length, bytesAfter: await partsSize(written) };
+}
+
+/**
+ * Writes one compacted part and its index, each to a temporary name then renamed, index first: a kill leaves either
+ * an index without its part (an interrupted compaction, resumed) or both. `n` counts the parts for the crash tests.
+ */
+async function writeCompactedPart(
+  file: string,
+  meta: PartMeta,
+  rows: Row[],
+  chunks: Float32Array[],
+  n: number,
+): Promise<void> {
+  const features = new Float32Array(rows.length * meta.dim);
+  chunks.reduce((offset, f) => (features.set(f, offset), offset + f.length), 0);
+  const bytes = encodePart({ meta, rows, features });
+  const index: PartIndex = {
+    dim: meta.dim,
+    rows: rows.map((r) => ({ path: r.path, size: r.size, mtimeMs: r.mtimeMs })),
+    failures: meta.failures,
+    removed: [],
+    bytes: bytes.length,
+    sha256: sha256Bytes(bytes),
+  };
+  const indexTmp = temporarySibling(indexFileOf(file));
+  const partTmp = temporarySibling(file);
+  await writeSynced(indexTmp, JSON.stringify(index));
+  await writeSynced(partTmp, bytes);
+  await fs.rename(indexTmp, indexFileOf(file));
+  crashPoint('index', n);
+  await fs.rename(partTmp, file);
+}
+
+/**
+ * Removes the compacted-away parts, oldest first: a later part's removal or failure record must outlive the rows it
+ * supersedes. A part goes to a temporary name before its index goes, so a kill between leaves an interrupted
+ * removal, never a missing part.
+ */
+async function removeParts(parts: string[]): Promise<void> {
   for (const [k, file] of parts.entries()) {
     const going = temporarySibling(file);
     await fs.rename(file, going);
@@ -196,10 +230,6 @@ export async function compactParts(
     await fs.rm(indexFileOf(file), { force: true });
     await fs.rm(going, { force: true });
   }
-  options.log(
-    `compact ${split}: ${parts.length} parts (${records} row records) → ${written.length} parts (${rowCount} rows, ${failures.length} failures)`,
-  );
-  return { ...unchanged, compacted: true, partsAfter: written.length, bytesAfter: await partsSize(written) };
 }
 
 /** So the renames are durable before the old parts go. */
