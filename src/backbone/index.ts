@@ -84,9 +84,12 @@ async function tapModel(
 
 const seconds = (since: number) => (performance.now() - since) / 1000;
 
-export async function openBackbone(file: string, options: BackboneOptions): Promise<Backbone> {
-  const cacheDir = options.modelCache ?? featcacheCacheDir();
-  let mark = performance.now();
+/** The model file's sha256 (remembered in the model cache), refused when it is not the one `expect` names. */
+async function identifyModel(
+  file: string,
+  cacheDir: string,
+  expect: BackboneOptions['expect'],
+): Promise<Awaited<ReturnType<typeof modelSha256>>> {
   const hashed = await modelSha256(file, cacheDir).catch((error: unknown) => {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw missingModel(file);
@@ -94,13 +97,20 @@ export async function openBackbone(file: string, options: BackboneOptions): Prom
       throw new FeatcacheError(`${optionName('model')} ${file}: cannot read the model (${code}); give an ONNX file`);
     throw error;
   });
-  const sha256 = hashed.sha256;
-  const hashS = seconds(mark);
-  if (options.expect && sha256 !== options.expect.sha256) {
+  if (expect && hashed.sha256 !== expect.sha256) {
     throw new FeatcacheError(
-      `${optionName('model')} ${file}: sha256 ${sha256.slice(0, 12)}… is not ${options.expect.what} (${options.expect.sha256.slice(0, 12)}…); use that model or retrain the head`,
+      `${optionName('model')} ${file}: sha256 ${hashed.sha256.slice(0, 12)}… is not ${expect.what} (${expect.sha256.slice(0, 12)}…); use that model or retrain the head`,
     );
   }
+  return hashed;
+}
+
+export async function openBackbone(file: string, options: BackboneOptions): Promise<Backbone> {
+  const cacheDir = options.modelCache ?? featcacheCacheDir();
+  let mark = performance.now();
+  const hashed = await identifyModel(file, cacheDir, options.expect);
+  const sha256 = hashed.sha256;
+  const hashS = seconds(mark);
   mark = performance.now();
   const request = { tap: options.tap ?? DEFAULT_TAP, fp16: options.fp16 === true };
   const tapped = await cachedTappedModel({ file, sha256 }, request, cacheDir, () => tapModel(file, request));
