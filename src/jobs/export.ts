@@ -196,12 +196,7 @@ export async function exportSplit(given: Partial<ExportOptions>): Promise<Export
     : await openOutputFile(options.out);
   const batches = exportBatches(cache, options.split, latest, normalization);
   const files = await writeAndCommit(options, output, spec, batches, sideFiles);
-  const bytes =
-    'file' in output
-      ? await directorySize(output.dir)
-      : output.kind === 'file'
-        ? (await fs.stat(output.resolved)).size
-        : null;
+  const bytes = await outputBytes(output);
   const seconds = (performance.now() - started) / 1000;
   return {
     split: options.split,
@@ -215,15 +210,22 @@ export async function exportSplit(given: Partial<ExportOptions>): Promise<Export
     mbPerSecond: bytes === null ? null : bytes / 1e6 / seconds,
     normalization: {
       kind: normalization.kind,
-      statsFile:
-        'stats.json' in sideFiles && (directory || files.length > 1)
-          ? directory
-            ? path.join(options.out, 'stats.json')
-            : `${options.out}.stats.json`
-          : null,
+      statsFile: 'stats.json' in sideFiles ? statsFileOf(options.out, directory, files) : null,
       fittedOn,
     },
   };
+}
+
+/** Bytes written: the directory's files, the file's size, or null for a stream. */
+async function outputBytes(output: (OutputFile | OutputDir) & { kind?: string }): Promise<number | null> {
+  if ('file' in output) return directorySize(output.dir);
+  return output.kind === 'file' ? (await fs.stat(output.resolved)).size : null;
+}
+
+/** Where stats.json went: inside a directory output, beside a file output, nowhere for a stream. */
+function statsFileOf(out: string, directory: boolean, files: string[]): string | null {
+  if (directory) return path.join(out, 'stats.json');
+  return files.length > 1 ? `${out}.stats.json` : null;
 }
 
 /** The normalisation the export applies: none/l2, standard from a stats file, or standard fitted on `fitSplit`. */

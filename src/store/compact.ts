@@ -106,18 +106,12 @@ function superseded(indexes: PartIndex[], latest: Map<string, LatestRecord>): { 
   return { any: records + extra > live || [...latest.values()].some((r) => r.kind === 'removed'), records };
 }
 
-/**
- * Compacts `split` of `cache`. The caller holds the split's locks; see the file comment for why a kill is harmless.
- */
-export async function compactParts(
+/** The split as it stands: its newest records, whether compaction would drop any, and its stats left unchanged. */
+async function splitState(
   cache: FeatureCache,
   split: string,
-  options: CompactionOptions,
-): Promise<CompactionStats> {
-  const splitDir = path.join(cache.dir, split);
-  await removeCompactionLeftovers(splitDir);
-  const parts = await cache.partFiles(split);
-  await verifyAll(cache, split, parts);
+  parts: string[],
+): Promise<{ latest: Map<string, LatestRecord>; any: boolean; failures: Failure[]; unchanged: CompactionStats }> {
   const latest = await cache.latest(split);
   const indexes = await Promise.all(parts.map((p) => readPartIndex(p)));
   const { any, records } = superseded(indexes, latest);
@@ -136,6 +130,23 @@ export async function compactParts(
     bytesBefore,
     bytesAfter: bytesBefore,
   };
+  return { latest, any, failures, unchanged };
+}
+
+/**
+ * Compacts `split` of `cache`. The caller holds the split's locks; see the file comment for why a kill is harmless.
+ */
+export async function compactParts(
+  cache: FeatureCache,
+  split: string,
+  options: CompactionOptions,
+): Promise<CompactionStats> {
+  const splitDir = path.join(cache.dir, split);
+  await removeCompactionLeftovers(splitDir);
+  const parts = await cache.partFiles(split);
+  await verifyAll(cache, split, parts);
+  const { latest, any, failures, unchanged } = await splitState(cache, split, parts);
+  const { recordsBefore: records, rows: rowCount } = unchanged;
   if (parts.length === 0 || !any) return unchanged;
 
   const partRows = Math.max(1, options.partRows);
