@@ -116,7 +116,7 @@ describe('lock', () => {
   it("a dead writer's lock temporary is swept; a live one's and a user's look-alike are kept", async () => {
     // A kill between writing the lock's temporary and linking it leaves `..lock-<shard>.<pid>.<ms>.tmp` behind.
     const dir = await tempDir();
-    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid;
     const names = [
       `..lock-0of1.${dead}.1.tmp`,
       `..lock-0of1.${process.pid}.1.tmp`,
