@@ -69,7 +69,7 @@ function lastValueOfRepeatedFlags(argv: Record<string, unknown>): void {
 
 function fail(error: unknown): never {
   // A file output that is a closed pipe (`--report /dev/stdout | head`) fails its write with EPIPE: not an error.
-  if (isBrokenPipe(error)) process.exit(0);
+  if (isBrokenPipe(error)) process.exit(ExitCode.ok);
   if (error instanceof FeatcacheError) {
     process.stderr.write(`featcache: ${error.message}\n`);
     if (debug) process.stderr.write(`${error.stack}\n`);

@@ -13,6 +13,8 @@ export const ExitCode = {
   usage: 2,
   /** The job finished, but some images could not be used (see the failure ledger). */
   partial: 3,
+  /** Stopped by Ctrl-C (128 + SIGINT, as shells report it); nothing half-written was left. */
+  interrupted: 130,
 } as const;
 
 export class FeatcacheError extends Error {
@@ -61,9 +63,22 @@ export function missingFile(option: string | null, file: string, remedy: string,
   return new FeatcacheError(`${option ? `${optionName(option)} ` : ''}${file}: ${what}; ${remedy}`);
 }
 
-/** The single formatter for a file featcache reads that is damaged or not what it should be (exit 1: not a usage slip). */
-export function damagedFile(file: string, problem: string, remedy: string): FeatcacheError {
-  return new FeatcacheError(`${file}: ${problem}; ${remedy}`, ExitCode.failed);
+/** A --model that is not there, said one way wherever a backbone is opened (here, so saying it loads no ONNX code). */
+export function missingModel(file: string): FeatcacheError {
+  return missingFile(
+    'model',
+    file,
+    "fetch one with 'featcache fetch-model resnet50' or pass a path to an .onnx file",
+    'no such file',
+  );
+}
+
+/**
+ * The single formatter for a file featcache reads that is damaged or not what it should be (exit 1: not a usage slip):
+ * `option file: problem; remedy`. `option` names the flag that pointed there, if one did.
+ */
+export function damagedFile(file: string, problem: string, remedy: string, option?: string): FeatcacheError {
+  return new FeatcacheError(`${option ? `${optionName(option)} ` : ''}${file}: ${problem}; ${remedy}`, ExitCode.failed);
 }
 
 function describeValue(value: unknown): string {

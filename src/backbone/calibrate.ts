@@ -7,6 +7,7 @@
 import * as ort from 'onnxruntime-node';
 import { invalidParameter } from '../errors.js';
 import { type GraphProto, type ModelProto, type NodeProto, encodeModel, graphInputs, onnx } from './graph.js';
+import { DataType, makeIntAttribute, makeNode, makeValueInfo } from '../onnx/build.js';
 
 type ValueInfo = NonNullable<GraphProto['output']>[number];
 
@@ -36,17 +37,12 @@ export interface RangeOptions {
 const SAMPLES_PER_BATCH = 16384;
 
 function output(name: string): ValueInfo {
-  return onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT } } });
+  return makeValueInfo(name, DataType.FLOAT);
 }
 
 function reduceNode(opType: 'ReduceMin' | 'ReduceMax', input: string, out: string): NodeProto {
-  return onnx.NodeProto.create({
-    name: `featcache/calibrate/${opType}/${input}`,
-    opType,
-    input: [input],
-    output: [out],
-    attribute: [onnx.AttributeProto.create({ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 })],
-  });
+  const name = `featcache/calibrate/${opType}/${input}`;
+  return makeNode(opType, [input], out, { name, attributes: [makeIntAttribute('keepdims', 0)] });
 }
 
 /** The model with each tensor (min/max: its reduced min and max) as an extra output. */

@@ -3,11 +3,12 @@
  * input is cast to float16 on entry and the tapped tensor back to float32 on exit, so callers still see float32.
  */
 import { FeatcacheError } from '../errors.js';
-import { type GraphProto, type ModelProto, type NodeProto, type TensorProto, onnx } from './graph.js';
+import { type GraphProto, type ModelProto, type NodeProto, type TensorProto } from './graph.js';
+import { DataType, makeIntAttribute, makeNode, withGraph } from '../onnx/build.js';
 import { FEATURE_OUTPUT } from './tap.js';
 
-const FLOAT = onnx.TensorProto.DataType.FLOAT;
-const FLOAT16 = onnx.TensorProto.DataType.FLOAT16;
+const FLOAT = DataType.FLOAT;
+const FLOAT16 = DataType.FLOAT16;
 
 /** IEEE 754 binary16 bits of a number, rounding to nearest even; overflow becomes infinity. */
 export function toHalfBits(value: number): number {
@@ -66,12 +67,9 @@ function float32OnlyInputs(graph: GraphProto): Set<string> {
 }
 
 function castNode(input: string, output: string, to: number): NodeProto {
-  return onnx.NodeProto.create({
+  return makeNode('Cast', [input], output, {
     name: `featcache/Cast_${output}`,
-    opType: 'Cast',
-    input: [input],
-    output: [output],
-    attribute: [onnx.AttributeProto.create({ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: to })],
+    attributes: [makeIntAttribute('to', to)],
   });
 }
 
@@ -105,8 +103,7 @@ export function toFloat16(model: ModelProto): ModelProto {
     }
     return converted;
   });
-  const half = onnx.GraphProto.create({
-    ...graph,
+  return withGraph(model, {
     node: [castNode(imageInput.name, halfInput, FLOAT16), ...nodes, castNode(halfOutput, FEATURE_OUTPUT, FLOAT)],
     initializer: (graph.initializer ?? []).map((t) =>
       t.dataType === FLOAT && !keep.has(t.name ?? '') ? toHalfTensor(t) : t,
@@ -114,5 +111,4 @@ export function toFloat16(model: ModelProto): ModelProto {
     // Intermediate types changed; let onnxruntime infer them again.
     valueInfo: [],
   });
-  return onnx.ModelProto.create({ ...model, graph: half });
 }

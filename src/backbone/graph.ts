@@ -3,21 +3,22 @@
  * hand-rolled parser, so every field we do not touch survives re-encoding.
  */
 import * as fs from 'node:fs/promises';
-import onnxProto from 'onnx-proto';
-import { FeatcacheError, optionName } from '../errors.js';
+import { FeatcacheError, missingModel, optionName } from '../errors.js';
+import * as kit from '../onnx/build.js';
 
+// The protobuf schema and its encoder live in the ONNX kit (src/onnx/build.ts); re-exported for readers of graphs.
 /** @internal */
-export const { onnx } = onnxProto;
+export const { onnx, encodeModel } = kit;
 /** @internal */
-export type ModelProto = onnxProto.onnx.ModelProto;
+export type ModelProto = kit.ModelProto;
 /** @internal */
-export type NodeProto = onnxProto.onnx.INodeProto;
+export type NodeProto = kit.NodeProto;
 /** @internal */
-export type GraphProto = onnxProto.onnx.IGraphProto;
+export type GraphProto = kit.GraphProto;
 /** @internal */
-export type AttributeProto = onnxProto.onnx.IAttributeProto;
+export type AttributeProto = kit.AttributeProto;
 /** @internal */
-export type TensorProto = onnxProto.onnx.ITensorProto;
+export type TensorProto = kit.TensorProto;
 
 export type Dim = number | string | null;
 
@@ -34,11 +35,8 @@ export async function loadModel(file: string): Promise<{ model: ModelProto; byte
     bytes = await fs.readFile(file);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new FeatcacheError(
-      code === 'ENOENT'
-        ? `${optionName('model')} ${file}: no such file (fetch one with 'featcache fetch-model resnet50' or pass a path to an .onnx file)`
-        : `${optionName('model')} ${file}: cannot read (${code ?? String(error)})`,
-    );
+    if (code === 'ENOENT') throw missingModel(file);
+    throw new FeatcacheError(`${optionName('model')} ${file}: cannot read (${code ?? String(error)})`);
   }
   return { model: decodeModel(bytes, file), bytes };
 }
@@ -59,11 +57,6 @@ export function decodeModel(bytes: Uint8Array, file: string): ModelProto {
   return model;
 }
 
-/** @internal */
-export function encodeModel(model: ModelProto): Uint8Array {
-  return onnx.ModelProto.encode(model).finish();
-}
-
 const elemTypeNames: Record<number, string> = {
   1: 'float32',
   2: 'uint8',
@@ -76,7 +69,7 @@ const elemTypeNames: Record<number, string> = {
   11: 'float64',
 };
 
-function valueInfoToTensorInfo(info: onnxProto.onnx.IValueInfoProto): TensorInfo {
+function valueInfoToTensorInfo(info: kit.ValueInfoProto): TensorInfo {
   const tensorType = info.type?.tensorType;
   const dims = tensorType?.shape?.dim;
   return {

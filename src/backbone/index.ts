@@ -1,7 +1,7 @@
 /** The backbone stage: an ONNX model file in, a function from preprocessed pixels to tapped features out. */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError, optionName } from '../errors.js';
+import { FeatcacheError, missingModel, optionName } from '../errors.js';
 import type { DeviceSpec } from './device.js';
 import { DEFAULT_TAP, FEATURE_OUTPUT } from './feature-output.js';
 import type { Int8Model, Int8Request, resolveInt8 } from './int8.js';
@@ -94,26 +94,33 @@ async function tapModel(
 
 const seconds = (since: number) => (performance.now() - since) / 1000;
 
-export async function openBackbone(file: string, options: BackboneOptions): Promise<Backbone> {
-  const cacheDir = options.modelCache ?? featcacheCacheDir();
-  let mark = performance.now();
+/** The model file's sha256 (remembered in the model cache), refused when it is not the one `expect` names. */
+async function identifyModel(
+  file: string,
+  cacheDir: string,
+  expect: BackboneOptions['expect'],
+): Promise<Awaited<ReturnType<typeof modelSha256>>> {
   const hashed = await modelSha256(file, cacheDir).catch((error: unknown) => {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT')
-      throw new FeatcacheError(
-        `${optionName('model')} ${file}: no such file (fetch one with 'featcache fetch-model resnet50' or pass a path to an .onnx file)`,
-      );
+    if (code === 'ENOENT') throw missingModel(file);
     if (code === 'EISDIR' || code === 'EACCES')
       throw new FeatcacheError(`${optionName('model')} ${file}: cannot read the model (${code}); give an ONNX file`);
     throw error;
   });
-  const sha256 = hashed.sha256;
-  const hashS = seconds(mark);
-  if (options.expect && sha256 !== options.expect.sha256) {
+  if (expect && hashed.sha256 !== expect.sha256) {
     throw new FeatcacheError(
-      `${optionName('model')} ${file}: sha256 ${sha256.slice(0, 12)}… is not ${options.expect.what} (${options.expect.sha256.slice(0, 12)}…); use that model or retrain the head`,
+      `${optionName('model')} ${file}: sha256 ${hashed.sha256.slice(0, 12)}… is not ${expect.what} (${expect.sha256.slice(0, 12)}…); use that model or retrain the head`,
     );
   }
+  return hashed;
+}
+
+export async function openBackbone(file: string, options: BackboneOptions): Promise<Backbone> {
+  const cacheDir = options.modelCache ?? featcacheCacheDir();
+  let mark = performance.now();
+  const hashed = await identifyModel(file, cacheDir, options.expect);
+  const sha256 = hashed.sha256;
+  const hashS = seconds(mark);
   mark = performance.now();
   const request = { tap: options.tap ?? DEFAULT_TAP, fp16: options.fp16 === true };
   const tapped = await cachedTappedModel({ file, sha256 }, request, cacheDir, () => tapModel(file, request));

@@ -19,8 +19,8 @@ import {
   decodeModel,
   encodeModel,
   graphInputs,
-  onnx,
 } from './graph.js';
+import { DataType, makeIntAttribute, makeNode, makeTensor, withGraph } from '../onnx/build.js';
 import { DEFAULT_INT8_OPTIONS, INT8_RECIPE } from './int8-defaults.js';
 
 export { INT8_RECIPE };
@@ -59,8 +59,6 @@ export const SUPPORTED_OPS: readonly string[] = Object.freeze([
 
 const QUANTISED_OPS =
   /^(QuantizeLinear|DequantizeLinear|DynamicQuantizeLinear|QLinear.*|ConvInteger|MatMulInteger|.*Integer)$/;
-
-const { DataType } = onnx.TensorProto;
 
 /** Thrown for a model the recipe cannot quantise (user error); `Int8Unsupported` means "fall back to FP32". */
 export class Int8Unsupported extends Error {
@@ -203,26 +201,53 @@ export function floatValues(tensor: TensorProto): Float32Array {
   return new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
 }
 
-function tensor(name: string, dataType: number, dims: number[], data: ArrayBufferView): TensorProto {
-  return onnx.TensorProto.create({
-    name,
-    dataType,
-    dims,
-    rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-  });
+/** A node of the QDQ rewrite, named after its op and output; `axis` for per-channel dequantisation. */
+function qdqNode(opType: string, inputs: string[], output: string, axis?: number): NodeProto {
+  const attributes = axis === undefined ? [] : [makeIntAttribute('axis', axis)];
+  return makeNode(opType, inputs, output, { name: `featcache/int8/${opType}/${output}`, attributes });
 }
 
-function node(opType: string, inputs: string[], output: string, axis?: number): NodeProto {
-  return onnx.NodeProto.create({
-    name: `featcache/int8/${opType}/${output}`,
-    opType,
-    input: inputs,
-    output: [output],
-    attribute:
-      axis === undefined
-        ? []
-        : [onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: axis })],
-  });
+/**
+ * A Conv's weight (int8, per output channel) and, when its input is quantised, its bias (int32 at input scale × weight
+ * scale, as QLinearConv takes it), each behind a DequantizeLinear; `inputs` replace the Conv's inputs 1 and 2.
+ */
+function quantisedConvInputs(
+  conv: NodeProto,
+  inits: Map<string, TensorProto>,
+  inputScale: number | undefined,
+): { initializers: TensorProto[]; nodes: NodeProto[]; inputs: string[]; replaced: string[] } {
+  const w = inits.get(conv.input![1]!)!;
+  const channels = Number(w.dims![0]);
+  const { q, scales } = quantiseWeights(floatValues(w), channels);
+  const base = `${conv.output![0]}__w`;
+  const initializers = [
+    makeTensor(`${base}_i8`, DataType.INT8, (w.dims ?? []).map(Number), q),
+    makeTensor(`${base}_scale`, DataType.FLOAT, [channels], scales),
+    makeTensor(`${base}_zp`, DataType.INT8, [channels], new Int8Array(channels)),
+  ];
+  const nodes = [qdqNode('DequantizeLinear', [`${base}_i8`, `${base}_scale`, `${base}_zp`], `${base}_dq`, 0)];
+  const inputs = [`${base}_dq`];
+  const replaced = [w.name ?? ''];
+  const biasName = conv.input![2];
+  if (biasName && inputScale !== undefined) {
+    const bias = floatValues(inits.get(biasName)!);
+    const bScales = new Float32Array(channels);
+    const bq = new Int32Array(channels);
+    for (let c = 0; c < channels; c++) {
+      bScales[c] = inputScale * scales[c]!;
+      bq[c] = Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(bias[c]! / bScales[c]!)));
+    }
+    const b = `${conv.output![0]}__b`;
+    initializers.push(
+      makeTensor(`${b}_i32`, DataType.INT32, [channels], bq),
+      makeTensor(`${b}_scale`, DataType.FLOAT, [channels], bScales),
+      makeTensor(`${b}_zp`, DataType.INT32, [channels], new Int32Array(channels)),
+    );
+    nodes.push(qdqNode('DequantizeLinear', [`${b}_i32`, `${b}_scale`, `${b}_zp`], `${b}_dq`, 0));
+    inputs.push(`${b}_dq`);
+    replaced.push(biasName);
+  }
+  return { initializers, nodes, inputs, replaced };
 }
 
 /**
@@ -237,14 +262,14 @@ export function buildQdqModel(model: ModelProto, params: Map<string, QuantParams
   const scaleName = (t: string) => `${t}__scale`;
   const zpName = (t: string) => `${t}__zp`;
   for (const [t, p] of params) {
-    newInits.push(tensor(scaleName(t), DataType.FLOAT, [], new Float32Array([p.scale])));
-    newInits.push(tensor(zpName(t), DataType.UINT8, [], new Uint8Array([p.zeroPoint])));
+    newInits.push(makeTensor(scaleName(t), DataType.FLOAT, [], new Float32Array([p.scale])));
+    newInits.push(makeTensor(zpName(t), DataType.UINT8, [], new Uint8Array([p.zeroPoint])));
   }
-  const quantiseNode = (t: string) => node('QuantizeLinear', [t, scaleName(t), zpName(t)], qName(t));
+  const quantiseNode = (t: string) => qdqNode('QuantizeLinear', [t, scaleName(t), zpName(t)], qName(t));
   let dqCount = 0;
   const dequantised = (t: string, out: NodeProto[]) => {
     const name = `${t}__dq${dqCount++}`;
-    out.push(node('DequantizeLinear', [qName(t), scaleName(t), zpName(t)], name));
+    out.push(qdqNode('DequantizeLinear', [qName(t), scaleName(t), zpName(t)], name));
     return name;
   };
   const nodes: NodeProto[] = [];
@@ -258,49 +283,23 @@ export function buildQdqModel(model: ModelProto, params: Map<string, QuantParams
       if (params.has(t)) n.input![i] = dequantised(t, nodes);
     }
     if (n.opType === 'Conv') {
-      const x = original.input![0]!;
-      const inputScale = params.get(x)?.scale;
-      const w = inits.get(original.input![1]!)!;
-      const channels = Number(w.dims![0]);
-      const { q, scales } = quantiseWeights(floatValues(w), channels);
-      const base = `${original.output![0]}__w`;
-      newInits.push(tensor(`${base}_i8`, DataType.INT8, (w.dims ?? []).map(Number), q));
-      newInits.push(tensor(`${base}_scale`, DataType.FLOAT, [channels], scales));
-      newInits.push(tensor(`${base}_zp`, DataType.INT8, [channels], new Int8Array(channels)));
-      nodes.push(node('DequantizeLinear', [`${base}_i8`, `${base}_scale`, `${base}_zp`], `${base}_dq`, 0));
-      n.input![1] = `${base}_dq`;
-      replaced.add(w.name ?? '');
-      const biasName = original.input![2];
-      if (biasName && inputScale !== undefined) {
-        const bias = floatValues(inits.get(biasName)!);
-        const bScales = new Float32Array(channels);
-        const bq = new Int32Array(channels);
-        for (let c = 0; c < channels; c++) {
-          bScales[c] = inputScale * scales[c]!;
-          bq[c] = Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(bias[c]! / bScales[c]!)));
-        }
-        const b = `${original.output![0]}__b`;
-        newInits.push(tensor(`${b}_i32`, DataType.INT32, [channels], bq));
-        newInits.push(tensor(`${b}_scale`, DataType.FLOAT, [channels], bScales));
-        newInits.push(tensor(`${b}_zp`, DataType.INT32, [channels], new Int32Array(channels)));
-        nodes.push(node('DequantizeLinear', [`${b}_i32`, `${b}_scale`, `${b}_zp`], `${b}_dq`, 0));
-        n.input![2] = `${b}_dq`;
-        replaced.add(biasName);
-      }
+      const conv = quantisedConvInputs(original, inits, params.get(original.input![0]!)?.scale);
+      newInits.push(...conv.initializers);
+      nodes.push(...conv.nodes);
+      conv.inputs.forEach((name, i) => (n.input![i + 1] = name));
+      for (const name of conv.replaced) replaced.add(name);
     }
     nodes.push(n);
     for (const out of original.output ?? []) if (params.has(out)) nodes.push(quantiseNode(out));
   }
   const stillUsed = new Set(nodes.flatMap((n) => n.input ?? []));
   const kept = (graph.initializer ?? []).filter((t) => !replaced.has(t.name ?? '') || stillUsed.has(t.name ?? ''));
-  const qdq = onnx.GraphProto.create({
-    ...graph,
+  return withGraph(model, {
     node: nodes,
     initializer: [...kept, ...newInits],
     // Types of rewired tensors changed; onnxruntime infers them again.
     valueInfo: [],
   });
-  return onnx.ModelProto.create({ ...model, graph: qdq });
 }
 
 const report0 = (graph: GraphProto) =>

@@ -4,7 +4,6 @@
  */
 import { FeatcacheError } from '../errors.js';
 import {
-  type AttributeProto,
   type GraphProto,
   type ModelProto,
   type NodeProto,
@@ -13,8 +12,8 @@ import {
   graphInputs,
   initializerInts,
   intsAttribute,
-  onnx,
 } from './graph.js';
+import { DataType, type AttributeProto, makeIntAttribute, makeNode, makeValueInfo, withGraph } from '../onnx/build.js';
 import { DEFAULT_TAP, FEATURE_OUTPUT } from './feature-output.js';
 
 export { FEATURE_OUTPUT } from './feature-output.js';
@@ -169,8 +168,8 @@ function requiredNodes(graph: GraphProto, outputs: string[]): NodeProto[] {
   return (graph.node ?? []).filter((n) => needed.has(n));
 }
 
-function makeNode(opType: string, inputs: string[], output: string, attribute: AttributeProto[] = []) {
-  return onnx.NodeProto.create({ name: `featcache/${opType}`, opType, input: inputs, output: [output], attribute });
+function tapNode(opType: string, inputs: string[], output: string, attributes: AttributeProto[] = []): NodeProto {
+  return makeNode(opType, inputs, output, { name: `featcache/${opType}`, attributes });
 }
 
 /**
@@ -189,35 +188,19 @@ export function tappedModel(model: ModelProto, tap: TapPoint): ModelProto {
   let current = tap.tensor;
   if (tap.dequantize) {
     extra.push(
-      makeNode('DequantizeLinear', [current, tap.dequantize.scale, tap.dequantize.zeroPoint], 'featcache_dequantized'),
+      tapNode('DequantizeLinear', [current, tap.dequantize.scale, tap.dequantize.zeroPoint], 'featcache_dequantized'),
     );
     current = 'featcache_dequantized';
   }
-  extra.push(
-    makeNode('Flatten', [current], FEATURE_OUTPUT, [
-      onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 1 }),
-    ]),
-  );
+  extra.push(tapNode('Flatten', [current], FEATURE_OUTPUT, [makeIntAttribute('axis', 1)]));
   const kept = requiredNodes({ ...graph, node: [...(graph.node ?? []), ...extra] }, [FEATURE_OUTPUT]);
   const usedTensors = new Set(kept.flatMap((n) => n.input ?? []));
   const realInputs = new Set(graphInputs(graph).map((i) => i.name));
-  const tapped = onnx.GraphProto.create({
-    ...graph,
+  return withGraph(model, {
     node: kept,
     initializer: (graph.initializer ?? []).filter((t) => usedTensors.has(t.name ?? '')),
     input: (graph.input ?? []).filter((i) => usedTensors.has(i.name ?? '') || realInputs.has(i.name ?? '')),
     valueInfo: (graph.valueInfo ?? []).filter((v) => usedTensors.has(v.name ?? '')),
-    output: [
-      onnx.ValueInfoProto.create({
-        name: FEATURE_OUTPUT,
-        type: {
-          tensorType: {
-            elemType: onnx.TensorProto.DataType.FLOAT,
-            shape: { dim: [{ dimParam: 'N' }, { dimParam: 'C' }] },
-          },
-        },
-      }),
-    ],
+    output: [makeValueInfo(FEATURE_OUTPUT, DataType.FLOAT, ['N', 'C'])],
   });
-  return onnx.ModelProto.create({ ...model, graph: tapped });
 }

@@ -4,7 +4,7 @@
  * on images (the backbone, bundles), so all get the same stack sizing and error handling.
  */
 import { Worker } from 'node:worker_threads';
-import { FeatcacheError, namesOptionsAsFlags } from '../errors.js';
+import { ExitCode, FeatcacheError, namesOptionsAsFlags } from '../errors.js';
 import { sessionStackMb } from './device.js';
 import type { CpuOptimised, InputLayout, SessionSettings } from './session.js';
 import type { RequestKey, WorkerReply, WorkerRequest } from './worker.js';
@@ -41,7 +41,7 @@ function sessionWorker() {
     const waiter = pending.get(reply.key);
     pending.delete(reply.key);
     if (!waiter) return;
-    if (reply.type === 'error') waiter.reject(new FeatcacheError(reply.message, reply.exitCode ?? 1));
+    if (reply.type === 'error') waiter.reject(new FeatcacheError(reply.message, reply.exitCode ?? ExitCode.failed));
     else waiter.resolve(reply);
   });
   worker.on('error', fail);

@@ -1,5 +1,6 @@
 /** `featcache train-head`: the yargs builder and handler only; the work is `trainHead` in jobs/train-head.ts. */
 import type { Argv, Options } from 'yargs';
+import { ExitCode } from '../errors.js';
 import { NORMALIZATIONS } from '../head/normalize.js';
 import { BACKENDS } from '../head/runtime.js';
 import { SWEEP_ENGINES } from '../head/minibatch/engine.js';
@@ -209,7 +210,7 @@ export const trainHeadCommand = defineCommand({
       // Stages without an abort check (the in-memory sweep) are not waited for: nothing is written before the end.
       setTimeout(() => {
         process.stderr.write('train-head: interrupted; nothing was written (the previous head, if any, is intact)\n');
-        process.exit(130);
+        process.exit(ExitCode.interrupted);
       }, 2000).unref();
     };
     process.once('SIGINT', onSigint);

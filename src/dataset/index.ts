@@ -244,17 +244,48 @@ async function locateLabels(labels: string, data: string): Promise<string> {
   return (await fs.stat(beside).catch(() => null))?.isFile() ? beside : labels;
 }
 
-async function csvDataset(options: DatasetOptions): Promise<Listed> {
-  const csvFile = await locateLabels(options.labels!, options.data);
+/** The rows of a labels CSV, keyed by its header. */
+async function readLabelsCsv(csvFile: string): Promise<Record<string, string>[]> {
   const text = await fs.readFile(csvFile, 'utf8').catch((error: NodeJS.ErrnoException) => {
     throw new FeatcacheError(`${optionName('labels')} ${csvFile}: cannot read (${error.code})`);
   });
-  let rows: Record<string, string>[];
   try {
-    rows = parseCsv(text, { columns: true, skip_empty_lines: true, trim: true, bom: true });
+    return parseCsv(text, { columns: true, skip_empty_lines: true, trim: true, bom: true });
   } catch (error) {
     throw new FeatcacheError(`${optionName('labels')} ${csvFile}: not valid CSV (${(error as Error).message})`);
   }
+}
+
+/** The CSV's ids as items of the image folder; ids naming no file come back as `unknown`. */
+async function csvItems(
+  entries: { id: string; label: string }[],
+  folder: { imageDir: string; relativeDir: string; files: Set<string>; index: Map<string, number>; csvFile: string },
+  options: DatasetOptions,
+): Promise<{ items: Item[]; unknown: string[] }> {
+  const { imageDir, relativeDir, files, index, csvFile } = folder;
+  const items: Item[] = [];
+  const unknown: string[] = [];
+  for (const entry of entries) {
+    const resolved = path.resolve(imageDir, entry.id);
+    if (resolved !== imageDir && !resolved.startsWith(imageDir + path.sep)) {
+      throw new FeatcacheError(
+        `${optionName('labels')} ${csvFile}: id ${JSON.stringify(entry.id)} points outside the image directory ${imageDir}; ids must be file names inside it`,
+      );
+    }
+    const file = findImageFile(files, entry.id);
+    if (!file) unknown.push(entry.id);
+    else if (!options.followSymlinks && !(await isInside(imageDir, path.join(imageDir, file)))) {
+      throw new FeatcacheError(
+        `${optionName('labels')} ${csvFile}: ${file} is a symlink that leads outside the image directory ${imageDir}; pass ${optionName('followSymlinks')} to read it`,
+      );
+    } else items.push({ path: relativeDir ? `${relativeDir}/${file}` : file, label: index.get(entry.label)! });
+  }
+  return { items, unknown };
+}
+
+async function csvDataset(options: DatasetOptions): Promise<Listed> {
+  const csvFile = await locateLabels(options.labels!, options.data);
+  const rows = await readLabelsCsv(csvFile);
   const header = rows.length > 0 ? Object.keys(rows[0]!) : [];
   const urlColumn = URL_COLUMNS.map((c) => header.find((h) => h.toLowerCase() === c)).find(
     (h) => h !== undefined && rows.every((r) => isUrl(r[h] ?? '')),
@@ -293,28 +324,15 @@ async function csvDataset(options: DatasetOptions): Promise<Listed> {
   const index = new Map(classes.map((c, i) => [c, i]));
   const files = new Set(
     await fs.readdir(imageDir).catch(() => {
-      throw new FeatcacheError(
-        `${optionName('images')} ${imageDir}: no such directory (the images named by ${optionName('labels')} ${csvFile})`,
+      throw missingFile(
+        'images',
+        imageDir,
+        `pass the folder holding the images named by ${optionName('labels')} ${csvFile}`,
+        'no such directory',
       );
     }),
   );
-  const items: Item[] = [];
-  const unknown: string[] = [];
-  for (const entry of entries) {
-    const resolved = path.resolve(imageDir, entry.id);
-    if (resolved !== imageDir && !resolved.startsWith(imageDir + path.sep)) {
-      throw new FeatcacheError(
-        `${optionName('labels')} ${csvFile}: id ${JSON.stringify(entry.id)} points outside the image directory ${imageDir}; ids must be file names inside it`,
-      );
-    }
-    const file = findImageFile(files, entry.id);
-    if (!file) unknown.push(entry.id);
-    else if (!options.followSymlinks && !(await isInside(imageDir, path.join(imageDir, file)))) {
-      throw new FeatcacheError(
-        `${optionName('labels')} ${csvFile}: ${file} is a symlink that leads outside the image directory ${imageDir}; pass ${optionName('followSymlinks')} to read it`,
-      );
-    } else items.push({ path: relativeDir ? `${relativeDir}/${file}` : file, label: index.get(entry.label)! });
-  }
+  const { items, unknown } = await csvItems(entries, { imageDir, relativeDir, files, index, csvFile }, options);
   if (unknown.length > 0) {
     throw new FeatcacheError(
       `${optionName('labels')} ${csvFile}: ${unknown.length} ids have no image in ${imageDir} (e.g. ${unknown.slice(0, 3).join(', ')}); expected <id> or <id>.jpg/.png`,

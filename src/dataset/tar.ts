@@ -170,22 +170,21 @@ function imageRank(ext: string): number {
   return ext.includes('.') ? 1 : 0;
 }
 
-/**
- * Reads one shard's headers and label members (image bodies are skipped, not kept), so the dataset knows its
- * samples and classes before extraction. A damaged shard lists the samples before the damage and says why.
- */
-export async function listTar(file: string, relative: string): Promise<TarListing> {
-  const byKey = new Map<
-    string,
-    {
-      member?: string;
-      offset?: number;
-      rank: number;
-      stamp?: Stamp;
-      label: string | number | BadLabel | null;
-      labelExt?: string;
-    }
-  >();
+/** What one key of a shard gathered while its members streamed past. */
+interface ShardSample {
+  member?: string;
+  offset?: number;
+  rank: number;
+  stamp?: Stamp;
+  label: string | number | BadLabel | null;
+  labelExt?: string;
+}
+
+/** One pass over a shard's members: each key's best image and label, keys repeated, and the damage that stopped it. */
+async function scanShard(
+  file: string,
+): Promise<{ byKey: Map<string, ShardSample>; duplicates: Set<string>; error?: string }> {
+  const byKey = new Map<string, ShardSample>();
   const memberNames = new Set<string>();
   const duplicates = new Set<string>();
   const { entries, stop } = tarEntries(file);
@@ -230,6 +229,15 @@ export async function listTar(file: string, relative: string): Promise<TarListin
   } finally {
     stop();
   }
+  return { byKey, duplicates, ...(error ? { error } : {}) };
+}
+
+/**
+ * Reads one shard's headers and label members (image bodies are skipped, not kept), so the dataset knows its
+ * samples and classes before extraction. A damaged shard lists the samples before the damage and says why.
+ */
+export async function listTar(file: string, relative: string): Promise<TarListing> {
+  const { byKey, duplicates, error } = await scanShard(file);
   const samples: TarSample[] = [];
   const skipped: Skipped[] = [];
   for (const [key, s] of byKey) {

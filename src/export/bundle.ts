@@ -4,31 +4,33 @@
  * to feed it (classes, preprocessing, image policy) and where it came from travels in `metadata_props`, so the file
  * is usable from Python's onnxruntime or onnxruntime-web without featcache.
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { toFloat16 } from '../backbone/fp16.js';
-import {
-  type GraphProto,
-  type ModelProto,
-  type NodeProto,
-  type TensorProto,
-  decodeModel,
-  encodeModel,
-  graphInputs,
-  loadModel,
-  onnx,
-} from '../backbone/graph.js';
+import { decodeModel, graphInputs, loadModel } from '../backbone/graph.js';
 import { type DeviceSpec, type InputLayout, inputLayout } from '../backbone/session.js';
 import { FEATURE_OUTPUT, resolveTap, tappedModel } from '../backbone/tap.js';
 import { openWorkerSession } from '../backbone/worker-client.js';
 import { FeatcacheError, optionName, ExitCode } from '../errors.js';
-import { HEAD_FILE, type HeadInfo } from '../head/saved.js';
-import type { DenseWeights } from '../head/model.js';
+import { type HeadFiles, type HeadInfo, readHeadFiles } from '../head/saved.js';
 import { DEFAULT_IMAGE_POLICY, type ImagePolicy, type Preset } from '../image/presets.js';
 import type { Normalization } from '../head/normalize.js';
 import { exists, sha256Bytes } from '../util/fsx.js';
 import { toolVersions } from '../version.js';
+import {
+  type AttributeProto,
+  DataType,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+  encodeModel,
+  makeFloatTensor,
+  makeIntAttribute,
+  makeNode,
+  onnx,
+  makeValueInfo,
+  withGraph,
+} from '../onnx/build.js';
 
 /** Graph outputs of a bundle: calibrated probabilities and the (untempered) logits, both float32 [N, classes]. */
 export const PROBABILITIES_OUTPUT = 'probabilities';
@@ -77,126 +79,53 @@ export interface BundleMetadata {
   provenance: BundleProvenance;
 }
 
-/** The head as read from its saved files, without TensorFlow.js: head.json plus the dense weights of weights.bin. */
-export interface HeadFiles {
-  dir: string;
-  info: HeadInfo & { temperature?: number };
-  layers: DenseWeights[];
-  /** sha256 of head.json + model.json + weights.bin: identifies this exact head. */
-  id: string;
+export { type HeadFiles, readHeadFiles } from '../head/saved.js';
+
+/** A node of the head, named after its op and output so that it reads apart from the backbone's nodes. */
+function headNode(opType: string, inputs: string[], output: string, attributes: AttributeProto[] = []): NodeProto {
+  return makeNode(opType, inputs, output, { name: `featcache_head/${opType}_${output}`, attributes });
 }
 
-interface WeightSpec {
-  name: string;
-  shape: number[];
-  dtype: string;
-}
-
-export async function readHeadFiles(dir: string): Promise<HeadFiles> {
-  const read = (name: string) =>
-    fs.readFile(path.join(dir, name)).catch(() => {
-      throw new FeatcacheError(
-        `${optionName('head')}: no ${name} in ${dir}; train one with 'featcache train-head --head ${dir}'`,
-      );
-    });
-  const [infoBytes, modelBytes, weights] = [await read(HEAD_FILE), await read('model.json'), await read('weights.bin')];
-  let info: HeadFiles['info'];
-  let modelJson: {
-    modelTopology?: { config?: { layers?: { class_name?: string; config?: { activation?: string } }[] } };
-    weightsManifest?: { weights: WeightSpec[] }[];
-  };
-  try {
-    info = JSON.parse(infoBytes.toString('utf8')) as typeof info;
-    modelJson = JSON.parse(modelBytes.toString('utf8')) as typeof modelJson;
-  } catch {
-    throw new FeatcacheError(
-      `${optionName('head')}: ${dir}/${HEAD_FILE} or model.json is not valid JSON`,
-      ExitCode.failed,
+/** The head's feature normalisation as nodes reading FEATURE_OUTPUT; `output` names the normalised features. */
+function normalizationNodes(
+  n: Normalization,
+  dim: number,
+): { nodes: NodeProto[]; inits: TensorProto[]; output: string } {
+  const nodes: NodeProto[] = [];
+  const inits: TensorProto[] = [];
+  let x = FEATURE_OUTPUT;
+  if (n.kind === 'l2') {
+    inits.push(
+      makeFloatTensor('featcache_head/ones', [dim, 1], new Float32Array(dim).fill(1)),
+      makeFloatTensor('featcache_head/tiny', [], [1e-30]),
     );
+    nodes.push(
+      headNode('Mul', [x, x], 'featcache_head/squares'),
+      headNode('MatMul', ['featcache_head/squares', 'featcache_head/ones'], 'featcache_head/sum_squares'),
+      headNode('Sqrt', ['featcache_head/sum_squares'], 'featcache_head/norm'),
+      // A zero vector stays zero (0 / tiny), as applyNormalization leaves it.
+      headNode('Max', ['featcache_head/norm', 'featcache_head/tiny'], 'featcache_head/safe_norm'),
+      headNode('Div', [x, 'featcache_head/safe_norm'], 'featcache_head/normalized'),
+    );
+    x = 'featcache_head/normalized';
+  } else if (n.kind === 'standard') {
+    if (n.mean?.length !== dim || n.std?.length !== dim)
+      throw new FeatcacheError(
+        `${optionName('head')}: standard statistics are ${n.mean?.length}-d but the first layer takes ${dim}`,
+        ExitCode.failed,
+      );
+    inits.push(
+      makeFloatTensor('featcache_head/mean', [dim], n.mean),
+      makeFloatTensor('featcache_head/std', [dim], n.std),
+    );
+    nodes.push(
+      headNode('Sub', [x, 'featcache_head/mean'], 'featcache_head/centred'),
+      headNode('Div', ['featcache_head/centred', 'featcache_head/std'], 'featcache_head/normalized'),
+    );
+    x = 'featcache_head/normalized';
   }
-  const specs = (modelJson.weightsManifest ?? []).flatMap((m) => m.weights);
-  const activations = (modelJson.modelTopology?.config?.layers ?? [])
-    .filter((l) => l.class_name === 'Dense')
-    .map((l) => l.config?.activation ?? 'linear');
-  const layers: DenseWeights[] = [];
-  let offset = 0;
-  const take = (spec: WeightSpec): Float32Array => {
-    if (spec.dtype !== 'float32')
-      throw new FeatcacheError(
-        `${optionName('head')}: ${dir}/model.json weight ${spec.name} is ${spec.dtype}; expected float32`,
-        ExitCode.failed,
-      );
-    const n = spec.shape.reduce((a, b) => a * b, 1);
-    if (offset + 4 * n > weights.byteLength)
-      throw new FeatcacheError(
-        `${optionName('head')}: ${dir}/weights.bin is shorter than model.json describes`,
-        ExitCode.failed,
-      );
-    const values = new Float32Array(n);
-    new Uint8Array(values.buffer).set(weights.subarray(offset, offset + 4 * n));
-    offset += 4 * n;
-    return values;
-  };
-  for (let i = 0; i + 1 < specs.length; i += 2) {
-    const kernel = specs[i]!;
-    const bias = specs[i + 1]!;
-    if (kernel.shape.length !== 2 || bias.shape.length !== 1 || bias.shape[0] !== kernel.shape[1]) {
-      throw new FeatcacheError(
-        `${optionName('head')}: ${dir}/model.json has weights ${kernel.name} ${JSON.stringify(kernel.shape)} and ${bias.name} ${JSON.stringify(bias.shape)}; expected a dense kernel [in, units] then its bias [units]`,
-        ExitCode.failed,
-      );
-    }
-    const activation = activations[layers.length] ?? (i + 2 === specs.length ? 'softmax' : 'relu');
-    if (activation !== 'relu' && activation !== 'softmax')
-      throw new FeatcacheError(
-        `${optionName('head')}: ${dir} layer ${layers.length + 1} uses activation ${activation}; bundles support relu and a final softmax`,
-        ExitCode.failed,
-      );
-    layers.push({ kernel: take(kernel), shape: [kernel.shape[0]!, kernel.shape[1]!], bias: take(bias), activation });
-  }
-  if (layers.length === 0 || specs.length % 2 !== 0)
-    throw new FeatcacheError(
-      `${optionName('head')}: ${dir}/model.json lists ${specs.length} weights; expected dense kernel/bias pairs`,
-      ExitCode.failed,
-    );
-  if (layers.at(-1)!.shape[1] !== info.classes.length) {
-    throw new FeatcacheError(
-      `${optionName('head')}: ${dir} has ${info.classes.length} classes in ${HEAD_FILE} but its last layer has ${layers.at(-1)!.shape[1]} units`,
-      ExitCode.failed,
-    );
-  }
-  const temperature = info.temperature ?? 1;
-  if (!(Number.isFinite(temperature) && temperature > 0))
-    throw new FeatcacheError(
-      `${optionName('head')}: ${dir}/${HEAD_FILE} temperature must be a positive number, got ${temperature}`,
-      ExitCode.failed,
-    );
-  const id = createHash('sha256').update(infoBytes).update(modelBytes).update(weights).digest('hex');
-  return { dir, info, layers, id };
+  return { nodes, inits, output: x };
 }
-
-const FLOAT = onnx.TensorProto.DataType.FLOAT;
-
-function floatTensor(name: string, dims: number[], values: ArrayLike<number>): TensorProto {
-  const data = Float32Array.from(values);
-  return onnx.TensorProto.create({ name, dataType: FLOAT, dims, rawData: new Uint8Array(data.buffer) });
-}
-
-function node(opType: string, inputs: string[], output: string, attribute: NodeProto['attribute'] = []): NodeProto {
-  return onnx.NodeProto.create({
-    name: `featcache_head/${opType}_${output}`,
-    opType,
-    input: inputs,
-    output: [output],
-    attribute,
-  });
-}
-
-const outputInfo = (name: string, classes: number) =>
-  onnx.ValueInfoProto.create({
-    name,
-    type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'N' }, { dimValue: classes }] } } },
-  });
 
 /**
  * Appends the head to a tapped graph whose output is FEATURE_OUTPUT [N, C]. Every op used (MatMul, Add, Mul, Sqrt,
@@ -206,71 +135,37 @@ const outputInfo = (name: string, classes: number) =>
  */
 /** @internal */
 export function appendHead(tapped: ModelProto, head: Pick<HeadFiles, 'info' | 'layers'>): ModelProto {
-  const graph = tapped.graph as GraphProto;
-  const nodes: NodeProto[] = [];
-  const inits: TensorProto[] = [];
+  const graph = tapped.graph!;
   const dim = head.layers[0]!.shape[0];
-  let x = FEATURE_OUTPUT;
-  const n = head.info.normalization;
-  if (n.kind === 'l2') {
-    inits.push(
-      floatTensor('featcache_head/ones', [dim, 1], new Float32Array(dim).fill(1)),
-      floatTensor('featcache_head/tiny', [], [1e-30]),
-    );
-    nodes.push(
-      node('Mul', [x, x], 'featcache_head/squares'),
-      node('MatMul', ['featcache_head/squares', 'featcache_head/ones'], 'featcache_head/sum_squares'),
-      node('Sqrt', ['featcache_head/sum_squares'], 'featcache_head/norm'),
-      // A zero vector stays zero (0 / tiny), as applyNormalization leaves it.
-      node('Max', ['featcache_head/norm', 'featcache_head/tiny'], 'featcache_head/safe_norm'),
-      node('Div', [x, 'featcache_head/safe_norm'], 'featcache_head/normalized'),
-    );
-    x = 'featcache_head/normalized';
-  } else if (n.kind === 'standard') {
-    if (n.mean?.length !== dim || n.std?.length !== dim)
-      throw new FeatcacheError(
-        `${optionName('head')}: standard statistics are ${n.mean?.length}-d but the first layer takes ${dim}`,
-        ExitCode.failed,
-      );
-    inits.push(floatTensor('featcache_head/mean', [dim], n.mean), floatTensor('featcache_head/std', [dim], n.std));
-    nodes.push(
-      node('Sub', [x, 'featcache_head/mean'], 'featcache_head/centred'),
-      node('Div', ['featcache_head/centred', 'featcache_head/std'], 'featcache_head/normalized'),
-    );
-    x = 'featcache_head/normalized';
-  }
+  const { nodes, inits, output: normalized } = normalizationNodes(head.info.normalization, dim);
+  let x = normalized;
   head.layers.forEach((layer, i) => {
     const last = i + 1 === head.layers.length;
     inits.push(
-      floatTensor(`featcache_head/dense${i}/kernel`, layer.shape, layer.kernel),
-      floatTensor(`featcache_head/dense${i}/bias`, [layer.shape[1]], layer.bias),
+      makeFloatTensor(`featcache_head/dense${i}/kernel`, layer.shape, layer.kernel),
+      makeFloatTensor(`featcache_head/dense${i}/bias`, [layer.shape[1]], layer.bias),
     );
-    nodes.push(node('MatMul', [x, `featcache_head/dense${i}/kernel`], `featcache_head/dense${i}/matmul`));
+    nodes.push(headNode('MatMul', [x, `featcache_head/dense${i}/kernel`], `featcache_head/dense${i}/matmul`));
     const pre = last ? LOGITS_OUTPUT : `featcache_head/dense${i}/preactivation`;
-    nodes.push(node('Add', [`featcache_head/dense${i}/matmul`, `featcache_head/dense${i}/bias`], pre));
-    if (!last) nodes.push(node('Relu', [pre], `featcache_head/dense${i}/out`));
+    nodes.push(headNode('Add', [`featcache_head/dense${i}/matmul`, `featcache_head/dense${i}/bias`], pre));
+    if (!last) nodes.push(headNode('Relu', [pre], `featcache_head/dense${i}/out`));
     x = last ? pre : `featcache_head/dense${i}/out`;
   });
   const temperature = (head.info as { temperature?: number }).temperature ?? 1;
   if (temperature !== 1) {
-    inits.push(floatTensor('featcache_head/temperature', [], [temperature]));
-    nodes.push(node('Div', [x, 'featcache_head/temperature'], 'featcache_head/tempered'));
+    inits.push(makeFloatTensor('featcache_head/temperature', [], [temperature]));
+    nodes.push(headNode('Div', [x, 'featcache_head/temperature'], 'featcache_head/tempered'));
     x = 'featcache_head/tempered';
   }
-  nodes.push(
-    node('Softmax', [x], PROBABILITIES_OUTPUT, [
-      onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 1 }),
-    ]),
-  );
+  nodes.push(headNode('Softmax', [x], PROBABILITIES_OUTPUT, [makeIntAttribute('axis', 1)]));
   const classes = head.layers.at(-1)!.shape[1];
-  const fused = onnx.GraphProto.create({
-    ...graph,
+  const output = (name: string) => makeValueInfo(name, DataType.FLOAT, ['N', classes]);
+  return withGraph(tapped, {
     name: `${graph.name ?? 'backbone'}+featcache_head`,
     node: [...(graph.node ?? []), ...nodes],
     initializer: [...(graph.initializer ?? []), ...inits],
-    output: [outputInfo(PROBABILITIES_OUTPUT, classes), outputInfo(LOGITS_OUTPUT, classes)],
+    output: [output(PROBABILITIES_OUTPUT), output(LOGITS_OUTPUT)],
   });
-  return onnx.ModelProto.create({ ...tapped, graph: fused });
 }
 
 function preprocessingSteps(preset: Preset, policy: ImagePolicy, layout: 'NCHW' | 'NHWC'): string[] {
@@ -296,6 +191,26 @@ export async function buildBundle(
 ): Promise<{ bytes: Uint8Array; metadata: BundleMetadata }> {
   const head = await readHeadFiles(options.head);
   const p = head.info.provenance;
+  const { model, modelFile, sha256 } = await loadHeadBackbone(head, options);
+  const inputs = graphInputs(model.graph!);
+  if (inputs.length !== 1)
+    throw new FeatcacheError(
+      `${optionName('model')}: ${modelFile} has ${inputs.length} inputs; expected one image input`,
+    );
+  const layout = inputLayout(inputs[0]!.name, inputs[0]!.shape);
+  const tap = resolveTap(model.graph!, p.tappedTensor);
+  const tapped = tappedModel(model, tap);
+  const fused = appendHead(p.precision === 'fp16' ? toFloat16(tapped) : tapped, head);
+  const metadata = bundleMetadata(head, options.head, { file: modelFile, sha256 }, layout);
+  return { bytes: encodeModel(withBundleMetadata(fused, metadata, layout)), metadata };
+}
+
+/** The FP32 backbone file the head was trained on features of: found, and proven the same by its sha256. */
+async function loadHeadBackbone(
+  head: HeadFiles,
+  options: BuildBundleOptions,
+): Promise<{ model: ModelProto; modelFile: string; sha256: string }> {
+  const p = head.info.provenance;
   if (p.precision === 'int8') {
     // The head saw features of the calibrated int8 graph, not of this FP32 file: fusing it onto FP32 would shift them.
     throw new FeatcacheError(
@@ -315,22 +230,24 @@ export async function buildBundle(
       `${optionName('model')}: ${modelFile} has sha256 ${sha256.slice(0, 12)}…, not the backbone the head ${options.head} was trained on (${p.modelSha256.slice(0, 12)}…)`,
     );
   }
-  const inputs = graphInputs(model.graph!);
-  if (inputs.length !== 1)
-    throw new FeatcacheError(
-      `${optionName('model')}: ${modelFile} has ${inputs.length} inputs; expected one image input`,
-    );
-  const layout = inputLayout(inputs[0]!.name, inputs[0]!.shape);
-  const tap = resolveTap(model.graph!, p.tappedTensor);
-  const tapped = tappedModel(model, tap);
-  const fused = appendHead(p.precision === 'fp16' ? toFloat16(tapped) : tapped, head);
+  return { model, modelFile, sha256 };
+}
+
+/** What a runtime needs to feed the bundle, and where it came from. */
+function bundleMetadata(
+  head: HeadFiles,
+  headDir: string,
+  backbone: { file: string; sha256: string },
+  layout: InputLayout,
+): BundleMetadata {
+  const p = head.info.provenance;
   const preset = p.preset as unknown as Preset;
   const policy: ImagePolicy = {
     ...DEFAULT_IMAGE_POLICY,
     exif: p.exif as ImagePolicy['exif'],
     icc: p.icc as ImagePolicy['icc'],
   };
-  const metadata: BundleMetadata = {
+  return {
     format: BUNDLE_FORMAT,
     classes: head.info.classes,
     preprocessing: {
@@ -346,13 +263,13 @@ export async function buildBundle(
     },
     provenance: {
       backbone: {
-        file: path.basename(modelFile),
-        sha256,
+        file: path.basename(backbone.file),
+        sha256: backbone.sha256,
         tappedTensor: p.tappedTensor,
         precision: p.precision ?? 'fp32',
       },
       head: {
-        dir: path.basename(path.resolve(options.head)),
+        dir: path.basename(path.resolve(headDir)),
         id: head.id,
         trainedAt: p.trainedAt,
         normalization: head.info.normalization.kind,
@@ -365,6 +282,10 @@ export async function buildBundle(
       headVersions: p.versions,
     },
   };
+}
+
+/** `fused` carrying the metadata in metadata_props (replacing featcache's keys, keeping any others) and a docString. */
+function withBundleMetadata(fused: ModelProto, metadata: BundleMetadata, layout: InputLayout): ModelProto {
   const props = [
     { key: METADATA_KEYS.format, value: String(BUNDLE_FORMAT) },
     { key: METADATA_KEYS.classes, value: JSON.stringify(metadata.classes) },
@@ -372,7 +293,7 @@ export async function buildBundle(
     { key: METADATA_KEYS.provenance, value: JSON.stringify(metadata.provenance) },
   ];
   const keys = new Set<string>(props.map((x) => x.key));
-  const withMeta = onnx.ModelProto.create({
+  return onnx.ModelProto.create({
     ...fused,
     producerName: 'featcache',
     producerVersion: metadata.provenance.versions.featcache ?? '',
@@ -381,7 +302,6 @@ export async function buildBundle(
       `Input "${layout.name}" float32 ${layout.layout}; output "${PROBABILITIES_OUTPUT}". Preprocessing and provenance: metadata_props featcache.*.`,
     metadataProps: [...(fused.metadataProps ?? []).filter((m) => !keys.has(m.key ?? '')), ...props],
   });
-  return { bytes: encodeModel(withMeta), metadata };
 }
 
 /** The metadata of a featcache bundle, or null when the model carries none (a plain backbone, say). */

@@ -12,7 +12,7 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { EnvHttpProxyAgent, type Response, fetch } from 'undici';
-import { FeatcacheError, errorMessage, invalidParameter, ExitCode } from '../errors.js';
+import { FeatcacheError, errorMessage, invalidParameter, ExitCode, damagedFile } from '../errors.js';
 import { DEFAULT_DOWNLOAD_TIMEOUTS } from './timeouts.js';
 
 export interface DownloadTimeouts {
@@ -240,9 +240,10 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
   if (problems.length > 0) {
     await fs.rm(part, { force: true });
     await fs.rm(`${part}.source`, { force: true });
-    throw new FeatcacheError(
-      `${options.url}: downloaded file is corrupt (${problems.join('; ')}); removed it — re-run to download again`,
-      ExitCode.failed,
+    throw damagedFile(
+      options.url,
+      `downloaded file is corrupt (${problems.join('; ')})`,
+      'removed it — re-run to download again',
     );
   }
   await fs.rename(part, options.dest);

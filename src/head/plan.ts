@@ -47,6 +47,43 @@ export interface SelectionPlan {
   notes: string[];
 }
 
+/** Why classes with one distinct image are not scored by selection. */
+function singleImageNote(classes: string[]): string {
+  const names = classes.map((c) => JSON.stringify(c));
+  const many = classes.length > 1;
+  return `class${many ? 'es' : ''} ${names.slice(0, 5).join(', ')}${names.length > 5 ? ` and ${names.length - 5} more` : ''} ha${many ? 've' : 's'} one distinct training image: it cannot be held out, so selection does not score ${many ? 'them' : 'it'} (still trained on)`;
+}
+
+/**
+ * Stratified k-fold over the representative rows `eligible`: each class's rows, in seeded hash order, are dealt
+ * round-robin to KFOLD folds, and every row of a group follows its representative. Empty folds are dropped.
+ */
+function stratifiedFolds(
+  eligible: number[],
+  classesToHold: Set<number>,
+  labels: Int32Array,
+  keys: string[],
+  seed: number,
+  groupRows: (representative: number) => number[],
+): Fold[] {
+  const fold = new Map<number, number>();
+  for (const c of classesToHold) {
+    const ranked = eligible
+      .filter((r) => labels[r] === c)
+      .sort((a, b) => hashScore(seed, keys[a]!) - hashScore(seed, keys[b]!));
+    ranked.forEach((r, i) => {
+      for (const m of groupRows(r)) fold.set(m, i % KFOLD);
+    });
+  }
+  const rows = [...labels.keys()];
+  const folds: Fold[] = [];
+  for (let k = 0; k < KFOLD; k++) {
+    const held = rows.filter((r) => fold.get(r) === k);
+    if (held.length > 0) folds.push({ fit: rows.filter((r) => fold.get(r) !== k), held });
+  }
+  return folds;
+}
+
 /**
  * Stratified hold-out (fraction of each class, seeded by path) when it gives at least MIN_HOLDOUT_ROWS rows and
  * every class that can be held out is; otherwise stratified k-fold. A class with one image is always trained on
@@ -80,12 +117,7 @@ export function planSelection(
   const rows = [...labels.keys()];
   const eligible = reps.filter((r) => counts.get(labels[r]!)! >= 2);
   const notes: string[] = [];
-  if (singles.length > 0) {
-    const names = singles.map((c) => JSON.stringify(classNames[c] ?? String(c)));
-    notes.push(
-      `class${singles.length > 1 ? 'es' : ''} ${names.slice(0, 5).join(', ')}${names.length > 5 ? ` and ${names.length - 5} more` : ''} ha${singles.length > 1 ? 've' : 's'} one distinct training image: it cannot be held out, so selection does not score ${singles.length > 1 ? 'them' : 'it'} (still trained on)`,
-    );
-  }
+  if (singles.length > 0) notes.push(singleImageNote(singles.map((c) => classNames[c] ?? String(c))));
   if (eligible.length === 0)
     return 'no class has two distinct training images, so nothing can be held out to choose hyperparameters on';
   const classesToHold = new Set(eligible.map((r) => labels[r]!));
@@ -102,20 +134,7 @@ export function planSelection(
     const held = new Set(val);
     return { method: 'holdout', folds: [{ fit: rows.filter((r) => !held.has(r)), held: val }], notes };
   }
-  const fold = new Map<number, number>();
-  for (const c of classesToHold) {
-    const ranked = eligible
-      .filter((r) => labels[r] === c)
-      .sort((a, b) => hashScore(seed, keys[a]!) - hashScore(seed, keys[b]!));
-    ranked.forEach((r, i) => {
-      for (const m of members.get(groupOf[r]!)!) fold.set(m, i % KFOLD);
-    });
-  }
-  const folds: Fold[] = [];
-  for (let k = 0; k < KFOLD; k++) {
-    const held = rows.filter((r) => fold.get(r) === k);
-    if (held.length > 0) folds.push({ fit: rows.filter((r) => fold.get(r) !== k), held });
-  }
+  const folds = stratifiedFolds(eligible, classesToHold, labels, keys, seed, (r) => members.get(groupOf[r]!)!);
   // A class with fewer distinct images than KFOLD leaves folds empty: say how many there really are.
   const fewer = folds.length < KFOLD ? ` (not ${KFOLD}: the largest class has ${folds.length} distinct images)` : '';
   notes.push(

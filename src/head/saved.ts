@@ -7,7 +7,8 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError, optionName, ExitCode } from '../errors.js';
+import { createHash } from 'node:crypto';
+import { FeatcacheError, optionName, ExitCode, damagedFile, missingFile } from '../errors.js';
 import { NORMALIZATIONS, type Normalization } from './normalize.js';
 import type { Tf } from './runtime.js';
 import type { DenseWeights } from './model.js';
@@ -213,9 +214,15 @@ function expectedWeightBytes(specs: { shape: number[]; dtype?: string }[]): numb
   return specs.reduce((sum, w) => sum + w.shape.reduce((a, b) => a * b, 1) * 4, 0);
 }
 
+interface WeightSpec {
+  name: string;
+  shape: number[];
+  dtype?: string;
+}
+
 interface ModelJson {
-  modelTopology: object;
-  weightsManifest: { weights: { name: string; shape: number[]; dtype?: string }[] }[];
+  modelTopology: { config?: { layers?: { class_name?: string; config?: { activation?: string } }[] } };
+  weightsManifest: { weights: WeightSpec[] }[];
 }
 
 function modelJsonProblem(value: unknown, info: HeadInfo): string | null {
@@ -247,50 +254,110 @@ function modelJsonProblem(value: unknown, info: HeadInfo): string | null {
   return null;
 }
 
+/** A head's three files, read and checked against each other before any runtime sees them. */
 /** @internal */
-export async function loadHead(tf: Tf, dir: string): Promise<LoadedHead> {
+export interface CheckedHeadFiles {
+  dir: string;
+  info: HeadInfo;
+  modelJson: ModelJson;
+  weightSpecs: WeightSpec[];
+  weights: Buffer;
+  /** sha256 of head.json + model.json + weights.bin: identifies this exact head. */
+  id: string;
+}
+
+/**
+ * The one reader of a saved head: head.json, model.json and weights.bin, each checked, with the same message and exit
+ * code for the same fault whoever reads it (predict through `loadHead`, bundle and serve through `readHeadFiles`).
+ */
+/** @internal */
+export async function readCheckedHead(dir: string): Promise<CheckedHeadFiles> {
   const read = async (name: string) =>
     fs.readFile(path.join(dir, name)).catch(() => {
-      throw new FeatcacheError(
-        `${optionName('head')} ${dir}: no ${name} here; train one with 'featcache train-head --head ${dir}'`,
-      );
+      throw missingFile('head', dir, `train one with 'featcache train-head --head ${dir}'`, `no ${name} here`);
     });
-  const parse = async (name: string): Promise<unknown> => {
-    const text = (await read(name)).toString('utf8');
+  const damaged = (name: string, problem: string) => damagedFile(dir, `${name} ${problem}`, remedy(dir), 'head');
+  const parse = (name: string, bytes: Buffer): unknown => {
     try {
-      return JSON.parse(text);
+      return JSON.parse(bytes.toString('utf8'));
     } catch {
-      throw new FeatcacheError(
-        `${optionName('head')} ${dir}: ${name} is not valid JSON (truncated or edited?); ${remedy(dir)}`,
-        ExitCode.failed,
-      );
+      throw damaged(name, 'is not valid JSON (truncated or edited?)');
     }
   };
-  const infoValue = await parse(HEAD_FILE);
+  const infoBytes = await read(HEAD_FILE);
+  const infoValue = parse(HEAD_FILE, infoBytes);
   const infoProblem = headInfoProblem(infoValue);
-  if (infoProblem)
-    throw new FeatcacheError(
-      `${optionName('head')} ${dir}: ${HEAD_FILE} ${infoProblem}; ${remedy(dir)}`,
-      ExitCode.failed,
-    );
+  if (infoProblem) throw damaged(HEAD_FILE, infoProblem);
   const info = infoValue as HeadInfo;
-  const modelValue = await parse('model.json');
+  const modelBytes = await read('model.json');
+  const modelValue = parse('model.json', modelBytes);
   const modelProblem = modelJsonProblem(modelValue, info);
-  if (modelProblem)
-    throw new FeatcacheError(
-      `${optionName('head')} ${dir}: model.json ${modelProblem}; ${remedy(dir)}`,
-      ExitCode.failed,
-    );
+  if (modelProblem) throw damaged('model.json', modelProblem);
   const modelJson = modelValue as ModelJson;
   const weightSpecs = modelJson.weightsManifest.flatMap((m) => m.weights);
   const weights = await read('weights.bin');
   const expected = expectedWeightBytes(weightSpecs);
   if (weights.byteLength !== expected) {
-    throw new FeatcacheError(
-      `${optionName('head')} ${dir}: weights.bin has ${weights.byteLength} bytes but model.json needs ${expected} (${weights.byteLength < expected ? 'truncated' : 'extra data'}); ${remedy(dir)}`,
-      ExitCode.failed,
-    );
+    const why = weights.byteLength < expected ? 'truncated' : 'extra data';
+    throw damaged('weights.bin', `has ${weights.byteLength} bytes but model.json needs ${expected} (${why})`);
   }
+  const id = createHash('sha256').update(infoBytes).update(modelBytes).update(weights).digest('hex');
+  return { dir, info, modelJson, weightSpecs, weights, id };
+}
+
+/** The head as its dense layers, without TensorFlow.js (bundle fuses them into ONNX; tests compute with them). */
+export interface HeadFiles {
+  dir: string;
+  info: HeadInfo;
+  layers: DenseWeights[];
+  /** sha256 of head.json + model.json + weights.bin: identifies this exact head. */
+  id: string;
+}
+
+/** The checked head read as dense kernel/bias pairs with relu between them and a final softmax. */
+export async function readHeadFiles(dir: string): Promise<HeadFiles> {
+  const head = await readCheckedHead(dir);
+  return { dir, info: head.info, layers: denseLayers(head), id: head.id };
+}
+
+function denseLayers(head: CheckedHeadFiles): DenseWeights[] {
+  const { dir, weightSpecs: specs, weights } = head;
+  const activations = (head.modelJson.modelTopology.config?.layers ?? [])
+    .filter((l) => l.class_name === 'Dense')
+    .map((l) => l.config?.activation ?? 'linear');
+  const layers: DenseWeights[] = [];
+  let offset = 0;
+  const take = (spec: WeightSpec): Float32Array => {
+    const n = spec.shape.reduce((a, b) => a * b, 1);
+    const values = new Float32Array(n);
+    new Uint8Array(values.buffer).set(weights.subarray(offset, offset + 4 * n));
+    offset += 4 * n;
+    return values;
+  };
+  const damaged = (problem: string) => damagedFile(dir, `model.json ${problem}`, remedy(dir), 'head');
+  if (specs.length % 2 !== 0) throw damaged(`lists ${specs.length} weights; expected dense kernel/bias pairs`);
+  for (let i = 0; i + 1 < specs.length; i += 2) {
+    const kernel = specs[i]!;
+    const bias = specs[i + 1]!;
+    if (kernel.shape.length !== 2 || bias.shape.length !== 1 || bias.shape[0] !== kernel.shape[1]) {
+      throw damaged(
+        `has weights ${kernel.name} ${JSON.stringify(kernel.shape)} and ${bias.name} ${JSON.stringify(bias.shape)}; expected a dense kernel [in, units] then its bias [units]`,
+      );
+    }
+    const activation = activations[layers.length] ?? (i + 2 === specs.length ? 'softmax' : 'relu');
+    if (activation !== 'relu' && activation !== 'softmax')
+      throw new FeatcacheError(
+        `${optionName('head')}: ${dir} layer ${layers.length + 1} uses activation ${activation}; bundles support relu and a final softmax`,
+        ExitCode.failed,
+      );
+    layers.push({ kernel: take(kernel), shape: [kernel.shape[0]!, kernel.shape[1]!], bias: take(bias), activation });
+  }
+  return layers;
+}
+
+/** @internal */
+export async function loadHead(tf: Tf, dir: string): Promise<LoadedHead> {
+  const { info, modelJson, weightSpecs, weights } = await readCheckedHead(dir);
   const model = await tf
     .loadLayersModel(
       tf.io.fromMemory({

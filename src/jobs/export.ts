@@ -175,13 +175,7 @@ export async function exportSplit(given: Partial<ExportOptions>): Promise<Export
       options.split,
     );
   }
-  const normalization: Normalization =
-    options.normalize !== 'standard'
-      ? { kind: options.normalize }
-      : options.stats
-        ? await loadStats(options.stats, cache.dim)
-        : await fitStatistics(cache, options.fitSplit);
-  const fittedOn = normalization.kind === 'standard' && !options.stats ? options.fitSplit : null;
+  const { normalization, fittedOn } = await exportNormalization(options, cache);
   const provenance = provenanceOf(options, cache, rows, normalization, fittedOn);
   const m = cache.manifest;
   const spec: WriterSpec = {
@@ -200,27 +194,9 @@ export async function exportSplit(given: Partial<ExportOptions>): Promise<Export
   const output: (OutputFile | OutputDir) & { kind?: string } = directory
     ? await prepareOutputDir(options.out, EXPORT_MARKER)
     : await openOutputFile(options.out);
-  const files: string[] = [];
-  try {
-    await writeExport(options.format, output, spec, exportBatches(cache, options.split, latest, normalization));
-    files.push(...(await writeSideFiles(output, options, sideFiles)));
-    await output.commit();
-    files.unshift(options.out);
-  } catch (error) {
-    await output.abort().catch(() => {});
-    if (error instanceof FeatcacheError) throw error;
-    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-    throw new FeatcacheError(
-      `${optionName('out')} ${options.out}: cannot write (${code}); ${output.kind === 'stream' ? 'what was written through is incomplete' : 'nothing was written'}`,
-      ExitCode.failed,
-    );
-  }
-  const bytes =
-    'file' in output
-      ? await directorySize(output.dir)
-      : output.kind === 'file'
-        ? (await fs.stat(output.resolved)).size
-        : null;
+  const batches = exportBatches(cache, options.split, latest, normalization);
+  const files = await writeAndCommit(options, output, spec, batches, sideFiles);
+  const bytes = await outputBytes(output);
   const seconds = (performance.now() - started) / 1000;
   return {
     split: options.split,
@@ -234,15 +210,64 @@ export async function exportSplit(given: Partial<ExportOptions>): Promise<Export
     mbPerSecond: bytes === null ? null : bytes / 1e6 / seconds,
     normalization: {
       kind: normalization.kind,
-      statsFile:
-        'stats.json' in sideFiles && (directory || files.length > 1)
-          ? directory
-            ? path.join(options.out, 'stats.json')
-            : `${options.out}.stats.json`
-          : null,
+      statsFile: 'stats.json' in sideFiles ? statsFileOf(options.out, directory, files) : null,
       fittedOn,
     },
   };
+}
+
+/** Bytes written: the directory's files, the file's size, or null for a stream. */
+async function outputBytes(output: (OutputFile | OutputDir) & { kind?: string }): Promise<number | null> {
+  if ('file' in output) return directorySize(output.dir);
+  return output.kind === 'file' ? (await fs.stat(output.resolved)).size : null;
+}
+
+/** Where stats.json went: inside a directory output, beside a file output, nowhere for a stream. */
+function statsFileOf(out: string, directory: boolean, files: string[]): string | null {
+  if (directory) return path.join(out, 'stats.json');
+  return files.length > 1 ? `${out}.stats.json` : null;
+}
+
+/** The normalisation the export applies: none/l2, standard from a stats file, or standard fitted on `fitSplit`. */
+async function exportNormalization(
+  options: ExportOptions,
+  cache: FeatureCache,
+): Promise<{ normalization: Normalization; fittedOn: string | null }> {
+  const normalization: Normalization =
+    options.normalize !== 'standard'
+      ? { kind: options.normalize }
+      : options.stats
+        ? await loadStats(options.stats, cache.dim)
+        : await fitStatistics(cache, options.fitSplit);
+  const fittedOn = normalization.kind === 'standard' && !options.stats ? options.fitSplit : null;
+  return { normalization, fittedOn };
+}
+
+/**
+ * Writes the rows and side files into `output` and commits it; on any failure the output is aborted (nothing of this
+ * run stays, a stream excepted) and the error names --out. Returns the files written, the main one first.
+ */
+async function writeAndCommit(
+  options: ExportOptions,
+  output: (OutputFile | OutputDir) & { kind?: string },
+  spec: WriterSpec,
+  batches: ReturnType<typeof exportBatches>,
+  sideFiles: Record<string, string>,
+): Promise<string[]> {
+  try {
+    await writeExport(options.format, output, spec, batches);
+    const side = await writeSideFiles(output, options, sideFiles);
+    await output.commit();
+    return [options.out, ...side];
+  } catch (error) {
+    await output.abort().catch(() => {});
+    if (error instanceof FeatcacheError) throw error;
+    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    throw new FeatcacheError(
+      `${optionName('out')} ${options.out}: cannot write (${code}); ${output.kind === 'stream' ? 'what was written through is incomplete' : 'nothing was written'}`,
+      ExitCode.failed,
+    );
+  }
 }
 
 /** What the export was made from and how: model identity, preprocessing, normalisation, versions. */

@@ -7,7 +7,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { decodeModel } from '../backbone/graph.js';
 import { resolveTap } from '../backbone/tap.js';
-import { FeatcacheError, errorMessage, invalidParameter, oneOf, ExitCode } from '../errors.js';
+import { FeatcacheError, errorMessage, invalidParameter, oneOf, ExitCode, damagedFile } from '../errors.js';
 import { type ProxySettings, download } from '../fetch/download.js';
 import { MODEL_NAMES, MODEL_SOURCES } from '../fetch/registry.js';
 import { exists, sha256File } from '../util/fsx.js';
@@ -67,9 +67,10 @@ async function verifyStructure(file: string): Promise<string> {
     const model = decodeModel(await fs.readFile(file), file);
     return resolveTap(model.graph!, 'auto').tensor;
   } catch (error) {
-    throw new FeatcacheError(
-      `${file}: downloaded, but not a usable backbone (${(error as Error).message}); delete it and check the URL`,
-      ExitCode.failed,
+    throw damagedFile(
+      file,
+      `downloaded, but not a usable backbone (${(error as Error).message})`,
+      'delete it and check the URL',
     );
   }
 }
@@ -102,6 +103,45 @@ async function fetchFrom(
   }
 }
 
+function checkFetchOptions(o: FetchModelOptions, known: boolean): void {
+  if (o.urls !== undefined && o.urls.length === 0) throw invalidParameter('urls', 'at least one URL', '[]');
+  if (!known && !o.urls) throw invalidParameter('name', `${oneOf(MODEL_NAMES)}, or any name with urls`, o.name);
+  if (o.sha256 !== undefined && !/^[0-9a-f]{64}$/i.test(o.sha256))
+    throw invalidParameter('sha256', '64 hex digits', o.sha256);
+  if (!Number.isInteger(o.retries) || o.retries < 0) throw invalidParameter('retries', 'a whole number ≥ 0', o.retries);
+}
+
+/** A model file already in place: checked against the expected sha256 (pinned now if nothing was), not downloaded. */
+async function presentModel(
+  name: string,
+  file: string,
+  expected: string | undefined,
+  pinned: boolean,
+  verifiedBy: FetchResult['verifiedBy'],
+): Promise<FetchResult> {
+  const sha256 = await sha256File(file);
+  if (expected && sha256 !== expected.toLowerCase()) {
+    throw damagedFile(
+      file,
+      `exists but its sha256 ${sha256.slice(0, 12)}… is not the expected ${expected.slice(0, 12)}…`,
+      'delete it to download again',
+    );
+  }
+  if (!pinned) await fs.writeFile(pinFile(file), `${sha256}  ${path.basename(file)}\n`);
+  return {
+    name,
+    file,
+    sha256,
+    bytes: (await fs.stat(file)).size,
+    status: 'present',
+    verifiedBy,
+    resumedFrom: 0,
+    tap: await verifyStructure(file),
+    source: null,
+    failedSources: [],
+  };
+}
+
 /**
  * Downloads a pretrained backbone into `dir`, or checks the copy already there. Known models are verified by the
  * registry's sha256 (or by one pinned beside the file on first download), and every download must decode as an
@@ -118,11 +158,7 @@ export async function fetchModel(options: Partial<FetchModelOptions> = {}): Prom
   const o: FetchModelOptions = withDefaults(DEFAULT_FETCH_MODEL_OPTIONS, options);
   const log = o.log ?? (() => {});
   const source = MODEL_SOURCES[o.name];
-  if (o.urls !== undefined && o.urls.length === 0) throw invalidParameter('urls', 'at least one URL', '[]');
-  if (!source && !o.urls) throw invalidParameter('name', `${oneOf(MODEL_NAMES)}, or any name with urls`, o.name);
-  if (o.sha256 !== undefined && !/^[0-9a-f]{64}$/i.test(o.sha256))
-    throw invalidParameter('sha256', '64 hex digits', o.sha256);
-  if (!Number.isInteger(o.retries) || o.retries < 0) throw invalidParameter('retries', 'a whole number ≥ 0', o.retries);
+  checkFetchOptions(o, source !== undefined);
   const file = path.join(o.dir, source?.file ?? `${o.name}.onnx`);
   const pinned = await readPin(file);
   const expected = o.sha256 ?? source?.sha256 ?? pinned ?? undefined;
@@ -133,28 +169,7 @@ export async function fetchModel(options: Partial<FetchModelOptions> = {}): Prom
       : pinned
         ? 'pinned sha256'
         : 'pinned now (first download)';
-  if (await exists(file)) {
-    const sha256 = await sha256File(file);
-    if (expected && sha256 !== expected.toLowerCase()) {
-      throw new FeatcacheError(
-        `${file}: exists but its sha256 ${sha256.slice(0, 12)}… is not the expected ${expected.slice(0, 12)}…; delete it to download again`,
-        ExitCode.failed,
-      );
-    }
-    if (!pinned) await fs.writeFile(pinFile(file), `${sha256}  ${path.basename(file)}\n`);
-    return {
-      name: o.name,
-      file,
-      sha256,
-      bytes: (await fs.stat(file)).size,
-      status: 'present',
-      verifiedBy,
-      resumedFrom: 0,
-      tap: await verifyStructure(file),
-      source: null,
-      failedSources: [],
-    };
-  }
+  if (await exists(file)) return presentModel(o.name, file, expected, Boolean(pinned), verifiedBy);
   const urls = o.urls ?? source!.urls;
   const size = o.urls ? undefined : (source?.size ?? undefined);
   const failedSources: string[] = [];

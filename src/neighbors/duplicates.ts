@@ -160,8 +160,8 @@ export interface GroupInput {
   threshold: number;
 }
 
-/** Connected components of the exact-hash and similarity ≥ threshold edges, leaks first, then larger groups. */
-export function duplicateGroups(input: GroupInput): DuplicateGroup[] {
+/** Rows joined by an equal hash or a kNN edge of similarity ≥ threshold, as components keyed by their root. */
+function connectedRows(input: GroupInput): Map<number, number[]> {
   const { rows, hashes, knn, k, threshold } = input;
   const sets = new UnionFind(rows.count);
   const byHash = new Map<string, number>();
@@ -187,21 +187,30 @@ export function duplicateGroups(input: GroupInput): DuplicateGroup[] {
     if (list) list.push(i);
     else members.set(root, [i]);
   }
-  const similarity = (a: number, b: number) => {
-    if (hashes[a] !== null && hashes[a] === hashes[b]) return 1;
-    const dim = rows.dim;
-    let dot = 0;
-    let na = 0;
-    let nb = 0;
-    for (let d = 0; d < dim; d++) {
-      const x = rows.features[a * dim + d]!;
-      const y = rows.features[b * dim + d]!;
-      dot += x * y;
-      na += x * x;
-      nb += y * y;
-    }
-    return na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb);
-  };
+  return members;
+}
+
+/** Cosine similarity of rows a and b of row-major `features`; 0 when either is the zero vector. */
+function cosine(features: Float32Array, dim: number, a: number, b: number): number {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let d = 0; d < dim; d++) {
+    const x = features[a * dim + d]!;
+    const y = features[b * dim + d]!;
+    dot += x * y;
+    na += x * x;
+    nb += y * y;
+  }
+  return na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb);
+}
+
+/** Connected components of the exact-hash and similarity ≥ threshold edges, leaks first, then larger groups. */
+export function duplicateGroups(input: GroupInput): DuplicateGroup[] {
+  const { rows, hashes } = input;
+  const members = connectedRows(input);
+  const similarity = (a: number, b: number) =>
+    hashes[a] !== null && hashes[a] === hashes[b] ? 1 : cosine(rows.features, rows.dim, a, b);
   const groups: DuplicateGroup[] = [];
   for (const list of members.values()) {
     if (list.length < 2) continue;

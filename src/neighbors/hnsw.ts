@@ -62,6 +62,44 @@ export interface HnswUpdate {
   reason: string;
 }
 
+/** Which (path, part) each index key holds; null once removed. Keys are positions, so they only ever grow. */
+interface KeyTable {
+  paths: (string | null)[];
+  partOf: (string | null)[];
+}
+
+/** Removes from `index` the keys whose (path, part) is no longer a live row; returns how many. */
+function removeStale(index: Index, keys: KeyTable, rows: SplitRows): number {
+  const live = new Set(rows.paths.map((p, i) => `${p}\0${rows.parts[i]}`));
+  const stale: bigint[] = [];
+  keys.paths.forEach((p, key) => {
+    if (p !== null && !live.has(`${p}\0${keys.partOf[key]}`)) stale.push(BigInt(key));
+  });
+  if (stale.length > 0) index.remove(BigUint64Array.from(stale));
+  for (const key of stale) keys.paths[Number(key)] = keys.partOf[Number(key)] = null;
+  return stale.length;
+}
+
+/** Adds to `index`, under new keys, the live rows it does not hold yet; returns how many. */
+function addMissing(index: Index, keys: KeyTable, rows: SplitRows, threads: number): number {
+  const indexed = new Set(keys.paths.flatMap((p, key) => (p === null ? [] : [`${p}\0${keys.partOf[key]}`])));
+  const toAdd = rows.paths.flatMap((p, i) => (indexed.has(`${p}\0${rows.parts[i]}`) ? [] : [i]));
+  if (toAdd.length === 0) return 0;
+  const first = keys.paths.length;
+  const vectors = new Float32Array(toAdd.length * rows.dim);
+  toAdd.forEach((row, j) => vectors.set(rows.features.subarray(row * rows.dim, (row + 1) * rows.dim), j * rows.dim));
+  index.add(
+    BigUint64Array.from(toAdd, (_, j) => BigInt(first + j)),
+    vectors,
+    threads,
+  );
+  for (const row of toAdd) {
+    keys.paths.push(rows.paths[row]!);
+    keys.partOf.push(rows.parts[row]!);
+  }
+  return toAdd.length;
+}
+
 export class HnswIndex {
   private readonly rowOfKey: Int32Array;
 
@@ -126,31 +164,10 @@ export class HnswIndex {
     if (old && reuse === null) {
       paths = old.paths;
       partOf = old.partOf;
-      const live = new Set(rows.paths.map((p, i) => `${p}\0${rows.parts[i]}`));
-      const stale: bigint[] = [];
-      paths.forEach((p, key) => {
-        if (p !== null && !live.has(`${p}\0${partOf[key]}`)) stale.push(BigInt(key));
-      });
-      if (stale.length > 0) index.remove(BigUint64Array.from(stale));
-      for (const key of stale) paths[Number(key)] = partOf[Number(key)] = null;
-      removed = stale.length;
+      removed = removeStale(index, { paths, partOf }, rows);
     }
-    const indexed = new Set(paths.flatMap((p, key) => (p === null ? [] : [`${p}\0${partOf[key]}`])));
-    const toAdd = rows.paths.flatMap((p, i) => (indexed.has(`${p}\0${rows.parts[i]}`) ? [] : [i]));
-    if (toAdd.length > 0) {
-      const first = paths.length;
-      const vectors = new Float32Array(toAdd.length * rows.dim);
-      toAdd.forEach((row, j) =>
-        vectors.set(rows.features.subarray(row * rows.dim, (row + 1) * rows.dim), j * rows.dim),
-      );
-      const keys = BigUint64Array.from(toAdd, (_, j) => BigInt(first + j));
-      index.add(keys, vectors, threads);
-      for (const row of toAdd) {
-        paths.push(rows.paths[row]!);
-        partOf.push(rows.parts[row]!);
-      }
-    }
-    const update: HnswUpdate = { added: toAdd.length, removed, rebuilt: reuse !== null, reason: reuse ?? 'up to date' };
+    const added = addMissing(index, { paths, partOf }, rows, threads);
+    const update: HnswUpdate = { added, removed, rebuilt: reuse !== null, reason: reuse ?? 'up to date' };
     const meta: HnswMeta = {
       format: FORMAT,
       kind: 'hnsw',
@@ -165,10 +182,10 @@ export class HnswIndex {
       versions: toolVersions(),
       updatedAt: new Date().toISOString(),
     };
-    if (toAdd.length > 0 || removed > 0 || !old || reuse !== null) {
+    if (added > 0 || removed > 0 || !old || reuse !== null) {
       if (reuse !== null && old) log(`neighbours: rebuilding the HNSW index of ${rows.split} (${reuse})`);
-      else if (old) log(`neighbours: HNSW index of ${rows.split}: ${toAdd.length} rows added, ${removed} removed`);
-      else log(`neighbours: built an HNSW index of ${rows.split} (${toAdd.length} rows)`);
+      else if (old) log(`neighbours: HNSW index of ${rows.split}: ${added} rows added, ${removed} removed`);
+      else log(`neighbours: built an HNSW index of ${rows.split} (${added} rows)`);
       await fs.mkdir(dir, { recursive: true });
       meta.graph = `hnsw-${metric}-${Date.now().toString(36)}-${process.pid}.usearch`;
       index.save(path.join(dir, meta.graph));

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { RecordBatchFileReader } from 'apache-arrow';
-import { FeatcacheError } from '../errors.js';
+import { damagedFile } from '../errors.js';
 import { type CacheManifest, type FeatureIdentity, identityDifferences } from '../store/manifest.js';
 import { type PartMeta, readRecordedIndex } from '../store/part.js';
 import { PART_META_KEY } from '../store/part-arrow.js';
@@ -82,9 +82,10 @@ export async function requireOneIdentity(cache: FeatureCache, split: string): Pr
     if (typeof provenance.modelSha256 !== 'string') continue;
     const diffs = identityDifferences(cache.manifest, provenance as unknown as FeatureIdentity);
     if (diffs.length > 0)
-      throw new FeatcacheError(
-        `${file}: features computed differently from the rest of cache ${cache.dir} (${diffs.join('; ')}); distances between them mean nothing — move the part to a cache of its own, or re-extract this split into a new cache`,
-        1,
+      throw damagedFile(
+        file,
+        `features computed differently from the rest of cache ${cache.dir} (${diffs.join('; ')})`,
+        'distances between them mean nothing — move the part to a cache of its own, or re-extract this split into a new cache',
       );
   }
 }

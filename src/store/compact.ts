@@ -11,7 +11,15 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { keptFeatures, liveParts } from './live.js';
-import { type Failure, type PartIndex, type Row, indexFileOf, readPartIndex, writeSynced } from './part.js';
+import {
+  type Failure,
+  type PartIndex,
+  type PartMeta,
+  type Row,
+  indexFileOf,
+  readPartIndex,
+  writeSynced,
+} from './part.js';
 import { encodePart } from './part-arrow.js';
 import { DAMAGED_PART_REMEDY, partProblem } from './verify.js';
 import { damagedFile } from '../errors.js';
@@ -98,18 +106,12 @@ function superseded(indexes: PartIndex[], latest: Map<string, LatestRecord>): { 
   return { any: records + extra > live || [...latest.values()].some((r) => r.kind === 'removed'), records };
 }
 
-/**
- * Compacts `split` of `cache`. The caller holds the split's locks; see the file comment for why a kill is harmless.
- */
-export async function compactParts(
+/** The split as it stands: its newest records, whether compaction would drop any, and its stats left unchanged. */
+async function splitState(
   cache: FeatureCache,
   split: string,
-  options: CompactionOptions,
-): Promise<CompactionStats> {
-  const splitDir = path.join(cache.dir, split);
-  await removeCompactionLeftovers(splitDir);
-  const parts = await cache.partFiles(split);
-  await verifyAll(cache, split, parts);
+  parts: string[],
+): Promise<{ latest: Map<string, LatestRecord>; any: boolean; failures: Failure[]; unchanged: CompactionStats }> {
   const latest = await cache.latest(split);
   const indexes = await Promise.all(parts.map((p) => readPartIndex(p)));
   const { any, records } = superseded(indexes, latest);
@@ -128,6 +130,23 @@ export async function compactParts(
     bytesBefore,
     bytesAfter: bytesBefore,
   };
+  return { latest, any, failures, unchanged };
+}
+
+/**
+ * Compacts `split` of `cache`. The caller holds the split's locks; see the file comment for why a kill is harmless.
+ */
+export async function compactParts(
+  cache: FeatureCache,
+  split: string,
+  options: CompactionOptions,
+): Promise<CompactionStats> {
+  const splitDir = path.join(cache.dir, split);
+  await removeCompactionLeftovers(splitDir);
+  const parts = await cache.partFiles(split);
+  await verifyAll(cache, split, parts);
+  const { latest, any, failures, unchanged } = await splitState(cache, split, parts);
+  const { recordsBefore: records, rows: rowCount } = unchanged;
   if (parts.length === 0 || !any) return unchanged;
 
   const partRows = Math.max(1, options.partRows);
@@ -146,25 +165,8 @@ export async function compactParts(
 
   const flush = async (last: boolean) => {
     const file = path.join(splitDir, names[written.length]!);
-    const features = new Float32Array(rows.length * dim);
-    chunks.reduce((offset, f) => (features.set(f, offset), offset + f.length), 0);
     const meta = { split, shard: 'compact', runId, dim, failures: last ? failures : [], removed: [], provenance };
-    const bytes = encodePart({ meta, rows, features });
-    const index: PartIndex = {
-      dim,
-      rows: rows.map((r) => ({ path: r.path, size: r.size, mtimeMs: r.mtimeMs })),
-      failures: meta.failures,
-      removed: [],
-      bytes: bytes.length,
-      sha256: sha256Bytes(bytes),
-    };
-    const indexTmp = temporarySibling(indexFileOf(file));
-    const partTmp = temporarySibling(file);
-    await writeSynced(indexTmp, JSON.stringify(index));
-    await writeSynced(partTmp, bytes);
-    await fs.rename(indexTmp, indexFileOf(file));
-    crashPoint('index', written.length + 1);
-    await fs.rename(partTmp, file);
+    await writeCompactedPart(file, meta, rows, chunks, written.length + 1);
     written.push(file);
     crashPoint('part', written.length);
     rows = [];
@@ -188,8 +190,50 @@ export async function compactParts(
   if (total > 0) await flush(true);
   await syncDirectory(splitDir);
 
-  // Oldest first: a later part's removal or failure record must outlive the rows it supersedes. A part goes to a
-  // temporary name before its index goes, so a kill between leaves an interrupted removal, never a missing part.
+  await removeParts(parts);
+  options.log(
+    `compact ${split}: ${parts.length} parts (${records} row records) → ${written.length} parts (${rowCount} rows, ${failures.length} failures)`,
+  );
+  return { ...unchanged, compacted: true, partsAfter: written.length, bytesAfter: await partsSize(written) };
+}
+
+/**
+ * Writes one compacted part and its index, each to a temporary name then renamed, index first: a kill leaves either
+ * an index without its part (an interrupted compaction, resumed) or both. `n` counts the parts for the crash tests.
+ */
+async function writeCompactedPart(
+  file: string,
+  meta: PartMeta,
+  rows: Row[],
+  chunks: Float32Array[],
+  n: number,
+): Promise<void> {
+  const features = new Float32Array(rows.length * meta.dim);
+  chunks.reduce((offset, f) => (features.set(f, offset), offset + f.length), 0);
+  const bytes = encodePart({ meta, rows, features });
+  const index: PartIndex = {
+    dim: meta.dim,
+    rows: rows.map((r) => ({ path: r.path, size: r.size, mtimeMs: r.mtimeMs })),
+    failures: meta.failures,
+    removed: [],
+    bytes: bytes.length,
+    sha256: sha256Bytes(bytes),
+  };
+  const indexTmp = temporarySibling(indexFileOf(file));
+  const partTmp = temporarySibling(file);
+  await writeSynced(indexTmp, JSON.stringify(index));
+  await writeSynced(partTmp, bytes);
+  await fs.rename(indexTmp, indexFileOf(file));
+  crashPoint('index', n);
+  await fs.rename(partTmp, file);
+}
+
+/**
+ * Removes the compacted-away parts, oldest first: a later part's removal or failure record must outlive the rows it
+ * supersedes. A part goes to a temporary name before its index goes, so a kill between leaves an interrupted
+ * removal, never a missing part.
+ */
+async function removeParts(parts: string[]): Promise<void> {
   for (const [k, file] of parts.entries()) {
     const going = temporarySibling(file);
     await fs.rename(file, going);
@@ -197,10 +241,6 @@ export async function compactParts(
     await fs.rm(indexFileOf(file), { force: true });
     await fs.rm(going, { force: true });
   }
-  options.log(
-    `compact ${split}: ${parts.length} parts (${records} row records) → ${written.length} parts (${rowCount} rows, ${failures.length} failures)`,
-  );
-  return { ...unchanged, compacted: true, partsAfter: written.length, bytesAfter: await partsSize(written) };
 }
 
 /** So the renames are durable before the old parts go. */

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { FeatcacheError, damagedFile, missingFile, optionName, ExitCode } from '../errors.js';
+import { FeatcacheError, damagedFile, missingFile, optionName } from '../errors.js';
 import { type CacheManifest, readManifest } from './manifest.js';
 import { type Failure, type PartContent, readPartIndex } from './part.js';
 import { DAMAGED_PART_REMEDY, missingParts, readVerifiedPart } from './verify.js';
@@ -103,9 +103,10 @@ export class FeatureCache {
 
   private checkDim(file: string, dim: number): void {
     if (dim !== this.dim) {
-      throw new FeatcacheError(
-        `${file}: features are ${dim}-d but the cache's are ${this.dim}-d; the part does not belong to this cache`,
-        ExitCode.failed,
+      throw damagedFile(
+        file,
+        `features are ${dim}-d but the cache's are ${this.dim}-d`,
+        'the part does not belong to this cache',
       );
     }
   }
@@ -119,7 +120,7 @@ export class FeatureCache {
     const parts = await this.partFiles(split);
     for (const [index, file] of parts.entries()) {
       const part = await readPartIndex(file).catch((error: Error) => {
-        throw new FeatcacheError(`${file}: unreadable part file (${error.message})`, ExitCode.failed);
+        throw damagedFile(file, `unreadable part file (${error.message})`, DAMAGED_PART_REMEDY);
       });
       this.checkDim(file, part.dim);
       for (const p of part.removed) latest.set(p, { kind: 'removed', part: index, size: 0, mtimeMs: 0 });

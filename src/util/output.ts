@@ -225,13 +225,14 @@ export interface OutputDir {
 }
 
 /**
- * Prepares a directory output. A new or empty directory is taken; a directory holding `marker` (written by an
- * earlier featcache output) is updated, replacing only the files the marker lists; anything else is refused with a
- * one-line error, so `--out .` or `--out ~/thesis` never loses a user's file.
+ * The directory `target` leads to, what it holds (null: it does not exist yet), and the files an earlier featcache
+ * output listed in `marker` there; refused when it holds files featcache cannot prove it wrote.
  */
-export async function prepareOutputDir(target: string, marker: string, option = 'out'): Promise<OutputDir> {
-  if (STDOUT_PATHS.has(target))
-    throw invalidParameter(option, 'a directory (this format writes several files)', target);
+async function claimOutputDir(
+  target: string,
+  marker: string,
+  option: string,
+): Promise<{ dir: string; entries: string[] | null; previous: string[] }> {
   let dir: string;
   let entries: string[] | null;
   try {
@@ -260,6 +261,18 @@ export async function prepareOutputDir(target: string, marker: string, option = 
     previous = existing.files;
     await removeDeadTemporaries(dir, entries);
   }
+  return { dir, entries, previous };
+}
+
+/**
+ * Prepares a directory output. A new or empty directory is taken; a directory holding `marker` (written by an
+ * earlier featcache output) is updated, replacing only the files the marker lists; anything else is refused with a
+ * one-line error, so `--out .` or `--out ~/thesis` never loses a user's file.
+ */
+export async function prepareOutputDir(target: string, marker: string, option = 'out'): Promise<OutputDir> {
+  if (STDOUT_PATHS.has(target))
+    throw invalidParameter(option, 'a directory (this format writes several files)', target);
+  const { dir, entries, previous } = await claimOutputDir(target, marker, option);
   const created = entries === null;
   try {
     if (created) await fs.mkdir(dir);

@@ -3,7 +3,8 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { type Tf, loadTf } from '../../src/head/runtime.js';
-import { type HeadInfo, type SavedHead, loadHead, saveHead } from '../../src/head/saved.js';
+import { type HeadInfo, type SavedHead, loadHead, readHeadFiles, saveHead } from '../../src/head/saved.js';
+import { FeatcacheError } from '../../src/errors.js';
 import { type DenseWeights, softmaxRows } from '../../src/head/model.js';
 import { predictLogits } from '../../src/head/minibatch/train.js';
 import { seededRandom } from '../../src/util/random.js';
@@ -141,5 +142,52 @@ describe('saved head', () => {
       assert.match(error.message, remedy);
       assert.match(error.message, /^head /);
     }
+  });
+  it('gives the same error and exit code whether predict (loadHead) or bundle (readHeadFiles) reads a damaged head', async () => {
+    const dir = path.join(await tempDir(), 'head');
+    await saveHead(tf, dir, head());
+    const good = Object.fromEntries(
+      await Promise.all(
+        ['head.json', 'model.json', 'weights.bin'].map(async (f) => [f, await fs.readFile(path.join(dir, f))] as const),
+      ),
+    );
+    const restore = () => Promise.all(Object.entries(good).map(([f, b]) => fs.writeFile(path.join(dir, f), b)));
+    const faults: [string, string | Buffer | null][] = [
+      ['head.json', null],
+      ['model.json', null],
+      ['weights.bin', null],
+      ['head.json', '{"format":1'],
+      ['model.json', 'not json'],
+      ['head.json', '[]'],
+      ['model.json', '{}'],
+      ['weights.bin', good['weights.bin']!.subarray(0, 20)],
+      ['weights.bin', Buffer.concat([good['weights.bin']!, Buffer.alloc(4)])],
+    ];
+    const failure = (p: Promise<unknown>) =>
+      p.then(
+        () => null,
+        (e: unknown) => e,
+      );
+    const seen = new Set<number>();
+    for (const [file, content] of faults) {
+      await restore();
+      if (content === null) await fs.rm(path.join(dir, file));
+      else await fs.writeFile(path.join(dir, file), content);
+      const viaPredict = await failure(loadHead(tf, dir));
+      const viaBundle = await failure(readHeadFiles(dir));
+      const what = `${file} ${content === null ? 'missing' : String(content).slice(0, 12)}`;
+      assert.ok(viaPredict instanceof FeatcacheError, `${what}: loadHead gave ${String(viaPredict)}`);
+      assert.ok(viaBundle instanceof FeatcacheError, `${what}: readHeadFiles gave ${String(viaBundle)}`);
+      assert.equal(viaBundle.message, viaPredict.message, what);
+      assert.equal(viaBundle.exitCode, viaPredict.exitCode, what);
+      assert.ok(viaBundle.message.includes(file), `${what}: the message names the file`);
+      seen.add(viaBundle.exitCode);
+    }
+    // A missing file is the user's slip (exit 2); a damaged one is a failure (exit 1): both kinds were exercised.
+    assert.deepEqual([...seen].sort(), [1, 2]);
+    await restore();
+    const read = await readHeadFiles(dir);
+    assert.deepEqual(read.layers[0]!.shape, [dim, classes]);
+    assert.deepEqual(Array.from(read.layers[0]!.bias), Array.from(layers[0]!.bias));
   });
 });

@@ -21,22 +21,34 @@
  */
 import * as os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { encodeModel, onnx } from '../../backbone/graph.js';
+import {
+  type AttributeProto,
+  DataType,
+  type NodeProto,
+  type ShapeDim,
+  type TensorProto,
+  type ValueInfoProto,
+  encodeModel,
+  makeFloatAttribute,
+  makeFloatTensor,
+  makeInt64Tensor,
+  makeIntAttribute,
+  makeModel,
+  makeNode,
+  makeValueInfo,
+} from '../../onnx/build.js';
 import type { HeadOptions } from '../model.js';
 import { ADAM } from './train.js';
 
-const FLOAT = onnx.TensorProto.DataType.FLOAT;
-const INT32 = onnx.TensorProto.DataType.INT32;
-const INT64 = onnx.TensorProto.DataType.INT64;
-const { INT, FLOAT: FLOAT_ATTR } = onnx.AttributeProto.AttributeType;
+const { FLOAT, INT32 } = DataType;
 
-type Attr = ReturnType<typeof onnx.AttributeProto.create>;
-const intAttr = (name: string, i: number): Attr => onnx.AttributeProto.create({ name, type: INT, i });
-const floatAttr = (name: string, f: number): Attr => onnx.AttributeProto.create({ name, type: FLOAT_ATTR, f });
+type Attr = AttributeProto;
+const intAttr = makeIntAttribute;
+const floatAttr = makeFloatAttribute;
 
 interface GraphBuilder {
-  nodes: ReturnType<typeof onnx.NodeProto.create>[];
-  initializers: ReturnType<typeof onnx.TensorProto.create>[];
+  nodes: NodeProto[];
+  initializers: TensorProto[];
   /** Adds a node; its output is named `output` when given (a graph output), else a fresh name. */
   op(type: string, inputs: string[], attrs?: Attr[], output?: string): string;
   scalar(value: number): string;
@@ -50,47 +62,27 @@ function builder(): GraphBuilder {
     initializers: [],
     op(type, inputs, attrs = [], output) {
       const out = output ?? `${type.toLowerCase()}_${counter++}`;
-      b.nodes.push(onnx.NodeProto.create({ name: out, opType: type, input: inputs, output: [out], attribute: attrs }));
+      b.nodes.push(makeNode(type, inputs, out, { attributes: attrs }));
       return out;
     },
     scalar(value) {
       const name = `const_${counter++}`;
-      b.initializers.push(onnx.TensorProto.create({ name, dataType: FLOAT, dims: [], floatData: [value] }));
+      b.initializers.push(makeFloatTensor(name, [], [value]));
       return name;
     },
     int64s(values) {
       const name = `ints_${counter++}`;
-      b.initializers.push(onnx.TensorProto.create({ name, dataType: INT64, dims: [values.length], int64Data: values }));
+      b.initializers.push(makeInt64Tensor(name, [values.length], values));
       return name;
     },
   };
   return b;
 }
 
-const valueInfo = (name: string, dims: (number | string)[], elemType = FLOAT) =>
-  onnx.ValueInfoProto.create({
-    name,
-    type: {
-      tensorType: {
-        elemType,
-        shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
-      },
-    },
-  });
+const valueInfo = (name: string, dims: ShapeDim[], elemType: number = FLOAT) => makeValueInfo(name, elemType, dims);
 
-function model(
-  name: string,
-  b: GraphBuilder,
-  input: ReturnType<typeof valueInfo>[],
-  output: ReturnType<typeof valueInfo>[],
-): Uint8Array {
-  return encodeModel(
-    onnx.ModelProto.create({
-      irVersion: 8,
-      opsetImport: [{ domain: '', version: 13 }],
-      graph: { name, node: b.nodes, initializer: b.initializers, input, output },
-    }),
-  );
+function model(name: string, b: GraphBuilder, input: ValueInfoProto[], output: ValueInfoProto[]): Uint8Array {
+  return encodeModel(makeModel({ name, nodes: b.nodes, initializers: b.initializers, inputs: input, outputs: output }));
 }
 
 /** Which optimiser state rides beside the kernel: u = −lr·buf for SGD momentum, m/(1−β1) and v/(1−β2) for Adam. */

@@ -5,7 +5,7 @@
  */
 import * as os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { encodeModel, onnx } from '../../backbone/graph.js';
+import { DataType, encodeModel, makeIntAttribute, makeModel, makeNode, makeValueInfo } from '../../onnx/build.js';
 
 /** Row-major matrices. Float64 where the solver keeps its state; products may round through float32 (see `MatMul`). */
 export type Matrix = Float64Array;
@@ -65,34 +65,15 @@ export const ORT_MIN_MACS = 10_000;
 /** Products with fewer multiply-adds than this run on one thread. */
 export const PARALLEL_MIN_MACS = 1_000_000;
 
-const FLOAT = onnx.TensorProto.DataType.FLOAT;
-
 function gemmGraph(transA: boolean, transB: boolean): Uint8Array {
-  const dims = (name: string, a: string, b: string) =>
-    onnx.ValueInfoProto.create({
-      name,
-      type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: a }, { dimParam: b }] } } },
-    });
-  const int = (name: string, i: number) =>
-    onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i });
+  const matrix = (name: string) => makeValueInfo(name, DataType.FLOAT, [`${name}0`, `${name}1`]);
+  const transposes = [makeIntAttribute('transA', transA ? 1 : 0), makeIntAttribute('transB', transB ? 1 : 0)];
   return encodeModel(
-    onnx.ModelProto.create({
-      irVersion: 8,
-      opsetImport: [{ domain: '', version: 13 }],
-      graph: {
-        name: 'featcache-gemm',
-        node: [
-          onnx.NodeProto.create({
-            name: 'gemm',
-            opType: 'Gemm',
-            input: ['a', 'b'],
-            output: ['c'],
-            attribute: [int('transA', transA ? 1 : 0), int('transB', transB ? 1 : 0)],
-          }),
-        ],
-        input: [dims('a', 'a0', 'a1'), dims('b', 'b0', 'b1')],
-        output: [dims('c', 'c0', 'c1')],
-      },
+    makeModel({
+      name: 'featcache-gemm',
+      nodes: [makeNode('Gemm', ['a', 'b'], 'c', { name: 'gemm', attributes: transposes })],
+      inputs: [matrix('a'), matrix('b')],
+      outputs: [matrix('c')],
     }),
   );
 }
