@@ -6,7 +6,15 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { checkFeaturePrecision } from '../backbone/int8.js';
-import { FeatcacheError, missingFile, numberIn, optionName, parseChoice, positiveInteger } from '../errors.js';
+import {
+  FeatcacheError,
+  missingFile,
+  nonNegativeInteger,
+  numberIn,
+  optionName,
+  parseChoice,
+  positiveInteger,
+} from '../errors.js';
 import { applyNormalization } from '../head/normalize.js';
 import { loadTf } from '../head/runtime.js';
 import { DEFAULT_HEAD_DIR, HEAD_FILE, loadHead } from '../head/saved.js';
@@ -20,6 +28,7 @@ import {
   type MapPredictions,
 } from '../map/data.js';
 import { type LayoutProvenance, mapLayout } from '../map/layout.js';
+import { DEFAULT_UMAP_PARAMETERS } from '../map/umap.js';
 import { writeMapPage } from '../map/page.js';
 import { type Metric, METRICS } from '../neighbors/exact.js';
 import { rowSources } from '../neighbors/duplicates.js';
@@ -78,17 +87,19 @@ function checkOptions(o: MapOptions): void {
   positiveInteger('k', o.k);
   positiveInteger('thumbnailSize', o.thumbnailSize);
   numberIn('minDist', o.minDist, 0, 1);
-  if (o.splits.length === 0) throw new FeatcacheError(`${optionName('splits')}: expected at least one split, got none`);
+  nonNegativeInteger('seed', o.seed);
+  nonNegativeInteger('epochs', o.epochs);
+  if (o.splits.length === 0) throw new FeatcacheError(`${optionName('split')}: expected at least one split, got none`);
   const twice = o.splits.find((s, i) => o.splits.indexOf(s) !== i);
-  if (twice) throw new FeatcacheError(`${optionName('splits')}: ${twice} is named twice`);
+  if (twice) throw new FeatcacheError(`${optionName('split')}: ${twice} is named twice`);
   if (o.color === 'audit' && !o.audit)
     throw new FeatcacheError(
       `${optionName('color')} audit: needs an audit's scores; pass ${optionName('audit')} DIR (a directory written by 'featcache audit --out DIR')`,
     );
 }
 
-/** Predictions of a saved head on the loaded rows, or null when no head applies. */
-async function headPredictions(
+/** Predictions of a saved head on the loaded rows, or null when no head applies. @internal */
+export async function headPredictions(
   cache: FeatureCache,
   rows: SplitRows[],
   given: string | null,
@@ -145,8 +156,8 @@ async function headPredictions(
   }
 }
 
-/** The audit's scores on the loaded rows (NaN and no flags for rows of splits it did not audit). */
-async function auditOf(
+/** The audit's scores on the loaded rows (NaN and no flags for rows of splits it did not audit). @internal */
+export async function auditOf(
   cache: FeatureCache,
   rows: SplitRows[],
   dir: string,
@@ -189,32 +200,29 @@ export async function map(options: Partial<MapOptions> = {}): Promise<MapResult>
     );
   if (o.audit && !(await fs.stat(o.audit).catch(() => null))?.isDirectory())
     throw missingFile('audit', o.audit, `write one with 'featcache audit --out ${o.audit}'`);
+  if (o.color === 'prediction' && !o.head && !(await exists(path.join(DEFAULT_HEAD_DIR, HEAD_FILE))))
+    throw new FeatcacheError(
+      `${optionName('color')} prediction: needs a head; pass ${optionName('head')} DIR (no head in ${DEFAULT_HEAD_DIR}; train one with 'featcache train-head')`,
+    );
   const cache = await FeatureCache.open(o.cache);
   const rows: SplitRows[] = [];
   for (const split of o.splits) rows.push(await loadSplit(cache, split));
+  // The head and the audit are checked before the layout, which is the long part.
+  const predictions = await headPredictions(cache, rows, o.head, log);
+  if (o.color === 'prediction' && !predictions)
+    throw new FeatcacheError(
+      `${optionName('color')} prediction: needs a head trained on cache ${o.cache}; pass ${optionName('head')} DIR`,
+    );
+  const audit = o.audit ? await auditOf(cache, rows, o.audit, log) : null;
   const layout = await mapLayout(cache, rows, {
     k: o.k,
     metric: o.metric,
-    umap: {
-      epochs: o.epochs,
-      minDist: o.minDist,
-      seed: o.seed,
-      spread: 1,
-      negativeSampleRate: 5,
-      learningRate: 1,
-      repulsionStrength: 1,
-    },
+    umap: { ...DEFAULT_UMAP_PARAMETERS, epochs: o.epochs, minDist: o.minDist, seed: o.seed },
     log,
   });
   log(
     `map: layout of ${layout.provenance.count} points ${layout.cached ? 'reused from the cache' : `computed in ${layout.seconds.toFixed(1)} s`}`,
   );
-  const predictions = await headPredictions(cache, rows, o.head, log);
-  if (o.color === 'prediction' && !predictions)
-    throw new FeatcacheError(
-      `${optionName('color')} prediction: needs a head; pass ${optionName('head')} DIR (no head in ${DEFAULT_HEAD_DIR}; train one with 'featcache train-head')`,
-    );
-  const audit = o.audit ? await auditOf(cache, rows, o.audit, log) : null;
   const files: (string | null)[] = [];
   for (const r of rows) files.push(...(await rowSources(cache, r, log)).files);
   const m = cache.manifest;
