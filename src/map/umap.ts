@@ -198,7 +198,9 @@ export function umapLayout(
       let dy = embedding[j + 1]! - embedding[k + 1]!;
       let d2 = dx * dx + dy * dy;
       if (d2 > 0) {
-        const coefficient = (-2 * a * b * Math.pow(d2, b - 1)) / (a * Math.pow(d2, b) + 1);
+        // d^(2b−2) as d^(2b) / d², and a power as exp(b·ln d²): V8's Math.pow is the slowest step of the loop.
+        const power = Math.exp(b * Math.log(d2));
+        const coefficient = (-2 * a * b * (power / d2)) / (a * power + 1);
         const gx = clip(coefficient * dx) * alpha;
         const gy = clip(coefficient * dy) * alpha;
         embedding[j] = embedding[j]! + gx;
@@ -214,7 +216,7 @@ export function umapLayout(
         dy = embedding[j + 1]! - embedding[o + 1]!;
         d2 = dx * dx + dy * dy;
         if (d2 <= 0) continue;
-        const coefficient = (2 * gamma * b) / ((0.001 + d2) * (a * Math.pow(d2, b) + 1));
+        const coefficient = (2 * gamma * b) / ((0.001 + d2) * (a * Math.exp(b * Math.log(d2)) + 1));
         embedding[j] = embedding[j]! + clip(coefficient * dx) * alpha;
         embedding[j + 1] = embedding[j + 1]! + clip(coefficient * dy) * alpha;
       }
