@@ -219,6 +219,11 @@ export async function map(options: Partial<MapOptions> = {}): Promise<MapResult>
     metric: o.metric,
     umap: { ...DEFAULT_UMAP_PARAMETERS, epochs: o.epochs, minDist: o.minDist, seed: o.seed },
     log,
+    // Large layouts take minutes: say how far along they are, ten times.
+    progress: (epoch, epochs) => {
+      const total = rows.reduce((n, r) => n + r.count, 0);
+      if (total >= 10_000 && epoch % Math.ceil(epochs / 10) === 0) log(`map: layout epoch ${epoch}/${epochs}`);
+    },
   });
   log(
     `map: layout of ${layout.provenance.count} points ${layout.cached ? 'reused from the cache' : `computed in ${layout.seconds.toFixed(1)} s`}`,
