@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UMAP } from 'umap-js';
 import { mapLayout } from '../src/map/layout.js';
-import { umapLayout } from '../src/map/umap.js';
+import { defaultEpochs, umapLayout } from '../src/map/umap.js';
 import { knnGraph } from '../src/neighbors/search.js';
 import { loadSplit } from '../src/neighbors/split.js';
 import { FeatureCache } from '../src/store/reader.js';
@@ -64,7 +64,8 @@ async function child(step: string, cacheDir: string, extra: string | undefined):
       // umap-js expects the point itself in column 0, as umap-learn does.
       const indices = Array.from({ length: n }, (_, i) => [i, ...g.indices.subarray(i * K, (i + 1) * K)]);
       const distances = Array.from({ length: n }, (_, i) => [0, ...g.distances.subarray(i * K, (i + 1) * K)]);
-      const umap = new UMAP({ nNeighbors: K + 1, random: seededRandom(0) });
+      // Same epochs as ours (umap-js would pick 200 at 10 k where umap-learn, and so the map, picks 500).
+      const umap = new UMAP({ nNeighbors: K + 1, random: seededRandom(0), nEpochs: defaultEpochs(n) });
       umap.setPrecomputedKNN(indices, distances);
       const epochs = umap.initializeFit(Array.from({ length: n }, () => []));
       for (let e = 0; e < epochs; e++) umap.step();
