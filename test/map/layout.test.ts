@@ -203,6 +203,47 @@ async function trustworthiness(cacheDir: string, split: string): Promise<{ ours:
   return JSON.parse(run.stdout) as { ours: number; umapLearn: number };
 }
 
+describe("map layout's fuzzy set against umap-learn's", () => {
+  it(
+    'gives the same edges and weights as umap.umap_.fuzzy_simplicial_set on the same kNN graph',
+    { skip: needsUmap },
+    async () => {
+      const n = 400;
+      const dim = 12;
+      const k = 10;
+      const rows = clusteredRows(n, dim, 5, 9);
+      const knn = await exactKnn(rows, n, rows, n, dim, { k, metric: 'cosine', excludeSelf: true });
+      const dir = await tempDir('featcache-map-fuzzy-');
+      const file = path.join(dir, 'graph.bin');
+      await fs.writeFile(file, Buffer.concat([Buffer.from(knn.indices.buffer), bytesOf(knn.distances)]));
+      const run = spawnSync(
+        python,
+        [path.join(repoRoot, 'test/map/fixtures/umap_fuzzy_set.py'), file, String(n), String(k)],
+        {
+          encoding: 'utf8',
+          maxBuffer: 1 << 26,
+        },
+      );
+      assert.equal(run.status, 0, run.stderr);
+      const theirs = JSON.parse(run.stdout) as { head: number[]; tail: number[]; weight: number[] };
+      const ours = fuzzySimplicialSet({ count: n, k, ...knn });
+      const edges = (g: { head: ArrayLike<number>; tail: ArrayLike<number>; weight: ArrayLike<number> }) => {
+        const m = new Map<string, number>();
+        for (let e = 0; e < g.head.length; e++) if (g.weight[e]! > 0) m.set(`${g.head[e]},${g.tail[e]}`, g.weight[e]!);
+        return m;
+      };
+      const a = edges(ours);
+      const b = edges(theirs);
+      assert.equal(a.size, b.size);
+      for (const [edge, w] of b) {
+        assert.ok(a.has(edge), `edge ${edge} missing`);
+        assert.ok(Math.abs(a.get(edge)! - w) < 1e-5, `${edge}: ${a.get(edge)} vs ${w}`);
+      }
+      await fs.rm(dir, { recursive: true, force: true });
+    },
+  );
+});
+
 describe('map layout quality against umap-learn (trustworthiness at k = 10, MobileNetV2-int8 features)', () => {
   it('monkeys training: within 0.02 of umap-learn', { skip: needsMonkeys || needsUmap }, async () => {
     const t = await trustworthiness(await monkeysCache(['training']), 'training');
