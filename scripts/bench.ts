@@ -343,6 +343,7 @@ export const FEATURE_BENCHES: readonly string[] = Object.freeze([
   'startup',
   'audit',
   'head-scale',
+  'map',
   'map-page',
   'serve-similar',
 ]);

@@ -22,6 +22,7 @@ import { bundleCommand } from './cli/bundle.js';
 import { serveCommand } from './cli/serve.js';
 import { duplicatesCommand } from './cli/duplicates.js';
 import { similarCommand } from './cli/similar.js';
+import { mapCommand } from './cli/map.js';
 import { featcacheVersion } from './version.js';
 import { exitQuietlyOnBrokenPipe, isBrokenPipe } from './util/pipe.js';
 
@@ -103,6 +104,7 @@ try {
     .command(serveCommand)
     .command(similarCommand)
     .command(duplicatesCommand)
+    .command(mapCommand)
     .command(infoCommand)
     .command(fetchModelCommand)
     .command(installCudaCommand)

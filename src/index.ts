@@ -134,3 +134,12 @@ export { DEFAULT_AUDIT_OPTIONS } from './jobs/defaults.js';
 export { confidentLearning, FILTERS as AUDIT_FILTERS, RANK_BY as AUDIT_RANKS } from './audit/confident.js';
 export const audit = deferred(async () => (await import('./jobs/audit.js')).audit);
 export const auditRows = deferred(async () => (await import('./jobs/audit.js')).auditRows);
+
+// The map (UMAP layout over the cached kNN graph, one offline page) loads with its first call.
+export type { MapOptions, MapResult } from './jobs/map.js';
+export type { MapColor, MapData, MapPageOptions, MapPageResult } from './map/data.js';
+export type { Layout, LayoutOptions, LayoutProvenance } from './map/layout.js';
+export type { UmapParameters } from './map/umap.js';
+export { DEFAULT_MAP_OPTIONS } from './jobs/defaults.js';
+export const map = deferred(async () => (await import('./jobs/map.js')).map);
+export const mapLayout = deferred(async () => (await import('./map/layout.js')).mapLayout);

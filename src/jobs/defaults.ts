@@ -26,6 +26,7 @@ import type { AuditOptions } from './audit.js';
 import { IQR_FENCE } from '../audit/outliers.js';
 import type { SimilarOptions } from './similar.js';
 import type { DuplicatesOptions } from './duplicates.js';
+import type { MapOptions } from './map.js';
 
 export const DEFAULT_BUNDLE_OPTIONS: Readonly<BundleOptions> = Object.freeze({
   head: DEFAULT_HEAD_DIR,
@@ -225,4 +226,20 @@ export const DEFAULT_AUDIT_OPTIONS: Readonly<Omit<AuditOptions, 'log'>> = Object
   data: null,
   labelsOut: null,
   reportLimit: 200,
+});
+
+export const DEFAULT_MAP_OPTIONS: Readonly<Omit<MapOptions, 'log'>> = Object.freeze({
+  cache: DEFAULT_CACHE_DIR,
+  splits: Object.freeze(['train']) as string[],
+  out: 'map.html',
+  color: 'label',
+  head: null,
+  audit: null,
+  k: 15,
+  metric: 'cosine',
+  seed: 0,
+  epochs: 0,
+  minDist: 0.1,
+  thumbnails: true,
+  thumbnailSize: 64,
 });

@@ -1,0 +1,233 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { before, describe, it } from 'node:test';
+import { audit } from '../../src/jobs/audit.js';
+import { auditOf, headPredictions } from '../../src/jobs/map.js';
+import { trainHead } from '../../src/jobs/train-head.js';
+import { loadSplit } from '../../src/neighbors/split.js';
+import { FeatureCache } from '../../src/store/reader.js';
+import { plainProbabilities } from '../support/head-reference.js';
+import { runCli, tempDir } from '../support/helpers.js';
+import { ensureManifest } from '../../src/store/manifest.js';
+import { clusteredRows, syntheticCache, syntheticManifest, writeSyntheticPart } from '../support/synthetic-rows.js';
+
+const names = (prefix: string, n: number) =>
+  Array.from({ length: n }, (_, i) => `${prefix}${String(i).padStart(4, '0')}.jpg`);
+const DIM = 16;
+
+/** train (240 rows) and val (60 rows) around the same 6 centres. */
+async function cacheWithTwoSplits(): Promise<string> {
+  const dir = await tempDir('featcache-map-cli-');
+  const cache = path.join(dir, 'features');
+  await syntheticCache(cache, DIM);
+  await writeSyntheticPart(cache, 'train', 'part-001.arrow', names('t', 240), clusteredRows(240, DIM, 6, 1), {
+    dim: DIM,
+  });
+  await writeSyntheticPart(cache, 'val', 'part-001.arrow', names('v', 60), clusteredRows(60, DIM, 6, 2), { dim: DIM });
+  return cache;
+}
+
+interface MapJson {
+  page: string;
+  points: number;
+  splits: string[];
+  color: string;
+  layout: {
+    cached: boolean;
+    provenance: { count: number; umap: { seed: number; epochs: number }; graph: { k: number } };
+  };
+  pageResult: { written: string[] };
+}
+
+describe('featcache map', () => {
+  let cache: string;
+  let dir: string;
+  before(async () => {
+    cache = await cacheWithTwoSplits();
+    dir = path.dirname(cache);
+  });
+
+  it('lays out several splits (comma or repeated --split), reports --json, and reuses the layout on the next run', async () => {
+    const out = path.join(dir, 'both.html');
+    const first = await runCli(
+      ['map', '--cache', cache, '--split', 'train,val', '--out', out, '--epochs', '50', '--no-thumbnails', '--json'],
+      { cwd: dir },
+    );
+    assert.equal(first.code, 0, first.stderr);
+    const a = JSON.parse(first.stdout) as MapJson;
+    assert.equal(a.points, 300);
+    assert.deepEqual(a.splits, ['train', 'val']);
+    assert.equal(a.color, 'label');
+    assert.equal(a.layout.cached, false);
+    assert.equal(a.layout.provenance.umap.epochs, 50);
+    assert.equal(a.layout.provenance.graph.k, 15);
+    assert.ok((await fs.stat(out)).size > 0);
+    const second = await runCli(
+      [
+        'map',
+        '--cache',
+        cache,
+        '--split',
+        'train',
+        '--split',
+        'val',
+        '--out',
+        out,
+        '--epochs',
+        '50',
+        '--no-thumbnails',
+        '--json',
+      ],
+      { cwd: dir },
+    );
+    assert.equal(second.code, 0, second.stderr);
+    const b = JSON.parse(second.stdout) as MapJson;
+    assert.equal(b.layout.cached, true);
+    assert.equal(b.points, 300);
+    const human = await runCli(
+      ['map', '--cache', cache, '--out', out, '--epochs', '50', '--seed', '3', '--no-thumbnails'],
+      { cwd: dir },
+    );
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stdout, /240 images of train, coloured by label/);
+    assert.match(human.stdout, /computed in .* seed 3/);
+  });
+
+  const refusals: [string, string[], RegExp][] = [
+    ['--color audit without --audit', ['--color', 'audit'], /--color audit: needs an audit's scores; pass --audit DIR/],
+    [
+      '--color prediction without a head',
+      ['--color', 'prediction'],
+      /--color prediction: needs a head; pass --head DIR/,
+    ],
+    [
+      'an unknown colour',
+      ['--color', 'rainbow'],
+      /--color: expected one of "label", "prediction", "audit", got "rainbow"/,
+    ],
+    ['k = 0', ['--k', '0'], /--k: expected a positive integer, got 0/],
+    ['k past the rows', ['--k', '400'], /too few for a map with 400 neighbours each; lower --k/],
+    ['min-dist out of range', ['--min-dist', '2'], /--min-dist: expected a number in \[0, 1\], got 2/],
+    ['a split not in the cache', ['--split', 'test'], /--split test: not in cache/],
+    ['a split named twice', ['--split', 'train,train'], /--split: train is named twice/],
+    [
+      'a missing --audit directory',
+      ['--audit', 'nowhere'],
+      /--audit nowhere: not found; write one with 'featcache audit --out nowhere'/,
+    ],
+    ['a missing --head directory', ['--head', 'nohead'], /--head nohead: not found/],
+    ['a negative seed', ['--seed', '-1'], /--seed: expected an integer >= 0, got -1/],
+  ];
+  for (const [what, flags, message] of refusals)
+    it(`refuses ${what} with one line and exit 2, writing nothing`, async () => {
+      const out = path.join(dir, `refused-${flags.join('')}.html`);
+      const r = await runCli(['map', '--cache', cache, '--out', out, '--no-thumbnails', ...flags], { cwd: dir });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      await assert.rejects(fs.stat(out), 'no page written');
+    });
+
+  it("shows a saved head's predictions on the cached features, as the head's own float64 reference gives them", async () => {
+    const head = path.join(dir, 'head');
+    await trainHead({ cache, head });
+    const features = await FeatureCache.open(cache);
+    const rows = [await loadSplit(features, 'train'), await loadSplit(features, 'val')];
+    const p = await headPredictions(features, rows, head, () => {});
+    assert.ok(p);
+    let offset = 0;
+    for (const r of rows) {
+      const ref = await plainProbabilities(head, r.features, r.count);
+      for (let i = 0; i < r.count; i++) {
+        const row = Array.from(ref.probabilities.subarray(i * ref.classes, (i + 1) * ref.classes));
+        const best = row.indexOf(Math.max(...row));
+        assert.equal(p.index[offset + i], best, `${r.split} row ${i}`);
+        assert.ok(Math.abs(p.probability[offset + i]! - row[best]!) < 1e-4);
+      }
+      offset += r.count;
+    }
+    // The CLI takes it, and colours by it.
+    const r = await runCli(
+      [
+        'map',
+        '--cache',
+        cache,
+        '--head',
+        head,
+        '--color',
+        'prediction',
+        '--out',
+        path.join(dir, 'pred.html'),
+        '--no-thumbnails',
+        '--json',
+      ],
+      { cwd: dir },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match((JSON.parse(r.stdout) as { head: string }).head, /saved head .*head$/);
+  });
+
+  it('refuses a head trained on other features (exit 2, naming --head), and skips such a head found by default', async () => {
+    const other = path.join(await tempDir('featcache-map-other-'), 'features');
+    await ensureManifest(other, syntheticManifest(DIM, { modelSha256: 'b'.repeat(64) }));
+    await writeSyntheticPart(other, 'train', 'part-001.arrow', names('o', 60), clusteredRows(60, DIM, 3, 5), {
+      dim: DIM,
+      provenance: syntheticManifest(DIM, { modelSha256: 'b'.repeat(64) }),
+    });
+    const otherDir = path.dirname(other);
+    await trainHead({ cache: other, head: path.join(otherDir, 'models', 'head') });
+    const out = path.join(otherDir, 'x.html');
+    const explicit = await runCli(
+      ['map', '--cache', cache, '--head', path.join(otherDir, 'models', 'head'), '--out', out, '--no-thumbnails'],
+      { cwd: dir },
+    );
+    assert.equal(explicit.code, 2, explicit.stderr);
+    assert.match(explicit.stderr, /--head .*: was trained on features of another model or tap \(bbbbbbbbbbbb…/);
+    await assert.rejects(fs.stat(out));
+    // Run where models/head is that head: the map is made, without predictions, and says why.
+    const found = await runCli(['map', '--cache', cache, '--out', out, '--epochs', '20', '--no-thumbnails', '--json'], {
+      cwd: otherDir,
+    });
+    assert.equal(found.code, 0, found.stderr);
+    assert.equal((JSON.parse(found.stdout) as { head: string | null }).head, null);
+    assert.match(found.stderr, /the map shows no predictions/);
+  });
+
+  it("reads an audit's scores and flags per point (the split it audited; NaN elsewhere)", async () => {
+    const out = path.join(dir, 'audit');
+    const result = await audit({ cache, split: 'train', out });
+    const features = await FeatureCache.open(cache);
+    const rows = [await loadSplit(features, 'train'), await loadSplit(features, 'val')];
+    const scores = await auditOf(features, rows, out, () => {});
+    assert.equal(scores.score.length, 300);
+    result.all.forEach((issue, i) => {
+      assert.equal(rows[0]!.paths[i], issue.path);
+      if (issue.labelQuality === null) assert.ok(Number.isNaN(scores.score[i]));
+      else assert.ok(Math.abs(scores.score[i]! - issue.labelQuality) < 1e-4);
+      assert.equal(scores.flags[i]!.includes('label issue (confident learning)'), issue.confidentLearning);
+      assert.equal(scores.flags[i]!.includes('neighbours disagree'), issue.knnFlag);
+      assert.equal(scores.flags[i]!.includes('outlier (far from all)'), issue.distanceOutlier);
+    });
+    assert.ok([...scores.score.subarray(240)].every(Number.isNaN));
+    assert.ok(scores.flags.slice(240).every((f) => f.length === 0));
+    const r = await runCli(
+      [
+        'map',
+        '--cache',
+        cache,
+        '--audit',
+        out,
+        '--color',
+        'audit',
+        '--out',
+        path.join(dir, 'audit.html'),
+        '--no-thumbnails',
+        '--json',
+      ],
+      { cwd: dir },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { color: string }).color, 'audit');
+  });
+});
