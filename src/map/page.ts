@@ -166,10 +166,8 @@ export async function writeMapPage(out: string, data: MapData, options: MapPageO
   const toStdout = out === STDOUT || out.startsWith('/dev/');
   let thumbs: Thumbnails | null = null;
   if (options.thumbnails && !toStdout) {
+    // The counts are the caller's to report (the map command's summary says them once).
     thumbs = await makeThumbnails(thumbnailsDirFor(out), data.files, options.thumbnailSize, options.log);
-    options.log?.(
-      `thumbnails: ${thumbs.made} made, ${thumbs.reused} reused, ${thumbs.missing} point(s) without an image, in ${path.join(path.dirname(out), thumbs.dirName)}`,
-    );
   }
   await writeOutputFile(out, renderMapPage(assets, data, thumbs));
   return {
