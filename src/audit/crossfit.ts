@@ -31,13 +31,16 @@ export interface CrossFitOptions {
 }
 
 export interface CrossFit {
-  /** rows × classes, calibrated; rows that no fold could hold out are NaN (see `scored`). */
+  /** rows × classes, out-of-sample logits; rows that no fold could hold out are NaN (see `scored`). */
+  logits: Float32Array;
+  /** softmax(logits / temperature); NaN where the logits are. */
   probabilities: Float32Array;
   /** Rows with out-of-sample probabilities: all but those of classes with a single distinct image. */
   scored: Uint8Array;
   folds: number;
   c: number;
   normalize: NormalizationKind;
+  /** Fitted on every scored row against its given label (the audit refits it: see calibrate.ts). */
   temperature: number;
   /** Held-out accuracy of the cross-fitted probabilities against the given labels. */
   accuracy: number;
@@ -96,6 +99,7 @@ export async function crossFitProbabilities(
     const temperature = fitTemperature(pooled, pooledLabels, classes, TEMPERATURE_PRIOR);
     const probabilities = softmaxRows(logits, classes, temperature);
     return {
+      logits,
       probabilities,
       scored,
       folds: plan.folds.length,

@@ -17,6 +17,7 @@ import {
   labelQuality,
   suggestedLabel,
 } from '../audit/confident.js';
+import { calibrateOnKeptLabels } from '../audit/calibrate.js';
 import { crossFitProbabilities } from '../audit/crossfit.js';
 import { knnConsensus, splitNeighbours } from '../audit/knn.js';
 import { meanNeighbourDistance, normalisedEntropy, tukeyFence } from '../audit/outliers.js';
@@ -80,7 +81,12 @@ export interface AuditResult {
     folds: number;
     c: number;
     normalize: string;
+    /** The temperature of the audited probabilities: fitted on the rows confident learning keeps. */
     temperature: number;
+    /** The temperature fitted on every scored row against its given label (the first round). */
+    temperatureAllRows: number;
+    /** Each round of refitting: its temperature and the rows flagged under it. */
+    calibrationRounds: { temperature: number; flagged: number }[];
     accuracy: number;
     seconds: { selection: number; fits: number };
   };
@@ -104,7 +110,7 @@ export interface AuditResult {
   outliers: AuditIssue[];
   /** Every row's scores, in split order. */
   all: AuditIssue[];
-  /** The cross-fitted probabilities (rows × classes; NaN for unscored rows). */
+  /** The cross-fitted probabilities at the refitted temperature (rows × classes; NaN for unscored rows). */
   probabilities: Float32Array;
   notes: string[];
   written: string[];
@@ -240,13 +246,20 @@ export async function auditRows(
   notes.push(...fit.notes);
   for (const n of fit.notes) log(`audit: ${n}`);
   log(
-    `audit: cross-fitted ${fit.folds} folds, out-of-sample accuracy ${fit.accuracy.toFixed(4)} against the given labels (T = ${fit.temperature.toFixed(3)})`,
+    `audit: cross-fitted ${fit.folds} folds, out-of-sample accuracy ${fit.accuracy.toFixed(4)} against the given labels (T = ${fit.temperature.toFixed(3)} fitted on all rows)`,
   );
 
   const scoredRows = [...fit.scored.keys()].filter((r) => fit.scored[r] === 1);
-  const p = new Float32Array(scoredRows.length * m);
-  scoredRows.forEach((r, i) => p.set(fit.probabilities.subarray(r * m, (r + 1) * m), i * m));
+  const scoredLogits = new Float32Array(scoredRows.length * m);
+  scoredRows.forEach((r, i) => scoredLogits.set(fit.logits.subarray(r * m, (r + 1) * m), i * m));
   const scoredLabels = Int32Array.from(scoredRows, (r) => split.labels[r]!);
+  const calibration = calibrateOnKeptLabels(scoredLogits, scoredLabels, m, o.filterBy);
+  log(
+    `audit: temperature refitted on the rows confident learning keeps: ${calibration.rounds.map((c) => `T ${c.temperature.toFixed(3)} → ${c.flagged} flagged`).join(', ')}${calibration.settled ? '' : ' (not settled; the last round is used)'}`,
+  );
+  const p = calibration.probabilities;
+  const probabilities = new Float32Array(split.count * m).fill(NaN);
+  scoredRows.forEach((r, i) => probabilities.set(p.subarray(i * m, (i + 1) * m), r * m));
   const cl = confidentLearning(p, scoredLabels, m, o.filterBy);
   const quality = labelQuality(p, scoredLabels, m, o.rank);
   const selfConfidence = labelQuality(p, scoredLabels, m, 'self_confidence');
@@ -308,7 +321,9 @@ export async function auditRows(
       folds: fit.folds,
       c: fit.c,
       normalize: fit.normalize,
-      temperature: fit.temperature,
+      temperature: calibration.temperature,
+      temperatureAllRows: fit.temperature,
+      calibrationRounds: calibration.rounds,
       accuracy: fit.accuracy,
       seconds: fit.seconds,
     },
@@ -320,7 +335,7 @@ export async function auditRows(
     labelIssues,
     outliers,
     all,
-    probabilities: fit.probabilities,
+    probabilities,
     notes,
     written: [],
     seconds: 0,
@@ -424,7 +439,7 @@ async function outputFiles(
 export function summary(r: AuditResult): string[] {
   const c = r.counts;
   return [
-    `${r.rows} rows of ${r.split}, ${r.classes.length} classes; ${r.scoredRows} scored out of sample by ${r.crossFit.folds}-fold cross-fitting of the probe (C ${r.crossFit.c}, ${r.crossFit.normalize}, T ${r.crossFit.temperature.toFixed(3)}), accuracy against the given labels ${r.crossFit.accuracy.toFixed(4)}.`,
+    `${r.rows} rows of ${r.split}, ${r.classes.length} classes; ${r.scoredRows} scored out of sample by ${r.crossFit.folds}-fold cross-fitting of the probe (C ${r.crossFit.c}, ${r.crossFit.normalize}, T ${r.crossFit.temperature.toFixed(3)} fitted on the rows confident learning keeps; ${r.crossFit.temperatureAllRows.toFixed(3)} on all), accuracy against the given labels ${r.crossFit.accuracy.toFixed(4)}.`,
     `Label issues: ${c.confidentLearning} by confident learning (prune by noise rate), ${c.knn} by the neighbours' consensus, ${c.both} by both.`,
     `Outliers: ${c.distanceOutliers} far from all others (mean distance to the nearest neighbours above Q3 + IQR fence = ${r.distanceFence.toFixed(4)}), ${c.flat} unlike any class (flat prediction).`,
     ...r.confused
