@@ -32,6 +32,7 @@ import {
 import { FeatcacheError, invalidParameter, numberIn, optionName, parseChoice, positiveInteger } from '../errors.js';
 import type { ProbeGrid } from '../head/probe/select.js';
 import { CLASS_WEIGHTS, type HeadOptions, type Split } from '../head/model.js';
+import { type SplitRows, loadSplit, rowImageFiles } from '../neighbors/split.js';
 import { FeatureCache } from '../store/reader.js';
 import { sha256Bytes } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
@@ -60,7 +61,10 @@ export interface AuditOptions {
   classWeight: HeadOptions['classWeight'];
   /** Directory for report.html, audit.json and the CSV lists (new, empty, or one the audit wrote); null: none. */
   out: string | null;
-  /** Dataset root the cached paths are relative to, for the report's thumbnails; null: no thumbnails. */
+  /**
+   * Dataset root the cached paths are relative to, for the report's thumbnails when the data moved since extract;
+   * null: where extract read the images (the data root each part records).
+   */
   data: string | null;
   /** id,label CSV of the split with confident learning's suggested labels, for the user to review. */
   labelsOut: string | null;
@@ -168,7 +172,7 @@ export async function audit(options: Partial<AuditOptions> = {}): Promise<AuditR
       throw new FeatcacheError(
         `${optionName('split')} ${o.split}: no such split in ${o.cache} (have: ${(await cache.splits()).join(', ') || 'none'})`,
       );
-    const set = await cache.read(o.split);
+    const set = await loadSplit(cache, o.split);
     const classes = cache.manifest.classes;
     const m = classes.length;
     const dim = set.dim;
@@ -180,8 +184,16 @@ export async function audit(options: Partial<AuditOptions> = {}): Promise<AuditR
     const notes: string[] = [];
     if (keep.length < set.count) notes.push(`${set.count - keep.length} unlabelled rows are not audited`);
     const split = labelledRows(set.features, set.labels, keep, dim);
+    const files = await imageFiles(cache, set, o.data);
     const result = await auditRows(
-      { ...split, dim, paths: keep.map((r) => set.paths[r]!), rows: keep, classes },
+      {
+        ...split,
+        dim,
+        paths: keep.map((r) => set.paths[r]!),
+        files: keep.map((r) => files[r]!),
+        rows: keep,
+        classes,
+      },
       { ...o, log },
     );
     result.split = o.split;
@@ -214,6 +226,8 @@ export async function audit(options: Partial<AuditOptions> = {}): Promise<AuditR
 export interface AuditRowsInput extends Split {
   dim: number;
   paths: string[];
+  /** Each row's image file, for the report's thumbnails (null or absent: none). */
+  files?: (string | null)[];
   /** Each row's index in the cached split (reported as `row`). */
   rows: number[];
   classes: string[];
@@ -285,6 +299,7 @@ export async function auditRows(
     return {
       row: split.rows[r]!,
       path: file,
+      file: split.files?.[r] ?? null,
       given: classes[given]!,
       suggested: suggested === null ? null : classes[suggested]!,
       labelQuality: i === undefined ? null : quality[i]!,
@@ -342,6 +357,15 @@ export async function auditRows(
   };
   result.seconds = (performance.now() - started) / 1000;
   return result;
+}
+
+/**
+ * Where each row's image is, for the thumbnails: under --data when given (data moved since extract), else where
+ * extract read it (the data root its part recorded).
+ */
+async function imageFiles(cache: FeatureCache, set: SplitRows, data: string | null): Promise<(string | null)[]> {
+  if (data === null) return rowImageFiles(cache, set);
+  return set.paths.map((p) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(p) ? null : path.join(data, p)));
 }
 
 function labelledRows(features: Float32Array, labels: Int32Array, keep: number[], dim: number): Split {
@@ -424,7 +448,6 @@ async function outputFiles(
       confused: r.confused,
       labelIssues: r.labelIssues,
       outliers: r.outliers,
-      data: o.data,
       limit: o.reportLimit,
     }),
     'audit.json': `${JSON.stringify({ provenance, options, ...json }, null, 2)}\n`,
