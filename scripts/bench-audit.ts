@@ -89,6 +89,7 @@ async function child(job: string, cache: string, flippedFile: string): Promise<v
     };
     extra = {
       crossFitSeconds: r.crossFit.seconds,
+      temperature: { allRows: r.crossFit.temperatureAllRows, rounds: r.crossFit.calibrationRounds },
       knnSeconds: r.knnSeconds,
       confidentLearning: pr(r.all.filter((a) => a.confidentLearning).map((a) => a.path)),
       knn: pr(r.all.filter((a) => a.knnFlag).map((a) => a.path)),
@@ -110,9 +111,13 @@ export async function benchAudit(opts: { quick: boolean; log: (l: string) => voi
     await fs.writeFile(flippedFile, JSON.stringify(flipped));
     const run = (job: string) => {
       opts.log(`bench-audit: ${job} on ${size.rows} × ${size.dim} × ${size.classes}`);
+      // The machine is shared: the load average beside each job says how much of it the job had.
+      const loadBefore = os.loadavg();
       const r = spawnSync(process.execPath, [self, job, cache, flippedFile], { encoding: 'utf8', maxBuffer: 1 << 26 });
       if (r.status !== 0) throw new Error(`${job} failed: ${r.stderr.slice(-2000)}`);
-      return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown> & { seconds: number };
+      const measured = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown> & { seconds: number };
+      opts.log(`bench-audit: ${job} ${measured.seconds.toFixed(1)} s`);
+      return { ...measured, loadBefore, loadAfter: os.loadavg() };
     };
     const trainHeadRun = run('train-head');
     const auditRun = run('audit');
@@ -132,3 +137,11 @@ export async function benchAudit(opts: { quick: boolean; log: (l: string) => voi
 }
 
 if (process.argv[1] === self && process.argv[2]) await child(process.argv[2], process.argv[3]!, process.argv[4]!);
+// Alone: `node dist/scripts/bench-audit.js > audit.json` (BENCH_QUICK=1 for the small size).
+else if (process.argv[1] === self) {
+  const result = await benchAudit({
+    quick: process.env.BENCH_QUICK === '1',
+    log: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+}
