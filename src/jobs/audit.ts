@@ -269,7 +269,7 @@ export async function auditRows(
   const scoredLabels = Int32Array.from(scoredRows, (r) => split.labels[r]!);
   const calibration = calibrateOnKeptLabels(scoredLogits, scoredLabels, m, o.filterBy);
   log(
-    `audit: temperature refitted on the rows confident learning keeps: ${calibration.rounds.map((c) => `T ${c.temperature.toFixed(3)} → ${c.flagged} flagged`).join(', ')}${calibration.settled ? '' : ' (not settled; the last round is used)'}`,
+    `audit: temperature refitted on the rows confident learning keeps: ${calibration.rounds.map((c) => `T ${c.temperature.toFixed(3)} → ${c.flagged} flagged`).join(', ')}${calibration.settled ? '' : ' (the flags cycle or hit the round cap; the last round is used)'}`,
   );
   const p = calibration.probabilities;
   const probabilities = new Float32Array(split.count * m).fill(NaN);
