@@ -23,7 +23,7 @@ interface Size {
 }
 
 /** Class centres plus noise, non-negative like pooled CNN features; returns the flipped rows. */
-async function syntheticCache(dir: string, s: Size): Promise<number[]> {
+export async function syntheticCache(dir: string, s: Size): Promise<number[]> {
   const random = seededRandom(3);
   const gauss = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
   const classes = Array.from({ length: s.classes }, (_, c) => `class${c}`);
@@ -76,7 +76,13 @@ async function child(job: string, cache: string, flippedFile: string): Promise<v
   let extra: Record<string, unknown>;
   if (job === 'train-head') {
     const r = await trainHead({ cache, head: path.join(path.dirname(cache), 'head') });
-    extra = { c: r.setting.c, normalize: r.setting.normalize };
+    extra = {
+      c: r.setting.c,
+      normalize: r.setting.normalize,
+      // Its selection of C alone: the audit repeats exactly this step (crossFitSeconds.selection).
+      selectionSeconds: r.sweep?.seconds ?? null,
+      selection: r.sweep?.candidates.map((row) => ({ c: row.c, normalize: row.normalize, iterations: row.iterations })),
+    };
   } else {
     // By path: the reader's row order need not be the order the rows were written in.
     const flipped = new Set(

@@ -38,6 +38,7 @@ import { sha256Bytes } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
 import { prepareOutputDir, writeOutputFile } from '../util/output.js';
 import { toolVersions } from '../version.js';
+import { PROBE_WORK_LIMIT } from './train-head-scale.js';
 
 export interface AuditOptions {
   cache: string;
@@ -87,6 +88,8 @@ export interface AuditResult {
     normalize: string;
     /** The temperature of the audited probabilities: fitted on the rows confident learning keeps. */
     temperature: number;
+    /** Rows C was chosen on: all, or a stratified subsample above the probe's work limit (as train-head). */
+    selectionRows: number;
     /** The temperature fitted on every scored row against its given label (the first round). */
     temperatureAllRows: number;
     /** Each round of refitting: its temperature and the rows flagged under it. */
@@ -255,6 +258,7 @@ export async function auditRows(
     classWeight: o.classWeight,
     keys: paths,
     classNames: classes,
+    selectionRows: split.count * dim * m > PROBE_WORK_LIMIT ? Math.floor(PROBE_WORK_LIMIT / (dim * m)) : null,
     log,
   });
   notes.push(...fit.notes);
@@ -337,6 +341,7 @@ export async function auditRows(
       c: fit.c,
       normalize: fit.normalize,
       temperature: calibration.temperature,
+      selectionRows: fit.selectionRows,
       temperatureAllRows: fit.temperature,
       calibrationRounds: calibration.rounds,
       accuracy: fit.accuracy,
