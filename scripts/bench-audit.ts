@@ -80,7 +80,8 @@ async function child(job: string, cache: string, flippedFile: string): Promise<v
       c: r.setting.c,
       normalize: r.setting.normalize,
       // Its selection of C alone: the audit repeats exactly this step (crossFitSeconds.selection).
-      selectionSeconds: r.sweep?.seconds ?? null,
+      selectionSeconds: r.sweep?.seconds ?? r.stages?.sweep ?? null,
+      solver: r.setting.solver,
       selection: r.sweep?.candidates.map((row) => ({ c: row.c, normalize: row.normalize, iterations: row.iterations })),
     };
   } else {
