@@ -157,7 +157,11 @@ const MIN_SAMPLE_PER_CLASS = 5;
  */
 export function stratifiedSample(labels: Int32Array, keys: string[], size: number, seed: number): number[] {
   const byClass = new Map<number, number[]>();
-  labels.forEach((y, r) => byClass.set(y, [...(byClass.get(y) ?? []), r]));
+  labels.forEach((y, r) => {
+    const rows = byClass.get(y);
+    if (rows) rows.push(r);
+    else byClass.set(y, [r]);
+  });
   const score = (r: number) => createHash('sha1').update(`featcache-audit-sample\0${seed}\0${keys[r]}`).digest('hex');
   const chosen: number[] = [];
   for (const rows of byClass.values()) {
