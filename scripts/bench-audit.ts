@@ -23,7 +23,7 @@ interface Size {
 }
 
 /** Class centres plus noise, non-negative like pooled CNN features; returns the flipped rows. */
-async function syntheticCache(dir: string, s: Size): Promise<number[]> {
+export async function syntheticCache(dir: string, s: Size): Promise<number[]> {
   const random = seededRandom(3);
   const gauss = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
   const classes = Array.from({ length: s.classes }, (_, c) => `class${c}`);
@@ -76,7 +76,14 @@ async function child(job: string, cache: string, flippedFile: string): Promise<v
   let extra: Record<string, unknown>;
   if (job === 'train-head') {
     const r = await trainHead({ cache, head: path.join(path.dirname(cache), 'head') });
-    extra = { c: r.setting.c, normalize: r.setting.normalize };
+    extra = {
+      c: r.setting.c,
+      normalize: r.setting.normalize,
+      // Its selection of C alone: the audit repeats exactly this step (crossFitSeconds.selection).
+      selectionSeconds: r.sweep?.seconds ?? r.stages?.sweep ?? null,
+      solver: r.setting.solver,
+      selection: r.sweep?.candidates.map((row) => ({ c: row.c, normalize: row.normalize, iterations: row.iterations })),
+    };
   } else {
     // By path: the reader's row order need not be the order the rows were written in.
     const flipped = new Set(
@@ -89,6 +96,7 @@ async function child(job: string, cache: string, flippedFile: string): Promise<v
     };
     extra = {
       crossFitSeconds: r.crossFit.seconds,
+      temperature: { allRows: r.crossFit.temperatureAllRows, rounds: r.crossFit.calibrationRounds },
       knnSeconds: r.knnSeconds,
       confidentLearning: pr(r.all.filter((a) => a.confidentLearning).map((a) => a.path)),
       knn: pr(r.all.filter((a) => a.knnFlag).map((a) => a.path)),
@@ -110,9 +118,13 @@ export async function benchAudit(opts: { quick: boolean; log: (l: string) => voi
     await fs.writeFile(flippedFile, JSON.stringify(flipped));
     const run = (job: string) => {
       opts.log(`bench-audit: ${job} on ${size.rows} × ${size.dim} × ${size.classes}`);
+      // The machine is shared: the load average beside each job says how much of it the job had.
+      const loadBefore = os.loadavg();
       const r = spawnSync(process.execPath, [self, job, cache, flippedFile], { encoding: 'utf8', maxBuffer: 1 << 26 });
       if (r.status !== 0) throw new Error(`${job} failed: ${r.stderr.slice(-2000)}`);
-      return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown> & { seconds: number };
+      const measured = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown> & { seconds: number };
+      opts.log(`bench-audit: ${job} ${measured.seconds.toFixed(1)} s`);
+      return { ...measured, loadBefore, loadAfter: os.loadavg() };
     };
     const trainHeadRun = run('train-head');
     const auditRun = run('audit');
@@ -132,3 +144,11 @@ export async function benchAudit(opts: { quick: boolean; log: (l: string) => voi
 }
 
 if (process.argv[1] === self && process.argv[2]) await child(process.argv[2], process.argv[3]!, process.argv[4]!);
+// Alone: `node dist/scripts/bench-audit.js > audit.json` (BENCH_QUICK=1 for the small size).
+else if (process.argv[1] === self) {
+  const result = await benchAudit({
+    quick: process.env.BENCH_QUICK === '1',
+    log: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+}

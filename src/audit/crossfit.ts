@@ -27,20 +27,30 @@ export interface CrossFitOptions {
   classWeight: HeadOptions['classWeight'];
   keys: string[];
   classNames: string[];
+  /**
+   * Choose C on a stratified subsample of this many rows (null: on all rows). train-head does so above the probe's
+   * work limit (its streaming path); the audit follows it there so that its selection costs what train-head's does.
+   */
+  selectionRows: number | null;
   log: (line: string) => void;
 }
 
 export interface CrossFit {
-  /** rows × classes, calibrated; rows that no fold could hold out are NaN (see `scored`). */
+  /** rows × classes, out-of-sample logits; rows that no fold could hold out are NaN (see `scored`). */
+  logits: Float32Array;
+  /** softmax(logits / temperature); NaN where the logits are. */
   probabilities: Float32Array;
   /** Rows with out-of-sample probabilities: all but those of classes with a single distinct image. */
   scored: Uint8Array;
   folds: number;
   c: number;
   normalize: NormalizationKind;
+  /** Fitted on every scored row against its given label (the audit refits it: see calibrate.ts). */
   temperature: number;
   /** Held-out accuracy of the cross-fitted probabilities against the given labels. */
   accuracy: number;
+  /** Rows C was chosen on (all, or the stratified subsample). */
+  selectionRows: number;
   notes: string[];
   seconds: { selection: number; fits: number };
 }
@@ -55,11 +65,21 @@ export async function crossFitProbabilities(
   const mm = new MatMul();
   try {
     const started = performance.now();
-    const selection = await selectProbe(train, dim, classes, { ...o, monitor: 'val_loss' }, mm);
+    const sample =
+      o.selectionRows !== null && o.selectionRows < train.count
+        ? stratifiedSample(train.labels, o.keys, o.selectionRows, o.seed)
+        : null;
+    const selection = await selectProbe(
+      sample ? subsetSplit(train, sample, dim) : train,
+      dim,
+      classes,
+      { ...o, keys: sample ? sample.map((r) => o.keys[r]!) : o.keys, monitor: 'val_loss' },
+      mm,
+    );
     if (typeof selection === 'string') throw new FeatcacheError(`audit: ${selection}; nothing can be cross-fitted`);
     const { c, normalize } = selection.chosen;
     o.log(
-      `audit: C ${c} with normalize ${normalize}, chosen as train-head chooses it (${selection.method}, ${selection.heldRows} held-out rows)`,
+      `audit: C ${c} with normalize ${normalize}, chosen as train-head chooses it (${selection.method}, ${selection.heldRows} held-out rows${sample ? ` of a stratified subsample of ${sample.length} rows, as train-head sweeps above the probe's work limit` : ''})`,
     );
     const selectionSeconds = (performance.now() - started) / 1000;
     // A hold-out fraction of 0 always gives the k-fold plan; its note about the hold-out being too small is not
@@ -96,6 +116,7 @@ export async function crossFitProbabilities(
     const temperature = fitTemperature(pooled, pooledLabels, classes, TEMPERATURE_PRIOR);
     const probabilities = softmaxRows(logits, classes, temperature);
     return {
+      logits,
       probabilities,
       scored,
       folds: plan.folds.length,
@@ -103,6 +124,7 @@ export async function crossFitProbabilities(
       normalize,
       temperature,
       accuracy: heldAccuracy(probabilities, train.labels, scored, classes),
+      selectionRows: sample ? sample.length : train.count,
       notes,
       seconds: { selection: selectionSeconds, fits: (performance.now() - fitsStarted) / 1000 },
     };
@@ -123,6 +145,40 @@ function heldAccuracy(probabilities: Float32Array, labels: Int32Array, scored: U
     if (best === y) right++;
   });
   return total > 0 ? right / total : 0;
+}
+
+/** Rows per class in the subsample at least (train-head-scale's MIN_SUBSAMPLE_PER_CLASS). */
+const MIN_SAMPLE_PER_CLASS = 5;
+
+/**
+ * A stratified subsample of about `size` rows (ascending): each class's rows with the lowest seeded hash of their
+ * key, in proportion to the class's size and at least min(class size, 5), as train-head-scale draws its sweep's
+ * subsample. The hash makes it independent of row order.
+ */
+export function stratifiedSample(labels: Int32Array, keys: string[], size: number, seed: number): number[] {
+  const byClass = new Map<number, number[]>();
+  labels.forEach((y, r) => {
+    const rows = byClass.get(y);
+    if (rows) rows.push(r);
+    else byClass.set(y, [r]);
+  });
+  const score = (r: number) => createHash('sha1').update(`featcache-audit-sample\0${seed}\0${keys[r]}`).digest('hex');
+  const chosen: number[] = [];
+  for (const rows of byClass.values()) {
+    const quota = Math.max(
+      Math.min(rows.length, MIN_SAMPLE_PER_CLASS),
+      Math.round((size * rows.length) / labels.length),
+    );
+    const scores = new Map(rows.map((r) => [r, score(r)]));
+    chosen.push(...rows.sort((a, b) => (scores.get(a)! < scores.get(b)! ? -1 : 1)).slice(0, quota));
+  }
+  return chosen.sort((a, b) => a - b);
+}
+
+function subsetSplit(split: Split, rows: number[], dim: number): Split {
+  const features = new Float32Array(rows.length * dim);
+  rows.forEach((r, i) => features.set(split.features.subarray(r * dim, (r + 1) * dim), i * dim));
+  return { features, labels: Int32Array.from(rows, (r) => split.labels[r]!), count: rows.length };
 }
 
 /** Each row's group: the first row with byte-identical features, whatever its label. */

@@ -3,7 +3,6 @@
  * its thumbnail, worst first), CSV lists and the id,label file of suggested labels. Every string that came from
  * the user's data (paths, class names) is escaped; thumbnails are embedded so the page stands alone.
  */
-import * as path from 'node:path';
 import sharp from 'sharp';
 import { csvText } from '../util/csv.js';
 import { escapeHtml, page } from '../util/html.js';
@@ -12,6 +11,8 @@ export interface AuditIssue {
   /** Row index in the split. */
   row: number;
   path: string;
+  /** The image file (for the thumbnail): where extract read it, or under --data; null when unknown. */
+  file: string | null;
   given: string;
   /** The label the row probably should have (null when nothing better is known). */
   suggested: string | null;
@@ -49,8 +50,6 @@ export interface ReportInput {
   confused: ConfusedPair[];
   labelIssues: AuditIssue[];
   outliers: AuditIssue[];
-  /** Where the images are (the dataset root the cached paths are relative to), or null: no thumbnails. */
-  data: string | null;
   limit: number;
 }
 
@@ -106,16 +105,17 @@ export function labelsCsv(paths: string[], labels: string[]): string {
   return `${['id,label', ...paths.map((p, r) => `${quote(p)},${quote(labels[r]!)}`)].join('\n')}\n`;
 }
 
-async function thumbnail(data: string | null, file: string): Promise<string> {
-  if (data === null || /^[a-z]+:\/\//i.test(file)) return '';
-  const thumb = await sharp(path.join(data, file), { pages: 1 })
+async function thumbnail(issue: AuditIssue): Promise<string> {
+  if (issue.file === null)
+    return `<div class="muted">(no thumbnail: the cache does not record where ${escapeHtml(issue.path)} was; pass --data)</div>`;
+  const thumb = await sharp(issue.file, { pages: 1 })
     .resize(160, 160, { fit: 'cover' })
     .jpeg({ quality: 75 })
     .toBuffer()
     .catch(() => null);
   return thumb
-    ? `<img alt="${escapeHtml(file)}" src="data:image/jpeg;base64,${thumb.toString('base64')}">`
-    : `<div class="muted">(no thumbnail: cannot read ${escapeHtml(file)})</div>`;
+    ? `<img alt="${escapeHtml(issue.path)}" src="data:image/jpeg;base64,${thumb.toString('base64')}">`
+    : `<div class="muted">(no thumbnail: cannot read ${escapeHtml(issue.file)})</div>`;
 }
 
 function matrixTable(classes: string[], matrix: Float64Array): string {
@@ -134,7 +134,7 @@ function matrixTable(classes: string[], matrix: Float64Array): string {
   return `<table>${head}${rows.join('')}</table>`;
 }
 
-async function issueFigure(issue: AuditIssue, data: string | null): Promise<string> {
+async function issueFigure(issue: AuditIssue): Promise<string> {
   const flags = [
     issue.confidentLearning ? 'confident learning' : '',
     issue.knnFlag ? 'neighbours' : '',
@@ -142,7 +142,7 @@ async function issueFigure(issue: AuditIssue, data: string | null): Promise<stri
     issue.flat ? 'unlike any class' : '',
   ].filter(Boolean);
   return (
-    `<figure style="width:160px">${await thumbnail(data, issue.path)}<figcaption>` +
+    `<figure style="width:160px">${await thumbnail(issue)}<figcaption>` +
     `given: <b>${escapeHtml(issue.given)}</b>` +
     (issue.suggested !== null && issue.suggested !== issue.given
       ? `<br><span class="wrong">suggested: ${escapeHtml(issue.suggested)}</span>`
@@ -158,7 +158,7 @@ export async function reportHtml(input: ReportInput): Promise<string> {
   const section = async (title: string, issues: AuditIssue[]) => {
     const shown = issues.slice(0, input.limit);
     const figures: string[] = [];
-    for (const issue of shown) figures.push(await issueFigure(issue, input.data));
+    for (const issue of shown) figures.push(await issueFigure(issue));
     const more = issues.length > shown.length ? ` (showing the worst ${shown.length}; all in the CSV)` : '';
     return `<h2>${escapeHtml(title)}: ${issues.length}${escapeHtml(more)}</h2><div class="grid">${figures.join('\n')}</div>`;
   };
@@ -171,10 +171,8 @@ export async function reportHtml(input: ReportInput): Promise<string> {
               `<tr><td>${escapeHtml(c.given)}</td><td>${escapeHtml(c.likelyTrue)}</td><td>${c.estimatedRows.toFixed(1)}</td><td>${(100 * c.shareOfGiven).toFixed(1)}%</td></tr>`,
           )
           .join('')}</table>`;
-  const noThumbs =
-    input.data === null ? '<p class="muted">No thumbnails: pass --data (the dataset root) to embed them.</p>' : '';
   const body =
-    `${input.summaryLines.map((l) => `<p>${escapeHtml(l)}</p>`).join('')}${noThumbs}` +
+    `${input.summaryLines.map((l) => `<p>${escapeHtml(l)}</p>`).join('')}` +
     `<h2>Which classes hold which (estimated from confident learning)</h2>${confused}` +
     `<h2>Estimated noise matrix: P(likely true | given)</h2>${matrixTable(input.classes, input.noiseMatrix)}` +
     (await section('Label issues (both flags first, then by label quality)', input.labelIssues)) +

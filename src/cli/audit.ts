@@ -79,7 +79,8 @@ export const auditCommand: CommandModule = {
       })
       .option('data', {
         type: 'string',
-        describe: 'dataset root the cached paths are relative to (for thumbnails in the report)',
+        describe:
+          'where the data set is now, if it moved since extract (thumbnails default to the data root extract recorded)',
       })
       .option('labels-out', {
         type: 'string',

@@ -13,6 +13,7 @@ import { type Shard, inShard, stratifiedSplit } from './split.js';
 import { isTarPattern, openTarDataset } from './tar.js';
 import { type UrlSourceOptions, UrlSource, isUrl } from './url.js';
 import { readListLines } from './list.js';
+import { csvTextValue } from '../util/csv.js';
 import { type Skipped, IMAGE_EXTENSIONS, isDirectory, isInside, walkImages } from './walk.js';
 
 export type { Item } from './source.js';
@@ -259,10 +260,17 @@ async function readLabelsCsv(csvFile: string): Promise<Record<string, string>[]>
 /** The CSV's ids as items of the image folder; ids naming no file come back as `unknown`. */
 async function csvItems(
   entries: { id: string; label: string }[],
-  folder: { imageDir: string; relativeDir: string; files: Set<string>; index: Map<string, number>; csvFile: string },
+  folder: {
+    root: string;
+    imageDir: string;
+    relativeDir: string;
+    files: Set<string>;
+    index: Map<string, number>;
+    csvFile: string;
+  },
   options: DatasetOptions,
 ): Promise<{ items: Item[]; unknown: string[] }> {
-  const { imageDir, relativeDir, files, index, csvFile } = folder;
+  const { root, imageDir, relativeDir, files, index, csvFile } = folder;
   const items: Item[] = [];
   const unknown: string[] = [];
   for (const entry of entries) {
@@ -271,6 +279,17 @@ async function csvItems(
       throw new FeatcacheError(
         `${optionName('labels')} ${csvFile}: id ${JSON.stringify(entry.id)} points outside the image directory ${imageDir}; ids must be file names inside it`,
       );
+    }
+    // An id that is a path from the data root to an image inside the image directory (the cached path, as
+    // `featcache audit --labels-out` writes it) names that image, however deep, so a reviewed file feeds back as is.
+    const cachedPath = await cachedPathId(root, imageDir, entry.id);
+    if (cachedPath !== null) {
+      if (!options.followSymlinks && !(await isInside(imageDir, path.join(root, cachedPath))))
+        throw new FeatcacheError(
+          `${optionName('labels')} ${csvFile}: ${cachedPath} is a symlink that leads outside the image directory ${imageDir}; pass ${optionName('followSymlinks')} to read it`,
+        );
+      items.push({ path: cachedPath, label: index.get(entry.label)! });
+      continue;
     }
     const file = findImageFile(files, entry.id);
     if (!file) unknown.push(entry.id);
@@ -310,10 +329,10 @@ async function csvDataset(options: DatasetOptions): Promise<Listed> {
   const duplicates: string[] = [];
   const entries: { id: string; label: string }[] = [];
   for (const row of rows) {
-    const id = row[idColumn] ?? '';
+    const id = csvTextValue(row[idColumn] ?? '');
     if (seen.has(id)) duplicates.push(id);
     seen.add(id);
-    entries.push({ id, label: row[labelColumn] ?? '' });
+    entries.push({ id, label: csvTextValue(row[labelColumn] ?? '') });
   }
   if (duplicates.length > 0) {
     throw new FeatcacheError(
@@ -332,7 +351,7 @@ async function csvDataset(options: DatasetOptions): Promise<Listed> {
       );
     }),
   );
-  const { items, unknown } = await csvItems(entries, { imageDir, relativeDir, files, index, csvFile }, options);
+  const { items, unknown } = await csvItems(entries, { root, imageDir, relativeDir, files, index, csvFile }, options);
   if (unknown.length > 0) {
     throw new FeatcacheError(
       `${optionName('labels')} ${csvFile}: ${unknown.length} ids have no image in ${imageDir} (e.g. ${unknown.slice(0, 3).join(', ')}); expected <id> or <id>.jpg/.png`,
@@ -386,6 +405,21 @@ async function defaultImageDir(root: string, split: string): Promise<string> {
   for (const candidate of [path.join(root, split), path.join(root, 'train')])
     if (await isDirectory(candidate)) return candidate;
   return root;
+}
+
+/** `id` as a /-separated path from the data root to an image file inside the image directory, or null. */
+async function cachedPathId(root: string, imageDir: string, id: string): Promise<string | null> {
+  if (!id.includes('/') || !IMAGE_EXTENSIONS.has(path.extname(id).toLowerCase())) return null;
+  const resolved = path.resolve(root, ...id.split('/'));
+  if (!resolved.startsWith(imageDir + path.sep)) return null;
+  if (
+    !(await fs.stat(resolved).then(
+      (s) => s.isFile(),
+      () => false,
+    ))
+  )
+    return null;
+  return path.relative(root, resolved).split(path.sep).join('/');
 }
 
 function findImageFile(files: Set<string>, id: string): string | null {

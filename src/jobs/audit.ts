@@ -17,6 +17,7 @@ import {
   labelQuality,
   suggestedLabel,
 } from '../audit/confident.js';
+import { calibrateOnKeptLabels } from '../audit/calibrate.js';
 import { crossFitProbabilities } from '../audit/crossfit.js';
 import { knnConsensus, splitNeighbours } from '../audit/knn.js';
 import { meanNeighbourDistance, normalisedEntropy, tukeyFence } from '../audit/outliers.js';
@@ -31,11 +32,13 @@ import {
 import { FeatcacheError, invalidParameter, numberIn, optionName, parseChoice, positiveInteger } from '../errors.js';
 import type { ProbeGrid } from '../head/probe/select.js';
 import { CLASS_WEIGHTS, type HeadOptions, type Split } from '../head/model.js';
+import { type SplitRows, loadSplit, rowImageFiles } from '../neighbors/split.js';
 import { FeatureCache } from '../store/reader.js';
 import { sha256Bytes } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
 import { prepareOutputDir, writeOutputFile } from '../util/output.js';
 import { toolVersions } from '../version.js';
+import { PROBE_WORK_LIMIT } from './train-head-scale.js';
 
 export interface AuditOptions {
   cache: string;
@@ -59,7 +62,10 @@ export interface AuditOptions {
   classWeight: HeadOptions['classWeight'];
   /** Directory for report.html, audit.json and the CSV lists (new, empty, or one the audit wrote); null: none. */
   out: string | null;
-  /** Dataset root the cached paths are relative to, for the report's thumbnails; null: no thumbnails. */
+  /**
+   * Dataset root the cached paths are relative to, for the report's thumbnails when the data moved since extract;
+   * null: where extract read the images (the data root each part records).
+   */
   data: string | null;
   /** id,label CSV of the split with confident learning's suggested labels, for the user to review. */
   labelsOut: string | null;
@@ -80,7 +86,14 @@ export interface AuditResult {
     folds: number;
     c: number;
     normalize: string;
+    /** The temperature of the audited probabilities: fitted on the rows confident learning keeps. */
     temperature: number;
+    /** Rows C was chosen on: all, or a stratified subsample above the probe's work limit (as train-head). */
+    selectionRows: number;
+    /** The temperature fitted on every scored row against its given label (the first round). */
+    temperatureAllRows: number;
+    /** Each round of refitting: its temperature and the rows flagged under it. */
+    calibrationRounds: { temperature: number; flagged: number }[];
     accuracy: number;
     seconds: { selection: number; fits: number };
   };
@@ -104,7 +117,7 @@ export interface AuditResult {
   outliers: AuditIssue[];
   /** Every row's scores, in split order. */
   all: AuditIssue[];
-  /** The cross-fitted probabilities (rows × classes; NaN for unscored rows). */
+  /** The cross-fitted probabilities at the refitted temperature (rows × classes; NaN for unscored rows). */
   probabilities: Float32Array;
   notes: string[];
   written: string[];
@@ -162,7 +175,7 @@ export async function audit(options: Partial<AuditOptions> = {}): Promise<AuditR
       throw new FeatcacheError(
         `${optionName('split')} ${o.split}: no such split in ${o.cache} (have: ${(await cache.splits()).join(', ') || 'none'})`,
       );
-    const set = await cache.read(o.split);
+    const set = await loadSplit(cache, o.split);
     const classes = cache.manifest.classes;
     const m = classes.length;
     const dim = set.dim;
@@ -174,8 +187,16 @@ export async function audit(options: Partial<AuditOptions> = {}): Promise<AuditR
     const notes: string[] = [];
     if (keep.length < set.count) notes.push(`${set.count - keep.length} unlabelled rows are not audited`);
     const split = labelledRows(set.features, set.labels, keep, dim);
+    const files = await imageFiles(cache, set, o.data);
     const result = await auditRows(
-      { ...split, dim, paths: keep.map((r) => set.paths[r]!), rows: keep, classes },
+      {
+        ...split,
+        dim,
+        paths: keep.map((r) => set.paths[r]!),
+        files: keep.map((r) => files[r]!),
+        rows: keep,
+        classes,
+      },
       { ...o, log },
     );
     result.split = o.split;
@@ -208,6 +229,8 @@ export async function audit(options: Partial<AuditOptions> = {}): Promise<AuditR
 export interface AuditRowsInput extends Split {
   dim: number;
   paths: string[];
+  /** Each row's image file, for the report's thumbnails (null or absent: none). */
+  files?: (string | null)[];
   /** Each row's index in the cached split (reported as `row`). */
   rows: number[];
   classes: string[];
@@ -235,18 +258,26 @@ export async function auditRows(
     classWeight: o.classWeight,
     keys: paths,
     classNames: classes,
+    selectionRows: split.count * dim * m > PROBE_WORK_LIMIT ? Math.floor(PROBE_WORK_LIMIT / (dim * m)) : null,
     log,
   });
   notes.push(...fit.notes);
   for (const n of fit.notes) log(`audit: ${n}`);
   log(
-    `audit: cross-fitted ${fit.folds} folds, out-of-sample accuracy ${fit.accuracy.toFixed(4)} against the given labels (T = ${fit.temperature.toFixed(3)})`,
+    `audit: cross-fitted ${fit.folds} folds, out-of-sample accuracy ${fit.accuracy.toFixed(4)} against the given labels (T = ${fit.temperature.toFixed(3)} fitted on all rows)`,
   );
 
   const scoredRows = [...fit.scored.keys()].filter((r) => fit.scored[r] === 1);
-  const p = new Float32Array(scoredRows.length * m);
-  scoredRows.forEach((r, i) => p.set(fit.probabilities.subarray(r * m, (r + 1) * m), i * m));
+  const scoredLogits = new Float32Array(scoredRows.length * m);
+  scoredRows.forEach((r, i) => scoredLogits.set(fit.logits.subarray(r * m, (r + 1) * m), i * m));
   const scoredLabels = Int32Array.from(scoredRows, (r) => split.labels[r]!);
+  const calibration = calibrateOnKeptLabels(scoredLogits, scoredLabels, m, o.filterBy);
+  log(
+    `audit: temperature refitted on the rows confident learning keeps: ${calibration.rounds.map((c) => `T ${c.temperature.toFixed(3)} → ${c.flagged} flagged`).join(', ')}${calibration.settled ? '' : ' (the flags cycle or hit the round cap; the last round is used)'}`,
+  );
+  const p = calibration.probabilities;
+  const probabilities = new Float32Array(split.count * m).fill(NaN);
+  scoredRows.forEach((r, i) => probabilities.set(p.subarray(i * m, (i + 1) * m), r * m));
   const cl = confidentLearning(p, scoredLabels, m, o.filterBy);
   const quality = labelQuality(p, scoredLabels, m, o.rank);
   const selfConfidence = labelQuality(p, scoredLabels, m, 'self_confidence');
@@ -272,6 +303,7 @@ export async function auditRows(
     return {
       row: split.rows[r]!,
       path: file,
+      file: split.files?.[r] ?? null,
       given: classes[given]!,
       suggested: suggested === null ? null : classes[suggested]!,
       labelQuality: i === undefined ? null : quality[i]!,
@@ -308,7 +340,10 @@ export async function auditRows(
       folds: fit.folds,
       c: fit.c,
       normalize: fit.normalize,
-      temperature: fit.temperature,
+      temperature: calibration.temperature,
+      selectionRows: fit.selectionRows,
+      temperatureAllRows: fit.temperature,
+      calibrationRounds: calibration.rounds,
       accuracy: fit.accuracy,
       seconds: fit.seconds,
     },
@@ -320,13 +355,22 @@ export async function auditRows(
     labelIssues,
     outliers,
     all,
-    probabilities: fit.probabilities,
+    probabilities,
     notes,
     written: [],
     seconds: 0,
   };
   result.seconds = (performance.now() - started) / 1000;
   return result;
+}
+
+/**
+ * Where each row's image is, for the thumbnails: under --data when given (data moved since extract), else where
+ * extract read it (the data root its part recorded).
+ */
+async function imageFiles(cache: FeatureCache, set: SplitRows, data: string | null): Promise<(string | null)[]> {
+  if (data === null) return rowImageFiles(cache, set);
+  return set.paths.map((p) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(p) ? null : path.join(data, p)));
 }
 
 function labelledRows(features: Float32Array, labels: Int32Array, keep: number[], dim: number): Split {
@@ -409,7 +453,6 @@ async function outputFiles(
       confused: r.confused,
       labelIssues: r.labelIssues,
       outliers: r.outliers,
-      data: o.data,
       limit: o.reportLimit,
     }),
     'audit.json': `${JSON.stringify({ provenance, options, ...json }, null, 2)}\n`,
@@ -424,7 +467,7 @@ async function outputFiles(
 export function summary(r: AuditResult): string[] {
   const c = r.counts;
   return [
-    `${r.rows} rows of ${r.split}, ${r.classes.length} classes; ${r.scoredRows} scored out of sample by ${r.crossFit.folds}-fold cross-fitting of the probe (C ${r.crossFit.c}, ${r.crossFit.normalize}, T ${r.crossFit.temperature.toFixed(3)}), accuracy against the given labels ${r.crossFit.accuracy.toFixed(4)}.`,
+    `${r.rows} rows of ${r.split}, ${r.classes.length} classes; ${r.scoredRows} scored out of sample by ${r.crossFit.folds}-fold cross-fitting of the probe (C ${r.crossFit.c}, ${r.crossFit.normalize}, T ${r.crossFit.temperature.toFixed(3)} fitted on the rows confident learning keeps; ${r.crossFit.temperatureAllRows.toFixed(3)} on all), accuracy against the given labels ${r.crossFit.accuracy.toFixed(4)}.`,
     `Label issues: ${c.confidentLearning} by confident learning (prune by noise rate), ${c.knn} by the neighbours' consensus, ${c.both} by both.`,
     `Outliers: ${c.distanceOutliers} far from all others (mean distance to the nearest neighbours above Q3 + IQR fence = ${r.distanceFence.toFixed(4)}), ${c.flat} unlike any class (flat prediction).`,
     ...r.confused

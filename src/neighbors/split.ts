@@ -108,6 +108,27 @@ export async function loadSplit(cache: FeatureCache, split: string): Promise<Spl
   };
 }
 
+/**
+ * The image file each row was read from: the data root its part recorded at extract + the cached path. null where
+ * the part records no root (parts compacted before roots were kept, or written by other tools) or the path is a URL.
+ * Only the parts' schema metadata is read: unlike duplicates' rowSources, nothing is hashed and nothing is written
+ * into the cache.
+ */
+export async function rowImageFiles(
+  cache: FeatureCache,
+  rows: Pick<SplitRows, 'split' | 'paths' | 'parts'>,
+): Promise<(string | null)[]> {
+  const roots = new Map<string, string | null>();
+  for (const file of await cache.partFiles(rows.split)) {
+    const provenance: Record<string, unknown> = await partProvenance(file).catch(() => ({}));
+    roots.set(path.basename(file), typeof provenance.dataRoot === 'string' ? provenance.dataRoot : null);
+  }
+  return rows.paths.map((p, i) => {
+    const root = roots.get(rows.parts[i]!) ?? null;
+    return root === null || /^[a-z][a-z0-9+.-]*:\/\//i.test(p) ? null : path.resolve(root, p);
+  });
+}
+
 /** Several splits as one set of rows (for duplicates across splits); `origin[i]` is row i's split. */
 export function concatSplits(sets: SplitRows[]): SplitRows & { origin: string[] } {
   const dim = sets[0]?.dim ?? 0;

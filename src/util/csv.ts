@@ -7,3 +7,12 @@ export function csvText(text: string): string {
   const safe = /^[=+\-@\t\r]/.test(text) ? `'${text}` : text;
   return /[",\n\r]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
 }
+
+/**
+ * A text cell as csvText wrote it, read back: the ' that csvText puts before a leading = + - @, tab or CR is taken
+ * off, so featcache's own CSVs (audit --labels-out) feed back into featcache unchanged. (A cell that really starts
+ * with ' and one of those characters reads one ' short: the price of the injection guard.)
+ */
+export function csvTextValue(cell: string): string {
+  return /^'[=+\-@\t\r]/.test(cell) ? cell.slice(1) : cell;
+}

@@ -5,9 +5,15 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { parse } from 'csv-parse/sync';
+import { FeatureCache, type FeatureSet } from '../../src/store/reader.js';
+import { csvTextValue } from '../../src/util/csv.js';
 import { runCli, tempDir, writeColourFolder, writeTinyModel } from '../support/helpers.js';
 
 const RED = 'red<i>&"';
+/** A file name with a comma and a quote (csvText quotes it). */
+const FORMULA = '=1+1,"x".png';
+/** A class name a spreadsheet would read as a formula (labels -1/1 are common): csvText writes it as '-1. */
+const MINUS = '-1';
 
 async function cacheHash(dir: string): Promise<string> {
   const hash = createHash('sha256');
@@ -22,6 +28,7 @@ describe('featcache audit', () => {
   let dir: string;
   let data: string;
   let cache: string;
+  let model: string;
   const planted = `train/${RED}/blue-in-red.png`;
   before(async () => {
     dir = await tempDir('featcache-audit-cli-');
@@ -29,7 +36,9 @@ describe('featcache audit', () => {
     await writeColourFolder(data, 20);
     await fs.rename(path.join(data, 'train/red'), path.join(data, 'train', RED));
     await fs.rename(path.join(data, 'train/blue/blue0.png'), path.join(data, planted));
-    const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
+    await fs.rename(path.join(data, 'train/blue/blue1.png'), path.join(data, 'train/blue', FORMULA));
+    await fs.rename(path.join(data, 'train/green'), path.join(data, 'train', MINUS));
+    model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
     cache = path.join(dir, 'features');
     const r = await runCli([
       'extract',
@@ -70,7 +79,7 @@ describe('featcache audit', () => {
     assert.match(audit.provenance.modelSha256, /^[0-9a-f]{64}$/);
     const rows = parse<{ id: string; label: string }>(await fs.readFile(labels, 'utf8'), { columns: true });
     assert.equal(rows.length, 60);
-    const changed = rows.filter((row) => row.label !== path.basename(path.dirname(row.id)));
+    const changed = rows.filter((row) => csvTextValue(row.label) !== path.basename(path.dirname(row.id)));
     assert.deepEqual(changed, [{ id: planted, label: 'blue' }]);
     assert.equal(await cacheHash(cache), before, 'the cache is untouched');
     // The same command again replaces only what it wrote.
@@ -101,6 +110,72 @@ describe('featcache audit', () => {
     assert.equal(r3.code, 2);
     assert.match(r3.stderr, /not written by featcache/);
     await assert.rejects(fs.access(path.join(dir, 'audit3')), 'nothing written when refused');
+  });
+
+  it('thumbnails without --data, from the data root extract recorded; --data overrides it for moved data', async () => {
+    const thumbs = (html: string) => html.match(/src="data:image\/jpeg;base64,/g)?.length ?? 0;
+    const figures = (html: string) => html.match(/<figure/g)?.length ?? 0;
+    const run = async (name: string, ...extra: string[]) => {
+      const out = path.join(dir, name);
+      const r = await runCli(['audit', '--cache', cache, '--out', out, '--json', ...extra]);
+      assert.equal(r.code, 0, r.stderr);
+      return { result: JSON.parse(r.stdout), html: await fs.readFile(path.join(out, 'report.html'), 'utf8') };
+    };
+    const plain = await run('audit-thumbs');
+    assert.equal(plain.result.labelIssues[0].path, planted);
+    assert.equal(plain.result.labelIssues[0].file, path.resolve(data, planted));
+    assert.ok(figures(plain.html) > 0);
+    assert.equal(thumbs(plain.html), figures(plain.html), 'every issue shown has its thumbnail');
+    const moved = path.join(dir, 'moved');
+    await fs.rename(data, moved);
+    try {
+      const stale = await run('audit-stale');
+      assert.equal(thumbs(stale.html), 0);
+      assert.match(stale.html, /no thumbnail: cannot read/);
+      const override = await run('audit-moved', '--data', moved);
+      assert.equal(override.result.labelIssues[0].file, path.join(moved, planted));
+      assert.equal(thumbs(override.html), figures(override.html));
+    } finally {
+      await fs.rename(moved, data);
+    }
+  });
+
+  it('--labels-out round-trips: ids are the cached paths, and extract --labels with it relabels exactly the flagged row', async () => {
+    const labels = path.join(dir, 'roundtrip.csv');
+    const r = await runCli(['audit', '--cache', cache, '--out', path.join(dir, 'audit-rt'), '--labels-out', labels]);
+    assert.equal(r.code, 0, r.stderr);
+    const text = await fs.readFile(labels, 'utf8');
+    // Quoted (comma, quote); a cell starting with - guarded against spreadsheet formulas, as in every featcache CSV.
+    assert.ok(text.includes(`"train/blue/${FORMULA.replace(/"/g, '""')}",blue\n`), text);
+    assert.match(text, new RegExp(`\ntrain/${MINUS}/[^,]+,'${MINUS}\n`));
+    const rows = parse<{ id: string; label: string }>(text, { columns: true });
+    const old = await (await FeatureCache.open(cache)).read('train');
+    assert.deepEqual(rows.map((row) => row.id).sort(), [...old.paths].sort(), 'ids are exactly the cached paths');
+    const reviewed = path.join(dir, 'features-reviewed');
+    const e = await runCli([
+      'extract',
+      '--data',
+      data,
+      '--split',
+      'train',
+      '--labels',
+      labels,
+      '--model',
+      model,
+      '--cache',
+      reviewed,
+      '--device',
+      'cpu',
+    ]);
+    assert.equal(e.code, 0, e.stderr);
+    const fresh = await (await FeatureCache.open(reviewed)).read('train');
+    assert.deepEqual([...fresh.paths].sort(), [...old.paths].sort(), 'the same rows, under the same cached paths');
+    const label = (set: FeatureSet, p: string) => set.classes[set.labels[set.paths.indexOf(p)]!];
+    const changed = old.paths.filter((p) => label(fresh, p) !== label(old, p));
+    assert.deepEqual(changed, [planted]);
+    assert.equal(label(fresh, planted), 'blue');
+    assert.equal(label(fresh, `train/blue/${FORMULA}`), 'blue');
+    assert.ok(fresh.classes.includes(MINUS) && !fresh.classes.includes(`'${MINUS}`), fresh.classes.join(' '));
   });
 
   it('refuses bad flags with the flag named', async () => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { confidentLearning } from '../../src/audit/confident.js';
-import { knnConsensus, splitNeighbours } from '../../src/audit/knn.js';
+import { splitNeighbours } from '../../src/audit/knn.js';
 import { type AuditResult, DEFAULT_AUDIT_OPTIONS, auditRows } from '../../src/jobs/audit.js';
 import { type FeatureSet, FeatureCache } from '../../src/store/reader.js';
 import { seededRandom } from '../../src/util/random.js';
@@ -84,6 +84,55 @@ const show = (s: ReturnType<typeof scores>) =>
     .map(([k, v]) => `${k} P ${v.precision.toFixed(3)} R ${v.recall.toFixed(3)} (${v.flagged})`)
     .join('; ');
 
+/** The issue's goal, per noise kind, for confident learning alone. */
+const GOAL = 0.9;
+/** Seeds of the planted flips: the goal is asserted on their mean, so no single lucky draw decides it. */
+const SEEDS = [1, 2, 3, 4, 5];
+/** Each seed's floor: a regression guard under the lowest value measured (0.855, see README). */
+const FLOOR = 0.8;
+
+type Planted = { noisy: Int32Array; flipped: Set<number> };
+
+/** Audits each seed's planting; asserts the goal on the means and the floor on every seed. */
+async function plantedSeeds(
+  t: { diagnostic: (m: string) => void },
+  set: FeatureSet,
+  name: string,
+  plantSeed: (seed: number) => Planted,
+  check: (r: AuditResult, p: Planted) => void = () => {},
+): Promise<void> {
+  const cl: Scores[] = [];
+  for (const seed of SEEDS) {
+    const p = plantSeed(seed);
+    const r = await auditOf(set, p.noisy);
+    const s = scores(r, p.flipped);
+    t.diagnostic(
+      `${name}, seed ${seed}, ${p.flipped.size} flipped, T ${r.crossFit.temperatureAllRows.toFixed(3)} → ${r.crossFit.temperature.toFixed(3)}: ${show(s)}`,
+    );
+    cl.push(s.confidentLearning);
+    assert.ok(
+      s.confidentLearning.precision >= FLOOR && s.confidentLearning.recall >= FLOOR,
+      `seed ${seed}: ${show(s)}`,
+    );
+    // Rows flagged by both opinions are at least as precise as confident learning alone, and rank first.
+    assert.ok(s.both.precision >= s.confidentLearning.precision - 1e-9, `seed ${seed}: ${show(s)}`);
+    const tiers = r.labelIssues.map((a) => (a.confidentLearning && a.knnFlag ? 0 : a.confidentLearning ? 1 : 2));
+    assert.deepEqual(
+      tiers,
+      [...tiers].sort((a, b) => a - b),
+    );
+    check(r, p);
+  }
+  const mean = (k: keyof Scores) => cl.reduce((a, s) => a + s[k], 0) / cl.length;
+  t.diagnostic(
+    `${name}: confident learning over seeds ${SEEDS.join(',')}: mean P ${mean('precision').toFixed(3)} R ${mean('recall').toFixed(3)}`,
+  );
+  assert.ok(
+    mean('precision') >= GOAL && mean('recall') >= GOAL,
+    `${name}: mean P ${mean('precision')} R ${mean('recall')}`,
+  );
+}
+
 describe('audit on planted noise over real features', () => {
   let mon: FeatureSet;
   let hym: FeatureSet;
@@ -94,40 +143,27 @@ describe('audit on planted noise over real features', () => {
   });
 
   it(
-    'monkeys, 5 % flipped uniformly: precision of both flags and recall of either ≥ 0.9; CL flags equal the numpy reference',
+    'monkeys, 5 % flipped uniformly: confident learning alone reaches precision and recall ≥ 0.9 (mean of 5 seeds); flags equal the numpy reference',
     { skip },
     async (t) => {
       const m = mon.classes.length;
-      const { noisy, flipped } = plant(mon.labels, (y, random) => (y + 1 + Math.floor(random() * (m - 1))) % m, 7);
-      const r = await auditOf(mon, noisy);
-      const s = scores(r, flipped);
-      t.diagnostic(`monkeys uniform, ${flipped.size} flipped: ${show(s)}`);
-      assert.ok(s.both.precision >= 0.9, show(s));
-      assert.ok(s.either.recall >= 0.9, show(s));
-      // Floors under the issue's 0.9 goal for confident learning alone (measured 0.98 / 0.85, see README).
-      assert.ok(s.confidentLearning.precision >= 0.9 && s.confidentLearning.recall >= 0.8, show(s));
-      // Identical probabilities: the flags equal the reference implementation of the paper, row for row.
-      const ref = referenceConfidentLearning(r.probabilities, noisy, m);
-      if (!needsNumpy)
-        assert.deepEqual(
-          r.all.filter((a) => a.confidentLearning).map((a) => a.row),
-          ref.flagged,
-        );
-      assert.deepEqual(
-        Array.from(confidentLearning(r.probabilities, noisy, m).flagged),
-        r.all.filter((a) => a.confidentLearning).map((a) => a.row),
-      );
-      // Rows flagged by both opinions come first.
-      const tiers = r.labelIssues.map((a) => (a.confidentLearning && a.knnFlag ? 0 : a.confidentLearning ? 1 : 2));
-      assert.deepEqual(
-        tiers,
-        [...tiers].sort((a, b) => a - b),
+      await plantedSeeds(
+        t,
+        mon,
+        'monkeys uniform',
+        (seed) => plant(mon.labels, (y, random) => (y + 1 + Math.floor(random() * (m - 1))) % m, seed),
+        (r, { noisy }) => {
+          const flags = r.all.filter((a) => a.confidentLearning).map((a) => a.row);
+          // Identical probabilities: the flags equal the reference implementation of the paper, row for row.
+          if (!needsNumpy) assert.deepEqual(flags, referenceConfidentLearning(r.probabilities, noisy, m).flagged);
+          assert.deepEqual(Array.from(confidentLearning(r.probabilities, noisy, m).flagged), flags);
+        },
       );
     },
   );
 
   it(
-    "monkeys, 5 % flipped to each class's most confused class: precision of both flags and recall of either ≥ 0.9",
+    "monkeys, 5 % flipped to each class's most confused class: confident learning alone reaches precision and recall ≥ 0.9 (mean of 5 seeds)",
     { skip },
     async (t) => {
       const m = mon.classes.length;
@@ -143,14 +179,8 @@ describe('audit on planted noise over real features', () => {
           if (j !== y && (best < 0 || confusion[y * m + j]! > confusion[y * m + best]!)) best = j;
         return best;
       });
-      const { noisy, flipped } = plant(mon.labels, (y) => target[y]!, 11);
-      const r = await auditOf(mon, noisy);
-      const s = scores(r, flipped);
-      t.diagnostic(`monkeys most-confused (${target.join(',')}), ${flipped.size} flipped: ${show(s)}`);
-      assert.ok(s.both.precision >= 0.9, show(s));
-      assert.ok(s.either.recall >= 0.9, show(s));
-      assert.ok(s.confidentLearning.precision >= 0.85 && s.confidentLearning.recall >= 0.8, show(s));
-      void knnConsensus;
+      t.diagnostic(`most confused class of each: ${target.join(',')}`);
+      await plantedSeeds(t, mon, 'monkeys most-confused', (seed) => plant(mon.labels, (y) => target[y]!, seed));
     },
   );
 

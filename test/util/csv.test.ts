@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { groupsCsv } from '../../src/jobs/duplicates.js';
 import type { DuplicateGroup } from '../../src/neighbors/duplicates.js';
-import { csvText } from '../../src/util/csv.js';
+import { parse } from 'csv-parse/sync';
+import { csvText, csvTextValue } from '../../src/util/csv.js';
 
 describe('CSV text cells', () => {
   it("neutralises cells a spreadsheet would run as a formula (= + - @ tab CR) with a leading '", () => {
@@ -13,6 +14,13 @@ describe('CSV text cells', () => {
     assert.equal(csvText('\tcmd'), "'\tcmd");
     assert.equal(csvText('cats/a=b.jpg'), 'cats/a=b.jpg', 'only a leading character is dangerous');
     assert.equal(csvText('a,b'), '"a,b"');
+  });
+
+  it('csvTextValue reads back what csvText wrote, guard and quoting included', () => {
+    const texts = ['-1', '=HYPERLINK("http://x")', '+1', '@a', 'a,"b"', "it's", "'-already quoted", 'plain'];
+    const rows: string[][] = parse(`${texts.map(csvText).join(',')}\n`);
+    const row = rows[0];
+    assert.deepEqual(row!.map(csvTextValue), texts.slice(0, 6).concat(["'-already quoted".slice(1), 'plain']));
   });
 
   it('duplicates --csv neutralises a path and a label but writes similarity as a number', () => {
