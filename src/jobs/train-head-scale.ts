@@ -8,7 +8,6 @@
  * scored streamed. Nothing of the split's size is held: memory is the subsample, the shuffle buffer, one part and
  * the head, all sized from the `memory` budget.
  */
-import * as path from 'node:path';
 import { hashScore } from '../dataset/split.js';
 import { FeatcacheError, optionName } from '../errors.js';
 import { MatMul } from '../head/probe/linalg.js';
@@ -22,7 +21,7 @@ import {
 import { fitProbeHead, selectProbe } from '../head/probe/select.js';
 import { cForStrength, l2Strength } from '../head/probe/probe.js';
 import { type BackendChoice, loadTf } from '../head/runtime.js';
-import { type HeadInfo, saveHead } from '../head/saved.js';
+import { type HeadInfo, headProvenance, saveHead } from '../head/saved.js';
 import { TEMPERATURE_PRIOR } from '../head/plan.js';
 import {
   FitInterrupted,
@@ -35,7 +34,6 @@ import {
 import { softmaxRows } from '../head/model.js';
 import { FeatureCache } from '../store/reader.js';
 import { mib, streamRows } from '../store/stream.js';
-import { toolVersions } from '../version.js';
 import type { TrainHeadResult } from './train-head.js';
 
 /**
@@ -492,7 +490,6 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
   if (o.signal?.aborted) throw new FitInterrupted();
 
   const runtime = await loadTf(o.backend);
-  const m = cache.manifest;
   const secondsPerEpoch = fit.history.reduce((s, e) => s + e.seconds, 0) / Math.max(1, fit.history.length);
   const setting: TrainHeadResult['setting'] = {
     solver: 'stream',
@@ -507,23 +504,7 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
     format: 1,
     classes: classNames,
     normalization,
-    provenance: {
-      modelSha256: m.modelSha256,
-      modelFile: m.modelFile,
-      tappedTensor: m.tappedTensor,
-      preset: m.preset,
-      exif: m.exif,
-      icc: m.icc,
-      precision: m.precision ?? 'fp32',
-      ...(m.precision === 'int8' ? { calibrationHash: m.calibrationHash, int8Model: m.int8Model } : {}),
-      dim: m.dim,
-      cache: path.resolve(o.cache),
-      trainedAt: new Date().toISOString(),
-      backend: runtime.backend,
-      backendSkipped: runtime.skipped,
-      engine: 'onnxruntime',
-      versions: toolVersions(),
-    },
+    provenance: headProvenance(cache.manifest, o.cache, runtime, 'onnxruntime'),
     options: {
       ...setting,
       classWeight: o.classWeight,
