@@ -28,6 +28,7 @@ import {
   STREAM_BATCH,
   curvature,
   fitStreaming,
+  maxCentredNorm,
   rowMean,
   streamLogits,
 } from '../head/minibatch/stream-fit.js';
@@ -387,7 +388,11 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
     const rows = scan.subsample.features.slice();
     applyNormalization(normalization, rows, scan.subsample.count, dim);
     const center = rowMean(rows, scan.subsample.count, dim);
-    return Promise.resolve({ center, curvature: curvature(rows, scan.subsample.count, dim, center) });
+    return Promise.resolve({
+      center,
+      curvature: curvature(rows, scan.subsample.count, dim, center),
+      maxRowNorm: maxCentredNorm(rows, scan.subsample.count, dim, center),
+    });
   });
   const lambda = Number.isFinite(choice.c) ? l2Strength(choice.c, scan.trainRows, classes) : 0;
   const classWeights =
@@ -417,6 +422,7 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
         rowsPerEpoch: scan.trainRows,
         center: geometry.center,
         curvature: geometry.curvature,
+        maxRowNorm: geometry.maxRowNorm,
         classWeights,
         init: warm,
         signal: o.signal,
