@@ -5,7 +5,13 @@ import { MatMul } from '../../../src/head/probe/linalg.js';
 import { applyNormalization } from '../../../src/head/normalize.js';
 import { fitProbeHead } from '../../../src/head/probe/select.js';
 import { l2Strength } from '../../../src/head/probe/probe.js';
-import { curvature, fitStreaming, maxCentredNorm, rowMean, streamLearningRate } from '../../../src/head/minibatch/stream-fit.js';
+import {
+  curvature,
+  fitStreaming,
+  maxCentredNorm,
+  rowMean,
+  streamLearningRate,
+} from '../../../src/head/minibatch/stream-fit.js';
 import { FeatureCache, type FeatureSet } from '../../../src/store/reader.js';
 import { streamRows } from '../../../src/store/stream.js';
 import { tempDir } from '../../support/helpers.js';
@@ -196,7 +202,7 @@ describe('streamLearningRate: the step from the mini-batch expected smoothness',
   });
   it('grows with the batch, stays below 1/L, and is scaled by 1 − momentum', () => {
     const steps = [1, 32, 256, 4096].map((batch) => streamLearningRate({ ...g, batch }, 0));
-    for (let i = 1; i < steps.length; i++) assert.ok(steps[i]! > steps[i - 1]!, `${steps}`);
+    for (let i = 1; i < steps.length; i++) assert.ok(steps[i]! > steps[i - 1]!, steps.join(', '));
     assert.ok(steps.every((s) => s < 1 / full));
     // Batch 32: L_b = L + (L_max − L)·(n − b)/(b·(n − 1)).
     const l32 = full + ((single - full) * (g.rows - 32)) / (32 * (g.rows - 1));
