@@ -4,9 +4,11 @@
  * One streamed pass over train counts the classes, accumulates the normalisation statistics and the rows' squared
  * norms, and keeps a stratified subsample; the probe's sweep (C × normalisation) runs on that subsample as it does
  * on a small cache; the probe fitted there at the chosen C warm-starts the streaming solver (stream-fit.ts), which
- * fits every training row at that C; the temperature is fitted on a hold-out of train that no fit saw; val is
- * scored streamed. Nothing of the split's size is held: memory is the subsample, the shuffle buffer, one part and
- * the head, all sized from the `memory` budget.
+ * fits the training rows outside a seeded hold-out at that C (λ from every labelled row: the refit's); the temperature
+ * is fitted on that fold model's logits of the hold-out, which it never saw; when the hold-out is a large share of
+ * train, the saved head is then refitted on every row from the fold model, at the same λ; val is scored streamed.
+ * Nothing of the split's size is held: memory is the subsample, the shuffle buffer, one part and the head, all sized
+ * from the `memory` budget.
  */
 import { hashScore } from '../dataset/split.js';
 import { FeatcacheError, optionName } from '../errors.js';
