@@ -42,12 +42,18 @@ import type { TrainHeadResult } from './train-head.js';
 
 /**
  * Above this many multiply-adds per pass (rows × dim × classes) the default sweeps on a subsample and streams the
- * final fit. Set from the issue's measurement on this 2-core machine (load ~5): the in-memory default at
- * 10k × 1280 × 100 (1.3·10⁹) took 16 minutes, nearly all of it the sweep; the head-scale bench measured the sweep on
- * a 4,875 × 2048 × 100 subsample (10⁹) at 23 minutes under load ~30 (README, "A head for a large cache"). Not yet
- * re-measured on a quiet machine.
+ * final fit. Measured where streaming beats the in-memory probe in time at equal val accuracy (bench head-scale with
+ * BENCH_HEAD_SCALE_SOLVERS=lbfgs,stream, × 2048 × 100, same cache per size, load 3–18; README, "Where
+ * PROBE_WORK_LIMIT sits"): at 5 k rows (1.0·10⁹) the streamed path was faster (179 s vs 249 s) but 1.7 points
+ * worse (its sweep saw 3,960 rows and chose another C); at 7.5 k rows (1.5·10⁹) it matched (0.982 vs 0.981) in
+ * 52 s against 379 s. So the switch sits between the two, at 1.5·10⁹ (one synthetic set: a real one may move it).
  */
-export const PROBE_WORK_LIMIT = 1e9;
+export const PROBE_WORK_LIMIT = 1.5e9;
+/**
+ * The sweep's subsample does at most this much work per pass (4,882 rows at 2048 × 100): the 7.5 k and 100 k runs
+ * chose the probe's C on it and matched scikit-learn at that C on all rows within 0.1 points.
+ */
+export const SUBSAMPLE_WORK = 1e9;
 /** What node, onnxruntime and TensorFlow.js take before any data (measured RSS ≈ 250–300 MB). */
 export const BASE_BYTES = 320 * 2 ** 20;
 /** The in-memory path holds the split about this many times over (read, labelled copy, normalised fold copies). */
@@ -87,13 +93,13 @@ export function chooseScale(rows: number, dim: number, classes: number, memoryBy
   if (work > PROBE_WORK_LIMIT)
     return {
       stream: true,
-      why: `${size} = ${work.toExponential(1)} multiply-adds per pass, over the probe's limit of ${PROBE_WORK_LIMIT.toExponential(0)}; sweeping on a subsample and streaming the final fit`,
+      why: `${size} = ${work.toExponential(1)} multiply-adds per pass, over the probe's limit of ${PROBE_WORK_LIMIT.toExponential(1)}; sweeping on a subsample and streaming the final fit`,
       rows,
       inMemoryBytes,
     };
   return {
     stream: false,
-    why: `${size} = ${work.toExponential(1)} multiply-adds per pass, within the probe's limit of ${PROBE_WORK_LIMIT.toExponential(0)}: L-BFGS on all rows`,
+    why: `${size} = ${work.toExponential(1)} multiply-adds per pass, within the probe's limit of ${PROBE_WORK_LIMIT.toExponential(1)}: L-BFGS on all rows`,
     rows,
     inMemoryBytes,
   };
@@ -120,7 +126,7 @@ export function planScale(
   const rowBytes = dim * 4;
   // The sweep on the subsample holds it about IN_MEMORY_FACTOR times; a third of the budget goes there.
   const byMemory = Math.floor(free / 3 / (IN_MEMORY_FACTOR * rowBytes));
-  const byWork = Math.floor(PROBE_WORK_LIMIT / (dim * classes));
+  const byWork = Math.floor(SUBSAMPLE_WORK / (dim * classes));
   const subsampleRows = Math.min(trainRows, Math.min(byMemory, Math.max(byWork, MIN_SUBSAMPLE_PER_CLASS * classes)));
   const holdoutRows = Math.min(
     HOLDOUT_CAP,

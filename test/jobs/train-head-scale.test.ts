@@ -22,7 +22,7 @@ describe('chooseScale: solver auto by the cache size, said in one line', () => {
     const rows = Math.floor(PROBE_WORK_LIMIT / (2048 * 100)) + 1;
     const work = chooseScale(rows, 2048, 100, 64 * 1024 * MB);
     assert.equal(work.stream, true);
-    assert.match(work.why, /over the probe's limit of 1e\+9; sweeping on a subsample and streaming the final fit/);
+    assert.match(work.why, /over the probe's limit of 1\.5e\+9; sweeping on a subsample and streaming the final fit/);
     assert.equal(chooseScale(rows - 1, 2048, 100, 64 * 1024 * MB).stream, false);
     // 100k × 2048 × 4 bytes held ~4 times is over 2 GB whatever the work.
     const memory = chooseScale(100_000, 2048, 2, 2048 * MB);
