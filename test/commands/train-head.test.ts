@@ -10,6 +10,7 @@ import { applyNormalization } from '../../src/head/normalize.js';
 import { FeatureCache } from '../../src/store/reader.js';
 import {
   hymenoptera,
+  extractMobilenet,
   mobilenetModel,
   needsShared,
   runCli,
@@ -631,19 +632,7 @@ describe('accuracy on real data: MobileNetV2-int8 on hymenoptera', () => {
       const dir = await tempDir();
       const cache = path.join(dir, 'features');
       for (const split of ['train', 'val']) {
-        const r = await runCli([
-          'extract',
-          '--data',
-          hymenoptera,
-          '--split',
-          split,
-          '--model',
-          mobilenetModel,
-          '--cache',
-          cache,
-          '--device',
-          'cpu',
-        ]);
+        const r = await extractMobilenet(hymenoptera, split, cache);
         assert.equal(r.code, 0, r.stderr);
       }
       return { dir, cache };
