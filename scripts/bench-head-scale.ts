@@ -5,6 +5,9 @@
  * features (Debian /usr/bin/python3; sizes up to SKLEARN_MAX_ROWS).
  *   node dist/scripts/bench-head-scale.js [ROWSxDIMxCLASSES ...]   prints one JSON object
  * Default sizes are the issue's (10k, 100k × 2048 × 100; 1M × 2048 × 1000); BENCH_QUICK=1 runs small ones.
+ * BENCH_HEAD_SCALE_SOLVERS=lbfgs,stream runs each size once per solver (the in-memory probe against the streamed
+ * path, for PROBE_WORK_LIMIT's crossover); the default is the default (`auto`, no --solver flag).
+ * BENCH_HEAD_SCALE_SKLEARN=0 skips scikit-learn.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
@@ -38,6 +41,57 @@ async function rawSplit(cache: FeatureCache, split: string, dir: string): Promis
   await fs.writeFile(path.join(dir, `${split}.labels`), Buffer.from(set.labels.buffer));
 }
 
+const loadAverage = () => os.loadavg().map((l) => Math.round(l * 100) / 100);
+
+/** One featcache train-head in a child process under /usr/bin/time: its --json result, wall time and peak RSS. */
+function trainHeadRun(cache: string, head: string, solver: string): Record<string, unknown> {
+  const load = loadAverage();
+  const r = spawnSync(
+    '/usr/bin/time',
+    [
+      '-f',
+      'TIME %M %e',
+      process.execPath,
+      cli,
+      'train-head',
+      '--cache',
+      cache,
+      '--head',
+      head,
+      '--json',
+      ...(solver === 'auto' ? [] : ['--solver', solver]),
+    ],
+    { encoding: 'utf8', maxBuffer: 256 * 2 ** 20 },
+  );
+  const timeLine = /TIME (\d+) ([\d.]+)/.exec(r.stderr ?? '');
+  if (r.status !== 0 || !timeLine)
+    return { solverFlag: solver, error: (r.stderr ?? '').slice(-2000), loadAverageAtStart: load };
+  const result = JSON.parse(r.stdout) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  return {
+    solverFlag: solver,
+    loadAverageAtStart: load,
+    loadAverageAtEnd: loadAverage(),
+    solver: result.setting.solver,
+    why: result.scale?.why ?? null,
+    c: result.setting.c,
+    normalize: result.setting.normalize,
+    wallS: Number(timeLine[2]),
+    peakRssMb: Math.round(Number(timeLine[1]) / 1024),
+    memoryBudgetMb: result.scale?.memoryBudgetMb ?? null,
+    secondsPerEpoch: result.secondsPerEpoch,
+    stages: result.stages,
+    subsampleRows: result.scale?.subsampleRows ?? null,
+    refit: result.scale?.refit ?? null,
+    trainRows: result.trainRows,
+    valTop1: result.metrics.top1,
+    valEceBefore: result.calibration.before.ece,
+    valEce: result.calibration.after.ece,
+    valNllBefore: result.calibration.before.nll,
+    valNll: result.calibration.after.nll,
+    temperature: result.temperature,
+  };
+}
+
 async function runSize(size: Size, log: (l: string) => void): Promise<Record<string, unknown>> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'featcache-bench-head-scale-'));
   try {
@@ -56,47 +110,16 @@ async function runSize(size: Size, log: (l: string) => void): Promise<Record<str
     log(
       `head-scale: ${size.rows} × ${size.dim} × ${size.classes}: cache written in ${((performance.now() - started) / 1000).toFixed(0)} s`,
     );
-    const load = os.loadavg().map((l) => Math.round(l * 100) / 100);
-    const r = spawnSync(
-      '/usr/bin/time',
-      [
-        '-f',
-        'TIME %M %e',
-        process.execPath,
-        cli,
-        'train-head',
-        '--cache',
-        cache,
-        '--head',
-        path.join(dir, 'head'),
-        '--json',
-      ],
-      {
-        encoding: 'utf8',
-        maxBuffer: 256 * 2 ** 20,
-      },
-    );
-    const timeLine = /TIME (\d+) ([\d.]+)/.exec(r.stderr ?? '');
-    if (r.status !== 0 || !timeLine) return { ...size, error: (r.stderr ?? '').slice(-2000), loadAverageAtStart: load };
-    const result = JSON.parse(r.stdout) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-    const out: Record<string, unknown> = {
-      ...size,
-      loadAverageAtStart: load,
-      loadAverageAtEnd: os.loadavg().map((l) => Math.round(l * 100) / 100),
-      solver: result.setting.solver,
-      why: result.scale?.why ?? null,
-      c: result.setting.c,
-      normalize: result.setting.normalize,
-      wallS: Number(timeLine[2]),
-      peakRssMb: Math.round(Number(timeLine[1]) / 1024),
-      secondsPerEpoch: result.secondsPerEpoch,
-      stages: result.stages,
-      subsampleRows: result.scale?.subsampleRows ?? null,
-      valTop1: result.metrics.top1,
-      valEce: result.calibration.after.ece,
-    };
-    log(`head-scale: featcache ${JSON.stringify(out)}`);
-    if (size.rows <= SKLEARN_MAX_ROWS && result.setting.c !== null) {
+    const solvers = (process.env.BENCH_HEAD_SCALE_SOLVERS ?? 'auto').split(',');
+    const heads = solvers.map((solver) => {
+      const run = trainHeadRun(cache, path.join(dir, `head-${solver}`), solver);
+      log(`head-scale: featcache ${JSON.stringify(run)}`);
+      return run;
+    });
+    const out: Record<string, unknown> = { ...size, totalMemoryGb: Math.round(os.totalmem() / 2 ** 30), heads };
+    const first = heads[0]!;
+    const wantSklearn = process.env.BENCH_HEAD_SCALE_SKLEARN !== '0';
+    if (wantSklearn && size.rows <= SKLEARN_MAX_ROWS && typeof first.c === 'number') {
       const raw = path.join(dir, 'raw');
       await fs.mkdir(raw);
       const reader = await FeatureCache.open(cache);
@@ -105,20 +128,15 @@ async function runSize(size: Size, log: (l: string) => void): Promise<Record<str
       await fs.writeFile(path.join(raw, 'meta.json'), JSON.stringify({ dim: size.dim }));
       const py = spawnSync(
         python,
-        [
-          path.join(repo, 'scripts/head_scale_sklearn.py'),
-          raw,
-          String(result.setting.c),
-          String(result.setting.normalize),
-        ],
+        [path.join(repo, 'scripts/head_scale_sklearn.py'), raw, String(first.c), String(first.normalize)],
         {
           encoding: 'utf8',
         },
       );
       if (py.status === 0) {
         const sk = JSON.parse(py.stdout.trim()) as { valAcc: number; seconds: number };
-        out.sklearn = sk;
-        out.accDifferencePoints = (Number(out.valTop1) - sk.valAcc) * 100;
+        out.sklearn = { ...sk, loadAverageAtEnd: loadAverage() };
+        for (const h of heads) h.accDifferencePoints = (Number(h.valTop1) - sk.valAcc) * 100;
       } else out.sklearn = { error: py.stderr.slice(-500) };
     }
     return out;

@@ -12,6 +12,8 @@ import { FeatcacheError, optionName, ExitCode, damagedFile, missingFile } from '
 import { NORMALIZATIONS, type Normalization } from './normalize.js';
 import type { Tf } from './runtime.js';
 import type { DenseWeights } from './model.js';
+import type { CacheManifest } from '../store/manifest.js';
+import { toolVersions } from '../version.js';
 
 /** Where a head is saved and read unless `--head` says otherwise. */
 export const DEFAULT_HEAD_DIR = 'models/head';
@@ -46,6 +48,35 @@ export interface HeadProvenance {
   /** What trained the weights: onnxruntime (the L-BFGS probe, or mini-batch without tfjs-node) or tfjs. */
   engine?: 'tfjs' | 'onnxruntime';
   versions: Record<string, string>;
+}
+
+/**
+ * What a head trained on `cacheDir` records about where its features came from (the backbone, its tap and
+ * preprocessing, int8 calibration) and what trained it: one definition for every solver, so heads stay comparable.
+ */
+export function headProvenance(
+  m: CacheManifest,
+  cacheDir: string,
+  runtime: { backend: string; skipped: string[] },
+  engine: NonNullable<HeadProvenance['engine']>,
+): HeadProvenance {
+  return {
+    modelSha256: m.modelSha256,
+    modelFile: m.modelFile,
+    tappedTensor: m.tappedTensor,
+    preset: m.preset,
+    exif: m.exif,
+    icc: m.icc,
+    precision: m.precision ?? 'fp32',
+    ...(m.precision === 'int8' ? { calibrationHash: m.calibrationHash, int8Model: m.int8Model } : {}),
+    dim: m.dim,
+    cache: path.resolve(cacheDir),
+    trainedAt: new Date().toISOString(),
+    backend: runtime.backend,
+    backendSkipped: runtime.skipped,
+    engine,
+    versions: toolVersions(),
+  };
 }
 
 export interface HeadInfo {

@@ -4,11 +4,12 @@
  * One streamed pass over train counts the classes, accumulates the normalisation statistics and the rows' squared
  * norms, and keeps a stratified subsample; the probe's sweep (C × normalisation) runs on that subsample as it does
  * on a small cache; the probe fitted there at the chosen C warm-starts the streaming solver (stream-fit.ts), which
- * fits every training row at that C; the temperature is fitted on a hold-out of train that no fit saw; val is
- * scored streamed. Nothing of the split's size is held: memory is the subsample, the shuffle buffer, one part and
- * the head, all sized from the `memory` budget.
+ * fits the training rows outside a seeded hold-out at that C (λ from every labelled row: the refit's); the temperature
+ * is fitted on that fold model's logits of the hold-out, which it never saw; when the hold-out is a large share of
+ * train, the saved head is then refitted on every row from the fold model, at the same λ; val is scored streamed.
+ * Nothing of the split's size is held: memory is the subsample, the shuffle buffer, one part and the head, all sized
+ * from the `memory` budget.
  */
-import * as path from 'node:path';
 import { hashScore } from '../dataset/split.js';
 import { FeatcacheError, optionName } from '../errors.js';
 import { MatMul } from '../head/probe/linalg.js';
@@ -22,30 +23,37 @@ import {
 import { fitProbeHead, selectProbe } from '../head/probe/select.js';
 import { cForStrength, l2Strength } from '../head/probe/probe.js';
 import { type BackendChoice, loadTf } from '../head/runtime.js';
-import { type HeadInfo, saveHead } from '../head/saved.js';
+import { type HeadInfo, headProvenance, saveHead } from '../head/saved.js';
 import { TEMPERATURE_PRIOR } from '../head/plan.js';
 import {
   FitInterrupted,
   STREAM_BATCH,
+  type StreamFitResult,
   curvature,
   fitStreaming,
+  maxCentredNorm,
   rowMean,
   streamLogits,
 } from '../head/minibatch/stream-fit.js';
 import { softmaxRows } from '../head/model.js';
 import { FeatureCache } from '../store/reader.js';
 import { mib, streamRows } from '../store/stream.js';
-import { toolVersions } from '../version.js';
 import type { TrainHeadResult } from './train-head.js';
 
 /**
  * Above this many multiply-adds per pass (rows × dim × classes) the default sweeps on a subsample and streams the
- * final fit. Set from the issue's measurement on this 2-core machine (load ~5): the in-memory default at
- * 10k × 1280 × 100 (1.3·10⁹) took 16 minutes, nearly all of it the sweep; the head-scale bench measured the sweep on
- * a 4,875 × 2048 × 100 subsample (10⁹) at 23 minutes under load ~30 (README, "A head for a large cache"). Not yet
- * re-measured on a quiet machine.
+ * final fit. Measured where streaming beats the in-memory probe in time at equal val accuracy (bench head-scale with
+ * BENCH_HEAD_SCALE_SOLVERS=lbfgs,stream, × 2048 × 100, same cache per size, load 3–18; README, "Where
+ * PROBE_WORK_LIMIT sits"): at 5 k rows (1.0·10⁹) the streamed path was faster (179 s vs 249 s) but 1.7 points
+ * worse (its sweep saw 3,960 rows and chose another C); at 7.5 k rows (1.5·10⁹) it matched (0.982 vs 0.981) in
+ * 52 s against 379 s. So the switch sits between the two, at 1.5·10⁹ (one synthetic set: a real one may move it).
  */
-export const PROBE_WORK_LIMIT = 1e9;
+export const PROBE_WORK_LIMIT = 1.5e9;
+/**
+ * The sweep's subsample does at most this much work per pass (4,882 rows at 2048 × 100): the 7.5 k and 100 k runs
+ * chose the probe's C on it and matched scikit-learn at that C on all rows within 0.1 points.
+ */
+export const SUBSAMPLE_WORK = 1e9;
 /** What node, onnxruntime and TensorFlow.js take before any data (measured RSS ≈ 250–300 MB). */
 export const BASE_BYTES = 320 * 2 ** 20;
 /** The in-memory path holds the split about this many times over (read, labelled copy, normalised fold copies). */
@@ -56,6 +64,11 @@ export const STREAM_EPOCHS = 3;
 export const HOLDOUT_CAP = 20_000;
 /** The subsample the sweep runs on has at least this many rows per class (when the class has them). */
 export const MIN_SUBSAMPLE_PER_CLASS = 5;
+/**
+ * Above this share of train in the hold-out, the saved head is refitted on every row after the temperature is
+ * fitted (10 k rows: the 20 % hold-out cost 0.45 points of val accuracy); at or below it the fold model is saved.
+ */
+export const REFIT_SHARE = 0.05;
 
 export interface ScaleDecision {
   stream: boolean;
@@ -80,13 +93,13 @@ export function chooseScale(rows: number, dim: number, classes: number, memoryBy
   if (work > PROBE_WORK_LIMIT)
     return {
       stream: true,
-      why: `${size} = ${work.toExponential(1)} multiply-adds per pass, over the probe's limit of ${PROBE_WORK_LIMIT.toExponential(0)}; sweeping on a subsample and streaming the final fit`,
+      why: `${size} = ${work.toExponential(1)} multiply-adds per pass, over the probe's limit of ${PROBE_WORK_LIMIT.toExponential(1)}; sweeping on a subsample and streaming the final fit`,
       rows,
       inMemoryBytes,
     };
   return {
     stream: false,
-    why: `${size} = ${work.toExponential(1)} multiply-adds per pass, within the probe's limit of ${PROBE_WORK_LIMIT.toExponential(0)}: L-BFGS on all rows`,
+    why: `${size} = ${work.toExponential(1)} multiply-adds per pass, within the probe's limit of ${PROBE_WORK_LIMIT.toExponential(1)}: L-BFGS on all rows`,
     rows,
     inMemoryBytes,
   };
@@ -113,7 +126,7 @@ export function planScale(
   const rowBytes = dim * 4;
   // The sweep on the subsample holds it about IN_MEMORY_FACTOR times; a third of the budget goes there.
   const byMemory = Math.floor(free / 3 / (IN_MEMORY_FACTOR * rowBytes));
-  const byWork = Math.floor(PROBE_WORK_LIMIT / (dim * classes));
+  const byWork = Math.floor(SUBSAMPLE_WORK / (dim * classes));
   const subsampleRows = Math.min(trainRows, Math.min(byMemory, Math.max(byWork, MIN_SUBSAMPLE_PER_CLASS * classes)));
   const holdoutRows = Math.min(
     HOLDOUT_CAP,
@@ -154,6 +167,8 @@ export interface ScaleInfo {
   why: string;
   subsampleRows: number;
   holdoutRows: number;
+  /** Whether the saved head was refitted on every row after the temperature (REFIT_SHARE). */
+  refit: boolean;
   bufferRows: number;
   valRowsScored: number;
   memoryBudgetMb: number;
@@ -326,7 +341,9 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
   );
 
   // The sweep on the subsample, exactly as on a small cache; C keeps its meaning (λ = 1/(C·n)) on all rows.
-  const pinnedC = o.given.has('weightDecay') ? cForStrength(o.weightDecay, scan.trainRows, classes) : null;
+  const pinnedC = o.given.has('weightDecay')
+    ? cForStrength(o.weightDecay, scan.trainRows + scan.holdoutRows, classes)
+    : null;
   let choice = { c: pinnedC ?? 1, normalize: o.normalize };
   let sweep: ScaleInfo['sweep'] = null;
   let sweepSkipped: string | null = null;
@@ -389,50 +406,65 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
     const rows = scan.subsample.features.slice();
     applyNormalization(normalization, rows, scan.subsample.count, dim);
     const center = rowMean(rows, scan.subsample.count, dim);
-    return Promise.resolve({ center, curvature: curvature(rows, scan.subsample.count, dim, center) });
+    return Promise.resolve({
+      center,
+      curvature: curvature(rows, scan.subsample.count, dim, center),
+      maxRowNorm: maxCentredNorm(rows, scan.subsample.count, dim, center),
+    });
   });
-  const lambda = Number.isFinite(choice.c) ? l2Strength(choice.c, scan.trainRows, classes) : 0;
+  // λ is the refit's, on every labelled row, for the fold model too: its held-out logits are what the shipped head's
+  // would be on unseen rows, so the temperature fitted on them holds for the head that is saved.
+  const allRows = scan.trainRows + scan.holdoutRows;
+  const lambda = Number.isFinite(choice.c) ? l2Strength(choice.c, allRows, classes) : 0;
   const classWeights =
     o.classWeight === 'balanced'
       ? Float32Array.from(scan.classCounts, (n) => (n > 0 ? scan.trainRows / (classes * n) : 0))
       : new Float32Array(classes).fill(1);
   const epochs = o.epochs;
-  log(
-    `train-head: streaming fit on all ${scan.trainRows} rows: ${epochs} epochs of SGD (momentum, linear decay), C ${choice.c}`,
-  );
-  const fit = await stage(stages, 'epochs', () =>
-    fitStreaming(
-      (epoch) =>
-        streamRows(cache, o.trainSplit, {
-          seed: o.seed * 1009 + epoch,
-          bufferRows: plan.bufferRows,
-          batchRows: STREAM_BATCH * 4,
-          keep: (key, label) => label >= 0 && !isHeld(key),
-          latest,
-        }),
-      {
-        dim,
-        classes,
-        normalization,
-        lambda,
-        epochs,
-        rowsPerEpoch: scan.trainRows,
-        center: geometry.center,
-        curvature: geometry.curvature,
-        classWeights,
-        init: warm,
-        signal: o.signal,
-        onProgress: (epoch, rows) => o.progress?.(`epoch ${epoch + 1}/${epochs}`, rows, scan.trainRows),
-      },
-    ),
-  );
-  for (const e of fit.history)
-    log(
-      `train-head: epoch ${e.epoch}/${epochs} lr ${e.lr.toPrecision(3)} loss ${e.trainLoss.toFixed(4)} acc ${e.trainAcc.toFixed(4)} (${e.seconds.toFixed(1)} s, ${Math.round(e.rowsPerSecond)} rows/s)`,
+  const refit = scan.holdoutRows > REFIT_SHARE * allRows;
+  const streamFit = (name: string, rows: number, keep: (key: string) => boolean, init: typeof warm) =>
+    stage(stages, name, () =>
+      fitStreaming(
+        (epoch) =>
+          streamRows(cache, o.trainSplit, {
+            seed: o.seed * 1009 + epoch + (name === 'refit' ? 7919 : 0),
+            bufferRows: plan.bufferRows,
+            batchRows: STREAM_BATCH * 4,
+            keep: (key, label) => label >= 0 && keep(key),
+            latest,
+          }),
+        {
+          dim,
+          classes,
+          normalization,
+          lambda,
+          epochs,
+          rowsPerEpoch: rows,
+          center: geometry.center,
+          curvature: geometry.curvature,
+          maxRowNorm: geometry.maxRowNorm,
+          classWeights,
+          init,
+          signal: o.signal,
+          onProgress: (epoch, done) =>
+            o.progress?.(`${name === 'refit' ? 'refit ' : ''}epoch ${epoch + 1}/${epochs}`, done, rows),
+        },
+      ),
     );
-  const head = { kernel: fit.kernel, bias: fit.bias, normalization };
+  const logEpochs = (fit: StreamFitResult, what: string) => {
+    for (const e of fit.history)
+      log(
+        `train-head: ${what}epoch ${e.epoch}/${epochs} lr ${e.lr.toPrecision(3)} loss ${e.trainLoss.toFixed(4)} acc ${e.trainAcc.toFixed(4)} (${e.seconds.toFixed(1)} s, ${Math.round(e.rowsPerSecond)} rows/s)`,
+      );
+  };
+  log(
+    `train-head: streaming fit on the ${scan.trainRows} rows outside the hold-out: ${epochs} epochs of SGD (momentum, linear decay), C ${choice.c}`,
+  );
+  const fold = await streamFit('epochs', scan.trainRows, (key) => !isHeld(key), warm);
+  logEpochs(fold, '');
+  const foldHead = { kernel: fold.kernel, bias: fold.bias, normalization };
 
-  // The temperature on the hold-out, which no fit saw.
+  // The temperature on the hold-out's out-of-fold logits: no fit that produced them saw those rows.
   const temperature = await stage(stages, 'temperature', async () => {
     const logits: Float32Array[] = [];
     const labels: number[] = [];
@@ -444,7 +476,7 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
         keep: (key, label) => label >= 0 && isHeld(key),
         latest,
       }),
-      head,
+      foldHead,
       dim,
       classes,
       (batch, l) => {
@@ -455,6 +487,19 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
     if (labels.length === 0) return 1;
     return fitTemperature(concatFloat(logits), Int32Array.from(labels), classes, TEMPERATURE_PRIOR);
   });
+  if (o.signal?.aborted) throw new FitInterrupted();
+  // A hold-out that is a large share of train costs accuracy if the saved head never sees it: refit on every row,
+  // from the fold model, at the same λ and schedule. A small share (large caches) is not worth a second pass.
+  let fit = fold;
+  if (refit) {
+    log(
+      `train-head: refit on all ${allRows} rows (the hold-out is ${((100 * scan.holdoutRows) / allRows).toFixed(0)} % of train, over ${100 * REFIT_SHARE} %): ${epochs} epochs from the fold model`,
+    );
+    fit = await streamFit('refit', allRows, () => true, { kernel: fold.kernel, bias: fold.bias });
+    logEpochs(fit, 'refit ');
+  }
+  const head = { kernel: fit.kernel, bias: fit.bias, normalization };
+  const fittedRows = refit ? allRows : scan.trainRows;
   if (o.signal?.aborted) throw new FitInterrupted();
 
   // Metrics on val (a seeded subsample of it when its logits would not fit the budget), or on the hold-out.
@@ -471,7 +516,8 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
         keep: (key, label) =>
           label >= 0 && (hasVal ? fraction >= 1 || hashScore(`val${o.seed}`, key) < fraction : isHeld(key)),
       }),
-      head,
+      // Without val the hold-out is scored, by the model that did not train on it.
+      hasVal ? head : foldHead,
       dim,
       classes,
       (batch, l) => {
@@ -492,7 +538,6 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
   if (o.signal?.aborted) throw new FitInterrupted();
 
   const runtime = await loadTf(o.backend);
-  const m = cache.manifest;
   const secondsPerEpoch = fit.history.reduce((s, e) => s + e.seconds, 0) / Math.max(1, fit.history.length);
   const setting: TrainHeadResult['setting'] = {
     solver: 'stream',
@@ -507,23 +552,7 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
     format: 1,
     classes: classNames,
     normalization,
-    provenance: {
-      modelSha256: m.modelSha256,
-      modelFile: m.modelFile,
-      tappedTensor: m.tappedTensor,
-      preset: m.preset,
-      exif: m.exif,
-      icc: m.icc,
-      precision: m.precision ?? 'fp32',
-      ...(m.precision === 'int8' ? { calibrationHash: m.calibrationHash, int8Model: m.int8Model } : {}),
-      dim: m.dim,
-      cache: path.resolve(o.cache),
-      trainedAt: new Date().toISOString(),
-      backend: runtime.backend,
-      backendSkipped: runtime.skipped,
-      engine: 'onnxruntime',
-      versions: toolVersions(),
-    },
+    provenance: headProvenance(cache.manifest, o.cache, runtime, 'onnxruntime'),
     options: {
       ...setting,
       classWeight: o.classWeight,
@@ -532,6 +561,7 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
       valSplit: hasVal ? o.valSplit : null,
       subsampleRows: scan.subsample.count,
       holdoutRows: scan.holdoutRows,
+      refit,
       sweep: sweep ? { method: 'subsample', candidates: sweep.candidates, fixed: sweep.fixed } : null,
     },
     bestEpoch: epochs,
@@ -541,7 +571,7 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
       ece: evaluation.calibration.after.ece,
       nll: evaluation.calibration.after.nll,
       evaluatedOn,
-      trainRows: scan.trainRows,
+      trainRows: fittedRows,
       valRows: evaluation.rows,
     },
     temperature,
@@ -550,6 +580,7 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
     why: o.why,
     subsampleRows: scan.subsample.count,
     holdoutRows: scan.holdoutRows,
+    refit,
     bufferRows: plan.bufferRows,
     valRowsScored: evaluation.rows,
     memoryBudgetMb: Math.round(o.memoryBytes / 2 ** 20),
@@ -580,7 +611,7 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
     backend: runtime.backend,
     backendSkipped: runtime.skipped,
     classes: classNames,
-    trainRows: scan.trainRows,
+    trainRows: fittedRows,
     valRows: evaluation.rows,
     validation: hasVal ? 'split' : 'none',
     setting,

@@ -3,7 +3,6 @@
  * train (unless told not to), trains, calibrates, evaluates on val and saves a TF.js LayersModel with provenance.
  */
 import { cText, settingText } from './setting-text.js';
-import * as path from 'node:path';
 import { stratifiedSplit } from '../dataset/split.js';
 import { ExitCode, FeatcacheError, invalidParameter, optionName } from '../errors.js';
 import { curvesPage } from '../head/curves.js';
@@ -16,7 +15,7 @@ import {
   fitNormalization,
 } from '../head/normalize.js';
 import { BACKENDS, type BackendChoice, type TfRuntime, loadTf } from '../head/runtime.js';
-import { type HeadInfo, inspectHeadDir, saveHead } from '../head/saved.js';
+import { type HeadInfo, headProvenance, inspectHeadDir, saveHead } from '../head/saved.js';
 import { MatMul } from '../head/probe/linalg.js';
 import { type ProbeHead, fitProbeHead, selectProbe } from '../head/probe/select.js';
 import { cForStrength, l2Strength } from '../head/probe/probe.js';
@@ -36,7 +35,6 @@ import { type TrainResult, fitHead, predictLogits } from '../head/minibatch/trai
 import { type FeatureSet, FeatureCache } from '../store/reader.js';
 import { withDefaults } from '../util/options.js';
 import { STREAM_EPOCHS, type ScaleInfo, chooseScale, trainHeadAtScale } from './train-head-scale.js';
-import { toolVersions } from '../version.js';
 import { DEFAULT_TRAIN_HEAD_OPTIONS, MINIBATCH_OPTIONS, SOLVERS, type Solver } from './defaults.js';
 
 export { DEFAULT_TRAIN_HEAD_OPTIONS };
@@ -390,29 +388,12 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   const metrics = classificationMetrics(softmaxRows(logits, classes.length, temperature), evaluated.labels, classes);
   const calibration = calibrationReport(logits, evaluated.labels, classes.length, temperature, softmaxRows);
   lap('evaluate');
-  const m = cache.manifest;
   const evaluatedOn = validation === 'none' ? 'train' : 'val';
   const info: HeadInfo = {
     format: 1,
     classes,
     normalization,
-    provenance: {
-      modelSha256: m.modelSha256,
-      modelFile: m.modelFile,
-      tappedTensor: m.tappedTensor,
-      preset: m.preset,
-      exif: m.exif,
-      icc: m.icc,
-      precision: m.precision ?? 'fp32',
-      ...(m.precision === 'int8' ? { calibrationHash: m.calibrationHash, int8Model: m.int8Model } : {}),
-      dim: m.dim,
-      cache: path.resolve(o.cache),
-      trainedAt: new Date().toISOString(),
-      backend: runtime.backend,
-      backendSkipped: runtime.skipped,
-      engine: fitted.engine,
-      versions: toolVersions(),
-    },
+    provenance: headProvenance(cache.manifest, o.cache, runtime, fitted.engine),
     options: {
       // The probe has no learning rate, epochs or batches: only what shaped its fit is recorded.
       ...(setting.solver === 'lbfgs'

@@ -12,26 +12,14 @@ import { type AuditResult, DEFAULT_AUDIT_OPTIONS, auditRows } from '../../src/jo
 import { type FeatureSet, FeatureCache } from '../../src/store/reader.js';
 import { seededRandom } from '../../src/util/random.js';
 import { needsNumpy, referenceConfidentLearning } from '../support/confident.js';
-import { hymenoptera, mobilenetModel, needsShared, runCli, sharedDir, tempDir } from '../support/helpers.js';
+import { extractMobilenet, hymenoptera, mobilenetModel, needsShared, sharedDir, tempDir } from '../support/helpers.js';
 
 const monkeys = path.join(sharedDir, 'data/monkeys');
 const skip = needsShared(mobilenetModel, hymenoptera, monkeys);
 
 async function extracted(data: string, split: string): Promise<FeatureSet> {
   const cache = path.join(await tempDir('featcache-audit-'), 'features');
-  const r = await runCli([
-    'extract',
-    '--data',
-    data,
-    '--split',
-    split,
-    '--model',
-    mobilenetModel,
-    '--cache',
-    cache,
-    '--device',
-    'cpu',
-  ]);
+  const r = await extractMobilenet(data, split, cache);
   assert.equal(r.code, 0, r.stderr);
   return (await FeatureCache.open(cache)).read(split);
 }

@@ -17,6 +17,7 @@ import {
   sqlString,
 } from '../support/duckdb.js';
 import {
+  extractMobilenet,
   hymenoptera,
   mobilenetModel,
   needsShared,
@@ -579,24 +580,7 @@ describe('interop with LIBSVM and LIBLINEAR on real features', () => {
     const dir = await tempDir();
     const cache = path.join(dir, 'features');
     for (const split of ['train', 'val']) {
-      assert.equal(
-        (
-          await runCli([
-            'extract',
-            '--data',
-            hymenoptera,
-            '--split',
-            split,
-            '--model',
-            mobilenetModel,
-            '--cache',
-            cache,
-            '--device',
-            'cpu',
-          ])
-        ).code,
-        0,
-      );
+      assert.equal((await extractMobilenet(hymenoptera, split, cache)).code, 0);
       assert.equal(
         (
           await runCli([

@@ -10,6 +10,7 @@ import { applyNormalization } from '../../src/head/normalize.js';
 import { FeatureCache } from '../../src/store/reader.js';
 import {
   hymenoptera,
+  extractMobilenet,
   mobilenetModel,
   needsShared,
   runCli,
@@ -624,25 +625,21 @@ describe('train-head and predict (tiny model, colour classes)', () => {
 
 // Skipped per test (not per suite), so a machine without ../shared still counts it as skipped.
 describe('accuracy on real data: MobileNetV2-int8 on hymenoptera', () => {
+  // Extracted once, by the first test that runs.
+  let extracted: Promise<{ dir: string; cache: string }> | undefined;
+  const hymenopteraCache = () =>
+    (extracted ??= (async () => {
+      const dir = await tempDir();
+      const cache = path.join(dir, 'features');
+      for (const split of ['train', 'val']) {
+        const r = await extractMobilenet(hymenoptera, split, cache);
+        assert.equal(r.code, 0, r.stderr);
+      }
+      return { dir, cache };
+    })());
+
   it('reaches validation accuracy >= 0.92', { skip: needsShared(mobilenetModel, hymenoptera) }, async () => {
-    const dir = await tempDir();
-    const cache = path.join(dir, 'features');
-    for (const split of ['train', 'val']) {
-      const r = await runCli([
-        'extract',
-        '--data',
-        hymenoptera,
-        '--split',
-        split,
-        '--model',
-        mobilenetModel,
-        '--cache',
-        cache,
-        '--device',
-        'cpu',
-      ]);
-      assert.equal(r.code, 0, r.stderr);
-    }
+    const { dir, cache } = await hymenopteraCache();
     const r = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'head'), '--json']);
     assert.equal(r.code, 0, r.stderr);
     const result = JSON.parse(r.stdout);
@@ -650,4 +647,26 @@ describe('accuracy on real data: MobileNetV2-int8 on hymenoptera', () => {
     assert.ok(result.metrics.top1 >= 0.92, `val top-1 ${result.metrics.top1}`);
     assert.ok(result.calibration.after.ece <= 0.08, `ECE after temperature ${result.calibration.after.ece}`);
   });
+
+  it(
+    'the streamed head: its temperature, fitted out of fold at the refit λ, does not worsen val NLL',
+    { skip: needsShared(mobilenetModel, hymenoptera) },
+    async () => {
+      const { dir, cache } = await hymenopteraCache();
+      const head = path.join(dir, 'head-stream');
+      const r = await runCli(['train-head', '--cache', cache, '--head', head, '--solver', 'stream', '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      const result = JSON.parse(r.stdout);
+      assert.equal(result.setting.solver, 'stream');
+      // 245 rows: the hold-out (~20 %) is over the refit share, so the saved head saw every row.
+      assert.equal(result.scale.refit, true);
+      assert.equal(result.trainRows, 245);
+      const { before: b, after: a } = result.calibration;
+      assert.ok(a.nll <= b.nll + 1e-9, `val NLL ${b.nll} -> ${a.nll} (T = ${result.temperature})`);
+      assert.ok(a.ece <= 0.05, `val ECE ${b.ece} -> ${a.ece}`);
+      assert.ok(result.metrics.top1 >= 0.92, `val top-1 ${result.metrics.top1}`);
+      const { tf } = await loadTf('auto');
+      assert.equal((await loadHead(tf, head)).info.temperature, result.temperature);
+    },
+  );
 });

@@ -22,7 +22,7 @@ describe('chooseScale: solver auto by the cache size, said in one line', () => {
     const rows = Math.floor(PROBE_WORK_LIMIT / (2048 * 100)) + 1;
     const work = chooseScale(rows, 2048, 100, 64 * 1024 * MB);
     assert.equal(work.stream, true);
-    assert.match(work.why, /over the probe's limit of 1e\+9; sweeping on a subsample and streaming the final fit/);
+    assert.match(work.why, /over the probe's limit of 1\.5e\+9; sweeping on a subsample and streaming the final fit/);
     assert.equal(chooseScale(rows - 1, 2048, 100, 64 * 1024 * MB).stream, false);
     // 100k × 2048 × 4 bytes held ~4 times is over 2 GB whatever the work.
     const memory = chooseScale(100_000, 2048, 2, 2048 * MB);
@@ -67,6 +67,14 @@ describe('train-head at scale: streaming from the cache (small synthetic caches)
         ['scan', 'sweep', 'warmStart', 'epochs', 'temperature', 'evaluate', 'save'].every((k) => k in r.stages!),
     );
     assert.ok(lines.some((l) => /subsample of \d+ rows for the sweep/.test(l)));
+    // The 20 % hold-out is over REFIT_SHARE: the temperature comes from the fold model, the saved head from a refit
+    // on every labelled row.
+    assert.equal(r.scale.refit, true);
+    assert.equal(r.trainRows, 4000);
+    assert.ok(
+      lines.some((l) => l.startsWith('train-head: refit on all 4000 rows')),
+      lines.join('\n'),
+    );
     assert.ok(r.metrics.top1 > 0.6, `val top-1 ${r.metrics.top1}`);
     assert.ok(
       r.calibration.after.nll <= r.calibration.before.nll + 1e-9,
@@ -90,6 +98,20 @@ describe('train-head at scale: streaming from the cache (small synthetic caches)
     );
     // Streamed and in-memory heads on the same rows agree on val within a few points (the bench holds 0.5 at scale).
     assert.ok(Math.abs(p.metrics.top1 - r.metrics.top1) < 0.03, `${p.metrics.top1} vs ${r.metrics.top1}`);
+
+    // A hold-out within REFIT_SHARE: the fold model is saved, trained on the rows outside the hold-out only.
+    const small: string[] = [];
+    const f = await trainHead({
+      cache,
+      head: path.join(dir, 'head-fold'),
+      memory: 322,
+      holdoutFraction: 0.04,
+      log: (l) => small.push(l),
+    });
+    assert.equal(f.scale!.refit, false);
+    assert.equal(f.trainRows + f.scale!.holdoutRows, 4000);
+    assert.ok(f.scale!.holdoutRows > 0 && f.scale!.holdoutRows <= 0.05 * 4000, `${f.scale!.holdoutRows}`);
+    assert.ok(!small.some((l) => l.includes('refit')), small.join('\n'));
   });
 
   it('keeps peak RSS under a small --memory budget (child process, split larger than the budget allows in memory)', async () => {
@@ -170,7 +192,7 @@ describe('train-head at scale: streaming from the cache (small synthetic caches)
       await new Promise<void>((resolve) =>
         child.stderr.on('data', (d: Buffer) => {
           stderr += d.toString();
-          if (stderr.includes('streaming fit on all')) resolve();
+          if (stderr.includes('train-head: streaming fit on')) resolve();
         }),
       );
       // Inside the epochs: the fit has started and has thousands of epochs to go.

@@ -205,6 +205,23 @@ export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.Pro
   });
 }
 
+/** `featcache extract` of one split of `data` with the shared MobileNetV2-int8, on the CPU, into `cache`. */
+export function extractMobilenet(data: string, split: string, cache: string): Promise<CliResult> {
+  return runCli([
+    'extract',
+    '--data',
+    data,
+    '--split',
+    split,
+    '--model',
+    mobilenetModel,
+    '--cache',
+    cache,
+    '--device',
+    'cpu',
+  ]);
+}
+
 export function readFloat32(file: string): Float32Array {
   const buffer = fs.readFileSync(file);
   return new Float32Array(buffer.buffer, buffer.byteOffset, buffer.byteLength / 4);

@@ -5,7 +5,13 @@ import { MatMul } from '../../../src/head/probe/linalg.js';
 import { applyNormalization } from '../../../src/head/normalize.js';
 import { fitProbeHead } from '../../../src/head/probe/select.js';
 import { l2Strength } from '../../../src/head/probe/probe.js';
-import { curvature, fitStreaming, rowMean } from '../../../src/head/minibatch/stream-fit.js';
+import {
+  curvature,
+  fitStreaming,
+  maxCentredNorm,
+  rowMean,
+  streamLearningRate,
+} from '../../../src/head/minibatch/stream-fit.js';
 import { FeatureCache, type FeatureSet } from '../../../src/store/reader.js';
 import { streamRows } from '../../../src/store/stream.js';
 import { tempDir } from '../../support/helpers.js';
@@ -14,12 +20,13 @@ const [DIM, CLASSES, C] = [32, 6, 1];
 
 /** Float64 logits of rows under a kernel [dim, classes] and bias. */
 function logits(set: FeatureSet, kernel: Float32Array, bias: Float32Array): Float64Array {
-  const out = new Float64Array(set.count * CLASSES);
+  const [dim, classes] = [set.dim, bias.length];
+  const out = new Float64Array(set.count * classes);
   for (let r = 0; r < set.count; r++)
-    for (let c = 0; c < CLASSES; c++) {
+    for (let c = 0; c < classes; c++) {
       let z = bias[c]!;
-      for (let d = 0; d < DIM; d++) z += set.features[r * DIM + d]! * kernel[d * CLASSES + c]!;
-      out[r * CLASSES + c] = z;
+      for (let d = 0; d < dim; d++) z += set.features[r * dim + d]! * kernel[d * classes + c]!;
+      out[r * classes + c] = z;
     }
   return out;
 }
@@ -27,9 +34,10 @@ function logits(set: FeatureSet, kernel: Float32Array, bias: Float32Array): Floa
 /** The probe's objective, recomputed here: mean cross-entropy + λ/2·‖kernel‖² (intercept not penalised). */
 function objective(set: FeatureSet, kernel: Float32Array, bias: Float32Array, lambda: number): number {
   const z = logits(set, kernel, bias);
+  const classes = bias.length;
   let loss = 0;
   for (let r = 0; r < set.count; r++) {
-    const row = z.subarray(r * CLASSES, (r + 1) * CLASSES);
+    const row = z.subarray(r * classes, (r + 1) * classes);
     const max = Math.max(...row);
     const lse = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0));
     loss += lse - row[set.labels[r]!]!;
@@ -67,7 +75,7 @@ describe('fitStreaming: the probe objective by streamed SGD from the cache', () 
     for (const s of [train, val]) applyNormalization({ kind: 'l2' }, s.features, s.count, DIM);
   });
 
-  async function streamed(seed: number, init: { kernel: Float32Array; bias: Float32Array }) {
+  async function streamed(seed: number, init: { kernel: Float32Array; bias: Float32Array }, epochs = 6) {
     const center = rowMean(train.features, train.count, DIM);
     return fitStreaming(
       (epoch) => streamRows(reader, 'train', { seed: seed * 100 + epoch, bufferRows: 600, batchRows: 256 }),
@@ -76,10 +84,11 @@ describe('fitStreaming: the probe objective by streamed SGD from the cache', () 
         classes: CLASSES,
         normalization: { kind: 'l2' },
         lambda: l2Strength(C, train.count, CLASSES),
-        epochs: 6,
+        epochs,
         rowsPerEpoch: train.count,
         center,
         curvature: curvature(train.features, train.count, DIM, center),
+        maxRowNorm: maxCentredNorm(train.features, train.count, DIM, center),
         classWeights: new Float32Array(CLASSES).fill(1),
         init,
       },
@@ -113,6 +122,7 @@ describe('fitStreaming: the probe objective by streamed SGD from the cache', () 
         `streamed objective ${objStream} within 2% of ${objRef} (warm start ${objWarm})`,
       );
       assert.ok(objWarm - objRef > 5 * (objStream - objRef), 'the streamed epochs did the work, not the warm start');
+
       const [pRef, pStream] = [predictions(val, ref.kernel, ref.bias), predictions(val, fit.kernel, fit.bias)];
       const acc = (p: number[]) => p.filter((c, i) => c === val.labels[i]).length / val.count;
       assert.ok(Math.abs(acc(pRef) - acc(pStream)) <= 0.01, `val acc ${acc(pStream)} vs probe ${acc(pRef)}`);
@@ -134,5 +144,68 @@ describe('fitStreaming: the probe objective by streamed SGD from the cache', () 
     assert.notDeepEqual(a.kernel, c.kernel);
     assert.equal(a.history.length, 6);
     assert.ok(a.history.every((e) => Number.isFinite(e.trainLoss)));
+  });
+});
+
+describe('fitStreaming: the step suits small batches of long rows', () => {
+  it('one epoch from the warm start improves on it (at the full-batch step 1/L it undid it)', async () => {
+    // 1024 dimensions of noisy rows: each row's squared norm is far above the covariance's top eigenvalue, so a
+    // 32-row batch is much stiffer than the full-batch bound says (measured: 1/L took the objective from 0.85 to 1.32).
+    const [dim, classes, c] = [1024, 20, 10];
+    const dir = await tempDir();
+    await writeSyntheticCache(dir, { rows: 4000, valRows: 0, dim, classes, partRows: 250, seed: 7, noise: 6 });
+    const reader = await FeatureCache.open(dir);
+    const train = await reader.read('train');
+    applyNormalization({ kind: 'l2' }, train.features, train.count, dim);
+    const rows = [...Array(train.count).keys()].filter((i) => i % 2 === 0);
+    const sub = {
+      features: Float32Array.from(rows.flatMap((i) => [...train.features.subarray(i * dim, (i + 1) * dim)])),
+      labels: Int32Array.from(rows, (i) => train.labels[i]!),
+      count: rows.length,
+    };
+    const mm = new MatMul();
+    const warm = await fitProbeHead(sub, dim, classes, 'none', c, 'none', mm).finally(() => mm.dispose());
+    const center = rowMean(train.features, train.count, dim);
+    const lambda = l2Strength(c, train.count, classes);
+    const one = await fitStreaming(
+      (epoch) => streamRows(reader, 'train', { seed: epoch, bufferRows: 1000, batchRows: 256 }),
+      {
+        dim,
+        classes,
+        normalization: { kind: 'l2' },
+        lambda,
+        epochs: 1,
+        rowsPerEpoch: train.count,
+        center,
+        curvature: curvature(train.features, train.count, dim, center),
+        maxRowNorm: maxCentredNorm(train.features, train.count, dim, center),
+        classWeights: new Float32Array(classes).fill(1),
+        init: { kernel: warm.layers[0]!.kernel, bias: warm.layers[0]!.bias },
+        batchSize: 32,
+      },
+    );
+    const [objWarm, objOne] = [
+      objective(train, warm.layers[0]!.kernel, warm.layers[0]!.bias, lambda),
+      objective(train, one.kernel, one.bias, lambda),
+    ];
+    assert.ok(objOne < objWarm, `one epoch ${objOne} vs warm start ${objWarm}`);
+  });
+});
+
+describe('streamLearningRate: the step from the mini-batch expected smoothness', () => {
+  const g = { curvature: 0.002, maxRowNorm: 0.8, rows: 10_000, lambda: 1e-5 };
+  const full = 0.5 * g.curvature + g.lambda;
+  const single = 0.5 * (g.maxRowNorm + g.curvature) + g.lambda;
+  it('is the full-batch step 1/L for a batch of every row and the one-row step 1/L_max for batch 1', () => {
+    assert.ok(Math.abs(streamLearningRate({ ...g, batch: g.rows }, 0) - 1 / full) < 1e-9 / full);
+    assert.ok(Math.abs(streamLearningRate({ ...g, batch: 1 }, 0) - 1 / single) < 1e-9 / single);
+  });
+  it('grows with the batch, stays below 1/L, and is scaled by 1 − momentum', () => {
+    const steps = [1, 32, 256, 4096].map((batch) => streamLearningRate({ ...g, batch }, 0));
+    for (let i = 1; i < steps.length; i++) assert.ok(steps[i]! > steps[i - 1]!, steps.join(', '));
+    assert.ok(steps.every((s) => s < 1 / full));
+    // Batch 32: L_b = L + (L_max − L)·(n − b)/(b·(n − 1)).
+    const l32 = full + ((single - full) * (g.rows - 32)) / (32 * (g.rows - 1));
+    assert.ok(Math.abs(streamLearningRate({ ...g, batch: 32 }, 0.9) - 0.1 / l32) < 1e-9 / l32);
   });
 });
