@@ -38,7 +38,7 @@ import { sha256Bytes } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
 import { prepareOutputDir, writeOutputFile } from '../util/output.js';
 import { toolVersions } from '../version.js';
-import { PROBE_WORK_LIMIT } from './train-head-scale.js';
+import { PROBE_WORK_LIMIT, SUBSAMPLE_WORK } from './train-head-scale.js';
 
 export interface AuditOptions {
   cache: string;
@@ -258,7 +258,8 @@ export async function auditRows(
     classWeight: o.classWeight,
     keys: paths,
     classNames: classes,
-    selectionRows: split.count * dim * m > PROBE_WORK_LIMIT ? Math.floor(PROBE_WORK_LIMIT / (dim * m)) : null,
+    // Past the probe's limit train-head sweeps C on a subsample of SUBSAMPLE_WORK multiply-adds: so does the audit.
+    selectionRows: split.count * dim * m > PROBE_WORK_LIMIT ? Math.floor(SUBSAMPLE_WORK / (dim * m)) : null,
     log,
   });
   notes.push(...fit.notes);
