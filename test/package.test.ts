@@ -69,7 +69,7 @@ describe('the packed package, installed into a fresh project', { skip }, () => {
     if (work) await fs.rm(work, { recursive: true, force: true });
   });
 
-  it('ships LICENSE and gpu-smoke, and no source maps without their sources', () => {
+  it("ships LICENSE, gpu-smoke and the map page's assets, and no source maps or other sources", () => {
     const listing = run('tar', ['tzf', tarball], work, 30_000).out.split('\n');
     assert.ok(listing.includes('package/LICENSE'));
     assert.ok(listing.includes('package/scripts/gpu-smoke'));
@@ -77,7 +77,14 @@ describe('the packed package, installed into a fresh project', { skip }, () => {
       listing.filter((f) => f.endsWith('.map')),
       [],
     );
-    assert.ok(!listing.some((f) => f.startsWith('package/src/')));
+    // The map page's script, style and template are run-time assets read from src/map/page/; no other source ships.
+    const sources = listing.filter((f) => f.startsWith('package/src/'));
+    assert.deepEqual(
+      sources.filter((f) => !f.startsWith('package/src/map/page/')),
+      [],
+    );
+    for (const asset of ['map.html', 'map.js', 'map.css'])
+      assert.ok(sources.includes(`package/src/map/page/${asset}`), asset);
   });
 
   it("installed without running onnxruntime-node's NuGet download", () => {
