@@ -9,6 +9,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatcacheError, invalidParameter, optionName, ExitCode } from '../errors.js';
 import { removeDeadTemporaries, temporarySibling, writeBytesAtomic } from './fsx.js';
+import { isBrokenPipe } from './pipe.js';
 
 /** The name that means standard output. */
 export const STDOUT = '-';
@@ -101,12 +102,10 @@ async function resolveLinks(target: string): Promise<string> {
   throw Object.assign(new Error(`too many symbolic links at ${target}`), { code: 'ELOOP' });
 }
 
-function cannotWrite(option: string, target: string, error: unknown): FeatcacheError {
+function cannotWrite(option: string, target: string, error: unknown, kind: 'file' | 'stream' = 'file'): FeatcacheError {
   const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-  return new FeatcacheError(
-    `${optionName(option)} ${target}: cannot write (${code}); nothing was written`,
-    ExitCode.failed,
-  );
+  const kept = kind === 'stream' ? 'what went through is incomplete' : 'nothing was written';
+  return new FeatcacheError(`${optionName(option)} ${target}: cannot write (${code}); ${kept}`, ExitCode.failed);
 }
 
 /**
@@ -201,7 +200,10 @@ export async function writeOutputFile(target: string, content: string | Uint8Arr
     await output.commit();
   } catch (error) {
     await output.abort();
-    throw error;
+    // A closed pipe is the caller's to ignore; anything else (ENOSPC, EROFS, EIO) is said with the file it hit,
+    // since a write on an open handle is reported by Node without a path.
+    if (error instanceof FeatcacheError || isBrokenPipe(error)) throw error;
+    throw cannotWrite(option, target, error, output.kind);
   }
 }
 

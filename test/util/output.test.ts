@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
@@ -117,5 +118,22 @@ describe('prepareOutputDir', () => {
     const dir = await tempDir();
     await fs.writeFile(path.join(dir, marker), JSON.stringify({ writtenBy: 'featcache', files: ['../escape'] }));
     await assert.rejects(prepareOutputDir(dir, marker), FeatcacheError);
+  });
+});
+
+describe('writeOutputFile on a full disk', () => {
+  // /dev/full answers every write with ENOSPC: a real full device, no mock.
+  const skip = existsSync('/dev/full') ? false : 'no /dev/full on this system';
+
+  it('names the option and the file, with the errno, instead of a bare ENOSPC', { skip }, async () => {
+    await assert.rejects(writeOutputFile('/dev/full', 'x'.repeat(1 << 16), 'report'), (error: unknown) => {
+      assert.ok(error instanceof FeatcacheError);
+      assert.match(
+        error.message,
+        /^(--)?report \/dev\/full: cannot write \(ENOSPC\); what went through is incomplete$/,
+      );
+      assert.equal(error.exitCode, 1);
+      return true;
+    });
   });
 });
