@@ -1,6 +1,6 @@
 /** `featcache map`: the command line of the map job (src/jobs/map.ts); defaults come from DEFAULT_MAP_OPTIONS. */
 import type { Argv } from 'yargs';
-import { MAP_COLORS } from '../map/data.js';
+import { isStreamOut, MAP_COLORS } from '../map/data.js';
 import { DEFAULT_MAP_OPTIONS as D } from '../jobs/defaults.js';
 import type { MapOptions, MapResult } from '../jobs/map.js';
 import { cacheOption, defineCommand, emit, jsonOption, logToStderr } from './flags.js';
@@ -88,6 +88,8 @@ export const mapCommand = defineCommand({
       thumbnailSize: a['thumbnail-size'],
       log: logToStderr,
     });
-    emit(a.json, result, () => human(result));
+    // With the page on stdout, the page owns it: the summary (or --json) goes to stderr.
+    if (isStreamOut(a.out)) process.stderr.write(`${a.json ? JSON.stringify(result) : human(result)}\n`);
+    else emit(a.json, result, () => human(result));
   },
 });

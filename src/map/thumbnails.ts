@@ -14,6 +14,8 @@ export const THUMBNAILS_MANIFEST = 'manifest.json';
 /** Thumbnails per sprite row; a sprite holds SPRITE_COLUMNS² of them (256: a 128 px sprite is 2048 px square). */
 export const SPRITE_COLUMNS = 16;
 const SPRITE_CELLS = SPRITE_COLUMNS * SPRITE_COLUMNS;
+/** The largest thumbnail side: a sprite of 16 × 512 px is 8192 px wide, well inside JPEG's 65 535 and memory. */
+export const MAX_THUMBNAIL_SIZE = 512;
 const SPRITE_QUALITY = 80;
 /** Images resized at once: sharp works on libuv's thread pool, so a few in flight keep its threads busy. */
 const CONCURRENCY = 8;

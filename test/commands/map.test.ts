@@ -118,7 +118,57 @@ describe('featcache map', () => {
     ],
     ['a missing --head directory', ['--head', 'nohead'], /--head nohead: not found/],
     ['a negative seed', ['--seed', '-1'], /--seed: expected an integer >= 0, got -1/],
+    ['a seed past 32 bits', ['--seed', '1e20'], /--seed: expected an integer in \[0, 4294967295\]/],
+    [
+      'a huge thumbnail size',
+      ['--thumbnail-size', '100000'],
+      /--thumbnail-size: expected a positive integer up to 512/,
+    ],
   ];
+  it('refuses an unusable --out before the layout, with one line and exit 2, writing nothing (thumbnails included)', async () => {
+    const work = await tempDir('featcache-map-out-');
+    const mine = path.join(work, 'mine.html');
+    await fs.writeFile(mine, 'my notes');
+    await fs.mkdir(path.join(work, 'folder'));
+    await fs.mkdir(path.join(work, 'theirs.thumbs'));
+    await fs.writeFile(path.join(work, 'theirs.thumbs', 'holiday.jpg'), 'x');
+    const cases: [string, RegExp][] = [
+      ['', /--out: expected a file path for the page/],
+      ['folder', /--out: expected a file path for the page .*got "folder, a directory"/],
+      ['mine.html', /--out: mine.html exists and featcache cannot prove it wrote it/],
+      ['mine.html/map.html', /--out mine.html\/map.html: .*mine.html is not a directory/],
+      ['theirs.html', /--out theirs.html: its thumbnails go to theirs.thumbs, which featcache did not write/],
+    ];
+    for (const [out, message] of cases) {
+      // --seed 7: a layout not yet cached, so a refusal after it would show as a new layout file.
+      const r = await runCli(['map', '--cache', cache, '--out', out, '--seed', '7', '--epochs', '5'], { cwd: work });
+      assert.equal(r.code, 2, `${out}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.doesNotMatch(r.stderr, /layout/, 'refused before the layout');
+    }
+    assert.deepEqual((await fs.readdir(work)).sort(), ['folder', 'mine.html', 'theirs.thumbs']);
+    assert.equal(await fs.readFile(mine, 'utf8'), 'my notes');
+    assert.deepEqual(await fs.readdir(path.join(work, 'folder')), []);
+    assert.deepEqual(await fs.readdir(path.join(work, 'theirs.thumbs')), ['holiday.jpg']);
+  });
+
+  it('makes a missing folder for --out, and keeps stdout for the page alone with --out -', async () => {
+    const work = await tempDir('featcache-map-out-');
+    const nested = path.join(work, 'reports', 'maps', 'map.html');
+    const r = await runCli(['map', '--cache', cache, '--out', nested, '--epochs', '50', '--json'], { cwd: work });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok((await fs.stat(nested)).isFile());
+    assert.ok((await fs.stat(path.join(work, 'reports', 'maps', 'map.thumbs'))).isDirectory());
+    for (const flags of [['--json'], []]) {
+      const s = await runCli(['map', '--cache', cache, '--out', '-', '--epochs', '50', ...flags], { cwd: work });
+      assert.equal(s.code, 0, s.stderr);
+      assert.match(s.stdout, /^<!doctype html>/);
+      assert.match(s.stdout, /<\/html>\n?$/, 'stdout ends with the page, no summary after it');
+      assert.match(s.stderr, flags.length ? /"points":240/ : /240 images of train/);
+    }
+  });
+
   for (const [what, flags, message] of refusals)
     it(`refuses ${what} with one line and exit 2, writing nothing`, async () => {
       const out = path.join(dir, `refused-${flags.join('')}.html`);
