@@ -85,6 +85,10 @@ export interface MapResult {
 
 const MAX_SEED = 2 ** 32 - 1;
 
+function firstFew(names: string[]): string {
+  return names.slice(0, 3).join(', ') + (names.length > 3 ? ', …' : '');
+}
+
 function checkOptions(o: MapOptions): void {
   parseChoice('color', o.color, MAP_COLORS);
   parseChoice('metric', o.metric, METRICS);
@@ -138,6 +142,15 @@ export async function headPredictions(
     });
     const classes = rows[0]!.classes;
     const classIndex = head.info.classes.map((c) => classes.indexOf(c));
+    // Same backbone, other dataset: every prediction would be a class the map does not have.
+    if (classIndex.every((c) => c === -1)) {
+      const none = `knows none of the classes of cache ${cache.dir} (${firstFew(head.info.classes)} against ${firstFew(classes)})`;
+      if (!given) {
+        log(`map: the head in ${dir} ${none}; the map shows no predictions (pass --head for another head)`);
+        return null;
+      }
+      throw new FeatcacheError(`${optionName('head')} ${dir}: ${none}; pass the head trained on this dataset`);
+    }
     const total = rows.reduce((n, r) => n + r.count, 0);
     const index = new Int32Array(total);
     const probability = new Float32Array(total);

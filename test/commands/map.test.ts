@@ -10,6 +10,7 @@ import { FeatureCache } from '../../src/store/reader.js';
 import { plainProbabilities } from '../support/head-reference.js';
 import { runCli, tempDir } from '../support/helpers.js';
 import { ensureManifest } from '../../src/store/manifest.js';
+import { writePart } from '../../src/store/part.js';
 import { clusteredRows, syntheticCache, syntheticManifest, writeSyntheticPart } from '../support/synthetic-rows.js';
 
 const names = (prefix: string, n: number) =>
@@ -107,7 +108,6 @@ describe('featcache map', () => {
       /--color: expected one of "label", "prediction", "audit", got "rainbow"/,
     ],
     ['k = 0', ['--k', '0'], /--k: expected a positive integer, got 0/],
-    ['k past the rows', ['--k', '400'], /too few for a map with 400 neighbours each; lower --k/],
     ['min-dist out of range', ['--min-dist', '2'], /--min-dist: expected a number in \[0, 1\], got 2/],
     ['a split not in the cache', ['--split', 'test'], /--split test: not in cache/],
     ['a split named twice', ['--split', 'train,train'], /--split: train is named twice/],
@@ -242,6 +242,78 @@ describe('featcache map', () => {
     assert.equal(found.code, 0, found.stderr);
     assert.equal((JSON.parse(found.stdout) as { head: string | null }).head, null);
     assert.match(found.stderr, /the map shows no predictions/);
+  });
+
+  it('skips a head of the same backbone that knows none of the cache classes, and refuses it as --head', async () => {
+    const other = path.join(await tempDir('featcache-map-classes-'), 'features');
+    const manifest = syntheticManifest(DIM, { classes: ['x', 'y'] });
+    await ensureManifest(other, manifest);
+    await fs.mkdir(path.join(other, 'train'), { recursive: true });
+    await writePart(path.join(other, 'train', 'part-001.arrow'), {
+      meta: {
+        split: 'train',
+        shard: '0of1',
+        runId: 'r',
+        dim: DIM,
+        removed: [],
+        failures: [],
+        provenance: { ...manifest },
+      },
+      rows: names('o', 60).map((p, i) => ({
+        path: p,
+        label: i % 2,
+        labelName: ['x', 'y'][i % 2]!,
+        size: 1,
+        mtimeMs: 1,
+      })),
+      features: clusteredRows(60, DIM, 3, 5),
+    });
+    const head = path.join(path.dirname(other), 'models', 'head');
+    await trainHead({ cache: other, head });
+    const features = await FeatureCache.open(cache);
+    const rows = [await loadSplit(features, 'train')];
+    await assert.rejects(
+      headPredictions(features, rows, head, () => {}),
+      /head .*: knows none of the classes of cache .* \(x, y against a, b\)/,
+    );
+    const found = await runCli(
+      ['map', '--cache', cache, '--out', 'x.html', '--epochs', '20', '--no-thumbnails', '--json'],
+      {
+        cwd: path.dirname(other),
+      },
+    );
+    assert.equal(found.code, 0, found.stderr);
+    assert.equal((JSON.parse(found.stdout) as { head: string | null }).head, null);
+    assert.match(found.stderr, /knows none of the classes .*the map shows no predictions/);
+  });
+
+  it('lays out a split of 2 images (k lowered to 1, as umap-learn does) and refuses one of 1 image', async () => {
+    const small = path.join(await tempDir('featcache-map-small-'), 'features');
+    await syntheticCache(small, DIM);
+    await writeSyntheticPart(small, 'two', 'part-001.arrow', names('t', 2), clusteredRows(2, DIM, 2, 3), { dim: DIM });
+    await writeSyntheticPart(small, 'one', 'part-001.arrow', names('o', 1), clusteredRows(1, DIM, 1, 4), { dim: DIM });
+    const work = path.dirname(small);
+    const two = await runCli(['map', '--cache', small, '--split', 'two', '--out', 'two.html', '--json'], { cwd: work });
+    assert.equal(two.code, 0, two.stderr);
+    const r = JSON.parse(two.stdout) as MapJson;
+    assert.equal(r.points, 2);
+    assert.equal(r.layout.provenance.graph.k, 1);
+    assert.match(two.stderr, /has 2 images, fewer than k \+ 1 = 16; using k = 1/);
+    const page = await fs.readFile(path.join(work, 'two.html'), 'utf8');
+    const data = JSON.parse(/<script type="application\/json" id="map-data">(.*?)<\/script>/s.exec(page)![1]!) as {
+      x: string;
+      y: string;
+    };
+    for (const column of [data.x, data.y]) {
+      const bytes = Buffer.from(column, 'base64');
+      const values = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+      assert.equal(values.length, 2);
+      assert.ok(values.every(Number.isFinite), `finite coordinates: ${[...values].join(', ')}`);
+    }
+    const one = await runCli(['map', '--cache', small, '--split', 'one', '--out', 'one.html'], { cwd: work });
+    assert.equal(one.code, 2, one.stderr);
+    assert.match(one.stderr, /one: 1 image; a map needs at least 2/);
+    await assert.rejects(fs.stat(path.join(work, 'one.html')));
   });
 
   it("reads an audit's scores and flags per point (the split it audited; NaN elsewhere)", async () => {
