@@ -194,7 +194,7 @@ export async function checkMapOut(out: string, thumbnails: boolean): Promise<voi
   const entries = found.isDirectory() ? await fs.readdir(thumbs) : null;
   if (entries === null || (entries.length > 0 && !entries.includes(THUMBNAILS_MARKER)))
     throw new FeatcacheError(
-      `${optionName('out')} ${out}: its thumbnails go to ${thumbs}, which featcache did not write; move it away, choose another ${optionName('out')}, or pass --no-thumbnails (nothing was written)`,
+      `${optionName('out')}: the page's thumbnails go to ${thumbs}, ${entries ? `which holds files featcache did not write (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', …' : ''})` : 'a file featcache did not write'}; move it away, choose another ${optionName('out')}, or pass --no-thumbnails (nothing was written)`,
     );
 }
 

@@ -137,7 +137,10 @@ describe('featcache map', () => {
       ['folder', /--out: expected a file path for the page .*got "folder, a directory"/],
       ['mine.html', /--out: mine.html exists and featcache cannot prove it wrote it/],
       ['mine.html/map.html', /--out mine.html\/map.html: .*mine.html is not a directory/],
-      ['theirs.html', /--out theirs.html: its thumbnails go to theirs.thumbs, which featcache did not write/],
+      [
+        'theirs.html',
+        /--out: the page's thumbnails go to theirs.thumbs, which holds files featcache did not write \(holiday.jpg\)/,
+      ],
     ];
     for (const [out, message] of cases) {
       // --seed 7: a layout not yet cached, so a refusal after it would show as a new layout file.
