@@ -74,6 +74,7 @@ export const mapCommand = defineCommand({
       splits: [a.split]
         .flat()
         .flatMap((s) => String(s).split(','))
+        .map((s) => s.trim())
         .filter(Boolean),
       out: a.out,
       color: a.color as MapOptions['color'],

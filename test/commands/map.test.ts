@@ -49,7 +49,7 @@ describe('featcache map', () => {
     dir = path.dirname(cache);
   });
 
-  it('lays out several splits (comma or repeated --split), reports --json, and reuses the layout on the next run', async () => {
+  it('lays out several splits (comma or repeated --split, spaces around names ignored), reports --json, and reuses the layout on the next run', async () => {
     const out = path.join(dir, 'both.html');
     const first = await runCli(
       ['map', '--cache', cache, '--split', 'train,val', '--out', out, '--epochs', '50', '--no-thumbnails', '--json'],
@@ -72,7 +72,7 @@ describe('featcache map', () => {
         '--split',
         'train',
         '--split',
-        'val',
+        ' val',
         '--out',
         out,
         '--epochs',
