@@ -5,12 +5,18 @@ import { DEFAULT_MAP_OPTIONS as D } from '../jobs/defaults.js';
 import type { MapOptions, MapResult } from '../jobs/map.js';
 import { cacheOption, defineCommand, emit, jsonOption, logToStderr } from './flags.js';
 
-function human(r: MapResult): string {
+/** Why a page has no thumbnails when none were asked for, or null when they were. */
+function noThumbnails(thumbnails: boolean, out: string): string | null {
+  if (!thumbnails) return 'none (--no-thumbnails)';
+  return isStreamOut(out) ? 'none (the page went to a stream, with no folder beside it)' : null;
+}
+
+function human(r: MapResult, thumbnailsNote: string | null): string {
   const p = r.pageResult;
   return [
     `${r.page}: ${r.points} images of ${r.splits.join(' + ')}, coloured by ${r.color}`,
     `layout: ${r.layout.cached ? 'reused from the cache' : `computed in ${r.layout.seconds.toFixed(1)} s`} (UMAP over the ${r.layout.provenance.graph.k}-NN ${r.layout.provenance.graph.metric} graph, seed ${r.layout.provenance.umap.seed})`,
-    `thumbnails: ${p.thumbnailsMade} made, ${p.thumbnailsReused} reused, ${p.thumbnailsMissing} missing`,
+    `thumbnails: ${thumbnailsNote ?? `${p.thumbnailsMade} made, ${p.thumbnailsReused} reused, ${p.thumbnailsMissing} missing`}`,
     ...(r.head ? [`predictions: ${r.head}`] : []),
     ...(r.audit ? [`audit: ${r.audit}`] : []),
   ].join('\n');
@@ -90,7 +96,8 @@ export const mapCommand = defineCommand({
       log: logToStderr,
     });
     // With the page on stdout, the page owns it: the summary (or --json) goes to stderr.
-    if (isStreamOut(a.out)) process.stderr.write(`${a.json ? JSON.stringify(result) : human(result)}\n`);
-    else emit(a.json, result, () => human(result));
+    const note = noThumbnails(a.thumbnails, a.out);
+    if (isStreamOut(a.out)) process.stderr.write(`${a.json ? JSON.stringify(result) : human(result, note)}\n`);
+    else emit(a.json, result, () => human(result, note));
   },
 });

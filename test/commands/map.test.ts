@@ -93,6 +93,7 @@ describe('featcache map', () => {
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stdout, /240 images of train, coloured by label/);
     assert.match(human.stdout, /computed in .* seed 3/);
+    assert.match(human.stdout, /^thumbnails: none \(--no-thumbnails\)$/m, 'not "240 missing" when none were asked');
   });
 
   const refusals: [string, string[], RegExp][] = [
