@@ -1,16 +1,22 @@
 /** `featcache map`: the command line of the map job (src/jobs/map.ts); defaults come from DEFAULT_MAP_OPTIONS. */
 import type { Argv } from 'yargs';
-import { MAP_COLORS } from '../map/data.js';
+import { isStreamOut, MAP_COLORS } from '../map/data.js';
 import { DEFAULT_MAP_OPTIONS as D } from '../jobs/defaults.js';
 import type { MapOptions, MapResult } from '../jobs/map.js';
 import { cacheOption, defineCommand, emit, jsonOption, logToStderr } from './flags.js';
 
-function human(r: MapResult): string {
+/** Why a page has no thumbnails when none were asked for, or null when they were. */
+function noThumbnails(thumbnails: boolean, out: string): string | null {
+  if (!thumbnails) return 'none (--no-thumbnails)';
+  return isStreamOut(out) ? 'none (the page went to a stream, with no folder beside it)' : null;
+}
+
+function human(r: MapResult, thumbnailsNote: string | null): string {
   const p = r.pageResult;
   return [
     `${r.page}: ${r.points} images of ${r.splits.join(' + ')}, coloured by ${r.color}`,
     `layout: ${r.layout.cached ? 'reused from the cache' : `computed in ${r.layout.seconds.toFixed(1)} s`} (UMAP over the ${r.layout.provenance.graph.k}-NN ${r.layout.provenance.graph.metric} graph, seed ${r.layout.provenance.umap.seed})`,
-    `thumbnails: ${p.thumbnailsMade} made, ${p.thumbnailsReused} reused, ${p.thumbnailsMissing} missing`,
+    `thumbnails: ${thumbnailsNote ?? `${p.thumbnailsMade} made, ${p.thumbnailsReused} reused, ${p.thumbnailsMissing} missing`}`,
     ...(r.head ? [`predictions: ${r.head}`] : []),
     ...(r.audit ? [`audit: ${r.audit}`] : []),
   ].join('\n');
@@ -74,6 +80,7 @@ export const mapCommand = defineCommand({
       splits: [a.split]
         .flat()
         .flatMap((s) => String(s).split(','))
+        .map((s) => s.trim())
         .filter(Boolean),
       out: a.out,
       color: a.color as MapOptions['color'],
@@ -88,6 +95,9 @@ export const mapCommand = defineCommand({
       thumbnailSize: a['thumbnail-size'],
       log: logToStderr,
     });
-    emit(a.json, result, () => human(result));
+    // With the page on stdout, the page owns it: the summary (or --json) goes to stderr.
+    const note = noThumbnails(a.thumbnails, a.out);
+    if (isStreamOut(a.out)) process.stderr.write(`${a.json ? JSON.stringify(result) : human(result, note)}\n`);
+    else emit(a.json, result, () => human(result, note));
   },
 });

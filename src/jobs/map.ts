@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { checkFeaturePrecision } from '../backbone/int8.js';
 import {
   FeatcacheError,
+  invalidParameter,
   missingFile,
   nonNegativeInteger,
   numberIn,
@@ -29,7 +30,8 @@ import {
 } from '../map/data.js';
 import { type LayoutProvenance, mapLayout } from '../map/layout.js';
 import { DEFAULT_UMAP_PARAMETERS } from '../map/umap.js';
-import { writeMapPage } from '../map/page.js';
+import { MAX_THUMBNAIL_SIZE } from '../map/thumbnails.js';
+import { checkMapOut, writeMapPage } from '../map/page.js';
 import { type Metric, METRICS } from '../neighbors/exact.js';
 import { rowSources } from '../neighbors/duplicates.js';
 import { loadSplit, type SplitRows } from '../neighbors/split.js';
@@ -81,13 +83,24 @@ export interface MapResult {
   seconds: number;
 }
 
+const MAX_SEED = 2 ** 32 - 1;
+
+function firstFew(names: string[]): string {
+  return names.slice(0, 3).join(', ') + (names.length > 3 ? ', …' : '');
+}
+
 function checkOptions(o: MapOptions): void {
   parseChoice('color', o.color, MAP_COLORS);
   parseChoice('metric', o.metric, METRICS);
   positiveInteger('k', o.k);
   positiveInteger('thumbnailSize', o.thumbnailSize);
+  // A sprite is SPRITE_COLUMNS thumbnails wide: past this size it outgrows what JPEG and memory hold.
+  if (o.thumbnailSize > MAX_THUMBNAIL_SIZE)
+    throw invalidParameter('thumbnailSize', `a positive integer up to ${MAX_THUMBNAIL_SIZE}`, o.thumbnailSize);
   numberIn('minDist', o.minDist, 0, 1);
   nonNegativeInteger('seed', o.seed);
+  // The generator keeps 32 bits of the seed: larger seeds would silently draw the picture of a smaller one.
+  if (o.seed > MAX_SEED) throw invalidParameter('seed', `an integer in [0, ${MAX_SEED}]`, o.seed);
   nonNegativeInteger('epochs', o.epochs);
   if (o.splits.length === 0) throw new FeatcacheError(`${optionName('split')}: expected at least one split, got none`);
   const twice = o.splits.find((s, i) => o.splits.indexOf(s) !== i);
@@ -129,6 +142,15 @@ export async function headPredictions(
     });
     const classes = rows[0]!.classes;
     const classIndex = head.info.classes.map((c) => classes.indexOf(c));
+    // Same backbone, other dataset: every prediction would be a class the map does not have.
+    if (classIndex.every((c) => c === -1)) {
+      const none = `knows none of the classes of cache ${cache.dir} (${firstFew(head.info.classes)} against ${firstFew(classes)})`;
+      if (!given) {
+        log(`map: the head in ${dir} ${none}; the map shows no predictions (pass --head for another head)`);
+        return null;
+      }
+      throw new FeatcacheError(`${optionName('head')} ${dir}: ${none}; pass the head trained on this dataset`);
+    }
     const total = rows.reduce((n, r) => n + r.count, 0);
     const index = new Int32Array(total);
     const probability = new Float32Array(total);
@@ -204,6 +226,7 @@ export async function map(options: Partial<MapOptions> = {}): Promise<MapResult>
     throw new FeatcacheError(
       `${optionName('color')} prediction: needs a head; pass ${optionName('head')} DIR (no head in ${DEFAULT_HEAD_DIR}; train one with 'featcache train-head')`,
     );
+  await checkMapOut(o.out, o.thumbnails);
   const cache = await FeatureCache.open(o.cache);
   const rows: SplitRows[] = [];
   for (const split of o.splits) rows.push(await loadSplit(cache, split));

@@ -7,6 +7,14 @@
 export type MapColor = 'label' | 'prediction' | 'audit';
 export const MAP_COLORS: readonly MapColor[] = Object.freeze(['label', 'prediction', 'audit']);
 
+/**
+ * `-` and devices (/dev/stdout, /dev/null): the page is streamed there, no thumbnails can sit beside it, and the
+ * command's summary keeps off stdout. Here, free of imports, so the command line can ask without loading the page code.
+ */
+export function isStreamOut(out: string): boolean {
+  return out === '-' || out.startsWith('/dev/') || out.startsWith('/proc/self/fd/');
+}
+
 export interface MapPredictions {
   /** Which head made them (its directory) and how (e.g. "saved head" or "cross-fitted probe"). */
   source: string;

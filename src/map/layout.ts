@@ -252,10 +252,18 @@ export async function mapLayout(
   const started = performance.now();
   const splits = loaded.map((r) => r.split);
   const rows = loaded.length === 1 ? loaded[0]! : concatSplits(loaded);
-  if (rows.count <= o.k)
+  if (rows.count < 2)
     throw new FeatcacheError(
-      `${splits.join(' + ')}: ${rows.count} images, too few for a map with ${o.k} neighbours each; lower --k below ${rows.count}`,
+      `${splits.join(' + ')}: ${rows.count} image${rows.count === 1 ? '' : 's'}; a map needs at least 2 (extract more, or add a split with --split a,b)`,
     );
+  // As umap-learn does: a small dataset is laid out with every other point as a neighbour, not refused, so the
+  // default k works on a handful of images.
+  if (rows.count <= o.k) {
+    o.log?.(
+      `map: ${splits.join(' + ')} has ${rows.count} images, fewer than k + 1 = ${o.k + 1}; using k = ${rows.count - 1}`,
+    );
+    o.k = rows.count - 1;
+  }
   const umap: UmapParameters = { ...o.umap, epochs: o.umap.epochs > 0 ? o.umap.epochs : defaultEpochs(rows.count) };
   const dir = mapDir(cache.dir, splits);
   const metaName = `layout-${setName(splits)}.json`;

@@ -9,10 +9,11 @@ import { existsSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { FeatcacheError, invalidParameter, optionName } from '../errors.js';
 import { GENERATOR_META, escapeHtml } from '../util/html.js';
-import { STDOUT, requireOursOrAbsent, writeOutputFile } from '../util/output.js';
-import type { MapData, MapPageOptions, MapPageResult } from './data.js';
-import { makeThumbnails, thumbnailsDirFor, type Thumbnails } from './thumbnails.js';
+import { requireOursOrAbsent, writeOutputFile } from '../util/output.js';
+import { isStreamOut, type MapData, type MapPageOptions, type MapPageResult } from './data.js';
+import { makeThumbnails, THUMBNAILS_MARKER, thumbnailsDirFor, type Thumbnails } from './thumbnails.js';
 
 const ASSETS = ['map.html', 'map.js', 'map.css'] as const;
 
@@ -159,11 +160,51 @@ function isOurPage(content: Buffer): boolean {
   return content.subarray(0, 4096).toString('utf8').includes(GENERATOR_META);
 }
 
+/** The deepest existing node on the way to `dir`, and whether it is a directory. */
+async function nearestExisting(dir: string): Promise<{ path: string; isDirectory: boolean }> {
+  let current = path.resolve(dir);
+  for (;;) {
+    const stat = await fs.stat(current).catch(() => null);
+    if (stat) return { path: current, isDirectory: stat.isDirectory() };
+    const parent = path.dirname(current);
+    if (parent === current) return { path: current, isDirectory: false };
+    current = parent;
+  }
+}
+
+/**
+ * Refuses an --out the page cannot go to, before the layout (the long part) runs and before anything is written: an
+ * empty path, a directory, a file featcache did not write, a parent path that is a file, or a thumbnails folder
+ * beside the page that holds the user's files. A parent folder that does not exist yet is fine: it is made.
+ */
+export async function checkMapOut(out: string, thumbnails: boolean): Promise<void> {
+  const expected = 'a file path for the page (e.g. map.html), or - for stdout';
+  if (out.trim() === '') throw invalidParameter('out', expected, out);
+  if (isStreamOut(out)) return;
+  const stat = await fs.stat(out).catch(() => null);
+  if (stat?.isDirectory()) throw invalidParameter('out', expected, `${out}, a directory`);
+  await requireOursOrAbsent(out, 'out', isOurPage);
+  const parent = await nearestExisting(path.dirname(path.resolve(out)));
+  if (!parent.isDirectory)
+    throw new FeatcacheError(`${optionName('out')} ${out}: ${parent.path} is not a directory; nothing was written`);
+  if (!thumbnails) return;
+  const thumbs = thumbnailsDirFor(out);
+  const found = await fs.stat(thumbs).catch(() => null);
+  if (!found) return;
+  const entries = found.isDirectory() ? await fs.readdir(thumbs) : null;
+  if (entries === null || (entries.length > 0 && !entries.includes(THUMBNAILS_MARKER)))
+    throw new FeatcacheError(
+      `${optionName('out')}: the page's thumbnails go to ${thumbs}, ${entries ? `which holds files featcache did not write (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', …' : ''})` : 'a file featcache did not write'}; move it away, choose another ${optionName('out')}, or pass --no-thumbnails (nothing was written)`,
+    );
+}
+
 export async function writeMapPage(out: string, data: MapData, options: MapPageOptions): Promise<MapPageResult> {
   checkLengths(data);
-  await requireOursOrAbsent(out, 'out', isOurPage);
+  await checkMapOut(out, options.thumbnails);
   const assets = await readAssets();
-  const toStdout = out === STDOUT || out.startsWith('/dev/');
+  const toStdout = isStreamOut(out);
+  // A folder that does not exist yet is made, as `--out reports/map.html` means.
+  if (!toStdout) await fs.mkdir(path.dirname(path.resolve(out)), { recursive: true });
   let thumbs: Thumbnails | null = null;
   if (options.thumbnails && !toStdout) {
     // The counts are the caller's to report (the map command's summary says them once).

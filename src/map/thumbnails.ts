@@ -14,6 +14,8 @@ export const THUMBNAILS_MANIFEST = 'manifest.json';
 /** Thumbnails per sprite row; a sprite holds SPRITE_COLUMNS² of them (256: a 128 px sprite is 2048 px square). */
 export const SPRITE_COLUMNS = 16;
 const SPRITE_CELLS = SPRITE_COLUMNS * SPRITE_COLUMNS;
+/** The largest thumbnail side: a sprite of 16 × 512 px is 8192 px wide, well inside JPEG's 65 535 and memory. */
+export const MAX_THUMBNAIL_SIZE = 512;
 const SPRITE_QUALITY = 80;
 /** Images resized at once: sharp works on libuv's thread pool, so a few in flight keep its threads busy. */
 const CONCURRENCY = 8;
@@ -187,6 +189,16 @@ async function fillThumbnails(
     } else toMake.push(source);
   }
   const reused = entries.size;
+  // Thumbnails of images not on this page (another --split to the same --out) are kept while their image is
+  // unchanged, so going from train to train,val and back makes nothing twice. Their sprites are kept anyway when
+  // they share one with a needed thumbnail.
+  for (const key of await stillCurrent(Object.keys(previous).filter((key) => !needed.has(key)))) {
+    const old = previous[key]!;
+    if (kept.has(old.sprite) || (await exists(path.join(output.dir, old.sprite)))) {
+      entries.set(key, old);
+      kept.add(old.sprite);
+    }
+  }
   const written: string[] = [];
   for (const sprite of kept) {
     await fs.copyFile(path.join(output.dir, sprite), output.file(sprite));
@@ -218,7 +230,9 @@ async function fillThumbnails(
   await fs.writeFile(output.file(THUMBNAILS_MANIFEST), `${JSON.stringify(manifest)}\n`);
   written.push(path.join(output.dir, THUMBNAILS_MANIFEST));
 
-  const sprites = [...new Set([...entries.values()].map((e) => e.sprite))].sort(bySpriteNumber);
+  const sprites = [...new Set([...needed.keys()].flatMap((key) => entries.get(key)?.sprite ?? []))].sort(
+    bySpriteNumber,
+  );
   const spriteIndex = new Map(sprites.map((s, k) => [s, k]));
   const cellIndex = new Map<string, number>();
   const cells: Thumbnails['cells'] = [];
@@ -250,6 +264,16 @@ async function fillThumbnails(
     missing,
     written,
   };
+}
+
+/** The manifest keys whose image file still has the size and mtime the key was made with. */
+async function stillCurrent(keys: string[]): Promise<string[]> {
+  const current = await mapLimited(keys, 32, async (key) => {
+    const [file, size, mtime] = key.split('\0');
+    const stat = await fs.stat(file!).catch(() => null);
+    return stat?.isFile() && String(stat.size) === size && String(Math.round(stat.mtimeMs)) === mtime;
+  });
+  return keys.filter((_, k) => current[k]);
 }
 
 function spriteNumberOf(name: string): number {

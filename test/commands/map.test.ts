@@ -10,6 +10,7 @@ import { FeatureCache } from '../../src/store/reader.js';
 import { plainProbabilities } from '../support/head-reference.js';
 import { runCli, tempDir } from '../support/helpers.js';
 import { ensureManifest } from '../../src/store/manifest.js';
+import { writePart } from '../../src/store/part.js';
 import { clusteredRows, syntheticCache, syntheticManifest, writeSyntheticPart } from '../support/synthetic-rows.js';
 
 const names = (prefix: string, n: number) =>
@@ -48,7 +49,7 @@ describe('featcache map', () => {
     dir = path.dirname(cache);
   });
 
-  it('lays out several splits (comma or repeated --split), reports --json, and reuses the layout on the next run', async () => {
+  it('lays out several splits (comma or repeated --split, spaces around names ignored), reports --json, and reuses the layout on the next run', async () => {
     const out = path.join(dir, 'both.html');
     const first = await runCli(
       ['map', '--cache', cache, '--split', 'train,val', '--out', out, '--epochs', '50', '--no-thumbnails', '--json'],
@@ -71,7 +72,7 @@ describe('featcache map', () => {
         '--split',
         'train',
         '--split',
-        'val',
+        ' val',
         '--out',
         out,
         '--epochs',
@@ -92,6 +93,7 @@ describe('featcache map', () => {
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stdout, /240 images of train, coloured by label/);
     assert.match(human.stdout, /computed in .* seed 3/);
+    assert.match(human.stdout, /^thumbnails: none \(--no-thumbnails\)$/m, 'not "240 missing" when none were asked');
   });
 
   const refusals: [string, string[], RegExp][] = [
@@ -107,7 +109,6 @@ describe('featcache map', () => {
       /--color: expected one of "label", "prediction", "audit", got "rainbow"/,
     ],
     ['k = 0', ['--k', '0'], /--k: expected a positive integer, got 0/],
-    ['k past the rows', ['--k', '400'], /too few for a map with 400 neighbours each; lower --k/],
     ['min-dist out of range', ['--min-dist', '2'], /--min-dist: expected a number in \[0, 1\], got 2/],
     ['a split not in the cache', ['--split', 'test'], /--split test: not in cache/],
     ['a split named twice', ['--split', 'train,train'], /--split: train is named twice/],
@@ -118,7 +119,60 @@ describe('featcache map', () => {
     ],
     ['a missing --head directory', ['--head', 'nohead'], /--head nohead: not found/],
     ['a negative seed', ['--seed', '-1'], /--seed: expected an integer >= 0, got -1/],
+    ['a seed past 32 bits', ['--seed', '1e20'], /--seed: expected an integer in \[0, 4294967295\]/],
+    [
+      'a huge thumbnail size',
+      ['--thumbnail-size', '100000'],
+      /--thumbnail-size: expected a positive integer up to 512/,
+    ],
   ];
+  it('refuses an unusable --out before the layout, with one line and exit 2, writing nothing (thumbnails included)', async () => {
+    const work = await tempDir('featcache-map-out-');
+    const mine = path.join(work, 'mine.html');
+    await fs.writeFile(mine, 'my notes');
+    await fs.mkdir(path.join(work, 'folder'));
+    await fs.mkdir(path.join(work, 'theirs.thumbs'));
+    await fs.writeFile(path.join(work, 'theirs.thumbs', 'holiday.jpg'), 'x');
+    const cases: [string, RegExp][] = [
+      ['', /--out: expected a file path for the page/],
+      ['folder', /--out: expected a file path for the page .*got "folder, a directory"/],
+      ['mine.html', /--out: mine.html exists and featcache cannot prove it wrote it/],
+      ['mine.html/map.html', /--out mine.html\/map.html: .*mine.html is not a directory/],
+      [
+        'theirs.html',
+        /--out: the page's thumbnails go to theirs.thumbs, which holds files featcache did not write \(holiday.jpg\)/,
+      ],
+    ];
+    for (const [out, message] of cases) {
+      // --seed 7: a layout not yet cached, so a refusal after it would show as a new layout file.
+      const r = await runCli(['map', '--cache', cache, '--out', out, '--seed', '7', '--epochs', '5'], { cwd: work });
+      assert.equal(r.code, 2, `${out}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.doesNotMatch(r.stderr, /layout/, 'refused before the layout');
+    }
+    assert.deepEqual((await fs.readdir(work)).sort(), ['folder', 'mine.html', 'theirs.thumbs']);
+    assert.equal(await fs.readFile(mine, 'utf8'), 'my notes');
+    assert.deepEqual(await fs.readdir(path.join(work, 'folder')), []);
+    assert.deepEqual(await fs.readdir(path.join(work, 'theirs.thumbs')), ['holiday.jpg']);
+  });
+
+  it('makes a missing folder for --out, and keeps stdout for the page alone with --out -', async () => {
+    const work = await tempDir('featcache-map-out-');
+    const nested = path.join(work, 'reports', 'maps', 'map.html');
+    const r = await runCli(['map', '--cache', cache, '--out', nested, '--epochs', '50', '--json'], { cwd: work });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok((await fs.stat(nested)).isFile());
+    assert.ok((await fs.stat(path.join(work, 'reports', 'maps', 'map.thumbs'))).isDirectory());
+    for (const flags of [['--json'], []]) {
+      const s = await runCli(['map', '--cache', cache, '--out', '-', '--epochs', '50', ...flags], { cwd: work });
+      assert.equal(s.code, 0, s.stderr);
+      assert.match(s.stdout, /^<!doctype html>/);
+      assert.match(s.stdout, /<\/html>\n?$/, 'stdout ends with the page, no summary after it');
+      assert.match(s.stderr, flags.length ? /"points":240/ : /240 images of train/);
+    }
+  });
+
   for (const [what, flags, message] of refusals)
     it(`refuses ${what} with one line and exit 2, writing nothing`, async () => {
       const out = path.join(dir, `refused-${flags.join('')}.html`);
@@ -192,6 +246,78 @@ describe('featcache map', () => {
     assert.equal(found.code, 0, found.stderr);
     assert.equal((JSON.parse(found.stdout) as { head: string | null }).head, null);
     assert.match(found.stderr, /the map shows no predictions/);
+  });
+
+  it('skips a head of the same backbone that knows none of the cache classes, and refuses it as --head', async () => {
+    const other = path.join(await tempDir('featcache-map-classes-'), 'features');
+    const manifest = syntheticManifest(DIM, { classes: ['x', 'y'] });
+    await ensureManifest(other, manifest);
+    await fs.mkdir(path.join(other, 'train'), { recursive: true });
+    await writePart(path.join(other, 'train', 'part-001.arrow'), {
+      meta: {
+        split: 'train',
+        shard: '0of1',
+        runId: 'r',
+        dim: DIM,
+        removed: [],
+        failures: [],
+        provenance: { ...manifest },
+      },
+      rows: names('o', 60).map((p, i) => ({
+        path: p,
+        label: i % 2,
+        labelName: ['x', 'y'][i % 2]!,
+        size: 1,
+        mtimeMs: 1,
+      })),
+      features: clusteredRows(60, DIM, 3, 5),
+    });
+    const head = path.join(path.dirname(other), 'models', 'head');
+    await trainHead({ cache: other, head });
+    const features = await FeatureCache.open(cache);
+    const rows = [await loadSplit(features, 'train')];
+    await assert.rejects(
+      headPredictions(features, rows, head, () => {}),
+      /head .*: knows none of the classes of cache .* \(x, y against a, b\)/,
+    );
+    const found = await runCli(
+      ['map', '--cache', cache, '--out', 'x.html', '--epochs', '20', '--no-thumbnails', '--json'],
+      {
+        cwd: path.dirname(other),
+      },
+    );
+    assert.equal(found.code, 0, found.stderr);
+    assert.equal((JSON.parse(found.stdout) as { head: string | null }).head, null);
+    assert.match(found.stderr, /knows none of the classes .*the map shows no predictions/);
+  });
+
+  it('lays out a split of 2 images (k lowered to 1, as umap-learn does) and refuses one of 1 image', async () => {
+    const small = path.join(await tempDir('featcache-map-small-'), 'features');
+    await syntheticCache(small, DIM);
+    await writeSyntheticPart(small, 'two', 'part-001.arrow', names('t', 2), clusteredRows(2, DIM, 2, 3), { dim: DIM });
+    await writeSyntheticPart(small, 'one', 'part-001.arrow', names('o', 1), clusteredRows(1, DIM, 1, 4), { dim: DIM });
+    const work = path.dirname(small);
+    const two = await runCli(['map', '--cache', small, '--split', 'two', '--out', 'two.html', '--json'], { cwd: work });
+    assert.equal(two.code, 0, two.stderr);
+    const r = JSON.parse(two.stdout) as MapJson;
+    assert.equal(r.points, 2);
+    assert.equal(r.layout.provenance.graph.k, 1);
+    assert.match(two.stderr, /has 2 images, fewer than k \+ 1 = 16; using k = 1/);
+    const page = await fs.readFile(path.join(work, 'two.html'), 'utf8');
+    const data = JSON.parse(/<script type="application\/json" id="map-data">(.*?)<\/script>/s.exec(page)![1]!) as {
+      x: string;
+      y: string;
+    };
+    for (const column of [data.x, data.y]) {
+      const bytes = Buffer.from(column, 'base64');
+      const values = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+      assert.equal(values.length, 2);
+      assert.ok(values.every(Number.isFinite), `finite coordinates: ${[...values].join(', ')}`);
+    }
+    const one = await runCli(['map', '--cache', small, '--split', 'one', '--out', 'one.html'], { cwd: work });
+    assert.equal(one.code, 2, one.stderr);
+    assert.match(one.stderr, /one: 1 image; a map needs at least 2/);
+    await assert.rejects(fs.stat(path.join(work, 'one.html')));
   });
 
   it("reads an audit's scores and flags per point (the split it audited; NaN elsewhere)", async () => {

@@ -17,7 +17,7 @@ const THUMBNAIL_SIZE = 96;
 declare global {
   interface Window {
     featcacheMap: {
-      lastFrame(): { mode: string; drawn: number; outlined: number[]; ms: number };
+      lastFrame(): { mode: string; drawn: number; dimmed: number; outlined: number[]; ms: number };
       toClient(x: number, y: number): [number, number];
       selectedCount(): number;
       matchCount(): number;
@@ -299,6 +299,35 @@ describe(
       await page.waitForFunction(() => window.featcacheMap.matchCount() === 0);
     });
 
+    it('Find highlights its matches also while a selection is active, and the selection shows again when Find is cleared', async () => {
+      const [ax, ay] = await clientOf(page, data, 0);
+      const [bx, by] = await clientOf(page, data, 12);
+      await page.keyboard.down('Shift');
+      await page.mouse.move(ax - 5, ay + 5);
+      await page.mouse.down();
+      await page.mouse.move(bx + 5, by - 5, { steps: 6 });
+      await page.mouse.up();
+      await page.keyboard.up('Shift');
+      const selectedCount = await page.evaluate(() => window.featcacheMap.selectedCount());
+      assert.ok(selectedCount > 0);
+      const frame = () => page.evaluate(() => window.featcacheMap.lastFrame());
+      await page.waitForFunction((c) => window.featcacheMap.lastFrame().dimmed === c, data.count - selectedCount);
+      const part = path.dirname(data.paths[data.count - 3]!); // the last class folder, outside the box
+      const expected = data.paths.filter((p) => p.toLowerCase().includes(part.toLowerCase())).length;
+      await page.fill('#search', part);
+      await page.waitForFunction((n) => window.featcacheMap.matchCount() === n, expected);
+      await page.waitForFunction((c) => window.featcacheMap.lastFrame().dimmed === c, data.count - expected);
+      const file = path.join(shots, 'find-over-selection.png');
+      await page.screenshot({ path: file });
+      console.log(`# screenshot: ${file}`);
+      await page.fill('#search', '');
+      await page.waitForFunction((c) => window.featcacheMap.lastFrame().dimmed === c, data.count - selectedCount);
+      assert.equal(await page.evaluate(() => window.featcacheMap.selectedCount()), selectedCount);
+      await page.click('#clear');
+      await page.waitForFunction(() => window.featcacheMap.lastFrame().dimmed === 0);
+      assert.equal((await frame()).drawn, data.count);
+    });
+
     it('reports the thumbnails it made and the points without one', () => {
       assert.equal(result.thumbnailsMade, 60);
       assert.equal(result.thumbnailsReused, 0);
@@ -307,3 +336,62 @@ describe(
     });
   },
 );
+
+/** A page of `count` points at the given coordinates, without images. */
+function tinyMap(xs: number[], ys: number[], classes: string[]): MapData {
+  const count = xs.length;
+  return {
+    title: `tiny ${count}`,
+    provenance: {},
+    classes,
+    splits: ['train'],
+    count,
+    x: Float32Array.from(xs),
+    y: Float32Array.from(ys),
+    paths: xs.map((_, i) => `p${i}.jpg`),
+    split: new Uint8Array(count),
+    label: Int32Array.from(xs, (_, i) => i % classes.length),
+    files: xs.map(() => null),
+    predictions: null,
+    audit: null,
+    color: 'label',
+  };
+}
+
+describe('map page in Chromium, degenerate layouts', { skip: needsChromium() }, () => {
+  let browser: Browser;
+  let dir: string;
+  before(async () => {
+    browser = await launchChromium();
+    dir = await tempDir('featcache-map-tiny-');
+  });
+  after(async () => {
+    await browser?.close();
+    if (dir) await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  const cases: [string, MapData, RegExp][] = [
+    ['one point', tinyMap([3.5], [-2], ['only']), /^1 point · 1 class$/],
+    ['fifty points on one spot', tinyMap(Array(50).fill(5), Array(50).fill(5), ['a', 'b']), /^50 points · 2 classes$/],
+  ];
+  for (const [what, data, summary] of cases)
+    it(`draws ${what}, says so in the singular where it is one, and hovers it`, async () => {
+      const out = path.join(dir, `${data.count}.html`);
+      await writeMapPage(out, data, { thumbnails: false, thumbnailSize: 64 });
+      const page = await browser.newPage({ viewport: { width: 900, height: 600 } });
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(String(e)));
+      await page.goto(pathToFileURL(out).href);
+      await page.waitForFunction(() => document.documentElement.dataset.drawn === '1');
+      assert.match((await page.textContent('#summary'))!, summary);
+      assert.doesNotMatch((await page.textContent('#status'))!, /\b1 points\b/);
+      assert.equal((await page.evaluate(() => window.featcacheMap.lastFrame())).drawn, data.count);
+      const [x, y] = await clientOf(page, data, 0);
+      assert.ok(Number.isFinite(x) && Number.isFinite(y), `point 0 at ${x}, ${y}`);
+      await page.mouse.move(x, y);
+      await page.waitForSelector('#tooltip:not([hidden])');
+      assert.match((await page.textContent('#tooltip'))!, /p\d+\.jpg/);
+      assert.deepEqual(errors, []);
+      await page.close();
+    });
+});

@@ -153,6 +153,15 @@ describe('writeMapPage', () => {
     assert.deepEqual([third.thumbnailsMade, third.thumbnailsReused], [1, images - 1]);
     assert.deepEqual(await listSprites(thumbs), ['sprite-0.jpg', 'sprite-1.jpg', 'sprite-2.jpg']);
 
+    // A page of fewer points (one --split of two) keeps the others' thumbnails: the full page again makes none.
+    const firstTen = { ...data, count: 10, predictions: null, audit: null };
+    for (const key of ['x', 'y', 'paths', 'split', 'label', 'files'] as const)
+      (firstTen as Record<string, unknown>)[key] = data[key].slice(0, 10);
+    const part = await writeMapPage(out, firstTen, options);
+    assert.deepEqual([part.thumbnailsMade, part.thumbnailsReused], [0, 10]);
+    const whole = await writeMapPage(out, data, options);
+    assert.deepEqual([whole.thumbnailsMade, whole.thumbnailsReused], [0, images]);
+
     // A bigger thumbnail size invalidates them all; sprites no longer used are removed, the marker lists the rest.
     const fourth = await writeMapPage(out, { ...data }, { thumbnails: true, thumbnailSize: 32 });
     assert.deepEqual([fourth.thumbnailsMade, fourth.thumbnailsReused], [images, 0]);

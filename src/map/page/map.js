@@ -77,7 +77,7 @@
   let hovered = -1;
   let drag = null;
   let frameQueued = false;
-  let lastFrame = { ms: 0, drawn: 0, outlined: new Int32Array(0), outlinedCount: 0, mode };
+  let lastFrame = { ms: 0, drawn: 0, dimmed: 0, outlined: new Int32Array(0), outlinedCount: 0, mode };
   const frameTimes = [];
 
   setUp();
@@ -294,6 +294,10 @@
     };
   }
 
+  function plural(count, one, many = `${one}s`) {
+    return `${count.toLocaleString()} ${count === 1 ? one : many}`;
+  }
+
   function pct(v) {
     return `${(100 * v).toFixed(1)}%`;
   }
@@ -427,7 +431,7 @@
     const { disc, ring, reach } = stamps;
     const m = modes[mode];
     const colors = m.color;
-    const focus = selectedCount > 0 ? selected : matches;
+    const focus = focused();
     const front = m.front;
     const rings = m.ring;
     pixels.fill(BACKGROUND);
@@ -488,7 +492,7 @@
       }
       if (rings && rings[i]) {
         if (stamp(i, OUTLINE, ring)) outlined[outlinedCount++] = i;
-      } else if (layer >= 3 && selectedCount > 0) stamp(i, SELECTED_RING, ring);
+      } else if (layer >= 3 && selected[i]) stamp(i, SELECTED_RING, ring);
       stamp(i, colors[i], disc);
     }
     ctx.putImageData(image, 0, 0);
@@ -496,7 +500,7 @@
     const ms = performance.now() - t0;
     frameTimes.push(ms);
     if (frameTimes.length > 600) frameTimes.shift();
-    lastFrame = { ms, drawn, outlined, outlinedCount, mode };
+    lastFrame = { ms, drawn, dimmed: layerCounts[0], outlined, outlinedCount, mode };
     if (!document.documentElement.dataset.drawn) {
       document.documentElement.dataset.drawn = '1';
       performance.mark('featcache-map-first-draw');
@@ -540,13 +544,22 @@
     }
   }
 
+  /**
+   * The points shown in full colour, the rest dimmed: Find's matches while the Find box holds a query (the latest
+   * thing asked for: with a selection winning, typing would change nothing on the map), else the selection.
+   */
+  function focused() {
+    if (matches) return matches;
+    return selectedCount > 0 ? selected : null;
+  }
+
   // ---- hovering -----------------------------------------------------------------------------------------------------
 
   function nearest(px, py) {
     const reach = Math.max(HOVER_REACH, pointRadius() / dpr + 3);
     let best = -1;
     let bestD = reach * reach;
-    const focus = selectedCount > 0 ? selected : matches;
+    const focus = focused();
     for (let i = 0; i < n; i++) {
       if (!visible[i]) continue;
       const dx = sx[i] - px;
@@ -911,7 +924,7 @@
   }
 
   function renderSummary() {
-    const parts = [`${n.toLocaleString()} points`, `${data.classes.length} classes`];
+    const parts = [plural(n, 'point'), plural(data.classes.length, 'class', 'classes')];
     if (data.thumbs) parts.push('hover for thumbnails');
     $('summary').textContent = parts.join(' · ');
   }
@@ -919,8 +932,7 @@
   function refreshVisible() {
     const shown = updateVisible();
     countSelection();
-    const count =
-      shown === n ? `${n.toLocaleString()} points` : `${shown.toLocaleString()} of ${n.toLocaleString()} shown`;
+    const count = shown === n ? plural(n, 'point') : `${shown.toLocaleString()} of ${n.toLocaleString()} shown`;
     $('status').textContent = `${count} · hover for details · wheel to zoom · drag to pan · Shift+drag to select`;
     hideTooltip();
     hovered = -1;
@@ -1099,6 +1111,7 @@
       lastFrame: () => ({
         mode: lastFrame.mode,
         drawn: lastFrame.drawn,
+        dimmed: lastFrame.dimmed,
         outlined: Array.from(lastFrame.outlined.subarray(0, lastFrame.outlinedCount)),
         ms: lastFrame.ms,
       }),
