@@ -61,8 +61,10 @@ export function sessionOptions(
     executionMode: 'sequential',
     // A missing CUDA provider is an expected outcome of --device auto; we report it in one line ourselves.
     logSeverityLevel: typeof ep === 'object' && ep.name === 'cuda' ? 4 : 3,
-    // Idle onnxruntime threads spin by default, burning the cores that decode the next batch (measured: extract/forward
-    // ratio 0.90 spinning, 0.92 not). FEATCACHE_ORT_SPIN=1 restores spinning.
+    // Idle onnxruntime threads spin by default, burning the cores that decode the next batch and that other processes
+    // need. Measured (scripts/bench-spinning.ts, 2 cores, load 9–15): spinning made extract 0.70× and forward-only
+    // 0.97× as fast; beside a busy neighbour, 0.98× and 0.81×; earlier, quieter: extract/forward 0.90 spinning, 0.92
+    // not. It never paid, so it is off; FEATCACHE_ORT_SPIN=1 turns it on (e.g. a dedicated many-core machine).
     extra: { session: { intra_op: { allow_spinning: process.env.FEATCACHE_ORT_SPIN === '1' ? '1' : '0' } } },
   };
 }
