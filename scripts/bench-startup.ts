@@ -1,14 +1,15 @@
 /**
  * Start-up, each figure beside its baseline measured in the same run (interleaved, median of rounds), so a loaded
  * machine hits both alike:
- * - `featcache --version` and `--help` against `node -e 0`;
+ * - `featcache --version`, `--help` and `predict --help` against `node -e 0`;
  * - one-image `featcache predict` (FP32 and int8, model cache warm, and FP32 cold) against a plain onnxruntime-node +
  *   sharp script that creates a session on the same model, decodes and preprocesses the image, runs once and takes
  *   the top class from the model's own classifier;
  * - the backbone's setup split into its parts (hash, tap, worker, session, probe), cold and warm, against a plain
  *   `InferenceSession.create` with the same options, and sha256 of the file;
  * - (full run only) extract of hymenoptera val, FP32 against int8, with the model cache warm.
- * Runnable alone: `node dist/scripts/bench-startup.js [--quick]` prints JSON.
+ * Runnable alone: `node dist/scripts/bench-startup.js [--quick] [--cli]` prints JSON; `--cli` times only the
+ * command-line rows (no model, no ../shared needed).
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
@@ -224,10 +225,29 @@ async function int8EndToEnd(work: string): Promise<Record<string, unknown>> {
   };
 }
 
+/** `--version`, `--help` and one command's `--help`, each interleaved with `node -e 0`. */
+function cliRows(rounds: number): Record<string, unknown> {
+  const nodeBaseline = () => timeCommand(['-e', '0']);
+  return {
+    version: compare({ node: nodeBaseline, version: () => timeCommand([cli, '--version']) }, rounds),
+    help: compare({ node: nodeBaseline, help: () => timeCommand([cli, '--help']) }, rounds),
+    commandHelp: compare({ node: nodeBaseline, predictHelp: () => timeCommand([cli, 'predict', '--help']) }, rounds),
+  };
+}
+
+const loadNow = () => os.loadavg().map((l) => round(l, 1));
+
 export async function benchStartup(opts: {
   quick: boolean;
+  cliOnly?: boolean;
   log: (l: string) => void;
 }): Promise<Record<string, unknown>> {
+  const machine = `${os.cpus()[0]?.model ?? 'cpu'}, ${os.availableParallelism()} cores, ${threads} onnxruntime threads`;
+  if (opts.cliOnly) {
+    const loadBefore = loadNow();
+    const rows = cliRows(opts.quick ? 6 : 10);
+    return { machine, loadAverage: { before: loadBefore, after: loadNow() }, ...rows };
+  }
   if (
     !(await fs.access(resnet).then(
       () => true,
@@ -244,10 +264,8 @@ export async function benchStartup(opts: {
   // In-process jobs (the int8 calibration, extract) use the bench's own model cache, never the user's.
   process.env.FEATCACHE_CACHE_DIR = cacheDir;
   try {
-    opts.log('startup: --version, --help');
-    const nodeBaseline = () => timeCommand(['-e', '0']);
-    const version = compare({ node: nodeBaseline, version: () => timeCommand([cli, '--version']) }, rounds * 2);
-    const help = compare({ node: nodeBaseline, help: () => timeCommand([cli, '--help']) }, rounds * 2);
+    opts.log('startup: --version, --help, predict --help');
+    const rows = cliRows(rounds * 2);
 
     opts.log('startup: one-image predict');
     const fp32Head = await randomHead(path.join(work, 'head-fp32'), {});
@@ -293,11 +311,10 @@ export async function benchStartup(opts: {
     const setup = await setupParts(path.join(work, 'setup-cache'), rounds);
     const e2e = opts.quick ? { skipped: 'full run only' } : await int8EndToEnd(work);
     return {
-      machine: `${os.cpus()[0]?.model ?? 'cpu'}, ${os.availableParallelism()} cores, ${threads} onnxruntime threads`,
-      loadAverage: { before: loadBefore.map((l) => round(l, 1)), after: os.loadavg().map((l) => round(l, 1)) },
+      machine,
+      loadAverage: { before: loadBefore.map((l) => round(l, 1)), after: loadNow() },
       onnxruntime: ort.env.versions.common,
-      version,
-      help,
+      ...rows,
       predictOneImage: {
         ...predict,
         firstEverRunS: round(first.seconds),
@@ -315,7 +332,8 @@ export async function benchStartup(opts: {
 
 if (process.argv[1] && path.resolve(process.argv[1]) === self) {
   const quick = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
-  benchStartup({ quick, log: (l) => process.stderr.write(`${l}\n`) }).then(
+  const cliOnly = process.argv.includes('--cli');
+  benchStartup({ quick, cliOnly, log: (l) => process.stderr.write(`${l}\n`) }).then(
     (result) => process.stdout.write(`${JSON.stringify(result, null, 2)}\n`),
     (error) => {
       process.stderr.write(`${error instanceof Error ? error.stack : String(error)}\n`);

@@ -1,28 +1,14 @@
 #!/usr/bin/env node
 /**
  * The `featcache` command line: one thin yargs file per command under cli/ (each calls one library job in jobs/),
- * and this one place that registers them and turns errors into exit codes.
+ * and this one place that registers them and turns errors into exit codes. Start-up is paid per keystroke, so
+ * `--version` answers before yargs loads, and a run loads only the command file it runs (cli/registry.ts names the
+ * others for --help).
  */
 import * as os from 'node:os';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
+import type { Argv } from 'yargs';
 import { ExitCode, FeatcacheError, flagName, nameOptionsWith } from './errors.js';
-import { demoCommand } from './cli/demo.js';
-import { extractCommand } from './cli/extract.js';
-import { infoCommand } from './cli/info.js';
-import { inspectCommand } from './cli/inspect.js';
-import { predictCommand } from './cli/predict.js';
-import { exportCommand } from './cli/export.js';
-import { compactCommand } from './cli/compact.js';
-import { fetchModelCommand } from './cli/fetch-model.js';
-import { installCudaCommand } from './cli/install-cuda.js';
-import { trainHeadCommand } from './cli/train-head.js';
-import { auditCommand } from './cli/audit.js';
-import { bundleCommand } from './cli/bundle.js';
-import { serveCommand } from './cli/serve.js';
-import { duplicatesCommand } from './cli/duplicates.js';
-import { similarCommand } from './cli/similar.js';
-import { mapCommand } from './cli/map.js';
+import { COMMANDS, commandName, commandsToLoad, type LoadedCommand } from './cli/registry.js';
 import { featcacheVersion } from './version.js';
 import { exitQuietlyOnBrokenPipe, isBrokenPipe } from './util/pipe.js';
 
@@ -51,7 +37,14 @@ function glueNegativeValues(args: string[]): string[] {
   return out;
 }
 
-const argv = glueNegativeValues(hideBin(process.argv));
+/**
+ * `-h` and `-v` as most tools read them. No command has short flags, and yargs' own aliases would indent every
+ * command's flag list to make room for them.
+ */
+const SHORT_SWITCHES: Record<string, string> = { '-h': '--help', '-v': '--version' };
+
+// yargs' hideBin() is this slice outside Electron; importing it would load yargs for --version.
+const argv = glueNegativeValues(process.argv.slice(2)).map((arg) => SHORT_SWITCHES[arg] ?? arg);
 const debug = argv.includes('--debug');
 
 const ARRAY_ARGUMENTS = new Set(['_', '$0', 'inputs']);
@@ -60,7 +53,7 @@ const ARRAY_ARGUMENTS = new Set(['_', '$0', 'inputs']);
  * Arrays by declaration (variadic positionals such as similar's <query..>, `array: true` flags such as duplicates'
  * --split) keep every value: collapsing them to the last one made `similar a.jpg b.jpg` answer only b.jpg.
  */
-function lastValueOfRepeatedFlags(argv: Record<string, unknown>): void {
+function lastValueOfRepeatedFlags(cli: Argv, argv: Record<string, unknown>): void {
   // getOptions() is yargs' own (its typings omit it); `array` lists the running command's array options.
   const declared = new Set((cli as unknown as { getOptions(): { array: string[] } }).getOptions().array);
   for (const [key, value] of Object.entries(argv)) {
@@ -82,34 +75,40 @@ function fail(error: unknown): never {
   process.exit(ExitCode.failed);
 }
 
-// Named so the middleware can ask which options the running command declares as arrays.
-const cli = yargs(argv);
+/**
+ * The commands as yargs sees them: in full for those this run needs, by name and description only for the others,
+ * which is all `featcache --help` and an unknown command's error read.
+ */
+async function commandModules(args: readonly string[]): Promise<LoadedCommand[]> {
+  const wanted = commandsToLoad(args);
+  return Promise.all(
+    COMMANDS.map(async (entry) => {
+      if (wanted === 'all' || wanted.has(commandName(entry))) return entry.load();
+      return {
+        command: entry.command,
+        describe: entry.describe,
+        handler: () => {
+          throw new Error(`featcache ${commandName(entry)} ran without its command file`);
+        },
+      };
+    }),
+  );
+}
 
-try {
-  await cli
+async function main(): Promise<void> {
+  const [{ default: yargs }, commands] = await Promise.all([import('yargs'), commandModules(argv)]);
+  // Named so the middleware can ask which options the running command declares as arrays.
+  const cli = yargs(argv);
+  cli
     .scriptName('featcache')
     // A flag given twice takes its last value (as most CLIs do) instead of becoming an array; positionals such as
     // predict's <inputs..> are arrays by design and stay so.
-    .middleware(lastValueOfRepeatedFlags, true)
-    .version(featcacheVersion)
-    .command(demoCommand)
-    .command(extractCommand)
-    .command(inspectCommand)
-    .command(trainHeadCommand)
-    .command(predictCommand)
-    .command(auditCommand)
-    .command(exportCommand)
-    .command(compactCommand)
-    .command(bundleCommand)
-    .command(serveCommand)
-    .command(similarCommand)
-    .command(duplicatesCommand)
-    .command(mapCommand)
-    .command(infoCommand)
-    .command(fetchModelCommand)
-    .command(installCudaCommand)
+    .middleware((a) => lastValueOfRepeatedFlags(cli, a), true)
+    .version(featcacheVersion);
+  for (const command of commands) cli.command(command);
+  await cli
     .option('debug', { type: 'boolean', default: false, describe: 'print stack traces for errors', global: true })
-    .demandCommand(1, 'featcache: give a command (see featcache --help)')
+    .demandCommand(1, 'give a command')
     .strict()
     .fail((message, error) => {
       if (error) throw error;
@@ -118,6 +117,8 @@ try {
     })
     .wrap(Math.min(120, process.stdout.columns || 100))
     .parseAsync();
-} catch (error) {
-  fail(error);
 }
+
+// The one answer that needs nothing but package.json, so a shell's `featcache --version` costs little more than node.
+if (argv.length === 1 && argv[0] === '--version') process.stdout.write(`${featcacheVersion}\n`);
+else await main().catch(fail);

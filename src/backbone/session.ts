@@ -61,8 +61,11 @@ export function sessionOptions(
     executionMode: 'sequential',
     // A missing CUDA provider is an expected outcome of --device auto; we report it in one line ourselves.
     logSeverityLevel: typeof ep === 'object' && ep.name === 'cuda' ? 4 : 3,
-    // Idle onnxruntime threads spin by default, burning the cores that decode the next batch (measured: extract/forward
-    // ratio 0.90 spinning, 0.92 not). FEATCACHE_ORT_SPIN=1 restores spinning.
+    // Idle onnxruntime threads spin by default, burning the cores that decode the next batch and that other processes
+    // need. Measured (scripts/bench-spinning.ts, 2 cores, load 8–15, two runs): spinning on ÷ off was 0.70–1.08 for
+    // extract and 0.81–1.02 for forward-only, as loaded and beside a busy neighbour (geometric mean of the eight
+    // ratios 0.91); earlier, quieter: extract/forward 0.90 spinning, 0.92 not. It never paid beyond the noise, so it
+    // is off; FEATCACHE_ORT_SPIN=1 turns it on (say, on a dedicated many-core machine).
     extra: { session: { intra_op: { allow_spinning: process.env.FEATCACHE_ORT_SPIN === '1' ? '1' : '0' } } },
   };
 }

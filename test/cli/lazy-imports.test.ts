@@ -1,6 +1,6 @@
 /**
- * What a command loads. `--version` and `--help` must not pay for onnxruntime, Arrow, Parquet, sharp, HTTP or
- * TensorFlow.js; a command loads only the modules its job uses; importing the library loads no job. The check is
+ * What a command loads. `--version` loads neither yargs nor any command file; `--help` and `<cmd> --help` do not
+ * pay for onnxruntime, Arrow, Parquet, sharp, HTTP or TensorFlow.js, nor for other commands' files; a command loads only the modules its job uses; importing the library loads no job. The check is
  * the module list a preload hook records in a child process, not a timing.
  */
 import assert from 'node:assert/strict';
@@ -49,6 +49,13 @@ async function loadedPackages(args: string[]): Promise<{ packages: Set<string>; 
   return { packages: packagesIn(lines), modules: lines, status: r.status ?? -1 };
 }
 
+/** The command files (src/cli/<cmd>.js) among the loaded modules, by command name. */
+function commandFilesIn(modules: string[]): string[] {
+  const files = modules.map((m) => /dist\/src\/cli\/([\w-]+)\.js$/.exec(m)?.[1]);
+  const helpers = new Set(['registry', 'flags', 'summary']);
+  return [...new Set(files.filter((f): f is string => f !== undefined && !helpers.has(f)))].sort();
+}
+
 function heavyIn(packages: Set<string>): string[] {
   return HEAVY.filter((h) => [...packages].some((p) => p === h || p.startsWith(`${h}/`)));
 }
@@ -59,15 +66,44 @@ describe('lazy loading', () => {
     assert.deepEqual(heavyIn(r.packages), ['onnxruntime-node']);
   });
 
-  for (const args of [['--version'], ['--help'], ['predict', '--help'], ['extract', '--help'], ['serve', '--help']]) {
-    it(`featcache ${args.join(' ')} loads no ML, Arrow, Parquet, image or HTTP module`, async () => {
+  for (const args of [['--version'], ['-v']]) {
+    it(`featcache ${args.join(' ')} answers from package.json alone: no yargs, no command file`, async () => {
       const r = await loadedPackages([cliPath, ...args]);
       assert.equal(r.status, 0);
+      assert.ok(
+        r.modules.some((m) => m.endsWith('dist/src/version.js')),
+        'the recorder saw version.js',
+      );
+      assert.deepEqual([...r.packages], []);
+      assert.deepEqual(commandFilesIn(r.modules), []);
+    });
+  }
+
+  // Each run loads the command file it names (for its flags), and no other.
+  for (const [args, files] of [
+    [['--help'], []],
+    [['-h'], []],
+    [['frobnicate'], []],
+    [['predict', '--help'], ['predict']],
+    [['extract', '--help'], ['extract']],
+    [['--debug', 'serve', '--help'], ['serve']],
+  ] as const) {
+    it(`featcache ${args.join(' ')} loads ${files.length ? `cli/${files[0]}.js and` : 'no command file and'} no ML, Arrow, Parquet, image or HTTP module`, async () => {
+      const r = await loadedPackages([cliPath, ...args]);
+      assert.equal(r.status, args[0] === 'frobnicate' ? 2 : 0);
       assert.ok(r.packages.has('yargs'), 'the recorder saw yargs');
       assert.deepEqual(heavyIn(r.packages), []);
       assert.ok(!r.modules.some((m) => /dist\/src\/jobs\/(?!defaults|setting-text)/.test(m)), 'no job module');
+      assert.deepEqual(commandFilesIn(r.modules), files);
     });
   }
+
+  it('a flag before the command that may take a value loads every command file, as yargs may read on past it', async () => {
+    const r = await loadedPackages([cliPath, '--cache', 'x', 'extract', '--help']);
+    assert.equal(r.status, 0);
+    assert.ok(commandFilesIn(r.modules).length > 10);
+    assert.deepEqual(heavyIn(r.packages), []);
+  });
 
   it('importing the predict job loads no heavy module: each loads when a prediction first needs it', async () => {
     const r = await loadedPackages(['--input-type=module', '-e', "await import('./dist/src/jobs/predict.js')"]);
