@@ -6,7 +6,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { invalidParameter } from '../errors.js';
-import { MatMul } from '../head/probe/linalg.js';
+import { BlockProduct } from './product.js';
 import { FeatureCache } from '../store/reader.js';
 import { writeBytesAtomic } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
@@ -44,7 +44,7 @@ export class SplitSearcher {
     readonly rows: SplitRows,
     readonly method: 'exact' | 'hnsw',
     readonly metric: Metric,
-    private readonly matmul: MatMul,
+    private readonly product: BlockProduct,
     private readonly hnsw: HnswIndex | null,
   ) {}
 
@@ -67,7 +67,7 @@ export class SplitSearcher {
             o.log,
           )
         : null;
-    return new SplitSearcher(rows, method, o.metric, new MatMul(), hnsw);
+    return new SplitSearcher(rows, method, o.metric, new BlockProduct(), hnsw);
   }
 
   /** What opening the HNSW index did (null for exact search). */
@@ -83,13 +83,13 @@ export class SplitSearcher {
       k,
       metric: this.metric,
       excludeSelf,
-      matmul: this.matmul,
+      product: this.product,
       prepared: this.prepared,
     });
   }
 
   async close(): Promise<void> {
-    await this.matmul.dispose();
+    await this.product.dispose();
   }
 }
 
