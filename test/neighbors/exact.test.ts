@@ -81,7 +81,8 @@ describe('exactKnn against scikit-learn NearestNeighbors(brute) on MobileNetV2 f
     });
     for (let q = 0; q < train.count; q++)
       for (let j = 0; j < 10; j++) assert.notEqual(got.indices[q * 10 + j], q, `row ${q} lists itself`);
-    // monkeys' 68 byte-identical copies tie at distance 0 with their originals: those must come first.
+    // training's 64 byte-identical copies (of monkeys' 68; 4 more are in validation) tie at distance 0 with their
+    // originals: those must come first.
     const { mismatches } = assertMatches(got, reference, 10, 'self');
     assert.ok(mismatches < train.count, `${mismatches} tie-order differences`);
   });
