@@ -90,14 +90,17 @@ export async function exactKnn(
   const prepared =
     options.prepared ?? (queryCount > qBlock ? prepareReference(reference, referenceCount, dim, metric) : undefined);
   const refNorms = prepared?.norms ?? rowNorms(reference, referenceCount, dim);
-  const queryNorms = rowNorms(query, queryCount, dim);
-  const refSquared = metric === 'l2' ? refNorms.map((n) => n ** 2) : null;
+  const queryNorms = metric === 'cosine' ? rowNorms(query, queryCount, dim) : null;
+  // Squared norms summed directly, not squared back from the norms: sqrt then square rounds, and on rows whose
+  // distances tie exactly (duplicates, quantised features) that rounding would pick the tie's winner, not the index.
+  const refSquared = metric === 'l2' ? rowSquares(reference, referenceCount, dim) : null;
+  const querySquared = metric === 'l2' ? rowSquares(query, queryCount, dim) : null;
   const indices = new Int32Array(queryCount * k).fill(-1);
   const distances = new Float32Array(queryCount * k).fill(Infinity);
   try {
     for (let q0 = 0; q0 < queryCount; q0 += qBlock) {
       const qn = Math.min(qBlock, queryCount - q0);
-      const qRows = blockRows(query, q0, qn, dim, metric === 'cosine' ? queryNorms : null);
+      const qRows = blockRows(query, q0, qn, dim, queryNorms);
       const heaps = new TopK(qn, k);
       for (let r0 = 0; r0 < referenceCount; r0 += rBlock) {
         const rn = Math.min(rBlock, referenceCount - r0);
@@ -105,7 +108,7 @@ export async function exactKnn(
           ? prepared.unit.subarray(r0 * dim, (r0 + rn) * dim)
           : blockRows(reference, r0, rn, dim, metric === 'cosine' ? refNorms : null);
         const dots = await product.abt(qRows, rRows, qn, dim, rn);
-        if (refSquared) foldL2(heaps, dots, q0, qn, r0, rn, queryNorms, refSquared, excludeSelf);
+        if (refSquared) foldL2(heaps, dots, q0, qn, r0, rn, querySquared!, refSquared, excludeSelf);
         else foldCosine(heaps, dots, q0, qn, r0, rn, excludeSelf);
       }
       for (let i = 0; i < qn; i++) {
@@ -145,14 +148,18 @@ function checkArguments(
     );
 }
 
-function rowNorms(x: Float32Array, count: number, dim: number): Float64Array {
-  const norms = new Float64Array(count);
+function rowSquares(x: Float32Array, count: number, dim: number): Float64Array {
+  const squares = new Float64Array(count);
   for (let i = 0; i < count; i++) {
     let s = 0;
     for (let d = i * dim, end = d + dim; d < end; d++) s += x[d]! * x[d]!;
-    norms[i] = Math.sqrt(s);
+    squares[i] = s;
   }
-  return norms;
+  return squares;
+}
+
+function rowNorms(x: Float32Array, count: number, dim: number): Float64Array {
+  return rowSquares(x, count, dim).map(Math.sqrt);
 }
 
 /** Rows [start, start+count) as their own array, divided by their norms when given (cosine). */
@@ -208,12 +215,12 @@ function foldL2(
   qn: number,
   r0: number,
   rn: number,
-  queryNorms: Float64Array,
+  querySquared: Float64Array,
   refSquared: Float64Array,
   excludeSelf: boolean,
 ): void {
   for (let i = 0; i < qn; i++) {
-    const qSquared = queryNorms[q0 + i]! ** 2;
+    const qSquared = querySquared[q0 + i]!;
     const self = excludeSelf ? q0 + i - r0 : -1;
     const row = i * rn;
     let worst = heaps.worst(i);
