@@ -346,6 +346,7 @@ export const FEATURE_BENCHES: readonly string[] = Object.freeze([
   'map',
   'map-page',
   'serve-similar',
+  'neighbors',
 ]);
 
 type FeatureBench = (opts: { quick: boolean; log: (l: string) => void }) => Promise<Record<string, unknown>>;

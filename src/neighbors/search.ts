@@ -31,7 +31,7 @@ export interface SearchOptions {
 export const DEFAULT_SEARCH_OPTIONS: Readonly<SearchOptions> = Object.freeze({
   metric: 'cosine',
   method: 'auto',
-  annThreshold: 200_000,
+  annThreshold: 50_000,
   hnsw: DEFAULT_HNSW_OPTIONS,
 });
 
