@@ -289,8 +289,8 @@ async function benchCrossover(): Promise<Record<string, unknown>> {
     k: 10,
     hnsw: DEFAULT_HNSW_OPTIONS,
     sizes: rows,
-    graphCrossoverRowsEstimate: Math.round(b / a),
-    queryCrossoverRowsEstimate: Math.round(h / c),
+    graphBreakEvenRowsEstimate: Math.round(b / a),
+    queryBreakEvenRowsEstimate: Math.round(h / c),
     load: { before: loadBefore, after: load() },
   };
 }
