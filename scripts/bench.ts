@@ -355,6 +355,7 @@ export const FEATURE_BENCHES: readonly string[] = Object.freeze([
   'map-page',
   'serve-similar',
   'spinning',
+  'neighbors',
 ]);
 
 type FeatureBench = (opts: { quick: boolean; log: (l: string) => void }) => Promise<Record<string, unknown>>;

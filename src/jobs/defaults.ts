@@ -24,6 +24,7 @@ import type { ServeOptions } from './serve.js';
 import type { TrainHeadOptions } from './train-head.js';
 import type { AuditOptions } from './audit.js';
 import { IQR_FENCE } from '../audit/outliers.js';
+import { ANN_THRESHOLD } from '../neighbors/threshold.js';
 import type { SimilarOptions } from './similar.js';
 import type { DuplicatesOptions } from './duplicates.js';
 import type { MapOptions } from './map.js';
@@ -196,7 +197,7 @@ export const DEFAULT_DUPLICATES_OPTIONS: Readonly<DuplicatesOptions> = Object.fr
   splits: [],
   threshold: 0.9,
   k: 10,
-  annThreshold: 200_000,
+  annThreshold: ANN_THRESHOLD,
   reportLimit: 300,
 });
 

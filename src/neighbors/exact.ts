@@ -1,14 +1,19 @@
 /**
  * Exact k-nearest-neighbour search as blocked matrix products: a block of queries times a block of reference rows
- * (onnxruntime's MLAS sgemm through the head's `MatMul`), each block's distances folded into a bounded max-heap per
- * query and then dropped, so memory is O(block² + queries × k) and never the whole distance matrix.
+ * (onnxruntime's MLAS sgemm, `BlockProduct`), each block's distances folded into a bounded max-heap per query and
+ * then dropped, so memory is O(block² + queries × k) and never the whole distance matrix.
+ *
+ * The fold is the hot loop once the product is fast (a 64-d self-kNN spends most of its time there): each block row
+ * is scanned against its heap's current worst distance, and only the rare candidate that beats it reaches the heap.
+ * Reference rows arrive in ascending index order, so a candidate that merely ties the worst kept one loses the tie
+ * (the kept one has the lower index) and the plain comparison is the whole order.
  *
  * The products round through float32; the k survivors of each query are re-scored in float64 before the final sort,
  * so reported distances are as exact as the inputs (the float32 pass only chooses candidates, and a candidate it
  * misorders by ~1e-7 is one whose distance ties the k-th to that precision).
  */
-import { MatMul } from '../head/probe/linalg.js';
 import { invalidParameter } from '../errors.js';
+import { BlockProduct } from './product.js';
 
 export type Metric = 'cosine' | 'l2';
 export const METRICS: readonly Metric[] = Object.freeze(['cosine', 'l2']);
@@ -22,8 +27,8 @@ export interface KnnOptions {
   queryBlock?: number;
   /** Reference rows per product. */
   referenceBlock?: number;
-  /** A `MatMul` to reuse (its sessions stay open); one is made and disposed otherwise. */
-  matmul?: MatMul;
+  /** A `BlockProduct` to reuse (its sessions stay open); one is made and disposed otherwise. */
+  product?: BlockProduct;
   /** The reference's norms (and unit rows) from `prepareReference`, for a reference searched many times. */
   prepared?: PreparedReference;
 }
@@ -78,26 +83,33 @@ export async function exactKnn(
   const excludeSelf = options.excludeSelf ?? false;
   const qBlock = Math.max(1, options.queryBlock ?? DEFAULT_QUERY_BLOCK);
   const rBlock = Math.max(1, options.referenceBlock ?? DEFAULT_REFERENCE_BLOCK);
-  const matmul = options.matmul ?? new MatMul();
-  const prepared = options.prepared;
-  if (prepared && prepared.norms.length !== referenceCount)
-    throw invalidParameter('prepared', `norms of ${referenceCount} reference rows`, `${prepared.norms.length}`);
+  const product = options.product ?? new BlockProduct();
+  if (options.prepared && options.prepared.norms.length !== referenceCount)
+    throw invalidParameter('prepared', `norms of ${referenceCount} reference rows`, `${options.prepared.norms.length}`);
+  // A reference that several query blocks will scan is normalised once (when it fits), not once per query block.
+  const prepared =
+    options.prepared ?? (queryCount > qBlock ? prepareReference(reference, referenceCount, dim, metric) : undefined);
   const refNorms = prepared?.norms ?? rowNorms(reference, referenceCount, dim);
-  const queryNorms = rowNorms(query, queryCount, dim);
+  const queryNorms = metric === 'cosine' ? rowNorms(query, queryCount, dim) : null;
+  // Squared norms summed directly, not squared back from the norms: sqrt then square rounds, and on rows whose
+  // distances tie exactly (duplicates, quantised features) that rounding would pick the tie's winner, not the index.
+  const refSquared = metric === 'l2' ? rowSquares(reference, referenceCount, dim) : null;
+  const querySquared = metric === 'l2' ? rowSquares(query, queryCount, dim) : null;
   const indices = new Int32Array(queryCount * k).fill(-1);
   const distances = new Float32Array(queryCount * k).fill(Infinity);
   try {
     for (let q0 = 0; q0 < queryCount; q0 += qBlock) {
       const qn = Math.min(qBlock, queryCount - q0);
-      const qRows = blockRows(query, q0, qn, dim, metric === 'cosine' ? queryNorms : null);
+      const qRows = blockRows(query, q0, qn, dim, queryNorms);
       const heaps = new TopK(qn, k);
       for (let r0 = 0; r0 < referenceCount; r0 += rBlock) {
         const rn = Math.min(rBlock, referenceCount - r0);
         const rRows = prepared?.unit
           ? prepared.unit.subarray(r0 * dim, (r0 + rn) * dim)
           : blockRows(reference, r0, rn, dim, metric === 'cosine' ? refNorms : null);
-        const dots = await matmul.abt(qRows, rRows, qn, dim, rn);
-        foldBlock(heaps, dots, q0, qn, r0, rn, metric, queryNorms, refNorms, excludeSelf);
+        const dots = await product.abt(qRows, rRows, qn, dim, rn);
+        if (refSquared) foldL2(heaps, dots, q0, qn, r0, rn, querySquared!, refSquared, excludeSelf);
+        else foldCosine(heaps, dots, q0, qn, r0, rn, excludeSelf);
       }
       for (let i = 0; i < qn; i++) {
         const rescored = rescore(heaps, i, query, q0 + i, reference, dim, metric);
@@ -108,7 +120,7 @@ export async function exactKnn(
       }
     }
   } finally {
-    if (!options.matmul) await matmul.dispose();
+    if (!options.product) await product.dispose();
   }
   return { indices, distances };
 }
@@ -136,14 +148,18 @@ function checkArguments(
     );
 }
 
-function rowNorms(x: Float32Array, count: number, dim: number): Float64Array {
-  const norms = new Float64Array(count);
+function rowSquares(x: Float32Array, count: number, dim: number): Float64Array {
+  const squares = new Float64Array(count);
   for (let i = 0; i < count; i++) {
     let s = 0;
     for (let d = i * dim, end = d + dim; d < end; d++) s += x[d]! * x[d]!;
-    norms[i] = Math.sqrt(s);
+    squares[i] = s;
   }
-  return norms;
+  return squares;
+}
+
+function rowNorms(x: Float32Array, count: number, dim: number): Float64Array {
+  return rowSquares(x, count, dim).map(Math.sqrt);
 }
 
 /** Rows [start, start+count) as their own array, divided by their norms when given (cosine). */
@@ -166,28 +182,54 @@ function blockRows(
   return out;
 }
 
-function foldBlock(
+/** cosine: distance = 1 − dot of unit rows; a block row is scanned against its heap's worst kept distance. */
+function foldCosine(
   heaps: TopK,
-  dots: Float64Array,
+  dots: Float32Array,
   q0: number,
   qn: number,
   r0: number,
   rn: number,
-  metric: Metric,
-  queryNorms: Float64Array,
-  refNorms: Float64Array,
   excludeSelf: boolean,
 ): void {
   for (let i = 0; i < qn; i++) {
-    const qSquared = queryNorms[q0 + i]! ** 2;
     const self = excludeSelf ? q0 + i - r0 : -1;
     const row = i * rn;
+    let worst = heaps.worst(i);
     for (let j = 0; j < rn; j++) {
-      if (j === self) continue;
-      const dot = dots[row + j]!;
-      // Squared l2 keeps the heap's order without a sqrt per pair.
-      const d = metric === 'cosine' ? 1 - dot : Math.max(0, qSquared + refNorms[r0 + j]! ** 2 - 2 * dot);
-      heaps.offer(i, d, r0 + j);
+      const d = 1 - dots[row + j]!;
+      // `!(d >= worst)` rather than `d < worst`: a NaN distance reaches the heap, which decides as it always did.
+      if (!(d >= worst) && j !== self) {
+        heaps.offer(i, d, r0 + j);
+        worst = heaps.worst(i);
+      }
+    }
+  }
+}
+
+/** l2: squared distance ‖q‖² + ‖r‖² − 2·dot (the heap's order without a sqrt per pair), scanned as `foldCosine`. */
+function foldL2(
+  heaps: TopK,
+  dots: Float32Array,
+  q0: number,
+  qn: number,
+  r0: number,
+  rn: number,
+  querySquared: Float64Array,
+  refSquared: Float64Array,
+  excludeSelf: boolean,
+): void {
+  for (let i = 0; i < qn; i++) {
+    const qSquared = querySquared[q0 + i]!;
+    const self = excludeSelf ? q0 + i - r0 : -1;
+    const row = i * rn;
+    let worst = heaps.worst(i);
+    for (let j = 0; j < rn; j++) {
+      const d = Math.max(0, qSquared + refSquared[r0 + j]! - 2 * dots[row + j]!);
+      if (!(d >= worst) && j !== self) {
+        heaps.offer(i, d, r0 + j);
+        worst = heaps.worst(i);
+      }
     }
   }
 }
@@ -256,6 +298,11 @@ export class TopK {
   /** (d1, i1) ranks after (d2, i2): the tie rule (lower index first) is part of the order. */
   private static worse(d1: number, i1: number, d2: number, i2: number): boolean {
     return d1 > d2 || (d1 === d2 && i1 > i2);
+  }
+
+  /** The distance a candidate must beat to enter `row`'s heap: its root once full, Infinity before. */
+  worst(row: number): number {
+    return this.size[row]! < this.k ? Infinity : this.d[row * this.k]!;
   }
 
   offer(row: number, distance: number, index: number): void {

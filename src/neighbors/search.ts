@@ -6,13 +6,14 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { invalidParameter } from '../errors.js';
-import { MatMul } from '../head/probe/linalg.js';
+import { BlockProduct } from './product.js';
 import { FeatureCache } from '../store/reader.js';
 import { writeBytesAtomic } from '../util/fsx.js';
 import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
 import { type KnnResult, type Metric, METRICS, type PreparedReference, exactKnn, prepareReference } from './exact.js';
 import { DEFAULT_HNSW_OPTIONS, HnswIndex, type HnswOptions, INDEX_DIR } from './hnsw.js';
+import { ANN_THRESHOLD } from './threshold.js';
 import { type IndexIdentity, type PartStamp, type SplitRows, identityOf, loadSplit, partStamps } from './split.js';
 
 export type SearchMethod = 'auto' | 'exact' | 'hnsw';
@@ -22,7 +23,7 @@ export interface SearchOptions {
   metric: Metric;
   /** auto: exact below `annThreshold` reference rows, HNSW from there on. */
   method: SearchMethod;
-  /** Reference rows from which `auto` uses the HNSW index (measured: see README, "Neighbours"). */
+  /** Reference rows from which `auto` uses the HNSW index (ANN_THRESHOLD: measured, see ./threshold.ts). */
   annThreshold: number;
   hnsw: HnswOptions;
   log?: (line: string) => void;
@@ -31,7 +32,7 @@ export interface SearchOptions {
 export const DEFAULT_SEARCH_OPTIONS: Readonly<SearchOptions> = Object.freeze({
   metric: 'cosine',
   method: 'auto',
-  annThreshold: 200_000,
+  annThreshold: ANN_THRESHOLD,
   hnsw: DEFAULT_HNSW_OPTIONS,
 });
 
@@ -44,7 +45,7 @@ export class SplitSearcher {
     readonly rows: SplitRows,
     readonly method: 'exact' | 'hnsw',
     readonly metric: Metric,
-    private readonly matmul: MatMul,
+    private readonly product: BlockProduct,
     private readonly hnsw: HnswIndex | null,
   ) {}
 
@@ -67,7 +68,7 @@ export class SplitSearcher {
             o.log,
           )
         : null;
-    return new SplitSearcher(rows, method, o.metric, new MatMul(), hnsw);
+    return new SplitSearcher(rows, method, o.metric, new BlockProduct(), hnsw);
   }
 
   /** What opening the HNSW index did (null for exact search). */
@@ -83,13 +84,13 @@ export class SplitSearcher {
       k,
       metric: this.metric,
       excludeSelf,
-      matmul: this.matmul,
+      product: this.product,
       prepared: this.prepared,
     });
   }
 
   async close(): Promise<void> {
-    await this.matmul.dispose();
+    await this.product.dispose();
   }
 }
 

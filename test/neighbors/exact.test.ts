@@ -81,7 +81,8 @@ describe('exactKnn against scikit-learn NearestNeighbors(brute) on MobileNetV2 f
     });
     for (let q = 0; q < train.count; q++)
       for (let j = 0; j < 10; j++) assert.notEqual(got.indices[q * 10 + j], q, `row ${q} lists itself`);
-    // monkeys' 68 byte-identical copies tie at distance 0 with their originals: those must come first.
+    // training's 64 byte-identical copies (of monkeys' 68; 4 more are in validation) tie at distance 0 with their
+    // originals: those must come first.
     const { mismatches } = assertMatches(got, reference, 10, 'self');
     assert.ok(mismatches < train.count, `${mismatches} tie-order differences`);
   });
@@ -129,6 +130,44 @@ describe('exactKnn edge cases (plain recomputation)', () => {
         all.slice(0, k).map((x) => x.j),
         `query ${i}`,
       );
+    }
+  });
+
+  it('many exact ties (small integer rows, l2), blocks straddled: ties go to the lower index, as brute force', async () => {
+    // Integer coordinates in 0..2 make every product and squared distance exact in float32, so whole runs of
+    // candidates tie with the heap's worst: the scan must keep the lower index, block after block.
+    const random = seededRandom(5);
+    const dim = 8;
+    const n = 600;
+    const k = 12;
+    const rows = Float32Array.from({ length: n * dim }, () => Math.floor(random() * 3));
+    for (const excludeSelf of [false, true]) {
+      const got = await exactKnn(rows, n, rows, n, dim, {
+        k,
+        metric: 'l2',
+        excludeSelf,
+        queryBlock: 50,
+        referenceBlock: 70,
+      });
+      for (let i = 0; i < n; i++) {
+        const all = [];
+        for (let j = 0; j < n; j++) {
+          if (excludeSelf && j === i) continue;
+          let s = 0;
+          for (let d = 0; d < dim; d++) s += (rows[i * dim + d]! - rows[j * dim + d]!) ** 2;
+          all.push({ j, s });
+        }
+        all.sort((a, b) => a.s - b.s || a.j - b.j);
+        assert.deepEqual(
+          [...got.indices.subarray(i * k, (i + 1) * k)],
+          all.slice(0, k).map((x) => x.j),
+          `row ${i}, excludeSelf ${excludeSelf}`,
+        );
+        assert.deepEqual(
+          [...got.distances.subarray(i * k, (i + 1) * k)],
+          all.slice(0, k).map((x) => Math.fround(Math.sqrt(x.s))),
+        );
+      }
     }
   });
 
