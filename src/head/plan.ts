@@ -65,6 +65,7 @@ function stratifiedFolds(
   keys: string[],
   seed: number,
   groupRows: (representative: number) => number[],
+  k = KFOLD,
 ): Fold[] {
   const fold = new Map<number, number>();
   for (const c of classesToHold) {
@@ -72,14 +73,14 @@ function stratifiedFolds(
       .filter((r) => labels[r] === c)
       .sort((a, b) => hashScore(seed, keys[a]!) - hashScore(seed, keys[b]!));
     ranked.forEach((r, i) => {
-      for (const m of groupRows(r)) fold.set(m, i % KFOLD);
+      for (const m of groupRows(r)) fold.set(m, i % k);
     });
   }
   const rows = [...labels.keys()];
   const folds: Fold[] = [];
-  for (let k = 0; k < KFOLD; k++) {
-    const held = rows.filter((r) => fold.get(r) === k);
-    if (held.length > 0) folds.push({ fit: rows.filter((r) => fold.get(r) !== k), held });
+  for (let f = 0; f < k; f++) {
+    const held = rows.filter((r) => fold.get(r) === f);
+    if (held.length > 0) folds.push({ fit: rows.filter((r) => fold.get(r) !== f), held });
   }
   return folds;
 }
@@ -87,7 +88,9 @@ function stratifiedFolds(
 /**
  * Stratified hold-out (fraction of each class, seeded by path) when it gives at least MIN_HOLDOUT_ROWS rows and
  * every class that can be held out is; otherwise stratified k-fold. A class with one image is always trained on
- * and never held out. Returns a reason string when nothing can be held out at all.
+ * and never held out. Returns a reason string when nothing can be held out at all. `kfold` asks for k-fold
+ * whatever the hold-out's size (the out-of-fold temperature: every row is predicted once by a model that never saw
+ * it).
  */
 export function planSelection(
   labels: Int32Array,
@@ -96,6 +99,7 @@ export function planSelection(
   fraction: number,
   seed: number,
   groups?: Int32Array,
+  kfold?: number,
 ): SelectionPlan | string {
   // Rows of one group (identical features: duplicate images) always fall on the same side, or the hold-out would
   // score memorised copies and favour overfitting. Planning is done on one representative row per group.
@@ -130,6 +134,10 @@ export function planSelection(
   );
   const val = expand(split.val);
   const heldClasses = new Set(val.map((r) => labels[r]!));
+  if (kfold !== undefined) {
+    const folds = stratifiedFolds(eligible, classesToHold, labels, keys, seed, (r) => members.get(groupOf[r]!)!, kfold);
+    return { method: 'kfold', folds, notes };
+  }
   if (val.length >= MIN_HOLDOUT_ROWS && heldClasses.size === classesToHold.size) {
     const held = new Set(val);
     return { method: 'holdout', folds: [{ fit: rows.filter((r) => !held.has(r)), held: val }], notes };

@@ -17,7 +17,7 @@ import {
 import { BACKENDS, type BackendChoice, type TfRuntime, loadTf } from '../head/runtime.js';
 import { type HeadInfo, headProvenance, inspectHeadDir, saveHead } from '../head/saved.js';
 import { MatMul } from '../head/probe/linalg.js';
-import { type ProbeHead, fitProbeHead, selectProbe } from '../head/probe/select.js';
+import { type ProbeHead, fitProbeHead, outOfFoldTemperature, selectProbe } from '../head/probe/select.js';
 import { cForStrength, l2Strength } from '../head/probe/probe.js';
 import { type SweepGrid, type SweepRow, conflictingDuplicates, subsetRows } from '../head/plan.js';
 import { type Selection, selectSetting } from '../head/minibatch/select.js';
@@ -117,6 +117,8 @@ export interface TrainHeadResult {
   sweep: SweepSummary | null;
   sweepSkipped: string | null;
   temperature: number;
+  /** How the temperature was fitted, when not by the sweep (the probe: out of fold for the refit). */
+  temperatureFit?: TemperatureFit | null;
   /** Mini-batch training's restored epoch and time per epoch; null for the probe. */
   bestEpoch: number | null;
   stoppedEarly: boolean;
@@ -374,7 +376,8 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   const { setting, sweep, sweepSkipped, normalization, result } = fitted;
   requireFiniteFit(result, setting);
   lap('fit');
-  const temperature = sweep?.temperature ?? 1;
+  const temperature = fitted.temperatureFit?.temperature ?? sweep?.temperature ?? 1;
+  const temperatureFit = fitted.temperatureFit ?? null;
   const headOptions: HeadOptions = {
     ...o,
     lr: setting.lr ?? o.lr,
@@ -389,7 +392,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
   const calibration = calibrationReport(logits, evaluated.labels, classes.length, temperature, softmaxRows);
   lap('evaluate');
   const evaluatedOn = validation === 'none' ? 'train' : 'val';
-  const info: HeadInfo = {
+  const info: HeadInfo & { temperatureFit?: TemperatureFit | null } = {
     format: 1,
     classes,
     normalization,
@@ -432,12 +435,12 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
       trainRows: train.count,
       valRows: val?.count ?? 0,
     },
-    ...(sweep ? { temperature } : {}),
+    ...(sweep ? { temperature, temperatureFit } : {}),
   };
   const summary =
     `${train.count} train / ${val?.count ?? 0} val rows, ${classes.length} classes, ${settingText(setting)}, ` +
     `${evaluatedOn} top-1 ${metrics.top1.toFixed(4)}, ECE ${calibration.after.ece.toFixed(3)} (T = ${temperature.toFixed(3)}), trained on ${fitted.engine === 'onnxruntime' ? 'onnxruntime' : `tfjs ${runtime.backend}`}`;
-  const metricsJson = { ...metrics, evaluatedOn, calibration, sweep, sweepSkipped };
+  const metricsJson = { ...metrics, evaluatedOn, calibration, temperatureFit, sweep, sweepSkipped };
   await saveHead(runtime.tf, o.head, {
     info,
     layers: result.layers,
@@ -466,6 +469,7 @@ export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promis
     sweep,
     sweepSkipped,
     temperature,
+    temperatureFit,
     bestEpoch: result.bestEpoch,
     stoppedEarly: result.stoppedEarly,
     secondsPerEpoch: result.secondsPerEpoch,
@@ -534,6 +538,74 @@ interface Fitted {
   probe: TrainHeadResult['probe'];
   /** What trained the saved head. */
   engine: 'tfjs' | 'onnxruntime';
+  /** The probe's temperature, fitted out of fold for the refit; absent: the sweep's temperature is used. */
+  temperatureFit?: TemperatureFit;
+}
+
+/** How the saved temperature was fitted (head.json, metrics.json and the result's `temperatureFit`). */
+export interface TemperatureFit {
+  method: 'out-of-fold';
+  /** Fold models at the chosen normalisation, C scaled to the refit's L2 strength λ. */
+  folds: number;
+  rows: number;
+  normalize: NormalizationKind;
+  c: number | null;
+  lambda: number;
+  /** Shipped: `fitted`, or 1 where `fitted` beats 1 out of fold by less than one paired standard error (`gain`). */
+  temperature: number;
+  fitted: number;
+  gain: { mean: number; se: number };
+  /** The sweep's temperature (fitted on its own fold or hold-out models at their λ), not used. */
+  sweepTemperature: number;
+  /** Pooled out-of-fold NLL before and after the temperature. */
+  nll: { before: number; after: number };
+  seconds: number;
+}
+
+/**
+ * The refit's temperature, out of fold at the chosen setting (see outOfFoldTemperature); where no k-fold can be
+ * drawn, undefined and the sweep's temperature stands.
+ */
+async function refitTemperature(
+  train: Labelled,
+  dim: number,
+  classes: string[],
+  choice: { normalize: NormalizationKind; c: number },
+  sweepTemperature: number,
+  o: TrainHeadOptions,
+  mm: MatMul,
+  log: (l: string) => void,
+): Promise<TemperatureFit | undefined> {
+  const oof = await outOfFoldTemperature(
+    train,
+    dim,
+    classes.length,
+    choice.normalize,
+    choice.c,
+    { seed: o.seed, keys: train.paths, classNames: classes, classWeight: o.classWeight },
+    mm,
+  );
+  if (typeof oof === 'string') {
+    log(`train-head: temperature from the sweep (${sweepTemperature.toFixed(3)}): no out-of-fold fit: ${oof}`);
+    return undefined;
+  }
+  log(
+    `train-head: temperature ${oof.temperature.toFixed(3)} out of fold for the refit (${oof.folds} fits at C ${cText(Number.isFinite(choice.c) ? choice.c : null)}, λ ${oof.lambda.toPrecision(3)}, on ${oof.rows} rows: fitted ${oof.fitted.toFixed(3)}, NLL gain ${oof.gain.mean.toFixed(4)} ± ${oof.gain.se.toFixed(4)}${oof.temperature === 1 ? ', within one standard error: T = 1' : ''}; the sweep's was ${sweepTemperature.toFixed(3)}), ${oof.seconds.toFixed(2)} s`,
+  );
+  return {
+    method: 'out-of-fold',
+    folds: oof.folds,
+    rows: oof.rows,
+    normalize: choice.normalize,
+    c: Number.isFinite(choice.c) ? choice.c : null,
+    lambda: oof.lambda,
+    temperature: oof.temperature,
+    fitted: oof.fitted,
+    gain: oof.gain,
+    sweepTemperature,
+    nll: oof.nll,
+    seconds: oof.seconds,
+  };
 }
 
 /** The L-BFGS probe: C × normalisation chosen on folds of train, then one converged fit on all of it. */
@@ -597,6 +669,9 @@ async function fitByProbe(
     log(
       `train-head: L-BFGS fit on all ${train.count} rows: ${head.iterations} iterations (stopped: ${head.stopped}), ${head.seconds.toFixed(2)} s`,
     );
+    const temperatureFit = sweep
+      ? await refitTemperature(train, dim, classes, choice, sweep.temperature, o, mm, log)
+      : undefined;
     return {
       setting: {
         solver: 'lbfgs',
@@ -612,6 +687,7 @@ async function fitByProbe(
       result: { layers: head.layers, history: [], bestEpoch: null, stoppedEarly: false, secondsPerEpoch: null },
       probe: { iterations: head.iterations, stopped: head.stopped, seconds: head.seconds },
       engine: 'onnxruntime',
+      ...(temperatureFit ? { temperatureFit } : {}),
     };
   } finally {
     await mm.dispose();

@@ -19,6 +19,23 @@ const keys = (n: number) => Array.from({ length: n }, (_, i) => `img${i}.jpg`);
 const names = ['a', 'b', 'c', 'd'];
 
 describe('selection plan', () => {
+  it('k-fold on request (the out-of-fold temperature), even where a hold-out would do', () => {
+    const n = 300;
+    const labels = Int32Array.from({ length: n }, (_, i) => i % 3);
+    assert.equal((planSelection(labels, keys(n), names, 0.2, 1) as { method: string }).method, 'holdout');
+    const plan = planSelection(labels, keys(n), names, 0.2, 1, undefined, 10);
+    assert.ok(typeof plan !== 'string');
+    assert.equal(plan.method, 'kfold');
+    assert.equal(plan.folds.length, 10);
+    const held = plan.folds.flatMap((f) => f.held).sort((a, b) => a - b);
+    assert.deepEqual(held, [...Array(n).keys()], 'every row held out exactly once');
+    for (const f of plan.folds) {
+      assert.equal(f.fit.length + f.held.length, n);
+      assert.ok(f.held.every((r) => !f.fit.includes(r)));
+      for (let c = 0; c < 3; c++) assert.equal(f.held.filter((r) => labels[r] === c).length, 10, 'stratified');
+    }
+  });
+
   it('holds out a stratified, seeded share of train when it is large enough', () => {
     const labels = Int32Array.from({ length: 400 }, (_, i) => i % 4);
     const plan = planSelection(labels, keys(400), names, 0.2, 0);

@@ -4,11 +4,15 @@ import { MatMul } from '../../../src/head/probe/linalg.js';
 import {
   NORMALIZATION_PREFERENCE,
   chooseCandidate,
+  OUT_OF_FOLD_K,
   fitProbeHead,
+  outOfFoldTemperature,
   pairedDifference,
   selectProbe,
 } from '../../../src/head/probe/select.js';
-import { type SweepRow, planSelection } from '../../../src/head/plan.js';
+import { l2Strength } from '../../../src/head/probe/probe.js';
+import { fitTemperature, temperatureNll } from '../../../src/head/metrics.js';
+import { type SweepRow, TEMPERATURE_PRIOR, planSelection } from '../../../src/head/plan.js';
 import type { Split } from '../../../src/head/model.js';
 import { seededRandom } from '../../../src/util/random.js';
 
@@ -367,5 +371,84 @@ describe('selectProbe and the final fit', () => {
     };
     const [plainMass, balancedMass] = [await rareMass('none'), await rareMass('balanced')];
     assert.ok(balancedMass > plainMass * 1.2, `rare class mass ${balancedMass} (balanced) vs ${plainMass}`);
+  });
+});
+
+/** Logits [rows, classes] of one dense layer, in float64 then rounded to float32 as the probe's are. */
+function plainLogits(layer: { kernel: Float32Array; bias: Float32Array }, rows: Split, dim: number, classes: number) {
+  const out = new Float32Array(rows.count * classes);
+  for (let r = 0; r < rows.count; r++)
+    for (let k = 0; k < classes; k++) {
+      let v = layer.bias[k]!;
+      for (let j = 0; j < dim; j++) v += rows.features[r * dim + j]! * layer.kernel[j * classes + k]!;
+      out[r * classes + k] = v;
+    }
+  return out;
+}
+
+describe('the out-of-fold temperature (the refit ships with it)', () => {
+  const mm = new MatMul();
+  after(() => mm.dispose());
+  const names = ['a', 'b', 'c'];
+  const options = (n: number) => ({
+    seed: 0,
+    keys: Array.from({ length: n }, (_, i) => `img${i}.jpg`),
+    classNames: names,
+    classWeight: 'none' as const,
+  });
+
+  it('k fold models at the refit λ each predict the rows they never saw; T is fitted on the pooled logits', async () => {
+    const [n, dim, c] = [150, 20, 10];
+    const train = clusters(n, dim, 3, 2.2, 5);
+    const o = await outOfFoldTemperature(train, dim, 3, 'none', c, options(n), mm);
+    assert.ok(typeof o !== 'string', typeof o === 'string' ? o : '');
+    // 150 rows would give a hold-out to the sweep; the temperature still gets k folds.
+    const plan = planSelection(train.labels, options(n).keys, names, 0.2, 0, undefined, OUT_OF_FOLD_K);
+    assert.ok(typeof plan !== 'string');
+    assert.equal(plan.method, 'kfold');
+    assert.equal(o.folds, OUT_OF_FOLD_K);
+    assert.equal(o.rows, n, 'every row predicted once');
+    assert.equal(o.lambda, l2Strength(c, n, 3));
+    // The reference: each fold refitted here, at C scaled so that λ = 1/(C·n) is the refit's.
+    const logits: Float32Array[] = [];
+    const labels: number[] = [];
+    for (const fold of plan.folds) {
+      assert.ok(
+        fold.held.every((r) => !fold.fit.includes(r)),
+        'a held row is never a fit row',
+      );
+      const fit = plainRows(train, fold.fit, dim, 'none');
+      const head = await fitProbeHead(fit, dim, 3, 'none', (c * n) / fold.fit.length, 'none', mm);
+      logits.push(plainLogits(head.layers[0]!, plainRows(train, fold.held, dim, 'none'), dim, 3));
+      labels.push(...fold.held.map((r) => train.labels[r]!));
+    }
+    const pooled = new Float32Array(logits.reduce((s, l) => s + l.length, 0));
+    logits.reduce((at, l) => (pooled.set(l, at), at + l.length), 0);
+    const y = Int32Array.from(labels);
+    const t = fitTemperature(pooled, y, 3, TEMPERATURE_PRIOR);
+    assert.ok(Math.abs(o.fitted - t) < 1e-3, `T ${o.fitted} vs ${t}`);
+    assert.ok(Math.abs(o.nll.before - temperatureNll(pooled, y, 3, 1)) < 1e-4, `${o.nll.before}`);
+    // Shipped only when it beats T = 1 by more than one standard error.
+    assert.equal(o.temperature, o.gain.mean > o.gain.se ? o.fitted : 1);
+    assert.ok(o.nll.after <= o.nll.before + 1e-12);
+  });
+
+  it('a temperature that does not beat T = 1 out of fold by one standard error is not shipped', async () => {
+    const [n, dim] = [120, 10];
+    const random = seededRandom(7);
+    // Labels independent of the features: no temperature helps beyond noise.
+    const train = clusters(n, dim, 3, 1, 7);
+    train.labels = Int32Array.from({ length: n }, () => Math.floor(random() * 3));
+    const o = await outOfFoldTemperature(train, dim, 3, 'none', 0.01, options(n), mm);
+    assert.ok(typeof o !== 'string', typeof o === 'string' ? o : '');
+    assert.ok(o.gain.mean <= o.gain.se, `gain ${o.gain.mean} ± ${o.gain.se}`);
+    assert.equal(o.temperature, 1);
+    assert.equal(o.nll.after, o.nll.before);
+  });
+
+  it('says why when nothing can be held out', async () => {
+    const train = clusters(3, 4, 3, 0.1, 1);
+    const o = await outOfFoldTemperature(train, 4, 3, 'l2', 1, options(3), mm);
+    assert.equal(typeof o, 'string');
   });
 });
