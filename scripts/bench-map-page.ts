@@ -15,17 +15,8 @@ import type { MapData } from '../src/map/data.js';
 import { writeMapPage } from '../src/map/page.js';
 import { seededRandom } from '../src/util/random.js';
 import { toolVersions } from '../src/version.js';
+import { CHROMIUM, CHROMIUM_ARGS } from '../test/support/chromium.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
 const VIEWPORT = { width: 1600, height: 1000 };
 const PAN_STEPS = 120;
 const CLASSES = 20;

@@ -6,17 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { type ServeHandle, serve } from '../../src/jobs/serve.js';
 import { tempDir, writeImage, writeTinyModel } from '../support/helpers.js';
 import { writeTestHead } from './heads.js';
-
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
+import { CHROMIUM, CHROMIUM_ARGS } from '../support/chromium.js';
 
 describe(
   'serve: the page in a real browser',
