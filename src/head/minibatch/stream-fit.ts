@@ -21,7 +21,7 @@
  * augmented kernel); λ = 1/(C·n) is small at the row counts this runs at, so the difference to scikit-learn's
  * unpenalised intercept is negligible there.
  */
-import { FeatcacheError } from '../../errors.js';
+import { ExitCode, FeatcacheError } from '../../errors.js';
 import type { RowBatch } from '../../store/stream.js';
 import { type StepBatch, OrtWideTrainer, type WideState } from './ort-engine.js';
 import { type Normalization, applyNormalization } from '../normalize.js';
@@ -196,7 +196,7 @@ class IterateAverage {
 /** Thrown when the signal aborts a fit: the caller has written nothing yet. */
 export class FitInterrupted extends FeatcacheError {
   constructor() {
-    super('train-head: interrupted; nothing was written (the previous head, if any, is intact)', 130);
+    super('train-head: interrupted; nothing was written (the previous head, if any, is intact)', ExitCode.interrupted);
   }
 }
 
