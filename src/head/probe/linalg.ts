@@ -142,6 +142,24 @@ export class MatMul {
     return m * k * p < this.minOrtMacs ? matMulTransBJs(a, b, m, k, p) : this.ort(a, [m, k], b, [p, k], false, true);
   }
 
+  /**
+   * C[m,p] = A[m,k]·B[p,k]ᵀ on onnxruntime whatever its size, kept in float32 and written into `out` (at least m·p
+   * long): for callers that fold a product at once and would only pay for `abt`'s float64 copy (exact kNN).
+   */
+  async abtInto(a: Float32Array, b: Float32Array, m: number, k: number, p: number, out: Float32Array): Promise<void> {
+    const macs = m * k * p;
+    this.macs += macs;
+    await (
+      await this.session(false, true, macs)
+    ).run(
+      {
+        a: new ort.Tensor('float32', a.subarray(0, m * k), [m, k]),
+        b: new ort.Tensor('float32', b.subarray(0, p * k), [p, k]),
+      },
+      { c: new ort.Tensor('float32', out.subarray(0, m * p), [m, p]) },
+    );
+  }
+
   /** Releases the sessions that opened; one that failed to open has nothing to release (and its error was thrown where it was used). */
   async dispose(): Promise<void> {
     const opened = await Promise.allSettled(this.sessions.values());
