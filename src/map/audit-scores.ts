@@ -4,7 +4,9 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { parse } from 'csv-parse/sync';
 import { damagedFile, missingFile } from '../errors.js';
+import { csvTextValue } from '../util/csv.js';
 
 export interface AuditScores {
   dir: string;
@@ -14,42 +16,10 @@ export interface AuditScores {
   rows: Map<string, { score: number; flags: string[] }>;
 }
 
-/** RFC 4180 rows; featcache's CSV writer (src/util/csv.ts) quotes, doubles quotes and prefixes formula-like cells. */
+/** RFC 4180 rows of a CSV featcache wrote, each cell with csvText's formula guard taken off. */
 export function parseCsv(text: string): string[][] {
-  const rows: string[][] = [];
-  let row: string[] = [];
-  let cell = '';
-  let quoted = false;
-  const endCell = () => {
-    row.push(unprefix(cell));
-    cell = '';
-  };
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (quoted) {
-      if (c === '"' && text[i + 1] === '"') {
-        cell += '"';
-        i++;
-      } else if (c === '"') quoted = false;
-      else cell += c;
-    } else if (c === '"') quoted = true;
-    else if (c === ',') endCell();
-    else if (c === '\n' || c === '\r') {
-      if (c === '\r' && text[i + 1] === '\n') i++;
-      endCell();
-      rows.push(row);
-      row = [];
-    } else cell += c;
-  }
-  if (cell !== '' || row.length > 0) {
-    endCell();
-    rows.push(row);
-  }
-  return rows;
+  return parse<string[]>(text, { bom: true }).map((row) => row.map(csvTextValue));
 }
-
-/** Undoes the ' that csvText puts before a cell starting with = + - @ tab or CR. */
-const unprefix = (cell: string) => (/^'[=+\-@\t\r]/.test(cell) ? cell.slice(1) : cell);
 
 const FLAG_COLUMNS: [string, string][] = [
   ['confident_learning', 'label issue (confident learning)'],
@@ -78,7 +48,17 @@ export async function readAuditScores(dir: string): Promise<AuditScores> {
   const csv = await fs.readFile(csvFile, 'utf8').catch(() => {
     throw missingFile('audit', csvFile, remedy(dir));
   });
-  const [header, ...lines] = parseCsv(csv);
+  let table: string[][];
+  try {
+    table = parseCsv(csv);
+  } catch (error) {
+    throw damagedFile(
+      csvFile,
+      `is not valid CSV (${(error as Error).message})`,
+      `rerun 'featcache audit --out ${dir}'`,
+    );
+  }
+  const [header, ...lines] = table;
   const column = (name: string) => header?.indexOf(name) ?? -1;
   const pathColumn = column('path');
   const qualityColumn = column('label_quality');
