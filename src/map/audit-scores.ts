@@ -18,7 +18,8 @@ export interface AuditScores {
 
 /** RFC 4180 rows of a CSV featcache wrote, each cell with csvText's formula guard taken off. */
 export function parseCsv(text: string): string[][] {
-  return parse<string[]>(text, { bom: true }).map((row) => row.map(csvTextValue));
+  const rows: string[][] = parse(text, { bom: true });
+  return rows.map((row) => row.map(csvTextValue));
 }
 
 const FLAG_COLUMNS: [string, string][] = [
