@@ -6,7 +6,6 @@
  * Runnable alone: `node dist/scripts/bench-serve-similar.js` prints JSON (BENCH_QUICK=1: validation as reference,
  * fewer requests).
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,13 +17,13 @@ import { type HeadInfo, saveHead } from '../src/head/saved.js';
 import { sha256File } from '../src/util/fsx.js';
 import { seededRandom } from '../src/util/random.js';
 import { toolVersions } from '../src/version.js';
+import { startServer } from './bench-serve.js';
 
 const self = fileURLToPath(import.meta.url);
 const repo = path.resolve(path.dirname(self), '../..');
 const shared = path.resolve(repo, '../shared');
 const mobilenet = path.join(shared, 'models/mobilenetv2-12-int8.onnx');
 const monkeys = path.join(shared, 'data/monkeys');
-const cli = path.join(repo, 'dist/src/cli.js');
 const threads = Math.min(os.availableParallelism(), 2);
 
 /** A seeded random head over the cache's own tap and preset: serving cost does not depend on what it learnt. */
@@ -64,31 +63,6 @@ async function headFor(dir: string, cache: FeatureCache): Promise<string> {
   const { tf } = await loadTf('cpu');
   await saveHead(tf, dir, { info, layers, extras: {} });
   return dir;
-}
-
-async function startServer(args: string[]): Promise<{ url: string; stop: () => Promise<number | null> }> {
-  const child = spawn(
-    process.execPath,
-    [cli, 'serve', '--port', '0', '--device', 'cpu', '--threads', String(threads), ...args],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let stderr = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stderr.on('data', (d) => {
-      stderr += d;
-      const m = /ready in/.test(stderr) && /listening on (\S+)/.exec(stderr);
-      if (m) resolve(m[1]!);
-    });
-    child.on('exit', (code) => reject(new Error(`serve exited ${code}: ${stderr}`)));
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return {
-    url,
-    stop: async () => {
-      child.kill('SIGTERM');
-      return exited;
-    },
-  };
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;

@@ -82,13 +82,14 @@ async function randomHead(dir: string, model: string, tappedTensor: string, dim:
   return dir;
 }
 
-interface Server {
+export interface Server {
   url: string;
   pid: number;
   stop(): Promise<number | null>;
 }
 
-async function startServer(args: string[]): Promise<Server> {
+/** `featcache serve` on a free port, CPU, `threads` threads; resolves once it says it is ready. */
+export async function startServer(args: string[]): Promise<Server> {
   const child = spawn(
     process.execPath,
     [cli, 'serve', '--port', '0', '--device', 'cpu', '--threads', String(threads), ...args],
