@@ -92,24 +92,49 @@ function trainHeadRun(cache: string, head: string, solver: string): Record<strin
   };
 }
 
+async function writeBenchCache(cache: string, size: Size, log: (l: string) => void): Promise<void> {
+  const started = performance.now();
+  // Noise 12 gave 20% top-1 at 2048 × 100 (far too hard); lower noise separates the classes more.
+  await writeSyntheticCache(cache, {
+    rows: size.rows,
+    valRows: Math.min(20_000, Math.round(size.rows / 5)),
+    dim: size.dim,
+    classes: size.classes,
+    partRows: 4096,
+    seed: 1,
+    noise: Number(process.env.BENCH_HEAD_SCALE_NOISE ?? 6),
+  });
+  log(
+    `head-scale: ${size.rows} × ${size.dim} × ${size.classes}: cache written in ${((performance.now() - started) / 1000).toFixed(0)} s`,
+  );
+}
+
+/** A kept cache is reused only if a previous run finished writing it (the marker is written last). */
+async function reuseOrWriteCache(cache: string, size: Size, log: (l: string) => void): Promise<void> {
+  const marker = path.join(path.dirname(cache), 'written.json');
+  const spec = JSON.stringify({ ...size, noise: Number(process.env.BENCH_HEAD_SCALE_NOISE ?? 6) });
+  const previous = await fs.readFile(marker, 'utf8').catch(() => null);
+  if (previous === spec) return log(`head-scale: reusing ${cache}`);
+  // Never remove what this bench cannot prove it wrote: a folder without the marker must be emptied by hand.
+  const entries = await fs.readdir(path.dirname(cache)).catch(() => []);
+  if (entries.length > 0)
+    throw new Error(
+      `BENCH_HEAD_SCALE_DIR: ${path.dirname(cache)} is not a finished bench cache; remove it or pick another`,
+    );
+  await fs.mkdir(path.dirname(cache), { recursive: true });
+  await writeBenchCache(cache, size, log);
+  await fs.writeFile(marker, spec);
+}
+
 async function runSize(size: Size, log: (l: string) => void): Promise<Record<string, unknown>> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'featcache-bench-head-scale-'));
+  // BENCH_HEAD_SCALE_DIR keeps each size's cache (minutes to write at 1 M rows) for the next run of the same size.
+  const keepRoot = process.env.BENCH_HEAD_SCALE_DIR;
+  const dir = keepRoot
+    ? path.join(path.resolve(keepRoot), `${size.rows}x${size.dim}x${size.classes}`)
+    : await fs.mkdtemp(path.join(os.tmpdir(), 'featcache-bench-head-scale-'));
   try {
     const cache = path.join(dir, 'features');
-    const started = performance.now();
-    // Noise 12 gave 20% top-1 at 2048 × 100 (far too hard); lower noise separates the classes more.
-    await writeSyntheticCache(cache, {
-      rows: size.rows,
-      valRows: Math.min(20_000, Math.round(size.rows / 5)),
-      dim: size.dim,
-      classes: size.classes,
-      partRows: 4096,
-      seed: 1,
-      noise: Number(process.env.BENCH_HEAD_SCALE_NOISE ?? 6),
-    });
-    log(
-      `head-scale: ${size.rows} × ${size.dim} × ${size.classes}: cache written in ${((performance.now() - started) / 1000).toFixed(0)} s`,
-    );
+    await (keepRoot ? reuseOrWriteCache : writeBenchCache)(cache, size, log);
     const solvers = (process.env.BENCH_HEAD_SCALE_SOLVERS ?? 'auto').split(',');
     const heads = solvers.map((solver) => {
       const run = trainHeadRun(cache, path.join(dir, `head-${solver}`), solver);
@@ -141,7 +166,7 @@ async function runSize(size: Size, log: (l: string) => void): Promise<Record<str
     }
     return out;
   } finally {
-    await fs.rm(dir, { recursive: true, force: true });
+    if (!keepRoot) await fs.rm(dir, { recursive: true, force: true });
   }
 }
 

@@ -61,4 +61,27 @@ describe("Pillow's bilinear resize", () => {
       assert.equal(c.ksize, Math.ceil(Math.max(reduction, 1)) * 2 + 1);
     }
   });
+
+  it('any channel count resizes each channel as the RGB path does (2, 3, 4 and 5 taps per sample)', () => {
+    // 40×30 down to 11×13 (≈3.6× and 2.3×: 5–9 taps), 19×17 (≈2×), 27×21 (≈1.5×) and up to 50×44.
+    const [w, h] = [40, 30];
+    const rgb = Uint8Array.from({ length: w * h * 3 }, (_, i) => (i * 73 + Math.floor(i / 7) * 29) % 256);
+    const rgba = new Uint8Array(w * h * 4);
+    for (let p = 0; p < w * h; p++) {
+      rgba.set(rgb.subarray(p * 3, p * 3 + 3), p * 4);
+      rgba[p * 4 + 3] = (p * 11) % 256;
+    }
+    for (const [ow, oh] of [
+      [11, 13],
+      [19, 17],
+      [27, 21],
+      [50, 44],
+    ] as const) {
+      const window = { left: 2, top: 1, width: ow - 3, height: oh - 2 };
+      const three = resizeBilinearWindow(rgb, w, h, 3, { width: ow, height: oh }, window);
+      const four = resizeBilinearWindow(rgba, w, h, 4, { width: ow, height: oh }, window);
+      const dropAlpha = four.filter((_, i) => i % 4 !== 3);
+      assert.deepEqual(Array.from(dropAlpha), Array.from(three), `${w}×${h} → ${ow}×${oh}`);
+    }
+  });
 });
