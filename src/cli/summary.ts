@@ -30,7 +30,7 @@ export function trainSummaryLine(r: TrainHeadResult): string {
   const c = r.calibration;
   return (
     `train-head: ${r.trainRows} train / ${r.valRows} val rows, ${settingText(r.setting)}${r.stoppedEarly ? ' (stopped early)' : ''}; ` +
-    `${on} top-1 ${m.top1.toFixed(4)}${m.top5 === null ? '' : `, top-5 ${m.top5.toFixed(4)}`}, ECE ${c.before.ece.toFixed(3)} → ${c.after.ece.toFixed(3)}, NLL ${c.before.nll.toFixed(3)} → ${c.after.nll.toFixed(3)} (T = ${r.temperature.toFixed(3)}); ` +
+    `${on} top-1 ${m.top1.toFixed(4)}${m.top5 === null ? '' : `, top-5 ${m.top5.toFixed(4)}`}, ECE ${c.before.ece.toFixed(3)} → ${c.after.ece.toFixed(3)} (sampling floor ${c.after.eceFloor.mean.toFixed(3)}), NLL ${c.before.nll.toFixed(3)} → ${c.after.nll.toFixed(3)} (T = ${r.temperature.toFixed(3)}); ` +
     `${r.probe ? `L-BFGS ${r.probe.iterations} iterations in ${r.probe.seconds.toFixed(2)} s` : `${(r.secondsPerEpoch ?? 0).toFixed(3)} s/epoch on ${r.engine === 'onnxruntime' ? 'onnxruntime' : r.backend}`} → ${r.head} (curves: ${path.join(r.head, 'curves.html')})`
   );
 }

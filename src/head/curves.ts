@@ -151,7 +151,7 @@ export function curvesPage(
   const reliability = extras.calibration ? reliabilityDiagram(extras.calibration) : '';
   const c = extras.calibration;
   const calibrationText = c
-    ? `<p>Calibration: ECE ${c.before.ece.toFixed(4)} → ${c.after.ece.toFixed(4)}, NLL ${c.before.nll.toFixed(4)} → ${c.after.nll.toFixed(4)} with temperature ${c.temperature.toFixed(3)}.</p>`
+    ? `<p>Calibration: ECE ${c.before.ece.toFixed(4)} → ${c.after.ece.toFixed(4)}, NLL ${c.before.nll.toFixed(4)} → ${c.after.nll.toFixed(4)} with temperature ${c.temperature.toFixed(3)}. On ${c.bins.after.reduce((n, b) => n + b.count, 0)} rows a perfectly calibrated head would show an ECE of ${c.after.eceFloor.mean.toFixed(4)} from sampling alone (95th percentile ${c.after.eceFloor.p95.toFixed(4)}).</p>`
     : '';
   const metricsHtml = metrics
     ? `<h2>Validation (${metrics.count} images): top-1 ${metrics.top1.toFixed(4)}${metrics.top5 === null ? '' : `, top-5 ${metrics.top5.toFixed(4)}`}</h2>${confusionTable(metrics)}`

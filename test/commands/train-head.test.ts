@@ -19,6 +19,7 @@ import {
   writeColourImage,
   writeTinyModel,
 } from '../support/helpers.js';
+import { writeFewShotCache } from '../support/synthetic-fewshot.js';
 
 /** An optional dependency: a string variable keeps tsc from resolving it where it is not installed. */
 const TFJS_NODE: string = '@tensorflow/tfjs-node';
@@ -713,4 +714,23 @@ describe('accuracy on real data: MobileNetV2-int8 on hymenoptera', () => {
       assert.equal((await loadHead(tf, head)).info.temperature, result.temperature);
     },
   );
+});
+
+describe('calibration with many small classes: 120 classes, 2–17 train rows each (synthetic stand-ins)', () => {
+  it('the default head ships calibrated: val ECE ≤ 0.05 measured on enough rows, with the sampling floor reported', async () => {
+    for (const seed of [1, 2]) {
+      const dir = await tempDir();
+      const cache = path.join(dir, 'features');
+      // Val holds four times each class's train rows (same class balance): ~4,800 rows, a floor of ~0.02. A val of a
+      // third as many (~400 rows) has a floor of ~0.06, above the goal, and cannot show it.
+      await writeFewShotCache(cache, seed, { valShare: 4 });
+      const r = await runCli(['train-head', '--cache', cache, '--head', path.join(dir, 'head'), '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      const { calibration: c, valRows, trainRows } = JSON.parse(r.stdout);
+      assert.ok(trainRows < 17 * 120 && valRows === 4 * trainRows, `${trainRows} train / ${valRows} val`);
+      assert.ok(c.after.ece <= 0.05, `seed ${seed}: val ECE ${c.before.ece} -> ${c.after.ece}`);
+      assert.ok(c.after.ece < c.before.ece && c.after.nll < c.before.nll, `seed ${seed}: ${JSON.stringify(c)}`);
+      assert.ok(c.after.eceFloor.mean > 0 && c.after.eceFloor.p95 < 0.03, JSON.stringify(c.after.eceFloor));
+    }
+  });
 });

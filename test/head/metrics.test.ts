@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import {
   calibrationReport,
   classificationMetrics,
+  eceSamplingFloor,
   expectedCalibrationError,
   fitTemperature,
   negativeLogLikelihood,
@@ -111,6 +112,51 @@ function rankOfTruth(p: Float32Array, classes: number, r: number, y: number): nu
   }
   return rank;
 }
+
+describe("ECE's sampling floor", () => {
+  /** 400 rows of 5-class probabilities, and labels drawn from them (`sharpen` > 1 draws from a sharper softmax). */
+  function rows(seed: number) {
+    const random = seededRandom(seed);
+    const classes = 5;
+    const logits = Float32Array.from({ length: 400 * classes }, () => 3 * random());
+    return { classes, probabilities: softmaxRows(logits, classes, 1), logits };
+  }
+  function drawLabels(probabilities: Float32Array, classes: number, random: () => number): Int32Array {
+    return Int32Array.from({ length: probabilities.length / classes }, (_, r) => {
+      let u = random();
+      for (let c = 0; c < classes - 1; c++) if ((u -= probabilities[r * classes + c]!) < 0) return c;
+      return classes - 1;
+    });
+  }
+
+  it('equals the ECE that a calibrated head shows on fresh labels: mean within 10 %, about 5 % of draws above p95', () => {
+    const { classes, probabilities } = rows(1);
+    const floor = eceSamplingFloor(probabilities, classes);
+    const random = seededRandom(7);
+    const eces = Array.from(
+      { length: 400 },
+      () => expectedCalibrationError(probabilities, drawLabels(probabilities, classes, random), classes).ece,
+    );
+    const mean = eces.reduce((a, b) => a + b, 0) / eces.length;
+    assert.ok(Math.abs(floor.mean - mean) < 0.1 * mean, `floor ${floor.mean} vs measured ${mean}`);
+    const above = eces.filter((e) => e > floor.p95).length / eces.length;
+    assert.ok(above > 0.01 && above < 0.12, `${above} of calibrated draws above p95 ${floor.p95}`);
+    // Four times the rows: half the floor (it falls as 1/√n).
+    const four = new Float32Array(probabilities.length * 4);
+    for (let k = 0; k < 4; k++) four.set(probabilities, k * probabilities.length);
+    const ratio = eceSamplingFloor(four, classes).mean / floor.mean;
+    assert.ok(ratio > 0.4 && ratio < 0.6, `floor ratio ${ratio}`);
+  });
+
+  it('a miscalibrated head lands far above it, and the report carries it', () => {
+    const { classes, probabilities, logits } = rows(2);
+    // Labels from a softmax three times sharper: the probabilities are underconfident.
+    const labels = drawLabels(softmaxRows(logits, classes, 1 / 3), classes, seededRandom(3));
+    const report = calibrationReport(logits, labels, classes, 1, softmaxRows);
+    assert.deepEqual(report.after.eceFloor, eceSamplingFloor(probabilities, classes));
+    assert.ok(report.after.ece > 2 * report.after.eceFloor.p95, `${report.after.ece} vs ${report.after.eceFloor.p95}`);
+  });
+});
 
 describe('top-5 at its edge', () => {
   it('the true class ranked exactly 5th counts, 6th does not (6 classes)', () => {

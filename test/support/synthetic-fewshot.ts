@@ -13,8 +13,16 @@ import { syntheticManifest } from './synthetic-rows.js';
 export const FEWSHOT_CLASSES = 120;
 export const FEWSHOT_DIM = 256;
 
-/** Writes train and val; `spread` is the per-dimension noise (3: about 0.6–0.7 val top-1 for the probe). */
-export async function writeFewShotCache(cache: string, seed: number, spread = 3): Promise<void> {
+/**
+ * Writes train and val; `spread` is the per-dimension noise (3: about 0.6–0.7 val top-1 for the probe). Val has `valShare`
+ * times each class's train rows (default a third, at least one): the same class balance as train. A larger share
+ * (train is unchanged: it is drawn first) measures calibration on more rows than a few-shot val split has.
+ */
+export async function writeFewShotCache(
+  cache: string,
+  seed: number,
+  { spread = 3, valShare = 1 / 3 }: { spread?: number; valShare?: number } = {},
+): Promise<void> {
   const random = seededRandom(seed);
   const gauss = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
   const dim = FEWSHOT_DIM;
@@ -30,7 +38,7 @@ export async function writeFewShotCache(cache: string, seed: number, spread = 3)
     const rows: { path: string; label: number; labelName: string; size: number; mtimeMs: number }[] = [];
     const features: number[] = [];
     classes.forEach((name, c) => {
-      const n = split === 'val' ? Math.max(1, Math.round(perClass[c]! / 3)) : perClass[c]!;
+      const n = split === 'train' ? perClass[c]! : Math.max(1, Math.round(perClass[c]! * valShare));
       for (let i = 0; i < n; i++) {
         rows.push({ path: `${split}/${name}/${i}.jpg`, label: c, labelName: name, size: 1, mtimeMs: 1 });
         for (const v of centres[c]!) features.push(Math.max(0, v + spread * gauss()));
