@@ -16,7 +16,7 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../src/onnx/ort.js';
 import { openBackbone } from '../src/backbone/index.js';
 import { sessionOptions } from '../src/backbone/session.js';
 import { loadTf } from '../src/head/runtime.js';
@@ -287,7 +287,11 @@ export async function benchStartup(opts: {
           int8Model: calibrated.int8.file,
         })
       : null;
-    const plain = () => timeCommand(['--input-type=module', '-e', PLAIN_SCRIPT, resnet, image, String(threads)]);
+    // featcache turns onnxruntime's telemetry off (src/onnx/ort.ts); the plain script runs with it off too.
+    const plain = () =>
+      timeCommand(['--input-type=module', '-e', PLAIN_SCRIPT, resnet, image, String(threads)], {
+        ORT_DISABLE_TELEMETRY: '1',
+      });
     const predictWith =
       (head: string, extraEnv: NodeJS.ProcessEnv = env) =>
       () =>

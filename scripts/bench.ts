@@ -10,7 +10,7 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../src/onnx/ort.js';
 import sharp from 'sharp';
 import { openBackbone } from '../src/backbone/index.js';
 import { errorMessage } from '../src/errors.js';

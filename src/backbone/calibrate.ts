@@ -4,7 +4,7 @@
  * (the activations themselves stay inside onnxruntime). `percentile` needs the values: it reads each tensor back
  * and keeps a strided sample of it, bounded per batch, so memory does not grow with the activation size.
  */
-import * as ort from 'onnxruntime-node';
+import * as ort from '../onnx/ort.js';
 import { invalidParameter } from '../errors.js';
 import { type GraphProto, type ModelProto, type NodeProto, encodeModel, graphInputs, onnx } from './graph.js';
 import { DataType, makeIntAttribute, makeNode, makeValueInfo } from '../onnx/build.js';

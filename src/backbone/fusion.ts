@@ -6,7 +6,7 @@
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../onnx/ort.js';
 import { type GraphProto, decodeModel } from './graph.js';
 
 export interface FusionReport {

@@ -2,7 +2,7 @@
  * Running the tapped backbone. Device choice is an ordered fallback (CUDA, then CPU) that keeps every failure
  * reason, so `--device auto` can say in one line why CUDA was not used.
  */
-import * as ort from 'onnxruntime-node';
+import * as ort from '../onnx/ort.js';
 import { FeatcacheError, optionName, errorMessage, ExitCode } from '../errors.js';
 import { checkCuda, cudaFailureReasons } from './cuda-libs.js';
 

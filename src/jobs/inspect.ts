@@ -1,5 +1,5 @@
 /** The inspect job: a model's inputs, outputs and the tap points a user can choose, with their shapes. */
-import * as ort from 'onnxruntime-node';
+import * as ort from '../onnx/ort.js';
 import { type TensorInfo, encodeModel, graphInputs, graphOutputs, loadModel, onnx } from '../backbone/graph.js';
 import { type DeviceSpec, inputLayout, openSession, parseDevice } from '../backbone/session.js';
 import { modulePathOfNode, poolCandidates, resolveTap } from '../backbone/tap.js';

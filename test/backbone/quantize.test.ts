@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../../src/onnx/ort.js';
 import { type CalibrationBatch, collectRanges, mseRange, quantile } from '../../src/backbone/calibrate.js';
 import { featureFidelity, predictionAgreement } from '../../src/backbone/fidelity.js';
 import { cpuHasInt8Dot, judgeFusion, verifyFusion } from '../../src/backbone/fusion.js';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../../src/onnx/ort.js';
 import { loadModel } from '../../src/backbone/graph.js';
 import { FEATURE_OUTPUT, resolveTap, tapModel } from '../../src/backbone/tap.js';
 import { needsShared, readFloat32, resnetDir, resnetModel } from '../support/helpers.js';

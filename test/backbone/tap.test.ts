@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../../src/onnx/ort.js';
 import { type GraphProto, decodeModel, loadModel, onnx } from '../../src/backbone/graph.js';
 import {
   DEFAULT_TAP,

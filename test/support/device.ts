@@ -1,5 +1,5 @@
 /** Probing what the machine running the tests can do, so tests of "X is unavailable" skip where X works. */
-import * as ort from 'onnxruntime-node';
+import * as ort from '../../src/onnx/ort.js';
 import { tinyModel } from './helpers.js';
 
 let cuda: Promise<boolean> | undefined;

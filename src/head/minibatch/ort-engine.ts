@@ -20,7 +20,7 @@
  * rounding only (the tests hold them to tfjs within 1e-5 of the weights' scale).
  */
 import * as os from 'node:os';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../../onnx/ort.js';
 import {
   type AttributeProto,
   DataType,

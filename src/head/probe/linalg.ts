@@ -4,7 +4,7 @@
  * ones), Gram matrices, and a pivoted Cholesky factorisation.
  */
 import * as os from 'node:os';
-import * as ort from 'onnxruntime-node';
+import * as ort from '../../onnx/ort.js';
 import { DataType, encodeModel, makeIntAttribute, makeModel, makeNode, makeValueInfo } from '../../onnx/build.js';
 
 /** Row-major matrices. Float64 where the solver keeps its state; products may round through float32 (see `MatMul`). */
