@@ -110,17 +110,16 @@ export function writeNormalised(
 ): void {
   const pixels = preset.crop * preset.crop;
   const base = index * pixels * 3;
-  const order = preset.channelOrder === 'RGB' ? [0, 1, 2] : [2, 1, 0];
-  for (let c = 0; c < 3; c++) {
-    const source = order[c] as number;
-    const mul = preset.scale / preset.std[c]!;
-    const add = -preset.mean[c]! / preset.std[c]!;
-    if (layout === 'NCHW') {
-      const plane = base + c * pixels;
-      for (let p = 0; p < pixels; p++) out[plane + p] = rgb[p * 3 + source]! * mul + add;
-    } else {
-      for (let p = 0; p < pixels; p++) out[base + p * 3 + c] = rgb[p * 3 + source]! * mul + add;
-    }
+  const [s0, s1, s2] = preset.channelOrder === 'RGB' ? [0, 1, 2] : [2, 1, 0];
+  const [m0, m1, m2] = preset.std.map((s) => preset.scale / s) as [number, number, number];
+  const [a0, a1, a2] = preset.mean.map((m, c) => -m / preset.std[c]!) as [number, number, number];
+  // One pass over the pixels, three channels at a time (a pass per channel read the crop three times).
+  const [o0, o1, o2, step] =
+    layout === 'NCHW' ? [base, base + pixels, base + 2 * pixels, 1] : [base, base + 1, base + 2, 3];
+  for (let p = 0, q = 0, o = 0; p < pixels; p++, q += 3, o += step) {
+    out[o0 + o] = rgb[q + s0]! * m0 + a0;
+    out[o1 + o] = rgb[q + s1]! * m1 + a1;
+    out[o2 + o] = rgb[q + s2]! * m2 + a2;
   }
 }
 

@@ -63,6 +63,14 @@ function clip8(v: number): number {
   return v >> PRECISION_BITS;
 }
 
+let scratchBuffer = new Uint8Array(0);
+
+/** The horizontal pass's rows, reused from image to image (the passes are synchronous, so one buffer serves all). */
+function scratch(length: number): Uint8Array {
+  if (scratchBuffer.length < length) scratchBuffer = new Uint8Array(length);
+  return scratchBuffer.subarray(0, length);
+}
+
 /** The window's source rows, as [first, last) (all rows of the window when there is no vertical pass). */
 function sourceRows(v: ResampleCoefficients | undefined, window: { top: number; height: number }): [number, number] {
   if (!v) return [window.top, window.top + window.height];
@@ -86,7 +94,7 @@ export function resizeBilinearWindow(
   const v = out.height !== height ? bilinearCoefficients(height, out.height) : undefined;
   const [firstRow, lastRow] = sourceRows(v, window);
   const stride = window.width * channels;
-  const mid = new Uint8Array((lastRow - firstRow) * stride);
+  const mid = scratch((lastRow - firstRow) * stride);
   for (let y = firstRow; y < lastRow; y++) {
     const [srcAt, midAt] = [y * width * channels, (y - firstRow) * stride];
     if (!h)
@@ -94,7 +102,7 @@ export function resizeBilinearWindow(
     else if (channels === 3) horizontalRgb(src, srcAt, mid, midAt, h, window.left, window.width);
     else horizontalAny(src, srcAt, mid, midAt, h, window, channels);
   }
-  if (!v) return mid;
+  if (!v) return mid.slice();
   return verticalPass(mid, v, firstRow, window, channels);
 }
 
