@@ -4,6 +4,7 @@
  * directory (Kaggle dog breeds), a plain list of unlabelled images (a folder of images or a .txt list), a .txt list or
  * CSV of http(s) URLs, and WebDataset tar shards (a brace pattern or glob). Each comes with the source of its bytes.
  */
+import { SPLIT_NAMES, splitAlias } from '../util/split-names.js';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parse as parseCsv } from 'csv-parse/sync';
@@ -60,7 +61,7 @@ export interface DatasetOptions {
 }
 
 /** Folder names that mark split folders, as datasets name them; any folder given as the split counts too. */
-export const SPLIT_DIRS = ['train', 'val', 'test', 'training', 'validation', 'valid', 'testing'] as const;
+export const SPLIT_DIRS = SPLIT_NAMES;
 
 export async function openDataset(options: DatasetOptions): Promise<Dataset> {
   if (options.valFraction !== undefined) numberIn('valFraction', options.valFraction, 0, 1, true);
@@ -130,25 +131,27 @@ async function folderDataset(options: DatasetOptions): Promise<Listed> {
   const walk = { followOutside: options.followSymlinks ?? false };
   const splitDirs = await splitFolders(root, options.split);
   if (splitDirs.length > 0) {
-    if (!splitDirs.includes(options.split)) {
+    const split = splitAlias(options.split, splitDirs);
+    if (!splitDirs.includes(split)) {
       throw invalidParameter(
         'split',
         `one of the split folders of ${options.data} (${splitDirs.join(', ')})`,
         options.split,
       );
     }
+    if (split !== options.split) options.log?.(`--split ${options.split}: reading the split folder ${split}`);
     // Classes are the union over all split folders, so a class missing from val keeps its index.
     const classes = [
       ...new Set((await Promise.all(splitDirs.map((s) => subdirectories(path.join(root, s))))).flat()),
     ].sort();
-    const walked = await walkImages(path.join(root, options.split), walk);
+    const walked = await walkImages(path.join(root, split), walk);
     return {
       root,
       layout: 'imagefolder-splits',
       classes,
-      split: options.split,
+      split,
       ...labelByFolder(
-        walked.images.map((p) => `${options.split}/${p}`),
+        walked.images.map((p) => `${split}/${p}`),
         walked.skipped,
         classes,
         1,

@@ -144,6 +144,10 @@ export function resolveAuditOptions(options: Partial<AuditOptions>): AuditOption
   return o;
 }
 
+async function cachedSplitName(cache: string, split: string): Promise<string> {
+  return (await FeatureCache.open(cache).catch(() => null))?.resolveSplit(split) ?? split;
+}
+
 /**
  * Audits the labels of a cached split.
  *
@@ -155,7 +159,9 @@ export function resolveAuditOptions(options: Partial<AuditOptions>): AuditOption
  * ```
  */
 export async function audit(options: Partial<AuditOptions> = {}): Promise<AuditResult> {
-  const o = resolveAuditOptions(options);
+  const asked = resolveAuditOptions(options);
+  // The split as the cache names it (`train` may be cached as `training`: util/split-names.ts).
+  const o = { ...asked, split: await cachedSplitName(asked.cache, asked.split) };
   const log = o.log ?? (() => {});
   const started = performance.now();
   // Refuse outputs we may not write before spending time on the fits.

@@ -72,7 +72,8 @@ export async function duplicates(options: Partial<DuplicatesOptions> = {}): Prom
   if (!Number.isInteger(o.k) || o.k < 1) throw invalidParameter('k', 'a positive integer', o.k);
   const log = o.log ?? (() => {});
   const cache = await FeatureCache.open(o.cache);
-  const splits = o.splits.length > 0 ? o.splits : await cache.splits();
+  const asked = o.splits.length > 0 ? o.splits : await cache.splits();
+  const splits = await Promise.all(asked.map((s) => cache.resolveSplit(s)));
   const loaded = [];
   const hashes: (string | null)[] = [];
   const files: (string | null)[] = [];

@@ -99,7 +99,8 @@ async function loadStats(file: string, dim: number): Promise<Normalization> {
   return { kind: stats.kind, mean: stats.mean, std: stats.std };
 }
 
-async function fitStatistics(cache: FeatureCache, split: string): Promise<Normalization> {
+async function fitStatistics(cache: FeatureCache, asked: string): Promise<Normalization> {
+  const split = await cache.resolveSplit(asked);
   if (!(await cache.splits()).includes(split)) {
     throw invalidParameter('fitSplit', `a split of ${cache.dir} to fit standard statistics on, or stats FILE`, split);
   }
@@ -161,10 +162,12 @@ async function* exportBatches(
  * ```
  */
 export async function exportSplit(given: Partial<ExportOptions>): Promise<ExportResult> {
-  const options: ExportOptions = withDefaults(DEFAULT_EXPORT_OPTIONS, given);
-  validate(options);
+  const asked: ExportOptions = withDefaults(DEFAULT_EXPORT_OPTIONS, given);
+  validate(asked);
   const started = performance.now();
-  const cache = await FeatureCache.open(options.cache);
+  const cache = await FeatureCache.open(asked.cache);
+  // The split as the cache names it (`train` may be cached as `training`: util/split-names.ts).
+  const options = { ...asked, split: await cache.resolveSplit(asked.split) };
   const latest = await cache.latest(options.split);
   const rows = FeatureCache.liveRows(latest);
   if (rows === 0) {

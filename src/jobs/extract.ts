@@ -204,7 +204,8 @@ export async function extract(options: Partial<ExtractOptions> & { data: string 
   const o = resolveOptions(options);
   const dataset = await openDataset(o.dataset);
   try {
-    return await extractDataset(dataset, o, started);
+    // The cache keeps the split folder's own name (`--split train` may read a dataset's `training`: split-names.ts).
+    return await extractDataset(dataset, dataset.split === o.split ? o : { ...o, split: dataset.split }, started);
   } finally {
     await dataset.source.close?.();
   }

@@ -229,7 +229,10 @@ export async function map(options: Partial<MapOptions> = {}): Promise<MapResult>
   await checkMapOut(o.out, o.thumbnails);
   const cache = await FeatureCache.open(o.cache);
   const rows: SplitRows[] = [];
-  for (const split of o.splits) rows.push(await loadSplit(cache, split));
+  for (const split of o.splits) rows.push(await loadSplit(cache, await cache.resolveSplit(split)));
+  const splits = rows.map((r) => r.split);
+  if (splits.some((s, i) => s !== o.splits[i]))
+    log(`map: splits ${o.splits.join(', ')} are cached as ${splits.join(', ')}`);
   // The head and the audit are checked before the layout, which is the long part.
   const predictions = await headPredictions(cache, rows, o.head, log);
   if (o.color === 'prediction' && !predictions)
@@ -276,7 +279,7 @@ export async function map(options: Partial<MapOptions> = {}): Promise<MapResult>
       versions: layout.provenance.versions,
     },
     classes: rows[0]!.classes,
-    splits: o.splits,
+    splits,
     count: layout.provenance.count,
     x: layout.x,
     y: layout.y,
@@ -292,7 +295,7 @@ export async function map(options: Partial<MapOptions> = {}): Promise<MapResult>
   return {
     page: pageResult.page,
     cache: o.cache,
-    splits: o.splits,
+    splits,
     points: data.count,
     color: o.color,
     layout: { cached: layout.cached, seconds: layout.seconds, provenance: layout.provenance },

@@ -338,12 +338,28 @@ function pinnedGrid(o: TrainHeadOptions, given: Set<string>): SweepGrid {
  * console.log(r.setting, r.metrics.top1, r.calibration.after.ece);
  * ```
  */
+/** The options with train and val named as the cache names them (`train` may be cached as `training`), said once. */
+async function cachedSplitNames(
+  cache: FeatureCache,
+  o: TrainHeadOptions,
+  log: (line: string) => void,
+): Promise<TrainHeadOptions> {
+  const [trainSplit, valSplit] = [await cache.resolveSplit(o.trainSplit), await cache.resolveSplit(o.valSplit)];
+  for (const [asked, found] of [
+    [o.trainSplit, trainSplit],
+    [o.valSplit, valSplit],
+  ])
+    if (asked !== found) log(`train-head: split ${asked} is cached as ${found}`);
+  return { ...o, trainSplit, valSplit };
+}
+
 export async function trainHead(options: Partial<TrainHeadOptions> = {}): Promise<TrainHeadResult> {
-  const { resolved: o, given } = resolveTrainHeadOptions(options);
-  const log = o.log ?? (() => {});
+  const { resolved, given } = resolveTrainHeadOptions(options);
+  const log = resolved.log ?? (() => {});
   // Refuse a directory we may not write into before spending time on training.
-  await inspectHeadDir(o.head);
-  const cache = await FeatureCache.open(o.cache);
+  await inspectHeadDir(resolved.head);
+  const cache = await FeatureCache.open(resolved.cache);
+  const o = await cachedSplitNames(cache, resolved, log);
   const scaled = await atScale(o, given, cache, log);
   if (typeof scaled !== 'string' && scaled !== null) return scaled;
   const stages: Record<string, number> = {};

@@ -54,7 +54,7 @@ export class SplitSearcher {
     if (!METRICS.includes(o.metric)) throw invalidParameter('metric', METRICS.join(' or '), o.metric);
     if (!SEARCH_METHODS.includes(o.method)) throw invalidParameter('method', SEARCH_METHODS.join(', '), o.method);
     const cache = await FeatureCache.open(cacheDir);
-    const rows = await loadSplit(cache, split);
+    const rows = await loadSplit(cache, await cache.resolveSplit(split));
     const method = o.method === 'auto' ? (rows.count >= o.annThreshold ? 'hnsw' : 'exact') : o.method;
     const hnsw =
       method === 'hnsw'
@@ -130,7 +130,8 @@ export async function neighbors(options: Partial<NeighborsOptions> & { split: st
   const searcher = await SplitSearcher.open(o.cache, against, o);
   try {
     const self = against === o.split;
-    const query = self ? searcher.rows : await loadSplit(await FeatureCache.open(o.cache), o.split);
+    const queryCache = self ? null : await FeatureCache.open(o.cache);
+    const query = queryCache ? await loadSplit(queryCache, await queryCache.resolveSplit(o.split)) : searcher.rows;
     const found = await searcher.search(query.features, query.count, o.k, self);
     return { ...found, query, reference: searcher.rows, k: o.k, metric: o.metric, method: searcher.method };
   } finally {
@@ -181,9 +182,10 @@ export async function knnGraph(options: Partial<KnnGraphOptions> & { split: stri
   const o = withDefaults({ ...DEFAULT_SEARCH_OPTIONS, cache: './features', k: 15 }, options);
   if (!Number.isInteger(o.k) || o.k < 1) throw invalidParameter('k', 'a positive integer', o.k);
   const cache = await FeatureCache.open(o.cache);
+  const split = await cache.resolveSplit(o.split);
   const identity = identityOf(cache.manifest);
-  const stamps = await partStamps(cache, o.split);
-  const dir = path.join(o.cache, o.split, INDEX_DIR);
+  const stamps = await partStamps(cache, split);
+  const dir = path.join(o.cache, split, INDEX_DIR);
   const metaFile = path.join(dir, `graph-${o.metric}-k${o.k}.json`);
   const old = await readGraphMeta(metaFile);
   if (old && JSON.stringify(old.identity) === JSON.stringify(identity) && sameParts(old.parts, stamps)) {
@@ -192,7 +194,7 @@ export async function knnGraph(options: Partial<KnnGraphOptions> & { split: stri
     if (bytes && bytes.length === n * 8) {
       const copy = new Uint8Array(bytes);
       return {
-        split: o.split,
+        split,
         paths: old.paths,
         k: old.k,
         metric: old.metric,
@@ -203,8 +205,8 @@ export async function knnGraph(options: Partial<KnnGraphOptions> & { split: stri
       };
     }
   }
-  if (old) o.log?.(`neighbours: the kNN graph of ${o.split} is out of date (its parts changed); recomputing`);
-  const found = await neighbors({ ...o, against: o.split });
+  if (old) o.log?.(`neighbours: the kNN graph of ${split} is out of date (its parts changed); recomputing`);
+  const found = await neighbors({ ...o, split, against: split });
   const n = found.query.count * o.k;
   const bytes = new Uint8Array(n * 8);
   bytes.set(new Uint8Array(found.indices.buffer, found.indices.byteOffset, n * 4), 0);
@@ -227,7 +229,7 @@ export async function knnGraph(options: Partial<KnnGraphOptions> & { split: stri
   await writeBytesAtomic(metaFile, JSON.stringify(meta));
   if (old?.file && old.file !== meta.file) await fs.rm(path.join(dir, old.file), { force: true });
   return {
-    split: o.split,
+    split,
     paths: found.query.paths,
     k: o.k,
     metric: o.metric,

@@ -68,7 +68,7 @@ export function referenceMismatch(cache: FeatureCache, model: ServedModel): stri
 export async function checkReferenceSplit(cacheDir: string, split: string): Promise<void> {
   const cache = await FeatureCache.open(cacheDir);
   const splits = await cache.splits();
-  if (!splits.includes(split))
+  if (!splits.includes(await cache.resolveSplit(split)))
     throw new FeatcacheError(
       `${optionName('similarSplit')}: the cache ${cacheDir} has no split ${JSON.stringify(split)} (it has: ${splits.join(', ') || 'none'})`,
     );

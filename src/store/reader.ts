@@ -3,6 +3,7 @@
  * record of a path wins (a re-extracted image replaces its old row; a removal hides it), which is what makes
  * append-only writes, resumption and shards add up to one consistent view.
  */
+import { splitAlias } from '../util/split-names.js';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { FeatcacheError, damagedFile, missingFile, optionName } from '../errors.js';
@@ -58,6 +59,14 @@ export class FeatureCache {
       if (entry.isDirectory() && (await this.partFiles(entry.name)).length > 0) splits.push(entry.name);
     }
     return splits.sort();
+  }
+
+  /**
+   * The cached split a name means: itself, or the one cached member of its family (`train` finds `training`, `val`
+   * finds `validation`: util/split-names.ts). Jobs resolve their split names once, on opening the cache.
+   */
+  async resolveSplit(split: string): Promise<string> {
+    return splitAlias(split, await this.splits());
   }
 
   /** Part files of a split in commit order (their names start with a run timestamp). */
