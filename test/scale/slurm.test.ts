@@ -160,8 +160,12 @@ describe('SLURM job array on a one-node cluster', { skip: sharedMissing }, () =>
       );
     while (!(await committed())) {
       assert.ok(Date.now() < deadline, 'task 1 never committed a part');
-      await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 5));
     }
+    // Freeze the task at once (its lock names its pid): scancel takes longer than the task's remaining images, so
+    // without this a fast machine finishes the task before the cancel lands. Slurm then kills the frozen process.
+    const owner = JSON.parse(await fs.readFile(path.join(cache, 'train', `.lock-${victim}of${TASKS}`), 'utf8'));
+    process.kill(owner.pid, 'SIGSTOP');
     await slurm(cluster!, 'scancel', [`${job}_${victim}`]);
     await waitForJob(cluster!, job, 300_000);
     const before = [...(await rowCounts(cache)).keys()].filter((p) =>
