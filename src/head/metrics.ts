@@ -61,6 +61,11 @@ export interface ReliabilityBin {
   accuracy: number | null;
 }
 
+/** A top-1 probability's reliability bin. Bins are (lower, upper]: a confidence of exactly k/bins is in bin k-1. */
+function binOf(p: number, bins: number): number {
+  return Math.min(bins - 1, Math.max(0, Math.ceil(p * bins) - 1));
+}
+
 /**
  * Expected calibration error (Guo et al. 2017): rows binned by top-1 probability into `bins` equal-width bins,
  * ECE = Σ_b |B_b|/n · |accuracy(B_b) − confidence(B_b)|. Also returns the bins (the reliability diagram).
@@ -79,8 +84,7 @@ export function expectedCalibrationError(
     for (let c = 1; c < classes; c++)
       if (probabilities[r * classes + c]! > probabilities[r * classes + best]!) best = c;
     const p = probabilities[r * classes + best]!;
-    // Bins are (lower, upper]: a confidence of exactly k/bins belongs to bin k-1.
-    const b = Math.min(bins - 1, Math.max(0, Math.ceil(p * bins) - 1));
+    const b = binOf(p, bins);
     count[b]! += 1;
     confidence[b]! += p;
     if (best === labels[r]) correct[b]! += 1;
@@ -169,7 +173,7 @@ export function eceSamplingFloor(
     for (let c = 0; c < classes; c++) best = Math.max(best, probabilities[r * classes + c]!);
     return best;
   });
-  const bin = Int32Array.from(confidence, (p) => Math.min(bins - 1, Math.max(0, Math.ceil(p * bins) - 1)));
+  const bin = Int32Array.from(confidence, (p) => binOf(p, bins));
   const [count, confidenceSum] = [new Float64Array(bins), new Float64Array(bins)];
   for (let r = 0; r < n; r++) {
     count[bin[r]!]! += 1;

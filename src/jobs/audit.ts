@@ -144,10 +144,6 @@ export function resolveAuditOptions(options: Partial<AuditOptions>): AuditOption
   return o;
 }
 
-async function cachedSplitName(cache: string, split: string): Promise<string> {
-  return (await FeatureCache.open(cache).catch(() => null))?.resolveSplit(split) ?? split;
-}
-
 /**
  * Audits the labels of a cached split.
  *
@@ -160,23 +156,23 @@ async function cachedSplitName(cache: string, split: string): Promise<string> {
  */
 export async function audit(options: Partial<AuditOptions> = {}): Promise<AuditResult> {
   const asked = resolveAuditOptions(options);
-  // The split as the cache names it (`train` may be cached as `training`: util/split-names.ts).
-  const o = { ...asked, split: await cachedSplitName(asked.cache, asked.split) };
-  const log = o.log ?? (() => {});
+  const log = asked.log ?? (() => {});
   const started = performance.now();
   // Refuse outputs we may not write before spending time on the fits.
-  const outDir = o.out === null ? null : await prepareOutputDir(o.out, AUDIT_MARKER, 'out');
+  const outDir = asked.out === null ? null : await prepareOutputDir(asked.out, AUDIT_MARKER, 'out');
   try {
-    if (o.labelsOut !== null) await checkLabelsOut(o.labelsOut);
+    if (asked.labelsOut !== null) await checkLabelsOut(asked.labelsOut);
     if (
-      o.data !== null &&
-      !(await fs.stat(o.data).then(
+      asked.data !== null &&
+      !(await fs.stat(asked.data).then(
         (s) => s.isDirectory(),
         () => false,
       ))
     )
-      throw invalidParameter('data', 'the dataset folder the cached paths are relative to', o.data);
-    const cache = await FeatureCache.open(o.cache);
+      throw invalidParameter('data', 'the dataset folder the cached paths are relative to', asked.data);
+    const cache = await FeatureCache.open(asked.cache);
+    // The split as the cache names it (`train` may be cached as `training`: util/split-names.ts).
+    const o = { ...asked, split: await cache.resolveSplit(asked.split) };
     if (!(await cache.splits()).includes(o.split))
       throw new FeatcacheError(
         `${optionName('split')} ${o.split}: no such split in ${o.cache} (have: ${(await cache.splits()).join(', ') || 'none'})`,
