@@ -19,7 +19,7 @@ import {
   type SplitRows,
 } from '../neighbors/split.js';
 import type { FeatureCache } from '../store/reader.js';
-import { writeBytesAtomic } from '../util/fsx.js';
+import { encodePair, readPair, replaceCached, uniqueBinName } from '../util/cached-pair.js';
 import { toolVersions } from '../version.js';
 import {
   DEFAULT_UMAP_PARAMETERS,
@@ -128,23 +128,6 @@ async function stampsOf(cache: FeatureCache, splits: string[]): Promise<Stamps> 
   return { identity: identityOf(cache.manifest), parts };
 }
 
-/** Writes `bytes` under a fresh name, then its metadata; the file an older metadata named is removed after. */
-async function replaceCached(
-  dir: string,
-  metaName: string,
-  meta: { file: string },
-  bytes: Uint8Array,
-  old: { file: string } | null,
-): Promise<void> {
-  await fs.mkdir(dir, { recursive: true });
-  await writeBytesAtomic(path.join(dir, meta.file), bytes);
-  await writeBytesAtomic(path.join(dir, metaName), JSON.stringify(meta));
-  if (old?.file && old.file !== meta.file && path.basename(old.file) === old.file)
-    await fs.rm(path.join(dir, old.file), { force: true });
-}
-
-const uniqueName = (stem: string) => `${stem}-${Date.now().toString(36)}-${process.pid}.bin`;
-
 /**
  * The self-kNN graph over the rows of several splits (`rows`, concatenated in the order of `splits`), cached beside
  * the first split's parts and reused while every split's parts and the cache's identity are unchanged.
@@ -161,14 +144,13 @@ export async function unionKnnGraph(
   const old = await readJson<UnionGraphMeta>(path.join(dir, metaName), 'map-union-graph');
   const n = rows.count * options.k;
   if (old && sameStamps(old, stamps) && old.count === rows.count) {
-    const bytes = await fs.readFile(path.join(dir, old.file)).catch(() => null);
-    if (bytes && bytes.length === n * 8) {
-      const copy = new Uint8Array(bytes);
+    const buffer = await readPair(path.join(dir, old.file), n);
+    if (buffer) {
       return {
         count: rows.count,
         k: options.k,
-        indices: new Int32Array(copy.buffer, 0, n),
-        distances: new Float32Array(copy.buffer, n * 4, n),
+        indices: new Int32Array(buffer, 0, n),
+        distances: new Float32Array(buffer, n * 4, n),
         method: old.method,
         cached: true,
         file: path.join(dir, old.file),
@@ -185,9 +167,7 @@ export async function unionKnnGraph(
           metric: options.metric,
           excludeSelf: true,
         });
-  const bytes = new Uint8Array(n * 8);
-  bytes.set(new Uint8Array(found.indices.buffer, found.indices.byteOffset, n * 4), 0);
-  bytes.set(new Uint8Array(found.distances.buffer, found.distances.byteOffset, n * 4), n * 4);
+  const bytes = encodePair(found.indices, found.distances, n);
   const meta: UnionGraphMeta = {
     format: 1,
     kind: 'map-union-graph',
@@ -197,7 +177,7 @@ export async function unionKnnGraph(
     k: options.k,
     method,
     count: rows.count,
-    file: uniqueName(`union-${setName(splits)}-${options.metric}-k${options.k}`),
+    file: uniqueBinName(`union-${setName(splits)}-${options.metric}-k${options.k}`),
     versions: toolVersions(),
     createdAt: new Date().toISOString(),
   };
@@ -278,12 +258,11 @@ export async function mapLayout(
     old.graph.metric === o.metric &&
     JSON.stringify(old.umap) === JSON.stringify(umap)
   ) {
-    const bytes = await fs.readFile(path.join(dir, old.file)).catch(() => null);
-    if (bytes && bytes.length === rows.count * 8) {
-      const copy = new Uint8Array(bytes);
+    const buffer = await readPair(path.join(dir, old.file), rows.count);
+    if (buffer) {
       return {
-        x: new Float32Array(copy.buffer, 0, rows.count),
-        y: new Float32Array(copy.buffer, rows.count * 4, rows.count),
+        x: new Float32Array(buffer, 0, rows.count),
+        y: new Float32Array(buffer, rows.count * 4, rows.count),
         cached: true,
         seconds: (performance.now() - started) / 1000,
         provenance: old,
@@ -296,9 +275,7 @@ export async function mapLayout(
     );
   const graph = await graphFor(cache, rows, splits, o);
   const { x, y } = umapLayout(graph, umap, o.progress);
-  const bytes = new Uint8Array(rows.count * 8);
-  bytes.set(new Uint8Array(x.buffer, x.byteOffset, rows.count * 4), 0);
-  bytes.set(new Uint8Array(y.buffer, y.byteOffset, rows.count * 4), rows.count * 4);
+  const bytes = encodePair(x, y, rows.count);
   const seconds = (performance.now() - started) / 1000;
   const provenance: LayoutProvenance = {
     format: 1,
@@ -309,7 +286,7 @@ export async function mapLayout(
     count: rows.count,
     graph: { k: o.k, metric: o.metric, method: graph.method, file: path.relative(cache.dir, graph.file) },
     umap,
-    file: uniqueName(`layout-${setName(splits)}`),
+    file: uniqueBinName(`layout-${setName(splits)}`),
     seconds,
     versions: toolVersions(),
     createdAt: new Date().toISOString(),

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { invalidParameter } from '../errors.js';
 import { BlockProduct } from './product.js';
 import { FeatureCache } from '../store/reader.js';
-import { writeBytesAtomic } from '../util/fsx.js';
+import { encodePair, readPair, replaceCached, uniqueBinName } from '../util/cached-pair.js';
 import { withDefaults } from '../util/options.js';
 import { toolVersions } from '../version.js';
 import { type KnnResult, type Metric, METRICS, type PreparedReference, exactKnn, prepareReference } from './exact.js';
@@ -189,10 +189,9 @@ export async function knnGraph(options: Partial<KnnGraphOptions> & { split: stri
   const metaFile = path.join(dir, `graph-${o.metric}-k${o.k}.json`);
   const old = await readGraphMeta(metaFile);
   if (old && JSON.stringify(old.identity) === JSON.stringify(identity) && sameParts(old.parts, stamps)) {
-    const bytes = await fs.readFile(path.join(dir, old.file)).catch(() => null);
     const n = old.paths.length * old.k;
-    if (bytes && bytes.length === n * 8) {
-      const copy = new Uint8Array(bytes);
+    const buffer = await readPair(path.join(dir, old.file), n);
+    if (buffer) {
       return {
         split,
         paths: old.paths,
@@ -200,17 +199,15 @@ export async function knnGraph(options: Partial<KnnGraphOptions> & { split: stri
         metric: old.metric,
         method: old.method,
         cached: true,
-        indices: new Int32Array(copy.buffer, 0, n),
-        distances: new Float32Array(copy.buffer, n * 4, n),
+        indices: new Int32Array(buffer, 0, n),
+        distances: new Float32Array(buffer, n * 4, n),
       };
     }
   }
   if (old) o.log?.(`neighbours: the kNN graph of ${split} is out of date (its parts changed); recomputing`);
   const found = await neighbors({ ...o, split, against: split });
   const n = found.query.count * o.k;
-  const bytes = new Uint8Array(n * 8);
-  bytes.set(new Uint8Array(found.indices.buffer, found.indices.byteOffset, n * 4), 0);
-  bytes.set(new Uint8Array(found.distances.buffer, found.distances.byteOffset, n * 4), n * 4);
+  const bytes = encodePair(found.indices, found.distances, n);
   const meta: GraphMeta = {
     format: 1,
     kind: 'knn-graph',
@@ -220,14 +217,11 @@ export async function knnGraph(options: Partial<KnnGraphOptions> & { split: stri
     identity,
     parts: stamps,
     paths: found.query.paths,
-    file: `graph-${o.metric}-k${o.k}-${Date.now().toString(36)}-${process.pid}.bin`,
+    file: uniqueBinName(`graph-${o.metric}-k${o.k}`),
     versions: toolVersions(),
     createdAt: new Date().toISOString(),
   };
-  await fs.mkdir(dir, { recursive: true });
-  await writeBytesAtomic(path.join(dir, meta.file), bytes);
-  await writeBytesAtomic(metaFile, JSON.stringify(meta));
-  if (old?.file && old.file !== meta.file) await fs.rm(path.join(dir, old.file), { force: true });
+  await replaceCached(dir, path.basename(metaFile), meta, bytes, old);
   return {
     split,
     paths: found.query.paths,
