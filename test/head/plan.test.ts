@@ -1,19 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { KFOLD, MIN_HOLDOUT_ROWS, conflictingDuplicates, duplicateGroups, planSelection } from '../../src/head/plan.js';
-import type { Split } from '../../src/head/model.js';
-import { seededRandom } from '../../src/util/random.js';
-
-function clusters(count: number, dim: number, classes: number, noise: number, seed: number): Split {
-  const random = seededRandom(seed);
-  const centres = Float32Array.from({ length: classes * dim }, () => random() * 2 - 1);
-  const labels = Int32Array.from({ length: count }, (_, i) => i % classes);
-  const features = Float32Array.from(
-    { length: count * dim },
-    (_, i) => centres[labels[Math.floor(i / dim)]! * dim + (i % dim)]! + (random() * 2 - 1) * noise,
-  );
-  return { features, labels, count };
-}
+import { labelledClusters } from '../support/synthetic-rows.js';
 
 const keys = (n: number) => Array.from({ length: n }, (_, i) => `img${i}.jpg`);
 const names = ['a', 'b', 'c', 'd'];
@@ -77,7 +65,7 @@ describe('selection plan', () => {
   });
 
   it('keeps duplicate images (identical features) on the same side', () => {
-    const split = clusters(200, 4, 2, 0.5, 1);
+    const split = labelledClusters(200, 4, 2, 0.5, 1);
     for (let r = 100; r < 200; r += 2) {
       split.features.copyWithin(r * 4, (r - 100) * 4, (r - 99) * 4);
       split.labels[r] = split.labels[r - 100]!;
@@ -91,7 +79,7 @@ describe('selection plan', () => {
   });
 
   it('the same picture under two labels is two images, one per class, and is counted as a conflict', () => {
-    const split = clusters(40, 4, 2, 0.5, 2);
+    const split = labelledClusters(40, 4, 2, 0.5, 2);
     // Row 1 (class 1) becomes a copy of row 0 (class 0); row 2 (class 0) an exact duplicate of row 0.
     split.features.copyWithin(4, 0, 4);
     split.features.copyWithin(8, 0, 4);
@@ -100,7 +88,7 @@ describe('selection plan', () => {
     assert.equal(groups[2], 0, 'same label: one group');
     assert.equal(groups[1], 1, 'another label: its own group');
     assert.equal(conflictingDuplicates(split, 4), 3, 'rows 0, 1 and 2 share features across two labels');
-    assert.equal(conflictingDuplicates(clusters(40, 4, 2, 0.5, 2), 4), 0);
+    assert.equal(conflictingDuplicates(labelledClusters(40, 4, 2, 0.5, 2), 4), 0);
   });
 
   it('a class with fewer images than folds makes fewer folds, and the note says how many', () => {

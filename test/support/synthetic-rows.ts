@@ -1,6 +1,7 @@
 /** Feature caches written part by part (no backbone), for tests of what reads them: the neighbour engine. */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import type { Split } from '../../src/head/model.js';
 import { type CacheManifest, ensureManifest } from '../../src/store/manifest.js';
 import { writePart } from '../../src/store/part.js';
 import { seededRandom } from '../../src/util/random.js';
@@ -61,4 +62,26 @@ export function clusteredRows(count: number, dim: number, clusters: number, seed
     for (let d = 0; d < dim; d++) out[i * dim + d] = centres[c * dim + d]! + spread * gauss();
   }
   return out;
+}
+
+/**
+ * A labelled split for the head's tests: `classes` uniform centres in [-1, 1]^dim, rows assigned round-robin, each
+ * value its centre's plus uniform noise of `noise`, plus `offset` (a positive offset keeps rows off the origin).
+ */
+export function labelledClusters(
+  count: number,
+  dim: number,
+  classes: number,
+  noise: number,
+  seed: number,
+  offset = 0,
+): Split {
+  const random = seededRandom(seed);
+  const centres = Float32Array.from({ length: classes * dim }, () => random() * 2 - 1);
+  const labels = Int32Array.from({ length: count }, (_, i) => i % classes);
+  const features = Float32Array.from(
+    { length: count * dim },
+    (_, i) => offset + centres[labels[Math.floor(i / dim)]! * dim + (i % dim)]! + (random() * 2 - 1) * noise,
+  );
+  return { features, labels, count };
 }

@@ -6,18 +6,7 @@ import { type MinibatchRow, selectSetting, sweepEpochBudget } from '../../../src
 import { sweepCurves } from '../../../src/head/minibatch/sweep.js';
 import { DEFAULT_HEAD_OPTIONS, type HeadOptions, type Split } from '../../../src/head/model.js';
 import { fitHead, predictLogits } from '../../../src/head/minibatch/train.js';
-import { seededRandom } from '../../../src/util/random.js';
-
-function clusters(count: number, dim: number, classes: number, noise: number, seed: number): Split {
-  const random = seededRandom(seed);
-  const centres = Float32Array.from({ length: classes * dim }, () => random() * 2 - 1);
-  const labels = Int32Array.from({ length: count }, (_, i) => i % classes);
-  const features = Float32Array.from(
-    { length: count * dim },
-    (_, i) => centres[labels[Math.floor(i / dim)]! * dim + (i % dim)]! + (random() * 2 - 1) * noise,
-  );
-  return { features, labels, count };
-}
+import { labelledClusters } from '../../support/synthetic-rows.js';
 
 const keys = (n: number) => Array.from({ length: n }, (_, i) => `img${i}.jpg`);
 const names = ['a', 'b', 'c', 'd'];
@@ -68,8 +57,8 @@ describe('sweep', () => {
   before(async () => {
     tf = (await loadTf('auto')).tf;
   });
-  const fit = clusters(120, 6, 3, 1.2, 2);
-  const held = clusters(60, 6, 3, 1.2, 3);
+  const fit = labelledClusters(120, 6, 3, 1.2, 2);
+  const held = labelledClusters(60, 6, 3, 1.2, 3);
   const options: HeadOptions = { ...DEFAULT_HEAD_OPTIONS, epochs: 6, batchSize: 16 };
 
   it('each column of the wide pass is exactly fitHead with that setting (same init, shuffles, optimiser), on both engines', async () => {
@@ -104,7 +93,7 @@ describe('sweep', () => {
   });
 
   it('selects on the hold-out of train, pins given values, and fits a temperature that lowers the held-out NLL', async () => {
-    const train = clusters(300, 6, 3, 1.5, 4);
+    const train = labelledClusters(300, 6, 3, 1.5, 4);
     const grid = { c: [], lr: [0.001, 0.03], weightDecay: [0, 0.01], normalize: ['none', 'l2'] as const };
     const s = await selectSetting(
       tf,
@@ -205,7 +194,7 @@ describe('sweep', () => {
     assert.equal(sweepEpochBudget(100, 80, 32, 300), 100, 'three steps an epoch already make 300');
     assert.equal(sweepEpochBudget(100, 878, 32, 300), 100);
     // 30 rows: 5 folds of 24 fit rows, one mini-batch (one step) an epoch.
-    const train = clusters(30, 6, 3, 1.5, 5);
+    const train = labelledClusters(30, 6, 3, 1.5, 5);
     const lines: string[] = [];
     const run = async (minSteps: number, fixedEpochs?: number) => {
       const s = await selectSetting(

@@ -14,6 +14,7 @@ import { l2Strength } from '../../../src/head/probe/probe.js';
 import { fitTemperature, temperatureNll } from '../../../src/head/metrics.js';
 import { type SweepRow, TEMPERATURE_PRIOR, planSelection } from '../../../src/head/plan.js';
 import type { Split } from '../../../src/head/model.js';
+import { labelledClusters } from '../../support/synthetic-rows.js';
 import { seededRandom } from '../../../src/util/random.js';
 
 function row(normalize: SweepRow['normalize'], c: number, calibratedLoss: number, holdoutAcc = 0.9): SweepRow {
@@ -34,16 +35,9 @@ function losses(meanValue: number, spread: number, n = 100): Float64Array {
   return Float64Array.from({ length: n }, (_, i) => meanValue + (i % 2 === 0 ? spread : -spread));
 }
 
-function clusters(count: number, dim: number, classes: number, noise: number, seed: number): Split {
-  const random = seededRandom(seed);
-  const centres = Float32Array.from({ length: classes * dim }, () => random() * 2 - 1);
-  const labels = Int32Array.from({ length: count }, (_, i) => i % classes);
-  const features = Float32Array.from(
-    { length: count * dim },
-    (_, i) => 3 + centres[labels[Math.floor(i / dim)]! * dim + (i % dim)]! + (random() * 2 - 1) * noise,
-  );
-  return { features, labels, count };
-}
+/** Clusters offset by 3 (off the origin). */
+const clusters = (count: number, dim: number, classes: number, noise: number, seed: number): Split =>
+  labelledClusters(count, dim, classes, noise, seed, 3);
 
 /** Rows `rows` of `split`, normalised here: none, or each row over its Euclidean length. */
 function plainRows(split: Split, rows: number[], dim: number, kind: string): Split {
