@@ -51,6 +51,20 @@ function head(temperature?: number): SavedHead {
 
 describe('saved head', () => {
   let tf: Tf;
+
+  /** A saved head, its three files' good bytes, and a way to put them back between damages. */
+  async function savedHeadToDamage() {
+    const dir = path.join(await tempDir(), 'head');
+    await saveHead(tf, dir, head());
+    const good = Object.fromEntries(
+      await Promise.all(
+        ['head.json', 'model.json', 'weights.bin'].map(async (f) => [f, await fs.readFile(path.join(dir, f))] as const),
+      ),
+    );
+    const restore = () => Promise.all(Object.entries(good).map(([f, b]) => fs.writeFile(path.join(dir, f), b)));
+    return { dir, good, restore };
+  }
+
   before(async () => {
     tf = (await loadTf('auto')).tf;
   });
@@ -106,14 +120,7 @@ describe('saved head', () => {
   });
 
   it('validates every file on load: what is wrong, which file, and the remedy', async () => {
-    const dir = path.join(await tempDir(), 'head');
-    await saveHead(tf, dir, head());
-    const good = Object.fromEntries(
-      await Promise.all(
-        ['head.json', 'model.json', 'weights.bin'].map(async (f) => [f, await fs.readFile(path.join(dir, f))] as const),
-      ),
-    );
-    const restore = () => Promise.all(Object.entries(good).map(([f, b]) => fs.writeFile(path.join(dir, f), b)));
+    const { dir, good, restore } = await savedHeadToDamage();
     const remedy = /; retrain it with 'featcache train-head --head .*head'$/;
     const cases: [string, string | Buffer, RegExp][] = [
       ['head.json', '{}', /head\.json has format undefined, expected 1/],
@@ -144,14 +151,7 @@ describe('saved head', () => {
     }
   });
   it('gives the same error and exit code whether predict (loadHead) or bundle (readHeadFiles) reads a damaged head', async () => {
-    const dir = path.join(await tempDir(), 'head');
-    await saveHead(tf, dir, head());
-    const good = Object.fromEntries(
-      await Promise.all(
-        ['head.json', 'model.json', 'weights.bin'].map(async (f) => [f, await fs.readFile(path.join(dir, f))] as const),
-      ),
-    );
-    const restore = () => Promise.all(Object.entries(good).map(([f, b]) => fs.writeFile(path.join(dir, f), b)));
+    const { dir, good, restore } = await savedHeadToDamage();
     const faults: [string, string | Buffer | null][] = [
       ['head.json', null],
       ['model.json', null],
