@@ -3,23 +3,9 @@
  * Text floats are written with 9 significant digits, enough for every float32 to round-trip exactly.
  */
 import * as fs from 'node:fs/promises';
-import {
-  FixedSizeList,
-  Float32,
-  Float64,
-  Int32,
-  RecordBatch,
-  RecordBatchFileWriter,
-  Schema,
-  Struct,
-  Table,
-  Utf8,
-  makeData,
-  tableToIPC,
-  vectorFromArray,
-} from 'apache-arrow';
+import { RecordBatch, RecordBatchFileWriter, Schema, Struct, Table, makeData, tableToIPC } from 'apache-arrow';
 import * as parquet from 'parquet-wasm';
-import { partSchema } from '../store/part-arrow.js';
+import { cacheColumns, partSchema } from '../store/part-arrow.js';
 import { type OutputDir, type OutputFile, type OutputSink, fileSink } from '../util/output.js';
 import { featcacheVersion } from '../version.js';
 import { csvText } from '../util/csv.js';
@@ -165,33 +151,15 @@ export function exportSchema(dim: number, metadata: Record<string, string>): Sch
 /** An Arrow record batch of the cache's columns; unlabelled rows get a null label, as in the cache. */
 export function recordBatchOf(schema: Schema, batch: ExportBatch): RecordBatch {
   const n = batch.count;
-  const column = <T>(values: T[], type: Utf8 | Int32 | Float64) => vectorFromArray(values as never[], type).data[0]!;
-  const featureType = schema.fields[6]!.type as FixedSizeList<Float32>;
-  const children = [
-    column(batch.paths, new Utf8()),
-    column(
-      Array.from(batch.labels, (l) => (l < 0 ? null : l)),
-      new Int32(),
-    ),
-    column(batch.labelNames, new Utf8()),
-    column(
-      batch.paths.map(() => batch.split),
-      new Utf8(),
-    ),
-    column(Array.from(batch.sizes), new Float64()),
-    column(Array.from(batch.mtimes), new Float64()),
-    makeData({
-      type: featureType,
-      length: n,
-      nullCount: 0,
-      child: makeData({
-        type: new Float32(),
-        length: n * batch.dim,
-        nullCount: 0,
-        data: batch.features.subarray(0, n * batch.dim),
-      }),
-    }),
-  ];
+  const children = cacheColumns(schema, n, batch.dim, {
+    paths: batch.paths,
+    labels: Array.from(batch.labels, (l) => (l < 0 ? null : l)),
+    labelNames: batch.labelNames,
+    split: batch.split,
+    sizes: batch.sizes,
+    mtimes: batch.mtimes,
+    features: batch.features,
+  });
   return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children }));
 }
 

@@ -3,6 +3,7 @@
  * read or written, not with `import('featcache')` or a reader that only plans from the parts' index files.
  */
 import {
+  type Data,
   Field,
   FixedSizeList,
   Float32,
@@ -38,47 +39,58 @@ export function partSchema(dim: number, meta: PartMeta): Schema {
   return new Schema(fields, new Map([[PART_META_KEY, JSON.stringify(meta)]]));
 }
 
-export function encodePart(content: PartContent): Uint8Array {
-  const { meta, rows, features } = content;
-  const schema = partSchema(meta.dim, meta);
-  const n = rows.length;
-  const column = <T>(values: T[], type: Utf8 | Int32 | Float64) => vectorFromArray(values as never[], type).data[0]!;
+/** The values of a part's first seven columns, one array per column (a split's name is the same on every row). */
+export interface CacheColumnValues {
+  paths: string[];
+  labels: (number | null)[];
+  labelNames: (string | null)[];
+  split: string;
+  sizes: ArrayLike<number>;
+  mtimes: ArrayLike<number>;
+  /** Row-major, at least n × dim values. */
+  features: Float32Array;
+}
+
+const column = <T>(values: T[], type: Utf8 | Int32 | Float64) => vectorFromArray(values as never[], type).data[0]!;
+
+/**
+ * The Arrow data of the cache's seven columns for n rows of `schema` (a part's, or an export's that has the same first
+ * seven fields): one construction for the part writer and the Arrow/Parquet export.
+ */
+export function cacheColumns(schema: Schema, n: number, dim: number, v: CacheColumnValues): Data[] {
   const featureType = schema.fields[6]!.type as FixedSizeList<Float32>;
-  const children = [
+  return [
+    column(v.paths, new Utf8()),
+    column(v.labels, new Int32()),
+    column(v.labelNames, new Utf8()),
     column(
-      rows.map((r) => r.path),
+      v.paths.map(() => v.split),
       new Utf8(),
     ),
-    column(
-      rows.map((r) => r.label),
-      new Int32(),
-    ),
-    column(
-      rows.map((r) => r.labelName),
-      new Utf8(),
-    ),
-    column(
-      rows.map(() => meta.split),
-      new Utf8(),
-    ),
-    column(
-      rows.map((r) => r.size),
-      new Float64(),
-    ),
-    column(
-      rows.map((r) => r.mtimeMs),
-      new Float64(),
-    ),
+    column(Array.from(v.sizes), new Float64()),
+    column(Array.from(v.mtimes), new Float64()),
     makeData({
       type: featureType,
       length: n,
       nullCount: 0,
-      child: makeData({
-        type: new Float32(),
-        length: n * meta.dim,
-        nullCount: 0,
-        data: features.subarray(0, n * meta.dim),
-      }),
+      child: makeData({ type: new Float32(), length: n * dim, nullCount: 0, data: v.features.subarray(0, n * dim) }),
+    }),
+  ];
+}
+
+export function encodePart(content: PartContent): Uint8Array {
+  const { meta, rows, features } = content;
+  const schema = partSchema(meta.dim, meta);
+  const n = rows.length;
+  const children = [
+    ...cacheColumns(schema, n, meta.dim, {
+      paths: rows.map((r) => r.path),
+      labels: rows.map((r) => r.label),
+      labelNames: rows.map((r) => r.labelName),
+      split: meta.split,
+      sizes: rows.map((r) => r.size),
+      mtimes: rows.map((r) => r.mtimeMs),
+      features,
     }),
     column(
       rows.map((r) => r.contentSha256 ?? null),
