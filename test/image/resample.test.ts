@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { bilinearCoefficients, resizeBilinearWindow } from '../../src/image/resample.js';
+import { bilinearCoefficients, resizeBilinearWindow, resizeBilinearWindowJs } from '../../src/image/resample.js';
 
 const W = 7;
 const H = 5;
@@ -23,11 +23,19 @@ const full = (w: number, h: number) =>
   resizeBilinearWindow(SOURCE, W, H, 3, { width: w, height: h }, { left: 0, top: 0, width: w, height: h });
 
 describe("Pillow's bilinear resize", () => {
-  for (const [size, expected] of Object.entries(PILLOW)) {
-    const [w, h] = size.split('x').map(Number) as [number, number];
-    it(`${W}×${H} → ${size} equals Pillow's bytes (down, up, one axis only)`, () => {
-      assert.deepEqual(Array.from(full(w, h)), expected);
-    });
+  // resizeBilinearWindow takes the WebAssembly passes for RGB (test/image/resample-simd.test.ts checks it does);
+  // the JavaScript passes must give Pillow's bytes too, as the fallback and for other channel counts.
+  for (const [engine, resize] of [
+    ['WebAssembly', resizeBilinearWindow],
+    ['JavaScript', resizeBilinearWindowJs],
+  ] as const) {
+    for (const [size, expected] of Object.entries(PILLOW)) {
+      const [w, h] = size.split('x').map(Number) as [number, number];
+      it(`${W}×${H} → ${size} equals Pillow's bytes (down, up, one axis only), ${engine} passes`, () => {
+        const window = { left: 0, top: 0, width: w, height: h };
+        assert.deepEqual(Array.from(resize(SOURCE, W, H, 3, { width: w, height: h }, window)), expected);
+      });
+    }
   }
 
   it('a window equals the same pixels of the full resize', () => {
