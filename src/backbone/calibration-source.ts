@@ -22,20 +22,67 @@ export interface CalibrationSource {
   /** Everything besides the image bytes that shapes the pixels (preset, EXIF/ICC policy). */
   preprocessing: Record<string, unknown>;
   batches(layout: PixelLayout, batchSize: number): AsyncIterable<CalibrationBatch>;
+  /**
+   * The source calibration really runs on, where `images` were named before decoding: an image that does not decode
+   * is replaced by the next one. Absent where the images are already known to be usable.
+   */
+  decoded?(): Promise<CalibrationSource>;
 }
 
-/** The first `count` images of a seeded shuffle (of the path-sorted items) that decode; unusable images are skipped. */
+type DatasetSample = Pick<Dataset, 'items' | 'source'>;
+type DatasetCalibrationOptions = { count: number; seed: number; preset: Preset; policy: ImagePolicy };
+
+/**
+ * The first `count` images of a seeded shuffle (of the path-sorted items) that decode; unusable images are skipped.
+ * `images` names the first `count` that can be read, before any is decoded: a saved int8 model is found by their
+ * hashes alone (decoding 32 images was most of a warm `extract --int8`'s setup). A model saved under those hashes was
+ * calibrated on exactly those bytes, so they decoded; where none is saved, `decoded()` decodes and may name others.
+ */
 export async function datasetCalibrationSource(
-  dataset: Pick<Dataset, 'items' | 'source'>,
-  options: { count: number; seed: number; preset: Preset; policy: ImagePolicy },
+  dataset: DatasetSample,
+  options: DatasetCalibrationOptions,
 ): Promise<CalibrationSource> {
   positiveInteger('calibrate', options.count);
-  const { items } = dataset;
+  const shuffledItems = shuffledSample(dataset.items, options.seed);
+  const images: CalibrationImage[] = [];
+  for (let i = 0; i < shuffledItems.length && images.length < options.count; i++) {
+    const item = shuffledItems[i]!;
+    const bytes = await dataset.source.read(item).then(
+      (r) => r.bytes,
+      () => null,
+    );
+    if (bytes && bytes.length > 0) images.push({ id: item.path, sha256: sha256Bytes(bytes) });
+  }
+  let decoding: Promise<CalibrationSource> | undefined;
+  const decoded = () => (decoding ??= decodedCalibrationSource(dataset, shuffledItems, options));
+  return {
+    images,
+    preprocessing: preprocessingOf(options),
+    async *batches(layout, batchSize) {
+      yield* (await decoded()).batches(layout, batchSize);
+    },
+    decoded,
+  };
+}
+
+/** The items, path-sorted, then in the seeded shuffle's order. */
+function shuffledSample(items: DatasetSample['items'], seed: number): DatasetSample['items'] {
   const sorted = [...items].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  const order = shuffled(sorted.length, seededRandom(options.seed));
+  return Array.from(shuffled(sorted.length, seededRandom(seed)), (i) => sorted[i]!);
+}
+
+function preprocessingOf(options: DatasetCalibrationOptions): Record<string, unknown> {
+  return { preset: { ...options.preset }, exif: options.policy.exif, icc: options.policy.icc };
+}
+
+async function decodedCalibrationSource(
+  dataset: DatasetSample,
+  shuffledItems: DatasetSample['items'],
+  options: DatasetCalibrationOptions,
+): Promise<CalibrationSource> {
   const chosen: { image: CalibrationImage; rgb: Buffer }[] = [];
-  for (let i = 0; i < order.length && chosen.length < options.count; i++) {
-    const item = sorted[order[i]!]!;
+  for (let i = 0; i < shuffledItems.length && chosen.length < options.count; i++) {
+    const item = shuffledItems[i]!;
     try {
       const { bytes } = await dataset.source.read(item);
       const rgb = await decodeToRgb(bytes, options.preset, options.policy);
@@ -45,11 +92,15 @@ export async function datasetCalibrationSource(
     }
   }
   if (chosen.length === 0)
-    throw invalidParameter('calibrate', 'at least one decodable image in the dataset', `none of ${items.length}`);
+    throw invalidParameter(
+      'calibrate',
+      'at least one decodable image in the dataset',
+      `none of ${shuffledItems.length}`,
+    );
   const crop = options.preset.crop;
   return {
     images: chosen.map((c) => c.image),
-    preprocessing: { preset: { ...options.preset }, exif: options.policy.exif, icc: options.policy.icc },
+    preprocessing: preprocessingOf(options),
     async *batches(layout, batchSize) {
       for (let start = 0; start < chosen.length; start += batchSize) {
         const slice = chosen.slice(start, start + batchSize);

@@ -191,14 +191,16 @@ export async function ensureInt8Model(
   const settings: EnsureInt8Options = { ...DEFAULT_INT8_OPTIONS, ...options };
   checkInt8Options(settings);
   const log = settings.log ?? (() => {});
-  const hash = calibrationHash({ sha256: source.sha256, tappedTensor: source.tap.tensor }, calibration, settings);
+  const identity = { sha256: source.sha256, tappedTensor: source.tap.tensor };
+  let hash = calibrationHash(identity, calibration, settings);
+  let saved = await readSavedAnywhere(source, hash, settings.int8Dir, settings.cacheDir);
+  if (!saved && calibration.decoded) {
+    // The images were named before decoding; the ones calibration can use may differ, and so may the model.
+    calibration = await calibration.decoded();
+    hash = calibrationHash(identity, calibration, settings);
+    saved = await readSavedAnywhere(source, hash, settings.int8Dir, settings.cacheDir);
+  }
   let paths = int8Paths(source, hash, settings.int8Dir, settings.cacheDir);
-  let saved: { provenance: Int8Provenance; paths: typeof paths } | null = await readSavedAnywhere(
-    source,
-    hash,
-    settings.int8Dir,
-    settings.cacheDir,
-  );
   const reused = saved !== null;
   let built: Uint8Array | undefined;
   if (saved) paths = saved.paths;

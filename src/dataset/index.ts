@@ -7,12 +7,11 @@
 import { SPLIT_NAMES, splitAlias } from '../util/split-names.js';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { parse as parseCsv } from 'csv-parse/sync';
 import { FeatcacheError, invalidParameter, missingFile, numberIn, optionName } from '../errors.js';
 import { type ImageSource, type Item, folderSource } from './source.js';
 import { type Shard, inShard, stratifiedSplit } from './split.js';
-import { isTarPattern, openTarDataset } from './tar.js';
-import { type UrlSourceOptions, UrlSource, isUrl } from './url.js';
+import { isTarPattern, isUrl } from './kinds.js';
+import type { UrlSourceOptions, UrlSource } from './url.js';
 import { readListLines } from './list.js';
 import { csvTextValue } from '../util/csv.js';
 import { type Skipped, IMAGE_EXTENSIONS, isDirectory, isInside, walkImages } from './walk.js';
@@ -101,6 +100,7 @@ function refuseMultilineClasses(classes: string[], options: DatasetOptions): voi
 
 /** WebDataset shards: only this task's tar files are listed (`shard` splits by tar file). */
 async function webDataset(options: DatasetOptions): Promise<Dataset> {
+  const { openTarDataset } = await import('./tar.js');
   const tars = await openTarDataset(options.data, options.shard, options.log);
   refuseMultilineClasses(tars.classes, options);
   const split = applySplit(tars.items, tars.classes, options);
@@ -254,7 +254,8 @@ async function readLabelsCsv(csvFile: string): Promise<Record<string, string>[]>
     throw new FeatcacheError(`${optionName('labels')} ${csvFile}: cannot read (${error.code})`);
   });
   try {
-    return parseCsv(text, { columns: true, skip_empty_lines: true, trim: true, bom: true });
+    const { parse } = await import('csv-parse/sync');
+    return parse(text, { columns: true, skip_empty_lines: true, trim: true, bom: true });
   } catch (error) {
     throw new FeatcacheError(`${optionName('labels')} ${csvFile}: not valid CSV (${(error as Error).message})`);
   }
@@ -365,13 +366,13 @@ async function csvDataset(options: DatasetOptions): Promise<Listed> {
 }
 
 /** A CSV whose url (or id) column holds URLs (img2dataset's input); the label column is optional. */
-function urlCsvDataset(
+async function urlCsvDataset(
   options: DatasetOptions,
   csvFile: string,
   rows: Record<string, string>[],
   urlColumn: string,
   header: string[],
-): Listed {
+): Promise<Listed> {
   const labelColumn = header.find((h) => LABEL_COLUMNS.includes(h.toLowerCase()));
   const seen = new Set<string>();
   const duplicates: string[] = [];
@@ -400,7 +401,7 @@ function urlCsvDataset(
     split: options.split,
     items: split,
     skipped: [],
-    source: new UrlSource(options.fetch),
+    source: await urlSource(options.fetch),
   };
 }
 
@@ -451,7 +452,7 @@ async function listFileDataset(options: DatasetOptions): Promise<Listed> {
       split: options.split,
       items,
       skipped: [],
-      source: new UrlSource(options.fetch),
+      source: await urlSource(options.fetch),
     };
   }
   const items = lines.map((line) => ({
@@ -459,4 +460,10 @@ async function listFileDataset(options: DatasetOptions): Promise<Listed> {
     label: null,
   }));
   return { root, layout: 'list', classes: [], split: options.split, items, skipped: [] };
+}
+
+/** The URL source, imported with undici only when a dataset names URLs. */
+async function urlSource(options: Partial<UrlSourceOptions> | undefined): Promise<UrlSource> {
+  const { UrlSource } = await import('./url.js');
+  return new UrlSource(options);
 }

@@ -16,6 +16,7 @@ import braces from 'braces';
 import fg from 'fast-glob';
 import * as tarStream from 'tar-stream';
 import { FeatcacheError, errorMessage, optionName } from '../errors.js';
+import { TAR_NAME } from './kinds.js';
 import type { Item } from './source.js';
 import type { ImageSource, Stamp } from './source.js';
 import { type Shard, inShard } from './split.js';
@@ -24,8 +25,6 @@ import { isImageName } from './walk.js';
 
 const oneLine = (error: unknown) => errorMessage(error).replace(/\s+/g, ' ').trim();
 
-/** Shard file names: plain or gzipped tar, as webdataset reads them. */
-const TAR_NAME = /\.(tar|tgz|tar\.gz)$/i;
 /** Brace ranges/lists or glob characters: `--data` names shards rather than one file or folder. */
 const PATTERN_CHARS = /[*?[\]{}]/;
 /** webdataset expands at most this many shard names; more is almost surely a typo. */
@@ -34,10 +33,7 @@ const MAX_SHARDS = 1_000_000;
 const MAX_LABEL_BYTES = 1024 * 1024;
 const LABEL_FIELDS = ['cls', 'label', 'class', 'category', 'target'];
 
-/** Whether `--data` names tar shards: a pattern or a single file, ending in .tar/.tgz/.tar.gz. */
-export function isTarPattern(data: string): boolean {
-  return TAR_NAME.test(data) && !/^https?:\/\//i.test(data);
-}
+export { isTarPattern } from './kinds.js';
 
 /** The folder before the first pattern character: row paths are relative to it, so they do not move as shards are added. */
 export function patternRoot(pattern: string): string {

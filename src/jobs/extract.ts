@@ -6,7 +6,7 @@
  */
 import { type Backbone, type KeptCalibration, openBackbone } from '../backbone/index.js';
 import { datasetCalibrationSource } from '../backbone/calibration-source.js';
-import { RANGE_METHODS, type RangeMethod } from '../backbone/calibrate.js';
+import { RANGE_METHODS, type RangeMethod } from '../backbone/int8-defaults.js';
 import { parseDevice, threadCount } from '../backbone/device.js';
 import { type Dataset, type DatasetOptions, type Item, openDataset } from '../dataset/index.js';
 import type { Stamp } from '../dataset/source.js';

@@ -3,20 +3,17 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { openBackbone } from '../../src/backbone/index.js';
-import { decodeModel, encodeModel } from '../../src/backbone/graph.js';
 import { pixelCalibrationSource } from '../../src/backbone/calibration-source.js';
 import { featureFidelity } from '../../src/backbone/fidelity.js';
 import { checkFeaturePrecision, ensureInt8Model, int8Paths, savedInt8Model } from '../../src/backbone/int8.js';
-import { inputLayout } from '../../src/backbone/session.js';
-import { resolveTap, tappedModel } from '../../src/backbone/tap.js';
 import { FeatcacheError } from '../../src/errors.js';
-import { sha256Bytes } from '../../src/util/fsx.js';
 import { identityDifferences } from '../../src/store/manifest.js';
 import { tempDir, writeTinyModel } from '../support/helpers.js';
-import { TINY_CNN_DIM, tinyInputs, writeTinyCnn } from '../support/tiny-cnn.js';
+import { TINY_CNN_DIM, tinyInputs, tinySource as tinySourceOf, writeTinyCnn } from '../support/tiny-cnn.js';
 
 const SIZE = 32;
 const PER = 3 * SIZE * SIZE;
+const tinySource = (file: string) => tinySourceOf(file, SIZE);
 
 function images(count: number, seed: number) {
   const data = tinyInputs(count, SIZE, seed);
@@ -24,20 +21,6 @@ function images(count: number, seed: number) {
     id: `img${seed}-${i}`,
     pixels: data.slice(i * PER, (i + 1) * PER),
   }));
-}
-
-async function tinySource(file: string) {
-  const bytes = await fs.readFile(file);
-  const model = decodeModel(bytes, file);
-  const tap = resolveTap(model.graph!);
-  const tapped = encodeModel(tappedModel(model, tap));
-  return {
-    file,
-    sha256: sha256Bytes(bytes),
-    tap,
-    tapped: () => Promise.resolve(tapped),
-    input: inputLayout('input', [null, 3, SIZE, SIZE]),
-  };
 }
 
 describe('ensureInt8Model', () => {

@@ -136,6 +136,32 @@ describe('lazy loading', () => {
     await fs.rm(dir, { recursive: true, force: true });
   });
 
+  it('extract of a folder, int8 with its model saved, loads no URL, tar, CSV or protobuf code', async () => {
+    const dir = await tempDir('featcache-lazy-extract-');
+    const model = await writeTinyModel(path.join(dir, 'tiny.onnx'));
+    await writeColourFolder(path.join(dir, 'data'), 2);
+    const args = (cache: string) => [
+      cliPath,
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--cache',
+      path.join(dir, cache),
+    ];
+    // The first run taps the graph, quantises and calibrates (protobuf); a fresh cache later reuses all of it.
+    assert.equal((await loadedPackages([...args('first'), '--int8'])).status, 0);
+    const r = await loadedPackages([...args('second'), '--int8']);
+    assert.equal(r.status, 0);
+    const heavy = heavyIn(r.packages);
+    for (const used of ['onnxruntime-node', 'sharp', 'apache-arrow']) assert.ok(heavy.includes(used), used);
+    for (const unused of ['undici', 'tar-stream', 'onnx-proto', 'fastify', '@tensorflow', 'parquet-wasm'])
+      assert.ok(!heavy.includes(unused), unused);
+    for (const unused of ['csv-parse', 'braces', 'protobufjs']) assert.ok(!r.packages.has(unused), unused);
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
   it('importing the library loads no job and no heavy module, Arrow included', async () => {
     const r = await loadedPackages([
       '--input-type=module',

@@ -5,7 +5,10 @@
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { encodeModel, onnx } from '../../src/backbone/graph.js';
+import { decodeModel, encodeModel, onnx } from '../../src/backbone/graph.js';
+import { inputLayout } from '../../src/backbone/session.js';
+import { resolveTap, tappedModel } from '../../src/backbone/tap.js';
+import { sha256Bytes } from '../../src/util/fsx.js';
 import { seededRandom } from '../../src/util/random.js';
 
 export const TINY_CNN_CONVS = 6;
@@ -156,4 +159,19 @@ export function tinyInputs(count: number, size: number, seed: number): Float32Ar
     }
   }
   return data;
+}
+
+/** A tiny CNN file as int8's `ensureInt8Model` takes its source: bytes' sha256, tap, tapped graph, input layout. */
+export async function tinySource(file: string, size: number) {
+  const bytes = await fsp.readFile(file);
+  const model = decodeModel(bytes, file);
+  const tap = resolveTap(model.graph!);
+  const tapped = encodeModel(tappedModel(model, tap));
+  return {
+    file,
+    sha256: sha256Bytes(bytes),
+    tap,
+    tapped: () => Promise.resolve(tapped),
+    input: inputLayout('input', [null, 3, size, size]),
+  };
 }
