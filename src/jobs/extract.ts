@@ -107,6 +107,11 @@ export interface ExtractTimings {
   inferS: number;
   writeS: number;
   setupS: number;
+  /**
+   * Steady state: the images after the first batch over the time from the first batch's end to the last one's, so
+   * without setup, the first decode, onnxruntime's first (cold) run and the final commit. Absent under two batches.
+   */
+  steady?: { images: number; seconds: number; imagesPerSecond: number };
 }
 
 export interface ExtractResult {
@@ -404,6 +409,7 @@ async function extractInto(
     const progress = progressBar(`extract ${o.split}`, plan.todo.length, o.progress);
     const failures: Failure[] = [];
     let extracted = 0;
+    const steady = steadyClock();
     const steps = pipelined(chunk(plan.todo, batchSize), (items) => decodeItems(items, dataset, backbone, o));
     for await (const { batch, waitS } of steps) {
       timings.decodeWaitS += waitS;
@@ -423,6 +429,7 @@ async function extractInto(
       await writer.add(outcome.rows, features, outcome.failures);
       failures.push(...outcome.failures);
       extracted += outcome.rows.length;
+      steady.batchDone(outcome.rows.length + outcome.failures.length);
       progress.increment(outcome.rows.length + outcome.failures.length);
       if (interrupt.raised) break;
     }
@@ -431,6 +438,8 @@ async function extractInto(
     progress.stop();
     timings.writeS = writer.writeS;
     timings.wallS = (performance.now() - started) / 1000;
+    const steadyRate = steady.rate();
+    if (steadyRate) timings.steady = steadyRate;
     return {
       split: o.split,
       cache: o.cache,
@@ -468,6 +477,26 @@ async function extractInto(
   } finally {
     interrupt.dispose();
   }
+}
+
+/** Images and time from the end of the first batch to the end of the last: extract's steady-state rate. */
+function steadyClock() {
+  let first: number | undefined;
+  let last = 0;
+  let images = 0;
+  return {
+    batchDone(count: number): void {
+      const now = performance.now();
+      if (first === undefined) first = now;
+      else images += count;
+      last = now;
+    },
+    rate(): ExtractTimings['steady'] {
+      if (first === undefined || images === 0) return undefined;
+      const seconds = (last - first) / 1000;
+      return { images, seconds, imagesPerSecond: images / Math.max(seconds, 1e-9) };
+    },
+  };
 }
 
 function cappedBatchSize(o: Resolved): number {

@@ -132,6 +132,41 @@ describe('extract: incremental and refusals (tiny model)', () => {
     assert.deepEqual(set.classes, ['ants', 'bees']);
   });
 
+  it('reports the steady-state rate from the end of the first batch, without it under two batches', async () => {
+    const r = await runCli([
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--model',
+      model,
+      '--cache',
+      path.join(dir, 'steady-cache'),
+      '--batch-size',
+      '2',
+      '--json',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const { timings, extracted } = JSON.parse(r.stdout);
+    assert.equal(extracted, 6);
+    assert.equal(timings.steady.images, 4, 'the two batches after the first');
+    assert.ok(timings.steady.seconds > 0 && timings.steady.seconds < timings.wallS - timings.setupS);
+    assert.ok(Math.abs(timings.steady.imagesPerSecond - 4 / timings.steady.seconds) < 1e-6);
+    const one = await runCli([
+      'extract',
+      '--data',
+      path.join(dir, 'data'),
+      '--split',
+      'val',
+      '--model',
+      model,
+      '--cache',
+      path.join(dir, 'steady-cache'),
+      '--json',
+    ]);
+    assert.equal(one.code, 0, one.stderr);
+    assert.equal(JSON.parse(one.stdout).timings.steady, undefined);
+  });
+
   it('re-running on unchanged data does no inference', async () => {
     const r = await extract();
     const result = JSON.parse(r.stdout);
