@@ -26,6 +26,9 @@ import { encodeModel, onnx } from '../src/backbone/graph.js';
 import { ensureManifest } from '../src/store/manifest.js';
 import { writePart } from '../src/store/part.js';
 import { seededRandom } from '../src/util/random.js';
+import { centreCropOffsets, resizedSize } from '../src/image/preprocess.js';
+import { resizeBilinearWindow, resizeBilinearWindowJs } from '../src/image/resample.js';
+import { resampleEngine } from '../src/image/resample-simd.js';
 
 const self = fileURLToPath(import.meta.url);
 const repo = path.resolve(path.dirname(self), '../..');
@@ -105,6 +108,47 @@ const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown
       cpuMsPerImage,
       peakRssMb: peakRssMb(),
       onnxruntime: ort.env.versions.common,
+    };
+  },
+  /**
+   * Pillow's resize of every hymenoptera image to its 224 crop, the WebAssembly SIMD passes against the JavaScript
+   * ones (the same bytes), alternating, after one warm-up pass of each.
+   */
+  async resize() {
+    const files = (await fs.readdir(path.join(hymenoptera, 'val', 'ants'))).map((f) =>
+      path.join(hymenoptera, 'val', 'ants', f),
+    );
+    const images = await Promise.all(
+      files.map(async (file) => {
+        const { data, info } = await sharp(file, { ignoreIcc: true })
+          .removeAlpha()
+          .toColourspace('srgb')
+          .raw()
+          .toBuffer({ resolveWithObject: true });
+        const target = resizedSize(info.width, info.height, 256);
+        const offset = centreCropOffsets(target.width, target.height, 224);
+        return { data, width: info.width, height: info.height, target, window: { ...offset, width: 224, height: 224 } };
+      }),
+    );
+    const pass = (resize: typeof resizeBilinearWindow) => {
+      const started = performance.now();
+      for (const i of images) resize(i.data, i.width, i.height, 3, i.target, i.window);
+      return (performance.now() - started) / images.length;
+    };
+    const ms = { wasm: [] as number[], js: [] as number[] };
+    pass(resizeBilinearWindow);
+    pass(resizeBilinearWindowJs);
+    for (let round = 0; round < (quick ? 2 : 5); round++) {
+      ms.wasm.push(pass(resizeBilinearWindow));
+      ms.js.push(pass(resizeBilinearWindowJs));
+    }
+    const [wasm, js] = [Math.min(...ms.wasm), Math.min(...ms.js)];
+    return {
+      images: images.length,
+      engine: resampleEngine().engine,
+      wasmMsPerImage: wasm,
+      jsMsPerImage: js,
+      ratioWasmOverJs: wasm / js,
     };
   },
   /** Extract over N generated images: peak RSS must not grow with N. */
@@ -459,6 +503,7 @@ async function main(): Promise<void> {
       },
     };
     const sizes = quick ? [200, 1000] : [2000, 10_000];
+    measured.resize = runScenario('resize');
     measured.extractMemory = Object.fromEntries(
       sizes.map((n) => [`images${n}`, runScenario('extract-synthetic', String(n))]),
     );
