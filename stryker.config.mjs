@@ -63,7 +63,8 @@ export default {
   // The sandbox is not beside ../shared: point the tests at it, so the MobileNet and ResNet checks run.
   commandRunner: { command: `FEATCACHE_SHARED_DIR='${path.resolve(root, '../shared')}' node scripts/mutate-tests.mjs` },
   coverageAnalysis: 'off',
-  buildCommand: 'npx tsc -p .',
+  // The resize's WebAssembly too, or mutants of image/ would run the JavaScript fallback.
+  buildCommand: 'npx tsc -p . && npm run build:wasm',
   ignorePatterns: ['dist', 'features', 'models', 'data', '.scratch', 'reports'],
   concurrency: 2,
   // Mutants that loop forever are stopped by scripts/mutate-tests.mjs first (per-module limit).

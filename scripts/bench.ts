@@ -81,7 +81,7 @@ const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown
       seconds,
       imagesPerSecond: images / seconds,
       // From each split's first batch's end to its last's: no setup, first decode, cold first run or final commit.
-      steadyImagesPerSecond: steady.images / steady.seconds,
+      steadyImagesPerSecond: steady.images > 0 ? steady.images / steady.seconds : null,
       cpuMsPerImage,
       ...breakdown,
       peakRssMb: peakRssMb(),

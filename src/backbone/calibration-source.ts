@@ -30,6 +30,9 @@ export interface CalibrationSource {
 }
 
 type DatasetSample = Pick<Dataset, 'items' | 'source'>;
+type Item = DatasetSample['items'][number];
+/** At most this many bytes of the named images are kept for decoding (a few phone photos; 32 hymenoptera JPEGs ≈ 3 MB). */
+const KEPT_BYTES = 64 * 1024 * 1024;
 type DatasetCalibrationOptions = { count: number; seed: number; preset: Preset; policy: ImagePolicy };
 
 /**
@@ -37,6 +40,9 @@ type DatasetCalibrationOptions = { count: number; seed: number; preset: Preset; 
  * `images` names the first `count` that can be read, before any is decoded: a saved int8 model is found by their
  * hashes alone (decoding 32 images was most of a warm `extract --int8`'s setup). A model saved under those hashes was
  * calibrated on exactly those bytes, so they decoded; where none is saved, `decoded()` decodes and may name others.
+ * (Settings that only refuse images, such as the pixel limit, are not part of the identity: a model found this way
+ * may have been calibrated under another limit, on images this run would also refuse to extract.) The bytes read for
+ * the names are kept for `decoded()`, up to KEPT_BYTES, so URLs are not fetched twice.
  */
 export async function datasetCalibrationSource(
   dataset: DatasetSample,
@@ -45,16 +51,24 @@ export async function datasetCalibrationSource(
   positiveInteger('calibrate', options.count);
   const shuffledItems = shuffledSample(dataset.items, options.seed);
   const images: CalibrationImage[] = [];
+  const kept = new Map<string, Buffer>();
+  let keptBytes = 0;
   for (let i = 0; i < shuffledItems.length && images.length < options.count; i++) {
     const item = shuffledItems[i]!;
     const bytes = await dataset.source.read(item).then(
       (r) => r.bytes,
       () => null,
     );
-    if (bytes && bytes.length > 0) images.push({ id: item.path, sha256: sha256Bytes(bytes) });
+    if (!bytes || bytes.length === 0) continue;
+    images.push({ id: item.path, sha256: sha256Bytes(bytes) });
+    if (keptBytes + bytes.length <= KEPT_BYTES) {
+      kept.set(item.path, bytes);
+      keptBytes += bytes.length;
+    }
   }
+  const read = async (item: Item) => kept.get(item.path) ?? (await dataset.source.read(item)).bytes;
   let decoding: Promise<CalibrationSource> | undefined;
-  const decoded = () => (decoding ??= decodedCalibrationSource(dataset, shuffledItems, options));
+  const decoded = () => (decoding ??= decodedCalibrationSource(shuffledItems, read, options));
   return {
     images,
     preprocessing: preprocessingOf(options),
@@ -76,15 +90,15 @@ function preprocessingOf(options: DatasetCalibrationOptions): Record<string, unk
 }
 
 async function decodedCalibrationSource(
-  dataset: DatasetSample,
   shuffledItems: DatasetSample['items'],
+  read: (item: Item) => Promise<Buffer>,
   options: DatasetCalibrationOptions,
 ): Promise<CalibrationSource> {
   const chosen: { image: CalibrationImage; rgb: Buffer }[] = [];
   for (let i = 0; i < shuffledItems.length && chosen.length < options.count; i++) {
     const item = shuffledItems[i]!;
     try {
-      const { bytes } = await dataset.source.read(item);
+      const bytes = await read(item);
       const rgb = await decodeToRgb(bytes, options.preset, options.policy);
       chosen.push({ image: { id: item.path, sha256: sha256Bytes(bytes) }, rgb });
     } catch {

@@ -197,8 +197,9 @@ export async function ensureInt8Model(
   if (!saved && calibration.decoded) {
     // The images were named before decoding; the ones calibration can use may differ, and so may the model.
     calibration = await calibration.decoded();
-    hash = calibrationHash(identity, calibration, settings);
-    saved = await readSavedAnywhere(source, hash, settings.int8Dir, settings.cacheDir);
+    const decodedHash = calibrationHash(identity, calibration, settings);
+    if (decodedHash !== hash) saved = await readSavedAnywhere(source, decodedHash, settings.int8Dir, settings.cacheDir);
+    hash = decodedHash;
   }
   let paths = int8Paths(source, hash, settings.int8Dir, settings.cacheDir);
   const reused = saved !== null;

@@ -89,7 +89,12 @@ async function decodeToRgbPil(input: Buffer | string, preset: Preset, options: S
   if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
   const target = resizedSize(info.width, info.height, preset.resizeShorter);
   const offset = centreCropOffsets(target.width, target.height, preset.crop);
-  if (offset.left < 0 || offset.top < 0 || offset.left + preset.crop > target.width) {
+  if (
+    offset.left < 0 ||
+    offset.top < 0 ||
+    offset.left + preset.crop > target.width ||
+    offset.top + preset.crop > target.height
+  ) {
     throw new Error(`resized to ${target.width}×${target.height}, smaller than the ${preset.crop}×${preset.crop} crop`);
   }
   const window = { left: offset.left, top: offset.top, width: preset.crop, height: preset.crop };

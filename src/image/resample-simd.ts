@@ -5,17 +5,23 @@
  *
  * The module is compiled on the first resize. Where it cannot load (a build without `npm run build:wasm`, a runtime
  * without WebAssembly SIMD) `resampleEngine()` says why and callers use the JavaScript passes, which give the same
- * bytes. One instance serves every resize, since resizes run one at a time on the main thread; one that grew past
- * MEMORY_KEPT for a very large image is dropped afterwards so its memory goes back to the garbage collector.
+ * bytes. One instance serves every resize, since resizes run one at a time on the main thread. Its memory holds the
+ * source rows a chunk at a time (SOURCE_CHUNK_BYTES), the horizontal pass's rows and the crop, so it stays a few MB
+ * whatever the photo's size; should it fail to grow, that image is resized in JavaScript.
  */
 import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import type { ResampleCoefficients } from './resample.js';
 
 const WASM_FILE = new URL('./simd/resample.wasm', import.meta.url);
 const PAGE = 65_536;
-/** An instance whose memory grew past this (a ~20-megapixel image) is not kept for the next image. */
-const MEMORY_KEPT = 64 * 1024 * 1024;
-/** The passes read up to 15 bytes past a region and write one past a row: each region is followed by this slack. */
+/** Source rows are copied in and passed horizontally this many bytes at a time (at least one row). */
+const SOURCE_CHUNK_BYTES = 4 * 1024 * 1024;
+/**
+ * Each region is followed by this slack: the horizontal pass reads one byte past its last pixel and writes one past
+ * its last output, the vertical pass reads and writes up to 15 past a row (rows are written top to bottom, so what
+ * spills into the next row is overwritten).
+ */
 const SLACK = 16;
 
 interface Kernels {
@@ -51,13 +57,13 @@ function compile(): { module: WebAssembly.Module } | { reason: string } {
   try {
     return { module: new WebAssembly.Module(fs.readFileSync(WASM_FILE)) };
   } catch (error) {
-    return { reason: `${WASM_FILE.pathname}: ${error instanceof Error ? error.message : String(error)}` };
+    return { reason: `${fileURLToPath(WASM_FILE)}: ${error instanceof Error ? error.message : String(error)}` };
   }
 }
 
 /**
  * Which implementation resizes RGB images in this process (why not WebAssembly, where it is JavaScript), and the
- * bytes the kept instance holds (0 before the first resize and after a very large one).
+ * bytes the instance's memory holds (0 before the first resize, and after one whose memory could not grow).
  */
 export function resampleEngine(): { engine: 'wasm-simd'; memoryBytes: number } | { engine: 'js'; reason: string } {
   compiled ??= compile();
@@ -100,7 +106,7 @@ function sliceOf(c: ResampleCoefficients, first: number, count: number) {
 /**
  * Pillow's resize of interleaved RGB (width × height) restricted to `window`, with both passes given (an identity
  * pass stands in for one Pillow skips: weight 1.0 at one tap leaves every byte as it is). Undefined where the
- * WebAssembly module is not available.
+ * WebAssembly module is not available or its memory cannot grow: the caller then resizes in JavaScript.
  */
 export function resizeRgbSimd(
   src: Uint8Array,
@@ -109,50 +115,55 @@ export function resizeRgbSimd(
   v: ResampleCoefficients,
   window: { left: number; top: number; width: number; height: number },
 ): Uint8Array | undefined {
-  const k = instance();
-  if (!k) return undefined;
+  try {
+    const k = instance();
+    return k && runPasses(k, src, width, h, v, window);
+  } catch (error) {
+    // Out of memory (an instance or its growth): nothing is half-written that the JavaScript passes would read.
+    if (!(error instanceof RangeError)) throw error;
+    kernels = undefined;
+    return undefined;
+  }
+}
+
+function runPasses(
+  k: Kernels,
+  src: Uint8Array,
+  width: number,
+  h: ResampleCoefficients,
+  v: ResampleCoefficients,
+  window: { left: number; top: number; width: number; height: number },
+): Uint8Array {
   const last = window.top + window.height - 1;
   const [firstRow, lastRow] = [v.start[window.top]!, v.start[last]! + v.count[last]!];
-  const stride = window.width * 3;
+  const [rowBytes, stride] = [width * 3, window.width * 3];
+  const chunkRows = Math.max(1, Math.min(lastRow - firstRow, Math.floor(SOURCE_CHUNK_BYTES / rowBytes)));
   const hs = sliceOf(h, window.left, window.width);
   const vs = sliceOf(v, window.top, window.height);
+  const coefficients = {
+    hStart: hs.start,
+    hTaps: hs.taps,
+    hWeights: hs.weights,
+    vStart: vs.start,
+    vTaps: vs.taps,
+    vWeights: vs.weights,
+  };
   const { at, end } = layout({
-    src: (lastRow - firstRow) * width * 3,
+    src: chunkRows * rowBytes,
     mid: (lastRow - firstRow) * stride,
     out: window.height * stride,
-    hStart: hs.start.byteLength,
-    hTaps: hs.taps.byteLength,
-    hWeights: hs.weights.byteLength,
-    vStart: vs.start.byteLength,
-    vTaps: vs.taps.byteLength,
-    vWeights: vs.weights.byteLength,
+    ...Object.fromEntries(Object.entries(coefficients).map(([name, values]) => [name, values.byteLength])),
   });
   reserve(k.memory, end);
-  const bytes = new Uint8Array(k.memory.buffer);
-  const words = new Int32Array(k.memory.buffer);
-  bytes.set(src.subarray(firstRow * width * 3, lastRow * width * 3), at.src);
-  for (const [name, values] of [
-    ['hStart', hs.start],
-    ['hTaps', hs.taps],
-    ['hWeights', hs.weights],
-    ['vStart', vs.start],
-    ['vTaps', vs.taps],
-    ['vWeights', vs.weights],
-  ] as const)
-    words.set(values, at[name]! / 4);
-  k.horizontalRgb(
-    at.src!,
-    width * 3,
-    lastRow - firstRow,
-    at.mid!,
-    at.hStart!,
-    at.hTaps!,
-    at.hWeights!,
-    h.ksize,
-    window.width,
-  );
+  const [bytes, words] = [new Uint8Array(k.memory.buffer), new Int32Array(k.memory.buffer)];
+  for (const [name, values] of Object.entries(coefficients)) words.set(values, at[name]! / 4);
+  // Chunks go in order: the byte the horizontal pass writes past a chunk's last pixel is the next chunk's first.
+  for (let row = firstRow; row < lastRow; row += chunkRows) {
+    const rows = Math.min(chunkRows, lastRow - row);
+    bytes.set(src.subarray(row * rowBytes, (row + rows) * rowBytes), at.src);
+    const mid = at.mid! + (row - firstRow) * stride;
+    k.horizontalRgb(at.src!, rowBytes, rows, mid, at.hStart!, at.hTaps!, at.hWeights!, h.ksize, window.width);
+  }
   k.vertical(at.mid!, stride, firstRow, at.out!, window.height, at.vStart!, at.vTaps!, at.vWeights!, v.ksize);
-  const result = new Uint8Array(k.memory.buffer, at.out, window.height * stride).slice();
-  if (k.memory.buffer.byteLength > MEMORY_KEPT) kernels = undefined;
-  return result;
+  return new Uint8Array(k.memory.buffer, at.out, window.height * stride).slice();
 }

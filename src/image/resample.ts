@@ -94,6 +94,7 @@ export function resizeBilinearWindow(
   out: { width: number; height: number },
   window: { left: number; top: number; width: number; height: number },
 ): Uint8Array {
+  checkWindow(out, window);
   const h = out.width !== width ? bilinearCoefficients(width, out.width) : undefined;
   const v = out.height !== height ? bilinearCoefficients(height, out.height) : undefined;
   if (channels === 3 && (h || v)) {
@@ -112,9 +113,28 @@ export function resizeBilinearWindowJs(
   out: { width: number; height: number },
   window: { left: number; top: number; width: number; height: number },
 ): Uint8Array {
+  checkWindow(out, window);
   const h = out.width !== width ? bilinearCoefficients(width, out.width) : undefined;
   const v = out.height !== height ? bilinearCoefficients(height, out.height) : undefined;
   return resizePasses(src, width, channels, h, v, window);
+}
+
+/** Both passes index coefficients by output position: a window reaching outside the output would read garbage. */
+function checkWindow(
+  out: { width: number; height: number },
+  window: { left: number; top: number; width: number; height: number },
+): void {
+  const inside =
+    window.left >= 0 &&
+    window.top >= 0 &&
+    window.width > 0 &&
+    window.height > 0 &&
+    window.left + window.width <= out.width &&
+    window.top + window.height <= out.height;
+  if (!inside)
+    throw new RangeError(
+      `resize window ${window.width}×${window.height} at (${window.left}, ${window.top}) is not inside the ${out.width}×${out.height} output`,
+    );
 }
 
 /** A pass Pillow skips, as coefficients: one tap of weight 1.0 per sample, which leaves every byte as it is. */
@@ -150,10 +170,10 @@ function resizePasses(
 }
 
 /*
- * The passes below are the hot loop of decoding: 2.0 ms of CPU per hymenoptera image as plain loops, 1.0 ms written
- * this way (0.2 ms in WebAssembly SIMD). Coefficients are read into locals, the sums stay int32 (`| 0`: a pixel × a 22-bit weight summed over the
- * support fits, as in Pillow's C ints), and each output row reads its source rows in order. Taking the resize out
- * altogether (an experiment) moved extract ÷ forward-only from 0.87 to 0.90 on 2 cores: what is left is this work.
+ * The JavaScript passes: 2.0 ms of CPU per hymenoptera image as plain loops, 1.0–1.4 ms written this way, where the
+ * WebAssembly SIMD passes (resample-simd.ts) take 0.2–0.3 ms. Coefficients are read into locals, the sums stay int32
+ * (`| 0`: a pixel × a 22-bit weight summed over the support fits, as in Pillow's C ints), and each output row reads its
+ * source rows in order.
  */
 
 /** Pillow's horizontal pass for RGB, one source row into one intermediate row: the channels share each tap's weight. */

@@ -28,21 +28,23 @@ async function jpeg(seed: number): Promise<Buffer> {
     .toBuffer();
 }
 
-/** Eight images in memory (`broken` paths hold bytes that are no image). */
+/** Eight images in memory (`broken` paths hold bytes that are no image), counting reads. */
 async function dataset(broken: string[] = []) {
   const files = new Map<string, Buffer>();
   for (let i = 0; i < 8; i++) {
     const name = `img${i}.jpg`;
     files.set(name, broken.includes(name) ? Buffer.from('not an image') : await jpeg(i));
   }
+  const counter = { reads: 0 };
   const items = [...files.keys()].map((p) => ({ path: p, label: 0 }));
   const source = {
     read: async (item: { path: string }) => {
+      counter.reads++;
       return { bytes: files.get(item.path)!, stamp: { size: files.get(item.path)!.length, mtimeMs: 0 } };
     },
     stamp: async () => null,
   };
-  return { sample: { items, source } as unknown as Parameters<typeof datasetCalibrationSource>[0], files };
+  return { sample: { items, source } as unknown as Parameters<typeof datasetCalibrationSource>[0], files, counter };
 }
 
 const ids = (c: CalibrationSource) => c.images.map((i) => i.id);
@@ -85,6 +87,7 @@ describe('ensureInt8Model with a dataset sample', () => {
     const intact = await dataset();
     const built = await ensureInt8Model(source, await datasetCalibrationSource(intact.sample, options), { cacheDir });
     assert.ok(!('unsupported' in built) && !built.reused);
+    assert.equal(intact.counter.reads, 5, 'decoding reuses the bytes read to name the images (a URL is fetched once)');
     // A pixel limit of one makes every decode fail, and it is not part of the calibration's identity: the model is
     // found without decoding, or this would throw "none of 8" decodable.
     const undecodable = { ...options, policy: { ...DEFAULT_IMAGE_POLICY, maxPixels: 1 } };

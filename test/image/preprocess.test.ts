@@ -230,6 +230,15 @@ describe('decoding', () => {
     await assert.rejects(decodeToRgb(png, torchvision, policy), /pixel limit/i);
   });
 
+  it('refuses a preset whose crop is larger than its resize, naming both sizes', async () => {
+    const png = await raw(400, 300).png().toBuffer();
+    const tooBig = { ...torchvision, resizeShorter: 223, crop: 224 };
+    await assert.rejects(
+      decodeToRgb(png, tooBig, policy),
+      /^Error: resized to 297×223, smaller than the 224×224 crop$/,
+    );
+  });
+
   it('rejects truncated and non-image data', async () => {
     const jpeg = await raw(300, 200).jpeg().toBuffer();
     await assert.rejects(decodeToRgb(jpeg.subarray(0, jpeg.length / 2), torchvision, policy));

@@ -6,8 +6,9 @@
  * JavaScript loops.
  *
  * Memory belongs to the caller (resample-simd.ts lays out the image, the coefficients and the outputs, and grows it);
- * this module allocates nothing. Both passes may read up to 15 bytes past their last sample and the horizontal pass
- * writes one byte past its last pixel, so the caller leaves 16 bytes of slack after each region.
+ * this module allocates nothing. The horizontal pass reads and writes one byte past its last pixel, the vertical pass
+ * reads and writes up to 15 bytes past a row (rows go top to bottom, so what spills into the next row is overwritten
+ * later), so the caller leaves 16 bytes of slack after each region.
  */
 
 /** Pillow's fixed point: 22 fractional bits, and half of one for rounding. */
