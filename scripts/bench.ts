@@ -26,7 +26,8 @@ import { encodeModel, onnx } from '../src/backbone/graph.js';
 import { ensureManifest } from '../src/store/manifest.js';
 import { writePart } from '../src/store/part.js';
 import { seededRandom } from '../src/util/random.js';
-import { centreCropOffsets, resizedSize } from '../src/image/preprocess.js';
+import { cropGeometry } from '../src/image/preprocess.js';
+import { getPreset } from '../src/image/presets.js';
 import { resizeBilinearWindow, resizeBilinearWindowJs } from '../src/image/resample.js';
 import { resampleEngine } from '../src/image/resample-simd.js';
 
@@ -38,6 +39,7 @@ const hymenoptera = path.join(shared, 'data/hymenoptera_data');
 const quick = process.env.BENCH_QUICK === '1';
 const batchSize = 16;
 const threads = Math.min(os.availableParallelism(), 2);
+const torchvision = getPreset('torchvision');
 
 const peakRssMb = () => Math.round(process.resourceUsage().maxRSS / 1024);
 /** User + system CPU of this process (all its threads), in ms. */
@@ -125,9 +127,7 @@ const scenarios: Record<string, (arg?: string) => Promise<Record<string, unknown
           .toColourspace('srgb')
           .raw()
           .toBuffer({ resolveWithObject: true });
-        const target = resizedSize(info.width, info.height, 256);
-        const offset = centreCropOffsets(target.width, target.height, 224);
-        return { data, width: info.width, height: info.height, target, window: { ...offset, width: 224, height: 224 } };
+        return { data, width: info.width, height: info.height, ...cropGeometry(info.width, info.height, torchvision) };
       }),
     );
     const pass = (resize: typeof resizeBilinearWindow) => {

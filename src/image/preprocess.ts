@@ -76,6 +76,28 @@ export async function decodeToRgb(input: Buffer | string, preset: Preset, policy
 }
 
 /**
+ * torchvision's Resize(resizeShorter) then CenterCrop(crop) on a width × height image: the resized size and the crop's
+ * window in it. Refuses a crop that does not fit the resized image.
+ */
+export function cropGeometry(
+  width: number,
+  height: number,
+  preset: Pick<Preset, 'resizeShorter' | 'crop'>,
+): { target: { width: number; height: number }; window: { left: number; top: number; width: number; height: number } } {
+  const target = resizedSize(width, height, preset.resizeShorter);
+  const offset = centreCropOffsets(target.width, target.height, preset.crop);
+  if (
+    offset.left < 0 ||
+    offset.top < 0 ||
+    offset.left + preset.crop > target.width ||
+    offset.top + preset.crop > target.height
+  ) {
+    throw new Error(`resized to ${target.width}×${target.height}, smaller than the ${preset.crop}×${preset.crop} crop`);
+  }
+  return { target, window: { left: offset.left, top: offset.top, width: preset.crop, height: preset.crop } };
+}
+
+/**
  * The `pil-bilinear` kernel: sharp decodes the whole image to 8-bit sRGB (as PIL's `convert("RGB")`), and the resize
  * and crop are Pillow's own arithmetic (resample.ts), so the crop equals torchvision's on the PIL image.
  */
@@ -87,17 +109,7 @@ async function decodeToRgbPil(input: Buffer | string, preset: Preset, options: S
     .raw({ depth: 'uchar' })
     .toBuffer({ resolveWithObject: true });
   if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
-  const target = resizedSize(info.width, info.height, preset.resizeShorter);
-  const offset = centreCropOffsets(target.width, target.height, preset.crop);
-  if (
-    offset.left < 0 ||
-    offset.top < 0 ||
-    offset.left + preset.crop > target.width ||
-    offset.top + preset.crop > target.height
-  ) {
-    throw new Error(`resized to ${target.width}×${target.height}, smaller than the ${preset.crop}×${preset.crop} crop`);
-  }
-  const window = { left: offset.left, top: offset.top, width: preset.crop, height: preset.crop };
+  const { target, window } = cropGeometry(info.width, info.height, preset);
   const crop = resizeBilinearWindow(data, info.width, info.height, 3, target, window);
   return Buffer.from(crop.buffer, crop.byteOffset, crop.byteLength);
 }

@@ -91,17 +91,10 @@ export function resizeBilinearWindow(
   width: number,
   height: number,
   channels: number,
-  out: { width: number; height: number },
-  window: { left: number; top: number; width: number; height: number },
+  out: Size,
+  window: Window,
 ): Uint8Array {
-  checkWindow(out, window);
-  const h = out.width !== width ? bilinearCoefficients(width, out.width) : undefined;
-  const v = out.height !== height ? bilinearCoefficients(height, out.height) : undefined;
-  if (channels === 3 && (h || v)) {
-    const fast = resizeRgbSimd(src, width, h ?? identityCoefficients(width), v ?? identityCoefficients(height), window);
-    if (fast) return fast;
-  }
-  return resizePasses(src, width, channels, h, v, window);
+  return resize(src, { width, height, channels }, out, window, true);
 }
 
 /** The JavaScript passes alone: the reference the WebAssembly passes are tested and benchmarked against. */
@@ -110,20 +103,35 @@ export function resizeBilinearWindowJs(
   width: number,
   height: number,
   channels: number,
-  out: { width: number; height: number },
-  window: { left: number; top: number; width: number; height: number },
+  out: Size,
+  window: Window,
+): Uint8Array {
+  return resize(src, { width, height, channels }, out, window, false);
+}
+
+type Size = { width: number; height: number };
+type Window = { left: number; top: number; width: number; height: number };
+
+function resize(
+  src: Uint8Array,
+  image: Size & { channels: number },
+  out: Size,
+  window: Window,
+  simd: boolean,
 ): Uint8Array {
   checkWindow(out, window);
-  const h = out.width !== width ? bilinearCoefficients(width, out.width) : undefined;
-  const v = out.height !== height ? bilinearCoefficients(height, out.height) : undefined;
-  return resizePasses(src, width, channels, h, v, window);
+  const h = out.width !== image.width ? bilinearCoefficients(image.width, out.width) : undefined;
+  const v = out.height !== image.height ? bilinearCoefficients(image.height, out.height) : undefined;
+  if (simd && image.channels === 3 && (h || v)) {
+    const [hc, vc] = [h ?? identityCoefficients(image.width), v ?? identityCoefficients(image.height)];
+    const fast = resizeRgbSimd(src, image.width, hc, vc, window);
+    if (fast) return fast;
+  }
+  return resizePasses(src, image.width, image.channels, h, v, window);
 }
 
 /** Both passes index coefficients by output position: a window reaching outside the output would read garbage. */
-function checkWindow(
-  out: { width: number; height: number },
-  window: { left: number; top: number; width: number; height: number },
-): void {
+function checkWindow(out: Size, window: Window): void {
   const inside =
     window.left >= 0 &&
     window.top >= 0 &&
@@ -153,7 +161,7 @@ function resizePasses(
   channels: number,
   h: ResampleCoefficients | undefined,
   v: ResampleCoefficients | undefined,
-  window: { left: number; top: number; width: number; height: number },
+  window: Window,
 ): Uint8Array {
   const [firstRow, lastRow] = sourceRows(v, window);
   const stride = window.width * channels;

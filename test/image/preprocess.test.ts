@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import sharp from 'sharp';
 import {
   centreCropOffsets,
+  cropGeometry,
   decodeToRgb,
   preprocess,
   resizedSize,
@@ -124,6 +125,18 @@ describe('torchvision geometry', () => {
     assert.deepEqual(resizedSize(333, 500, 256), { width: 256, height: 384 });
     assert.deepEqual(centreCropOffsets(385, 256, 224), { left: 80, top: 16 });
     assert.deepEqual(centreCropOffsets(383, 256, 224), { left: 80, top: 16 });
+  });
+  it('cropGeometry: the resized size and the centred crop window, and a crop that does not fit refused', () => {
+    const preset = { resizeShorter: 256, crop: 224 };
+    assert.deepEqual(cropGeometry(500, 333, preset), {
+      target: { width: 384, height: 256 },
+      window: { left: 80, top: 16, width: 224, height: 224 },
+    });
+    assert.deepEqual(cropGeometry(333, 500, preset).window, { left: 16, top: 80, width: 224, height: 224 });
+    assert.throws(
+      () => cropGeometry(300, 400, { resizeShorter: 223, crop: 224 }),
+      /^Error: resized to 223×297, smaller/,
+    );
   });
 });
 

@@ -10,7 +10,8 @@ import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
 import fg from 'fast-glob';
 import sharp from 'sharp';
-import { centreCropOffsets, resizedSize } from '../../src/image/preprocess.js';
+import { cropGeometry } from '../../src/image/preprocess.js';
+import { getPreset } from '../../src/image/presets.js';
 import { resizeBilinearWindow, resizeBilinearWindowJs } from '../../src/image/resample.js';
 import { resampleEngine } from '../../src/image/resample-simd.js';
 import { seededRandom } from '../../src/util/random.js';
@@ -89,9 +90,8 @@ describe('resize in WebAssembly SIMD', () => {
     const [w, h] = [8000, 6000];
     const src = new Uint8Array(w * h * 3);
     for (let i = 0; i < src.length; i++) src[i] = (Math.imul(i, 2654435761) >>> 24) ^ (i % 251);
-    const target = resizedSize(w, h, 256);
-    const offset = centreCropOffsets(target.width, target.height, 224);
-    assertSameBytes(src, w, h, target, { ...offset, width: 224, height: 224 });
+    const { target, window } = cropGeometry(w, h, getPreset('torchvision'));
+    assertSameBytes(src, w, h, target, window);
     // The crop needs ~5,300 of the 6,000 source rows (127 MB); they go in 4 MB at a time.
     const after = resampleEngine();
     assert.ok(after.engine === 'wasm-simd' && after.memoryBytes < 16 * 1024 * 1024, JSON.stringify(after));
@@ -145,9 +145,8 @@ describe('resize in WebAssembly SIMD', () => {
           .toColourspace('srgb')
           .raw()
           .toBuffer({ resolveWithObject: true });
-        const target = resizedSize(info.width, info.height, 256);
-        const offset = centreCropOffsets(target.width, target.height, 224);
-        assertSameBytes(data, info.width, info.height, target, { ...offset, width: 224, height: 224 });
+        const { target, window } = cropGeometry(info.width, info.height, getPreset('torchvision'));
+        assertSameBytes(data, info.width, info.height, target, window);
       }
     },
   );
