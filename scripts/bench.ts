@@ -38,7 +38,8 @@ const resnet = path.join(shared, 'fixtures/resnet50-tv-seed0/model.onnx');
 const hymenoptera = path.join(shared, 'data/hymenoptera_data');
 const quick = process.env.BENCH_QUICK === '1';
 const batchSize = 16;
-const threads = Math.min(os.availableParallelism(), 2);
+// BENCH_THREADS=1 leaves a core to decoding on a 2-core machine (how extract does with a core to spare).
+const threads = Number(process.env.BENCH_THREADS ?? Math.min(os.availableParallelism(), 2));
 const torchvision = getPreset('torchvision');
 
 const peakRssMb = () => Math.round(process.resourceUsage().maxRSS / 1024);
