@@ -4,6 +4,7 @@ import { FILTERS, RANK_BY } from '../audit/confident.js';
 import type { AuditOptions, AuditResult } from '../jobs/audit.js';
 import { DEFAULT_AUDIT_OPTIONS as D } from '../jobs/defaults.js';
 import { cacheOption, emit, jsonOption, logToStderr } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 function human(r: AuditResult, top: number, summary: (r: AuditResult) => string[]): string {
   const m = r.classes.length;
@@ -32,9 +33,7 @@ function human(r: AuditResult, top: number, summary: (r: AuditResult) => string[
 }
 
 export const auditCommand: CommandModule = {
-  command: 'audit',
-  describe:
-    'find likely label errors and outliers in a cached split (cross-fitted probe + confident learning, kNN consensus); writes a report, never changes labels',
+  ...COMMAND_TEXT['audit'],
   builder: (y: Argv) =>
     y
       .option('cache', cacheOption)

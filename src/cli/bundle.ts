@@ -2,11 +2,10 @@
 import type { Argv } from 'yargs';
 import { DEFAULT_BUNDLE_OPTIONS } from '../jobs/defaults.js';
 import { defineCommand, emit, jsonOption, logToStderr } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 export const bundleCommand = defineCommand({
-  command: 'bundle',
-  describe:
-    'fuse a trained head and its backbone into one ONNX classifier (classes, preprocessing and provenance in its metadata)',
+  ...COMMAND_TEXT['bundle'],
   builder: (y: Argv) =>
     y
       .option('head', {

@@ -2,11 +2,10 @@
 import type { Argv } from 'yargs';
 import { DEFAULT_COMPACT_OPTIONS as D } from '../jobs/defaults.js';
 import { defineCommand, cacheOption, emit, jsonOption } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 export const compactCommand = defineCommand({
-  command: 'compact',
-  describe:
-    "rewrite a split's part files without superseded rows, so tools reading features/<split>/*.arrow directly see each image once",
+  ...COMMAND_TEXT['compact'],
   builder: (y: Argv) =>
     y
       .option('cache', cacheOption)

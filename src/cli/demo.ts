@@ -3,10 +3,10 @@ import type { Argv } from 'yargs';
 import { DEFAULT_DEMO_OPTIONS as D } from '../jobs/defaults.js';
 import { extractSummaryLine, trainSummaryLine } from './summary.js';
 import { defineCommand, logToStderr } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 export const demoCommand = defineCommand({
-  command: 'demo',
-  describe: 'the ants/bees tutorial end to end: extract → train-head → predict, with an HTML report',
+  ...COMMAND_TEXT['demo'],
   builder: (y: Argv) =>
     y
       .option('data', {

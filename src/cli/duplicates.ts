@@ -3,6 +3,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { DEFAULT_DUPLICATES_OPTIONS as D } from '../jobs/defaults.js';
 import type { DuplicatesResult } from '../jobs/duplicates.js';
 import { cacheOption, emit, jsonOption, logToStderr } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 function formatDuplicates(r: DuplicatesResult, limit = 50): string {
   const lines = [
@@ -18,8 +19,7 @@ function formatDuplicates(r: DuplicatesResult, limit = 50): string {
 }
 
 export const duplicatesCommand: CommandModule = {
-  command: 'duplicates',
-  describe: 'find exact and near-duplicate images in the cache, within and across splits (train↔val/test leaks first)',
+  ...COMMAND_TEXT['duplicates'],
   builder: (y: Argv) =>
     y
       .option('cache', cacheOption)

@@ -5,10 +5,10 @@ import { DEFAULT_EXPORT_OPTIONS as D } from '../jobs/defaults.js';
 import type { ExportOptions } from '../jobs/export.js';
 import { NORMALIZATIONS } from '../head/normalize.js';
 import { defineCommand, cacheOption, emit, jsonOption, logToStderr } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 export const exportCommand = defineCommand({
-  command: 'export',
-  describe: 'export a cached split (de-duplicated) for other tools: parquet, arrow, libsvm/svmlight, npy, csv',
+  ...COMMAND_TEXT['export'],
   builder: (y: Argv) =>
     y
       .option('cache', cacheOption)

@@ -1,5 +1,6 @@
 /** `featcache extract`: the command line of the extract job (src/jobs/extract.ts). */
 import type { Argv } from 'yargs';
+import { COMMAND_TEXT } from './command-text.js';
 import { RANGE_METHODS } from '../backbone/int8-defaults.js';
 import type { ExtractOptions } from '../jobs/extract.js';
 import { DEFAULT_EXTRACT_OPTIONS as X } from '../jobs/defaults.js';
@@ -17,8 +18,7 @@ import {
 import { extractSummaryLine } from './summary.js';
 
 export const extractCommand = defineCommand({
-  command: 'extract',
-  describe: 'run the backbone over a dataset split and cache tapped features in Arrow files',
+  ...COMMAND_TEXT['extract'],
   builder: (y: Argv) =>
     y
       .option('data', {

@@ -5,6 +5,7 @@ import { FeatcacheError, invalidParameter, oneOf } from '../errors.js';
 import { DEFAULT_FETCH_MODEL_OPTIONS } from '../jobs/defaults.js';
 import { MODEL_NAMES, MODEL_SOURCES } from '../fetch/registry.js';
 import { defineCommand, emit, jsonOption } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 function seconds(flag: string, value: number): number {
   if (!(value > 0)) throw invalidParameter(flag, 'a positive number of seconds', value);
@@ -12,8 +13,7 @@ function seconds(flag: string, value: number): number {
 }
 
 export const fetchModelCommand = defineCommand({
-  command: 'fetch-model <name>',
-  describe: `download a pretrained backbone (${MODEL_NAMES.join(', ')}) into models/ (Hugging Face mirror, then GitHub)`,
+  ...COMMAND_TEXT['fetch-model'],
   builder: (y: Argv) =>
     y
       .positional('name', { type: 'string', describe: `model name: ${MODEL_NAMES.join(', ')}` })

@@ -3,6 +3,7 @@ import type { Argv } from 'yargs';
 import { ExitCode } from '../errors.js';
 import type { CacheInfo } from '../jobs/info.js';
 import { defineCommand, cacheOption, emit, jsonOption } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 function formatInfo(r: CacheInfo, failures: boolean, damagedPartRemedy: string): string {
   const m = r.manifest;
@@ -26,8 +27,7 @@ function formatInfo(r: CacheInfo, failures: boolean, damagedPartRemedy: string):
 }
 
 export const infoCommand = defineCommand({
-  command: 'info',
-  describe: 'show a feature cache: model, tap, preset, splits, row counts and failed images',
+  ...COMMAND_TEXT['info'],
   builder: (y: Argv) =>
     y
       .option('cache', cacheOption)

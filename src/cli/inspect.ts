@@ -3,6 +3,7 @@ import type { Argv } from 'yargs';
 import type { InspectResult } from '../jobs/inspect.js';
 import { DEFAULT_INSPECT_OPTIONS } from '../jobs/defaults.js';
 import { defineCommand, emit, jsonOption } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 function formatInspect(r: InspectResult): string {
   const shape = (s: unknown) => JSON.stringify(s);
@@ -22,8 +23,7 @@ function formatInspect(r: InspectResult): string {
 }
 
 export const inspectCommand = defineCommand({
-  command: 'inspect <model>',
-  describe: "show a model's inputs, outputs and candidate tap points with shapes",
+  ...COMMAND_TEXT['inspect'],
   builder: (y: Argv) =>
     y
       .positional('model', { type: 'string', describe: 'ONNX file' })

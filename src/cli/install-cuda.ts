@@ -3,11 +3,10 @@ import type { Argv } from 'yargs';
 import { invalidParameter } from '../errors.js';
 import { DEFAULT_INSTALL_CUDA_OPTIONS } from '../jobs/defaults.js';
 import { defineCommand, emit, jsonOption } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 export const installCudaCommand = defineCommand({
-  command: 'install-cuda',
-  describe:
-    "fetch onnxruntime's CUDA 12 execution provider (Linux x64, NVIDIA GPU) and check the CUDA/cuDNN libraries it needs",
+  ...COMMAND_TEXT['install-cuda'],
   builder: (y: Argv) =>
     y
       .option('force', {

@@ -4,6 +4,7 @@ import { isStreamOut, MAP_COLORS } from '../map/data.js';
 import { DEFAULT_MAP_OPTIONS as D } from '../jobs/defaults.js';
 import type { MapOptions, MapResult } from '../jobs/map.js';
 import { cacheOption, defineCommand, emit, jsonOption, logToStderr } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 /** Why a page has no thumbnails when none were asked for, or null when they were. */
 function noThumbnails(thumbnails: boolean, out: string): string | null {
@@ -23,9 +24,7 @@ function human(r: MapResult, thumbnailsNote: string | null): string {
 }
 
 export const mapCommand = defineCommand({
-  command: 'map',
-  describe:
-    'every cached image on one offline page: a UMAP layout of the features, coloured by label, prediction or audit score',
+  ...COMMAND_TEXT['map'],
   builder: (y: Argv) =>
     y
       .option('cache', cacheOption)

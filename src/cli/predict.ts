@@ -6,6 +6,7 @@ import type { Prediction } from '../jobs/predict.js';
 import { DEFAULT_PREDICT_OPTIONS as P } from '../jobs/defaults.js';
 import { csvText } from '../util/csv.js';
 import { defineCommand, backboneOptions, emit, fetchFrom, fetchOptions, headOption, jsonOption } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 function table(predictions: Prediction[]): string {
   const width = Math.min(60, Math.max(...predictions.map((p) => p.path.length), 4));
@@ -34,8 +35,7 @@ function csv(predictions: Prediction[], k: number): string {
 }
 
 export const predictCommand = defineCommand({
-  command: 'predict <inputs..>',
-  describe: 'classify images (files, URLs, folders, globs, .txt lists) with a trained head: top-k labels',
+  ...COMMAND_TEXT['predict'],
   builder: (y: Argv) =>
     y
       .positional('inputs', {

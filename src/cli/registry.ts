@@ -1,10 +1,10 @@
 /**
- * Every command's name, positionals and one-line description, and where its flags live. This module stays light
- * (no yargs, no command file, no job) so that `featcache --help` lists the commands without loading them, and a run
- * loads the one command file it runs. test/cli/registry.test.ts checks each entry against its command file.
+ * Every command, in `--help` order: its name, positionals and description (command-text.ts, which its command file
+ * spreads too) and where its flags live. This module stays light (no yargs, no command file, no job) so that
+ * `featcache --help` lists the commands without loading them, and a run loads the one command file it runs.
  */
 import type { CommandModule } from 'yargs';
-import { MODEL_NAMES } from '../fetch/registry.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 /** A command file's export: its own flag types are erased here, since only yargs reads them. */
 export type LoadedCommand = CommandModule<object, never>;
@@ -21,94 +21,22 @@ const loaded = (module: unknown) => module as LoadedCommand;
 
 /** In the order `featcache --help` lists them. */
 export const COMMANDS: readonly CommandEntry[] = [
-  {
-    command: 'demo',
-    describe: 'the ants/bees tutorial end to end: extract → train-head → predict, with an HTML report',
-    load: async () => loaded((await import('./demo.js')).demoCommand),
-  },
-  {
-    command: 'extract',
-    describe: 'run the backbone over a dataset split and cache tapped features in Arrow files',
-    load: async () => loaded((await import('./extract.js')).extractCommand),
-  },
-  {
-    command: 'inspect <model>',
-    describe: "show a model's inputs, outputs and candidate tap points with shapes",
-    load: async () => loaded((await import('./inspect.js')).inspectCommand),
-  },
-  {
-    command: 'train-head',
-    describe:
-      'train a softmax head on cached features (logistic regression by L-BFGS, C × normalisation chosen on folds of train, calibrated) and save it as a TF.js LayersModel',
-    load: async () => loaded((await import('./train-head.js')).trainHeadCommand),
-  },
-  {
-    command: 'predict <inputs..>',
-    describe: 'classify images (files, URLs, folders, globs, .txt lists) with a trained head: top-k labels',
-    load: async () => loaded((await import('./predict.js')).predictCommand),
-  },
-  {
-    command: 'audit',
-    describe:
-      'find likely label errors and outliers in a cached split (cross-fitted probe + confident learning, kNN consensus); writes a report, never changes labels',
-    load: async () => loaded((await import('./audit.js')).auditCommand),
-  },
-  {
-    command: 'export',
-    describe: 'export a cached split (de-duplicated) for other tools: parquet, arrow, libsvm/svmlight, npy, csv',
-    load: async () => loaded((await import('./export.js')).exportCommand),
-  },
-  {
-    command: 'compact',
-    describe:
-      "rewrite a split's part files without superseded rows, so tools reading features/<split>/*.arrow directly see each image once",
-    load: async () => loaded((await import('./compact.js')).compactCommand),
-  },
-  {
-    command: 'bundle',
-    describe:
-      'fuse a trained head and its backbone into one ONNX classifier (classes, preprocessing and provenance in its metadata)',
-    load: async () => loaded((await import('./bundle.js')).bundleCommand),
-  },
-  {
-    command: 'serve',
-    describe:
-      'serve a head (or a bundle) over HTTP: POST /predict (and /similar with --similar-split), a page at /, dynamic batching',
-    load: async () => loaded((await import('./serve.js')).serveCommand),
-  },
-  {
-    command: 'similar <query..>',
-    describe: 'the cached images nearest to each query (an image, folder or URL, or a cached path)',
-    load: async () => loaded((await import('./similar.js')).similarCommand),
-  },
-  {
-    command: 'duplicates',
-    describe:
-      'find exact and near-duplicate images in the cache, within and across splits (train↔val/test leaks first)',
-    load: async () => loaded((await import('./duplicates.js')).duplicatesCommand),
-  },
-  {
-    command: 'map',
-    describe:
-      'every cached image on one offline page: a UMAP layout of the features, coloured by label, prediction or audit score',
-    load: async () => loaded((await import('./map.js')).mapCommand),
-  },
-  {
-    command: 'info',
-    describe: 'show a feature cache: model, tap, preset, splits, row counts and failed images',
-    load: async () => loaded((await import('./info.js')).infoCommand),
-  },
-  {
-    command: 'fetch-model <name>',
-    describe: `download a pretrained backbone (${MODEL_NAMES.join(', ')}) into models/ (Hugging Face mirror, then GitHub)`,
-    load: async () => loaded((await import('./fetch-model.js')).fetchModelCommand),
-  },
-  {
-    command: 'install-cuda',
-    describe:
-      "fetch onnxruntime's CUDA 12 execution provider (Linux x64, NVIDIA GPU) and check the CUDA/cuDNN libraries it needs",
-    load: async () => loaded((await import('./install-cuda.js')).installCudaCommand),
-  },
+  { ...COMMAND_TEXT['demo'], load: async () => loaded((await import('./demo.js')).demoCommand) },
+  { ...COMMAND_TEXT['extract'], load: async () => loaded((await import('./extract.js')).extractCommand) },
+  { ...COMMAND_TEXT['inspect'], load: async () => loaded((await import('./inspect.js')).inspectCommand) },
+  { ...COMMAND_TEXT['train-head'], load: async () => loaded((await import('./train-head.js')).trainHeadCommand) },
+  { ...COMMAND_TEXT['predict'], load: async () => loaded((await import('./predict.js')).predictCommand) },
+  { ...COMMAND_TEXT['audit'], load: async () => loaded((await import('./audit.js')).auditCommand) },
+  { ...COMMAND_TEXT['export'], load: async () => loaded((await import('./export.js')).exportCommand) },
+  { ...COMMAND_TEXT['compact'], load: async () => loaded((await import('./compact.js')).compactCommand) },
+  { ...COMMAND_TEXT['bundle'], load: async () => loaded((await import('./bundle.js')).bundleCommand) },
+  { ...COMMAND_TEXT['serve'], load: async () => loaded((await import('./serve.js')).serveCommand) },
+  { ...COMMAND_TEXT['similar'], load: async () => loaded((await import('./similar.js')).similarCommand) },
+  { ...COMMAND_TEXT['duplicates'], load: async () => loaded((await import('./duplicates.js')).duplicatesCommand) },
+  { ...COMMAND_TEXT['map'], load: async () => loaded((await import('./map.js')).mapCommand) },
+  { ...COMMAND_TEXT['info'], load: async () => loaded((await import('./info.js')).infoCommand) },
+  { ...COMMAND_TEXT['fetch-model'], load: async () => loaded((await import('./fetch-model.js')).fetchModelCommand) },
+  { ...COMMAND_TEXT['install-cuda'], load: async () => loaded((await import('./install-cuda.js')).installCudaCommand) },
 ];
 
 /** The word that selects a command on the command line. */

@@ -8,11 +8,10 @@ import type { Argv } from 'yargs';
 import { ExitCode } from '../errors.js';
 import { DEFAULT_SERVE_OPTIONS as D } from '../jobs/defaults.js';
 import { defineCommand, backboneOptions, logToStderr } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 export const serveCommand = defineCommand({
-  command: 'serve',
-  describe:
-    'serve a head (or a bundle) over HTTP: POST /predict (and /similar with --similar-split), a page at /, dynamic batching',
+  ...COMMAND_TEXT['serve'],
   builder: (y: Argv) =>
     y
       .option('head', {

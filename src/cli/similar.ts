@@ -4,6 +4,7 @@ import { ExitCode } from '../errors.js';
 import { DEFAULT_SIMILAR_OPTIONS as D } from '../jobs/defaults.js';
 import type { SimilarResult } from '../jobs/similar.js';
 import { cacheOption, emit, jsonOption, logToStderr } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 
 function formatSimilar(r: SimilarResult): string {
   const lines: string[] = [];
@@ -31,8 +32,7 @@ interface SimilarArgs {
 }
 
 export const similarCommand: CommandModule = {
-  command: 'similar <query..>',
-  describe: 'the cached images nearest to each query (an image, folder or URL, or a cached path)',
+  ...COMMAND_TEXT['similar'],
   builder: (y: Argv) =>
     y
       .positional('query', { type: 'string', array: true, describe: 'image files, folders, URLs or cached paths' })

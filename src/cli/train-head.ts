@@ -8,6 +8,7 @@ import { CLASS_WEIGHTS, MONITORS, OPTIMIZERS } from '../head/model.js';
 import { DEFAULT_TRAIN_HEAD_OPTIONS as d, MINIBATCH_OPTIONS, SOLVERS } from '../jobs/defaults.js';
 import type { TrainHeadOptions } from '../jobs/train-head.js';
 import { defineCommand, emit, jsonOption } from './flags.js';
+import { COMMAND_TEXT } from './command-text.js';
 import { trainSummaryLine } from './summary.js';
 import cliProgress from 'cli-progress';
 
@@ -85,9 +86,7 @@ const option = (
 ): Options => ({ type, describe, defaultDescription: shown === null ? 'none' : String(shown), ...extra });
 
 export const trainHeadCommand = defineCommand({
-  command: 'train-head',
-  describe:
-    'train a softmax head on cached features (logistic regression by L-BFGS, C × normalisation chosen on folds of train, calibrated) and save it as a TF.js LayersModel',
+  ...COMMAND_TEXT['train-head'],
   builder: (y: Argv) =>
     y
       .option('cache', option('string', d.cache, 'feature cache directory'))

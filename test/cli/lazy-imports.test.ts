@@ -52,7 +52,7 @@ async function loadedPackages(args: string[]): Promise<{ packages: Set<string>; 
 /** The command files (src/cli/<cmd>.js) among the loaded modules, by command name. */
 function commandFilesIn(modules: string[]): string[] {
   const files = modules.map((m) => /dist\/src\/cli\/([\w-]+)\.js$/.exec(m)?.[1]);
-  const helpers = new Set(['registry', 'flags', 'summary']);
+  const helpers = new Set(['registry', 'command-text', 'flags', 'summary']);
   return [...new Set(files.filter((f): f is string => f !== undefined && !helpers.has(f)))].sort();
 }
 
