@@ -37,7 +37,7 @@ import {
 } from '../head/minibatch/stream-fit.js';
 import { softmaxRows } from '../head/model.js';
 import { FeatureCache } from '../store/reader.js';
-import { mib, streamRows } from '../store/stream.js';
+import { type RowBatch, mib, streamRows } from '../store/stream.js';
 import type { TrainHeadResult } from './train-head.js';
 
 /**
@@ -112,6 +112,8 @@ export interface ScalePlan {
   bufferRows: number;
   /** Val rows scored (all of val when it fits). */
   valRows: number;
+  /** Whether the scan keeps the hold-out's rows for the temperature (they fit an eighth of the budget). */
+  keepHoldout: boolean;
 }
 
 export function planScale(
@@ -136,7 +138,9 @@ export function planScale(
   const bufferRows = Math.min(Math.max(1, trainRows), Math.max(STREAM_BATCH, Math.floor(free / 6 / rowBytes)));
   // Val's logits and two softmaxes of them are held for the metrics.
   const scored = Math.min(valRows, Math.floor(free / 6 / (3 * classes * 4 + 64)));
-  return { subsampleRows, holdoutRows, bufferRows, valRows: scored };
+  // Kept from the scan, the hold-out spares the temperature a pass over train (30–37 s of 626 at 1 M × 2048).
+  const keepHoldout = holdoutRows * rowBytes <= free / 8;
+  return { subsampleRows, holdoutRows, bufferRows, valRows: scored, keepHoldout };
 }
 
 export interface ScaleOptions {
@@ -157,6 +161,8 @@ export interface ScaleOptions {
   memoryBytes: number;
   given: Set<string>;
   why: string;
+  /** Keep the hold-out's rows from the scan (default: when the plan has room); false reads train again for them. */
+  holdoutFromScan?: boolean | undefined;
   log: (line: string) => void;
   progress?: ((stage: string, done: number, total: number) => void) | undefined;
   signal?: AbortSignal | undefined;
@@ -167,6 +173,8 @@ export interface ScaleInfo {
   why: string;
   subsampleRows: number;
   holdoutRows: number;
+  /** Whether the temperature's hold-out rows were kept from the scan rather than read again. */
+  holdoutFromScan: boolean;
   /** Whether the saved head was refitted on every row after the temperature (REFIT_SHARE). */
   refit: boolean;
   bufferRows: number;
@@ -191,6 +199,8 @@ interface Scan {
   meanSquaredNorm: { none: number; l2: number; standard: number };
   subsample: { features: Float32Array; labels: Int32Array; count: number; paths: string[] };
   holdoutRows: number;
+  /** The hold-out's rows, part by part, when the scan keeps them. */
+  holdout: { features: Float32Array; labels: Int32Array }[] | null;
 }
 
 const HOLDOUT_SALT = 'featcache-holdout';
@@ -206,6 +216,7 @@ async function scanTrain(
   plan: ScalePlan,
   liveRows: number,
   isHeld: (key: string) => boolean,
+  keepHoldout: boolean,
 ): Promise<Scan> {
   const { dim } = cache;
   const classes = cache.manifest.classes.length;
@@ -218,15 +229,18 @@ async function scanTrain(
   const candidates: { key: string; label: number; score: number; row: Float32Array }[] = [];
   const lowest = new Map<number, { key: string; label: number; score: number; row: Float32Array }[]>();
   let done = 0;
+  const holdout: { features: Float32Array; labels: Int32Array }[] = [];
   for await (const part of cache.batches(o.trainSplit)) {
     if (o.signal?.aborted) throw new FitInterrupted();
     const kept: number[] = [];
+    const heldHere: number[] = [];
     for (let r = 0; r < part.count; r++) {
       const label = part.labels[r]!;
       const key = part.paths[r]!;
       if (label < 0) continue;
       if (isHeld(key)) {
         held++;
+        heldHere.push(r);
         continue;
       }
       kept.push(r);
@@ -251,6 +265,7 @@ async function scanTrain(
     const rows = new Float32Array(kept.length * dim);
     kept.forEach((r, k) => rows.set(part.features.subarray(r * dim, (r + 1) * dim), k * dim));
     standard.add(rows, kept.length);
+    if (keepHoldout && heldHere.length > 0) holdout.push(rowsOf(part, heldHere, dim));
     done += part.count;
     o.progress?.('scan', done, liveRows);
   }
@@ -264,7 +279,41 @@ async function scanTrain(
     meanSquaredNorm: { none: squaredNorms / Math.max(1, trainRows), l2: 1, standard: nonConstant },
     subsample,
     holdoutRows: held,
+    holdout: keepHoldout ? holdout : null,
   };
+}
+
+/** Copies of a part's rows `picked`, with their labels. */
+function rowsOf(
+  part: { features: Float32Array; labels: Int32Array | ArrayLike<number> },
+  picked: number[],
+  dim: number,
+): { features: Float32Array; labels: Int32Array } {
+  const features = new Float32Array(picked.length * dim);
+  picked.forEach((r, k) => features.set(part.features.subarray(r * dim, (r + 1) * dim), k * dim));
+  return { features, labels: Int32Array.from(picked, (r) => part.labels[r]!) };
+}
+
+/** Kept rows as batches of at least `batchRows` (parts hold few hold-out rows each; onnxruntime likes big batches). */
+async function* keptBatches(
+  chunks: { features: Float32Array; labels: Int32Array }[],
+  dim: number,
+  batchRows: number,
+): AsyncGenerator<RowBatch> {
+  for (let first = 0; first < chunks.length;) {
+    let [last, count] = [first, 0];
+    while (last < chunks.length && count < batchRows) count += chunks[last++]!.labels.length;
+    const features = new Float32Array(count * dim);
+    const labels = new Int32Array(count);
+    let at = 0;
+    for (const chunk of chunks.slice(first, last)) {
+      features.set(chunk.features, at * dim);
+      labels.set(chunk.labels, at);
+      at += chunk.labels.length;
+    }
+    yield { count, dim, features, labels, keys: [] };
+    first = last;
+  }
 }
 
 /** Per class, round(m·n_c/n) rows by largest remainder (at least min(n_c, MIN_SUBSAMPLE_PER_CLASS)), lowest hash first. */
@@ -328,10 +377,11 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
   const holdFraction = plan.holdoutRows / Math.max(1, liveRows);
   const isHeld = (key: string) => hashScore(`${HOLDOUT_SALT}${o.seed}`, key) < holdFraction;
   log(
-    `train-head: streaming within a memory budget of ${mib(o.memoryBytes)}: subsample of up to ${plan.subsampleRows} rows for the sweep, hold-out of ~${plan.holdoutRows} rows for the temperature, shuffle buffer of ${plan.bufferRows} rows (${mib(plan.bufferRows * dim * 4)})`,
+    `train-head: streaming within a memory budget of ${mib(o.memoryBytes)}: subsample of up to ${plan.subsampleRows} rows for the sweep, hold-out of ~${plan.holdoutRows} rows for the temperature${plan.keepHoldout ? ' (kept from the scan)' : ''}, shuffle buffer of ${plan.bufferRows} rows (${mib(plan.bufferRows * dim * 4)})`,
   );
 
-  const scan = await stage(stages, 'scan', () => scanTrain(cache, o, plan, liveRows, isHeld));
+  const keepHoldout = o.holdoutFromScan ?? plan.keepHoldout;
+  const scan = await stage(stages, 'scan', () => scanTrain(cache, o, plan, liveRows, isHeld, keepHoldout));
   if (scan.trainRows === 0)
     throw new FeatcacheError(
       `${optionName('cache')} ${o.cache}: split ${o.trainSplit} has no labelled rows; extract a labelled dataset`,
@@ -468,22 +518,21 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
   const temperature = await stage(stages, 'temperature', async () => {
     const logits: Float32Array[] = [];
     const labels: number[] = [];
-    await streamLogits(
-      streamRows(cache, o.trainSplit, {
-        seed: o.seed,
-        bufferRows: STREAM_BATCH,
-        batchRows: 4096,
-        keep: (key, label) => label >= 0 && isHeld(key),
-        latest,
-      }),
-      foldHead,
-      dim,
-      classes,
-      (batch, l) => {
-        logits.push(l);
-        labels.push(...batch.labels);
-      },
-    );
+    const heldRows = scan.holdout
+      ? keptBatches(scan.holdout, dim, 4096)
+      : streamRows(cache, o.trainSplit, {
+          seed: o.seed,
+          bufferRows: STREAM_BATCH,
+          batchRows: 4096,
+          keep: (key, label) => label >= 0 && isHeld(key),
+          latest,
+        });
+    // Normalised in place by streamLogits: the kept rows serve this stage only, and are let go after it.
+    scan.holdout = null;
+    await streamLogits(heldRows, foldHead, dim, classes, (batch, l) => {
+      logits.push(l);
+      labels.push(...batch.labels);
+    });
     if (labels.length === 0) return 1;
     return fitTemperature(concatFloat(logits), Int32Array.from(labels), classes, TEMPERATURE_PRIOR);
   });
@@ -561,6 +610,7 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
       valSplit: hasVal ? o.valSplit : null,
       subsampleRows: scan.subsample.count,
       holdoutRows: scan.holdoutRows,
+      holdoutFromScan: keepHoldout,
       refit,
       sweep: sweep ? { method: 'subsample', candidates: sweep.candidates, fixed: sweep.fixed } : null,
     },
@@ -580,6 +630,7 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
     why: o.why,
     subsampleRows: scan.subsample.count,
     holdoutRows: scan.holdoutRows,
+    holdoutFromScan: keepHoldout,
     refit,
     bufferRows: plan.bufferRows,
     valRowsScored: evaluation.rows,

@@ -7,7 +7,7 @@ import { before, describe, it } from 'node:test';
 import { writeSyntheticCache } from '../../scripts/synthetic-cache.js';
 import { loadTf } from '../../src/head/runtime.js';
 import { loadHead } from '../../src/head/saved.js';
-import { PROBE_WORK_LIMIT, chooseScale } from '../../src/jobs/train-head-scale.js';
+import { BASE_BYTES, HOLDOUT_CAP, PROBE_WORK_LIMIT, chooseScale, planScale } from '../../src/jobs/train-head-scale.js';
 import { minibatchSweepLine, trainHead } from '../../src/jobs/train-head.js';
 import { cliPath, runCli, tempDir } from '../support/helpers.js';
 
@@ -29,6 +29,20 @@ describe('chooseScale: solver auto by the cache size, said in one line', () => {
     assert.equal(memory.stream, true);
     assert.match(memory.why, /over the memory budget of 2\.00 GiB/);
     assert.ok(!memory.why.includes('\n'));
+  });
+});
+
+describe('planScale', () => {
+  it("keeps the hold-out's rows from the scan when they fit an eighth of the budget, reads them again when not", () => {
+    const gib = 2 ** 30;
+    // 1 M × 2048 × 1,000 in 2 GiB: 20,000 rows × 8 KiB = 156 MiB, under (2 GiB − base) / 8.
+    const big = planScale(1_000_000, 50_000, 2048, 1000, 2 * gib, 0.02);
+    assert.equal(big.holdoutRows, HOLDOUT_CAP);
+    assert.equal(big.keepHoldout, true);
+    // The same rows at 65,536-d (512 KiB each) would need ~10 GiB.
+    const wide = planScale(1_000_000, 50_000, 65_536, 1000, 2 * gib, 0.02);
+    assert.equal(wide.keepHoldout, false);
+    assert.ok(wide.holdoutRows * 65_536 * 4 > (2 * gib - BASE_BYTES) / 8);
   });
 });
 
@@ -112,6 +126,24 @@ describe('train-head at scale: streaming from the cache (small synthetic caches)
     assert.equal(f.trainRows + f.scale!.holdoutRows, 4000);
     assert.ok(f.scale!.holdoutRows > 0 && f.scale!.holdoutRows <= 0.05 * 4000, `${f.scale!.holdoutRows}`);
     assert.ok(!small.some((l) => l.includes('refit')), small.join('\n'));
+  });
+
+  it("keeps the hold-out's rows from the scan for the temperature: the same head and temperature as reading them again", async () => {
+    const kept: string[] = [];
+    const a = await trainHead({ cache, head: path.join(dir, 'head-kept'), memory: 322, log: (l) => kept.push(l) });
+    assert.equal(a.scale!.holdoutFromScan, true);
+    assert.ok(
+      kept.some((l) => l.includes('rows for the temperature (kept from the scan)')),
+      kept.join('\n'),
+    );
+    // The scan's rows against a second read of train (ScaleOptions.holdoutFromScan, not a CLI flag).
+    const again = { cache, head: path.join(dir, 'head-reread'), memory: 322, holdoutFromScan: false };
+    const b = await trainHead(again);
+    assert.equal(b.scale!.holdoutFromScan, false);
+    assert.equal(a.scale!.holdoutRows, b.scale!.holdoutRows);
+    // Commit order against a shuffled read: the same rows, summed in another order.
+    assert.ok(Math.abs(a.temperature - b.temperature) < 1e-4, `${a.temperature} vs ${b.temperature}`);
+    assert.equal(a.metrics.top1, b.metrics.top1);
   });
 
   it('keeps peak RSS under a small --memory budget (child process, split larger than the budget allows in memory)', async () => {
