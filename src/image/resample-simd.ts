@@ -104,20 +104,22 @@ function sliceOf(c: ResampleCoefficients, first: number, count: number) {
 }
 
 /**
- * Pillow's resize of interleaved RGB (width × height) restricted to `window`, with both passes given (an identity
- * pass stands in for one Pillow skips: weight 1.0 at one tap leaves every byte as it is). Undefined where the
- * WebAssembly module is not available or its memory cannot grow: the caller then resizes in JavaScript.
+ * Pillow's resize of interleaved RGB (width × height) restricted to `window`, which reads source rows `rows`
+ * ([first, last)), with both passes given (an identity pass stands in for one Pillow skips: weight 1.0 at one tap
+ * leaves every byte as it is). Undefined where the WebAssembly module is not available or its memory cannot grow:
+ * the caller then resizes in JavaScript.
  */
 export function resizeRgbSimd(
   src: Uint8Array,
   width: number,
+  rows: [number, number],
   h: ResampleCoefficients,
   v: ResampleCoefficients,
   window: { left: number; top: number; width: number; height: number },
 ): Uint8Array | undefined {
   try {
     const k = instance();
-    return k && runPasses(k, src, width, h, v, window);
+    return k && runPasses(k, src, width, rows, h, v, window);
   } catch (error) {
     // Out of memory (an instance or its growth): nothing is half-written that the JavaScript passes would read.
     if (!(error instanceof RangeError)) throw error;
@@ -130,12 +132,11 @@ function runPasses(
   k: Kernels,
   src: Uint8Array,
   width: number,
+  [firstRow, lastRow]: [number, number],
   h: ResampleCoefficients,
   v: ResampleCoefficients,
   window: { left: number; top: number; width: number; height: number },
 ): Uint8Array {
-  const last = window.top + window.height - 1;
-  const [firstRow, lastRow] = [v.start[window.top]!, v.start[last]! + v.count[last]!];
   const [rowBytes, stride] = [width * 3, window.width * 3];
   const chunkRows = Math.max(1, Math.min(lastRow - firstRow, Math.floor(SOURCE_CHUNK_BYTES / rowBytes)));
   const hs = sliceOf(h, window.left, window.width);

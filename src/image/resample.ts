@@ -122,12 +122,13 @@ function resize(
   checkWindow(out, window);
   const h = out.width !== image.width ? bilinearCoefficients(image.width, out.width) : undefined;
   const v = out.height !== image.height ? bilinearCoefficients(image.height, out.height) : undefined;
+  const rows = sourceRows(v, window);
   if (simd && image.channels === 3 && (h || v)) {
     const [hc, vc] = [h ?? identityCoefficients(image.width), v ?? identityCoefficients(image.height)];
-    const fast = resizeRgbSimd(src, image.width, hc, vc, window);
+    const fast = resizeRgbSimd(src, image.width, rows, hc, vc, window);
     if (fast) return fast;
   }
-  return resizePasses(src, image.width, image.channels, h, v, window);
+  return resizePasses(src, image.width, image.channels, rows, h, v, window);
 }
 
 /** Both passes index coefficients by output position: a window reaching outside the output would read garbage. */
@@ -159,11 +160,11 @@ function resizePasses(
   src: Uint8Array,
   width: number,
   channels: number,
+  [firstRow, lastRow]: [number, number],
   h: ResampleCoefficients | undefined,
   v: ResampleCoefficients | undefined,
   window: Window,
 ): Uint8Array {
-  const [firstRow, lastRow] = sourceRows(v, window);
   const stride = window.width * channels;
   const mid = scratch((lastRow - firstRow) * stride);
   for (let y = firstRow; y < lastRow; y++) {

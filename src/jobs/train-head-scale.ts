@@ -262,9 +262,7 @@ async function scanTrain(
         lowest.set(label, list);
       }
     }
-    const rows = new Float32Array(kept.length * dim);
-    kept.forEach((r, k) => rows.set(part.features.subarray(r * dim, (r + 1) * dim), k * dim));
-    standard.add(rows, kept.length);
+    standard.add(rowsOf(part, kept, dim).features, kept.length);
     if (keepHoldout && heldHere.length > 0) holdout.push(rowsOf(part, heldHere, dim));
     done += part.count;
     o.progress?.('scan', done, liveRows);
@@ -376,11 +374,11 @@ export async function trainHeadAtScale(o: ScaleOptions): Promise<ScaleResult> {
   const plan = planScale(liveRows, valLive, dim, classes, o.memoryBytes, o.holdoutFraction);
   const holdFraction = plan.holdoutRows / Math.max(1, liveRows);
   const isHeld = (key: string) => hashScore(`${HOLDOUT_SALT}${o.seed}`, key) < holdFraction;
+  const keepHoldout = o.holdoutFromScan ?? plan.keepHoldout;
   log(
-    `train-head: streaming within a memory budget of ${mib(o.memoryBytes)}: subsample of up to ${plan.subsampleRows} rows for the sweep, hold-out of ~${plan.holdoutRows} rows for the temperature${plan.keepHoldout ? ' (kept from the scan)' : ''}, shuffle buffer of ${plan.bufferRows} rows (${mib(plan.bufferRows * dim * 4)})`,
+    `train-head: streaming within a memory budget of ${mib(o.memoryBytes)}: subsample of up to ${plan.subsampleRows} rows for the sweep, hold-out of ~${plan.holdoutRows} rows for the temperature${keepHoldout ? ' (kept from the scan)' : ''}, shuffle buffer of ${plan.bufferRows} rows (${mib(plan.bufferRows * dim * 4)})`,
   );
 
-  const keepHoldout = o.holdoutFromScan ?? plan.keepHoldout;
   const scan = await stage(stages, 'scan', () => scanTrain(cache, o, plan, liveRows, isHeld, keepHoldout));
   if (scan.trainRows === 0)
     throw new FeatcacheError(
